@@ -1,0 +1,17 @@
+"""glmm_ext: random-intercept generalized linear mixed models, the statsmodels way.
+
+Gaussian + identity by exact REML/ML; Binomial, Poisson, Gamma and Gaussian-log by maximum
+likelihood with the Laplace approximation or adaptive Gauss-Hermite quadrature.
+"""
+from ._families import ALLOWED_LINKS, make_family
+from ._optsummary import OptSummary
+from .compat import BinomialMixedGLM, PoissonMixedGLM, mixedlm
+from .datasets import load_schools, simulate
+from .model import GLMM, SingularFitWarning, glmm
+from .results import GLMMResults, GLMMResultsWrapper
+
+__version__ = "0.1.0"
+
+__all__ = ["GLMM", "glmm", "mixedlm", "BinomialMixedGLM", "PoissonMixedGLM", "GLMMResults", "GLMMResultsWrapper",
+           "OptSummary", "SingularFitWarning", "ALLOWED_LINKS", "make_family", "load_schools", "simulate",
+           "__version__"]

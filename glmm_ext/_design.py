@@ -1,0 +1,165 @@
+"""Cleaned data -> the model's design: response, trials, predictors, groups, offset and scaling.
+
+Predictors are centred and scaled internally (X_s = (X - c) / s column-wise, the intercept column
+kept) so that a predictor on a 1e6 scale or shifted by 1e7 gives the same fit; estimates go back
+through beta = R gamma.  Rows are sorted by group once, so every per-group sum is a segment sum.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ._families import Distribution
+from ._laplace import GLMMData
+from ._segments import group_starts
+from ._validation import check_groups_and_size, check_rank, check_response
+
+
+@dataclass
+class Scaling:
+    """Column centring and scaling of X with beta = R gamma for gamma fitted on X_s."""
+
+    center: np.ndarray
+    scale: np.ndarray
+    intercept: int  # index of the constant column, -1 when there is none
+
+    def transform(self, X):
+        """X_s = (X - center) / scale."""
+        return (X - self.center) / self.scale
+
+    @property
+    def matrix(self):
+        """R with beta = R gamma:  R_jj = 1 / s_j,  R_{k0 j} = -c_j / (v s_j) for the intercept column k0."""
+        R = np.diag(1.0 / self.scale)
+        k0 = self.intercept
+        if k0 >= 0:
+            for j in range(len(self.scale)):
+                if j != k0:
+                    R[k0, j] = -self.center[j] / (self.scale[k0] * self.scale[j])
+        return R
+
+    @property
+    def log_abs_det(self):
+        """log |det R| (R is diagonal but for one row): the REML log-likelihood's change of parametrisation."""
+        return float(-np.sum(np.log(np.abs(self.scale))))
+
+
+def make_scaling(X):
+    """Centre on the mean and scale by the SD when an intercept column exists; else scale by the RMS."""
+    p = X.shape[1]
+    const = [j for j in range(p) if X.shape[0] and np.all(X[:, j] == X[0, j]) and X[0, j] != 0]
+    k0 = const[0] if const else -1
+    center = np.zeros(p)
+    scale = np.ones(p)
+    for j in range(p):
+        col = X[:, j]
+        if j == k0:
+            scale[j] = col[0]
+        elif k0 >= 0:
+            center[j] = col.mean()
+            sd = col.std()
+            scale[j] = sd if sd > 0 else 1.0
+        else:
+            rms = np.sqrt(np.mean(col * col))
+            scale[j] = rms if rms > 0 else 1.0
+    return Scaling(center, scale, k0)
+
+
+@dataclass
+class Design:
+    """Everything the engine needs, in the data's row order (``order`` sorts rows by group)."""
+
+    y: np.ndarray  # response (a proportion when trials are given)
+    trials: np.ndarray  # binomial trials per row (1 otherwise)
+    X: np.ndarray
+    offset: np.ndarray
+    codes: np.ndarray  # group code of each row
+    group_labels: np.ndarray  # label of each code
+    counts: np.ndarray  # rows per group, by code
+    order: np.ndarray  # stable sort of rows by group code
+    dist: Distribution
+    scaling: Scaling
+    exog_names: list
+    endog_name: str
+    group_name: str
+    index: pd.Index
+    n_dropped: int = 0
+    dropped_index: list = field(default_factory=list)
+    drop_reasons: dict = field(default_factory=dict)
+    has_trials: bool = False
+
+    @property
+    def nobs(self):
+        return len(self.y)
+
+    @property
+    def n_groups(self):
+        return len(self.counts)
+
+    @property
+    def gaussian_identity(self):
+        return self.dist.name == "gaussian" and self.dist.link_name == "identity"
+
+    @property
+    def starts(self):
+        return group_starts(self.counts)
+
+    def engine_data(self):
+        """GLMMData on the scaled predictors, rows sorted by group."""
+        o = self.order
+        y, m = self.y[o], self.trials[o]
+        return GLMMData(y=y, X=self.scaling.transform(self.X)[o], offset=self.offset[o], m=m,
+                        const=self.dist.log_constant(y, m), starts=self.starts, counts=self.counts)
+
+
+def _group_codes(groups):
+    """(codes, labels) with labels sorted when they can be, so relabelling only permutes groups."""
+    values = pd.Series(groups).reset_index(drop=True)
+    try:
+        codes, labels = pd.factorize(values, sort=True)
+    except TypeError:  # labels of mixed types
+        codes, labels = pd.factorize(values.astype(str), sort=True)
+    return codes.astype(np.intp), np.asarray(labels)
+
+
+def build_design(clean, family):
+    """Validate the cleaned data against the family and assemble the Design."""
+    dist = Distribution(family)
+    endog = clean.endog
+    labels = list(endog.index)
+    if endog.shape[1] == 2:
+        if dist.name != "binomial":
+            raise ValueError(f"a two-column response ({', '.join(map(str, endog.columns))}) is only for the "
+                             f"Binomial family (successes + failures), not {dist.name}")
+        successes = endog.iloc[:, 0].to_numpy(dtype=float)
+        failures = endog.iloc[:, 1].to_numpy(dtype=float)
+        trials = successes + failures
+        name = " + ".join(map(str, endog.columns))
+        zero = np.flatnonzero(trials == 0)
+        if zero.size:
+            raise ValueError(f"Binomial response {name!r}: rows with zero trials carry no information; "
+                             f"remove {', '.join(str(labels[i]) for i in zero[:5])}"
+                             + (f" and {zero.size - 5} more" if zero.size > 5 else ""))
+        y = np.divide(successes, trials, out=np.zeros_like(trials), where=trials > 0)
+        check_response("binomial", y, trials, name, labels)
+        has_trials = True
+    else:
+        y = endog.iloc[:, 0].to_numpy(dtype=float)
+        trials = np.ones_like(y)
+        name = str(endog.columns[0])
+        check_response(dist.name, y, None, name, labels)
+        has_trials = False
+    X = clean.exog.to_numpy(dtype=float)
+    names = [str(c) for c in clean.exog.columns]
+    codes, group_labels = _group_codes(clean.groups)
+    counts = np.bincount(codes, minlength=len(group_labels))
+    n_params = X.shape[1] + (2 if dist.name == "gaussian" and dist.link_name == "identity" else
+                             1 + int(dist.has_dispersion))
+    check_groups_and_size(len(y), n_params, counts, dist.name == "gaussian" and dist.link_name == "identity",
+                          str(clean.groups.name))
+    check_rank(X, names)
+    return Design(y=y, trials=trials, X=X, offset=np.asarray(clean.offset, float), codes=codes,
+                  group_labels=group_labels, counts=counts, order=np.argsort(codes, kind="stable"),
+                  dist=dist, scaling=make_scaling(X), exog_names=names, endog_name=name,
+                  group_name=str(clean.groups.name), index=clean.endog.index, n_dropped=clean.n_dropped,
+                  dropped_index=clean.dropped_index, drop_reasons=clean.drop_reasons, has_trials=has_trials)

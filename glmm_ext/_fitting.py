@@ -1,0 +1,84 @@
+"""Run the right engine on a Design and bring its estimates back to the data's units.
+
+Gaussian + identity -> the exact REML/ML profile (_lmm.py) on a centred and scaled response;
+every other pair -> Laplace / AGQ maximum likelihood (_glmm.py).  The output is on the original
+scale of the predictors and response, ready for the results object.
+"""
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._glmm import fit_glmm
+from ._lmm import SINGULAR_TOL, fit_lmm, lmm_stats
+from ._optsummary import OptSummary
+
+
+@dataclass
+class FitOutput:
+    beta: np.ndarray
+    cov_beta: np.ndarray
+    var_re: float
+    scale: float  # residual variance (Gaussian), dispersion (Gamma, Gaussian-log), 1 otherwise
+    llf: float
+    blups: np.ndarray  # by group code
+    blup_sd: np.ndarray
+    converged: bool
+    singular: bool
+    method: str  # "REML", "ML", "Laplace", "AGQ", "PIRLS (nagq=0)"
+    opt: OptSummary
+    n_params: int  # parameters counted by AIC/BIC
+    cov_beta_pirls: np.ndarray = None
+    se_note: str = ""
+
+
+def fit_profile(design, reml=True, maxiter=100, tol=1e-6, callback=None):
+    """Exact REML/ML for Gaussian + identity, on a response centred (when there is an intercept) and scaled."""
+    t0 = time.perf_counter()
+    o = design.order
+    scaling = design.scaling
+    X_s = scaling.transform(design.X)[o]
+    y = design.y - design.offset
+    y_center = float(np.mean(y)) if scaling.intercept >= 0 else 0.0
+    y_scale = float(np.std(y - y_center)) if scaling.intercept >= 0 else float(np.sqrt(np.mean(y * y)))
+    if not y_scale > 0:
+        raise ValueError(f"the response {design.endog_name!r} does not vary; there is nothing to fit")
+    y_s = ((y - y_center) / y_scale)[o]
+    if callback is not None:
+        callback("start values", 0, np.nan)
+    stats = lmm_stats(X_s, y_s, design.starts, design.counts)
+    fit = fit_lmm(stats, reml=reml, tol=tol, maxiter=maxiter)
+    if callback is not None:
+        callback("REML" if reml else "ML", fit.n_evaluations, -fit.llf)
+    R = scaling.matrix
+    gamma = fit.beta * y_scale
+    if scaling.intercept >= 0:
+        gamma[scaling.intercept] += y_center
+    beta = R @ gamma
+    cov = (y_scale**2) * R @ fit.cov_beta @ R.T
+    n, p = design.nobs, design.X.shape[1]
+    llf = fit.llf - (n - p if reml else n) * np.log(y_scale)
+    if reml:
+        llf += scaling.log_abs_det
+    sigma2 = fit.sigma2 * y_scale**2
+    opt = OptSummary(method=f"{'REML' if reml else 'ML'} profile: log-grid + bounded Brent over theta = sigma_u/sigma_e",
+                     nagq=0, maxiter=maxiter, tol=tol, initial=np.array([np.nan]), final=np.array([fit.theta]),
+                     n_iterations=fit.n_evaluations, n_evaluations=fit.n_evaluations, objective=-fit.llf,
+                     newton_decrement=np.nan, converged=fit.converged, message=fit.message,
+                     seconds=time.perf_counter() - t0)
+    return FitOutput(beta=beta, cov_beta=cov, var_re=fit.theta**2 * sigma2, scale=sigma2, llf=llf,
+                     blups=fit.blups * y_scale, blup_sd=fit.blup_sd * y_scale, converged=fit.converged,
+                     singular=fit.theta < SINGULAR_TOL, method="REML" if reml else "ML", opt=opt, n_params=p + 2)
+
+
+def fit_likelihood(design, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", callback=None):
+    """Laplace / AGQ maximum likelihood (or nagq = 0) for any non-(Gaussian, identity) pair."""
+    data = design.engine_data()
+    fit = fit_glmm(design.dist, data, nagq=nagq, maxiter=maxiter, tol=tol, cov_type=cov_type, callback=callback)
+    R = design.scaling.matrix
+    method = {0: "PIRLS (nagq=0)", 1: "Laplace"}.get(nagq, "AGQ")
+    return FitOutput(beta=R @ fit.beta, cov_beta=R @ fit.cov_beta @ R.T, var_re=fit.var_re, scale=fit.scale,
+                     llf=fit.llf, blups=fit.blups, blup_sd=fit.blup_sd, converged=fit.converged,
+                     singular=fit.singular, method=method, opt=fit.opt,
+                     n_params=design.X.shape[1] + 1 + int(design.dist.has_dispersion),
+                     cov_beta_pirls=R @ fit.cov_beta_pirls @ R.T, se_note=fit.se_note)

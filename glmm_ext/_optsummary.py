@@ -1,0 +1,41 @@
+"""One record of an optimisation: settings, start and end points, counts and return status."""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class OptSummary:
+    """What the optimiser was asked to do and what it did (carried by every results object).
+
+    Parameters are on the engine's internal scale (scaled predictors; for the Gaussian profile the
+    relative SD theta = sigma_u / sigma_e; otherwise (gamma, sigma_u[, log phi])).
+    """
+
+    method: str
+    nagq: int
+    maxiter: int
+    tol: float
+    initial: np.ndarray = field(repr=False)
+    final: np.ndarray = field(repr=False)
+    n_iterations: int = 0
+    n_evaluations: int = 0
+    objective: float = np.nan  # final -log-likelihood on the engine's scale
+    newton_decrement: float = np.nan  # g' H^{-1} g / 2: estimated distance to the optimum in log-likelihood
+    converged: bool = False
+    message: str = ""
+    seconds: float = 0.0
+
+    def __str__(self):
+        rows = [
+            ("Method", self.method),
+            ("Quadrature nodes (nagq)", self.nagq),
+            ("Max iterations / tolerance", f"{self.maxiter} / {self.tol:g}"),
+            ("Iterations / evaluations", f"{self.n_iterations} / {self.n_evaluations}"),
+            ("Newton decrement", f"{self.newton_decrement:.3g}"),
+            ("Converged", self.converged),
+            ("Message", self.message),
+            ("Seconds", f"{self.seconds:.3f}"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

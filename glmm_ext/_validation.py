@@ -1,0 +1,189 @@
+"""Every input check of glmm_ext, in one place.
+
+Each check raises ValueError (TypeError for an object of the wrong kind) with a message that names
+the offending argument, column, rows or value, before any optimisation starts.
+"""
+import numbers
+import warnings
+
+import numpy as np
+
+from ._families import ALLOWED_LINKS, FAMILY_CLASSES, family_name, link_name
+
+#: the confidence levels (in percent) the tables accept
+CONF_LEVEL_RANGE = (50.0, 99.99)
+#: the number of adaptive Gauss-Hermite nodes accepted by fit(nagq=...)
+NAGQ_RANGE = (0, 100)
+COV_TYPES = ("hessian", "pirls")
+
+
+def _rows(positions, labels=None, limit=5):
+    """'rows 3, 7 and 2 more' in the caller's labels (index values) where there are labels."""
+    positions = np.asarray(positions)
+    shown = [labels[i] if labels is not None else i for i in positions[:limit]]
+    text = ", ".join(str(v) for v in shown)
+    extra = len(positions) - limit
+    word = "row" if len(positions) == 1 else "rows"
+    return f"{word} {text}" + (f" and {extra} more" if extra > 0 else "")
+
+
+# --------------------------------------------------------------------------------- family and link
+def check_family(family):
+    """A supported statsmodels family instance (None -> Gaussian with identity link)."""
+    import statsmodels.api as sm
+
+    if family is None:
+        return sm.families.Gaussian()
+    if isinstance(family, str):
+        from ._families import make_family
+
+        return make_family(family)
+    if isinstance(family, type):
+        raise TypeError(f"family must be an instance such as sm.families.{family.__name__}(), not the class")
+    name = family_name(family)
+    if name is None:
+        allowed = ", ".join(f"sm.families.{cls.__name__}" for cls in FAMILY_CLASSES.values())
+        raise ValueError(f"family {type(family).__name__} is not supported; use one of {allowed}")
+    link = link_name(family.link)
+    if link not in ALLOWED_LINKS[name]:
+        raise ValueError(f"link {link!r} is not allowed with the {name} family; allowed links: "
+                         f"{', '.join(ALLOWED_LINKS[name])}")
+    return family
+
+
+def check_family_name(name):
+    key = str(name).strip().lower()
+    if key not in FAMILY_CLASSES:
+        raise ValueError(f"unknown family {name!r}; choose one of {', '.join(FAMILY_CLASSES)}")
+    return key
+
+
+def check_link_name(family, link):
+    key = str(link).strip().lower()
+    key = {"inverse_power": "inverse", "inversepower": "inverse"}.get(key, key)
+    if key not in ALLOWED_LINKS[family]:
+        raise ValueError(f"link {link!r} is not allowed with the {family} family; allowed links: "
+                         f"{', '.join(ALLOWED_LINKS[family])}")
+    return key
+
+
+# --------------------------------------------------------------------------------- fit options
+def check_fit_options(maxiter, tol, nagq, cov_type="hessian"):
+    if isinstance(maxiter, bool) or not isinstance(maxiter, numbers.Integral) or maxiter < 1:
+        raise ValueError(f"maxiter must be a whole number >= 1 (got {maxiter!r})")
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not np.isfinite(tol) or tol <= 0:
+        raise ValueError(f"tol must be a positive number (got {tol!r})")
+    lo, hi = NAGQ_RANGE
+    if isinstance(nagq, bool) or not isinstance(nagq, numbers.Integral) or not lo <= nagq <= hi:
+        raise ValueError(f"nagq must be a whole number from {lo} to {hi} (got {nagq!r}); 1 is the Laplace "
+                         "approximation, 0 the faster PIRLS approximation")
+    if cov_type not in COV_TYPES:
+        raise ValueError(f"cov_type must be one of {', '.join(COV_TYPES)} (got {cov_type!r})")
+    return int(maxiter), float(tol), int(nagq)
+
+
+def check_alpha(alpha):
+    """alpha for a (1 - alpha) interval, with the level inside 50%-99.99%."""
+    lo, hi = CONF_LEVEL_RANGE
+    try:
+        level = 100.0 * (1.0 - float(alpha))
+    except (TypeError, ValueError):
+        raise ValueError(f"alpha must be a number (got {alpha!r})") from None
+    if not np.isfinite(level) or not lo - 1e-9 <= level <= hi + 1e-9:
+        raise ValueError(f"confidence level {level:g}% (alpha={alpha!r}) is outside {lo:g}%-{hi:g}%; "
+                         f"use alpha between {1 - hi / 100:.4g} and {1 - lo / 100:g}")
+    return float(alpha)
+
+
+def check_conf_level(level):
+    """A confidence level in percent (50-99.99) -> alpha."""
+    lo, hi = CONF_LEVEL_RANGE
+    try:
+        level = float(level)
+    except (TypeError, ValueError):
+        raise ValueError(f"confidence level must be a number (got {level!r})") from None
+    if not np.isfinite(level) or not lo <= level <= hi:
+        raise ValueError(f"confidence level {level:g}% is outside {lo:g}%-{hi:g}%")
+    return 1.0 - level / 100.0
+
+
+# --------------------------------------------------------------------------------- data
+def check_response(family, y, trials, name, labels):
+    """The response inside the family's support; names the rows that are not."""
+    if family == "binomial":
+        if trials is None:
+            bad = np.flatnonzero((y != 0) & (y != 1))
+            if bad.size:
+                raise ValueError(f"Binomial response {name!r} must be 0 or 1 (or give successes + failures); "
+                                 f"{_rows(bad, labels)} hold {', '.join(f'{v:g}' for v in y[bad][:5])}")
+        else:
+            successes = y * trials
+            bad = np.flatnonzero((successes < 0) | (trials - successes < 0))
+            if bad.size:
+                raise ValueError(f"Binomial response {name!r}: successes and failures must be >= 0; "
+                                 f"{_rows(bad, labels)} are negative")
+            bad = np.flatnonzero(np.abs(trials - np.round(trials)) > 1e-8)
+            if bad.size:
+                warnings.warn(f"Binomial response {name!r}: non-integer numbers of trials in {_rows(bad, labels)}",
+                              UserWarning, stacklevel=4)
+    elif family == "poisson":
+        bad = np.flatnonzero(y < 0)
+        if bad.size:
+            raise ValueError(f"Poisson response {name!r} must be >= 0; {_rows(bad, labels)} hold "
+                             f"{', '.join(f'{v:g}' for v in y[bad][:5])}")
+        bad = np.flatnonzero(np.abs(y - np.round(y)) > 1e-8)
+        if bad.size:
+            warnings.warn(f"Poisson response {name!r} has non-integer values in {_rows(bad, labels)}; "
+                          "the likelihood is evaluated with gamma functions", UserWarning, stacklevel=4)
+    elif family == "gamma":
+        bad = np.flatnonzero(y <= 0)
+        if bad.size:
+            raise ValueError(f"Gamma response {name!r} must be > 0; {_rows(bad, labels)} hold "
+                             f"{', '.join(f'{v:g}' for v in y[bad][:5])}")
+
+
+def check_vector(values, n, what, positive=False):
+    """An offset/exposure/weights array: length n, finite (and > 0 where asked)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "biuf":
+        try:
+            arr = arr.astype(float)
+        except (TypeError, ValueError):
+            raise ValueError(f"{what} must be numeric (got dtype {arr.dtype})") from None
+    arr = np.asarray(arr, dtype=float).reshape(-1) if arr.ndim <= 1 or 1 in arr.shape else arr
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"{what} has {arr.size} values but the data have {n} rows")
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if bad.size:
+        raise ValueError(f"{what} must be finite; {_rows(bad)} are not")
+    if positive:
+        bad = np.flatnonzero(arr <= 0)
+        if bad.size:
+            raise ValueError(f"{what} must be > 0; {_rows(bad)} hold {', '.join(f'{v:g}' for v in arr[bad][:5])}")
+    return arr
+
+
+def check_groups_and_size(n_rows, n_params, counts, gaussian_identity, group_name):
+    """Enough rows and groups to estimate the model."""
+    if n_rows == 0:
+        raise ValueError("no rows left after removing rows with missing, non-numeric or infinite values")
+    if len(counts) < 2:
+        raise ValueError(f"the grouping variable {group_name!r} has {len(counts)} group; a random intercept "
+                         "needs at least 2 groups")
+    if gaussian_identity and counts.max() < 2:
+        raise ValueError(f"every group of {group_name!r} has a single row: a Gaussian random intercept cannot be "
+                         "told apart from the residual")
+    if n_rows <= n_params:
+        raise ValueError(f"{n_rows} rows are too few for {n_params} parameters")
+
+
+def check_rank(X, names):
+    """Full column rank, or an error naming the collinear columns."""
+    if X.shape[1] == 0:
+        raise ValueError("the model has no fixed effects; include at least an intercept")
+    _, s, vt = np.linalg.svd(X / np.maximum(np.sqrt((X * X).mean(axis=0)), 1e-300), full_matrices=False)
+    tol = s.max() * max(X.shape) * np.finfo(float).eps * 10
+    if s.min() <= tol:
+        null = vt[-1]
+        involved = [names[i] for i in np.flatnonzero(np.abs(null) > 1e-6 * np.abs(null).max())]
+        raise ValueError(f"the predictors are perfectly collinear: {', '.join(involved)}; drop one of them")

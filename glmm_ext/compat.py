@@ -1,0 +1,63 @@
+"""Drop-in entry points with statsmodels' signatures: MixedLM.from_formula and *BayesMixedGLM.from_formula."""
+import re
+
+import statsmodels.api as sm
+
+from .model import GLMM
+
+
+def mixedlm(formula, data, re_formula=None, vc_formula=None, subset=None, use_sparse=False, missing="drop",
+            *args, groups=None, **kwargs):
+    """``statsmodels.formula.api.mixedlm`` for a random intercept: ``mixedlm("y ~ x", df, groups="g")``.
+
+    Random slopes (``re_formula`` other than ``"1"``) and variance components are not expressible
+    with one random intercept and raise ValueError.
+    """
+    if re_formula not in (None, "1", "~1", "1 ", "~ 1"):
+        raise ValueError(f"re_formula={re_formula!r}: glmm_ext fits a random intercept only (re_formula='1')")
+    if vc_formula:
+        raise ValueError("vc_formula: glmm_ext fits a single random intercept; variance components are not supported")
+    if groups is None and args:
+        groups = args[0]
+    return GLMM.from_formula(formula, data, groups=groups, family=sm.families.Gaussian(), subset=subset, **kwargs)
+
+
+_INTERCEPT_VC = re.compile(r"^\s*0\s*\+\s*C\(\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\)\s*$")
+
+
+def _intercept_group(vc_formulas, family_name):
+    if not isinstance(vc_formulas, dict) or len(vc_formulas) != 1:
+        raise ValueError(f"{family_name}MixedGLM takes exactly one variance component of the form "
+                         '{"g": "0 + C(g)"} (one random intercept per group)')
+    (key, text), = vc_formulas.items()
+    match = _INTERCEPT_VC.match(str(text))
+    if not match:
+        raise ValueError(f"variance component {key!r}: {text!r} is not a random intercept; use '0 + C(column)'")
+    return match.group(1)
+
+
+class _BayesCompatible:
+    family = None
+
+    @classmethod
+    def from_formula(cls, formula, vc_formulas, data, vcp_p=1, fe_p=2, link=None, **kwargs):
+        """``BinomialBayesMixedGLM.from_formula(formula, vc_formulas, data)`` with one random intercept.
+
+        Fitted by maximum likelihood (Laplace; ``fit(nagq=K)`` for quadrature), not variationally;
+        ``vcp_p`` and ``fe_p`` (prior scales) have no role and are ignored.
+        """
+        group = _intercept_group(vc_formulas, cls.__name__.replace("MixedGLM", ""))
+        family = cls.family(link=link) if link is not None else cls.family()
+        return GLMM.from_formula(formula, data, groups=group, family=family, **kwargs)
+
+
+class BinomialMixedGLM(_BayesCompatible):
+    """Drop-in for ``BinomialBayesMixedGLM`` with one random intercept (maximum likelihood)."""
+
+    family = sm.families.Binomial
+
+
+class PoissonMixedGLM(_BayesCompatible):
+    """Drop-in for ``PoissonBayesMixedGLM`` with one random intercept (maximum likelihood)."""
+
+    family = sm.families.Poisson

@@ -1,0 +1,217 @@
+"""Results of a GLMM fit, in statsmodels' results/wrapper machinery (names follow MixedLM)."""
+import numpy as np
+import pandas as pd
+from statsmodels.base import model as sm_base
+from statsmodels.base import wrapper as sm_wrap
+from functools import cached_property as cache_readonly
+
+from . import _tables
+from ._validation import check_alpha
+
+
+class GLMMResults(sm_base.LikelihoodModelResults):
+    """A fitted random-intercept GLMM.
+
+    Attributes
+    ----------
+    params, fe_params : Series
+        Fixed effects, named as the model's columns.
+    bse, bse_fe : Series
+        Their standard errors (observed information by default; see ``cov_type``).
+    cov_re : DataFrame
+        1 x 1 random-intercept variance sigma_u^2.
+    scale : float
+        Residual variance sigma_e^2 (Gaussian), the dispersion phi (Gamma, Gaussian-log), 1 otherwise.
+    llf, aic, bic : float
+        Log-likelihood (REML, ML, Laplace or AGQ, see ``llf_label``) and information criteria with
+        k = p + 2 (Gaussian identity) or p + 1 (+1 with a dispersion).
+    random_effects : dict
+        Group label -> Series (``"Group"``): the BLUPs / conditional modes.
+    converged, singular : bool
+    optsummary : OptSummary
+        The optimiser's settings, iterations and return status.
+    """
+
+    def __init__(self, model, fit, cov_type="hessian"):
+        self._fit = fit
+        super().__init__(model, fit.beta, normalized_cov_params=fit.cov_beta / fit.scale, scale=fit.scale)
+        self.use_t = False
+        self.cov_type = cov_type if fit.method not in ("REML", "ML") else "exact (X'V^-1X)^-1"
+        self.method = fit.method
+        self.nobs = model.nobs
+        self.n_groups = model.n_groups
+        self.n_dropped = model.design.n_dropped
+        self.converged = bool(fit.converged)
+        self.singular = bool(fit.singular)
+        self.optsummary = fit.opt
+        self.var_re = float(fit.var_re)
+        self.blups = np.asarray(fit.blups, float)
+        self.blup_se = np.asarray(fit.blup_sd, float)
+        self.k_params = int(fit.n_params)
+        self.df_model = self.k_params
+        self.df_resid = self.nobs - self.k_params
+        self.se_note = fit.se_note
+        self.nagq = model._fit_options.get("nagq", 1) if fit.method not in ("REML", "ML") else None
+
+    # ------------------------------------------------------------------ MixedLM-style names
+    @property
+    def group_name(self):
+        return self.model.group_name
+
+    @cache_readonly
+    def fe_params(self):
+        return pd.Series(np.asarray(self.params, float), index=self.model.exog_names, name="fe_params")
+
+    @cache_readonly
+    def bse_fe(self):
+        return pd.Series(np.sqrt(np.diag(self.cov_params_fe)), index=self.model.exog_names, name="bse_fe")
+
+    @cache_readonly
+    def cov_params_fe(self):
+        return self._fit.cov_beta
+
+    @cache_readonly
+    def cov_params_pirls(self):
+        """Cov(beta) from the PIRLS working weights (lme4's vcov(use.hessian = FALSE)); None for REML/ML."""
+        cov = self._fit.cov_beta_pirls
+        return None if cov is None else pd.DataFrame(cov, index=self.model.exog_names, columns=self.model.exog_names)
+
+    @cache_readonly
+    def cov_re(self):
+        return pd.DataFrame([[self.var_re]], index=[self.group_name], columns=[self.group_name])
+
+    @cache_readonly
+    def sigma_re(self):
+        """Random-intercept standard deviation sigma_u."""
+        return float(np.sqrt(self.var_re))
+
+    @cache_readonly
+    def random_effects(self):
+        return {label: pd.Series([value], index=["Group"]) for label, value in zip(self.model.group_labels, self.blups)}
+
+    @cache_readonly
+    def random_effects_se(self):
+        return pd.Series(self.blup_se, index=self.model.group_labels, name="se")
+
+    # ------------------------------------------------------------------ fit statistics
+    @cache_readonly
+    def llf(self):
+        return float(self._fit.llf)
+
+    @property
+    def llf_label(self):
+        labels = {"REML": "REML log-likelihood", "ML": "Log-likelihood (ML)", "Laplace": "Log-likelihood (Laplace)",
+                  "PIRLS (nagq=0)": "Log-likelihood (Laplace, nagq=0)"}
+        return labels.get(self.method, f"Log-likelihood (AGQ, {self.nagq} nodes)")
+
+    @cache_readonly
+    def aic(self):
+        return -2.0 * self.llf + 2.0 * self.k_params
+
+    @cache_readonly
+    def bic(self):
+        return -2.0 * self.llf + self.k_params * np.log(self.nobs)
+
+    @cache_readonly
+    def icc_basis(self):
+        dist = self.model.dist
+        if dist.name == "gaussian" and dist.link_name == "identity":
+            return f"{self.scale:.6g} (estimated residual variance)"
+        entry = _tables.ICC_RESIDUAL.get((dist.name, dist.link_name))
+        return None if entry is None else entry[1]
+
+    @cache_readonly
+    def icc(self):
+        """sigma_u^2 / (sigma_u^2 + sigma_e^2) where sigma_e^2 has a basis (Gaussian, logit, probit), else None."""
+        dist = self.model.dist
+        if dist.name == "gaussian" and dist.link_name == "identity":
+            resid = self.scale
+        else:
+            entry = _tables.ICC_RESIDUAL.get((dist.name, dist.link_name))
+            if entry is None:
+                return None
+            resid = entry[0]
+        return self.var_re / (self.var_re + resid)
+
+    @cache_readonly
+    def deff(self):
+        """Design effect 1 + (n_bar - 1) ICC with n_bar the mean group size; None where the ICC is undefined."""
+        return None if self.icc is None else 1.0 + (self.nobs / self.n_groups - 1.0) * self.icc
+
+    @cache_readonly
+    def latent_lambda(self):
+        """Mean expected count exp(x'beta + offset + sigma_u^2 / 2) over the rows (Poisson log latent variance)."""
+        design = self.model.design
+        eta = design.X @ np.asarray(self.params, float) + design.offset
+        return float(np.mean(np.exp(eta + 0.5 * self.var_re)))
+
+    # ------------------------------------------------------------------ inference
+    def conf_int(self, alpha=0.05, cols=None):
+        """Wald intervals beta +- z_{1-alpha/2} SE; the level 1 - alpha must lie in 50%-99.99%."""
+        return super().conf_int(alpha=check_alpha(alpha), cols=cols)
+
+    # ------------------------------------------------------------------ tables
+    def random_effects_table(self):
+        return _tables.random_effects_table(self)
+
+    def icc_table(self):
+        return _tables.icc_table(self)
+
+    def latent_variance_table(self):
+        return _tables.latent_variance_table(self)
+
+    def fixed_effects_table(self, alpha=0.05):
+        return _tables.fixed_effects_table(self, alpha)
+
+    def model_fit_table(self):
+        return _tables.model_fit_table(self)
+
+    def blup_table(self):
+        return _tables.blup_table(self)
+
+    def diagnostics(self):
+        """One row per row used (the data's index): fitted values, deviance and Pearson residuals, group effect."""
+        return _tables.diagnostics_table(self)
+
+    def predict(self, exog=None, offset=None, groups=None, which="mean"):
+        """Predictions: ``which="mean"`` or ``"linear"``; with ``groups`` the BLUP of each known group is added.
+
+        ``exog`` is a DataFrame for a model from a formula (the formula's right side is applied to it),
+        otherwise an array of the model's columns.  Without ``exog`` the fitted values of the data are returned.
+        """
+        return self.model.predict(np.asarray(self.params, float), exog=exog, offset=offset, groups=groups,
+                                  which=which, blups=dict(zip(self.model.group_labels, self.blups)))
+
+    def summary(self, alpha=0.05, blup_rows=50):
+        """statsmodels ``summary2.Summary`` holding every table; prints as text, renders as HTML in a notebook."""
+        from ._display import make_summary
+
+        return make_summary(self, alpha=alpha, blup_rows=blup_rows)
+
+    def _repr_html_(self):
+        return self.summary().as_html()
+
+    def plot_blups(self, ax=None, alpha=0.05):
+        """Caterpillar plot of the random intercepts with Wald intervals (needs the ``plot`` extra)."""
+        from .plotting import plot_blups
+
+        return plot_blups(self, ax=ax, alpha=alpha)
+
+    def plot_diagnostics(self, fig=None):
+        """Residuals vs fitted, QQ plots of the BLUPs and of the Pearson residuals (needs the ``plot`` extra)."""
+        from .plotting import plot_diagnostics
+
+        return plot_diagnostics(self, fig=fig)
+
+
+class GLMMResultsWrapper(sm_wrap.ResultsWrapper):
+    _attrs = {}
+    _wrap_attrs = sm_wrap.union_dicts(sm_base.LikelihoodResultsWrapper._wrap_attrs, _attrs)
+    _methods = {}
+    _wrap_methods = sm_wrap.union_dicts(sm_base.LikelihoodResultsWrapper._wrap_methods, _methods)
+
+    def _repr_html_(self):
+        return self._results._repr_html_()
+
+
+sm_wrap.populate_wrapper(GLMMResultsWrapper, GLMMResults)
