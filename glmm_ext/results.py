@@ -146,9 +146,9 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         return float(np.mean(np.exp(eta + 0.5 * self.var_re)))
 
     # ------------------------------------------------------------------ inference
-    def conf_int(self, alpha=0.05, cols=None):
+    def conf_int(self, alpha=0.05):
         """Wald intervals beta +- z_{1-alpha/2} SE; the level 1 - alpha must lie in 50%-99.99%."""
-        return super().conf_int(alpha=check_alpha(alpha), cols=cols)
+        return super().conf_int(alpha=check_alpha(alpha))
 
     # ------------------------------------------------------------------ tables
     def random_effects_table(self):

@@ -1,0 +1,81 @@
+"""Shared fixtures: the reference cases copied from lme4/glmmTMB fits (tests/data)."""
+import json
+import os
+import re
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+
+import glmm_ext
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+FAMILIES = {"binomial": sm.families.Binomial, "poisson": sm.families.Poisson, "gamma": sm.families.Gamma,
+            "gaussian": sm.families.Gaussian}
+LINKS = {"logit": sm.families.links.Logit, "probit": sm.families.links.Probit, "log": sm.families.links.Log,
+         "identity": sm.families.links.Identity, "inverse": sm.families.links.InversePower}
+
+with open(os.path.join(DATA, "cases.json")) as fh:
+    CASES = {c["name"]: c for c in json.load(fh)["public"]}
+with open(os.path.join(DATA, "reference.json")) as fh:
+    REFERENCE = json.load(fh)
+
+
+def as_dict(value):
+    """reference.json stores long dicts as Python-literal strings."""
+    if isinstance(value, str):
+        return json.loads(value.replace("'", '"'))
+    return value
+
+
+def short(name):
+    """patsy name -> the form used in best.fe: C(period)[T.2] -> period2."""
+    name = re.sub(r"C\((\w+)\)", r"\1", name)
+    return name.replace("[T.", "").replace("]", "")
+
+
+def r_name(name):
+    """patsy name -> lme4's: Intercept -> (Intercept), C(period)[T.2] -> factor(period)2."""
+    if name == "Intercept":
+        return "(Intercept)"
+    return re.sub(r"C\((\w+)\)\[T\.(.+)\]", r"factor(\1)\2", name)
+
+
+def family_of(case):
+    return FAMILIES[case["family"]](link=LINKS[case["link"]]())
+
+
+def load_case(name):
+    case = CASES[name]
+    return case, pd.read_csv(os.path.join(DATA, case["data"]))
+
+
+def fit_case(name, **fit_kwargs):
+    """Fit a reference case exactly as ../shared/tools/check_public.py does."""
+    case, data = load_case(name)
+    kw = {"offset": data[case["offset"]].values} if case.get("offset") else {}
+    model = glmm_ext.GLMM.from_formula(case["py"], data, groups=case["groups"], family=family_of(case), **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if case["family"] == "gaussian" and case["link"] == "identity":
+            return model.fit(reml=bool(case.get("reml")), **fit_kwargs)
+        return model.fit(nagq=case.get("nagq", 1), **fit_kwargs)
+
+
+@pytest.fixture(scope="session")
+def fits():
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = fit_case(name)
+        return cache[name]
+
+    return get
+
+
+def rel_close(actual, expected, rtol):
+    actual, expected = np.asarray(actual, float), np.asarray(expected, float)
+    return np.all(np.abs(actual - expected) <= rtol * np.maximum(np.abs(expected), 1e-12))

@@ -1,0 +1,65 @@
+"""Gaussian + identity against lme4 (REML and ML) and the best known optimum: the foundation's bar."""
+import numpy as np
+import pytest
+
+from conftest import REFERENCE, as_dict, fit_case, r_name
+
+GAUSSIAN = ["dyestuff_reml", "dyestuff_ml", "dyestuff2_singular", "sleepstudy_ri"]
+RTOL = 1e-4
+
+
+@pytest.mark.parametrize("name", GAUSSIAN)
+def test_llf_reaches_best(fits, name):
+    assert abs(fits(name).llf - REFERENCE[name]["best"]["best_loglik"]) < 1e-4
+
+
+@pytest.mark.parametrize("name", GAUSSIAN)
+def test_estimates_match_lme4(fits, name):
+    res, ref = fits(name), REFERENCE[name]["anchors"]
+    for k, v in res.fe_params.items():
+        assert res.fe_params[k] == pytest.approx(ref["fe"][r_name(k)], rel=RTOL)
+        assert res.bse[k] == pytest.approx(ref["se"][r_name(k)], rel=RTOL)
+    assert res.scale == pytest.approx(ref["sigma"] ** 2, rel=RTOL)
+    assert float(res.cov_re.iloc[0, 0]) == pytest.approx(ref["var_re"], rel=RTOL, abs=1e-8 * ref["sigma"] ** 2)
+    assert res.aic == pytest.approx(ref["aic"], rel=RTOL)
+    assert res.bic == pytest.approx(ref["bic"], rel=RTOL)
+    assert res.nobs == ref["nobs"] and res.n_groups == ref["ngroups"]
+
+
+@pytest.mark.parametrize("name", GAUSSIAN)
+def test_blups_and_their_sds_match_lme4(fits, name):
+    res, ref = fits(name), REFERENCE[name]["anchors"]
+    ranef, ranef_sd = as_dict(ref["ranef"]), as_dict(ref["ranef_sd"])
+    table = res.blup_table().set_index("Group")
+    scale = np.sqrt(ref["sigma"] ** 2)
+    for group, value in ranef.items():
+        key = type(table.index[0])(group)
+        assert table.loc[key, "Random Intercept"] == pytest.approx(value, rel=RTOL, abs=1e-6 * scale)
+        assert table.loc[key, "Std. Error"] == pytest.approx(ranef_sd[group], rel=RTOL, abs=1e-6 * scale)
+    # random_effects follows MixedLM: group -> Series
+    first = next(iter(res.random_effects))
+    assert res.random_effects[first].iloc[0] == pytest.approx(table.loc[first, "Random Intercept"])
+
+
+def test_singular_fit_is_reported():
+    with pytest.warns(UserWarning, match="singular"):
+        import warnings
+
+        from conftest import CASES, family_of, load_case
+        import glmm_ext
+
+        case, data = load_case("dyestuff2_singular")
+        res = glmm_ext.GLMM.from_formula(case["py"], data, groups=case["groups"], family=family_of(case)).fit()
+    assert res.singular and REFERENCE["dyestuff2_singular"]["anchors"]["singular"]
+    assert float(res.cov_re.iloc[0, 0]) < 1e-8
+    assert "Singular fit" in res.summary().as_text()
+
+
+def test_non_singular_fits_are_not_flagged(fits):
+    assert not fits("sleepstudy_ri").singular and fits("sleepstudy_ri").converged
+
+
+def test_reml_and_ml_labels(fits):
+    assert fits("dyestuff_reml").llf_label == "REML log-likelihood"
+    assert fits("dyestuff_ml").llf_label == "Log-likelihood (ML)"
+    assert fits("dyestuff_ml").k_params == 3
