@@ -93,6 +93,12 @@ class Distribution:
         self.name = family_name(family)
         self.link_name = link_name(family.link)
         self.has_dispersion = self.name in DISPERSION_FAMILIES
+        # canonical links with the natural parameter equal to eta (V(mu) = d mu / d eta): simpler derivatives
+        self._natural = (self.name, self.link_name) in (("binomial", "logit"), ("poisson", "log"),
+                                                         ("gaussian", "identity"))
+        # links whose class computes d2 mu / d eta2 itself (statsmodels' generic one inverts eta again)
+        self._own_inverse_deriv2 = ("inverse_deriv2" in type(self.link).__dict__
+                                    or isinstance(self.link, sm_links.Power))
 
     def __repr__(self):
         return f"Distribution({self.name}, {self.link_name})"
@@ -120,28 +126,30 @@ class Distribution:
             return np.log(y)
         return np.zeros_like(y)
 
-    def _log_mu_pair(self, eta, mu):
-        """log mu and log(1 - mu) for a Binomial mean, exact where mu rounds to 0 or 1."""
-        if self.link_name == "logit":
-            return -np.logaddexp(0.0, -eta), -np.logaddexp(0.0, eta)
-        return special.log_ndtr(eta), special.log_ndtr(-eta)
-
     def loglik(self, y, eta, m, phi, const):
         """Per-row log density log f(y | eta), every normalising constant included; -inf outside support."""
-        ok = self.feasible(eta)
-        eta_ok = np.where(ok, eta, 1.0)
-        mu = self.mean(eta_ok)
         if self.name == "binomial":
-            log_mu, log_1mu = self._log_mu_pair(eta_ok, mu)
-            ll = m * (y * log_mu + (1.0 - y) * log_1mu) + const
-        elif self.name == "poisson":
+            return m * self._bernoulli_kernel(y, eta) + const
+        ok = self.feasible(eta)
+        all_ok = bool(ok.all())
+        mu = self.mean(eta if all_ok else np.where(ok, eta, 1.0))
+        if self.name == "poisson":
             ll = special.xlogy(y, mu) - mu + const
         elif self.name == "gamma":
             k = 1.0 / phi
             ll = k * (np.log(k) + const - np.log(mu) - y / mu) - special.gammaln(k) - const
         else:
             ll = -0.5 * m * (y - mu) ** 2 / phi - 0.5 * np.log(2.0 * np.pi * phi / m)
-        return np.where(ok, ll, -np.inf)
+        return ll if all_ok else np.where(ok, ll, -np.inf)
+
+    def _bernoulli_kernel(self, y, eta):
+        """y log mu + (1 - y) log(1 - mu) from eta, exact where mu rounds to 0 or 1."""
+        if self.link_name == "logit":  # y eta - log(1 + e^eta)
+            softplus = np.maximum(eta, 0.0) + np.log1p(np.exp(-np.abs(eta)))
+            return y * eta - softplus
+        if np.all(y * (1.0 - y) == 0.0):  # a 0/1 response needs one log Phi(+-eta) per row
+            return special.log_ndtr(np.where(y > 0.5, eta, -eta))
+        return y * special.log_ndtr(eta) + (1.0 - y) * special.log_ndtr(-eta)
 
     def dloglik_dlogphi(self, y, eta, m, phi, const):
         """d log f / d log(phi) per row (dispersion families only)."""
@@ -153,32 +161,68 @@ class Distribution:
         return 0.5 * m * (y - mu) ** 2 / phi - 0.5
 
     # ----------------------------------------------------------------- derivatives in eta
+    def inverse_link_derivatives(self, eta):
+        """(mu, mu', mu'') from statsmodels' link; mu'' = -g''(mu) mu'^3 unless the link class defines it."""
+        link = self.link
+        mu = link.inverse(eta)
+        mu1 = link.inverse_deriv(eta)
+        if self._own_inverse_deriv2:
+            mu2 = link.inverse_deriv2(eta)
+        else:  # statsmodels' generic formula, reusing mu and mu' instead of inverting eta again
+            mu2 = -link.deriv2(mu) * mu1**3
+        return mu, mu1, mu2
+
     def derivatives(self, y, eta, m, phi, order=3):
         """First `order` derivatives of log f in eta: returns (l1, d, t) with d = -l'' and t = -l'''.
 
         Chain rule with s(mu) = m (y - mu) / (phi V(mu)):  l' = s mu',  l'' = s' mu'^2 + s mu'',
         l''' = s'' mu'^3 + 3 s' mu' mu'' + s mu'''.  Entries beyond `order` are None.
         """
-        link, fam = self.link, self.family
-        mu = link.inverse(eta)
-        mu1 = link.inverse_deriv(eta)
-        var = fam.variance(mu)
+        fam = self.family
+        if order == 1:
+            mu, mu1, mu2 = self.link.inverse(eta), self.link.inverse_deriv(eta), None
+        else:
+            mu, mu1, mu2 = self.inverse_link_derivatives(eta)
+        if self._natural:  # theta = eta: l1 = m (y - mu) / phi, d = m mu1 / phi, t = m mu2 / phi
+            mphi = m if phi == 1.0 else m / phi
+            l1 = mphi * (y - mu)
+            return l1, (None if order < 2 else mphi * mu1), (None if order < 3 else mphi * mu2)
+        inv_v = 1.0 / fam.variance(mu)
         r = y - mu
-        mphi = m / phi
-        s = mphi * r / var
+        w = m * inv_v  # m / V, times 1/phi below (a scalar)
+        if phi != 1.0:
+            w *= 1.0 / phi
+        s = w * r
         l1 = s * mu1
         if order == 1:
             return l1, None, None
         var1 = fam.variance.deriv(mu)
-        mu2 = link.inverse_deriv2(eta)
-        s1 = -mphi * (1.0 / var + r * var1 / var**2)
-        d = -(s1 * mu1 * mu1 + s * mu2)
+        rv1 = r * var1
+        rv1 *= inv_v
+        s1 = rv1
+        s1 += 1.0
+        s1 *= w  # -s' = (m / phi V) (1 + r V' / V)
+        mu1_sq = mu1 * mu1
+        d = s1 * mu1_sq
+        d -= s * mu2
         if order == 2:
             return l1, d, None
         var2 = _VARIANCE_DERIV2[self.name]
         mu3 = _inverse_link_deriv3(self.link_name, eta, mu)
-        s2 = mphi * (2.0 * var1 / var**2 - r * (var2 / var**2 - 2.0 * var1**2 / var**3))
-        t = -(s2 * mu1**3 + 3.0 * s1 * mu1 * mu2 + s * mu3)
+        # s'' = (m / phi V^2) (2 V' - r (V'' - 2 V'^2 / V))
+        s2 = var1 * var1
+        s2 *= inv_v
+        s2 *= -2.0
+        s2 += var2
+        s2 *= r
+        s2 = 2.0 * var1 - s2
+        s2 *= w
+        s2 *= inv_v
+        t = s2 * mu1_sq
+        t *= mu1
+        t -= 3.0 * mu1 * mu2 * s1
+        t += s * mu3
+        t *= -1.0
         return l1, d, t
 
     def working_weights(self, eta, m, phi):

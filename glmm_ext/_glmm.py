@@ -41,17 +41,23 @@ class EngineFit:
     se_note: str = ""
 
 
+#: rows of the GLM start fit at most (an evenly spaced subset beyond): start values need not be exact
+START_ROWS = 50_000
+
+
 def glm_start(dist, data, maxiter=100):
     """Fixed effects and dispersion of the GLM without random effects (statsmodels GLM).
 
     Falls back to a least-squares fit of g(mean y) when the GLM fails or leaves the support.
     """
     gamma, scale = None, 1.0
+    n = data.y.size
+    rows = slice(None) if n <= START_ROWS else np.linspace(0, n - 1, START_ROWS).astype(np.intp)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = sm.GLM(data.y, data.X, family=copy.deepcopy(dist.family), offset=data.offset,
-                         var_weights=data.m).fit(maxiter=maxiter)
+            res = sm.GLM(data.y[rows], data.X[rows], family=copy.deepcopy(dist.family), offset=data.offset[rows],
+                         var_weights=data.m[rows]).fit(maxiter=maxiter)
         if np.all(np.isfinite(res.params)) and dist.feasible(data.X @ res.params + data.offset).all():
             gamma, scale = np.asarray(res.params, float), float(res.scale)
     except Exception:  # noqa: BLE001 - any GLM failure only means another start is needed
@@ -131,7 +137,8 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
     if nagq > 1:
         objective = MarginalLikelihood(dist, data, nagq=nagq)
         objective.u_warm = laplace.u_warm.copy()
-        theta, f, g, hess, more, decrement, message = minimize(objective, theta, hess, maxiter, tol, callback)
+        theta, f, g, hess, more, decrement, message = minimize(objective, theta, hess, maxiter, tol, callback,
+                                                               central=False)
         iters += more
         n_eval += objective.n_calls
     converged = bool(decrement < tol) and iters <= maxiter

@@ -51,6 +51,7 @@ class Modes:
     H: np.ndarray  # (G,) 1 + sigma^2 sum d  (observed curvature)
     l1: np.ndarray  # (n,) d log f / d eta
     d: np.ndarray  # (n,) -d2 log f / d eta2
+    t: np.ndarray  # (n,) -d3 log f / d eta3 (None unless asked for)
     converged: bool
     iterations: int
 
@@ -61,12 +62,12 @@ def _h(dist, data, eta, b, phi):
     return group_sums(ll, data.starts) - 0.5 * b * b, ll
 
 
-def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, maxiter=60):
+def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, maxiter=60, order=2):
     """Modes b_j = argmax h_j(b) by Newton steps with per-group step halving (PIRLS in one dimension).
 
     The step uses the observed curvature where it is positive and the working-weight (Fisher)
     curvature otherwise; a step that lowers h_j is halved for that group only.  Returns None when
-    no starting point inside the family's support is found.
+    no starting point inside the family's support is found.  With ``order=3`` the modes carry t too.
     """
     counts, starts = data.counts, data.starts
     b = np.zeros(data.n_groups) if sigma == 0.0 else np.array(b_start, dtype=float)
@@ -82,7 +83,7 @@ def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, max
     converged = False
     it = 0
     for it in range(1, maxiter + 1):
-        l1, d, _ = dist.derivatives(data.y, eta, data.m, phi, order=2)
+        l1, d, t = dist.derivatives(data.y, eta, data.m, phi, order=order)
         grad = sigma * group_sums(l1, starts) - b
         H = sigma * sigma * group_sums(d, starts) + 1.0
         H_dir = H
@@ -94,20 +95,26 @@ def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, max
             converged = True
             break
         step = np.where(active, grad / H_dir, 0.0)
+        # a change of h below rounding noise (sums of many log densities) is not a decrease
+        noise = 1e-12 * (1.0 + np.abs(h))
         alpha = np.ones_like(b)
-        for _ in range(50):
+        for _ in range(30):
             b_try = b + alpha * step
             eta_try = eta_fixed + sigma * to_rows(b_try, counts)
             h_try, _ = _h(dist, data, eta_try, b_try, phi)
-            worse = active & ~(h_try >= h - 1e-13 * np.abs(h))
+            worse = active & ~(h_try >= h - noise)
             if not worse.any():
                 break
             alpha[worse] *= 0.5
-            step[worse & (alpha < 1e-12)] = 0.0  # no ascent left along this direction
+            stuck = worse & (alpha < 1e-6)
+            if stuck.any():  # no ascent left along this direction: stay put
+                step[stuck] = 0.0
+                active &= ~stuck
         b, eta, h = b_try, eta_try, h_try
-    l1, d, _ = dist.derivatives(data.y, eta, data.m, phi, order=2)
-    H = sigma * sigma * group_sums(d, starts) + 1.0
-    return Modes(b, eta, h, H, l1, d, converged, it)
+    if not converged:  # the derivatives above belong to the point before the last step
+        l1, d, t = dist.derivatives(data.y, eta, data.m, phi, order=order)
+        H = sigma * sigma * group_sums(d, starts) + 1.0
+    return Modes(b, eta, h, H, l1, d, t, converged, it)
 
 
 class MarginalLikelihood:
@@ -136,11 +143,12 @@ class MarginalLikelihood:
         phi = float(np.exp(theta[self.p + 1])) if self.dist.has_dispersion else 1.0
         return gamma, sigma, phi
 
-    def modes(self, theta):
+    def modes(self, theta, order=2):
         gamma, sigma, phi = self.unpack(theta)
         eta_fixed = self.data.X @ gamma + self.data.offset
         b_start = self.u_warm / sigma if sigma > 0 else None
-        modes = conditional_modes(self.dist, self.data, eta_fixed, sigma, phi, b_start, self.inner_tol)
+        modes = conditional_modes(self.dist, self.data, eta_fixed, sigma, phi, b_start, self.inner_tol,
+                                  order=order)
         if modes is not None and modes.converged:
             self.u_warm = sigma * modes.b
         return eta_fixed, modes
@@ -161,7 +169,7 @@ class MarginalLikelihood:
         self.n_calls += 1
         dist, data = self.dist, self.data
         gamma, sigma, phi = self.unpack(theta)
-        eta_fixed, md = self.modes(theta)
+        eta_fixed, md = self.modes(theta, order=3 if need_grad else 2)
         if md is None:
             return None, None
         self.last_modes = md
@@ -193,7 +201,7 @@ class MarginalLikelihood:
             return value, None
 
         # ---- gradient ------------------------------------------------------------------
-        _, _, t = dist.derivatives(data.y, md.eta, data.m, phi, order=3)
+        t = md.t
         L1 = group_sums(md.l1, starts)
         D = group_sums(md.d, starts)
         T = group_sums(t, starts)
@@ -208,9 +216,11 @@ class MarginalLikelihood:
         else:
             pi = np.exp(terms - special.logsumexp(terms, axis=1, keepdims=True))  # (G, K)
             l1_bar = np.zeros_like(md.l1)
-            node_L1 = np.empty_like(pi)
-            node_P = np.empty_like(pi)
+            node_L1 = np.zeros_like(pi)
+            node_P = np.zeros_like(pi)
             for k in range(K):
+                if pi[:, k].max() < 1e-17:  # this node adds nothing to any group's gradient
+                    continue
                 bk = b + c * z[k]
                 eta_k = node_eta[k] if node_eta[k] is not None else eta_fixed + sigma * to_rows(bk, counts)
                 ok = dist.feasible(eta_k)

@@ -9,17 +9,26 @@ import numpy as np
 from scipy import linalg
 
 
-def fd_hessian(fun, x, rel_step=1e-4):
-    """Hessian by central differences of the gradient: H_ij = (g_i(x + h_j e_j) - g_i(x - h_j e_j)) / 2 h_j."""
+def fd_hessian(fun, x, rel_step=1e-4, grad=None):
+    """Hessian from differences of the gradient, symmetrised.
+
+    Central, H_ij = (g_i(x + h_j e_j) - g_i(x - h_j e_j)) / 2 h_j; or, when the gradient at x is
+    given, forward, H_ij = (g_i(x + h_j e_j) - g_i(x)) / h_j with a smaller step (half the cost).
+    """
     k = len(x)
     H = np.empty((k, k))
+    if grad is not None:
+        rel_step = rel_step * 0.1
     for j in range(k):
         h = rel_step * max(1.0, abs(x[j]))
         e = np.zeros(k)
         e[j] = h
         _, g_plus = fun(x + e)
-        _, g_minus = fun(x - e)
-        H[:, j] = (g_plus - g_minus) / (2.0 * h)
+        if grad is None:
+            _, g_minus = fun(x - e)
+            H[:, j] = (g_plus - g_minus) / (2.0 * h)
+        else:
+            H[:, j] = (g_plus - grad) / h
     return 0.5 * (H + H.T)
 
 
@@ -44,11 +53,12 @@ def _backtrack(fun, x, f, g, direction, max_halvings=40):
     return None
 
 
-def minimize(fun, x0, hess0, maxiter=100, tol=1e-6, callback=None):
+def minimize(fun, x0, hess0, maxiter=100, tol=1e-6, callback=None, central=True):
     """Minimise fun (returning value and gradient) from x0 with initial Hessian hess0.
 
     Stops when the Newton decrement g' H^{-1} g / 2 (the predicted decrease) falls below `tol`.
-    Returns (x, f, g, H, iterations, decrement, message); H is the final finite-difference Hessian.
+    Returns (x, f, g, H, iterations, decrement, message); H is the final finite-difference Hessian
+    (central differences, or forward ones with ``central=False`` where a gradient is expensive).
     """
     x = np.asarray(x0, float)
     f, g = fun(x)
@@ -80,7 +90,7 @@ def minimize(fun, x0, hess0, maxiter=100, tol=1e-6, callback=None):
         if 0.5 * g @ B_inv @ g < tol and f_change < max(tol, 1e-12 * abs(f)):
             break
     # Newton stage with the observed information
-    H = fd_hessian(fun, x)
+    H = fd_hessian(fun, x, grad=None if central else g)
     decrement = np.inf
     for _ in range(8):
         H_pd = _positive_definite(H)
@@ -101,5 +111,5 @@ def minimize(fun, x0, hess0, maxiter=100, tol=1e-6, callback=None):
         if callback is not None:
             callback("optimize", iterations, f)
         if moved > 1e-6:
-            H = fd_hessian(fun, x)
+            H = fd_hessian(fun, x, grad=None if central else g)
     return x, f, g, H, iterations, decrement, message
