@@ -56,8 +56,10 @@ def results_dict(res, alpha):
     }
 
 
-def run(args, out=sys.stdout):
+def run(args, out=None):
     from .datasets import load_schools
+
+    out = sys.stdout if out is None else out
     from .model import GLMM
 
     parser = build_parser()
