@@ -164,12 +164,15 @@ class Distribution:
     def inverse_link_derivatives(self, eta):
         """(mu, mu', mu'') from statsmodels' link; mu'' = -g''(mu) mu'^3 unless the link class defines it."""
         link = self.link
+        if self.link_name == "logit":  # beyond |eta| = 350, e^eta (1 + e^eta)^-2 overflows; mu is 0 or 1 there
+            eta = np.clip(eta, -350.0, 350.0)
         mu = link.inverse(eta)
         mu1 = link.inverse_deriv(eta)
         if self._own_inverse_deriv2:
             mu2 = link.inverse_deriv2(eta)
         else:  # statsmodels' generic formula, reusing mu and mu' instead of inverting eta again
             mu2 = -link.deriv2(mu) * mu1**3
+            mu2[~np.isfinite(mu2)] = 0.0  # g''(mu) overflows only where mu is 0 or 1 and mu', mu'' vanish
         return mu, mu1, mu2
 
     def derivatives(self, y, eta, m, phi, order=3):
@@ -180,6 +183,8 @@ class Distribution:
         """
         fam = self.family
         if order == 1:
+            if self.link_name == "logit":
+                eta = np.clip(eta, -350.0, 350.0)
             mu, mu1, mu2 = self.link.inverse(eta), self.link.inverse_deriv(eta), None
         else:
             mu, mu1, mu2 = self.inverse_link_derivatives(eta)
@@ -224,6 +229,13 @@ class Distribution:
         t += s * mu3
         t *= -1.0
         return l1, d, t
+
+    def separated_rows(self, y, eta):
+        """Rows whose fitted probability equals the 0/1 response to 1e-6 (Binomial separation), else 0."""
+        if self.name != "binomial":
+            return 0
+        mu = self.mean(eta)
+        return int(np.sum(((y == 1.0) & (mu > 1.0 - 1e-6)) | ((y == 0.0) & (mu < 1e-6))))
 
     def working_weights(self, eta, m, phi):
         """Expected information per row, m / (phi g'(mu)^2 V(mu)): the IRLS working weights."""

@@ -30,6 +30,7 @@ class FitOutput:
     n_params: int  # parameters counted by AIC/BIC
     cov_beta_pirls: np.ndarray = None
     se_note: str = ""
+    separated_rows: int = 0
 
 
 def fit_profile(design, reml=True, maxiter=100, tol=1e-6, callback=None):
@@ -74,11 +75,14 @@ def fit_profile(design, reml=True, maxiter=100, tol=1e-6, callback=None):
 def fit_likelihood(design, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", callback=None):
     """Laplace / AGQ maximum likelihood (or nagq = 0) for any non-(Gaussian, identity) pair."""
     data = design.engine_data()
-    fit = fit_glmm(design.dist, data, nagq=nagq, maxiter=maxiter, tol=tol, cov_type=cov_type, callback=callback)
+    with np.errstate(all="ignore"):  # trial points outside the support are rejected, not reported
+        fit = fit_glmm(design.dist, data, nagq=nagq, maxiter=maxiter, tol=tol, cov_type=cov_type,
+                       callback=callback)
     R = design.scaling.matrix
     method = {0: "PIRLS (nagq=0)", 1: "Laplace"}.get(nagq, "AGQ")
     return FitOutput(beta=R @ fit.beta, cov_beta=R @ fit.cov_beta @ R.T, var_re=fit.var_re, scale=fit.scale,
                      llf=fit.llf, blups=fit.blups, blup_sd=fit.blup_sd, converged=fit.converged,
                      singular=fit.singular, method=method, opt=fit.opt,
                      n_params=design.X.shape[1] + 1 + int(design.dist.has_dispersion),
-                     cov_beta_pirls=R @ fit.cov_beta_pirls @ R.T, se_note=fit.se_note)
+                     cov_beta_pirls=R @ fit.cov_beta_pirls @ R.T, se_note=fit.se_note,
+                     separated_rows=fit.separated_rows)

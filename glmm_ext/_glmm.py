@@ -39,6 +39,7 @@ class EngineFit:
     opt: OptSummary
     cov_beta_pirls: np.ndarray = None
     se_note: str = ""
+    separated_rows: int = 0
 
 
 #: rows of the GLM start fit at most (an evenly spaced subset beyond): start values need not be exact
@@ -72,6 +73,9 @@ def glm_start(dist, data, maxiter=100):
         scale = float(np.mean((data.y - mu) ** 2 / dist.family.variance(mu))) if dist.has_dispersion else 1.0
     if not np.isfinite(scale) or scale <= 0:
         scale = 1.0
+    spread = np.max(np.abs(data.X @ gamma)) if gamma.size else 0.0
+    if dist.name == "binomial" and spread > 15.0:  # separated data: start inside, the search goes outward
+        gamma = gamma * (15.0 / spread)
     return gamma, scale
 
 
@@ -144,11 +148,16 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
     converged = bool(decrement < tol) and iters <= maxiter
     if not message:
         message = "converged" if converged else "not converged"
+    objective(theta)
+    separated = dist.separated_rows(data.y, objective.last_modes.eta)
+    if separated:
+        converged = False
+        message = (f"complete or quasi-complete separation: {separated} rows are fitted with probability 0 or 1, "
+                   "so some estimates diverge (no finite maximum)")
     p = objective.p
     _, sigma, phi = objective.unpack(theta)
     singular = sigma < SINGULAR_TOL
-    objective(theta)  # modes at the optimum
-    md = objective.last_modes
+    md = objective.last_modes  # modes at the optimum
     if callback is not None:
         callback("standard errors", iters, f)
     weights = dist.working_weights(md.eta, data.m, phi)
@@ -170,7 +179,7 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
                      message=message, seconds=time.perf_counter() - t0)
     return EngineFit(beta=theta[:p].copy(), cov_beta=cov_beta, var_re=sigma * sigma, scale=phi, llf=-f,
                      blups=sigma * md.b, blup_sd=sigma / np.sqrt(md.H), converged=converged, singular=singular,
-                     opt=opt, cov_beta_pirls=cov_pirls, se_note=se_note)
+                     opt=opt, cov_beta_pirls=cov_pirls, se_note=se_note, separated_rows=separated)
 
 
 def _joint_pirls(dist, data, sigma, phi, gamma, b, tol=1e-10, maxiter=100):

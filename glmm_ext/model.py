@@ -4,7 +4,7 @@ import warnings
 import numpy as np
 import pandas as pd
 from statsmodels.base import model as sm_base
-from statsmodels.tools.sm_exceptions import ConvergenceWarning
+from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 
 from . import _formula
 from ._design import build_design
@@ -165,7 +165,11 @@ class GLMM(sm_base.LikelihoodModel):
             monitor("done", fit.opt.n_iterations, -fit.llf)
         if fit.singular:
             warnings.warn(SINGULAR_MESSAGE, SingularFitWarning, stacklevel=2)
-        if not fit.converged:
+        if fit.separated_rows:
+            warnings.warn(f"{fit.opt.message}. A predictor (or combination) predicts the response perfectly; "
+                          "its estimate and standard error are not meaningful. Consider removing it, merging "
+                          "categories, or a penalised (Bayesian) model.", PerfectSeparationWarning, stacklevel=2)
+        elif not fit.converged:
             warnings.warn(f"the optimiser did not converge ({fit.opt.message}). {CONVERGENCE_ADVICE}",
                           ConvergenceWarning, stacklevel=2)
         return GLMMResultsWrapper(GLMMResults(self, fit, cov_type=cov_type))
