@@ -127,7 +127,24 @@ def build_design(clean, family):
     dist = Distribution(family)
     endog = clean.endog
     labels = list(endog.index)
-    if endog.shape[1] == 2:
+    if clean.has_exposure and dist.link_name != "log":
+        raise ValueError(f"exposure needs a log link (log(exposure) is the offset); the link is {dist.link_name}: "
+                         "give offset= instead")
+    if clean.weights is not None:
+        if dist.name != "binomial" or endog.shape[1] != 1:
+            raise ValueError("weights are the Binomial number of trials for a proportion response (as glmer's); "
+                             f"they are not supported for the {dist.name} family or with two response columns")
+        y = endog.iloc[:, 0].to_numpy(dtype=float)
+        name = str(endog.columns[0])
+        bad = np.flatnonzero((y < 0) | (y > 1))
+        if bad.size:
+            raise ValueError(f"with weights (trials) the Binomial response {name!r} is a proportion in [0, 1]; "
+                             f"rows {', '.join(str(labels[i]) for i in bad[:5])} hold "
+                             f"{', '.join(f'{v:g}' for v in y[bad][:5])} (successes > trials?)")
+        trials = np.asarray(clean.weights, float)
+        check_response("binomial", y, trials, name, labels)
+        has_trials = True
+    elif endog.shape[1] == 2:
         if dist.name != "binomial":
             raise ValueError(f"a two-column response ({', '.join(map(str, endog.columns))}) is only for the "
                              f"Binomial family (successes + failures), not {dist.name}")

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import patsy
 
+from ._validation import check_vector
+
 
 @dataclass
 class CleanData:
@@ -22,6 +24,8 @@ class CleanData:
     groups: pd.Series
     offset: np.ndarray
     n_dropped: int
+    weights: np.ndarray = None  # Binomial trials for a proportion response
+    has_exposure: bool = False
     dropped_index: list = field(default_factory=list)
     drop_reasons: dict = field(default_factory=dict)  # column -> rows dropped because of it
     design_info: object = None
@@ -104,7 +108,30 @@ def clean_frame(data, response_cols, numeric_cols, categorical_cols):
     return frame, bad, reasons
 
 
-def from_formula(formula, data, groups, offset=None, exposure=None):
+ROW_VECTORS = ("offset", "exposure", "weights")
+
+
+def _row_vectors(used, arrays, columns, keep):
+    """(offset incl. log exposure, weights or None) for the rows kept."""
+    n = int(keep.sum())
+    values = {}
+    for what in ROW_VECTORS:
+        if what in columns:
+            values[what] = used[columns[what]].to_numpy(dtype=float)
+        elif what in arrays:
+            values[what] = arrays[what][keep]
+    for what in ("exposure", "weights"):
+        if what in values and (values[what] <= 0).any():
+            bad = np.flatnonzero(values[what] <= 0)
+            raise ValueError(f"{what} must be > 0; {bad.size} rows are not (first: row {used.index[bad[0]]}, "
+                             f"value {values[what][bad[0]]:g})")
+    off = np.zeros(n) + values.get("offset", 0.0)
+    if "exposure" in values:
+        off = off + np.log(values["exposure"])
+    return off, values.get("weights")
+
+
+def from_formula(formula, data, groups, offset=None, exposure=None, weights=None):
     """Build CleanData from a patsy formula and a DataFrame (listwise deletion first)."""
     if not isinstance(data, pd.DataFrame):
         data = pd.DataFrame(data)
@@ -115,8 +142,9 @@ def from_formula(formula, data, groups, offset=None, exposure=None):
     if not lhs_cols:
         raise ValueError(f"the response of {formula!r} names no column of the data")
     group_values, group_col = _resolve_groups(groups, data)
+    given = {"offset": offset, "exposure": exposure, "weights": weights}
     extra = {}
-    for what, value in (("offset", offset), ("exposure", exposure)):
+    for what, value in given.items():
         if isinstance(value, str):
             if value not in columns:
                 raise ValueError(f"{what} column {value!r} is not in the data")
@@ -129,11 +157,9 @@ def from_formula(formula, data, groups, offset=None, exposure=None):
         reasons[group_col or "groups"] = int(group_bad.sum())
     bad |= group_bad
     arrays = {}
-    for what, value in (("offset", offset), ("exposure", exposure)):
+    for what, value in given.items():
         if value is not None and not isinstance(value, str):
-            from ._validation import check_vector
-
-            arrays[what] = check_vector(value, len(data), what, positive=(what == "exposure"))
+            arrays[what] = check_vector(value, len(data), what, positive=(what != "offset"))
     keep = ~bad
     if not keep.any():
         detail = ", ".join(f"{k}: {v}" for k, v in reasons.items())
@@ -144,24 +170,13 @@ def from_formula(formula, data, groups, offset=None, exposure=None):
         endog, exog = patsy.dmatrices(formula, used, NA_action="raise", return_type="dataframe")
     except patsy.PatsyError as exc:
         raise ValueError(f"formula {formula!r}: {exc}") from None
-    off = np.zeros(int(keep.sum()))
-    for what in ("offset", "exposure"):
-        if what in extra:
-            vals = used[extra[what]].to_numpy(dtype=float)
-        elif what in arrays:
-            vals = arrays[what][keep]
-        else:
-            continue
-        if what == "exposure":
-            if (vals <= 0).any():
-                raise ValueError(f"exposure must be > 0; {int((vals <= 0).sum())} rows are not")
-            vals = np.log(vals)
-        off = off + vals
+    off, trials = _row_vectors(used, arrays, extra, keep)
     dropped = list(data.index[bad])
     return CleanData(endog=endog, exog=exog, groups=pd.Series(np.asarray(group_values)[keep], index=used.index,
                                                               name=group_col or "groups"),
                      offset=off, n_dropped=int(bad.sum()), dropped_index=dropped, drop_reasons=reasons,
-                     design_info=exog.design_info, formula=formula)
+                     design_info=exog.design_info, formula=formula, weights=trials,
+                     has_exposure=exposure is not None)
 
 
 def _resolve_groups(groups, data):
@@ -181,7 +196,7 @@ def _resolve_groups(groups, data):
     return values, getattr(groups, "name", None)
 
 
-def from_arrays(endog, exog, groups, offset=None, exposure=None):
+def from_arrays(endog, exog, groups, offset=None, exposure=None, weights=None):
     """Build CleanData from arrays (the array API); rows with a non-finite value are dropped."""
     endog_df = endog.to_frame() if isinstance(endog, pd.Series) else pd.DataFrame(endog)
     if endog_df.shape[1] == 1 and not isinstance(endog, (pd.Series, pd.DataFrame)):
@@ -220,19 +235,16 @@ def from_arrays(endog, exog, groups, offset=None, exposure=None):
     if group_bad.any():
         reasons["groups"] = int(group_bad.sum())
     bad |= group_bad
-    off = np.zeros(n)
-    from ._validation import check_vector
-
-    if offset is not None:
-        off = off + check_vector(offset, n, "offset")
-    if exposure is not None:
-        off = off + np.log(check_vector(exposure, n, "exposure", positive=True))
+    arrays = {what: check_vector(value, n, what, positive=(what != "offset"))
+              for what, value in (("offset", offset), ("exposure", exposure), ("weights", weights))
+              if value is not None}
     keep = ~bad
     if not keep.any():
         raise ValueError(f"every one of the {n} rows has a missing or non-finite value")
     cleaned.columns = cols
+    off, trials = _row_vectors(cleaned.loc[keep], arrays, {}, keep)
     e = cleaned.iloc[:, : endog_df.shape[1]].loc[keep]
     x = cleaned.iloc[:, endog_df.shape[1]:].loc[keep]
     return CleanData(endog=e, exog=x, groups=group_values.loc[keep].rename(getattr(groups, "name", None) or "groups"),
-                     offset=off[keep], n_dropped=int(bad.sum()), dropped_index=list(endog_df.index[bad]),
-                     drop_reasons=reasons)
+                     offset=off, n_dropped=int(bad.sum()), dropped_index=list(endog_df.index[bad]),
+                     drop_reasons=reasons, weights=trials, has_exposure=exposure is not None)

@@ -155,11 +155,11 @@ def check_vector(values, n, what, positive=False):
         raise ValueError(f"{what} has {arr.size} values but the data have {n} rows")
     bad = np.flatnonzero(~np.isfinite(arr))
     if bad.size:
-        raise ValueError(f"{what} must be finite; {_rows(bad)} are not")
+        raise ValueError(f"{what} must be finite; not at {_rows(bad)} (values {', '.join(f'{v:g}' for v in arr[bad][:5])})")
     if positive:
         bad = np.flatnonzero(arr <= 0)
         if bad.size:
-            raise ValueError(f"{what} must be > 0; {_rows(bad)} hold {', '.join(f'{v:g}' for v in arr[bad][:5])}")
+            raise ValueError(f"{what} must be > 0; not at {_rows(bad)} (values {', '.join(f'{v:g}' for v in arr[bad][:5])})")
     return arr
 
 

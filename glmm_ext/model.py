@@ -45,6 +45,8 @@ class GLMM(sm_base.LikelihoodModel):
         ``sm.families.Gaussian()`` (default), ``Binomial``, ``Poisson`` or ``Gamma`` with an allowed link.
     offset, exposure : array_like, optional
         Offset added to the linear predictor; exposure adds log(exposure) (log links).
+    weights : array_like, optional
+        Binomial only: the number of trials when ``endog`` is a proportion (glmer's convention).
 
     Notes
     -----
@@ -53,11 +55,15 @@ class GLMM(sm_base.LikelihoodModel):
     quadrature (``nagq > 1``).  Rows with a missing, non-numeric or infinite value are dropped.
     """
 
-    def __init__(self, endog, exog, groups, family=None, offset=None, exposure=None, missing="drop", **kwargs):
+    def __init__(self, endog, exog, groups, family=None, offset=None, exposure=None, weights=None, missing="drop",
+                 **kwargs):
         self.family = check_family(family)
         clean = kwargs.pop("_clean", None)
+        unknown = set(kwargs) - {"formula", "hasconst"}
+        if unknown:
+            raise TypeError(f"GLMM got unexpected keyword arguments: {', '.join(sorted(unknown))}")
         if clean is None:
-            clean = _formula.from_arrays(endog, exog, groups, offset=offset, exposure=exposure)
+            clean = _formula.from_arrays(endog, exog, groups, offset=offset, exposure=exposure, weights=weights)
         self.design = build_design(clean, self.family)
         self.dist = self.design.dist
         formula = kwargs.pop("formula", None)
@@ -70,19 +76,19 @@ class GLMM(sm_base.LikelihoodModel):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_formula(cls, formula, data, groups=None, family=None, offset=None, exposure=None, subset=None,
-                     drop_cols=None, *args, **kwargs):
+    def from_formula(cls, formula, data, groups=None, family=None, offset=None, exposure=None, weights=None,
+                     subset=None, drop_cols=None, *args, **kwargs):
         """Model from a patsy formula, e.g. ``GLMM.from_formula("y ~ x", df, groups="school")``.
 
-        ``groups``, ``offset`` and ``exposure`` are column names or arrays with one value per row
-        of ``data``; ``"successes + failures ~ x"`` gives a Binomial response with trials.
+        ``groups``, ``offset``, ``exposure`` and ``weights`` are column names or arrays with one value
+        per row of ``data``; ``"successes + failures ~ x"`` gives a Binomial response with trials.
         """
         if not isinstance(data, pd.DataFrame):
             data = pd.DataFrame(data)
         if subset is not None:
             data = data.loc[subset]
         family = check_family(family)
-        clean = _formula.from_formula(formula, data, groups, offset=offset, exposure=exposure)
+        clean = _formula.from_formula(formula, data, groups, offset=offset, exposure=exposure, weights=weights)
         if drop_cols:
             clean.exog = clean.exog.drop(columns=list(drop_cols))
         model = cls(None, None, None, family=family, _clean=clean, formula=formula, *args, **kwargs)
