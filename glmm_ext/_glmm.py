@@ -87,6 +87,14 @@ def pirls_information(X, weights, sigma, starts, counts):
     return X.T @ Xw - (sigma * sigma) * (xw_sums / H[:, None]).T @ xw_sums
 
 
+def _inverse(matrix):
+    """Inverse of a symmetric information matrix; NaN where it is singular (reported, never raised)."""
+    try:
+        return linalg.inv(matrix)
+    except (linalg.LinAlgError, ValueError):
+        return np.full_like(matrix, np.nan)
+
+
 def _initial_hessian(objective, theta):
     """Start Hessian for BFGS: PIRLS information for beta, finite differences for the variance parameters."""
     p, k = objective.p, objective.n_params
@@ -161,7 +169,11 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
     if callback is not None:
         callback("standard errors", iters, f)
     weights = dist.working_weights(md.eta, data.m, phi)
-    cov_pirls = linalg.inv(pirls_information(data.X, weights, sigma, data.starts, data.counts))
+    cov_pirls = _inverse(pirls_information(data.X, weights, sigma, data.starts, data.counts))
+    if dist.has_dispersion and phi < 1e-10 * max(1.0, float(np.var(data.y))):
+        converged = False
+        message = ("the dispersion collapsed to zero: the fixed and random effects reproduce the data exactly, "
+                   "so the likelihood has no maximum")
     keep = [j for j in range(len(theta)) if not (singular and j == p)]
     cov_beta, se_note = None, ""
     if cov_type == "hessian":
@@ -247,7 +259,7 @@ def _fit_nagq0(dist, data, gamma0, scale0, maxiter, tol, callback, t0):
     theta = np.concatenate([gamma, [sigma], [np.log(phi)] if dist.has_dispersion else []])
     md = laplace.last_modes
     weights = dist.working_weights(md.eta, data.m, phi)
-    cov = linalg.inv(pirls_information(data.X, weights, sigma, data.starts, data.counts))
+    cov = _inverse(pirls_information(data.X, weights, sigma, data.starts, data.counts))
     opt = OptSummary(method="Nelder-Mead over the variance parameters, beta in PIRLS (nagq=0, approximate)",
                      nagq=0, maxiter=maxiter, tol=tol, initial=np.asarray(v0), final=theta,
                      n_iterations=int(res.nit), n_evaluations=state["n"], objective=f,

@@ -34,6 +34,9 @@ def fd_hessian(fun, x, rel_step=1e-4, grad=None):
 
 def _positive_definite(H):
     """H with its eigenvalues made positive (|lambda|, floored), for a descent direction."""
+    if not np.all(np.isfinite(H)):  # a failed finite difference: fall back to a scaled identity
+        diag = np.abs(np.diag(H))
+        return np.diag(np.where(np.isfinite(diag) & (diag > 0), diag, 1.0))
     w, V = linalg.eigh(H)
     w = np.abs(w)
     w = np.maximum(w, 1e-8 * max(w.max(), 1e-8))

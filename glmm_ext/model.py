@@ -175,7 +175,11 @@ class GLMM(sm_base.LikelihoodModel):
             warnings.warn(f"{fit.opt.message}. A predictor (or combination) predicts the response perfectly; "
                           "its estimate and standard error are not meaningful. Consider removing it, merging "
                           "categories, or a penalised (Bayesian) model.", PerfectSeparationWarning, stacklevel=2)
-        elif not fit.converged:
+        if not np.all(np.isfinite(np.diag(fit.cov_beta))):
+            warnings.warn("standard errors could not be computed: the information matrix is singular (an "
+                          "over-parameterised model or degenerate data); they are reported as NaN", UserWarning,
+                          stacklevel=2)
+        if not fit.converged and not fit.separated_rows:
             warnings.warn(f"the optimiser did not converge ({fit.opt.message}). {CONVERGENCE_ADVICE}",
                           ConvergenceWarning, stacklevel=2)
         return GLMMResultsWrapper(GLMMResults(self, fit, cov_type=cov_type))
