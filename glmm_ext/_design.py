@@ -105,11 +105,22 @@ class Design:
         return group_starts(self.counts)
 
     def engine_data(self):
-        """GLMMData on the scaled predictors, rows sorted by group."""
+        """GLMMData on the scaled predictors, rows sorted by group (constant columns stored once)."""
         o = self.order
-        y, m = self.y[o], self.trials[o]
-        return GLMMData(y=y, X=self.scaling.transform(self.X)[o], offset=self.offset[o], m=m,
-                        const=self.dist.log_constant(y, m), starts=self.starts, counts=self.counts)
+        y, m = self.y[o], _compact(self.trials[o])
+        X = self.X[o]
+        X -= self.scaling.center
+        X /= self.scaling.scale
+        return GLMMData(y=y, X=X, offset=_compact(self.offset[o]), m=m,
+                        const=_compact(self.dist.log_constant(y, m)), starts=self.starts, counts=self.counts)
+
+
+def _compact(values):
+    """A read-only broadcast of one value when every entry is that value (no n-sized memory), else values."""
+    values = np.asarray(values, dtype=float)
+    if values.size and np.all(values == values.flat[0]):
+        return np.broadcast_to(values.flat[0], values.shape)
+    return values
 
 
 def _group_codes(groups):

@@ -94,6 +94,7 @@ def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, max
         if not active.any():
             converged = True
             break
+        l1 = d = t = None  # not needed at the old point any more
         step = np.where(active, grad / H_dir, 0.0)
         # a change of h below rounding noise (sums of many log densities) is not a decrease
         noise = 1e-12 * (1.0 + np.abs(h))
@@ -167,6 +168,7 @@ class MarginalLikelihood:
 
     def _evaluate(self, theta, need_grad, by_group=False):
         self.n_calls += 1
+        self.last_modes = None  # release the previous evaluation's row arrays first
         dist, data = self.dist, self.data
         gamma, sigma, phi = self.unpack(theta)
         eta_fixed, md = self.modes(theta, order=3 if need_grad else 2)
