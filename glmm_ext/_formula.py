@@ -84,8 +84,11 @@ def _numeric_view(series):
     return coerced.astype(float), ~np.isfinite(coerced.to_numpy(dtype=float, na_value=np.nan))
 
 
-def clean_frame(data, response_cols, numeric_cols, categorical_cols):
-    """Copy of the used columns with bad rows marked; returns (frame, bad mask, reasons)."""
+def clean_frame(data, response_cols, numeric_cols, categorical_cols, required_numeric=()):
+    """Copy of the used columns with bad rows marked; returns (frame, bad mask, reasons).
+
+    A column of words is an error in `response_cols` and `required_numeric`, categorical elsewhere.
+    """
     frame = pd.DataFrame(index=data.index)
     bad = np.zeros(len(data), dtype=bool)
     reasons = {}
@@ -97,8 +100,9 @@ def clean_frame(data, response_cols, numeric_cols, categorical_cols):
         else:
             values, col_bad = _numeric_view(series)
             if values is None:
-                if col in response_cols:
-                    raise ValueError(f"response column {col!r} holds no numbers (dtype {series.dtype})")
+                if col in response_cols or col in required_numeric:
+                    role = "response" if col in response_cols else "numeric"
+                    raise ValueError(f"{role} column {col!r} holds no numbers (dtype {series.dtype})")
                 frame[col] = series  # a column of words: patsy makes it categorical
             else:
                 frame[col] = values
@@ -151,7 +155,7 @@ def from_formula(formula, data, groups, offset=None, exposure=None, weights=None
             extra[what] = value
     categorical = [c for c in rhs_cols if c in c_cols]
     numeric = [c for c in rhs_cols if c not in c_cols] + list(extra.values())
-    frame, bad, reasons = clean_frame(data, lhs_cols, numeric, categorical)
+    frame, bad, reasons = clean_frame(data, lhs_cols, numeric, categorical, required_numeric=list(extra.values()))
     group_bad = pd.isna(group_values).to_numpy()
     if group_bad.any():
         reasons[group_col or "groups"] = int(group_bad.sum())

@@ -65,3 +65,29 @@ def test_bad_arguments_exit_2_with_one_line(args, message):
     out = run(args)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_progress_and_callback(capsys):
+    df = glmm_ext.load_schools()
+    calls = []
+    res = glmm_ext.GLMM.from_formula("passed ~ hours + ses", df, groups="school",
+                                     family=glmm_ext.make_family("binomial")).fit(
+        progress=True, callback=lambda stage, it, obj: calls.append((stage, it, obj)))
+    err = capsys.readouterr().err
+    assert "start values" in err and "optimize" in err and "done" in err and "#" in err
+    stages = [c[0] for c in calls]
+    assert stages[0] == "start values" and "optimize" in stages and "standard errors" in stages
+    assert stages[-1] == "done" and calls[-1][2] == pytest.approx(-res.llf)
+    # quiet by default
+    glmm_ext.GLMM.from_formula("score ~ hours", df, groups="school").fit()
+    assert capsys.readouterr().err == ""
+
+
+def test_console_script_when_installed():
+    import shutil
+
+    exe = shutil.which("glmm-ext")
+    if exe is None:
+        pytest.skip("glmm-ext is not on PATH (package not installed in this environment)")
+    out = subprocess.run([exe, "--conf-level", "80"], capture_output=True, text=True)
+    assert out.returncode == 0 and "Lower 80%" in out.stdout

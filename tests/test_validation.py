@@ -165,3 +165,25 @@ def test_very_large_counts():
     res = model("y ~ x1 + x2", data=df).fit()
     assert res.converged
     assert np.allclose(res.params, [12.0, 0.3, -0.2], atol=0.5)
+
+
+def test_offset_column_of_words_is_an_error():
+    with pytest.raises(ValueError, match="'label'.*no numbers"):
+        model(data=DF.assign(label="abc"), offset="label")
+
+
+def test_nagq0_is_the_joint_pirls_approximation():
+    """nagq=0: beta maximises the penalised log-likelihood at the modes; its llf is below Laplace's maximum."""
+    df = glmm_ext.simulate("binomial", n_groups=40, group_size=10, sigma_u=0.8, seed=6)
+    m = model("y ~ x1 + x2", data=df, family=B)
+    approx, exact = m.fit(nagq=0), m.fit(nagq=1)
+    assert approx.method == "PIRLS (nagq=0)" and "nagq=0" in approx.llf_label
+    assert approx.llf <= exact.llf + 1e-8
+    assert np.allclose(approx.params, exact.params, atol=0.1)
+    assert approx.var_re == pytest.approx(exact.var_re, rel=0.2)
+    # stationarity of sum_i log f(y_i | x_i'beta + u_g) - sum_j u_j^2 / (2 sigma^2) in beta at the modes
+    d = m.design
+    eta = d.X @ approx.params.to_numpy() + approx.blups[d.codes]
+    mu = 1 / (1 + np.exp(-eta))
+    score = d.X.T @ (d.y - mu)
+    assert np.max(np.abs(score)) < 1e-4 * len(df)
