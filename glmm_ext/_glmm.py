@@ -181,8 +181,9 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
         try:
             cov_beta = linalg.inv(linalg.cholesky(sub, lower=True))
             cov_beta = (cov_beta.T @ cov_beta)[:p, :p]
-        except linalg.LinAlgError:
-            se_note = "the Hessian is not positive definite; standard errors use the PIRLS working weights"
+        except (linalg.LinAlgError, ValueError):
+            se_note = ("the Hessian is not positive definite (or not finite at the edge of the support); "
+                       "standard errors use the PIRLS working weights")
     if cov_beta is None:
         cov_beta = cov_pirls
     opt = OptSummary(method=f"BFGS + Newton ({'Laplace' if nagq == 1 else f'AGQ, {nagq} nodes'})", nagq=nagq,

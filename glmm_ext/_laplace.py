@@ -96,14 +96,18 @@ def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, max
             break
         l1 = d = t = None  # not needed at the old point any more
         step = np.where(active, grad / H_dir, 0.0)
-        # a change of h below rounding noise (sums of many log densities) is not a decrease
+        # a change of h below rounding noise (sums of many log densities) is not a decrease, and a
+        # Newton step that promises less than 1e-9 is inside the quadratic region: only the support
+        # can reject it
         noise = 1e-12 * (1.0 + np.abs(h))
+        searched = active & (0.5 * grad * step > 1e-9)
         alpha = np.ones_like(b)
+        stuck_any = False
         for _ in range(30):
             b_try = b + alpha * step
             eta_try = eta_fixed + sigma * to_rows(b_try, counts)
             h_try, _ = _h(dist, data, eta_try, b_try, phi)
-            worse = active & ~(h_try >= h - noise)
+            worse = active & (~np.isfinite(h_try) | (searched & ~(h_try >= h - noise)))
             if not worse.any():
                 break
             alpha[worse] *= 0.5
@@ -111,7 +115,10 @@ def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, max
             if stuck.any():  # no ascent left along this direction: stay put
                 step[stuck] = 0.0
                 active &= ~stuck
+                stuck_any = True
         b, eta, h = b_try, eta_try, h_try
+        if stuck_any:  # a mode pinned against the edge of the support (or lost to rounding): not stationary
+            break
     if not converged:  # the derivatives above belong to the point before the last step
         l1, d, t = dist.derivatives(data.y, eta, data.m, phi, order=order)
         H = sigma * sigma * group_sums(d, starts) + 1.0
@@ -172,7 +179,9 @@ class MarginalLikelihood:
         dist, data = self.dist, self.data
         gamma, sigma, phi = self.unpack(theta)
         eta_fixed, md = self.modes(theta, order=3 if need_grad else 2)
-        if md is None:
+        if md is None or not md.converged:
+            # no stationary mode: it sits on the edge of the mean's support (identity/inverse links),
+            # where the Laplace and AGQ formulas do not apply; the point is treated as infeasible
             return None, None
         self.last_modes = md
         counts, starts = data.counts, data.starts

@@ -187,3 +187,30 @@ def test_nagq0_is_the_joint_pirls_approximation():
     mu = 1 / (1 + np.exp(-eta))
     score = d.X.T @ (d.y - mu)
     assert np.max(np.abs(score)) < 1e-4 * len(df)
+
+
+def _near_zero_identity_counts(seed):
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(30), 12)
+    x = rng.uniform(0, 2, g.size)
+    mu = np.maximum(0.05, 1.0 + 1.5 * x + rng.normal(0, 0.8, 30)[g])
+    return pd.DataFrame({"y": rng.poisson(mu), "x": x, "g": g})
+
+
+def test_identity_link_fit_stays_inside_the_support():
+    df = _near_zero_identity_counts(0)
+    fam = P(link=L.Identity())
+    res = model("y ~ x", data=df, family=fam).fit()
+    assert res.converged
+    eta = res.model.design.X @ res.params.to_numpy() + res.blups[res.model.design.codes]
+    assert eta.min() > 0
+    # the reported llf is the Laplace value at the estimates, evaluated afresh
+    assert res.model.loglike(res.params, res.var_re) == pytest.approx(res.llf, abs=1e-8)
+
+
+def test_mode_on_the_edge_of_the_support_is_reported_not_raised():
+    """Counts of 0 where the identity-link mean is near 0 pin modes to mu = 0: no stationary mode there."""
+    df = _near_zero_identity_counts(2)
+    with pytest.warns(ConvergenceWarning):
+        res = model("y ~ x", data=df, family=P(link=L.Identity())).fit()
+    assert not res.converged and np.isfinite(res.llf) and np.all(np.isfinite(res.params))
