@@ -237,8 +237,8 @@ def _fit_nagq0(dist, data, gamma0, scale0, maxiter, tol, callback, t0):
     laplace = MarginalLikelihood(dist, data, nagq=1)
     state = {"gamma": gamma0.copy(), "b": np.zeros(data.n_groups), "n": 0}
 
-    def objective(v):
-        sigma = abs(float(v[0]))
+    def objective(v):  # v = (log sigma, log phi): unconstrained, and not even in sigma as s would be
+        sigma = float(np.exp(v[0]))
         phi = float(np.exp(v[1])) if dist.has_dispersion else 1.0
         gamma, b = _joint_pirls(dist, data, sigma, phi, state["gamma"], state["b"])
         state.update(gamma=gamma, b=b)
@@ -250,18 +250,22 @@ def _fit_nagq0(dist, data, gamma0, scale0, maxiter, tol, callback, t0):
             callback("optimize", state["n"], f)
         return f
 
-    v0 = [0.5] + ([np.log(scale0)] if dist.has_dispersion else [])
-    res = sp_optimize.minimize(objective, v0, method="Nelder-Mead",
-                               options={"maxiter": maxiter * 10, "xatol": 1e-6, "fatol": tol})
-    sigma = abs(float(res.x[0]))
+    v0 = [np.log(0.5)] + ([np.log(scale0)] if dist.has_dispersion else [])
+    # Powell: derivative-free line searches (Brent) over the one or two variance parameters
+    bounds = [(np.log(SINGULAR_TOL) - 2.0, np.log(50.0))] + ([(-25.0, 10.0)] if dist.has_dispersion else [])
+    res = sp_optimize.minimize(objective, v0, method="Powell", bounds=bounds,
+                               options={"maxiter": maxiter, "xtol": 1e-6, "ftol": tol * 1e-3})
+    sigma = float(np.exp(res.x[0]))
+    if sigma < SINGULAR_TOL:  # log sigma ran towards -inf: the boundary
+        sigma = 0.0
     phi = float(np.exp(res.x[1])) if dist.has_dispersion else 1.0
-    f = objective(res.x)
+    f = objective(np.concatenate([[np.log(sigma) if sigma > 0 else -np.inf], res.x[1:]]))
     gamma = state["gamma"]
     theta = np.concatenate([gamma, [sigma], [np.log(phi)] if dist.has_dispersion else []])
     md = laplace.last_modes
     weights = dist.working_weights(md.eta, data.m, phi)
     cov = _inverse(pirls_information(data.X, weights, sigma, data.starts, data.counts))
-    opt = OptSummary(method="Nelder-Mead over the variance parameters, beta in PIRLS (nagq=0, approximate)",
+    opt = OptSummary(method="Powell over the variance parameters, beta in PIRLS (nagq=0, approximate)",
                      nagq=0, maxiter=maxiter, tol=tol, initial=np.asarray(v0), final=theta,
                      n_iterations=int(res.nit), n_evaluations=state["n"], objective=f,
                      newton_decrement=np.nan, converged=bool(res.success), message=str(res.message),
