@@ -98,8 +98,7 @@ def _inverse(matrix):
 def _initial_hessian(objective, theta):
     """Start Hessian for BFGS: PIRLS information for beta, finite differences for the variance parameters."""
     p, k = objective.p, objective.n_params
-    objective(theta)
-    md = objective.last_modes
+    md = objective.modes_at(theta)
     _, sigma, _ = objective.unpack(theta)
     d = md.d if np.all(md.d >= 0) else objective.dist.working_weights(md.eta, objective.data.m,
                                                                       objective.unpack(theta)[2])
@@ -156,8 +155,10 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
     converged = bool(decrement < tol) and iters <= maxiter
     if not message:
         message = "converged" if converged else "not converged"
-    objective(theta)
-    separated = dist.separated_rows(data.y, objective.last_modes.eta)
+    md = objective.modes_at(theta)
+    if md is None:  # cannot happen for an accepted point; guard against a warm-start artefact
+        raise FloatingPointError("no conditional modes at the optimum")
+    separated = dist.separated_rows(data.y, md.eta)
     if separated:
         converged = False
         message = (f"complete or quasi-complete separation: {separated} rows are fitted with probability 0 or 1, "
@@ -165,7 +166,6 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
     p = objective.p
     _, sigma, phi = objective.unpack(theta)
     singular = sigma < SINGULAR_TOL
-    md = objective.last_modes  # modes at the optimum
     if callback is not None:
         callback("standard errors", iters, f)
     weights = dist.working_weights(md.eta, data.m, phi)
@@ -262,7 +262,7 @@ def _fit_nagq0(dist, data, gamma0, scale0, maxiter, tol, callback, t0):
     f = objective(np.concatenate([[np.log(sigma) if sigma > 0 else -np.inf], res.x[1:]]))
     gamma = state["gamma"]
     theta = np.concatenate([gamma, [sigma], [np.log(phi)] if dist.has_dispersion else []])
-    md = laplace.last_modes
+    md = laplace.modes_at(theta)
     weights = dist.working_weights(md.eta, data.m, phi)
     cov = _inverse(pirls_information(data.X, weights, sigma, data.starts, data.counts))
     opt = OptSummary(method="Powell over the variance parameters, beta in PIRLS (nagq=0, approximate)",

@@ -57,9 +57,8 @@ class Modes:
 
 
 def _h(dist, data, eta, b, phi):
-    """h_j(b_j) for all groups, with the per-row log densities."""
-    ll = dist.loglik(data.y, eta, data.m, phi, data.const)
-    return group_sums(ll, data.starts) - 0.5 * b * b, ll
+    """h_j(b_j) = sum_{i in j} log f(y_i | eta_i) - b_j^2 / 2 for all groups."""
+    return group_sums(dist.loglik(data.y, eta, data.m, phi, data.const), data.starts) - 0.5 * b * b
 
 
 def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, maxiter=60, order=2):
@@ -72,12 +71,12 @@ def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, max
     counts, starts = data.counts, data.starts
     b = np.zeros(data.n_groups) if sigma == 0.0 else np.array(b_start, dtype=float)
     eta = eta_fixed + sigma * to_rows(b, counts)
-    h, _ = _h(dist, data, eta, b, phi)
+    h = _h(dist, data, eta, b, phi)
     bad = ~np.isfinite(h)
     if bad.any():  # warm start left the support: restart those groups at b = 0
         b[bad] = 0.0
         eta = eta_fixed + sigma * to_rows(b, counts)
-        h, _ = _h(dist, data, eta, b, phi)
+        h = _h(dist, data, eta, b, phi)
         if not np.isfinite(h).all():
             return None
     converged = False
@@ -106,7 +105,7 @@ def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, max
         for _ in range(30):
             b_try = b + alpha * step
             eta_try = eta_fixed + sigma * to_rows(b_try, counts)
-            h_try, _ = _h(dist, data, eta_try, b_try, phi)
+            h_try = _h(dist, data, eta_try, b_try, phi)
             worse = active & (~np.isfinite(h_try) | (searched & ~(h_try >= h - noise)))
             if not worse.any():
                 break
@@ -150,6 +149,14 @@ class MarginalLikelihood:
         sigma = abs(float(theta[self.p]))
         phi = float(np.exp(theta[self.p + 1])) if self.dist.has_dispersion else 1.0
         return gamma, sigma, phi
+
+    def modes_at(self, theta):
+        """Conditional modes at theta (retrying from b = 0 if the warm start fails); None if infeasible."""
+        self(theta, need_grad=False)
+        if self.last_modes is None:
+            self.u_warm = np.zeros_like(self.u_warm)
+            self(theta, need_grad=False)
+        return self.last_modes
 
     def modes(self, theta, order=2):
         gamma, sigma, phi = self.unpack(theta)
@@ -199,7 +206,7 @@ class MarginalLikelihood:
             for k in range(K):
                 bk = b + c * z[k]
                 eta_k = eta_fixed + sigma * to_rows(bk, counts)
-                node_h[:, k], _ = _h(dist, data, eta_k, bk, phi)
+                node_h[:, k] = _h(dist, data, eta_k, bk, phi)
                 node_eta.append(eta_k if need_grad and data.y.size * K <= 4_000_000 else None)
             terms = logw + node_h + z * z
             F = -0.5 * np.log(np.pi * H) + special.logsumexp(terms, axis=1)

@@ -137,7 +137,7 @@ class GLMM(sm_base.LikelihoodModel):
         Parameters
         ----------
         reml : bool
-            Gaussian + identity only: REML (default) or ML.
+            Gaussian + identity only: REML (default) or ML. Every other pair is fitted by ML.
         maxiter : int
             Maximum optimiser iterations (>= 1).
         tol : float
@@ -145,6 +145,7 @@ class GLMM(sm_base.LikelihoodModel):
         nagq : int
             Non-Gaussian pairs: 1 = Laplace (default), 2-100 = adaptive Gauss-Hermite nodes per group,
             0 = beta inside PIRLS, only the variance optimised (fast approximation, lme4's nAGQ=0).
+            Ignored for Gaussian + identity, whose likelihood is exact.
         cov_type : {"hessian", "pirls"}
             Standard errors from the observed information of the log-likelihood over (beta, sigma_u,
             dispersion), or from the PIRLS working weights (lme4's ``use.hessian = FALSE``).
