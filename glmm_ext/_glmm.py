@@ -149,7 +149,7 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
         objective = MarginalLikelihood(dist, data, nagq=nagq)
         objective.u_warm = laplace.u_warm.copy()
         theta, f, g, hess, more, decrement, message = minimize(objective, theta, hess, maxiter, tol, callback,
-                                                               central=False)
+                                                               central=False, quasi_newton=False)
         iters += more
         n_eval += objective.n_calls
     converged = bool(decrement < tol) and iters <= maxiter

@@ -1,12 +1,14 @@
-"""Outer optimisation of the marginal log-likelihood: BFGS with backtracking, then Newton polish.
+"""Outer optimisation of the marginal log-likelihood: scipy's BFGS, then Newton steps.
 
-scipy's L-BFGS-B stops and reports success when the objective is infinite at a trial point, which
-happens whenever an identity or inverse link leaves the mean's support; this quasi-Newton method
-treats such a point as a rejected step and halves it.  The last stage takes Newton steps with a
-central-difference Hessian of the analytic gradient, which is also the observed information.
+The objective is infinite where an identity or inverse link leaves the mean's support.  scipy's
+L-BFGS-B stops at such a trial point and reports success; BFGS's Wolfe line search steps back
+instead, and the Newton stage backtracks by halving.  The Newton stage uses a finite-difference
+Hessian of the analytic gradient, which is also the observed information for standard errors.
 """
+import warnings
+
 import numpy as np
-from scipy import linalg
+from scipy import linalg, optimize
 
 
 def fd_hessian(fun, x, rel_step=1e-4, grad=None):
@@ -56,51 +58,62 @@ def _backtrack(fun, x, f, g, direction, max_halvings=40):
     return None
 
 
-def minimize(fun, x0, hess0, maxiter=100, tol=1e-6, callback=None, central=True):
+def _quasi_newton(fun, x, f, g, hess0, maxiter, callback):
+    """scipy's BFGS from x with inverse Hessian hess0^-1; returns (x, f, g, iterations, message).
+
+    Its Wolfe line search steps back from a trial point outside the support (f = inf).
+    """
+    B_inv = linalg.inv(_positive_definite(hess0))
+    B_inv = 0.5 * (B_inv + B_inv.T)
+    counter = {"it": 0}
+
+    def progress(intermediate_result):
+        counter["it"] += 1
+        if callback is not None:
+            callback("optimize", counter["it"], float(intermediate_result.fun))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # line-search and precision-loss warnings: the Newton stage decides
+        res = optimize.minimize(fun, x, jac=True, method="BFGS", callback=progress,
+                                options={"hess_inv0": B_inv, "gtol": 1e-5, "maxiter": maxiter})
+    iterations = int(res.nit)
+    message = "" if res.status in (0, 2) else str(res.message)
+    if np.isfinite(res.fun) and res.fun <= f:
+        x, f, g = np.asarray(res.x, float), float(res.fun), np.asarray(res.jac, float)
+    return x, f, g, iterations, message
+
+
+def minimize(fun, x0, hess0, maxiter=100, tol=1e-6, callback=None, central=True, quasi_newton=True):
     """Minimise fun (returning value and gradient) from x0 with initial Hessian hess0.
 
     Stops when the Newton decrement g' H^{-1} g / 2 (the predicted decrease) falls below `tol`.
     Returns (x, f, g, H, iterations, decrement, message); H is the final finite-difference Hessian
     (central differences, or forward ones with ``central=False`` where a gradient is expensive).
+    ``quasi_newton=False`` skips the BFGS stage and takes Newton steps with `hess0` until the
+    observed information is needed (a start already near the optimum, as AGQ after Laplace).
     """
     x = np.asarray(x0, float)
     f, g = fun(x)
     if not np.isfinite(f):
         raise FloatingPointError("the starting values give a non-finite log-likelihood")
-    B_inv = linalg.inv(_positive_definite(hess0))
     iterations, message = 0, ""
-    # quasi-Newton stage
-    while iterations < maxiter:
-        direction = -B_inv @ g
-        if g @ direction >= 0:
-            direction = -g / max(np.abs(np.diag(hess0)).max(), 1.0)
-        step = _backtrack(fun, x, f, g, direction)
-        iterations += 1
-        if step is None:
-            message = "line search found no decrease"
-            break
-        x_new, f_new, g_new = step
-        s, y = x_new - x, g_new - g
-        sy = s @ y
-        if sy > 1e-12 * linalg.norm(s) * linalg.norm(y):
-            rho = 1.0 / sy
-            V = np.eye(len(x)) - rho * np.outer(s, y)
-            B_inv = V @ B_inv @ V.T + rho * np.outer(s, s)
-        f_change = f - f_new
-        x, f, g = x_new, f_new, g_new
-        if callback is not None:
-            callback("optimize", iterations, f)
-        if 0.5 * g @ B_inv @ g < tol and f_change < max(tol, 1e-12 * abs(f)):
-            break
-    # Newton stage with the observed information
-    H = fd_hessian(fun, x, grad=None if central else g)
+    if quasi_newton:
+        x, f, g, iterations, message = _quasi_newton(fun, x, f, g, hess0, maxiter, callback)
+
+    # Newton stage with the observed information (a finite-difference Hessian of the gradient)
+    def observed(x, g):
+        return fd_hessian(fun, x, grad=None if central else g)
+
+    H, exact = (observed(x, g), True) if quasi_newton else (hess0, False)
     decrement = np.inf
-    for _ in range(8):
-        H_pd = _positive_definite(H)
-        direction = -linalg.solve(H_pd, g, assume_a="pos")
+    for _ in range(12):
+        direction = -linalg.solve(_positive_definite(H), g, assume_a="pos")
         decrement = -0.5 * g @ direction
         if decrement < tol:
-            break
+            if exact:
+                break
+            H, exact = observed(x, g), True  # confirm with the observed information (and keep it for SEs)
+            continue
         if iterations >= maxiter:
             message = message or "maximum number of iterations reached"
             break
@@ -114,5 +127,7 @@ def minimize(fun, x0, hess0, maxiter=100, tol=1e-6, callback=None, central=True)
         if callback is not None:
             callback("optimize", iterations, f)
         if moved > 1e-6:
-            H = fd_hessian(fun, x, grad=None if central else g)
+            exact = False
+            if quasi_newton:  # refresh every step; otherwise the start Hessian serves until the end
+                H, exact = observed(x, g), True
     return x, f, g, H, iterations, decrement, message
