@@ -33,7 +33,7 @@ def test_estimates_at_best(fits, name):
 def test_hessian_se_match_glmmtmb(fits, name):
     res, ref = fits(name), REFERENCE[name]["anchors"]
     for k in res.fe_params.index:
-        assert res.bse[k] == pytest.approx(ref["tmb_se"][r_name(k)], rel=2e-3)
+        assert res.bse[k] == pytest.approx(ref["tmb_se"][r_name(k)], rel=2e-4)
 
 
 def test_agq_se_match_lme4(fits):
@@ -82,3 +82,12 @@ def test_aic_bic_count_dispersion(fits):
 def test_labels(fits):
     assert fits("cbpp_binomial").llf_label == "Log-likelihood (Laplace)"
     assert fits("cbpp_binomial_agq25").llf_label == "Log-likelihood (AGQ, 25 nodes)"
+
+
+@pytest.mark.parametrize("name", LME4_AT_OPTIMUM)
+def test_hessian_se_match_lme4_where_it_sits_at_the_optimum(fits, name):
+    """lme4's Hessian is a finite-difference one of its own: agreement to 0.5% (glmmTMB's, exact: 2e-4)."""
+    res, ref = fits(name), REFERENCE[name]["anchors"]
+    assert abs(REFERENCE[name]["best"]["anchors"]["lme4"] - REFERENCE[name]["best"]["best_loglik"]) < 1e-5
+    for k in res.fe_params.index:
+        assert res.bse[k] == pytest.approx(ref["se"][r_name(k)], rel=5e-3)
