@@ -183,7 +183,7 @@ def build_design(clean, family):
     counts = np.bincount(codes, minlength=len(group_labels))
     n_params = X.shape[1] + (2 if dist.name == "gaussian" and dist.link_name == "identity" else
                              1 + int(dist.has_dispersion))
-    check_groups_and_size(len(y), n_params, counts, dist.has_dispersion, str(clean.groups.name))
+    check_groups_and_size(len(y), n_params, counts, dist.name, dist.link_name, str(clean.groups.name))
     check_rank(X, names)
     return Design(y=y, trials=trials, X=X, offset=np.asarray(clean.offset, float), codes=codes,
                   group_labels=group_labels, counts=counts, order=np.argsort(codes, kind="stable"),

@@ -163,16 +163,20 @@ def check_vector(values, n, what, positive=False):
     return arr
 
 
-def check_groups_and_size(n_rows, n_params, counts, has_residual, group_name):
+def check_groups_and_size(n_rows, n_params, counts, family, link, group_name):
     """Enough rows and groups to estimate the model."""
     if n_rows == 0:
         raise ValueError("no rows left after removing rows with missing, non-numeric or infinite values")
     if len(counts) < 2:
         raise ValueError(f"the grouping variable {group_name!r} has {len(counts)} group; a random intercept "
                          "needs at least 2 groups")
-    if has_residual and counts.max() < 2:
-        raise ValueError(f"every group of {group_name!r} has a single row: with a residual variance (Gaussian, "
-                         "Gamma) the random intercept cannot be told apart from the residual")
+    if counts.max() < 2 and (family, link) == ("gaussian", "identity"):
+        raise ValueError(f"every group of {group_name!r} has a single row: a Gaussian random intercept cannot be "
+                         "told apart from the residual")
+    if counts.max() < 2 and family in ("gaussian", "gamma"):
+        warnings.warn(f"every group of {group_name!r} has a single row: the random-intercept variance and the "
+                      "dispersion are told apart only by the shape of the distribution (weakly identified)",
+                      UserWarning, stacklevel=5)
     if n_rows <= n_params:
         raise ValueError(f"{n_rows} rows are too few for {n_params} parameters")
 

@@ -214,3 +214,10 @@ def test_mode_on_the_edge_of_the_support_is_reported_not_raised():
     with pytest.warns(ConvergenceWarning):
         res = model("y ~ x", data=df, family=P(link=L.Identity())).fit()
     assert not res.converged and np.isfinite(res.llf) and np.all(np.isfinite(res.params))
+
+
+def test_singleton_groups_with_a_dispersion_warn_and_fit():
+    df = glmm_ext.simulate("gamma", "log", n_groups=300, group_size=1, sigma_u=0.5, scale=0.2, seed=4)
+    with pytest.warns(UserWarning, match="single row"):
+        res = model("y ~ x1 + x2", data=df, family=G(link=L.Log())).fit()
+    assert np.isfinite(res.llf) and np.all(np.isfinite(res.params))
