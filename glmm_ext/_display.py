@@ -2,7 +2,6 @@
 import numbers
 
 import numpy as np
-import pandas as pd
 from statsmodels.iolib import summary2
 
 
@@ -71,8 +70,8 @@ def notes(res, alpha):
     else:
         lines.append("Random intercepts are conditional modes; Std. Error = sqrt(inverse curvature of each group's "
                      "log integrand), a posterior-based SE.")
-        lines.append("Standard errors of fixed effects: " + ("observed information (Hessian)" if res.cov_type == "hessian"
-                                                             else "PIRLS working weights") + ".")
+        source = "observed information (Hessian)" if res.cov_type == "hessian" else "PIRLS working weights"
+        lines.append(f"Standard errors of fixed effects: {source}.")
     if res.se_note:
         lines.append(res.se_note + ".")
     lines.append("Confidence intervals: Wald, standard normal; they can be too narrow with few groups.")

@@ -62,7 +62,8 @@ def fit_profile(design, reml=True, maxiter=100, tol=1e-6, callback=None):
     if reml:
         llf += scaling.log_abs_det
     sigma2 = fit.sigma2 * y_scale**2
-    opt = OptSummary(method=f"{'REML' if reml else 'ML'} profile: log-grid + bounded Brent over theta = sigma_u/sigma_e",
+    method = f"{'REML' if reml else 'ML'} profile: log-grid + bounded Brent over theta = sigma_u/sigma_e"
+    opt = OptSummary(method=method,
                      nagq=0, maxiter=maxiter, tol=tol, initial=np.array([np.nan]), final=np.array([fit.theta]),
                      n_iterations=fit.n_evaluations, n_evaluations=fit.n_evaluations, objective=-fit.llf,
                      newton_decrement=np.nan, converged=fit.converged, message=fit.message,

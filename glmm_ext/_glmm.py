@@ -14,8 +14,8 @@ import numpy as np
 from scipy import linalg, optimize as sp_optimize
 import statsmodels.api as sm
 
-from ._laplace import MarginalLikelihood, conditional_modes
-from ._optimize import fd_hessian, minimize
+from ._laplace import MarginalLikelihood
+from ._optimize import minimize
 from ._optsummary import OptSummary
 from ._segments import group_sums, to_rows
 

@@ -27,6 +27,11 @@ def _rows(positions, labels=None, limit=5):
     return f"{word} {text}" + (f" and {extra} more" if extra > 0 else "")
 
 
+def _values(values, limit=5):
+    """'-3, -1, 0' for the first few offending values."""
+    return ", ".join(f"{v:g}" for v in values[:limit])
+
+
 # --------------------------------------------------------------------------------- family and link
 def check_family(family):
     """A supported statsmodels family instance (None -> Gaussian with identity link)."""
@@ -115,7 +120,7 @@ def check_response(family, y, trials, name, labels):
             bad = np.flatnonzero((y != 0) & (y != 1))
             if bad.size:
                 raise ValueError(f"Binomial response {name!r} must be 0 or 1 (or give successes + failures); "
-                                 f"{_rows(bad, labels)} hold {', '.join(f'{v:g}' for v in y[bad][:5])}")
+                                 f"{_rows(bad, labels)} hold {_values(y[bad])}")
         else:
             successes = y * trials
             bad = np.flatnonzero((successes < 0) | (trials - successes < 0))
@@ -130,7 +135,7 @@ def check_response(family, y, trials, name, labels):
         bad = np.flatnonzero(y < 0)
         if bad.size:
             raise ValueError(f"Poisson response {name!r} must be >= 0; {_rows(bad, labels)} hold "
-                             f"{', '.join(f'{v:g}' for v in y[bad][:5])}")
+                             f"{_values(y[bad])}")
         bad = np.flatnonzero(np.abs(y - np.round(y)) > 1e-8)
         if bad.size:
             warnings.warn(f"Poisson response {name!r} has non-integer values in {_rows(bad, labels)}; "
@@ -139,7 +144,7 @@ def check_response(family, y, trials, name, labels):
         bad = np.flatnonzero(y <= 0)
         if bad.size:
             raise ValueError(f"Gamma response {name!r} must be > 0; {_rows(bad, labels)} hold "
-                             f"{', '.join(f'{v:g}' for v in y[bad][:5])}")
+                             f"{_values(y[bad])}")
 
 
 def check_vector(values, n, what, positive=False):
@@ -155,11 +160,11 @@ def check_vector(values, n, what, positive=False):
         raise ValueError(f"{what} has {arr.size} values but the data have {n} rows")
     bad = np.flatnonzero(~np.isfinite(arr))
     if bad.size:
-        raise ValueError(f"{what} must be finite; not at {_rows(bad)} (values {', '.join(f'{v:g}' for v in arr[bad][:5])})")
+        raise ValueError(f"{what} must be finite; not at {_rows(bad)} (values {_values(arr[bad])})")
     if positive:
         bad = np.flatnonzero(arr <= 0)
         if bad.size:
-            raise ValueError(f"{what} must be > 0; not at {_rows(bad)} (values {', '.join(f'{v:g}' for v in arr[bad][:5])})")
+            raise ValueError(f"{what} must be > 0; not at {_rows(bad)} (values {_values(arr[bad])})")
     return arr
 
 

@@ -91,7 +91,7 @@ class GLMM(sm_base.LikelihoodModel):
         clean = _formula.from_formula(formula, data, groups, offset=offset, exposure=exposure, weights=weights)
         if drop_cols:
             clean.exog = clean.exog.drop(columns=list(drop_cols))
-        model = cls(None, None, None, family=family, _clean=clean, formula=formula, *args, **kwargs)
+        model = cls(None, None, None, *args, family=family, _clean=clean, formula=formula, **kwargs)
         model.data.frame = data
         return model
 

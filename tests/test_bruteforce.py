@@ -1,5 +1,4 @@
 """The engine's numbers against independent computations: dense REML, quad integrals, finite differences."""
-import warnings
 
 import numpy as np
 import pytest

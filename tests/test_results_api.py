@@ -1,8 +1,6 @@
 """The statsmodels-facing surface: names, wrappers, tables, summary, listwise deletion, scaling."""
-import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 import statsmodels.api as sm
 from scipy import stats
