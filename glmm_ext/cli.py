@@ -60,8 +60,6 @@ def run(args, out=None):
     from .datasets import load_schools
 
     out = sys.stdout if out is None else out
-    from .model import GLMM
-
     parser = build_parser()
     ns = parser.parse_args(args)
     try:
@@ -69,10 +67,14 @@ def run(args, out=None):
         family = make_family(ns.family, ns.link)
         if ns.data is None:
             data = load_schools()
-            formula = ns.formula or "score ~ hours + ses"
-            groups = ns.groups or "school"
-            out.write("glmm_ext example: simulated schools data (60 schools, truth: Intercept 50, hours 2.5, "
-                      "ses 4, school variance 25, residual variance 64)\n\n")
+            out.write("glmm_ext example: simulated schools data (60 schools, 1413 students; truth: Intercept 50, "
+                      "hours 2.5, ses 4, school variance 25, residual variance 64; passed = score > 60)\n\n")
+            jobs = [("score ~ hours + ses", "school", family)]
+            if not args:  # the main job: the exact Gaussian fit, then a Binomial one (OR, latent scale)
+                out.write("1. Test score, Gaussian (exact REML)\n")
+                jobs.append(("passed ~ hours + ses", "school", make_family("binomial")))
+            if ns.formula or ns.groups:
+                jobs = [(ns.formula or jobs[0][0], ns.groups or "school", family)]
         else:
             if not ns.formula or not ns.groups:
                 parser.error("a data file needs --formula and --groups")
@@ -80,16 +82,11 @@ def run(args, out=None):
                 data = pd.read_csv(ns.data)
             except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
                 parser.error(f"cannot read {ns.data}: {exc}")
-            formula, groups = ns.formula, ns.groups
-        model = GLMM.from_formula(formula, data, groups=groups, family=family, offset=ns.offset,
-                                  exposure=ns.exposure)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            res = model.fit(reml=not ns.ml, maxiter=ns.maxiter, tol=ns.tol, nagq=ns.nagq, cov_type=ns.cov_type,
-                            progress=ns.progress)
-        out.write(res.summary(alpha=alpha, blup_rows=ns.blup_rows).as_text() + "\n")
-        for w in caught:
-            out.write(f"Warning: {w.message}\n")
+            jobs = [(ns.formula, ns.groups, family)]
+        for number, (formula, groups, fam) in enumerate(jobs, start=1):
+            if number > 1:
+                out.write(f"\n{number}. Passed (score > 60), Binomial logit (Laplace)\n")
+            res = _fit_and_print(ns, data, formula, groups, fam, alpha, out)
         if ns.blups:
             res.blup_table().to_csv(ns.blups, index=False)
         if ns.diagnostics:
@@ -100,6 +97,21 @@ def run(args, out=None):
     except (ValueError, TypeError) as exc:
         parser.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     return 0
+
+
+def _fit_and_print(ns, data, formula, groups, family, alpha, out):
+    """One fit with the command line's options; its summary and warnings go to `out`."""
+    from .model import GLMM
+
+    model = GLMM.from_formula(formula, data, groups=groups, family=family, offset=ns.offset, exposure=ns.exposure)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = model.fit(reml=not ns.ml, maxiter=ns.maxiter, tol=ns.tol, nagq=ns.nagq, cov_type=ns.cov_type,
+                        progress=ns.progress)
+    out.write(res.summary(alpha=alpha, blup_rows=ns.blup_rows).as_text() + "\n")
+    for w in caught:
+        out.write(f"Warning: {w.message}\n")
+    return res
 
 
 def _json_default(value):
