@@ -15,7 +15,7 @@ from scipy import linalg, optimize as sp_optimize
 import statsmodels.api as sm
 
 from ._laplace import MarginalLikelihood
-from ._optimize import minimize
+from ._optimize import fd_columns, minimize
 from ._optsummary import OptSummary
 from ._segments import group_sums, to_rows
 
@@ -99,18 +99,13 @@ def _initial_hessian(objective, theta):
     """Start Hessian for BFGS: PIRLS information for beta, finite differences for the variance parameters."""
     p, k = objective.p, objective.n_params
     md = objective.modes_at(theta)
-    _, sigma, _ = objective.unpack(theta)
-    d = md.d if np.all(md.d >= 0) else objective.dist.working_weights(md.eta, objective.data.m,
-                                                                      objective.unpack(theta)[2])
+    _, sigma, phi = objective.unpack(theta)
+    d = md.d if np.all(md.d >= 0) else objective.dist.working_weights(md.eta, objective.data.m, phi)
     hess = np.zeros((k, k))
     hess[:p, :p] = pirls_information(objective.data.X, d, sigma, objective.data.starts, objective.data.counts)
-    for j in range(p, k):
-        h = 1e-4 * max(1.0, abs(theta[j]))
-        e = np.zeros(k)
-        e[j] = h
-        column = (objective(theta + e)[1] - objective(theta - e)[1]) / (2 * h)
-        hess[:, j] = column
-        hess[j, :] = column
+    block = fd_columns(objective, theta, range(p, k))
+    hess[:, p:] = block
+    hess[p:, :] = block.T
     return hess
 
 

@@ -11,26 +11,31 @@ import numpy as np
 from scipy import linalg, optimize
 
 
-def fd_hessian(fun, x, rel_step=1e-4, grad=None):
-    """Hessian from differences of the gradient, symmetrised.
+def fd_columns(fun, x, columns, rel_step=1e-4, grad=None):
+    """Columns j of the Hessian from differences of the gradient, as a (len(x), len(columns)) block.
 
     Central, H_ij = (g_i(x + h_j e_j) - g_i(x - h_j e_j)) / 2 h_j; or, when the gradient at x is
     given, forward, H_ij = (g_i(x + h_j e_j) - g_i(x)) / h_j with a smaller step (half the cost).
     """
-    k = len(x)
-    H = np.empty((k, k))
+    block = np.empty((len(x), len(columns)))
     if grad is not None:
         rel_step = rel_step * 0.1
-    for j in range(k):
+    for c, j in enumerate(columns):
         h = rel_step * max(1.0, abs(x[j]))
-        e = np.zeros(k)
+        e = np.zeros(len(x))
         e[j] = h
         _, g_plus = fun(x + e)
         if grad is None:
             _, g_minus = fun(x - e)
-            H[:, j] = (g_plus - g_minus) / (2.0 * h)
+            block[:, c] = (g_plus - g_minus) / (2.0 * h)
         else:
-            H[:, j] = (g_plus - grad) / h
+            block[:, c] = (g_plus - grad) / h
+    return block
+
+
+def fd_hessian(fun, x, rel_step=1e-4, grad=None):
+    """The whole Hessian from differences of the gradient (see `fd_columns`), symmetrised."""
+    H = fd_columns(fun, x, range(len(x)), rel_step, grad)
     return 0.5 * (H + H.T)
 
 
