@@ -135,6 +135,30 @@ def _row_vectors(used, arrays, columns, keep):
     return off, values.get("weights")
 
 
+def _drop_missing_groups(values, name, bad, reasons):
+    """Mark rows whose group label is missing; returns the updated bad-row mask."""
+    missing = pd.isna(values).to_numpy()
+    if missing.any():
+        reasons[name or "groups"] = int(missing.sum())
+    return bad | missing
+
+
+def _checked_vectors(given, n):
+    """Offset/exposure/weights given as arrays: n finite values (exposure and weights > 0)."""
+    return {what: check_vector(value, n, what, positive=(what != "offset"))
+            for what, value in given.items() if value is not None and not isinstance(value, str)}
+
+
+def _rows_kept(bad, reasons):
+    """~bad, or an error when listwise deletion leaves no row."""
+    keep = ~bad
+    if not keep.any():
+        detail = ", ".join(f"{k}: {v}" for k, v in reasons.items())
+        raise ValueError(f"every one of the {len(bad)} rows has a missing, non-numeric or infinite value "
+                         f"in a column the model uses ({detail})")
+    return keep
+
+
 def from_formula(formula, data, groups, offset=None, exposure=None, weights=None):
     """Build CleanData from a patsy formula and a DataFrame (listwise deletion first)."""
     if not isinstance(data, pd.DataFrame):
@@ -156,19 +180,9 @@ def from_formula(formula, data, groups, offset=None, exposure=None, weights=None
     categorical = [c for c in rhs_cols if c in c_cols]
     numeric = [c for c in rhs_cols if c not in c_cols] + list(extra.values())
     frame, bad, reasons = clean_frame(data, lhs_cols, numeric, categorical, required_numeric=list(extra.values()))
-    group_bad = pd.isna(group_values).to_numpy()
-    if group_bad.any():
-        reasons[group_col or "groups"] = int(group_bad.sum())
-    bad |= group_bad
-    arrays = {}
-    for what, value in given.items():
-        if value is not None and not isinstance(value, str):
-            arrays[what] = check_vector(value, len(data), what, positive=(what != "offset"))
-    keep = ~bad
-    if not keep.any():
-        detail = ", ".join(f"{k}: {v}" for k, v in reasons.items())
-        raise ValueError(f"every one of the {len(data)} rows has a missing, non-numeric or infinite value "
-                         f"in a column the model uses ({detail})")
+    bad = _drop_missing_groups(group_values, group_col, bad, reasons)
+    arrays = _checked_vectors(given, len(data))
+    keep = _rows_kept(bad, reasons)
     used = frame.loc[keep]
     try:
         endog, exog = patsy.dmatrices(formula, used, NA_action="raise", return_type="dataframe")
@@ -230,25 +244,14 @@ def from_arrays(endog, exog, groups, offset=None, exposure=None, weights=None):
     for col in cleaned.columns:
         if cleaned[col].dtype.kind not in "biuf":
             raise ValueError(f"exog column {cols[int(col[2:])]!r} is not numeric")
-    group_values = pd.Series(np.asarray(groups).reshape(-1)) if not isinstance(groups, pd.Series) \
-        else groups.reset_index(drop=True)
-    if len(group_values) != n:
-        raise ValueError(f"groups has {len(group_values)} values but endog has {n} rows")
-    group_values.index = endog_df.index
-    group_bad = pd.isna(group_values).to_numpy()
-    if group_bad.any():
-        reasons["groups"] = int(group_bad.sum())
-    bad |= group_bad
-    arrays = {what: check_vector(value, n, what, positive=(what != "offset"))
-              for what, value in (("offset", offset), ("exposure", exposure), ("weights", weights))
-              if value is not None}
-    keep = ~bad
-    if not keep.any():
-        raise ValueError(f"every one of the {n} rows has a missing or non-finite value")
+    group_values, group_name = _resolve_groups(groups, endog_df)
+    bad = _drop_missing_groups(group_values, group_name, bad, reasons)
+    arrays = _checked_vectors({"offset": offset, "exposure": exposure, "weights": weights}, n)
+    keep = _rows_kept(bad, reasons)
     cleaned.columns = cols
     off, trials = _row_vectors(cleaned.loc[keep], arrays, {}, keep)
     e = cleaned.iloc[:, : endog_df.shape[1]].loc[keep]
     x = cleaned.iloc[:, endog_df.shape[1]:].loc[keep]
-    return CleanData(endog=e, exog=x, groups=group_values.loc[keep].rename(getattr(groups, "name", None) or "groups"),
+    return CleanData(endog=e, exog=x, groups=group_values.loc[keep].rename(group_name or "groups"),
                      offset=off, n_dropped=int(bad.sum()), dropped_index=list(endog_df.index[bad]),
                      drop_reasons=reasons, weights=trials, has_exposure=exposure is not None)
