@@ -12,7 +12,7 @@ import pandas as pd
 from ._families import Distribution
 from ._laplace import GLMMData
 from ._segments import group_starts
-from ._validation import check_groups_and_size, check_rank, check_response
+from ._validation import check_groups_and_size, check_proportion, check_rank, check_response, check_trials
 
 
 @dataclass
@@ -147,11 +147,7 @@ def build_design(clean, family):
                              f"they are not supported for the {dist.name} family or with two response columns")
         y = endog.iloc[:, 0].to_numpy(dtype=float)
         name = str(endog.columns[0])
-        bad = np.flatnonzero((y < 0) | (y > 1))
-        if bad.size:
-            raise ValueError(f"with weights (trials) the Binomial response {name!r} is a proportion in [0, 1]; "
-                             f"rows {', '.join(str(labels[i]) for i in bad[:5])} hold "
-                             f"{', '.join(f'{v:g}' for v in y[bad][:5])} (successes > trials?)")
+        check_proportion(y, name, labels)
         trials = np.asarray(clean.weights, float)
         check_response("binomial", y, trials, name, labels)
         has_trials = True
@@ -163,11 +159,7 @@ def build_design(clean, family):
         failures = endog.iloc[:, 1].to_numpy(dtype=float)
         trials = successes + failures
         name = " + ".join(map(str, endog.columns))
-        zero = np.flatnonzero(trials == 0)
-        if zero.size:
-            raise ValueError(f"Binomial response {name!r}: rows with zero trials carry no information; "
-                             f"remove {', '.join(str(labels[i]) for i in zero[:5])}"
-                             + (f" and {zero.size - 5} more" if zero.size > 5 else ""))
+        check_trials(trials, name, labels)
         y = np.divide(successes, trials, out=np.zeros_like(trials), where=trials > 0)
         check_response("binomial", y, trials, name, labels)
         has_trials = True

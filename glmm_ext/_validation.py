@@ -147,6 +147,22 @@ def check_response(family, y, trials, name, labels):
                              f"{_values(y[bad])}")
 
 
+def check_proportion(y, name, labels):
+    """A Binomial response given with weights (trials) is a proportion in [0, 1]."""
+    bad = np.flatnonzero((y < 0) | (y > 1))
+    if bad.size:
+        raise ValueError(f"with weights (trials) the Binomial response {name!r} is a proportion in [0, 1]; "
+                         f"{_rows(bad, labels)} hold {_values(y[bad])} (successes > trials?)")
+
+
+def check_trials(trials, name, labels):
+    """Every Binomial row has at least one trial."""
+    zero = np.flatnonzero(trials == 0)
+    if zero.size:
+        raise ValueError(f"Binomial response {name!r}: rows with zero trials carry no information; "
+                         f"remove {_rows(zero, labels)}")
+
+
 def check_vector(values, n, what, positive=False):
     """An offset/exposure/weights array: length n, finite (and > 0 where asked)."""
     arr = np.asarray(values)
