@@ -161,11 +161,15 @@ class Distribution:
         return 0.5 * m * (y - mu) ** 2 / phi - 0.5
 
     # ----------------------------------------------------------------- derivatives in eta
+    def _safe_eta(self, eta):
+        """eta for statsmodels' logit derivatives: beyond |eta| = 350, e^eta (1 + e^eta)^-2 overflows
+        (mu is 0 or 1 there anyway)."""
+        return np.clip(eta, -350.0, 350.0) if self.link_name == "logit" else eta
+
     def inverse_link_derivatives(self, eta):
         """(mu, mu', mu'') from statsmodels' link; mu'' = -g''(mu) mu'^3 unless the link class defines it."""
         link = self.link
-        if self.link_name == "logit":  # beyond |eta| = 350, e^eta (1 + e^eta)^-2 overflows; mu is 0 or 1 there
-            eta = np.clip(eta, -350.0, 350.0)
+        eta = self._safe_eta(eta)
         mu = link.inverse(eta)
         mu1 = link.inverse_deriv(eta)
         if self._own_inverse_deriv2:
@@ -183,8 +187,7 @@ class Distribution:
         """
         fam = self.family
         if order == 1:
-            if self.link_name == "logit":
-                eta = np.clip(eta, -350.0, 350.0)
+            eta = self._safe_eta(eta)
             mu, mu1, mu2 = self.link.inverse(eta), self.link.inverse_deriv(eta), None
         else:
             mu, mu1, mu2 = self.inverse_link_derivatives(eta)
