@@ -115,8 +115,7 @@ def diagnostics_table(res):
     model = res.model
     design = model.design
     u = res.blups[design.codes]
-    eta = design.X @ np.asarray(res.params, float) + design.offset + u
-    mu = model.dist.mean(eta)
+    mu = model.dist.mean(model.predict(res.params, which="linear") + u)
     y, m = design.y, design.trials
     return pd.DataFrame({"fitted_values": mu,
                          "deviance_residuals": model.dist.deviance_residuals(y, mu, m),

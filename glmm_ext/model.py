@@ -240,7 +240,7 @@ class GLMM(sm_base.LikelihoodModel):
             groups = np.asarray(groups)
             if len(groups) != len(eta):
                 raise ValueError(f"groups has {len(groups)} values; the predictions have {len(eta)} rows")
-            eta = eta + np.array([blups.get(g, 0.0) for g in groups])
+            eta = eta + pd.Series(groups).map(blups).fillna(0.0).to_numpy(dtype=float)  # unseen groups: 0
         return eta if which == "linear" else self.dist.mean(eta)
 
 

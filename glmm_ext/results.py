@@ -141,8 +141,7 @@ class GLMMResults(sm_base.LikelihoodModelResults):
     @cache_readonly
     def latent_lambda(self):
         """Mean expected count exp(x'beta + offset + sigma_u^2 / 2) over the rows (Poisson log latent variance)."""
-        design = self.model.design
-        eta = design.X @ np.asarray(self.params, float) + design.offset
+        eta = self.model.predict(self.params, which="linear")
         return float(np.mean(np.exp(eta + 0.5 * self.var_re)))
 
     # ------------------------------------------------------------------ inference
