@@ -1,9 +1,8 @@
 """The report tables of a fit, as DataFrames (the content of summary() and of the notebook view)."""
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+from scipy import special
 
-from ._validation import check_alpha
 
 #: residual variance on the latent scale that makes an ICC meaningful, by (family, link)
 ICC_RESIDUAL = {("binomial", "logit"): (np.pi**2 / 3, "pi^2/3 (logistic threshold model)"),
@@ -77,18 +76,15 @@ def exp_label(dist):
 
 def fixed_effects_table(res, alpha=0.05):
     """Estimate, Std. Error, z, P>|z|, Wald CI at level 1 - alpha, and exponentiated columns where they apply."""
-    alpha = check_alpha(alpha)
-    est = np.asarray(res.params, float)
-    se = np.asarray(res.bse, float)
-    crit = stats.norm.isf(alpha / 2.0)
-    z = est / se
+    ci = np.asarray(res.conf_int(alpha), float)  # validates the level
     label = level_label(alpha)
-    df = pd.DataFrame({"Estimate": est, "Std. Error": se, "z": z, "P>|z|": 2.0 * stats.norm.sf(np.abs(z)),
-                       f"Lower {label}": est - crit * se, f"Upper {label}": est + crit * se},
+    df = pd.DataFrame({"Estimate": np.asarray(res.params, float), "Std. Error": np.asarray(res.bse, float),
+                       "z": np.asarray(res.tvalues, float), "P>|z|": np.asarray(res.pvalues, float),
+                       f"Lower {label}": ci[:, 0], f"Upper {label}": ci[:, 1]},
                       index=pd.Index(res.model.exog_names, name="Variable"))
     name = exp_label(res.model.dist)
     if name is not None:
-        df[name] = np.exp(est)
+        df[name] = np.exp(df["Estimate"])
         df[f"exp(Lower {label})"] = np.exp(df[f"Lower {label}"])
         df[f"exp(Upper {label})"] = np.exp(df[f"Upper {label}"])
     return df
