@@ -113,25 +113,23 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         return -2.0 * self.llf + self.k_params * np.log(self.nobs)
 
     @cache_readonly
-    def icc_basis(self):
+    def _icc_residual(self):
+        """(sigma_e^2, its basis) where the ICC is defined (Gaussian identity, logit, probit), else None."""
         dist = self.model.dist
         if dist.name == "gaussian" and dist.link_name == "identity":
-            return f"{self.scale:.6g} (estimated residual variance)"
-        entry = _tables.ICC_RESIDUAL.get((dist.name, dist.link_name))
+            return self.scale, f"{self.scale:.6g} (estimated residual variance)"
+        return _tables.ICC_RESIDUAL.get((dist.name, dist.link_name))
+
+    @cache_readonly
+    def icc_basis(self):
+        entry = self._icc_residual
         return None if entry is None else entry[1]
 
     @cache_readonly
     def icc(self):
         """sigma_u^2 / (sigma_u^2 + sigma_e^2) where sigma_e^2 has a basis (Gaussian, logit, probit), else None."""
-        dist = self.model.dist
-        if dist.name == "gaussian" and dist.link_name == "identity":
-            resid = self.scale
-        else:
-            entry = _tables.ICC_RESIDUAL.get((dist.name, dist.link_name))
-            if entry is None:
-                return None
-            resid = entry[0]
-        return self.var_re / (self.var_re + resid)
+        entry = self._icc_residual
+        return None if entry is None else self.var_re / (self.var_re + entry[0])
 
     @cache_readonly
     def deff(self):
