@@ -6,8 +6,9 @@ import pandas as pd
 from statsmodels.base import model as sm_base
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 
-from . import _formula
+from . import _bars, _formula
 from ._design import build_design
+from ._fit_vector import fit_vector
 from ._fitting import fit_likelihood, fit_profile
 from ._progress import Progress
 from ._validation import check_family, check_fit_options, check_vector
@@ -59,12 +60,18 @@ class GLMM(sm_base.LikelihoodModel):
                  **kwargs):
         self.family = check_family(family)
         clean = kwargs.pop("_clean", None)
+        random = kwargs.pop("_random", None)  # _bars.RandomDesign of a formula with random slopes
         unknown = set(kwargs) - {"formula", "hasconst"}
         if unknown:
             raise TypeError(f"GLMM got unexpected keyword arguments: {', '.join(sorted(unknown))}")
         if clean is None:
             clean = _formula.from_arrays(endog, exog, groups, offset=offset, exposure=exposure, weights=weights)
         self.design = build_design(clean, self.family)
+        if random is not None:
+            from ._bars import attach_random
+
+            self.design = attach_random(self.design, random, clean)
+        self.random_design = random
         self.dist = self.design.dist
         formula = kwargs.pop("formula", None)
         endog_used = clean.endog.iloc[:, 0] if clean.endog.shape[1] == 1 else clean.endog
@@ -88,10 +95,18 @@ class GLMM(sm_base.LikelihoodModel):
         if subset is not None:
             data = data.loc[subset]
         family = check_family(family)
-        clean = _formula.from_formula(formula, data, groups, offset=offset, exposure=exposure, weights=weights)
+        fixed, used, random = formula, data, None
+        spec = _bars.parse_formula(formula)
+        if spec is not None:  # lme4 bar terms: (1 | g) is the random-intercept model, others random slopes
+            fixed, groups = spec.fixed, _bars.resolve_groups(spec, groups)
+            if not spec.intercept_only:
+                used, random = _bars.random_design(spec, data)
+                groups, offset, exposure, weights = (_bars.align(v, random) for v in (groups, offset, exposure,
+                                                                                      weights))
+        clean = _formula.from_formula(fixed, used, groups, offset=offset, exposure=exposure, weights=weights)
         if drop_cols:
             clean.exog = clean.exog.drop(columns=list(drop_cols))
-        model = cls(None, None, None, *args, family=family, _clean=clean, formula=formula, **kwargs)
+        model = cls(None, None, None, *args, family=family, _clean=clean, formula=formula, _random=random, **kwargs)
         model.data.frame = data
         return model
 
@@ -164,7 +179,10 @@ class GLMM(sm_base.LikelihoodModel):
         self._fit_options = {"reml": bool(reml), "maxiter": maxiter, "tol": tol, "nagq": nagq, "cov_type": cov_type}
         monitor = Progress(enabled=progress, callback=callback, maxiter=maxiter)
         with monitor:
-            if self.design.gaussian_identity:
+            if self.design.Z is not None:
+                fit = fit_vector(self.design, reml=bool(reml), nagq=nagq, maxiter=maxiter, tol=tol,
+                                 cov_type=cov_type, callback=monitor)
+            elif self.design.gaussian_identity:
                 fit = fit_profile(self.design, reml=bool(reml), maxiter=maxiter, tol=tol, callback=monitor)
             else:
                 fit = fit_likelihood(self.design, nagq=nagq, maxiter=maxiter, tol=tol, cov_type=cov_type,

@@ -1,0 +1,185 @@
+"""lme4 bar terms in a formula: ``y ~ x + (1 + x | g)``, ``(x || g)``, ``(0 + x | g)``, ``(1 | g)``.
+
+`parse_formula` splits a formula into its fixed part and its random-effects terms; `random_design`
+builds the random-effects design Z (one column per term, named as patsy names them) on the rows
+where it is defined.  One grouping factor per model: a second factor, nesting ``(1 | a/b)`` and an
+interaction ``(1 | a:b)`` are ValueErrors.  ``(1 + x | g)`` gives one correlated block; ``||`` and
+several terms on the same factor give independent blocks (a block-diagonal covariance).
+"""
+import re
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+import patsy
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+
+
+@dataclass
+class BarTerm:
+    expr: str  # left of the bar, a patsy expression ("1 + Days", "0 + x")
+    group: str
+    correlated: bool
+    text: str  # the term as written, parentheses included
+
+
+@dataclass
+class RandomSpec:
+    """The formula's random part: its terms (all on one grouping column) and the fixed-effects formula."""
+
+    fixed: str
+    terms: list
+    group: str
+
+    @property
+    def intercept_only(self):
+        """True for a single ``(1 | g)``: the scalar random-intercept engine fits it."""
+        return len(self.terms) == 1 and re.sub(r"\s+", "", self.terms[0].expr) in ("1", "+1")
+
+
+@dataclass
+class RandomDesign:
+    """Z (rows of the data it is defined on), its column names and the independent blocks of columns."""
+
+    Z: pd.DataFrame
+    names: list
+    blocks: list  # lists of column indices; the covariance is block diagonal, each block unstructured
+    group: str
+    design_infos: list = field(default_factory=list)
+    keep: np.ndarray = None  # rows of the data where Z is defined
+    dropped_index: list = field(default_factory=list)
+
+    def matrix(self, data):
+        """Z for new data (a DataFrame) from the stored patsy designs."""
+        parts = [np.asarray(patsy.build_design_matrices([info], data, NA_action="raise")[0])
+                 for info in self.design_infos]
+        return np.column_stack(parts)
+
+
+def _bar_spans(rhs):
+    """(start, end) of each top-level parenthesised group of `rhs` that contains a '|'."""
+    spans, depth, start = [], 0, None
+    for i, ch in enumerate(rhs):
+        if ch == "(":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"formula right side {rhs!r} has an unmatched ')'")
+            if depth == 0 and "|" in rhs[start:i]:
+                spans.append((start, i + 1))
+    if depth:
+        raise ValueError(f"formula right side {rhs!r} has an unmatched '('")
+    return spans
+
+
+def _parse_term(text):
+    inner = text[1:-1]
+    correlated = "||" not in inner
+    lhs, _, group = inner.partition("||" if not correlated else "|")
+    lhs, group = lhs.strip(), group.strip()
+    if "|" in group or "|" in lhs:
+        raise ValueError(f"random-effects term {text!r} has more than one bar")
+    if "/" in group:
+        raise ValueError(f"random-effects term {text!r}: nested grouping factors (a/b) are not supported; "
+                         "glmm_ext fits one grouping factor per model")
+    if ":" in group or "*" in group or "+" in group:
+        raise ValueError(f"random-effects term {text!r}: an interaction or combination of grouping factors is not "
+                         "supported; create one column for the combined groups and use it as the factor")
+    if not _NAME.match(group):
+        raise ValueError(f"random-effects term {text!r}: the grouping factor must be a column name (got {group!r})")
+    if not lhs:
+        raise ValueError(f"random-effects term {text!r} has nothing left of the bar; use (1 | {group})")
+    return BarTerm(expr=lhs, group=group, correlated=correlated, text=text)
+
+
+def parse_formula(formula):
+    """RandomSpec of a formula with bar terms, or None when it has none."""
+    if not isinstance(formula, str) or "|" not in formula or "~" not in formula:
+        return None
+    lhs, rhs = formula.split("~", 1)
+    spans = _bar_spans(rhs)
+    if not spans:
+        raise ValueError(f"formula {formula!r}: a '|' outside parentheses; write random effects as (1 + x | g)")
+    terms = [_parse_term(rhs[a:b]) for a, b in spans]
+    groups = list(dict.fromkeys(t.group for t in terms))
+    if len(groups) > 1:
+        raise ValueError(f"formula {formula!r} has random effects for {len(groups)} grouping factors "
+                         f"({', '.join(groups)}); glmm_ext fits one grouping factor per model")
+    fixed = rhs
+    for a, b in reversed(spans):
+        fixed = fixed[:a] + "\0" + fixed[b:]
+    fixed = re.sub(r"\s*\+\s*\0|\0\s*\+\s*|\0", "", fixed).strip()
+    if "|" in fixed:
+        raise ValueError(f"formula {formula!r}: a '|' outside a random-effects term")
+    return RandomSpec(fixed=f"{lhs.strip()} ~ {fixed or '1'}", terms=terms, group=groups[0])
+
+
+def resolve_groups(spec, groups):
+    """The grouping column: the formula's, which `groups` (when given) must match."""
+    if groups is None or (isinstance(groups, str) and groups == spec.group):
+        return spec.group
+    raise ValueError(f"groups={groups!r} and the formula's grouping factor {spec.group!r} differ; give one of them")
+
+
+def random_design(spec, data):
+    """(data restricted to rows where every random-effects column is defined, RandomDesign)."""
+    if not data.index.is_unique:
+        raise ValueError("random slopes need a DataFrame with a unique index (use data.reset_index(drop=True))")
+    frames, infos, blocks, names = [], [], [], []
+    keep = np.ones(len(data), dtype=bool)
+    for term in spec.terms:
+        try:
+            Zt = patsy.dmatrix(term.expr, data, NA_action="drop", return_type="dataframe")
+        except patsy.PatsyError as exc:
+            raise ValueError(f"random-effects term {term.text!r}: {exc}") from None
+        if Zt.shape[1] == 0:
+            raise ValueError(f"random-effects term {term.text!r} has no column")
+        keep &= data.index.isin(Zt.index)
+        frames.append(Zt)
+        infos.append(Zt.design_info)
+        cols = list(range(len(names), len(names) + Zt.shape[1]))
+        blocks.extend([cols] if term.correlated else [[c] for c in cols])
+        names.extend(str(c) for c in Zt.columns)
+    if len(set(names)) != len(names):
+        raise ValueError(f"random-effects terms repeat a column ({', '.join(names)}): each term may appear once")
+    bad_values = [np.asarray(f, float) for f in frames]
+    if not all(np.isfinite(v).all() for v in bad_values):
+        raise ValueError("a random-effects column holds an infinite value")
+    used = data.loc[keep]
+    Z = pd.concat([f.loc[used.index] for f in frames], axis=1)
+    Z.columns = names
+    return used, RandomDesign(Z=Z, names=names, blocks=blocks, group=spec.group, design_infos=infos, keep=keep,
+                              dropped_index=list(data.index[~keep]))
+
+
+def align(value, random):
+    """A per-row array given with the data (groups, offset, ...) restricted to the rows where Z is defined."""
+    if random is None or value is None or isinstance(value, str) or np.ndim(value) == 0:
+        return value
+    if len(value) != len(random.keep):
+        return value  # a length mismatch is reported by the formula layer
+    return value[random.keep] if isinstance(value, np.ndarray) else \
+        (value.loc[random.keep] if isinstance(value, pd.Series) else np.asarray(value)[random.keep])
+
+
+def attach_random(design, random, clean):
+    """The Design with Z (data row order) and the rows dropped for a missing random-effects value."""
+    Z = random.Z.loc[clean.endog.index].to_numpy(dtype=float)
+    n_extra = len(random.dropped_index)
+    reasons = dict(design.drop_reasons)
+    if n_extra:
+        reasons["random-effects terms"] = n_extra
+    return replace(design, Z=Z, re_names=list(random.names), re_blocks=[list(b) for b in random.blocks],
+                   n_dropped=design.n_dropped + n_extra, dropped_index=list(random.dropped_index)
+                   + list(design.dropped_index), drop_reasons=reasons)
+
+
+def from_re_formula(re_formula, group):
+    """RandomSpec terms for MixedLM's ``re_formula="~x"`` (an intercept unless ``0 +``), correlated."""
+    expr = str(re_formula).strip()
+    expr = expr[1:].strip() if expr.startswith("~") else expr
+    return f"({expr or '1'} | {group})"
