@@ -9,10 +9,15 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import linalg
 
 from ._fitting import FitOutput
+from ._glmm import _inverse, glm_start
+from ._laplace_vector import VectorData, VectorLaplace
 from ._lmm_vector import SINGULAR_TOL, LambdaPattern, fit_vector_lmm
+from ._optimize import fd_hessian, minimize
 from ._optsummary import OptSummary
+from ._segments import group_sums
 
 
 @dataclass
@@ -101,3 +106,97 @@ def fit_vector(design, reml=True, nagq=1, maxiter=100, tol=1e-6, cov_type="hessi
                          "approximation (nagq=1) is available; adaptive quadrature and nagq=0 need a scalar random "
                          "effect (as lme4's)")
     return fit_vector_likelihood(design, maxiter=maxiter, tol=tol, cov_type=cov_type, callback=callback)
+
+
+def _pirls_information(X, Z, lam, weights, starts):
+    """Information for beta with the modes profiled out: X'WX - sum_j C_j' (I + Lambda'A_jLambda)^{-1} C_j,
+    C_j = Lambda' sum_i w_i z_i x_i', A_j = sum_i w_i z_i z_i' (the working weights w)."""
+    W = Z @ lam
+    C = group_sums(weights[:, None, None] * W[:, :, None] * X[:, None, :], starts)
+    H = np.eye(lam.shape[0]) + group_sums(weights[:, None, None] * W[:, :, None] * W[:, None, :], starts)
+    return X.T @ (X * weights[:, None]) - np.einsum("gqa,gqb->ab", C, np.linalg.solve(H, C))
+
+
+def _start(objective, gamma, scale):
+    """Start point: GLM estimates, Lambda = c I with the best c on a short grid."""
+    tail = [np.log(scale)] if objective.dist.has_dispersion else []
+    best = None
+    for c in (0.25, 0.5, 1.0):
+        theta = np.concatenate([gamma, objective.pattern.start(c), tail])
+        f, _ = objective(theta, need_grad=False)
+        if np.isfinite(f) and (best is None or f < best[0]):
+            best = (f, theta)
+    if best is None:
+        raise ValueError("no starting point with a finite likelihood: the GLM start values leave the "
+                         "family's support (check the link and the response)")
+    objective.u_warm = None
+    objective(best[1], need_grad=False)
+    return best[1]
+
+
+def fit_vector_likelihood(design, maxiter=100, tol=1e-6, cov_type="hessian", callback=None):
+    """Laplace maximum likelihood with a vector random effect per group (any non-(Gaussian, identity) pair)."""
+    t0 = time.perf_counter()
+    q = _check_q(design)
+    dist = design.dist
+    base = design.engine_data()
+    zs = z_scale(design.Z)
+    data = VectorData(y=base.y, X=base.X, Z=design.Z[design.order] / zs, offset=base.offset, m=base.m,
+                      const=base.const, starts=base.starts, counts=base.counts)
+    pattern = LambdaPattern(q, design.re_blocks)
+    objective = VectorLaplace(dist, data, pattern)
+    with np.errstate(all="ignore"):
+        gamma0, scale0 = glm_start(dist, data)
+        if callback is not None:
+            callback("start values", 0, np.nan)
+        theta0 = _start(objective, gamma0, scale0)
+        hess0 = fd_hessian(objective, theta0)
+        theta, f, g, hess, iters, decrement, message = minimize(objective, theta0, hess0, maxiter, tol, callback)
+    p, k = objective.p, pattern.size
+    # report Lambda with a non-negative diagonal: flip the sign of a column (and of the Hessian's rows)
+    lam = pattern.build(theta[p:p + k])
+    signs = np.where(np.diag(lam) < 0, -1.0, 1.0)
+    flip = np.ones(len(theta))
+    flip[p:p + k] = signs[pattern.cols]
+    theta, hess = theta * flip, hess * np.outer(flip, flip)
+    md = objective.modes_at(theta)
+    if md is None:
+        raise FloatingPointError("no conditional modes at the optimum")
+    _, lam, phi = objective.unpack(theta)
+    converged = bool(decrement < tol) and iters <= maxiter
+    message = message or ("converged" if converged else "not converged")
+    separated = dist.separated_rows(data.y, md.eta)
+    if separated:
+        converged = False
+        message = (f"complete or quasi-complete separation: {separated} rows are fitted with probability 0 or 1, "
+                   "so some estimates diverge (no finite maximum)")
+    if callback is not None:
+        callback("standard errors", iters, f)
+    weights = dist.working_weights(md.eta, data.m, phi)
+    cov_pirls = _inverse(_pirls_information(data.X, data.Z, lam, weights, data.starts))
+    at_zero = np.flatnonzero(pattern.is_diag & (np.abs(theta[p:p + k]) < SINGULAR_TOL)) + p
+    keep = [j for j in range(len(theta)) if j not in set(at_zero)]
+    cov_beta, se_note = None, ""
+    if cov_type == "hessian":
+        try:
+            inv = linalg.inv(linalg.cholesky(hess[np.ix_(keep, keep)], lower=True))
+            cov_beta = (inv.T @ inv)[:p, :p]
+        except (linalg.LinAlgError, ValueError):
+            se_note = ("the Hessian is not positive definite (or not finite at the edge of the support); "
+                       "standard errors use the PIRLS working weights")
+    if cov_beta is None:
+        cov_beta = cov_pirls
+    K = np.linalg.inv(md.H)
+    blup_cov = (lam @ K @ lam.T) / np.outer(zs, zs)
+    R = design.scaling.matrix
+    opt = OptSummary(method="BFGS + Newton (Laplace, vector random effect)", nagq=1, maxiter=maxiter, tol=tol,
+                     initial=theta0, final=theta, n_iterations=iters, n_evaluations=objective.n_calls, objective=f,
+                     newton_decrement=float(decrement), converged=converged, message=message,
+                     seconds=time.perf_counter() - t0)
+    cov_re = (lam @ lam.T) / np.outer(zs, zs)
+    return VectorFitOutput(beta=R @ theta[:p], cov_beta=R @ cov_beta @ R.T, var_re=cov_re[0, 0], scale=phi, llf=-f,
+                           blups=(md.u @ lam.T) / zs, blup_sd=np.sqrt(np.diagonal(blup_cov, axis1=1, axis2=2)),
+                           converged=converged, singular=is_singular(lam), method="Laplace", opt=opt,
+                           n_params=p + k + int(dist.has_dispersion), cov_beta_pirls=R @ cov_pirls @ R.T,
+                           se_note=se_note, separated_rows=separated, cov_re=cov_re, re_names=list(design.re_names),
+                           blup_cov=blup_cov)
