@@ -29,6 +29,11 @@ SINGULAR_MESSAGE = ("boundary (singular) fit: the random-intercept variance is a
                     "effects may be more appropriate.")
 
 
+SINGULAR_MESSAGE_VECTOR = ("boundary (singular) fit: the random-effects covariance is at its boundary (a variance at "
+                           "zero or a correlation of +-1). The data cannot support this many random terms; consider "
+                           "(x || g) or fewer random slopes, and interpret the variance components with caution.")
+
+
 class GLMM(sm_base.LikelihoodModel):
     """Generalized linear mixed model with one random intercept per group.
 
@@ -189,7 +194,8 @@ class GLMM(sm_base.LikelihoodModel):
                                      callback=monitor)
             monitor("done", fit.opt.n_iterations, -fit.llf)
         if fit.singular:
-            warnings.warn(SINGULAR_MESSAGE, SingularFitWarning, stacklevel=2)
+            warnings.warn(SINGULAR_MESSAGE if self.design.Z is None else SINGULAR_MESSAGE_VECTOR, SingularFitWarning,
+                          stacklevel=2)
         if fit.separated_rows:
             warnings.warn(f"{fit.opt.message}. A predictor (or combination) predicts the response perfectly; "
                           "its estimate and standard error are not meaningful. Consider removing it, merging "

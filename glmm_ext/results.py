@@ -5,6 +5,7 @@ from statsmodels.base import model as sm_base
 from statsmodels.base import wrapper as sm_wrap
 from functools import cached_property as cache_readonly
 
+from . import _results_vector as _rv
 from . import _tables
 from ._validation import check_alpha
 
@@ -76,8 +77,15 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         cov = self._fit.cov_beta_pirls
         return None if cov is None else pd.DataFrame(cov, index=self.model.exog_names, columns=self.model.exog_names)
 
+    @property
+    def is_vector(self):
+        """True for a vector random effect per group (random slopes)."""
+        return getattr(self._fit, "cov_re", None) is not None
+
     @cache_readonly
     def cov_re(self):
+        if self.is_vector:
+            return _rv.cov_re(self)
         return pd.DataFrame([[self.var_re]], index=[self.group_name], columns=[self.group_name])
 
     @cache_readonly
@@ -87,10 +95,14 @@ class GLMMResults(sm_base.LikelihoodModelResults):
 
     @cache_readonly
     def random_effects(self):
+        if self.is_vector:
+            return _rv.random_effects(self)
         return {label: pd.Series([value], index=["Group"]) for label, value in zip(self.model.group_labels, self.blups)}
 
     @cache_readonly
     def random_effects_se(self):
+        if self.is_vector:
+            return _rv.random_effects_se(self)
         return pd.Series(self.blup_se, index=self.model.group_labels, name="se")
 
     # ------------------------------------------------------------------ fit statistics
@@ -127,7 +139,9 @@ class GLMMResults(sm_base.LikelihoodModelResults):
 
     @cache_readonly
     def icc(self):
-        """sigma_u^2 / (sigma_u^2 + sigma_e^2) where sigma_e^2 has a basis (Gaussian, logit, probit), else None."""
+        """sigma_u^2 / (sigma_u^2 + sigma_e^2) where sigma_e^2 has a basis (Gaussian, logit, probit), else None.
+
+        With random slopes: ICC(0), the intercept variance's share (see `icc_at`)."""
         entry = self._icc_residual
         return None if entry is None else self.var_re / (self.var_re + entry[0])
 
@@ -140,7 +154,19 @@ class GLMMResults(sm_base.LikelihoodModelResults):
     def latent_lambda(self):
         """Mean expected count exp(x'beta + offset + sigma_u^2 / 2) over the rows (Poisson log latent variance)."""
         eta = self.model.predict(self.params, which="linear")
-        return float(np.mean(np.exp(eta + 0.5 * self.var_re)))
+        var = _rv.row_variances(self) if self.is_vector else self.var_re
+        return float(np.mean(np.exp(eta + 0.5 * var)))
+
+    def icc_at(self, x):
+        """ICC(x) = Var_between(x) / (Var_between(x) + sigma_e^2), Var_between(x) = z(x)' Sigma z(x).
+
+        For random slopes: `x` is the slope covariate's value (a number with one slope term, else a
+        dict term -> value).  For a random intercept the ICC does not depend on x.  None where the
+        residual variance has no basis (see `icc_basis`).
+        """
+        if not self.is_vector:
+            return self.icc
+        return _rv.icc_at(self, x)
 
     # ------------------------------------------------------------------ inference
     def conf_int(self, alpha=0.05):
@@ -149,10 +175,10 @@ class GLMMResults(sm_base.LikelihoodModelResults):
 
     # ------------------------------------------------------------------ tables
     def random_effects_table(self):
-        return _tables.random_effects_table(self)
+        return _rv.random_effects_table(self) if self.is_vector else _tables.random_effects_table(self)
 
     def icc_table(self):
-        return _tables.icc_table(self)
+        return _rv.icc_table(self) if self.is_vector else _tables.icc_table(self)
 
     def latent_variance_table(self):
         return _tables.latent_variance_table(self)
@@ -164,7 +190,7 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         return _tables.model_fit_table(self)
 
     def blup_table(self):
-        return _tables.blup_table(self)
+        return _rv.blup_table(self) if self.is_vector else _tables.blup_table(self)
 
     def diagnostics(self):
         """One row per row used (the data's index): fitted values, deviance and Pearson residuals, group effect."""
@@ -176,6 +202,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         ``exog`` is a DataFrame for a model from a formula (the formula's right side is applied to it),
         otherwise an array of the model's columns.  Without ``exog`` the fitted values of the data are returned.
         """
+        if self.is_vector:  # random slopes: each row's effect is z_i' b_g
+            return _rv.predict(self, exog=exog, offset=offset, groups=groups, which=which)
         return self.model.predict(np.asarray(self.params, float), exog=exog, offset=offset, groups=groups,
                                   which=which, blups=dict(zip(self.model.group_labels, self.blups)))
 
