@@ -106,7 +106,7 @@ def random_effects_table(res):
         corr = cov / np.outer(sd, sd)
     rows = []
     for k, name in enumerate(names):
-        row = {"Group": res.group_name if k == 0 else "", "Term": name, "Variance": cov[k, k], "Std.Dev.": sd[k]}
+        row = {"Group": res.group_name, "Term": name, "Variance": cov[k, k], "Std.Dev.": sd[k]}
         for j in range(len(names) - 1):
             row[f"Corr ({names[j]})"] = float(corr[k, j]) if j < k else None  # lower triangle, as VarCorr
         rows.append(row)
