@@ -138,7 +138,10 @@ def random_design(spec, data):
             raise ValueError(f"random-effects term {term.text!r}: {exc}") from None
         if Zt.shape[1] == 0:
             raise ValueError(f"random-effects term {term.text!r} has no column")
-        keep &= data.index.isin(Zt.index)
+        if len(Zt) < len(data):  # rows dropped by patsy for a missing value
+            kept = np.zeros(len(data), dtype=bool)
+            kept[data.index.get_indexer(Zt.index)] = True
+            keep &= kept
         frames.append(Zt)
         infos.append(Zt.design_info)
         cols = list(range(len(names), len(names) + Zt.shape[1]))
@@ -149,11 +152,11 @@ def random_design(spec, data):
     bad_values = [np.asarray(f, float) for f in frames]
     if not all(np.isfinite(v).all() for v in bad_values):
         raise ValueError("a random-effects column holds an infinite value")
-    used = data.loc[keep]
-    Z = pd.concat([f.loc[used.index] for f in frames], axis=1)
+    used = data if keep.all() else data.loc[keep]
+    Z = pd.concat([f if f.index.equals(used.index) else f.loc[used.index] for f in frames], axis=1)
     Z.columns = names
     return used, RandomDesign(Z=Z, names=names, blocks=blocks, group=spec.group, design_infos=infos, keep=keep,
-                              dropped_index=list(data.index[~keep]))
+                              dropped_index=[] if keep.all() else list(data.index[~keep]))
 
 
 def align(value, random):
@@ -168,7 +171,8 @@ def align(value, random):
 
 def attach_random(design, random, clean):
     """The Design with Z (data row order) and the rows dropped for a missing random-effects value."""
-    Z = random.Z.loc[clean.endog.index].to_numpy(dtype=float)
+    rows = clean.endog.index
+    Z = (random.Z if random.Z.index.equals(rows) else random.Z.loc[rows]).to_numpy(dtype=float)
     n_extra = len(random.dropped_index)
     reasons = dict(design.drop_reasons)
     if n_extra:

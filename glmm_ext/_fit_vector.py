@@ -84,7 +84,7 @@ def fit_vector_profile(design, reml=True, maxiter=100, tol=1e-6, callback=None):
     back = y_scale / zs  # b = back * b_s
     cov_re = sigma2 * (fit.lam @ fit.lam.T) / np.outer(zs, zs)
     blup_cov = fit.blup_cov * np.outer(back, back)
-    opt = OptSummary(method=f"{'REML' if reml else 'ML'} profile over Lambda (L-BFGS-B, diag >= 0; Powell polish)",
+    opt = OptSummary(method=f"{'REML' if reml else 'ML'} profile over Lambda (SLSQP, diag >= 0; Powell if needed)",
                      nagq=0, maxiter=maxiter, tol=tol, initial=pattern.start(1.0), final=fit.theta,
                      n_iterations=fit.n_evaluations, n_evaluations=fit.n_evaluations, objective=-fit.llf,
                      newton_decrement=np.nan, converged=fit.converged, message=fit.message,
@@ -150,8 +150,10 @@ def fit_vector_likelihood(design, maxiter=100, tol=1e-6, cov_type="hessian", cal
         if callback is not None:
             callback("start values", 0, np.nan)
         theta0 = _start(objective, gamma0, scale0)
-        hess0 = fd_hessian(objective, theta0)
-        theta, f, g, hess, iters, decrement, message = minimize(objective, theta0, hess0, maxiter, tol, callback)
+        # forward differences of the analytic gradient (half the evaluations of central ones)
+        hess0 = fd_hessian(objective, theta0, grad=objective(theta0)[1])
+        theta, f, g, hess, iters, decrement, message = minimize(objective, theta0, hess0, maxiter, tol, callback,
+                                                                central=False)
     p, k = objective.p, pattern.size
     # report Lambda with a non-negative diagonal: flip the sign of a column (and of the Hessian's rows)
     lam = pattern.build(theta[p:p + k])

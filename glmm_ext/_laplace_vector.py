@@ -38,14 +38,34 @@ class VectorData:
     starts: np.ndarray
     counts: np.ndarray
 
+    def __post_init__(self):
+        q = self.Z.shape[1]
+        self.pairs = np.triu_indices(q)
+        self.ZZ = self.Z[:, self.pairs[0]] * self.Z[:, self.pairs[1]]  # z_ia z_ib, a <= b, once per fit
+
     @property
     def n_groups(self):
         return len(self.counts)
 
+    def weighted_cross(self, weights):
+        """A_j = sum_{i in j} weights_i z_i z_i' for every group, (G, q, q), from the stored pair products."""
+        sums = group_sums(self.ZZ * weights[:, None], self.starts)
+        q = self.Z.shape[1]
+        A = np.empty((len(self.counts), q, q))
+        A[:, self.pairs[0], self.pairs[1]] = sums
+        A[:, self.pairs[1], self.pairs[0]] = sums
+        return A
 
-def _outer_sums(weights, W, starts):
-    """sum_{i in j} weights_i W_i W_i' for every group: (G, q, q)."""
-    return group_sums(weights[:, None, None] * W[:, :, None] * W[:, None, :], starts)
+    def quadratic_rows(self, M):
+        """z_i' M_{g(i)} z_i for every row, M a stack (G, q, q) of symmetric matrices."""
+        a, b = self.pairs
+        coef = M[:, a, b] * np.where(a == b, 1.0, 2.0)
+        return np.einsum("np,np->n", self.ZZ, to_rows(coef, self.counts))
+
+
+def _sandwich(A, lam):
+    """Lambda' A_j Lambda for a stack A (G, q, q)."""
+    return np.swapaxes(A @ lam, 1, 2) @ lam
 
 
 def _h(dist, data, eta, u, phi):
@@ -58,6 +78,7 @@ class VectorModes:
     eta: np.ndarray
     h: np.ndarray  # (G,)
     H: np.ndarray  # (G, q, q)
+    A: np.ndarray  # (G, q, q) sum_i d_i z_i z_i'
     W: np.ndarray  # (n, q) rows of Z Lambda
     l1: np.ndarray
     d: np.ndarray
@@ -93,7 +114,7 @@ def vector_modes(dist, data, eta_fixed, lam, phi, u_start, tol=1e-10, maxiter=60
         l1, d, _ = dist.derivatives(data.y, eta, data.m, phi, order=2)
         grad = group_sums(W * l1[:, None], starts) - u
         curv = d if np.all(d >= 0) else dist.working_weights(eta, data.m, phi)
-        H = eye + _outer_sums(curv, W, starts)
+        H = eye + _sandwich(data.weighted_cross(curv), lam)
         step = np.linalg.solve(H, grad[:, :, None])[:, :, 0]
         decrement = np.einsum("gq,gq->g", grad, step)
         active = decrement > tol * tol
@@ -116,8 +137,8 @@ def vector_modes(dist, data, eta_fixed, lam, phi, u_start, tol=1e-10, maxiter=60
             active &= ~stuck
         u, eta, h = u_try, eta_try, h_try
     l1, d, t = dist.derivatives(data.y, eta, data.m, phi, order=order)
-    H = eye + _outer_sums(d, W, starts)
-    return VectorModes(u, eta, h, H, W, l1, d, t, converged)
+    A = data.weighted_cross(d)
+    return VectorModes(u, eta, h, eye + _sandwich(A, lam), A, W, l1, d, t, converged)
 
 
 class VectorLaplace:
@@ -182,13 +203,13 @@ class VectorLaplace:
         starts, counts = data.starts, data.counts
         u, W, Z = md.u, md.W, data.Z
         K = np.linalg.inv(md.H)
-        lev = np.einsum("nq,nqr,nr->n", W, to_rows(K, counts), W)
+        lev = data.quadratic_rows(lam @ K @ lam.T)  # w_i'K_j w_i = z_i' Lambda K_j Lambda' z_i
         s = 0.5 * md.t * lev
         v = np.einsum("gqr,gr->gq", K, group_sums(W * s[:, None], starts))
         grad_gamma = data.X.T @ (md.l1 - s + md.d * np.einsum("nq,nq->n", W, to_rows(v, counts)))
         g = group_sums(Z * md.l1[:, None], starts)
         S = group_sums(Z * s[:, None], starts)
-        A = _outer_sums(md.d, Z, starts)
+        A = md.A
         A_lam = A @ lam  # (G, q, q)
         left = g - S + np.einsum("gab,gb->ga", A_lam, v)
         grad_lam = (np.einsum("ga,gb->ab", left, u) - np.einsum("ga,gb->ab", g, v)

@@ -16,7 +16,8 @@ profiled deviances are
 
 One O(n q (p + q)) pass builds Z_j'Z_j and Z_j'A_j; an evaluation then costs O(G q^2 p) with
 batched q x q Cholesky factors (no n x n matrix).  The free entries of Lambda are found by
-L-BFGS-B with the diagonal bounded below by 0 (lme4's bobyqa constraint), from several starts.
+SLSQP (a bounded quasi-Newton method) with the diagonal bounded below by 0 (lme4's bobyqa
+constraint) from the best of three starts Lambda = c I, then Powell when it stops early.
 """
 from dataclasses import dataclass
 
@@ -89,31 +90,92 @@ def vector_stats(X, y, Z, starts):
     return VectorStats(A.T @ A, ZtZ, ZtA, A.shape[0], X.shape[1])
 
 
+def batched_cholesky(T):
+    """Lower Cholesky factors of a stack (G, q, q) of positive definite matrices, by columns over all G at
+    once (q is small: q^3/6 vector operations beat a per-matrix LAPACK call).  LinAlgError if one is not PD."""
+    G, q, _ = T.shape
+    L = np.zeros_like(T)
+    for j in range(q):
+        d = T[:, j, j] - np.sum(L[:, j, :j] ** 2, axis=1)
+        if not np.all(d > 0):
+            raise np.linalg.LinAlgError("a matrix of the stack is not positive definite")
+        L[:, j, j] = np.sqrt(d)
+        for i in range(j + 1, q):
+            L[:, i, j] = (T[:, i, j] - np.sum(L[:, i, :j] * L[:, j, :j], axis=1)) / L[:, j, j]
+    return L
+
+
+def batched_forward(L, Ct):
+    """B_g = L_g^{-1} C_g for a stack, given and returned transposed: Ct (G, k, q) -> B' (G, k, q)."""
+    Bt = np.empty_like(Ct)
+    for i in range(L.shape[1]):
+        Bt[:, :, i] = (Ct[:, :, i] - np.einsum("gkm,gm->gk", Bt[:, :, :i], L[:, i, :i])) / L[:, i, i][:, None]
+    return Bt
+
+
+def right_multiply(stack, lam):
+    """stack_g' Lambda for every g, with one BLAS product: (G, a, b) -> (G, b, q)."""
+    G, a, b = stack.shape
+    return (np.swapaxes(stack, 1, 2).reshape(G * b, a) @ lam).reshape(G, b, lam.shape[1])
+
+
 def _factors(lam, stats):
-    """(L_j batched, B_j batched, Cholesky factor of M) at Lambda; LinAlgError when M is not positive."""
+    """(L_j stack, B_j' stack (G, p+1, q), Cholesky factor of M) at Lambda; LinAlgError when not positive."""
     q = lam.shape[0]
-    T = lam.T @ stats.ZtZ @ lam + np.eye(q)
-    L = np.linalg.cholesky(T)
-    B = np.linalg.solve(L, lam.T @ stats.ZtA)
-    M = stats.AtA - np.einsum("gqa,gqb->ab", B, B)
-    return L, B, linalg.cholesky(M, lower=True, check_finite=False)
+    T = right_multiply(right_multiply(stats.ZtZ, lam), lam) + np.eye(q)  # Lambda' Z'Z Lambda + I
+    L = batched_cholesky(T)
+    Bt = batched_forward(L, right_multiply(stats.ZtA, lam))
+    flat = np.swapaxes(Bt, 1, 2).reshape(-1, Bt.shape[1])  # rows: every (g, q) pair
+    M = stats.AtA - flat.T @ flat
+    return L, Bt, linalg.cholesky(M, lower=True, check_finite=False)
 
 
-def vector_deviance(theta, pattern, stats, reml=True):
-    """-2 log-likelihood (REML or ML) profiled over beta and sigma^2, at Lambda's free entries theta."""
+def vector_deviance(theta, pattern, stats, reml=True, need_grad=False):
+    """-2 log-likelihood (REML or ML) profiled over beta and sigma^2, at Lambda's free entries theta.
+
+    With ``need_grad`` returns (deviance, gradient in theta).  With S_j = Z_j'Z_j, T_j = L_j L_j',
+    N_j = Lambda T_j^{-1}, u_j the conditional modes and Z_j'e_j = Z_j'(y_j - X_j beta) - S_j Lambda u_j,
+    the gradient in the full matrix Lambda is
+
+        sum_j 2 S_j N_j  -  k / r^2 * sum_j 2 (Z_j'e_j) u_j'  [- sum_j 2 (I - S_j Lambda N_j') Q_j N_j  (REML)]
+
+    with k = n (ML) or n - p (REML) and Q_j = C_j (X'V^{-1}X sigma^2)^{-1} C_j', C_j = Z_j'X_j: the
+    derivatives of log|T_j|, of the penalised residual sum of squares r^2 (envelope theorem) and of
+    log|X'V^{-1}X|.
+    """
+    lam = pattern.build(theta)
     try:
-        L, _, R = _factors(pattern.build(theta), stats)
+        L, Bt, R = _factors(lam, stats)
     except (np.linalg.LinAlgError, linalg.LinAlgError):
-        return np.inf
+        return (np.inf, np.full(len(theta), np.nan)) if need_grad else np.inf
     p, n = stats.p, stats.n
     r2 = R[p, p] ** 2
     if not r2 > 0:
-        return np.inf
+        return (np.inf, np.full(len(theta), np.nan)) if need_grad else np.inf
     logdet = 2.0 * np.sum(np.log(np.diagonal(L, axis1=1, axis2=2)))
+    dof = n - p if reml else n
+    dev = logdet + dof * (1.0 + LOG_2PI + np.log(r2 / dof))
     if reml:
-        dof = n - p
-        return logdet + 2.0 * np.sum(np.log(np.diag(R)[:p])) + dof * (1.0 + LOG_2PI + np.log(r2 / dof))
-    return logdet + n * (1.0 + LOG_2PI + np.log(r2 / n))
+        dev += 2.0 * np.sum(np.log(np.diag(R)[:p]))
+    if not need_grad:
+        return dev
+    Rx = R[:p, :p]
+    beta = linalg.solve_triangular(Rx.T, R[p, :p], lower=False, check_finite=False)
+    resid = Bt[:, p, :] - np.einsum("gkq,k->gq", Bt[:, :p, :], beta)  # c_j - R_ZX_j beta
+    u = np.linalg.solve(np.swapaxes(L, 1, 2), resid[:, :, None])[:, :, 0]
+    T_inv = np.linalg.inv(L @ np.swapaxes(L, 1, 2))
+    N = lam @ T_inv  # (G, q, q)
+    S = stats.ZtZ
+    SN = S @ N
+    Ze = stats.ZtA[:, :, p] - np.einsum("gqk,k->gq", stats.ZtA[:, :, :p], beta) - np.einsum("gab,bc,gc->ga", S, lam, u)
+    grad = 2.0 * SN.sum(axis=0) - (2.0 * dof / r2) * np.einsum("ga,gb->ab", Ze, u)
+    if reml:
+        P = linalg.cho_solve((Rx, True), np.eye(p), check_finite=False)
+        C = stats.ZtA[:, :, :p]
+        Q = C @ P @ np.swapaxes(C, 1, 2)
+        left = np.eye(lam.shape[0]) - S @ lam @ np.swapaxes(N, 1, 2)
+        grad -= 2.0 * np.sum(left @ Q @ N, axis=0)
+    return dev, pattern.entries(grad)
 
 
 @dataclass
@@ -133,20 +195,6 @@ class VectorLMMFit:
     message: str
 
 
-def _central_gradient(fun, x, lower, h=1e-6):
-    """Central differences (one-sided at a lower bound of 0)."""
-    g = np.empty_like(x)
-    f0 = fun(x)
-    for k in range(len(x)):
-        e = np.zeros_like(x)
-        e[k] = h * max(1.0, abs(x[k]))
-        if lower[k] is not None and x[k] - e[k] < lower[k]:
-            g[k] = (fun(x + e) - f0) / e[k]
-        else:
-            g[k] = (fun(x + e) - fun(x - e)) / (2.0 * e[k])
-    return g
-
-
 def optimize_lambda(pattern, stats, reml=True, tol=1e-6, maxiter=100):
     """Minimise the profiled deviance over Lambda's free entries (diagonal >= 0).
 
@@ -159,28 +207,27 @@ def optimize_lambda(pattern, stats, reml=True, tol=1e-6, maxiter=100):
         return vector_deviance(theta, pattern, stats, reml)
 
     bounds = pattern.bounds()
-    lower = [b[0] for b in bounds]
+    lower = [b[0] for b in bounds]  # for Powell
     starts = [pattern.start(s) for s in (0.3, 1.0, 3.0)]
     values = [dev(s) for s in starts]
-    best = None
-    for k in np.argsort(values)[:2]:
-        res = optimize.minimize(lambda t: (dev(t), _central_gradient(dev, t, lower)), starts[k], jac=True,
-                                method="L-BFGS-B", bounds=bounds,
-                                options={"maxiter": 50 * maxiter, "ftol": 1e-15, "gtol": min(1e-8, tol)})
-        if best is None or res.fun < best.fun:
-            best = res
-    theta = np.asarray(best.x, float)
-    # polish: derivative-free line searches from the L-BFGS-B point (robust at a boundary)
-    polish = optimize.minimize(dev, theta, method="Powell", bounds=[(lo, 1e6) if lo is not None else (-1e6, 1e6)
-                                                                   for lo in lower],
-                               options={"xtol": 1e-10, "ftol": 1e-14, "maxiter": 20 * maxiter})
-    if polish.fun < best.fun:
-        theta, value = np.asarray(polish.x, float), float(polish.fun)
-    else:
-        value = float(best.fun)
-    # L-BFGS-B's line search may stop on finite-difference noise ("ABNORMAL"): Powell confirming the point counts
+    def dev_grad(theta):
+        count["n"] += 1
+        return vector_deviance(theta, pattern, stats, reml, need_grad=True)
+
+    best = optimize.minimize(dev_grad, starts[int(np.argmin(values))],
+                             jac=True, method="SLSQP", bounds=bounds,
+                             options={"maxiter": 50 * maxiter, "ftol": 1e-11})
+    theta, value = np.asarray(best.x, float), float(best.fun)
+    if not best.success:  # a line search stopped on finite-difference noise: derivative-free polish
+        polish = optimize.minimize(dev, theta, method="Powell",
+                                   bounds=[(lo, 1e6) if lo is not None else (-1e6, 1e6) for lo in lower],
+                                   options={"xtol": 1e-10, "ftol": 1e-14, "maxiter": 20 * maxiter})
+        if polish.fun < value:
+            theta, value = np.asarray(polish.x, float), float(polish.fun)
+    # a line search stopping on finite-difference noise with Powell confirming the point counts
     converged = bool(np.isfinite(value) and (best.success or best.fun - value < 1e-6))
-    message = "L-BFGS-B + Powell: " + ("converged" if converged else str(best.message))
+    message = "SLSQP" + ("" if best.success else " + Powell") + ": " + ("converged" if converged else
+                                                                          str(best.message))
     return theta, value, converged, count["n"], message
 
 
@@ -202,6 +249,7 @@ def fit_vector_lmm(X, y, Z, starts, pattern, reml=True, tol=1e-6, maxiter=100):
     beta = linalg.solve_triangular(Rx.T, R[p, :p], lower=False)
     inv_rx = linalg.solve_triangular(Rx, np.eye(p), lower=True)
     cov_beta = sigma2 * inv_rx.T @ inv_rx
+    B = np.swapaxes(B, 1, 2)  # (G, q, p+1)
     resid = B[:, :, p] - B[:, :, :p] @ beta  # (G, q)
     u = np.linalg.solve(np.swapaxes(L, 1, 2), resid[:, :, None])[:, :, 0]
     blups = u @ lam.T
