@@ -20,8 +20,10 @@ def build_parser():
     p = _Parser(prog="glmm-ext", description="Fit a random-intercept GLMM and print its tables. "
                 "Without a data file, fits the bundled schools example (score ~ hours + ses, groups=school).")
     p.add_argument("data", nargs="?", help="CSV file with the data")
-    p.add_argument("--formula", help='patsy formula, e.g. "y ~ x1 + x2" or "succ + fail ~ x"')
-    p.add_argument("--groups", help="grouping column (random intercept)")
+    p.add_argument("--formula", help='patsy formula, e.g. "y ~ x1 + x2", "succ + fail ~ x" or, with random '
+                   'slopes, "y ~ x + (x | g)"')
+    p.add_argument("--groups", help="grouping column (random intercept); optional when the formula has a term "
+                   "such as (1 + x | g)")
     p.add_argument("--family", default="gaussian", help=f"one of {', '.join(ALLOWED_LINKS)} (default gaussian)")
     p.add_argument("--link", help="link function (default: the family's canonical link)")
     p.add_argument("--offset", help="offset column (on the linear-predictor scale)")
@@ -43,7 +45,7 @@ def build_parser():
 
 def results_dict(res, alpha):
     ci = res.conf_int(alpha)
-    return {
+    out = {
         "family": res.model.dist.name, "link": res.model.dist.link_name, "method": res.method,
         "fe_params": res.fe_params.to_dict(), "bse": dict(zip(res.model.exog_names, map(float, res.bse))),
         "conf_level": round(100 * (1 - alpha), 4),
@@ -51,9 +53,28 @@ def results_dict(res, alpha):
         "var_re": res.var_re, "scale": float(res.scale), "llf": res.llf, "llf_label": res.llf_label,
         "aic": res.aic, "bic": res.bic, "nobs": res.nobs, "n_groups": res.n_groups, "n_dropped": res.n_dropped,
         "converged": res.converged, "singular": res.singular, "icc": res.icc, "deff": res.deff,
-        "blups": {str(g): float(v) for g, v in zip(res.model.group_labels, res.blups)},
-        "blup_se": {str(g): float(v) for g, v in zip(res.model.group_labels, res.blup_se)},
     }
+    if res.is_vector:  # random slopes
+        out.update(_vector_dict(res))
+        return out
+    out["blups"] = {str(g): float(v) for g, v in zip(res.model.group_labels, res.blups)}
+    out["blup_se"] = {str(g): float(v) for g, v in zip(res.model.group_labels, res.blup_se)}
+    return out
+
+
+def _has_bar_term(formula):
+    return "|" in formula
+
+
+def _vector_dict(res):
+    """The random-slope entries of the JSON output: covariance, ICC(x) and per-term BLUPs by group."""
+    names = list(res.cov_re.columns)
+    table = res.icc_table()
+    return {"cov_re": res.cov_re.to_dict(), "re_terms": names, "scale": float(res.scale),
+            "icc_at": {k: (None if isinstance(v, str) else float(v)) for k, v in table["Value"].items()},
+            "blups": {str(g): dict(zip(names, map(float, row))) for g, row in zip(res.model.group_labels, res.blups)},
+            "blup_se": {str(g): dict(zip(names, map(float, row)))
+                        for g, row in zip(res.model.group_labels, res.blup_se)}}
 
 
 def run(args, out=None):
@@ -76,8 +97,9 @@ def run(args, out=None):
             if ns.formula or ns.groups:
                 jobs = [(ns.formula or jobs[0][0], ns.groups or "school", family)]
         else:
-            if not ns.formula or not ns.groups:
-                parser.error("a data file needs --formula and --groups")
+            if not ns.formula or not (ns.groups or _has_bar_term(ns.formula)):
+                parser.error("a data file needs --formula and --groups (or a random-effects term such as "
+                             "(1 + x | g) in the formula)")
             try:
                 data = pd.read_csv(ns.data)
             except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:

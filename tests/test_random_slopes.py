@@ -270,3 +270,22 @@ def test_tables_predict_and_missing_rows():
     assert pred[1] == pytest.approx(res.params["Intercept"])  # unseen group: population value
     fitted = res.diagnostics()["fitted_values"].to_numpy()
     assert np.allclose(fitted, res.predict())
+
+
+def test_plots_and_cli_with_random_slopes(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    from glmm_ext.cli import run
+
+    res = fit_case("sleep_reml")
+    fig = res.plot_blups()
+    assert [a.get_title() for a in fig.axes] == ["Random effect: Intercept", "Random effect: Days"]
+    assert len(res.plot_diagnostics().axes) == 3
+    out = tmp_path / "fit.json"
+    with open(tmp_path / "stdout.txt", "w") as fh:
+        run([os.path.join(HERE, "sleepstudy.csv"), "--formula", "Reaction ~ Days + (Days | Subject)",
+             "--json", str(out)], out=fh)
+    saved = json.loads(out.read_text())
+    assert saved["llf"] == pytest.approx(-871.8141, abs=1e-4)
+    assert saved["cov_re"]["Days"]["Days"] == pytest.approx(res.cov_re.loc["Days", "Days"])
+    assert "Corr (Intercept)" in (tmp_path / "stdout.txt").read_text()
