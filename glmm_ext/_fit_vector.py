@@ -154,7 +154,16 @@ def fit_vector_likelihood(design, maxiter=100, tol=1e-6, cov_type="hessian", cal
         hess0 = fd_hessian(objective, theta0, grad=objective(theta0)[1])
         theta, f, g, hess, iters, decrement, message = minimize(objective, theta0, hess0, maxiter, tol, callback,
                                                                 central=False)
-    p, k = objective.p, pattern.size
+        p, k = objective.p, pattern.size
+        if np.any(np.abs(theta[p:p + k][pattern.is_diag]) < SINGULAR_TOL):  # boundary: re-check from Lambda = I
+            retry = np.concatenate([theta[:p], pattern.start(1.0), theta[p + k:]])
+            objective.u_warm = None
+            if np.isfinite(objective(retry, need_grad=False)[0]):
+                second = minimize(objective, retry, fd_hessian(objective, retry, grad=objective(retry)[1]), maxiter,
+                                  tol, callback, central=False)
+                if second[1] < f - 1e-9:
+                    theta, f, g, hess, more, decrement, message = second
+                    iters += more
     # report Lambda with a non-negative diagonal: flip the sign of a column (and of the Hessian's rows)
     lam = pattern.build(theta[p:p + k])
     signs = np.where(np.diag(lam) < 0, -1.0, 1.0)

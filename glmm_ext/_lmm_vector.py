@@ -17,7 +17,8 @@ profiled deviances are
 One O(n q (p + q)) pass builds Z_j'Z_j and Z_j'A_j; an evaluation then costs O(G q^2 p) with
 batched q x q Cholesky factors (no n x n matrix).  The free entries of Lambda are found by
 SLSQP (a bounded quasi-Newton method) with the diagonal bounded below by 0 (lme4's bobyqa
-constraint) from the best of three starts Lambda = c I, then Powell when it stops early.
+constraint) from the best of three starts Lambda = c I (a boundary optimum is re-checked from the
+second best), then Powell when it stops early.
 """
 from dataclasses import dataclass
 
@@ -214,9 +215,14 @@ def optimize_lambda(pattern, stats, reml=True, tol=1e-6, maxiter=100):
         count["n"] += 1
         return vector_deviance(theta, pattern, stats, reml, need_grad=True)
 
-    best = optimize.minimize(dev_grad, starts[int(np.argmin(values))],
-                             jac=True, method="SLSQP", bounds=bounds,
-                             options={"maxiter": 50 * maxiter, "ftol": 1e-11})
+    best = None
+    for k in np.argsort(values)[:2]:
+        res = optimize.minimize(dev_grad, starts[k], jac=True, method="SLSQP", bounds=bounds,
+                                options={"maxiter": 50 * maxiter, "ftol": 1e-11})
+        if best is None or (np.isfinite(res.fun) and res.fun < best.fun):
+            best = res
+        if not np.any(np.asarray(best.x)[pattern.is_diag] < SINGULAR_TOL):
+            break  # an interior optimum; a boundary one is checked from a second start (lme4 can stop there)
     theta, value = np.asarray(best.x, float), float(best.fun)
     if not best.success:  # a line search stopped on finite-difference noise: derivative-free polish
         polish = optimize.minimize(dev, theta, method="Powell",

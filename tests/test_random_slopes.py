@@ -20,7 +20,9 @@ from glmm_ext import GLMM
 HERE = os.path.join(os.path.dirname(__file__), "data")
 with open(os.path.join(HERE, "slopes", "reference.json")) as fh:
     REF = json.load(fh)
-FAMILIES = {"gaussian": sm.families.Gaussian, "binomial": sm.families.Binomial, "poisson": sm.families.Poisson}
+FAMILIES = {"gaussian": sm.families.Gaussian, "binomial": sm.families.Binomial, "poisson": sm.families.Poisson,
+            "binomial_probit": lambda: sm.families.Binomial(sm.families.links.Probit()),
+            "gamma_log": lambda: sm.families.Gamma(sm.families.links.Log())}
 # R formulas written for patsy: cbind(s, f) -> s + f, factor(YEAR) -> C(YEAR)
 PATSY = {"cbpp_slope": "incidence + I(size - incidence) ~ pnum + (pnum | herd)",
          "grouse_slope": "TICKS ~ C(YEAR) + cHEIGHT + (cHEIGHT | LOCATION)"}
@@ -42,9 +44,12 @@ def fit_case(name):
 
 
 def best_fit(case):
-    """The R fit with the larger log-likelihood (the best known optimum)."""
+    """The R fit with the larger log-likelihood (the best known optimum).
+
+    lme4's Gamma log-likelihood uses another dispersion estimate (not the ML one), so Gamma is glmmTMB's.
+    """
     lme4, tmb = case["lme4"], case["glmmTMB"]
-    return lme4 if lme4["loglik"] >= tmb["loglik"] else tmb
+    return lme4 if lme4["loglik"] >= tmb["loglik"] and case["family"] != "gamma_log" else tmb
 
 
 @pytest.mark.parametrize("name", sorted(REF))
@@ -52,12 +57,13 @@ def test_reaches_best_known_optimum(name):
     case, res = REF[name], fit_case(name)
     best = best_fit(case)
     assert res.llf == pytest.approx(best["loglik"], abs=1e-4)
-    assert res.llf >= best["loglik"] - 1e-6
+    # never below glmmTMB's optimum (lme4's printed glmer value can sit ~4e-5 above its own Laplace value)
+    assert res.llf >= case["glmmTMB"]["loglik"] - 1e-6
     cov = np.array(best["cov_re"], float).reshape(res.cov_re.shape)
     assert np.max(np.abs(res.cov_re.to_numpy() - cov)) <= 0.02 * np.max(np.abs(cov))
     fe = np.array(list(best["fe"].values()))
     assert np.allclose(res.fe_params.to_numpy(), fe, rtol=1e-3, atol=1e-3 * np.max(np.abs(fe)))
-    assert res.singular == case["lme4"]["singular"] or name == "singular_reml"
+    assert res.singular == case["lme4"]["singular"]
 
 
 @pytest.mark.parametrize("name", ["sleep_reml", "sleep_ml", "q3_reml", "sleep_diag_reml"])
@@ -289,3 +295,13 @@ def test_plots_and_cli_with_random_slopes(tmp_path):
     assert saved["llf"] == pytest.approx(-871.8141, abs=1e-4)
     assert saved["cov_re"]["Days"]["Days"] == pytest.approx(res.cov_re.loc["Days", "Days"])
     assert "Corr (Intercept)" in (tmp_path / "stdout.txt").read_text()
+
+
+def test_separate_terms_equal_double_bar():
+    data = pd.read_csv(os.path.join(HERE, "slopes", "sim_binomial.csv"))
+    fam = sm.families.Binomial()
+    a = GLMM.from_formula("y ~ x + (x || g)", data, family=fam).fit()
+    b = GLMM.from_formula("y ~ x + (1 | g) + (0 + x | g)", data, family=fam).fit()
+    assert a.llf == pytest.approx(b.llf, abs=1e-8)
+    assert a.cov_re.iloc[0, 1] == 0.0 and b.cov_re.iloc[0, 1] == 0.0
+    assert a.llf == pytest.approx(REF["sim_binomial_diag"]["glmmTMB"]["loglik"], abs=1e-4)

@@ -43,6 +43,20 @@ def main():
     b = rng.multivariate_normal([0, 0], [[0.5, -0.2], [-0.2, 0.3]], size=50)[g]
     y = rng.poisson(np.exp(0.7 + 0.4 * x + b[:, 0] + b[:, 1] * x))
     pd.DataFrame({"y": y, "x": x, "g": g}).to_csv(os.path.join(HERE, "sim_poisson.csv"), index=False)
+    # Gamma (log) with a correlated slope; its own seed
+    rs = np.random.default_rng(5)
+    g, n = groups(rs, 40, 15)
+    x = rs.normal(size=n)
+    b = rs.multivariate_normal([0, 0], [[0.3, 0.05], [0.05, 0.1]], size=40)[g]
+    mu = np.exp(1.0 + 0.3 * x + b[:, 0] + b[:, 1] * x)
+    y = rs.gamma(3.0, mu / 3.0)
+    pd.DataFrame({"y": y, "x": x, "g": g}).to_csv(os.path.join(HERE, "sim_gamma.csv"), index=False)
+    # Bernoulli with a small intercept variance and no slope variance: a boundary (singular) Laplace fit
+    rs = np.random.default_rng(0)
+    g, n = groups(rs, 15, 20)
+    x = rs.normal(size=n)
+    y = rs.binomial(1, 1 / (1 + np.exp(-(0.2 + 0.7 * x + rs.normal(scale=0.6, size=15)[g]))))
+    pd.DataFrame({"y": y, "x": x, "g": g}).to_csv(os.path.join(HERE, "sim_binomial_singular.csv"), index=False)
 
 
 if __name__ == "__main__":

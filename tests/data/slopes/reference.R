@@ -8,6 +8,7 @@ sleep <- read.csv("../sleepstudy.csv"); sleep$Subject <- factor(sleep$Subject)
 cbpp <- read.csv("../cbpp.csv"); cbpp$herd <- factor(cbpp$herd); cbpp$pnum <- as.numeric(cbpp$period)
 grouse <- read.csv("../grouseticks.csv"); grouse$LOCATION <- factor(grouse$LOCATION); grouse$YEAR <- factor(grouse$YEAR)
 rd <- function(f) { d <- read.csv(f); d$g <- factor(d$g); d }
+sgam <- rd("sim_gamma.csv"); sbs <- rd("sim_binomial_singular.csv")
 q3 <- rd("sim_q3.csv"); sing <- rd("sim_singular.csv"); sbin <- rd("sim_binomial.csv"); spois <- rd("sim_poisson.csv")
 
 cases <- list(
@@ -22,8 +23,14 @@ cases <- list(
   list(name = "grouse_slope", data = "grouseticks.csv", formula = "TICKS ~ YEAR + cHEIGHT + (cHEIGHT | LOCATION)", family = "poisson", d = grouse),
   list(name = "sim_binomial", data = "slopes/sim_binomial.csv", formula = "y ~ x + (x | g)", family = "binomial", d = sbin),
   list(name = "sim_binomial_diag", data = "slopes/sim_binomial.csv", formula = "y ~ x + (x || g)", family = "binomial", d = sbin),
-  list(name = "sim_poisson", data = "slopes/sim_poisson.csv", formula = "y ~ x + (x | g)", family = "poisson", d = spois)
+  list(name = "sim_poisson", data = "slopes/sim_poisson.csv", formula = "y ~ x + (x | g)", family = "poisson", d = spois),
+  list(name = "sim_poisson_slope_only", data = "slopes/sim_poisson.csv", formula = "y ~ x + (0 + x | g)", family = "poisson", d = spois),
+  list(name = "sim_probit", data = "slopes/sim_binomial.csv", formula = "y ~ x + (x | g)", family = "binomial_probit", d = sbin),
+  list(name = "sim_gamma", data = "slopes/sim_gamma.csv", formula = "y ~ x + (x | g)", family = "gamma_log", d = sgam),
+  list(name = "sim_binomial_singular", data = "slopes/sim_binomial_singular.csv", formula = "y ~ x + (x | g)", family = "binomial", d = sbs)
 )
+families <- list(binomial = binomial(), poisson = poisson(), binomial_probit = binomial(link = "probit"),
+                 gamma_log = Gamma(link = "log"))
 
 varcorr <- function(vc) { m <- as.matrix(vc[[1]]); attributes(m)[c("stddev", "correlation")] <- NULL; m }
 out <- list()
@@ -33,7 +40,7 @@ for (cs in cases) {
     m <- lmer(f, cs$d, REML = cs$reml, control = opt)
     tm <- glmmTMB(f, cs$d, REML = cs$reml)
   } else {
-    fam <- get(cs$family)
+    fam <- families[[cs$family]]
     m <- glmer(f, cs$d, family = fam, control = gopt)
     tm <- glmmTMB(f, cs$d, family = fam)
   }
