@@ -187,3 +187,28 @@ def from_re_formula(re_formula, group):
     expr = str(re_formula).strip()
     expr = expr[1:].strip() if expr.startswith("~") else expr
     return f"({expr or '1'} | {group})"
+
+
+def from_exog_re(exog_re, endog):
+    """RandomDesign of an array ``exog_re`` (n rows, one correlated block), aligned with `endog`'s rows."""
+    n = len(endog)
+    index = endog.index if isinstance(endog, (pd.Series, pd.DataFrame)) else pd.RangeIndex(n)
+    if isinstance(exog_re, pd.DataFrame):
+        names, values = [str(c) for c in exog_re.columns], exog_re.to_numpy()
+    else:
+        values = np.asarray(exog_re)
+        values = values.reshape(-1, 1) if values.ndim == 1 else values
+        names = None
+    try:
+        values = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError("exog_re must be numeric") from None
+    if values.ndim != 2 or values.shape[0] != n:
+        raise ValueError(f"exog_re has {values.shape[0]} rows but endog has {n}")
+    if not np.isfinite(values).all():
+        raise ValueError("exog_re holds a missing or infinite value; drop those rows first")
+    if names is None:
+        names = ["Intercept" if np.all(values[:, k] == 1.0) else f"z{k}" for k in range(values.shape[1])]
+    Z = pd.DataFrame(values, index=index, columns=names)
+    return RandomDesign(Z=Z, names=names, blocks=[list(range(len(names)))], group="groups", design_infos=[],
+                        keep=np.ones(n, dtype=bool))

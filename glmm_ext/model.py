@@ -53,6 +53,10 @@ class GLMM(sm_base.LikelihoodModel):
         Offset added to the linear predictor; exposure adds log(exposure) (log links).
     weights : array_like, optional
         Binomial only: the number of trials when ``endog`` is a proportion (glmer's convention).
+    exog_re : array_like, optional
+        Random-effects design (as MixedLM's): one column per correlated random term of each group,
+        e.g. ``np.column_stack([np.ones(n), x])`` for a random intercept and slope.  In a formula
+        write ``(1 + x | g)`` instead.
 
     Notes
     -----
@@ -66,6 +70,9 @@ class GLMM(sm_base.LikelihoodModel):
         self.family = check_family(family)
         clean = kwargs.pop("_clean", None)
         random = kwargs.pop("_random", None)  # _bars.RandomDesign of a formula with random slopes
+        exog_re = kwargs.pop("exog_re", None)
+        if exog_re is not None and random is None:  # the array interface's random slopes (MixedLM's exog_re)
+            random = _bars.from_exog_re(exog_re, endog)
         unknown = set(kwargs) - {"formula", "hasconst"}
         if unknown:
             raise TypeError(f"GLMM got unexpected keyword arguments: {', '.join(sorted(unknown))}")
@@ -211,6 +218,9 @@ class GLMM(sm_base.LikelihoodModel):
 
     # ------------------------------------------------------------------ likelihood and prediction
     def loglike(self, params, var_re=None, scale=None, reml=False, nagq=1):
+        if self.design.Z is not None:
+            raise ValueError("loglike(params, var_re, scale) is the random-intercept likelihood; for a model with "
+                             "random slopes the fitted value is res.llf")
         """Marginal log-likelihood at fixed effects `params`, random-intercept variance `var_re` and `scale`.
 
         Gaussian + identity: the exact ML log-likelihood (or, with ``reml=True``, the REML one with

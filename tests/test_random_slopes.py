@@ -305,3 +305,18 @@ def test_separate_terms_equal_double_bar():
     assert a.llf == pytest.approx(b.llf, abs=1e-8)
     assert a.cov_re.iloc[0, 1] == 0.0 and b.cov_re.iloc[0, 1] == 0.0
     assert a.llf == pytest.approx(REF["sim_binomial_diag"]["glmmTMB"]["loglik"], abs=1e-4)
+
+
+def test_array_interface_with_exog_re():
+    data = pd.read_csv(os.path.join(HERE, "sleepstudy.csv"))
+    X = np.column_stack([np.ones(len(data)), data["Days"]])
+    endog = data["Reaction"].copy()
+    endog.iloc[5] = np.nan  # dropped row, as with exog
+    res = GLMM(endog, X, data["Subject"], exog_re=pd.DataFrame({"Intercept": 1.0, "Days": data["Days"]})).fit()
+    ref = GLMM.from_formula("Reaction ~ Days + (Days | Subject)", data.drop(index=5)).fit()
+    assert res.llf == pytest.approx(ref.llf, abs=1e-8) and res.nobs == 179
+    assert list(res.cov_re.columns) == ["Intercept", "Days"]
+    with pytest.raises(ValueError, match="exog_re has 3 rows"):
+        GLMM(data["Reaction"], X, data["Subject"], exog_re=X[:3])
+    with pytest.raises(ValueError, match="res.llf"):
+        res.model.loglike(res.params, var_re=1.0, scale=1.0)
