@@ -103,8 +103,8 @@ def fit_vector(design, reml=True, nagq=1, maxiter=100, tol=1e-6, cov_type="hessi
         return fit_vector_profile(design, reml=reml, maxiter=maxiter, tol=tol, callback=callback)
     if nagq != 1:
         raise ValueError(f"nagq={nagq}: with a vector random effect ({', '.join(design.re_names)}) only the Laplace "
-                         "approximation (nagq=1) is available; adaptive quadrature and nagq=0 need a scalar random "
-                         "effect (as lme4's)")
+                         "approximation (nagq=1) is available; adaptive quadrature needs a scalar random effect "
+                         "(lme4's rule) and nagq=0 is not implemented for random slopes")
     return fit_vector_likelihood(design, maxiter=maxiter, tol=tol, cov_type=cov_type, callback=callback)
 
 

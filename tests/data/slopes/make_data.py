@@ -57,6 +57,13 @@ def main():
     x = rs.normal(size=n)
     y = rs.binomial(1, 1 / (1 + np.exp(-(0.2 + 0.7 * x + rs.normal(scale=0.6, size=15)[g]))))
     pd.DataFrame({"y": y, "x": x, "g": g}).to_csv(os.path.join(HERE, "sim_binomial_singular.csv"), index=False)
+    # Poisson (log) with q = 3: intercept and two correlated slopes; its own seed
+    rs = np.random.default_rng(12)
+    g, n = groups(rs, 60, 20)
+    x1, x2 = rs.normal(size=n), rs.uniform(-1, 1, size=n)
+    b = rs.multivariate_normal(np.zeros(3), [[0.4, 0.1, 0.0], [0.1, 0.2, -0.05], [0.0, -0.05, 0.3]], size=60)[g]
+    y = rs.poisson(np.exp(0.5 + 0.3 * x1 - 0.2 * x2 + b[:, 0] + b[:, 1] * x1 + b[:, 2] * x2))
+    pd.DataFrame({"y": y, "x1": x1, "x2": x2, "g": g}).to_csv(os.path.join(HERE, "sim_poisson_q3.csv"), index=False)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ sleep <- read.csv("../sleepstudy.csv"); sleep$Subject <- factor(sleep$Subject)
 cbpp <- read.csv("../cbpp.csv"); cbpp$herd <- factor(cbpp$herd); cbpp$pnum <- as.numeric(cbpp$period)
 grouse <- read.csv("../grouseticks.csv"); grouse$LOCATION <- factor(grouse$LOCATION); grouse$YEAR <- factor(grouse$YEAR)
 rd <- function(f) { d <- read.csv(f); d$g <- factor(d$g); d }
-sgam <- rd("sim_gamma.csv"); sbs <- rd("sim_binomial_singular.csv")
+sgam <- rd("sim_gamma.csv"); sbs <- rd("sim_binomial_singular.csv"); spq3 <- rd("sim_poisson_q3.csv")
 q3 <- rd("sim_q3.csv"); sing <- rd("sim_singular.csv"); sbin <- rd("sim_binomial.csv"); spois <- rd("sim_poisson.csv")
 
 cases <- list(
@@ -27,7 +27,8 @@ cases <- list(
   list(name = "sim_poisson_slope_only", data = "slopes/sim_poisson.csv", formula = "y ~ x + (0 + x | g)", family = "poisson", d = spois),
   list(name = "sim_probit", data = "slopes/sim_binomial.csv", formula = "y ~ x + (x | g)", family = "binomial_probit", d = sbin),
   list(name = "sim_gamma", data = "slopes/sim_gamma.csv", formula = "y ~ x + (x | g)", family = "gamma_log", d = sgam),
-  list(name = "sim_binomial_singular", data = "slopes/sim_binomial_singular.csv", formula = "y ~ x + (x | g)", family = "binomial", d = sbs)
+  list(name = "sim_binomial_singular", data = "slopes/sim_binomial_singular.csv", formula = "y ~ x + (x | g)", family = "binomial", d = sbs),
+  list(name = "sim_poisson_q3", data = "slopes/sim_poisson_q3.csv", formula = "y ~ x1 + x2 + (1 + x1 + x2 | g)", family = "poisson", d = spq3)
 )
 families <- list(binomial = binomial(), poisson = poisson(), binomial_probit = binomial(link = "probit"),
                  gamma_log = Gamma(link = "log"))
