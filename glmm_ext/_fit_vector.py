@@ -46,10 +46,14 @@ def is_singular(lam_s):
 
 
 def _check_q(design):
+    """q, or a ValueError when the groups (or, Gaussian, the rows) cannot identify the covariance."""
     q = design.Z.shape[1]
     if design.n_groups <= q:
         raise ValueError(f"{design.n_groups} groups cannot identify a {q} x {q} random-effects covariance "
                          f"({', '.join(design.re_names)}); use fewer random terms or more groups")
+    if design.gaussian_identity and design.nobs <= design.n_groups * q:
+        raise ValueError(f"{design.nobs} rows for {design.n_groups * q} random effects ({design.n_groups} groups x "
+                         f"{q} terms): the residual variance is not identifiable; use fewer random terms")
     return q
 
 

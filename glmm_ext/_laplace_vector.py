@@ -89,8 +89,8 @@ class VectorModes:
 def vector_modes(dist, data, eta_fixed, lam, phi, u_start, tol=1e-10, maxiter=60, order=2):
     """Conditional modes u_j = argmax h_j(u), Newton steps for all groups at once; None if infeasible.
 
-    The Newton matrix uses the observed curvature d where every d_i of the group is >= 0, the working
-    weights otherwise; a step that lowers h_j is halved for that group only.
+    The Newton matrix uses the observed curvature d when every d_i >= 0 (as for canonical links), the
+    working weights otherwise; a step that lowers h_j is halved for that group only.
     """
     G, q = data.n_groups, lam.shape[0]
     counts, starts = data.counts, data.starts

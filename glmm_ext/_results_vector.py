@@ -124,11 +124,13 @@ def icc_table(res):
     """ICC(x) at x = 0 and at the mean of each slope term (Var_between(x) with the covariance)."""
     from ._tables import ICC_UNDEFINED
 
-    points = [("ICC(x = 0)", {}, "Var_between(0) = intercept variance")]
+    zero_note = ("Var_between(0) = intercept variance" if "Intercept" in term_names(res)
+                 else "no random intercept: Var_between(0) = 0")
+    points = [("ICC(x = 0)", {}, zero_note)]
     means = mean_x(res)
     if means:
         text = ", ".join(f"{k} = {v:.4g}" for k, v in means.items())
-        points.append((f"ICC(x = mean)", means, f"at the mean: {text}"))
+        points.append(("ICC(x = mean)", means, f"at the mean: {text}"))
     if res.icc_basis is None:
         return pd.DataFrame({"Value": ["N/A"] * len(points), "Note": [ICC_UNDEFINED] * len(points)},
                             index=pd.Index([p[0] for p in points], name="Statistic"))

@@ -181,7 +181,10 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         return _rv.icc_table(self) if self.is_vector else _tables.icc_table(self)
 
     def latent_variance_table(self):
-        return _tables.latent_variance_table(self)
+        table = _tables.latent_variance_table(self)
+        if self.is_vector and table is not None:  # the covariance is in the Random Effects table
+            table = table.drop(columns=["Random-intercept variance"])
+        return table
 
     def fixed_effects_table(self, alpha=0.05):
         return _tables.fixed_effects_table(self, alpha)
