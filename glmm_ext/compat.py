@@ -3,7 +3,6 @@ import re
 
 import statsmodels.api as sm
 
-from . import _bars
 from .model import GLMM
 
 
@@ -17,13 +16,10 @@ def mixedlm(formula, data, re_formula=None, vc_formula=None, subset=None, use_sp
     """
     if groups is None and args:
         groups = args[0]
-    if re_formula not in (None, "1", "~1", "1 ", "~ 1"):
-        if not isinstance(groups, str):
-            raise ValueError("re_formula needs groups given as a column name of the data")
-        formula = f"{formula} + {_bars.from_re_formula(re_formula, groups)}"
     if vc_formula:
         raise ValueError("vc_formula: glmm_ext fits a single random intercept; variance components are not supported")
-    return GLMM.from_formula(formula, data, groups=groups, family=sm.families.Gaussian(), subset=subset, **kwargs)
+    return GLMM.from_formula(formula, data, groups=groups, family=sm.families.Gaussian(), subset=subset,
+                             re_formula=re_formula, **kwargs)
 
 
 _INTERCEPT_VC = re.compile(r"^\s*0\s*\+\s*C\(\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\)\s*$")

@@ -101,12 +101,19 @@ class GLMM(sm_base.LikelihoodModel):
 
         ``groups``, ``offset``, ``exposure`` and ``weights`` are column names or arrays with one value
         per row of ``data``; ``"successes + failures ~ x"`` gives a Binomial response with trials.
+        Random slopes: lme4's terms in the formula, ``"y ~ x + (1 + x | g)"`` (then ``groups`` is
+        optional), or MixedLM's ``re_formula="~x"`` with ``groups="g"``.
         """
         if not isinstance(data, pd.DataFrame):
             data = pd.DataFrame(data)
         if subset is not None:
             data = data.loc[subset]
         family = check_family(family)
+        re_formula = kwargs.pop("re_formula", None)
+        if re_formula is not None and str(re_formula).replace(" ", "") not in ("1", "~1"):  # MixedLM's keyword
+            if not isinstance(groups, str) or not isinstance(formula, str):
+                raise ValueError("re_formula needs groups given as a column name of the data")
+            formula = f"{formula} + {_bars.from_re_formula(re_formula, groups)}"
         fixed, used, random = formula, data, None
         spec = _bars.parse_formula(formula)
         if spec is not None:  # lme4 bar terms: (1 | g) is the random-intercept model, others random slopes

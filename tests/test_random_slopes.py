@@ -320,3 +320,10 @@ def test_array_interface_with_exog_re():
         GLMM(data["Reaction"], X, data["Subject"], exog_re=X[:3])
     with pytest.raises(ValueError, match="res.llf"):
         res.model.loglike(res.params, var_re=1.0, scale=1.0)
+
+
+def test_from_formula_takes_re_formula_and_groups_with_a_bar_term():
+    data = pd.read_csv(os.path.join(HERE, "sleepstudy.csv"))
+    a = GLMM.from_formula("Reaction ~ Days", data, groups="Subject", re_formula="~Days").fit()
+    b = GLMM.from_formula("Reaction ~ Days + (Days | Subject)", data, groups="Subject").fit()
+    assert a.llf == pytest.approx(REF["sleep_reml"]["lme4"]["loglik"], abs=1e-6) and a.llf == b.llf
