@@ -69,11 +69,22 @@ def _bar_spans(rhs):
             depth -= 1
             if depth < 0:
                 raise ValueError(f"formula right side {rhs!r} has an unmatched ')'")
-            if depth == 0 and "|" in rhs[start:i]:
+            called = start > 0 and (rhs[start - 1].isalnum() or rhs[start - 1] in "_.")  # I(a | b), f(...)
+            if depth == 0 and "|" in rhs[start:i] and not called:
                 spans.append((start, i + 1))
     if depth:
         raise ValueError(f"formula right side {rhs!r} has an unmatched '('")
     return spans
+
+
+def _bare_bar(text):
+    """True when `text` has a '|' outside every parenthesis."""
+    depth = 0
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "|" and depth == 0:
+            return True
+    return False
 
 
 def _parse_term(text):
@@ -103,7 +114,9 @@ def parse_formula(formula):
     lhs, rhs = formula.split("~", 1)
     spans = _bar_spans(rhs)
     if not spans:
-        raise ValueError(f"formula {formula!r}: a '|' outside parentheses; write random effects as (1 + x | g)")
+        if _bare_bar(rhs):
+            raise ValueError(f"formula {formula!r}: a '|' outside parentheses; write random effects as (1 + x | g)")
+        return None  # a '|' inside a function call such as I(a | b) is patsy's
     terms = [_parse_term(rhs[a:b]) for a, b in spans]
     groups = list(dict.fromkeys(t.group for t in terms))
     if len(groups) > 1:
@@ -113,7 +126,7 @@ def parse_formula(formula):
     for a, b in reversed(spans):
         fixed = fixed[:a] + "\0" + fixed[b:]
     fixed = re.sub(r"\s*\+\s*\0|\0\s*\+\s*|\0", "", fixed).strip()
-    if "|" in fixed:
+    if _bare_bar(fixed):
         raise ValueError(f"formula {formula!r}: a '|' outside a random-effects term")
     return RandomSpec(fixed=f"{lhs.strip()} ~ {fixed or '1'}", terms=terms, group=groups[0])
 
