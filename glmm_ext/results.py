@@ -148,7 +148,9 @@ class GLMMResults(sm_base.LikelihoodModelResults):
     @cache_readonly
     def deff(self):
         """Design effect 1 + (n_bar - 1) ICC with n_bar the mean group size; None where the ICC is undefined."""
-        return None if self.icc is None else 1.0 + (self.nobs / self.n_groups - 1.0) * self.icc
+        if self.icc is None or self.is_vector:  # with random slopes the ICC, so the design effect, varies with x
+            return None
+        return 1.0 + (self.nobs / self.n_groups - 1.0) * self.icc
 
     @cache_readonly
     def latent_lambda(self):
