@@ -20,7 +20,7 @@ CONVERGENCE_ADVICE = ("Try: increase maxiter (100 -> 500); relax tol (1e-6 -> 1e
 
 
 class SingularFitWarning(UserWarning):
-    """The random-intercept variance estimate is at (or near) zero: the boundary of its parameter space."""
+    """A variance estimate at (or near) zero, or a correlation of +-1: the boundary of the parameter space."""
 
 
 SINGULAR_MESSAGE = ("boundary (singular) fit: the random-intercept variance is at or near zero. The groups explain "
@@ -35,9 +35,10 @@ SINGULAR_MESSAGE_VECTOR = ("boundary (singular) fit: the random-effects covarian
 
 
 class GLMM(sm_base.LikelihoodModel):
-    """Generalized linear mixed model with one random intercept per group.
+    """Generalized linear mixed model with one random intercept (or a vector of random effects) per group.
 
-    g(E[y | u]) = X beta + offset + u_group,  u_group ~ N(0, sigma_u^2).
+    g(E[y | u]) = X beta + offset + u_group,  u_group ~ N(0, sigma_u^2);  with random slopes
+    (``(1 + x | g)`` in the formula, or ``exog_re``) the group part is z' b_group, b_group ~ N(0, Sigma).
 
     Parameters
     ----------
@@ -80,9 +81,7 @@ class GLMM(sm_base.LikelihoodModel):
             clean = _formula.from_arrays(endog, exog, groups, offset=offset, exposure=exposure, weights=weights)
         self.design = build_design(clean, self.family)
         if random is not None:
-            from ._bars import attach_random
-
-            self.design = attach_random(self.design, random, clean)
+            self.design = _bars.attach_random(self.design, random, clean)
         self.random_design = random
         self.dist = self.design.dist
         formula = kwargs.pop("formula", None)
@@ -225,14 +224,14 @@ class GLMM(sm_base.LikelihoodModel):
 
     # ------------------------------------------------------------------ likelihood and prediction
     def loglike(self, params, var_re=None, scale=None, reml=False, nagq=1):
-        if self.design.Z is not None:
-            raise ValueError("loglike(params, var_re, scale) is the random-intercept likelihood; for a model with "
-                             "random slopes the fitted value is res.llf")
         """Marginal log-likelihood at fixed effects `params`, random-intercept variance `var_re` and `scale`.
 
         Gaussian + identity: the exact ML log-likelihood (or, with ``reml=True``, the REML one with
         beta profiled); otherwise the Laplace (nagq = 1) or AGQ value.
         """
+        if self.design.Z is not None:
+            raise ValueError("loglike(params, var_re, scale) is the random-intercept likelihood; for a model with "
+                             "random slopes the fitted value is res.llf")
         from ._lmm import lmm_deviance, lmm_stats
         from ._laplace import MarginalLikelihood
 
