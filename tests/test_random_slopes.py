@@ -327,3 +327,29 @@ def test_from_formula_takes_re_formula_and_groups_with_a_bar_term():
     a = GLMM.from_formula("Reaction ~ Days", data, groups="Subject", re_formula="~Days").fit()
     b = GLMM.from_formula("Reaction ~ Days + (Days | Subject)", data, groups="Subject").fit()
     assert a.llf == pytest.approx(REF["sleep_reml"]["lme4"]["loglik"], abs=1e-6) and a.llf == b.llf
+
+
+def test_laplace_modes_sds_and_ses_match_glmer_at_its_optimum():
+    """cbpp: glmer reaches the best optimum, so its conditional modes, condVar SDs and SEs are the reference."""
+    res, lme4 = fit_case("cbpp_slope"), REF["cbpp_slope"]["lme4"]
+    labels = [int(g) for g in lme4["ranef_groups"]]
+    modes = np.array([res.random_effects[g].to_numpy() for g in labels])
+    assert np.allclose(modes, np.array(lme4["ranef"]), atol=1e-5)
+    assert np.allclose(res.random_effects_se.loc[labels].to_numpy(), np.array(lme4["cond_sd"]), rtol=1e-4)
+    assert np.allclose(res.bse.to_numpy(), list(lme4["se"].values()), rtol=1e-4)
+
+
+def test_profiled_deviance_gradient_matches_finite_differences():
+    from glmm_ext._lmm_vector import LambdaPattern, vector_deviance, vector_stats
+
+    data = pd.read_csv(os.path.join(HERE, "slopes", "sim_q3.csv"))
+    X = np.column_stack([np.ones(len(data)), data["x1"], data["x2"]])
+    stats = vector_stats(X, data["y"].to_numpy() / 3.0, X, np.flatnonzero(np.diff(data["g"], prepend=-1)))
+    for pattern in (LambdaPattern(3, [[0, 1, 2]]), LambdaPattern(3, [[0], [1, 2]])):
+        theta = np.linspace(0.2, 0.9, pattern.size) * np.where(pattern.is_diag, 1.0, -1.0)
+        for reml in (True, False):
+            _, grad = vector_deviance(theta, pattern, stats, reml, need_grad=True)
+            numeric = [(vector_deviance(theta + e, pattern, stats, reml) - vector_deviance(theta - e, pattern, stats,
+                                                                                           reml)) / 2e-6
+                       for e in np.eye(len(theta)) * 1e-6]
+            assert np.allclose(grad, numeric, rtol=1e-6, atol=1e-4)
