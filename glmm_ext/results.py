@@ -170,17 +170,124 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         """One row per row used (the data's index): fitted values, deviance and Pearson residuals, group effect."""
         return _tables.diagnostics_table(self)
 
-    def predict(self, exog=None, offset=None, groups=None, which="mean"):
-        """Predictions: ``which="mean"`` or ``"linear"``; with ``groups`` the BLUP of each known group is added.
+    # ------------------------------------------------------------------ fitted values and prediction
+    @cache_readonly
+    def fittedvalues(self):
+        """Conditional means (fixed effects + each row's BLUP), response scale, on the data's index."""
+        values = self.model.predict(np.asarray(self.params, float), which="mean", blups=self._blup_map)
+        return pd.Series(values, index=self.model.design.index, name="fittedvalues")
 
-        ``exog`` is a DataFrame for a model from a formula (the formula's right side is applied to it),
-        otherwise an array of the model's columns.  Without ``exog`` the fitted values of the data are returned.
+    @cache_readonly
+    def resid(self):
+        """Response minus `fittedvalues` (a proportion for a Binomial response with trials)."""
+        return pd.Series(self.model.design.y - self.fittedvalues.to_numpy(), index=self.model.design.index,
+                         name="resid")
+
+    @cache_readonly
+    def _blup_map(self):
+        return dict(zip(self.model.group_labels, self.blups))
+
+    def predict(self, exog=None, transform=True, groups=None, which="mean", new_groups="zero", offset=None,
+                exposure=None):
+        """Predictions as a Series on the new data's index (NaN for rows with a missing value).
+
+        Parameters
+        ----------
+        exog : DataFrame or array_like, optional
+            New data: for a formula model a DataFrame the formula's right side is applied to (as
+            statsmodels does); otherwise the model's columns.  None: the fitted data, with each
+            row's BLUP (equal to `fittedvalues`).
+        groups : column name or array_like, optional
+            The group of each new row; its BLUP is added.  None: population-level predictions
+            (random effects 0).
+        which : {"mean", "linear"}
+            Response scale or linear predictor.
+        new_groups : {"zero", "error"}
+            A group not in the fit gets 0 with a warning ("zero"), or raises ValueError.
+        offset, exposure : column name or array_like, optional
+            For the new rows; a model fitted with ``offset="col"`` (``exposure="col"``) takes that
+            column of the new data when it has one.
         """
-        return self.model.predict(np.asarray(self.params, float), exog=exog, offset=offset, groups=groups,
-                                  which=which, blups=dict(zip(self.model.group_labels, self.blups)))
+        from ._prediction import new_data
 
-    def summary(self, alpha=0.05, blup_rows=50):
-        """statsmodels ``summary2.Summary`` holding every table; prints as text, renders as HTML in a notebook."""
+        rows = new_data(self, exog, transform, groups, offset, exposure)
+        params = np.asarray(self.params, float)
+        if rows.X is None:
+            values = self.model.predict(params, which=which, blups=self._blup_map)
+        else:
+            values = self.model.predict(params, rows.X, offset=rows.offset, groups=rows.groups, which=which,
+                                        blups=None if rows.groups is None else self._blup_map,
+                                        new_groups=new_groups)
+        return pd.Series(values, index=rows.index, name="predicted" if which == "mean" else "linpred")
+
+    def get_prediction(self, exog=None, transform=True, groups=None, offset=None, exposure=None,
+                       new_groups="zero"):
+        """Predictions with standard errors: ``.summary_frame(alpha)`` has mean, mean_se, mean_ci_lower and
+        mean_ci_upper (delta method on the link scale; with `groups`, the BLUP's conditional variance
+        is added).  Arguments as for `predict`."""
+        from ._prediction import get_prediction
+
+        return get_prediction(self, exog, transform, groups, offset, exposure, new_groups)
+
+    # ------------------------------------------------------------------ variance parameters
+    @cache_readonly
+    def params_vector(self):
+        """The estimate on the model's parameter vector (see ``model.param_names``): beta, sigma_u[, log scale]."""
+        values = list(np.asarray(self.params, float)) + [self.sigma_re]
+        if self.model.dist.has_dispersion:
+            values.append(np.log(self.scale))
+        return pd.Series(values, index=self.model.param_names, name="params_vector")
+
+    @cache_readonly
+    def cov_params_vector(self):
+        """Inverse observed information over the variance parameters (sigma_u[, log scale]).
+
+        REML fits use the REML criterion's curvature (beta profiled out), ML fits the log-likelihood's.
+        """
+        model, p = self.model, self.model.k_fe
+        theta = self.params_vector.to_numpy()[p:]
+        if self.method == "REML":
+            from .model import _second_differences
+
+            def reml(t):
+                return model.loglike(self.params, var_re=t[0] ** 2, scale=np.exp(t[1]), reml=True)
+
+            H = _second_differences(reml, theta)
+        else:
+            H = model.hessian(self.params_vector.to_numpy())[p:, p:]
+        try:
+            return np.linalg.inv(-H)
+        except np.linalg.LinAlgError:
+            return np.full(H.shape, np.nan)
+
+    @cache_readonly
+    def bse_re(self):
+        """Standard error of the random-intercept variance sigma_u^2 (delta method, 2 sigma_u SE(sigma_u))."""
+        var_sd = self.cov_params_vector[0, 0]
+        se = 2.0 * self.sigma_re * np.sqrt(var_sd) if var_sd >= 0 else np.nan
+        return pd.Series([se], index=[f"{self.group_name} Var"], name="bse_re")
+
+    @cache_readonly
+    def random_effects_cov(self):
+        """Group label -> 1 x 1 DataFrame: the conditional variance of its random intercept (as MixedLM)."""
+        return {label: pd.DataFrame([[se * se]], index=["Group"], columns=["Group"])
+                for label, se in zip(self.model.group_labels, self.blup_se)}
+
+    def remove_data(self):
+        """Drop the per-row arrays (statsmodels' remove_data); predictions on new data keep working."""
+        _ = self.latent_lambda if self.model.dist.name == "poisson" else None  # needed by the tables
+        super().remove_data()
+        design = self.model.design
+        for name in ("y", "trials", "X", "offset", "codes", "order"):
+            setattr(design, name, None)
+        for name in ("fittedvalues", "resid"):
+            self.__dict__.pop(name, None)
+
+    def summary(self, alpha=0.05, blup_rows=10):
+        """statsmodels ``summary2.Summary`` holding every table; prints as text, renders as HTML in a notebook.
+
+        ``blup_rows`` caps the BLUP table (default 10; ``blup_table()`` has every group).
+        """
         from ._display import make_summary
 
         return make_summary(self, alpha=alpha, blup_rows=blup_rows)
