@@ -173,7 +173,7 @@ def resolve_groups(groups, data):
 
 def _missing_labels(values):
     """Rows whose group label is missing: NaN/None/NaT, or an infinite number."""
-    missing = pd.isna(values).to_numpy()
+    missing = np.array(pd.isna(values).to_numpy(), dtype=bool)
     if values.dtype.kind == "f":
         missing |= np.isinf(values.to_numpy())
     elif values.dtype == object:

@@ -247,10 +247,13 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         model, p = self.model, self.model.k_fe
         theta = self.params_vector.to_numpy()[p:]
         if self.method == "REML":
-            from .model import _second_differences
+            from .model import _second_differences, gaussian_ri_reml_loglik
+
+            d = model.design
+            y, X = (d.y - d.offset)[d.order], d.X[d.order]
 
             def reml(t):
-                return model.loglike(self.params, var_re=t[0] ** 2, scale=np.exp(t[1]), reml=True)
+                return gaussian_ri_reml_loglik(y, X, d.starts, d.counts, t[0] ** 2, np.exp(t[1]))
 
             H = _second_differences(reml, theta)
         else:
@@ -262,7 +265,11 @@ class GLMMResults(sm_base.LikelihoodModelResults):
 
     @cache_readonly
     def bse_re(self):
-        """Standard error of the random-intercept variance sigma_u^2 (delta method, 2 sigma_u SE(sigma_u))."""
+        """Standard error of the random-intercept variance sigma_u^2 (delta method, 2 sigma_u SE(sigma_u)).
+
+        MixedLM's ``bse_re`` is on its internal scale (the variance relative to the residual variance,
+        times sqrt(scale)); for a Gaussian fit ``bse_re / sqrt(scale)`` is that number.
+        """
         var_sd = self.cov_params_vector[0, 0]
         se = 2.0 * self.sigma_re * np.sqrt(var_sd) if var_sd >= 0 else np.nan
         return pd.Series([se], index=[f"{self.group_name} Var"], name="bse_re")
@@ -283,14 +290,16 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         for name in ("fittedvalues", "resid"):
             self.__dict__.pop(name, None)
 
-    def summary(self, alpha=0.05, blup_rows=10):
+    def summary(self, alpha=0.05, blup_rows=10, from_cli=False):
         """statsmodels ``summary2.Summary`` holding every table; prints as text, renders as HTML in a notebook.
 
         ``blup_rows`` caps the BLUP table (default 10; ``blup_table()`` has every group).
         """
         from ._display import make_summary
 
-        return make_summary(self, alpha=alpha, blup_rows=blup_rows)
+        if isinstance(blup_rows, bool) or not isinstance(blup_rows, (int, np.integer)) or blup_rows < 0:
+            raise ValueError(f"blup_rows must be a whole number >= 0 (got {blup_rows!r})")
+        return make_summary(self, alpha=alpha, blup_rows=int(blup_rows), from_cli=from_cli)
 
     def _repr_html_(self):
         return self.summary().as_html()
