@@ -208,6 +208,8 @@ def make_summary(res, alpha=0.05, blup_rows=10, from_cli=False):
     if len(blups) > blup_rows:
         where = "--blups FILE writes" if from_cli else "res.blup_table() has"
         smry.add_block("text", f"... {len(blups) - blup_rows} more groups ({where} all {len(blups)}).")
+    elif from_cli:
+        smry.add_block("text", "--blups FILE writes every group's BLUP and standard error.")
     for line in notes(res, alpha):
         smry.add_block("text", line)
     return smry

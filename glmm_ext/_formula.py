@@ -134,7 +134,7 @@ def _is_column_key(value, columns):
     if isinstance(value, str):
         return True
     try:
-        return np.ndim(value) == 0 and value in columns
+        return np.ndim(value) == 0 and (value in columns or isinstance(value, (int, np.integer)))
     except TypeError:
         return False
 

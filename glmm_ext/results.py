@@ -255,13 +255,13 @@ class GLMMResults(sm_base.LikelihoodModelResults):
             def reml(t):
                 return gaussian_ri_reml_loglik(y, X, d.starts, d.counts, t[0] ** 2, np.exp(t[1]))
 
-            H = _second_differences(reml, theta)
+            H, block = _second_differences(reml, theta), slice(None)
         else:
-            H = model.hessian(self.params_vector.to_numpy())[p:, p:]
+            H, block = model.hessian(self.params_vector.to_numpy()), slice(p, None)
         try:
-            return np.linalg.inv(-H)
+            return np.linalg.inv(-H)[block, block]
         except np.linalg.LinAlgError:
-            return np.full(H.shape, np.nan)
+            return np.full((len(theta), len(theta)), np.nan)
 
     @cache_readonly
     def bse_re(self):

@@ -1,0 +1,235 @@
+"""statsmodels drop-in (issue 12): the formula machinery, the results API and the output, against MixedLM/GLM."""
+import os
+import re
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+import statsmodels.formula.api as smf
+import statsmodels.regression.tests.results as sm_results
+
+import glmm_ext
+
+DIETOX = os.path.join(os.path.dirname(sm_results.__file__), "dietox.csv")
+
+
+@pytest.fixture(scope="module")
+def dietox():
+    return pd.read_csv(DIETOX)
+
+
+@pytest.fixture(scope="module")
+def pair(dietox):
+    """The statsmodels docs' MixedLM example, run unchanged through glmm_ext, and MixedLM's own fit."""
+    md = glmm_ext.mixedlm("Weight ~ Time", dietox, groups=dietox["Pig"])
+    mdf = md.fit(method=["lbfgs"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = smf.mixedlm("Weight ~ Time", dietox, groups=dietox["Pig"]).fit(method=["lbfgs"])
+    return mdf, ref
+
+
+@pytest.fixture(scope="module")
+def tracks():
+    rng = np.random.default_rng(5)
+    n_groups, size = 30, 8
+    g = np.repeat(np.arange(n_groups), size)
+    track = rng.choice(["academic", "general", "vocational"], size=g.size)
+    x = rng.normal(size=g.size)
+    y = 1 + 0.5 * x + np.select([track == "general", track == "vocational"], [0.4, -0.3], 0.0) \
+        + rng.normal(0, 0.7, n_groups)[g] + rng.normal(size=g.size)
+    return pd.DataFrame({"y": y, "x": x, "track": track, "g": g})
+
+
+def test_dietox_example_runs_unchanged_and_matches_mixedlm(pair):
+    mdf, ref = pair
+    text = mdf.summary().as_text()
+    assert "Weight" in text and "Pig" in text
+    assert max(map(len, text.splitlines())) <= 100
+    assert mdf.llf == pytest.approx(ref.llf, abs=1e-5)
+    assert np.allclose(mdf.fe_params, ref.fe_params, rtol=1e-6)
+    assert np.allclose(mdf.bse_fe, ref.bse_fe, rtol=1e-4)
+    assert mdf.scale == pytest.approx(ref.scale, rel=1e-5)
+    assert any("method=['lbfgs'] ignored" in note for note in mdf.optsummary.notes)
+
+
+def test_fittedvalues_and_resid_are_mixedlm_s(pair):
+    mdf, ref = pair
+    assert isinstance(mdf.fittedvalues, pd.Series)
+    assert mdf.fittedvalues.index.equals(ref.fittedvalues.index)
+    assert np.allclose(mdf.fittedvalues, ref.fittedvalues, atol=1e-4)  # MixedLM's optimiser tolerance
+    assert np.allclose(mdf.resid, ref.resid, atol=1e-4)
+    assert np.allclose(mdf.predict(), mdf.fittedvalues)
+
+
+def test_predict_on_new_data_with_a_missing_value_as_statsmodels(pair, dietox):
+    mdf, ref = pair
+    new = dietox.iloc[[3, 10, 40]].copy()
+    new.loc[new.index[1], "Time"] = np.nan
+    mine, theirs = mdf.predict(new), ref.predict(new)
+    assert isinstance(mine, pd.Series) and mine.index.equals(new.index)
+    assert np.isnan(mine.iloc[1]) and np.isnan(theirs.iloc[1])
+    assert np.allclose(mine.dropna(), theirs.dropna(), rtol=1e-6)  # population level = MixedLM's predict
+    with_groups = mdf.predict(new, groups="Pig")
+    re = {k: v.iloc[0] for k, v in mdf.random_effects.items()}
+    expected = mine + new["Pig"].map(re)
+    assert np.allclose(with_groups.dropna(), expected.dropna())
+
+
+def test_formula_fit_survives_save_load_predict(pair, dietox, tmp_path):
+    mdf, _ = pair
+    new = dietox.iloc[:6]
+    before = mdf.predict(new, groups="Pig")
+    path = str(tmp_path / "fit.pickle")
+    mdf.save(path)
+    back = sm.load_pickle(path)
+    assert np.allclose(back.predict(new, groups="Pig"), before)
+    assert back.llf == mdf.llf
+    back.remove_data()
+    back.save(path, remove_data=True)
+    small = sm.load_pickle(path)
+    assert np.allclose(small.predict(new, groups="Pig"), before)
+    assert os.path.getsize(path) < 200_000
+
+
+def test_wald_test_terms_tests_a_factor_as_one_term(tracks):
+    res = glmm_ext.GLMM.from_formula("y ~ x + C(track)", tracks, groups="g").fit()
+    table = res.wald_test_terms().table
+    assert list(table.index) == ["Intercept", "C(track)", "x"]
+    assert list(table["df_constraint"]) == [1, 2, 1]
+    cols = [i for i, name in enumerate(res.model.exog_names) if name.startswith("C(track)")]
+    b = res.params.to_numpy()[cols]
+    V = np.asarray(res.cov_params())[np.ix_(cols, cols)]
+    assert table.loc["C(track)", "statistic"] == pytest.approx(b @ np.linalg.solve(V, b), rel=1e-8)
+
+
+def test_eval_env_subset_missing_and_drop_cols(tracks):
+    shift = 10.0  # a caller's local variable used in the formula
+    res = glmm_ext.GLMM.from_formula("y ~ I(x + shift)", tracks, groups="g").fit()
+    assert res.params.index[1] == "I(x + shift)"
+    with pytest.raises(ValueError, match="shift"):
+        glmm_ext.GLMM.from_formula("y ~ I(x + shift)", tracks, groups="g", eval_env=-1)
+    sub = glmm_ext.GLMM.from_formula("y ~ x", tracks, groups="g", subset=tracks.index[:120]).fit()
+    assert sub.nobs == 120
+    holes = tracks.copy()
+    holes.loc[[2, 7], "x"] = np.nan
+    dropped = glmm_ext.GLMM.from_formula("y ~ x", holes, groups="g").fit()
+    assert dropped.n_dropped == 2 and dropped.model.design.drop_reasons == {"x": 2}
+    for option in ("raise", "none"):
+        with pytest.raises(ValueError, match="x \\(2\\)"):
+            glmm_ext.GLMM.from_formula("y ~ x", holes, groups="g", missing=option)
+    fewer = glmm_ext.GLMM.from_formula("y ~ x + C(track)", tracks, groups="g", drop_cols=["x"]).fit()
+    assert "x" not in fewer.params.index
+    assert len(fewer.predict(tracks.head(4))) == 4
+
+
+def test_groups_in_predict_and_unseen_groups(tracks):
+    res = glmm_ext.GLMM.from_formula("y ~ x", tracks, groups="g").fit()
+    new = pd.DataFrame({"x": [0.0, 1.0, 2.0], "g": [0, 1, 999]}, index=["a", "b", "c"])
+    with pytest.warns(UserWarning, match="999"):
+        pred = res.predict(new, groups="g")
+    assert list(pred.index) == ["a", "b", "c"]
+    fixed = res.params["Intercept"] + res.params["x"] * new["x"]
+    assert pred["c"] == pytest.approx(fixed["c"])  # unseen: population level
+    assert pred["a"] == pytest.approx(fixed["a"] + res.random_effects[0].iloc[0])
+    with pytest.warns(UserWarning, match="population-level"):
+        assert np.allclose(res.predict(new, groups=new["g"].to_numpy()), pred)
+    with pytest.raises(ValueError, match="999"):
+        res.predict(new, groups="g", new_groups="error")
+    assert np.allclose(res.predict(new, which="linear"), fixed)
+
+
+def test_get_prediction_is_the_delta_method():
+    df = glmm_ext.simulate("poisson", n_groups=30, group_size=6, seed=4)
+    res = glmm_ext.GLMM.from_formula("y ~ x1 + x2", df, groups="g", family=sm.families.Poisson()).fit()
+    new = df.head(5)
+    frame = res.get_prediction(new, groups="g").summary_frame(alpha=0.1)
+    assert list(frame.columns) == ["mean", "mean_se", "mean_ci_lower", "mean_ci_upper"]
+    X = np.column_stack([np.ones(5), new["x1"], new["x2"]])
+    u = np.array([res.random_effects[g].iloc[0] for g in new["g"]])
+    se_u = res.random_effects_se.loc[new["g"]].to_numpy()
+    eta = X @ res.params.to_numpy() + u
+    se_eta = np.sqrt(np.einsum("ij,jk,ik->i", X, np.asarray(res.cov_params()), X) + se_u**2)
+    assert np.allclose(frame["mean"], np.exp(eta))
+    assert np.allclose(frame["mean_se"], np.exp(eta) * se_eta)
+    assert np.allclose(frame["mean_ci_lower"], np.exp(eta - 1.6448536269514722 * se_eta))
+    assert np.allclose(res.predict(new, groups="g"), frame["mean"])
+    random = {g: cov.iloc[0, 0] for g, cov in res.random_effects_cov.items()}
+    assert np.allclose([random[g] for g in new["g"]], se_u**2)
+
+
+def test_score_and_information_on_one_vector():
+    df = glmm_ext.simulate("poisson", n_groups=30, group_size=6, seed=4)
+    res = glmm_ext.GLMM.from_formula("y ~ x1 + x2", df, groups="g", family=sm.families.Poisson()).fit()
+    model, theta = res.model, res.params_vector.to_numpy()
+    assert model.param_names == ["Intercept", "x1", "x2", "g SD"]
+    assert model.loglike(theta) == pytest.approx(res.llf, abs=1e-8)
+    assert np.max(np.abs(model.score(theta))) < 1e-3
+    cov = np.linalg.inv(model.information(theta))
+    assert np.allclose(cov[:3, :3], np.asarray(res.cov_params()), rtol=2e-3)
+    with pytest.raises(ValueError, match="4 entries"):
+        model.loglike(theta[:3].tolist() + [1.0, 2.0])
+
+
+def test_gaussian_ml_information_matches_mixedlm():
+    df = glmm_ext.simulate("gaussian", n_groups=25, group_size=8, seed=2)
+    res = glmm_ext.mixedlm("y ~ x1 + x2", df, groups="g").fit(reml=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = smf.mixedlm("y ~ x1 + x2", df, groups="g").fit(reml=False)
+    theta = res.params_vector.to_numpy()
+    assert res.model.loglike(theta) == pytest.approx(ref.llf, abs=1e-6)
+    cov = np.linalg.inv(res.model.information(theta))
+    assert np.allclose(np.sqrt(np.diag(cov)[:3]), ref.bse_fe, rtol=1e-3)
+    assert res.bse_re.iloc[0] == pytest.approx(2 * res.sigma_re * np.sqrt(cov[3, 3]), rel=1e-3)
+
+
+def test_statsmodels_fit_options_and_bayes_fits():
+    df = glmm_ext.simulate("binomial", n_groups=20, group_size=6, seed=7)
+    model = glmm_ext.BinomialMixedGLM.from_formula("y ~ x1", {"g": "0 + C(g)"}, df)
+    res = model.fit(method="bfgs", start_params=np.zeros(3), disp=False, full_output=True, niter_sa=2)
+    assert len(res.optsummary.notes) == 4 and "Note" in str(res.optsummary)
+    for method in ("fit_vb", "fit_map"):
+        with pytest.warns(UserWarning, match="maximum likelihood"):
+            other = getattr(model, method)()
+        assert other.llf == pytest.approx(res.llf)
+    with pytest.raises(ValueError, match="fe_pen"):
+        model.fit(fe_pen=1.0)
+    with pytest.raises(ValueError, match="from_formula"):
+        glmm_ext.BinomialMixedGLM(df["y"], df[["x1"]], None, None)
+
+
+PAIRS = [("gaussian", "identity"), ("gaussian", "log"), ("binomial", "logit"), ("binomial", "probit"),
+         ("poisson", "log"), ("poisson", "identity"), ("gamma", "log"), ("gamma", "inverse"), ("gamma", "identity")]
+
+
+@pytest.mark.parametrize("family,link", PAIRS)
+def test_summary_reads_well_for_every_family(family, link):
+    positive = link in ("identity", "inverse") and family != "gaussian"
+    df = glmm_ext.simulate(family, link, n_groups=35, group_size=4, scale=0.2, seed=1,
+                           beta=(3.0, 0.3, -0.2) if positive else (0.5, 0.8, -0.4), sigma_u=0.2 if positive else 0.6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = glmm_ext.GLMM.from_formula("y ~ x1 + x2", df, groups="g",
+                                         family=glmm_ext.make_family(family, link)).fit()
+    text = res.summary().as_text()
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 100
+    assert len({len(line) for line in lines if re.fullmatch(r"[-=]+", line)}) == 1
+    assert "e+00" not in text and "e-" not in text.split("Fixed Effects")[1].split("Model Fit")[0]
+    assert "... 25 more groups (res.blup_table() has all 35)" in text
+    assert "too narrow" not in text  # 35 groups
+    assert all(len(line) <= 100 and not line.endswith(" ") for line in lines)
+
+
+def test_few_groups_caveat_and_reml_note():
+    df = glmm_ext.simulate("gaussian", n_groups=8, group_size=6, seed=3)
+    res = glmm_ext.GLMM.from_formula("y ~ x1", df, groups="g").fit()
+    text = res.summary(blup_rows=3).as_text()
+    assert "with 8 groups they can be too narrow" in text
+    assert "REML AIC and BIC compare only models with the same fixed effects" in text
+    assert "... 5 more groups" in text
+    with pytest.raises(ValueError, match="blup_rows"):
+        res.summary(blup_rows=-1)
