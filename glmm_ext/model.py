@@ -436,7 +436,7 @@ def _formula_environment(formula, data, formula_mode, eval_env):
     if eval_env == -1:
         return {}
     frame = inspect.currentframe()
-    while frame is not None and frame.f_globals.get("__name__", "").startswith("glmm_ext"):
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "glmm_ext":
         frame = frame.f_back
     for _ in range(int(eval_env or 0)):
         frame = frame.f_back if frame is not None and frame.f_back is not None else frame
