@@ -49,16 +49,37 @@ class Prepared:
     dropped_index: list
     drop_reasons: dict
 
+    missing: str = "drop"
+
     def clean(self, endog, exog, formula_missing=None):
-        """CleanData for the matrices the formula produced (`formula_missing`: rows it dropped in turn)."""
+        """CleanData for the matrices the formula produced.
+
+        `formula_missing` marks the rows the formula engine dropped in turn (a NaN produced by
+        evaluating the formula, e.g. the log of a negative number, or in a variable taken from the
+        caller's namespace); rows where the formula produced an infinite value are dropped here.
+        """
         keep = np.ones(len(self.frame), bool) if formula_missing is None else ~np.asarray(formula_missing, bool)
-        groups = self.groups[keep]
-        groups.index = endog.index
-        vectors = {k: v[keep] for k, v in self.vectors.items()}
         dropped, reasons = list(self.dropped_index), dict(self.drop_reasons)
         if not keep.all():
-            reasons["formula variables outside the data"] = int((~keep).sum())
+            reasons["NaN from evaluating the formula"] = int((~keep).sum())
             dropped += list(self.frame.index[~keep])
+        infinite = np.zeros(len(endog), bool)
+        for table in (endog, exog):
+            values = np.asarray(table, dtype=float)
+            bad = ~np.isfinite(values)
+            for j in np.flatnonzero(bad.any(axis=0)):
+                reasons[str(table.columns[j])] = int(bad[:, j].sum())
+            infinite |= bad.any(axis=1)
+        if infinite.any():
+            _refuse_missing(self.missing, infinite, reasons, endog.index)
+            dropped += list(endog.index[infinite])
+            if infinite.all():
+                _rows_kept(infinite, reasons)
+        rows = np.flatnonzero(keep)[~infinite]
+        endog, exog = endog.iloc[~infinite], exog.iloc[~infinite]
+        groups = self.groups.iloc[rows]
+        groups.index = endog.index
+        vectors = {k: v[rows] for k, v in self.vectors.items()}
         off = np.zeros(len(groups)) + vectors.get("offset", 0.0)
         if "exposure" in vectors:
             off = off + np.log(vectors["exposure"])
@@ -292,7 +313,7 @@ def prepare(formula, data, groups, offset=None, exposure=None, weights=None, mis
     labels = tidy_labels(group_values.iloc[rows])
     labels.name = str(group_col) if group_col is not None else "groups"
     return Prepared(frame=kept, groups=labels, vectors=vectors, n_dropped=int(bad.sum()),
-                    dropped_index=list(data.index[bad]), drop_reasons=reasons)
+                    dropped_index=list(data.index[bad]), drop_reasons=reasons, missing=missing)
 
 
 # --------------------------------------------------------------------------------- array API

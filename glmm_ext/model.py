@@ -76,7 +76,8 @@ class GLMM(sm_base.LikelihoodModel):
         self.dist = self.design.dist
         endog_used = clean.endog.iloc[:, 0] if clean.endog.shape[1] == 1 else clean.endog
         super().__init__(endog_used, clean.exog, missing="none", **spec, **kwargs)
-        self.formula = spec.get("formula")
+        if "formula" in spec:  # statsmodels reads hasattr(model, "formula") as "made from a formula"
+            self.formula = spec["formula"]
         self.k_fe = self.design.X.shape[1]
         self._fit_options = {}
 

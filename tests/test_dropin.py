@@ -233,3 +233,16 @@ def test_few_groups_caveat_and_reml_note():
     assert "... 5 more groups" in text
     with pytest.raises(ValueError, match="blup_rows"):
         res.summary(blup_rows=-1)
+
+
+def test_array_model_predicts_on_the_new_rows_index():
+    df = glmm_ext.simulate("gaussian", n_groups=10, group_size=5, seed=1)
+    X = np.column_stack([np.ones(50), df["x1"]])
+    res = glmm_ext.GLMM(df["y"], X, df["g"]).fit()
+    new = pd.DataFrame(X[:3], index=["a", "b", "c"])
+    pred = res.predict(new)
+    assert list(pred.index) == ["a", "b", "c"]
+    assert np.allclose(pred, X[:3] @ res.params.to_numpy())
+    with_groups = res.predict(X[:3], groups=df["g"].to_numpy()[:3])
+    assert np.allclose(with_groups, res.fittedvalues.iloc[:3])
+    assert list(res.wald_test_terms().table.index) == ["const", "x1"]

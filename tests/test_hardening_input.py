@@ -213,3 +213,15 @@ def test_cli_reads_semicolon_csv_and_keeps_group_labels(csv_file):
     assert out.returncode == 0, out.stderr
     labels = pd.read_csv(csv_file / "h.csv", dtype=str)["Group"]
     assert sorted(labels, key=int) == [str(i) for i in range(1, 13)]
+
+
+def test_values_the_formula_makes_non_finite_are_dropped_and_reported():
+    df = DF.assign(x1=DF.x1.abs() + 0.1)
+    df.loc[3, "x1"] = 1e200  # squares to inf
+    res = fit("y ~ I(x1 ** 2)", data=df, formula_mode="safe")
+    assert res.n_dropped == 1 and res.model.design.drop_reasons == {"I(x1 ** 2)": 1}
+    with pytest.raises(ValueError, match="I\\(x1 \\*\\* 2\\)"):
+        M("y ~ I(x1 ** 2)", df, groups="g", missing="raise")
+    df.loc[[5, 6], "x1"] = -1.0  # log of a negative number: NaN, dropped by the formula engine
+    res = fit("y ~ np.log(x1)", data=df)
+    assert res.n_dropped == 2 and res.model.design.drop_reasons == {"NaN from evaluating the formula": 2}
