@@ -316,6 +316,32 @@ def prepare(formula, data, groups, offset=None, exposure=None, weights=None, mis
                     dropped_index=list(data.index[bad]), drop_reasons=reasons, missing=missing)
 
 
+def from_formula(formula, data, groups, offset=None, exposure=None, weights=None, missing="drop",
+                 formula_mode="python", eval_env=None):
+    """CleanData for a formula without building a model (one evaluation by statsmodels' formula manager).
+
+    ``GLMM.from_formula`` is the public route; this is for steps that need the cleaned matrices only.
+    `eval_env` is a dict of names besides the columns (default: numpy as ``np``).
+    """
+    from statsmodels.formula._manager import FormulaManager
+
+    data = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
+    env = {"np": np} if eval_env is None or formula_mode == "safe" else dict(eval_env)
+    prepared = prepare(formula, data, groups, offset=offset, exposure=exposure, weights=weights, missing=missing,
+                       formula_mode=formula_mode, env_names=env.keys())
+    manager = FormulaManager()
+    na_action = manager.get_na_action("raise" if missing == "none" else missing)
+    try:
+        endog, exog = manager.get_matrices(formula, prepared.frame, eval_env=env, pandas=True, na_action=na_action)
+    except (ValueError, TypeError):
+        raise
+    except Exception as exc:  # patsy / formulaic evaluation errors
+        raise ValueError(f"formula {formula!r} could not be evaluated: {type(exc).__name__}: {exc}") from None
+    clean = prepared.clean(endog, exog, manager.missing_mask)
+    clean.design_info, clean.formula = manager.spec, formula
+    return clean
+
+
 # --------------------------------------------------------------------------------- array API
 def from_arrays(endog, exog, groups, offset=None, exposure=None, weights=None, missing="drop"):
     """Build CleanData from arrays (the array API); rows with a non-finite value are dropped."""

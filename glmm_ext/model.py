@@ -61,6 +61,7 @@ class GLMM(sm_base.LikelihoodModel):
                  missing="drop", **kwargs):
         self.family = check_family(family)
         prepared = kwargs.pop("_prepared", None)
+        clean = kwargs.pop("_clean", None)  # a CleanData made elsewhere (e.g. _formula.from_formula)
         formula_missing = kwargs.pop("missing_idx", None)
         spec = {k: kwargs.pop(k) for k in ("formula", "model_spec", "design_info") if k in kwargs}
         self.formula_mode = kwargs.pop("_formula_mode", None)
@@ -69,7 +70,7 @@ class GLMM(sm_base.LikelihoodModel):
             raise TypeError(f"GLMM got unexpected keyword arguments: {', '.join(sorted(unknown))}")
         if prepared is not None:  # from_formula: statsmodels evaluated the formula on prepared.frame
             clean = prepared.clean(endog, exog, formula_missing)
-        else:
+        elif clean is None:
             clean = _formula.from_arrays(endog, exog, groups, offset=offset, exposure=exposure, weights=weights,
                                          missing=missing)
         self.design = build_design(clean, self.family)
