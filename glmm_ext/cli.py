@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 import warnings
 
 import numpy as np
@@ -42,7 +43,7 @@ def build_parser():
     p.add_argument("--maxiter", type=int, default=100, help="maximum iterations (default 100)")
     p.add_argument("--tol", type=float, default=1e-6, help="convergence tolerance (default 1e-6)")
     p.add_argument("--cov-type", default="hessian", choices=("hessian", "pirls"), help="standard errors")
-    p.add_argument("--blup-rows", type=int, default=50, help="BLUP rows printed (default 50; --blups writes all)")
+    p.add_argument("--blup-rows", type=int, default=10, help="BLUP rows printed (default 10; --blups writes all)")
     p.add_argument("--blups", metavar="CSV", help="write the BLUP table")
     p.add_argument("--diagnostics", metavar="CSV", help="write the diagnostics table")
     p.add_argument("--json", metavar="FILE", help="write the estimates as JSON")
@@ -121,8 +122,9 @@ def run(args, out=None):
         family = make_family(ns.family, ns.link)
         if ns.data is None:
             data = load_schools()
-            out.write("glmm_ext example: simulated schools data (60 schools, 1413 students; truth: Intercept 50, "
-                      "hours 2.5, ses 4, school variance 25, residual variance 64; passed = score > 60)\n\n")
+            out.write(textwrap.fill("glmm_ext example: simulated schools data (60 schools, 1413 students; truth: "
+                                    "Intercept 50, hours 2.5, ses 4, school variance 25, residual variance 64; "
+                                    "passed = score > 60)", width=90) + "\n\n")
             jobs = [("score ~ hours + ses", "school", family)]
             if not args:  # the main job: the exact Gaussian fit, then a Binomial one (OR, latent scale)
                 out.write("1. Test score, Gaussian (exact REML)\n")
