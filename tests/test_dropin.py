@@ -103,6 +103,12 @@ def test_wald_test_terms_tests_a_factor_as_one_term(tracks):
     b = res.params.to_numpy()[cols]
     V = np.asarray(res.cov_params())[np.ix_(cols, cols)]
     assert table.loc["C(track)", "statistic"] == pytest.approx(b @ np.linalg.solve(V, b), rel=1e-8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = smf.mixedlm("y ~ x + C(track)", tracks, groups="g").fit().wald_test_terms().table
+    assert list(theirs.index) == list(table.index) and list(theirs["df_constraint"]) == [1, 2, 1]
+    # MixedLM's SEs come from its joint Hessian, ours are sigma^2 (X'V^-1 X)^-1: close, not identical
+    assert np.allclose(table["statistic"], theirs["statistic"], rtol=1e-2)
 
 
 def test_eval_env_subset_missing_and_drop_cols(tracks):
