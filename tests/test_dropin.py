@@ -252,3 +252,17 @@ def test_array_model_predicts_on_the_new_rows_index():
     with_groups = res.predict(X[:3], groups=df["g"].to_numpy()[:3])
     assert np.allclose(with_groups, res.fittedvalues.iloc[:3])
     assert list(res.wald_test_terms().table.index) == ["const", "x1"]
+
+
+def test_exposure_column_is_taken_from_the_new_data():
+    df = glmm_ext.simulate("poisson", n_groups=20, group_size=6, offset=True, seed=8)
+    df["t"] = np.exp(df["logexp"])
+    res = glmm_ext.GLMM.from_formula("y ~ x1", df, groups="g", family=sm.families.Poisson(), exposure="t").fit()
+    by_offset = glmm_ext.GLMM.from_formula("y ~ x1", df, groups="g", family=sm.families.Poisson(),
+                                           offset=df["logexp"]).fit()
+    assert res.llf == pytest.approx(by_offset.llf, abs=1e-8)
+    new = df.head(4)
+    expected = np.exp(res.params["Intercept"] + res.params["x1"] * new["x1"]) * new["t"]
+    assert np.allclose(res.predict(new), expected)
+    assert np.allclose(res.predict(new, exposure=np.ones(4)), expected / new["t"])
+    assert np.allclose(by_offset.predict(new, offset="logexp"), expected, rtol=1e-6)
