@@ -108,6 +108,17 @@ def _read_csv(parser, path, sep, decimal, groups):
     return data
 
 
+def _label_column(formula, groups):
+    """The groups column, read as text so labels come back as written, unless the formula also uses it."""
+    from ._safe_formula import formula_columns
+
+    try:
+        named = formula_columns(formula, [groups])
+    except (ValueError, TypeError):
+        return groups
+    return None if groups in named.predictors or groups in named.response else groups
+
+
 def run(args, out=None):
     from .datasets import load_schools
 
@@ -134,7 +145,7 @@ def run(args, out=None):
         else:
             if not ns.formula or not ns.groups:
                 parser.error("a data file needs --formula and --groups")
-            data = _read_csv(parser, ns.data, ns.sep, ns.decimal, ns.groups)
+            data = _read_csv(parser, ns.data, ns.sep, ns.decimal, _label_column(ns.formula, ns.groups))
             jobs = [(ns.formula, ns.groups, family)]
         for number, (formula, groups, fam) in enumerate(jobs, start=1):
             if number > 1:
