@@ -8,6 +8,7 @@ read as numeric with the others dropped; a column wrapped in C(...), the groups 
 of words are categorical.  ``from_arrays`` does the same for the array API.  The caller's data are
 never modified.
 """
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -243,6 +244,20 @@ def _positive(values, what, index):
 
 
 # --------------------------------------------------------------------------------- formula API
+def _unique_columns(formula, data, keys):
+    """The data's column names that occur once; ValueError if the model names a repeated one."""
+    repeated = set(data.columns[data.columns.duplicated()])
+    if repeated:
+        named = formula_columns(formula, list(repeated))
+        used = named.response + named.predictors + [k for k in keys if _is_column_key(k, data.columns)]
+        clash = [c for c in used if c in repeated]
+        if clash:
+            raise ValueError(f"the data have more than one column named {clash[0]!r}; rename them so the model "
+                             "names one column")
+    return [c for c in data.columns if c not in repeated]
+
+
+
 def prepare(formula, data, groups, offset=None, exposure=None, weights=None, missing="drop",
             formula_mode="python", env_names=()):
     """Check the inputs of a formula fit and drop incomplete rows; nothing in the formula is evaluated.
@@ -264,14 +279,8 @@ def prepare(formula, data, groups, offset=None, exposure=None, weights=None, mis
     _check_missing_option(missing)
     if formula_mode not in FORMULA_MODES:
         raise ValueError(f"formula_mode must be 'python' or 'safe' (got {formula_mode!r})")
-    duplicated = set(data.columns[data.columns.duplicated()])
-    columns = [c for c in data.columns if c not in duplicated]
+    columns = _unique_columns(formula, data, [groups, offset, exposure, weights])
     found = check_safe(formula, columns) if formula_mode == "safe" else formula_columns(formula, columns)
-    named_dups = sorted(map(str, duplicated & set(formula_columns(formula, list(duplicated)).response
-                                                  + formula_columns(formula, list(duplicated)).predictors)))
-    if named_dups or (_is_column_key(groups, data.columns) and groups in duplicated):
-        raise ValueError(f"the data have more than one column named {(named_dups or [groups])[0]!r}; "
-                         "rename them so the formula names one column")
     lhs_names = formula_names(split_formula(formula)[0] + " ~ 1")
     if not found.response and not (formula_mode == "python" and set(lhs_names) & set(env_names)):
         raise ValueError(f"the response of {formula!r} names no column of the data")
@@ -380,8 +389,6 @@ def from_arrays(endog, exog, groups, offset=None, exposure=None, weights=None, m
         cleaned, bad, reasons = clean_frame(frame, list(frame.columns[: endog_df.shape[1]]),
                                             list(frame.columns[endog_df.shape[1]:]), [])
     except ValueError as exc:  # name the caller's column, not the internal one
-        import re
-
         raise ValueError(re.sub(r"'_c(\d+)'", lambda m: repr(cols[int(m.group(1))]), str(exc))) from None
     reasons = {cols[int(k[2:])]: v for k, v in reasons.items()}
     for col in cleaned.columns:
