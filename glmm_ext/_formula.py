@@ -17,6 +17,13 @@ import pandas as pd
 from ._safe_formula import check_safe, formula_columns, formula_names, split_formula
 from ._validation import check_vector
 
+try:  # where statsmodels keeps a formula's right-hand side specification on model.data
+    import statsmodels.formula._manager  # noqa: F401
+
+    SPEC_KEY = "model_spec"
+except ImportError:  # pragma: no cover - statsmodels 0.14
+    SPEC_KEY = "design_info"
+
 MISSING_OPTIONS = ("drop", "raise", "none")
 FORMULA_MODES = ("python", "safe")
 ROW_VECTORS = ("offset", "exposure", "weights")
@@ -325,29 +332,38 @@ def prepare(formula, data, groups, offset=None, exposure=None, weights=None, mis
                     dropped_index=list(data.index[bad]), drop_reasons=reasons, missing=missing)
 
 
+def eval_env_for_statsmodels(env):
+    """The formula's namespace as statsmodels takes it: a dict (>= 0.15) or a patsy EvalEnvironment (0.14)."""
+    if SPEC_KEY == "model_spec":
+        return env
+    import patsy  # pragma: no cover - statsmodels 0.14
+
+    return patsy.EvalEnvironment([env])  # pragma: no cover
+
+
 def from_formula(formula, data, groups, offset=None, exposure=None, weights=None, missing="drop",
                  formula_mode="python", eval_env=None):
-    """CleanData for a formula without building a model (one evaluation by statsmodels' formula manager).
+    """CleanData for a formula without building a model (one evaluation by statsmodels' formula tools).
 
     ``GLMM.from_formula`` is the public route; this is for steps that need the cleaned matrices only.
     `eval_env` is a dict of names besides the columns (default: numpy as ``np``).
     """
-    from statsmodels.formula._manager import FormulaManager
+    from statsmodels.formula.formulatools import handle_formula_data
 
     data = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
     env = {"np": np} if eval_env is None or formula_mode == "safe" else dict(eval_env)
     prepared = prepare(formula, data, groups, offset=offset, exposure=exposure, weights=weights, missing=missing,
                        formula_mode=formula_mode, env_names=env.keys())
-    manager = FormulaManager()
-    na_action = manager.get_na_action("raise" if missing == "none" else missing)
     try:
-        endog, exog = manager.get_matrices(formula, prepared.frame, eval_env=env, pandas=True, na_action=na_action)
+        (endog, exog), missing_mask, spec = handle_formula_data(
+            prepared.frame, None, formula, depth=eval_env_for_statsmodels(env),
+            missing="raise" if missing == "none" else missing)
     except (ValueError, TypeError):
         raise
     except Exception as exc:  # patsy / formulaic evaluation errors
         raise ValueError(f"formula {formula!r} could not be evaluated: {type(exc).__name__}: {exc}") from None
-    clean = prepared.clean(endog, exog, manager.missing_mask)
-    clean.design_info, clean.formula = manager.spec, formula
+    clean = prepared.clean(endog, exog, missing_mask)
+    clean.design_info, clean.formula = spec, formula
     return clean
 
 

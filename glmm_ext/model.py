@@ -73,6 +73,8 @@ class GLMM(sm_base.LikelihoodModel):
         elif clean is None:
             clean = _formula.from_arrays(endog, exog, groups, offset=offset, exposure=exposure, weights=weights,
                                          missing=missing)
+        elif "formula" in spec and clean.design_info is not None and not set(spec) & {"model_spec", "design_info"}:
+            spec[_formula.SPEC_KEY] = clean.design_info  # so that statsmodels' predict and wald_test_terms find it
         self.design = build_design(clean, self.family)
         self.dist = self.design.dist
         endog_used = clean.endog.iloc[:, 0] if clean.endog.shape[1] == 1 else clean.endog
@@ -139,7 +141,7 @@ class GLMM(sm_base.LikelihoodModel):
         try:
             model = super().from_formula(formula, prepared.frame, None, drop_cols, family=family,
                                          missing="raise" if missing == "none" else missing,
-                                         eval_env=_for_statsmodels(env), _prepared=prepared,
+                                         eval_env=_formula.eval_env_for_statsmodels(env), _prepared=prepared,
                                          _formula_mode=formula_mode, **kwargs)
         except (ValueError, TypeError):
             raise
@@ -453,18 +455,6 @@ def _formula_environment(formula, data, formula_mode, eval_env):
                 break
     env.setdefault("np", np)
     return env
-
-
-def _for_statsmodels(env):
-    """statsmodels >= 0.15 takes a dict; 0.14 a patsy EvalEnvironment."""
-    try:
-        import statsmodels.formula._manager  # noqa: F401
-
-        return env
-    except ImportError:  # pragma: no cover - statsmodels 0.14
-        import patsy
-
-        return patsy.EvalEnvironment([env])
 
 
 def _central_gradient(fun, x, rel_step=1e-6):
