@@ -42,13 +42,17 @@ def _label(text):
     return text if len(text) <= LABEL_WIDTH else text[: LABEL_WIDTH - 3] + "..."
 
 
-def titled(df, title, headers=None):
-    """The table with its index as a first column headed by `title`, every cell formatted as text."""
+def titled(df, title, headers=None, shorten=True):
+    """The table with its index as a first column headed by `title`, every cell formatted as text.
+
+    With `shorten`, first-column labels beyond 30 characters are cut (group labels); variable names
+    are never cut.
+    """
     out = df.reset_index()
     out = out.rename(columns={out.columns[0]: title})
     for col in out.columns[1:]:
         out[col] = [fmt_pvalue(v) for v in out[col]] if col == "P>|z|" else [fmt(v) for v in out[col]]
-    out[title] = [_label(v) for v in out[title]]
+    out[title] = [_label(v) if shorten else str(v) for v in out[title]]
     if headers:
         out = out.rename(columns=headers)
     return out
@@ -198,7 +202,8 @@ def make_summary(res, alpha=0.05, blup_rows=10, from_cli=False):
     if latent is not None:
         smry.add_block("table", titled(latent, "Latent scale", {"Latent residual variance": "Residual variance",
                                                                  "Random-intercept variance": "Group variance"}))
-    smry.add_block("table", titled(res.fixed_effects_table(alpha), "Fixed Effects", _exp_headers(res, alpha)))
+    smry.add_block("table", titled(res.fixed_effects_table(alpha), "Fixed Effects", _exp_headers(res, alpha),
+                                    shorten=False))
     smry.add_block("table", titled(res.model_fit_table(), "Model Fit"))
     blups = res.blup_table()
     if blup_rows:
