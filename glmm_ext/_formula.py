@@ -163,7 +163,7 @@ def _is_column_key(value, columns):
     if isinstance(value, str):
         return True
     try:
-        return np.ndim(value) == 0 and (value in columns or isinstance(value, (int, np.integer)))
+        return np.ndim(value) == 0 and not isinstance(value, (bool, np.bool_))
     except TypeError:
         return False
 
@@ -284,6 +284,8 @@ def prepare(formula, data, groups, offset=None, exposure=None, weights=None, mis
         Names the formula may take from the caller's namespace (python mode).
     """
     _check_missing_option(missing)
+    if len(data) == 0:
+        raise ValueError("the data have no rows")
     if formula_mode not in FORMULA_MODES:
         raise ValueError(f"formula_mode must be 'python' or 'safe' (got {formula_mode!r})")
     columns = _unique_columns(formula, data, [groups, offset, exposure, weights])

@@ -52,9 +52,10 @@ def new_data(results, exog=None, transform=True, groups=None, offset=None, expos
     except ValueError:
         raise
     except Exception as exc:  # patsy / formulaic: an unknown level, a missing column, ...
-        first = str(exc).strip().splitlines()
-        raise ValueError(f"the new data do not fit the model's formula: {type(exc).__name__}: "
-                         f"{first[-1] if first else ''}") from None
+        original = exc.__cause__ or exc  # statsmodels re-raises the engine's error with a preamble
+        first = str(original).strip().splitlines()
+        raise ValueError(f"the new data do not fit the model's formula: {type(original).__name__}: "
+                         f"{first[0] if first else ''}") from None
     index = pd.RangeIndex(X.shape[0]) if index is None else pd.Index(index)
     columns = getattr(model, "vector_columns", {})
     if frame is not None:  # a model fitted with offset="col" takes the same column of the new data

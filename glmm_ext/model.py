@@ -437,6 +437,9 @@ def _formula_environment(formula, data, formula_mode, eval_env):
         return dict(eval_env)
     if isinstance(eval_env, patsy.EvalEnvironment):
         return {k: v for ns in eval_env._namespaces for k, v in ns.items()}
+    if eval_env is not None and (isinstance(eval_env, bool) or not isinstance(eval_env, (int, np.integer))):
+        raise ValueError(f"eval_env must be an int (frames up from the caller, -1 for none), a dict or a patsy "
+                         f"EvalEnvironment (got {eval_env!r})")
     if eval_env == -1:
         return {}
     frame = inspect.currentframe()

@@ -50,6 +50,14 @@ BAD = [
     ("missing option", lambda: M("y ~ x1", DF, groups="g", missing="skip"), ["missing", "'skip'"]),
     ("formula mode", lambda: M("y ~ x1", DF, groups="g", formula_mode="unsafe"), ["formula_mode", "'unsafe'"]),
     ("groups column 7 absent", lambda: M("y ~ x1", DF, groups=7), ["groups column 7", "not in the data"]),
+    ("groups a number", lambda: M("y ~ x1", DF, groups=1.5), ["groups column 1.5", "not in the data"]),
+    ("no rows", lambda: M("y ~ x1", DF.iloc[:0], groups="g"), ["no rows"]),
+    ("eval_env of the wrong kind", lambda: M("y ~ x1", DF, groups="g", eval_env="x"), ["eval_env", "'x'"]),
+    ("unknown name in python mode", lambda: M("y ~ foo(x1)", DF, groups="g"), ["foo", "not defined"]),
+    ("predict without a column", lambda: M("y ~ x1", DF, groups="g").fit().predict(DF[["g"]]),
+     ["new data", "x1"]),
+    ("predict groups of the wrong length", lambda: M("y ~ x1", DF, groups="g").fit().predict(DF.head(3), groups=[1]),
+     ["groups has 1 values", "3 rows"]),
 ]
 
 
