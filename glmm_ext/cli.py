@@ -159,7 +159,8 @@ def run(args, out=None):
             _diagnostics_frame(res, data).to_csv(ns.diagnostics)
         if ns.json:
             with open(ns.json, "w") as fh:
-                json.dump(results_dict(res, alpha), fh, indent=2, default=_json_default)
+                json.dump(_finite_or_null(results_dict(res, alpha)), fh, indent=2, default=_json_default,
+                          allow_nan=False)
     except (ValueError, TypeError) as exc:
         parser.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     except OSError as exc:
@@ -195,6 +196,17 @@ def _fit_and_print(ns, data, formula, groups, family, alpha, out):
     for w in caught:
         out.write(f"Warning: {w.message}\n")
     return res
+
+
+def _finite_or_null(value):
+    """NaN and infinities as JSON null (strict JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_null(v) for v in value]
+    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+        return None
+    return value
 
 
 def _json_default(value):
