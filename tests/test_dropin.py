@@ -1,4 +1,5 @@
 """statsmodels drop-in (issue 12): the formula machinery, the results API and the output, against MixedLM/GLM."""
+import json
 import os
 import re
 import warnings
@@ -278,3 +279,21 @@ def test_cleaned_data_for_pre_steps_equal_the_formula_fit(tracks):
     via = glmm_ext.GLMM(None, None, None, _clean=clean, formula="y ~ x + C(track)").fit()
     assert via.llf == pytest.approx(direct.llf, abs=1e-10) and via.n_dropped == direct.n_dropped > 0
     assert np.allclose(via.predict(tracks.head(5)), direct.predict(tracks.head(5)))
+
+
+with open(os.path.join(os.path.dirname(__file__), "data", "dropin_bse_re.json")) as _fh:
+    BSE_RE = json.load(_fh)  # glmmTMB: SE(sigma_u^2) = 2 sigma_u^2 SE(log sigma_u); tests/data/dropin_bse_re.R
+
+
+@pytest.mark.parametrize("name", ["cbpp_binomial", "grouseticks_poisson", "sleepstudy_ri", "sleepstudy_ri_ml"])
+def test_bse_re_matches_glmmtmb(name):
+    from conftest import fit_case, load_case
+
+    if name.endswith("_ml"):
+        case, data = load_case("sleepstudy_ri")
+        res = glmm_ext.GLMM.from_formula(case["py"], data, groups=case["groups"]).fit(reml=False)
+    else:
+        res = fit_case(name)
+    expected = BSE_RE[name]
+    assert res.var_re == pytest.approx(expected["var_re"], rel=1e-4)
+    assert res.bse_re.iloc[0] == pytest.approx(expected["bse_re"], rel=1e-4)
