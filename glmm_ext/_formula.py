@@ -296,7 +296,6 @@ def prepare(formula, data, groups, offset=None, exposure=None, weights=None, mis
     both = [c for c in found.response if c in found.predictors]
     if both:
         raise ValueError(f"the response column {both[0]!r} is also among the predictors of {formula!r}")
-    data = data.loc[:, columns]
     group_values, group_col = resolve_groups(groups, data)
     extra, arrays = {}, {}
     for what, value in (("offset", offset), ("exposure", exposure), ("weights", weights)):
@@ -319,8 +318,10 @@ def prepare(formula, data, groups, offset=None, exposure=None, weights=None, mis
     _refuse_missing(missing, bad, reasons, data.index)
     keep = _rows_kept(bad, reasons)
     rows = np.flatnonzero(keep)
-    kept = data.iloc[rows].copy()
-    for col in frame.columns:
+    # the formula sees only the columns it names (a copy of them, also what a pickle keeps)
+    named = [c for c in dict.fromkeys(found.response + found.predictors + formula_names(formula)) if c in columns]
+    kept = data[named].iloc[rows].copy()
+    for col in [c for c in frame.columns if c in named]:
         values = frame[col].iloc[rows]
         kept[col] = values.cat.remove_unused_categories() if isinstance(values.dtype, pd.CategoricalDtype) \
             else values
