@@ -7,6 +7,7 @@ import numbers
 import textwrap
 
 import numpy as np
+import pandas as pd
 from statsmodels.iolib import summary2
 
 MAX_WIDTH = 100
@@ -191,19 +192,28 @@ def _info_lines(info):
     return lines
 
 
-def make_summary(res, alpha=0.05, blup_rows=10, from_cli=False):
+def make_summary(res, alpha=0.05, blup_rows=10, from_cli=False, labels=None):
+    labels = labels or {}
     smry = GLMMSummary()
-    smry.add_title("Generalized Linear Mixed Model Results")
-    smry.add_block("info", model_info(res))
-    smry.add_block("table", titled(res.random_effects_table(), "Random Effects"))
+    smry.add_title(labels.get("title") or "Generalized Linear Mixed Model Results")
+    info = model_info(res)
+    if labels.get("yname"):
+        info["Dependent Variable:"] = _label(labels["yname"])
+    smry.add_block("info", info)
+    random = res.random_effects_table()
+    if labels.get("xname_re"):
+        random = random.rename(index={random.index[0]: labels["xname_re"]})
+    smry.add_block("table", titled(random, "Random Effects"))
     if res.icc is not None:
         smry.add_block("table", titled(res.icc_table(), "ICC"))
     latent = res.latent_variance_table()
     if latent is not None:
         smry.add_block("table", titled(latent, "Latent scale", {"Latent residual variance": "Residual variance",
                                                                  "Random-intercept variance": "Group variance"}))
-    smry.add_block("table", titled(res.fixed_effects_table(alpha), "Fixed Effects", _exp_headers(res, alpha),
-                                    shorten=False))
+    fixed = res.fixed_effects_table(alpha)
+    if labels.get("xname_fe") is not None:
+        fixed.index = pd.Index([str(v) for v in labels["xname_fe"]], name=fixed.index.name)
+    smry.add_block("table", titled(fixed, "Fixed Effects", _exp_headers(res, alpha), shorten=False))
     smry.add_block("table", titled(res.model_fit_table(), "Model Fit"))
     blups = res.blup_table()
     if blup_rows:

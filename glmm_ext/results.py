@@ -290,16 +290,24 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         for name in ("fittedvalues", "resid"):
             self.__dict__.pop(name, None)
 
-    def summary(self, alpha=0.05, blup_rows=10, from_cli=False):
+    def summary(self, alpha=0.05, blup_rows=10, from_cli=False, title=None, yname=None, xname_fe=None,
+                xname_re=None):
         """statsmodels ``summary2.Summary`` holding every table; prints as text, renders as HTML in a notebook.
 
-        ``blup_rows`` caps the BLUP table (default 10; ``blup_table()`` has every group).
+        ``blup_rows`` caps the BLUP table (default 10; ``blup_table()`` has every group).  MixedLM's
+        ``title``, ``yname`` (response), ``xname_fe`` (fixed-effect names) and ``xname_re`` (the
+        random-intercept row's name) relabel the tables.
         """
         from ._display import make_summary
 
         if isinstance(blup_rows, bool) or not isinstance(blup_rows, (int, np.integer)) or blup_rows < 0:
             raise ValueError(f"blup_rows must be a whole number >= 0 (got {blup_rows!r})")
-        return make_summary(self, alpha=alpha, blup_rows=int(blup_rows), from_cli=from_cli)
+        if xname_fe is not None and len(xname_fe) != len(self.model.exog_names):
+            raise ValueError(f"xname_fe has {len(xname_fe)} names; the model has {len(self.model.exog_names)} "
+                             "fixed effects")
+        labels = {"title": title, "yname": yname, "xname_fe": xname_fe,
+                  "xname_re": None if xname_re is None else list(np.atleast_1d(xname_re))[0]}
+        return make_summary(self, alpha=alpha, blup_rows=int(blup_rows), from_cli=from_cli, labels=labels)
 
     def _repr_html_(self):
         return self.summary().as_html()

@@ -297,3 +297,13 @@ def test_bse_re_matches_glmmtmb(name):
     expected = BSE_RE[name]
     assert res.var_re == pytest.approx(expected["var_re"], rel=1e-4)
     assert res.bse_re.iloc[0] == pytest.approx(expected["bse_re"], rel=1e-4)
+
+
+def test_summary_takes_mixedlm_s_labels(pair):
+    mdf, ref = pair
+    text = mdf.summary(title="Pigs", yname="weight (kg)", xname_fe=["const", "week"], xname_re="pig").as_text()
+    assert text.splitlines()[0].strip() == "Pigs"
+    assert "weight (kg)" in text and "    week" in text and "     pig" in text
+    ref.summary(title="Pigs", yname="weight (kg)", xname_fe=["const", "week"], xname_re=["pig"])  # the same call
+    with pytest.raises(ValueError, match="xname_fe"):
+        mdf.summary(xname_fe=["one"])
