@@ -81,6 +81,19 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         return pd.DataFrame([[self.var_re]], index=[self.group_name], columns=[self.group_name])
 
     @cache_readonly
+    def cov_re_unscaled(self):
+        """cov_re / scale (MixedLM's name)."""
+        return self.cov_re / self.scale
+
+    @property
+    def k_fe(self):
+        """Number of fixed effects (MixedLM's name)."""
+        return self.model.k_fe
+
+    k_re = k_re2 = 1  # one random intercept: one random effect, one covariance parameter (MixedLM's names)
+    k_vc = 0  # no variance components
+
+    @cache_readonly
     def sigma_re(self):
         """Random-intercept standard deviation sigma_u."""
         return float(np.sqrt(self.var_re))

@@ -54,6 +54,8 @@ def test_dietox_example_runs_unchanged_and_matches_mixedlm(pair):
     assert np.allclose(mdf.bse_fe, ref.bse_fe, rtol=1e-4)
     assert mdf.scale == pytest.approx(ref.scale, rel=1e-5)
     assert any("method=['lbfgs'] ignored" in note for note in mdf.optsummary.notes)
+    assert (mdf.k_fe, mdf.k_re, mdf.k_re2, mdf.k_vc) == (ref.k_fe, ref.k_re, ref.k_re2, ref.k_vc)
+    assert float(mdf.cov_re_unscaled.iloc[0, 0]) == pytest.approx(float(ref.cov_re_unscaled.iloc[0, 0]), rel=1e-4)
 
 
 def test_fittedvalues_and_resid_are_mixedlm_s(pair):
