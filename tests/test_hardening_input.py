@@ -233,3 +233,19 @@ def test_values_the_formula_makes_non_finite_are_dropped_and_reported():
     df.loc[[5, 6], "x1"] = -1.0  # log of a negative number: NaN, dropped by the formula engine
     res = fit("y ~ np.log(x1)", data=df)
     assert res.n_dropped == 2 and res.model.design.drop_reasons == {"NaN from evaluating the formula": 2}
+
+
+ACCEPTED = ["y ~ x1 + x2", "y ~ x1 * x2 - 1", "y ~ x1:x2 + x1", "y ~ (x1 + x2) ** 2", "y ~ x1 / x2",
+            "y ~ Q('x 1') + x2", "y ~ C(k) + x1", "y ~ C(k, Treatment(reference='c')) + x1",
+            "y ~ C(k, Treatment('b'))", "y ~ I(x1 ** 2) + I(-x2 / 3 + 1)", "y ~ np.log(x3) + np.sqrt(x3)",
+            "y ~ np.exp(x1 / 10) + np.abs(x1 - 1) + np.log1p(x3)", "y ~ center(x1) + standardize(x2) + scale(x3)",
+            "y ~ 0 + x1", "y ~ -1 + x1 + 1"]
+
+
+@pytest.mark.parametrize("formula", ACCEPTED)
+def test_safe_mode_accepts_the_documented_grammar(formula):
+    x3 = np.random.default_rng(4).gamma(2.0, 1.0, 60)
+    df = DF.assign(**{"x 1": DF.x1, "x3": x3, "k": np.array(["a", "b", "c"])[np.arange(60) % 3]})
+    safe, python = fit(formula, data=df, formula_mode="safe"), fit(formula, data=df)
+    assert safe.llf == pytest.approx(python.llf, abs=1e-10)
+    assert list(safe.params.index) == list(python.params.index)
