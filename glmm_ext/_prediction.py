@@ -5,7 +5,7 @@ For row i with fixed-effects row x_i and group g (when groups are given),
 the second term being the BLUP's conditional variance (``blup_se**2``; 0 for an unseen group, whose
 prediction is the population-level one).  Intervals are eta_i +- z SE(eta_i) mapped through the
 inverse link; the mean's SE is |d mu / d eta| SE(eta_i) (delta method).  The covariance between
-beta-hat and u-hat is neglected, as in lme4's ``predict(..., se.fit=TRUE)`` approximations.
+beta-hat and u-hat is neglected (an approximation: slightly conservative or liberal per row).
 """
 from dataclasses import dataclass
 
