@@ -47,6 +47,12 @@ class GLMM(sm_base.LikelihoodModel):
         Offset added to the linear predictor; exposure adds log(exposure) (log links).
     weights : array_like, optional
         Binomial only: the number of trials when ``endog`` is a proportion (glmer's convention).
+    missing : {"drop", "raise", "none"}
+        "drop" (default) removes rows with a missing, infinite or non-numeric value and reports
+        them (``n_dropped``, ``drop_reasons``); "raise" and "none" raise ValueError instead.
+
+    A pandas Series given for ``groups``, ``offset``, ``exposure`` or ``weights`` is aligned on the
+    index of ``endog`` (ValueError when it cannot be); arrays are used by position.
 
     Notes
     -----
