@@ -1,11 +1,14 @@
 """Predictions on new data: the formula applied to it, group effects, and delta-method intervals.
 
 For row i with fixed-effects row x_i and group g (when groups are given),
-    eta_i = x_i' beta + offset_i + u_g,   Var(eta_i) = x_i' Cov(beta) x_i + Var(u_g | y),
-the second term being the BLUP's conditional variance (``blup_se**2``; 0 for an unseen group, whose
-prediction is the population-level one).  Intervals are eta_i +- z SE(eta_i) mapped through the
-inverse link; the mean's SE is |d mu / d eta| SE(eta_i) (delta method).  The covariance between
-beta-hat and u-hat is neglected (an approximation: slightly conservative or liberal per row).
+    eta_i = x_i' beta + offset_i + u_g,   Var(eta_i) = (x_i - k_g)' Cov(beta) (x_i - k_g) + Var(u_g | y),
+the last term being the BLUP's conditional variance (``blup_se**2``; 0 for an unseen group, whose
+prediction is the population-level one).  For Gaussian + identity k_g = sigma_u^2 s_g /
+(sigma_e^2 + n_g sigma_u^2), s_g the sum of the group's rows of X: with it the variance is
+Henderson's prediction-error variance of x'beta-hat + u-hat_g, exact given the variances (the
+BLUP moves against beta-hat).  For the other families k_g = 0: the covariance between beta-hat and
+the conditional mode is neglected (an approximation).  Intervals are eta_i +- z SE(eta_i) mapped
+through the inverse link; the mean's SE is |d mu / d eta| SE(eta_i) (delta method).
 """
 from dataclasses import dataclass
 
@@ -132,10 +135,28 @@ def get_prediction(results, exog=None, transform=True, groups=None, offset=None,
     X = model.design.X if rows.X is None else rows.X
     off = model.design.offset if rows.X is None else rows.offset
     eta = X @ params + off
-    var = np.einsum("ij,jk,ik->i", X, np.asarray(results.cov_params_fe, float), X)
+    D, cond_var = X, 0.0
     if rows.groups is not None:
         blups = dict(zip(model.group_labels, results.blups))
         eta = eta + model.group_effects(rows.groups, blups, len(eta), new_groups)
-        cond_var = dict(zip(model.group_labels, results.blup_se ** 2))
-        var = var + pd.Series(np.asarray(rows.groups, dtype=object)).map(cond_var).fillna(0.0).to_numpy(float)
+        codes = pd.Series(np.asarray(rows.groups, dtype=object)).map(
+            dict(zip(model.group_labels, range(model.n_groups)))).to_numpy(float)
+        seen = np.isfinite(codes)
+        cond_var = np.zeros(len(eta))
+        cond_var[seen] = results.blup_se[codes[seen].astype(np.intp)] ** 2
+        K = _shrunk_group_means(model.design, results.var_re, results.scale)
+        if K is not None:
+            D = np.array(X, dtype=float)
+            D[seen] -= K[codes[seen].astype(np.intp)]
+    var = np.einsum("ij,jk,ik->i", D, np.asarray(results.cov_params_fe, float), D) + cond_var
     return PredictionResults(model.dist, eta, np.sqrt(var), rows.index)
+
+
+def _shrunk_group_means(design, var_re, scale):
+    """k_g = sigma_u^2 s_g / (sigma_e^2 + n_g sigma_u^2) by group code (Gaussian + identity), else None."""
+    if not design.gaussian_identity or design.X is None:
+        return None
+    from ._segments import group_sums
+
+    sums = group_sums(design.X[design.order], design.starts)
+    return sums * (var_re / (scale + design.counts * var_re))[:, None]

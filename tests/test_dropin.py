@@ -309,3 +309,28 @@ def test_summary_takes_mixedlm_s_labels(pair):
     ref.summary(title="Pigs", yname="weight (kg)", xname_fe=["const", "week"], xname_re=["pig"])  # the same call
     with pytest.raises(ValueError, match="xname_fe"):
         mdf.summary(xname_fe=["one"])
+
+
+def test_gaussian_prediction_variance_is_henderson_s():
+    """mean_se with groups equals the prediction-error variance from the inverse of Henderson's mixed model
+    equations, [x, e_g] C [x, e_g]', computed densely."""
+    df = glmm_ext.simulate("gaussian", n_groups=6, group_size=5, seed=11)
+    res = glmm_ext.GLMM.from_formula("y ~ x1 + x2", df, groups="g").fit()
+    X = np.column_stack([np.ones(len(df)), df["x1"], df["x2"]])
+    labels = list(res.model.group_labels)
+    Z = (df["g"].to_numpy()[:, None] == np.array(labels)[None, :]).astype(float)
+    s2e, s2u = res.scale, res.var_re
+    W = np.column_stack([X, Z])
+    M = W.T @ W / s2e
+    M[3:, 3:] += np.eye(len(labels)) / s2u
+    C = np.linalg.inv(M)
+    rows = np.column_stack([X, Z])[:8]
+    expected = np.sqrt(np.einsum("ij,jk,ik->i", rows, C, rows))
+    frame = res.get_prediction(df.head(8), groups="g").summary_frame()
+    assert np.allclose(frame["mean_se"], expected, rtol=1e-6)
+    # blup_se is the conditional SD given beta (lme4's condVar); the full PEV adds beta-hat's share
+    counts = Z.sum(axis=0)
+    assert np.allclose(res.random_effects_se.loc[labels], np.sqrt(s2u * s2e / (s2e + counts * s2u)), rtol=1e-8)
+    assert np.all(np.diag(C)[3:] > res.random_effects_se.loc[labels].to_numpy() ** 2)
+    no_groups = res.get_prediction(df.head(8)).summary_frame()
+    assert np.allclose(no_groups["mean_se"], np.sqrt(np.einsum("ij,jk,ik->i", X[:8], C[:3, :3], X[:8])))
