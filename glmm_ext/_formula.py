@@ -24,6 +24,30 @@ try:  # where statsmodels keeps a formula's right-hand side specification on mod
 except ImportError:  # pragma: no cover - statsmodels 0.14
     SPEC_KEY = "design_info"
 
+from statsmodels.base.data import PandasData
+
+
+class FormulaPandasData(PandasData):
+    """statsmodels' PandasData whose unpickling rebuilds the formula's specification with numpy as ``np``
+    first (no stack-frame guessing), then as statsmodels does (for formulas using the caller's names)."""
+
+    def __setstate__(self, d):
+        flag = "restore_" + SPEC_KEY
+        if flag in d and "frame" in d and "formula" in d:
+            from statsmodels.formula.formulatools import handle_formula_data
+
+            try:
+                _, _, spec = handle_formula_data(d["frame"], None, d["formula"],
+                                                 depth=eval_env_for_statsmodels({"np": np}), missing="drop")
+            except Exception:  # a name from the caller's namespace: statsmodels' own search
+                return super().__setstate__(d)
+            d = {k: v for k, v in d.items() if k != flag}
+            setattr(self, SPEC_KEY, spec)
+            self.__dict__.update(d)
+            return None
+        return super().__setstate__(d)
+
+
 MISSING_OPTIONS = ("drop", "raise", "none")
 FORMULA_MODES = ("python", "safe")
 ROW_VECTORS = ("offset", "exposure", "weights")

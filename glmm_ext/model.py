@@ -87,6 +87,8 @@ class GLMM(sm_base.LikelihoodModel):
         super().__init__(endog_used, clean.exog, missing="none", **spec, **kwargs)
         if "formula" in spec:  # statsmodels reads hasattr(model, "formula") as "made from a formula"
             self.formula = spec["formula"]
+            if type(self.data) is _formula.PandasData:
+                self.data.__class__ = _formula.FormulaPandasData  # unpickles without guessing stack frames
         self.k_fe = self.design.X.shape[1]
         self._fit_options = {}
 
