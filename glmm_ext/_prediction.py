@@ -2,13 +2,14 @@
 
 For row i with fixed-effects row x_i and group g (when groups are given),
     eta_i = x_i' beta + offset_i + u_g,   Var(eta_i) = (x_i - k_g)' Cov(beta) (x_i - k_g) + Var(u_g | y),
-the last term being the BLUP's conditional variance (``blup_se**2``; 0 for an unseen group, whose
-prediction is the population-level one).  For Gaussian + identity k_g = sigma_u^2 s_g /
-(sigma_e^2 + n_g sigma_u^2), s_g the sum of the group's rows of X: with it the variance is
-Henderson's prediction-error variance of x'beta-hat + u-hat_g, exact given the variances (the
-BLUP moves against beta-hat).  For the other families k_g = 0: the covariance between beta-hat and
-the conditional mode is neglected (an approximation).  Intervals are eta_i +- z SE(eta_i) mapped
-through the inverse link; the mean's SE is |d mu / d eta| SE(eta_i) (delta method).
+the last term being the BLUP's conditional variance (``blup_se**2``; 0 and k_g = 0 for an unseen
+group, whose prediction is the population-level one), and
+    k_g = sigma_u^2 sum_{i in g} w_i x_i / (1 + sigma_u^2 sum_{i in g} w_i)
+with w_i the working weights at the conditional modes (1 / sigma_e^2 for Gaussian + identity): the
+BLUP moves against beta-hat, and (x - k)' Cov(beta) (x - k) + Var(u_g | y) is Henderson's
+prediction-error variance of x'beta-hat + u-hat_g -- exact for Gaussian + identity given the
+variances, its first-order (linearised) form for the other families.  Intervals are
+eta_i +- z SE(eta_i) mapped through the inverse link; the mean's SE is |d mu / d eta| SE(eta_i).
 """
 from dataclasses import dataclass
 
@@ -144,7 +145,7 @@ def get_prediction(results, exog=None, transform=True, groups=None, offset=None,
         seen = np.isfinite(codes)
         cond_var = np.zeros(len(eta))
         cond_var[seen] = results.blup_se[codes[seen].astype(np.intp)] ** 2
-        K = _shrunk_group_means(model.design, results.var_re, results.scale)
+        K = _blup_loadings(results)
         if K is not None:
             D = np.array(X, dtype=float)
             D[seen] -= K[codes[seen].astype(np.intp)]
@@ -152,11 +153,16 @@ def get_prediction(results, exog=None, transform=True, groups=None, offset=None,
     return PredictionResults(model.dist, eta, np.sqrt(var), rows.index)
 
 
-def _shrunk_group_means(design, var_re, scale):
-    """k_g = sigma_u^2 s_g / (sigma_e^2 + n_g sigma_u^2) by group code (Gaussian + identity), else None."""
-    if not design.gaussian_identity or design.X is None:
-        return None
+def _blup_loadings(results):
+    """k_g = sigma_u^2 sum_g w_i x_i / (1 + sigma_u^2 sum_g w_i) by group code (None once data are removed)."""
     from ._segments import group_sums
 
-    sums = group_sums(design.X[design.order], design.starts)
-    return sums * (var_re / (scale + design.counts * var_re))[:, None]
+    design = results.model.design
+    if design.X is None:
+        return None
+    eta = design.X @ np.asarray(results.params, float) + design.offset + results.blups[design.codes]
+    w = design.dist.working_weights(eta, design.trials, results.scale)
+    o = design.order
+    weighted = group_sums((design.X * w[:, None])[o], design.starts)
+    total = group_sums(w[o], design.starts)
+    return weighted * (results.var_re / (1.0 + results.var_re * total))[:, None]

@@ -237,7 +237,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
                        new_groups="zero"):
         """Predictions with standard errors: ``.summary_frame(alpha)`` has mean, mean_se, mean_ci_lower and
         mean_ci_upper (delta method on the link scale; with `groups`, the BLUP's conditional variance
-        is added, and for Gaussian models its covariance with beta-hat: Henderson's prediction error).
+        is added with its covariance with beta-hat: Henderson's prediction error, exact for Gaussian
+        models, linearised with the working weights otherwise).
         Arguments as for `predict`."""
         from ._prediction import get_prediction
 

@@ -159,14 +159,28 @@ def test_get_prediction_is_the_delta_method():
     X = np.column_stack([np.ones(5), new["x1"], new["x2"]])
     u = np.array([res.random_effects[g].iloc[0] for g in new["g"]])
     se_u = res.random_effects_se.loc[new["g"]].to_numpy()
+    # Poisson-log: working weights are the conditional means; the mode's curvature is 1/s2u + sum mu
+    mu_all = res.fittedvalues.to_numpy()
+    X_all = np.column_stack([np.ones(len(df)), df["x1"], df["x2"]])
+    s2u = res.var_re
+    k, curvature = {}, {}
+    for g in new["g"].unique():
+        rows = (df["g"] == g).to_numpy()
+        k[g] = s2u * (mu_all[rows] @ X_all[rows]) / (1 + s2u * mu_all[rows].sum())
+        curvature[g] = 1 / s2u + mu_all[rows].sum()
+    assert np.allclose(se_u**2, [1 / curvature[g] for g in new["g"]], rtol=1e-6)
+    D = X - np.array([k[g] for g in new["g"]])
     eta = X @ res.params.to_numpy() + u
-    se_eta = np.sqrt(np.einsum("ij,jk,ik->i", X, np.asarray(res.cov_params()), X) + se_u**2)
+    se_eta = np.sqrt(np.einsum("ij,jk,ik->i", D, np.asarray(res.cov_params()), D) + se_u**2)
     assert np.allclose(frame["mean"], np.exp(eta))
     assert np.allclose(frame["mean_se"], np.exp(eta) * se_eta)
     assert np.allclose(frame["mean_ci_lower"], np.exp(eta - 1.6448536269514722 * se_eta))
     assert np.allclose(res.predict(new, groups="g"), frame["mean"])
     random = {g: cov.iloc[0, 0] for g, cov in res.random_effects_cov.items()}
     assert np.allclose([random[g] for g in new["g"]], se_u**2)
+    population = res.get_prediction(new).summary_frame()  # no groups: x' Cov(beta) x only
+    se_fixed = np.sqrt(np.einsum("ij,jk,ik->i", X, np.asarray(res.cov_params()), X))
+    assert np.allclose(population["mean_se"], np.exp(X @ res.params.to_numpy()) * se_fixed)
 
 
 def test_score_and_information_on_one_vector():
