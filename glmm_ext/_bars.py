@@ -52,7 +52,8 @@ class RandomDesign:
 
     def matrix(self, data):
         """Z for new data (a DataFrame) from the stored patsy designs."""
-        parts = [np.asarray(patsy.build_design_matrices([info], data, NA_action="raise")[0])
+        keep_nan = patsy.NAAction(NA_types=[])  # a row with a missing value predicts NaN, as the fixed part
+        parts = [np.asarray(patsy.build_design_matrices([info], data, NA_action=keep_nan)[0], dtype=float)
                  for info in self.design_infos]
         return np.column_stack(parts)
 
@@ -136,6 +137,36 @@ def resolve_groups(spec, groups):
     if groups is None or (isinstance(groups, str) and groups == spec.group):
         return spec.group
     raise ValueError(f"groups={groups!r} and the formula's grouping factor {spec.group!r} differ; give one of them")
+
+
+def split_random_terms(formula, data, groups, re_formula, arrays, formula_mode="python", missing="drop"):
+    """Separate the random part of a formula fit (from_formula's first step).
+
+    Returns (fixed-effects formula, groups, data, RandomDesign or None, arrays): with random slopes the
+    data are restricted to the rows where the random-effects terms are defined and the per-row
+    `arrays` (offset, exposure, weights given as arrays) with them.  MixedLM's ``re_formula="~x"``
+    becomes the term ``(x | groups)``; ``(1 | g)`` alone is the random-intercept model.
+    """
+    if re_formula is not None and str(re_formula).replace(" ", "") not in ("1", "~1"):
+        if not isinstance(groups, str) or not isinstance(formula, str):
+            raise ValueError("re_formula needs groups given as a column name of the data")
+        formula = f"{formula} + {from_re_formula(re_formula, groups)}"
+    spec = parse_formula(formula)
+    if spec is None:
+        return formula, groups, data, None, arrays
+    groups = resolve_groups(spec, groups)
+    if spec.intercept_only:
+        return spec.fixed, groups, data, None, arrays
+    if formula_mode == "safe":
+        from ._safe_formula import check_safe
+
+        for term in spec.terms:
+            check_safe(f"{spec.group} ~ {term.expr}", list(data.columns))
+    used, random = random_design(spec, data)
+    if random.dropped_index and missing != "drop":
+        raise ValueError(f"{len(random.dropped_index)} rows have a missing value in a random-effects term "
+                         f"(first: row {random.dropped_index[0]!r}); missing={missing!r} does not drop them")
+    return spec.fixed, groups, used, random, tuple(align(v, random) for v in arrays)
 
 
 def random_design(spec, data):

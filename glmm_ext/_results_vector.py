@@ -6,6 +6,7 @@ slope) and ICC(x) = Var_between(x) / (Var_between(x) + sigma_e^2), sigma_e^2 the
 (Gaussian) or the latent one (pi^2/3 logit, 1 probit).
 """
 import numbers
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -124,18 +125,17 @@ def icc_table(res):
     """ICC(x) at x = 0 and at the mean of each slope term (Var_between(x) with the covariance)."""
     from ._tables import ICC_UNDEFINED
 
-    zero_note = ("Var_between(0) = intercept variance" if "Intercept" in term_names(res)
-                 else "no random intercept: Var_between(0) = 0")
+    zero_note = "x = 0" if "Intercept" in term_names(res) else "x = 0 (no random intercept: 0)"
     points = [("ICC(x = 0)", {}, zero_note)]
     means = mean_x(res)
     if means:
         text = ", ".join(f"{k} = {v:.4g}" for k, v in means.items())
-        points.append(("ICC(x = mean)", means, f"at the mean: {text}"))
+        points.append(("ICC(x = mean)", means, f"x at its mean: {text}"))
     if res.icc_basis is None:
         return pd.DataFrame({"Value": ["N/A"] * len(points), "Note": [ICC_UNDEFINED] * len(points)},
                             index=pd.Index([p[0] for p in points], name="Statistic"))
     values = [icc_at(res, x) for _, x, _ in points]
-    notes = [f"{note}; sigma_e^2 = {res.icc_basis}" for _, _, note in points]
+    notes = [f"{note}; sigma_e^2 = {res.icc_basis}" if k == 0 else note for k, (_, _, note) in enumerate(points)]
     return pd.DataFrame({"Value": values, "Note": notes}, index=pd.Index([p[0] for p in points], name="Statistic"))
 
 
@@ -148,30 +148,33 @@ def blup_table(res):
     return df
 
 
-def predict(res, exog=None, offset=None, groups=None, which="mean"):
-    """Fixed part from the model, plus z_i' b_g for rows of known groups (unseen groups: 0).
+def predict(res, rows, exog, which="mean", new_groups="zero"):
+    """Predictions for `rows` (``_prediction.NewData``): the fixed part plus z_i' b_g for rows with a group.
 
-    Without ``exog`` the model's rows (and their groups) are used; new rows need a DataFrame from
-    which the formula's random-effects terms are built.
+    Without new data the model's rows and Z are used; new rows need ``exog`` as a DataFrame holding the
+    random-effects terms' columns.  An unseen group gets 0 (warned) or a ValueError, as for one random
+    intercept (``model.group_effects`` per term).
     """
     model = res.model
-    eta = model.predict(np.asarray(res.params, float), exog=exog, offset=offset, which="linear")
-    if exog is None:
-        Z = model.design.Z
-        groups = model.groups if groups is None else groups
-    elif groups is not None:
-        if model.random_design is None or not isinstance(exog, pd.DataFrame):
-            raise ValueError("predicting random slopes for new rows needs exog as a DataFrame holding the "
-                             "random-effects terms' columns (a model from a formula)")
-        Z = model.random_design.matrix(exog)
-    if groups is not None:
-        groups = np.asarray(groups)
-        if len(groups) != len(eta):
-            raise ValueError(f"groups has {len(groups)} values; the predictions have {len(eta)} rows")
-        index = pd.Series(np.arange(len(model.group_labels)), index=model.group_labels)
-        codes = pd.Series(groups).map(index).to_numpy(dtype=float)
-        known = np.isfinite(codes)
+    params = np.asarray(res.params, float)
+    if rows.X is None:
+        eta, Z = model.predict(params, which="linear"), model.design.Z
+    else:
+        eta = model.predict(params, rows.X, offset=rows.offset, which="linear")
+        Z = None
+        if rows.groups is not None:
+            if model.random_design is None or not model.random_design.design_infos \
+                    or not isinstance(exog, pd.DataFrame):
+                raise ValueError("predicting random slopes for new rows needs exog as a DataFrame holding the "
+                                 "random-effects terms' columns (a model from a formula)")
+            Z = model.random_design.matrix(exog)
+    if rows.groups is not None:
         effects = np.zeros(len(eta))
-        effects[known] = row_effects(res, Z[known], codes[known].astype(np.intp))
+        for k, name in enumerate(term_names(res)):
+            with warnings.catch_warnings():
+                if k:  # an unseen group is reported once, not once per term
+                    warnings.simplefilter("ignore")
+                effects += Z[:, k] * model.group_effects(rows.groups, dict(zip(model.group_labels, res.blups[:, k])),
+                                                         len(eta), new_groups)
         eta = eta + effects
     return eta if which == "linear" else model.dist.mean(eta)

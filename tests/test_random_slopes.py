@@ -270,7 +270,8 @@ def test_tables_predict_and_missing_rows():
     blups = res.blup_table()
     assert list(blups.columns) == ["Group", "Intercept", "Std. Error (Intercept)", "Days", "Std. Error (Days)"]
     new = pd.DataFrame({"Days": [0.0, 2.0], "Subject": [308, 99999]})
-    pred = res.predict(new, groups=new["Subject"])
+    with pytest.warns(UserWarning, match="not in the fitted data"):
+        pred = res.predict(new, groups=new["Subject"]).to_numpy()
     b308 = res.random_effects[308]
     assert pred[0] == pytest.approx(res.params["Intercept"] + b308["Intercept"])
     assert pred[1] == pytest.approx(res.params["Intercept"])  # unseen group: population value
@@ -353,3 +354,15 @@ def test_profiled_deviance_gradient_matches_finite_differences():
                                                                                            reml)) / 2e-6
                        for e in np.eye(len(theta)) * 1e-6]
             assert np.allclose(grad, numeric, rtol=1e-6, atol=1e-4)
+
+
+def test_summary_fits_100_columns_and_statsmodels_names():
+    for name in ("q3_reml", "sim_binomial", "sim_gamma"):
+        res = fit_case(name)
+        assert max(len(line) for line in res.summary().as_text().splitlines()) <= 100
+    res = fit_case("sleep_reml")
+    assert (res.k_re, res.k_re2) == (2, 3)
+    assert res.random_effects_cov[308].shape == (2, 2)
+    assert np.allclose(res.fittedvalues, res.predict())
+    with pytest.raises(ValueError, match="random slopes"):
+        res.params_vector
