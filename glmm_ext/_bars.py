@@ -49,6 +49,18 @@ class RandomDesign:
     design_infos: list = field(default_factory=list)
     keep: np.ndarray = None  # rows of the data where Z is defined
     dropped_index: list = field(default_factory=list)
+    exprs: list = field(default_factory=list)  # the terms' patsy expressions
+    source: pd.DataFrame = None  # the columns they use (rows used): rebuilds the patsy designs after unpickling
+
+    def __getstate__(self):  # patsy's DesignInfo cannot be pickled: it is rebuilt from exprs and source
+        state = dict(self.__dict__)
+        state["design_infos"] = []
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if not self.design_infos and self.exprs and self.source is not None:
+            self.design_infos = [patsy.dmatrix(e, self.source, NA_action="drop").design_info for e in self.exprs]
 
     def matrix(self, data):
         """Z for new data (a DataFrame) from the stored patsy designs."""
@@ -199,7 +211,10 @@ def random_design(spec, data):
     used = data if keep.all() else data.loc[keep]
     Z = pd.concat([f if f.index.equals(used.index) else f.loc[used.index] for f in frames], axis=1)
     Z.columns = names
+    named = [c for c in used.columns
+             if any(re.search(rf"(?<![A-Za-z0-9_.]){re.escape(str(c))}(?![A-Za-z0-9_.])", t.expr) for t in spec.terms)]
     return used, RandomDesign(Z=Z, names=names, blocks=blocks, group=spec.group, design_infos=infos, keep=keep,
+                              exprs=[t.expr for t in spec.terms], source=used[named].copy(),
                               dropped_index=[] if keep.all() else list(data.index[~keep]))
 
 

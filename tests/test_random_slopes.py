@@ -366,3 +366,24 @@ def test_summary_fits_100_columns_and_statsmodels_names():
     assert np.allclose(res.fittedvalues, res.predict())
     with pytest.raises(ValueError, match="random slopes"):
         res.params_vector
+
+
+def test_pickle_round_trip_keeps_new_data_predictions():
+    import pickle
+
+    data = pd.read_csv(os.path.join(HERE, "sleepstudy.csv"))
+    res = GLMM.from_formula("Reaction ~ Days + (Days | Subject)", data).fit()
+    again = pickle.loads(pickle.dumps(res))
+    new = data.iloc[[0, 15]]
+    assert again.llf == res.llf
+    assert np.allclose(again.predict(new, groups="Subject"), res.predict(new, groups="Subject"))
+
+
+def test_missing_raise_and_safe_mode_cover_the_random_terms():
+    data = pd.read_csv(os.path.join(HERE, "sleepstudy.csv"))
+    data.loc[2, "Days"] = np.nan
+    with pytest.raises(ValueError, match="random-effects term"):
+        GLMM.from_formula("Reaction ~ 1 + (Days | Subject)", data, missing="raise")
+    with pytest.raises(ValueError, match="safe"):
+        GLMM.from_formula('Reaction ~ 1 + (__import__("os").getcwd() | Subject)', data, formula_mode="safe")
+    assert GLMM.from_formula("Reaction ~ 1 + (Days | Subject)", data, formula_mode="safe").nobs == 179
