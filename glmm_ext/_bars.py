@@ -160,8 +160,10 @@ def split_random_terms(formula, data, groups, re_formula, arrays, formula_mode="
     becomes the term ``(x | groups)``; ``(1 | g)`` alone is the random-intercept model.
     """
     if re_formula is not None and str(re_formula).replace(" ", "") not in ("1", "~1"):
-        if not isinstance(groups, str) or not isinstance(formula, str):
-            raise ValueError("re_formula needs groups given as a column name of the data")
+        if not isinstance(formula, str):
+            raise TypeError(f"formula must be a string (got {type(formula).__name__})")
+        if not isinstance(groups, str):
+            data, groups = _groups_column(data, groups)
         formula = f"{formula} + {from_re_formula(re_formula, groups)}"
     spec = parse_formula(formula)
     if spec is None:
@@ -179,6 +181,28 @@ def split_random_terms(formula, data, groups, re_formula, arrays, formula_mode="
         raise ValueError(f"{len(random.dropped_index)} rows have a missing value in a random-effects term "
                          f"(first: row {random.dropped_index[0]!r}); missing={missing!r} does not drop them")
     return spec.fixed, groups, used, random, tuple(align(v, random) for v in arrays)
+
+
+def _groups_column(data, groups):
+    """(data, column name) for groups given as values (MixedLM's ``groups=data["Pig"]``): the column
+    itself when the values are one of the data's columns, else a copy of the data with them added."""
+    if groups is None:
+        raise ValueError("re_formula needs groups: a column name or one label per row")
+    name = getattr(groups, "name", None)
+    if isinstance(groups, pd.Series) and not groups.index.equals(data.index):
+        if not groups.index.is_unique or not data.index.isin(groups.index).all():
+            raise ValueError("groups is a Series whose index does not cover the data's index")
+        groups = groups.reindex(data.index)
+    values = np.asarray(groups).reshape(-1)
+    if len(values) != len(data):
+        raise ValueError(f"groups has {len(values)} values but the data have {len(data)} rows")
+    if isinstance(name, str) and name in data.columns and \
+            pd.Series(values, index=data.index).equals(data[name]):
+        return data, name
+    column = name if isinstance(name, str) and _NAME.match(name) and name not in data.columns else "groups"
+    while column in data.columns:
+        column += "_"
+    return data.assign(**{column: values}), column
 
 
 def random_design(spec, data):
