@@ -160,21 +160,23 @@ def vector_deviance(theta, pattern, stats, reml=True, need_grad=False):
         dev += 2.0 * np.sum(np.log(np.diag(R)[:p]))
     if not need_grad:
         return dev
+    q = lam.shape[0]
     Rx = R[:p, :p]
-    beta = linalg.solve_triangular(Rx.T, R[p, :p], lower=False, check_finite=False)
+    beta = np.linalg.solve(Rx.T, R[p, :p])  # tiny p x p triangular system
     resid = Bt[:, p, :] - np.einsum("gkq,k->gq", Bt[:, :p, :], beta)  # c_j - R_ZX_j beta
-    u = np.linalg.solve(np.swapaxes(L, 1, 2), resid[:, :, None])[:, :, 0]
-    T_inv = np.linalg.inv(L @ np.swapaxes(L, 1, 2))
-    N = lam @ T_inv  # (G, q, q)
+    Linv_t = batched_forward(L, np.broadcast_to(np.eye(q), L.shape))  # L_j^{-T}
+    u = np.einsum("gab,gb->ga", Linv_t, resid)
+    N = lam @ (Linv_t @ np.swapaxes(Linv_t, 1, 2))  # Lambda T_j^{-1}, (G, q, q)
     S = stats.ZtZ
     SN = S @ N
-    Ze = stats.ZtA[:, :, p] - np.einsum("gqk,k->gq", stats.ZtA[:, :, :p], beta) - np.einsum("gab,bc,gc->ga", S, lam, u)
-    grad = 2.0 * SN.sum(axis=0) - (2.0 * dof / r2) * np.einsum("ga,gb->ab", Ze, u)
+    Ze = stats.ZtA[:, :, p] - np.einsum("gqk,k->gq", stats.ZtA[:, :, :p], beta) - np.einsum("gab,gb->ga", S,
+                                                                                              u @ lam.T)
+    grad = 2.0 * SN.sum(axis=0) - (2.0 * dof / r2) * (Ze.T @ u)
     if reml:
-        P = linalg.cho_solve((Rx, True), np.eye(p), check_finite=False)
+        P = np.linalg.inv(Rx @ Rx.T)
         C = stats.ZtA[:, :, :p]
-        Q = C @ P @ np.swapaxes(C, 1, 2)
-        left = np.eye(lam.shape[0]) - S @ lam @ np.swapaxes(N, 1, 2)
+        Q = np.einsum("gak,gbk->gab", right_multiply(np.swapaxes(C, 1, 2), P), C)  # C_j P C_j'
+        left = np.eye(q) - S @ lam @ np.swapaxes(N, 1, 2)
         grad -= 2.0 * np.sum(left @ Q @ N, axis=0)
     return dev, pattern.entries(grad)
 
