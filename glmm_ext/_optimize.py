@@ -102,14 +102,17 @@ def _simplex_polish(fun, x, f, rel_size=0.05):
     """Nelder-Mead from x on f alone: it slides along the edge of the support (f = inf outside),
     where gradient steps stall.  Returns (x, f, g) when it finds a lower value, else None."""
     def value(v):
-        out = fun(v)[0]
+        try:
+            out = fun(v, need_grad=False)[0]  # the objective's own value-only path when it has one
+        except TypeError:
+            out = fun(v)[0]
         return out if np.isfinite(out) else np.inf
 
     size = rel_size * np.maximum(np.abs(x), 0.1)
     simplex = np.vstack([x] + [x + size[j] * np.eye(len(x))[j] for j in range(len(x))])
     res = optimize.minimize(value, x, method="Nelder-Mead",
                             options={"initial_simplex": simplex, "xatol": 1e-9, "fatol": 1e-11,
-                                     "maxfev": 300 * len(x)})
+                                     "maxfev": 80 * len(x)})
     if not (np.isfinite(res.fun) and res.fun < f - 1e-10 * (1.0 + abs(f))):
         return None
     f_new, g_new = fun(res.x)
@@ -190,7 +193,8 @@ def minimize(fun, x0, hess0, maxiter=100, tol=1e-6, callback=None, central=True,
     H, exact = (observed(x, g), True) if quasi_newton else (hess0, False)
     decrement, stalled, previous = np.inf, False, np.inf
     polish = 2  # Newton steps allowed beyond maxiter when the last one is all that is missing
-    edge_rounds = 2  # derivative-free searches along the edge of the support when Newton steps stall
+    edge_rounds = 1  # derivative-free searches along the edge of the support when Newton steps stall
+    crawling = 0  # consecutive Newton steps cut short by the edge
     while True:
         decrement, direction = newton_decrement(H, g)
         if decrement < tol:
@@ -206,9 +210,12 @@ def minimize(fun, x0, hess0, maxiter=100, tol=1e-6, callback=None, central=True,
                 message = message or "maximum number of iterations reached"
                 break
             polish -= 1
-        step = _backtrack(fun, x, f, g, direction)
+        step = _backtrack(fun, x, f, g, direction) if crawling < 3 else None
+        # a step gaining under 1% of its prediction was cut short by the edge of the support
+        crawling = crawling + 1 if step is not None and f - step[1] < 0.01 * decrement else 0
         if step is None and exact and edge_rounds > 0:  # pressed against the edge: slide along it
             edge_rounds -= 1
+            crawling = 0
             step = _simplex_polish(fun, x, f)
             if step is not None:
                 H, exact = observed(step[0], step[2]), True

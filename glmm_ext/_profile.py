@@ -7,7 +7,7 @@ clusters), and with identity or inverse links the search can stop against the ed
     f_prof(s) = min over (beta, log phi) of f(beta, s, log phi)
 
 at s = 0 and at s = s_hat * (1/4, 1/2, 2, 4, 8), each by a few Newton steps on (beta, log phi) with
-the optimum's Hessian block (modes warm-started), and restarts the full search from any point
+PIRLS information for beta (modes warm-started), and restarts the full search from any point
 better than the optimum.  A probe whose predicted best (value minus three times its Newton
 decrement, minus one) cannot beat the optimum stops after one evaluation, so the check costs about
 one gradient evaluation per grid point.
@@ -18,6 +18,7 @@ import numpy as np
 from scipy import linalg
 
 from ._optimize import _backtrack, _positive_definite
+from ._pirls import pirls_information
 
 #: multiples of the estimate probed (and sigma_u = 0)
 GRID = (0.25, 0.5, 2.0, 4.0, 8.0)
@@ -45,16 +46,32 @@ class SigmaProbes:
                 "restart_sigma": self.restart_sigma, "llf_gain": self.llf_gain, "agq9_gap": self.agq9_gap}
 
 
-def _profile_point(fun, start, free, H_free, f_best, max_steps=4):
-    """Approximate min over the free coordinates at fixed sigma: a few Newton steps with a fixed Hessian."""
+def _fisher_block(objective, x, H_free):
+    """Hessian over the free coordinates at x: PIRLS information for beta (fresh at this sigma), the
+    optimum's rows for log phi (beta and the dispersion are nearly orthogonal)."""
+    md = objective.last_modes
+    if md is None:
+        return H_free
+    p = objective.p
+    _, sigma, phi = objective.unpack(x)
+    data = objective.data
+    H = H_free.copy()
+    H[:p, :p] = pirls_information(data.X, objective.dist.working_weights(md.eta, data.m, phi), sigma,
+                                  data.starts, data.counts)
+    return _positive_definite(H)
+
+
+def _profile_point(fun, start, free, H_free, f_best, max_steps=6):
+    """Approximate min over the free coordinates at fixed sigma: Fisher-scoring steps from `start`."""
     x = start.copy()
     f, g = fun(x)
     steps = 0
     if not np.isfinite(f):
         return np.inf, x, steps
     for _ in range(max_steps):
+        H = _fisher_block(fun, x, H_free)
         direction = np.zeros_like(x)
-        direction[free] = -linalg.solve(H_free, g[free], assume_a="pos")
+        direction[free] = -linalg.solve(H, g[free], assume_a="pos")
         decrement = -0.5 * float(g @ direction)
         if decrement < 1e-7 or f - 3.0 * decrement - 1.0 > f_best:  # converged, or hopeless
             break
@@ -64,6 +81,15 @@ def _profile_point(fun, start, free, H_free, f_best, max_steps=4):
             break
         x, f, g = step
     return f, x, steps
+
+
+def _attenuation(dist, sigma):
+    """Binomial fixed effects scale with the random-intercept SD as sqrt(1 + c sigma^2) (c = 1 probit,
+    (16 sqrt(3) / (15 pi))^2 logit: Zeger et al. 1988): the start for beta at another sigma."""
+    if dist.name != "binomial":
+        return 1.0
+    c = 1.0 if dist.link_name == "probit" else (16.0 * np.sqrt(3.0) / (15.0 * np.pi)) ** 2
+    return float(np.sqrt(1.0 + c * sigma * sigma))
 
 
 def probe_sigma(objective, res, gamma_glm, scale_glm, restart):
@@ -85,11 +111,16 @@ def probe_sigma(objective, res, gamma_glm, scale_glm, restart):
         objective.u_warm = u_opt.copy()
         start = theta.copy()
         start[p] = s
+        start[:p] *= _attenuation(objective.dist, s) / _attenuation(objective.dist, sigma_hat)
         if s == 0.0:  # the GLM: from the better of the optimum's and the GLM's estimates
             glm = np.concatenate([gamma_glm, [0.0], [np.log(scale_glm)] if objective.dist.has_dispersion else []])
             if objective(glm, need_grad=False)[0] < objective(start, need_grad=False)[0]:
                 start = glm
         f, x, steps = _profile_point(objective, start, free, H_free, res.f)
+        if not np.isfinite(f) and s > 0:  # the attenuated start left the support: the optimum's beta
+            start[:p] = theta[:p]
+            objective.u_warm = u_opt.copy()
+            f, x, steps = _profile_point(objective, start, free, H_free, res.f)
         probes.sigma.append(float(s))
         probes.llf.append(float(-f))
         probes.newton_steps.append(steps)
