@@ -212,7 +212,16 @@ def fit_nagq0(dist, data, gamma0, scale0, maxiter, tol, callback, t0):
     laplace = MarginalLikelihood(dist, data, nagq=1)
     laplace.u_warm = sigma * pirls.b
     md = laplace.modes_at(theta)
-    llf = -laplace(theta, need_grad=False)[0] if md is not None else -f
+    llf = -laplace(theta, need_grad=False)[0] if md is not None else -np.inf
+    if sigma > 0:  # never below the sigma = 0 point (the GLM, where PIRLS and Laplace agree exactly)
+        state = (pirls.gamma.copy(), pirls.b.copy())
+        llf0 = -objective(np.concatenate([[-np.inf], v[1:]]))
+        if llf0 > llf:
+            sigma, gamma, llf = 0.0, pirls.gamma.copy(), llf0
+            theta = np.concatenate([gamma, [0.0], theta[len(gamma) + 1:]])
+            md = laplace.modes_at(theta)
+        else:
+            pirls.gamma, pirls.b = state
     if md is None:  # the Laplace formula has no interior mode here: report the PIRLS modes
         eta = data.X @ gamma + data.offset + sigma * to_rows(pirls.b, data.counts)
         w = dist.working_weights(eta, data.m, phi)
