@@ -148,10 +148,17 @@ class Distribution:
         Written around the saturated fit so that counts of 1e9 keep every digit that matters: the naive
         y log mu - mu cancels two numbers of size 2e10 down to one of size 1.
         """
-        positive = y > 0
-        safe_y = np.where(positive, y, 1.0)
+        cached = getattr(self, "_log_y", None)
+        if cached is None or cached[0] is not y:  # the response is fixed during a fit: log y once
+            positive = y > 0
+            cached = (y, positive, np.where(positive, y, 1.0), None)
+            self._log_y = cached
+        _, positive, safe_y, log_y = cached
         if self.link_name == "log":
-            log_ratio = eta - np.log(safe_y)  # log(mu / y), no exp(eta) rounding
+            if log_y is None:
+                log_y = np.log(safe_y)
+                self._log_y = cached[:3] + (log_y,)
+            log_ratio = eta - log_y  # log(mu / y), no exp(eta) rounding
             core = log_ratio - np.expm1(log_ratio)
         else:
             r = (mu - y) / safe_y

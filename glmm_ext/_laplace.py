@@ -41,6 +41,25 @@ class GLMMData:
         return len(self.counts)
 
 
+def subset_groups(data, keep):
+    """GLMMData with only the groups `keep` (sorted codes): for cheap estimates on large data."""
+    rows = np.concatenate([np.arange(data.starts[j], data.starts[j] + data.counts[j]) for j in keep])
+
+    def pick(values):  # a compact (broadcast) column stays compact
+        values = np.asarray(values)
+        return np.broadcast_to(values.flat[0], rows.shape) if values.strides == (0,) else values[rows]
+
+    counts = data.counts[keep]
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.intp)
+    return GLMMData(y=data.y[rows], X=data.X[rows], offset=pick(data.offset), m=pick(data.m),
+                    const=pick(data.const), starts=starts, counts=counts)
+
+
+def evenly_spaced_groups(n_groups, k):
+    """k group codes spread evenly over 0..n_groups-1."""
+    return np.unique(np.linspace(0, n_groups - 1, k).astype(np.intp))
+
+
 @dataclass
 class Modes:
     """Conditional modes and the per-row/per-group quantities at them."""

@@ -17,10 +17,13 @@ import time
 import numpy as np
 from scipy import linalg, optimize
 
-from ._laplace import MarginalLikelihood
+from ._laplace import MarginalLikelihood, evenly_spaced_groups, subset_groups
 from ._lmm import SINGULAR_TOL
 from ._optsummary import OptSummary
 from ._segments import group_sums, to_rows
+
+#: groups of the subset on which nagq = 0 first locates sigma_u (Binomial, Poisson with many groups)
+SUBSET_GROUPS = 1000
 
 
 def pirls_information(X, weights, sigma, starts, counts):
@@ -53,11 +56,13 @@ class PenalisedFit:
         self.converged = True
         self.sigma, self.W = 0.0, None  # the last positive sigma and its group sums of weights
 
-    def penalised(self, gamma, b, sigma, phi):
+    def penalised(self, gamma, b, sigma, phi, eta=None):
+        """P(beta, b) and eta; `eta` may be given when already known (a step's trial point)."""
         data = self.data
-        eta = data.X @ gamma + data.offset
-        if sigma > 0:
-            eta = eta + sigma * to_rows(b, data.counts)
+        if eta is None:
+            eta = data.X @ gamma + data.offset
+            if sigma > 0:
+                eta = eta + sigma * to_rows(b, data.counts)
         ll = self.dist.loglik(data.y, eta, data.m, phi, data.const)
         value = float(np.sum(ll) - 0.5 * b @ b)
         return (value if np.isfinite(value) else -np.inf), eta
@@ -112,8 +117,12 @@ class PenalisedFit:
                 converged = True
                 break
             alpha = 1.0
+            d_eta = X @ d_beta
+            if sigma > 0:
+                d_eta += sigma * to_rows(d_b, data.counts)
             for _ in range(30):  # halve until inside the support and not lower
-                new_value, new_eta = self.penalised(gamma + alpha * d_beta, b + alpha * d_b, sigma, phi)
+                new_value, new_eta = self.penalised(gamma + alpha * d_beta, b + alpha * d_b, sigma, phi,
+                                                    eta + alpha * d_eta)
                 if new_value >= value - 1e-12 * abs(value):
                     break
                 alpha *= 0.5
@@ -175,13 +184,17 @@ def fit_nagq0(dist, data, gamma0, scale0, maxiter, tol, callback, t0):
     lo, hi = np.log(1e-3 * ref), np.log(20.0 * ref)
 
     def objective(v):
+        if counter.get("v") is not None and np.array_equal(counter["v"], v):
+            return counter["f"]  # the search's last point, asked again: PIRLS is already there
         sigma = float(np.exp(v[0])) if np.isfinite(v[0]) else 0.0
         phi = float(np.exp(v[1])) if dist.has_dispersion else 1.0
         counter["n"] += 1
         value = -pirls.fit(sigma, phi)
         if callback is not None:
             callback("optimize", counter["n"], value)
-        return value if np.isfinite(value) else 1e300
+        value = value if np.isfinite(value) else 1e300
+        counter.update(v=np.array(v, float), f=value)
+        return value
 
     if dist.has_dispersion:
         v0 = np.array([np.log(0.5 * ref), np.log(scale0)])
@@ -190,8 +203,22 @@ def fit_nagq0(dist, data, gamma0, scale0, maxiter, tol, callback, t0):
         v, success, nit = np.array(res.x, float), bool(res.success), int(res.nit)
         v[0] = min(max(v[0], lo), hi)
     else:
-        res = optimize.minimize_scalar(lambda s: objective([s]), bounds=(lo, hi), method="bounded",
-                                       options={"xatol": 3e-3, "maxiter": 20 * maxiter})
+        if data.n_groups > 4 * SUBSET_GROUPS:  # locate sigma on a subset of the groups first (cheap)
+            sub = PenalisedFit(dist, subset_groups(data, evenly_spaced_groups(data.n_groups, SUBSET_GROUPS)),
+                               gamma0)
+            rough = optimize.minimize_scalar(lambda s: -sub.fit(float(np.exp(s)), 1.0), bounds=(lo, hi),
+                                             method="bounded", options={"xatol": 1e-2})
+            pirls.gamma = sub.gamma.copy()
+            near = (max(lo, rough.x - 0.2), min(hi, rough.x + 0.2))  # ~ 5 SEs of the subset estimate
+            res = optimize.minimize_scalar(lambda s: objective([s]), bounds=near, method="bounded",
+                                           options={"xatol": 3e-3, "maxiter": 20 * maxiter})
+            if min(res.x - near[0], near[1] - res.x) < 0.01 and (near[0] > lo or near[1] < hi):
+                res = None  # the subset's bracket was too narrow: search the whole interval
+        else:
+            res = None
+        if res is None:
+            res = optimize.minimize_scalar(lambda s: objective([s]), bounds=(lo, hi), method="bounded",
+                                           options={"xatol": 3e-3, "maxiter": 20 * maxiter})
         v, success, nit = np.array([res.x]), bool(res.success), int(res.nfev)
     f = objective(v)
     if v[0] < lo + 3.0:  # near the lower end: the boundary sigma = 0 (the GLM) when it is at least as good
@@ -211,9 +238,12 @@ def fit_nagq0(dist, data, gamma0, scale0, maxiter, tol, callback, t0):
     theta = np.concatenate([gamma, [sigma], [np.log(phi)] if dist.has_dispersion else []])
     laplace = MarginalLikelihood(dist, data, nagq=1)
     laplace.u_warm = sigma * pirls.b
-    md = laplace.modes_at(theta)
-    llf = -laplace(theta, need_grad=False)[0] if md is not None else -np.inf
-    if sigma > 0:  # never below the sigma = 0 point (the GLM, where PIRLS and Laplace agree exactly)
+    value, _ = laplace(theta, need_grad=False)
+    md = laplace.last_modes if np.isfinite(value) else laplace.modes_at(theta)
+    llf = -laplace(theta, need_grad=False)[0] if md is not None and not np.isfinite(value) else -value
+    # never below the sigma = 0 point (the GLM, where PIRLS and Laplace agree exactly); with a canonical
+    # link the search's own objective is the Laplace value and the lower end was checked above
+    if sigma > 0 and (not dist._natural or md is None):
         state = (pirls.gamma.copy(), pirls.b.copy())
         llf0 = -objective(np.concatenate([[-np.inf], v[1:]]))
         if llf0 > llf:
