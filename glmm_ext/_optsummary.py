@@ -25,6 +25,7 @@ class OptSummary:
     converged: bool = False
     message: str = ""
     seconds: float = 0.0
+    notes: list = field(default_factory=list)  # e.g. statsmodels fit() options that were mapped or ignored
     #: the global check after the local optimum (Laplace/AGQ): sigma_u values probed, their profile
     #: log-likelihoods, whether the search restarted from a better one, and AGQ(9) - Laplace there
     sigma_profile: dict = field(default=None, repr=False)
@@ -39,7 +40,7 @@ class OptSummary:
             ("Converged", self.converged),
             ("Message", self.message),
             ("Seconds", f"{self.seconds:.3f}"),
-        ]
+        ] + [("Note", note) for note in self.notes]
         if self.sigma_profile:
             probe = self.sigma_profile
             grid = ", ".join(f"{s:.3g}" for s in probe["sigma"])
