@@ -106,9 +106,14 @@ def probe_sigma(objective, res, gamma_glm, scale_glm, restart):
     eta = objective.data.X @ theta[:p] + objective.data.offset
     ref = sigma_hat if sigma_hat > 1e-3 else 0.5 * max(float(np.std(eta)), 0.1 * abs(float(np.mean(eta))), 0.1)
     u_opt = objective.u_warm.copy()
+    md = objective.modes_at(theta)
+    # modes predicted at another sigma: b_j ~ sigma S_j / (1 + sigma^2 D_j), D_j = (H_j - 1) / sigma_hat^2
+    D = (md.H - 1.0) / sigma_hat**2 if md is not None and sigma_hat > 0 else None
     best = None
     for s in (0.0,) + tuple(ref * k for k in GRID):
         objective.u_warm = u_opt.copy()
+        if D is not None and s > 0:
+            objective.u_warm = s * md.b * (s * md.H) / (sigma_hat * (1.0 + s * s * D))
         start = theta.copy()
         start[p] = s
         start[:p] *= _attenuation(objective.dist, s) / _attenuation(objective.dist, sigma_hat)
