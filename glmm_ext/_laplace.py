@@ -213,6 +213,8 @@ class MarginalLikelihood:
         self.last_modes = None  # release the previous evaluation's row arrays first
         dist, data = self.dist, self.data
         gamma, sigma, phi = self.unpack(theta)
+        if not (0.0 < phi < np.inf and np.isfinite(sigma) and np.all(np.isfinite(gamma))):
+            return None, None  # log phi beyond the floating-point range, or a non-finite trial point
         eta_fixed, md = self.modes(theta, order=3 if need_grad else 2)
         if md is None or not md.converged:
             # no stationary mode: it sits on the edge of the mean's support (identity/inverse links),

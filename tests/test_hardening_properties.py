@@ -103,8 +103,8 @@ def check(pair, nagq, seed, n_groups, size, sigma, c):
     other = run(relabelled, family, link, nagq)
     assert other is not None
     assert other.converged == res.converged
-    assert other.llf == pytest.approx(res.llf, abs=tol * (1 + abs(res.llf)))
-    if res.converged:
+    if res.converged:  # (a search stopped against the edge of the support may stop at another point of it)
+        assert other.llf == pytest.approx(res.llf, abs=tol * (1 + abs(res.llf)))
         assert np.allclose(other.params, res.params, rtol=1e-3, atol=1e-4)
 
 
