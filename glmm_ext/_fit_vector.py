@@ -12,11 +12,12 @@ import numpy as np
 from scipy import linalg
 
 from ._fitting import FitOutput
-from ._glmm import _inverse, glm_start
+from ._glmm import glm_start
 from ._laplace_vector import VectorData, VectorLaplace
 from ._lmm_vector import SINGULAR_TOL, LambdaPattern, fit_vector_lmm
 from ._optimize import fd_hessian, minimize
 from ._optsummary import OptSummary
+from ._pirls import inverse_or_nan
 from ._segments import group_sums
 
 
@@ -156,18 +157,19 @@ def fit_vector_likelihood(design, maxiter=100, tol=1e-6, cov_type="hessian", cal
         theta0 = _start(objective, gamma0, scale0)
         # forward differences of the analytic gradient (half the evaluations of central ones)
         hess0 = fd_hessian(objective, theta0, grad=objective(theta0)[1])
-        theta, f, g, hess, iters, decrement, message = minimize(objective, theta0, hess0, maxiter, tol, callback,
-                                                                central=False)
+        res = minimize(objective, theta0, hess0, maxiter, tol, callback, central=False)
+        iters = res.iterations
         p, k = objective.p, pattern.size
-        if np.any(np.abs(theta[p:p + k][pattern.is_diag]) < SINGULAR_TOL):  # boundary: re-check from Lambda = I
-            retry = np.concatenate([theta[:p], pattern.start(1.0), theta[p + k:]])
+        if np.any(np.abs(res.x[p:p + k][pattern.is_diag]) < SINGULAR_TOL):  # boundary: re-check from Lambda = I
+            retry = np.concatenate([res.x[:p], pattern.start(1.0), res.x[p + k:]])
             objective.u_warm = None
             if np.isfinite(objective(retry, need_grad=False)[0]):
                 second = minimize(objective, retry, fd_hessian(objective, retry, grad=objective(retry)[1]), maxiter,
                                   tol, callback, central=False)
-                if second[1] < f - 1e-9:
-                    theta, f, g, hess, more, decrement, message = second
-                    iters += more
+                iters += second.iterations
+                if second.f < res.f - 1e-9:
+                    res = second
+    theta, f, hess, decrement = res.x, res.f, res.hess, res.decrement
     # report Lambda with a non-negative diagonal: flip the sign of a column (and of the Hessian's rows)
     lam = pattern.build(theta[p:p + k])
     signs = np.where(np.diag(lam) < 0, -1.0, 1.0)
@@ -178,8 +180,8 @@ def fit_vector_likelihood(design, maxiter=100, tol=1e-6, cov_type="hessian", cal
     if md is None:
         raise FloatingPointError("no conditional modes at the optimum")
     _, lam, phi = objective.unpack(theta)
-    converged = bool(decrement < tol) and iters <= maxiter
-    message = message or ("converged" if converged else "not converged")
+    converged = bool(res.converged)
+    message = res.message or ("converged" if converged else "not converged")
     separated = dist.separated_rows(data.y, md.eta)
     if separated:
         converged = False
@@ -188,7 +190,7 @@ def fit_vector_likelihood(design, maxiter=100, tol=1e-6, cov_type="hessian", cal
     if callback is not None:
         callback("standard errors", iters, f)
     weights = dist.working_weights(md.eta, data.m, phi)
-    cov_pirls = _inverse(_pirls_information(data.X, data.Z, lam, weights, data.starts))
+    cov_pirls = inverse_or_nan(_pirls_information(data.X, data.Z, lam, weights, data.starts))
     at_zero = np.flatnonzero(pattern.is_diag & (np.abs(theta[p:p + k]) < SINGULAR_TOL)) + p
     keep = [j for j in range(len(theta)) if j not in set(at_zero)]
     cov_beta, se_note = None, ""
