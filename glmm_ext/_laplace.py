@@ -61,35 +61,44 @@ def _h(dist, data, eta, b, phi):
     return group_sums(dist.loglik(data.y, eta, data.m, phi, data.const), data.starts) - 0.5 * b * b
 
 
-def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, maxiter=60, order=2):
+def _point(dist, data, eta, b, phi, order):
+    """(h, l1, d, t) at eta from one fused pass: a step that is accepted needs no second evaluation."""
+    ll, l1, d, t = dist.evaluate(data.y, eta, data.m, phi, data.const, order=order)
+    return group_sums(ll, data.starts) - 0.5 * b * b, l1, d, t
+
+
+def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, maxiter=60, order=2, min_steps=0):
     """Modes b_j = argmax h_j(b) by Newton steps with per-group step halving (PIRLS in one dimension).
 
     The step uses the observed curvature where it is positive and the working-weight (Fisher)
     curvature otherwise; a step that lowers h_j is halved for that group only.  Returns None when
     no starting point inside the family's support is found.  With ``order=3`` the modes carry t too.
+    Every trial point is evaluated once, log f and its derivatives together.  ``min_steps`` Newton
+    steps are taken even from a start inside the tolerance (a predicted start: one step squares its
+    error, so the analytic gradient, which assumes exact modes, keeps full accuracy).
     """
     counts, starts = data.counts, data.starts
     b = np.zeros(data.n_groups) if sigma == 0.0 else np.array(b_start, dtype=float)
     eta = eta_fixed + sigma * to_rows(b, counts)
-    h = _h(dist, data, eta, b, phi)
+    h, l1, d, t = _point(dist, data, eta, b, phi, order)
     bad = ~np.isfinite(h)
     if bad.any():  # warm start left the support: restart those groups at b = 0
         b[bad] = 0.0
         eta = eta_fixed + sigma * to_rows(b, counts)
-        h = _h(dist, data, eta, b, phi)
+        h, l1, d, t = _point(dist, data, eta, b, phi, order)
         if not np.isfinite(h).all():
             return None
     converged = False
     it = 0
+    s2 = sigma * sigma
     for it in range(1, maxiter + 1):
-        l1, d, t = dist.derivatives(data.y, eta, data.m, phi, order=order)
         grad = sigma * group_sums(l1, starts) - b
-        H = sigma * sigma * group_sums(d, starts) + 1.0
+        H = s2 * group_sums(d, starts) + 1.0
         H_dir = H
         if not (H > 0).all():
             w = dist.working_weights(eta, data.m, phi)
-            H_dir = np.where(H > 0, H, sigma * sigma * group_sums(w, starts) + 1.0)
-        active = grad * grad > tol * tol * H_dir
+            H_dir = np.where(H > 0, H, s2 * group_sums(w, starts) + 1.0)
+        active = grad * grad > (tol * tol if it > min_steps else 0.0) * H_dir
         if not active.any():
             converged = True
             break
@@ -104,8 +113,10 @@ def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, max
         stuck_any = False
         for _ in range(30):
             b_try = b + alpha * step
-            eta_try = eta_fixed + sigma * to_rows(b_try, counts)
-            h_try = _h(dist, data, eta_try, b_try, phi)
+            eta_try = to_rows(b_try, counts)
+            eta_try *= sigma
+            eta_try += eta_fixed
+            h_try, l1, d, t = _point(dist, data, eta_try, b_try, phi, order)
             worse = active & (~np.isfinite(h_try) | (searched & ~(h_try >= h - noise)))
             if not worse.any():
                 break
@@ -118,9 +129,8 @@ def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, max
         b, eta, h = b_try, eta_try, h_try
         if stuck_any:  # a mode pinned against the edge of the support (or lost to rounding): not stationary
             break
-    if not converged:  # the derivatives above belong to the point before the last step
-        l1, d, t = dist.derivatives(data.y, eta, data.m, phi, order=order)
-        H = sigma * sigma * group_sums(d, starts) + 1.0
+    if not converged:  # H above belongs to the point before the last step
+        H = s2 * group_sums(d, starts) + 1.0
     return Modes(b, eta, h, H, l1, d, t, converged, it)
 
 
@@ -137,6 +147,7 @@ class MarginalLikelihood:
         self.p = data.X.shape[1]
         self.inner_tol = inner_tol
         self.u_warm = np.zeros(data.n_groups)  # modes on the eta scale, for warm starts
+        self._tangent = None  # (u_warm, eta_fixed, sigma, log phi, d, H) at the last converged modes
         self.n_calls = 0
         self.last_modes = None
 
@@ -158,14 +169,36 @@ class MarginalLikelihood:
             self(theta, need_grad=False)
         return self.last_modes
 
+    def _predicted_modes(self, eta_fixed, sigma, phi):
+        """Warm start u = sigma b at the new point from the tangent of the modes at the last one.
+
+        Differentiating s^2 L1_j(eta + u_j) = u_j (the mode condition, dl1/dlog phi = -l1) gives
+        du_j = (-s^2 sum_{i in j} d_i d eta_i + u_j (2 ds / s - d log phi)) / H_j, so the inner
+        Newton iterations start within O(|d theta|^2) of the modes.  Without a usable tangent (none
+        yet, u_warm set from outside, a curvature H <= 0) the last modes themselves are the start.
+        """
+        tangent = self._tangent
+        if tangent is None or tangent[0] is not self.u_warm or sigma <= 0:
+            return self.u_warm
+        u, eta_old, s_old, lphi_old, d, H = tangent
+        change = eta_fixed - eta_old
+        change *= d
+        du = -(s_old * s_old) * group_sums(change, self.data.starts)
+        du += u * (2.0 * (sigma - s_old) / s_old - (np.log(phi) - lphi_old))
+        du /= H
+        return np.where(H > 0, u + du, u)
+
     def modes(self, theta, order=2):
         gamma, sigma, phi = self.unpack(theta)
         eta_fixed = self.data.X @ gamma + self.data.offset
-        b_start = self.u_warm / sigma if sigma > 0 else None
+        u_start = self._predicted_modes(eta_fixed, sigma, phi)
+        b_start = u_start / sigma if sigma > 0 else None
         modes = conditional_modes(self.dist, self.data, eta_fixed, sigma, phi, b_start, self.inner_tol,
-                                  order=order)
+                                  order=order, min_steps=int(u_start is not self.u_warm))
         if modes is not None and modes.converged:
             self.u_warm = sigma * modes.b
+            self._tangent = ((self.u_warm, eta_fixed, sigma, np.log(phi), modes.d, modes.H)
+                             if sigma > 0 and modes.d is not None else None)
         return eta_fixed, modes
 
     def loglik_by_group(self, theta):
