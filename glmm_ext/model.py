@@ -82,7 +82,15 @@ class GLMM(sm_base.LikelihoodModel):
 
         ``groups``, ``offset``, ``exposure`` and ``weights`` are column names or arrays with one value
         per row of ``data``; ``"successes + failures ~ x"`` gives a Binomial response with trials.
+        A ``dask.dataframe.DataFrame`` gives a `glmm_ext._dask.DaskGLMM` fitted on the Dask cluster
+        (``groups`` a column name; optional ``client=``), see docs/scale.md.
         """
+        from ._dask import is_dask_frame
+
+        if is_dask_frame(data):  # rows stay on the Dask workers
+            from ._dask import DaskGLMM
+
+            return DaskGLMM(formula, data, groups, family=family, client=kwargs.pop("client", None))
         if not isinstance(data, pd.DataFrame):
             data = pd.DataFrame(data)
         if subset is not None:
