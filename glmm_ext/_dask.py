@@ -197,7 +197,7 @@ class DaskGLMM:
         self.exog_names = list(x_info.column_names)
         self.endog_name = y_info.column_names[0]
         used = list(dict.fromkeys(_columns((y_info, x_info), data.columns) + [groups]))
-        rows = data[used].dropna().shuffle(on=groups)  # every partition now holds whole groups
+        rows = data[used].dropna().shuffle(on=groups, method="tasks")  # every partition now holds whole groups
         frames = self.client.compute(rows.to_delayed())
         self._arrays = self.client.map(_partition_arrays, frames, formula=formula, names=self.exog_names, group_col=groups,
                                        family_name=self.dist.name, pure=False)
