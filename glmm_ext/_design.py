@@ -108,7 +108,7 @@ class Design:
         """GLMMData on the scaled predictors, rows sorted by group (constant columns stored once)."""
         o = self.order
         y, m = self.y[o], _compact(self.trials[o])
-        X = self.X.T[:, o].T  # column-major: X gamma and X' r run over contiguous columns
+        X = np.asfortranarray(self.X[o])  # column-major: X gamma and X' r run over contiguous columns
         X -= self.scaling.center
         X /= self.scaling.scale
         return GLMMData(y=y, X=X, offset=_compact(self.offset[o]), m=m,

@@ -170,23 +170,27 @@ class MarginalLikelihood:
         return self.last_modes
 
     def _predicted_modes(self, eta_fixed, sigma, phi):
-        """Warm start u = sigma b at the new point from the tangent of the modes at the last one.
+        """Warm start u = sigma b at the new point: one Newton step on the mode condition linearised
+        at the last modes.
 
-        Differentiating s^2 L1_j(eta + u_j) = u_j (the mode condition, dl1/dlog phi = -l1) gives
-        du_j = (-s^2 sum_{i in j} d_i d eta_i + u_j (2 ds / s - d log phi)) / H_j, so the inner
-        Newton iterations start within O(|d theta|^2) of the modes.  Without a usable tangent (none
-        yet, u_warm set from outside, a curvature H <= 0) the last modes themselves are the start.
+        With L1_j, D_j (sums of l1 and d over group j, taken at the last modes u0, where s0^2 L1 = u0)
+        and r = phi0 / phi (l1 and d scale as 1 / phi), solving u = s^2 r (L1 - D (u - u0) - sum_i d_i
+        d eta_i) gives u = s^2 r (u0 / s0^2 + D u0 - sum_i d_i d eta_i) / (1 + s^2 r D): exact to
+        first order, and it follows the s^2 / (1 + s^2 D) growth of the modes over large steps in s.
+        Without a usable tangent (none yet, u_warm set from outside, a curvature <= 0) the last
+        modes themselves are the start.
         """
         tangent = self._tangent
         if tangent is None or tangent[0] is not self.u_warm or sigma <= 0:
             return self.u_warm
-        u, eta_old, s_old, lphi_old, d, H = tangent
+        u0, eta_old, s0, lphi0, d, H0 = tangent
         change = eta_fixed - eta_old
         change *= d
-        du = -(s_old * s_old) * group_sums(change, self.data.starts)
-        du += u * (2.0 * (sigma - s_old) / s_old - (np.log(phi) - lphi_old))
-        du /= H
-        return np.where(H > 0, u + du, u)
+        ratio = sigma * sigma * np.exp(lphi0 - np.log(phi))
+        D = (H0 - 1.0) / (s0 * s0)
+        u = ratio * (u0 / (s0 * s0) + D * u0 - group_sums(change, self.data.starts))
+        denom = 1.0 + ratio * D
+        return np.where((H0 > 0) & (denom > 0), u / denom, u0)
 
     def modes(self, theta, order=2):
         gamma, sigma, phi = self.unpack(theta)
