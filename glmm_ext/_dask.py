@@ -277,13 +277,13 @@ class DaskGLMM:
         hess0[:p, :p] = np.sum(objective.map(_pirls_block, theta0), axis=0)
         block = fd_columns(objective, theta0, range(p, k))
         hess0[:, p:], hess0[p:, :] = block, block.T
-        theta, f, _, hess, iters, decrement, message = minimize(objective, theta0, hess0, maxiter, tol)
+        theta, f, hess, iters, decrement, message = _minimized(minimize(objective, theta0, hess0, maxiter, tol))
         if nagq > 1:
             objective.parts = [self.client.submit(_with_nodes, part, nagq, workers=list(where), pure=False)
                                for part, where in zip(objective.parts, objective.locations)]
             objective.locate()
-            theta, f, _, hess, more, decrement, message = minimize(objective, theta, hess, maxiter, tol,
-                                                                   central=False, quasi_newton=False)
+            theta, f, hess, more, decrement, message = _minimized(
+                minimize(objective, theta, hess, maxiter, tol, central=False, quasi_newton=False))
             iters += more
         converged = bool(decrement < tol) and iters <= maxiter
         final = objective.map(_final, theta)
@@ -308,6 +308,14 @@ class DaskGLMM:
                               "se": np.concatenate([o["blup_sd"] for o in final])}, index=prep["labels"]).sort_index()
         return DaskGLMMResults(self, beta=R @ theta[:p], cov=R @ cov @ R.T, var_re=sigma * sigma, scale=phi,
                                llf=-f, converged=converged, singular=singular, opt=opt, blups=blups)
+
+
+def _minimized(result):
+    """(x, f, Hessian, iterations, decrement, message) from `_optimize.minimize`'s result (tuple or object)."""
+    if isinstance(result, tuple):
+        x, f, _, hess, iterations, decrement, message = result
+        return x, f, hess, iterations, decrement, message
+    return result.x, result.f, result.hess, result.iterations, result.decrement, result.message
 
 
 def _global_scaling(center, sd, lo, hi):

@@ -56,3 +56,16 @@ def test_bad_input_is_a_clear_error(client):
         glmm_ext.GLMM.from_formula("y ~ x1", ddf, groups="g", family=glmm_ext.make_family("binomial")).fit()
     with pytest.raises(ValueError, match="groups must name"):
         glmm_ext.GLMM.from_formula("y ~ x1", ddf, groups="nope", family=glmm_ext.make_family("poisson"))
+
+
+def test_fit_many_on_the_cluster(client):
+    rng = np.random.default_rng(8)
+    n, G = 400, 20
+    g = np.repeat(np.arange(G), n // G)
+    df = pd.DataFrame({"x1": rng.normal(size=n), "g": g})
+    for j in range(3):
+        df[f"r{j}"] = rng.poisson(np.exp(0.3 + 0.2 * df["x1"] + rng.normal(0, 0.5, G)[g])).astype(float)
+    family = glmm_ext.make_family("poisson")
+    local = glmm_ext.fit_many(df, ["r0", "r1", "r2"], "~ x1", groups="g", family=family)
+    remote = glmm_ext.fit_many(df, ["r0", "r1", "r2"], "~ x1", groups="g", family=family, client=client)
+    pd.testing.assert_frame_equal(local, remote)
