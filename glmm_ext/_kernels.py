@@ -77,12 +77,12 @@ def binomial_logit(y, eta, m, phi, const, order=3, loglik=True):
         ll = y_half * eta
         a *= 0.5
         ll -= a
-        ll -= np.log1p(e)
+        ll -= np.log1p(e, out=a)
         ll = _plus_const(_scaled(ll, m), const)
     if order >= 1:
-        inv = 1.0 + e
+        inv = np.add(e, 1.0, out=a)
         np.reciprocal(inv, out=inv)
-        s = 1.0 - e
+        s = np.subtract(1.0, e)
         s *= inv
         np.copysign(s, eta, out=s)
         l1 = s * -0.5

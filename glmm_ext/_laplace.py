@@ -113,8 +113,7 @@ def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, max
         stuck_any = False
         for _ in range(30):
             b_try = b + alpha * step
-            eta_try = to_rows(b_try, counts)
-            eta_try *= sigma
+            eta_try = to_rows(sigma * b_try, counts)  # scale G values, not n
             eta_try += eta_fixed
             h_try, l1, d, t = _point(dist, data, eta_try, b_try, phi, order)
             worse = active & (~np.isfinite(h_try) | (searched & ~(h_try >= h - noise)))
@@ -194,7 +193,10 @@ class MarginalLikelihood:
 
     def modes(self, theta, order=2):
         gamma, sigma, phi = self.unpack(theta)
-        eta_fixed = self.data.X @ gamma + self.data.offset
+        eta_fixed = self.data.X @ gamma
+        offset = self.data.offset
+        if any(offset.strides) or offset.size and offset.flat[0] != 0.0:  # skip a stored-once zero offset
+            eta_fixed += offset
         u_start = self._predicted_modes(eta_fixed, sigma, phi)
         b_start = u_start / sigma if sigma > 0 else None
         modes = conditional_modes(self.dist, self.data, eta_fixed, sigma, phi, b_start, self.inner_tol,
