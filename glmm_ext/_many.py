@@ -87,24 +87,27 @@ def _worker_chunk(names, Y, options):
 def _table(results, responses):
     """Tidy DataFrame in the order of `responses`, with z, p and Benjamini-Hochberg q-values per term."""
     by_name = {r["response"]: r for r in results}
-    frames = []
-    for name in responses:
-        r = by_name[name]
-        frames.append(pd.DataFrame({"response": name, "term": r["terms"], "estimate": r["estimate"],
-                                    "std_err": r["std_err"], "var_re": r["var_re"], "llf": r["llf"],
-                                    "converged": r["converged"], "message": r["message"]}))
-    table = pd.concat(frames, ignore_index=True)
-    table["z"] = table["estimate"] / table["std_err"]
-    table["p_value"] = 2.0 * stats.norm.sf(np.abs(table["z"]))
-    table["q_value"] = np.nan
-    for _, rows in table.groupby("term", sort=False).groups.items():
-        p = table.loc[rows, "p_value"].to_numpy()
+    ordered = [by_name[name] for name in responses]
+    k = len(ordered[0]["terms"])
+    per_fit = {key: np.repeat([r[key] for r in ordered], k) for key in ("response", "var_re", "llf", "converged",
+                                                                        "message")}
+    estimate = np.concatenate([r["estimate"] for r in ordered])
+    std_err = np.concatenate([r["std_err"] for r in ordered])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = estimate / std_err
+    p_value = 2.0 * stats.norm.sf(np.abs(z))
+    q_value = np.full_like(p_value, np.nan)
+    for j in range(k):  # per term, over the responses (rows j, j + k, ...)
+        p = p_value[j::k]
         ok = np.isfinite(p)
         if ok.any():
             q = np.full(len(p), np.nan)
             q[ok] = fdrcorrection(p[ok], alpha=0.05, method="indep")[1]
-            table.loc[rows, "q_value"] = q
-    return table[COLUMNS]
+            q_value[j::k] = q
+    return pd.DataFrame({"response": per_fit["response"], "term": np.tile(ordered[0]["terms"], len(ordered)),
+                         "estimate": estimate, "std_err": std_err, "z": z, "p_value": p_value, "q_value": q_value,
+                         "var_re": per_fit["var_re"], "llf": per_fit["llf"], "converged": per_fit["converged"],
+                         "message": per_fit["message"]})[COLUMNS]
 
 
 def _chunks(n, n_chunks):
