@@ -182,7 +182,7 @@ def fit_many(data, responses, formula, groups, family=None, n_jobs=1, client=Non
     design = model.design
     Y = data.loc[design.index, responses].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     options = {"nagq": nagq, "reml": bool(reml), "maxiter": maxiter, "tol": tol, "cov_type": cov_type}
-    jobs = os.cpu_count() or 1 if n_jobs == -1 else int(n_jobs)
+    jobs = (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
     monitor = Progress(enabled=progress, maxiter=len(responses))
     results = []
     with monitor:

@@ -90,7 +90,14 @@ class GLMM(sm_base.LikelihoodModel):
         if is_dask_frame(data):  # rows stay on the Dask workers
             from ._dask import DaskGLMM
 
-            return DaskGLMM(formula, data, groups, family=family, client=kwargs.pop("client", None))
+            given = {"offset": offset, "exposure": exposure, "weights": weights, "subset": subset,
+                     "drop_cols": drop_cols}
+            unsupported = [name for name, value in given.items() if value is not None] + list(args) + \
+                [k for k in kwargs if k != "client"]
+            if unsupported:
+                raise ValueError(f"{', '.join(map(str, unsupported))}: not supported with a Dask DataFrame (put an "
+                                 "offset into the formula's data as a column and fit in memory, or drop it)")
+            return DaskGLMM(formula, data, groups, family=family, client=kwargs.get("client"))
         if not isinstance(data, pd.DataFrame):
             data = pd.DataFrame(data)
         if subset is not None:

@@ -54,6 +54,8 @@ def test_bad_input_is_a_clear_error(client):
     ddf = dd.from_pandas(df, npartitions=2)
     with pytest.raises(ValueError, match="must be 0 or 1"):
         glmm_ext.GLMM.from_formula("y ~ x1", ddf, groups="g", family=glmm_ext.make_family("binomial")).fit()
+    with pytest.raises(ValueError, match="offset: not supported with a Dask DataFrame"):
+        glmm_ext.GLMM.from_formula("y ~ x1", ddf, groups="g", family=glmm_ext.make_family("poisson"), offset="x1")
     with pytest.raises(ValueError, match="groups must name"):
         glmm_ext.GLMM.from_formula("y ~ x1", ddf, groups="nope", family=glmm_ext.make_family("poisson"))
 

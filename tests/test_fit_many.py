@@ -85,3 +85,14 @@ def test_bad_arguments(genes):
         glmm_ext.fit_many(genes, ["gene0"], "~ x1", groups="g", n_jobs=0)
     with pytest.raises(TypeError, match="DataFrame"):
         glmm_ext.fit_many(genes.to_dict(), ["gene0"], "~ x1", groups="g")
+
+
+def test_one_job_stays_in_this_process(genes, monkeypatch):
+    import glmm_ext._many as many
+
+    def no_processes(*args, **kwargs):
+        raise AssertionError("n_jobs=1 must not start processes")
+
+    monkeypatch.setattr(many, "ProcessPoolExecutor", no_processes)
+    table = glmm_ext.fit_many(genes, ["gene0", "gene1"], "~ x1", groups="g", family=glmm_ext.make_family("poisson"))
+    assert table["converged"].all()
