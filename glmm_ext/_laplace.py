@@ -56,6 +56,17 @@ class Modes:
     iterations: int
 
 
+def matvec(X, v):
+    """X v for a tall, thin X by numpy's own loop (einsum), not BLAS: a threaded BLAS call leaves its
+    threads spinning for a while, and they compete with the element-wise work that follows."""
+    return np.einsum("ij,j->i", X, v)
+
+
+def rmatvec(X, r):
+    """X' r, by einsum for the same reason as `matvec`."""
+    return np.einsum("ij,i->j", X, r)
+
+
 def _h(dist, data, eta, b, phi):
     """h_j(b_j) = sum_{i in j} log f(y_i | eta_i) - b_j^2 / 2 for all groups."""
     return group_sums(dist.loglik(data.y, eta, data.m, phi, data.const), data.starts) - 0.5 * b * b
@@ -193,7 +204,7 @@ class MarginalLikelihood:
 
     def modes(self, theta, order=2):
         gamma, sigma, phi = self.unpack(theta)
-        eta_fixed = self.data.X @ gamma
+        eta_fixed = matvec(self.data.X, gamma)
         offset = self.data.offset
         if any(offset.strides) or offset.size and offset.flat[0] != 0.0:  # skip a stored-once zero offset
             eta_fixed += offset
@@ -298,7 +309,7 @@ class MarginalLikelihood:
 
         # fixed effects: every group-level term folds into one weight per row, then X' r
         r = l1_bar + s2 * to_rows(A, counts) * t - sigma * to_rows((E + s2 * sigma * A * T) / H, counts) * md.d
-        grad = [data.X.T @ r]
+        grad = [rmatvec(data.X, r)]
         # random-intercept SD
         db_dsigma = (L1 - sigma * b * D) / H
         dH_dsigma = 2.0 * sigma * D + s2 * T * (b + sigma * db_dsigma)
