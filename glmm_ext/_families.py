@@ -109,10 +109,18 @@ class Distribution:
         found = find_kernel(self.name, self.link_name) if kernels else None
         self._kernel, self._kernel_weights = found if found is not None else (None, None)
 
-    def evaluate(self, y, eta, m, phi, const, order=2):
-        """(log f, l1, d, t) per row at eta, derivatives up to `order` (others None), in one pass."""
+    @property
+    def full_support(self):
+        """True when every finite eta maps to a mean inside the support (no identity/inverse edge)."""
+        return not (self.link_name in ("identity", "inverse") and self.name != "gaussian")
+
+    def evaluate(self, y, eta, m, phi, const, order=2, loglik=True):
+        """(log f, l1, d, t) per row at eta, derivatives up to `order` (others None), in one pass;
+        log f is None with ``loglik=False``."""
         if self._kernel is not None:
-            return self._kernel(y, eta, m, phi, const, order=order)
+            return self._kernel(y, eta, m, phi, const, order=order, loglik=loglik)
+        if not loglik:
+            return (None,) + self.derivatives(y, eta, m, phi, order=order)
         ll = self.loglik(y, eta, m, phi, const)
         if order == 0:
             return ll, None, None, None

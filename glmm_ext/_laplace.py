@@ -91,8 +91,16 @@ def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, max
     counts, starts = data.counts, data.starts
     b = np.zeros(data.n_groups) if sigma == 0.0 else np.array(b_start, dtype=float)
     eta = eta_fixed + sigma * to_rows(b, counts)
-    h, l1, d, t = _point(dist, data, eta, b, phi, order)
-    bad = ~np.isfinite(h)
+    h = None
+    if min_steps > 0 and dist.full_support:
+        # a start that is stepped from in any case: log f (and t) are needed only at the next point,
+        # unless a long step must be line-searched (then h is computed below)
+        _, l1, d, t = dist.evaluate(data.y, eta, data.m, phi, data.const, order=min(order, 2), loglik=False)
+        if not (np.isfinite(group_sums(l1, starts)).all() and np.isfinite(group_sums(d, starts)).all()):
+            h = np.full(data.n_groups, np.nan)  # overflow somewhere: the checked path below
+    if h is not None or min_steps == 0 or not dist.full_support:
+        h, l1, d, t = _point(dist, data, eta, b, phi, order)
+    bad = np.zeros(data.n_groups, bool) if h is None else ~np.isfinite(h)
     if bad.any():  # warm start left the support: restart those groups at b = 0
         b[bad] = 0.0
         eta = eta_fixed + sigma * to_rows(b, counts)
@@ -118,8 +126,10 @@ def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, max
         # a change of h below rounding noise (sums of many log densities) is not a decrease, and a
         # Newton step that promises less than 1e-9 is inside the quadratic region: only the support
         # can reject it
-        noise = 1e-12 * (1.0 + np.abs(h))
         searched = active & (0.5 * grad * step > 1e-9)
+        if h is None:  # the start's log f was skipped: needed only for a searched step
+            h = _h(dist, data, eta, b, phi) if searched.any() else np.full_like(b, -np.inf)
+        noise = 1e-12 * (1.0 + np.abs(h))
         alpha = np.ones_like(b)
         stuck_any = False
         for _ in range(30):
@@ -141,6 +151,8 @@ def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, max
             break
     if not converged:  # H above belongs to the point before the last step
         H = s2 * group_sums(d, starts) + 1.0
+    if h is None or (t is None and order == 3):  # stopped at a start evaluated without them
+        h, l1, d, t = _point(dist, data, eta, b, phi, order)
     return Modes(b, eta, h, H, l1, d, t, converged, it)
 
 
