@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import linalg, stats
 
+from . import _kernels
 from ._design import Scaling
 from ._families import Distribution
 from ._glmm import SINGULAR_TOL, _start_theta, pirls_information
@@ -75,6 +76,7 @@ def _labels(part):
 
 def _objective(part, scaling, dist, nagq):
     """The partition's MarginalLikelihood on the globally scaled predictors (lives on its worker)."""
+    _kernels.THREADS = 1  # the workers are the parallelism: no kernel threads inside them
     X = np.asfortranarray(scaling.transform(part["X"]))
     y, n = part["y"], len(part["y"])
     m = np.broadcast_to(1.0, (n,))

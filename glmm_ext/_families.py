@@ -14,6 +14,7 @@ from scipy import special
 import statsmodels.genmod.families as sm_families
 import statsmodels.genmod.families.links as sm_links
 
+from . import _kernels
 from ._kernels import find_kernel
 
 #: family name -> the link names a random-intercept GLMM accepts with it (first = canonical default)
@@ -118,7 +119,7 @@ class Distribution:
         """(log f, l1, d, t) per row at eta, derivatives up to `order` (others None), in one pass;
         log f is None with ``loglik=False``."""
         if self._kernel is not None:
-            return self._kernel(y, eta, m, phi, const, order=order, loglik=loglik)
+            return _kernels.evaluate(self._kernel, y, eta, m, phi, const, order=order, loglik=loglik)
         if not loglik:
             return (None,) + self.derivatives(y, eta, m, phi, order=order)
         ll = self.loglik(y, eta, m, phi, const)

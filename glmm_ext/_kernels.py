@@ -15,6 +15,10 @@ Notation: m = prior weight (Binomial trials, else 1), phi = dispersion, k = 1 / 
 data-only part of log f (``Distribution.log_constant``).  Returned arrays are fresh (callers may keep
 them) but some may be shared between outputs; treat them as read-only.
 """
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from scipy import special
 
@@ -329,3 +333,42 @@ KERNELS = {
 def find_kernel(family_name, link_name):
     """(kernel, weights) for a pair, or None when the generic statsmodels-based path must serve."""
     return KERNELS.get((family_name, link_name))
+
+
+#: threads a kernel may use on long inputs (numpy releases the GIL in its loops); 1 = never split.
+#: ``fit_many``'s worker processes and Dask workers set 1: they are the parallelism there.
+THREADS = min(4, os.cpu_count() or 1)
+#: rows per thread below which a kernel runs in the calling thread (thread start-up would dominate)
+MIN_ROWS_PER_THREAD = 200_000
+_POOL = {"pid": None, "pool": None}
+_POOL_LOCK = threading.Lock()
+
+
+def _pool():
+    """The module's thread pool, created again in a forked child (threads do not survive fork)."""
+    with _POOL_LOCK:
+        if _POOL["pid"] != os.getpid():
+            _POOL["pool"] = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="glmm_ext-kernel")
+            _POOL["pid"] = os.getpid()
+        return _POOL["pool"]
+
+
+def evaluate(kernel, y, eta, m, phi, const, order=3, loglik=True):
+    """kernel(...) over row blocks in up to `THREADS` threads, the blocks' outputs joined in row order.
+
+    Every output row depends on its own input row only, so the split changes no number.
+    """
+    n = np.shape(eta)[0] if np.ndim(eta) else 0
+    k = min(THREADS, n // MIN_ROWS_PER_THREAD)
+    if k < 2 or threading.current_thread().name.startswith("glmm_ext-kernel"):
+        return kernel(y, eta, m, phi, const, order=order, loglik=loglik)
+    bounds = np.linspace(0, n, k + 1).astype(np.intp)
+
+    def block(a, lo, hi):
+        return a[lo:hi] if np.ndim(a) else a
+
+    futures = [_pool().submit(kernel, block(y, lo, hi), eta[lo:hi], block(m, lo, hi), phi, block(const, lo, hi),
+                              order, loglik) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    parts = [f.result() for f in futures]
+    return tuple(None if parts[0][i] is None else np.concatenate([part[i] for part in parts]) for i in range(4))
+

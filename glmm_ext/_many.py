@@ -18,6 +18,7 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import fdrcorrection
 
+from . import _kernels
 from ._fitting import fit_likelihood, fit_profile
 from ._progress import Progress
 from ._validation import check_fit_options, check_groups_and_size, check_rank, check_response
@@ -68,8 +69,10 @@ def _fit_one(design, name, y, options):
                 converged=bool(fit.converged), message=message)
 
 
-def _fit_chunk(design, names, Y, options):
+def _fit_chunk(design, names, Y, options, single_thread=False):
     """Fits for a block of responses (the columns of Y)."""
+    if single_thread:  # on a Dask worker: the workers are the parallelism
+        _kernels.THREADS = 1
     return [_fit_one(design, name, Y[:, j], options) for j, name in enumerate(names)]
 
 
@@ -77,6 +80,7 @@ _WORKER_DESIGN = {}
 
 
 def _init_worker(design):
+    _kernels.THREADS = 1  # the processes are the parallelism here
     _WORKER_DESIGN["design"] = design
 
 
@@ -209,7 +213,7 @@ def _run_dask(client, design, responses, Y, options, monitor):
     shared = client.scatter(design, broadcast=True)
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))
     blocks = _chunks(len(responses), min(len(responses), 4 * n_workers))
-    futures = [client.submit(_fit_chunk, shared, responses[b], Y[:, b], options, pure=False) for b in blocks]
+    futures = [client.submit(_fit_chunk, shared, responses[b], Y[:, b], options, True, pure=False) for b in blocks]
     results = []
     for future in dask_completed(futures):
         results.extend(future.result())

@@ -172,3 +172,20 @@ def test_marginal_likelihood_same_with_and_without_kernels(family, link):
         assert np.isfinite(f_k)
         np.testing.assert_allclose(f_k, f_g, rtol=1e-10)
         np.testing.assert_allclose(g_k, g_g, rtol=1e-7, atol=1e-8)
+
+
+def test_threaded_blocks_give_the_same_numbers(monkeypatch):
+    """Long inputs are split over threads; every output row depends on its own row only."""
+    from glmm_ext import _kernels
+
+    rng = np.random.default_rng(2)
+    n = 450_001
+    y, eta = (rng.random(n) < 0.4).astype(float), rng.normal(0, 2, n)
+    m, const = np.broadcast_to(1.0, (n,)), np.broadcast_to(0.0, (n,))
+    monkeypatch.setattr(_kernels, "MIN_ROWS_PER_THREAD", 100_000)
+    monkeypatch.setattr(_kernels, "THREADS", 3)
+    split = _kernels.evaluate(_kernels.binomial_logit, y, eta, m, 1.0, const, order=3)
+    whole = _kernels.binomial_logit(y, eta, m, 1.0, const, order=3)
+    for a, b in zip(split, whole):
+        np.testing.assert_array_equal(a, b)
+    assert _kernels.evaluate(_kernels.poisson_log, y, eta, m, 1.0, const, order=1, loglik=False)[0] is None
