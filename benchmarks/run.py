@@ -300,7 +300,8 @@ def write_report(path, rows, agq, notes, have_r, extra=()):
         dtmb = f"{r['llf'] - r['tmb_loglik']:+.2e}" if "tmb_loglik" in r else "-"
         dsm = f"{r['llf'] - r['sm_llf']:+.2e}" if "sm_llf" in r else "-"
         lines.append(f"| {r['family']} | {r['rows']:,} | {r['groups']:,} | {r['glmm_ext_s']:.3f} | "
-                     f"{r['glm_s']:.3f} | {r['glmm_ext_s'] / r['glm_s']:.2f} | {r['peak_mb']:.0f} ({r['mem_ratio']:.1f}x) | {g('lme4_seconds')} | "
+                     f"{r['glm_s']:.3f} | {r['glmm_ext_s'] / r['glm_s']:.2f} | "
+                     f"{r['peak_mb']:.0f} ({r['mem_ratio']:.1f}x) | {g('lme4_seconds')} | "
                      f"{fmt_ratio(r.get('lme4_seconds'), r['glmm_ext_s'])} | {dl4} | {g('tmb_seconds')} | "
                      f"{fmt_ratio(r.get('tmb_seconds'), r['glmm_ext_s'])} | {dtmb} | {r.get('sm_name', '-')} | "
                      f"{g('sm_s')} | {fmt_ratio(r.get('sm_s'), r['glmm_ext_s'])} | {dsm} |")

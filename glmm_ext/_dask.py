@@ -201,7 +201,8 @@ class DaskGLMM:
         used = list(dict.fromkeys(_columns((y_info, x_info), data.columns) + [groups]))
         rows = data[used].dropna().shuffle(on=groups, method="tasks")  # every partition now holds whole groups
         frames = self.client.compute(rows.to_delayed())
-        self._arrays = self.client.map(_partition_arrays, frames, formula=formula, names=self.exog_names, group_col=groups,
+        self._arrays = self.client.map(_partition_arrays, frames, formula=formula, names=self.exog_names,
+                                       group_col=groups,
                                        family_name=self.dist.name, pure=False)
         del frames
         self._prepared = None
