@@ -164,10 +164,27 @@ def binomial_probit_weights(eta, m, phi):
 
 
 # ---------------------------------------------------------------------------------------- poisson
+def _poisson_loglik(y, log_ratio, mu, const):
+    """log f = y (log(mu / y) - (mu / y - 1)) + const (-mu + const where y = 0), with
+    const = y log y - y - log y! (`Distribution.log_constant`): written around the saturated fit so
+    that counts of 1e9 keep their digits (y log mu - mu would cancel two numbers of size 2e10)."""
+    core = log_ratio - np.expm1(log_ratio)
+    core *= y
+    positive = y > 0
+    if not positive.all():
+        core = np.where(positive, core, -mu)
+    return core + const
+
+
+def _safe_log_y(y):
+    """log y, with 0 where y = 0 (those rows use -mu instead)."""
+    return np.log(np.where(y > 0, y, 1.0))
+
+
 def poisson_log(y, eta, m, phi, const, order=3, loglik=True):
-    """mu = e^eta: ll = y eta - mu + const; l1 = y - mu; d = t = mu."""
+    """mu = e^eta: ll as `_poisson_loglik` with log(mu / y) = eta - log y; l1 = y - mu; d = t = mu."""
     mu = np.exp(eta)
-    ll = y * eta - mu + const if loglik else None
+    ll = _poisson_loglik(y, eta - _safe_log_y(y), mu, const) if loglik else None
     if order == 0:
         return ll, None, None, None
     return ll, y - mu, (mu if order >= 2 else None), (mu.copy() if order >= 3 else None)
@@ -179,9 +196,9 @@ def poisson_log_weights(eta, m, phi):
 
 
 def poisson_identity(y, eta, m, phi, const, order=3, loglik=True):
-    """mu = eta > 0: ll = y log eta - eta + const; l1 = y / eta - 1; d = y / eta^2; t = -2 y / eta^3."""
+    """mu = eta > 0: ll as `_poisson_loglik`; l1 = y / eta - 1; d = y / eta^2; t = -2 y / eta^3."""
     eta, ok = _positive_eta(eta)
-    ll = _outside(special.xlogy(y, eta) - eta + const, ok) if loglik else None
+    ll = _outside(_poisson_loglik(y, np.log(eta) - _safe_log_y(y), eta, const), ok) if loglik else None
     l1 = d = t = None
     if order >= 1:
         inv = 1.0 / eta
