@@ -136,6 +136,9 @@ def check_response(family, y, trials, name, labels):
         if bad.size:
             raise ValueError(f"Poisson response {name!r} must be >= 0; {_rows(bad, labels)} hold "
                              f"{_values(y[bad])}")
+        if y.size and not np.any(y):  # the likelihood grows as the mean goes to 0: no maximum to report
+            raise ValueError(f"Poisson response {name!r} is 0 in every row: the mean's estimate is 0 (an "
+                             "intercept of -infinity on the log scale), so there is nothing to fit")
         bad = np.flatnonzero(np.abs(y - np.round(y)) > 1e-8)
         if bad.size:
             warnings.warn(f"Poisson response {name!r} has non-integer values in {_rows(bad, labels)}; "
@@ -145,6 +148,14 @@ def check_response(family, y, trials, name, labels):
         if bad.size:
             raise ValueError(f"Gamma response {name!r} must be > 0; {_rows(bad, labels)} hold "
                              f"{_values(y[bad])}")
+
+
+def check_response_varies(family, link, y, offset, name):
+    """A constant response with no offset leaves a dispersion family nothing to estimate (phi -> 0)."""
+    if family in ("gaussian", "gamma") and y.size and np.all(y == y[0]) and not np.any(offset):
+        what = "residual variance" if (family, link) == ("gaussian", "identity") else "dispersion"
+        raise ValueError(f"the response {name!r} does not vary (every row is {y[0]:g}): its {what} would be 0, "
+                         "so there is nothing to fit")
 
 
 def check_proportion(y, name, labels):

@@ -189,10 +189,10 @@ class GLMM(sm_base.LikelihoodModel):
     def loglike(self, params, var_re=None, scale=None, reml=False, nagq=1):
         """Marginal log-likelihood at fixed effects `params`, random-intercept variance `var_re` and `scale`.
 
-        Gaussian + identity: the exact ML log-likelihood (or, with ``reml=True``, the REML one with
-        beta profiled); otherwise the Laplace (nagq = 1) or AGQ value.
+        Gaussian + identity: the exact ML log-likelihood (or, with ``reml=True``, the REML one at
+        ``var_re`` and ``scale``, beta at its GLS value); otherwise the Laplace (nagq = 1) or AGQ value.
         """
-        from ._lmm import lmm_deviance, lmm_stats
+        from ._lmm import lmm_stats, reml_loglik
         from ._laplace import MarginalLikelihood
 
         design = self.design
@@ -204,8 +204,7 @@ class GLMM(sm_base.LikelihoodModel):
             y = (design.y - design.offset)[o]
             X = design.X[o]
             if reml:
-                stats = lmm_stats(X, y, design.starts, design.counts)
-                return -0.5 * lmm_deviance(np.sqrt(var_re / scale), stats, reml=True)
+                return reml_loglik(lmm_stats(X, y, design.starts, design.counts), var_re, scale)
             resid = y - X @ params
             return gaussian_ri_loglik(resid, design.starts, design.counts, var_re, scale)
         data = design.engine_data()
