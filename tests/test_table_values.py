@@ -92,22 +92,26 @@ def make_data(family, link, seed=3):
     return df
 
 
-def fit_pair(family, link):
+def fit_pair(family, link, nagq=1):
     df = make_data(family, link)
     lhs = "successes + failures" if "successes" in df else "y"
     kw = {"offset": "logexp"} if "logexp" in df else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = glmm_ext.GLMM.from_formula(f"{lhs} ~ x1 + x2", df, groups="g",
-                                         family=glmm_ext.make_family(family, link), **kw).fit()
+        model = glmm_ext.GLMM.from_formula(f"{lhs} ~ x1 + x2", df, groups="g",
+                                           family=glmm_ext.make_family(family, link), **kw)
+        res = model.fit() if (family, link) == ("gaussian", "identity") else model.fit(nagq=nagq)
     used = df.drop(index=[4, 9])
     return res, used
 
 
 @pytest.fixture(scope="module", params=PAIRS, ids=["-".join(p) for p in PAIRS])
 def case(request):
-    family, link = request.param
-    res, used = fit_pair(family, link)
+    return make_case(*request.param)
+
+
+def make_case(family, link, nagq=1):
+    res, used = fit_pair(family, link, nagq)
     y = (used["successes"] / (used["successes"] + used["failures"])).to_numpy() if "successes" in used \
         else used["y"].to_numpy()
     m = (used["successes"] + used["failures"]).to_numpy(float) if "successes" in used else np.ones(len(used))
@@ -247,10 +251,26 @@ def _group_integrand(case, rows, res):
 
 def test_blup_table_against_brute_force_modes_and_curvature(case):
     """Values: the maximiser of each group's integrand; SE: 1/sqrt(-h''(u)) of it (the OBSERVED curvature)."""
+    check_blups(case)
+
+
+@pytest.mark.parametrize("family,link", [("binomial", "probit"), ("gamma", "log"), ("gamma", "identity"),
+                                         ("poisson", "identity")])
+def test_nagq0_blups_against_brute_force(family, link):
+    """nagq=0 estimates beta inside PIRLS, but its modes and SEs are the same functions of the estimates."""
+    case = make_case(family, link, nagq=0)
+    assert case["res"].method == "PIRLS (nagq=0)"
+    check_blups(case)
+
+
+def check_blups(case):
     res, used = case["res"], case["used"]
     table = res.blup_table()
     assert list(table.columns) == ["Group", "Random Intercept", "Std. Error", "Rank"]
     assert list(table["Group"]) == sorted(used["g"].unique())
+    if res.var_re == 0.0:  # a boundary fit: every group effect and its SE are exactly 0
+        assert np.all(table["Random Intercept"] == 0.0) and np.all(table["Std. Error"] == 0.0)
+        return
     groups = used["g"].to_numpy()
     modes, ses = [], []
     for label, u_pkg in zip(table["Group"], table["Random Intercept"]):
