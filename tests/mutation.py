@@ -95,7 +95,8 @@ MUTANTS = [
     ("level label from alpha", "glmm_ext/_tables.py",
      "level = round(100.0 * (1.0 - alpha), 4)", "level = round(100.0 * (1.0 - alpha / 2), 4)"),
     ("summary prints 3 decimals", "glmm_ext/_display.py",
-     '        return f"{value:.4f}"\n    return f"{value:.4e}"', '        return f"{value:.3f}"\n    return f"{value:.4e}"'),
+     '        return f"{value:.4f}"\n    return f"{value:.4e}"',
+     '        return f"{value:.3f}"\n    return f"{value:.4e}"'),
     # ---- random effects, BLUPs
     ("Std.Dev. column is the variance", "glmm_ext/_tables.py",
      'df["Std.Dev."] = np.sqrt(df["Variance"].to_numpy(dtype=float))',

@@ -5,12 +5,10 @@ the GLM-start fallback, singular information (NaN SEs and their warning), the co
 iteration and step-halving limits, the REML grid extension and its "not finite" failure, the
 optimiser's failure branches, constant responses and zero trials.
 """
-import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
-import statsmodels.api as sm
 from scipy import optimize
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 

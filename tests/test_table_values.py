@@ -12,7 +12,6 @@ import warnings
 from statistics import NormalDist
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import optimize, stats
 
