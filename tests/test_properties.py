@@ -148,27 +148,32 @@ def check_agq_equals_quad(case, sigma, phi):
     y, g = df["y"].to_numpy(float), df["g"].to_numpy()
     eta = beta[0] + beta[1] * df["x1"].to_numpy() + beta[2] * df["x2"].to_numpy()
     exact = laplace_by_hand = 0.0
+    # a group's mode can lie many sigma from 0 (its effect was drawn with another sigma_u): search widely
+    grid = np.linspace(-8 * sigma - 6.0, 8 * sigma + 6.0, 1601)
     for label in np.unique(g):
         rows = g == label
         yj, ej = y[rows], eta[rows]
 
         def h(u):
+            u = np.asarray(u, float)
             with np.errstate(all="ignore"):
-                value = np.sum(_log_density(family, link, yj, ej + u, phi)) - 0.5 * u * u / sigma**2 \
-                    - 0.5 * np.log(2 * np.pi * sigma**2)
-            return value if np.isfinite(value) else -np.inf
+                ll = _log_density(family, link, yj[:, None], ej[:, None] + u.reshape(1, -1), phi)
+                value = np.sum(ll, axis=0) - 0.5 * u.reshape(-1) ** 2 / sigma**2 - 0.5 * np.log(2 * np.pi * sigma**2)
+            value = np.where(np.isfinite(value), value, -np.inf)
+            return value if u.ndim else float(value[0])
 
-        grid = np.linspace(-8 * sigma, 8 * sigma, 81)
-        vals = np.array([h(u) for u in grid])
-        k = int(np.argmax(vals))
-        mode = optimize.minimize_scalar(lambda u: -h(u), bracket=(grid[max(k - 1, 0)], grid[k],
-                                                                  grid[min(k + 1, 80)]), tol=1e-12).x
+        k = int(np.clip(np.argmax(h(grid)), 1, grid.size - 2))
+        mode = optimize.minimize_scalar(lambda u: -h(u), bounds=(grid[k - 1], grid[k + 1]), method="bounded",
+                                        options={"xatol": 1e-12}).x
         top = h(mode)
-        value, _ = integrate.quad(lambda u: np.exp(h(u) - top), -8 * sigma, 8 * sigma, points=[mode], limit=200,
-                                  epsabs=0, epsrel=1e-10)
+        curvature = 1.0 / sigma**2
+        for _ in range(2):  # a step of 1e-3 of the posterior SD, from the prior's SD at first
+            step = 1e-3 / np.sqrt(curvature)
+            curvature = -(h(mode + step) - 2 * top + h(mode - step)) / step**2
+        width = 20.0 / np.sqrt(curvature)  # 20 posterior SDs: log-concave integrands vanish beyond
+        value, _ = integrate.quad(lambda u: np.exp(h(u) - top), mode - width, mode + width, points=[mode],
+                                  limit=200, epsabs=0, epsrel=1e-10)
         exact += top + np.log(value)
-        step = 1e-3 * sigma
-        curvature = -(h(mode + step) - 2 * top + h(mode - step)) / step**2
         laplace_by_hand += top + 0.5 * np.log(2 * np.pi / curvature)
     agq = model.loglike(beta, var_re=sigma**2, scale=phi, nagq=50)
     laplace = model.loglike(beta, var_re=sigma**2, scale=phi, nagq=1)
