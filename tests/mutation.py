@@ -34,8 +34,8 @@ MUTANTS = [
      "blups=sigma * md.b, blup_sd=sigma / np.sqrt(1.0 + sigma * sigma * group_sums(dist.working_weights("
      "md.eta, data.m, phi), data.starts)), converged=converged"),
     ("n_dropped counts reasons, not rows (formula)", "glmm_ext/_formula.py",
-     "n_dropped=int(bad.sum()), dropped_index=dropped",
-     "n_dropped=int(sum(reasons.values())), dropped_index=dropped"),
+     "groups=groups, offset=off, n_dropped=len(dropped),",
+     "groups=groups, offset=off, n_dropped=sum(reasons.values()),"),
     ("Poisson latent trigamma at lambda + 1", "glmm_ext/_tables.py",
      'float(special.polygamma(1, lam)), "trigamma(lambda)"',
      'float(special.polygamma(1, lam + 1.0)), "trigamma(lambda)"'),
@@ -81,8 +81,8 @@ MUTANTS = [
     ("Rows dropped row shows the reasons", "glmm_ext/_tables.py",
      '("Rows dropped", res.n_dropped)', '("Rows dropped", sum(res.model.design.drop_reasons.values()))'),
     ("n_dropped counts reasons (arrays)", "glmm_ext/_formula.py",
-     "n_dropped=int(bad.sum()), dropped_index=list(endog_df.index[bad])",
-     "n_dropped=int(sum(reasons.values())), dropped_index=list(endog_df.index[bad])"),
+     "return CleanData(endog=e, exog=x, groups=labels, offset=off, n_dropped=int(bad.sum()),",
+     "return CleanData(endog=e, exog=x, groups=labels, offset=off, n_dropped=int(sum(reasons.values())),"),
     ("summary: observations before deletion", "glmm_ext/_display.py",
      '"No. Observations:": fmt(res.nobs)', '"No. Observations:": fmt(res.nobs + res.n_dropped)'),
     # ---- fixed effects table and intervals
@@ -119,8 +119,8 @@ MUTANTS = [
      'mu = model.dist.mean(model.predict(res.params, which="linear"))'),
     ("REML log-likelihood misses log|R|", "glmm_ext/_fitting.py",
      "        llf += scaling.log_abs_det\n", "        llf += 0.0\n"),
-    ("predict: unseen groups get the first group's effect", "glmm_ext/model.py",
-     ".map(blups).fillna(0.0)", ".map(blups).fillna(float(next(iter(blups.values()))))"),
+    ("predict: unseen groups get the mean effect", "glmm_ext/model.py",
+     "        values[unseen] = 0.0\n", "        values[unseen] = np.nanmean(values)\n"),
 ]
 
 
