@@ -140,9 +140,6 @@ def check_response(family, y, trials, name, labels):
         if bad.size:
             raise ValueError(f"Poisson response {name!r} must be >= 0; {_rows(bad, labels)} hold "
                              f"{_values(y[bad])}")
-        if y.size and not np.any(y):  # the likelihood grows as the mean goes to 0: no maximum to report
-            raise ValueError(f"Poisson response {name!r} is 0 in every row: the mean's estimate is 0 (an "
-                             "intercept of -infinity on the log scale), so there is nothing to fit")
         bad = np.flatnonzero(np.abs(y - np.round(y)) > 1e-8)
         if bad.size:
             warnings.warn(f"Poisson response {name!r} has non-integer values in {_rows(bad, labels)}; "

@@ -104,10 +104,10 @@ MUTANTS = [
     ("BLUP rank ascending", "glmm_ext/_tables.py", "rank(ascending=False", "rank(ascending=True"),
     ("Gaussian BLUP SD without sqrt of the shrinkage", "glmm_ext/_lmm.py",
      "blup_sd = np.sqrt(sigma2 * shrink)", "blup_sd = np.sqrt(sigma2) * shrink"),
-    ("nagq=0 BLUP SE from the expected curvature", "glmm_ext/_glmm.py",
-     "blup_sd=sigma / np.sqrt(md.H), converged=bool(res.success)",
-     "blup_sd=sigma / np.sqrt(1.0 + sigma * sigma * group_sums(weights, data.starts)), "
-     "converged=bool(res.success)"),
+    ("nagq=0 BLUP SE from the expected curvature", "glmm_ext/_pirls.py",
+     "        eta, b, H = md.eta, md.b, md.H\n",
+     "        eta, b, H = md.eta, md.b, 1.0 + sigma * sigma * group_sums(dist.working_weights(md.eta, data.m, phi), "
+     "data.starts)\n"),
     # ---- residuals and diagnostics
     ("Pearson residuals ignore the trials", "glmm_ext/_families.py",
      "return (y - mu) * np.sqrt(m) / np.sqrt(self.family.variance(mu))",
