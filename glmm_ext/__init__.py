@@ -4,6 +4,7 @@ Gaussian + identity by exact REML/ML; Binomial, Poisson, Gamma and Gaussian-log 
 likelihood with the Laplace approximation or adaptive Gauss-Hermite quadrature.
 """
 from ._families import ALLOWED_LINKS, make_family
+from ._many import fit_many
 from ._optsummary import OptSummary
 from .compat import BinomialMixedGLM, PoissonMixedGLM, mixedlm
 from .datasets import load_schools, simulate
@@ -13,5 +14,6 @@ from .results import GLMMResults, GLMMResultsWrapper
 __version__ = "0.1.0"
 
 __all__ = ["GLMM", "glmm", "mixedlm", "BinomialMixedGLM", "PoissonMixedGLM", "GLMMResults", "GLMMResultsWrapper",
-           "OptSummary", "SingularFitWarning", "LaplaceApproximationWarning", "ALLOWED_LINKS", "make_family", "load_schools", "simulate",
+           "OptSummary", "SingularFitWarning", "LaplaceApproximationWarning", "fit_many", "ALLOWED_LINKS",
+           "make_family", "load_schools", "simulate",
            "__version__"]

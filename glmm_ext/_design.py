@@ -135,7 +135,7 @@ class Design:
             y = y / c
             link = self.dist.link_name
             offset = offset - np.log(c) if link == "log" else (offset / c if link == "identity" else offset * c)
-        X = self.X[o]
+        X = np.asfortranarray(self.X[o])  # column-major: X gamma and X' r run over contiguous columns
         X -= self.scaling.center
         X /= self.scaling.scale
         return GLMMData(y=y, X=X, offset=_compact(offset), m=m,
