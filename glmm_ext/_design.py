@@ -12,8 +12,7 @@ import pandas as pd
 from ._families import Distribution
 from ._laplace import GLMMData
 from ._segments import group_starts
-from ._validation import (check_groups_and_size, check_proportion, check_rank, check_response,
-                          check_response_varies, check_trials)
+from ._validation import check_groups_and_size, check_proportion, check_rank, check_response, check_trials
 
 
 @dataclass
@@ -196,7 +195,6 @@ def build_design(clean, family):
         name = str(endog.columns[0])
         check_response(dist.name, y, None, name, labels)
         has_trials = False
-    check_response_varies(dist.name, dist.link_name, y, np.asarray(clean.offset, float), name)
     X = clean.exog.to_numpy(dtype=float)
     names = [str(c) for c in clean.exog.columns]
     codes, group_labels = _group_codes(clean.groups)

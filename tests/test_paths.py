@@ -323,7 +323,7 @@ def test_constant_positive_poisson_response_is_the_glm_answer():
 @pytest.mark.parametrize("family,link", [("gamma", "log"), ("gamma", "identity"), ("gaussian", "log")])
 def test_constant_response_of_a_dispersion_family_is_an_error(family, link):
     with pytest.raises(ValueError, match="'y' does not vary.*dispersion would be 0"):
-        glmm_ext.GLMM.from_formula("y ~ x", _constant(2.0), groups="g", family=make_family(family, link))
+        glmm_ext.GLMM.from_formula("y ~ x", _constant(2.0), groups="g", family=make_family(family, link)).fit()
 
 
 def test_constant_response_with_an_offset_is_a_model():
