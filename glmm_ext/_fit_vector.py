@@ -9,10 +9,9 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg
 
-from ._fitting import FitOutput
-from ._glmm import glm_start
+from ._fitting import FitOutput, standardize_gaussian
+from ._glmm import fixed_effects_cov, glm_start
 from ._laplace_vector import VectorData, VectorLaplace
 from ._lmm_vector import SINGULAR_TOL, LambdaPattern, fit_vector_lmm
 from ._optimize import fd_hessian, minimize
@@ -63,14 +62,8 @@ def fit_vector_profile(design, reml=True, maxiter=100, tol=1e-6, callback=None):
     t0 = time.perf_counter()
     q = _check_q(design)
     o = design.order
-    scaling = design.scaling
-    X_s = scaling.transform(design.X)[o]
-    y = design.y - design.offset
-    y_center = float(np.mean(y)) if scaling.intercept >= 0 else 0.0
-    y_scale = float(np.std(y - y_center)) if scaling.intercept >= 0 else float(np.sqrt(np.mean(y * y)))
-    if not y_scale > 0:
-        raise ValueError(f"the response {design.endog_name!r} does not vary; there is nothing to fit")
-    y_s = ((y - y_center) / y_scale)[o]
+    std = standardize_gaussian(design)
+    X_s, y_s, y_scale = std.X_s, std.y_s, std.y_scale
     zs = z_scale(design.Z)
     Z_s = design.Z[o] / zs
     pattern = LambdaPattern(q, design.re_blocks)
@@ -79,12 +72,7 @@ def fit_vector_profile(design, reml=True, maxiter=100, tol=1e-6, callback=None):
     fit = fit_vector_lmm(X_s, y_s, Z_s, design.starts, pattern, reml=reml, tol=tol, maxiter=maxiter)
     if callback is not None:
         callback("REML" if reml else "ML", fit.n_evaluations, -fit.llf)
-    R = scaling.matrix
-    gamma = fit.beta * y_scale
-    if scaling.intercept >= 0:
-        gamma[scaling.intercept] += y_center
-    n, p = design.nobs, design.X.shape[1]
-    llf = fit.llf - (n - p if reml else n) * np.log(y_scale) + (scaling.log_abs_det if reml else 0.0)
+    beta, cov_beta, llf = std.back(design, fit.beta, fit.cov_beta, fit.llf, reml)
     sigma2 = fit.sigma2 * y_scale**2
     back = y_scale / zs  # b = back * b_s
     cov_re = sigma2 * (fit.lam @ fit.lam.T) / np.outer(zs, zs)
@@ -94,11 +82,11 @@ def fit_vector_profile(design, reml=True, maxiter=100, tol=1e-6, callback=None):
                      n_iterations=fit.n_evaluations, n_evaluations=fit.n_evaluations, objective=-fit.llf,
                      newton_decrement=np.nan, converged=fit.converged, message=fit.message,
                      seconds=time.perf_counter() - t0)
-    return VectorFitOutput(beta=R @ gamma, cov_beta=(y_scale**2) * R @ fit.cov_beta @ R.T, var_re=cov_re[0, 0],
+    return VectorFitOutput(beta=beta, cov_beta=cov_beta, var_re=cov_re[0, 0],
                            scale=sigma2, llf=llf, blups=fit.blups * back,
                            blup_sd=np.sqrt(np.diagonal(blup_cov, axis1=1, axis2=2)), converged=fit.converged,
                            singular=is_singular(fit.lam), method="REML" if reml else "ML", opt=opt,
-                           n_params=p + 1 + pattern.size, cov_re=cov_re, re_names=list(design.re_names),
+                           n_params=design.X.shape[1] + 1 + pattern.size, cov_re=cov_re, re_names=list(design.re_names),
                            blup_cov=blup_cov)
 
 
@@ -193,16 +181,7 @@ def fit_vector_likelihood(design, maxiter=100, tol=1e-6, cov_type="hessian", cal
     cov_pirls = inverse_or_nan(_pirls_information(data.X, data.Z, lam, weights, data.starts))
     at_zero = np.flatnonzero(pattern.is_diag & (np.abs(theta[p:p + k]) < SINGULAR_TOL)) + p
     keep = [j for j in range(len(theta)) if j not in set(at_zero)]
-    cov_beta, se_note = None, ""
-    if cov_type == "hessian":
-        try:
-            inv = linalg.inv(linalg.cholesky(hess[np.ix_(keep, keep)], lower=True))
-            cov_beta = (inv.T @ inv)[:p, :p]
-        except (linalg.LinAlgError, ValueError):
-            se_note = ("the Hessian is not positive definite (or not finite at the edge of the support); "
-                       "standard errors use the PIRLS working weights")
-    if cov_beta is None:
-        cov_beta = cov_pirls
+    cov_beta, se_note = fixed_effects_cov(hess, keep, p, cov_pirls, cov_type)
     K = np.linalg.inv(md.H)
     blup_cov = (lam @ K @ lam.T) / np.outer(zs, zs)
     R = design.scaling.matrix

@@ -35,34 +35,57 @@ class FitOutput:
     notes: list = None  # warnings for the user (e.g. the Laplace approximation is poor for these data)
 
 
-def fit_profile(design, reml=True, maxiter=100, tol=1e-6, callback=None):
-    """Exact REML/ML for Gaussian + identity, on a response centred (when there is an intercept) and scaled."""
-    t0 = time.perf_counter()
+@dataclass
+class StandardizedGaussian:
+    """A Gaussian design on the profile's scale: X_s and y_s = (y - offset - c) / s, rows sorted by group.
+
+    c is the response mean when there is an intercept (else 0) and s its SD (else its RMS), so the
+    profile sees data of unit scale; `back` maps an estimate on that scale to the data's units.
+    """
+
+    X_s: np.ndarray
+    y_s: np.ndarray
+    y_center: float
+    y_scale: float
+
+    def back(self, design, fit_beta, fit_cov_beta, fit_llf, reml):
+        """(beta, Cov(beta), llf) in the data's units: beta = R (s gamma_s + c e_0), llf shifted by -dof log s
+        (REML: + log|det R|, the change of parametrisation of X)."""
+        scaling = design.scaling
+        R = scaling.matrix
+        gamma = fit_beta * self.y_scale
+        if scaling.intercept >= 0:
+            gamma[scaling.intercept] += self.y_center
+        n, p = design.nobs, design.X.shape[1]
+        llf = fit_llf - (n - p if reml else n) * np.log(self.y_scale) + (scaling.log_abs_det if reml else 0.0)
+        return R @ gamma, (self.y_scale ** 2) * R @ fit_cov_beta @ R.T, llf
+
+
+def standardize_gaussian(design):
+    """The Gaussian design centred (when there is an intercept) and scaled; ValueError for a constant response."""
     o = design.order
     scaling = design.scaling
-    X_s = scaling.transform(design.X)[o]
     y = design.y - design.offset
     y_center = float(np.mean(y)) if scaling.intercept >= 0 else 0.0
     y_scale = float(np.std(y - y_center)) if scaling.intercept >= 0 else float(np.sqrt(np.mean(y * y)))
     if not y_scale > 0:
         raise ValueError(f"the response {design.endog_name!r} does not vary; there is nothing to fit")
-    y_s = ((y - y_center) / y_scale)[o]
+    return StandardizedGaussian(scaling.transform(design.X)[o], ((y - y_center) / y_scale)[o], y_center, y_scale)
+
+
+def fit_profile(design, reml=True, maxiter=100, tol=1e-6, callback=None):
+    """Exact REML/ML for Gaussian + identity, on a response centred (when there is an intercept) and scaled."""
+    t0 = time.perf_counter()
+    std = standardize_gaussian(design)
+    X_s, y_s, y_scale = std.X_s, std.y_s, std.y_scale
     if callback is not None:
         callback("start values", 0, np.nan)
     stats = lmm_stats(X_s, y_s, design.starts, design.counts)
     fit = fit_lmm(stats, reml=reml, tol=tol, maxiter=maxiter)
     if callback is not None:
         callback("REML" if reml else "ML", fit.n_evaluations, -fit.llf)
-    R = scaling.matrix
-    gamma = fit.beta * y_scale
-    if scaling.intercept >= 0:
-        gamma[scaling.intercept] += y_center
-    beta = R @ gamma
-    cov = (y_scale**2) * R @ fit.cov_beta @ R.T
-    n, p = design.nobs, design.X.shape[1]
-    llf = fit.llf - (n - p if reml else n) * np.log(y_scale)
-    if reml:
-        llf += scaling.log_abs_det
+    beta, cov, llf = std.back(design, fit.beta, fit.cov_beta, fit.llf, reml)
+    p = design.X.shape[1]
     sigma2 = fit.sigma2 * y_scale**2
     method = f"{'REML' if reml else 'ML'} profile: log-grid + bounded Brent over theta = sigma_u/sigma_e"
     opt = OptSummary(method=method,

@@ -125,6 +125,20 @@ def _start_theta(objective, gamma, scale):
     return best[1]
 
 
+def fixed_effects_cov(hess, keep, p, cov_pirls, cov_type="hessian"):
+    """(Cov(beta), note): the first p rows/columns of the inverse observed information over the parameters
+    `keep` (a variance parameter on its boundary is left out), or the PIRLS covariance with a note
+    when the Hessian is not positive definite (or cov_type="pirls")."""
+    if cov_type == "hessian":
+        try:
+            inv_factor = linalg.inv(linalg.cholesky(hess[np.ix_(keep, keep)], lower=True))
+            return (inv_factor.T @ inv_factor)[:p, :p], ""
+        except (linalg.LinAlgError, ValueError):
+            return cov_pirls, ("the Hessian is not positive definite (or not finite at the edge of the support); "
+                               "standard errors use the PIRLS working weights")
+    return cov_pirls, ""
+
+
 def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", callback=None):
     """Maximum-likelihood fit by the Laplace approximation (nagq = 1) or AGQ (nagq > 1).
 
@@ -181,17 +195,7 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
         message = ("the dispersion collapsed to zero: the fixed and random effects reproduce the data exactly, "
                    "so the likelihood has no maximum")
     keep = [j for j in range(len(theta)) if not (singular and j == p)]
-    cov_beta, se_note = None, ""
-    if cov_type == "hessian":
-        sub = hess[np.ix_(keep, keep)]
-        try:
-            cov_beta = linalg.inv(linalg.cholesky(sub, lower=True))
-            cov_beta = (cov_beta.T @ cov_beta)[:p, :p]
-        except (linalg.LinAlgError, ValueError):
-            se_note = ("the Hessian is not positive definite (or not finite at the edge of the support); "
-                       "standard errors use the PIRLS working weights")
-    if cov_beta is None:
-        cov_beta = cov_pirls
+    cov_beta, se_note = fixed_effects_cov(hess, keep, p, cov_pirls, cov_type)
     notes = []
     if nagq == 1:
         gap = laplace_agq_gap(objective, theta, f)
