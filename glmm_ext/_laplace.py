@@ -265,8 +265,10 @@ class MarginalLikelihood:
         dH_dsigma = 2.0 * sigma * D + s2 * T * (b + sigma * db_dsigma)
         grad.append([np.sum(direct_sigma + E * db_dsigma + A * dH_dsigma)])
         if dist.has_dispersion:
-            db_dlphi = -sigma * L1 / H
-            dH_dlphi = -s2 * D + s2 * sigma * T * db_dlphi
+            dscore = dist.dscore_dlogphi(data.y, md.eta, data.m, phi)  # None: (-l', -d), log f linear in 1/phi
+            dL1, dD = (-L1, -D) if dscore is None else (group_sums(dscore[0], starts), group_sums(dscore[1], starts))
+            db_dlphi = sigma * dL1 / H
+            dH_dlphi = s2 * dD + s2 * sigma * T * db_dlphi
             grad.append([np.sum(direct_lphi + E * db_dlphi + A * dH_dlphi)])
         grad = np.concatenate(grad)
         if theta[self.p] < 0:

@@ -131,10 +131,10 @@ def check_response(family, y, trials, name, labels):
             if bad.size:
                 warnings.warn(f"Binomial response {name!r}: non-integer numbers of trials in {_rows(bad, labels)}",
                               UserWarning, stacklevel=4)
-    elif family == "poisson":
+    elif family in ("poisson", "negativebinomial"):
         bad = np.flatnonzero(y < 0)
         if bad.size:
-            raise ValueError(f"Poisson response {name!r} must be >= 0; {_rows(bad, labels)} hold "
+            raise ValueError(f"{'Poisson' if family == 'poisson' else 'Negative binomial'} response {name!r} must be >= 0; {_rows(bad, labels)} hold "
                              f"{_values(y[bad])}")
         bad = np.flatnonzero(np.abs(y - np.round(y)) > 1e-8)
         if bad.size:
