@@ -3,6 +3,7 @@
 Gaussian + identity by exact REML/ML; Binomial, Poisson, Gamma and Gaussian-log by maximum
 likelihood with the Laplace approximation or adaptive Gauss-Hermite quadrature.
 """
+from ._comparison import anova
 from ._families import ALLOWED_LINKS, make_family
 from ._optsummary import OptSummary
 from .compat import BinomialMixedGLM, PoissonMixedGLM, mixedlm
@@ -13,5 +14,5 @@ from .results import GLMMResults, GLMMResultsWrapper
 __version__ = "0.1.0"
 
 __all__ = ["GLMM", "glmm", "mixedlm", "BinomialMixedGLM", "PoissonMixedGLM", "GLMMResults", "GLMMResultsWrapper",
-           "OptSummary", "SingularFitWarning", "ALLOWED_LINKS", "make_family", "load_schools", "simulate",
+           "OptSummary", "SingularFitWarning", "anova", "ALLOWED_LINKS", "make_family", "load_schools", "simulate",
            "__version__"]

@@ -8,7 +8,11 @@ anova_rows <- function(a) list(npar = num(a$npar), AIC = num(a$AIC), BIC = num(a
                                deviance = num(a$deviance), Chisq = num(a$Chisq), Df = num(a$Df),
                                p = num(a[["Pr(>Chisq)"]]))
 ci_list <- function(ci) list(rows = rownames(ci), lower = num(ci[, 1]), upper = num(ci[, 2]))
-r2_list <- function(m) { r <- suppressWarnings(r2_nakagawa(m)); list(marginal = num(r$R2_marginal), conditional = num(r$R2_conditional)) }
+r2_list <- function(m) {
+  r <- suppressWarnings(r2_nakagawa(m)); v <- suppressWarnings(insight::get_variance(m))
+  list(marginal = num(r$R2_marginal), conditional = num(r$R2_conditional), var_fixed = num(v$var.fixed),
+       var_random = num(v$var.random), var_residual = num(v$var.residual))
+}
 od_list <- function(m) { o <- check_overdispersion(m); list(chisq = num(o$chisq_statistic), ratio = num(o$dispersion_ratio), df = num(o$residual_df), p = num(o$p_value)) }
 
 # --- sleepstudy (Gaussian): anova of REML fits refitted by ML, profile intervals (REML and ML)
@@ -30,11 +34,15 @@ gb <- glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), cb, family
 gs <- glmer(cbind(incidence, size - incidence) ~ 1 + (1 | herd), cb, family = binomial)
 glm_cb <- glm(cbind(incidence, size - incidence) ~ period, cb, family = binomial)
 cll <- glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), cb, family = binomial(link = "cloglog"))
+# glmmTMB's Laplace uses the observed curvature, as glmm_ext; glmer's uses the expected one for non-canonical links
+cll_tmb <- glmmTMB(cbind(incidence, size - incidence) ~ period + (1 | herd), cb, family = binomial(link = "cloglog"))
 out$cbpp <- list(anova = anova_rows(anova(gs, gb)), glm_loglik = num(logLik(glm_cb)),
                  profile = ci_list(confint(gb, method = "profile", oldNames = FALSE)),
                  r2 = r2_list(gb), overdispersion = od_list(gb),
                  cloglog = list(loglik = num(logLik(cll)), fixef = num(fixef(cll)), sd = num(attr(VarCorr(cll)$herd, "stddev")),
-                                r2 = r2_list(cll)))
+                                r2 = r2_list(cll)),
+                 cloglog_tmb = list(loglik = num(logLik(cll_tmb)), fixef = num(fixef(cll_tmb)$cond),
+                                    sd = num(attr(VarCorr(cll_tmb)$cond$herd, "stddev")), r2 = r2_list(cll_tmb)))
 
 # --- grouseticks (Poisson log): R2, overdispersion, GLM logLik; negative binomial (glmmTMB nbinom2)
 gt <- read.csv(file.path(dir, "grouseticks.csv")); gt$BROOD <- factor(gt$BROOD); gt$YEAR <- factor(gt$YEAR)
@@ -48,9 +56,10 @@ out$grouseticks <- list(r2 = r2_list(pm), overdispersion = od_list(pm),
                                   theta = num(sigma(nb)), AIC = num(AIC(nb)), r2 = r2_list(nb),
                                   glm_loglik = num(logLik(nb_glm))))
 
-# --- simulated probit and Gamma-log: R2
+# --- simulated probit and Gamma-log: R2 of glmmTMB fits (observed-curvature Laplace as glmm_ext; glmer's
+# Laplace for non-canonical links and its Gamma scale estimate differ)
 pr <- read.csv(file.path(dir, "sim_bern_probit.csv")); pr$g <- factor(pr$g)
 ga <- read.csv(file.path(dir, "sim_gamma_log.csv")); ga$g <- factor(ga$g)
-out$probit <- list(r2 = r2_list(glmer(y ~ x1 + x2 + (1 | g), pr, family = binomial(link = "probit"))))
-out$gamma_log <- list(r2 = r2_list(glmer(y ~ x1 + x2 + (1 | g), ga, family = Gamma(link = "log"))))
+out$probit <- list(r2 = r2_list(glmmTMB(y ~ x1 + x2 + (1 | g), pr, family = binomial(link = "probit"))))
+out$gamma_log <- list(r2 = r2_list(glmmTMB(y ~ x1 + x2 + (1 | g), ga, family = Gamma(link = "log"))))
 write_json(out, file.path(dir, "analysis_reference.json"), digits = NA, auto_unbox = TRUE, pretty = TRUE)
