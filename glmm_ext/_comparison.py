@@ -52,6 +52,10 @@ def _check_same_data(results):
         if not same_y or not np.array_equal(design.trials, first.trials):
             raise ValueError(f"model {k} has a different response ({design.endog_name!r}) than model 1 "
                              f"({first.endog_name!r}); likelihood-ratio tests need the same response")
+        if not (np.array_equal(design.var_weights, first.var_weights)
+                and np.array_equal(design.freq_weights, first.freq_weights)):
+            raise ValueError(f"model {k} has different var_weights/freq_weights than model 1; likelihood-ratio "
+                             "tests need the same weights")
 
 
 def anova(*results, names=None):
@@ -136,19 +140,25 @@ def boundary_pvalue(statistic):
     return 0.5 * float(statistic <= 0.0) + 0.5 * float(stats.chi2.sf(statistic, 1))
 
 
-def gaussian_lm_loglik(X, y, reml):
+def gaussian_lm_loglik(X, y, reml, var_weights=None, freq_weights=None):
     """Log-likelihood of the linear model y = X beta + e at its (RE)ML estimate, every constant included.
 
     ML: -n/2 (log(2 pi RSS/n) + 1).  REML (as R's ``logLik(lm, REML=TRUE)``), sigma^2 = RSS/(n-p):
-    -((n-p) log(2 pi sigma^2) + (n-p) + log|X'X|) / 2.
+    -((n-p) log(2 pi sigma^2) + (n-p) + log|X'X|) / 2.  With weights w = v f (weighted least squares),
+    n = sum f, RSS and X'X weighted, plus sum f log(v) / 2.
     """
-    n, p = X.shape
-    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
-    rss = float(np.sum((y - X @ beta) ** 2))
+    v = np.ones(len(y)) if var_weights is None else np.asarray(var_weights, float)
+    f = np.ones(len(y)) if freq_weights is None else np.asarray(freq_weights, float)
+    w = v * f
+    n, p = float(np.sum(f)), X.shape[1]
+    sw = np.sqrt(w)
+    beta, *_ = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)
+    rss = float(np.sum(w * (y - X @ beta) ** 2))
+    const = 0.5 * float(np.sum(f * np.log(v)))
     if not reml:
-        return -0.5 * n * (np.log(2.0 * np.pi * rss / n) + 1.0)
-    _, logdet = np.linalg.slogdet(X.T @ X)
-    return -0.5 * ((n - p) * np.log(2.0 * np.pi * rss / (n - p)) + (n - p) + logdet)
+        return -0.5 * n * (np.log(2.0 * np.pi * rss / n) + 1.0) + const
+    _, logdet = np.linalg.slogdet(X.T @ (X * w[:, None]))
+    return -0.5 * ((n - p) * np.log(2.0 * np.pi * rss / (n - p)) + (n - p) + logdet) + const
 
 
 def glm_loglik(res):
@@ -163,7 +173,8 @@ def glm_loglik(res):
 
     design = res.model.design
     if design.gaussian_identity:
-        return gaussian_lm_loglik(design.X, design.y - design.offset, reml=is_reml(res))
+        return gaussian_lm_loglik(design.X, design.y - design.offset, reml=is_reml(res),
+                                  var_weights=design.var_weights, freq_weights=design.freq_weights)
     data = design.engine_data()
     objective = MarginalLikelihood(design.dist, data, nagq=1)
     p = data.X.shape[1]

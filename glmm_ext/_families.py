@@ -92,8 +92,10 @@ _VARIANCE_DERIV2 = {"gaussian": 0.0, "binomial": -2.0, "poisson": 0.0, "gamma": 
 class Distribution:
     """One family/link pair: log density, its eta-derivatives, support, residuals.
 
-    ``m`` is the prior weight of each row: the number of trials for a Binomial response given as a
-    proportion, 1 otherwise.  ``phi`` is the dispersion (1 for Binomial and Poisson).
+    ``m`` is the prior weight of each row (statsmodels GLM's ``var_weights``; for a Binomial response
+    given as a proportion, times the number of trials), 1 otherwise.  ``phi`` is the dispersion (1 for
+    Binomial and Poisson).  Binomial, Poisson and NB2 log densities are m times the unweighted one
+    (``const`` carries m); Gaussian and Gamma ones are the densities with dispersion phi / m.
     """
 
     def __init__(self, family):
@@ -141,7 +143,7 @@ class Distribution:
             k = m * y
             return special.gammaln(m + 1.0) - special.gammaln(k + 1.0) - special.gammaln(m - k + 1.0)
         if self.name in ("poisson", "negativebinomial"):
-            return -special.gammaln(y + 1.0)
+            return -m * special.gammaln(y + 1.0)
         if self.name == "gamma":
             return np.log(y)
         return np.zeros_like(y)
@@ -154,13 +156,13 @@ class Distribution:
         all_ok = bool(ok.all())
         mu = self.mean(eta if all_ok else np.where(ok, eta, 1.0))
         if self.name == "poisson":
-            ll = special.xlogy(y, mu) - mu + const
+            ll = m * (special.xlogy(y, mu) - mu) + const
         elif self.name == "negativebinomial":  # k = 1/alpha: lnG(y+k) - lnG(k) + y ln(mu/(k+mu)) - k ln(1+mu/k)
             k = 1.0 / phi
             ll = m * (special.gammaln(y + k) - special.gammaln(k) + special.xlogy(y, mu / (k + mu))
-                      - k * np.log1p(mu / k) + const)
-        elif self.name == "gamma":
-            k = 1.0 / phi
+                      - k * np.log1p(mu / k)) + const
+        elif self.name == "gamma":  # shape k = m / phi
+            k = m / phi
             ll = k * (np.log(k) + const - np.log(mu) - y / mu) - special.gammaln(k) - const
         else:
             ll = -0.5 * m * (y - mu) ** 2 / phi - 0.5 * np.log(2.0 * np.pi * phi / m)
@@ -183,7 +185,7 @@ class Distribution:
         """d log f / d log(phi) per row (dispersion families only)."""
         mu = self.mean(eta)
         if self.name == "gamma":
-            k = 1.0 / phi
+            k = m / phi
             dk = np.log(k) + 1.0 + const - np.log(mu) - y / mu - special.digamma(k)
             return -k * dk
         if self.name == "negativebinomial":  # -k dl/dk, dl/dk = psi(y+k) - psi(k) - ln(1 + mu/k) + (mu - y)/(k + mu)

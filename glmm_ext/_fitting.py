@@ -47,7 +47,8 @@ def fit_profile(design, reml=True, maxiter=100, tol=1e-6, callback=None):
     y_s = ((y - y_center) / y_scale)[o]
     if callback is not None:
         callback("start values", 0, np.nan)
-    stats = lmm_stats(X_s, y_s, design.starts, design.counts)
+    weights, n_obs = design.lmm_weights()
+    stats = lmm_stats(X_s, y_s, design.starts, design.counts, weights, n_obs)
     fit = fit_lmm(stats, reml=reml, tol=tol, maxiter=maxiter)
     if callback is not None:
         callback("REML" if reml else "ML", fit.n_evaluations, -fit.llf)
@@ -57,8 +58,8 @@ def fit_profile(design, reml=True, maxiter=100, tol=1e-6, callback=None):
         gamma[scaling.intercept] += y_center
     beta = R @ gamma
     cov = (y_scale**2) * R @ fit.cov_beta @ R.T
-    n, p = design.nobs, design.X.shape[1]
-    llf = fit.llf - (n - p if reml else n) * np.log(y_scale)
+    n, p = n_obs, design.X.shape[1]
+    llf = fit.llf - (n - p if reml else n) * np.log(y_scale) + 0.5 * design.log_var_weights
     if reml:
         llf += scaling.log_abs_det
     sigma2 = fit.sigma2 * y_scale**2

@@ -25,6 +25,7 @@ class CleanData:
     offset: np.ndarray
     n_dropped: int
     weights: np.ndarray = None  # Binomial trials for a proportion response
+    prior_weights: dict = field(default_factory=dict)  # "var_weights" / "freq_weights" -> values of the rows kept
     has_exposure: bool = False
     dropped_index: list = field(default_factory=list)
     drop_reasons: dict = field(default_factory=dict)  # column -> rows dropped because of it
@@ -112,11 +113,12 @@ def clean_frame(data, response_cols, numeric_cols, categorical_cols, required_nu
     return frame, bad, reasons
 
 
-ROW_VECTORS = ("offset", "exposure", "weights")
+ROW_VECTORS = ("offset", "exposure", "weights", "var_weights", "freq_weights")
+PRIOR_WEIGHTS = ("var_weights", "freq_weights")
 
 
 def _row_vectors(used, arrays, columns, keep):
-    """(offset incl. log exposure, weights or None) for the rows kept."""
+    """(offset incl. log exposure, weights or None, {var_weights, freq_weights}) for the rows kept."""
     n = int(keep.sum())
     values = {}
     for what in ROW_VECTORS:
@@ -124,7 +126,7 @@ def _row_vectors(used, arrays, columns, keep):
             values[what] = used[columns[what]].to_numpy(dtype=float)
         elif what in arrays:
             values[what] = arrays[what][keep]
-    for what in ("exposure", "weights"):
+    for what in ("exposure", "weights") + PRIOR_WEIGHTS:
         if what in values and (values[what] <= 0).any():
             bad = np.flatnonzero(values[what] <= 0)
             raise ValueError(f"{what} must be > 0; {bad.size} rows are not (first: row {used.index[bad[0]]}, "
@@ -132,7 +134,7 @@ def _row_vectors(used, arrays, columns, keep):
     off = np.zeros(n) + values.get("offset", 0.0)
     if "exposure" in values:
         off = off + np.log(values["exposure"])
-    return off, values.get("weights")
+    return off, values.get("weights"), {k: values[k] for k in PRIOR_WEIGHTS if k in values}
 
 
 def _drop_missing_groups(values, name, bad, reasons):
@@ -159,7 +161,8 @@ def _rows_kept(bad, reasons):
     return keep
 
 
-def from_formula(formula, data, groups, offset=None, exposure=None, weights=None):
+def from_formula(formula, data, groups, offset=None, exposure=None, weights=None, var_weights=None,
+                 freq_weights=None):
     """Build CleanData from a patsy formula and a DataFrame (listwise deletion first)."""
     if not isinstance(data, pd.DataFrame):
         data = pd.DataFrame(data)
@@ -170,7 +173,8 @@ def from_formula(formula, data, groups, offset=None, exposure=None, weights=None
     if not lhs_cols:
         raise ValueError(f"the response of {formula!r} names no column of the data")
     group_values, group_col = _resolve_groups(groups, data)
-    given = {"offset": offset, "exposure": exposure, "weights": weights}
+    given = {"offset": offset, "exposure": exposure, "weights": weights, "var_weights": var_weights,
+             "freq_weights": freq_weights}
     extra = {}
     for what, value in given.items():
         if isinstance(value, str):
@@ -188,12 +192,12 @@ def from_formula(formula, data, groups, offset=None, exposure=None, weights=None
         endog, exog = patsy.dmatrices(formula, used, NA_action="raise", return_type="dataframe")
     except patsy.PatsyError as exc:
         raise ValueError(f"formula {formula!r}: {exc}") from None
-    off, trials = _row_vectors(used, arrays, extra, keep)
+    off, trials, prior = _row_vectors(used, arrays, extra, keep)
     dropped = list(data.index[bad])
     return CleanData(endog=endog, exog=exog, groups=pd.Series(np.asarray(group_values)[keep], index=used.index,
                                                               name=group_col or "groups"),
                      offset=off, n_dropped=int(bad.sum()), dropped_index=dropped, drop_reasons=reasons,
-                     design_info=exog.design_info, formula=formula, weights=trials,
+                     design_info=exog.design_info, formula=formula, weights=trials, prior_weights=prior,
                      has_exposure=exposure is not None)
 
 
@@ -214,7 +218,7 @@ def _resolve_groups(groups, data):
     return values, getattr(groups, "name", None)
 
 
-def from_arrays(endog, exog, groups, offset=None, exposure=None, weights=None):
+def from_arrays(endog, exog, groups, offset=None, exposure=None, weights=None, var_weights=None, freq_weights=None):
     """Build CleanData from arrays (the array API); rows with a non-finite value are dropped."""
     endog_df = endog.to_frame() if isinstance(endog, pd.Series) else pd.DataFrame(endog)
     if endog_df.shape[1] == 1 and not isinstance(endog, (pd.Series, pd.DataFrame)):
@@ -246,12 +250,13 @@ def from_arrays(endog, exog, groups, offset=None, exposure=None, weights=None):
             raise ValueError(f"exog column {cols[int(col[2:])]!r} is not numeric")
     group_values, group_name = _resolve_groups(groups, endog_df)
     bad = _drop_missing_groups(group_values, group_name, bad, reasons)
-    arrays = _checked_vectors({"offset": offset, "exposure": exposure, "weights": weights}, n)
+    arrays = _checked_vectors({"offset": offset, "exposure": exposure, "weights": weights,
+                               "var_weights": var_weights, "freq_weights": freq_weights}, n)
     keep = _rows_kept(bad, reasons)
     cleaned.columns = cols
-    off, trials = _row_vectors(cleaned.loc[keep], arrays, {}, keep)
+    off, trials, prior = _row_vectors(cleaned.loc[keep], arrays, {}, keep)
     e = cleaned.iloc[:, : endog_df.shape[1]].loc[keep]
     x = cleaned.iloc[:, endog_df.shape[1]:].loc[keep]
     return CleanData(endog=e, exog=x, groups=group_values.loc[keep].rename(group_name or "groups"),
                      offset=off, n_dropped=int(bad.sum()), dropped_index=list(endog_df.index[bad]),
-                     drop_reasons=reasons, weights=trials, has_exposure=exposure is not None)
+                     drop_reasons=reasons, weights=trials, prior_weights=prior, has_exposure=exposure is not None)

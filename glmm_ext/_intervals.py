@@ -215,7 +215,7 @@ def reml_negloglik(design, log_sd_re, log_sd_resid):
     from ._lmm import _factor, lmm_stats
 
     o = design.order
-    st = lmm_stats(design.X[o], (design.y - design.offset)[o], design.starts, design.counts)
+    st = lmm_stats(design.X[o], (design.y - design.offset)[o], design.starts, design.counts, *design.lmm_weights())
     sigma2 = np.exp(2.0 * log_sd_resid)
     t = np.exp(log_sd_re - log_sd_resid)
     L = _factor(t, st)

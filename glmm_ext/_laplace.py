@@ -35,6 +35,9 @@ class GLMMData:
     const: np.ndarray  # data-only part of the log density
     starts: np.ndarray
     counts: np.ndarray
+    # phi -> (value, d value / d log phi): the eta-free part of the log-likelihood that frequency weights
+    # of a dispersion family add (see _design.FrequencyCorrection); None without frequency weights
+    dispersion_term: object = None
 
     @property
     def n_groups(self):
@@ -213,6 +216,10 @@ class MarginalLikelihood:
         if by_group:
             return F, None
         value = float(np.sum(F))
+        extra_dlphi = 0.0
+        if data.dispersion_term is not None and dist.has_dispersion:
+            extra, extra_dlphi = data.dispersion_term(phi)
+            value += extra
         if not np.isfinite(value):
             return None, None
         if not need_grad:
@@ -269,7 +276,7 @@ class MarginalLikelihood:
             dL1, dD = (-L1, -D) if dscore is None else (group_sums(dscore[0], starts), group_sums(dscore[1], starts))
             db_dlphi = sigma * dL1 / H
             dH_dlphi = s2 * dD + s2 * sigma * T * db_dlphi
-            grad.append([np.sum(direct_lphi + E * db_dlphi + A * dH_dlphi)])
+            grad.append([np.sum(direct_lphi + E * db_dlphi + A * dH_dlphi) + extra_dlphi])
         grad = np.concatenate(grad)
         if theta[self.p] < 0:
             grad[self.p] = -grad[self.p]

@@ -2,8 +2,8 @@
 (``use_re="conditional"``) or new ones drawn from N(0, sigma_u^2) (``use_re="new"``).
 
 The draw is y | eta ~ family(mu = g^{-1}(eta), phi) with eta = X beta + offset + u_group:
-Gaussian N(mu, phi / m); Binomial successes ~ Bin(m, mu), returned as the proportion like the
-model's response; Poisson(mu); Gamma with shape 1/phi and mean mu; NB2 as the Poisson-Gamma
+Gaussian N(mu, phi / v) (v the var_weights); Binomial successes ~ Bin(m, mu) (m the trials), returned as the proportion like the
+model's response; Poisson(mu); Gamma with shape v/phi and mean mu; NB2 as the Poisson-Gamma
 mixture Poisson(lambda), lambda ~ Gamma(shape 1/alpha, mean mu).
 """
 from dataclasses import dataclass
@@ -26,6 +26,7 @@ class Simulator:
     sigma: float
     phi: float
     trials: np.ndarray
+    var_weights: np.ndarray  # the dispersion of row i is phi / v_i (Gaussian, Gamma)
 
     def draw(self, rng, use_re="new"):
         """One simulated response vector (rows in the data's order)."""
@@ -33,14 +34,14 @@ class Simulator:
         mu = self.link_inverse(self.eta_fixed + u[self.codes])
         m = self.trials
         if self.family == "gaussian":
-            return rng.normal(mu, np.sqrt(self.phi / m))
+            return rng.normal(mu, np.sqrt(self.phi / (m * self.var_weights)))
         if self.family == "binomial":
             mu = np.clip(mu, 0.0, 1.0)
             return rng.binomial(m.astype(np.int64), mu) / m
         if self.family == "poisson":
             return rng.poisson(mu).astype(float)
         if self.family == "gamma":
-            shape = 1.0 / self.phi
+            shape = self.var_weights / self.phi
             return rng.gamma(shape, mu / shape)
         if self.family == "negativebinomial":
             shape = 1.0 / self.phi
@@ -55,7 +56,8 @@ def simulator(res):
     return Simulator(family=design.dist.name, link_inverse=design.dist.link.inverse,
                      eta_fixed=model.predict(np.asarray(res.params, float), which="linear"),
                      codes=design.codes, blups=np.asarray(res.blups, float), sigma=float(np.sqrt(res.var_re)),
-                     phi=float(res.scale), trials=np.asarray(design.trials, float))
+                     phi=float(res.scale), trials=np.asarray(design.trials, float),
+                     var_weights=np.asarray(design.var_weights, float))
 
 
 def check_use_re(use_re):

@@ -126,7 +126,7 @@ def diagnostics_table(res):
     design = model.design
     u = res.blups[design.codes]
     mu = model.dist.mean(model.predict(res.params, which="linear") + u)
-    y, m = design.y, design.trials
+    y, m = design.y, design.prior_weights
     return pd.DataFrame({"fitted_values": mu,
                          "deviance_residuals": model.dist.deviance_residuals(y, mu, m, res.scale),
                          "pearson_residuals": model.dist.pearson_residuals(y, mu, m, res.scale),

@@ -47,6 +47,11 @@ class GLMM(sm_base.LikelihoodModel):
         Offset added to the linear predictor; exposure adds log(exposure) (log links).
     weights : array_like, optional
         Binomial only: the number of trials when ``endog`` is a proportion (glmer's convention).
+    var_weights, freq_weights : array_like, optional
+        Prior weights with statsmodels GLM's meaning, for every family: ``var_weights`` v scale each
+        row's dispersion to phi / v (lme4's ``weights``; for Binomial they multiply the trials, for
+        Poisson and negative binomial the log density), ``freq_weights`` f count a row f times (the
+        results' ``nobs`` is their sum).
 
     Notes
     -----
@@ -56,14 +61,15 @@ class GLMM(sm_base.LikelihoodModel):
     """
 
     def __init__(self, endog, exog, groups, family=None, offset=None, exposure=None, weights=None, missing="drop",
-                 **kwargs):
+                 var_weights=None, freq_weights=None, **kwargs):
         self.family = check_family(family)
         clean = kwargs.pop("_clean", None)
         unknown = set(kwargs) - {"formula", "hasconst"}
         if unknown:
             raise TypeError(f"GLMM got unexpected keyword arguments: {', '.join(sorted(unknown))}")
         if clean is None:
-            clean = _formula.from_arrays(endog, exog, groups, offset=offset, exposure=exposure, weights=weights)
+            clean = _formula.from_arrays(endog, exog, groups, offset=offset, exposure=exposure, weights=weights,
+                                         var_weights=var_weights, freq_weights=freq_weights)
         self.design = build_design(clean, self.family)
         self.dist = self.design.dist
         formula = kwargs.pop("formula", None)
@@ -77,10 +83,11 @@ class GLMM(sm_base.LikelihoodModel):
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_formula(cls, formula, data, groups=None, family=None, offset=None, exposure=None, weights=None,
-                     subset=None, drop_cols=None, *args, **kwargs):
+                     subset=None, drop_cols=None, *args, var_weights=None, freq_weights=None, **kwargs):
         """Model from a patsy formula, e.g. ``GLMM.from_formula("y ~ x", df, groups="school")``.
 
-        ``groups``, ``offset``, ``exposure`` and ``weights`` are column names or arrays with one value
+        ``groups``, ``offset``, ``exposure``, ``weights``, ``var_weights`` and ``freq_weights`` are column
+        names or arrays with one value
         per row of ``data``; ``"successes + failures ~ x"`` gives a Binomial response with trials.
         """
         if not isinstance(data, pd.DataFrame):
@@ -88,7 +95,8 @@ class GLMM(sm_base.LikelihoodModel):
         if subset is not None:
             data = data.loc[subset]
         family = check_family(family)
-        clean = _formula.from_formula(formula, data, groups, offset=offset, exposure=exposure, weights=weights)
+        clean = _formula.from_formula(formula, data, groups, offset=offset, exposure=exposure, weights=weights,
+                                      var_weights=var_weights, freq_weights=freq_weights)
         if drop_cols:
             clean.exog = clean.exog.drop(columns=list(drop_cols))
         model = cls(None, None, None, *args, family=family, _clean=clean, formula=formula, **kwargs)
@@ -200,6 +208,9 @@ class GLMM(sm_base.LikelihoodModel):
         if var_re is None or (scale is None and (design.dist.has_dispersion)):
             raise ValueError("loglike needs var_re (and scale for Gaussian and Gamma families)")
         if design.gaussian_identity:
+            if design.lmm_weights()[0] is not None:
+                raise ValueError("loglike of a Gaussian identity model with var_weights/freq_weights is not "
+                                 "available; the fit's llf includes the weights")
             o = design.order
             y = (design.y - design.offset)[o]
             X = design.X[o]

@@ -38,7 +38,7 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         self.use_t = False
         self.cov_type = cov_type if fit.method not in ("REML", "ML") else "exact (X'V^-1X)^-1"
         self.method = fit.method
-        self.nobs = model.nobs
+        self.nobs = model.design.n_obs  # the sum of the frequency weights when given (statsmodels GLM)
         self.n_groups = model.n_groups
         self.n_dropped = model.design.n_dropped
         self.converged = bool(fit.converged)

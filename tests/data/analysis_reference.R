@@ -28,6 +28,13 @@ out$sleepstudy <- list(anova = anova_rows(suppressMessages(anova(small, big))),
                        lm_loglik_reml = num(logLik(lm(Reaction ~ Days, ss), REML = TRUE)),
                        r2 = r2_list(big))
 
+# --- lmer with prior weights (glmm_ext's var_weights): w = 1 + Days %% 3
+ss$w <- 1 + ss$Days %% 3
+wr <- lmer(Reaction ~ Days + (1 | Subject), ss, weights = w, REML = TRUE)
+wm <- lmer(Reaction ~ Days + (1 | Subject), ss, weights = w, REML = FALSE)
+out$sleepstudy_weights <- list(reml = list(loglik = num(logLik(wr)), fixef = num(fixef(wr)), sd = num(attr(VarCorr(wr)$Subject, "stddev")), sigma = num(sigma(wr))),
+                               ml = list(loglik = num(logLik(wm)), fixef = num(fixef(wm)), sd = num(attr(VarCorr(wm)$Subject, "stddev")), sigma = num(sigma(wm))))
+
 # --- cbpp (Binomial logit): anova, GLM logLik, profile, R2, overdispersion; cloglog fit
 cb <- read.csv(file.path(dir, "cbpp.csv")); cb$herd <- factor(cb$herd); cb$period <- factor(cb$period)
 gb <- glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), cb, family = binomial)
