@@ -200,8 +200,12 @@ def profile_intervals(res, alpha=0.05):
     if prof.dist.has_dispersion:
         lower[-1], upper[-1] = family_parameter(prof.dist, lower[-1]), family_parameter(prof.dist, upper[-1])
     out = _frame(res, lower, upper)
-    out.attrs.update(fits=dict(zip(out.index, n_fits)), method="profile",
-                     note="Gaussian REML fit profiled on its ML likelihood (as lme4)" if is_reml(res) else "")
+    note = ""
+    if is_reml(res):
+        note = "Gaussian REML fit profiled on its ML likelihood (as lme4)"
+    elif res.nagq == 0:
+        note = "nagq=0 fit profiled on the Laplace likelihood"
+    out.attrs.update(fits=dict(zip(out.index, n_fits)), method="profile", note=note)
     return out
 
 
@@ -266,13 +270,9 @@ def wald_intervals(res, alpha=0.05):
         logs = np.concatenate([[np.log(psi[0]) if psi[0] > 0 else np.nan], psi[1:]])
         if dist.name == "gaussian":  # log sigma_e = log(phi) / 2
             logs[1:], se_log[1:] = logs[1:] / 2.0, se_log[1:] / 2.0
-    for k, (value, se) in enumerate(zip(logs, se_log)):
-        if dist.name != "gaussian" and k == 1:  # Gamma phi and NB2 alpha: log phi +- z SE
-            lower.append(np.exp(value - z * se))
-            upper.append(np.exp(value + z * se))
-        else:
-            lower.append(np.exp(value - z * se))
-            upper.append(np.exp(value + z * se))
+    for value, se in zip(logs, se_log):  # log sigma_u, then log sigma_e (Gaussian) or log phi / log alpha
+        lower.append(np.exp(value - z * se))
+        upper.append(np.exp(value + z * se))
     out = _frame(res, lower, upper)
     out.attrs.update(method="wald")
     return out

@@ -2,8 +2,8 @@
 (``use_re="conditional"``) or new ones drawn from N(0, sigma_u^2) (``use_re="new"``).
 
 The draw is y | eta ~ family(mu = g^{-1}(eta), phi) with eta = X beta + offset + u_group:
-Gaussian N(mu, phi / v) (v the var_weights); Binomial successes ~ Bin(m, mu) (m the trials), returned as the proportion like the
-model's response; Poisson(mu); Gamma with shape v/phi and mean mu; NB2 as the Poisson-Gamma
+Gaussian N(mu, phi / v) (v the var_weights); Binomial successes ~ Bin(m, mu) (m the trials),
+returned as the proportion like the model's response; Poisson(mu); Gamma with shape v/phi and mean mu; NB2 as the Poisson-Gamma
 mixture Poisson(lambda), lambda ~ Gamma(shape 1/alpha, mean mu).
 """
 from dataclasses import dataclass

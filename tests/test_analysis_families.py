@@ -136,7 +136,8 @@ def test_nb_rejects_negative_counts():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError, match="Negative binomial response"):
-            glmm_ext.GLMM.from_formula("TICKS ~ HEIGHTs", d, groups="BROOD", family=sm.families.NegativeBinomial(alpha=1.0))
+            glmm_ext.GLMM.from_formula("TICKS ~ HEIGHTs", d, groups="BROOD",
+                                       family=sm.families.NegativeBinomial(alpha=1.0))
 
 
 def test_cloglog_binomial_matches_glmmtmb():
