@@ -182,10 +182,12 @@ def profile_intervals(res, alpha=0.05):
 
         ends = []
         for sign in (-1.0, 1.0):
-            if j == p and sign < 0:
-                f0, _ = prof.constrained(j, 0.0, psi_hat)
-                if np.sqrt(max(0.0, 2.0 * (f0 - prof.f_hat))) <= z:  # sigma_u = 0 is inside the interval
-                    ends.append(0.0)
+            if sign < 0 and (j == p or (j == p + 1 and prof.dist.name == "negativebinomial")):
+                # sigma_u = 0, or alpha -> 0 (the Poisson model), may lie inside the interval: its end is 0
+                edge = 0.0 if j == p else psi_hat[j] - 25.0
+                f0, _ = prof.constrained(j, edge, psi_hat)
+                if np.sqrt(max(0.0, 2.0 * (f0 - prof.f_hat))) <= z:
+                    ends.append(0.0 if j == p else -np.inf)
                     continue
             if use_log:
                 x_hat, step = np.log(psi_hat[j]), sign * z * se / psi_hat[j]
