@@ -125,5 +125,4 @@ def test_profile_alpha_reaches_zero_when_the_counts_are_poisson():
     res = fit("y ~ x1 + x2", d, "g", glmm_ext.make_family("negativebinomial"))
     ci = res.conf_int(method="profile")
     assert ci.loc["alpha", "lower"] == 0.0 and ci.loc["alpha", "upper"] > res.alpha
-    # the upper end is a likelihood-ratio end: a refit with alpha held there (by the profile) drops chi2/2
     assert np.isfinite(ci.to_numpy()).all()
