@@ -126,3 +126,18 @@ def test_profile_alpha_reaches_zero_when_the_counts_are_poisson():
     ci = res.conf_int(method="profile")
     assert ci.loc["alpha", "lower"] == 0.0 and ci.loc["alpha", "upper"] > res.alpha
     assert np.isfinite(ci.to_numpy()).all()
+
+
+@pytest.mark.parametrize("case", ["cbpp", "nb"])
+def test_wald_with_sd_rows_matches_glmmtmb(cbpp, case):
+    """glmmTMB's confint(method="wald") puts the SD interval on the log scale too."""
+    ref = REF["wald_tmb"][case]
+    if case == "cbpp":
+        res = cbpp
+    else:
+        d = read("grouseticks.csv")
+        d["HEIGHTs"] = (d["HEIGHT"] - d["HEIGHT"].mean()) / d["HEIGHT"].std()
+        res = fit("TICKS ~ C(YEAR) + HEIGHTs", d, "BROOD", sm.families.NegativeBinomial(alpha=1.0))
+    ci = res.conf_int(method="wald").iloc[:len(ref["rows"])]
+    expected = np.column_stack([ref["lower"], ref["upper"]])
+    np.testing.assert_allclose(ci.to_numpy(), expected, atol=2e-4 if case == "nb" else 1e-5)
