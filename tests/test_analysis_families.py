@@ -162,3 +162,15 @@ def test_cloglog_bernoulli_kernel_is_exact_in_the_tails():
         got = dist.loglik(np.full(5, y), eta, 1.0, 1.0, 0.0)
         expected = np.log(mu) if y == 1.0 else -np.exp(eta)
         np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_nb_recovers_the_simulated_truth():
+    d = glmm_ext.simulate("negativebinomial", n_groups=200, group_size=20, scale=0.5, sigma_u=0.5, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = glmm_ext.glmm("y ~ x1 + x2", d, groups="g", family=glmm_ext.make_family("negativebinomial")).fit()
+    z = np.abs(np.asarray(res.params) - np.array(d.attrs["truth"]["beta"])) / np.asarray(res.bse)
+    assert z.max() < 3.5
+    ci = res.conf_int(method="wald")
+    assert ci.loc["alpha", "lower"] < 0.5 < ci.loc["alpha", "upper"]
+    assert ci.loc["g SD", "lower"] < 0.5 < ci.loc["g SD", "upper"]
