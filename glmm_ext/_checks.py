@@ -88,7 +88,8 @@ def overdispersion(res):
     """Pearson chi2 = sum of squared conditional Pearson residuals, df = n - k, ratio chi2/df, p = P(chi2_df > chi2).
 
     As performance::check_overdispersion for GLMMs; for families without an estimated dispersion
-    (Binomial, Poisson; NB2 with its alpha).
+    (Binomial, Poisson; NB2 with its alpha).  performance's names (chisq_statistic, dispersion_ratio,
+    residual_df, p_value) are keys too.
     """
     res = unwrap(res)
     dist = res.model.dist
@@ -98,7 +99,9 @@ def overdispersion(res):
     pearson = res.diagnostics()["pearson_residuals"].to_numpy()
     chisq = float(np.sum(pearson**2))
     df = int(res.nobs - res.k_params)
-    return {"chisq": chisq, "df": df, "ratio": chisq / df, "pvalue": float(stats.chi2.sf(chisq, df))}
+    pvalue = float(stats.chi2.sf(chisq, df))
+    return {"chisq": chisq, "df": df, "ratio": chisq / df, "pvalue": pvalue, "chisq_statistic": chisq,
+            "dispersion_ratio": chisq / df, "residual_df": df, "p_value": pvalue}
 
 
 # ------------------------------------------------------------------------------ quantile residuals

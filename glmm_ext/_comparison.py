@@ -129,6 +129,12 @@ class RandomEffectTest:
     llf_glm: float
     method: str
 
+    def __getitem__(self, key):  # also readable as a mapping: test["pvalue"]
+        return getattr(self, key)
+
+    def keys(self):
+        return ["statistic", "pvalue", "llf_glmm", "llf_glm", "method"]
+
     def __repr__(self):
         return (f"RandomEffectTest(statistic={self.statistic:.6g}, pvalue={self.pvalue:.4g}, "
                 f"llf_glmm={self.llf_glmm:.6f}, llf_glm={self.llf_glm:.6f}; {self.method})")

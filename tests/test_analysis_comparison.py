@@ -114,3 +114,9 @@ def test_random_effect_lrt_is_not_significant_without_group_variation():
     res = fit("y ~ x1 + x2", d, "g", sm.families.Poisson())
     test = res.test_random_effect()
     assert test.statistic < 2.0 and test.pvalue > 0.05
+
+
+def test_random_effect_test_reads_as_a_mapping_too():
+    res = fit("Reaction ~ Days", read("sleepstudy.csv"), "Subject", reml=False)
+    test = res.test_random_effect()
+    assert dict(test)["pvalue"] == test.pvalue and test["statistic"] == test.statistic
