@@ -109,12 +109,13 @@ class Profile:
         psi, f = self._minimize(psi, free)
         return f, psi
 
-    def wald_cov(self):
-        """Inverse of the observed information over psi (NaN where singular)."""
-        try:
-            return linalg.inv(self.hessian)
-        except (linalg.LinAlgError, ValueError):
-            return np.full_like(self.hessian, np.nan)
+    def wald_cov(self, drop=()):
+        """Inverse of the observed information over psi (NaN where singular), without the coordinates `drop`
+        (held at their estimates: NaN rows and columns)."""
+        keep = [j for j in range(len(self.hessian)) if j not in drop]
+        cov = np.full_like(self.hessian, np.nan)
+        cov[np.ix_(keep, keep)] = _inverse(self.hessian[np.ix_(keep, keep)])
+        return cov
 
 
 def _pd_inverse(H):
@@ -248,7 +249,7 @@ def wald_intervals(res, alpha=0.05):
 
     The variance parameters' SEs come from the observed information of the fit's own criterion
     (REML for a Gaussian REML fit, else the (Laplace/AGQ) log-likelihood); a boundary fit
-    (sigma_u = 0) has no log-scale interval for sigma_u (NaN).
+    (sigma_u = 0) has no log-scale interval for sigma_u (NaN) and the others are conditional on it.
     """
     res = unwrap(res)
     z = stats.norm.isf(alpha / 2.0)
@@ -257,16 +258,21 @@ def wald_intervals(res, alpha=0.05):
     lower, upper = list(beta - z * se_beta), list(beta + z * se_beta)
     dist = res.model.dist
     sigma = np.sqrt(res.var_re)
+    boundary = bool(res.singular) or not sigma > 0  # sigma_u = 0: the others' SEs are conditional on it
     if is_reml(res):
-        x = np.array([np.log(sigma) if sigma > 0 else np.nan, 0.5 * np.log(res.scale)])
         design = res.model.design
+        log_se = 0.5 * np.log(res.scale)
         with np.errstate(all="ignore"):
-            cov = _inverse(_numeric_hessian(lambda v: reml_negloglik(design, v[0], v[1]), x))
-        se_log = np.sqrt(np.diag(cov))
-        logs = x
+            if boundary:
+                h = _numeric_hessian(lambda v: reml_negloglik(design, -np.inf, v[0]), np.array([log_se]))
+                logs, se_log = np.array([np.nan, log_se]), np.array([np.nan, 1.0 / np.sqrt(h[0, 0])])
+            else:
+                logs = np.array([np.log(sigma), log_se])
+                cov = _inverse(_numeric_hessian(lambda v: reml_negloglik(design, v[0], v[1]), logs))
+                se_log = np.sqrt(np.diag(cov))
     else:
         prof = Profile(res)
-        cov = prof.wald_cov()[prof.p:, prof.p:]
+        cov = prof.wald_cov(drop=[prof.p] if boundary else ())[prof.p:, prof.p:]
         psi = prof.psi_hat[prof.p:]
         se_log = np.sqrt(np.diag(cov)) / np.concatenate([[psi[0]], np.ones(len(psi) - 1)])
         logs = np.concatenate([[np.log(psi[0]) if psi[0] > 0 else np.nan], psi[1:]])

@@ -141,3 +141,16 @@ def test_wald_with_sd_rows_matches_glmmtmb(cbpp, case):
     ci = res.conf_int(method="wald").iloc[:len(ref["rows"])]
     expected = np.column_stack([ref["lower"], ref["upper"]])
     np.testing.assert_allclose(ci.to_numpy(), expected, atol=2e-4 if case == "nb" else 1e-5)
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_wald_residual_sd_at_the_boundary_is_the_closed_form(reml):
+    """sigma_u = 0: the information for log sigma_e is 2 (n - p) (REML) or 2 n (ML)."""
+    d = read("dyestuff2.csv")
+    res = fit("Yield ~ 1", d, "Batch", reml=reml)
+    ci = res.conf_int(method="wald")
+    n = len(d) - (1 if reml else 0)
+    sd = np.sqrt(res.scale)
+    expected = sd * np.exp(np.array([-1, 1]) * 1.959963984540054 / np.sqrt(2 * n))
+    np.testing.assert_allclose(ci.loc["Residual SD"].to_numpy(), expected, rtol=1e-5)
+    assert ci.loc["Batch SD"].isna().all()
