@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from ._comparison import unwrap
+from ._comparison import require_random_intercept, unwrap
 from ._simulate import check_nsim, simulator
 
 APPROXIMATIONS = ("lognormal", "trigamma", "delta")
@@ -74,7 +74,7 @@ def latent_residual_variance(res, approximation="lognormal"):
 
 def r2(res, approximation="lognormal"):
     """Marginal and conditional R² (Nakagawa, Johnson & Schielzeth 2017) with the variances used."""
-    res = unwrap(res)
+    res = require_random_intercept(unwrap(res), "r2")
     design = res.model.design
     var_f = float(np.var(design.X @ np.asarray(res.params, float), ddof=1))
     var_u = float(res.var_re)

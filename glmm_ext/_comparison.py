@@ -17,6 +17,13 @@ def unwrap(res):
     return getattr(res, "_results", res)
 
 
+def require_random_intercept(res, what):
+    """A ValueError for fits with random slopes (a vector effect per group): `what` needs one intercept."""
+    if getattr(res, "is_vector", False):
+        raise ValueError(f"{what} is implemented for random-intercept models; this fit has random slopes")
+    return res
+
+
 def fit_options(res):
     """The options a fit was made with (maxiter, tol, nagq, reml, cov_type)."""
     return dict(getattr(res, "fit_options", None) or res.model._fit_options)
@@ -205,7 +212,7 @@ def test_random_effect(res):
     model's REML likelihood (same fixed effects, so the REML criteria are comparable); every other
     fit with the GLM's maximum likelihood, every constant included.
     """
-    res = unwrap(res)
+    res = require_random_intercept(unwrap(res), "test_random_effect")
     llf_glm = glm_loglik(res)
     statistic = max(0.0, 2.0 * (res.llf - llf_glm))
     kind = "REML" if is_reml(res) else ("ML" if res.method == "ML" else res.llf_label)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import linalg, optimize, stats
 
-from ._comparison import is_reml, refit_ml, unwrap
+from ._comparison import is_reml, refit_ml, require_random_intercept, unwrap
 from ._optimize import fd_hessian
 
 #: |zeta - target| at which an interval end is accepted (z units; the end is then within ~1e-4 SE)
@@ -159,7 +159,7 @@ def _solve_end(zeta, x_hat, step, target, lower_limit=-np.inf):
 
 def profile_intervals(res, alpha=0.05):
     """Likelihood-ratio (profile) intervals: ends where 2 (llf_hat - llf_profile) = chi2_1(1 - alpha)."""
-    res = unwrap(res)
+    res = require_random_intercept(unwrap(res), "conf_int(method='profile')")
     fit = refit_ml(res) if is_reml(res) else res
     prof = Profile(fit)
     z = stats.norm.isf(alpha / 2.0)
@@ -251,7 +251,7 @@ def wald_intervals(res, alpha=0.05):
     (REML for a Gaussian REML fit, else the (Laplace/AGQ) log-likelihood); a boundary fit
     (sigma_u = 0) has no log-scale interval for sigma_u (NaN) and the others are conditional on it.
     """
-    res = unwrap(res)
+    res = require_random_intercept(unwrap(res), "conf_int(method='wald')")
     z = stats.norm.isf(alpha / 2.0)
     beta = np.asarray(res.params, float)
     se_beta = np.asarray(res.bse, float)

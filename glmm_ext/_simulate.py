@@ -51,6 +51,9 @@ class Simulator:
 
 def simulator(res):
     """The Simulator of a fit."""
+    from ._comparison import require_random_intercept
+
+    require_random_intercept(res, "simulation (simulate, bootstrap, quantile residuals)")
     model = res.model
     design = model.design
     return Simulator(family=design.dist.name, link_inverse=design.dist.link.inverse,
