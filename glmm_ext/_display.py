@@ -1,8 +1,19 @@
-"""summary(): every table in a statsmodels summary2.Summary (text in a terminal, HTML in a notebook)."""
+"""summary(): every table in a statsmodels summary2.Summary (HTML in a notebook) with a compact text form.
+
+The text form fits in 100 columns for every family: each table is rendered at its own natural width,
+every ruled line has the width of the widest table, notes wrap at word boundaries at that width.
+"""
 import numbers
+import textwrap
 
 import numpy as np
+import pandas as pd
 from statsmodels.iolib import summary2
+
+MAX_WIDTH = 100
+#: below this many groups the Wald intervals' normal approximation is flagged as optimistic
+FEW_GROUPS = 30
+LABEL_WIDTH = 30
 
 
 def fmt(value):
@@ -21,16 +32,30 @@ def fmt(value):
     return f"{value:.4e}"
 
 
-def titled(df, title):
-    """The table with its index as a first column headed by `title`, every cell formatted."""
+def fmt_pvalue(value):
+    """As statsmodels prints p-values: four decimals (0.0000 for anything below 5e-5)."""
+    value = float(value)
+    return "" if not np.isfinite(value) else f"{value:.4f}"
+
+
+def _label(text):
+    text = str(text)
+    return text if len(text) <= LABEL_WIDTH else text[: LABEL_WIDTH - 3] + "..."
+
+
+def titled(df, title, headers=None, shorten=True):
+    """The table with its index as a first column headed by `title`, every cell formatted as text.
+
+    With `shorten`, first-column labels beyond 30 characters are cut (group labels); variable names
+    are never cut.
+    """
     out = df.reset_index()
     out = out.rename(columns={out.columns[0]: title})
     for col in out.columns[1:]:
-        if col == "P>|z|":
-            out[col] = [f"{v:.4f}" if v >= 1e-4 else f"{v:.1e}" for v in out[col]]
-        else:
-            out[col] = [fmt(v) for v in out[col]]
-    out[title] = out[title].astype(str)
+        out[col] = [fmt_pvalue(v) for v in out[col]] if col == "P>|z|" else [fmt(v) for v in out[col]]
+    out[title] = [_label(v) if shorten else str(v) for v in out[title]]
+    if headers:
+        out = out.rename(columns=headers)
     return out
 
 
@@ -43,8 +68,8 @@ def model_info(res):
         "Link:": model.dist.link_name,
         "Method:": res.method if res.method in ("REML", "ML", "Laplace") else
         (f"AGQ ({res.nagq} nodes)" if res.method == "AGQ" else res.method),
-        "Dependent Variable:": model.endog_name,
-        "Group variable:": model.group_name,
+        "Dependent Variable:": _label(model.endog_name),
+        "Group variable:": _label(model.group_name),
         "No. Observations:": fmt(res.nobs),
         "Rows dropped:": fmt(res.n_dropped),
         "No. Groups:": fmt(res.n_groups),
@@ -54,7 +79,7 @@ def model_info(res):
     }
 
 
-def notes(res, alpha):
+def notes(res, alpha, from_cli=False):
     lines = []
     if res.n_dropped:
         reasons = ", ".join(f"{k} ({v})" for k, v in res.model.design.drop_reasons.items())
@@ -65,6 +90,10 @@ def notes(res, alpha):
                      "ICC and variance components with caution, a GLM may be more appropriate.")
     if not res.converged:
         lines.append("The optimiser did not converge: " + res.optsummary.message)
+    if res.icc is None:
+        from ._tables import ICC_UNDEFINED
+
+        lines.append(f"ICC: {ICC_UNDEFINED}.")
     if res.model.dist.name == "gaussian" and res.model.dist.link_name == "identity":
         lines.append("Random intercepts are BLUPs; Std. Error = sqrt(conditional variance).")
     else:
@@ -74,27 +103,128 @@ def notes(res, alpha):
         lines.append(f"Standard errors of fixed effects: {source}.")
     if res.se_note:
         lines.append(res.se_note + ".")
-    lines.append("Confidence intervals: Wald, standard normal; they can be too narrow with few groups.")
+    if res.method == "REML":
+        lines.append("REML AIC and BIC compare only models with the same fixed effects (refit with reml=False to "
+                     "compare fixed effects).")
+    if res.n_groups < FEW_GROUPS:
+        lines.append(f"Confidence intervals: Wald, standard normal; with {res.n_groups} groups they can be too "
+                     "narrow.")
+    else:
+        lines.append("Confidence intervals: Wald, standard normal.")
     return lines
 
 
-def make_summary(res, alpha=0.05, blup_rows=50):
-    smry = summary2.Summary()
-    smry.add_title("Generalized Linear Mixed Model Results")
-    smry.add_dict(model_info(res), ncols=2)
-    smry.add_df(titled(res.random_effects_table(), "Random Effects"), index=False)
-    smry.add_df(titled(res.icc_table(), "ICC"), index=False)
+def _exp_headers(res, alpha):
+    """Shorter headers for the exponentiated interval: 'OR [2.5%' / '97.5%]' style."""
+    from ._tables import exp_label, level_label
+
+    name = exp_label(res.model.dist)
+    if name is None:
+        return None
+    label = level_label(alpha)
+    short = "exp" if name.startswith("exp") else name
+    return {name: "exp(b)" if short == "exp" else name, f"exp(Lower {label})": f"{short} lower",
+            f"exp(Upper {label})": f"{short} upper", "Std. Error": "Std.Err."}
+
+
+class GLMMSummary(summary2.Summary):
+    """summary2.Summary whose text form is compact (at most 100 columns for the standard tables)."""
+
+    def __init__(self):
+        super().__init__()
+        self._blocks = []  # ("info", dict) / ("table", DataFrame) / ("text", str), in order
+
+    def add_block(self, kind, content):
+        self._blocks.append((kind, content))
+        if kind == "info":
+            self.add_dict(content, ncols=2)
+        elif kind == "table":
+            self.add_df(content, index=False)
+        else:
+            self.add_text(content)
+
+    def as_text(self):
+        rendered = []
+        for kind, content in self._blocks:
+            if kind == "info":
+                rendered.append(("info", _info_lines(content)))
+            elif kind == "table":
+                rendered.append(("table", content.to_string(index=False).splitlines()))
+            else:
+                rendered.append(("text", content))
+        width = max([len(line) for kind, lines in rendered if kind != "text" for line in lines] + [60])
+        width = min(width, MAX_WIDTH)
+        out = [self.title.center(width).rstrip(), "=" * width]
+        first = True
+        for kind, lines in rendered:
+            if kind == "text":
+                continue
+            if not first:
+                out.append("-" * width)
+            first = False
+            if kind == "table":
+                out += [lines[0], "-" * width] + lines[1:]
+            else:
+                out += lines
+        out.append("=" * width)
+        for kind, text in rendered:
+            if kind == "text":
+                out += textwrap.wrap(text, width=width, break_on_hyphens=False, break_long_words=False)
+        return "\n".join(line.rstrip() for line in out)
+
+    def __str__(self):
+        return self.as_text()
+
+
+def _info_lines(info):
+    """Two key: value columns."""
+    items = [(k, str(v)) for k, v in info.items()]
+    half = (len(items) + 1) // 2
+    left, right = items[:half], items[half:]
+    kw = max(len(k) for k, _ in items)
+    vw = max(len(v) for _, v in left)
+    lines = []
+    for i, (k, v) in enumerate(left):
+        line = f"{k:<{kw}} {v:<{vw}}"
+        if i < len(right):
+            line += f"   {right[i][0]:<{kw}} {right[i][1]}"
+        lines.append(line)
+    return lines
+
+
+def make_summary(res, alpha=0.05, blup_rows=10, from_cli=False, labels=None):
+    labels = labels or {}
+    smry = GLMMSummary()
+    smry.add_title(labels.get("title") or "Generalized Linear Mixed Model Results")
+    info = model_info(res)
+    if labels.get("yname"):
+        info["Dependent Variable:"] = _label(labels["yname"])
+    smry.add_block("info", info)
+    random = res.random_effects_table()
+    if labels.get("xname_re"):
+        random = random.rename(index={random.index[0]: labels["xname_re"]})
+    smry.add_block("table", titled(random, "Random Effects"))
+    if res.icc is not None:
+        smry.add_block("table", titled(res.icc_table(), "ICC"))
     latent = res.latent_variance_table()
     if latent is not None:
-        smry.add_df(titled(latent, "Latent-scale variance"), index=False)
-    smry.add_df(titled(res.fixed_effects_table(alpha), "Fixed Effects"), index=False)
-    smry.add_df(titled(res.model_fit_table(), "Model Fit"), index=False)
+        smry.add_block("table", titled(latent, "Latent scale", {"Latent residual variance": "Residual variance",
+                                                                 "Random-intercept variance": "Group variance"}))
+    fixed = res.fixed_effects_table(alpha)
+    if labels.get("xname_fe") is not None:
+        fixed.index = pd.Index([str(v) for v in labels["xname_fe"]], name=fixed.index.name)
+    smry.add_block("table", titled(fixed, "Fixed Effects", _exp_headers(res, alpha), shorten=False))
+    smry.add_block("table", titled(res.model_fit_table(), "Model Fit"))
     blups = res.blup_table()
-    shown = blups.head(blup_rows).set_index("Group")
-    shown.index = shown.index.astype(str)
-    smry.add_df(titled(shown, "BLUP: group"), index=False)
+    if blup_rows:
+        shown = blups.head(blup_rows).set_index("Group")
+        shown.index = shown.index.astype(str)
+        smry.add_block("table", titled(shown, "BLUP: group"))
     if len(blups) > blup_rows:
-        smry.add_text(f"... {len(blups) - blup_rows} more groups (res.blup_table() has all {len(blups)}).")
+        where = "--blups FILE writes" if from_cli else "res.blup_table() has"
+        smry.add_block("text", f"... {len(blups) - blup_rows} more groups ({where} all {len(blups)}).")
+    elif from_cli:
+        smry.add_block("text", "--blups FILE writes every group's BLUP and standard error.")
     for line in notes(res, alpha):
-        smry.add_text(line)
+        smry.add_block("text", line)
     return smry

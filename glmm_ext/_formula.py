@@ -1,18 +1,57 @@
-"""Formula and data -> cleaned arrays: listwise deletion, then patsy design matrices.
+"""Data for a model: input checks and listwise deletion with a record of what was dropped.
 
-A row is dropped when any column the model uses (response, predictors, groups, offset/exposure
-given as columns) is missing, infinite or, in a numeric column, not a number.  A text column whose
-values are mostly numbers is read as numeric with the others dropped; a column wrapped in C(...),
-the groups column and a column of words are categorical.  The caller's DataFrame is never modified.
+``prepare`` runs before statsmodels' formula machinery (``Model.from_formula``) evaluates the formula
+once: it reads the formula without evaluating it (``_safe_formula``), checks the columns it names,
+drops every row with a missing, infinite or (in a numeric column) non-numeric value in a column the
+model uses, and hands statsmodels a cleaned copy.  A text column whose values are mostly numbers is
+read as numeric with the others dropped; a column wrapped in C(...), the groups column and a column
+of words are categorical.  ``from_arrays`` does the same for the array API.  The caller's data are
+never modified.
 """
-import ast
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import patsy
 
+from ._safe_formula import check_safe, formula_columns, formula_names, split_formula
 from ._validation import check_vector
+
+try:  # where statsmodels keeps a formula's right-hand side specification on model.data
+    import statsmodels.formula._manager  # noqa: F401
+
+    SPEC_KEY = "model_spec"
+except ImportError:  # pragma: no cover - statsmodels 0.14
+    SPEC_KEY = "design_info"
+
+from statsmodels.base.data import PandasData
+
+
+class FormulaPandasData(PandasData):
+    """statsmodels' PandasData whose unpickling rebuilds the formula's specification with numpy as ``np``
+    first (no stack-frame guessing), then as statsmodels does (for formulas using the caller's names)."""
+
+    def __setstate__(self, d):
+        flag = "restore_" + SPEC_KEY
+        if flag in d and "frame" in d and "formula" in d:
+            from statsmodels.formula.formulatools import handle_formula_data
+
+            try:
+                _, _, spec = handle_formula_data(d["frame"], None, d["formula"],
+                                                 depth=eval_env_for_statsmodels({"np": np}), missing="drop")
+            except Exception:  # a name from the caller's namespace: statsmodels' own search
+                return super().__setstate__(d)
+            d = {k: v for k, v in d.items() if k != flag}
+            setattr(self, SPEC_KEY, spec)
+            self.__dict__.update(d)
+            return None
+        return super().__setstate__(d)
+
+
+MISSING_OPTIONS = ("drop", "raise", "none")
+FORMULA_MODES = ("python", "safe")
+ROW_VECTORS = ("offset", "exposure", "weights", "var_weights", "freq_weights")
+PRIOR_WEIGHTS = ("var_weights", "freq_weights")  # statsmodels GLM's prior weights (issue 15)
 
 
 @dataclass
@@ -33,44 +72,72 @@ class CleanData:
     formula: str = None
 
 
-def _as_python(text):
-    """Patsy formula side as a Python expression (':' interaction and '|' read as operators)."""
-    return text.replace(":", "*").replace("|", "+").strip() or "1"
+@dataclass
+class Prepared:
+    """Rows kept for a formula fit: the frame the formula is evaluated on and the per-row vectors."""
+
+    frame: pd.DataFrame
+    groups: pd.Series
+    vectors: dict  # offset / exposure / weights -> float array over the rows kept
+    n_dropped: int
+    dropped_index: list
+    drop_reasons: dict
+
+    missing: str = "drop"
+
+    def clean(self, endog, exog, formula_missing=None):
+        """CleanData for the matrices the formula produced.
+
+        `formula_missing` marks the rows the formula engine dropped in turn (a NaN produced by
+        evaluating the formula, e.g. the log of a negative number, or in a variable taken from the
+        caller's namespace); rows where the formula produced an infinite value are dropped here.
+        """
+        keep = np.ones(len(self.frame), bool) if formula_missing is None else ~np.asarray(formula_missing, bool)
+        dropped, reasons = list(self.dropped_index), dict(self.drop_reasons)
+        if not keep.all():
+            reasons["NaN from evaluating the formula"] = int((~keep).sum())
+            dropped += list(self.frame.index[~keep])
+        infinite = np.zeros(len(endog), bool)
+        for table in (endog, exog):
+            values = np.asarray(table, dtype=float)
+            bad = ~np.isfinite(values)
+            for j in np.flatnonzero(bad.any(axis=0)):
+                reasons[str(table.columns[j])] = int(bad[:, j].sum())
+            infinite |= bad.any(axis=1)
+        if infinite.any():
+            _refuse_missing(self.missing, infinite, reasons, endog.index)
+            dropped += list(endog.index[infinite])
+            if infinite.all():
+                _rows_kept(infinite, reasons)
+        rows = np.flatnonzero(keep)[~infinite]
+        endog, exog = endog.iloc[~infinite], exog.iloc[~infinite]
+        groups = self.groups.iloc[rows]
+        groups.index = endog.index
+        vectors = {k: v[rows] for k, v in self.vectors.items()}
+        off = np.zeros(len(groups)) + vectors.get("offset", 0.0)
+        if "exposure" in vectors:
+            off = off + np.log(vectors["exposure"])
+        return CleanData(endog=endog, exog=exog, groups=groups, offset=off, n_dropped=len(dropped),
+                         weights=vectors.get("weights"), has_exposure="exposure" in vectors, dropped_index=dropped,
+                         drop_reasons=reasons, prior_weights={k: vectors[k] for k in PRIOR_WEIGHTS if k in vectors})
 
 
-def _formula_columns(formula, columns):
-    """Columns of `data` named in the formula (Q("name") included), split into response and predictors."""
-    if "~" not in formula:
-        raise ValueError(f"formula {formula!r} has no '~' separating the response from the predictors")
-    lhs, rhs = formula.split("~", 1)
-
-    def names(text):
-        found = []
-        try:
-            tree = ast.parse(_as_python(text), mode="eval")
-        except SyntaxError:
-            return [c for c in columns if str(c) in text]
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Name) and node.id in columns:
-                found.append(node.id)
-            elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Q" and node.args \
-                    and isinstance(node.args[0], ast.Constant) and node.args[0].value in columns:
-                found.append(node.args[0].value)
-        return list(dict.fromkeys(found))
-
-    categorical = set()
-    try:
-        rhs_nodes = list(ast.walk(ast.parse(_as_python(rhs), mode="eval")))
-    except SyntaxError:
-        rhs_nodes = []
-    for node in rhs_nodes:
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "C":
-            categorical.update(n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in columns)
-    return names(lhs), names(rhs), categorical
+# --------------------------------------------------------------------------------- columns
+def _column_problem(series, name, role):
+    """A message when a column's type cannot be a number the model uses, else None."""
+    kind = series.dtype.kind
+    what = {"M": "dates (datetime)", "m": "time spans (timedelta)", "c": "complex numbers"}.get(kind)
+    if what is None and isinstance(series.dtype, pd.PeriodDtype):
+        what = "periods"
+    if what is not None:
+        return f"{role} column {name!r} holds {what} (dtype {series.dtype}); convert it to numbers first"
+    return None
 
 
 def _numeric_view(series):
     """(numeric values or None if the column is categorical, mask of bad rows)."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return None, series.isna().to_numpy()
     if pd.api.types.is_bool_dtype(series):
         values = series.astype(float)
         return values, values.isna().to_numpy()
@@ -93,8 +160,12 @@ def clean_frame(data, response_cols, numeric_cols, categorical_cols, required_nu
     frame = pd.DataFrame(index=data.index)
     bad = np.zeros(len(data), dtype=bool)
     reasons = {}
-    for col in list(dict.fromkeys(response_cols + numeric_cols + categorical_cols)):
+    for col in list(dict.fromkeys(list(response_cols) + list(numeric_cols) + list(categorical_cols))):
         series = data[col]
+        role = "response" if col in response_cols else "predictor"
+        problem = _column_problem(series, col, role)
+        if problem and col not in categorical_cols:
+            raise ValueError(problem)
         if col in categorical_cols:
             col_bad = series.isna().to_numpy()
             frame[col] = series
@@ -113,42 +184,79 @@ def clean_frame(data, response_cols, numeric_cols, categorical_cols, required_nu
     return frame, bad, reasons
 
 
-ROW_VECTORS = ("offset", "exposure", "weights", "var_weights", "freq_weights")
-PRIOR_WEIGHTS = ("var_weights", "freq_weights")
+def _is_column_key(value, columns):
+    """A column name given for a per-row argument (a string, or any hashable label of the data)."""
+    if isinstance(value, str):
+        return True
+    try:
+        return np.ndim(value) == 0 and not isinstance(value, (bool, np.bool_))
+    except TypeError:
+        return False
 
 
-def _row_vectors(used, arrays, columns, keep):
-    """(offset incl. log exposure, weights or None, {var_weights, freq_weights}) for the rows kept."""
-    n = int(keep.sum())
-    values = {}
-    for what in ROW_VECTORS:
-        if what in columns:
-            values[what] = used[columns[what]].to_numpy(dtype=float)
-        elif what in arrays:
-            values[what] = arrays[what][keep]
-    for what in ("exposure", "weights") + PRIOR_WEIGHTS:
-        if what in values and (values[what] <= 0).any():
-            bad = np.flatnonzero(values[what] <= 0)
-            raise ValueError(f"{what} must be > 0; {bad.size} rows are not (first: row {used.index[bad[0]]}, "
-                             f"value {values[what][bad[0]]:g})")
-    off = np.zeros(n) + values.get("offset", 0.0)
-    if "exposure" in values:
-        off = off + np.log(values["exposure"])
-    return off, values.get("weights"), {k: values[k] for k in PRIOR_WEIGHTS if k in values}
+def aligned(values, index, what):
+    """A Series aligned on the data's index (statsmodels' convention); arrays are used by position."""
+    if not isinstance(values, pd.Series) or values.index.equals(index):
+        return values
+    if values.index.has_duplicates or index.has_duplicates:
+        raise ValueError(f"{what} is a Series whose index differs from the data's and has repeated labels, so it "
+                         "cannot be aligned; pass .to_numpy() to use it by position")
+    absent = ~index.isin(values.index)
+    if absent.any():
+        raise ValueError(f"{what} is a Series whose index lacks {int(absent.sum())} of the data's row labels "
+                         f"(first: {index[absent][0]!r}); align it, or pass .to_numpy() to use it by position")
+    return values.reindex(index)
 
 
-def _drop_missing_groups(values, name, bad, reasons):
-    """Mark rows whose group label is missing; returns the updated bad-row mask."""
-    missing = pd.isna(values).to_numpy()
-    if missing.any():
-        reasons[name or "groups"] = int(missing.sum())
-    return bad | missing
+def resolve_groups(groups, data):
+    """(labels as a Series on the data's index, column name or None)."""
+    if groups is None:
+        raise ValueError("groups is required: a column name or an array with one label per row")
+    if _is_column_key(groups, data.columns):
+        if groups not in data.columns:
+            raise ValueError(f"groups column {groups!r} is not in the data (columns: "
+                             f"{', '.join(map(str, list(data.columns)[:20]))})")
+        return data[groups], groups
+    groups = aligned(groups, data.index, "groups")
+    arr = np.asarray(groups)
+    if arr.ndim > 1 and 1 in arr.shape:
+        arr = arr.reshape(-1)
+    if arr.ndim != 1 or len(arr) != len(data):
+        raise ValueError(f"groups has {arr.size} values but the data have {len(data)} rows")
+    return pd.Series(arr, index=data.index), getattr(groups, "name", None)
 
 
-def _checked_vectors(given, n):
-    """Offset/exposure/weights given as arrays: n finite values (exposure and weights > 0)."""
-    return {what: check_vector(value, n, what, positive=(what != "offset"))
-            for what, value in given.items() if value is not None and not isinstance(value, str)}
+def _missing_labels(values):
+    """Rows whose group label is missing: NaN/None/NaT, or an infinite number."""
+    missing = np.array(pd.isna(values).to_numpy(), dtype=bool)
+    if values.dtype.kind == "f":
+        missing |= np.isinf(values.to_numpy())
+    elif values.dtype == object:
+        missing |= np.array([isinstance(v, float) and np.isinf(v) for v in values], bool)
+    return missing
+
+
+def tidy_labels(labels):
+    """Group labels as they were written: whole floats (an int column with a missing value) back to int."""
+    if labels.dtype.kind == "f" and len(labels) and np.all(np.mod(labels.to_numpy(), 1) == 0):
+        return labels.astype(np.int64)
+    if isinstance(labels.dtype, pd.CategoricalDtype):
+        return labels.cat.remove_unused_categories()
+    return labels
+
+
+def _check_missing_option(missing):
+    if missing not in MISSING_OPTIONS:
+        raise ValueError(f"missing must be one of {', '.join(MISSING_OPTIONS)} (got {missing!r})")
+
+
+def _refuse_missing(missing, bad, reasons, index):
+    """missing='raise' (and 'none', which statsmodels' formulas read as 'raise'): an error naming the columns."""
+    if missing != "drop" and bad.any():
+        detail = ", ".join(f"{k} ({v})" for k, v in reasons.items())
+        first = ", ".join(map(str, list(index[bad])[:5]))
+        raise ValueError(f"missing={missing!r}: {int(bad.sum())} rows have missing, non-numeric or infinite values "
+                         f"in {detail} (rows {first}); use missing='drop' to drop them")
 
 
 def _rows_kept(bad, reasons):
@@ -161,65 +269,144 @@ def _rows_kept(bad, reasons):
     return keep
 
 
-def from_formula(formula, data, groups, offset=None, exposure=None, weights=None, var_weights=None,
-                 freq_weights=None):
-    """Build CleanData from a patsy formula and a DataFrame (listwise deletion first)."""
-    if not isinstance(data, pd.DataFrame):
-        data = pd.DataFrame(data)
-    if not isinstance(formula, str):
-        raise TypeError(f"formula must be a string (got {type(formula).__name__})")
-    columns = set(data.columns)
-    lhs_cols, rhs_cols, c_cols = _formula_columns(formula, columns)
-    if not lhs_cols:
+def _positive(values, what, index):
+    if what != "offset" and (values <= 0).any():
+        bad = np.flatnonzero(values <= 0)
+        raise ValueError(f"{what} must be > 0; {bad.size} rows are not (first: row {index[bad[0]]}, "
+                         f"value {values[bad[0]]:g})")
+
+
+# --------------------------------------------------------------------------------- formula API
+def _unique_columns(formula, data, keys):
+    """The data's column names that occur once; ValueError if the model names a repeated one."""
+    repeated = set(data.columns[data.columns.duplicated()])
+    if repeated:
+        named = formula_columns(formula, list(repeated))
+        used = named.response + named.predictors + [k for k in keys if _is_column_key(k, data.columns)]
+        clash = [c for c in used if c in repeated]
+        if clash:
+            raise ValueError(f"the data have more than one column named {clash[0]!r}; rename them so the model "
+                             "names one column")
+    return [c for c in data.columns if c not in repeated]
+
+
+
+def prepare(formula, data, groups, offset=None, exposure=None, weights=None, missing="drop",
+            formula_mode="python", env_names=(), var_weights=None, freq_weights=None):
+    """Check the inputs of a formula fit and drop incomplete rows; nothing in the formula is evaluated.
+
+    Parameters
+    ----------
+    formula : str
+    data : DataFrame
+    groups, offset, exposure, weights, var_weights, freq_weights
+        Column names (any label of ``data``, e.g. ``7``) or arrays with one value per row; a pandas
+        Series whose index differs from the data's is aligned on it.
+    missing : {"drop", "raise", "none"}
+        "drop" removes incomplete rows (and reports them); "raise" and "none" raise ValueError.
+    formula_mode : {"python", "safe"}
+        "safe" accepts only the grammar of ``_safe_formula``; "python" lets patsy run the formula's code.
+    env_names : iterable of str
+        Names the formula may take from the caller's namespace (python mode).
+    """
+    _check_missing_option(missing)
+    if len(data) == 0:
+        raise ValueError("the data have no rows")
+    if formula_mode not in FORMULA_MODES:
+        raise ValueError(f"formula_mode must be 'python' or 'safe' (got {formula_mode!r})")
+    columns = _unique_columns(formula, data, [groups, offset, exposure, weights, var_weights, freq_weights])
+    found = check_safe(formula, columns) if formula_mode == "safe" else formula_columns(formula, columns)
+    lhs_names = formula_names(split_formula(formula)[0] + " ~ 1")
+    if not found.response and not (formula_mode == "python" and set(lhs_names) & set(env_names)):
         raise ValueError(f"the response of {formula!r} names no column of the data")
-    group_values, group_col = _resolve_groups(groups, data)
-    given = {"offset": offset, "exposure": exposure, "weights": weights, "var_weights": var_weights,
-             "freq_weights": freq_weights}
-    extra = {}
-    for what, value in given.items():
-        if isinstance(value, str):
-            if value not in columns:
+    both = [c for c in found.response if c in found.predictors]
+    if both:
+        raise ValueError(f"the response column {both[0]!r} is also among the predictors of {formula!r}")
+    group_values, group_col = resolve_groups(groups, data)
+    extra, arrays = {}, {}
+    for what, value in (("offset", offset), ("exposure", exposure), ("weights", weights),
+                        ("var_weights", var_weights), ("freq_weights", freq_weights)):
+        if value is None:
+            continue
+        if _is_column_key(value, data.columns):
+            if value not in data.columns:
                 raise ValueError(f"{what} column {value!r} is not in the data")
             extra[what] = value
-    categorical = [c for c in rhs_cols if c in c_cols]
-    numeric = [c for c in rhs_cols if c not in c_cols] + list(extra.values())
-    frame, bad, reasons = clean_frame(data, lhs_cols, numeric, categorical, required_numeric=list(extra.values()))
-    bad = _drop_missing_groups(group_values, group_col, bad, reasons)
-    arrays = _checked_vectors(given, len(data))
+        else:
+            arrays[what] = check_vector(aligned(value, data.index, what), len(data), what,
+                                        positive=(what != "offset"))
+    categorical = [c for c in found.predictors if c in found.categorical]
+    numeric = [c for c in found.predictors if c not in found.categorical] + list(extra.values())
+    frame, bad, reasons = clean_frame(data, found.response, numeric, categorical, required_numeric=list(extra.values()))
+    missing_group = _missing_labels(group_values)
+    if missing_group.any():
+        reasons[str(group_col) if group_col is not None else "groups"] = int(missing_group.sum())
+        bad = bad | missing_group
+    _refuse_missing(missing, bad, reasons, data.index)
     keep = _rows_kept(bad, reasons)
-    used = frame.loc[keep]
+    rows = np.flatnonzero(keep)
+    # the formula sees only the columns it names (a copy of them, also what a pickle keeps)
+    named = [c for c in dict.fromkeys(found.response + found.predictors + formula_names(formula)) if c in columns]
+    kept = data[named].iloc[rows].copy()
+    for col in [c for c in frame.columns if c in named]:
+        values = frame[col].iloc[rows]
+        kept[col] = values.cat.remove_unused_categories() if isinstance(values.dtype, pd.CategoricalDtype) \
+            else values
+    vectors = {what: frame[col].to_numpy(dtype=float)[rows] for what, col in extra.items()}
+    vectors.update({what: values[rows] for what, values in arrays.items()})
+    for what, values in vectors.items():
+        _positive(values, what, kept.index)
+    labels = tidy_labels(group_values.iloc[rows])
+    labels.name = str(group_col) if group_col is not None else "groups"
+    return Prepared(frame=kept, groups=labels, vectors=vectors, n_dropped=int(bad.sum()),
+                    dropped_index=list(data.index[bad]), drop_reasons=reasons, missing=missing)
+
+
+def eval_env_for_statsmodels(env):
+    """The formula's namespace as statsmodels takes it: a dict (>= 0.15) or a patsy EvalEnvironment (0.14)."""
+    if SPEC_KEY == "model_spec":
+        return env
+    import patsy  # pragma: no cover - statsmodels 0.14
+
+    return patsy.EvalEnvironment([env])  # pragma: no cover
+
+
+def from_formula(formula, data, groups, offset=None, exposure=None, weights=None, missing="drop",
+                 formula_mode="python", eval_env=None, var_weights=None, freq_weights=None):
+    """CleanData for a formula without building a model (one evaluation by statsmodels' formula tools).
+
+    ``GLMM.from_formula`` is the public route; this is for steps that need the cleaned matrices only.
+    `eval_env` is a dict of names besides the columns (default: numpy as ``np``).
+    """
+    from statsmodels.formula.formulatools import handle_formula_data
+
+    data = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
+    env = {"np": np} if eval_env is None or formula_mode == "safe" else dict(eval_env)
+    prepared = prepare(formula, data, groups, offset=offset, exposure=exposure, weights=weights, missing=missing,
+                       formula_mode=formula_mode, env_names=env.keys(), var_weights=var_weights,
+                       freq_weights=freq_weights)
     try:
-        endog, exog = patsy.dmatrices(formula, used, NA_action="raise", return_type="dataframe")
-    except patsy.PatsyError as exc:
-        raise ValueError(f"formula {formula!r}: {exc}") from None
-    off, trials, prior = _row_vectors(used, arrays, extra, keep)
-    dropped = list(data.index[bad])
-    return CleanData(endog=endog, exog=exog, groups=pd.Series(np.asarray(group_values)[keep], index=used.index,
-                                                              name=group_col or "groups"),
-                     offset=off, n_dropped=int(bad.sum()), dropped_index=dropped, drop_reasons=reasons,
-                     design_info=exog.design_info, formula=formula, weights=trials, prior_weights=prior,
-                     has_exposure=exposure is not None)
+        (endog, exog), missing_mask, spec = handle_formula_data(
+            prepared.frame, None, formula, depth=eval_env_for_statsmodels(env),
+            missing="raise" if missing == "none" else missing)
+    except (ValueError, TypeError):
+        raise
+    except Exception as exc:  # patsy / formulaic evaluation errors
+        raise ValueError(f"formula {formula!r} could not be evaluated: {type(exc).__name__}: {exc}") from None
+    clean = prepared.clean(endog, exog, missing_mask)
+    clean.design_info, clean.formula = spec, formula
+    return clean
 
 
-def _resolve_groups(groups, data):
-    """(values aligned with data rows, column name or None)."""
-    if isinstance(groups, str):
-        if groups not in data.columns:
-            raise ValueError(f"groups column {groups!r} is not in the data (columns: "
-                             f"{', '.join(map(str, list(data.columns)[:20]))})")
-        return data[groups], groups
-    if groups is None:
-        raise ValueError("groups is required: a column name or an array with one label per row")
-    values = groups.reindex(data.index) if isinstance(groups, pd.Series) and groups.index.equals(data.index) \
-        else pd.Series(np.asarray(groups).reshape(-1) if np.ndim(groups) else [groups], index=None)
-    if len(values) != len(data):
-        raise ValueError(f"groups has {len(values)} values but the data have {len(data)} rows")
-    values.index = data.index
-    return values, getattr(groups, "name", None)
-
-
-def from_arrays(endog, exog, groups, offset=None, exposure=None, weights=None, var_weights=None, freq_weights=None):
+# --------------------------------------------------------------------------------- array API
+def from_arrays(endog, exog, groups, offset=None, exposure=None, weights=None, missing="drop", var_weights=None,
+                freq_weights=None):
     """Build CleanData from arrays (the array API); rows with a non-finite value are dropped."""
+    _check_missing_option(missing)
+    if np.ndim(endog) > 2 or np.ndim(exog) > 2:
+        which = "endog" if np.ndim(endog) > 2 else "exog"
+        raise ValueError(f"{which} has {np.ndim(endog if which == 'endog' else exog)} dimensions; give a "
+                         "vector or a 2-D table (rows x columns)")
     endog_df = endog.to_frame() if isinstance(endog, pd.Series) else pd.DataFrame(endog)
     if endog_df.shape[1] == 1 and not isinstance(endog, (pd.Series, pd.DataFrame)):
         endog_df.columns = ["y"]
@@ -238,25 +425,43 @@ def from_arrays(endog, exog, groups, offset=None, exposure=None, weights=None, v
         raise ValueError(f"exog has {len(exog_df)} rows but endog has {n}")
     if endog_df.shape[1] > 2:
         raise ValueError(f"endog has {endog_df.shape[1]} columns; give one, or two (successes, failures)")
+    if isinstance(exog, pd.DataFrame) and isinstance(endog, (pd.Series, pd.DataFrame)) \
+            and not exog_df.index.equals(endog_df.index):
+        raise ValueError("the indexes of endog and exog differ (statsmodels requires them aligned); align them, "
+                         "or pass .to_numpy() to use the rows by position")
     exog_df.index = endog_df.index
     frame = pd.concat([endog_df, exog_df], axis=1)
     cols = list(frame.columns)
     frame.columns = [f"_c{i}" for i in range(len(cols))]
-    cleaned, bad, reasons = clean_frame(frame, list(frame.columns[: endog_df.shape[1]]),
-                                        list(frame.columns[endog_df.shape[1]:]), [])
+    try:
+        cleaned, bad, reasons = clean_frame(frame, list(frame.columns[: endog_df.shape[1]]),
+                                            list(frame.columns[endog_df.shape[1]:]), [])
+    except ValueError as exc:  # name the caller's column, not the internal one
+        raise ValueError(re.sub(r"'_c(\d+)'", lambda m: repr(cols[int(m.group(1))]), str(exc))) from None
     reasons = {cols[int(k[2:])]: v for k, v in reasons.items()}
     for col in cleaned.columns:
         if cleaned[col].dtype.kind not in "biuf":
             raise ValueError(f"exog column {cols[int(col[2:])]!r} is not numeric")
-    group_values, group_name = _resolve_groups(groups, endog_df)
-    bad = _drop_missing_groups(group_values, group_name, bad, reasons)
-    arrays = _checked_vectors({"offset": offset, "exposure": exposure, "weights": weights,
-                               "var_weights": var_weights, "freq_weights": freq_weights}, n)
+    group_values, group_name = resolve_groups(groups, endog_df)
+    missing_group = _missing_labels(group_values)
+    if missing_group.any():
+        reasons[str(group_name or "groups")] = int(missing_group.sum())
+        bad = bad | missing_group
+    _refuse_missing(missing, bad, reasons, endog_df.index)
+    arrays = {what: check_vector(aligned(value, endog_df.index, what), n, what, positive=(what != "offset"))
+              for what, value in (("offset", offset), ("exposure", exposure), ("weights", weights),
+                                  ("var_weights", var_weights), ("freq_weights", freq_weights))
+              if value is not None}
     keep = _rows_kept(bad, reasons)
     cleaned.columns = cols
-    off, trials, prior = _row_vectors(cleaned.loc[keep], arrays, {}, keep)
     e = cleaned.iloc[:, : endog_df.shape[1]].loc[keep]
     x = cleaned.iloc[:, endog_df.shape[1]:].loc[keep]
-    return CleanData(endog=e, exog=x, groups=group_values.loc[keep].rename(group_name or "groups"),
-                     offset=off, n_dropped=int(bad.sum()), dropped_index=list(endog_df.index[bad]),
-                     drop_reasons=reasons, weights=trials, prior_weights=prior, has_exposure=exposure is not None)
+    vectors = {what: values[keep] for what, values in arrays.items()}
+    off = np.zeros(int(keep.sum())) + vectors.get("offset", 0.0)
+    if "exposure" in vectors:
+        off = off + np.log(vectors["exposure"])
+    labels = tidy_labels(group_values.loc[keep]).rename(group_name or "groups")
+    return CleanData(endog=e, exog=x, groups=labels, offset=off, n_dropped=int(bad.sum()),
+                     dropped_index=list(endog_df.index[bad]), drop_reasons=reasons, weights=vectors.get("weights"),
+                     has_exposure=exposure is not None,
+                     prior_weights={k: vectors[k] for k in PRIOR_WEIGHTS if k in vectors})

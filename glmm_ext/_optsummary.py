@@ -25,6 +25,7 @@ class OptSummary:
     converged: bool = False
     message: str = ""
     seconds: float = 0.0
+    notes: list = field(default_factory=list)  # e.g. statsmodels fit() options that were mapped or ignored
 
     def __str__(self):
         rows = [
@@ -36,6 +37,6 @@ class OptSummary:
             ("Converged", self.converged),
             ("Message", self.message),
             ("Seconds", f"{self.seconds:.3f}"),
-        ]
+        ] + [("Note", note) for note in self.notes]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

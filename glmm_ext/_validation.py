@@ -131,6 +131,10 @@ def check_response(family, y, trials, name, labels):
             if bad.size:
                 warnings.warn(f"Binomial response {name!r}: non-integer numbers of trials in {_rows(bad, labels)}",
                               UserWarning, stacklevel=4)
+            bad = np.flatnonzero(np.abs(successes - np.round(successes)) > 1e-6 * np.maximum(1.0, trials))
+            if bad.size:
+                warnings.warn(f"Binomial response {name!r}: non-integer numbers of successes in "
+                              f"{_rows(bad, labels)} (hold {_values(successes[bad])})", UserWarning, stacklevel=4)
     elif family in ("poisson", "negativebinomial"):
         bad = np.flatnonzero(y < 0)
         if bad.size:
@@ -163,8 +167,8 @@ def check_trials(trials, name, labels):
                          f"remove {_rows(zero, labels)}")
 
 
-def check_vector(values, n, what, positive=False):
-    """An offset/exposure/weights array: length n, finite (and > 0 where asked)."""
+def check_vector(values, n, what, positive=False, allow_nan=False):
+    """An offset/exposure/weights array: length n, finite (and > 0 where asked); NaN passes with allow_nan."""
     arr = np.asarray(values)
     if arr.dtype.kind not in "biuf":
         try:
@@ -174,7 +178,7 @@ def check_vector(values, n, what, positive=False):
     arr = np.asarray(arr, dtype=float).reshape(-1) if arr.ndim <= 1 or 1 in arr.shape else arr
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ValueError(f"{what} has {arr.size} values but the data have {n} rows")
-    bad = np.flatnonzero(~np.isfinite(arr))
+    bad = np.flatnonzero(np.isinf(arr) | (np.isnan(arr) & (not allow_nan)))
     if bad.size:
         raise ValueError(f"{what} must be finite; not at {_rows(bad)} (values {_values(arr[bad])})")
     if positive:
@@ -198,6 +202,10 @@ def check_groups_and_size(n_rows, n_params, counts, family, link, group_name):
         warnings.warn(f"every group of {group_name!r} has a single row: the random-intercept variance and the "
                       "dispersion are told apart only by the shape of the distribution (weakly identified)",
                       UserWarning, stacklevel=5)
+    elif counts.max() < 2 and family == "binomial":
+        warnings.warn(f"every group of {group_name!r} has a single row: the random-intercept variance is told "
+                      "apart from the Binomial variation only by the shape of the distribution (weakly "
+                      "identified; with 0/1 rows it is not identified at all)", UserWarning, stacklevel=5)
     if n_rows <= n_params:
         raise ValueError(f"{n_rows} rows are too few for {n_params} parameters")
 

@@ -1,7 +1,14 @@
-"""Command line: ``glmm-ext [data.csv] --formula ... --groups ...`` (no arguments: the bundled example)."""
+"""Command line: ``glmm-ext [data.csv] --formula ... --groups ...`` (no arguments: the bundled example).
+
+Formulas are always read in the safe mode (``formula_mode="safe"``): no code in them is run.  Group
+labels written to CSV files that begin with ``= + - @`` get a leading ``'`` so that a spreadsheet
+does not read them as formulas.
+"""
 import argparse
 import json
+import os
 import sys
+import textwrap
 import warnings
 
 import numpy as np
@@ -20,20 +27,23 @@ def build_parser():
     p = _Parser(prog="glmm-ext", description="Fit a random-intercept GLMM and print its tables. "
                 "Without a data file, fits the bundled schools example (score ~ hours + ses, groups=school).")
     p.add_argument("data", nargs="?", help="CSV file with the data")
-    p.add_argument("--formula", help='patsy formula, e.g. "y ~ x1 + x2" or "succ + fail ~ x"')
+    p.add_argument("--formula", help='formula, e.g. "y ~ x1 + C(track)" or "succ + fail ~ x" (read in safe mode: '
+                   'columns, numbers, C(), I() arithmetic, np.log/exp/sqrt/abs/log1p, center/standardize/scale)')
     p.add_argument("--groups", help="grouping column (random intercept)")
     p.add_argument("--family", default="gaussian", help=f"one of {', '.join(ALLOWED_LINKS)} (default gaussian)")
     p.add_argument("--link", help="link function (default: the family's canonical link)")
     p.add_argument("--offset", help="offset column (on the linear-predictor scale)")
     p.add_argument("--exposure", help="exposure column (log link; log(exposure) is the offset)")
     p.add_argument("--conf-level", type=float, default=95.0, help="confidence level in percent, 50-99.99 (default 95)")
+    p.add_argument("--sep", help="CSV field separator (default: ',' or ';', whichever the header line uses)")
+    p.add_argument("--decimal", default=".", help="decimal mark of the CSV numbers (default '.')")
     p.add_argument("--nagq", type=int, default=1, help="1 = Laplace (default), >1 adaptive Gauss-Hermite nodes, "
                    "0 = PIRLS approximation")
     p.add_argument("--ml", action="store_true", help="Gaussian+identity: ML instead of REML")
     p.add_argument("--maxiter", type=int, default=100, help="maximum iterations (default 100)")
     p.add_argument("--tol", type=float, default=1e-6, help="convergence tolerance (default 1e-6)")
     p.add_argument("--cov-type", default="hessian", choices=("hessian", "pirls"), help="standard errors")
-    p.add_argument("--blup-rows", type=int, default=50, help="BLUP rows printed (default 50)")
+    p.add_argument("--blup-rows", type=int, default=10, help="BLUP rows printed (default 10; --blups writes all)")
     p.add_argument("--blups", metavar="CSV", help="write the BLUP table")
     p.add_argument("--diagnostics", metavar="CSV", help="write the diagnostics table")
     p.add_argument("--json", metavar="FILE", help="write the estimates as JSON")
@@ -43,17 +53,70 @@ def build_parser():
 
 def results_dict(res, alpha):
     ci = res.conf_int(alpha)
+    names = res.model.exog_names
+    labels = [str(g) for g in res.model.group_labels]
     return {
         "family": res.model.dist.name, "link": res.model.dist.link_name, "method": res.method,
-        "fe_params": res.fe_params.to_dict(), "bse": dict(zip(res.model.exog_names, map(float, res.bse))),
+        "fe_params": res.fe_params.to_dict(), "bse": dict(zip(names, map(float, res.bse))),
+        "zvalues": dict(zip(names, map(float, res.tvalues))), "pvalues": dict(zip(names, map(float, res.pvalues))),
         "conf_level": round(100 * (1 - alpha), 4),
         "conf_int": {k: [float(ci.loc[k].iloc[0]), float(ci.loc[k].iloc[1])] for k in ci.index},
         "var_re": res.var_re, "scale": float(res.scale), "llf": res.llf, "llf_label": res.llf_label,
         "aic": res.aic, "bic": res.bic, "nobs": res.nobs, "n_groups": res.n_groups, "n_dropped": res.n_dropped,
+        "drop_reasons": {str(k): int(v) for k, v in res.model.design.drop_reasons.items()},
         "converged": res.converged, "singular": res.singular, "icc": res.icc, "deff": res.deff,
-        "blups": {str(g): float(v) for g, v in zip(res.model.group_labels, res.blups)},
-        "blup_se": {str(g): float(v) for g, v in zip(res.model.group_labels, res.blup_se)},
+        "blups": dict(zip(labels, map(float, res.blups))),
+        "blup_se": dict(zip(labels, map(float, res.blup_se))),
     }
+
+
+def spreadsheet_safe(values):
+    """Text labels beginning with = + - @ get a leading ' (CSV formula injection); others are unchanged."""
+    return [f"'{v}" if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v for v in values]
+
+
+def _check_writable(parser, paths):
+    """Every output path can be written, before any fitting: one line and exit 2 otherwise."""
+    for option, path in paths:
+        if not path:
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK) \
+                or (os.path.exists(path) and not os.access(path, os.W_OK)):
+            parser.error(f"{option} {path}: cannot write there (missing folder, a folder, or no permission)")
+
+
+def _conf_level(parser, level):
+    if 0 < level < 1:
+        parser.error(f"--conf-level {level:g}: give a percentage, e.g. {100 * level:g}")
+    return check_conf_level(level)
+
+
+def _read_csv(parser, path, sep, decimal, groups):
+    """The data file, its separator detected from the header line; the groups column read as text."""
+    try:
+        if sep is None:
+            with open(path, encoding="utf-8-sig", errors="replace") as fh:
+                header = fh.readline()
+            sep = ";" if header.count(";") > header.count(",") else ","
+        dtype = {groups: str} if groups else None
+        data = pd.read_csv(path, sep=sep, decimal=decimal, dtype=dtype)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        parser.error(f"cannot read {path}: {str(exc).splitlines()[0]}")
+    if data.shape[1] == 1 and sep != ";" and ";" in str(data.columns[0]):
+        parser.error(f"{path} has one column; is it separated by ';'? Give --sep ';'")
+    return data
+
+
+def _label_column(formula, groups):
+    """The groups column, read as text so labels come back as written, unless the formula also uses it."""
+    from ._safe_formula import formula_columns
+
+    try:
+        named = formula_columns(formula, [groups])
+    except (ValueError, TypeError):
+        return groups
+    return None if groups in named.predictors or groups in named.response else groups
 
 
 def run(args, out=None):
@@ -62,13 +125,17 @@ def run(args, out=None):
     out = sys.stdout if out is None else out
     parser = build_parser()
     ns = parser.parse_args(args)
+    if ns.blup_rows < 0:
+        parser.error(f"--blup-rows must be 0 or more (got {ns.blup_rows})")
+    _check_writable(parser, [("--json", ns.json), ("--blups", ns.blups), ("--diagnostics", ns.diagnostics)])
     try:
-        alpha = check_conf_level(ns.conf_level)
+        alpha = _conf_level(parser, ns.conf_level)
         family = make_family(ns.family, ns.link)
         if ns.data is None:
             data = load_schools()
-            out.write("glmm_ext example: simulated schools data (60 schools, 1413 students; truth: Intercept 50, "
-                      "hours 2.5, ses 4, school variance 25, residual variance 64; passed = score > 60)\n\n")
+            out.write(textwrap.fill("glmm_ext example: simulated schools data (60 schools, 1413 students; truth: "
+                                    "Intercept 50, hours 2.5, ses 4, school variance 25, residual variance 64; "
+                                    "passed = score > 60)", width=90) + "\n\n")
             jobs = [("score ~ hours + ses", "school", family)]
             if not args:  # the main job: the exact Gaussian fit, then a Binomial one (OR, latent scale)
                 out.write("1. Test score, Gaussian (exact REML)\n")
@@ -78,40 +145,68 @@ def run(args, out=None):
         else:
             if not ns.formula or not ns.groups:
                 parser.error("a data file needs --formula and --groups")
-            try:
-                data = pd.read_csv(ns.data)
-            except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-                parser.error(f"cannot read {ns.data}: {exc}")
+            data = _read_csv(parser, ns.data, ns.sep, ns.decimal, _label_column(ns.formula, ns.groups))
             jobs = [(ns.formula, ns.groups, family)]
         for number, (formula, groups, fam) in enumerate(jobs, start=1):
             if number > 1:
                 out.write(f"\n{number}. Passed (score > 60), Binomial logit (Laplace)\n")
             res = _fit_and_print(ns, data, formula, groups, fam, alpha, out)
         if ns.blups:
-            res.blup_table().to_csv(ns.blups, index=False)
+            table = res.blup_table()
+            table["Group"] = spreadsheet_safe(table["Group"])
+            table.to_csv(ns.blups, index=False)
         if ns.diagnostics:
-            res.diagnostics().to_csv(ns.diagnostics)
+            _diagnostics_frame(res, data).to_csv(ns.diagnostics)
         if ns.json:
             with open(ns.json, "w") as fh:
-                json.dump(results_dict(res, alpha), fh, indent=2, default=_json_default)
+                json.dump(_finite_or_null(results_dict(res, alpha)), fh, indent=2, default=_json_default,
+                          allow_nan=False)
     except (ValueError, TypeError) as exc:
         parser.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except OSError as exc:
+        parser.error(f"cannot write: {exc}")
     return 0
+
+
+def _diagnostics_frame(res, data):
+    """diagnostics() with the group and response columns of the rows used in front."""
+    diag = res.diagnostics()
+    model = res.model
+    front = {model.group_name: spreadsheet_safe(list(model.groups))}
+    endog = model.data.orig_endog
+    if getattr(endog, "ndim", 1) == 1:
+        front[model.endog_name] = np.asarray(endog, float)
+    else:
+        for col in endog.columns:
+            front[str(col)] = endog[col].to_numpy(dtype=float)
+    return pd.concat([pd.DataFrame(front, index=diag.index), diag], axis=1)
 
 
 def _fit_and_print(ns, data, formula, groups, family, alpha, out):
     """One fit with the command line's options; its summary and warnings go to `out`."""
     from .model import GLMM
 
-    model = GLMM.from_formula(formula, data, groups=groups, family=family, offset=ns.offset, exposure=ns.exposure)
+    model = GLMM.from_formula(formula, data, groups=groups, family=family, offset=ns.offset, exposure=ns.exposure,
+                              formula_mode="safe")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = model.fit(reml=not ns.ml, maxiter=ns.maxiter, tol=ns.tol, nagq=ns.nagq, cov_type=ns.cov_type,
                         progress=ns.progress)
-    out.write(res.summary(alpha=alpha, blup_rows=ns.blup_rows).as_text() + "\n")
+    out.write(res.summary(alpha=alpha, blup_rows=ns.blup_rows, from_cli=True).as_text() + "\n")
     for w in caught:
         out.write(f"Warning: {w.message}\n")
     return res
+
+
+def _finite_or_null(value):
+    """NaN and infinities as JSON null (strict JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_null(v) for v in value]
+    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+        return None
+    return value
 
 
 def _json_default(value):

@@ -1,5 +1,6 @@
 """Drop-in entry points with statsmodels' signatures: MixedLM.from_formula and *BayesMixedGLM.from_formula."""
 import re
+import warnings
 
 import statsmodels.api as sm
 
@@ -19,7 +20,8 @@ def mixedlm(formula, data, re_formula=None, vc_formula=None, subset=None, use_sp
         raise ValueError("vc_formula: glmm_ext fits a single random intercept; variance components are not supported")
     if groups is None and args:
         groups = args[0]
-    return GLMM.from_formula(formula, data, groups=groups, family=sm.families.Gaussian(), subset=subset, **kwargs)
+    return GLMM.from_formula(formula, data, groups=groups, family=sm.families.Gaussian(), subset=subset,
+                             missing=missing, **kwargs)
 
 
 _INTERCEPT_VC = re.compile(r"^\s*0\s*\+\s*C\(\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\)\s*$")
@@ -36,8 +38,22 @@ def _intercept_group(vc_formulas, family_name):
     return match.group(1)
 
 
-class _BayesCompatible:
-    family = None
+BAYES_FIT_MESSAGE = ("{name}.{method}(): glmm_ext fits by maximum likelihood (Laplace; fit(nagq=K) for adaptive "
+                     "Gauss-Hermite quadrature), not by {what}; running fit() instead. Its params, bse and cov_re "
+                     "take the place of fe_mean, fe_sd and vcp_mean.")
+
+
+class _BayesCompatible(GLMM):
+    """A GLMM made by the ``*BayesMixedGLM.from_formula`` signature; fit_vb()/fit_map() run fit() with a warning."""
+
+    family_class = None
+
+    def __init__(self, endog, exog, exog_vc=None, ident=None, *args, **kwargs):
+        if "_prepared" not in kwargs:
+            raise ValueError(f"{type(self).__name__} is built with {type(self).__name__}.from_formula(formula, "
+                             "{'g': '0 + C(g)'}, data), or use GLMM(endog, exog, groups, family=...) with arrays")
+        kwargs.setdefault("family", self.family_class())
+        super().__init__(endog, exog, **kwargs)
 
     @classmethod
     def from_formula(cls, formula, vc_formulas, data, vcp_p=1, fe_p=2, link=None, **kwargs):
@@ -47,17 +63,29 @@ class _BayesCompatible:
         ``vcp_p`` and ``fe_p`` (prior scales) have no role and are ignored.
         """
         group = _intercept_group(vc_formulas, cls.__name__.replace("MixedGLM", ""))
-        family = cls.family(link=link) if link is not None else cls.family()
-        return GLMM.from_formula(formula, data, groups=group, family=family, **kwargs)
+        family = cls.family_class(link=link) if link is not None else cls.family_class()
+        return GLMM.from_formula.__func__(cls, formula, data, groups=group, family=family, **kwargs)
+
+    def fit_vb(self, *args, **kwargs):
+        """Runs `fit` (maximum likelihood) with a warning: glmm_ext has no variational Bayes fit."""
+        warnings.warn(BAYES_FIT_MESSAGE.format(name=type(self).__name__, method="fit_vb",
+                                               what="variational Bayes"), UserWarning, stacklevel=2)
+        return self.fit()
+
+    def fit_map(self, *args, **kwargs):
+        """Runs `fit` (maximum likelihood) with a warning: glmm_ext has no posterior-mode (MAP) fit."""
+        warnings.warn(BAYES_FIT_MESSAGE.format(name=type(self).__name__, method="fit_map",
+                                               what="the posterior mode (MAP)"), UserWarning, stacklevel=2)
+        return self.fit()
 
 
 class BinomialMixedGLM(_BayesCompatible):
     """Drop-in for ``BinomialBayesMixedGLM`` with one random intercept (maximum likelihood)."""
 
-    family = sm.families.Binomial
+    family_class = sm.families.Binomial
 
 
 class PoissonMixedGLM(_BayesCompatible):
     """Drop-in for ``PoissonBayesMixedGLM`` with one random intercept (maximum likelihood)."""
 
-    family = sm.families.Poisson
+    family_class = sm.families.Poisson

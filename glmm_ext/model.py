@@ -52,6 +52,12 @@ class GLMM(sm_base.LikelihoodModel):
         row's dispersion to phi / v (lme4's ``weights``; for Binomial they multiply the trials, for
         Poisson and negative binomial the log density), ``freq_weights`` f count a row f times (the
         results' ``nobs`` is their sum).
+    missing : {"drop", "raise", "none"}
+        "drop" (default) removes rows with a missing, infinite or non-numeric value and reports
+        them (``n_dropped``, ``drop_reasons``); "raise" and "none" raise ValueError instead.
+
+    A pandas Series given for ``groups``, ``offset``, ``exposure`` or ``weights`` is aligned on the
+    index of ``endog`` (ValueError when it cannot be); arrays are used by position.
 
     Notes
     -----
@@ -60,47 +66,108 @@ class GLMM(sm_base.LikelihoodModel):
     quadrature (``nagq > 1``).  Rows with a missing, non-numeric or infinite value are dropped.
     """
 
-    def __init__(self, endog, exog, groups, family=None, offset=None, exposure=None, weights=None, missing="drop",
-                 var_weights=None, freq_weights=None, **kwargs):
+    _formula_max_endog = 2  # "successes + failures ~ x"
+
+    def __init__(self, endog, exog, groups=None, family=None, offset=None, exposure=None, weights=None,
+                 missing="drop", var_weights=None, freq_weights=None, **kwargs):
         self.family = check_family(family)
-        clean = kwargs.pop("_clean", None)
-        unknown = set(kwargs) - {"formula", "hasconst"}
+        prepared = kwargs.pop("_prepared", None)
+        clean = kwargs.pop("_clean", None)  # a CleanData made elsewhere (e.g. _formula.from_formula)
+        formula_missing = kwargs.pop("missing_idx", None)
+        spec = {k: kwargs.pop(k) for k in ("formula", "model_spec", "design_info") if k in kwargs}
+        self.formula_mode = kwargs.pop("_formula_mode", None)
+        unknown = set(kwargs) - {"hasconst"}
         if unknown:
             raise TypeError(f"GLMM got unexpected keyword arguments: {', '.join(sorted(unknown))}")
-        if clean is None:
+        if prepared is not None:  # from_formula: statsmodels evaluated the formula on prepared.frame
+            clean = prepared.clean(endog, exog, formula_missing)
+        elif clean is None:
             clean = _formula.from_arrays(endog, exog, groups, offset=offset, exposure=exposure, weights=weights,
-                                         var_weights=var_weights, freq_weights=freq_weights)
+                                         missing=missing, var_weights=var_weights, freq_weights=freq_weights)
+        elif "formula" in spec and clean.design_info is not None and not set(spec) & {"model_spec", "design_info"}:
+            spec[_formula.SPEC_KEY] = clean.design_info  # so that statsmodels' predict and wald_test_terms find it
         self.design = build_design(clean, self.family)
         self.dist = self.design.dist
-        formula = kwargs.pop("formula", None)
         endog_used = clean.endog.iloc[:, 0] if clean.endog.shape[1] == 1 else clean.endog
-        super().__init__(endog_used, clean.exog, missing="none", **kwargs)
-        self.formula = formula
-        self.design_info = clean.design_info
+        super().__init__(endog_used, clean.exog, missing="none", **spec, **kwargs)
+        if "formula" in spec:  # statsmodels reads hasattr(model, "formula") as "made from a formula"
+            self.formula = spec["formula"]
+            if type(self.data) is _formula.PandasData:
+                self.data.__class__ = _formula.FormulaPandasData  # unpickles without guessing stack frames
         self.k_fe = self.design.X.shape[1]
         self._fit_options = {}
+
+    @property
+    def design_info(self):
+        """The formula's right-hand side specification (patsy DesignInfo / formulaic ModelSpec), or None."""
+        data = self.data
+        return getattr(data, "model_spec", None) or getattr(data, "design_info", None)
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_formula(cls, formula, data, groups=None, family=None, offset=None, exposure=None, weights=None,
-                     subset=None, drop_cols=None, *args, var_weights=None, freq_weights=None, **kwargs):
-        """Model from a patsy formula, e.g. ``GLMM.from_formula("y ~ x", df, groups="school")``.
+                     subset=None, drop_cols=None, *args, missing="drop", formula_mode="python", eval_env=None,
+                     var_weights=None, freq_weights=None, **kwargs):
+        """Model from a formula, e.g. ``GLMM.from_formula("y ~ x", df, groups="school")``.
 
-        ``groups``, ``offset``, ``exposure``, ``weights``, ``var_weights`` and ``freq_weights`` are column
-        names or arrays with one value
-        per row of ``data``; ``"successes + failures ~ x"`` gives a Binomial response with trials.
+        The formula goes through statsmodels' formula machinery (``Model.from_formula``: patsy, or
+        formulaic where statsmodels is set to use it), so ``eval_env``, ``subset``, ``drop_cols``,
+        pickling, ``wald_test_terms`` and ``predict`` on new data behave as in statsmodels.
+
+        Parameters
+        ----------
+        formula : str
+            ``"y ~ x1 + C(track)"``; ``"successes + failures ~ x"`` gives a Binomial response with trials.
+        data : DataFrame
+        groups : str, label or array_like
+            The grouping column's name (any column label, e.g. ``7``) or one label per row.
+        family : statsmodels family instance, optional
+        offset, exposure, weights : str or array_like, optional
+            Column names or one value per row (a Series is aligned on the data's index).
+        var_weights, freq_weights : str or array_like, optional
+            Prior weights with statsmodels GLM's meaning (see the class docstring), as column names or
+            one value per row.
+        subset : array_like, optional
+            Rows of ``data`` to use (``data.loc[subset]``).
+        drop_cols : list of str, optional
+            Design columns to drop (statsmodels' semantics).
+        missing : {"drop", "raise", "none"}
+            "drop" (default) removes rows with a missing, infinite or non-numeric value in a column
+            the model uses and reports them (``n_dropped``, ``drop_reasons``); "raise" raises
+            ValueError; "none" is read as "raise", as statsmodels' formulas do.
+        formula_mode : {"python", "safe"}
+            "python" (default, statsmodels' convention) lets patsy evaluate the formula, which RUNS
+            the Python code in it: never use it on a formula from an untrusted source.  "safe" first
+            parses the formula and accepts only column names, ``Q("name")``, numbers, ``~ + - * / : **``,
+            ``C(col)``, ``C(col, Treatment(reference=...))``, ``I(...)`` over arithmetic, ``np.log``,
+            ``np.log1p``, ``np.exp``, ``np.sqrt``, ``np.abs``, ``center``, ``standardize`` and ``scale``;
+            anything else is a ValueError naming the token, with nothing evaluated.
+        eval_env : int, dict or patsy.EvalEnvironment, optional
+            Where names that are not columns are looked up: default the caller's namespace; an int
+            goes that many frames further up; -1 an empty namespace (python mode only).
         """
         if not isinstance(data, pd.DataFrame):
             data = pd.DataFrame(data)
         if subset is not None:
             data = data.loc[subset]
+        env = _formula_environment(formula, data, formula_mode, eval_env)
+        prepared = _formula.prepare(formula, data, groups, offset=offset, exposure=exposure, weights=weights,
+                                    missing=missing, formula_mode=formula_mode, env_names=env.keys(),
+                                    var_weights=var_weights, freq_weights=freq_weights)
         family = check_family(family)
-        clean = _formula.from_formula(formula, data, groups, offset=offset, exposure=exposure, weights=weights,
-                                      var_weights=var_weights, freq_weights=freq_weights)
-        if drop_cols:
-            clean.exog = clean.exog.drop(columns=list(drop_cols))
-        model = cls(None, None, None, *args, family=family, _clean=clean, formula=formula, **kwargs)
-        model.data.frame = data
+        try:
+            model = super().from_formula(formula, prepared.frame, None, drop_cols, family=family,
+                                         missing="raise" if missing == "none" else missing,
+                                         eval_env=_formula.eval_env_for_statsmodels(env), _prepared=prepared,
+                                         _formula_mode=formula_mode, **kwargs)
+        except (ValueError, TypeError):
+            raise
+        except Exception as exc:  # patsy / formulaic evaluation errors (PatsyError, IndexError, NameError, ...)
+            message = str(exc).strip().splitlines()
+            raise ValueError(f"formula {formula!r} could not be evaluated: {type(exc).__name__}: "
+                             f"{message[0] if message else ''}") from None
+        model.vector_columns = {what: value for what, value in (("offset", offset), ("exposure", exposure))
+                                if value is not None and _formula._is_column_key(value, data.columns)}
         return model
 
     # ------------------------------------------------------------------ names and sizes
@@ -139,7 +206,7 @@ class GLMM(sm_base.LikelihoodModel):
 
     # ------------------------------------------------------------------ fitting
     def fit(self, reml=True, maxiter=100, tol=1e-6, nagq=1, cov_type="hessian", progress=False, callback=None,
-            **kwargs):
+            method=None, start_params=None, disp=None, full_output=None, **kwargs):
         """Fit the model.
 
         Parameters
@@ -161,23 +228,36 @@ class GLMM(sm_base.LikelihoodModel):
             Show the estimation stage and a progress bar on stderr.
         callback : callable, optional
             ``callback(stage, iteration, objective)`` after every stage and iteration.
+        method, start_params, disp, full_output
+            statsmodels' options, accepted so that MixedLM / GLM code runs unchanged: ``disp=True``
+            shows progress; ``method`` (glmm_ext always runs BFGS then Newton steps on the exact or
+            Laplace/AGQ objective), ``start_params`` (start values come from a GLM fit) and
+            ``full_output`` are ignored, each with a line in ``optsummary.notes``.  Other MixedLM
+            options (``niter_sa``, ``do_cg``) are ignored the same way; penalties (``fe_pen``,
+            ``cov_pen``) and ``free`` are a ValueError.
 
         Returns
         -------
         GLMMResultsWrapper
         """
-        if kwargs:
-            raise TypeError(f"fit() got unexpected keyword arguments: {', '.join(kwargs)}")
+        notes = _statsmodels_fit_options(method, start_params, full_output, kwargs)
+        if disp:
+            progress = True
+        if isinstance(reml, np.bool_):
+            reml = bool(reml)
+        if not isinstance(reml, bool):
+            raise ValueError(f"reml must be True or False (got {reml!r})")
         maxiter, tol, nagq = check_fit_options(maxiter, tol, nagq, cov_type)
-        self._fit_options = {"reml": bool(reml), "maxiter": maxiter, "tol": tol, "nagq": nagq, "cov_type": cov_type}
+        self._fit_options = {"reml": reml, "maxiter": maxiter, "tol": tol, "nagq": nagq, "cov_type": cov_type}
         monitor = Progress(enabled=progress, callback=callback, maxiter=maxiter)
         with monitor:
             if self.design.gaussian_identity:
-                fit = fit_profile(self.design, reml=bool(reml), maxiter=maxiter, tol=tol, callback=monitor)
+                fit = fit_profile(self.design, reml=reml, maxiter=maxiter, tol=tol, callback=monitor)
             else:
                 fit = fit_likelihood(self.design, nagq=nagq, maxiter=maxiter, tol=tol, cov_type=cov_type,
                                      callback=monitor)
             monitor("done", fit.opt.n_iterations, -fit.llf)
+        fit.opt.notes = list(getattr(fit.opt, "notes", [])) + notes
         if fit.singular:
             warnings.warn(SINGULAR_MESSAGE, SingularFitWarning, stacklevel=2)
         if fit.separated_rows:
@@ -193,66 +273,255 @@ class GLMM(sm_base.LikelihoodModel):
                           ConvergenceWarning, stacklevel=2)
         return GLMMResultsWrapper(GLMMResults(self, fit, cov_type=cov_type))
 
-    # ------------------------------------------------------------------ likelihood and prediction
-    def loglike(self, params, var_re=None, scale=None, reml=False, nagq=1):
-        """Marginal log-likelihood at fixed effects `params`, random-intercept variance `var_re` and `scale`.
+    # ------------------------------------------------------------------ likelihood
+    @property
+    def param_names(self):
+        """Names of the vector `loglike`, `score`, `hessian` and `information` take."""
+        names = self.exog_names + [f"{self.group_name} SD"]
+        return names + ["log scale"] if self.dist.has_dispersion else names
 
-        Gaussian + identity: the exact ML log-likelihood (or, with ``reml=True``, the REML one with
-        beta profiled); otherwise the Laplace (nagq = 1) or AGQ value.
+    def loglike(self, params, var_re=None, scale=None, reml=False, nagq=None):
+        """Marginal log-likelihood.
+
+        ``loglike(vector)`` takes the model's parameter vector ``(beta, sigma_u, log scale)``: the
+        fixed effects, the random-intercept SD (the likelihood is even in it) and, for families with
+        a dispersion (Gaussian, Gamma, Gaussian-log), the log of the residual variance / dispersion;
+        ``param_names`` names it, ``results.params_vector`` holds the estimate.  The value is the
+        exact ML log-likelihood for Gaussian + identity and the Laplace / AGQ one otherwise, with
+        the fit's ``nagq`` (1 before a fit).  ``loglike(beta, var_re, scale)`` gives the same with
+        the variance given directly; ``reml=True`` returns the REML criterion (beta profiled out).
         """
-        from ._lmm import lmm_deviance, lmm_stats
-        from ._laplace import MarginalLikelihood
-
-        design = self.design
         params = np.asarray(params, float)
-        if var_re is None or (scale is None and (design.dist.has_dispersion)):
-            raise ValueError("loglike needs var_re (and scale for Gaussian and Gamma families)")
+        if var_re is None:
+            beta, var_re, scale = self._split(params)
+        else:
+            beta = params
+            if scale is None and self.dist.has_dispersion:
+                raise ValueError("loglike needs scale for Gaussian and Gamma families")
+        design = self.design
+        nagq = self._fit_options.get("nagq", 1) if nagq is None else nagq
         if design.gaussian_identity:
             if design.lmm_weights()[0] is not None:
                 raise ValueError("loglike of a Gaussian identity model with var_weights/freq_weights is not "
                                  "available; the fit's llf includes the weights")
+            from ._lmm import lmm_deviance, lmm_stats
+
             o = design.order
             y = (design.y - design.offset)[o]
-            X = design.X[o]
             if reml:
-                stats = lmm_stats(X, y, design.starts, design.counts)
+                stats = lmm_stats(design.X[o], y, design.starts, design.counts)
                 return -0.5 * lmm_deviance(np.sqrt(var_re / scale), stats, reml=True)
-            resid = y - X @ params
-            return gaussian_ri_loglik(resid, design.starts, design.counts, var_re, scale)
-        data = design.engine_data()
-        R = design.scaling.matrix
-        gamma = np.linalg.solve(R, params)
-        theta = np.concatenate([gamma, [np.sqrt(var_re)], [np.log(scale)] if design.dist.has_dispersion else []])
-        value, _ = MarginalLikelihood(design.dist, data, nagq=nagq)(theta, need_grad=False)
+            return gaussian_ri_loglik(y - design.X[o] @ beta, design.starts, design.counts, var_re, scale)
+        value, _ = self._engine_objective(nagq)(self._engine_theta(beta, var_re, scale), need_grad=False)
         return -value
 
-    def predict(self, params, exog=None, offset=None, groups=None, which="mean", blups=None):
-        """Linear predictor or mean; with ``groups`` (and ``blups``) each known group's effect is added."""
+    def score(self, params):
+        """Gradient of `loglike` over the parameter vector (analytic for Laplace/AGQ, else differences)."""
+        params = self._vector(params)
+        if self.design.gaussian_identity:
+            return _central_gradient(self.loglike, params)
+        beta, var_re, scale = self._split(params)
+        theta = self._engine_theta(beta, var_re, scale)
+        _, grad = self._engine_objective(self._fit_options.get("nagq", 1))(theta)
+        grad = -np.asarray(grad, float)
+        p = self.k_fe
+        out = grad.copy()
+        out[:p] = np.linalg.solve(self.design.scaling.matrix.T, grad[:p])  # d/d beta = R^-T d/d gamma
+        out[p] = grad[p] * np.sign(params[p]) if params[p] != 0 else grad[p]
+        return out
+
+    def hessian(self, params):
+        """Hessian of `loglike` over the parameter vector: differences of `score` (``_optimize.fd_hessian``)."""
+        from ._optimize import fd_hessian
+
+        params = self._vector(params)
+        if self.design.gaussian_identity:
+            return _second_differences(self.loglike, params)
+        return fd_hessian(lambda x: (np.nan, self.score(x)), params)
+
+    def information(self, params):
+        """Observed information, ``-hessian(params)``."""
+        return -self.hessian(params)
+
+    def _vector(self, params):
+        params = np.asarray(params, float).reshape(-1)
+        expected = len(self.param_names)
+        if params.size != expected:
+            raise ValueError(f"the parameter vector has {expected} entries ({', '.join(self.param_names)}); "
+                             f"got {params.size}")
+        return params
+
+    def _split(self, params):
+        """(beta, sigma_u^2, scale) from the parameter vector."""
+        params = self._vector(params)
+        p = self.k_fe
+        scale = float(np.exp(params[p + 1])) if self.dist.has_dispersion else 1.0
+        return params[:p], float(params[p]) ** 2, scale
+
+    def _engine_theta(self, beta, var_re, scale):
+        gamma = np.linalg.solve(self.design.scaling.matrix, np.asarray(beta, float))
+        return np.concatenate([gamma, [np.sqrt(var_re)], [np.log(scale)] if self.dist.has_dispersion else []])
+
+    def _engine_objective(self, nagq):
+        from ._laplace import MarginalLikelihood
+
+        return MarginalLikelihood(self.design.dist, self.design.engine_data(), nagq=max(int(nagq), 1))
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self, params, exog=None, offset=None, groups=None, which="mean", blups=None, new_groups="zero",
+                exposure=None):
+        """Linear predictor or mean for the rows of `exog` (the data's when None).
+
+        With ``groups`` and ``blups`` (a mapping label -> random intercept) each row's group effect is
+        added; a group absent from `blups` gets 0 (a population-level prediction) with a warning, or
+        a ValueError with ``new_groups="error"``.  Rows with a missing value give NaN.
+        """
         if which not in ("mean", "linear"):
             raise ValueError(f"which must be 'mean' or 'linear' (got {which!r})")
+        if new_groups not in ("zero", "error"):
+            raise ValueError(f"new_groups must be 'zero' or 'error' (got {new_groups!r})")
         params = np.asarray(params, float)
         if exog is None:
             X, off = self.design.X, self.design.offset
             if groups is None and blups is not None:
                 groups = self.groups
         else:
-            if self.design_info is not None and isinstance(exog, pd.DataFrame):
-                import patsy
-
-                X = np.asarray(patsy.build_design_matrices([self.design_info], exog, NA_action="raise")[0])
-            else:
-                X = np.asarray(exog, float)
-                X = X.reshape(-1, 1) if X.ndim == 1 else X
-            if X.shape[1] != len(params):
-                raise ValueError(f"exog has {X.shape[1]} columns; the model has {len(params)}")
-            off = np.zeros(X.shape[0]) if offset is None else check_vector(offset, X.shape[0], "offset")
+            X = np.asarray(exog, float)
+            X = X.reshape(-1, 1) if X.ndim == 1 else X
+            if X.ndim != 2 or X.shape[1] != len(params):
+                raise ValueError(f"exog has {X.shape[1] if X.ndim == 2 else X.shape} columns; the model has "
+                                 f"{len(params)} ({', '.join(self.exog_names)})")
+            off = np.zeros(X.shape[0])
+            if offset is not None:
+                off = off + check_vector(offset, X.shape[0], "offset", allow_nan=True)
+            if exposure is not None:
+                off = off + np.log(check_vector(exposure, X.shape[0], "exposure", positive=True, allow_nan=True))
         eta = X @ params + off
         if groups is not None and blups is not None:
-            groups = np.asarray(groups)
-            if len(groups) != len(eta):
-                raise ValueError(f"groups has {len(groups)} values; the predictions have {len(eta)} rows")
-            eta = eta + pd.Series(groups).map(blups).fillna(0.0).to_numpy(dtype=float)  # unseen groups: 0
+            eta = eta + self.group_effects(groups, blups, len(eta), new_groups)
         return eta if which == "linear" else self.dist.mean(eta)
+
+    def group_effects(self, groups, blups, n, new_groups="zero"):
+        """Each row's random intercept: 0 (warned, or an error) for an unseen group, NaN for a missing label."""
+        labels = pd.Series(np.asarray(groups, dtype=object).reshape(-1))
+        if len(labels) != n:
+            raise ValueError(f"groups has {len(labels)} values; the predictions have {n} rows")
+        missing = _formula._missing_labels(labels)
+        effects = labels.map(blups)
+        unseen = effects.isna().to_numpy() & ~missing
+        if unseen.any():
+            names = list(dict.fromkeys(labels[unseen]))
+            text = ", ".join(map(repr, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            if new_groups == "error":
+                raise ValueError(f"{len(names)} groups are not in the fitted data: {text}")
+            warnings.warn(f"{len(names)} groups are not in the fitted data ({text}); their random effect is 0, a "
+                          "population-level prediction", UserWarning, stacklevel=4)
+        values = np.array(effects.to_numpy(dtype=float, na_value=np.nan))
+        values[unseen] = 0.0
+        return values
+
+
+def _statsmodels_fit_options(method, start_params, full_output, extra):
+    """Lines for optsummary.notes about statsmodels fit() options; ValueError for what cannot be honoured."""
+    notes = []
+    if method is not None:
+        notes.append(f"method={method!r} ignored: glmm_ext runs BFGS, then Newton steps on the exact (Gaussian) "
+                     "or Laplace/AGQ log-likelihood")
+    if start_params is not None:
+        notes.append("start_params ignored: start values come from a GLM fit without random effects")
+    if full_output is not None:
+        notes.append("full_output ignored: the optimiser's record is always kept (this optsummary)")
+    for key in ("fe_pen", "cov_pen", "free"):
+        if extra.pop(key, None) is not None:
+            raise ValueError(f"{key} is not supported: glmm_ext fits an unpenalised random-intercept model")
+    for key in ("niter_sa", "do_cg", "retall", "skip_hessian", "fargs", "gtol", "use_sqrt", "scale_fe",
+                "minim_opts", "fit_method", "verbose"):
+        if key in extra:
+            notes.append(f"{key}={extra.pop(key)!r} ignored (a statsmodels optimiser option)")
+    if extra:
+        raise TypeError(f"fit() got unexpected keyword arguments: {', '.join(extra)}")
+    return notes
+
+
+def _formula_environment(formula, data, formula_mode, eval_env):
+    """The names a formula may use besides the data's columns, as a dict (nothing evaluated)."""
+    import inspect
+
+    import patsy
+
+    from ._safe_formula import formula_names
+
+    if formula_mode == "safe" or not isinstance(formula, str):
+        return {"np": np}
+    if isinstance(eval_env, dict):
+        return dict(eval_env)
+    if isinstance(eval_env, patsy.EvalEnvironment):
+        return {k: v for ns in eval_env._namespaces for k, v in ns.items()}
+    if eval_env is not None and (isinstance(eval_env, bool) or not isinstance(eval_env, (int, np.integer))):
+        raise ValueError(f"eval_env must be an int (frames up from the caller, -1 for none), a dict or a patsy "
+                         f"EvalEnvironment (got {eval_env!r})")
+    if eval_env == -1:
+        return {}
+    frame = inspect.currentframe()
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "glmm_ext":
+        frame = frame.f_back
+    for _ in range(int(eval_env or 0)):
+        frame = frame.f_back if frame is not None and frame.f_back is not None else frame
+    scopes = [] if frame is None else [frame.f_locals, frame.f_globals]
+    env = {}
+    for name in formula_names(formula):
+        if name in data.columns:
+            continue
+        for scope in scopes:
+            if name in scope:
+                env[name] = scope[name]
+                break
+    env.setdefault("np", np)
+    return env
+
+
+def _central_gradient(fun, x, rel_step=1e-6):
+    """Central differences (f(x + h e_j) - f(x - h e_j)) / 2h."""
+    grad = np.empty(len(x))
+    for j in range(len(x)):
+        h = rel_step * max(1.0, abs(x[j]))
+        e = np.zeros(len(x))
+        e[j] = h
+        grad[j] = (fun(x + e) - fun(x - e)) / (2.0 * h)
+    return grad
+
+
+def _second_differences(fun, x, rel_step=1e-4):
+    """Hessian of a scalar function: (f(+h_i+h_j) - f(+h_i-h_j) - f(-h_i+h_j) + f(-h_i-h_j)) / 4 h_i h_j."""
+    k = len(x)
+    steps = rel_step * np.maximum(1.0, np.abs(x))
+    H = np.empty((k, k))
+    for i in range(k):
+        for j in range(i, k):
+            ei, ej = np.zeros(k), np.zeros(k)
+            ei[i], ej[j] = steps[i], steps[j]
+            value = (fun(x + ei + ej) - fun(x + ei - ej) - fun(x - ei + ej) + fun(x - ei - ej))
+            H[i, j] = H[j, i] = value / (4.0 * steps[i] * steps[j])
+    return H
+
+
+def gaussian_ri_reml_loglik(y, X, starts, counts, var_re, scale):
+    """REML log-likelihood at given variances (not profiled), rows sorted by group:
+
+    l_R = l_ML(beta_GLS) - log|X' V^-1 X| / 2 + p log(2 pi) / 2, with
+    X' V^-1 X = (X'X - sum_g c_g s_g s_g') / scale, s_g the group sums of X, c_g = var_re / (scale + n_g var_re).
+    """
+    from ._segments import group_sums
+
+    c = var_re / (scale + counts * var_re)
+    sx = np.column_stack([group_sums(X[:, j], starts) for j in range(X.shape[1])])
+    sy = group_sums(y, starts)
+    xtvx = (X.T @ X - (sx * c[:, None]).T @ sx) / scale
+    xtvy = (X.T @ y - (sx * c[:, None]).T @ sy) / scale
+    beta = np.linalg.solve(xtvx, xtvy)
+    _, logdet = np.linalg.slogdet(xtvx)
+    p = X.shape[1]
+    return gaussian_ri_loglik(y - X @ beta, starts, counts, var_re, scale) - 0.5 * logdet + 0.5 * p * np.log(2 * np.pi)
 
 
 def gaussian_ri_loglik(resid, starts, counts, var_re, scale):

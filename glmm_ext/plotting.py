@@ -1,6 +1,12 @@
 """Plots of a fit (optional: ``pip install "glmm_ext[plot]"`` brings matplotlib; never needed to fit)."""
 import numpy as np
+import pandas as pd
 from scipy import stats
+
+#: beyond this many groups the caterpillar plot shows the top and bottom SHOWN_EACH_END groups
+MANY_GROUPS = 60
+SHOWN_EACH_END = 25
+MAX_HEIGHT = 10.0  # inches
 
 
 def _pyplot():
@@ -11,40 +17,87 @@ def _pyplot():
     return plt
 
 
+def caterpillar_rows(table, many=MANY_GROUPS, each_end=SHOWN_EACH_END):
+    """The BLUP rows to draw, sorted: all of them up to `many`, else the lowest and highest `each_end`."""
+    table = table.sort_values("Random Intercept", kind="stable")
+    if len(table) <= many:
+        return table, 0
+    return pd.concat([table.head(each_end), table.tail(each_end)]), len(table) - 2 * each_end
+
+
 def plot_blups(res, ax=None, alpha=0.05):
-    """Caterpillar plot: random intercepts sorted, with +- z_{1-alpha/2} SE intervals. Returns the Figure."""
+    """Caterpillar plot: random intercepts sorted, with +- z_{1-alpha/2} SE intervals. Returns the Figure.
+
+    Up to 60 groups every group is drawn and labelled; beyond, the 25 lowest and 25 highest, with
+    the number of groups left out marked between them.  The height is capped at 10 inches.
+    """
     plt = _pyplot()
-    table = res.blup_table().sort_values("Random Intercept")
+    table, hidden = caterpillar_rows(res.blup_table())
     crit = stats.norm.isf(alpha / 2)
+    rows = len(table) + (1 if hidden else 0)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6, max(3, 0.18 * len(table))))
+        fig, ax = plt.subplots(figsize=(6, min(MAX_HEIGHT, max(2.5, 0.6 + 0.17 * rows))))
     else:
         fig = ax.figure
-    pos = np.arange(len(table))
+    pos = np.arange(len(table), dtype=float)
+    if hidden:
+        pos[SHOWN_EACH_END:] += 1.0  # a gap row for the groups left out
+        ax.axhline(SHOWN_EACH_END, color="lightgrey", lw=6, alpha=0.5)
+        ax.text(0.5, SHOWN_EACH_END, f"{hidden} groups not shown", transform=ax.get_yaxis_transform(),
+                ha="center", va="center", fontsize=7, color="dimgrey")
     ax.errorbar(table["Random Intercept"], pos, xerr=crit * table["Std. Error"], fmt="o", ms=3, lw=1)
     ax.axvline(0.0, color="grey", lw=0.8, ls="--")
     ax.set_yticks(pos)
-    ax.set_yticklabels(table["Group"].astype(str), fontsize=6 if len(table) > 40 else 8)
+    ax.set_yticklabels(table["Group"].astype(str), fontsize=6 if rows > 40 else 8)
+    ax.set_ylim(pos.min() - 0.7, pos.max() + 0.7)
     ax.set_xlabel(f"Random intercept ({100 * (1 - alpha):g}% interval)")
     ax.set_ylabel(res.group_name)
-    ax.set_title("Random intercepts (conditional modes)" if res.method != "REML" and res.method != "ML"
-                 else "Random intercepts (BLUPs)")
-    fig.tight_layout()
+    kind = "BLUPs" if res.method in ("REML", "ML") else "conditional modes"
+    ax.set_title(f"Random intercepts ({kind})" + (f", lowest and highest {SHOWN_EACH_END}" if hidden else ""))
+    fig.tight_layout(pad=0.4)
     return fig
 
 
+def binned_residuals(fitted, residuals, n_bins=None):
+    """Gelman & Hill (2007, sec. 5.6) binned residuals for a Binomial model.
+
+    Rows are sorted by fitted probability and cut into `n_bins` bins of (nearly) equal size
+    (default: sqrt(n) for n >= 100, else 10 or fewer); per bin the mean fitted value, the mean
+    residual y - mu and the bound 2 sqrt(mean(mu (1 - mu)) / n_bin) inside which about 95% of the
+    bin means should fall when the model fits.
+    """
+    fitted = np.asarray(fitted, float)
+    residuals = np.asarray(residuals, float)
+    n = fitted.size
+    if n_bins is None:
+        n_bins = int(np.floor(np.sqrt(n))) if n >= 100 else min(10, max(1, n // 5))
+    order = np.argsort(fitted, kind="stable")
+    bins = np.array_split(order, n_bins)
+    rows = [(fitted[b].mean(), residuals[b].mean(),
+             2.0 * np.sqrt(np.mean(fitted[b] * (1.0 - fitted[b])) / b.size), b.size) for b in bins if b.size]
+    return pd.DataFrame(rows, columns=["fitted", "residual", "bound", "count"])
+
+
 def plot_diagnostics(res, fig=None):
-    """Residuals vs fitted values, QQ plot of the random intercepts and of the Pearson residuals."""
+    """Residuals vs fitted (binned residuals for a Binomial model), QQ plots of the BLUPs and residuals."""
     plt = _pyplot()
     diag = res.diagnostics()
     if fig is None:
         fig = plt.figure(figsize=(11, 3.6))
     axes = fig.subplots(1, 3)
-    axes[0].scatter(diag["fitted_values"], diag["pearson_residuals"], s=6, alpha=0.5)
+    if res.model.dist.name == "binomial":
+        binned = binned_residuals(diag["fitted_values"], res.resid)
+        axes[0].plot(binned["fitted"], binned["bound"], color="grey", lw=0.8)
+        axes[0].plot(binned["fitted"], -binned["bound"], color="grey", lw=0.8)
+        axes[0].scatter(binned["fitted"], binned["residual"], s=10)
+        axes[0].set_ylabel("Average residual (y - fitted)")
+        axes[0].set_title(f"Binned residuals ({len(binned)} bins, +-2 SE)")
+    else:
+        axes[0].scatter(diag["fitted_values"], diag["pearson_residuals"], s=6, alpha=0.5)
+        axes[0].set_ylabel("Pearson residuals")
+        axes[0].set_title("Residuals vs fitted")
     axes[0].axhline(0.0, color="grey", lw=0.8, ls="--")
     axes[0].set_xlabel("Fitted values")
-    axes[0].set_ylabel("Pearson residuals")
-    axes[0].set_title("Residuals vs fitted")
     for ax, values, title in ((axes[1], res.blups, "QQ: random intercepts"),
                               (axes[2], diag["pearson_residuals"].to_numpy(), "QQ: Pearson residuals")):
         (osm, osr), (slope, intercept, _) = stats.probplot(values, dist="norm")

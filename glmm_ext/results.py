@@ -82,6 +82,19 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         return pd.DataFrame([[self.var_re]], index=[self.group_name], columns=[self.group_name])
 
     @cache_readonly
+    def cov_re_unscaled(self):
+        """cov_re / scale (MixedLM's name)."""
+        return self.cov_re / self.scale
+
+    @property
+    def k_fe(self):
+        """Number of fixed effects (MixedLM's name)."""
+        return self.model.k_fe
+
+    k_re = k_re2 = 1  # one random intercept: one random effect, one covariance parameter (MixedLM's names)
+    k_vc = 0  # no variance components
+
+    @cache_readonly
     def sigma_re(self):
         """Random-intercept standard deviation sigma_u."""
         return float(np.sqrt(self.var_re))
@@ -248,20 +261,146 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         """One row per row used (the data's index): fitted values, deviance and Pearson residuals, group effect."""
         return _tables.diagnostics_table(self)
 
-    def predict(self, exog=None, offset=None, groups=None, which="mean"):
-        """Predictions: ``which="mean"`` or ``"linear"``; with ``groups`` the BLUP of each known group is added.
+    # ------------------------------------------------------------------ fitted values and prediction
+    @cache_readonly
+    def fittedvalues(self):
+        """Conditional means (fixed effects + each row's BLUP), response scale, on the data's index."""
+        values = self.model.predict(np.asarray(self.params, float), which="mean", blups=self._blup_map)
+        return pd.Series(values, index=self.model.design.index, name="fittedvalues")
 
-        ``exog`` is a DataFrame for a model from a formula (the formula's right side is applied to it),
-        otherwise an array of the model's columns.  Without ``exog`` the fitted values of the data are returned.
+    @cache_readonly
+    def resid(self):
+        """Response minus `fittedvalues` (a proportion for a Binomial response with trials)."""
+        return pd.Series(self.model.design.y - self.fittedvalues.to_numpy(), index=self.model.design.index,
+                         name="resid")
+
+    @cache_readonly
+    def _blup_map(self):
+        return dict(zip(self.model.group_labels, self.blups))
+
+    def predict(self, exog=None, transform=True, groups=None, which="mean", new_groups="zero", offset=None,
+                exposure=None):
+        """Predictions as a Series on the new data's index (NaN for rows with a missing value).
+
+        Parameters
+        ----------
+        exog : DataFrame or array_like, optional
+            New data: for a formula model a DataFrame the formula's right side is applied to (as
+            statsmodels does); otherwise the model's columns.  None: the fitted data, with each
+            row's BLUP (equal to `fittedvalues`).
+        groups : column name or array_like, optional
+            The group of each new row; its BLUP is added.  None: population-level predictions
+            (random effects 0).
+        which : {"mean", "linear"}
+            Response scale or linear predictor.
+        new_groups : {"zero", "error"}
+            A group not in the fit gets 0 with a warning ("zero"), or raises ValueError.
+        offset, exposure : column name or array_like, optional
+            For the new rows; a model fitted with ``offset="col"`` (``exposure="col"``) takes that
+            column of the new data when it has one.
         """
-        return self.model.predict(np.asarray(self.params, float), exog=exog, offset=offset, groups=groups,
-                                  which=which, blups=dict(zip(self.model.group_labels, self.blups)))
+        from ._prediction import new_data
 
-    def summary(self, alpha=0.05, blup_rows=50):
-        """statsmodels ``summary2.Summary`` holding every table; prints as text, renders as HTML in a notebook."""
+        rows = new_data(self, exog, transform, groups, offset, exposure)
+        params = np.asarray(self.params, float)
+        if rows.X is None:
+            values = self.model.predict(params, which=which, blups=self._blup_map)
+        else:
+            values = self.model.predict(params, rows.X, offset=rows.offset, groups=rows.groups, which=which,
+                                        blups=None if rows.groups is None else self._blup_map,
+                                        new_groups=new_groups)
+        return pd.Series(values, index=rows.index, name="predicted" if which == "mean" else "linpred")
+
+    def get_prediction(self, exog=None, transform=True, groups=None, offset=None, exposure=None,
+                       new_groups="zero"):
+        """Predictions with standard errors: ``.summary_frame(alpha)`` has mean, mean_se, mean_ci_lower and
+        mean_ci_upper (delta method on the link scale; with `groups`, the BLUP's conditional variance
+        is added with its covariance with beta-hat: Henderson's prediction error, exact for Gaussian
+        models, linearised with the working weights otherwise).
+        Arguments as for `predict`."""
+        from ._prediction import get_prediction
+
+        return get_prediction(self, exog, transform, groups, offset, exposure, new_groups)
+
+    # ------------------------------------------------------------------ variance parameters
+    @cache_readonly
+    def params_vector(self):
+        """The estimate on the model's parameter vector (see ``model.param_names``): beta, sigma_u[, log scale]."""
+        values = list(np.asarray(self.params, float)) + [self.sigma_re]
+        if self.model.dist.has_dispersion:
+            values.append(np.log(self.scale))
+        return pd.Series(values, index=self.model.param_names, name="params_vector")
+
+    @cache_readonly
+    def cov_params_vector(self):
+        """Inverse observed information over the variance parameters (sigma_u[, log scale]).
+
+        REML fits use the REML criterion's curvature (beta profiled out), ML fits the log-likelihood's.
+        """
+        model, p = self.model, self.model.k_fe
+        theta = self.params_vector.to_numpy()[p:]
+        if self.method == "REML":
+            from .model import _second_differences, gaussian_ri_reml_loglik
+
+            d = model.design
+            y, X = (d.y - d.offset)[d.order], d.X[d.order]
+
+            def reml(t):
+                return gaussian_ri_reml_loglik(y, X, d.starts, d.counts, t[0] ** 2, np.exp(t[1]))
+
+            H, block = _second_differences(reml, theta), slice(None)
+        else:
+            H, block = model.hessian(self.params_vector.to_numpy()), slice(p, None)
+        try:
+            return np.linalg.inv(-H)[block, block]
+        except np.linalg.LinAlgError:
+            return np.full((len(theta), len(theta)), np.nan)
+
+    @cache_readonly
+    def bse_re(self):
+        """Standard error of the random-intercept variance sigma_u^2 (delta method, 2 sigma_u SE(sigma_u)).
+
+        MixedLM's ``bse_re`` is on its internal scale (the variance relative to the residual variance,
+        times sqrt(scale)); for a Gaussian fit ``bse_re / sqrt(scale)`` is that number.
+        """
+        var_sd = self.cov_params_vector[0, 0]
+        se = 2.0 * self.sigma_re * np.sqrt(var_sd) if var_sd >= 0 else np.nan
+        return pd.Series([se], index=[f"{self.group_name} Var"], name="bse_re")
+
+    @cache_readonly
+    def random_effects_cov(self):
+        """Group label -> 1 x 1 DataFrame: the conditional variance of its random intercept (as MixedLM)."""
+        return {label: pd.DataFrame([[se * se]], index=["Group"], columns=["Group"])
+                for label, se in zip(self.model.group_labels, self.blup_se)}
+
+    def remove_data(self):
+        """Drop the per-row arrays (statsmodels' remove_data); predictions on new data keep working."""
+        _ = self.latent_lambda if self.model.dist.name == "poisson" else None  # needed by the tables
+        super().remove_data()
+        design = self.model.design
+        for name in ("y", "trials", "X", "offset", "codes", "order"):
+            setattr(design, name, None)
+        for name in ("fittedvalues", "resid"):
+            self.__dict__.pop(name, None)
+
+    def summary(self, alpha=0.05, blup_rows=10, from_cli=False, title=None, yname=None, xname_fe=None,
+                xname_re=None):
+        """statsmodels ``summary2.Summary`` holding every table; prints as text, renders as HTML in a notebook.
+
+        ``blup_rows`` caps the BLUP table (default 10; ``blup_table()`` has every group).  MixedLM's
+        ``title``, ``yname`` (response), ``xname_fe`` (fixed-effect names) and ``xname_re`` (the
+        random-intercept row's name) relabel the tables.
+        """
         from ._display import make_summary
 
-        return make_summary(self, alpha=alpha, blup_rows=blup_rows)
+        if isinstance(blup_rows, bool) or not isinstance(blup_rows, (int, np.integer)) or blup_rows < 0:
+            raise ValueError(f"blup_rows must be a whole number >= 0 (got {blup_rows!r})")
+        if xname_fe is not None and len(xname_fe) != len(self.model.exog_names):
+            raise ValueError(f"xname_fe has {len(xname_fe)} names; the model has {len(self.model.exog_names)} "
+                             "fixed effects")
+        labels = {"title": title, "yname": yname, "xname_fe": xname_fe,
+                  "xname_re": None if xname_re is None else list(np.atleast_1d(xname_re))[0]}
+        return make_summary(self, alpha=alpha, blup_rows=int(blup_rows), from_cli=from_cli, labels=labels)
 
     def _repr_html_(self):
         return self.summary().as_html()

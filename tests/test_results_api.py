@@ -101,7 +101,7 @@ def test_gaussian_diagnostics(lmm, schools):
 def test_summary_text_and_html(lmm):
     text = lmm.summary(alpha=0.01).as_text()
     for piece in ("Random Effects", "ICC", "Design effect", "Fixed Effects", "Lower 99%", "Model Fit",
-                  "REML log-likelihood", "AIC", "BIC", "Rows dropped", "BLUP", "... 10 more groups"):
+                  "REML log-likelihood", "AIC", "BIC", "Rows dropped", "BLUP", "... 50 more groups"):
         assert piece in text, piece
     html = lmm._repr_html_()
     assert "<table" in html and "Fixed Effects" in html and "Lower 95%" in html

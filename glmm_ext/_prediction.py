@@ -1,0 +1,168 @@
+"""Predictions on new data: the formula applied to it, group effects, and delta-method intervals.
+
+For row i with fixed-effects row x_i and group g (when groups are given),
+    eta_i = x_i' beta + offset_i + u_g,   Var(eta_i) = (x_i - k_g)' Cov(beta) (x_i - k_g) + Var(u_g | y),
+the last term being the BLUP's conditional variance (``blup_se**2``; 0 and k_g = 0 for an unseen
+group, whose prediction is the population-level one), and
+    k_g = sigma_u^2 sum_{i in g} w_i x_i / (1 + sigma_u^2 sum_{i in g} w_i)
+with w_i the working weights at the conditional modes (1 / sigma_e^2 for Gaussian + identity): the
+BLUP moves against beta-hat, and (x - k)' Cov(beta) (x - k) + Var(u_g | y) is Henderson's
+prediction-error variance of x'beta-hat + u-hat_g -- exact for Gaussian + identity given the
+variances, its first-order (linearised) form for the other families.  Intervals are
+eta_i +- z SE(eta_i) mapped through the inverse link; the mean's SE is |d mu / d eta| SE(eta_i).
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ._formula import aligned
+
+
+@dataclass
+class NewData:
+    """Rows to predict: fixed-effects matrix (NaN rows where the data are missing), offset, labels, index."""
+
+    X: np.ndarray  # None: the fitted data
+    offset: np.ndarray
+    groups: object
+    index: pd.Index
+
+
+def _per_row(value, frame, index, what):
+    """A column of the new data (by name) or an array aligned on its index."""
+    if value is None:
+        return None
+    if frame is not None and not isinstance(value, (list, tuple, np.ndarray, pd.Series)) \
+            and np.ndim(value) == 0 and value in frame.columns:
+        return frame[value].to_numpy()
+    if isinstance(value, str):
+        raise ValueError(f"{what} column {value!r} is not in the new data")
+    if isinstance(value, pd.Series) and index is not None:
+        value = aligned(value, index, what)
+    return np.asarray(value)
+
+
+def new_data(results, exog=None, transform=True, groups=None, offset=None, exposure=None):
+    """Resolve predict()'s arguments into a NewData (the formula is applied by statsmodels)."""
+    model = results.model
+    if exog is None:
+        design = model.design
+        return NewData(None, None, model.groups if groups is None else np.asarray(groups), design.index)
+    frame = exog if isinstance(exog, pd.DataFrame) else None
+    try:
+        X, index = results._transform_predict_exog(exog, transform=transform)
+    except ValueError:
+        raise
+    except Exception as exc:  # patsy / formulaic: an unknown level, a missing column, ...
+        original = exc.__cause__ or exc  # statsmodels re-raises the engine's error with a preamble
+        first = str(original).strip().splitlines()
+        raise ValueError(f"the new data do not fit the model's formula: {type(original).__name__}: "
+                         f"{first[0] if first else ''}") from None
+    index = pd.RangeIndex(X.shape[0]) if index is None else pd.Index(index)
+    columns = getattr(model, "vector_columns", {})
+    if frame is not None:  # a model fitted with offset="col" takes the same column of the new data
+        offset = columns.get("offset") if offset is None and columns.get("offset") in frame.columns else offset
+        exposure = columns.get("exposure") if exposure is None and columns.get("exposure") in frame.columns \
+            else exposure
+    off = np.zeros(X.shape[0])
+    values = _per_row(offset, frame, index, "offset")
+    if values is not None:
+        off = off + _length(values, X.shape[0], "offset").astype(float)
+    values = _per_row(exposure, frame, index, "exposure")
+    if values is not None:
+        values = _length(values, X.shape[0], "exposure").astype(float)
+        if np.any(values <= 0):
+            raise ValueError("exposure must be > 0")
+        off = off + np.log(values)
+    labels = _per_row(groups, frame, index, "groups")
+    if labels is not None:
+        labels = _length(labels, X.shape[0], "groups")
+    return NewData(X, off, labels, index)
+
+
+def _length(values, n, what):
+    values = np.asarray(values).reshape(-1)
+    if len(values) != n:
+        raise ValueError(f"{what} has {len(values)} values; the new data have {n} rows")
+    return values
+
+
+class PredictionResults:
+    """Predicted means with delta-method standard errors and intervals (see the module notes).
+
+    Attributes
+    ----------
+    predicted, se_mean : Series
+        Mean and its standard error.
+    linpred, se_linpred : Series
+        Linear predictor and its standard error.
+    """
+
+    def __init__(self, dist, linpred, se_linpred, index):
+        self.dist = dist
+        self.linpred = pd.Series(linpred, index=index, name="linpred")
+        self.se_linpred = pd.Series(se_linpred, index=index, name="se_linpred")
+        mu = dist.mean(linpred)
+        self.predicted = pd.Series(mu, index=index, name="mean")
+        self.se_mean = pd.Series(np.abs(self._dmu_deta(linpred)) * se_linpred, index=index, name="mean_se")
+
+    def _dmu_deta(self, eta):
+        return self.dist.link.inverse_deriv(eta)
+
+    def conf_int(self, alpha=0.05):
+        """(lower, upper) of the mean: eta +- z SE(eta) through the inverse link."""
+        from ._validation import check_alpha
+
+        z = stats.norm.isf(check_alpha(alpha) / 2.0)
+        eta, se = self.linpred.to_numpy(), self.se_linpred.to_numpy()
+        a, b = self.dist.mean(eta - z * se), self.dist.mean(eta + z * se)
+        return np.column_stack([np.fmin(a, b), np.fmax(a, b)])
+
+    def summary_frame(self, alpha=0.05):
+        """DataFrame with mean, mean_se, mean_ci_lower, mean_ci_upper (statsmodels' names)."""
+        ci = self.conf_int(alpha)
+        return pd.DataFrame({"mean": self.predicted, "mean_se": self.se_mean, "mean_ci_lower": ci[:, 0],
+                             "mean_ci_upper": ci[:, 1]}, index=self.predicted.index)
+
+
+def get_prediction(results, exog=None, transform=True, groups=None, offset=None, exposure=None,
+                   new_groups="zero"):
+    """PredictionResults for `exog` (the fitted data when None), with group effects when `groups` is given."""
+    model = results.model
+    rows = new_data(results, exog, transform, groups, offset, exposure)
+    params = np.asarray(results.params, float)
+    X = model.design.X if rows.X is None else rows.X
+    off = model.design.offset if rows.X is None else rows.offset
+    eta = X @ params + off
+    D, cond_var = X, 0.0
+    if rows.groups is not None:
+        blups = dict(zip(model.group_labels, results.blups))
+        eta = eta + model.group_effects(rows.groups, blups, len(eta), new_groups)
+        codes = pd.Series(np.asarray(rows.groups, dtype=object)).map(
+            dict(zip(model.group_labels, range(model.n_groups)))).to_numpy(float)
+        seen = np.isfinite(codes)
+        cond_var = np.zeros(len(eta))
+        cond_var[seen] = results.blup_se[codes[seen].astype(np.intp)] ** 2
+        K = _blup_loadings(results)
+        if K is not None:
+            D = np.array(X, dtype=float)
+            D[seen] -= K[codes[seen].astype(np.intp)]
+    var = np.einsum("ij,jk,ik->i", D, np.asarray(results.cov_params_fe, float), D) + cond_var
+    return PredictionResults(model.dist, eta, np.sqrt(var), rows.index)
+
+
+def _blup_loadings(results):
+    """k_g = sigma_u^2 sum_g w_i x_i / (1 + sigma_u^2 sum_g w_i) by group code (None once data are removed)."""
+    from ._segments import group_sums
+
+    design = results.model.design
+    if design.X is None:
+        return None
+    eta = design.X @ np.asarray(results.params, float) + design.offset + results.blups[design.codes]
+    w = design.dist.working_weights(eta, design.trials, results.scale)
+    o = design.order
+    weighted = group_sums((design.X * w[:, None])[o], design.starts)
+    total = group_sums(w[o], design.starts)
+    return weighted * (results.var_re / (1.0 + results.var_re * total))[:, None]

@@ -1,0 +1,237 @@
+"""Reading a formula without evaluating it: the columns it names, and the checker of the safe mode.
+
+patsy (like statsmodels) evaluates the Python inside a formula, so ``I(__import__('os').system(...))``
+runs a command.  ``formula_mode="safe"`` parses the formula with Python's ``ast`` first and accepts only
+
+* column names and ``Q("name")``, numbers, the operators ``~ + - * / : **`` and parentheses;
+* ``C(col)`` and ``C(col, Treatment(reference=...))`` (also ``Treatment("level")``);
+* ``I(...)`` over arithmetic (``+ - * / **``, unary minus) of columns and numbers;
+* the transforms ``np.log``, ``np.log1p``, ``np.exp``, ``np.sqrt``, ``np.abs``, ``center``, ``standardize``
+  and ``scale`` of such arithmetic.
+
+Anything else (other attributes, dunder names, other calls, lambdas, subscripts, strings outside
+``Q``/``Treatment``, keywords) is a ValueError naming the token; nothing is evaluated.
+"""
+import ast
+import io
+import tokenize
+from dataclasses import dataclass, field
+
+NUMPY_TRANSFORMS = ("log", "log1p", "exp", "sqrt", "abs")
+PATSY_TRANSFORMS = ("center", "standardize", "scale")
+FORMULA_OPERATORS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.MatMult)  # ':' is read as '@'
+ARITHMETIC_OPERATORS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)
+MAX_EXPONENT = 100
+
+
+@dataclass
+class FormulaColumns:
+    """Columns of the data a formula names: response side, predictor side, and those inside C(...)."""
+
+    response: list = field(default_factory=list)
+    predictors: list = field(default_factory=list)
+    categorical: set = field(default_factory=set)
+
+
+def split_formula(formula):
+    """(left, right) Python expressions of a formula: '~' splits them, ':' becomes '@'."""
+    if not isinstance(formula, str):
+        raise TypeError(f"formula must be a string (got {type(formula).__name__})")
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(formula.replace("\n", " ")).readline))
+    except (tokenize.TokenError, IndentationError, SyntaxError) as exc:
+        raise ValueError(f"formula {formula!r} cannot be read: {exc}") from None
+    sides, depth = [[]], 0
+    for tok in tokens:
+        kind, text = tok.type, tok.string
+        if kind in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.INDENT, tokenize.DEDENT):
+            continue
+        if kind == tokenize.OP and text in "([{":
+            depth += 1
+        elif kind == tokenize.OP and text in ")]}":
+            depth -= 1
+        if kind == tokenize.OP and text == "~" and depth == 0:
+            sides.append([])
+            continue
+        if kind == tokenize.OP and text == ":":
+            text = "@"
+        sides[-1].append((kind, text))
+    if len(sides) != 2:
+        detail = "no '~'" if len(sides) == 1 else "more than one '~'"
+        raise ValueError(f"formula {formula!r} has {detail}; write 'response ~ predictors'")
+    return tuple(tokenize.untokenize(side).strip() if side else "" for side in sides)
+
+
+def _parse(text, formula):
+    try:
+        return ast.parse(text or "1", mode="eval").body
+    except SyntaxError as exc:
+        raise ValueError(f"formula {formula!r} cannot be read near {exc.text!r}") from None
+
+
+def formula_columns(formula, columns):
+    """Columns of the data a formula names (lenient: any Python is walked, nothing is evaluated)."""
+    lhs, rhs = split_formula(formula)
+    found = FormulaColumns()
+    for side, target in ((lhs, found.response), (rhs, found.predictors)):
+        try:
+            tree = ast.parse(side or "1", mode="eval")
+        except SyntaxError:  # patsy may still read it; it will report the problem
+            target.extend(c for c in columns if isinstance(c, str) and c in side)
+            continue
+        for node in ast.walk(tree):
+            name = _column_of(node, columns)
+            if name is not None and name not in target:
+                target.append(name)
+            if side is rhs and isinstance(node, ast.Call) and _func_name(node) == "C":
+                found.categorical.update(n for n in map(lambda x: _column_of(x, columns), ast.walk(node))
+                                         if n is not None)
+    return found
+
+
+def _func_name(call):
+    return call.func.id if isinstance(call.func, ast.Name) else None
+
+
+def _column_of(node, columns):
+    """The column a Name or Q("name") node refers to, else None."""
+    if isinstance(node, ast.Name) and node.id in columns:
+        return node.id
+    if isinstance(node, ast.Call) and _func_name(node) == "Q" and len(node.args) == 1 \
+            and isinstance(node.args[0], ast.Constant) and node.args[0].value in columns:
+        return node.args[0].value
+    return None
+
+
+def check_safe(formula, columns):
+    """Raise ValueError naming the first token the safe mode does not accept; return the FormulaColumns."""
+    lhs, rhs = split_formula(formula)
+    checker = _SafeChecker(formula, set(columns))
+    for side in (lhs, rhs):
+        checker.formula_term(_parse(side, formula))
+    return formula_columns(formula, columns)
+
+
+class _SafeChecker:
+    def __init__(self, formula, columns):
+        self.formula = formula
+        self.columns = columns
+
+    def reject(self, node, what):
+        token = ast.unparse(node) if isinstance(node, ast.AST) else str(node)
+        raise ValueError(f"formula_mode='safe' does not accept {what} {token!r} in {self.formula!r} (it accepts "
+                         "columns, Q(), numbers, + - * / : **, C(), I(arithmetic), np.log/log1p/exp/sqrt/abs, "
+                         "center, standardize, scale)")
+
+    def number(self, node):
+        return isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) \
+            and not isinstance(node.value, bool)
+
+    def name(self, node):
+        if node.id not in self.columns:
+            self.reject(node, "the name (not a column of the data)")
+
+    def formula_term(self, node):
+        """Formula level: +, -, *, /, :, ** between terms; columns, numbers and the accepted calls."""
+        if isinstance(node, ast.BinOp) and isinstance(node.op, FORMULA_OPERATORS):
+            self.formula_term(node.left)
+            if isinstance(node.op, ast.Pow):
+                self.exponent(node.right)
+            else:
+                self.formula_term(node.right)
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            self.formula_term(node.operand)
+        else:
+            self.value(node, inside_i=False)
+
+    def exponent(self, node):
+        inner = node.operand if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) else node
+        if not self.number(inner) or abs(inner.value) > MAX_EXPONENT:
+            self.reject(node, f"the exponent (a number of at most {MAX_EXPONENT} is required)")
+
+    def arithmetic(self, node):
+        """Inside I(...) and transforms: + - * / ** and unary minus over columns, numbers and transforms."""
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ARITHMETIC_OPERATORS):
+            self.arithmetic(node.left)
+            if isinstance(node.op, ast.Pow):
+                self.exponent(node.right)
+            else:
+                self.arithmetic(node.right)
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            self.arithmetic(node.operand)
+        else:
+            self.value(node, inside_i=True)
+
+    def value(self, node, inside_i):
+        if self.number(node):
+            return
+        if isinstance(node, ast.Name):
+            return self.name(node)
+        if isinstance(node, ast.Constant):
+            self.reject(node, "the constant (strings only inside Q(...) or Treatment(...))")
+        if not isinstance(node, ast.Call):
+            self.reject(node, "the expression")
+        self.call(node, inside_i)
+
+    def call(self, node, inside_i):
+        if node.keywords and not (_func_name(node) == "C"):
+            self.reject(node.keywords[0].value, "the keyword argument")
+        func = node.func
+        if isinstance(func, ast.Attribute):
+            if not (isinstance(func.value, ast.Name) and func.value.id in ("np", "numpy")
+                    and func.attr in NUMPY_TRANSFORMS):
+                self.reject(func, "the attribute")
+            return self.one_argument(node)
+        name = _func_name(node)
+        if name in PATSY_TRANSFORMS:
+            return self.one_argument(node)
+        if name == "Q":
+            if len(node.args) != 1 or not isinstance(node.args[0], ast.Constant) \
+                    or node.args[0].value not in self.columns:
+                self.reject(node, "Q(...) that does not name one column")
+            return
+        if name == "I" and not inside_i:
+            return self.one_argument(node)
+        if name == "C" and not inside_i:
+            return self.categorical(node)
+        self.reject(func, "the call of")
+
+    def one_argument(self, node):
+        if len(node.args) != 1 or node.keywords:
+            self.reject(node, "the call (exactly one argument is accepted)")
+        self.arithmetic(node.args[0])
+
+    def categorical(self, node):
+        if node.keywords:
+            self.reject(node.keywords[0].value, "the keyword argument of C()")
+        if not 1 <= len(node.args) <= 2:
+            self.reject(node, "C() with other than one or two arguments")
+        column = node.args[0]
+        if _column_of(column, self.columns) is None:
+            self.reject(column, "C() of something other than a column")
+        if len(node.args) == 2:
+            self.treatment(node.args[1])
+
+    def treatment(self, node):
+        if not (isinstance(node, ast.Call) and _func_name(node) == "Treatment"):
+            self.reject(node, "the contrast (only Treatment(reference=...) is accepted)")
+        given = list(node.args) + [k.value for k in node.keywords]
+        if len(given) != 1 or any(k.arg != "reference" for k in node.keywords):
+            self.reject(node, "Treatment() other than Treatment(reference=level)")
+        level = given[0]
+        if isinstance(level, ast.UnaryOp) and isinstance(level.op, ast.USub):
+            level = level.operand
+        if not (isinstance(level, ast.Constant) and isinstance(level.value, (str, int, float))):
+            self.reject(given[0], "the reference level (a string or number is required)")
+
+
+def formula_names(formula):
+    """Every bare name in a formula (columns, functions, the caller's variables), nothing evaluated."""
+    names = []
+    for side in split_formula(formula):
+        try:
+            tree = ast.parse(side or "1", mode="eval")
+        except SyntaxError:
+            continue
+        names += [n.id for n in ast.walk(tree) if isinstance(n, ast.Name)]
+    return list(dict.fromkeys(names))
