@@ -278,7 +278,9 @@ class GLMM(sm_base.LikelihoodModel):
     def param_names(self):
         """Names of the vector `loglike`, `score`, `hessian` and `information` take."""
         names = self.exog_names + [f"{self.group_name} SD"]
-        return names + ["log scale"] if self.dist.has_dispersion else names
+        if not self.dist.has_dispersion:
+            return names
+        return names + ["log alpha" if self.dist.name == "negativebinomial" else "log scale"]  # NB2: the slot holds alpha
 
     def loglike(self, params, var_re=None, scale=None, reml=False, nagq=None):
         """Marginal log-likelihood.
