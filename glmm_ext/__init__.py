@@ -8,11 +8,11 @@ from ._families import ALLOWED_LINKS, make_family
 from ._optsummary import OptSummary
 from .compat import BinomialMixedGLM, PoissonMixedGLM, mixedlm
 from .datasets import load_schools, simulate
-from .model import GLMM, SingularFitWarning, glmm
+from .model import GLMM, LaplaceApproximationWarning, SingularFitWarning, glmm
 from .results import GLMMResults, GLMMResultsWrapper
 
 __version__ = "0.1.0"
 
 __all__ = ["GLMM", "glmm", "mixedlm", "BinomialMixedGLM", "PoissonMixedGLM", "GLMMResults", "GLMMResultsWrapper",
-           "OptSummary", "SingularFitWarning", "anova", "ALLOWED_LINKS", "make_family", "load_schools", "simulate",
+           "OptSummary", "SingularFitWarning", "LaplaceApproximationWarning", "anova", "ALLOWED_LINKS", "make_family", "load_schools", "simulate",
            "__version__"]

@@ -135,10 +135,36 @@ class Design:
     def starts(self):
         return group_starts(self.counts)
 
-    def engine_data(self):
-        """GLMMData on the scaled predictors, rows sorted by group (constant columns stored once)."""
+    @property
+    def response_scale(self):
+        """c with the engine fitting y / c: Gamma and Gaussian-log responses (whose likelihood is
+        equivariant in the units of y) are brought to unit size, as predictors are; 1 otherwise.
+
+        c = the geometric mean of y (Gamma) or its root mean square (Gaussian-log), rounded to a power of
+        2 so that y / c is exact.  Estimates map back by `unscale_response`.
+        """
+        if not (self.dist.name == "gamma" or (self.dist.name == "gaussian" and self.dist.link_name == "log")):
+            return 1.0
+        y = self.y
+        size = np.exp(np.mean(np.log(y))) if self.dist.name == "gamma" else np.sqrt(np.mean(y * y))
+        if not (np.isfinite(size) and size > 0):
+            return 1.0
+        return float(2.0 ** np.round(np.log2(size)))
+
+    def engine_data(self, scale_response=False):
+        """GLMMData on the scaled predictors, rows sorted by group (constant columns stored once).
+
+        With ``scale_response`` the response is y / c (c = `response_scale`) and the offset is moved to
+        that scale: log link offset - log c, identity offset / c, inverse offset * c.
+        """
         o = self.order
         y, prior, freq = self.y[o], self.prior_weights[o], self.freq_weights[o]
+        offset = self.offset[o]
+        c = self.response_scale if scale_response else 1.0
+        if c != 1.0:
+            y = y / c
+            link = self.dist.link_name
+            offset = offset - np.log(c) if link == "log" else (offset / c if link == "identity" else offset * c)
         X = self.X[o]
         X -= self.scaling.center
         X /= self.scaling.scale
@@ -149,7 +175,7 @@ class Design:
                 term = FrequencyCorrection(self.dist, y, prior, freq, const)
             else:  # log f is linear in its weight: fold f into m and the constant
                 const = const * freq
-        return GLMMData(y=y, X=X, offset=_compact(self.offset[o]), m=_compact(prior * freq), const=_compact(const),
+        return GLMMData(y=y, X=X, offset=_compact(offset), m=_compact(prior * freq), const=_compact(const),
                         starts=self.starts, counts=self.counts, dispersion_term=term)
 
 

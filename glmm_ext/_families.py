@@ -142,7 +142,9 @@ class Distribution:
         if self.name == "binomial":
             k = m * y
             return special.gammaln(m + 1.0) - special.gammaln(k + 1.0) - special.gammaln(m - k + 1.0)
-        if self.name in ("poisson", "negativebinomial"):
+        if self.name == "poisson":  # log f = y (log(1 + r) - r) + [y log y - y - log y!],  r = mu / y - 1
+            return m * (special.xlogy(y, y) - y - special.gammaln(y + 1.0))
+        if self.name == "negativebinomial":
             return -m * special.gammaln(y + 1.0)
         if self.name == "gamma":
             return np.log(y)
@@ -156,7 +158,7 @@ class Distribution:
         all_ok = bool(ok.all())
         mu = self.mean(eta if all_ok else np.where(ok, eta, 1.0))
         if self.name == "poisson":
-            ll = m * (special.xlogy(y, mu) - mu) + const
+            ll = m * self._poisson_kernel(y, eta if all_ok else np.where(ok, eta, 1.0), mu) + const
         elif self.name == "negativebinomial":  # k = 1/alpha: lnG(y+k) - lnG(k) + y ln(mu/(k+mu)) - k ln(1+mu/k)
             k = 1.0 / phi
             ll = m * (special.gammaln(y + k) - special.gammaln(k) + special.xlogy(y, mu / (k + mu))
@@ -167,6 +169,29 @@ class Distribution:
         else:
             ll = -0.5 * m * (y - mu) ** 2 / phi - 0.5 * np.log(2.0 * np.pi * phi / m)
         return ll if all_ok else np.where(ok, ll, -np.inf)
+
+    def _poisson_kernel(self, y, eta, mu):
+        """y log mu - mu - (y log y - y) = y (log(1 + r) - r) with r = mu / y - 1 (-mu where y = 0).
+
+        Written around the saturated fit so that counts of 1e9 keep every digit that matters: the naive
+        y log mu - mu cancels two numbers of size 2e10 down to one of size 1.
+        """
+        cached = getattr(self, "_log_y", None)
+        if cached is None or cached[0] is not y:  # the response is fixed during a fit: log y once
+            positive = y > 0
+            cached = (y, positive, np.where(positive, y, 1.0), None)
+            self._log_y = cached
+        _, positive, safe_y, log_y = cached
+        if self.link_name == "log":
+            if log_y is None:
+                log_y = np.log(safe_y)
+                self._log_y = cached[:3] + (log_y,)
+            log_ratio = eta - log_y  # log(mu / y), no exp(eta) rounding
+            core = log_ratio - np.expm1(log_ratio)
+        else:
+            r = (mu - y) / safe_y
+            core = np.log1p(r) - r
+        return np.where(positive, y * core, -mu)
 
     def _bernoulli_kernel(self, y, eta):
         """y log mu + (1 - y) log(1 - mu) from eta, exact where mu rounds to 0 or 1."""

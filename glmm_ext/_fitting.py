@@ -31,6 +31,7 @@ class FitOutput:
     cov_beta_pirls: np.ndarray = None
     se_note: str = ""
     separated_rows: int = 0
+    notes: list = None  # warnings for the user (e.g. the Laplace approximation is poor for these data)
 
 
 def fit_profile(design, reml=True, maxiter=100, tol=1e-6, callback=None):
@@ -74,12 +75,36 @@ def fit_profile(design, reml=True, maxiter=100, tol=1e-6, callback=None):
                      singular=fit.theta < SINGULAR_TOL, method="REML" if reml else "ML", opt=opt, n_params=p + 2)
 
 
+def unscale_response(fit, c, link_name, family_name, n):
+    """Estimates for y from those for y / c (`Design.response_scale`), in place.
+
+    log link: beta, sigma_u unchanged (log c sits in the offset); identity: beta, sigma_u, modes times c;
+    inverse: divided by c.  Gamma's dispersion is unchanged, Gaussian's times c^2; llf - n log c.
+    """
+    if c == 1.0:
+        return fit
+    k = {"log": 1.0, "identity": c, "inverse": 1.0 / c}[link_name]
+    fit.beta = fit.beta * k
+    fit.cov_beta = fit.cov_beta * k * k
+    fit.cov_beta_pirls = fit.cov_beta_pirls * k * k
+    fit.var_re = fit.var_re * k * k
+    fit.blups, fit.blup_sd = fit.blups * k, fit.blup_sd * k
+    if family_name == "gaussian":
+        fit.scale = fit.scale * c * c
+    fit.llf = fit.llf - n * np.log(c)
+    return fit
+
+
 def fit_likelihood(design, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", callback=None):
-    """Laplace / AGQ maximum likelihood (or nagq = 0) for any non-(Gaussian, identity) pair."""
-    data = design.engine_data()
+    """Laplace / AGQ maximum likelihood (or nagq = 0) for any non-(Gaussian, identity) pair.
+
+    Gamma and Gaussian-log responses are fitted on the scale y / c (`Design.response_scale`).
+    """
+    data = design.engine_data(scale_response=True)
     with np.errstate(all="ignore"):  # trial points outside the support are rejected, not reported
         fit = fit_glmm(design.dist, data, nagq=nagq, maxiter=maxiter, tol=tol, cov_type=cov_type,
                        callback=callback)
+    fit = unscale_response(fit, design.response_scale, design.dist.link_name, design.dist.name, design.n_obs)
     R = design.scaling.matrix
     method = {0: "PIRLS (nagq=0)", 1: "Laplace"}.get(nagq, "AGQ")
     return FitOutput(beta=R @ fit.beta, cov_beta=R @ fit.cov_beta @ R.T, var_re=fit.var_re, scale=fit.scale,
@@ -87,4 +112,4 @@ def fit_likelihood(design, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", ca
                      singular=fit.singular, method=method, opt=fit.opt,
                      n_params=design.X.shape[1] + 1 + int(design.dist.has_dispersion),
                      cov_beta_pirls=R @ fit.cov_beta_pirls @ R.T, se_note=fit.se_note,
-                     separated_rows=fit.separated_rows)
+                     separated_rows=fit.separated_rows, notes=list(fit.notes or []))

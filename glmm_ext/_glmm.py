@@ -11,16 +11,21 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg, optimize as sp_optimize
+from scipy import linalg
 import statsmodels.api as sm
 
-from ._laplace import MarginalLikelihood
+from ._laplace import MarginalLikelihood, evenly_spaced_groups, subset_groups
+from ._lmm import SINGULAR_TOL
 from ._optimize import fd_columns, minimize
 from ._optsummary import OptSummary
-from ._segments import group_sums, to_rows
+from ._pirls import fit_nagq0, inverse_or_nan, irls_start, pirls_information
+from ._profile import probe_sigma
+from ._separation import diverging_rows
 
-#: an intercept SD below this (on the linear-predictor scale) is a boundary (singular) fit, as lme4's
-SINGULAR_TOL = 1e-4
+#: a dispersion below this (relative to the internally scaled response's variance) has collapsed
+DISPERSION_COLLAPSE = 1e-10
+#: |AGQ(9) - Laplace| log-likelihood beyond which Laplace is reported as poor for the data
+LAPLACE_GAP = 1.0
 
 
 @dataclass
@@ -40,6 +45,7 @@ class EngineFit:
     cov_beta_pirls: np.ndarray = None
     se_note: str = ""
     separated_rows: int = 0
+    notes: list = None  # warnings for the user (e.g. Laplace is poor for these data)
 
 
 #: rows of the GLM start fit at most (an evenly spaced subset beyond): start values need not be exact
@@ -81,22 +87,6 @@ def glm_start(dist, data, maxiter=100):
     return gamma, scale
 
 
-def pirls_information(X, weights, sigma, starts, counts):
-    """Information for beta with the modes profiled out: X'WX - sum_j s^2 (X_j'w_j)(w_j'X_j) / (1 + s^2 sum w_j)."""
-    Xw = X * weights[:, None]
-    xw_sums = group_sums(Xw, starts)
-    H = 1.0 + sigma * sigma * group_sums(weights, starts)
-    return X.T @ Xw - (sigma * sigma) * (xw_sums / H[:, None]).T @ xw_sums
-
-
-def _inverse(matrix):
-    """Inverse of a symmetric information matrix; NaN where it is singular (reported, never raised)."""
-    try:
-        return linalg.inv(matrix)
-    except (linalg.LinAlgError, ValueError):
-        return np.full_like(matrix, np.nan)
-
-
 def _initial_hessian(objective, theta):
     """Start Hessian for BFGS: PIRLS information for beta, finite differences for the variance parameters."""
     p, k = objective.p, objective.n_params
@@ -128,46 +118,57 @@ def _start_theta(objective, gamma, scale):
 
 
 def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", callback=None):
-    """Maximum-likelihood fit by the Laplace approximation (nagq = 1) or AGQ (nagq > 1)."""
+    """Maximum-likelihood fit by the Laplace approximation (nagq = 1) or AGQ (nagq > 1).
+
+    After the local optimum, sigma_u is profiled over a coarse grid (and at 0, the GLM) and the
+    search restarts from any better point (`_profile.probe_sigma`), so the fit ends on the highest
+    peak found and never below its sigma_u = 0 point.
+    """
     t0 = time.perf_counter()
-    gamma0, scale0 = glm_start(dist, data)
+    check_finite_mle(dist, data)
+    start = irls_start(dist, data) if nagq == 0 else None
+    gamma0, scale0 = glm_start(dist, data) if start is None else start
     if callback is not None:
         callback("start values", 0, np.nan)
     if nagq == 0:
-        return _fit_nagq0(dist, data, gamma0, scale0, maxiter, tol, callback, t0)
+        return fit_nagq0(dist, data, gamma0, scale0, maxiter, tol, callback, t0)
     # Laplace first: cheap, and an excellent start for AGQ
     laplace = MarginalLikelihood(dist, data, nagq=1)
     theta0 = _start_theta(laplace, gamma0, scale0)
     hess0 = _initial_hessian(laplace, theta0)
-    theta, f, g, hess, iters, decrement, message = minimize(laplace, theta0, hess0, maxiter, tol, callback)
-    n_eval = laplace.n_calls
-    objective = laplace
+    res = minimize(laplace, theta0, hess0, maxiter, tol, callback)
+    iters, n_eval, objective = res.iterations, laplace.n_calls, laplace
     if nagq > 1:
         objective = MarginalLikelihood(dist, data, nagq=nagq)
         objective.u_warm = laplace.u_warm.copy()
-        theta, f, g, hess, more, decrement, message = minimize(objective, theta, hess, maxiter, tol, callback,
-                                                               central=False, quasi_newton=False)
-        iters += more
-        n_eval += objective.n_calls
-    converged = bool(decrement < tol) and iters <= maxiter
-    if not message:
-        message = "converged" if converged else "not converged"
+        res = minimize(objective, res.x, res.hess, maxiter, tol, callback, central=False, quasi_newton=False)
+        iters += res.iterations
+    res, probes = probe_sigma(objective, res, gamma0, scale0,
+                              lambda theta, hess: minimize(objective, theta, hess, maxiter, tol, callback,
+                                                           central=nagq == 1))
+    n_eval = laplace.n_calls + (objective.n_calls if objective is not laplace else 0)
+    theta, f, hess, decrement = res.x, res.f, res.hess, res.decrement
+    iters += res.iterations if probes.restarted else 0
+    converged, message = res.converged, res.message
     md = objective.modes_at(theta)
     if md is None:  # cannot happen for an accepted point; guard against a warm-start artefact
         raise FloatingPointError("no conditional modes at the optimum")
-    separated = dist.separated_rows(data.y, md.eta)
-    if separated:
-        converged = False
-        message = (f"complete or quasi-complete separation: {separated} rows are fitted with probability 0 or 1, "
-                   "so some estimates diverge (no finite maximum)")
     p = objective.p
     _, sigma, phi = objective.unpack(theta)
+    separated = 0
+    if dist.name == "binomial" and dist.separated_rows(data.y, md.eta):
+        separated = diverging_rows(dist, data.X, data.y, data.m)
+    if separated:
+        converged = False
+        message = (f"complete or quasi-complete separation: {separated} rows are fitted with probability 0 or 1 "
+                   "and a direction of the fixed effects pushes them further, so some estimates diverge "
+                   "(no finite maximum)")
     singular = sigma < SINGULAR_TOL
     if callback is not None:
         callback("standard errors", iters, f)
     weights = dist.working_weights(md.eta, data.m, phi)
-    cov_pirls = _inverse(pirls_information(data.X, weights, sigma, data.starts, data.counts))
-    if dist.name in ("gaussian", "gamma") and phi < 1e-10 * max(1.0, float(np.var(data.y))):
+    cov_pirls = inverse_or_nan(pirls_information(data.X, weights, sigma, data.starts, data.counts))
+    if dist.name in ("gaussian", "gamma") and phi < DISPERSION_COLLAPSE * max(1.0, float(np.var(data.y))):
         converged = False
         message = ("the dispersion collapsed to zero: the fixed and random effects reproduce the data exactly, "
                    "so the likelihood has no maximum")
@@ -183,90 +184,60 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
                        "standard errors use the PIRLS working weights")
     if cov_beta is None:
         cov_beta = cov_pirls
+    notes = []
+    if nagq == 1:
+        gap = laplace_agq_gap(objective, theta, f)
+        probes.agq9_gap = gap
+        if abs(gap) > LAPLACE_GAP:
+            notes.append(f"the Laplace approximation is poor for these data: at the estimates the 9-node adaptive "
+                         f"quadrature log-likelihood differs from Laplace's by {gap:+.2f}; refit with nagq "
+                         "(e.g. fit(nagq=9)) for a more accurate likelihood and estimates")
     opt = OptSummary(method=f"BFGS + Newton ({'Laplace' if nagq == 1 else f'AGQ, {nagq} nodes'})", nagq=nagq,
                      maxiter=maxiter, tol=tol, initial=theta0, final=theta, n_iterations=iters,
                      n_evaluations=n_eval, objective=f, newton_decrement=float(decrement), converged=converged,
-                     message=message, seconds=time.perf_counter() - t0)
+                     message=message, seconds=time.perf_counter() - t0, sigma_profile=probes.as_table())
     return EngineFit(beta=theta[:p].copy(), cov_beta=cov_beta, var_re=sigma * sigma, scale=phi, llf=-f,
                      blups=sigma * md.b, blup_sd=sigma / np.sqrt(md.H), converged=converged, singular=singular,
-                     opt=opt, cov_beta_pirls=cov_pirls, se_note=se_note, separated_rows=separated)
+                     opt=opt, cov_beta_pirls=cov_pirls, se_note=se_note, separated_rows=separated,
+                     notes=notes)
 
 
-def _joint_pirls(dist, data, sigma, phi, gamma, b, tol=1e-10, maxiter=100):
-    """Maximise sum_i log f(y_i | X beta + sigma b) - |b|^2 / 2 over (beta, b) jointly (PIRLS, Fisher weights).
+def laplace_agq_gap(laplace, theta, f, max_groups=2000):
+    """AGQ (9 nodes) minus Laplace log-likelihood at theta: a large value means Laplace is poor here.
 
-    The block (b) is eliminated group by group (Schur complement), so a step costs O(n p^2).
+    With more than `max_groups` groups the sum over groups is first estimated from an evenly spaced
+    subset of them (scaled up); the full sum is computed only when that estimate is within a factor
+    2 of the warning threshold, so large data pay a fraction of one AGQ evaluation.
     """
-    X, starts, counts = data.X, data.starts, data.counts
-
-    def penalised(gamma, b):
-        eta = X @ gamma + data.offset + sigma * to_rows(b, counts)
-        ll = dist.loglik(data.y, eta, data.m, phi, data.const)
-        return float(np.sum(ll) - 0.5 * b @ b), eta
-
-    value, eta = penalised(gamma, b)
-    for _ in range(maxiter):
-        l1, _, _ = dist.derivatives(data.y, eta, data.m, phi, order=1)
-        w = dist.working_weights(eta, data.m, phi)
-        g_beta = X.T @ l1
-        g_b = sigma * group_sums(l1, starts) - b
-        xw = group_sums(X * w[:, None], starts)
-        H = 1.0 + sigma * sigma * group_sums(w, starts)
-        schur = X.T @ (X * w[:, None]) - sigma * sigma * (xw / H[:, None]).T @ xw
-        rhs = g_beta - sigma * xw.T @ (g_b / H)
-        d_beta = linalg.solve(schur, rhs, assume_a="pos")
-        d_b = (g_b - sigma * xw @ d_beta) / H
-        decrement = 0.5 * (g_beta @ d_beta + g_b @ d_b)
-        if decrement < tol:
-            break
-        alpha = 1.0
-        for _ in range(40):
-            new_value, new_eta = penalised(gamma + alpha * d_beta, b + alpha * d_b)
-            if new_value >= value:
-                break
-            alpha *= 0.5
-        gamma, b, value, eta = gamma + alpha * d_beta, b + alpha * d_b, new_value, new_eta
-    return gamma, b
+    data = laplace.data
+    G = data.n_groups
+    if G > max_groups:
+        keep = evenly_spaced_groups(G, max_groups)
+        sub = subset_groups(data, keep)
+        gaps = []
+        for nagq in (1, 9):
+            objective = MarginalLikelihood(laplace.dist, sub, nagq=nagq)
+            objective.u_warm = laplace.u_warm[keep].copy()
+            gaps.append(objective(theta, need_grad=False)[0])
+        estimate = float(gaps[0] - gaps[1]) * G / len(keep)
+        if np.isfinite(estimate) and abs(estimate) < 0.5 * LAPLACE_GAP:
+            return estimate
+    agq = MarginalLikelihood(laplace.dist, data, nagq=9)
+    agq.u_warm = laplace.u_warm.copy()
+    value, _ = agq(theta, need_grad=False)
+    return float(-value + f) if np.isfinite(value) else np.nan
 
 
-def _fit_nagq0(dist, data, gamma0, scale0, maxiter, tol, callback, t0):
-    """nagq = 0: beta from PIRLS at each (sigma, phi); only the variance parameters are optimised."""
-    laplace = MarginalLikelihood(dist, data, nagq=1)
-    state = {"gamma": gamma0.copy(), "b": np.zeros(data.n_groups), "n": 0}
-
-    def objective(v):  # v = (log sigma, log phi): unconstrained, and not even in sigma as s would be
-        sigma = float(np.exp(v[0]))
-        phi = float(np.exp(v[1])) if dist.has_dispersion else 1.0
-        gamma, b = _joint_pirls(dist, data, sigma, phi, state["gamma"], state["b"])
-        state.update(gamma=gamma, b=b)
-        state["n"] += 1
-        theta = np.concatenate([gamma, [sigma], [np.log(phi)] if dist.has_dispersion else []])
-        laplace.u_warm = sigma * b
-        f, _ = laplace(theta, need_grad=False)
-        if callback is not None:
-            callback("optimize", state["n"], f)
-        return f
-
-    v0 = [np.log(0.5)] + ([np.log(scale0)] if dist.has_dispersion else [])
-    # Powell: derivative-free line searches (Brent) over the one or two variance parameters
-    bounds = [(np.log(SINGULAR_TOL) - 2.0, np.log(50.0))] + ([(-25.0, 10.0)] if dist.has_dispersion else [])
-    res = sp_optimize.minimize(objective, v0, method="Powell", bounds=bounds,
-                               options={"maxiter": maxiter, "xtol": 1e-6, "ftol": tol * 1e-3})
-    sigma = float(np.exp(res.x[0]))
-    if sigma < SINGULAR_TOL:  # log sigma ran towards -inf: the boundary
-        sigma = 0.0
-    phi = float(np.exp(res.x[1])) if dist.has_dispersion else 1.0
-    f = objective(np.concatenate([[np.log(sigma) if sigma > 0 else -np.inf], res.x[1:]]))
-    gamma = state["gamma"]
-    theta = np.concatenate([gamma, [sigma], [np.log(phi)] if dist.has_dispersion else []])
-    md = laplace.modes_at(theta)
-    weights = dist.working_weights(md.eta, data.m, phi)
-    cov = _inverse(pirls_information(data.X, weights, sigma, data.starts, data.counts))
-    opt = OptSummary(method="Powell over the variance parameters, beta in PIRLS (nagq=0, approximate)",
-                     nagq=0, maxiter=maxiter, tol=tol, initial=np.asarray(v0), final=theta,
-                     n_iterations=int(res.nit), n_evaluations=state["n"], objective=f,
-                     newton_decrement=np.nan, converged=bool(res.success), message=str(res.message),
-                     seconds=time.perf_counter() - t0)
-    return EngineFit(beta=gamma, cov_beta=cov, var_re=sigma * sigma, scale=phi, llf=-f, blups=sigma * md.b,
-                     blup_sd=sigma / np.sqrt(md.H), converged=bool(res.success), singular=sigma < SINGULAR_TOL,
-                     opt=opt, cov_beta_pirls=cov, se_note="nagq=0: standard errors from the PIRLS working weights")
+def check_finite_mle(dist, data):
+    """ValueError when the response makes every estimate diverge: all 0 (Poisson, Binomial) or all 1."""
+    if dist.name not in ("poisson", "binomial"):
+        return
+    y = data.y[np.asarray(data.m) > 0] if np.ndim(data.m) and np.size(data.m) == np.size(data.y) else data.y
+    for value, what in ((0.0, "0"), (1.0, "1")):
+        if value == 1.0 and dist.name != "binomial":
+            continue
+        if y.size and np.all(y == value):
+            bound = "-inf" if value == 0.0 else "+inf"
+            raise ValueError(f"the response is {what} in every row: the {dist.name.capitalize()} likelihood increases "
+                             f"without bound as the intercept goes to {bound}, so there is no finite maximum-"
+                             "likelihood estimate (nothing to fit)")

@@ -44,6 +44,25 @@ class GLMMData:
         return len(self.counts)
 
 
+def subset_groups(data, keep):
+    """GLMMData with only the groups `keep` (sorted codes): for cheap estimates on large data."""
+    rows = np.concatenate([np.arange(data.starts[j], data.starts[j] + data.counts[j]) for j in keep])
+
+    def pick(values):  # a compact (broadcast) column stays compact
+        values = np.asarray(values)
+        return np.broadcast_to(values.flat[0], rows.shape) if values.strides == (0,) else values[rows]
+
+    counts = data.counts[keep]
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.intp)
+    return GLMMData(y=data.y[rows], X=data.X[rows], offset=pick(data.offset), m=pick(data.m),
+                    const=pick(data.const), starts=starts, counts=counts)
+
+
+def evenly_spaced_groups(n_groups, k):
+    """k group codes spread evenly over 0..n_groups-1."""
+    return np.unique(np.linspace(0, n_groups - 1, k).astype(np.intp))
+
+
 @dataclass
 class Modes:
     """Conditional modes and the per-row/per-group quantities at them."""
@@ -62,6 +81,13 @@ class Modes:
 def _h(dist, data, eta, b, phi):
     """h_j(b_j) = sum_{i in j} log f(y_i | eta_i) - b_j^2 / 2 for all groups."""
     return group_sums(dist.loglik(data.y, eta, data.m, phi, data.const), data.starts) - 0.5 * b * b
+
+
+def _gradient_noise2(eta, d, sigma, b, starts):
+    """Squared rounding floor of h_j'(b): eta carries a relative error eps, which moves each row's
+    score by d_i eps |eta_i|:  (sigma eps)^2 sum_i (d_i eta_i)^2 + (eps b_j)^2."""
+    eps = np.finfo(float).eps
+    return (sigma * eps) ** 2 * group_sums((d * eta) ** 2, starts) + (eps * b) ** 2
 
 
 def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, maxiter=60, order=2):
@@ -93,6 +119,8 @@ def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, max
             w = dist.working_weights(eta, data.m, phi)
             H_dir = np.where(H > 0, H, sigma * sigma * group_sums(w, starts) + 1.0)
         active = grad * grad > tol * tol * H_dir
+        if active.any() and it > 3:  # slow: is the gradient at its rounding floor? (counts of 1e9)
+            active &= grad * grad > 16.0 * _gradient_noise2(eta, d, sigma, b, starts)
         if not active.any():
             converged = True
             break
@@ -188,6 +216,8 @@ class MarginalLikelihood:
         self.last_modes = None  # release the previous evaluation's row arrays first
         dist, data = self.dist, self.data
         gamma, sigma, phi = self.unpack(theta)
+        if not (0.0 < phi < np.inf and np.isfinite(sigma) and np.all(np.isfinite(gamma))):
+            return None, None  # log phi beyond the floating-point range, or a non-finite trial point
         eta_fixed, md = self.modes(theta, order=3 if need_grad else 2)
         if md is None or not md.converged:
             # no stationary mode: it sits on the edge of the mean's support (identity/inverse links),

@@ -6,6 +6,7 @@ instead, and the Newton stage backtracks by halving.  The Newton stage uses a fi
 Hessian of the analytic gradient, which is also the observed information for standard errors.
 """
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import linalg, optimize
@@ -51,16 +52,71 @@ def _positive_definite(H):
 
 
 def _backtrack(fun, x, f, g, direction, max_halvings=40):
-    """Largest step 2^-k along `direction` with finite f and Armijo decrease; None if none found."""
+    """Largest step 2^-k along `direction` with finite f and Armijo decrease; None if none found.
+
+    When the full step leaves the support (f = inf), the components that leave it on their own are
+    shrunk alone first (`_edge_step`): the search slides along the edge instead of stalling at it.
+    """
     slope = float(g @ direction)
     alpha = 1.0
-    for _ in range(max_halvings):
+    for k in range(max_halvings):
         x_new = x + alpha * direction
         f_new, g_new = fun(x_new)
         if np.isfinite(f_new) and f_new <= f + 1e-4 * alpha * slope:
             return x_new, f_new, g_new
+        if k == 0 and not np.isfinite(f_new):
+            edge = _edge_step(fun, x, f, g, direction)
+            if edge is not None:
+                return edge
         alpha *= 0.5
     return None
+
+
+def _edge_step(fun, x, f, g, direction, max_halvings=20):
+    """Step with only the components that leave the support by themselves shrunk (by 2^-k).
+
+    d' = d with d'_j = 2^-k d_j for each j such that f(x + d_j e_j) = inf; accepted with Armijo
+    decrease along d'.  None when every or no component leaves alone, or nothing decreases f.
+    """
+    leaving = np.zeros(len(x), bool)
+    for j in np.flatnonzero(direction):
+        e = np.zeros(len(x))
+        e[j] = direction[j]
+        leaving[j] = not np.isfinite(fun(x + e)[0])
+    if not leaving.any() or leaving.all():
+        return None
+    scale = 1.0
+    for _ in range(max_halvings):
+        scale *= 0.5
+        step = np.where(leaving, scale * direction, direction)
+        slope = float(g @ step)
+        if slope >= 0:
+            return None
+        f_new, g_new = fun(x + step)
+        if np.isfinite(f_new) and f_new <= f + 1e-4 * slope:
+            return x + step, f_new, g_new
+    return None
+
+
+def _simplex_polish(fun, x, f, rel_size=0.05):
+    """Nelder-Mead from x on f alone: it slides along the edge of the support (f = inf outside),
+    where gradient steps stall.  Returns (x, f, g) when it finds a lower value, else None."""
+    def value(v):
+        try:
+            out = fun(v, need_grad=False)[0]  # the objective's own value-only path when it has one
+        except TypeError:
+            out = fun(v)[0]
+        return out if np.isfinite(out) else np.inf
+
+    size = rel_size * np.maximum(np.abs(x), 0.1)
+    simplex = np.vstack([x] + [x + size[j] * np.eye(len(x))[j] for j in range(len(x))])
+    res = optimize.minimize(value, x, method="Nelder-Mead",
+                            options={"initial_simplex": simplex, "xatol": 1e-9, "fatol": 1e-11,
+                                     "maxfev": 80 * len(x)})
+    if not (np.isfinite(res.fun) and res.fun < f - 1e-10 * (1.0 + abs(f))):
+        return None
+    f_new, g_new = fun(res.x)
+    return np.asarray(res.x, float), f_new, g_new
 
 
 def _quasi_newton(fun, x, f, g, hess0, maxiter, callback):
@@ -88,14 +144,36 @@ def _quasi_newton(fun, x, f, g, hess0, maxiter, callback):
     return x, f, g, iterations, message
 
 
+@dataclass
+class Minimum:
+    """Result of `minimize`: the point, its value and gradient, the observed Hessian there, counts."""
+
+    x: np.ndarray
+    f: float
+    g: np.ndarray
+    hess: np.ndarray  # finite-difference Hessian AT x (the observed information)
+    iterations: int
+    decrement: float  # g' H^-1 g / 2 with that Hessian: the predicted gain of one more Newton step
+    converged: bool
+    message: str
+
+
+def newton_decrement(H, g):
+    """g' H^-1 g / 2 with H made positive definite: the decrease one Newton step predicts."""
+    direction = -linalg.solve(_positive_definite(H), g, assume_a="pos")
+    return -0.5 * float(g @ direction), direction
+
+
 def minimize(fun, x0, hess0, maxiter=100, tol=1e-6, callback=None, central=True, quasi_newton=True):
     """Minimise fun (returning value and gradient) from x0 with initial Hessian hess0.
 
-    Stops when the Newton decrement g' H^{-1} g / 2 (the predicted decrease) falls below `tol`.
-    Returns (x, f, g, H, iterations, decrement, message); H is the final finite-difference Hessian
+    Converged when the Newton decrement g' H^{-1} g / 2 (the predicted decrease, in units of the
+    objective) falls below `tol` with H the observed (finite-difference) Hessian at the returned
+    point; a point where no step decreases f any more (rounding) also counts when its decrement is
+    below 10 tol.  ``quasi_newton=False`` skips the BFGS stage and starts Newton steps with `hess0`
+    (a start already near the optimum, as AGQ after Laplace), switching to the observed Hessian
+    when progress is slow.  The returned Hessian is always the observed one at the returned x
     (central differences, or forward ones with ``central=False`` where a gradient is expensive).
-    ``quasi_newton=False`` skips the BFGS stage and takes Newton steps with `hess0` until the
-    observed information is needed (a start already near the optimum, as AGQ after Laplace).
     """
     x = np.asarray(x0, float)
     f, g = fun(x)
@@ -107,32 +185,61 @@ def minimize(fun, x0, hess0, maxiter=100, tol=1e-6, callback=None, central=True,
 
     # Newton stage with the observed information (a finite-difference Hessian of the gradient)
     def observed(x, g):
-        return fd_hessian(fun, x, grad=None if central else g)
+        H = fd_hessian(fun, x, grad=None if central else g)
+        if not np.all(np.isfinite(H)) and not central:  # a forward difference left the support
+            H = fd_hessian(fun, x)
+        return H
 
     H, exact = (observed(x, g), True) if quasi_newton else (hess0, False)
-    decrement = np.inf
-    for _ in range(12):
-        direction = -linalg.solve(_positive_definite(H), g, assume_a="pos")
-        decrement = -0.5 * g @ direction
+    decrement, stalled, previous = np.inf, False, np.inf
+    polish = 2  # Newton steps allowed beyond maxiter when the last one is all that is missing
+    edge_rounds = 1  # derivative-free searches along the edge of the support when Newton steps stall
+    crawling = 0  # consecutive Newton steps cut short by the edge
+    while True:
+        decrement, direction = newton_decrement(H, g)
         if decrement < tol:
             if exact:
                 break
             H, exact = observed(x, g), True  # confirm with the observed information (and keep it for SEs)
             continue
+        if not exact and decrement > 0.1 * previous:  # slow (linear) progress: the start Hessian is poor
+            H, exact = observed(x, g), True
+            decrement, direction = newton_decrement(H, g)
         if iterations >= maxiter:
-            message = message or "maximum number of iterations reached"
-            break
-        step = _backtrack(fun, x, f, g, direction)
-        iterations += 1
+            if not (exact and polish > 0 and decrement < 1e3 * tol):
+                message = message or "maximum number of iterations reached"
+                break
+            polish -= 1
+        step = _backtrack(fun, x, f, g, direction) if crawling < 3 else None
+        # a step gaining under 1% of its prediction was cut short by the edge of the support
+        crawling = crawling + 1 if step is not None and f - step[1] < 0.01 * decrement else 0
+        if step is None and exact and edge_rounds > 0:  # pressed against the edge: slide along it
+            edge_rounds -= 1
+            crawling = 0
+            step = _simplex_polish(fun, x, f)
+            if step is not None:
+                H, exact = observed(step[0], step[2]), True
         if step is None:
+            if not exact:
+                H, exact = observed(x, g), True
+                continue
+            stalled = True
             message = message or "Newton step found no decrease"
             break
+        iterations += 1
         moved = np.max(np.abs(step[0] - x) / np.maximum(1.0, np.abs(x)))
         x, f, g = step
+        previous = decrement
         if callback is not None:
             callback("optimize", iterations, f)
-        if moved > 1e-6:
+        if moved > 1e-6 or not exact:
             exact = False
-            if quasi_newton:  # refresh every step; otherwise the start Hessian serves until the end
+            if quasi_newton:  # refresh every step; otherwise the start Hessian serves while it works
                 H, exact = observed(x, g), True
-    return x, f, g, H, iterations, decrement, message
+    if not exact:  # the SEs need the observed information at the returned point
+        H = observed(x, g)
+        decrement, _ = newton_decrement(H, g)
+    converged = bool(np.isfinite(decrement) and (decrement < tol or (stalled and decrement < 10.0 * tol)))
+    if converged:
+        message = "converged"
+    return Minimum(x, f, g, H, iterations, float(decrement), converged, message)

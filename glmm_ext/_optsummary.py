@@ -26,6 +26,9 @@ class OptSummary:
     message: str = ""
     seconds: float = 0.0
     notes: list = field(default_factory=list)  # e.g. statsmodels fit() options that were mapped or ignored
+    #: the global check after the local optimum (Laplace/AGQ): sigma_u values probed, their profile
+    #: log-likelihoods, whether the search restarted from a better one, and AGQ(9) - Laplace there
+    sigma_profile: dict = field(default=None, repr=False)
 
     def __str__(self):
         rows = [
@@ -38,5 +41,9 @@ class OptSummary:
             ("Message", self.message),
             ("Seconds", f"{self.seconds:.3f}"),
         ] + [("Note", note) for note in self.notes]
+        if self.sigma_profile:
+            probe = self.sigma_profile
+            grid = ", ".join(f"{s:.3g}" for s in probe["sigma"])
+            rows.append(("sigma_u probed", f"{grid} (restarted: {probe['restarted']})"))
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -18,6 +18,10 @@ CONVERGENCE_ADVICE = ("Try: increase maxiter (100 -> 500); relax tol (1e-6 -> 1e
                       "values (they are scaled internally, but extreme cases remain).")
 
 
+class LaplaceApproximationWarning(UserWarning):
+    """The Laplace approximation is poor for these data: adaptive quadrature (``nagq``) differs by > 1."""
+
+
 class SingularFitWarning(UserWarning):
     """The random-intercept variance estimate is at (or near) zero: the boundary of its parameter space."""
 
@@ -260,6 +264,8 @@ class GLMM(sm_base.LikelihoodModel):
         fit.opt.notes = list(getattr(fit.opt, "notes", [])) + notes
         if fit.singular:
             warnings.warn(SINGULAR_MESSAGE, SingularFitWarning, stacklevel=2)
+        for note in fit.notes or []:
+            warnings.warn(note, LaplaceApproximationWarning, stacklevel=2)
         if fit.separated_rows:
             warnings.warn(f"{fit.opt.message}. A predictor (or combination) predicts the response perfectly; "
                           "its estimate and standard error are not meaningful. Consider removing it, merging "

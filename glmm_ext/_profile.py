@@ -1,0 +1,156 @@
+"""After the local optimum: probe the profile of sigma_u for a higher peak, and the sigma_u = 0 (GLM) point.
+
+The marginal likelihood of a GLMM can have more than one peak in sigma_u (binary data with small
+clusters), and with identity or inverse links the search can stop against the edge of the support.
+`probe_sigma` evaluates the profile
+
+    f_prof(s) = min over (beta, log phi) of f(beta, s, log phi)
+
+at s = 0 and at s = s_hat * (1/4, 1/2, 2, 4, 8), each by a few Newton steps on (beta, log phi) with
+PIRLS information for beta (modes warm-started), and restarts the full search from any point
+better than the optimum.  A probe whose predicted best (value minus three times its Newton
+decrement, minus one) cannot beat the optimum stops after one evaluation, so the check costs about
+one gradient evaluation per grid point.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import linalg
+
+from ._optimize import _backtrack, _positive_definite
+from ._pirls import pirls_information
+
+#: multiples of the estimate probed (and sigma_u = 0)
+GRID = (0.25, 0.5, 2.0, 4.0, 8.0)
+#: a probe must beat the optimum by this much (objective units) to trigger a restart
+MARGIN = 1e-4
+
+
+@dataclass
+class SigmaProbes:
+    """What the profile check evaluated: sigma_u values, profile log-likelihoods, and the outcome."""
+
+    sigma_hat: float
+    sigma: list = field(default_factory=list)
+    llf: list = field(default_factory=list)
+    newton_steps: list = field(default_factory=list)
+    restarted: bool = False
+    restart_sigma: float = np.nan
+    llf_gain: float = 0.0
+    agq9_gap: float = np.nan
+
+    def as_table(self):
+        """A plain dict for OptSummary.sigma_profile."""
+        return {"sigma_hat": self.sigma_hat, "sigma": list(self.sigma), "profile_llf": list(self.llf),
+                "newton_steps": list(self.newton_steps), "restarted": self.restarted,
+                "restart_sigma": self.restart_sigma, "llf_gain": self.llf_gain, "agq9_gap": self.agq9_gap}
+
+
+def _fisher_block(objective, x, H_free):
+    """Hessian over the free coordinates at x: PIRLS information for beta (fresh at this sigma), the
+    optimum's rows for log phi (beta and the dispersion are nearly orthogonal)."""
+    md = objective.last_modes
+    if md is None:
+        return H_free
+    p = objective.p
+    _, sigma, phi = objective.unpack(x)
+    data = objective.data
+    H = H_free.copy()
+    H[:p, :p] = pirls_information(data.X, objective.dist.working_weights(md.eta, data.m, phi), sigma,
+                                  data.starts, data.counts)
+    return _positive_definite(H)
+
+
+def _profile_point(fun, start, free, H_free, f_best, max_steps=6):
+    """Approximate min over the free coordinates at fixed sigma: Fisher-scoring steps from `start`."""
+    x = start.copy()
+    f, g = fun(x)
+    steps = 0
+    if not np.isfinite(f):
+        return np.inf, x, steps
+    for _ in range(max_steps):
+        H = _fisher_block(fun, x, H_free)
+        direction = np.zeros_like(x)
+        direction[free] = -linalg.solve(H, g[free], assume_a="pos")
+        decrement = -0.5 * float(g @ direction)
+        if decrement < 1e-7 or f - 3.0 * decrement - 1.0 > f_best:  # converged, or hopeless
+            break
+        step = _backtrack(fun, x, f, g, direction, max_halvings=12)
+        steps += 1
+        if step is None:
+            break
+        x, f, g = step
+    return f, x, steps
+
+
+def _attenuation(dist, sigma):
+    """Binomial fixed effects scale with the random-intercept SD as sqrt(1 + c sigma^2) (c = 1 probit,
+    (16 sqrt(3) / (15 pi))^2 logit: Zeger et al. 1988): the start for beta at another sigma."""
+    if dist.name != "binomial":
+        return 1.0
+    c = 1.0 if dist.link_name == "probit" else (16.0 * np.sqrt(3.0) / (15.0 * np.pi)) ** 2
+    return float(np.sqrt(1.0 + c * sigma * sigma))
+
+
+def probe_sigma(objective, res, gamma_glm, scale_glm, restart):
+    """Profile sigma_u around the optimum `res` (an _optimize.Minimum) and at 0; restart when better.
+
+    `restart(theta, hess)` runs the full search from theta.  Returns (best Minimum, SigmaProbes).
+    """
+    p = objective.p
+    theta = res.x
+    sigma_hat = abs(float(theta[p]))
+    probes = SigmaProbes(sigma_hat=sigma_hat)
+    free = [j for j in range(len(theta)) if j != p]
+    H_free = _positive_definite(res.hess[np.ix_(free, free)])
+    eta = objective.data.X @ theta[:p] + objective.data.offset
+    ref = sigma_hat if sigma_hat > 1e-3 else 0.5 * max(float(np.std(eta)), 0.1 * abs(float(np.mean(eta))), 0.1)
+    u_opt = objective.u_warm.copy()
+    md = objective.modes_at(theta)
+    # modes predicted at another sigma: b_j ~ sigma S_j / (1 + sigma^2 D_j), D_j = (H_j - 1) / sigma_hat^2
+    D = (md.H - 1.0) / sigma_hat**2 if md is not None and sigma_hat > 0 else None
+    best = None
+    for s in (0.0,) + tuple(ref * k for k in GRID):
+        objective.u_warm = u_opt.copy()
+        if D is not None and s > 0:
+            objective.u_warm = s * md.b * (s * md.H) / (sigma_hat * (1.0 + s * s * D))
+        start = theta.copy()
+        start[p] = s
+        start[:p] *= _attenuation(objective.dist, s) / _attenuation(objective.dist, sigma_hat)
+        if s == 0.0:  # the GLM: from the better of the optimum's and the GLM's estimates
+            glm = np.concatenate([gamma_glm, [0.0], [np.log(scale_glm)] if objective.dist.has_dispersion else []])
+            if objective(glm, need_grad=False)[0] < objective(start, need_grad=False)[0]:
+                start = glm
+        f, x, steps = _profile_point(objective, start, free, H_free, res.f)
+        if not np.isfinite(f) and s > 0:  # the attenuated start left the support: the optimum's beta
+            start[:p] = theta[:p]
+            objective.u_warm = u_opt.copy()
+            f, x, steps = _profile_point(objective, start, free, H_free, res.f)
+        probes.sigma.append(float(s))
+        probes.llf.append(float(-f))
+        probes.newton_steps.append(steps)
+        if f < res.f - MARGIN and (best is None or f < best[0]):
+            best = (f, x)
+    objective.u_warm = u_opt
+    if best is None:
+        return res, probes
+    f_probe, x_probe = best
+    probes.restart_sigma = float(abs(x_probe[p]))
+    starts = [x_probe]
+    if x_probe[p] == 0.0:  # from sigma = 0 the gradient in sigma vanishes: try just inside, then 0 itself
+        inside = x_probe.copy()
+        inside[p] = 0.25 * ref
+        starts = [inside, x_probe]
+    for x0 in starts:
+        try:
+            new = restart(x0, res.hess)
+        except FloatingPointError:
+            continue
+        if new.f < res.f:
+            probes.restarted = True
+            probes.llf_gain += float(res.f - new.f)
+            res = new
+        if res.f <= f_probe + MARGIN:
+            break
+    objective(res.x, need_grad=False)  # leave the warm start at the returned point
+    return res, probes
