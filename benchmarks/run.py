@@ -2,14 +2,19 @@
 
 usage:  python benchmarks/run.py [--quick] [--families gaussian,binomial,poisson,gamma]
                                  [--sizes 10000:100,100000:1000,1000000:10000] [--r-max-rows 100000]
-                                 [--sm-max-rows 100000] [--out benchmarks/results.md]
+                                 [--sm-max-rows 100000] [--skip-many] [--many-responses 2000]
+                                 [--skip-dask] [--dask-rows 10000000] [--out benchmarks/results.md]
 
 Every row fits the same simulated random-intercept data (y ~ x1 + x2 + (1 | g)) with glmm_ext and
 its peers in one run and reports seconds, the speed ratio and the log-likelihood agreement:
 - statsmodels MixedLM (Gaussian REML) and BinomialBayesMixedGLM / PoissonBayesMixedGLM.fit_vb
   (no likelihood of their own: glmm_ext's Laplace log-likelihood is evaluated at their estimates);
 - lme4 lmer / glmer (nAGQ = 1) and glmmTMB through Rscript, when R has those packages
-  (``apt-get install -y r-cran-lme4 r-cran-glmmtmb``); skipped with a note otherwise.
+  (``apt-get install -y r-cran-lme4 r-cran-glmmtmb``); skipped with a note otherwise;
+- statsmodels' plain ``GLM`` (no random effects) from the same formula: the "GLMM / GLM" column is
+  the price of the random effects (both timed as formula + fit).
+Then ``fit_many`` against a Python loop of single fits, a Dask fit of data read from Parquet (when
+dask is installed), and the markdown of ``section(quick)`` of every ``benchmarks/bench_*.py``.
 glmm_ext's time includes building the model from the formula; R's is the fitting call only.
 Peak memory is tracemalloc's peak over glmm_ext's model building and fit (a separate run).
 """
@@ -25,6 +30,7 @@ import tracemalloc
 import warnings
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import glmm_ext  # noqa: E402
@@ -90,6 +96,18 @@ def peak_memory(fn, *args, **kwargs):
     return peak
 
 
+def glm_seconds(df, family):
+    """statsmodels' GLM(...).fit() from the same formula (no random effects): the best of two runs."""
+    import statsmodels.formula.api as smf
+
+    fam, link = FAMILIES[family]
+    best = np.inf
+    for _ in range(2):
+        sec, _ = timed(lambda: smf.glm("y ~ x1 + x2", df, family=glmm_ext.make_family(fam, link)).fit())
+        best = min(best, sec)
+    return best
+
+
 def statsmodels_peer(df, family, res):
     """(name, seconds, log-likelihood) of statsmodels' own fit; None where it has no such model."""
     import statsmodels.formula.api as smf
@@ -131,7 +149,11 @@ def main(argv=None):
     p.add_argument("--r-max-rows", type=int, default=100_000, help="largest data given to lme4/glmmTMB")
     p.add_argument("--sm-max-rows", type=int, default=100_000, help="largest data given to statsmodels")
     p.add_argument("--agq-rows", type=int, default=100_000, help="size of the nagq=25 vs Laplace comparison")
-    p.add_argument("--quick", action="store_true", help="1e4 and 1e5 rows only, no memory runs at 1e6")
+    p.add_argument("--quick", action="store_true", help="1e4 and 1e5 rows only, smaller fit_many and Dask runs")
+    p.add_argument("--skip-many", action="store_true", help="no fit_many benchmark")
+    p.add_argument("--many-responses", type=int, default=2000, help="responses of the fit_many benchmark")
+    p.add_argument("--skip-dask", action="store_true", help="no Dask benchmark")
+    p.add_argument("--dask-rows", type=int, default=10_000_000, help="rows of the Dask benchmark")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.md"))
     args = p.parse_args(argv)
     sizes = [tuple(int(float(v)) for v in s.split(":")) for s in args.sizes.split(",")]
@@ -148,10 +170,12 @@ def main(argv=None):
         for family in families:
             df = simulate(family, n, groups)
             sec, res = timed(fit_glmm_ext, df, family)
+            sec = min(sec, timed(fit_glmm_ext, df, family)[0])  # best of two, as for GLM
             mem = peak_memory(fit_glmm_ext, df, family)
             design_bytes = res.model.design.X.nbytes
             row = {"family": family, "rows": n, "groups": groups, "glmm_ext_s": sec, "llf": res.llf,
-                   "converged": res.converged, "peak_mb": mem / 2**20, "mem_ratio": mem / design_bytes}
+                   "converged": res.converged, "peak_mb": mem / 2**20, "mem_ratio": mem / design_bytes,
+                   "glm_s": glm_seconds(df, family)}
             if n <= args.sm_max_rows:
                 peer = statsmodels_peer(df, family, res)
                 if peer:
@@ -168,11 +192,94 @@ def main(argv=None):
         agq_s, agq_res = timed(fit_glmm_ext, df, "binomial", 25)
         agq = (args.agq_rows, groups, lap_s, agq_s, lap.llf, agq_res.llf)
         print(json.dumps({"agq": agq}), flush=True)
-    write_report(args.out, rows, agq, notes, have_r)
+    extra = []
+    if not args.skip_many:
+        extra.append(many_section(args.quick, args.many_responses))
+        print(extra[-1], flush=True)
+    if not args.skip_dask:
+        extra.append(dask_section(args.quick, args.dask_rows))
+        print(extra[-1], flush=True)
+    extra += module_sections(args.quick)
+    write_report(args.out, rows, agq, notes, have_r, extra)
     print(f"wrote {args.out}")
 
 
-def write_report(path, rows, agq, notes, have_r):
+def many_section(quick, n_responses):
+    """fit_many on n_responses Poisson counts x 1e4 rows against a loop of single fits (extrapolated)."""
+    n_responses = min(n_responses, 200) if quick else n_responses
+    n, groups = 10_000, 200
+    rng = np.random.default_rng(7)
+    g = np.repeat(np.arange(groups), n // groups)
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    counts = rng.poisson(np.exp(0.3 + 0.2 * x1[:, None] + rng.normal(0, 0.5, (groups, n_responses))[g]))
+    df = pd.DataFrame(counts.astype(float), columns=[f"r{j}" for j in range(n_responses)])
+    df["x1"], df["x2"], df["g"] = x1, x2, g
+    family = glmm_ext.make_family("poisson")
+    loop_n = min(n_responses, 50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loop_s, _ = timed(lambda: [glmm_ext.GLMM.from_formula(f"r{j} ~ x1 + x2", df, groups="g", family=family).fit()
+                                   for j in range(loop_n)])
+    loop_s *= n_responses / loop_n
+    cols = list(df.columns[:n_responses])
+    one_s, table = timed(glmm_ext.fit_many, df, cols, "~ x1 + x2", groups="g", family=family, n_jobs=1)
+    all_s, _ = timed(glmm_ext.fit_many, df, cols, "~ x1 + x2", groups="g", family=family, n_jobs=-1)
+    return (f"## fit_many\n\n{n_responses:,} Poisson responses x {n:,} rows / {groups} groups, y ~ x1 + x2 + (1 | g): "
+            f"a Python loop of single fits (formula + fit, {loop_n} timed and scaled) {loop_s:.1f} s; "
+            f"fit_many n_jobs=1 {one_s:.1f} s ({loop_s / one_s:.1f}x faster), n_jobs=-1 ({os.cpu_count()} cores) "
+            f"{all_s:.1f} s ({loop_s / all_s:.1f}x faster); {int(table['converged'].sum() // 3)} of {n_responses} "
+            "converged.\n")
+
+
+def dask_section(quick, n_rows):
+    """GLMM.from_formula on a Dask DataFrame read from Parquet, against the in-memory fit where it fits."""
+    try:
+        import dask.dataframe as dd
+        from distributed import Client, LocalCluster
+    except ImportError:
+        return "## Dask\n\nNot run: dask[dataframe] and distributed are not installed (pip install glmm_ext[dask]).\n"
+    n_rows = min(n_rows, 1_000_000) if quick else n_rows
+    groups = n_rows // 100
+    df = simulate("binomial", n_rows, groups)[["y", "x1", "x2", "g"]]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "data")
+        os.makedirs(path)
+        for k, rows in enumerate(np.array_split(np.arange(n_rows), 16)):  # 16 files -> 16 partitions
+            df.iloc[rows].to_parquet(os.path.join(path, f"part{k:02d}.parquet"))
+        del df
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+                Client(cluster):
+            def fit():
+                ddf = dd.read_parquet(path)
+                return glmm_ext.GLMM.from_formula("y ~ x1 + x2", ddf, groups="g",
+                                                  family=glmm_ext.make_family("binomial")).fit()
+            sec, res = timed(fit)
+    return (f"## Dask\n\nBinomial y ~ x1 + x2 + (1 | g), {n_rows:,} rows / {groups:,} groups read from 16 Parquet "
+            f"files, LocalCluster of 2 worker processes on this machine: {sec:.1f} s from read to estimates "
+            f"(shuffle by group, arrays kept on the workers, {res.optsummary.n_evaluations} distributed evaluations); "
+            f"log-likelihood {res.llf:.4f}, converged {res.converged}, estimates "
+            f"{', '.join(f'{v:.4f}' for v in res.fe_params)}.\n")
+
+
+def module_sections(quick):
+    """The markdown of section(quick) from every benchmarks/bench_*.py (other benchmarks of the package)."""
+    import glob
+    import importlib.util
+
+    out = []
+    for path in sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_*.py"))):
+        spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+            out.append(module.section(quick))
+        except Exception as exc:  # noqa: BLE001 - one failing benchmark must not lose the others
+            out.append(f"## {os.path.basename(path)}\n\nFailed: {type(exc).__name__}: {exc}\n")
+        print(out[-1], flush=True)
+    return out
+
+
+def write_report(path, rows, agq, notes, have_r, extra=()):
     lines = ["# glmm_ext benchmark", "",
              f"Machine: {os.cpu_count()} cores; Python {sys.version.split()[0]}; glmm_ext {glmm_ext.__version__}; "
              f"run {time.strftime('%Y-%m-%d %H:%M')}. Model: y ~ x1 + x2 + (1 | g), simulated.", "",
@@ -181,9 +288,11 @@ def write_report(path, rows, agq, notes, have_r):
              "(Gaussian: REML; others: Laplace with every constant; for fit_vb glmm_ext's Laplace value at "
              "fit_vb's estimates). lme4's Gamma log-likelihood uses another dispersion estimate, so compare "
              "Gamma with glmmTMB.", "",
-             "| family | rows | groups | glmm_ext s | peak MB (x design) | lme4 s | speed-up | dLL lme4 | "
-             "glmmTMB s | speed-up | dLL TMB | statsmodels | s | speed-up | dLL |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "GLMM / GLM = glmm_ext seconds / statsmodels GLM(...).fit() seconds on the same rows (no random "
+             "effects; both from the formula, best of two runs).", "",
+             "| family | rows | groups | glmm_ext s | GLM s | GLMM / GLM | peak MB (x design) | lme4 s | speed-up | "
+             "dLL lme4 | glmmTMB s | speed-up | dLL TMB | statsmodels | s | speed-up | dLL |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         def g(key, spec="{:.2f}"):
             return spec.format(r[key]) if key in r and r[key] is not None else "-"
@@ -191,6 +300,7 @@ def write_report(path, rows, agq, notes, have_r):
         dtmb = f"{r['llf'] - r['tmb_loglik']:+.2e}" if "tmb_loglik" in r else "-"
         dsm = f"{r['llf'] - r['sm_llf']:+.2e}" if "sm_llf" in r else "-"
         lines.append(f"| {r['family']} | {r['rows']:,} | {r['groups']:,} | {r['glmm_ext_s']:.3f} | "
+                     f"{r['glm_s']:.3f} | {r['glmm_ext_s'] / r['glm_s']:.2f} | "
                      f"{r['peak_mb']:.0f} ({r['mem_ratio']:.1f}x) | {g('lme4_seconds')} | "
                      f"{fmt_ratio(r.get('lme4_seconds'), r['glmm_ext_s'])} | {dl4} | {g('tmb_seconds')} | "
                      f"{fmt_ratio(r.get('tmb_seconds'), r['glmm_ext_s'])} | {dtmb} | {r.get('sm_name', '-')} | "
@@ -205,6 +315,8 @@ def write_report(path, rows, agq, notes, have_r):
     if have_r:
         lines += ["", "Rows above the --r-max-rows / --sm-max-rows limits were not given to R or statsmodels "
                       "(their fits there take minutes)."]
+    for block in extra:
+        lines += ["", block.rstrip("\n")]
     with open(path, "w") as fh:
         fh.write("\n".join(lines) + "\n")
 

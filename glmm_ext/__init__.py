@@ -5,6 +5,7 @@ likelihood with the Laplace approximation or adaptive Gauss-Hermite quadrature.
 """
 from ._comparison import anova
 from ._families import ALLOWED_LINKS, make_family
+from ._many import fit_many
 from ._optsummary import OptSummary
 from .compat import BinomialMixedGLM, PoissonMixedGLM, mixedlm
 from .datasets import load_schools, simulate
@@ -14,5 +15,6 @@ from .results import GLMMResults, GLMMResultsWrapper
 __version__ = "0.1.0"
 
 __all__ = ["GLMM", "glmm", "mixedlm", "BinomialMixedGLM", "PoissonMixedGLM", "GLMMResults", "GLMMResultsWrapper",
-           "OptSummary", "SingularFitWarning", "LaplaceApproximationWarning", "anova", "ALLOWED_LINKS", "make_family", "load_schools", "simulate",
+           "OptSummary", "SingularFitWarning", "LaplaceApproximationWarning", "fit_many", "anova", "ALLOWED_LINKS",
+           "make_family", "load_schools", "simulate",
            "__version__"]

@@ -165,7 +165,7 @@ class Design:
             y = y / c
             link = self.dist.link_name
             offset = offset - np.log(c) if link == "log" else (offset / c if link == "identity" else offset * c)
-        X = self.X[o]
+        X = np.asfortranarray(self.X[o])  # column-major: X gamma and X' r run over contiguous columns
         X -= self.scaling.center
         X /= self.scaling.scale
         const = self.dist.log_constant(y, prior)
@@ -253,6 +253,8 @@ def build_design(clean, family):
         check_response(dist.name, y, None, name, labels)
         has_trials = False
     prior = getattr(clean, "prior_weights", None) or {}
+    if any(np.any(np.asarray(w) != 1.0) for w in prior.values()) and dist.name in ("poisson", "gamma"):
+        dist = Distribution(family, kernels=False)  # their fused kernels take no prior weight: the generic path
     X = clean.exog.to_numpy(dtype=float)
     names = [str(c) for c in clean.exog.columns]
     codes, group_labels = _group_codes(clean.groups)

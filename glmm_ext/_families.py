@@ -5,11 +5,17 @@ derivatives in the linear predictor eta.  The mean, the inverse-link derivatives
 function and the IRLS working weights come from statsmodels' own family and link objects; only
 what statsmodels does not provide (the third derivative of the inverse link, the second derivative
 of the variance function, the log density with every normalising constant) is written here.
+For the supported pairs the hot path runs fused kernels instead (``_kernels.py``: log f and its
+derivatives from one exp/log per row); this generic path remains for any other pair and is the
+reference the kernels are tested against.
 """
 import numpy as np
 from scipy import special
 import statsmodels.genmod.families as sm_families
 import statsmodels.genmod.families.links as sm_links
+
+from . import _kernels
+from ._kernels import find_kernel
 
 #: family name -> the link names a random-intercept GLMM accepts with it (first = canonical default)
 ALLOWED_LINKS = {
@@ -96,9 +102,11 @@ class Distribution:
     given as a proportion, times the number of trials), 1 otherwise.  ``phi`` is the dispersion (1 for
     Binomial and Poisson).  Binomial, Poisson and NB2 log densities are m times the unweighted one
     (``const`` carries m); Gaussian and Gamma ones are the densities with dispersion phi / m.
+    With ``kernels=True`` (default) a pair with a fused kernel (``_kernels.KERNELS``) computes log f,
+    its derivatives and the working weights there; ``kernels=False`` forces the generic path.
     """
 
-    def __init__(self, family):
+    def __init__(self, family, kernels=True):
         self.family = family
         self.link = family.link
         self.name = family_name(family)
@@ -110,6 +118,28 @@ class Distribution:
         # links whose class computes d2 mu / d eta2 itself (statsmodels' generic one inverts eta again)
         self._own_inverse_deriv2 = ("inverse_deriv2" in type(self.link).__dict__
                                     or isinstance(self.link, sm_links.Power))
+        found = find_kernel(self.name, self.link_name) if kernels else None
+        self._kernel, self._kernel_weights = found if found is not None else (None, None)
+
+    @property
+    def full_support(self):
+        """True when every finite eta maps to a mean inside the support (no identity/inverse edge)."""
+        return not (self.link_name in ("identity", "inverse") and self.name != "gaussian")
+
+    def evaluate(self, y, eta, m, phi, const, order=2, loglik=True):
+        """(log f, l1, d, t) per row at eta, derivatives up to `order` (others None), in one pass;
+        log f is None with ``loglik=False``."""
+        if self._kernel is not None:
+            return _kernels.evaluate(self._kernel, y, eta, m, phi, const, order=order, loglik=loglik)
+        if not loglik:
+            return (None,) + self.derivatives(y, eta, m, phi, order=order)
+        ll = self.loglik(y, eta, m, phi, const)
+        if order == 0:
+            return ll, None, None, None
+        ok = np.isfinite(ll)
+        if ok.all():
+            return (ll,) + self.derivatives(y, eta, m, phi, order=order)
+        return (ll,) + self.derivatives(y, np.where(ok, eta, 1.0), m, phi, order=order)
 
     def __repr__(self):
         return f"Distribution({self.name}, {self.link_name})"
@@ -152,6 +182,8 @@ class Distribution:
 
     def loglik(self, y, eta, m, phi, const):
         """Per-row log density log f(y | eta), every normalising constant included; -inf outside support."""
+        if self._kernel is not None:
+            return self._kernel(y, eta, m, phi, const, order=0)[0]
         if self.name == "binomial":
             return m * self._bernoulli_kernel(y, eta) + const
         ok = self.feasible(eta)
@@ -258,6 +290,8 @@ class Distribution:
         Chain rule with s(mu) = m (y - mu) / (phi V(mu)):  l' = s mu',  l'' = s' mu'^2 + s mu'',
         l''' = s'' mu'^3 + 3 s' mu' mu'' + s mu'''.  Entries beyond `order` are None.
         """
+        if self._kernel is not None:
+            return self._kernel(y, eta, m, phi, None, order=order, loglik=False)[1:]
         fam = self.family
         if self.name == "negativebinomial":
             return self._nb_derivatives(y, eta, m, phi, order)
@@ -331,6 +365,8 @@ class Distribution:
         if self.name == "negativebinomial":  # m mu^2 / (mu + alpha mu^2) for the log link
             mu = np.exp(eta)
             return m * mu / (1.0 + phi * mu)
+        if self._kernel_weights is not None:
+            return self._kernel_weights(eta, m, phi)
         return self.family.weights(self.link.inverse(eta)) * (m / phi)
 
     # ----------------------------------------------------------------- residuals

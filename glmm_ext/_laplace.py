@@ -78,6 +78,17 @@ class Modes:
     iterations: int
 
 
+def matvec(X, v):
+    """X v for a tall, thin X by numpy's own loop (einsum), not BLAS: a threaded BLAS call leaves its
+    threads spinning for a while, and they compete with the element-wise work that follows."""
+    return np.einsum("ij,j->i", X, v)
+
+
+def rmatvec(X, r):
+    """X' r, by einsum for the same reason as `matvec`."""
+    return np.einsum("ij,i->j", X, r)
+
+
 def _h(dist, data, eta, b, phi):
     """h_j(b_j) = sum_{i in j} log f(y_i | eta_i) - b_j^2 / 2 for all groups."""
     return group_sums(dist.loglik(data.y, eta, data.m, phi, data.const), data.starts) - 0.5 * b * b
@@ -90,35 +101,52 @@ def _gradient_noise2(eta, d, sigma, b, starts):
     return (sigma * eps) ** 2 * group_sums((d * eta) ** 2, starts) + (eps * b) ** 2
 
 
-def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, maxiter=60, order=2):
+def _point(dist, data, eta, b, phi, order):
+    """(h, l1, d, t) at eta from one fused pass: a step that is accepted needs no second evaluation."""
+    ll, l1, d, t = dist.evaluate(data.y, eta, data.m, phi, data.const, order=order)
+    return group_sums(ll, data.starts) - 0.5 * b * b, l1, d, t
+
+
+def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, maxiter=60, order=2, min_steps=0):
     """Modes b_j = argmax h_j(b) by Newton steps with per-group step halving (PIRLS in one dimension).
 
     The step uses the observed curvature where it is positive and the working-weight (Fisher)
     curvature otherwise; a step that lowers h_j is halved for that group only.  Returns None when
     no starting point inside the family's support is found.  With ``order=3`` the modes carry t too.
+    Every trial point is evaluated once, log f and its derivatives together.  ``min_steps`` Newton
+    steps are taken even from a start inside the tolerance (a predicted start: one step squares its
+    error, so the analytic gradient, which assumes exact modes, keeps full accuracy).
     """
     counts, starts = data.counts, data.starts
     b = np.zeros(data.n_groups) if sigma == 0.0 else np.array(b_start, dtype=float)
     eta = eta_fixed + sigma * to_rows(b, counts)
-    h = _h(dist, data, eta, b, phi)
-    bad = ~np.isfinite(h)
+    h = None
+    if min_steps > 0 and dist.full_support:
+        # a start that is stepped from in any case: log f (and t) are needed only at the next point,
+        # unless a long step must be line-searched (then h is computed below)
+        _, l1, d, t = dist.evaluate(data.y, eta, data.m, phi, data.const, order=min(order, 2), loglik=False)
+        if not (np.isfinite(group_sums(l1, starts)).all() and np.isfinite(group_sums(d, starts)).all()):
+            h = np.full(data.n_groups, np.nan)  # overflow somewhere: the checked path below
+    if h is not None or min_steps == 0 or not dist.full_support:
+        h, l1, d, t = _point(dist, data, eta, b, phi, order)
+    bad = np.zeros(data.n_groups, bool) if h is None else ~np.isfinite(h)
     if bad.any():  # warm start left the support: restart those groups at b = 0
         b[bad] = 0.0
         eta = eta_fixed + sigma * to_rows(b, counts)
-        h = _h(dist, data, eta, b, phi)
+        h, l1, d, t = _point(dist, data, eta, b, phi, order)
         if not np.isfinite(h).all():
             return None
     converged = False
     it = 0
+    s2 = sigma * sigma
     for it in range(1, maxiter + 1):
-        l1, d, t = dist.derivatives(data.y, eta, data.m, phi, order=order)
         grad = sigma * group_sums(l1, starts) - b
-        H = sigma * sigma * group_sums(d, starts) + 1.0
+        H = s2 * group_sums(d, starts) + 1.0
         H_dir = H
         if not (H > 0).all():
             w = dist.working_weights(eta, data.m, phi)
-            H_dir = np.where(H > 0, H, sigma * sigma * group_sums(w, starts) + 1.0)
-        active = grad * grad > tol * tol * H_dir
+            H_dir = np.where(H > 0, H, s2 * group_sums(w, starts) + 1.0)
+        active = grad * grad > (tol * tol if it > min_steps else 0.0) * H_dir
         if active.any() and it > 3:  # slow: is the gradient at its rounding floor? (counts of 1e9)
             active &= grad * grad > 16.0 * _gradient_noise2(eta, d, sigma, b, starts)
         if not active.any():
@@ -129,14 +157,17 @@ def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, max
         # a change of h below rounding noise (sums of many log densities) is not a decrease, and a
         # Newton step that promises less than 1e-9 is inside the quadratic region: only the support
         # can reject it
-        noise = 1e-12 * (1.0 + np.abs(h))
         searched = active & (0.5 * grad * step > 1e-9)
+        if h is None:  # the start's log f was skipped: needed only for a searched step
+            h = _h(dist, data, eta, b, phi) if searched.any() else np.full_like(b, -np.inf)
+        noise = 1e-12 * (1.0 + np.abs(h))
         alpha = np.ones_like(b)
         stuck_any = False
         for _ in range(30):
             b_try = b + alpha * step
-            eta_try = eta_fixed + sigma * to_rows(b_try, counts)
-            h_try = _h(dist, data, eta_try, b_try, phi)
+            eta_try = to_rows(sigma * b_try, counts)  # scale G values, not n
+            eta_try += eta_fixed
+            h_try, l1, d, t = _point(dist, data, eta_try, b_try, phi, order)
             worse = active & (~np.isfinite(h_try) | (searched & ~(h_try >= h - noise)))
             if not worse.any():
                 break
@@ -149,9 +180,10 @@ def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, max
         b, eta, h = b_try, eta_try, h_try
         if stuck_any:  # a mode pinned against the edge of the support (or lost to rounding): not stationary
             break
-    if not converged:  # the derivatives above belong to the point before the last step
-        l1, d, t = dist.derivatives(data.y, eta, data.m, phi, order=order)
-        H = sigma * sigma * group_sums(d, starts) + 1.0
+    if not converged:  # H above belongs to the point before the last step
+        H = s2 * group_sums(d, starts) + 1.0
+    if h is None or (t is None and order == 3):  # stopped at a start evaluated without them
+        h, l1, d, t = _point(dist, data, eta, b, phi, order)
     return Modes(b, eta, h, H, l1, d, t, converged, it)
 
 
@@ -168,6 +200,7 @@ class MarginalLikelihood:
         self.p = data.X.shape[1]
         self.inner_tol = inner_tol
         self.u_warm = np.zeros(data.n_groups)  # modes on the eta scale, for warm starts
+        self._tangent = None  # (u_warm, eta_fixed, sigma, log phi, d, H) at the last converged modes
         self.n_calls = 0
         self.last_modes = None
 
@@ -189,14 +222,43 @@ class MarginalLikelihood:
             self(theta, need_grad=False)
         return self.last_modes
 
+    def _predicted_modes(self, eta_fixed, sigma, phi):
+        """Warm start u = sigma b at the new point: one Newton step on the mode condition linearised
+        at the last modes.
+
+        With L1_j, D_j (sums of l1 and d over group j, taken at the last modes u0, where s0^2 L1 = u0)
+        and r = phi0 / phi (l1 and d scale as 1 / phi), solving u = s^2 r (L1 - D (u - u0) - sum_i d_i
+        d eta_i) gives u = s^2 r (u0 / s0^2 + D u0 - sum_i d_i d eta_i) / (1 + s^2 r D): exact to
+        first order, and it follows the s^2 / (1 + s^2 D) growth of the modes over large steps in s.
+        Without a usable tangent (none yet, u_warm set from outside, a curvature <= 0) the last
+        modes themselves are the start.
+        """
+        tangent = self._tangent
+        if tangent is None or tangent[0] is not self.u_warm or sigma <= 0:
+            return self.u_warm
+        u0, eta_old, s0, lphi0, d, H0 = tangent
+        change = eta_fixed - eta_old
+        change *= d
+        ratio = sigma * sigma * np.exp(lphi0 - np.log(phi))
+        D = (H0 - 1.0) / (s0 * s0)
+        u = ratio * (u0 / (s0 * s0) + D * u0 - group_sums(change, self.data.starts))
+        denom = 1.0 + ratio * D
+        return np.where((H0 > 0) & (denom > 0), u / denom, u0)
+
     def modes(self, theta, order=2):
         gamma, sigma, phi = self.unpack(theta)
-        eta_fixed = self.data.X @ gamma + self.data.offset
-        b_start = self.u_warm / sigma if sigma > 0 else None
+        eta_fixed = matvec(self.data.X, gamma)
+        offset = self.data.offset
+        if any(offset.strides) or offset.size and offset.flat[0] != 0.0:  # skip a stored-once zero offset
+            eta_fixed += offset
+        u_start = self._predicted_modes(eta_fixed, sigma, phi)
+        b_start = u_start / sigma if sigma > 0 else None
         modes = conditional_modes(self.dist, self.data, eta_fixed, sigma, phi, b_start, self.inner_tol,
-                                  order=order)
+                                  order=order, min_steps=int(u_start is not self.u_warm))
         if modes is not None and modes.converged:
             self.u_warm = sigma * modes.b
+            self._tangent = ((self.u_warm, eta_fixed, sigma, np.log(phi), modes.d, modes.H)
+                             if sigma > 0 and modes.d is not None else None)
         return eta_fixed, modes
 
     def loglik_by_group(self, theta):
@@ -296,7 +358,7 @@ class MarginalLikelihood:
 
         # fixed effects: every group-level term folds into one weight per row, then X' r
         r = l1_bar + s2 * to_rows(A, counts) * t - sigma * to_rows((E + s2 * sigma * A * T) / H, counts) * md.d
-        grad = [data.X.T @ r]
+        grad = [rmatvec(data.X, r)]
         # random-intercept SD
         db_dsigma = (L1 - sigma * b * D) / H
         dH_dsigma = 2.0 * sigma * D + s2 * T * (b + sigma * db_dsigma)

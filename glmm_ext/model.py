@@ -122,7 +122,10 @@ class GLMM(sm_base.LikelihoodModel):
         ----------
         formula : str
             ``"y ~ x1 + C(track)"``; ``"successes + failures ~ x"`` gives a Binomial response with trials.
-        data : DataFrame
+        data : DataFrame or dask.dataframe.DataFrame
+            A Dask DataFrame gives a `glmm_ext._dask.DaskGLMM` fitted on the Dask cluster (``groups``
+            a column name, optional ``client=``; offset, exposure, weights, subset and drop_cols are
+            not supported there), see docs/scale.md.
         groups : str, label or array_like
             The grouping column's name (any column label, e.g. ``7``) or one label per row.
         family : statsmodels family instance, optional
@@ -150,6 +153,23 @@ class GLMM(sm_base.LikelihoodModel):
             Where names that are not columns are looked up: default the caller's namespace; an int
             goes that many frames further up; -1 an empty namespace (python mode only).
         """
+        from ._dask import is_dask_frame
+
+        if is_dask_frame(data):  # rows stay on the Dask workers
+            from ._dask import DaskGLMM
+
+            given = {"offset": offset, "exposure": exposure, "weights": weights, "subset": subset,
+                     "drop_cols": drop_cols}
+            unsupported = [name for name, value in given.items() if value is not None] + list(args) + \
+                [k for k in kwargs if k != "client"]
+            if unsupported:
+                raise ValueError(f"{', '.join(map(str, unsupported))}: not supported with a Dask DataFrame (put an "
+                                 "offset into the formula's data as a column and fit in memory, or drop it)")
+            if formula_mode == "safe":
+                from ._safe_formula import check_safe
+
+                check_safe(formula, list(data.columns))
+            return DaskGLMM(formula, data, groups, family=family, client=kwargs.get("client"))
         if not isinstance(data, pd.DataFrame):
             data = pd.DataFrame(data)
         if subset is not None:

@@ -1,0 +1,222 @@
+"""Many responses, one right-hand side: ``fit_many`` (one GLMM per response column, e.g. per gene).
+
+The design (patsy, listwise deletion of the predictors, group codes and sort, predictor scaling) is
+built once from the right-hand side; each response then only swaps the response vector in (a
+response with missing values gets the rows it has, with the same scaling).  Fits run in this
+process (``n_jobs=1``), in worker processes of the standard library's ``concurrent.futures``
+(the design is sent to each worker once), or on a Dask cluster when ``client`` is a
+``distributed.Client`` (the design is scattered to every worker once).  A fit that fails becomes a
+row with ``converged=False`` and the error message; it never stops the other fits.
+"""
+import os
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from statsmodels.stats.multitest import fdrcorrection
+
+from . import _kernels
+from ._fitting import fit_likelihood, fit_profile
+from ._progress import Progress
+from ._validation import check_fit_options, check_groups_and_size, check_rank, check_response
+
+COLUMNS = ["response", "term", "estimate", "std_err", "z", "p_value", "q_value", "var_re", "llf", "converged",
+           "message"]
+
+
+def _subset(design, keep):
+    """The design restricted to the rows `keep` (a response's non-missing rows); the scaling is kept."""
+    codes = design.codes[keep]
+    used, codes = np.unique(codes, return_inverse=True)
+    counts = np.bincount(codes, minlength=len(used))
+    sub = replace(design, y=design.y[keep], trials=design.trials[keep], X=design.X[keep],
+                  offset=design.offset[keep], var_weights=design.var_weights[keep],
+                  freq_weights=design.freq_weights[keep], codes=codes, group_labels=design.group_labels[used], counts=counts,
+                  order=np.argsort(codes, kind="stable"), index=design.index[keep])
+    check_groups_and_size(sub.nobs, sub.X.shape[1] + 2, counts, design.dist.name, design.dist.link_name,
+                          design.group_name)
+    check_rank(sub.X, design.exog_names)
+    return sub
+
+
+def _fit_one(design, name, y, options):
+    """One response on the shared design -> its rows of the tidy table (a failure is a row too)."""
+    terms = list(design.exog_names)
+    try:
+        y = np.asarray(y, dtype=float)
+        keep = np.isfinite(y)
+        sub = replace(design, y=y) if keep.all() else _subset(replace(design, y=np.where(keep, y, 0.0)), keep)
+        sub = replace(sub, endog_name=str(name))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            check_response(sub.dist.name, sub.y, None, str(name), sub.index)
+            if sub.gaussian_identity:
+                fit = fit_profile(sub, reml=options["reml"], maxiter=options["maxiter"], tol=options["tol"])
+            else:
+                fit = fit_likelihood(sub, nagq=options["nagq"], maxiter=options["maxiter"], tol=options["tol"],
+                                     cov_type=options["cov_type"])
+    except Exception as exc:  # noqa: BLE001 - reported in the table, the other fits go on
+        nan = np.full(len(terms), np.nan)
+        return dict(response=name, terms=terms, estimate=nan, std_err=nan, var_re=np.nan, llf=np.nan,
+                    converged=False, message=f"{type(exc).__name__}: {exc}")
+    message = fit.opt.message or ("converged" if fit.converged else "not converged")
+    if fit.singular:
+        message += "; boundary (singular) fit"
+    return dict(response=name, terms=terms, estimate=np.asarray(fit.beta, float),
+                std_err=np.sqrt(np.diag(fit.cov_beta)), var_re=float(fit.var_re), llf=float(fit.llf),
+                converged=bool(fit.converged), message=message)
+
+
+def _fit_chunk(design, names, Y, options, single_thread=False):
+    """Fits for a block of responses (the columns of Y)."""
+    if single_thread:  # on a Dask worker: the workers are the parallelism
+        _kernels.THREADS = 1
+    return [_fit_one(design, name, Y[:, j], options) for j, name in enumerate(names)]
+
+
+_WORKER_DESIGN = {}
+
+
+def _init_worker(design):
+    _kernels.THREADS = 1  # the processes are the parallelism here
+    _WORKER_DESIGN["design"] = design
+
+
+def _worker_chunk(names, Y, options):
+    return _fit_chunk(_WORKER_DESIGN["design"], names, Y, options)
+
+
+def _table(results, responses):
+    """Tidy DataFrame in the order of `responses`, with z, p and Benjamini-Hochberg q-values per term."""
+    by_name = {r["response"]: r for r in results}
+    ordered = [by_name[name] for name in responses]
+    k = len(ordered[0]["terms"])
+    per_fit = {key: np.repeat([r[key] for r in ordered], k) for key in ("response", "var_re", "llf", "converged",
+                                                                        "message")}
+    estimate = np.concatenate([r["estimate"] for r in ordered])
+    std_err = np.concatenate([r["std_err"] for r in ordered])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = estimate / std_err
+    p_value = 2.0 * stats.norm.sf(np.abs(z))
+    q_value = np.full_like(p_value, np.nan)
+    for j in range(k):  # per term, over the responses (rows j, j + k, ...)
+        p = p_value[j::k]
+        ok = np.isfinite(p)
+        if ok.any():
+            q = np.full(len(p), np.nan)
+            q[ok] = fdrcorrection(p[ok], alpha=0.05, method="indep")[1]
+            q_value[j::k] = q
+    return pd.DataFrame({"response": per_fit["response"], "term": np.tile(ordered[0]["terms"], len(ordered)),
+                         "estimate": estimate, "std_err": std_err, "z": z, "p_value": p_value, "q_value": q_value,
+                         "var_re": per_fit["var_re"], "llf": per_fit["llf"], "converged": per_fit["converged"],
+                         "message": per_fit["message"]})[COLUMNS]
+
+
+def _chunks(n, n_chunks):
+    bounds = np.linspace(0, n, n_chunks + 1).astype(int)
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def fit_many(data, responses, formula, groups, family=None, n_jobs=1, client=None, progress=False, nagq=1,
+             reml=True, maxiter=100, tol=1e-6, cov_type="hessian", exposure=None, offset=None):
+    """Fit one random-intercept GLMM per response column, all with the same right-hand side.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        The responses and the predictors (and the groups column).
+    responses : list of str
+        Response columns, each fitted as ``response ~ <formula>``.
+    formula : str
+        The right-hand side, e.g. ``"~ x1 + x2"`` (a leading ``~`` is optional).
+    groups : str or array_like
+        The grouping column or one label per row.
+    family : statsmodels family instance, optional
+        As in `GLMM` (default Gaussian).
+    n_jobs : int
+        1 = in this process; k > 1 = k worker processes (``concurrent.futures``); -1 = one per CPU.
+    client : distributed.Client, optional
+        Run the fits on this Dask cluster instead (``n_jobs`` is then ignored).
+    progress : bool
+        A progress bar on stderr.
+    nagq, reml, maxiter, tol, cov_type :
+        As in `GLMM.fit`.
+    exposure, offset : str or array_like, optional
+        As in `GLMM.from_formula`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (response, term): ``response, term, estimate, std_err, z, p_value, q_value,
+        var_re, llf, converged, message``.  ``q_value`` is the Benjamini-Hochberg adjustment of the
+        p-values of one term over all responses.  A failed fit has NaN estimates,
+        ``converged=False`` and the error in ``message``.
+
+    Notes
+    -----
+    Rows where a predictor, the group or the offset is missing are dropped for every response;
+    rows where only a response is missing are dropped for that response alone.
+    """
+    from .model import GLMM
+
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError(f"data must be a pandas DataFrame (got {type(data).__name__})")
+    if isinstance(responses, str):
+        responses = [responses]
+    responses = list(responses)
+    if not responses:
+        raise ValueError("responses is empty: give at least one response column")
+    missing = [r for r in responses if r not in data.columns]
+    if missing:
+        raise ValueError(f"response columns not in data: {', '.join(map(str, missing))}")
+    if len(set(responses)) != len(responses):
+        raise ValueError("responses contains duplicate column names")
+    maxiter, tol, nagq = check_fit_options(maxiter, tol, nagq, cov_type)
+    if not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0 or n_jobs < -1:
+        raise ValueError(f"n_jobs must be a positive integer or -1 (got {n_jobs!r})")
+    rhs = formula.split("~", 1)[1] if "~" in formula else formula
+    # the design from the right-hand side alone: a constant placeholder response valid for every family
+    frame = data.drop(columns=responses)
+    placeholder = "_glmm_ext_response"
+    frame[placeholder] = 1.0
+    model = GLMM.from_formula(f"{placeholder} ~ {rhs}", frame, groups=groups, family=family, exposure=exposure,
+                              offset=offset)
+    design = model.design
+    Y = data.loc[design.index, responses].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    options = {"nagq": nagq, "reml": bool(reml), "maxiter": maxiter, "tol": tol, "cov_type": cov_type}
+    jobs = (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
+    monitor = Progress(enabled=progress, maxiter=len(responses))
+    results = []
+    with monitor:
+        if client is not None:
+            results = _run_dask(client, design, responses, Y, options, monitor)
+        elif jobs == 1 or len(responses) == 1:
+            for j, name in enumerate(responses):
+                results.append(_fit_one(design, name, Y[:, j], options))
+                monitor("fit_many", j + 1, np.nan)
+        else:
+            blocks = _chunks(len(responses), min(len(responses), 4 * jobs))
+            with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(design,)) as pool:
+                futures = [pool.submit(_worker_chunk, responses[b], Y[:, b], options) for b in blocks]
+                for future in as_completed(futures):
+                    results.extend(future.result())
+                    monitor("fit_many", len(results), np.nan)
+    return _table(results, responses)
+
+
+def _run_dask(client, design, responses, Y, options, monitor):
+    """The fits as Dask tasks: the design scattered to every worker once, blocks of responses mapped."""
+    from distributed import as_completed as dask_completed
+
+    shared = client.scatter(design, broadcast=True)
+    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+    blocks = _chunks(len(responses), min(len(responses), 4 * n_workers))
+    futures = [client.submit(_fit_chunk, shared, responses[b], Y[:, b], options, True, pure=False) for b in blocks]
+    results = []
+    for future in dask_completed(futures):
+        results.extend(future.result())
+        monitor("fit_many", len(results), np.nan)
+    return results
