@@ -12,6 +12,7 @@ import numpy as np
 from ._glmm import fit_glmm
 from ._lmm import SINGULAR_TOL, fit_lmm, lmm_stats
 from ._optsummary import OptSummary
+from ._validation import check_response_varies
 
 
 @dataclass
@@ -100,6 +101,7 @@ def fit_likelihood(design, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", ca
 
     Gamma and Gaussian-log responses are fitted on the scale y / c (`Design.response_scale`).
     """
+    check_response_varies(design.dist.name, design.dist.link_name, design.y, design.offset, design.endog_name)
     data = design.engine_data(scale_response=True)
     with np.errstate(all="ignore"):  # trial points outside the support are rejected, not reported
         fit = fit_glmm(design.dist, data, nagq=nagq, maxiter=maxiter, tol=tol, cov_type=cov_type,

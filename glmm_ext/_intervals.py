@@ -214,23 +214,13 @@ def profile_intervals(res, alpha=0.05):
 
 # ----------------------------------------------------------------------------------------- Wald
 def reml_negloglik(design, log_sd_re, log_sd_resid):
-    """-REML log-likelihood of a Gaussian random-intercept model at (log sigma_u, log sigma_e):
-
-    -2 l_R = (n-p) log(2 pi sigma^2) + sum_j log(1 + n_j t^2) + log|X' V~^-1 X| + r^2 / sigma^2,
-    with t = sigma_u / sigma_e, V~ = I + t^2 Z Z' and r^2 the GLS residual sum of squares.
-    """
-    from ._lmm import _factor, lmm_stats
+    """-REML log-likelihood of a Gaussian random-intercept model at (log sigma_u, log sigma_e)
+    (``_lmm.reml_loglik``; with the fit's var_weights / freq_weights)."""
+    from ._lmm import lmm_stats, reml_loglik
 
     o = design.order
     st = lmm_stats(design.X[o], (design.y - design.offset)[o], design.starts, design.counts, *design.lmm_weights())
-    sigma2 = np.exp(2.0 * log_sd_resid)
-    t = np.exp(log_sd_re - log_sd_resid)
-    L = _factor(t, st)
-    p, n = st.p, st.n
-    r2 = L[p, p] ** 2
-    value = ((n - p) * np.log(2.0 * np.pi * sigma2) + np.sum(np.log1p(st.counts * t * t))
-             + 2.0 * np.sum(np.log(np.diag(L)[:p])) + r2 / sigma2)
-    return 0.5 * value
+    return -reml_loglik(st, np.exp(2.0 * log_sd_re), np.exp(2.0 * log_sd_resid))
 
 
 def _numeric_hessian(fun, x, h=1e-4):

@@ -73,13 +73,27 @@ def lmm_deviance(theta, stats, reml=True):
         return np.inf
     p, n = stats.p, stats.n
     r2 = L[p, p] ** 2
-    if not r2 > 0:
+    if not r2 > 1e-14 * n:  # rounding noise of an exact fit (the response is scaled to unit variance)
         return np.inf
     logdet_v = np.sum(np.log1p(stats.counts * theta * theta))
     if reml:
         dof = n - p
         return logdet_v + 2.0 * np.sum(np.log(np.diag(L)[:p])) + dof * (1.0 + LOG_2PI + np.log(r2 / dof))
     return logdet_v + n * (1.0 + LOG_2PI + np.log(r2 / n))
+
+
+def reml_loglik(stats, var_re, scale):
+    """REML log-likelihood at (sigma_u^2, sigma_e^2) = (var_re, scale) with beta at its GLS value:
+
+    -[log|V| + log|X'V^{-1}X| + r'V^{-1}r + (n-p) log 2 pi] / 2, read off the factor of M(theta), which is
+    sigma_e^2 [X y]'V^{-1}[X y] at theta = sigma_u / sigma_e (so sigma_e^2 is given, not profiled).
+    """
+    theta = np.sqrt(var_re / scale)
+    L = _factor(theta, stats)
+    p, n = stats.p, stats.n
+    logdet_v = n * np.log(scale) + np.sum(np.log1p(stats.counts * theta * theta))
+    logdet_x = 2.0 * np.sum(np.log(np.diag(L)[:p])) - p * np.log(scale)
+    return -0.5 * (logdet_v + logdet_x + L[p, p] ** 2 / scale + (n - p) * LOG_2PI)
 
 
 @dataclass

@@ -151,6 +151,14 @@ def check_response(family, y, trials, name, labels):
                              f"{_values(y[bad])}")
 
 
+def check_response_varies(family, link, y, offset, name):
+    """A constant response with no offset leaves a dispersion family nothing to estimate (phi -> 0)."""
+    if family in ("gaussian", "gamma") and y.size and np.all(y == y[0]) and not np.any(offset):
+        what = "residual variance" if (family, link) == ("gaussian", "identity") else "dispersion"
+        raise ValueError(f"the response {name!r} does not vary (every row is {y[0]:g}): its {what} would be 0, "
+                         "so there is nothing to fit")
+
+
 def check_proportion(y, name, labels):
     """A Binomial response given with weights (trials) is a proportion in [0, 1]."""
     bad = np.flatnonzero((y < 0) | (y > 1))

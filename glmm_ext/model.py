@@ -317,7 +317,8 @@ class GLMM(sm_base.LikelihoodModel):
         ``param_names`` names it, ``results.params_vector`` holds the estimate.  The value is the
         exact ML log-likelihood for Gaussian + identity and the Laplace / AGQ one otherwise, with
         the fit's ``nagq`` (1 before a fit).  ``loglike(beta, var_re, scale)`` gives the same with
-        the variance given directly; ``reml=True`` returns the REML criterion (beta profiled out).
+        the variance given directly; ``reml=True`` returns the REML log-likelihood at ``var_re`` and
+        ``scale`` (beta at its GLS value).
         """
         params = np.asarray(params, float)
         if var_re is None:
@@ -332,13 +333,12 @@ class GLMM(sm_base.LikelihoodModel):
             if design.lmm_weights()[0] is not None:
                 raise ValueError("loglike of a Gaussian identity model with var_weights/freq_weights is not "
                                  "available; the fit's llf includes the weights")
-            from ._lmm import lmm_deviance, lmm_stats
+            from ._lmm import lmm_stats, reml_loglik
 
             o = design.order
             y = (design.y - design.offset)[o]
             if reml:
-                stats = lmm_stats(design.X[o], y, design.starts, design.counts)
-                return -0.5 * lmm_deviance(np.sqrt(var_re / scale), stats, reml=True)
+                return reml_loglik(lmm_stats(design.X[o], y, design.starts, design.counts), var_re, scale)
             return gaussian_ri_loglik(y - design.X[o] @ beta, design.starts, design.counts, var_re, scale)
         value, _ = self._engine_objective(nagq)(self._engine_theta(beta, var_re, scale), need_grad=False)
         return -value

@@ -20,9 +20,23 @@ SETTINGS = {
 }
 
 
+def realized_sd(df, seed, sigma_u, n_groups):
+    """SD of the group effects simulate() drew (its generator replayed; x1 proves the replay is in step)."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.normal(size=len(df))
+    rng.binomial(1, 0.5, size=len(df))
+    assert np.array_equal(x1, df["x1"].to_numpy()), "simulate() draws in another order: update realized_sd"
+    return float(np.std(rng.normal(0.0, sigma_u, size=n_groups)))
+
+
+# sigma_hat / SD of the drawn effects, averaged over 3 seeds: within 5% (Gamma-inverse, whose small
+# sigma_u = 0.1 is weakly identified against the dispersion: 10%)
+RATIO_TOL = {("gamma", "inverse"): 0.10}
+
+
 @pytest.mark.parametrize("family,link", list(SETTINGS))
 def test_recovers_truth(family, link):
-    z_beta, sigma_hat = [], []
+    z_beta, sigma_hat, ratio = [], [], []
     settings = SETTINGS[(family, link)]
     for seed in range(3):
         df = glmm_ext.simulate(family, link, n_groups=150, group_size=30, seed=seed, **settings)
@@ -34,11 +48,13 @@ def test_recovers_truth(family, link):
         assert res.converged
         z_beta.append((np.asarray(res.params) - settings["beta"]) / np.asarray(res.bse))
         sigma_hat.append(res.sigma_re)
+        ratio.append(res.sigma_re / realized_sd(df, seed, settings["sigma_u"], 150))
         if "scale" in settings and not (family == "gaussian" and link == "identity"):
             assert res.scale == pytest.approx(settings["scale"], rel=0.2)
     z_beta = np.array(z_beta)
     assert np.all(np.abs(z_beta) < 4.0), z_beta
     assert np.mean(sigma_hat) == pytest.approx(settings["sigma_u"], rel=0.15)
+    assert np.mean(ratio) == pytest.approx(1.0, abs=RATIO_TOL.get((family, link), 0.05))
 
 
 @pytest.mark.parametrize("family", ["binomial", "poisson"])
