@@ -101,6 +101,10 @@ def _initial_hessian(objective, theta):
     return hess
 
 
+#: start SDs tried, largest first, when the grid's group modes all leave the support (GLM start at its edge)
+FALLBACK_SIGMAS = (0.1, 0.03, 0.01, 1e-3, 1e-4)
+
+
 def _start_theta(objective, gamma, scale):
     """(gamma, s, log phi) start: GLM estimates and the best s on a short grid."""
     tail = [np.log(scale)] if objective.dist.has_dispersion else []
@@ -110,6 +114,12 @@ def _start_theta(objective, gamma, scale):
         f, _ = objective(theta, need_grad=False)
         if np.isfinite(f) and (best is None or f < best[0]):
             best = (f, theta)
+    for s in FALLBACK_SIGMAS if best is None else ():  # modes pushed against the edge: a smaller sigma
+        theta = np.concatenate([gamma, [s], tail])
+        f, _ = objective(theta, need_grad=False)
+        if np.isfinite(f):
+            best = (f, theta)
+            break
     if best is None:
         raise ValueError("no starting point with a finite likelihood: the GLM start values leave the "
                          "family's support (check the link and the response)")
