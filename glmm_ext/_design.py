@@ -89,6 +89,10 @@ class Design:
     dropped_index: list = field(default_factory=list)
     drop_reasons: dict = field(default_factory=dict)
     has_trials: bool = False
+    # random slopes (_bars.RandomDesign): Z in the data's row order, its term names and independent blocks
+    Z: np.ndarray = None
+    re_names: list = None
+    re_blocks: list = None
 
     def __post_init__(self):
         for name in ("var_weights", "freq_weights"):

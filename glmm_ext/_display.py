@@ -63,7 +63,8 @@ def model_info(res):
     model = res.model
     counts = model.design.counts
     return {
-        "Model:": "GLMM (random intercept)",
+        "Model:": ("GLMM (random intercept)" if not res.is_vector else
+                   f"GLMM (random: {', '.join(res.cov_re.columns)})"),
         "Family:": model.dist.name.capitalize(),
         "Link:": model.dist.link_name,
         "Method:": res.method if res.method in ("REML", "ML", "Laplace") else
@@ -79,13 +80,21 @@ def model_info(res):
     }
 
 
+def _effects(res):
+    return "Random effects (per term)" if res.is_vector else "Random intercepts"
+
+
 def notes(res, alpha, from_cli=False):
     lines = []
     if res.n_dropped:
         reasons = ", ".join(f"{k} ({v})" for k, v in res.model.design.drop_reasons.items())
         lines.append(f"{res.n_dropped} rows dropped (listwise deletion: missing, non-numeric or infinite values"
                      + (f" in {reasons}" if reasons else "") + ").")
-    if res.singular:
+    if res.singular and res.is_vector:
+        from ._results_vector import SINGULAR_NOTE
+
+        lines.append(SINGULAR_NOTE)
+    elif res.singular:
         lines.append("Singular fit: the random-intercept variance is at or near zero (the boundary); interpret the "
                      "ICC and variance components with caution, a GLM may be more appropriate.")
     if not res.converged:
@@ -95,9 +104,9 @@ def notes(res, alpha, from_cli=False):
 
         lines.append(f"ICC: {ICC_UNDEFINED}.")
     if res.model.dist.name == "gaussian" and res.model.dist.link_name == "identity":
-        lines.append("Random intercepts are BLUPs; Std. Error = sqrt(conditional variance).")
+        lines.append(f"{_effects(res)} are BLUPs; Std. Error = sqrt(conditional variance).")
     else:
-        lines.append("Random intercepts are conditional modes; Std. Error = sqrt(inverse curvature of each group's "
+        lines.append(f"{_effects(res)} are conditional modes; Std. Error = sqrt(inverse curvature of each group's "
                      "log integrand), a posterior-based SE.")
         source = "observed information (Hessian)" if res.cov_type == "hessian" else "PIRLS working weights"
         lines.append(f"Standard errors of fixed effects: {source}.")

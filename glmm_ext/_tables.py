@@ -124,7 +124,7 @@ def diagnostics_table(res):
     """fitted_values (fixed + random, response scale), deviance and Pearson residuals, each row's group effect."""
     model = res.model
     design = model.design
-    u = res.blups[design.codes]
+    u = res.blups[design.codes] if not res.is_vector else np.einsum("nq,nq->n", design.Z, res.blups[design.codes])
     mu = model.dist.mean(model.predict(res.params, which="linear") + u)
     y, m = design.y, design.prior_weights
     return pd.DataFrame({"fitted_values": mu,

@@ -28,8 +28,10 @@ def build_parser():
                 "Without a data file, fits the bundled schools example (score ~ hours + ses, groups=school).")
     p.add_argument("data", nargs="?", help="CSV file with the data")
     p.add_argument("--formula", help='formula, e.g. "y ~ x1 + C(track)" or "succ + fail ~ x" (read in safe mode: '
-                   'columns, numbers, C(), I() arithmetic, np.log/exp/sqrt/abs/log1p, center/standardize/scale)')
-    p.add_argument("--groups", help="grouping column (random intercept)")
+                   'columns, numbers, C(), I() arithmetic, np.log/exp/sqrt/abs/log1p, center/standardize/scale); '
+                   'random slopes as lme4 writes them, "y ~ x + (x | g)"')
+    p.add_argument("--groups", help="grouping column (random intercept); optional when the formula has a "
+                   "term such as (1 + x | g)")
     p.add_argument("--family", default="gaussian", help=f"one of {', '.join(ALLOWED_LINKS)} (default gaussian)")
     p.add_argument("--link", help="link function (default: the family's canonical link)")
     p.add_argument("--offset", help="offset column (on the linear-predictor scale)")
@@ -55,7 +57,7 @@ def results_dict(res, alpha):
     ci = res.conf_int(alpha)
     names = res.model.exog_names
     labels = [str(g) for g in res.model.group_labels]
-    return {
+    out = {
         "family": res.model.dist.name, "link": res.model.dist.link_name, "method": res.method,
         "fe_params": res.fe_params.to_dict(), "bse": dict(zip(names, map(float, res.bse))),
         "zvalues": dict(zip(names, map(float, res.tvalues))), "pvalues": dict(zip(names, map(float, res.pvalues))),
@@ -65,9 +67,32 @@ def results_dict(res, alpha):
         "aic": res.aic, "bic": res.bic, "nobs": res.nobs, "n_groups": res.n_groups, "n_dropped": res.n_dropped,
         "drop_reasons": {str(k): int(v) for k, v in res.model.design.drop_reasons.items()},
         "converged": res.converged, "singular": res.singular, "icc": res.icc, "deff": res.deff,
-        "blups": dict(zip(labels, map(float, res.blups))),
-        "blup_se": dict(zip(labels, map(float, res.blup_se))),
     }
+    if res.is_vector:  # random slopes
+        out.update(_vector_dict(res))
+        return out
+    out["blups"] = dict(zip(labels, map(float, res.blups)))
+    out["blup_se"] = dict(zip(labels, map(float, res.blup_se)))
+    return out
+
+
+def _formula_group(formula):
+    """The grouping column named by the formula's random-effects term, e.g. (1 + x | g), or None."""
+    from ._bars import parse_formula
+
+    spec = parse_formula(formula) if formula else None
+    return None if spec is None else spec.group
+
+
+def _vector_dict(res):
+    """The random-slope entries of the JSON output: covariance, ICC(x) and per-term BLUPs by group."""
+    names = list(res.cov_re.columns)
+    table = res.icc_table()
+    return {"cov_re": res.cov_re.to_dict(), "re_terms": names, "scale": float(res.scale),
+            "icc_at": {k: (None if isinstance(v, str) else float(v)) for k, v in table["Value"].items()},
+            "blups": {str(g): dict(zip(names, map(float, row))) for g, row in zip(res.model.group_labels, res.blups)},
+            "blup_se": {str(g): dict(zip(names, map(float, row)))
+                        for g, row in zip(res.model.group_labels, res.blup_se)}}
 
 
 def spreadsheet_safe(values):
@@ -143,10 +168,12 @@ def run(args, out=None):
             if ns.formula or ns.groups:
                 jobs = [(ns.formula or jobs[0][0], ns.groups or "school", family)]
         else:
-            if not ns.formula or not ns.groups:
-                parser.error("a data file needs --formula and --groups")
-            data = _read_csv(parser, ns.data, ns.sep, ns.decimal, _label_column(ns.formula, ns.groups))
-            jobs = [(ns.formula, ns.groups, family)]
+            groups = ns.groups or _formula_group(ns.formula)
+            if not ns.formula or not groups:
+                parser.error("a data file needs --formula and --groups (or a random-effects term such as "
+                             "(1 + x | g) in the formula)")
+            data = _read_csv(parser, ns.data, ns.sep, ns.decimal, _label_column(ns.formula, groups))
+            jobs = [(ns.formula, groups, family)]
         for number, (formula, groups, fam) in enumerate(jobs, start=1):
             if number > 1:
                 out.write(f"\n{number}. Passed (score > 60), Binomial logit (Laplace)\n")

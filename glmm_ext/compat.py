@@ -9,19 +9,18 @@ from .model import GLMM
 
 def mixedlm(formula, data, re_formula=None, vc_formula=None, subset=None, use_sparse=False, missing="drop",
             *args, groups=None, **kwargs):
-    """``statsmodels.formula.api.mixedlm`` for a random intercept: ``mixedlm("y ~ x", df, groups="g")``.
+    """``statsmodels.formula.api.mixedlm``: ``mixedlm("y ~ x", df, groups="g", re_formula="~x")``.
 
-    Random slopes (``re_formula`` other than ``"1"``) and variance components are not expressible
-    with one random intercept and raise ValueError.
+    ``re_formula`` gives correlated random effects per group as MixedLM's (``"~x"``: intercept and
+    slope, ``"~0 + x"``: slope only), fitted as the formula term ``(x | g)``; ``groups`` is then a
+    column name.  Variance components (``vc_formula``) raise ValueError.
     """
-    if re_formula not in (None, "1", "~1", "1 ", "~ 1"):
-        raise ValueError(f"re_formula={re_formula!r}: glmm_ext fits a random intercept only (re_formula='1')")
-    if vc_formula:
-        raise ValueError("vc_formula: glmm_ext fits a single random intercept; variance components are not supported")
     if groups is None and args:
         groups = args[0]
+    if vc_formula:
+        raise ValueError("vc_formula: glmm_ext fits a single random intercept; variance components are not supported")
     return GLMM.from_formula(formula, data, groups=groups, family=sm.families.Gaussian(), subset=subset,
-                             missing=missing, **kwargs)
+                             missing=missing, re_formula=re_formula, **kwargs)
 
 
 _INTERCEPT_VC = re.compile(r"^\s*0\s*\+\s*C\(\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\)\s*$")

@@ -6,8 +6,9 @@ import pandas as pd
 from statsmodels.base import model as sm_base
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 
-from . import _formula
+from . import _bars, _formula
 from ._design import build_design
+from ._fit_vector import fit_vector
 from ._fitting import fit_likelihood, fit_profile
 from ._progress import Progress
 from ._validation import check_family, check_fit_options, check_vector
@@ -23,7 +24,7 @@ class LaplaceApproximationWarning(UserWarning):
 
 
 class SingularFitWarning(UserWarning):
-    """The random-intercept variance estimate is at (or near) zero: the boundary of its parameter space."""
+    """A variance estimate at (or near) zero, or a correlation of +-1: the boundary of the parameter space."""
 
 
 SINGULAR_MESSAGE = ("boundary (singular) fit: the random-intercept variance is at or near zero. The groups explain "
@@ -32,10 +33,16 @@ SINGULAR_MESSAGE = ("boundary (singular) fit: the random-intercept variance is a
                     "effects may be more appropriate.")
 
 
-class GLMM(sm_base.LikelihoodModel):
-    """Generalized linear mixed model with one random intercept per group.
+SINGULAR_MESSAGE_VECTOR = ("boundary (singular) fit: the random-effects covariance is at its boundary (a variance at "
+                           "zero or a correlation of +-1). The data cannot support this many random terms; consider "
+                           "(x || g) or fewer random slopes, and interpret the variance components with caution.")
 
-    g(E[y | u]) = X beta + offset + u_group,  u_group ~ N(0, sigma_u^2).
+
+class GLMM(sm_base.LikelihoodModel):
+    """Generalized linear mixed model with one random intercept (or a vector of random effects) per group.
+
+    g(E[y | u]) = X beta + offset + u_group,  u_group ~ N(0, sigma_u^2);  with random slopes
+    (``(1 + x | g)`` in the formula, or ``exog_re``) the group part is z' b_group, b_group ~ N(0, Sigma).
 
     Parameters
     ----------
@@ -56,6 +63,10 @@ class GLMM(sm_base.LikelihoodModel):
         row's dispersion to phi / v (lme4's ``weights``; for Binomial they multiply the trials, for
         Poisson and negative binomial the log density), ``freq_weights`` f count a row f times (the
         results' ``nobs`` is their sum).
+    exog_re : array_like, optional
+        Random-effects design (as MixedLM's): one column per correlated random term of each group,
+        e.g. ``np.column_stack([np.ones(n), x])`` for a random intercept and slope.  In a formula
+        write ``(1 + x | g)`` instead.
     missing : {"drop", "raise", "none"}
         "drop" (default) removes rows with a missing, infinite or non-numeric value and reports
         them (``n_dropped``, ``drop_reasons``); "raise" and "none" raise ValueError instead.
@@ -80,6 +91,10 @@ class GLMM(sm_base.LikelihoodModel):
         formula_missing = kwargs.pop("missing_idx", None)
         spec = {k: kwargs.pop(k) for k in ("formula", "model_spec", "design_info") if k in kwargs}
         self.formula_mode = kwargs.pop("_formula_mode", None)
+        random = kwargs.pop("_random", None)  # _bars.RandomDesign of a formula with random slopes
+        exog_re = kwargs.pop("exog_re", None)
+        if exog_re is not None and random is None:  # the array interface's random slopes (MixedLM's exog_re)
+            random = _bars.from_exog_re(exog_re, endog)
         unknown = set(kwargs) - {"hasconst"}
         if unknown:
             raise TypeError(f"GLMM got unexpected keyword arguments: {', '.join(sorted(unknown))}")
@@ -91,6 +106,12 @@ class GLMM(sm_base.LikelihoodModel):
         elif "formula" in spec and clean.design_info is not None and not set(spec) & {"model_spec", "design_info"}:
             spec[_formula.SPEC_KEY] = clean.design_info  # so that statsmodels' predict and wald_test_terms find it
         self.design = build_design(clean, self.family)
+        if random is not None:
+            if getattr(clean, "prior_weights", None):
+                raise ValueError("var_weights and freq_weights are implemented for random-intercept models; "
+                                 "this model has random slopes")
+            self.design = _bars.attach_random(self.design, random, clean)
+        self.random_design = random
         self.dist = self.design.dist
         endog_used = clean.endog.iloc[:, 0] if clean.endog.shape[1] == 1 else clean.endog
         super().__init__(endog_used, clean.exog, missing="none", **spec, **kwargs)
@@ -152,6 +173,10 @@ class GLMM(sm_base.LikelihoodModel):
         eval_env : int, dict or patsy.EvalEnvironment, optional
             Where names that are not columns are looked up: default the caller's namespace; an int
             goes that many frames further up; -1 an empty namespace (python mode only).
+        re_formula : str, optional
+            MixedLM's random-effects formula, ``"~x"`` (with ``groups`` a column name): the same model
+            as the term ``(x | groups)``.  Random slopes can also be written in the formula, lme4's
+            way: ``"y ~ x + (1 + x | g)"``, ``(x || g)``, ``(0 + x | g)``; then ``groups`` is optional.
         """
         from ._dask import is_dask_frame
 
@@ -174,6 +199,12 @@ class GLMM(sm_base.LikelihoodModel):
             data = pd.DataFrame(data)
         if subset is not None:
             data = data.loc[subset]
+        formula, groups, data, random, arrays = _bars.split_random_terms(
+            formula, data, groups, kwargs.pop("re_formula", None), (offset, exposure, weights), formula_mode,
+            missing)
+        offset, exposure, weights = arrays
+        if random is not None:
+            kwargs["_random"] = random
         env = _formula_environment(formula, data, formula_mode, eval_env)
         prepared = _formula.prepare(formula, data, groups, offset=offset, exposure=exposure, weights=weights,
                                     missing=missing, formula_mode=formula_mode, env_names=env.keys(),
@@ -275,7 +306,10 @@ class GLMM(sm_base.LikelihoodModel):
         self._fit_options = {"reml": reml, "maxiter": maxiter, "tol": tol, "nagq": nagq, "cov_type": cov_type}
         monitor = Progress(enabled=progress, callback=callback, maxiter=maxiter)
         with monitor:
-            if self.design.gaussian_identity:
+            if self.design.Z is not None:
+                fit = fit_vector(self.design, reml=reml, nagq=nagq, maxiter=maxiter, tol=tol, cov_type=cov_type,
+                                 callback=monitor)
+            elif self.design.gaussian_identity:
                 fit = fit_profile(self.design, reml=reml, maxiter=maxiter, tol=tol, callback=monitor)
             else:
                 fit = fit_likelihood(self.design, nagq=nagq, maxiter=maxiter, tol=tol, cov_type=cov_type,
@@ -283,7 +317,8 @@ class GLMM(sm_base.LikelihoodModel):
             monitor("done", fit.opt.n_iterations, -fit.llf)
         fit.opt.notes = list(getattr(fit.opt, "notes", [])) + notes
         if fit.singular:
-            warnings.warn(SINGULAR_MESSAGE, SingularFitWarning, stacklevel=2)
+            warnings.warn(SINGULAR_MESSAGE if self.design.Z is None else SINGULAR_MESSAGE_VECTOR, SingularFitWarning,
+                          stacklevel=2)
         for note in fit.notes or []:
             warnings.warn(note, LaplaceApproximationWarning, stacklevel=2)
         if fit.separated_rows:
@@ -320,6 +355,7 @@ class GLMM(sm_base.LikelihoodModel):
         the variance given directly; ``reml=True`` returns the REML log-likelihood at ``var_re`` and
         ``scale`` (beta at its GLS value).
         """
+        self._random_intercept_only()
         params = np.asarray(params, float)
         if var_re is None:
             beta, var_re, scale = self._split(params)
@@ -371,7 +407,13 @@ class GLMM(sm_base.LikelihoodModel):
         """Observed information, ``-hessian(params)``."""
         return -self.hessian(params)
 
+    def _random_intercept_only(self):
+        if self.design.Z is not None:
+            raise ValueError("loglike/score/hessian take the random-intercept parameter vector; for a model with "
+                             "random slopes the fitted log-likelihood is res.llf")
+
     def _vector(self, params):
+        self._random_intercept_only()
         params = np.asarray(params, float).reshape(-1)
         expected = len(self.param_names)
         if params.size != expected:

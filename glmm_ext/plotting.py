@@ -30,8 +30,11 @@ def plot_blups(res, ax=None, alpha=0.05):
 
     Up to 60 groups every group is drawn and labelled; beyond, the 25 lowest and 25 highest, with
     the number of groups left out marked between them.  The height is capped at 10 inches.
+    With random slopes: one panel per term (``ax`` then is a sequence of axes, one per term).
     """
     plt = _pyplot()
+    if res.is_vector:
+        return _plot_terms(res, plt, ax, alpha)
     table, hidden = caterpillar_rows(res.blup_table())
     crit = stats.norm.isf(alpha / 2)
     rows = len(table) + (1 if hidden else 0)
@@ -98,7 +101,9 @@ def plot_diagnostics(res, fig=None):
         axes[0].set_title("Residuals vs fitted")
     axes[0].axhline(0.0, color="grey", lw=0.8, ls="--")
     axes[0].set_xlabel("Fitted values")
-    for ax, values, title in ((axes[1], res.blups, "QQ: random intercepts"),
+    first = res.blups if not res.is_vector else res.blups[:, 0]  # random slopes: the first term
+    label = "random intercepts" if not res.is_vector else f"random {res.cov_re.columns[0]}"
+    for ax, values, title in ((axes[1], first, f"QQ: {label}"),
                               (axes[2], diag["pearson_residuals"].to_numpy(), "QQ: Pearson residuals")):
         (osm, osr), (slope, intercept, _) = stats.probplot(values, dist="norm")
         ax.scatter(osm, osr, s=6, alpha=0.6)
@@ -106,5 +111,32 @@ def plot_diagnostics(res, fig=None):
         ax.set_xlabel("Normal quantiles")
         ax.set_ylabel("Sample quantiles")
         ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_terms(res, plt, axes, alpha):
+    """One caterpillar panel per random-effects term (random slopes), groups sorted within each."""
+    table = res.blup_table()
+    names = list(res.cov_re.columns)
+    crit = stats.norm.isf(alpha / 2)
+    if axes is None:
+        fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), max(3, 0.18 * len(table))), squeeze=False)
+        axes = axes[0]
+    else:
+        axes = np.atleast_1d(axes)
+        if len(axes) != len(names):
+            raise ValueError(f"plot_blups needs {len(names)} axes, one per term ({', '.join(names)})")
+        fig = axes[0].figure
+    for ax, name in zip(axes, names):
+        part = table.sort_values(name)
+        pos = np.arange(len(part))
+        ax.errorbar(part[name], pos, xerr=crit * part[f"Std. Error ({name})"], fmt="o", ms=3, lw=1)
+        ax.axvline(0.0, color="grey", lw=0.8, ls="--")
+        ax.set_yticks(pos)
+        ax.set_yticklabels(part["Group"].astype(str), fontsize=6 if len(part) > 40 else 8)
+        ax.set_xlabel(f"{name} ({100 * (1 - alpha):g}% interval)")
+        ax.set_title(f"Random effect: {name}")
+    axes[0].set_ylabel(res.group_name)
     fig.tight_layout()
     return fig

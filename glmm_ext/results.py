@@ -5,6 +5,7 @@ from statsmodels.base import model as sm_base
 from statsmodels.base import wrapper as sm_wrap
 from functools import cached_property as cache_readonly
 
+from . import _results_vector as _rv
 from . import _tables
 from ._validation import check_alpha
 
@@ -53,6 +54,9 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         self.se_note = fit.se_note
         self.nagq = model._fit_options.get("nagq", 1) if fit.method not in ("REML", "ML") else None
         self.fit_options = dict(model._fit_options)  # what refits (anova, intervals, bootstrap) reuse
+        if self.is_vector:  # MixedLM's sizes: random effects per group, covariance parameters
+            self.k_re, self.k_re2 = len(fit.re_names), int(fit.n_params - self.k_fe
+                                                             - int(model.dist.has_dispersion))
 
     # ------------------------------------------------------------------ MixedLM-style names
     @property
@@ -77,8 +81,15 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         cov = self._fit.cov_beta_pirls
         return None if cov is None else pd.DataFrame(cov, index=self.model.exog_names, columns=self.model.exog_names)
 
+    @property
+    def is_vector(self):
+        """True for a vector random effect per group (random slopes)."""
+        return getattr(self._fit, "cov_re", None) is not None
+
     @cache_readonly
     def cov_re(self):
+        if self.is_vector:
+            return _rv.cov_re(self)
         return pd.DataFrame([[self.var_re]], index=[self.group_name], columns=[self.group_name])
 
     @cache_readonly
@@ -101,10 +112,14 @@ class GLMMResults(sm_base.LikelihoodModelResults):
 
     @cache_readonly
     def random_effects(self):
+        if self.is_vector:
+            return _rv.random_effects(self)
         return {label: pd.Series([value], index=["Group"]) for label, value in zip(self.model.group_labels, self.blups)}
 
     @cache_readonly
     def random_effects_se(self):
+        if self.is_vector:
+            return _rv.random_effects_se(self)
         return pd.Series(self.blup_se, index=self.model.group_labels, name="se")
 
     # ------------------------------------------------------------------ fit statistics
@@ -141,20 +156,36 @@ class GLMMResults(sm_base.LikelihoodModelResults):
 
     @cache_readonly
     def icc(self):
-        """sigma_u^2 / (sigma_u^2 + sigma_e^2) where sigma_e^2 has a basis (Gaussian, logit, probit), else None."""
+        """sigma_u^2 / (sigma_u^2 + sigma_e^2) where sigma_e^2 has a basis (Gaussian, logit, probit), else None.
+
+        With random slopes: ICC(0), the intercept variance's share (see `icc_at`)."""
         entry = self._icc_residual
         return None if entry is None else self.var_re / (self.var_re + entry[0])
 
     @cache_readonly
     def deff(self):
         """Design effect 1 + (n_bar - 1) ICC with n_bar the mean group size; None where the ICC is undefined."""
-        return None if self.icc is None else 1.0 + (self.nobs / self.n_groups - 1.0) * self.icc
+        if self.icc is None or self.is_vector:  # with random slopes the ICC, so the design effect, varies with x
+            return None
+        return 1.0 + (self.nobs / self.n_groups - 1.0) * self.icc
 
     @cache_readonly
     def latent_lambda(self):
         """Mean expected count exp(x'beta + offset + sigma_u^2 / 2) over the rows (Poisson log latent variance)."""
         eta = self.model.predict(self.params, which="linear")
-        return float(np.mean(np.exp(eta + 0.5 * self.var_re)))
+        var = _rv.row_variances(self) if self.is_vector else self.var_re
+        return float(np.mean(np.exp(eta + 0.5 * var)))
+
+    def icc_at(self, x):
+        """ICC(x) = Var_between(x) / (Var_between(x) + sigma_e^2), Var_between(x) = z(x)' Sigma z(x).
+
+        For random slopes: `x` is the slope covariate's value (a number with one slope term, else a
+        dict term -> value).  For a random intercept the ICC does not depend on x.  None where the
+        residual variance has no basis (see `icc_basis`).
+        """
+        if not self.is_vector:
+            return self.icc
+        return _rv.icc_at(self, x)
 
     # ------------------------------------------------------------------ inference
     def conf_int(self, alpha=0.05, method=None, nsim=200, seed=None, n_jobs=1, progress=None):
@@ -240,13 +271,16 @@ class GLMMResults(sm_base.LikelihoodModelResults):
 
     # ------------------------------------------------------------------ tables
     def random_effects_table(self):
-        return _tables.random_effects_table(self)
+        return _rv.random_effects_table(self) if self.is_vector else _tables.random_effects_table(self)
 
     def icc_table(self):
-        return _tables.icc_table(self)
+        return _rv.icc_table(self) if self.is_vector else _tables.icc_table(self)
 
     def latent_variance_table(self):
-        return _tables.latent_variance_table(self)
+        table = _tables.latent_variance_table(self)
+        if self.is_vector and table is not None:  # the covariance is in the Random Effects table
+            table = table.drop(columns=["Random-intercept variance"])
+        return table
 
     def fixed_effects_table(self, alpha=0.05):
         return _tables.fixed_effects_table(self, alpha)
@@ -255,7 +289,7 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         return _tables.model_fit_table(self)
 
     def blup_table(self):
-        return _tables.blup_table(self)
+        return _rv.blup_table(self) if self.is_vector else _tables.blup_table(self)
 
     def diagnostics(self):
         """One row per row used (the data's index): fitted values, deviance and Pearson residuals, group effect."""
@@ -265,7 +299,11 @@ class GLMMResults(sm_base.LikelihoodModelResults):
     @cache_readonly
     def fittedvalues(self):
         """Conditional means (fixed effects + each row's BLUP), response scale, on the data's index."""
-        values = self.model.predict(np.asarray(self.params, float), which="mean", blups=self._blup_map)
+        if self.is_vector:
+            values = self.model.dist.mean(self.model.predict(np.asarray(self.params, float), which="linear")
+                                          + _rv.row_effects(self))
+        else:
+            values = self.model.predict(np.asarray(self.params, float), which="mean", blups=self._blup_map)
         return pd.Series(values, index=self.model.design.index, name="fittedvalues")
 
     @cache_readonly
@@ -303,7 +341,9 @@ class GLMMResults(sm_base.LikelihoodModelResults):
 
         rows = new_data(self, exog, transform, groups, offset, exposure)
         params = np.asarray(self.params, float)
-        if rows.X is None:
+        if self.is_vector:  # random slopes: each row's group effect is z_i' b_g
+            values = _rv.predict(self, rows, exog, which, new_groups)
+        elif rows.X is None:
             values = self.model.predict(params, which=which, blups=self._blup_map)
         else:
             values = self.model.predict(params, rows.X, offset=rows.offset, groups=rows.groups, which=which,
@@ -320,12 +360,16 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         Arguments as for `predict`."""
         from ._prediction import get_prediction
 
+        if self.is_vector and groups is not None:
+            raise ValueError("get_prediction with groups is not available for random slopes (the prediction "
+                             "error of z'b); predict(groups=...) gives the point predictions")
         return get_prediction(self, exog, transform, groups, offset, exposure, new_groups)
 
     # ------------------------------------------------------------------ variance parameters
     @cache_readonly
     def params_vector(self):
         """The estimate on the model's parameter vector (see ``model.param_names``): beta, sigma_u[, log scale]."""
+        self.model._random_intercept_only()
         values = list(np.asarray(self.params, float)) + [self.sigma_re]
         if self.model.dist.has_dispersion:
             values.append(np.log(self.scale))
@@ -369,7 +413,12 @@ class GLMMResults(sm_base.LikelihoodModelResults):
 
     @cache_readonly
     def random_effects_cov(self):
-        """Group label -> 1 x 1 DataFrame: the conditional variance of its random intercept (as MixedLM)."""
+        """Group label -> 1 x 1 DataFrame: the conditional variance of its random intercept (as MixedLM);
+        q x q by term with random slopes."""
+        if self.is_vector:
+            names = list(self.cov_re.columns)
+            return {label: pd.DataFrame(c, index=names, columns=names)
+                    for label, c in zip(self.model.group_labels, self._fit.blup_cov)}
         return {label: pd.DataFrame([[se * se]], index=["Group"], columns=["Group"])
                 for label, se in zip(self.model.group_labels, self.blup_se)}
 

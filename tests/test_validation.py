@@ -70,8 +70,11 @@ BAD = [
      ["4 rows", "5"]),
     ("unknown model keyword", lambda: glmm_ext.GLMM(np.ones(4), np.ones((4, 1)), [1, 1, 2, 2], wieghts=1), TypeError,
      ["wieghts"]),
-    ("mixedlm random slope", lambda: glmm_ext.mixedlm("y ~ x1", GDF, groups="g", re_formula="~x1"), ValueError,
-     ["random intercept"]),
+    ("mixedlm random slope, groups too short", lambda: glmm_ext.mixedlm("y ~ x1", GDF, groups=GDF["g"].to_numpy()[:3],
+                                                                        re_formula="~x1"), ValueError,
+     ["groups has 3 values", "50 rows"]),
+    ("nested random-effects term", lambda: model("y ~ x1 + (1 | g/x2)"), ValueError, ["nested", "(1 | g/x2)"]),
+    ("two grouping factors", lambda: model("y ~ x1 + (1 | g) + (x1 | x2)"), ValueError, ["grouping factors", "g, x2"]),
 ]
 
 

@@ -1,0 +1,297 @@
+"""lme4 bar terms in a formula: ``y ~ x + (1 + x | g)``, ``(x || g)``, ``(0 + x | g)``, ``(1 | g)``.
+
+`parse_formula` splits a formula into its fixed part and its random-effects terms; `random_design`
+builds the random-effects design Z (one column per term, named as patsy names them) on the rows
+where it is defined.  One grouping factor per model: a second factor, nesting ``(1 | a/b)`` and an
+interaction ``(1 | a:b)`` are ValueErrors.  ``(1 + x | g)`` gives one correlated block; ``||`` and
+several terms on the same factor give independent blocks (a block-diagonal covariance).
+"""
+import re
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+import patsy
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+
+
+@dataclass
+class BarTerm:
+    expr: str  # left of the bar, a patsy expression ("1 + Days", "0 + x")
+    group: str
+    correlated: bool
+    text: str  # the term as written, parentheses included
+
+
+@dataclass
+class RandomSpec:
+    """The formula's random part: its terms (all on one grouping column) and the fixed-effects formula."""
+
+    fixed: str
+    terms: list
+    group: str
+
+    @property
+    def intercept_only(self):
+        """True for a single ``(1 | g)``: the scalar random-intercept engine fits it."""
+        return len(self.terms) == 1 and re.sub(r"\s+", "", self.terms[0].expr) in ("1", "+1")
+
+
+@dataclass
+class RandomDesign:
+    """Z (rows of the data it is defined on), its column names and the independent blocks of columns."""
+
+    Z: pd.DataFrame
+    names: list
+    blocks: list  # lists of column indices; the covariance is block diagonal, each block unstructured
+    group: str
+    design_infos: list = field(default_factory=list)
+    keep: np.ndarray = None  # rows of the data where Z is defined
+    dropped_index: list = field(default_factory=list)
+    exprs: list = field(default_factory=list)  # the terms' patsy expressions
+    source: pd.DataFrame = None  # the columns they use (rows used): rebuilds the patsy designs after unpickling
+
+    def __getstate__(self):  # patsy's DesignInfo cannot be pickled: it is rebuilt from exprs and source
+        state = dict(self.__dict__)
+        state["design_infos"] = []
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if not self.design_infos and self.exprs and self.source is not None:
+            self.design_infos = [patsy.dmatrix(e, self.source, NA_action="drop").design_info for e in self.exprs]
+
+    def matrix(self, data):
+        """Z for new data (a DataFrame) from the stored patsy designs."""
+        keep_nan = patsy.NAAction(NA_types=[])  # a row with a missing value predicts NaN, as the fixed part
+        parts = [np.asarray(patsy.build_design_matrices([info], data, NA_action=keep_nan)[0], dtype=float)
+                 for info in self.design_infos]
+        return np.column_stack(parts)
+
+
+def _bar_spans(rhs):
+    """(start, end) of each top-level parenthesised group of `rhs` that contains a '|'."""
+    spans, depth, start = [], 0, None
+    for i, ch in enumerate(rhs):
+        if ch == "(":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"formula right side {rhs!r} has an unmatched ')'")
+            called = start > 0 and (rhs[start - 1].isalnum() or rhs[start - 1] in "_.")  # I(a | b), f(...)
+            if depth == 0 and "|" in rhs[start:i] and not called:
+                spans.append((start, i + 1))
+    if depth:
+        raise ValueError(f"formula right side {rhs!r} has an unmatched '('")
+    return spans
+
+
+def _bare_bar(text):
+    """True when `text` has a '|' outside every parenthesis."""
+    depth = 0
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "|" and depth == 0:
+            return True
+    return False
+
+
+def _parse_term(text):
+    inner = text[1:-1]
+    correlated = "||" not in inner
+    lhs, _, group = inner.partition("||" if not correlated else "|")
+    lhs, group = lhs.strip(), group.strip()
+    if "|" in group or "|" in lhs:
+        raise ValueError(f"random-effects term {text!r} has more than one bar")
+    if "/" in group:
+        raise ValueError(f"random-effects term {text!r}: nested grouping factors (a/b) are not supported; "
+                         "glmm_ext fits one grouping factor per model")
+    if ":" in group or "*" in group or "+" in group:
+        raise ValueError(f"random-effects term {text!r}: an interaction or combination of grouping factors is not "
+                         "supported; create one column for the combined groups and use it as the factor")
+    if not _NAME.match(group):
+        raise ValueError(f"random-effects term {text!r}: the grouping factor must be a column name (got {group!r})")
+    if not lhs:
+        raise ValueError(f"random-effects term {text!r} has nothing left of the bar; use (1 | {group})")
+    return BarTerm(expr=lhs, group=group, correlated=correlated, text=text)
+
+
+def parse_formula(formula):
+    """RandomSpec of a formula with bar terms, or None when it has none."""
+    if not isinstance(formula, str) or "|" not in formula or "~" not in formula:
+        return None
+    lhs, rhs = formula.split("~", 1)
+    spans = _bar_spans(rhs)
+    if not spans:
+        if _bare_bar(rhs):
+            raise ValueError(f"formula {formula!r}: a '|' outside parentheses; write random effects as (1 + x | g)")
+        return None  # a '|' inside a function call such as I(a | b) is patsy's
+    terms = [_parse_term(rhs[a:b]) for a, b in spans]
+    groups = list(dict.fromkeys(t.group for t in terms))
+    if len(groups) > 1:
+        raise ValueError(f"formula {formula!r} has random effects for {len(groups)} grouping factors "
+                         f"({', '.join(groups)}); glmm_ext fits one grouping factor per model")
+    fixed = rhs
+    for a, b in reversed(spans):
+        fixed = fixed[:a] + "\0" + fixed[b:]
+    fixed = re.sub(r"\s*\+\s*\0|\0\s*\+\s*|\0", "", fixed).strip()
+    if _bare_bar(fixed):
+        raise ValueError(f"formula {formula!r}: a '|' outside a random-effects term")
+    return RandomSpec(fixed=f"{lhs.strip()} ~ {fixed or '1'}", terms=terms, group=groups[0])
+
+
+def resolve_groups(spec, groups):
+    """The grouping column: the formula's, which `groups` (when given) must match."""
+    if groups is None or (isinstance(groups, str) and groups == spec.group):
+        return spec.group
+    raise ValueError(f"groups={groups!r} and the formula's grouping factor {spec.group!r} differ; give one of them")
+
+
+def split_random_terms(formula, data, groups, re_formula, arrays, formula_mode="python", missing="drop"):
+    """Separate the random part of a formula fit (from_formula's first step).
+
+    Returns (fixed-effects formula, groups, data, RandomDesign or None, arrays): with random slopes the
+    data are restricted to the rows where the random-effects terms are defined and the per-row
+    `arrays` (offset, exposure, weights given as arrays) with them.  MixedLM's ``re_formula="~x"``
+    becomes the term ``(x | groups)``; ``(1 | g)`` alone is the random-intercept model.
+    """
+    if re_formula is not None and str(re_formula).replace(" ", "") not in ("1", "~1"):
+        if not isinstance(formula, str):
+            raise TypeError(f"formula must be a string (got {type(formula).__name__})")
+        if not isinstance(groups, str):
+            data, groups = _groups_column(data, groups)
+        formula = f"{formula} + {from_re_formula(re_formula, groups)}"
+    spec = parse_formula(formula)
+    if spec is None:
+        return formula, groups, data, None, arrays
+    groups = resolve_groups(spec, groups)
+    if spec.intercept_only:
+        return spec.fixed, groups, data, None, arrays
+    if formula_mode == "safe":
+        from ._safe_formula import check_safe
+
+        for term in spec.terms:
+            check_safe(f"{spec.group} ~ {term.expr}", list(data.columns))
+    used, random = random_design(spec, data)
+    if random.dropped_index and missing != "drop":
+        raise ValueError(f"{len(random.dropped_index)} rows have a missing value in a random-effects term "
+                         f"(first: row {random.dropped_index[0]!r}); missing={missing!r} does not drop them")
+    return spec.fixed, groups, used, random, tuple(align(v, random) for v in arrays)
+
+
+def _groups_column(data, groups):
+    """(data, column name) for groups given as values (MixedLM's ``groups=data["Pig"]``): the column
+    itself when the values are one of the data's columns, else a copy of the data with them added."""
+    if groups is None:
+        raise ValueError("re_formula needs groups: a column name or one label per row")
+    name = getattr(groups, "name", None)
+    if isinstance(groups, pd.Series) and not groups.index.equals(data.index):
+        if not groups.index.is_unique or not data.index.isin(groups.index).all():
+            raise ValueError("groups is a Series whose index does not cover the data's index")
+        groups = groups.reindex(data.index)
+    values = np.asarray(groups).reshape(-1)
+    if len(values) != len(data):
+        raise ValueError(f"groups has {len(values)} values but the data have {len(data)} rows")
+    if isinstance(name, str) and name in data.columns and \
+            pd.Series(values, index=data.index).equals(data[name]):
+        return data, name
+    column = name if isinstance(name, str) and _NAME.match(name) and name not in data.columns else "groups"
+    while column in data.columns:
+        column += "_"
+    return data.assign(**{column: values}), column
+
+
+def random_design(spec, data):
+    """(data restricted to rows where every random-effects column is defined, RandomDesign)."""
+    if not data.index.is_unique:
+        raise ValueError("random slopes need a DataFrame with a unique index (use data.reset_index(drop=True))")
+    frames, infos, blocks, names = [], [], [], []
+    keep = np.ones(len(data), dtype=bool)
+    for term in spec.terms:
+        try:
+            Zt = patsy.dmatrix(term.expr, data, NA_action="drop", return_type="dataframe")
+        except patsy.PatsyError as exc:
+            raise ValueError(f"random-effects term {term.text!r}: {exc}") from None
+        if Zt.shape[1] == 0:
+            raise ValueError(f"random-effects term {term.text!r} has no column")
+        if len(Zt) < len(data):  # rows dropped by patsy for a missing value
+            kept = np.zeros(len(data), dtype=bool)
+            kept[data.index.get_indexer(Zt.index)] = True
+            keep &= kept
+        frames.append(Zt)
+        infos.append(Zt.design_info)
+        cols = list(range(len(names), len(names) + Zt.shape[1]))
+        blocks.extend([cols] if term.correlated else [[c] for c in cols])
+        names.extend(str(c) for c in Zt.columns)
+    if len(set(names)) != len(names):
+        raise ValueError(f"random-effects terms repeat a column ({', '.join(names)}): each term may appear once")
+    bad_values = [np.asarray(f, float) for f in frames]
+    if not all(np.isfinite(v).all() for v in bad_values):
+        raise ValueError("a random-effects column holds an infinite value")
+    used = data if keep.all() else data.loc[keep]
+    Z = pd.concat([f if f.index.equals(used.index) else f.loc[used.index] for f in frames], axis=1)
+    Z.columns = names
+    named = [c for c in used.columns
+             if any(re.search(rf"(?<![A-Za-z0-9_.]){re.escape(str(c))}(?![A-Za-z0-9_.])", t.expr) for t in spec.terms)]
+    return used, RandomDesign(Z=Z, names=names, blocks=blocks, group=spec.group, design_infos=infos, keep=keep,
+                              exprs=[t.expr for t in spec.terms], source=used[named].copy(),
+                              dropped_index=[] if keep.all() else list(data.index[~keep]))
+
+
+def align(value, random):
+    """A per-row array given with the data (groups, offset, ...) restricted to the rows where Z is defined."""
+    if random is None or value is None or isinstance(value, str) or np.ndim(value) == 0:
+        return value
+    if len(value) != len(random.keep):
+        return value  # a length mismatch is reported by the formula layer
+    return value[random.keep] if isinstance(value, np.ndarray) else \
+        (value.loc[random.keep] if isinstance(value, pd.Series) else np.asarray(value)[random.keep])
+
+
+def attach_random(design, random, clean):
+    """The Design with Z (data row order) and the rows dropped for a missing random-effects value."""
+    rows = clean.endog.index
+    Z = (random.Z if random.Z.index.equals(rows) else random.Z.loc[rows]).to_numpy(dtype=float)
+    n_extra = len(random.dropped_index)
+    reasons = dict(design.drop_reasons)
+    if n_extra:
+        reasons["random-effects terms"] = n_extra
+    return replace(design, Z=Z, re_names=list(random.names), re_blocks=[list(b) for b in random.blocks],
+                   n_dropped=design.n_dropped + n_extra, dropped_index=list(random.dropped_index)
+                   + list(design.dropped_index), drop_reasons=reasons)
+
+
+def from_re_formula(re_formula, group):
+    """RandomSpec terms for MixedLM's ``re_formula="~x"`` (an intercept unless ``0 +``), correlated."""
+    expr = str(re_formula).strip()
+    expr = expr[1:].strip() if expr.startswith("~") else expr
+    return f"({expr or '1'} | {group})"
+
+
+def from_exog_re(exog_re, endog):
+    """RandomDesign of an array ``exog_re`` (n rows, one correlated block), aligned with `endog`'s rows."""
+    n = len(endog)
+    index = endog.index if isinstance(endog, (pd.Series, pd.DataFrame)) else pd.RangeIndex(n)
+    if isinstance(exog_re, pd.DataFrame):
+        names, values = [str(c) for c in exog_re.columns], exog_re.to_numpy()
+    else:
+        values = np.asarray(exog_re)
+        values = values.reshape(-1, 1) if values.ndim == 1 else values
+        names = None
+    try:
+        values = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError("exog_re must be numeric") from None
+    if values.ndim != 2 or values.shape[0] != n:
+        raise ValueError(f"exog_re has {values.shape[0]} rows but endog has {n}")
+    if not np.isfinite(values).all():
+        raise ValueError("exog_re holds a missing or infinite value; drop those rows first")
+    if names is None:
+        names = ["Intercept" if np.all(values[:, k] == 1.0) else f"z{k}" for k in range(values.shape[1])]
+    Z = pd.DataFrame(values, index=index, columns=names)
+    return RandomDesign(Z=Z, names=names, blocks=[list(range(len(names)))], group="groups", design_infos=[],
+                        keep=np.ones(n, dtype=bool))

@@ -1,0 +1,267 @@
+"""Exact REML / ML for a Gaussian model with a vector random effect per group (random slopes).
+
+Model (lme4's formulation, Bates et al. 2015):  y = X beta + Z_j b_j + e,  b_j = sigma Lambda u_j,
+u_j ~ N(0, I_q),  e ~ N(0, sigma^2 I), with Lambda the q x q lower-triangular relative covariance
+factor (free entries: the lower triangle of each independent block; diag(Lambda) >= 0).
+For each group, with A_j = [X_j y_j],
+
+    L_j L_j' = Lambda' Z_j'Z_j Lambda + I_q,    B_j = L_j^{-1} Lambda' Z_j'A_j,
+    M = A'A - sum_j B_j'B_j = R'R  (Cholesky),   R = [[R_X, c_beta], [0, r]],
+
+so the penalised residual sum of squares is r^2 and log|V sigma^-2| = 2 sum_j log|L_j|.  The
+profiled deviances are
+
+    ML:   2 sum log|L_j| + n (1 + log(2 pi r^2 / n))
+    REML: 2 sum log|L_j| + 2 log|R_X| + (n - p)(1 + log(2 pi r^2 / (n - p))).
+
+One O(n q (p + q)) pass builds Z_j'Z_j and Z_j'A_j; an evaluation then costs O(G q^2 p) with
+batched q x q Cholesky factors (no n x n matrix).  The free entries of Lambda are found by
+SLSQP (a bounded quasi-Newton method) with the diagonal bounded below by 0 (lme4's bobyqa
+constraint) from the best of three starts Lambda = c I (a boundary optimum is re-checked from the
+second best), then Powell when it stops early.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import linalg, optimize
+
+from ._segments import group_sums
+
+LOG_2PI = np.log(2.0 * np.pi)
+#: a relative SD (diagonal of Lambda) below this is a boundary (singular) fit, lme4's isSingular tolerance
+SINGULAR_TOL = 1e-4
+
+
+class LambdaPattern:
+    """Free entries of the lower-triangular factor Lambda: the lower triangle of each independent block."""
+
+    def __init__(self, q, blocks):
+        rows, cols = [], []
+        for block in blocks:
+            for i, a in enumerate(block):
+                for b in block[: i + 1]:
+                    rows.append(max(a, b))
+                    cols.append(min(a, b))
+        self.q = q
+        self.rows, self.cols = np.array(rows, np.intp), np.array(cols, np.intp)
+        self.is_diag = self.rows == self.cols
+
+    @property
+    def size(self):
+        return len(self.rows)
+
+    def build(self, theta):
+        """Lambda from its free entries theta."""
+        lam = np.zeros((self.q, self.q))
+        lam[self.rows, self.cols] = theta
+        return lam
+
+    def entries(self, lam):
+        """The free entries of a q x q matrix (the inverse of `build`, or a gradient's free part)."""
+        return lam[self.rows, self.cols]
+
+    def start(self, scale=1.0):
+        return np.where(self.is_diag, scale, 0.0)
+
+    def bounds(self):
+        return [(0.0, None) if d else (None, None) for d in self.is_diag]
+
+
+def cross_products(Z, A, starts):
+    """Per-group Z_j'Z_j (G, q, q) and Z_j'A_j (G, q, k) for rows sorted by group."""
+    return (group_sums(Z[:, :, None] * Z[:, None, :], starts),
+            group_sums(Z[:, :, None] * A[:, None, :], starts))
+
+
+@dataclass
+class VectorStats:
+    """Sufficient statistics of the Gaussian model: A'A for A = [X y] and the per-group cross-products."""
+
+    AtA: np.ndarray  # (p+1, p+1)
+    ZtZ: np.ndarray  # (G, q, q)
+    ZtA: np.ndarray  # (G, q, p+1)
+    n: int
+    p: int
+
+
+def vector_stats(X, y, Z, starts):
+    """VectorStats of rows sorted by group."""
+    A = np.column_stack([X, y])
+    ZtZ, ZtA = cross_products(Z, A, starts)
+    return VectorStats(A.T @ A, ZtZ, ZtA, A.shape[0], X.shape[1])
+
+
+def batched_cholesky(T):
+    """Lower Cholesky factors of a stack (G, q, q) of positive definite matrices, by columns over all G at
+    once (q is small: q^3/6 vector operations beat a per-matrix LAPACK call).  LinAlgError if one is not PD."""
+    G, q, _ = T.shape
+    L = np.zeros_like(T)
+    for j in range(q):
+        d = T[:, j, j] - np.sum(L[:, j, :j] ** 2, axis=1)
+        if not np.all(d > 0):
+            raise np.linalg.LinAlgError("a matrix of the stack is not positive definite")
+        L[:, j, j] = np.sqrt(d)
+        for i in range(j + 1, q):
+            L[:, i, j] = (T[:, i, j] - np.sum(L[:, i, :j] * L[:, j, :j], axis=1)) / L[:, j, j]
+    return L
+
+
+def batched_forward(L, Ct):
+    """B_g = L_g^{-1} C_g for a stack, given and returned transposed: Ct (G, k, q) -> B' (G, k, q)."""
+    Bt = np.empty_like(Ct)
+    for i in range(L.shape[1]):
+        Bt[:, :, i] = (Ct[:, :, i] - np.einsum("gkm,gm->gk", Bt[:, :, :i], L[:, i, :i])) / L[:, i, i][:, None]
+    return Bt
+
+
+def right_multiply(stack, lam):
+    """stack_g' Lambda for every g, with one BLAS product: (G, a, b) -> (G, b, q)."""
+    G, a, b = stack.shape
+    return (np.swapaxes(stack, 1, 2).reshape(G * b, a) @ lam).reshape(G, b, lam.shape[1])
+
+
+def _factors(lam, stats):
+    """(L_j stack, B_j' stack (G, p+1, q), Cholesky factor of M) at Lambda; LinAlgError when not positive."""
+    q = lam.shape[0]
+    T = right_multiply(right_multiply(stats.ZtZ, lam), lam) + np.eye(q)  # Lambda' Z'Z Lambda + I
+    L = batched_cholesky(T)
+    Bt = batched_forward(L, right_multiply(stats.ZtA, lam))
+    flat = np.swapaxes(Bt, 1, 2).reshape(-1, Bt.shape[1])  # rows: every (g, q) pair
+    M = stats.AtA - flat.T @ flat
+    return L, Bt, linalg.cholesky(M, lower=True, check_finite=False)
+
+
+def vector_deviance(theta, pattern, stats, reml=True, need_grad=False):
+    """-2 log-likelihood (REML or ML) profiled over beta and sigma^2, at Lambda's free entries theta.
+
+    With ``need_grad`` returns (deviance, gradient in theta).  With S_j = Z_j'Z_j, T_j = L_j L_j',
+    N_j = Lambda T_j^{-1}, u_j the conditional modes and Z_j'e_j = Z_j'(y_j - X_j beta) - S_j Lambda u_j,
+    the gradient in the full matrix Lambda is
+
+        sum_j 2 S_j N_j  -  k / r^2 * sum_j 2 (Z_j'e_j) u_j'  [- sum_j 2 (I - S_j Lambda N_j') Q_j N_j  (REML)]
+
+    with k = n (ML) or n - p (REML) and Q_j = C_j (X'V^{-1}X sigma^2)^{-1} C_j', C_j = Z_j'X_j: the
+    derivatives of log|T_j|, of the penalised residual sum of squares r^2 (envelope theorem) and of
+    log|X'V^{-1}X|.
+    """
+    lam = pattern.build(theta)
+    try:
+        L, Bt, R = _factors(lam, stats)
+    except (np.linalg.LinAlgError, linalg.LinAlgError):
+        return (np.inf, np.full(len(theta), np.nan)) if need_grad else np.inf
+    p, n = stats.p, stats.n
+    r2 = R[p, p] ** 2
+    if not r2 > 0:
+        return (np.inf, np.full(len(theta), np.nan)) if need_grad else np.inf
+    logdet = 2.0 * np.sum(np.log(np.diagonal(L, axis1=1, axis2=2)))
+    dof = n - p if reml else n
+    dev = logdet + dof * (1.0 + LOG_2PI + np.log(r2 / dof))
+    if reml:
+        dev += 2.0 * np.sum(np.log(np.diag(R)[:p]))
+    if not need_grad:
+        return dev
+    q = lam.shape[0]
+    Rx = R[:p, :p]
+    beta = np.linalg.solve(Rx.T, R[p, :p])  # tiny p x p triangular system
+    resid = Bt[:, p, :] - np.einsum("gkq,k->gq", Bt[:, :p, :], beta)  # c_j - R_ZX_j beta
+    Linv_t = batched_forward(L, np.broadcast_to(np.eye(q), L.shape))  # L_j^{-T}
+    u = np.einsum("gab,gb->ga", Linv_t, resid)
+    N = lam @ (Linv_t @ np.swapaxes(Linv_t, 1, 2))  # Lambda T_j^{-1}, (G, q, q)
+    S = stats.ZtZ
+    SN = S @ N
+    Ze = stats.ZtA[:, :, p] - np.einsum("gqk,k->gq", stats.ZtA[:, :, :p], beta) - np.einsum("gab,gb->ga", S,
+                                                                                              u @ lam.T)
+    grad = 2.0 * SN.sum(axis=0) - (2.0 * dof / r2) * (Ze.T @ u)
+    if reml:
+        P = np.linalg.inv(Rx @ Rx.T)
+        C = stats.ZtA[:, :, :p]
+        Q = np.einsum("gak,gbk->gab", right_multiply(np.swapaxes(C, 1, 2), P), C)  # C_j P C_j'
+        left = np.eye(q) - S @ lam @ np.swapaxes(N, 1, 2)
+        grad -= 2.0 * np.sum(left @ Q @ N, axis=0)
+    return dev, pattern.entries(grad)
+
+
+@dataclass
+class VectorLMMFit:
+    """The profiled optimum on the scale of the data given to `fit_vector_lmm`."""
+
+    theta: np.ndarray
+    lam: np.ndarray
+    beta: np.ndarray
+    cov_beta: np.ndarray
+    sigma2: float
+    llf: float
+    blups: np.ndarray  # (G, q)
+    blup_cov: np.ndarray  # (G, q, q) conditional covariance of b_j
+    converged: bool
+    n_evaluations: int
+    message: str
+
+
+def optimize_lambda(pattern, stats, reml=True, tol=1e-6, maxiter=100):
+    """Minimise the profiled deviance over Lambda's free entries (diagonal >= 0).
+
+    Returns (theta, deviance, converged, n_evaluations, message).
+    """
+    count = {"n": 0}
+
+    def dev(theta):
+        count["n"] += 1
+        return vector_deviance(theta, pattern, stats, reml)
+
+    bounds = pattern.bounds()
+    lower = [b[0] for b in bounds]  # for Powell
+    starts = [pattern.start(s) for s in (0.3, 1.0, 3.0)]
+    values = [dev(s) for s in starts]
+    def dev_grad(theta):
+        count["n"] += 1
+        return vector_deviance(theta, pattern, stats, reml, need_grad=True)
+
+    best = None
+    for k in np.argsort(values)[:2]:
+        res = optimize.minimize(dev_grad, starts[k], jac=True, method="SLSQP", bounds=bounds,
+                                options={"maxiter": 50 * maxiter, "ftol": 1e-11})
+        if best is None or (np.isfinite(res.fun) and res.fun < best.fun):
+            best = res
+        if not np.any(np.asarray(best.x)[pattern.is_diag] < SINGULAR_TOL):
+            break  # an interior optimum; a boundary one is checked from a second start (lme4 can stop there)
+    theta, value = np.asarray(best.x, float), float(best.fun)
+    if not best.success:  # a line search stopped on finite-difference noise: derivative-free polish
+        polish = optimize.minimize(dev, theta, method="Powell",
+                                   bounds=[(lo, 1e6) if lo is not None else (-1e6, 1e6) for lo in lower],
+                                   options={"xtol": 1e-10, "ftol": 1e-14, "maxiter": 20 * maxiter})
+        if polish.fun < value:
+            theta, value = np.asarray(polish.x, float), float(polish.fun)
+    # a line search stopping on finite-difference noise with Powell confirming the point counts
+    converged = bool(np.isfinite(value) and (best.success or best.fun - value < 1e-6))
+    message = "SLSQP" + ("" if best.success else " + Powell") + ": " + ("converged" if converged else
+                                                                          str(best.message))
+    return theta, value, converged, count["n"], message
+
+
+def fit_vector_lmm(X, y, Z, starts, pattern, reml=True, tol=1e-6, maxiter=100):
+    """Profiled REML/ML fit: Lambda, beta, Cov(beta) = sigma^2 (R_X'R_X)^{-1}, BLUPs and their covariances.
+
+    BLUPs: u_j = L_j^{-T} (c_j - R_ZX_j beta) with c_j, R_ZX_j the y and X columns of B_j; b_j = Lambda u_j,
+    Var(b_j | y) = sigma^2 Lambda (L_j L_j')^{-1} Lambda' (beta treated as known, as lme4's condVar).
+    """
+    stats = vector_stats(X, y, Z, starts)
+    theta, dev, converged, n_eval, message = optimize_lambda(pattern, stats, reml, tol, maxiter)
+    if not np.isfinite(dev):
+        raise ValueError("the REML/ML criterion is not finite anywhere (a perfect fit?)")
+    lam = pattern.build(theta)
+    L, B, R = _factors(lam, stats)
+    p, n = stats.p, stats.n
+    sigma2 = R[p, p] ** 2 / (n - p if reml else n)
+    Rx = R[:p, :p]
+    beta = linalg.solve_triangular(Rx.T, R[p, :p], lower=False)
+    inv_rx = linalg.solve_triangular(Rx, np.eye(p), lower=True)
+    cov_beta = sigma2 * inv_rx.T @ inv_rx
+    B = np.swapaxes(B, 1, 2)  # (G, q, p+1)
+    resid = B[:, :, p] - B[:, :, :p] @ beta  # (G, q)
+    u = np.linalg.solve(np.swapaxes(L, 1, 2), resid[:, :, None])[:, :, 0]
+    blups = u @ lam.T
+    Linv_lam = np.linalg.solve(L, np.broadcast_to(lam.T, L.shape))  # L_j^{-1} Lambda'
+    blup_cov = sigma2 * np.swapaxes(Linv_lam, 1, 2) @ Linv_lam
+    return VectorLMMFit(theta, lam, beta, cov_beta, sigma2, -0.5 * dev, blups, blup_cov, converged, n_eval,
+                        message)
