@@ -3,6 +3,7 @@
 Gaussian + identity by exact REML/ML; Binomial, Poisson, Gamma and Gaussian-log by maximum
 likelihood with the Laplace approximation or adaptive Gauss-Hermite quadrature.
 """
+from ._comparison import anova
 from ._families import ALLOWED_LINKS, make_family
 from ._many import fit_many
 from ._optsummary import OptSummary
@@ -14,6 +15,6 @@ from .results import GLMMResults, GLMMResultsWrapper
 __version__ = "0.1.0"
 
 __all__ = ["GLMM", "glmm", "mixedlm", "BinomialMixedGLM", "PoissonMixedGLM", "GLMMResults", "GLMMResultsWrapper",
-           "OptSummary", "SingularFitWarning", "LaplaceApproximationWarning", "fit_many", "ALLOWED_LINKS",
+           "OptSummary", "SingularFitWarning", "LaplaceApproximationWarning", "fit_many", "anova", "ALLOWED_LINKS",
            "make_family", "load_schools", "simulate",
            "__version__"]

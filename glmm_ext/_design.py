@@ -83,6 +83,8 @@ class Design:
     endog_name: str
     group_name: str
     index: pd.Index
+    var_weights: np.ndarray = None  # statsmodels GLM's var_weights (ones when not given)
+    freq_weights: np.ndarray = None  # statsmodels GLM's freq_weights (ones when not given)
     n_dropped: int = 0
     dropped_index: list = field(default_factory=list)
     drop_reasons: dict = field(default_factory=dict)
@@ -92,9 +94,38 @@ class Design:
     re_names: list = None
     re_blocks: list = None
 
+    def __post_init__(self):
+        for name in ("var_weights", "freq_weights"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.ones(len(self.y)))
+
     @property
     def nobs(self):
         return len(self.y)
+
+    @property
+    def n_obs(self):
+        """Observations: rows, or the sum of the frequency weights (statsmodels GLM's nobs)."""
+        return float(np.sum(self.freq_weights)) if self.has_freq_weights else self.nobs
+
+    @property
+    def has_freq_weights(self):
+        return bool(np.any(self.freq_weights != 1.0))
+
+    @property
+    def prior_weights(self):
+        """Per-row weight inside each density: Binomial trials times var_weights."""
+        return self.trials * self.var_weights
+
+    def lmm_weights(self):
+        """(row weights sorted by group or None, observations) for the Gaussian identity profile."""
+        w = self.prior_weights * self.freq_weights
+        return (None if np.all(w == 1.0) else w[self.order]), self.n_obs
+
+    @property
+    def log_var_weights(self):
+        """sum_i f_i log v_i: the log-likelihood constant of Gaussian var_weights (log|V| loses it)."""
+        return float(np.sum(self.freq_weights * np.log(self.var_weights)))
 
     @property
     def n_groups(self):
@@ -131,7 +162,7 @@ class Design:
         that scale: log link offset - log c, identity offset / c, inverse offset * c.
         """
         o = self.order
-        y, m = self.y[o], _compact(self.trials[o])
+        y, prior, freq = self.y[o], self.prior_weights[o], self.freq_weights[o]
         offset = self.offset[o]
         c = self.response_scale if scale_response else 1.0
         if c != 1.0:
@@ -141,8 +172,34 @@ class Design:
         X = np.asfortranarray(self.X[o])  # column-major: X gamma and X' r run over contiguous columns
         X -= self.scaling.center
         X /= self.scaling.scale
-        return GLMMData(y=y, X=X, offset=_compact(offset), m=m,
-                        const=_compact(self.dist.log_constant(y, m)), starts=self.starts, counts=self.counts)
+        const = self.dist.log_constant(y, prior)
+        term = None
+        if self.has_freq_weights:  # a row counted f times: f log f(y | eta, phi / v)
+            if self.dist.has_dispersion and self.dist.name != "negativebinomial":
+                term = FrequencyCorrection(self.dist, y, prior, freq, const)
+            else:  # log f is linear in its weight: fold f into m and the constant
+                const = const * freq
+        return GLMMData(y=y, X=X, offset=_compact(offset), m=_compact(prior * freq), const=_compact(const),
+                        starts=self.starts, counts=self.counts, dispersion_term=term)
+
+
+class FrequencyCorrection:
+    """D(phi) = sum_i [f_i log f(y_i; eta, phi / v_i) - log f(y_i; eta, phi / (f_i v_i))] and dD / d log phi.
+
+    Gaussian and Gamma densities depend on their weight beyond a factor, but their eta-dependent part
+    is linear in it, so D does not depend on eta: it is evaluated at mu = y once per phi.  With it the
+    engine's weight m = f v gives the frequency-weighted log-likelihood exactly.
+    """
+
+    def __init__(self, dist, y, prior, freq, const):
+        self.dist, self.y, self.prior, self.freq, self.const = dist, y, prior, freq, const
+        self.eta = dist.link(y if dist.name == "gamma" else np.abs(y) + 1.0)  # any mean in the support
+
+    def __call__(self, phi):
+        d, y, eta, v, f, c = self.dist, self.y, self.eta, self.prior, self.freq, self.const
+        value = np.sum(f * d.loglik(y, eta, v, phi, c) - d.loglik(y, eta, f * v, phi, c))
+        slope = np.sum(f * d.dloglik_dlogphi(y, eta, v, phi, c) - d.dloglik_dlogphi(y, eta, f * v, phi, c))
+        return float(value), float(slope)
 
 
 def _compact(values):
@@ -199,6 +256,9 @@ def build_design(clean, family):
         name = str(endog.columns[0])
         check_response(dist.name, y, None, name, labels)
         has_trials = False
+    prior = getattr(clean, "prior_weights", None) or {}
+    if any(np.any(np.asarray(w) != 1.0) for w in prior.values()) and dist.name in ("poisson", "gamma"):
+        dist = Distribution(family, kernels=False)  # their fused kernels take no prior weight: the generic path
     X = clean.exog.to_numpy(dtype=float)
     names = [str(c) for c in clean.exog.columns]
     codes, group_labels = _group_codes(clean.groups)
@@ -210,5 +270,6 @@ def build_design(clean, family):
     return Design(y=y, trials=trials, X=X, offset=np.asarray(clean.offset, float), codes=codes,
                   group_labels=group_labels, counts=counts, order=np.argsort(codes, kind="stable"),
                   dist=dist, scaling=make_scaling(X), exog_names=names, endog_name=name,
+                  var_weights=prior.get("var_weights"), freq_weights=prior.get("freq_weights"),
                   group_name=str(clean.groups.name), index=clean.endog.index, n_dropped=clean.n_dropped,
                   dropped_index=clean.dropped_index, drop_reasons=clean.drop_reasons, has_trials=has_trials)

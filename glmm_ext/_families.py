@@ -20,15 +20,17 @@ from ._kernels import find_kernel
 #: family name -> the link names a random-intercept GLMM accepts with it (first = canonical default)
 ALLOWED_LINKS = {
     "gaussian": ("identity", "log"),
-    "binomial": ("logit", "probit"),
+    "binomial": ("logit", "probit", "cloglog"),
     "poisson": ("log", "identity"),
     "gamma": ("inverse", "log", "identity"),
+    "negativebinomial": ("log",),
 }
 FAMILY_CLASSES = {
     "gaussian": sm_families.Gaussian,
     "binomial": sm_families.Binomial,
     "poisson": sm_families.Poisson,
     "gamma": sm_families.Gamma,
+    "negativebinomial": sm_families.NegativeBinomial,
 }
 LINK_CLASSES = {
     "identity": sm_links.Identity,
@@ -36,9 +38,11 @@ LINK_CLASSES = {
     "logit": sm_links.Logit,
     "probit": sm_links.Probit,
     "inverse": sm_links.InversePower,
+    "cloglog": sm_links.CLogLog,
 }
-#: families whose dispersion phi is estimated (Var(y|mu) = phi * V(mu))
-DISPERSION_FAMILIES = ("gaussian", "gamma")
+#: families whose dispersion phi is estimated: Var(y|mu) = phi * V(mu), and for the negative binomial
+#: (NB2) the slot holds alpha of Var(y|mu) = mu + alpha mu^2 (estimated, unlike statsmodels' fixed alpha)
+DISPERSION_FAMILIES = ("gaussian", "gamma", "negativebinomial")
 
 
 def family_name(family):
@@ -63,6 +67,8 @@ def make_family(name, link=None):
 
     name = check_family_name(name)
     link = ALLOWED_LINKS[name][0] if link is None else check_link_name(name, link)
+    if name == "negativebinomial":  # alpha is estimated by the fit; 1 is only statsmodels' placeholder
+        return FAMILY_CLASSES[name](link=LINK_CLASSES[link](), alpha=1.0)
     return FAMILY_CLASSES[name](link=LINK_CLASSES[link]())
 
 
@@ -79,6 +85,9 @@ def _inverse_link_deriv3(link, eta, mu):
         return v * (1.0 - 2.0 * mu) ** 2 - 2.0 * v * v
     if link == "probit":
         return (eta * eta - 1.0) * np.exp(-0.5 * eta * eta) / np.sqrt(2.0 * np.pi)
+    if link == "cloglog":  # mu = 1 - exp(-e^eta), mu' = e^(eta - e^eta), mu''' = mu' ((1 - e^eta)^2 - e^eta)
+        e = np.exp(eta)
+        return np.exp(eta - e) * ((1.0 - e) ** 2 - e)
     raise ValueError(f"no third derivative for link {link!r}")
 
 
@@ -89,8 +98,10 @@ _VARIANCE_DERIV2 = {"gaussian": 0.0, "binomial": -2.0, "poisson": 0.0, "gamma": 
 class Distribution:
     """One family/link pair: log density, its eta-derivatives, support, residuals.
 
-    ``m`` is the prior weight of each row: the number of trials for a Binomial response given as a
-    proportion, 1 otherwise.  ``phi`` is the dispersion (1 for Binomial and Poisson).
+    ``m`` is the prior weight of each row (statsmodels GLM's ``var_weights``; for a Binomial response
+    given as a proportion, times the number of trials), 1 otherwise.  ``phi`` is the dispersion (1 for
+    Binomial and Poisson).  Binomial, Poisson and NB2 log densities are m times the unweighted one
+    (``const`` carries m); Gaussian and Gamma ones are the densities with dispersion phi / m.
     With ``kernels=True`` (default) a pair with a fused kernel (``_kernels.KERNELS``) computes log f,
     its derivatives and the working weights there; ``kernels=False`` forces the generic path.
     """
@@ -138,6 +149,17 @@ class Distribution:
         """mu = g^{-1}(eta)."""
         return self.link.inverse(eta)
 
+    def variance(self, mu, phi):
+        """Variance function as the residuals need it: V(mu), or mu + alpha mu^2 for NB2 (phi = alpha)."""
+        if self.name == "negativebinomial":
+            return mu + phi * mu * mu
+        return self.family.variance(mu)
+
+    def start_dispersion(self, y, mu):
+        """NB2 alpha by moments, mean((y - mu)^2 - mu) / mean(mu^2), kept inside [0.01, 10] (a start value)."""
+        alpha = float(np.mean((y - mu) ** 2 - mu) / np.mean(mu * mu))
+        return float(np.clip(alpha if np.isfinite(alpha) else 1.0, 0.01, 10.0))
+
     def feasible(self, eta):
         """True where eta maps to a mean inside the family's support (mu > 0 for Poisson/Gamma)."""
         if self.link_name in ("identity", "inverse") and self.name != "gaussian":
@@ -151,7 +173,9 @@ class Distribution:
             k = m * y
             return special.gammaln(m + 1.0) - special.gammaln(k + 1.0) - special.gammaln(m - k + 1.0)
         if self.name == "poisson":  # log f = y (log(1 + r) - r) + [y log y - y - log y!],  r = mu / y - 1
-            return special.xlogy(y, y) - y - special.gammaln(y + 1.0)
+            return m * (special.xlogy(y, y) - y - special.gammaln(y + 1.0))
+        if self.name == "negativebinomial":
+            return -m * special.gammaln(y + 1.0)
         if self.name == "gamma":
             return np.log(y)
         return np.zeros_like(y)
@@ -166,9 +190,13 @@ class Distribution:
         all_ok = bool(ok.all())
         mu = self.mean(eta if all_ok else np.where(ok, eta, 1.0))
         if self.name == "poisson":
-            ll = self._poisson_kernel(y, eta if all_ok else np.where(ok, eta, 1.0), mu) + const
-        elif self.name == "gamma":
+            ll = m * self._poisson_kernel(y, eta if all_ok else np.where(ok, eta, 1.0), mu) + const
+        elif self.name == "negativebinomial":  # k = 1/alpha: lnG(y+k) - lnG(k) + y ln(mu/(k+mu)) - k ln(1+mu/k)
             k = 1.0 / phi
+            ll = m * (special.gammaln(y + k) - special.gammaln(k) + special.xlogy(y, mu / (k + mu))
+                      - k * np.log1p(mu / k)) + const
+        elif self.name == "gamma":  # shape k = m / phi
+            k = m / phi
             ll = k * (np.log(k) + const - np.log(mu) - y / mu) - special.gammaln(k) - const
         else:
             ll = -0.5 * m * (y - mu) ** 2 / phi - 0.5 * np.log(2.0 * np.pi * phi / m)
@@ -202,6 +230,10 @@ class Distribution:
         if self.link_name == "logit":  # y eta - log(1 + e^eta)
             softplus = np.maximum(eta, 0.0) + np.log1p(np.exp(-np.abs(eta)))
             return y * eta - softplus
+        if self.link_name == "cloglog":  # log(1 - mu) = -e^eta, log mu = log(-expm1(-e^eta))
+            e = np.exp(np.minimum(eta, 700.0))
+            log_mu = np.log(-np.expm1(-e))
+            return np.where(y > 0.0, y * log_mu, 0.0) - np.where(y < 1.0, (1.0 - y) * e, 0.0)
         if np.all(y * (1.0 - y) == 0.0):  # a 0/1 response needs one log Phi(+-eta) per row
             return special.log_ndtr(np.where(y > 0.5, eta, -eta))
         return y * special.log_ndtr(eta) + (1.0 - y) * special.log_ndtr(-eta)
@@ -210,15 +242,33 @@ class Distribution:
         """d log f / d log(phi) per row (dispersion families only)."""
         mu = self.mean(eta)
         if self.name == "gamma":
-            k = 1.0 / phi
+            k = m / phi
             dk = np.log(k) + 1.0 + const - np.log(mu) - y / mu - special.digamma(k)
             return -k * dk
+        if self.name == "negativebinomial":  # -k dl/dk, dl/dk = psi(y+k) - psi(k) - ln(1 + mu/k) + (mu - y)/(k + mu)
+            k = 1.0 / phi
+            dk = special.digamma(y + k) - special.digamma(k) - np.log1p(mu / k) + (mu - y) / (k + mu)
+            return -k * m * dk
         return 0.5 * m * (y - mu) ** 2 / phi - 0.5
+
+    def dscore_dlogphi(self, y, eta, m, phi):
+        """(d l' / d log phi, d d / d log phi) per row with d = -l''; None when they are (-l', -d), i.e. for
+        exponential-dispersion families whose log density is linear in 1/phi.  NB2 (log link, phi = alpha):
+        l' = m (y - mu) / (1 + alpha mu),  d = m mu (1 + alpha y) / (1 + alpha mu)^2."""
+        if self.name != "negativebinomial":
+            return None
+        mu = self.mean(eta)
+        q = 1.0 + phi * mu
+        dl1 = -m * phi * mu * (y - mu) / (q * q)
+        dd = m * phi * mu * (y * q - 2.0 * mu * (1.0 + phi * y)) / (q * q * q)
+        return dl1, dd
 
     # ----------------------------------------------------------------- derivatives in eta
     def _safe_eta(self, eta):
         """eta for statsmodels' logit derivatives: beyond |eta| = 350, e^eta (1 + e^eta)^-2 overflows
         (mu is 0 or 1 there anyway)."""
+        if self.link_name == "cloglog":
+            return np.clip(eta, -700.0, 700.0)
         return np.clip(eta, -350.0, 350.0) if self.link_name == "logit" else eta
 
     def inverse_link_derivatives(self, eta):
@@ -243,6 +293,8 @@ class Distribution:
         if self._kernel is not None:
             return self._kernel(y, eta, m, phi, None, order=order, loglik=False)[1:]
         fam = self.family
+        if self.name == "negativebinomial":
+            return self._nb_derivatives(y, eta, m, phi, order)
         if order == 1:
             eta = self._safe_eta(eta)
             mu, mu1, mu2 = self.link.inverse(eta), self.link.inverse_deriv(eta), None
@@ -290,6 +342,17 @@ class Distribution:
         t *= -1.0
         return l1, d, t
 
+    def _nb_derivatives(self, y, eta, m, phi, order):
+        """NB2 with the log link (phi = alpha, q = 1 + alpha mu): l' = m (y - mu) / q,
+        d = m mu (1 + alpha y) / q^2,  t = m mu (1 + alpha y) (1 - alpha mu) / q^3."""
+        mu = np.exp(eta)
+        q = 1.0 + phi * mu
+        l1 = m * (y - mu) / q
+        if order == 1:
+            return l1, None, None
+        d = m * mu * (1.0 + phi * y) / (q * q)
+        return l1, d, (None if order < 3 else d * (1.0 - phi * mu) / q)
+
     def separated_rows(self, y, eta):
         """Rows whose fitted probability equals the 0/1 response to 1e-6 (Binomial separation), else 0."""
         if self.name != "binomial":
@@ -299,15 +362,24 @@ class Distribution:
 
     def working_weights(self, eta, m, phi):
         """Expected information per row, m / (phi g'(mu)^2 V(mu)): the IRLS working weights."""
+        if self.name == "negativebinomial":  # m mu^2 / (mu + alpha mu^2) for the log link
+            mu = np.exp(eta)
+            return m * mu / (1.0 + phi * mu)
         if self._kernel_weights is not None:
             return self._kernel_weights(eta, m, phi)
         return self.family.weights(self.link.inverse(eta)) * (m / phi)
 
     # ----------------------------------------------------------------- residuals
-    def deviance_residuals(self, y, mu, m):
-        """Signed deviance residuals, statsmodels' family formula (dispersion not applied)."""
-        return self.family.resid_dev(y, mu, var_weights=m, scale=1.0)
+    def family_at(self, phi):
+        """The statsmodels family with NB2's alpha set to the fitted phi (the family itself otherwise)."""
+        if self.name != "negativebinomial":
+            return self.family
+        return type(self.family)(link=type(self.link)(), alpha=float(phi))
 
-    def pearson_residuals(self, y, mu, m):
-        """(y - mu) sqrt(m) / sqrt(V(mu)), with statsmodels' variance function."""
-        return (y - mu) * np.sqrt(m) / np.sqrt(self.family.variance(mu))
+    def deviance_residuals(self, y, mu, m, phi=1.0):
+        """Signed deviance residuals, statsmodels' family formula (dispersion not applied; NB2 at alpha = phi)."""
+        return self.family_at(phi).resid_dev(y, mu, var_weights=m, scale=1.0)
+
+    def pearson_residuals(self, y, mu, m, phi=1.0):
+        """(y - mu) sqrt(m) / sqrt(V(mu)), with statsmodels' variance function (NB2: mu + alpha mu^2)."""
+        return (y - mu) * np.sqrt(m) / np.sqrt(self.variance(mu, phi))

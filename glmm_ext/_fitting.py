@@ -48,15 +48,16 @@ class StandardizedGaussian:
     y_center: float
     y_scale: float
 
-    def back(self, design, fit_beta, fit_cov_beta, fit_llf, reml):
+    def back(self, design, fit_beta, fit_cov_beta, fit_llf, reml, n_obs=None):
         """(beta, Cov(beta), llf) in the data's units: beta = R (s gamma_s + c e_0), llf shifted by -dof log s
-        (REML: + log|det R|, the change of parametrisation of X)."""
+        with dof = n (ML) or n - p (REML; + log|det R|, the change of parametrisation of X); n is the
+        number of observations (the sum of frequency weights where there are any)."""
         scaling = design.scaling
         R = scaling.matrix
         gamma = fit_beta * self.y_scale
         if scaling.intercept >= 0:
             gamma[scaling.intercept] += self.y_center
-        n, p = design.nobs, design.X.shape[1]
+        n, p = (design.nobs if n_obs is None else n_obs), design.X.shape[1]
         llf = fit_llf - (n - p if reml else n) * np.log(self.y_scale) + (scaling.log_abs_det if reml else 0.0)
         return R @ gamma, (self.y_scale ** 2) * R @ fit_cov_beta @ R.T, llf
 
@@ -80,11 +81,13 @@ def fit_profile(design, reml=True, maxiter=100, tol=1e-6, callback=None):
     X_s, y_s, y_scale = std.X_s, std.y_s, std.y_scale
     if callback is not None:
         callback("start values", 0, np.nan)
-    stats = lmm_stats(X_s, y_s, design.starts, design.counts)
+    weights, n_obs = design.lmm_weights()
+    stats = lmm_stats(X_s, y_s, design.starts, design.counts, weights, n_obs)
     fit = fit_lmm(stats, reml=reml, tol=tol, maxiter=maxiter)
     if callback is not None:
         callback("REML" if reml else "ML", fit.n_evaluations, -fit.llf)
-    beta, cov, llf = std.back(design, fit.beta, fit.cov_beta, fit.llf, reml)
+    beta, cov, llf = std.back(design, fit.beta, fit.cov_beta, fit.llf, reml, n_obs=n_obs)
+    llf += 0.5 * design.log_var_weights  # the Gaussian density's log sqrt(w_i) terms
     p = design.X.shape[1]
     sigma2 = fit.sigma2 * y_scale**2
     method = f"{'REML' if reml else 'ML'} profile: log-grid + bounded Brent over theta = sigma_u/sigma_e"
@@ -128,7 +131,7 @@ def fit_likelihood(design, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", ca
     with np.errstate(all="ignore"):  # trial points outside the support are rejected, not reported
         fit = fit_glmm(design.dist, data, nagq=nagq, maxiter=maxiter, tol=tol, cov_type=cov_type,
                        callback=callback)
-    fit = unscale_response(fit, design.response_scale, design.dist.link_name, design.dist.name, design.nobs)
+    fit = unscale_response(fit, design.response_scale, design.dist.link_name, design.dist.name, design.n_obs)
     R = design.scaling.matrix
     method = {0: "PIRLS (nagq=0)", 1: "Laplace"}.get(nagq, "AGQ")
     return FitOutput(beta=R @ fit.beta, cov_beta=R @ fit.cov_beta @ R.T, var_re=fit.var_re, scale=fit.scale,

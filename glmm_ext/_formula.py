@@ -50,7 +50,8 @@ class FormulaPandasData(PandasData):
 
 MISSING_OPTIONS = ("drop", "raise", "none")
 FORMULA_MODES = ("python", "safe")
-ROW_VECTORS = ("offset", "exposure", "weights")
+ROW_VECTORS = ("offset", "exposure", "weights", "var_weights", "freq_weights")
+PRIOR_WEIGHTS = ("var_weights", "freq_weights")  # statsmodels GLM's prior weights (issue 15)
 
 
 @dataclass
@@ -63,6 +64,7 @@ class CleanData:
     offset: np.ndarray
     n_dropped: int
     weights: np.ndarray = None  # Binomial trials for a proportion response
+    prior_weights: dict = field(default_factory=dict)  # "var_weights" / "freq_weights" -> values of the rows kept
     has_exposure: bool = False
     dropped_index: list = field(default_factory=list)
     drop_reasons: dict = field(default_factory=dict)  # column -> rows dropped because of it
@@ -117,7 +119,7 @@ class Prepared:
             off = off + np.log(vectors["exposure"])
         return CleanData(endog=endog, exog=exog, groups=groups, offset=off, n_dropped=len(dropped),
                          weights=vectors.get("weights"), has_exposure="exposure" in vectors, dropped_index=dropped,
-                         drop_reasons=reasons)
+                         drop_reasons=reasons, prior_weights={k: vectors[k] for k in PRIOR_WEIGHTS if k in vectors})
 
 
 # --------------------------------------------------------------------------------- columns
@@ -290,14 +292,14 @@ def _unique_columns(formula, data, keys):
 
 
 def prepare(formula, data, groups, offset=None, exposure=None, weights=None, missing="drop",
-            formula_mode="python", env_names=()):
+            formula_mode="python", env_names=(), var_weights=None, freq_weights=None):
     """Check the inputs of a formula fit and drop incomplete rows; nothing in the formula is evaluated.
 
     Parameters
     ----------
     formula : str
     data : DataFrame
-    groups, offset, exposure, weights
+    groups, offset, exposure, weights, var_weights, freq_weights
         Column names (any label of ``data``, e.g. ``7``) or arrays with one value per row; a pandas
         Series whose index differs from the data's is aligned on it.
     missing : {"drop", "raise", "none"}
@@ -312,7 +314,7 @@ def prepare(formula, data, groups, offset=None, exposure=None, weights=None, mis
         raise ValueError("the data have no rows")
     if formula_mode not in FORMULA_MODES:
         raise ValueError(f"formula_mode must be 'python' or 'safe' (got {formula_mode!r})")
-    columns = _unique_columns(formula, data, [groups, offset, exposure, weights])
+    columns = _unique_columns(formula, data, [groups, offset, exposure, weights, var_weights, freq_weights])
     found = check_safe(formula, columns) if formula_mode == "safe" else formula_columns(formula, columns)
     lhs_names = formula_names(split_formula(formula)[0] + " ~ 1")
     if not found.response and not (formula_mode == "python" and set(lhs_names) & set(env_names)):
@@ -322,7 +324,8 @@ def prepare(formula, data, groups, offset=None, exposure=None, weights=None, mis
         raise ValueError(f"the response column {both[0]!r} is also among the predictors of {formula!r}")
     group_values, group_col = resolve_groups(groups, data)
     extra, arrays = {}, {}
-    for what, value in (("offset", offset), ("exposure", exposure), ("weights", weights)):
+    for what, value in (("offset", offset), ("exposure", exposure), ("weights", weights),
+                        ("var_weights", var_weights), ("freq_weights", freq_weights)):
         if value is None:
             continue
         if _is_column_key(value, data.columns):
@@ -369,7 +372,7 @@ def eval_env_for_statsmodels(env):
 
 
 def from_formula(formula, data, groups, offset=None, exposure=None, weights=None, missing="drop",
-                 formula_mode="python", eval_env=None):
+                 formula_mode="python", eval_env=None, var_weights=None, freq_weights=None):
     """CleanData for a formula without building a model (one evaluation by statsmodels' formula tools).
 
     ``GLMM.from_formula`` is the public route; this is for steps that need the cleaned matrices only.
@@ -380,7 +383,8 @@ def from_formula(formula, data, groups, offset=None, exposure=None, weights=None
     data = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
     env = {"np": np} if eval_env is None or formula_mode == "safe" else dict(eval_env)
     prepared = prepare(formula, data, groups, offset=offset, exposure=exposure, weights=weights, missing=missing,
-                       formula_mode=formula_mode, env_names=env.keys())
+                       formula_mode=formula_mode, env_names=env.keys(), var_weights=var_weights,
+                       freq_weights=freq_weights)
     try:
         (endog, exog), missing_mask, spec = handle_formula_data(
             prepared.frame, None, formula, depth=eval_env_for_statsmodels(env),
@@ -395,7 +399,8 @@ def from_formula(formula, data, groups, offset=None, exposure=None, weights=None
 
 
 # --------------------------------------------------------------------------------- array API
-def from_arrays(endog, exog, groups, offset=None, exposure=None, weights=None, missing="drop"):
+def from_arrays(endog, exog, groups, offset=None, exposure=None, weights=None, missing="drop", var_weights=None,
+                freq_weights=None):
     """Build CleanData from arrays (the array API); rows with a non-finite value are dropped."""
     _check_missing_option(missing)
     if np.ndim(endog) > 2 or np.ndim(exog) > 2:
@@ -444,7 +449,8 @@ def from_arrays(endog, exog, groups, offset=None, exposure=None, weights=None, m
         bad = bad | missing_group
     _refuse_missing(missing, bad, reasons, endog_df.index)
     arrays = {what: check_vector(aligned(value, endog_df.index, what), n, what, positive=(what != "offset"))
-              for what, value in (("offset", offset), ("exposure", exposure), ("weights", weights))
+              for what, value in (("offset", offset), ("exposure", exposure), ("weights", weights),
+                                  ("var_weights", var_weights), ("freq_weights", freq_weights))
               if value is not None}
     keep = _rows_kept(bad, reasons)
     cleaned.columns = cols
@@ -457,4 +463,5 @@ def from_arrays(endog, exog, groups, offset=None, exposure=None, weights=None, m
     labels = tidy_labels(group_values.loc[keep]).rename(group_name or "groups")
     return CleanData(endog=e, exog=x, groups=labels, offset=off, n_dropped=int(bad.sum()),
                      dropped_index=list(endog_df.index[bad]), drop_reasons=reasons, weights=vectors.get("weights"),
-                     has_exposure=exposure is not None)
+                     has_exposure=exposure is not None,
+                     prior_weights={k: vectors[k] for k in PRIOR_WEIGHTS if k in vectors})

@@ -67,6 +67,8 @@ def glm_start(dist, data, maxiter=100):
                          var_weights=data.m[rows]).fit(maxiter=maxiter)
         if np.all(np.isfinite(res.params)) and dist.feasible(data.X @ res.params + data.offset).all():
             gamma, scale = np.asarray(res.params, float), float(res.scale)
+            if dist.name == "negativebinomial":  # statsmodels' alpha is fixed: start NB2's alpha by moments
+                scale = dist.start_dispersion(data.y[rows], np.asarray(res.fittedvalues, float))
     except Exception:  # noqa: BLE001 - any GLM failure only means another start is needed
         gamma = None
     if gamma is None:
@@ -190,7 +192,7 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
         callback("standard errors", iters, f)
     weights = dist.working_weights(md.eta, data.m, phi)
     cov_pirls = inverse_or_nan(pirls_information(data.X, weights, sigma, data.starts, data.counts))
-    if dist.has_dispersion and phi < DISPERSION_COLLAPSE * max(1.0, float(np.var(data.y))):
+    if dist.name in ("gaussian", "gamma") and phi < DISPERSION_COLLAPSE * max(1.0, float(np.var(data.y))):
         converged = False
         message = ("the dispersion collapsed to zero: the fixed and random effects reproduce the data exactly, "
                    "so the likelihood has no maximum")

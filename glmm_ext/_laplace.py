@@ -35,6 +35,9 @@ class GLMMData:
     const: np.ndarray  # data-only part of the log density
     starts: np.ndarray
     counts: np.ndarray
+    # phi -> (value, d value / d log phi): the eta-free part of the log-likelihood that frequency weights
+    # of a dispersion family add (see _design.FrequencyCorrection); None without frequency weights
+    dispersion_term: object = None
 
     @property
     def n_groups(self):
@@ -305,6 +308,10 @@ class MarginalLikelihood:
         if by_group:
             return F, None
         value = float(np.sum(F))
+        extra_dlphi = 0.0
+        if data.dispersion_term is not None and dist.has_dispersion:
+            extra, extra_dlphi = data.dispersion_term(phi)
+            value += extra
         if not np.isfinite(value):
             return None, None
         if not need_grad:
@@ -357,9 +364,11 @@ class MarginalLikelihood:
         dH_dsigma = 2.0 * sigma * D + s2 * T * (b + sigma * db_dsigma)
         grad.append([np.sum(direct_sigma + E * db_dsigma + A * dH_dsigma)])
         if dist.has_dispersion:
-            db_dlphi = -sigma * L1 / H
-            dH_dlphi = -s2 * D + s2 * sigma * T * db_dlphi
-            grad.append([np.sum(direct_lphi + E * db_dlphi + A * dH_dlphi)])
+            dscore = dist.dscore_dlogphi(data.y, md.eta, data.m, phi)  # None: (-l', -d), log f linear in 1/phi
+            dL1, dD = (-L1, -D) if dscore is None else (group_sums(dscore[0], starts), group_sums(dscore[1], starts))
+            db_dlphi = sigma * dL1 / H
+            dH_dlphi = s2 * dD + s2 * sigma * T * db_dlphi
+            grad.append([np.sum(direct_lphi + E * db_dlphi + A * dH_dlphi) + extra_dlphi])
         grad = np.concatenate(grad)
         if theta[self.p] < 0:
             grad[self.p] = -grad[self.p]

@@ -33,12 +33,23 @@ class LMMStats:
     p: int
 
 
-def lmm_stats(X, y, starts, counts):
-    """W = sum_j (Z_j - mean_j)'(Z_j - mean_j) and S_j = Z_j' 1 for Z = [X y], rows sorted by group."""
+def lmm_stats(X, y, starts, counts, weights=None, n_obs=None):
+    """W = sum_j (Z_j - mean_j)'(Z_j - mean_j) and S_j = Z_j' 1 for Z = [X y], rows sorted by group.
+
+    With row weights w (var_weights times freq_weights, V_j = sigma^2 (W_j^-1 + theta^2 1 1')) the same
+    identity holds with weighted sums S_j = Z_j' w_j, weighted means and within products, and the
+    weight totals sum_j w in place of n_j; ``n_obs`` (the sum of the frequency weights) replaces n.
+    """
     Z = np.column_stack([X, y])
-    sums = group_sums(Z, starts)
-    centred = Z - to_rows(sums / counts[:, None], counts)
-    return LMMStats(centred.T @ centred, sums, counts.astype(float), Z.shape[0], X.shape[1])
+    if weights is None:
+        sums = group_sums(Z, starts)
+        centred = Z - to_rows(sums / counts[:, None], counts)
+        return LMMStats(centred.T @ centred, sums, counts.astype(float), Z.shape[0], X.shape[1])
+    sums = group_sums(Z * weights[:, None], starts)
+    totals = group_sums(weights, starts)
+    centred = Z - to_rows(sums / totals[:, None], counts)
+    n = Z.shape[0] if n_obs is None else n_obs
+    return LMMStats((centred * weights[:, None]).T @ centred, sums, totals, n, X.shape[1])
 
 
 def _factor(theta, stats):

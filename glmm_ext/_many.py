@@ -33,7 +33,8 @@ def _subset(design, keep):
     used, codes = np.unique(codes, return_inverse=True)
     counts = np.bincount(codes, minlength=len(used))
     sub = replace(design, y=design.y[keep], trials=design.trials[keep], X=design.X[keep],
-                  offset=design.offset[keep], codes=codes, group_labels=design.group_labels[used], counts=counts,
+                  offset=design.offset[keep], var_weights=design.var_weights[keep],
+                  freq_weights=design.freq_weights[keep], codes=codes, group_labels=design.group_labels[used], counts=counts,
                   order=np.argsort(codes, kind="stable"), index=design.index[keep])
     check_groups_and_size(sub.nobs, sub.X.shape[1] + 2, counts, design.dist.name, design.dist.link_name,
                           design.group_name)

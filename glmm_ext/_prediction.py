@@ -161,7 +161,7 @@ def _blup_loadings(results):
     if design.X is None:
         return None
     eta = design.X @ np.asarray(results.params, float) + design.offset + results.blups[design.codes]
-    w = design.dist.working_weights(eta, design.trials, results.scale)
+    w = design.dist.working_weights(eta, design.prior_weights * design.freq_weights, results.scale)
     o = design.order
     weighted = group_sums((design.X * w[:, None])[o], design.starts)
     total = group_sums(w[o], design.starts)

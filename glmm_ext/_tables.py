@@ -6,7 +6,8 @@ from scipy import special
 
 #: residual variance on the latent scale that makes an ICC meaningful, by (family, link)
 ICC_RESIDUAL = {("binomial", "logit"): (np.pi**2 / 3, "pi^2/3 (logistic threshold model)"),
-                ("binomial", "probit"): (1.0, "1 (normal threshold model)")}
+                ("binomial", "probit"): (1.0, "1 (normal threshold model)"),
+                ("binomial", "cloglog"): (np.pi**2 / 6, "pi^2/6 (Gumbel threshold model)")}
 ICC_UNDEFINED = ("no theoretically grounded residual variance exists for this family and link, "
                  "so the ICC is not defined")
 
@@ -27,6 +28,13 @@ def random_effects_table(res):
         rows.append(("Residual (dispersion; Var = phi mu^2)", res.scale))
     df = pd.DataFrame(rows, columns=["Component", "Variance"])
     df["Std.Dev."] = np.sqrt(df["Variance"].to_numpy(dtype=float))
+    if dist.name == "negativebinomial":  # NB2 shape: Var = mu + alpha mu^2, theta = 1/alpha (glmmTMB's sigma)
+        extra = pd.DataFrame({"Variance": [np.nan, np.nan], "Std.Dev.": [np.nan, np.nan],
+                              "Value": [res.scale, 1.0 / res.scale]},
+                             index=["alpha (NB2: Var = mu + alpha mu^2)", "theta = 1/alpha"])
+        df = pd.concat([df.set_index("Component"), extra])
+        df.index.name = "Component"
+        return df
     return df.set_index("Component")
 
 
@@ -54,6 +62,12 @@ def latent_variance_table(res):
         lam = res.latent_lambda
         rows.append(("lognormal approximation", np.log1p(1.0 / lam), f"ln(1 + 1/lambda), lambda = {lam:.5g}"))
         rows.append(("trigamma", float(special.polygamma(1, lam)), "trigamma(lambda)"))
+    elif key == ("negativebinomial", "log"):
+        lam, alpha = res.latent_lambda, res.scale
+        rows.append(("lognormal approximation", np.log1p(1.0 / lam + alpha),
+                     f"ln(1 + 1/lambda + 1/theta), lambda = {lam:.5g}, theta = {1.0 / alpha:.5g}"))
+        rows.append(("trigamma", float(special.polygamma(1, 1.0 / (1.0 / lam + alpha))),
+                     "trigamma((1/lambda + 1/theta)^-1)"))
     elif key == ("gamma", "log"):
         nu = 1.0 / res.scale
         rows.append(("lognormal approximation", np.log1p(res.scale), f"ln(1 + 1/nu), nu = 1/phi = {nu:.5g}"))
@@ -70,7 +84,7 @@ def exp_label(dist):
     if dist.link_name == "logit":
         return "OR"
     if dist.link_name == "log":
-        return "IRR" if dist.name == "poisson" else "exp(Est.)"
+        return "IRR" if dist.name in ("poisson", "negativebinomial") else "exp(Est.)"
     return None
 
 
@@ -112,8 +126,8 @@ def diagnostics_table(res):
     design = model.design
     u = res.blups[design.codes] if not res.is_vector else np.einsum("nq,nq->n", design.Z, res.blups[design.codes])
     mu = model.dist.mean(model.predict(res.params, which="linear") + u)
-    y, m = design.y, design.trials
+    y, m = design.y, design.prior_weights
     return pd.DataFrame({"fitted_values": mu,
-                         "deviance_residuals": model.dist.deviance_residuals(y, mu, m),
-                         "pearson_residuals": model.dist.pearson_residuals(y, mu, m),
+                         "deviance_residuals": model.dist.deviance_residuals(y, mu, m, res.scale),
+                         "pearson_residuals": model.dist.pearson_residuals(y, mu, m, res.scale),
                          "group_random_effect": u}, index=design.index)

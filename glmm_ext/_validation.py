@@ -135,11 +135,11 @@ def check_response(family, y, trials, name, labels):
             if bad.size:
                 warnings.warn(f"Binomial response {name!r}: non-integer numbers of successes in "
                               f"{_rows(bad, labels)} (hold {_values(successes[bad])})", UserWarning, stacklevel=4)
-    elif family == "poisson":
+    elif family in ("poisson", "negativebinomial"):
         bad = np.flatnonzero(y < 0)
         if bad.size:
-            raise ValueError(f"Poisson response {name!r} must be >= 0; {_rows(bad, labels)} hold "
-                             f"{_values(y[bad])}")
+            label = "Poisson" if family == "poisson" else "Negative binomial"
+            raise ValueError(f"{label} response {name!r} must be >= 0; {_rows(bad, labels)} hold {_values(y[bad])}")
         bad = np.flatnonzero(np.abs(y - np.round(y)) > 1e-8)
         if bad.size:
             warnings.warn(f"Poisson response {name!r} has non-integer values in {_rows(bad, labels)}; "

@@ -36,8 +36,8 @@ def simulate(family="gaussian", link=None, n_groups=50, group_size=20, beta=(0.5
     Parameters
     ----------
     family, link : str
-        e.g. ``("binomial", "probit")``; ``scale`` is the residual variance (Gaussian) or the Gamma
-        dispersion.  ``group_size`` is an int or an array of sizes; ``trials`` gives Binomial
+        e.g. ``("binomial", "probit")``; ``scale`` is the residual variance (Gaussian), the Gamma
+        dispersion or the negative binomial alpha (Var = mu + alpha mu^2).  ``group_size`` is an int or an array of sizes; ``trials`` gives Binomial
         successes/failures columns; ``offset=True`` adds a ``logexp`` column used as offset.
     Returns
     -------
@@ -69,6 +69,8 @@ def simulate(family="gaussian", link=None, n_groups=50, group_size=20, beta=(0.5
             y = None
     elif name == "poisson":
         y = rng.poisson(mu).astype(float)
+    elif name == "negativebinomial":  # NB2 with alpha = scale: Poisson(lambda), lambda ~ Gamma(1/alpha, mean mu)
+        y = rng.poisson(rng.gamma(1.0 / scale, mu * scale)).astype(float)
     else:
         shape = 1.0 / scale
         y = rng.gamma(shape, mu / shape)

@@ -58,6 +58,11 @@ class GLMM(sm_base.LikelihoodModel):
         Offset added to the linear predictor; exposure adds log(exposure) (log links).
     weights : array_like, optional
         Binomial only: the number of trials when ``endog`` is a proportion (glmer's convention).
+    var_weights, freq_weights : array_like, optional
+        Prior weights with statsmodels GLM's meaning, for every family: ``var_weights`` v scale each
+        row's dispersion to phi / v (lme4's ``weights``; for Binomial they multiply the trials, for
+        Poisson and negative binomial the log density), ``freq_weights`` f count a row f times (the
+        results' ``nobs`` is their sum).
     exog_re : array_like, optional
         Random-effects design (as MixedLM's): one column per correlated random term of each group,
         e.g. ``np.column_stack([np.ones(n), x])`` for a random intercept and slope.  In a formula
@@ -79,7 +84,7 @@ class GLMM(sm_base.LikelihoodModel):
     _formula_max_endog = 2  # "successes + failures ~ x"
 
     def __init__(self, endog, exog, groups=None, family=None, offset=None, exposure=None, weights=None,
-                 missing="drop", **kwargs):
+                 missing="drop", var_weights=None, freq_weights=None, **kwargs):
         self.family = check_family(family)
         prepared = kwargs.pop("_prepared", None)
         clean = kwargs.pop("_clean", None)  # a CleanData made elsewhere (e.g. _formula.from_formula)
@@ -97,11 +102,14 @@ class GLMM(sm_base.LikelihoodModel):
             clean = prepared.clean(endog, exog, formula_missing)
         elif clean is None:
             clean = _formula.from_arrays(endog, exog, groups, offset=offset, exposure=exposure, weights=weights,
-                                         missing=missing)
+                                         missing=missing, var_weights=var_weights, freq_weights=freq_weights)
         elif "formula" in spec and clean.design_info is not None and not set(spec) & {"model_spec", "design_info"}:
             spec[_formula.SPEC_KEY] = clean.design_info  # so that statsmodels' predict and wald_test_terms find it
         self.design = build_design(clean, self.family)
         if random is not None:
+            if getattr(clean, "prior_weights", None):
+                raise ValueError("var_weights and freq_weights are implemented for random-intercept models; "
+                                 "this model has random slopes")
             self.design = _bars.attach_random(self.design, random, clean)
         self.random_design = random
         self.dist = self.design.dist
@@ -124,7 +132,7 @@ class GLMM(sm_base.LikelihoodModel):
     @classmethod
     def from_formula(cls, formula, data, groups=None, family=None, offset=None, exposure=None, weights=None,
                      subset=None, drop_cols=None, *args, missing="drop", formula_mode="python", eval_env=None,
-                     **kwargs):
+                     var_weights=None, freq_weights=None, **kwargs):
         """Model from a formula, e.g. ``GLMM.from_formula("y ~ x", df, groups="school")``.
 
         The formula goes through statsmodels' formula machinery (``Model.from_formula``: patsy, or
@@ -144,6 +152,9 @@ class GLMM(sm_base.LikelihoodModel):
         family : statsmodels family instance, optional
         offset, exposure, weights : str or array_like, optional
             Column names or one value per row (a Series is aligned on the data's index).
+        var_weights, freq_weights : str or array_like, optional
+            Prior weights with statsmodels GLM's meaning (see the class docstring), as column names or
+            one value per row.
         subset : array_like, optional
             Rows of ``data`` to use (``data.loc[subset]``).
         drop_cols : list of str, optional
@@ -196,7 +207,8 @@ class GLMM(sm_base.LikelihoodModel):
             kwargs["_random"] = random
         env = _formula_environment(formula, data, formula_mode, eval_env)
         prepared = _formula.prepare(formula, data, groups, offset=offset, exposure=exposure, weights=weights,
-                                    missing=missing, formula_mode=formula_mode, env_names=env.keys())
+                                    missing=missing, formula_mode=formula_mode, env_names=env.keys(),
+                                    var_weights=var_weights, freq_weights=freq_weights)
         family = check_family(family)
         try:
             model = super().from_formula(formula, prepared.frame, None, drop_cols, family=family,
@@ -327,7 +339,9 @@ class GLMM(sm_base.LikelihoodModel):
     def param_names(self):
         """Names of the vector `loglike`, `score`, `hessian` and `information` take."""
         names = self.exog_names + [f"{self.group_name} SD"]
-        return names + ["log scale"] if self.dist.has_dispersion else names
+        if not self.dist.has_dispersion:
+            return names
+        return names + ["log alpha" if self.dist.name == "negativebinomial" else "log scale"]  # NB2: the slot holds alpha
 
     def loglike(self, params, var_re=None, scale=None, reml=False, nagq=None):
         """Marginal log-likelihood.
@@ -352,6 +366,9 @@ class GLMM(sm_base.LikelihoodModel):
         design = self.design
         nagq = self._fit_options.get("nagq", 1) if nagq is None else nagq
         if design.gaussian_identity:
+            if design.lmm_weights()[0] is not None:
+                raise ValueError("loglike of a Gaussian identity model with var_weights/freq_weights is not "
+                                 "available; the fit's llf includes the weights")
             from ._lmm import lmm_stats, reml_loglik
 
             o = design.order

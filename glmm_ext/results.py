@@ -39,7 +39,7 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         self.use_t = False
         self.cov_type = cov_type if fit.method not in ("REML", "ML") else "exact (X'V^-1X)^-1"
         self.method = fit.method
-        self.nobs = model.nobs
+        self.nobs = model.design.n_obs  # the sum of the frequency weights when given (statsmodels GLM)
         self.n_groups = model.n_groups
         self.n_dropped = model.design.n_dropped
         self.converged = bool(fit.converged)
@@ -53,6 +53,7 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         self.df_resid = self.nobs - self.k_params
         self.se_note = fit.se_note
         self.nagq = model._fit_options.get("nagq", 1) if fit.method not in ("REML", "ML") else None
+        self.fit_options = dict(model._fit_options)  # what refits (anova, intervals, bootstrap) reuse
         if self.is_vector:  # MixedLM's sizes: random effects per group, covariance parameters
             self.k_re, self.k_re2 = len(fit.re_names), int(fit.n_params - self.k_fe
                                                              - int(model.dist.has_dispersion))
@@ -187,9 +188,86 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         return _rv.icc_at(self, x)
 
     # ------------------------------------------------------------------ inference
-    def conf_int(self, alpha=0.05):
-        """Wald intervals beta +- z_{1-alpha/2} SE; the level 1 - alpha must lie in 50%-99.99%."""
-        return super().conf_int(alpha=check_alpha(alpha))
+    def conf_int(self, alpha=0.05, method=None, nsim=200, seed=None, n_jobs=1, progress=None):
+        """Confidence intervals at level 1 - alpha (50%-99.99%).
+
+        Parameters
+        ----------
+        alpha : float
+        method : {None, "wald", "profile", "boot"}
+            None (default): statsmodels' shape, Wald intervals beta +- z SE of the fixed effects only.
+            Otherwise a DataFrame with columns ``lower, upper`` and rows the fixed effects, then
+            ``"<groups> SD"``, then ``"Residual SD"`` (Gaussian), ``"Dispersion"`` (Gamma) or ``"alpha"``
+            (negative binomial): "wald" (variance parameters on the log scale), "profile"
+            (likelihood-ratio, as lme4's ``confint``; a Gaussian REML fit is profiled by ML, as lme4) or
+            "boot" (parametric bootstrap percentiles).
+        nsim, seed, n_jobs, progress :
+            Bootstrap replicates, seed, worker processes (the same intervals for a given seed whatever
+            n_jobs) and progress bar (default: when stderr is a terminal).
+        """
+        alpha = check_alpha(alpha)
+        if method is None:
+            return super().conf_int(alpha=alpha)
+        from . import _bootstrap, _intervals
+
+        if method == "wald":
+            return _intervals.wald_intervals(self, alpha)
+        if method == "profile":
+            return _intervals.profile_intervals(self, alpha)
+        if method == "boot":
+            return _bootstrap.bootstrap_intervals(self, alpha, nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress)
+        raise ValueError(f"method must be None, 'wald', 'profile' or 'boot' (got {method!r})")
+
+    # ------------------------------------------------------------------ analysis around the fit
+    # (comparison, simulation and checks live in _comparison, _simulate, _checks)
+    @property
+    def alpha(self):
+        """Negative binomial (NB2) alpha of Var = mu + alpha mu^2 (estimated); None for other families."""
+        return float(self.scale) if self.model.dist.name == "negativebinomial" else None
+
+    @property
+    def theta(self):
+        """Negative binomial theta = 1/alpha (glmmTMB's and glmer.nb's parametrisation); None otherwise."""
+        return None if self.alpha is None else 1.0 / self.alpha
+
+    def test_random_effect(self):
+        """LRT of sigma_u^2 = 0 against the GLM, p-value 0.5 chi2_0 + 0.5 chi2_1 (see glmm_ext._comparison)."""
+        from ._comparison import test_random_effect
+
+        return test_random_effect(self)
+
+    def simulate(self, nsim=1, seed=None, use_re="conditional"):
+        """DataFrame of nsim responses drawn from the fit, keeping the BLUPs ("conditional") or drawing new
+        group effects ("new"); Binomial models with trials give proportions like their response."""
+        from ._simulate import simulate
+
+        return simulate(self, nsim=nsim, seed=seed, use_re=use_re)
+
+    def r2(self, approximation="lognormal"):
+        """Marginal and conditional R² of Nakagawa, Johnson & Schielzeth (2017): a dict with "marginal",
+        "conditional", "approximation" (how the latent residual variance was found) and the variances.
+        ``approximation``: "lognormal" (default), "trigamma" or "delta" where the family has a choice."""
+        from ._checks import r2
+
+        return r2(self, approximation)
+
+    def overdispersion(self):
+        """Pearson chi2, df, chi2/df and p-value (as performance::check_overdispersion)."""
+        from ._checks import overdispersion
+
+        return overdispersion(self)
+
+    def quantile_residuals(self, nsim=250, seed=None):
+        """DHARMa-style simulated quantile residuals with KS uniformity, dispersion and zero-inflation tests."""
+        from ._checks import quantile_residuals
+
+        return quantile_residuals(self, nsim=nsim, seed=seed)
+
+    def plot_quantile_residuals(self, nsim=250, seed=None, fig=None):
+        """QQ plot against U(0, 1) and residuals vs fitted rank (needs the ``plot`` extra)."""
+        from ._checks import plot_quantile_residuals
+
+        return plot_quantile_residuals(self, nsim=nsim, seed=seed, fig=fig)
 
     # ------------------------------------------------------------------ tables
     def random_effects_table(self):
@@ -393,7 +471,13 @@ class GLMMResultsWrapper(sm_wrap.ResultsWrapper):
     _attrs = {}
     _wrap_attrs = sm_wrap.union_dicts(sm_base.LikelihoodResultsWrapper._wrap_attrs, _attrs)
     _methods = {}
-    _wrap_methods = sm_wrap.union_dicts(sm_base.LikelihoodResultsWrapper._wrap_methods, _methods)
+    _wrap_methods = {k: v for k, v in sm_wrap.union_dicts(sm_base.LikelihoodResultsWrapper._wrap_methods,
+                                                           _methods).items() if k != "conf_int"}
+
+    def conf_int(self, alpha=0.05, method=None, **kwargs):
+        """See GLMMResults.conf_int: statsmodels-shaped for method=None, else a lower/upper DataFrame."""
+        out = self._results.conf_int(alpha, method=method, **kwargs)
+        return self._results.model.data.wrap_output(out, how="columns") if method is None else out
 
     def _repr_html_(self):
         return self._results._repr_html_()

@@ -55,7 +55,7 @@ def test_cli_ml_option(tmp_path, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["--family", "tweedie"], "unknown family"),
-    (["--link", "cloglog", "--family", "binomial"], "allowed links"),
+    (["--link", "cloglog", "--family", "poisson"], "allowed links"),
     (["--conf-level", "99.999"], "outside"),
     (["--groups", "nope"], "not in the data"),
     (["--formula", "score ~ nope"], "nope"),

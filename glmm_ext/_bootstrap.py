@@ -1,0 +1,142 @@
+"""Parametric bootstrap (lme4's ``bootMer``, MixedModels.jl's ``parametricbootstrap``).
+
+Replicate k draws a response from the fitted model with new group effects (u ~ N(0, sigma_u^2)),
+refits the same model by the same method and keeps (beta, sigma_u, family parameter).  Replicate
+k's random numbers come from child k of ``SeedSequence(seed)``, so the samples, and the percentile
+intervals, are the same whatever the number of worker processes.
+"""
+import dataclasses
+import os
+import sys
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pandas as pd
+
+from ._comparison import fit_options, unwrap
+from ._intervals import _frame, extra_row_names, family_parameter
+from ._progress import Progress
+from ._simulate import check_nsim, simulator
+
+
+def _estimates(design, fit):
+    """(beta, sigma_u, sqrt(phi) | phi | alpha) of one fit, as reported by conf_int."""
+    dist = design.dist
+    tail = []
+    if dist.name == "gaussian":
+        tail = [np.sqrt(fit.scale)]
+    elif dist.has_dispersion:
+        tail = [fit.scale]
+    return np.concatenate([fit.beta, [np.sqrt(fit.var_re)], tail])
+
+
+def warm_start(res):
+    """(theta_hat, inverse Hessian) on the engine's scale, the start of every likelihood refit; None for
+    Gaussian identity fits (their profiled fit is already a one-dimensional search)."""
+    from ._laplace import MarginalLikelihood
+    from ._intervals import _pd_inverse
+    from ._optimize import fd_hessian
+
+    design = res.model.design
+    if design.gaussian_identity:
+        return None
+    nagq = max(1, int(res.fit_options.get("nagq", 1) or 1))
+    objective = MarginalLikelihood(design.dist, design.engine_data(), nagq=nagq)
+    theta = np.concatenate([np.linalg.solve(design.scaling.matrix, np.asarray(res.params, float)),
+                            [np.sqrt(res.var_re)], [np.log(res.scale)] if design.dist.has_dispersion else []])
+    theta[design.X.shape[1]] = max(theta[design.X.shape[1]], 0.05)  # d/ds = 0 at s = 0: BFGS could not leave it
+    with np.errstate(all="ignore"):
+        return theta, _pd_inverse(fd_hessian(lambda t: objective(t), theta))
+
+
+def _quick_fit(design, options, start):
+    """Likelihood refit by BFGS from the original estimates (no GLM start, no standard errors)."""
+    from scipy import optimize
+
+    from ._laplace import MarginalLikelihood
+
+    theta0, hess_inv = start
+    objective = MarginalLikelihood(design.dist, design.engine_data(), nagq=max(1, int(options["nagq"] or 1)))
+    f0, _ = objective(theta0, need_grad=False)
+    if not np.isfinite(f0):
+        return None
+    out = optimize.minimize(objective, theta0, jac=True, method="BFGS",
+                            options={"hess_inv0": hess_inv, "gtol": 1e-5, "maxiter": 4 * options["maxiter"]})
+    if not np.isfinite(out.fun) or out.status not in (0, 2):
+        return None
+    p = design.X.shape[1]
+    theta = out.x
+    return np.concatenate([design.scaling.matrix @ theta[:p], [abs(theta[p])],
+                           family_parameter(design.dist, theta[p + 1:]) if design.dist.has_dispersion else []])
+
+
+def refit(design, options, y, start=None):
+    """Estimates after refitting `design` with response y (NaN when the fit fails)."""
+    from ._fitting import fit_likelihood, fit_profile
+
+    new = dataclasses.replace(design, y=y)
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            if new.gaussian_identity:
+                return _estimates(design, fit_profile(new, reml=options.get("reml", True),
+                                                      maxiter=options["maxiter"], tol=options["tol"]))
+            if start is not None and options["nagq"] != 0:
+                quick = _quick_fit(new, options, start)
+                if quick is not None:
+                    return quick
+            fit = fit_likelihood(new, nagq=options["nagq"], maxiter=options["maxiter"], tol=options["tol"],
+                                 cov_type="pirls")
+        return _estimates(design, fit)
+    except (ValueError, FloatingPointError, np.linalg.LinAlgError):
+        k = design.X.shape[1] + 1 + int(design.dist.has_dispersion)
+        return np.full(k, np.nan)
+
+
+def _run(task):
+    """Worker: the replicates of one chunk, from their own seed sequences."""
+    design, options, sim, seeds, start = task
+    return np.array([refit(design, options, sim.draw(np.random.default_rng(s), "new"), start) for s in seeds])
+
+
+def bootstrap_samples(res, nsim=200, seed=None, n_jobs=1, progress=None):
+    """DataFrame of nsim bootstrap estimates (rows) of every conf_int parameter (columns)."""
+    res = unwrap(res)
+    nsim = check_nsim(nsim)
+    n_jobs = check_nsim(n_jobs, "n_jobs") if n_jobs != -1 else (os.cpu_count() or 1)
+    if progress is None:
+        progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    options = {"reml": True, "maxiter": 100, "tol": 1e-6, "nagq": 1}
+    options.update(fit_options(res))
+    design, sim = res.model.design, simulator(res)
+    seeds = np.random.SeedSequence(seed).spawn(nsim)
+    size = max(1, min(25, nsim // (4 * n_jobs) or 1))
+    start = warm_start(res)
+    tasks = [(design, options, sim, seeds[i:i + size], start) for i in range(0, nsim, size)]
+    out, done = [], 0
+    with Progress(enabled=progress, maxiter=nsim) as monitor:
+        if n_jobs == 1:
+            results = map(_run, tasks)
+            for chunk in results:
+                out.append(chunk)
+                done += len(chunk)
+                monitor("bootstrap", done, np.nan)
+        else:
+            with ProcessPoolExecutor(max_workers=n_jobs) as pool:
+                for chunk in pool.map(_run, tasks):
+                    out.append(chunk)
+                    done += len(chunk)
+                    monitor("bootstrap", done, np.nan)
+    names = list(res.model.exog_names) + extra_row_names(res)
+    return pd.DataFrame(np.vstack(out), columns=names)
+
+
+def bootstrap_intervals(res, alpha=0.05, nsim=200, seed=None, n_jobs=1, progress=None):
+    """Percentile intervals: the alpha/2 and 1 - alpha/2 quantiles of the bootstrap estimates."""
+    samples = bootstrap_samples(res, nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress)
+    lower = samples.quantile(alpha / 2.0).to_numpy()
+    upper = samples.quantile(1.0 - alpha / 2.0).to_numpy()
+    out = _frame(unwrap(res), lower, upper)
+    out.attrs.update(method="boot", nsim=nsim, n_failed=int(samples.isna().any(axis=1).sum()))
+    return out

@@ -1,0 +1,188 @@
+"""Checking a fit: R² of Nakagawa, Johnson & Schielzeth (2017), Pearson overdispersion and
+DHARMa-style simulated quantile residuals.
+
+R² on the latent (link) scale, with var_f = Var(X beta) (sample variance, n - 1), var_u = sigma_u^2
+and var_e the distribution-specific residual variance:
+
+    marginal = var_f / (var_f + var_u + var_e),   conditional = (var_f + var_u) / (var_f + var_u + var_e).
+
+var_e: Gaussian-identity sigma^2; Binomial pi^2/3 (logit), 1 (probit), pi^2/6 (cloglog); Poisson-log
+ln(1 + 1/lambda) (lognormal) or trigamma(lambda); NB2-log ln(1 + 1/lambda + alpha) (lognormal) or
+trigamma((1/lambda + alpha)^-1); lambda = exp(beta_0) of the intercept-only model with the same random
+intercept (and offset), as R's performance::r2_nakagawa.  Gamma-log: ln(1 + phi) (lognormal),
+trigamma(1/phi), or phi (delta method, performance's choice).  Any other pair: the delta method
+(observation-level), mean_i phi V(mu_i) g'(mu_i)^2 at the fixed-part means.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import special, stats
+
+from ._comparison import require_random_intercept, unwrap
+from ._simulate import check_nsim, simulator
+
+APPROXIMATIONS = ("lognormal", "trigamma", "delta")
+DISTRIBUTION_SPECIFIC = {("binomial", "logit"): (np.pi**2 / 3, "pi^2/3 (logistic threshold)"),
+                         ("binomial", "probit"): (1.0, "1 (probit threshold)"),
+                         ("binomial", "cloglog"): (np.pi**2 / 6, "pi^2/6 (cloglog threshold)")}
+
+
+def null_lambda(res):
+    """exp(beta_0) of the intercept-only model with the same random intercept, family and offset."""
+    import warnings
+
+    from .model import GLMM
+
+    model = res.model
+    design = model.design
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        null = GLMM(design.y, np.ones((design.nobs, 1)), model.groups, family=model.family,
+                    offset=design.offset).fit(**{k: v for k, v in res.fit_options.items() if k in ("maxiter", "tol")})
+    return float(np.exp(np.asarray(null.params, float)[0]))
+
+
+def latent_residual_variance(res, approximation="lognormal"):
+    """(var_e, description) on the latent scale for the fit's family and link (see the module notes)."""
+    if approximation not in APPROXIMATIONS:
+        raise ValueError(f"approximation must be one of {', '.join(APPROXIMATIONS)} (got {approximation!r})")
+    dist = res.model.dist
+    key = (dist.name, dist.link_name)
+    if key == ("gaussian", "identity"):
+        return float(res.scale), "residual variance sigma^2"
+    if key in DISTRIBUTION_SPECIFIC:
+        return DISTRIBUTION_SPECIFIC[key]
+    phi = float(res.scale)
+    if key in (("poisson", "log"), ("negativebinomial", "log")) and approximation != "delta":
+        lam = null_lambda(res)
+        extra = phi if dist.name == "negativebinomial" else 0.0
+        if approximation == "lognormal":
+            return float(np.log1p(1.0 / lam + extra)), f"lognormal: ln(1 + 1/lambda{' + alpha' if extra else ''}), " \
+                                                       f"lambda = {lam:.5g}"
+        return float(special.polygamma(1, 1.0 / (1.0 / lam + extra))), f"trigamma, lambda = {lam:.5g}"
+    if key == ("gamma", "log") and approximation != "delta":
+        if approximation == "lognormal":
+            return float(np.log1p(phi)), "lognormal: ln(1 + 1/nu), nu = 1/phi"
+        return float(special.polygamma(1, 1.0 / phi)), "trigamma(nu), nu = 1/phi"
+    eta = res.model.predict(np.asarray(res.params, float), which="linear")
+    mu = dist.mean(eta)
+    value = float(np.mean(phi * dist.variance(mu, phi) * dist.link.deriv(mu) ** 2 if dist.name != "negativebinomial"
+                          else dist.variance(mu, phi) * dist.link.deriv(mu) ** 2))
+    return value, "delta method: mean of phi V(mu) g'(mu)^2"
+
+
+def r2(res, approximation="lognormal"):
+    """Marginal and conditional R² (Nakagawa, Johnson & Schielzeth 2017) with the variances used."""
+    res = require_random_intercept(unwrap(res), "r2")
+    design = res.model.design
+    var_f = float(np.var(design.X @ np.asarray(res.params, float), ddof=1))
+    var_u = float(res.var_re)
+    var_e, how = latent_residual_variance(res, approximation)
+    total = var_f + var_u + var_e
+    return {"marginal": var_f / total, "conditional": (var_f + var_u) / total, "approximation": how,
+            "var_fixed": var_f, "var_random": var_u, "var_residual": var_e}
+
+
+def overdispersion(res):
+    """Pearson chi2 = sum of squared conditional Pearson residuals, df = n - k, ratio chi2/df, p = P(chi2_df > chi2).
+
+    As performance::check_overdispersion for GLMMs; for families without an estimated dispersion
+    (Binomial, Poisson; NB2 with its alpha).  performance's names (chisq_statistic, dispersion_ratio,
+    residual_df, p_value) are keys too.
+    """
+    res = unwrap(res)
+    dist = res.model.dist
+    if dist.name in ("gaussian", "gamma"):
+        raise ValueError(f"overdispersion checks apply to Binomial, Poisson and negative binomial fits; the "
+                         f"{dist.name} family estimates its dispersion")
+    pearson = res.diagnostics()["pearson_residuals"].to_numpy()
+    chisq = float(np.sum(pearson**2))
+    df = int(res.nobs - res.k_params)
+    pvalue = float(stats.chi2.sf(chisq, df))
+    return {"chisq": chisq, "df": df, "ratio": chisq / df, "pvalue": pvalue, "chisq_statistic": chisq,
+            "dispersion_ratio": chisq / df, "residual_df": df, "p_value": pvalue}
+
+
+# ------------------------------------------------------------------------------ quantile residuals
+def _two_sided(observed, simulated):
+    """Two-sided simulation p-value 2 min(P(S >= obs), P(S <= obs)), at most 1."""
+    return float(min(1.0, 2.0 * min(np.mean(simulated >= observed), np.mean(simulated <= observed))))
+
+
+@dataclass
+class QuantileResiduals:
+    """Simulated quantile residuals (uniform under the model) and the tests on them."""
+
+    residuals: pd.Series
+    fitted: np.ndarray
+    tests: pd.DataFrame
+
+    def __repr__(self):
+        return f"QuantileResiduals(n={len(self.residuals)})\n{self.tests}"
+
+
+def quantile_residuals(res, nsim=250, seed=None, use_re="new"):
+    """DHARMa's simulated quantile residuals with uniformity, dispersion and zero-inflation tests.
+
+    For row i, with S_i the nsim simulated responses (new group effects by default, as DHARMa)
+    and U ~ Uniform(0, 1): r_i = (#{S_i < y_i} + U #{S_i = y_i}) / nsim (randomised PIT, so ties of
+    discrete responses spread uniformly).  Tests: Kolmogorov-Smirnov of r against U(0, 1);
+    dispersion, sum (y - E)^2 against its simulated distribution (E the simulated means, two-sided,
+    DHARMa's default); zero-inflation (Poisson, negative binomial, Binomial with trials), the number
+    of zeros against its simulated distribution.
+    """
+    res = unwrap(res)
+    nsim = check_nsim(nsim)
+    sim = simulator(res)
+    rng = np.random.default_rng(seed)
+    design = res.model.design
+    scale = design.trials  # Binomial: compare successes
+    y = design.y * scale
+    draws = np.column_stack([sim.draw(rng, use_re) * scale for _ in range(nsim)])
+    less = np.sum(draws < y[:, None], axis=1)
+    equal = np.sum(draws == y[:, None], axis=1)
+    r = (less + rng.uniform(size=y.size) * equal) / nsim
+    expected = draws.mean(axis=1)
+    ks = stats.kstest(r, "uniform")
+    obs_disp = np.sum((y - expected) ** 2)
+    sim_disp = np.sum((draws - expected[:, None]) ** 2, axis=0)
+    rows = [("uniformity (KS)", float(ks.statistic), float(ks.pvalue)),
+            ("dispersion (simulated / observed variance)", float(obs_disp / np.mean(sim_disp)),
+             _two_sided(obs_disp, sim_disp))]
+    if design.dist.name in ("poisson", "negativebinomial") or (design.dist.name == "binomial" and design.has_trials):
+        zeros = np.sum(y == 0)
+        sim_zeros = np.sum(draws == 0, axis=0)
+        ratio = zeros / np.mean(sim_zeros) if np.mean(sim_zeros) > 0 else np.inf
+        rows.append(("zero-inflation (observed / simulated zeros)", float(ratio), _two_sided(zeros, sim_zeros)))
+    tests = pd.DataFrame(rows, columns=["test", "statistic", "pvalue"]).set_index("test")
+    return QuantileResiduals(pd.Series(r, index=design.index, name="quantile_residual"),
+                             sim.link_inverse(sim.eta_fixed + sim.blups[sim.codes]), tests)
+
+
+def plot_quantile_residuals(res, nsim=250, seed=None, fig=None):
+    """QQ plot of the quantile residuals against U(0, 1) and residuals against the fitted-value rank."""
+    from .plotting import _pyplot
+
+    plt = _pyplot()
+    qr = quantile_residuals(res, nsim=nsim, seed=seed)
+    r = np.sort(qr.residuals.to_numpy())
+    if fig is None:
+        fig = plt.figure(figsize=(9, 3.8))
+    axes = fig.subplots(1, 2)
+    expected = (np.arange(1, r.size + 1) - 0.5) / r.size
+    axes[0].scatter(expected, r, s=6, alpha=0.6)
+    axes[0].plot([0, 1], [0, 1], color="grey", lw=1)
+    ks = qr.tests.loc["uniformity (KS)"]
+    axes[0].set_title(f"QQ uniform (KS p = {ks['pvalue']:.3g})")
+    axes[0].set_xlabel("Expected")
+    axes[0].set_ylabel("Observed quantile residual")
+    rank = stats.rankdata(qr.fitted) / len(qr.fitted)
+    axes[1].scatter(rank, qr.residuals.to_numpy(), s=6, alpha=0.5)
+    for q in (0.25, 0.5, 0.75):
+        axes[1].axhline(q, color="grey", lw=0.8, ls="--")
+    axes[1].set_xlabel("Fitted value (rank)")
+    axes[1].set_ylabel("Quantile residual")
+    axes[1].set_title("Residuals vs fitted")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,220 @@
+"""Comparing fits: likelihood-ratio tables (lme4's ``anova``) and the test of the random intercept.
+
+Everything works on fitted results; the only numerics of its own are the log-likelihood of the
+model without the random intercept (the GLM, every normalising constant included) and the
+boundary-corrected p-value of Self & Liang (1987).
+"""
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, stats
+
+
+def unwrap(res):
+    """The GLMMResults behind a results wrapper (or the object itself)."""
+    return getattr(res, "_results", res)
+
+
+def require_random_intercept(res, what):
+    """A ValueError for fits with random slopes (a vector effect per group): `what` needs one intercept."""
+    if getattr(res, "is_vector", False):
+        raise ValueError(f"{what} is implemented for random-intercept models; this fit has random slopes")
+    return res
+
+
+def fit_options(res):
+    """The options a fit was made with (maxiter, tol, nagq, reml, cov_type)."""
+    return dict(getattr(res, "fit_options", None) or res.model._fit_options)
+
+
+def refit_ml(res):
+    """The same model refitted by ML (a Gaussian REML fit); the caller's model keeps its stored options."""
+    model = res.model
+    saved = dict(model._fit_options)
+    opts = fit_options(res)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            new = model.fit(reml=False, maxiter=opts.get("maxiter", 100), tol=opts.get("tol", 1e-6))
+    finally:
+        model._fit_options = saved
+    return unwrap(new)
+
+
+def is_reml(res):
+    return res.method == "REML"
+
+
+def _check_same_data(results):
+    """Every fit uses the same rows and the same response (else the likelihoods are not comparable)."""
+    first = results[0].model.design
+    for k, res in enumerate(results[1:], start=2):
+        design = res.model.design
+        if design.nobs != first.nobs or not design.index.equals(first.index):
+            raise ValueError(f"model {k} was fitted to different rows ({design.nobs} rows) than model 1 "
+                             f"({first.nobs} rows); likelihood-ratio tests need the same data")
+        same_y = np.allclose(design.y * design.trials, first.y * first.trials, rtol=1e-12, atol=0.0)
+        if not same_y or not np.array_equal(design.trials, first.trials):
+            raise ValueError(f"model {k} has a different response ({design.endog_name!r}) than model 1 "
+                             f"({first.endog_name!r}); likelihood-ratio tests need the same response")
+        if not (np.array_equal(design.var_weights, first.var_weights)
+                and np.array_equal(design.freq_weights, first.freq_weights)):
+            raise ValueError(f"model {k} has different var_weights/freq_weights than model 1; likelihood-ratio "
+                             "tests need the same weights")
+
+
+def anova(*results, names=None):
+    """Likelihood-ratio comparison of nested fits, as lme4's ``anova``.
+
+    Parameters
+    ----------
+    *results : GLMM results
+        Two or more fits of the same data and response.
+    names : list of str, optional
+        Row labels (default: the formulas when they differ, else "model 1", "model 2", ...).
+
+    Returns
+    -------
+    DataFrame
+        One row per model sorted by the number of parameters: ``npar, AIC, BIC, logLik, deviance,
+        Chisq, Df, Pr(>Chisq)`` with deviance = -2 logLik, Chisq = 2 (logLik_k - logLik_{k-1}) and
+        Df = npar_k - npar_{k-1} against the previous row; the p-value is chi2(Df) upper tail.
+
+    Notes
+    -----
+    Gaussian REML fits are refitted by ML first (REML likelihoods of different fixed effects are not
+    comparable), with a warning, as lme4 does; ``df.attrs["note"]`` says so.
+    """
+    if len(results) == 1 and isinstance(results[0], (list, tuple)):
+        results = tuple(results[0])
+    if len(results) < 2:
+        raise ValueError("anova needs at least two fitted models to compare")
+    fits = []
+    for k, res in enumerate(results, start=1):
+        res = unwrap(res)
+        if not hasattr(res, "model") or not hasattr(res.model, "design"):
+            raise TypeError(f"argument {k} is not a glmm_ext fit (got {type(res).__name__})")
+        fits.append(res)
+    _check_same_data(fits)
+    note = ""
+    if any(is_reml(r) for r in fits):
+        fits = [refit_ml(r) if is_reml(r) else r for r in fits]
+        note = "refitting model(s) with ML (instead of REML)"
+        warnings.warn(note, UserWarning, stacklevel=2)
+    if names is None:
+        formulas = [r.model.formula for r in fits]
+        names = formulas if None not in formulas and len(set(formulas)) == len(formulas) else \
+            [f"model {k}" for k in range(1, len(fits) + 1)]
+    elif len(names) != len(fits):
+        raise ValueError(f"names has {len(names)} entries for {len(fits)} models")
+    npar = np.array([r.k_params for r in fits])
+    order = np.argsort(npar, kind="stable")
+    llf = np.array([r.llf for r in fits])[order]
+    npar = npar[order]
+    nobs = fits[0].nobs
+    chisq = np.concatenate([[np.nan], 2.0 * np.diff(llf)])
+    df = np.concatenate([[np.nan], np.diff(npar).astype(float)])
+    with np.errstate(invalid="ignore"):
+        pvalue = np.where(df > 0, stats.chi2.sf(np.maximum(chisq, 0.0), np.where(df > 0, df, 1.0)), np.nan)
+    table = pd.DataFrame({"npar": npar, "AIC": -2.0 * llf + 2.0 * npar, "BIC": -2.0 * llf + npar * np.log(nobs),
+                          "logLik": llf, "deviance": -2.0 * llf, "Chisq": chisq, "Df": df, "Pr(>Chisq)": pvalue},
+                         index=pd.Index([names[i] for i in order], name="model"))
+    table.attrs["note"] = note
+    return table
+
+
+# ------------------------------------------------------------------------------- the random intercept
+@dataclass
+class RandomEffectTest:
+    """Likelihood-ratio test of sigma_u^2 = 0: statistic, boundary p-value and both log-likelihoods."""
+
+    statistic: float
+    pvalue: float
+    llf_glmm: float
+    llf_glm: float
+    method: str
+
+    def __getitem__(self, key):  # also readable as a mapping: test["pvalue"]
+        return getattr(self, key)
+
+    def keys(self):
+        return ["statistic", "pvalue", "llf_glmm", "llf_glm", "method"]
+
+    def __repr__(self):
+        return (f"RandomEffectTest(statistic={self.statistic:.6g}, pvalue={self.pvalue:.4g}, "
+                f"llf_glmm={self.llf_glmm:.6f}, llf_glm={self.llf_glm:.6f}; {self.method})")
+
+
+def boundary_pvalue(statistic):
+    """P-value of a variance on its boundary: 0.5 P(chi2_0 >= T) + 0.5 P(chi2_1 >= T) (Self & Liang 1987)."""
+    statistic = max(float(statistic), 0.0)
+    return 0.5 * float(statistic <= 0.0) + 0.5 * float(stats.chi2.sf(statistic, 1))
+
+
+def gaussian_lm_loglik(X, y, reml, var_weights=None, freq_weights=None):
+    """Log-likelihood of the linear model y = X beta + e at its (RE)ML estimate, every constant included.
+
+    ML: -n/2 (log(2 pi RSS/n) + 1).  REML (as R's ``logLik(lm, REML=TRUE)``), sigma^2 = RSS/(n-p):
+    -((n-p) log(2 pi sigma^2) + (n-p) + log|X'X|) / 2.  With weights w = v f (weighted least squares),
+    n = sum f, RSS and X'X weighted, plus sum f log(v) / 2.
+    """
+    v = np.ones(len(y)) if var_weights is None else np.asarray(var_weights, float)
+    f = np.ones(len(y)) if freq_weights is None else np.asarray(freq_weights, float)
+    w = v * f
+    n, p = float(np.sum(f)), X.shape[1]
+    sw = np.sqrt(w)
+    beta, *_ = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)
+    rss = float(np.sum(w * (y - X @ beta) ** 2))
+    const = 0.5 * float(np.sum(f * np.log(v)))
+    if not reml:
+        return -0.5 * n * (np.log(2.0 * np.pi * rss / n) + 1.0) + const
+    _, logdet = np.linalg.slogdet(X.T @ (X * w[:, None]))
+    return -0.5 * ((n - p) * np.log(2.0 * np.pi * rss / (n - p)) + (n - p) + logdet) + const
+
+
+def glm_loglik(res):
+    """Maximised log-likelihood of the model without the random intercept (sigma_u = 0), constants included.
+
+    Gaussian identity: the linear model's ML (or, for a REML fit, REML) value in closed form.  Every
+    other family: the engine's objective at sigma_u = 0, maximised over beta and the dispersion
+    (alpha for NB2, which statsmodels' GLM would hold fixed), from the GLM start values.
+    """
+    from ._glmm import glm_start
+    from ._laplace import MarginalLikelihood
+
+    design = res.model.design
+    if design.gaussian_identity:
+        return gaussian_lm_loglik(design.X, design.y - design.offset, reml=is_reml(res),
+                                  var_weights=design.var_weights, freq_weights=design.freq_weights)
+    data = design.engine_data()
+    objective = MarginalLikelihood(design.dist, data, nagq=1)
+    p = data.X.shape[1]
+    gamma, scale = glm_start(design.dist, data)
+    free = np.concatenate([gamma, [np.log(scale)] if design.dist.has_dispersion else []])
+
+    def fun(v):
+        theta = np.concatenate([v[:p], [0.0], v[p:]])
+        f, g = objective(theta)
+        return f, (np.full(len(v), np.nan) if g is None else np.delete(g, p))
+
+    with np.errstate(all="ignore"):
+        out = optimize.minimize(fun, free, jac=True, method="BFGS", options={"gtol": 1e-7, "maxiter": 500})
+    return -float(out.fun)
+
+
+def test_random_effect(res):
+    """Likelihood-ratio test of H0: sigma_u^2 = 0 (the GLM) against the random-intercept model.
+
+    T = 2 (llf_GLMM - llf_GLM), floored at 0; p = 0.5 P(chi2_0 >= T) + 0.5 P(chi2_1 >= T), the
+    boundary mixture of Self & Liang (1987).  A Gaussian REML fit is compared with the linear
+    model's REML likelihood (same fixed effects, so the REML criteria are comparable); every other
+    fit with the GLM's maximum likelihood, every constant included.
+    """
+    res = require_random_intercept(unwrap(res), "test_random_effect")
+    llf_glm = glm_loglik(res)
+    statistic = max(0.0, 2.0 * (res.llf - llf_glm))
+    kind = "REML" if is_reml(res) else ("ML" if res.method == "ML" else res.llf_label)
+    return RandomEffectTest(statistic=statistic, pvalue=boundary_pvalue(statistic), llf_glmm=float(res.llf),
+                            llf_glm=llf_glm, method=f"{kind}; p = 0.5 chi2_0 + 0.5 chi2_1 (Self & Liang 1987)")

@@ -1,0 +1,139 @@
+"""anova and the likelihood-ratio test of the random intercept, against lme4 and R's glm/lm logLik."""
+import json
+import os
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+from scipy import stats
+
+import glmm_ext
+from glmm_ext._comparison import boundary_pvalue
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+with open(os.path.join(DATA, "analysis_reference.json")) as fh:
+    REF = json.load(fh)
+
+
+def read(name):
+    return pd.read_csv(os.path.join(DATA, name))
+
+
+def fit(formula, data, groups, family=None, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return glmm_ext.GLMM.from_formula(formula, data, groups=groups, family=family).fit(**kw)
+
+
+def r_column(values):
+    return np.array([np.nan if v == "NA" else v for v in values], float)
+
+
+def compare_with_lme4(table, ref):
+    np.testing.assert_array_equal(table["npar"], ref["npar"])
+    for col in ("AIC", "BIC", "logLik", "deviance"):
+        np.testing.assert_allclose(table[col], ref[col], atol=2e-3, err_msg=col)
+    np.testing.assert_allclose(table["Chisq"], r_column(ref["Chisq"]), atol=4e-3)
+    np.testing.assert_array_equal(table["Df"], r_column(ref["Df"]))
+    np.testing.assert_allclose(table["Pr(>Chisq)"], r_column(ref["p"]), rtol=2e-3)
+
+
+def test_anova_refits_reml_by_ml_and_matches_lme4():
+    d = read("sleepstudy.csv")
+    big, small = fit("Reaction ~ Days", d, "Subject"), fit("Reaction ~ 1", d, "Subject")
+    with pytest.warns(UserWarning, match="refitting model"):
+        table = glmm_ext.anova(big, small)  # any order: rows sorted by npar
+    assert list(table.columns) == ["npar", "AIC", "BIC", "logLik", "deviance", "Chisq", "Df", "Pr(>Chisq)"]
+    assert list(table.index) == ["Reaction ~ 1", "Reaction ~ Days"]
+    assert "ML" in table.attrs["note"]
+    compare_with_lme4(table, REF["sleepstudy"]["anova"])
+    assert big.method == "REML"  # the caller's fit is untouched
+
+
+def test_anova_binomial_matches_lme4_and_closed_form():
+    d = read("cbpp.csv")
+    fam = sm.families.Binomial()
+    big = fit("incidence + I(size - incidence) ~ C(period)", d, "herd", fam)
+    small = fit("incidence + I(size - incidence) ~ 1", d, "herd", fam)
+    table = glmm_ext.anova(small, big, names=["null", "period"])
+    compare_with_lme4(table, REF["cbpp"]["anova"])
+    chisq = 2 * (big.llf - small.llf)
+    assert table.loc["period", "Chisq"] == pytest.approx(chisq)
+    assert table.loc["period", "Pr(>Chisq)"] == pytest.approx(stats.chi2.sf(chisq, 3))
+
+
+def test_anova_rejects_fits_of_different_data_or_response():
+    ss = read("sleepstudy.csv")
+    a = fit("Reaction ~ Days", ss, "Subject", reml=False)
+    b = fit("Reaction ~ Days", ss.iloc[:-10], "Subject", reml=False)
+    with pytest.raises(ValueError, match="different rows"):
+        glmm_ext.anova(a, b)
+    c = fit("Days ~ 1", ss.assign(Days=ss["Days"] + 0.5), "Subject", reml=False)
+    with pytest.raises(ValueError, match="different response"):
+        glmm_ext.anova(a, c)
+    with pytest.raises(ValueError, match="at least two"):
+        glmm_ext.anova(a)
+
+
+def test_boundary_pvalue_is_the_chi2_mixture():
+    assert boundary_pvalue(0.0) == 1.0
+    for t in (0.5, 2.71, 10.0):
+        assert boundary_pvalue(t) == pytest.approx(0.5 * stats.chi2.sf(t, 1))
+
+
+@pytest.mark.parametrize("case", ["cbpp", "grouseticks", "grouseticks_nb", "sleepstudy_reml", "sleepstudy_ml"])
+def test_random_effect_lrt_uses_the_glm_loglik_with_every_constant(case):
+    if case == "cbpp":
+        res = fit("incidence + I(size - incidence) ~ C(period)", read("cbpp.csv"), "herd", sm.families.Binomial())
+        ref = REF["cbpp"]["glm_loglik"]
+    elif case == "grouseticks":
+        res = fit("TICKS ~ C(YEAR) + cHEIGHT", read("grouseticks.csv"), "BROOD", sm.families.Poisson())
+        ref = REF["grouseticks"]["glm_loglik"]
+        d = read("grouseticks.csv")  # statsmodels' GLM llf as a second, independent value
+        glm = sm.GLM.from_formula("TICKS ~ C(YEAR) + cHEIGHT", d, family=sm.families.Poisson()).fit()
+        assert glm.llf == pytest.approx(ref, abs=1e-6)
+    elif case == "grouseticks_nb":
+        d = read("grouseticks.csv")
+        d["HEIGHTs"] = (d["HEIGHT"] - d["HEIGHT"].mean()) / d["HEIGHT"].std()
+        res = fit("TICKS ~ C(YEAR) + HEIGHTs", d, "BROOD", sm.families.NegativeBinomial(alpha=1.0))
+        ref = REF["grouseticks"]["nb"]["glm_loglik"]  # glmmTMB nbinom2 without the random intercept
+    else:
+        reml = case.endswith("reml")
+        res = fit("Reaction ~ Days", read("sleepstudy.csv"), "Subject", reml=reml)
+        ref = REF["sleepstudy"]["lm_loglik_reml" if reml else "lm_loglik_ml"]
+    test = res.test_random_effect()
+    assert test.llf_glm == pytest.approx(ref, abs=1e-5)
+    assert test.statistic == pytest.approx(2 * (res.llf - ref), abs=2e-5)
+    assert test.pvalue == pytest.approx(0.5 * stats.chi2.sf(test.statistic, 1))
+
+
+def test_random_effect_lrt_is_not_significant_without_group_variation():
+    d = glmm_ext.simulate("poisson", n_groups=30, group_size=15, sigma_u=0.0, seed=3)
+    res = fit("y ~ x1 + x2", d, "g", sm.families.Poisson())
+    test = res.test_random_effect()
+    assert test.statistic < 2.0 and test.pvalue > 0.05
+
+
+def test_random_effect_test_reads_as_a_mapping_too():
+    res = fit("Reaction ~ Days", read("sleepstudy.csv"), "Subject", reml=False)
+    test = res.test_random_effect()
+    assert dict(test)["pvalue"] == test.pvalue and test["statistic"] == test.statistic
+
+
+def test_random_slope_fits_compare_by_anova_and_refuse_the_intercept_only_tools():
+    d = glmm_ext.simulate("poisson", n_groups=30, group_size=10, seed=1)
+    fam = sm.families.Poisson()
+    intercept = fit("y ~ x1", d, "g", fam)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        slopes = glmm_ext.GLMM.from_formula("y ~ x1 + (1 + x1 | g)", d, family=fam).fit()
+    table = glmm_ext.anova(intercept, slopes)
+    assert table["npar"].tolist() == [3, 5]
+    assert table["Chisq"].iloc[1] == pytest.approx(2 * (slopes.llf - intercept.llf))
+    for call in (slopes.test_random_effect, slopes.r2, slopes.simulate, lambda: slopes.conf_int(method="profile")):
+        with pytest.raises(ValueError, match="random slopes"):
+            call()
+    with pytest.raises(ValueError, match="random slopes"):
+        glmm_ext.GLMM.from_formula("y ~ x1 + (1 + x1 | g)", d, family=fam, var_weights=np.full(len(d), 2.0))
