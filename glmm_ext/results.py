@@ -215,6 +215,9 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         if method == "profile":
             return _intervals.profile_intervals(self, alpha)
         if method == "boot":
+            from ._comparison import require_random_intercept  # the simulator handles slopes; the refits do not yet
+
+            require_random_intercept(self, "conf_int(method='boot')")
             return _bootstrap.bootstrap_intervals(self, alpha, nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress)
         raise ValueError(f"method must be None, 'wald', 'profile' or 'boot' (got {method!r})")
 
