@@ -52,7 +52,7 @@ def row_effects(res, data, term="x", group="g"):
 def test_new_group_effects_have_the_fitted_covariance(fits):
     """Per-subject OLS of simulated sleepstudy responses: Cov(b_hat) = Sigma + sigma^2 (Z'Z)^-1."""
     res, data = fits["sleep_reml"]
-    nsim = 200
+    nsim = 1000
     sims = res.simulate(nsim=nsim, seed=11, use_re="new")
     Z = np.column_stack([np.ones(10), np.arange(10.0)])  # every subject: Days 0..9 in order
     coef = []
