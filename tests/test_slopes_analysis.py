@@ -23,7 +23,8 @@ with open(os.path.join(HERE, "slopes", "analysis_reference.json")) as fh:
 CASES = {"sleep_reml": ("sleepstudy.csv", "Reaction ~ Days + (Days | Subject)", sm.families.Gaussian),
          "sim_binomial": ("slopes/sim_binomial.csv", "y ~ x + (x | g)", sm.families.Binomial),
          "sim_poisson": ("slopes/sim_poisson.csv", "y ~ x + (x | g)", sm.families.Poisson),
-         "binomial_singular": ("slopes/sim_binomial_singular.csv", "y ~ x + (x | g)", sm.families.Binomial)}
+         "binomial_singular": ("slopes/sim_binomial_singular.csv", "y ~ x + (x | g)", sm.families.Binomial),
+         "sim_poisson_q3": ("slopes/sim_poisson_q3.csv", "y ~ x1 + x2 + (1 + x1 + x2 | g)", sm.families.Poisson)}
 
 
 def fit(formula, data, family, **options):
@@ -109,7 +110,7 @@ def test_singular_covariance_draws_stay_on_its_support():
 
 # ------------------------------------------------------------------------------------------------ r2
 @pytest.mark.parametrize("name, ref, rel", [("sleep_reml", "r2", 1e-4), ("sim_binomial", "r2_tmb", 1e-3),
-                                            ("sim_poisson", "r2_tmb", 1e-3)])
+                                            ("sim_poisson", "r2_tmb", 1e-3), ("sim_poisson_q3", "r2_tmb", 1e-4)])
 def test_r2_matches_performance(fits, name, ref, rel):
     res, _ = fits[name]
     expected = REF[name][ref]
@@ -215,5 +216,9 @@ def test_random_effect_lrt_for_gaussian_ml_and_uncorrelated_slopes(fits):
     diag = fit("y ~ x + (x || g)", fits["binomial_singular"][1], sm.families.Binomial())
     t2 = diag.test_random_effect()
     assert t2.df == 2
+    q3, data = fits["sim_poisson_q3"]  # six covariance parameters
+    glm = sm.GLM(data["y"], sm.add_constant(data[["x1", "x2"]]), family=sm.families.Poisson()).fit()
+    t3 = q3.test_random_effect()
+    assert t3.df == 6 and t3.statistic == pytest.approx(2 * (q3.llf - glm.llf), abs=2e-5)
     assert t2.pvalue_mixture == pytest.approx(0.5 * stats.chi2.sf(t2.statistic, 1)
                                               + 0.5 * stats.chi2.sf(t2.statistic, 2), rel=1e-6)
