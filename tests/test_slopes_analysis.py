@@ -97,15 +97,21 @@ def test_new_poisson_draws_have_the_lognormal_mean(fits):
         assert abs(per_draw.mean() - mean[rows].mean()) < 4.0 * per_draw.std(ddof=1) / np.sqrt(nsim)
 
 
-def test_singular_covariance_draws_stay_on_its_support():
+def test_singular_covariance_draws_have_the_closed_form_variance():
     rng = np.random.default_rng(2)
     g = np.repeat(np.arange(40), 10)
     x = rng.normal(size=g.size)
     b = rng.normal(size=40)[g]  # intercept and slope perfectly correlated: a singular Sigma
     d = pd.DataFrame({"y": 1.0 + x + b + b * x + rng.normal(0, 0.5, g.size), "x": x, "g": g})
     res = fit("y ~ x + (x | g)", d, sm.families.Gaussian())
-    sims = res.simulate(nsim=50, seed=1, use_re="new")
-    assert np.all(np.isfinite(sims.to_numpy()))
+    cov = np.asarray(res.cov_re)
+    assert res.singular and np.linalg.eigvalsh(cov).min() < 1e-6 * np.trace(cov)  # Cholesky would fail
+    sims = res.simulate(nsim=400, seed=1, use_re="new").to_numpy()
+    z = np.column_stack([np.ones_like(x), x])
+    expected = np.einsum("ni,ij,nj->n", z, cov, z) + res.scale  # Var(y_i) = z_i' Sigma z_i + sigma^2
+    ratio = sims.var(axis=1, ddof=1) / expected
+    for rows in (x < -0.5, x > 0.5):  # where the intercept-slope covariance 2 x sigma_01 matters
+        assert np.mean(ratio[rows]) == pytest.approx(1.0, abs=0.08)
 
 
 # ------------------------------------------------------------------------------------------------ r2
