@@ -24,7 +24,10 @@ CASES = {"sleep_reml": ("sleepstudy.csv", "Reaction ~ Days + (Days | Subject)", 
          "sim_binomial": ("slopes/sim_binomial.csv", "y ~ x + (x | g)", sm.families.Binomial),
          "sim_poisson": ("slopes/sim_poisson.csv", "y ~ x + (x | g)", sm.families.Poisson),
          "binomial_singular": ("slopes/sim_binomial_singular.csv", "y ~ x + (x | g)", sm.families.Binomial),
-         "sim_poisson_q3": ("slopes/sim_poisson_q3.csv", "y ~ x1 + x2 + (1 + x1 + x2 | g)", sm.families.Poisson)}
+         "sim_poisson_q3": ("slopes/sim_poisson_q3.csv", "y ~ x1 + x2 + (1 + x1 + x2 | g)", sm.families.Poisson),
+         "sim_gamma": ("slopes/sim_gamma.csv", "y ~ x + (x | g)",
+                       lambda: sm.families.Gamma(sm.families.links.Log())),
+         "cbpp_slope": ("cbpp.csv", "incidence + I(size - incidence) ~ pnum + (pnum | herd)", sm.families.Binomial)}
 
 
 def fit(formula, data, family, **options):
@@ -38,6 +41,8 @@ def fits():
     out = {}
     for name, (path, formula, family) in CASES.items():
         data = pd.read_csv(os.path.join(HERE, path))
+        if "period" in data:
+            data["pnum"] = data["period"].astype(float)
         out[name] = (fit(formula, data, family()), data)
     return out
 
@@ -116,11 +121,12 @@ def test_singular_covariance_draws_have_the_closed_form_variance():
 
 # ------------------------------------------------------------------------------------------------ r2
 @pytest.mark.parametrize("name, ref, rel", [("sleep_reml", "r2", 1e-4), ("sim_binomial", "r2_tmb", 1e-3),
-                                            ("sim_poisson", "r2_tmb", 1e-3), ("sim_poisson_q3", "r2_tmb", 1e-4)])
+                                            ("sim_poisson", "r2_tmb", 1e-3), ("sim_poisson_q3", "r2_tmb", 1e-4),
+                                            ("sim_gamma", "r2_tmb", 1e-4), ("cbpp_slope", "r2_tmb", 1e-4)])
 def test_r2_matches_performance(fits, name, ref, rel):
     res, _ = fits[name]
     expected = REF[name][ref]
-    out = res.r2()
+    out = res.r2("delta" if name == "sim_gamma" else "lognormal")  # performance's choice for Gamma
     for key in ("marginal", "conditional", "var_fixed", "var_random", "var_residual"):
         assert out[key] == pytest.approx(expected[key], rel=rel), key
 
@@ -154,6 +160,12 @@ def test_overdispersion_is_the_pearson_statistic(fits, name):
     assert out["pvalue"] == pytest.approx(stats.chi2.sf(chisq, df), rel=1e-10)
     tmb = REF[name]["overdispersion_tmb"]  # performance::check_overdispersion on glmmTMB's fit
     assert out["chisq"] == pytest.approx(tmb["chisq"], rel=2e-5) and out["df"] == tmb["df"]
+
+
+def test_overdispersion_with_binomial_trials_matches_performance(fits):
+    out, tmb = fits["cbpp_slope"][0].overdispersion(), REF["cbpp_slope"]["overdispersion_tmb"]
+    assert out["chisq"] == pytest.approx(tmb["chisq"], rel=1e-5) and out["df"] == tmb["df"] == 51
+    assert out["pvalue"] == pytest.approx(tmb["p"], rel=1e-4)
 
 
 # ---------------------------------------------------------------------------------- quantile residuals

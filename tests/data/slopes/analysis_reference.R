@@ -12,6 +12,9 @@ od_list <- function(m) { o <- check_overdispersion(m); list(chisq = num(o$chisq_
 rd <- function(f) { d <- read.csv(f); d$g <- factor(d$g); d }
 sleep <- read.csv("../sleepstudy.csv"); sleep$Subject <- factor(sleep$Subject)
 sbin <- rd("sim_binomial.csv"); spois <- rd("sim_poisson.csv"); spq3 <- rd("sim_poisson_q3.csv")
+sgam <- rd("sim_gamma.csv")
+cbpp <- read.csv("../cbpp.csv"); cbpp$herd <- factor(cbpp$herd); cbpp$pnum <- as.numeric(cbpp$period)
+cb_tmb <- glmmTMB(cbind(incidence, size - incidence) ~ pnum + (pnum | herd), cbpp, family = binomial)
 ss <- lmer(Reaction ~ Days + (Days | Subject), sleep, REML = TRUE)
 b_lme4 <- glmer(y ~ x + (x | g), sbin, family = binomial)
 b_tmb <- glmmTMB(y ~ x + (x | g), sbin, family = binomial)
@@ -24,6 +27,8 @@ out <- list(
   sim_poisson = list(r2_lme4 = r2_list(p_lme4), r2_tmb = r2_list(p_tmb), overdispersion = od_list(p_lme4), overdispersion_tmb = od_list(p_tmb),
                      glm_loglik = num(logLik(glm(y ~ x, spois, family = poisson)))),
   sim_poisson_q3 = list(r2_tmb = r2_list(glmmTMB(y ~ x1 + x2 + (1 + x1 + x2 | g), spq3, family = poisson))),
+  sim_gamma = list(r2_tmb = r2_list(glmmTMB(y ~ x + (x | g), sgam, family = Gamma(link = "log")))),
+  cbpp_slope = list(r2_tmb = r2_list(cb_tmb), overdispersion_tmb = od_list(cb_tmb)),
   versions = list(performance = as.character(packageVersion("performance")),
                   insight = as.character(packageVersion("insight")), lme4 = as.character(packageVersion("lme4")),
                   glmmTMB = as.character(packageVersion("glmmTMB"))))
