@@ -120,8 +120,8 @@ def test_singular_covariance_draws_have_the_closed_form_variance():
 
 
 # ------------------------------------------------------------------------------------------------ r2
-@pytest.mark.parametrize("name, ref, rel", [("sleep_reml", "r2", 1e-4), ("sim_binomial", "r2_tmb", 1e-3),
-                                            ("sim_poisson", "r2_tmb", 1e-3), ("sim_poisson_q3", "r2_tmb", 1e-4),
+@pytest.mark.parametrize("name, ref, rel", [("sleep_reml", "r2", 1e-4), ("sim_binomial", "r2_tmb", 2e-4),
+                                            ("sim_poisson", "r2_tmb", 2e-4), ("sim_poisson_q3", "r2_tmb", 1e-4),
                                             ("sim_gamma", "r2_tmb", 1e-4), ("cbpp_slope", "r2_tmb", 1e-4)])
 def test_r2_matches_performance(fits, name, ref, rel):
     res, _ = fits[name]
