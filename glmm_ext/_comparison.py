@@ -232,7 +232,8 @@ def test_random_effect(res):
     covariance parameters, q(q+1)/2, or q for ``||``): the exact null is a chi-bar-square mixture
     that is complex for a q x q covariance, so ``pvalue`` is the conservative P(chi2_df >= T), and
     ``pvalue_mixture`` = 0.5 P(chi2_{df-1} >= T) + 0.5 P(chi2_df >= T) is reported as a documented
-    approximation (smaller, usually closer to the truth).
+    approximation: smaller than P(chi2_df >= T); the exact mixture also puts weight on chi2 with
+    fewer degrees of freedom, so both remain on the conservative side of it.
     """
     res = unwrap(res)
     llf_glm = glm_loglik(res)
