@@ -208,12 +208,16 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         alpha = check_alpha(alpha)
         if method is None:
             return super().conf_int(alpha=alpha)
-        from . import _bootstrap, _intervals
+        from . import _bootstrap, _intervals, _intervals_vector
 
+        if self.is_vector and method in ("wald", "profile"):
+            module = _intervals_vector
+        else:
+            module = _intervals
         if method == "wald":
-            return _intervals.wald_intervals(self, alpha)
+            return module.wald_intervals(self, alpha)
         if method == "profile":
-            return _intervals.profile_intervals(self, alpha)
+            return module.profile_intervals(self, alpha)
         if method == "boot":
             return _bootstrap.bootstrap_intervals(self, alpha, nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress)
         raise ValueError(f"method must be None, 'wald', 'profile' or 'boot' (got {method!r})")
