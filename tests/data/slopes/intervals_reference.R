@@ -7,9 +7,21 @@ out <- list()
 fits <- list(reml = lmer(Reaction ~ Days + (Days | Subject), d, REML = TRUE),
              ml = lmer(Reaction ~ Days + (Days | Subject), d, REML = FALSE),
              ml_uncorr = lmer(Reaction ~ Days + (Days || Subject), d, REML = FALSE))
+cbpp <- read.csv("tests/data/cbpp.csv")
+cbpp$herd <- factor(cbpp$herd)
+cbpp$pnum <- as.numeric(cbpp$period)
+fits$cbpp_slope <- glmer(cbind(incidence, size - incidence) ~ pnum + (pnum | herd), cbpp, family = binomial)
 for (nm in names(fits)) {
   ci <- confint(fits[[nm]], method = "profile", oldNames = TRUE)
   out[[nm]] <- list(rows = rownames(ci), lower = unname(ci[, 1]), upper = unname(ci[, 2]))
 }
 cat(toJSON(out, digits = 10, pretty = TRUE), file = "tests/data/slopes/intervals_reference.json")
 print(out)
+
+# Wald scale of the variance parameters: glmmTMB's standard errors of log SD (ML fit, theta_ entries)
+suppressPackageStartupMessages(library(glmmTMB))
+tmb <- glmmTMB(Reaction ~ Days + (Days | Subject), d, REML = FALSE)
+V <- vcov(tmb, full = TRUE)
+tmb_out <- list(rows = rownames(V), se = unname(sqrt(diag(V))), est = unname(tmb$fit$par))
+cat(toJSON(tmb_out, digits = 10, pretty = TRUE), file = "tests/data/slopes/intervals_glmmtmb.json")
+print(tmb_out)
