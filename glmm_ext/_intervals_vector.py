@@ -7,7 +7,8 @@ Parameters, as lme4's ``confint`` (``.sig01``, ... in its column-wise order), ps
 beta on the data's scale, phi = sigma^2 (Gaussian) or the family's dispersion.  Sigma = D C D with
 D = diag(SD), C the correlation matrix, so the engine's relative factor is Lambda = D chol(C) / sigma
 (Gaussian) or Lambda_s = diag(rms of Z) D chol(C) (Laplace, scaled Z): an SD of 0 is allowed, a
-correlation matrix that is not positive definite gives f = inf.
+correlation beyond +-1 counts as +-1 (so the refits need no bounds) and a correlation matrix that is
+not positive semidefinite gives f = inf.
 
 Objective f(psi) = -log-likelihood (ML):
   Gaussian, exact:  2 f = 2 sum_j log|L_j| + n log(2 pi sigma^2) + a'Ma / sigma^2,  a = (-beta, 1)
@@ -56,14 +57,24 @@ def _frame(res, lower, upper):
 
 
 def _corr_factor(q, pairs, corr):
-    """chol(C) of the correlation matrix with the given pair values; None if C is not positive definite."""
+    """Lower-triangular F with F F' = C, the correlation matrix with the given pair values (clipped to
+    [-1, 1]); a zero column where C is singular (a correlation of +-1).  None if C is not semidefinite."""
     C = np.eye(q)
-    for (a, b), r in zip(pairs, corr):
+    for (a, b), r in zip(pairs, np.clip(corr, -1.0, 1.0)):
         C[a, b] = C[b, a] = r
-    try:
-        return linalg.cholesky(C, lower=True)
-    except linalg.LinAlgError:
-        return None
+    F = np.zeros((q, q))
+    for j in range(q):  # Cholesky by columns, tolerating zero pivots
+        d = C[j, j] - F[j, :j] @ F[j, :j]
+        if d < -1e-10:
+            return None
+        F[j, j] = np.sqrt(max(d, 0.0))
+        for i in range(j + 1, q):
+            rest = C[i, j] - F[i, :j] @ F[j, :j]
+            if F[j, j] > 1e-8:
+                F[i, j] = rest / F[j, j]
+            elif abs(rest) > 1e-6:
+                return None
+    return F
 
 
 def _psi_hat(res, pairs):
@@ -188,6 +199,8 @@ class VectorProfile(Profile):
             self.psi_hat, self.f_hat = self._minimize(psi, np.arange(len(psi)))
         q = design.Z.shape[1]
         self.psi_hat[self.p:self.p + q] = np.abs(self.psi_hat[self.p:self.p + q])
+        k = len(pairs)
+        self.psi_hat[self.p + q:self.p + q + k] = np.clip(self.psi_hat[self.p + q:self.p + q + k], -1.0, 1.0)
 
     def __call__(self, psi):
         f = self.deviance.ml(psi)
@@ -233,11 +246,11 @@ def profile_intervals(res, alpha=0.05):
 
         ends = []
         for sign in (-1.0, 1.0):
-            edge = {"sd": 0.0 if sign < 0 else None, "corr": sign * (1.0 - 1e-8)}.get(kind)
+            edge = {"sd": 0.0 if sign < 0 else None, "corr": sign}.get(kind)
             if edge is not None:  # the interval may reach the edge of the parameter space
                 f0, _ = prof.constrained(j, edge, psi_hat)
-                if not np.isfinite(f0) or np.sqrt(max(0.0, 2.0 * (f0 - prof.f_hat))) <= z:
-                    ends.append(round(edge) if kind == "corr" else 0.0)
+                if np.isfinite(f0) and np.sqrt(max(0.0, 2.0 * (f0 - prof.f_hat))) <= z:
+                    ends.append(edge)
                     continue
             if use_log:
                 step = sign * min(z * se / psi_hat[j], 2.0)
