@@ -34,11 +34,16 @@ from ._intervals import Profile, _inverse, _solve_end, family_parameter
 from ._lmm_vector import LOG_2PI, SINGULAR_TOL, LambdaPattern, _factors, vector_stats
 
 
+def correlated_pairs(design):
+    """(a, b), a < b, for every pair of terms with a free correlation (lme4's column-wise order)."""
+    pattern = LambdaPattern(design.Z.shape[1], design.re_blocks)
+    return [(int(c), int(r)) for r, c in zip(pattern.rows, pattern.cols) if r != c]
+
+
 def covariance_rows(res):
     """(names, pairs): "<g> SD <term>" per term, then "<g> Cor <a>,<b>" per correlated pair (a, b)."""
     names = list(res._fit.re_names)
-    pattern = LambdaPattern(len(names), res.model.design.re_blocks)
-    pairs = [(int(c), int(r)) for r, c in zip(pattern.rows, pattern.cols) if r != c]
+    pairs = correlated_pairs(res.model.design)
     g = res.group_name
     labels = [f"{g} SD {n}" for n in names] + [f"{g} Cor {names[a]},{names[b]}" for a, b in pairs]
     return labels, pairs

@@ -200,7 +200,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
             ``"<groups> SD"``, then ``"Residual SD"`` (Gaussian), ``"Dispersion"`` (Gamma) or ``"alpha"``
             (negative binomial): "wald" (variance parameters on the log scale), "profile"
             (likelihood-ratio, as lme4's ``confint``; a Gaussian REML fit is profiled by ML, as lme4) or
-            "boot" (parametric bootstrap percentiles).
+            "boot" (parametric bootstrap percentiles). With random slopes the variance rows are
+            ``"<groups> SD <term>"`` per term and ``"<groups> Cor <a>,<b>"`` per correlated pair.
         nsim, seed, n_jobs, progress :
             Bootstrap replicates, seed, worker processes (the same intervals for a given seed whatever
             n_jobs) and progress bar (default: when stderr is a terminal).

@@ -122,6 +122,51 @@ def test_wald_reml_centres_on_the_estimates():
     assert np.all((ratio > 1.0) & (ratio < 1.2))
 
 
-def test_boot_still_refused_for_slopes():
-    with pytest.raises(ValueError, match="random slopes"):
-        sleep_fit().conf_int(method="boot", nsim=2)
+def test_singular_fit_profile_against_lme4_and_the_boundary():
+    # lme4's profile of this boundary fit (rho = -1) warns: its lower ends stop short (our constrained ML
+    # refits at them are within chi2_1(0.95) / 2 of the optimum), and its upper end for SD x (0.483) is
+    # beyond the LR limit (a multi-start Nelder-Mead there gives 2 * (f - f_hat) = 5.39 > 3.84)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = GLMM.from_formula("y ~ x + (x | g)", pd.read_csv(os.path.join(HERE, "slopes", "sim_singular.csv"))).fit()
+        ci = res.conf_int(method="profile")
+        wald = res.conf_int(method="wald")
+    names = ["g SD Intercept", "g Cor Intercept,x", "g SD x", "Residual SD", "Intercept", "x"]
+    ref = lme4_frame("singular_reml", names)
+    ours = ci.loc[names]
+    assert np.all(ours["lower"] <= ref["lower"] + 1e-4)
+    assert 0.40 < ci.loc["g SD x", "upper"] < ref.loc["g SD x", "upper"] - 0.05
+    others = ["g SD Intercept", "Residual SD"]
+    np.testing.assert_allclose(ours.loc[others, "upper"], ref.loc[others, "upper"], rtol=2e-3)
+    np.testing.assert_allclose(ours.loc[["Intercept", "x"]].to_numpy(), ref.loc[["Intercept", "x"]].to_numpy(),
+                               rtol=1e-3)
+    assert ci.loc["g SD x", "lower"] == 0.0 and tuple(ci.loc["g Cor Intercept,x"]) == (-1.0, 1.0)
+    # Wald: no interval for the correlation at -1; the others conditional on it
+    assert wald.loc["g Cor Intercept,x"].isna().all() and wald.drop(index="g Cor Intercept,x").notna().all().all()
+
+
+def test_boot_simulator_draws_the_fitted_marginal_covariance():
+    # y_j ~ N(X_j beta, Z_j Sigma Z_j' + sigma^2 I): the empirical covariance of 4000 draws of one subject
+    from glmm_ext._bootstrap import _simulator
+
+    res = sleep_fit(reml=False)
+    sim = _simulator(res)
+    rng = np.random.default_rng(3)
+    draws = np.array([sim.draw(rng) for _ in range(4000)])
+    rows = np.flatnonzero(SLEEP["Subject"].to_numpy() == SLEEP["Subject"].iloc[0])
+    Z = np.column_stack([np.ones(len(rows)), SLEEP["Days"].to_numpy()[rows]])
+    expected = Z @ res.cov_re.to_numpy() @ Z.T + res.scale * np.eye(len(rows))
+    np.testing.assert_allclose(np.cov(draws[:, rows].T), expected, atol=0.08 * expected.max())
+    fixed_part = np.asarray(res.model.predict(np.asarray(res.params), which="linear"))[rows]
+    np.testing.assert_allclose(draws[:, rows].mean(axis=0), fixed_part, atol=4 * np.sqrt(expected.max() / 4000))
+
+
+def test_boot_intervals_for_slopes():
+    res = sleep_fit(reml=False)
+    boot = res.conf_int(method="boot", nsim=40, seed=5)
+    again = res.conf_int(method="boot", nsim=40, seed=5, n_jobs=2)
+    pd.testing.assert_frame_equal(boot, again)
+    assert list(boot.index) == list(res.conf_int(method="wald").index) and boot.attrs["n_failed"] == 0
+    profile = lme4_frame("ml", CORRELATED).drop(index="Subject Cor Intercept,Days")
+    # 40 replicates: loosely around lme4's profile intervals
+    np.testing.assert_allclose(boot.loc[profile.index].to_numpy(), profile.to_numpy(), rtol=0.3)

@@ -11,6 +11,9 @@ cbpp <- read.csv("tests/data/cbpp.csv")
 cbpp$herd <- factor(cbpp$herd)
 cbpp$pnum <- as.numeric(cbpp$period)
 fits$cbpp_slope <- glmer(cbind(incidence, size - incidence) ~ pnum + (pnum | herd), cbpp, family = binomial)
+sing <- read.csv("tests/data/slopes/sim_singular.csv")
+sing$g <- factor(sing$g)
+fits$singular_reml <- lmer(y ~ x + (x | g), sing, REML = TRUE)  # boundary fit: lme4 warns while profiling
 for (nm in names(fits)) {
   ci <- confint(fits[[nm]], method = "profile", oldNames = TRUE)
   out[[nm]] <- list(rows = rownames(ci), lower = unname(ci[, 1]), upper = unname(ci[, 2]))
