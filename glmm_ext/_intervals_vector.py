@@ -14,8 +14,8 @@ Objective f(psi) = -log-likelihood (ML):
   Gaussian, exact:  2 f = 2 sum_j log|L_j| + n log(2 pi sigma^2) + a'Ma / sigma^2,  a = (-beta, 1)
   (``_lmm_vector``: a'Ma is the penalised residual sum of squares at beta);
   other families: the Laplace approximation of ``_laplace_vector.VectorLaplace``.
-Its gradient is by central differences (a handful of parameters).  The profile intervals then follow
-``_intervals.profile_intervals`` (signed root zeta, secant / regula falsi ends); SDs are profiled on
+Its gradient is by central differences (a handful of parameters).  The profile intervals are
+``_intervals.profile_ends`` (signed root zeta, secant / regula falsi ends); SDs are profiled on
 the log scale, correlations on their own scale within (-1, 1).  A Gaussian REML fit is profiled on
 its ML likelihood, as lme4 does (lme4's REML and ML profiles of sleepstudy agree to 1e-6).
 
@@ -30,7 +30,7 @@ import pandas as pd
 from scipy import linalg, stats
 
 from ._comparison import is_reml, refit_ml, unwrap
-from ._intervals import Profile, _inverse, _solve_end, family_parameter
+from ._intervals import Profile, _inverse, family_parameter, profile_ends
 from ._lmm_vector import LOG_2PI, SINGULAR_TOL, LambdaPattern, _factors, vector_stats
 
 
@@ -230,47 +230,7 @@ def profile_intervals(res, alpha=0.05):
     fit = refit_ml(res) if is_reml(res) else res
     prof = VectorProfile(fit, pairs)
     kinds = _kinds(fit, pairs)
-    z = stats.norm.isf(alpha / 2.0)
-    cov = prof.wald_cov()
-    psi_hat = prof.psi_hat
-    lower, upper, n_fits = [], [], []
-    for j, kind in enumerate(kinds):
-        before = prof.n_fits
-        warm = {1.0: psi_hat.copy(), -1.0: psi_hat.copy()}
-        se = np.sqrt(cov[j, j]) if np.isfinite(cov[j, j]) and cov[j, j] > 0 else 0.1 * max(1.0, abs(psi_hat[j]))
-        use_log = kind == "sd" and psi_hat[j] > 1e-3 * max(se, 1e-12)
-
-        def zeta(x, j=j, use_log=use_log):
-            value = np.exp(x) if use_log else x
-            x_hat = np.log(psi_hat[j]) if use_log else psi_hat[j]
-            side = 1.0 if x >= x_hat else -1.0
-            f, psi = prof.constrained(j, value, warm[side])
-            if np.isfinite(f):
-                warm[side] = psi
-            return side * np.sqrt(max(0.0, 2.0 * (f - prof.f_hat))) if np.isfinite(f) else np.nan
-
-        ends = []
-        for sign in (-1.0, 1.0):
-            edge = {"sd": 0.0 if sign < 0 else None, "corr": sign}.get(kind)
-            if edge is not None:  # the interval may reach the edge of the parameter space
-                f0, _ = prof.constrained(j, edge, psi_hat)
-                if np.isfinite(f0) and np.sqrt(max(0.0, 2.0 * (f0 - prof.f_hat))) <= z:
-                    ends.append(edge)
-                    continue
-            if use_log:
-                step = sign * min(z * se / psi_hat[j], 2.0)
-                ends.append(np.exp(_solve_end(zeta, np.log(psi_hat[j]), step, sign * z)))
-            else:
-                step = sign * z * se
-                if kind == "corr":
-                    step = sign * min(abs(step), 0.5 * (1.0 - sign * psi_hat[j]))
-                limit = {"sd": 0.0, "corr": -1.0}.get(kind, -np.inf)
-                x = _solve_end(zeta, psi_hat[j], step, sign * z, limit)
-                ends.append(min(x, 1.0) if kind == "corr" else x)
-        lower.append(ends[0])
-        upper.append(ends[1])
-        n_fits.append(prof.n_fits - before)
-    lower, upper = np.array(lower), np.array(upper)
+    lower, upper, n_fits = profile_ends(prof, kinds, stats.norm.isf(alpha / 2.0))
     if prof.dist.has_dispersion:
         lower[-1], upper[-1] = family_parameter(prof.dist, lower[-1]), family_parameter(prof.dist, upper[-1])
     out = _frame(res, lower, upper)
