@@ -19,7 +19,7 @@ from ._comparison import fit_options, unwrap
 from . import _intervals, _intervals_vector
 from ._intervals import extra_row_names, family_parameter
 from ._progress import Progress
-from ._simulate import Simulator, check_nsim, simulator
+from ._simulate import check_nsim, simulator
 
 
 def _estimates(design, fit):
@@ -37,37 +37,6 @@ def _estimates(design, fit):
     with np.errstate(all="ignore"):
         corr = [cov[a, b] / (sd[a] * sd[b]) for a, b in _intervals_vector.correlated_pairs(design)]
     return np.concatenate([fit.beta, sd, corr, tail])
-
-
-@dataclasses.dataclass
-class VectorSimulator:
-    """Draws with new random slopes: b_j = F e_j, F F' = Sigma, e_j ~ N(0, I); row effect z_i'b_g(i).
-
-    The family draw is `_simulate.Simulator`'s, given the row effects as its "conditional" effects."""
-
-    base: Simulator
-    Z: np.ndarray  # data row order
-    factor: np.ndarray
-    n_groups: int
-
-    def draw(self, rng, use_re="new"):
-        b = rng.standard_normal((self.n_groups, self.factor.shape[0])) @ self.factor.T
-        rows = np.einsum("nq,nq->n", self.Z, b[self.base.codes])
-        return dataclasses.replace(self.base, codes=np.arange(len(rows)), blups=rows).draw(rng, "conditional")
-
-
-def _simulator(res):
-    """The simulator of a fit (random intercept: `_simulate.simulator`)."""
-    if not res.is_vector:
-        return simulator(res)
-    model = res.model
-    design = model.design
-    w, V = np.linalg.eigh(res._fit.cov_re)
-    base = Simulator(family=design.dist.name, link_inverse=design.dist.link.inverse,
-                     eta_fixed=model.predict(np.asarray(res.params, float), which="linear"), codes=design.codes,
-                     blups=None, sigma=np.nan, phi=float(res.scale), trials=np.asarray(design.trials, float),
-                     var_weights=np.asarray(design.var_weights, float))
-    return VectorSimulator(base, design.Z, V * np.sqrt(np.maximum(w, 0.0)), design.n_groups)
 
 
 def warm_start(res):
@@ -154,7 +123,7 @@ def bootstrap_samples(res, nsim=200, seed=None, n_jobs=1, progress=None):
         progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
     options = {"reml": True, "maxiter": 100, "tol": 1e-6, "nagq": 1}
     options.update(fit_options(res))
-    design, sim = res.model.design, _simulator(res)
+    design, sim = res.model.design, simulator(res)
     seeds = np.random.SeedSequence(seed).spawn(nsim)
     size = max(1, min(25, nsim // (4 * n_jobs) or 1))
     start = warm_start(res)

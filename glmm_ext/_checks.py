@@ -2,14 +2,15 @@
 DHARMa-style simulated quantile residuals.
 
 R² on the latent (link) scale, with var_f = Var(X beta) (sample variance, n - 1), var_u = sigma_u^2
-and var_e the distribution-specific residual variance:
+(with random slopes the mean over rows of z_i' Sigma z_i, Johnson 2014 and Nakagawa et al. 2017, as
+performance) and var_e the distribution-specific residual variance:
 
     marginal = var_f / (var_f + var_u + var_e),   conditional = (var_f + var_u) / (var_f + var_u + var_e).
 
 var_e: Gaussian-identity sigma^2; Binomial pi^2/3 (logit), 1 (probit), pi^2/6 (cloglog); Poisson-log
 ln(1 + 1/lambda) (lognormal) or trigamma(lambda); NB2-log ln(1 + 1/lambda + alpha) (lognormal) or
 trigamma((1/lambda + alpha)^-1); lambda = exp(beta_0) of the intercept-only model with the same random
-intercept (and offset), as R's performance::r2_nakagawa.  Gamma-log: ln(1 + phi) (lognormal),
+part (intercept, or intercept and slopes) and offset, as R's performance::r2_nakagawa.  Gamma-log: ln(1 + phi) (lognormal),
 trigamma(1/phi), or phi (delta method, performance's choice).  Any other pair: the delta method
 (observation-level), mean_i phi V(mu_i) g'(mu_i)^2 at the fixed-part means.
 """
@@ -19,7 +20,8 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from ._comparison import require_random_intercept, unwrap
+from . import _results_vector
+from ._comparison import unwrap
 from ._simulate import check_nsim, simulator
 
 APPROXIMATIONS = ("lognormal", "trigamma", "delta")
@@ -29,7 +31,7 @@ DISTRIBUTION_SPECIFIC = {("binomial", "logit"): (np.pi**2 / 3, "pi^2/3 (logistic
 
 
 def null_lambda(res):
-    """exp(beta_0) of the intercept-only model with the same random intercept, family and offset."""
+    """exp(beta_0) of the intercept-only model with the same random part, family and offset."""
     import warnings
 
     from .model import GLMM
@@ -38,8 +40,9 @@ def null_lambda(res):
     design = model.design
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        exog_re = design.Z if res.is_vector else None  # keep the random slopes, as performance's null model
         null = GLMM(design.y, np.ones((design.nobs, 1)), model.groups, family=model.family,
-                    offset=design.offset).fit(**{k: v for k, v in res.fit_options.items() if k in ("maxiter", "tol")})
+                    offset=design.offset, exog_re=exog_re).fit(**{k: v for k, v in res.fit_options.items() if k in ("maxiter", "tol")})
     return float(np.exp(np.asarray(null.params, float)[0]))
 
 
@@ -73,11 +76,14 @@ def latent_residual_variance(res, approximation="lognormal"):
 
 
 def r2(res, approximation="lognormal"):
-    """Marginal and conditional R² (Nakagawa, Johnson & Schielzeth 2017) with the variances used."""
-    res = require_random_intercept(unwrap(res), "r2")
+    """Marginal and conditional R² (Nakagawa, Johnson & Schielzeth 2017) with the variances used.
+
+    var_random is sigma_u^2, or with random slopes mean_i z_i' Sigma z_i over the rows used.
+    """
+    res = unwrap(res)
     design = res.model.design
     var_f = float(np.var(design.X @ np.asarray(res.params, float), ddof=1))
-    var_u = float(res.var_re)
+    var_u = float(np.mean(_results_vector.row_variances(res))) if res.is_vector else float(res.var_re)
     var_e, how = latent_residual_variance(res, approximation)
     total = var_f + var_u + var_e
     return {"marginal": var_f / total, "conditional": (var_f + var_u) / total, "approximation": how,
@@ -157,7 +163,7 @@ def quantile_residuals(res, nsim=250, seed=None, use_re="new"):
         rows.append(("zero-inflation (observed / simulated zeros)", float(ratio), _two_sided(zeros, sim_zeros)))
     tests = pd.DataFrame(rows, columns=["test", "statistic", "pvalue"]).set_index("test")
     return QuantileResiduals(pd.Series(r, index=design.index, name="quantile_residual"),
-                             sim.link_inverse(sim.eta_fixed + sim.blups[sim.codes]), tests)
+                             sim.conditional_mean(), tests)
 
 
 def plot_quantile_residuals(res, nsim=250, seed=None, fig=None):

@@ -1,6 +1,10 @@
 """Responses drawn from a fitted model (lme4's ``simulate``): with the fitted group effects kept
 (``use_re="conditional"``) or new ones drawn from N(0, sigma_u^2) (``use_re="new"``).
 
+With random slopes each group has a vector b_g of q effects: "conditional" keeps the BLUP vectors,
+"new" draws b_g ~ N(0, Sigma) as L e_g (Sigma = L L', e_g standard normal; a singular Sigma through
+its eigen-decomposition), and eta_i = x_i' beta + offset_i + z_i' b_{g(i)}.
+
 The draw is y | eta ~ family(mu = g^{-1}(eta), phi) with eta = X beta + offset + u_group:
 Gaussian N(mu, phi / v) (v the var_weights); Binomial successes ~ Bin(m, mu) (m the trials),
 returned as the proportion like the model's response; Poisson(mu); Gamma with shape v/phi and mean mu; NB2 as the Poisson-Gamma
@@ -22,16 +26,35 @@ class Simulator:
     link_inverse: object
     eta_fixed: np.ndarray  # X beta + offset, data row order
     codes: np.ndarray
-    blups: np.ndarray
-    sigma: float
+    blups: np.ndarray  # (G,) random intercepts, or (G, q) effect vectors with random slopes
+    sigma: float  # sigma_u (random intercept); with random slopes sqrt of Sigma's first diagonal entry
     phi: float
     trials: np.ndarray
     var_weights: np.ndarray  # the dispersion of row i is phi / v_i (Gaussian, Gamma)
+    Z: np.ndarray = None  # (n, q) random-effects design (random slopes only), data row order
+    cov_factor: np.ndarray = None  # L with L L' = Sigma (random slopes only)
+
+    def group_effects(self, rng, use_re="new"):
+        """The group effects used by one draw: the BLUPs, or new ones from N(0, sigma_u^2) / N(0, Sigma)."""
+        if use_re == "conditional":
+            return self.blups
+        if self.Z is None:
+            return rng.normal(0.0, self.sigma, size=len(self.blups))
+        return rng.standard_normal(self.blups.shape) @ self.cov_factor.T
+
+    def linear_predictor(self, effects):
+        """eta = X beta + offset + u_g(i), or + z_i' b_g(i) with random slopes."""
+        if self.Z is None:
+            return self.eta_fixed + effects[self.codes]
+        return self.eta_fixed + np.einsum("nq,nq->n", self.Z, effects[self.codes])
+
+    def conditional_mean(self):
+        """mu at the BLUPs (the fitted values)."""
+        return self.link_inverse(self.linear_predictor(self.blups))
 
     def draw(self, rng, use_re="new"):
         """One simulated response vector (rows in the data's order)."""
-        u = self.blups if use_re == "conditional" else rng.normal(0.0, self.sigma, size=len(self.blups))
-        mu = self.link_inverse(self.eta_fixed + u[self.codes])
+        mu = self.link_inverse(self.linear_predictor(self.group_effects(rng, use_re)))
         m = self.trials
         if self.family == "gaussian":
             return rng.normal(mu, np.sqrt(self.phi / (m * self.var_weights)))
@@ -49,18 +72,30 @@ class Simulator:
         raise ValueError(f"no simulation for the {self.family} family")
 
 
-def simulator(res):
-    """The Simulator of a fit."""
-    from ._comparison import require_random_intercept
+def covariance_factor(cov):
+    """L with L L' = cov for a positive semi-definite cov (Cholesky, else the eigen-decomposition)."""
+    cov = np.asarray(cov, float)
+    try:
+        return np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:  # singular fit: a variance at 0 or a correlation of +-1
+        values, vectors = np.linalg.eigh(cov)
+        return vectors * np.sqrt(np.clip(values, 0.0, None))
 
-    require_random_intercept(res, "simulation (simulate, bootstrap, quantile residuals)")
+
+def simulator(res):
+    """The Simulator of a fit (random intercept or random slopes)."""
     model = res.model
     design = model.design
+    vector = getattr(res, "is_vector", False)
+    cov = np.asarray(res.cov_re, float) if vector else None
     return Simulator(family=design.dist.name, link_inverse=design.dist.link.inverse,
                      eta_fixed=model.predict(np.asarray(res.params, float), which="linear"),
-                     codes=design.codes, blups=np.asarray(res.blups, float), sigma=float(np.sqrt(res.var_re)),
+                     codes=design.codes, blups=np.asarray(res.blups, float),
+                     sigma=float(np.sqrt(cov[0, 0] if vector else res.var_re)),
                      phi=float(res.scale), trials=np.asarray(design.trials, float),
-                     var_weights=np.asarray(design.var_weights, float))
+                     var_weights=np.asarray(design.var_weights, float),
+                     Z=np.asarray(design.Z, float) if vector else None,
+                     cov_factor=covariance_factor(cov) if vector else None)
 
 
 def check_use_re(use_re):
@@ -81,6 +116,8 @@ def simulate(res, nsim=1, seed=None, use_re="conditional"):
     """DataFrame of `nsim` simulated responses (columns sim_1 ... sim_nsim), indexed like the data's rows.
 
     A Binomial model with trials returns proportions (successes / trials), like its response.
+    ``use_re="new"`` draws new group effects, N(0, sigma_u^2) or with random slopes N(0, Sigma) per
+    group; ``"conditional"`` keeps the fitted BLUPs (vectors with random slopes).
     """
     nsim = check_nsim(nsim)
     use_re = check_use_re(use_re)

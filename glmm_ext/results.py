@@ -236,20 +236,26 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         return None if self.alpha is None else 1.0 / self.alpha
 
     def test_random_effect(self):
-        """LRT of sigma_u^2 = 0 against the GLM, p-value 0.5 chi2_0 + 0.5 chi2_1 (see glmm_ext._comparison)."""
+        """LRT of "no random effects" against the GLM (see glmm_ext._comparison.test_random_effect).
+
+        Random intercept: p = 0.5 chi2_0 + 0.5 chi2_1 (Self & Liang 1987).  Random slopes: ``pvalue`` is the
+        conservative chi2 with df = the number of covariance parameters, and ``pvalue_mixture`` the
+        approximation 0.5 chi2_{df-1} + 0.5 chi2_df."""
         from ._comparison import test_random_effect
 
         return test_random_effect(self)
 
     def simulate(self, nsim=1, seed=None, use_re="conditional"):
         """DataFrame of nsim responses drawn from the fit, keeping the BLUPs ("conditional") or drawing new
-        group effects ("new"); Binomial models with trials give proportions like their response."""
+        group effects ("new": N(0, sigma_u^2), or N(0, Sigma) per group with random slopes); Binomial models
+        with trials give proportions like their response."""
         from ._simulate import simulate
 
         return simulate(self, nsim=nsim, seed=seed, use_re=use_re)
 
     def r2(self, approximation="lognormal"):
-        """Marginal and conditional R² of Nakagawa, Johnson & Schielzeth (2017): a dict with "marginal",
+        """Marginal and conditional R² of Nakagawa, Johnson & Schielzeth (2017) (with random slopes the
+        random-effect variance is the mean of z_i' Sigma z_i over rows, Johnson 2014): a dict with "marginal",
         "conditional", "approximation" (how the latent residual variance was found) and the variances.
         ``approximation``: "lognormal" (default), "trigamma" or "delta" where the family has a choice."""
         from ._checks import r2

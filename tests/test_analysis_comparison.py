@@ -122,7 +122,7 @@ def test_random_effect_test_reads_as_a_mapping_too():
     assert dict(test)["pvalue"] == test.pvalue and test["statistic"] == test.statistic
 
 
-def test_random_slope_fits_compare_by_anova_and_refuse_the_intercept_only_tools():
+def test_random_slope_fits_compare_by_anova_and_refuse_profile_intervals():
     d = glmm_ext.simulate("poisson", n_groups=30, group_size=10, seed=1)
     fam = sm.families.Poisson()
     intercept = fit("y ~ x1", d, "g", fam)
@@ -132,10 +132,7 @@ def test_random_slope_fits_compare_by_anova_and_refuse_the_intercept_only_tools(
     table = glmm_ext.anova(intercept, slopes)
     assert table["npar"].tolist() == [3, 5]
     assert table["Chisq"].iloc[1] == pytest.approx(2 * (slopes.llf - intercept.llf))
-    for call in (slopes.test_random_effect, slopes.r2, slopes.simulate):
-        with pytest.raises(ValueError, match="random slopes"):
-            call()
-    # conf_int covers random slopes (tests/test_slopes_intervals.py)
+    # test_random_effect, r2, simulate: test_slopes_analysis.py; conf_int: test_slopes_intervals.py
     assert "g Cor Intercept,x1" in slopes.conf_int(method="wald").index
     with pytest.raises(ValueError, match="random slopes"):
         glmm_ext.GLMM.from_formula("y ~ x1 + (1 + x1 | g)", d, family=fam, var_weights=np.full(len(d), 2.0))

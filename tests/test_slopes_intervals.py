@@ -145,12 +145,12 @@ def test_singular_fit_profile_against_lme4_and_the_boundary():
     assert wald.loc["g Cor Intercept,x"].isna().all() and wald.drop(index="g Cor Intercept,x").notna().all().all()
 
 
-def test_boot_simulator_draws_the_fitted_marginal_covariance():
+def test_bootstrap_draws_have_the_fitted_marginal_covariance():
     # y_j ~ N(X_j beta, Z_j Sigma Z_j' + sigma^2 I): the empirical covariance of 4000 draws of one subject
-    from glmm_ext._bootstrap import _simulator
+    from glmm_ext._simulate import simulator  # what the bootstrap draws from
 
     res = sleep_fit(reml=False)
-    sim = _simulator(res)
+    sim = simulator(res)
     rng = np.random.default_rng(3)
     draws = np.array([sim.draw(rng) for _ in range(4000)])
     rows = np.flatnonzero(SLEEP["Subject"].to_numpy() == SLEEP["Subject"].iloc[0])
