@@ -63,7 +63,7 @@ class PenalisedFit:
             eta = data.X @ gamma + data.offset
             if sigma > 0:
                 eta = eta + sigma * to_rows(b, data.counts)
-        ll = self.dist.loglik(data.y, eta, data.m, phi, data.const)
+        ll = self.dist.evaluate(data.y, eta, data.m, phi, data.const, order=0)[0]  # the kernel, row-blocked
         value = float(np.sum(ll) - 0.5 * b @ b)
         return (value if np.isfinite(value) else -np.inf), eta
 
@@ -86,13 +86,8 @@ class PenalisedFit:
         converged = False
         natural = dist._natural  # canonical link: the Fisher weights are the observed curvature
         for _ in range(self.maxiter):
-            if natural:  # l' = m (y - mu) / phi, -l'' = m mu' / phi: one mean, one derivative
-                safe = dist._safe_eta(eta)
-                l1 = data.y - dist.link.inverse(safe)
-                w = dist.link.inverse_deriv(safe)
-                if phi != 1.0 or np.ndim(data.m):
-                    l1 *= data.m / phi
-                    w *= data.m / phi
+            if natural:  # canonical link: the Fisher weights are -l'', from the same pass as l'
+                _, l1, w, _ = dist.evaluate(data.y, eta, data.m, phi, data.const, order=2, loglik=False)
             else:
                 l1, _, _ = dist.derivatives(data.y, eta, data.m, phi, order=1)
                 w = dist.working_weights(eta, data.m, phi)
@@ -174,6 +169,22 @@ def _eta_scale(dist, data, gamma):
     return max(float(np.std(eta)), 0.1 * abs(float(np.mean(eta))), 0.1)
 
 
+def _parabola_step(fun, x0, h, lo, hi):
+    """Minimum of the parabola through fun at x0 - h, x0, x0 + h when it is a bracketed minimum
+    (curvature > 0, vertex within [x0 - h, x0 + h]); one more evaluation at the vertex, which is kept
+    when it is the lowest.  Returns a scipy-like result (x, fun, nfev, success) or None (use Brent)."""
+    if x0 - h < lo or x0 + h > hi:
+        return None
+    f_lo, f_mid, f_hi = fun(x0 - h), fun(x0), fun(x0 + h)
+    curvature = f_lo - 2.0 * f_mid + f_hi
+    if not (np.isfinite(curvature) and curvature > 0 and f_mid <= min(f_lo, f_hi)):
+        return None
+    x = x0 + 0.5 * h * (f_lo - f_hi) / curvature
+    f = fun(x)
+    best = min((f, x), (f_mid, x0))
+    return optimize.OptimizeResult(x=best[1], fun=best[0], nfev=4, success=True)
+
+
 def fit_nagq0(dist, data, gamma0, scale0, maxiter, tol, callback, t0):
     """nagq = 0: beta from PIRLS at each (sigma, phi); only the variance parameters are optimised."""
     from ._glmm import EngineFit  # the record type lives with the main engine
@@ -219,11 +230,13 @@ def fit_nagq0(dist, data, gamma0, scale0, maxiter, tol, callback, t0):
                                    np.zeros(data.n_groups), tol=1e-6, order=2)
             if md is not None:
                 pirls.b, pirls.sigma, pirls.W = md.b, sigma_sub, group_sums(md.d, data.starts)
-            near = (max(lo, rough.x - 0.2), min(hi, rough.x + 0.2))  # ~ 5 SEs of the subset estimate
-            res = optimize.minimize_scalar(lambda s: objective([s]), bounds=near, method="bounded",
-                                           options={"xatol": 3e-3, "maxiter": 20 * maxiter})
-            if min(res.x - near[0], near[1] - res.x) < 0.01 and (near[0] > lo or near[1] < hi):
-                res = None  # the subset's bracket was too narrow: search the whole interval
+            res = _parabola_step(lambda s: objective([s]), float(rough.x), 0.05, lo, hi)
+            if res is None:
+                near = (max(lo, rough.x - 0.2), min(hi, rough.x + 0.2))  # ~ 5 SEs of the subset estimate
+                res = optimize.minimize_scalar(lambda s: objective([s]), bounds=near, method="bounded",
+                                               options={"xatol": 3e-3, "maxiter": 20 * maxiter})
+                if min(res.x - near[0], near[1] - res.x) < 0.01 and (near[0] > lo or near[1] < hi):
+                    res = None  # the subset's bracket was too narrow: search the whole interval
         else:
             res = None
         if res is None:
