@@ -1,7 +1,8 @@
 """Parametric bootstrap (lme4's ``bootMer``, MixedModels.jl's ``parametricbootstrap``).
 
-Replicate k draws a response from the fitted model with new group effects (u ~ N(0, sigma_u^2)),
-refits the same model by the same method and keeps (beta, sigma_u, family parameter).  Replicate
+Replicate k draws a response from the fitted model with new group effects (u ~ N(0, sigma_u^2), or
+b_j ~ N(0, Sigma) with random slopes), refits the same model by the same method and keeps the
+parameters conf_int reports (beta, sigma_u or the SDs and correlations, family parameter).  Replicate
 k's random numbers come from child k of ``SeedSequence(seed)``, so the samples, and the percentile
 intervals, are the same whatever the number of worker processes.
 """
@@ -15,20 +16,27 @@ import numpy as np
 import pandas as pd
 
 from ._comparison import fit_options, unwrap
-from ._intervals import _frame, extra_row_names, family_parameter
+from . import _intervals, _intervals_vector
+from ._intervals import extra_row_names, family_parameter
 from ._progress import Progress
 from ._simulate import check_nsim, simulator
 
 
 def _estimates(design, fit):
-    """(beta, sigma_u, sqrt(phi) | phi | alpha) of one fit, as reported by conf_int."""
+    """(beta, sigma_u | SDs and correlations, sqrt(phi) | phi | alpha) of one fit, as reported by conf_int."""
     dist = design.dist
     tail = []
     if dist.name == "gaussian":
         tail = [np.sqrt(fit.scale)]
     elif dist.has_dispersion:
         tail = [fit.scale]
-    return np.concatenate([fit.beta, [np.sqrt(fit.var_re)], tail])
+    if design.Z is None:
+        return np.concatenate([fit.beta, [np.sqrt(fit.var_re)], tail])
+    cov = fit.cov_re
+    sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    with np.errstate(all="ignore"):
+        corr = [cov[a, b] / (sd[a] * sd[b]) for a, b in _intervals_vector.correlated_pairs(design)]
+    return np.concatenate([fit.beta, sd, corr, tail])
 
 
 def warm_start(res):
@@ -39,7 +47,7 @@ def warm_start(res):
     from ._optimize import fd_hessian
 
     design = res.model.design
-    if design.gaussian_identity:
+    if design.gaussian_identity or design.Z is not None:  # random slopes: refitted from the usual start
         return None
     nagq = max(1, int(res.fit_options.get("nagq", 1) or 1))
     objective = MarginalLikelihood(design.dist, design.engine_data(), nagq=nagq)
@@ -73,12 +81,17 @@ def _quick_fit(design, options, start):
 
 def refit(design, options, y, start=None):
     """Estimates after refitting `design` with response y (NaN when the fit fails)."""
+    from ._fit_vector import fit_vector
     from ._fitting import fit_likelihood, fit_profile
 
     new = dataclasses.replace(design, y=y)
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
+            if new.Z is not None:
+                return _estimates(design, fit_vector(new, reml=options.get("reml", True), nagq=1,
+                                                     maxiter=options["maxiter"], tol=options["tol"],
+                                                     cov_type="pirls"))
             if new.gaussian_identity:
                 return _estimates(design, fit_profile(new, reml=options.get("reml", True),
                                                       maxiter=options["maxiter"], tol=options["tol"]))
@@ -90,7 +103,8 @@ def refit(design, options, y, start=None):
                                  cov_type="pirls")
         return _estimates(design, fit)
     except (ValueError, FloatingPointError, np.linalg.LinAlgError):
-        k = design.X.shape[1] + 1 + int(design.dist.has_dispersion)
+        k = design.X.shape[1] + int(design.dist.has_dispersion)
+        k += 1 if design.Z is None else design.Z.shape[1] + len(_intervals_vector.correlated_pairs(design))
         return np.full(k, np.nan)
 
 
@@ -128,7 +142,7 @@ def bootstrap_samples(res, nsim=200, seed=None, n_jobs=1, progress=None):
                     out.append(chunk)
                     done += len(chunk)
                     monitor("bootstrap", done, np.nan)
-    names = list(res.model.exog_names) + extra_row_names(res)
+    names = _intervals_vector.row_names(res) if res.is_vector else list(res.model.exog_names) + extra_row_names(res)
     return pd.DataFrame(np.vstack(out), columns=names)
 
 
@@ -137,6 +151,7 @@ def bootstrap_intervals(res, alpha=0.05, nsim=200, seed=None, n_jobs=1, progress
     samples = bootstrap_samples(res, nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress)
     lower = samples.quantile(alpha / 2.0).to_numpy()
     upper = samples.quantile(1.0 - alpha / 2.0).to_numpy()
-    out = _frame(unwrap(res), lower, upper)
+    res = unwrap(res)
+    out = (_intervals_vector._frame if res.is_vector else _intervals._frame)(res, lower, upper)
     out.attrs.update(method="boot", nsim=nsim, n_failed=int(samples.isna().any(axis=1).sum()))
     return out

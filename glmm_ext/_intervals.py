@@ -157,20 +157,22 @@ def _solve_end(zeta, x_hat, step, target, lower_limit=-np.inf):
     return x if abs(zeta(x) - target) < 1e-2 else np.nan
 
 
-def profile_intervals(res, alpha=0.05):
-    """Likelihood-ratio (profile) intervals: ends where 2 (llf_hat - llf_profile) = chi2_1(1 - alpha)."""
-    res = require_random_intercept(unwrap(res), "conf_int(method='profile')")
-    fit = refit_ml(res) if is_reml(res) else res
-    prof = Profile(fit)
-    z = stats.norm.isf(alpha / 2.0)
+def profile_ends(prof, kinds, z):
+    """(lower, upper, refits) of every coordinate of a `Profile` at |zeta| = z.
+
+    `kinds` names each coordinate: "beta" and "phi" (log phi) are profiled as they are; "sd" on the
+    log scale, its lower end 0 when sigma = 0 is inside the interval; "corr" within [-1, 1], an end
+    +-1 when the edge is inside; "log_alpha" (NB2) gets -inf as lower end when alpha -> 0 (the Poisson
+    model) is inside.
+    """
     cov = prof.wald_cov()
-    psi_hat, p = prof.psi_hat, prof.p
+    psi_hat = prof.psi_hat
     lower, upper, n_fits = [], [], []
-    for j in range(len(psi_hat)):
+    for j, kind in enumerate(kinds):
         before = prof.n_fits
         warm = {1.0: psi_hat.copy(), -1.0: psi_hat.copy()}
         se = np.sqrt(cov[j, j]) if np.isfinite(cov[j, j]) and cov[j, j] > 0 else 0.1 * max(1.0, abs(psi_hat[j]))
-        use_log = j == p and psi_hat[p] > 1e-3 * max(se, 1e-12)  # sigma_u: log scale unless at the boundary
+        use_log = kind == "sd" and psi_hat[j] > 1e-3 * max(se, 1e-12)  # log scale unless at the boundary
 
         def zeta(x, j=j, use_log=use_log):
             value = np.exp(x) if use_log else x
@@ -183,25 +185,37 @@ def profile_intervals(res, alpha=0.05):
 
         ends = []
         for sign in (-1.0, 1.0):
-            if sign < 0 and (j == p or (j == p + 1 and prof.dist.name == "negativebinomial")):
-                # sigma_u = 0, or alpha -> 0 (the Poisson model), may lie inside the interval: its end is 0
-                edge = 0.0 if j == p else psi_hat[j] - 25.0
-                f0, _ = prof.constrained(j, edge, psi_hat)
-                if np.sqrt(max(0.0, 2.0 * (f0 - prof.f_hat))) <= z:
-                    ends.append(0.0 if j == p else -np.inf)
+            edge = {"sd": (0.0, 0.0) if sign < 0 else None, "corr": (sign, sign),
+                    "log_alpha": (psi_hat[j] - 25.0, -np.inf) if sign < 0 else None}.get(kind)
+            if edge is not None:  # the interval may reach the edge of the parameter space
+                f0, _ = prof.constrained(j, edge[0], psi_hat)
+                if np.isfinite(f0) and np.sqrt(max(0.0, 2.0 * (f0 - prof.f_hat))) <= z:
+                    ends.append(edge[1])
                     continue
             if use_log:
-                x_hat, step = np.log(psi_hat[j]), sign * z * se / psi_hat[j]
-                ends.append(np.exp(_solve_end(zeta, x_hat, step, sign * z)))
-            else:
-                limit = 0.0 if j == p else -np.inf
-                ends.append(_solve_end(zeta, psi_hat[j], sign * z * se, sign * z, limit))
+                ends.append(np.exp(_solve_end(zeta, np.log(psi_hat[j]), sign * z * se / psi_hat[j], sign * z)))
+                continue
+            step = sign * z * se
+            if kind == "corr":
+                step = sign * min(abs(step), 0.5 * (1.0 - sign * psi_hat[j]))
+            x = _solve_end(zeta, psi_hat[j], step, sign * z, {"sd": 0.0, "corr": -1.0}.get(kind, -np.inf))
+            ends.append(min(x, 1.0) if kind == "corr" else x)
         lower.append(ends[0])
         upper.append(ends[1])
         n_fits.append(prof.n_fits - before)
-    lower, upper = np.array(lower), np.array(upper)
-    if prof.dist.has_dispersion:
-        lower[-1], upper[-1] = family_parameter(prof.dist, lower[-1]), family_parameter(prof.dist, upper[-1])
+    return np.array(lower), np.array(upper), n_fits
+
+
+def profile_intervals(res, alpha=0.05):
+    """Likelihood-ratio (profile) intervals: ends where 2 (llf_hat - llf_profile) = chi2_1(1 - alpha)."""
+    res = require_random_intercept(unwrap(res), "conf_int(method='profile')")
+    fit = refit_ml(res) if is_reml(res) else res
+    prof = Profile(fit)
+    dist = prof.dist
+    tail = ["log_alpha" if dist.name == "negativebinomial" else "phi"] if dist.has_dispersion else []
+    lower, upper, n_fits = profile_ends(prof, ["beta"] * prof.p + ["sd"] + tail, stats.norm.isf(alpha / 2.0))
+    if dist.has_dispersion:
+        lower[-1], upper[-1] = family_parameter(dist, lower[-1]), family_parameter(dist, upper[-1])
     out = _frame(res, lower, upper)
     note = ""
     if is_reml(res):

@@ -200,7 +200,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
             ``"<groups> SD"``, then ``"Residual SD"`` (Gaussian), ``"Dispersion"`` (Gamma) or ``"alpha"``
             (negative binomial): "wald" (variance parameters on the log scale), "profile"
             (likelihood-ratio, as lme4's ``confint``; a Gaussian REML fit is profiled by ML, as lme4) or
-            "boot" (parametric bootstrap percentiles).
+            "boot" (parametric bootstrap percentiles). With random slopes the variance rows are
+            ``"<groups> SD <term>"`` per term and ``"<groups> Cor <a>,<b>"`` per correlated pair.
         nsim, seed, n_jobs, progress :
             Bootstrap replicates, seed, worker processes (the same intervals for a given seed whatever
             n_jobs) and progress bar (default: when stderr is a terminal).
@@ -208,16 +209,17 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         alpha = check_alpha(alpha)
         if method is None:
             return super().conf_int(alpha=alpha)
-        from . import _bootstrap, _intervals
+        from . import _bootstrap, _intervals, _intervals_vector
 
+        if self.is_vector and method in ("wald", "profile"):
+            module = _intervals_vector
+        else:
+            module = _intervals
         if method == "wald":
-            return _intervals.wald_intervals(self, alpha)
+            return module.wald_intervals(self, alpha)
         if method == "profile":
-            return _intervals.profile_intervals(self, alpha)
+            return module.profile_intervals(self, alpha)
         if method == "boot":
-            from ._comparison import require_random_intercept  # the simulator handles slopes; the refits do not yet
-
-            require_random_intercept(self, "conf_int(method='boot')")
             return _bootstrap.bootstrap_intervals(self, alpha, nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress)
         raise ValueError(f"method must be None, 'wald', 'profile' or 'boot' (got {method!r})")
 
