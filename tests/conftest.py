@@ -79,3 +79,20 @@ def fits():
 def rel_close(actual, expected, rtol):
     actual, expected = np.asarray(actual, float), np.asarray(expected, float)
     return np.all(np.abs(actual - expected) <= rtol * np.maximum(np.abs(expected), 1e-12))
+
+
+with open(os.path.join(DATA, "analysis_reference.json")) as fh:
+    ANALYSIS_REF = json.load(fh)  # lme4 / glmmTMB / performance numbers for the analysis tools
+
+
+def read_data(name):
+    """A data set of tests/data as a DataFrame."""
+    return pd.read_csv(os.path.join(DATA, name))
+
+
+def quiet_fit(formula, data, groups, family=None, **kw):
+    """GLMM.from_formula(...).fit(**kw) with warnings silenced; ``model={...}`` goes to from_formula."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return glmm_ext.GLMM.from_formula(formula, data, groups=groups, family=family,
+                                          **kw.pop("model", {})).fit(**kw)

@@ -1,8 +1,5 @@
 """simulate, R² (performance::r2_nakagawa), overdispersion (performance::check_overdispersion) and
 DHARMa-style quantile residuals (closed forms and simulation)."""
-import json
-import os
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -11,19 +8,7 @@ import statsmodels.api as sm
 
 import glmm_ext
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
-with open(os.path.join(DATA, "analysis_reference.json")) as fh:
-    REF = json.load(fh)
-
-
-def read(name):
-    return pd.read_csv(os.path.join(DATA, name))
-
-
-def fit(formula, data, groups, family=None, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return glmm_ext.GLMM.from_formula(formula, data, groups=groups, family=family).fit(**kw)
+from conftest import ANALYSIS_REF as REF, quiet_fit as fit, read_data as read
 
 
 def grouse():

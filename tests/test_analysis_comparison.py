@@ -1,10 +1,7 @@
 """anova and the likelihood-ratio test of the random intercept, against lme4 and R's glm/lm logLik."""
-import json
-import os
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 import statsmodels.api as sm
 from scipy import stats
@@ -12,19 +9,7 @@ from scipy import stats
 import glmm_ext
 from glmm_ext._comparison import boundary_pvalue
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
-with open(os.path.join(DATA, "analysis_reference.json")) as fh:
-    REF = json.load(fh)
-
-
-def read(name):
-    return pd.read_csv(os.path.join(DATA, name))
-
-
-def fit(formula, data, groups, family=None, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return glmm_ext.GLMM.from_formula(formula, data, groups=groups, family=family).fit(**kw)
+from conftest import ANALYSIS_REF as REF, quiet_fit as fit, read_data as read
 
 
 def r_column(values):

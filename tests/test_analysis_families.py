@@ -1,5 +1,4 @@
 """Negative binomial (NB2) and the cloglog link: closed forms, finite differences and glmmTMB's fits."""
-import json
 import os
 import warnings
 
@@ -13,9 +12,7 @@ import glmm_ext
 from glmm_ext._families import Distribution
 from glmm_ext._laplace import MarginalLikelihood
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
-with open(os.path.join(DATA, "analysis_reference.json")) as fh:
-    REF = json.load(fh)
+from conftest import ANALYSIS_REF as REF, DATA
 
 
 def grouse():

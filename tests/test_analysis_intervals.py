@@ -1,8 +1,5 @@
 """conf_int(method="wald" | "profile" | "boot"): lme4's profile intervals, the likelihood-ratio
 definition checked by independent constrained refits, and the bootstrap's reproducibility."""
-import json
-import os
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -12,20 +9,8 @@ from scipy import stats
 
 import glmm_ext
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
-with open(os.path.join(DATA, "analysis_reference.json")) as fh:
-    REF = json.load(fh)
+from conftest import ANALYSIS_REF as REF, quiet_fit as fit, read_data as read
 R_ROWS = {"(Intercept)": "Intercept", "sigma": "Residual SD"}
-
-
-def fit(formula, data, groups, family=None, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return glmm_ext.GLMM.from_formula(formula, data, groups=groups, family=family, **kw.pop("model", {})).fit(**kw)
-
-
-def read(name):
-    return pd.read_csv(os.path.join(DATA, name))
 
 
 @pytest.fixture(scope="module")
