@@ -227,7 +227,7 @@ def fit_nagq0(dist, data, gamma0, scale0, maxiter, tol, callback, t0):
             # that the joint PIRLS on all rows starts next to its solution
             sigma_sub = float(np.exp(rough.x))
             md = conditional_modes(dist, data, data.X @ pirls.gamma + data.offset, sigma_sub, 1.0,
-                                   np.zeros(data.n_groups), tol=1e-6, order=2)
+                                   np.zeros(data.n_groups), tol=1e-2, order=2)
             if md is not None:
                 pirls.b, pirls.sigma, pirls.W = md.b, sigma_sub, group_sums(md.d, data.starts)
             res = _parabola_step(lambda s: objective([s]), float(rough.x), 0.05, lo, hi)
