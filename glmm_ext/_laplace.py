@@ -21,7 +21,7 @@ import numpy as np
 from scipy import special
 
 from ._gausshermite import gauss_hermite
-from ._segments import group_sums, to_rows
+from ._segments import group_starts, group_sums, to_rows
 
 
 @dataclass
@@ -53,9 +53,8 @@ def subset_groups(data, keep):
         return np.broadcast_to(values.flat[0], rows.shape) if values.strides == (0,) else values[rows]
 
     counts = data.counts[keep]
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.intp)
     return GLMMData(y=data.y[rows], X=data.X[rows], offset=pick(data.offset), m=pick(data.m),
-                    const=pick(data.const), starts=starts, counts=counts)
+                    const=pick(data.const), starts=group_starts(counts), counts=counts)
 
 
 def evenly_spaced_groups(n_groups, k):
