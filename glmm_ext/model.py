@@ -538,25 +538,6 @@ def _second_differences(fun, x, rel_step=1e-4):
     return H
 
 
-def gaussian_ri_reml_loglik(y, X, starts, counts, var_re, scale):
-    """REML log-likelihood at given variances (not profiled), rows sorted by group:
-
-    l_R = l_ML(beta_GLS) - log|X' V^-1 X| / 2 + p log(2 pi) / 2, with
-    X' V^-1 X = (X'X - sum_g c_g s_g s_g') / scale, s_g the group sums of X, c_g = var_re / (scale + n_g var_re).
-    """
-    from ._segments import group_sums
-
-    c = var_re / (scale + counts * var_re)
-    sx = np.column_stack([group_sums(X[:, j], starts) for j in range(X.shape[1])])
-    sy = group_sums(y, starts)
-    xtvx = (X.T @ X - (sx * c[:, None]).T @ sx) / scale
-    xtvy = (X.T @ y - (sx * c[:, None]).T @ sy) / scale
-    beta = np.linalg.solve(xtvx, xtvy)
-    _, logdet = np.linalg.slogdet(xtvx)
-    p = X.shape[1]
-    return gaussian_ri_loglik(y - X @ beta, starts, counts, var_re, scale) - 0.5 * logdet + 0.5 * p * np.log(2 * np.pi)
-
-
 def gaussian_ri_loglik(resid, starts, counts, var_re, scale):
     """Exact Gaussian random-intercept log-likelihood of residuals sorted by group (Woodbury, per group)."""
     from ._segments import group_sums

@@ -395,13 +395,14 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         model, p = self.model, self.model.k_fe
         theta = self.params_vector.to_numpy()[p:]
         if self.method == "REML":
-            from .model import _second_differences, gaussian_ri_reml_loglik
+            from ._lmm import lmm_stats, reml_loglik
+            from .model import _second_differences
 
             d = model.design
-            y, X = (d.y - d.offset)[d.order], d.X[d.order]
+            stats = lmm_stats(d.X[d.order], (d.y - d.offset)[d.order], d.starts, d.counts)
 
             def reml(t):
-                return gaussian_ri_reml_loglik(y, X, d.starts, d.counts, t[0] ** 2, np.exp(t[1]))
+                return reml_loglik(stats, t[0] ** 2, np.exp(t[1]))
 
             H, block = _second_differences(reml, theta), slice(None)
         else:
