@@ -11,7 +11,7 @@ from ._validation import check_alpha
 
 
 class GLMMResults(sm_base.LikelihoodModelResults):
-    """A fitted random-intercept GLMM.
+    """A fitted GLMM: a random intercept, or a vector of random effects (random slopes), per group.
 
     Attributes
     ----------
@@ -20,7 +20,7 @@ class GLMMResults(sm_base.LikelihoodModelResults):
     bse, bse_fe : Series
         Their standard errors (observed information by default; see ``cov_type``).
     cov_re : DataFrame
-        1 x 1 random-intercept variance sigma_u^2.
+        1 x 1 random-intercept variance sigma_u^2; with random slopes the q x q covariance, named by term.
     scale : float
         Residual variance sigma_e^2 (Gaussian), the dispersion phi (Gamma, Gaussian-log), 1 otherwise.
     llf, aic, bic : float
