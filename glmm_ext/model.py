@@ -8,6 +8,7 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparatio
 
 from . import _bars, _formula
 from ._design import build_design
+from ._differences import central_gradient, second_differences
 from ._fit_vector import fit_vector
 from ._fitting import fit_likelihood, fit_profile
 from ._progress import Progress
@@ -383,7 +384,7 @@ class GLMM(sm_base.LikelihoodModel):
         """Gradient of `loglike` over the parameter vector (analytic for Laplace/AGQ, else differences)."""
         params = self._vector(params)
         if self.design.gaussian_identity:
-            return _central_gradient(self.loglike, params)
+            return central_gradient(self.loglike, params, 1e-6 * np.maximum(1.0, np.abs(params)))
         beta, var_re, scale = self._split(params)
         theta = self._engine_theta(beta, var_re, scale)
         _, grad = self._engine_objective(self._fit_options.get("nagq", 1))(theta)
@@ -400,7 +401,7 @@ class GLMM(sm_base.LikelihoodModel):
 
         params = self._vector(params)
         if self.design.gaussian_identity:
-            return _second_differences(self.loglike, params)
+            return second_differences(self.loglike, params, 1e-4 * np.maximum(1.0, np.abs(params)))
         return fd_hessian(lambda x: (np.nan, self.score(x)), params)
 
     def information(self, params):
@@ -511,31 +512,6 @@ def _statsmodels_fit_options(method, start_params, full_output, extra):
     if extra:
         raise TypeError(f"fit() got unexpected keyword arguments: {', '.join(extra)}")
     return notes
-
-
-def _central_gradient(fun, x, rel_step=1e-6):
-    """Central differences (f(x + h e_j) - f(x - h e_j)) / 2h."""
-    grad = np.empty(len(x))
-    for j in range(len(x)):
-        h = rel_step * max(1.0, abs(x[j]))
-        e = np.zeros(len(x))
-        e[j] = h
-        grad[j] = (fun(x + e) - fun(x - e)) / (2.0 * h)
-    return grad
-
-
-def _second_differences(fun, x, rel_step=1e-4):
-    """Hessian of a scalar function: (f(+h_i+h_j) - f(+h_i-h_j) - f(-h_i+h_j) + f(-h_i-h_j)) / 4 h_i h_j."""
-    k = len(x)
-    steps = rel_step * np.maximum(1.0, np.abs(x))
-    H = np.empty((k, k))
-    for i in range(k):
-        for j in range(i, k):
-            ei, ej = np.zeros(k), np.zeros(k)
-            ei[i], ej[j] = steps[i], steps[j]
-            value = (fun(x + ei + ej) - fun(x + ei - ej) - fun(x - ei + ej) + fun(x - ei - ej))
-            H[i, j] = H[j, i] = value / (4.0 * steps[i] * steps[j])
-    return H
 
 
 def gaussian_ri_loglik(resid, starts, counts, var_re, scale):

@@ -396,7 +396,7 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         theta = self.params_vector.to_numpy()[p:]
         if self.method == "REML":
             from ._lmm import lmm_stats, reml_loglik
-            from .model import _second_differences
+            from ._differences import second_differences
 
             d = model.design
             stats = lmm_stats(d.X[d.order], (d.y - d.offset)[d.order], d.starts, d.counts)
@@ -404,7 +404,7 @@ class GLMMResults(sm_base.LikelihoodModelResults):
             def reml(t):
                 return reml_loglik(stats, t[0] ** 2, np.exp(t[1]))
 
-            H, block = _second_differences(reml, theta), slice(None)
+            H, block = second_differences(reml, theta, 1e-4 * np.maximum(1.0, np.abs(theta))), slice(None)
         else:
             H, block = model.hessian(self.params_vector.to_numpy()), slice(p, None)
         try:
