@@ -504,7 +504,7 @@ def _statsmodels_fit_options(method, start_params, full_output, extra):
         notes.append("full_output ignored: the optimiser's record is always kept (this optsummary)")
     for key in ("fe_pen", "cov_pen", "free"):
         if extra.pop(key, None) is not None:
-            raise ValueError(f"{key} is not supported: glmm_ext fits an unpenalised random-intercept model")
+            raise ValueError(f"{key} is not supported: glmm_ext fits unpenalised models")
     for key in ("niter_sa", "do_cg", "retall", "skip_hessian", "fargs", "gtol", "use_sqrt", "scale_fe",
                 "minim_opts", "fit_method", "verbose"):
         if key in extra:
