@@ -399,7 +399,7 @@ class GLMMResults(sm_base.LikelihoodModelResults):
             from ._differences import second_differences
 
             d = model.design
-            stats = lmm_stats(d.X[d.order], (d.y - d.offset)[d.order], d.starts, d.counts)
+            stats = lmm_stats(d.X[d.order], (d.y - d.offset)[d.order], d.starts, d.counts, *d.lmm_weights())
 
             def reml(t):
                 return reml_loglik(stats, t[0] ** 2, np.exp(t[1]))
