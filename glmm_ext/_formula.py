@@ -465,3 +465,38 @@ def from_arrays(endog, exog, groups, offset=None, exposure=None, weights=None, m
                      dropped_index=list(endog_df.index[bad]), drop_reasons=reasons, weights=vectors.get("weights"),
                      has_exposure=exposure is not None,
                      prior_weights={k: vectors[k] for k in PRIOR_WEIGHTS if k in vectors})
+
+
+def formula_environment(formula, data, formula_mode, eval_env):
+    """The names a formula may use besides the data's columns, as a dict (nothing evaluated)."""
+    import inspect
+
+    import patsy
+
+    if formula_mode == "safe" or not isinstance(formula, str):
+        return {"np": np}
+    if isinstance(eval_env, dict):
+        return dict(eval_env)
+    if isinstance(eval_env, patsy.EvalEnvironment):
+        return {k: v for ns in eval_env._namespaces for k, v in ns.items()}
+    if eval_env is not None and (isinstance(eval_env, bool) or not isinstance(eval_env, (int, np.integer))):
+        raise ValueError(f"eval_env must be an int (frames up from the caller, -1 for none), a dict or a patsy "
+                         f"EvalEnvironment (got {eval_env!r})")
+    if eval_env == -1:
+        return {}
+    frame = inspect.currentframe()
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "glmm_ext":
+        frame = frame.f_back
+    for _ in range(int(eval_env or 0)):
+        frame = frame.f_back if frame is not None and frame.f_back is not None else frame
+    scopes = [] if frame is None else [frame.f_locals, frame.f_globals]
+    env = {}
+    for name in formula_names(formula):
+        if name in data.columns:
+            continue
+        for scope in scopes:
+            if name in scope:
+                env[name] = scope[name]
+                break
+    env.setdefault("np", np)
+    return env

@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import linalg, optimize, stats
 
 from ._comparison import is_reml, refit_ml, require_random_intercept, unwrap
+from ._differences import second_differences
 from ._optimize import fd_hessian
 
 #: |zeta - target| at which an interval end is accepted (z units; the end is then within ~1e-4 SE)
@@ -238,14 +239,8 @@ def reml_negloglik(design, log_sd_re, log_sd_resid):
 
 
 def _numeric_hessian(fun, x, h=1e-4):
-    """Central second differences of a scalar function (a 2 x 2 problem here)."""
-    k = len(x)
-    H = np.empty((k, k))
-    for i in range(k):
-        for j in range(k):
-            ei, ej = np.eye(k)[i] * h, np.eye(k)[j] * h
-            H[i, j] = (fun(x + ei + ej) - fun(x + ei - ej) - fun(x - ei + ej) + fun(x - ei - ej)) / (4 * h * h)
-    return H
+    """Central second differences of a scalar function, absolute step h (a 2 x 2 problem here)."""
+    return second_differences(fun, x, np.full(len(x), h))
 
 
 def wald_intervals(res, alpha=0.05):

@@ -30,6 +30,7 @@ import pandas as pd
 from scipy import linalg, stats
 
 from ._comparison import is_reml, refit_ml, unwrap
+from ._differences import central_gradient, second_differences
 from ._intervals import Profile, _inverse, family_parameter, profile_ends
 from ._lmm_vector import LOG_2PI, SINGULAR_TOL, LambdaPattern, _factors, vector_stats
 
@@ -167,26 +168,12 @@ def _steps(psi):
 
 def fd_gradient(fun, x):
     """Central differences, relative steps."""
-    h = _steps(x)
-    g = np.empty(len(x))
-    for i in range(len(x)):
-        e = np.zeros(len(x))
-        e[i] = h[i]
-        g[i] = (fun(x + e) - fun(x - e)) / (2.0 * h[i])
-    return g
+    return central_gradient(fun, x, _steps(x))
 
 
 def fd_hessian_values(fun, x):
     """Central second differences of a scalar function, relative steps (10x the gradient's)."""
-    h = 10.0 * _steps(x)
-    k = len(x)
-    H = np.empty((k, k))
-    for i in range(k):
-        for j in range(i, k):
-            ei, ej = np.eye(k)[i] * h[i], np.eye(k)[j] * h[j]
-            H[i, j] = H[j, i] = (fun(x + ei + ej) - fun(x + ei - ej) - fun(x - ei + ej)
-                                 + fun(x - ei - ej)) / (4.0 * h[i] * h[j])
-    return H
+    return second_differences(fun, x, 10.0 * _steps(x))
 
 
 class VectorProfile(Profile):

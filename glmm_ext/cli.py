@@ -24,8 +24,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    p = _Parser(prog="glmm-ext", description="Fit a random-intercept GLMM and print its tables. "
-                "Without a data file, fits the bundled schools example (score ~ hours + ses, groups=school).")
+    p = _Parser(prog="glmm-ext", description="Fit a GLMM (random intercept, or random slopes with "
+                "(1 + x | g)) and print its tables. Without a data file, fits the bundled schools "
+                "example (score ~ hours + ses, groups=school).")
     p.add_argument("data", nargs="?", help="CSV file with the data")
     p.add_argument("--formula", help='formula, e.g. "y ~ x1 + C(track)" or "succ + fail ~ x" (read in safe mode: '
                    'columns, numbers, C(), I() arithmetic, np.log/exp/sqrt/abs/log1p, center/standardize/scale); '

@@ -8,6 +8,7 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparatio
 
 from . import _bars, _formula
 from ._design import build_design
+from ._differences import central_gradient, second_differences
 from ._fit_vector import fit_vector
 from ._fitting import fit_likelihood, fit_profile
 from ._progress import Progress
@@ -205,7 +206,7 @@ class GLMM(sm_base.LikelihoodModel):
         offset, exposure, weights = arrays
         if random is not None:
             kwargs["_random"] = random
-        env = _formula_environment(formula, data, formula_mode, eval_env)
+        env = _formula.formula_environment(formula, data, formula_mode, eval_env)
         prepared = _formula.prepare(formula, data, groups, offset=offset, exposure=exposure, weights=weights,
                                     missing=missing, formula_mode=formula_mode, env_names=env.keys(),
                                     var_weights=var_weights, freq_weights=freq_weights)
@@ -383,7 +384,7 @@ class GLMM(sm_base.LikelihoodModel):
         """Gradient of `loglike` over the parameter vector (analytic for Laplace/AGQ, else differences)."""
         params = self._vector(params)
         if self.design.gaussian_identity:
-            return _central_gradient(self.loglike, params)
+            return central_gradient(self.loglike, params, 1e-6 * np.maximum(1.0, np.abs(params)))
         beta, var_re, scale = self._split(params)
         theta = self._engine_theta(beta, var_re, scale)
         _, grad = self._engine_objective(self._fit_options.get("nagq", 1))(theta)
@@ -400,7 +401,7 @@ class GLMM(sm_base.LikelihoodModel):
 
         params = self._vector(params)
         if self.design.gaussian_identity:
-            return _second_differences(self.loglike, params)
+            return second_differences(self.loglike, params, 1e-4 * np.maximum(1.0, np.abs(params)))
         return fd_hessian(lambda x: (np.nan, self.score(x)), params)
 
     def information(self, params):
@@ -503,7 +504,7 @@ def _statsmodels_fit_options(method, start_params, full_output, extra):
         notes.append("full_output ignored: the optimiser's record is always kept (this optsummary)")
     for key in ("fe_pen", "cov_pen", "free"):
         if extra.pop(key, None) is not None:
-            raise ValueError(f"{key} is not supported: glmm_ext fits an unpenalised random-intercept model")
+            raise ValueError(f"{key} is not supported: glmm_ext fits unpenalised models")
     for key in ("niter_sa", "do_cg", "retall", "skip_hessian", "fargs", "gtol", "use_sqrt", "scale_fe",
                 "minim_opts", "fit_method", "verbose"):
         if key in extra:
@@ -511,87 +512,6 @@ def _statsmodels_fit_options(method, start_params, full_output, extra):
     if extra:
         raise TypeError(f"fit() got unexpected keyword arguments: {', '.join(extra)}")
     return notes
-
-
-def _formula_environment(formula, data, formula_mode, eval_env):
-    """The names a formula may use besides the data's columns, as a dict (nothing evaluated)."""
-    import inspect
-
-    import patsy
-
-    from ._safe_formula import formula_names
-
-    if formula_mode == "safe" or not isinstance(formula, str):
-        return {"np": np}
-    if isinstance(eval_env, dict):
-        return dict(eval_env)
-    if isinstance(eval_env, patsy.EvalEnvironment):
-        return {k: v for ns in eval_env._namespaces for k, v in ns.items()}
-    if eval_env is not None and (isinstance(eval_env, bool) or not isinstance(eval_env, (int, np.integer))):
-        raise ValueError(f"eval_env must be an int (frames up from the caller, -1 for none), a dict or a patsy "
-                         f"EvalEnvironment (got {eval_env!r})")
-    if eval_env == -1:
-        return {}
-    frame = inspect.currentframe()
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "glmm_ext":
-        frame = frame.f_back
-    for _ in range(int(eval_env or 0)):
-        frame = frame.f_back if frame is not None and frame.f_back is not None else frame
-    scopes = [] if frame is None else [frame.f_locals, frame.f_globals]
-    env = {}
-    for name in formula_names(formula):
-        if name in data.columns:
-            continue
-        for scope in scopes:
-            if name in scope:
-                env[name] = scope[name]
-                break
-    env.setdefault("np", np)
-    return env
-
-
-def _central_gradient(fun, x, rel_step=1e-6):
-    """Central differences (f(x + h e_j) - f(x - h e_j)) / 2h."""
-    grad = np.empty(len(x))
-    for j in range(len(x)):
-        h = rel_step * max(1.0, abs(x[j]))
-        e = np.zeros(len(x))
-        e[j] = h
-        grad[j] = (fun(x + e) - fun(x - e)) / (2.0 * h)
-    return grad
-
-
-def _second_differences(fun, x, rel_step=1e-4):
-    """Hessian of a scalar function: (f(+h_i+h_j) - f(+h_i-h_j) - f(-h_i+h_j) + f(-h_i-h_j)) / 4 h_i h_j."""
-    k = len(x)
-    steps = rel_step * np.maximum(1.0, np.abs(x))
-    H = np.empty((k, k))
-    for i in range(k):
-        for j in range(i, k):
-            ei, ej = np.zeros(k), np.zeros(k)
-            ei[i], ej[j] = steps[i], steps[j]
-            value = (fun(x + ei + ej) - fun(x + ei - ej) - fun(x - ei + ej) + fun(x - ei - ej))
-            H[i, j] = H[j, i] = value / (4.0 * steps[i] * steps[j])
-    return H
-
-
-def gaussian_ri_reml_loglik(y, X, starts, counts, var_re, scale):
-    """REML log-likelihood at given variances (not profiled), rows sorted by group:
-
-    l_R = l_ML(beta_GLS) - log|X' V^-1 X| / 2 + p log(2 pi) / 2, with
-    X' V^-1 X = (X'X - sum_g c_g s_g s_g') / scale, s_g the group sums of X, c_g = var_re / (scale + n_g var_re).
-    """
-    from ._segments import group_sums
-
-    c = var_re / (scale + counts * var_re)
-    sx = np.column_stack([group_sums(X[:, j], starts) for j in range(X.shape[1])])
-    sy = group_sums(y, starts)
-    xtvx = (X.T @ X - (sx * c[:, None]).T @ sx) / scale
-    xtvy = (X.T @ y - (sx * c[:, None]).T @ sy) / scale
-    beta = np.linalg.solve(xtvx, xtvy)
-    _, logdet = np.linalg.slogdet(xtvx)
-    p = X.shape[1]
-    return gaussian_ri_loglik(y - X @ beta, starts, counts, var_re, scale) - 0.5 * logdet + 0.5 * p * np.log(2 * np.pi)
 
 
 def gaussian_ri_loglik(resid, starts, counts, var_re, scale):

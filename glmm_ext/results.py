@@ -11,7 +11,7 @@ from ._validation import check_alpha
 
 
 class GLMMResults(sm_base.LikelihoodModelResults):
-    """A fitted random-intercept GLMM.
+    """A fitted GLMM: a random intercept, or a vector of random effects (random slopes), per group.
 
     Attributes
     ----------
@@ -20,7 +20,7 @@ class GLMMResults(sm_base.LikelihoodModelResults):
     bse, bse_fe : Series
         Their standard errors (observed information by default; see ``cov_type``).
     cov_re : DataFrame
-        1 x 1 random-intercept variance sigma_u^2.
+        1 x 1 random-intercept variance sigma_u^2; with random slopes the q x q covariance, named by term.
     scale : float
         Residual variance sigma_e^2 (Gaussian), the dispersion phi (Gamma, Gaussian-log), 1 otherwise.
     llf, aic, bic : float
@@ -395,15 +395,16 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         model, p = self.model, self.model.k_fe
         theta = self.params_vector.to_numpy()[p:]
         if self.method == "REML":
-            from .model import _second_differences, gaussian_ri_reml_loglik
+            from ._lmm import lmm_stats, reml_loglik
+            from ._differences import second_differences
 
             d = model.design
-            y, X = (d.y - d.offset)[d.order], d.X[d.order]
+            stats = lmm_stats(d.X[d.order], (d.y - d.offset)[d.order], d.starts, d.counts, *d.lmm_weights())
 
             def reml(t):
-                return gaussian_ri_reml_loglik(y, X, d.starts, d.counts, t[0] ** 2, np.exp(t[1]))
+                return reml_loglik(stats, t[0] ** 2, np.exp(t[1]))
 
-            H, block = _second_differences(reml, theta), slice(None)
+            H, block = second_differences(reml, theta, 1e-4 * np.maximum(1.0, np.abs(theta))), slice(None)
         else:
             H, block = model.hessian(self.params_vector.to_numpy()), slice(p, None)
         try:

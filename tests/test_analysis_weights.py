@@ -103,3 +103,18 @@ def test_weights_are_validated_and_compared():
     with pytest.raises(ValueError, match="weights"):
         glmm_ext.anova(a, b)
     assert d.shape[1] == 4  # the caller's data keep their columns
+
+
+def test_reml_bse_re_with_frequency_weights_equals_duplicated_rows():
+    """bse_re of a weighted Gaussian REML fit comes from the weighted REML criterion: frequency weights
+    give the same SE as the data with each row repeated that many times."""
+    data = glmm_ext.load_schools()
+    counts = np.random.default_rng(3).integers(1, 4, size=len(data))
+    repeated = data.loc[data.index.repeat(counts)].reset_index(drop=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        weighted = glmm_ext.GLMM.from_formula("score ~ hours + ses", data, groups="school",
+                                              freq_weights=counts).fit()
+        duplicated = glmm_ext.GLMM.from_formula("score ~ hours + ses", repeated, groups="school").fit()
+    assert abs(weighted.llf - duplicated.llf) < 1e-6
+    np.testing.assert_allclose(np.asarray(weighted.bse_re), np.asarray(duplicated.bse_re), rtol=1e-5)
