@@ -161,7 +161,7 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
     theta0 = _start_theta(laplace, gamma0, scale0)
     hess0 = _initial_hessian(laplace, theta0)
     res = minimize(laplace, theta0, hess0, maxiter, tol, callback)
-    iters, n_eval, objective = res.iterations, laplace.n_calls, laplace
+    iters, objective = res.iterations, laplace
     if nagq > 1:
         objective = MarginalLikelihood(dist, data, nagq=nagq)
         objective.u_warm = laplace.u_warm.copy()

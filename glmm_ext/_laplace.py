@@ -21,7 +21,7 @@ import numpy as np
 from scipy import special
 
 from ._gausshermite import gauss_hermite
-from ._segments import group_sums, to_rows
+from ._segments import group_starts, group_sums, to_rows
 
 
 @dataclass
@@ -53,9 +53,8 @@ def subset_groups(data, keep):
         return np.broadcast_to(values.flat[0], rows.shape) if values.strides == (0,) else values[rows]
 
     counts = data.counts[keep]
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.intp)
     return GLMMData(y=data.y[rows], X=data.X[rows], offset=pick(data.offset), m=pick(data.m),
-                    const=pick(data.const), starts=starts, counts=counts)
+                    const=pick(data.const), starts=group_starts(counts), counts=counts)
 
 
 def evenly_spaced_groups(n_groups, k):
@@ -261,11 +260,6 @@ class MarginalLikelihood:
                              if sigma > 0 and modes.d is not None else None)
         return eta_fixed, modes
 
-    def loglik_by_group(self, theta):
-        """Per-group marginal log-likelihood log L_j (Laplace or AGQ), or None if infeasible."""
-        value, _ = self._evaluate(theta, need_grad=False, by_group=True)
-        return value
-
     def __call__(self, theta, need_grad=True):
         """(-loglik, -gradient); (inf, nan) where no mode inside the support exists."""
         value, grad = self._evaluate(theta, need_grad)
@@ -273,7 +267,7 @@ class MarginalLikelihood:
             return np.inf, np.full(self.n_params, np.nan)
         return -value, (None if grad is None else -grad)
 
-    def _evaluate(self, theta, need_grad, by_group=False):
+    def _evaluate(self, theta, need_grad):
         self.n_calls += 1
         self.last_modes = None  # release the previous evaluation's row arrays first
         dist, data = self.dist, self.data
@@ -305,8 +299,6 @@ class MarginalLikelihood:
                 node_eta.append(eta_k if need_grad and data.y.size * K <= 4_000_000 else None)
             terms = logw + node_h + z * z
             F = -0.5 * np.log(np.pi * H) + special.logsumexp(terms, axis=1)
-        if by_group:
-            return F, None
         value = float(np.sum(F))
         extra_dlphi = 0.0
         if data.dispersion_term is not None and dist.has_dispersion:

@@ -25,11 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg, optimize
 
+from ._lmm import LOG_2PI, SINGULAR_TOL  # one singular-fit tolerance (lme4 isSingular) for Lambda and theta
 from ._segments import group_sums
-
-LOG_2PI = np.log(2.0 * np.pi)
-#: a relative SD (diagonal of Lambda) below this is a boundary (singular) fit, lme4's isSingular tolerance
-SINGULAR_TOL = 1e-4
 
 
 class LambdaPattern:

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import linalg
 
 from ._optimize import _backtrack, _positive_definite
-from ._pirls import pirls_information
+from ._pirls import _eta_scale, pirls_information
 
 #: multiples of the estimate probed (and sigma_u = 0)
 GRID = (0.25, 0.5, 2.0, 4.0, 8.0)
@@ -103,8 +103,7 @@ def probe_sigma(objective, res, gamma_glm, scale_glm, restart):
     probes = SigmaProbes(sigma_hat=sigma_hat)
     free = [j for j in range(len(theta)) if j != p]
     H_free = _positive_definite(res.hess[np.ix_(free, free)])
-    eta = objective.data.X @ theta[:p] + objective.data.offset
-    ref = sigma_hat if sigma_hat > 1e-3 else 0.5 * max(float(np.std(eta)), 0.1 * abs(float(np.mean(eta))), 0.1)
+    ref = sigma_hat if sigma_hat > 1e-3 else 0.5 * _eta_scale(objective.dist, objective.data, theta[:p])
     u_opt = objective.u_warm.copy()
     md = objective.modes_at(theta)
     # modes predicted at another sigma: b_j ~ sigma S_j / (1 + sigma^2 D_j), D_j = (H_j - 1) / sigma_hat^2
