@@ -5,23 +5,12 @@ import pytest
 from scipy import integrate, optimize, stats
 
 import glmm_ext
+from conftest import dense_reml_deviance as dense_reml
 from glmm_ext._families import Distribution, _inverse_link_deriv3, make_family
 from glmm_ext._laplace import MarginalLikelihood
 
 PAIRS = [("gaussian", "log"), ("binomial", "logit"), ("binomial", "probit"), ("poisson", "log"),
          ("poisson", "identity"), ("gamma", "inverse"), ("gamma", "log"), ("gamma", "identity")]
-
-
-def dense_reml(y, X, groups, var_re, scale):
-    """-2 REML log-likelihood with dense n x n matrices: log|V| + log|X'V^-1X| + r'V^-1 r + (n-p) log 2 pi."""
-    n, p = X.shape
-    Z = (groups[:, None] == np.unique(groups)[None, :]).astype(float)
-    V = scale * np.eye(n) + var_re * Z @ Z.T
-    Vi = np.linalg.inv(V)
-    XtViX = X.T @ Vi @ X
-    beta = np.linalg.solve(XtViX, X.T @ Vi @ y)
-    r = y - X @ beta
-    return (np.linalg.slogdet(V)[1] + np.linalg.slogdet(XtViX)[1] + r @ Vi @ r + (n - p) * np.log(2 * np.pi)), beta
 
 
 def test_reml_equals_dense_computation_and_is_its_optimum():

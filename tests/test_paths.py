@@ -15,6 +15,7 @@ from scipy import optimize
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 import glmm_ext
+from conftest import dense_reml_deviance
 from glmm_ext import _glmm, _lmm, _optimize
 from glmm_ext._design import make_scaling
 from glmm_ext._families import Distribution, make_family
@@ -23,13 +24,7 @@ from glmm_ext._laplace import GLMMData, conditional_modes
 
 def dense_reml(y, X, groups, var_re, scale):
     """REML log-likelihood with dense n x n matrices (beta at its GLS value)."""
-    n, p = X.shape
-    Z = (groups[:, None] == np.unique(groups)[None, :]).astype(float)
-    V = scale * np.eye(n) + var_re * Z @ Z.T
-    Vi = np.linalg.inv(V)
-    A = X.T @ Vi @ X
-    r = y - X @ np.linalg.solve(A, X.T @ Vi @ y)
-    return -0.5 * (np.linalg.slogdet(V)[1] + np.linalg.slogdet(A)[1] + r @ Vi @ r + (n - p) * np.log(2 * np.pi))
+    return -0.5 * dense_reml_deviance(y, X, groups, var_re, scale)[0]
 
 
 def gaussian_data(seed=1, n_groups=7, sigma_u=1.2):
