@@ -3,10 +3,10 @@
 Gaussian + identity by exact REML/ML; Binomial, Poisson, Gamma and Gaussian-log by maximum
 likelihood with the Laplace approximation or adaptive Gauss-Hermite quadrature.
 """
-from ._comparison import anova
-from ._families import ALLOWED_LINKS, make_family
-from ._many import fit_many
-from ._optsummary import OptSummary
+from .inference._comparison import anova
+from .engine._families import ALLOWED_LINKS, make_family
+from .scale._many import fit_many
+from .engine._optsummary import OptSummary
 from .compat import BinomialMixedGLM, PoissonMixedGLM, mixedlm
 from .datasets import load_schools, simulate
 from .model import GLMM, LaplaceApproximationWarning, SingularFitWarning, glmm

@@ -123,7 +123,7 @@ def random_effects_table(res):
 
 def icc_table(res):
     """ICC(x) at x = 0 and at the mean of each slope term (Var_between(x) with the covariance)."""
-    from ._tables import ICC_UNDEFINED
+    from .report._tables import ICC_UNDEFINED
 
     zero_note = "x = 0" if "Intercept" in term_names(res) else "x = 0 (no random intercept: 0)"
     points = [("ICC(x = 0)", {}, zero_note)]

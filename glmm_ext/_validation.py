@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from ._families import ALLOWED_LINKS, FAMILY_CLASSES, family_name, link_name
+from .engine._families import ALLOWED_LINKS, FAMILY_CLASSES, family_name, link_name
 
 #: the confidence levels (in percent) the tables accept
 CONF_LEVEL_RANGE = (50.0, 99.99)
@@ -40,7 +40,7 @@ def check_family(family):
     if family is None:
         return sm.families.Gaussian()
     if isinstance(family, str):
-        from ._families import make_family
+        from .engine._families import make_family
 
         return make_family(family)
     if isinstance(family, type):

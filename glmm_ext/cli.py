@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from ._families import ALLOWED_LINKS, make_family
+from .engine._families import ALLOWED_LINKS, make_family
 from ._validation import check_conf_level
 
 
@@ -79,7 +79,7 @@ def results_dict(res, alpha):
 
 def _formula_group(formula):
     """The grouping column named by the formula's random-effects term, e.g. (1 + x | g), or None."""
-    from ._bars import parse_formula
+    from .formula._bars import parse_formula
 
     spec = parse_formula(formula) if formula else None
     return None if spec is None else spec.group
@@ -136,7 +136,7 @@ def _read_csv(parser, path, sep, decimal, groups):
 
 def _label_column(formula, groups):
     """The groups column, read as text so labels come back as written, unless the formula also uses it."""
-    from ._safe_formula import formula_columns
+    from .formula._safe import formula_columns
 
     try:
         named = formula_columns(formula, [groups])

@@ -2,7 +2,7 @@
 import numpy as np
 import pandas as pd
 
-from ._families import ALLOWED_LINKS, make_family
+from .engine._families import ALLOWED_LINKS, make_family
 
 #: the true parameters of ``load_schools()``
 SCHOOLS_TRUTH = {"Intercept": 50.0, "hours": 2.5, "ses": 4.0, "var_school": 25.0, "var_residual": 64.0}

@@ -6,11 +6,13 @@ import pandas as pd
 from statsmodels.base import model as sm_base
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 
-from . import _bars, _formula
-from ._design import build_design
-from ._differences import central_gradient, second_differences
-from ._fit_vector import fit_vector
-from ._fitting import fit_likelihood, fit_profile
+from .formula import _bars
+
+from .formula import _data
+from .formula._design import build_design
+from .engine._differences import central_gradient, second_differences
+from .engine._fit_vector import fit_vector
+from .engine._fitting import fit_likelihood, fit_profile
 from ._progress import Progress
 from ._validation import check_family, check_fit_options, check_vector
 from .results import GLMMResults, GLMMResultsWrapper
@@ -88,7 +90,7 @@ class GLMM(sm_base.LikelihoodModel):
                  missing="drop", var_weights=None, freq_weights=None, **kwargs):
         self.family = check_family(family)
         prepared = kwargs.pop("_prepared", None)
-        clean = kwargs.pop("_clean", None)  # a CleanData made elsewhere (e.g. _formula.from_formula)
+        clean = kwargs.pop("_clean", None)  # a CleanData made elsewhere (e.g. formula._data.from_formula)
         formula_missing = kwargs.pop("missing_idx", None)
         spec = {k: kwargs.pop(k) for k in ("formula", "model_spec", "design_info") if k in kwargs}
         self.formula_mode = kwargs.pop("_formula_mode", None)
@@ -102,10 +104,10 @@ class GLMM(sm_base.LikelihoodModel):
         if prepared is not None:  # from_formula: statsmodels evaluated the formula on prepared.frame
             clean = prepared.clean(endog, exog, formula_missing)
         elif clean is None:
-            clean = _formula.from_arrays(endog, exog, groups, offset=offset, exposure=exposure, weights=weights,
+            clean = _data.from_arrays(endog, exog, groups, offset=offset, exposure=exposure, weights=weights,
                                          missing=missing, var_weights=var_weights, freq_weights=freq_weights)
         elif "formula" in spec and clean.design_info is not None and not set(spec) & {"model_spec", "design_info"}:
-            spec[_formula.SPEC_KEY] = clean.design_info  # so that statsmodels' predict and wald_test_terms find it
+            spec[_data.SPEC_KEY] = clean.design_info  # so that statsmodels' predict and wald_test_terms find it
         self.design = build_design(clean, self.family)
         if random is not None:
             if getattr(clean, "prior_weights", None):
@@ -118,8 +120,8 @@ class GLMM(sm_base.LikelihoodModel):
         super().__init__(endog_used, clean.exog, missing="none", **spec, **kwargs)
         if "formula" in spec:  # statsmodels reads hasattr(model, "formula") as "made from a formula"
             self.formula = spec["formula"]
-            if type(self.data) is _formula.PandasData:
-                self.data.__class__ = _formula.FormulaPandasData  # unpickles without guessing stack frames
+            if type(self.data) is _data.PandasData:
+                self.data.__class__ = _data.FormulaPandasData  # unpickles without guessing stack frames
         self.k_fe = self.design.X.shape[1]
         self._fit_options = {}
 
@@ -179,10 +181,10 @@ class GLMM(sm_base.LikelihoodModel):
             as the term ``(x | groups)``.  Random slopes can also be written in the formula, lme4's
             way: ``"y ~ x + (1 + x | g)"``, ``(x || g)``, ``(0 + x | g)``; then ``groups`` is optional.
         """
-        from ._dask import is_dask_frame
+        from .scale._dask import is_dask_frame
 
         if is_dask_frame(data):  # rows stay on the Dask workers
-            from ._dask import DaskGLMM
+            from .scale._dask import DaskGLMM
 
             given = {"offset": offset, "exposure": exposure, "weights": weights, "subset": subset,
                      "drop_cols": drop_cols}
@@ -192,7 +194,7 @@ class GLMM(sm_base.LikelihoodModel):
                 raise ValueError(f"{', '.join(map(str, unsupported))}: not supported with a Dask DataFrame (put an "
                                  "offset into the formula's data as a column and fit in memory, or drop it)")
             if formula_mode == "safe":
-                from ._safe_formula import check_safe
+                from .formula._safe import check_safe
 
                 check_safe(formula, list(data.columns))
             return DaskGLMM(formula, data, groups, family=family, client=kwargs.get("client"))
@@ -206,15 +208,15 @@ class GLMM(sm_base.LikelihoodModel):
         offset, exposure, weights = arrays
         if random is not None:
             kwargs["_random"] = random
-        env = _formula.formula_environment(formula, data, formula_mode, eval_env)
-        prepared = _formula.prepare(formula, data, groups, offset=offset, exposure=exposure, weights=weights,
+        env = _data.formula_environment(formula, data, formula_mode, eval_env)
+        prepared = _data.prepare(formula, data, groups, offset=offset, exposure=exposure, weights=weights,
                                     missing=missing, formula_mode=formula_mode, env_names=env.keys(),
                                     var_weights=var_weights, freq_weights=freq_weights)
         family = check_family(family)
         try:
             model = super().from_formula(formula, prepared.frame, None, drop_cols, family=family,
                                          missing="raise" if missing == "none" else missing,
-                                         eval_env=_formula.eval_env_for_statsmodels(env), _prepared=prepared,
+                                         eval_env=_data.eval_env_for_statsmodels(env), _prepared=prepared,
                                          _formula_mode=formula_mode, **kwargs)
         except (ValueError, TypeError):
             raise
@@ -223,7 +225,7 @@ class GLMM(sm_base.LikelihoodModel):
             raise ValueError(f"formula {formula!r} could not be evaluated: {type(exc).__name__}: "
                              f"{message[0] if message else ''}") from None
         model.vector_columns = {what: value for what, value in (("offset", offset), ("exposure", exposure))
-                                if value is not None and _formula._is_column_key(value, data.columns)}
+                                if value is not None and _data._is_column_key(value, data.columns)}
         return model
 
     # ------------------------------------------------------------------ names and sizes
@@ -370,7 +372,7 @@ class GLMM(sm_base.LikelihoodModel):
             if design.lmm_weights()[0] is not None:
                 raise ValueError("loglike of a Gaussian identity model with var_weights/freq_weights is not "
                                  "available; the fit's llf includes the weights")
-            from ._lmm import lmm_stats, reml_loglik
+            from .engine._lmm import lmm_stats, reml_loglik
 
             o = design.order
             y = (design.y - design.offset)[o]
@@ -397,7 +399,7 @@ class GLMM(sm_base.LikelihoodModel):
 
     def hessian(self, params):
         """Hessian of `loglike` over the parameter vector: differences of `score` (``_optimize.fd_hessian``)."""
-        from ._optimize import fd_hessian
+        from .engine._optimize import fd_hessian
 
         params = self._vector(params)
         if self.design.gaussian_identity:
@@ -434,7 +436,7 @@ class GLMM(sm_base.LikelihoodModel):
         return np.concatenate([gamma, [np.sqrt(var_re)], [np.log(scale)] if self.dist.has_dispersion else []])
 
     def _engine_objective(self, nagq):
-        from ._laplace import MarginalLikelihood
+        from .engine._laplace import MarginalLikelihood
 
         return MarginalLikelihood(self.design.dist, self.design.engine_data(), nagq=max(int(nagq), 1))
 
@@ -477,7 +479,7 @@ class GLMM(sm_base.LikelihoodModel):
         labels = pd.Series(np.asarray(groups, dtype=object).reshape(-1))
         if len(labels) != n:
             raise ValueError(f"groups has {len(labels)} values; the predictions have {n} rows")
-        missing = _formula._missing_labels(labels)
+        missing = _data._missing_labels(labels)
         effects = labels.map(blups)
         unseen = effects.isna().to_numpy() & ~missing
         if unseen.any():
@@ -516,7 +518,7 @@ def _statsmodels_fit_options(method, start_params, full_output, extra):
 
 def gaussian_ri_loglik(resid, starts, counts, var_re, scale):
     """Exact Gaussian random-intercept log-likelihood of residuals sorted by group (Woodbury, per group)."""
-    from ._segments import group_sums
+    from .engine._segments import group_sums
 
     n = resid.size
     c = var_re / (scale * (scale + counts * var_re))

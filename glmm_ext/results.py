@@ -6,7 +6,7 @@ from statsmodels.base import wrapper as sm_wrap
 from functools import cached_property as cache_readonly
 
 from . import _results_vector as _rv
-from . import _tables
+from .report import _tables
 from ._validation import check_alpha
 
 
@@ -209,7 +209,9 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         alpha = check_alpha(alpha)
         if method is None:
             return super().conf_int(alpha=alpha)
-        from . import _bootstrap, _intervals, _intervals_vector
+        from .inference import _bootstrap
+        from .inference import _intervals
+        from .inference import _intervals_vector
 
         if self.is_vector and method in ("wald", "profile"):
             module = _intervals_vector
@@ -241,7 +243,7 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         Random intercept: p = 0.5 chi2_0 + 0.5 chi2_1 (Self & Liang 1987).  Random slopes: ``pvalue`` is the
         conservative chi2 with df = the number of covariance parameters, and ``pvalue_mixture`` the
         approximation 0.5 chi2_{df-1} + 0.5 chi2_df."""
-        from ._comparison import test_random_effect
+        from .inference._comparison import test_random_effect
 
         return test_random_effect(self)
 
@@ -249,7 +251,7 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         """DataFrame of nsim responses drawn from the fit, keeping the BLUPs ("conditional") or drawing new
         group effects ("new": N(0, sigma_u^2), or N(0, Sigma) per group with random slopes); Binomial models
         with trials give proportions like their response."""
-        from ._simulate import simulate
+        from .inference._simulate import simulate
 
         return simulate(self, nsim=nsim, seed=seed, use_re=use_re)
 
@@ -258,25 +260,25 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         random-effect variance is the mean of z_i' Sigma z_i over rows, Johnson 2014): a dict with "marginal",
         "conditional", "approximation" (how the latent residual variance was found) and the variances.
         ``approximation``: "lognormal" (default), "trigamma" or "delta" where the family has a choice."""
-        from ._checks import r2
+        from .inference._checks import r2
 
         return r2(self, approximation)
 
     def overdispersion(self):
         """Pearson chi2, df, chi2/df and p-value (as performance::check_overdispersion)."""
-        from ._checks import overdispersion
+        from .inference._checks import overdispersion
 
         return overdispersion(self)
 
     def quantile_residuals(self, nsim=250, seed=None):
         """DHARMa-style simulated quantile residuals with KS uniformity, dispersion and zero-inflation tests."""
-        from ._checks import quantile_residuals
+        from .inference._checks import quantile_residuals
 
         return quantile_residuals(self, nsim=nsim, seed=seed)
 
     def plot_quantile_residuals(self, nsim=250, seed=None, fig=None):
         """QQ plot against U(0, 1) and residuals vs fitted rank (needs the ``plot`` extra)."""
-        from ._checks import plot_quantile_residuals
+        from .inference._checks import plot_quantile_residuals
 
         return plot_quantile_residuals(self, nsim=nsim, seed=seed, fig=fig)
 
@@ -348,7 +350,7 @@ class GLMMResults(sm_base.LikelihoodModelResults):
             For the new rows; a model fitted with ``offset="col"`` (``exposure="col"``) takes that
             column of the new data when it has one.
         """
-        from ._prediction import new_data
+        from .inference._prediction import new_data
 
         rows = new_data(self, exog, transform, groups, offset, exposure)
         params = np.asarray(self.params, float)
@@ -369,7 +371,7 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         is added with its covariance with beta-hat: Henderson's prediction error, exact for Gaussian
         models, linearised with the working weights otherwise).
         Arguments as for `predict`."""
-        from ._prediction import get_prediction
+        from .inference._prediction import get_prediction
 
         if self.is_vector and groups is not None:
             raise ValueError("get_prediction with groups is not available for random slopes (the prediction "
@@ -395,8 +397,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         model, p = self.model, self.model.k_fe
         theta = self.params_vector.to_numpy()[p:]
         if self.method == "REML":
-            from ._lmm import lmm_stats, reml_loglik
-            from ._differences import second_differences
+            from .engine._lmm import lmm_stats, reml_loglik
+            from .engine._differences import second_differences
 
             d = model.design
             stats = lmm_stats(d.X[d.order], (d.y - d.offset)[d.order], d.starts, d.counts, *d.lmm_weights())
@@ -452,7 +454,7 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         ``title``, ``yname`` (response), ``xname_fe`` (fixed-effect names) and ``xname_re`` (the
         random-intercept row's name) relabel the tables.
         """
-        from ._display import make_summary
+        from .report._display import make_summary
 
         if isinstance(blup_rows, bool) or not isinstance(blup_rows, (int, np.integer)) or blup_rows < 0:
             raise ValueError(f"blup_rows must be a whole number >= 0 (got {blup_rows!r})")

@@ -7,7 +7,7 @@ import statsmodels.api as sm
 from scipy import stats
 
 import glmm_ext
-from glmm_ext._comparison import boundary_pvalue
+from glmm_ext.inference._comparison import boundary_pvalue
 
 from conftest import ANALYSIS_REF as REF, quiet_fit as fit, read_data as read
 

@@ -9,8 +9,8 @@ import statsmodels.api as sm
 from scipy import stats
 
 import glmm_ext
-from glmm_ext._families import Distribution
-from glmm_ext._laplace import MarginalLikelihood
+from glmm_ext.engine._families import Distribution
+from glmm_ext.engine._laplace import MarginalLikelihood
 
 from conftest import ANALYSIS_REF as REF, DATA
 

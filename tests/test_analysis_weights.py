@@ -10,7 +10,7 @@ import pytest
 import statsmodels.api as sm
 
 import glmm_ext
-from glmm_ext._comparison import glm_loglik, unwrap
+from glmm_ext.inference._comparison import glm_loglik, unwrap
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 with open(os.path.join(DATA, "analysis_reference.json")) as fh:

@@ -6,8 +6,8 @@ from scipy import integrate, optimize, stats
 
 import glmm_ext
 from conftest import dense_reml_deviance as dense_reml
-from glmm_ext._families import Distribution, _inverse_link_deriv3, make_family
-from glmm_ext._laplace import MarginalLikelihood
+from glmm_ext.engine._families import Distribution, _inverse_link_deriv3, make_family
+from glmm_ext.engine._laplace import MarginalLikelihood
 
 PAIRS = [("gaussian", "log"), ("binomial", "logit"), ("binomial", "probit"), ("poisson", "log"),
          ("poisson", "identity"), ("gamma", "inverse"), ("gamma", "log"), ("gamma", "identity")]

@@ -286,11 +286,11 @@ def test_exposure_column_is_taken_from_the_new_data():
 
 
 def test_cleaned_data_for_pre_steps_equal_the_formula_fit(tracks):
-    """_formula.from_formula (for steps such as lme4 bar terms that rewrite the formula first)."""
-    from glmm_ext import _formula
+    """formula._data.from_formula (for steps such as lme4 bar terms that rewrite the formula first)."""
+    from glmm_ext.formula import _data
 
     holes = tracks.assign(x=tracks["x"].where(tracks.index % 17 != 3))
-    clean = _formula.from_formula("y ~ x + C(track)", holes, "g")
+    clean = _data.from_formula("y ~ x + C(track)", holes, "g")
     direct = glmm_ext.GLMM.from_formula("y ~ x + C(track)", holes, groups="g").fit()
     via = glmm_ext.GLMM(None, None, None, _clean=clean, formula="y ~ x + C(track)").fit()
     assert via.llf == pytest.approx(direct.llf, abs=1e-10) and via.n_dropped == direct.n_dropped > 0

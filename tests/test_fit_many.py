@@ -88,7 +88,7 @@ def test_bad_arguments(genes):
 
 
 def test_one_job_stays_in_this_process(genes, monkeypatch):
-    import glmm_ext._many as many
+    import glmm_ext.scale._many as many
 
     def no_processes(*args, **kwargs):
         raise AssertionError("n_jobs=1 must not start processes")

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from glmm_ext._families import ALLOWED_LINKS, Distribution, make_family
-from glmm_ext._kernels import KERNELS
-from glmm_ext._laplace import GLMMData, MarginalLikelihood
-from glmm_ext._segments import group_starts
+from glmm_ext.engine._families import ALLOWED_LINKS, Distribution, make_family
+from glmm_ext.engine._kernels import KERNELS
+from glmm_ext.engine._laplace import GLMMData, MarginalLikelihood
+from glmm_ext.engine._segments import group_starts
 
 #: allowed pairs served by the generic path only (issue 15 added them without a fused kernel)
 GENERIC_ONLY = [("binomial", "cloglog"), ("negativebinomial", "log")]
@@ -184,7 +184,7 @@ def test_marginal_likelihood_same_with_and_without_kernels(family, link):
 
 def test_threaded_blocks_give_the_same_numbers(monkeypatch):
     """Long inputs are split over threads; every output row depends on its own row only."""
-    from glmm_ext import _kernels
+    from glmm_ext.engine import _kernels
 
     rng = np.random.default_rng(2)
     n = 450_001

@@ -16,10 +16,10 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 import glmm_ext
 from conftest import dense_reml_deviance
-from glmm_ext import _glmm, _lmm, _optimize
-from glmm_ext._design import make_scaling
-from glmm_ext._families import Distribution, make_family
-from glmm_ext._laplace import GLMMData, conditional_modes
+from glmm_ext.engine import _glmm, _lmm, _optimize
+from glmm_ext.formula._design import make_scaling
+from glmm_ext.engine._families import Distribution, make_family
+from glmm_ext.engine._laplace import GLMMData, conditional_modes
 
 
 def dense_reml(y, X, groups, var_re, scale):
@@ -175,7 +175,7 @@ def test_glm_start_outside_the_support_is_replaced(monkeypatch):
 
 # ------------------------------------------------------------------ singular information: NaN SEs + warning
 def test_inverse_of_a_singular_information_is_nan():
-    from glmm_ext._pirls import inverse_or_nan
+    from glmm_ext.engine._pirls import inverse_or_nan
 
     assert np.all(np.isnan(inverse_or_nan(np.zeros((2, 2)))))
     assert np.allclose(inverse_or_nan(np.array([[2.0, 0.0], [0.0, 4.0]])), [[0.5, 0.0], [0.0, 0.25]])
@@ -372,7 +372,7 @@ POISSON_IDENTITY_NO_START = [
 
 def test_poisson_identity_fit_is_not_below_the_boundary():
     """Found by the slow property run: the fit stopped 4.4e-4 below the sigma_u = 0 likelihood (fixed)."""
-    from glmm_ext._glmm import glm_start
+    from glmm_ext.engine._glmm import glm_start
 
     df = pd.DataFrame(POISSON_IDENTITY_LOCAL, columns=["y", "x1", "x2", "g"])
     res = glmm_ext.GLMM.from_formula("y ~ x1 + x2", df, groups="g", family=make_family("poisson", "identity")).fit()
@@ -382,7 +382,7 @@ def test_poisson_identity_fit_is_not_below_the_boundary():
 
 def test_poisson_identity_with_zero_counts_near_the_edge_fits():
     """The GLM start puts a row at mu = 7.5e-4: only a small start SD keeps every group's mode inside."""
-    from glmm_ext._glmm import glm_start
+    from glmm_ext.engine._glmm import glm_start
 
     df = pd.DataFrame(POISSON_IDENTITY_NO_START, columns=["y", "x1", "x2", "g"])
     with warnings.catch_warnings():

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from scipy import integrate, optimize, special
 
 import glmm_ext
-from glmm_ext._glmm import glm_start
+from glmm_ext.engine._glmm import glm_start
 
 PAIRS = [("gaussian", "identity"), ("gaussian", "log"), ("binomial", "logit"), ("binomial", "probit"),
          ("poisson", "log"), ("poisson", "identity"), ("gamma", "inverse"), ("gamma", "log"), ("gamma", "identity")]

@@ -155,16 +155,16 @@ def test_laplace_value_equals_brute_force(name):
 
 
 def test_laplace_gradient_matches_finite_differences():
-    from glmm_ext._fit_vector import z_scale
-    from glmm_ext._laplace_vector import VectorData, VectorLaplace
-    from glmm_ext._lmm_vector import LambdaPattern
+    from glmm_ext.engine._fit_vector import z_scale
+    from glmm_ext.engine._laplace_vector import VectorData, VectorLaplace
+    from glmm_ext.engine._lmm_vector import LambdaPattern
 
     rng = np.random.default_rng(3)
     n, G = 240, 20
     x = rng.normal(size=n)
     Z = np.column_stack([np.ones(n), x, rng.uniform(size=n)])
     y = rng.gamma(2.0, np.exp(0.3 + 0.2 * x + rng.normal(scale=0.5, size=G).repeat(n // G)) / 2.0)
-    dist = glmm_ext._families.Distribution(sm.families.Gamma(sm.families.links.Log()))
+    dist = glmm_ext.engine._families.Distribution(sm.families.Gamma(sm.families.links.Log()))
     counts = np.full(G, n // G)
     data = VectorData(y=y, X=np.column_stack([np.ones(n), x]), Z=Z / z_scale(Z), offset=np.zeros(n),
                       m=np.ones(n), const=dist.log_constant(y, np.ones(n)),
@@ -204,7 +204,7 @@ def test_intercept_bar_term_is_the_random_intercept_model():
 
 
 def test_bar_syntax_variants_and_errors():
-    from glmm_ext._bars import parse_formula
+    from glmm_ext.formula._bars import parse_formula
 
     spec = parse_formula("y ~ x + (1 + x | g) ")
     assert spec.fixed == "y ~ x" and spec.group == "g" and spec.terms[0].correlated
@@ -338,7 +338,7 @@ def test_laplace_modes_sds_and_ses_match_glmer_at_its_optimum():
 
 
 def test_profiled_deviance_gradient_matches_finite_differences():
-    from glmm_ext._lmm_vector import LambdaPattern, vector_deviance, vector_stats
+    from glmm_ext.engine._lmm_vector import LambdaPattern, vector_deviance, vector_stats
 
     data = pd.read_csv(os.path.join(HERE, "slopes", "sim_q3.csv"))
     X = np.column_stack([np.ones(len(data)), data["x1"], data["x2"]])

@@ -147,7 +147,7 @@ def test_singular_fit_profile_against_lme4_and_the_boundary():
 
 def test_bootstrap_draws_have_the_fitted_marginal_covariance():
     # y_j ~ N(X_j beta, Z_j Sigma Z_j' + sigma^2 I): the empirical covariance of 4000 draws of one subject
-    from glmm_ext._simulate import simulator  # what the bootstrap draws from
+    from glmm_ext.inference._simulate import simulator  # what the bootstrap draws from
 
     res = sleep_fit(reml=False)
     sim = simulator(res)

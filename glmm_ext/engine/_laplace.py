@@ -36,7 +36,7 @@ class GLMMData:
     starts: np.ndarray
     counts: np.ndarray
     # phi -> (value, d value / d log phi): the eta-free part of the log-likelihood that frequency weights
-    # of a dispersion family add (see _design.FrequencyCorrection); None without frequency weights
+    # of a dispersion family add (see formula._design.FrequencyCorrection); None without frequency weights
     dispersion_term: object = None
 
     @property

@@ -172,7 +172,7 @@ def split_random_terms(formula, data, groups, re_formula, arrays, formula_mode="
     if spec.intercept_only:
         return spec.fixed, groups, data, None, arrays
     if formula_mode == "safe":
-        from ._safe_formula import check_safe
+        from ._safe import check_safe
 
         for term in spec.terms:
             check_safe(f"{spec.group} ~ {term.expr}", list(data.columns))

@@ -30,9 +30,9 @@ import pandas as pd
 from scipy import linalg, stats
 
 from ._comparison import is_reml, refit_ml, unwrap
-from ._differences import central_gradient, second_differences
+from ..engine._differences import central_gradient, second_differences
 from ._intervals import Profile, _inverse, family_parameter, profile_ends
-from ._lmm_vector import LOG_2PI, SINGULAR_TOL, LambdaPattern, _factors, vector_stats
+from ..engine._lmm_vector import LOG_2PI, SINGULAR_TOL, LambdaPattern, _factors, vector_stats
 
 
 def correlated_pairs(design):
@@ -137,8 +137,8 @@ class LaplaceDeviance:
     """The Laplace -log-likelihood of the fit's family over psi."""
 
     def __init__(self, design, pairs):
-        from ._fit_vector import z_scale
-        from ._laplace_vector import VectorData, VectorLaplace
+        from ..engine._fit_vector import z_scale
+        from ..engine._laplace_vector import VectorData, VectorLaplace
 
         base = design.engine_data()
         self.zs = z_scale(design.Z)

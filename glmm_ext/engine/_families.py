@@ -63,7 +63,7 @@ def link_name(link):
 
 def make_family(name, link=None):
     """statsmodels family instance from names, e.g. ``make_family('binomial', 'probit')``."""
-    from ._validation import check_family_name, check_link_name
+    from .._validation import check_family_name, check_link_name
 
     name = check_family_name(name)
     link = ALLOWED_LINKS[name][0] if link is None else check_link_name(name, link)

@@ -1,7 +1,7 @@
 """Data for a model: input checks and listwise deletion with a record of what was dropped.
 
 ``prepare`` runs before statsmodels' formula machinery (``Model.from_formula``) evaluates the formula
-once: it reads the formula without evaluating it (``_safe_formula``), checks the columns it names,
+once: it reads the formula without evaluating it (``formula._safe``), checks the columns it names,
 drops every row with a missing, infinite or (in a numeric column) non-numeric value in a column the
 model uses, and hands statsmodels a cleaned copy.  A text column whose values are mostly numbers is
 read as numeric with the others dropped; a column wrapped in C(...), the groups column and a column
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ._safe_formula import check_safe, formula_columns, formula_names, split_formula
-from ._validation import check_vector
+from ._safe import check_safe, formula_columns, formula_names, split_formula
+from .._validation import check_vector
 
 try:  # where statsmodels keeps a formula's right-hand side specification on model.data
     import statsmodels.formula._manager  # noqa: F401
@@ -305,7 +305,7 @@ def prepare(formula, data, groups, offset=None, exposure=None, weights=None, mis
     missing : {"drop", "raise", "none"}
         "drop" removes incomplete rows (and reports them); "raise" and "none" raise ValueError.
     formula_mode : {"python", "safe"}
-        "safe" accepts only the grammar of ``_safe_formula``; "python" lets patsy run the formula's code.
+        "safe" accepts only the grammar of ``formula._safe``; "python" lets patsy run the formula's code.
     env_names : iterable of str
         Names the formula may take from the caller's namespace (python mode).
     """

@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 
 from ._comparison import fit_options, unwrap
-from . import _intervals, _intervals_vector
+from . import _intervals
+from . import _intervals_vector
 from ._intervals import extra_row_names, family_parameter
-from ._progress import Progress
+from .._progress import Progress
 from ._simulate import check_nsim, simulator
 
 
@@ -42,9 +43,9 @@ def _estimates(design, fit):
 def warm_start(res):
     """(theta_hat, inverse Hessian) on the engine's scale, the start of every likelihood refit; None for
     Gaussian identity fits (their profiled fit is already a one-dimensional search)."""
-    from ._laplace import MarginalLikelihood
+    from ..engine._laplace import MarginalLikelihood
     from ._intervals import _pd_inverse
-    from ._optimize import fd_hessian
+    from ..engine._optimize import fd_hessian
 
     design = res.model.design
     if design.gaussian_identity or design.Z is not None:  # random slopes: refitted from the usual start
@@ -62,7 +63,7 @@ def _quick_fit(design, options, start):
     """Likelihood refit by BFGS from the original estimates (no GLM start, no standard errors)."""
     from scipy import optimize
 
-    from ._laplace import MarginalLikelihood
+    from ..engine._laplace import MarginalLikelihood
 
     theta0, hess_inv = start
     objective = MarginalLikelihood(design.dist, design.engine_data(), nagq=max(1, int(options["nagq"] or 1)))
@@ -81,8 +82,8 @@ def _quick_fit(design, options, start):
 
 def refit(design, options, y, start=None):
     """Estimates after refitting `design` with response y (NaN when the fit fails)."""
-    from ._fit_vector import fit_vector
-    from ._fitting import fit_likelihood, fit_profile
+    from ..engine._fit_vector import fit_vector
+    from ..engine._fitting import fit_likelihood, fit_profile
 
     new = dataclasses.replace(design, y=y)
     try:

@@ -23,15 +23,15 @@ import numpy as np
 import pandas as pd
 from scipy import linalg, stats
 
-from . import _kernels
-from ._design import Scaling
-from ._families import Distribution
-from ._glmm import SINGULAR_TOL, _start_theta, pirls_information
-from ._laplace import GLMMData, MarginalLikelihood
-from ._optimize import fd_columns, minimize
-from ._optsummary import OptSummary
-from ._segments import group_starts
-from ._validation import check_family, check_fit_options, check_groups_and_size, check_response
+from ..engine import _kernels
+from ..formula._design import Scaling
+from ..engine._families import Distribution
+from ..engine._glmm import SINGULAR_TOL, _start_theta, pirls_information
+from ..engine._laplace import GLMMData, MarginalLikelihood
+from ..engine._optimize import fd_columns, minimize
+from ..engine._optsummary import OptSummary
+from ..engine._segments import group_starts
+from .._validation import check_family, check_fit_options, check_groups_and_size, check_response
 
 
 def is_dask_frame(data):
@@ -322,7 +322,7 @@ def _minimized(result):
 
 
 def _global_scaling(center, sd, lo, hi):
-    """`_design.make_scaling` from global moments: a constant non-zero column is the intercept."""
+    """`formula._design.make_scaling` from global moments: a constant non-zero column is the intercept."""
     constant = np.flatnonzero((lo == hi) & (lo != 0))
     k0 = int(constant[0]) if constant.size else -1
     scale = np.where(sd > 0, sd, 1.0) if k0 >= 0 else np.sqrt(sd**2 + center**2)

@@ -197,8 +197,8 @@ def glm_loglik(res):
     other family: the engine's objective at sigma_u = 0, maximised over beta and the dispersion
     (alpha for NB2, which statsmodels' GLM would hold fixed), from the GLM start values.
     """
-    from ._glmm import glm_start
-    from ._laplace import MarginalLikelihood
+    from ..engine._glmm import glm_start
+    from ..engine._laplace import MarginalLikelihood
 
     design = res.model.design
     if design.gaussian_identity:

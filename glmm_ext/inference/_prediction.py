@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._formula import aligned
+from ..formula._data import aligned
 
 
 @dataclass
@@ -113,7 +113,7 @@ class PredictionResults:
 
     def conf_int(self, alpha=0.05):
         """(lower, upper) of the mean: eta +- z SE(eta) through the inverse link."""
-        from ._validation import check_alpha
+        from .._validation import check_alpha
 
         z = stats.norm.isf(check_alpha(alpha) / 2.0)
         eta, se = self.linpred.to_numpy(), self.se_linpred.to_numpy()
@@ -155,7 +155,7 @@ def get_prediction(results, exog=None, transform=True, groups=None, offset=None,
 
 def _blup_loadings(results):
     """k_g = sigma_u^2 sum_g w_i x_i / (1 + sigma_u^2 sum_g w_i) by group code (None once data are removed)."""
-    from ._segments import group_sums
+    from ..engine._segments import group_sums
 
     design = results.model.design
     if design.X is None:

@@ -26,7 +26,7 @@ _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
 
 
 def _is_one(m):
-    """True when m is 1 or stored as one broadcast 1 (``_design._compact``): no multiply needed."""
+    """True when m is 1 or stored as one broadcast 1 (``formula._design._compact``): no multiply needed."""
     if np.ndim(m) == 0:
         return m == 1.0
     return m.size > 0 and not any(m.strides) and m.flat[0] == 1.0

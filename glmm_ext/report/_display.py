@@ -91,7 +91,7 @@ def notes(res, alpha, from_cli=False):
         lines.append(f"{res.n_dropped} rows dropped (listwise deletion: missing, non-numeric or infinite values"
                      + (f" in {reasons}" if reasons else "") + ").")
     if res.singular and res.is_vector:
-        from ._results_vector import SINGULAR_NOTE
+        from .._results_vector import SINGULAR_NOTE
 
         lines.append(SINGULAR_NOTE)
     elif res.singular:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from . import _results_vector
+from .. import _results_vector
 from ._comparison import unwrap
 from ._simulate import check_nsim, simulator
 
@@ -34,7 +34,7 @@ def null_lambda(res):
     """exp(beta_0) of the intercept-only model with the same random part, family and offset."""
     import warnings
 
-    from .model import GLMM
+    from ..model import GLMM
 
     model = res.model
     design = model.design
@@ -168,7 +168,7 @@ def quantile_residuals(res, nsim=250, seed=None, use_re="new"):
 
 def plot_quantile_residuals(res, nsim=250, seed=None, fig=None):
     """QQ plot of the quantile residuals against U(0, 1) and residuals against the fitted-value rank."""
-    from .plotting import _pyplot
+    from ..plotting import _pyplot
 
     plt = _pyplot()
     qr = quantile_residuals(res, nsim=nsim, seed=seed)

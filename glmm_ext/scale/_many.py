@@ -18,10 +18,10 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import fdrcorrection
 
-from . import _kernels
-from ._fitting import fit_likelihood, fit_profile
-from ._progress import Progress
-from ._validation import check_fit_options, check_groups_and_size, check_rank, check_response
+from ..engine import _kernels
+from ..engine._fitting import fit_likelihood, fit_profile
+from .._progress import Progress
+from .._validation import check_fit_options, check_groups_and_size, check_rank, check_response
 
 COLUMNS = ["response", "term", "estimate", "std_err", "z", "p_value", "q_value", "var_re", "llf", "converged",
            "message"]
@@ -160,7 +160,7 @@ def fit_many(data, responses, formula, groups, family=None, n_jobs=1, client=Non
     Rows where a predictor, the group or the offset is missing are dropped for every response;
     rows where only a response is missing are dropped for that response alone.
     """
-    from .model import GLMM
+    from ..model import GLMM
 
     if not isinstance(data, pd.DataFrame):
         raise TypeError(f"data must be a pandas DataFrame (got {type(data).__name__})")

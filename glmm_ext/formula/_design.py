@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ._families import Distribution
-from ._laplace import GLMMData
-from ._segments import group_starts
-from ._validation import check_groups_and_size, check_proportion, check_rank, check_response, check_trials
+from ..engine._families import Distribution
+from ..engine._laplace import GLMMData
+from ..engine._segments import group_starts
+from .._validation import check_groups_and_size, check_proportion, check_rank, check_response, check_trials
 
 
 @dataclass

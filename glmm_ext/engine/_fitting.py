@@ -12,7 +12,7 @@ import numpy as np
 from ._glmm import fit_glmm
 from ._lmm import SINGULAR_TOL, fit_lmm, lmm_stats
 from ._optsummary import OptSummary
-from ._validation import check_response_varies
+from .._validation import check_response_varies
 
 
 @dataclass

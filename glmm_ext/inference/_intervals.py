@@ -20,8 +20,8 @@ import pandas as pd
 from scipy import linalg, optimize, stats
 
 from ._comparison import is_reml, refit_ml, require_random_intercept, unwrap
-from ._differences import second_differences
-from ._optimize import fd_hessian
+from ..engine._differences import second_differences
+from ..engine._optimize import fd_hessian
 
 #: |zeta - target| at which an interval end is accepted (z units; the end is then within ~1e-4 SE)
 ZETA_TOL = 1e-4
@@ -60,7 +60,7 @@ class Profile:
     """
 
     def __init__(self, res):
-        from ._laplace import MarginalLikelihood
+        from ..engine._laplace import MarginalLikelihood
 
         design = res.model.design
         self.dist = design.dist
@@ -231,7 +231,7 @@ def profile_intervals(res, alpha=0.05):
 def reml_negloglik(design, log_sd_re, log_sd_resid):
     """-REML log-likelihood of a Gaussian random-intercept model at (log sigma_u, log sigma_e)
     (``_lmm.reml_loglik``; with the fit's var_weights / freq_weights)."""
-    from ._lmm import lmm_stats, reml_loglik
+    from ..engine._lmm import lmm_stats, reml_loglik
 
     o = design.order
     st = lmm_stats(design.X[o], (design.y - design.offset)[o], design.starts, design.counts, *design.lmm_weights())

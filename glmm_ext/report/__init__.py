@@ -1,0 +1,1 @@
+"""Reports of a fit: the tables as DataFrames (``_tables``) and ``summary()`` (``_display``)."""
