@@ -222,7 +222,12 @@ def check_rank(X, names):
     """Full column rank, or an error naming the collinear columns."""
     if X.shape[1] == 0:
         raise ValueError("the model has no fixed effects; include at least an intercept")
-    _, s, vt = np.linalg.svd(X / np.maximum(np.sqrt((X * X).mean(axis=0)), 1e-300), full_matrices=False)
+    gram = X.T @ X
+    norms = np.maximum(np.sqrt(np.diag(gram) / max(X.shape[0], 1)), 1e-300)
+    eigen = np.linalg.eigvalsh(gram / np.outer(norms, norms))
+    if eigen.min() > 1e-8 * eigen.max():  # well conditioned: full rank, no need for the (slower) SVD
+        return
+    _, s, vt = np.linalg.svd(X / norms, full_matrices=False)
     tol = s.max() * max(X.shape) * np.finfo(float).eps * 10
     if s.min() <= tol:
         null = vt[-1]

@@ -91,6 +91,15 @@ def _inverse_link_deriv3(link, eta, mu):
     raise ValueError(f"no third derivative for link {link!r}")
 
 
+def _row_value(m):
+    """m as one number when every row has the same value (stored once, `formula._design._compact`): special
+    functions of it are then computed once, not per row."""
+    m = np.asarray(m)
+    if m.ndim and m.size and not any(m.strides):
+        return float(m.flat[0])
+    return m
+
+
 #: second derivative of the variance function V(mu) (statsmodels stops at the first)
 _VARIANCE_DERIV2 = {"gaussian": 0.0, "binomial": -2.0, "poisson": 0.0, "gamma": 2.0}
 
@@ -120,6 +129,24 @@ class Distribution:
                                     or isinstance(self.link, sm_links.Power))
         found = find_kernel(self.name, self.link_name) if kernels else None
         self._kernel, self._kernel_weights = found if found is not None else (None, None)
+        self._fourth = _kernels.FOURTH.get((self.name, self.link_name)) if found is not None else None
+
+    @property
+    def log_concave(self):
+        """True when log f is concave in eta on the whole real line (d >= 0 everywhere, no support edge) with
+        |t| <~ d: a short Newton step on a group's mode then needs no line search."""
+        return (self.name, self.link_name) in (("binomial", "logit"), ("binomial", "probit"), ("poisson", "log"),
+                                               ("gamma", "log"), ("gaussian", "identity"))
+
+    @property
+    def has_exact_hessian(self):
+        """True when the Laplace log-likelihood's Hessian can be computed exactly (`_laplace_hessian`): a fused
+        kernel with its fourth derivative, and a dispersion (if any) entering log f as phi^-1 times eta's part."""
+        return self._fourth is not None and self.name != "negativebinomial"
+
+    def fourth(self, y, eta, m, phi):
+        """q = -d^4 log f / d eta^4 per row (fused-kernel pairs only)."""
+        return self._fourth(y, eta, m, phi)
 
     @property
     def full_support(self):
@@ -170,6 +197,8 @@ class Distribution:
     def log_constant(self, y, m):
         """Part of log f that depends on the data only (computed once per fit)."""
         if self.name == "binomial":
+            if np.all(m == 1.0) and np.all((y == 0.0) | (y == 1.0)):  # 0/1 rows: log C(1, y) = 0
+                return np.zeros_like(y)
             k = m * y
             return special.gammaln(m + 1.0) - special.gammaln(k + 1.0) - special.gammaln(m - k + 1.0)
         if self.name == "poisson":  # log f = y (log(1 + r) - r) + [y log y - y - log y!],  r = mu / y - 1
@@ -240,16 +269,31 @@ class Distribution:
 
     def dloglik_dlogphi(self, y, eta, m, phi, const):
         """d log f / d log(phi) per row (dispersion families only)."""
-        mu = self.mean(eta)
         if self.name == "gamma":
-            k = m / phi
-            dk = np.log(k) + 1.0 + const - np.log(mu) - y / mu - special.digamma(k)
+            k = _row_value(m) / phi
+            if self.link_name == "log":  # log mu = eta: no exp and log round trip
+                log_mu, y_over_mu = eta, y * np.exp(-eta)
+            else:
+                mu = self.mean(eta)
+                log_mu, y_over_mu = np.log(mu), y / mu
+            dk = (np.log(k) + 1.0 - special.digamma(k)) + const - log_mu - y_over_mu
             return -k * dk
+        mu = self.mean(eta)
         if self.name == "negativebinomial":  # -k dl/dk, dl/dk = psi(y+k) - psi(k) - ln(1 + mu/k) + (mu - y)/(k + mu)
             k = 1.0 / phi
             dk = special.digamma(y + k) - special.digamma(k) - np.log1p(mu / k) + (mu - y) / (k + mu)
             return -k * m * dk
         return 0.5 * m * (y - mu) ** 2 / phi - 0.5
+
+    def d2loglik_dlogphi2(self, y, eta, m, phi, const):
+        """d^2 log f / d log(phi)^2 per row for Gaussian and Gamma: with P = d log f / d log phi,
+        Gaussian -m (y - mu)^2 / (2 phi); Gamma (k = m / phi) -P + k - k^2 psi'(k)."""
+        if self.name == "gamma":
+            k = _row_value(m) / phi
+            return -self.dloglik_dlogphi(y, eta, m, phi, const) + (k - k * k * special.polygamma(1, k))
+        if self.name == "gaussian":
+            return -0.5 * m * (y - self.mean(eta)) ** 2 / phi
+        raise ValueError(f"no closed-form second dispersion derivative for {self.name}")
 
     def dscore_dlogphi(self, y, eta, m, phi):
         """(d l' / d log phi, d d / d log phi) per row with d = -l''; None when they are (-l', -d), i.e. for

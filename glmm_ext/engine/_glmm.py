@@ -8,18 +8,20 @@ inside PIRLS and optimises only the variance parameters (lme4's nAGQ = 0), an ap
 import copy
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import linalg
 import statsmodels.api as sm
 
-from ._laplace import MarginalLikelihood, evenly_spaced_groups, subset_groups
+from ._gausshermite import gauss_hermite
+from ._laplace import (MarginalLikelihood, agq_log_integrals, evenly_spaced_groups, matvec, node_values,
+                       subset_groups)
 from ._lmm import SINGULAR_TOL
 from ._optimize import fd_columns, minimize
 from ._optsummary import OptSummary
 from ._pirls import fit_nagq0, inverse_or_nan, irls_start, pirls_information
-from ._profile import probe_sigma
+from ._profile import Screen, probe_sigma
 from ._separation import diverging_rows
 
 #: a dispersion below this (relative to the internally scaled response's variance) has collapsed
@@ -127,6 +129,61 @@ def _start_theta(objective, gamma, scale):
     return best[1]
 
 
+def _minimize_laplace(laplace, theta0, maxiter, tol, callback):
+    """Newton steps with the exact Hessian (`_laplace_hessian`), or BFGS then Newton with finite
+    differences for pairs without one."""
+    if laplace.has_exact_hessian:
+        return minimize(laplace, theta0, None, maxiter, tol, callback, hessian=laplace.hessian)
+    return minimize(laplace, theta0, _initial_hessian(laplace, theta0), maxiter, tol, callback)
+
+
+#: groups beyond which a pilot fit on PILOT_GROUPS of them starts the search and screens the sigma profile
+PILOT_ABOVE_GROUPS = 4000
+PILOT_GROUPS = 500
+
+
+@dataclass
+class Pilot:
+    """The Laplace optimum on an evenly spaced subset of the groups and the screen of its sigma profile."""
+
+    theta: np.ndarray
+    screen: Screen
+
+
+def _pilot_fit(dist, data, gamma0, scale0, maxiter, tol):
+    """The full Laplace search (start grid, Newton, sigma profile) on PILOT_GROUPS evenly spaced groups.
+
+    Its estimates are within a few standard errors of the full data's, so Newton steps from there
+    converge in a few evaluations on all rows; its profile tells which probes are hopeless."""
+    sub = subset_groups(data, evenly_spaced_groups(data.n_groups, PILOT_GROUPS))
+    objective = MarginalLikelihood(dist, sub, nagq=1)
+    res = _minimize_laplace(objective, _start_theta(objective, gamma0, scale0), maxiter, tol, None)
+    res, probes = probe_sigma(objective, res, gamma0, scale0,
+                              lambda theta, hess: minimize(objective, theta, hess, maxiter, tol, None,
+                                                           hessian=objective.hessian))
+    return Pilot(theta=res.x, screen=Screen.from_probes(probes, -res.f, sub.n_groups, data.n_groups))
+
+
+#: sigma_u below this (on the engine's eta scale) is the boundary reached by rounding: reported as 0
+BOUNDARY_SNAP = 1e-8
+
+
+def _snap_to_boundary(objective, res):
+    """`res` with sigma_u = 0 exactly when the search ended within BOUNDARY_SNAP of it and 0 is no worse
+    (Newton steps approach the boundary of an even function fast but never land on it)."""
+    p = objective.p
+    if not 0.0 < abs(res.x[p]) < BOUNDARY_SNAP:
+        return res
+    x = res.x.copy()
+    x[p] = 0.0
+    f, g = objective(x)
+    if not f <= res.f + 1e-12 * (1.0 + abs(res.f)):
+        objective(res.x, need_grad=False)  # leave the warm start at the returned point
+        return res
+    exact = objective.hessian(x)
+    return replace(res, x=x, f=f, g=g, hess=res.hess if exact is None else exact)
+
+
 def fixed_effects_cov(hess, keep, p, cov_pirls, cov_type="hessian"):
     """(Cov(beta), note): the first p rows/columns of the inverse observed information over the parameters
     `keep` (a variance parameter on its boundary is left out), or the PIRLS covariance with a note
@@ -156,11 +213,12 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
         callback("start values", 0, np.nan)
     if nagq == 0:
         return fit_nagq0(dist, data, gamma0, scale0, maxiter, tol, callback, t0)
-    # Laplace first: cheap, and an excellent start for AGQ
+    # Laplace first: cheap, and an excellent start for AGQ.  On many groups a pilot fit on a subset of
+    # them gives the start and screens the sigma profile, so all rows see only the last Newton steps.
     laplace = MarginalLikelihood(dist, data, nagq=1)
-    theta0 = _start_theta(laplace, gamma0, scale0)
-    hess0 = _initial_hessian(laplace, theta0)
-    res = minimize(laplace, theta0, hess0, maxiter, tol, callback)
+    pilot = _pilot_fit(dist, data, gamma0, scale0, maxiter, tol) if data.n_groups > PILOT_ABOVE_GROUPS else None
+    theta0 = _start_theta(laplace, gamma0, scale0) if pilot is None else pilot.theta
+    res = _minimize_laplace(laplace, theta0, maxiter, tol, callback)
     iters, objective = res.iterations, laplace
     if nagq > 1:
         objective = MarginalLikelihood(dist, data, nagq=nagq)
@@ -169,7 +227,9 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
         iters += res.iterations
     res, probes = probe_sigma(objective, res, gamma0, scale0,
                               lambda theta, hess: minimize(objective, theta, hess, maxiter, tol, callback,
-                                                           central=nagq == 1))
+                                                           central=nagq == 1, hessian=objective.hessian),
+                              screen=None if pilot is None or nagq > 1 else pilot.screen)
+    res = _snap_to_boundary(objective, res)
     n_eval = laplace.n_calls + (objective.n_calls if objective is not laplace else 0)
     theta, f, hess, decrement = res.x, res.f, res.hess, res.decrement
     iters += res.iterations if probes.restarted else 0
@@ -200,11 +260,13 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
     cov_beta, se_note = fixed_effects_cov(hess, keep, p, cov_pirls, cov_type)
     notes = []
     if nagq == 1:
-        gap = laplace_agq_gap(objective, theta, f)
+        gap, probes.agq9_gap_groups = laplace_agq_gap(objective, theta)
         probes.agq9_gap = gap
         if abs(gap) > LAPLACE_GAP:
+            sampled = (f" (estimated from {probes.agq9_gap_groups} of {data.n_groups} groups)"
+                       if probes.agq9_gap_groups < data.n_groups else "")
             notes.append(f"the Laplace approximation is poor for these data: at the estimates the 9-node adaptive "
-                         f"quadrature log-likelihood differs from Laplace's by {gap:+.2f}; refit with nagq "
+                         f"quadrature log-likelihood differs from Laplace's by {gap:+.2f}{sampled}; refit with nagq "
                          "(e.g. fit(nagq=9)) for a more accurate likelihood and estimates")
     opt = OptSummary(method=f"BFGS + Newton ({'Laplace' if nagq == 1 else f'AGQ, {nagq} nodes'})", nagq=nagq,
                      maxiter=maxiter, tol=tol, initial=theta0, final=theta, n_iterations=iters,
@@ -216,30 +278,38 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
                      notes=notes)
 
 
-def laplace_agq_gap(laplace, theta, f, max_groups=2000):
-    """AGQ (9 nodes) minus Laplace log-likelihood at theta: a large value means Laplace is poor here.
+def laplace_agq_gap(laplace, theta, max_groups=2000):
+    """(AGQ (9 nodes) minus Laplace log-likelihood at theta, groups it was computed on): a large value
+    means Laplace is poor here.  Uses the Laplace modes at theta (AGQ centres its nodes there).
 
-    With more than `max_groups` groups the sum over groups is first estimated from an evenly spaced
-    subset of them (scaled up); the full sum is computed only when that estimate is within a factor
-    2 of the warning threshold, so large data pay a fraction of one AGQ evaluation.
+    With more than `max_groups` groups the sum over groups is estimated from an evenly spaced subset
+    of them (scaled up); the whole sum is computed only when the estimate, within three standard
+    errors, does not tell on which side of LAPLACE_GAP it lies.
     """
-    data = laplace.data
+    data, dist = laplace.data, laplace.dist
+    md = laplace.modes_at(theta)
+    gamma, sigma, phi = laplace.unpack(theta)
+    z, logw = gauss_hermite(9)
     G = data.n_groups
     if G > max_groups:
         keep = evenly_spaced_groups(G, max_groups)
         sub = subset_groups(data, keep)
-        gaps = []
-        for nagq in (1, 9):
-            objective = MarginalLikelihood(laplace.dist, sub, nagq=nagq)
-            objective.u_warm = laplace.u_warm[keep].copy()
-            gaps.append(objective(theta, need_grad=False)[0])
-        estimate = float(gaps[0] - gaps[1]) * G / len(keep)
-        if np.isfinite(estimate) and abs(estimate) < 0.5 * LAPLACE_GAP:
-            return estimate
-    agq = MarginalLikelihood(laplace.dist, data, nagq=9)
-    agq.u_warm = laplace.u_warm.copy()
-    value, _ = agq(theta, need_grad=False)
-    return float(-value + f) if np.isfinite(value) else np.nan
+        gaps = _group_gaps(dist, sub, gamma, sigma, phi, md.b[keep], md.H[keep], md.h[keep], z, logw)
+        if np.all(np.isfinite(gaps)):
+            estimate = float(np.mean(gaps)) * G
+            se = float(np.std(gaps, ddof=1)) * G / np.sqrt(len(keep)) * np.sqrt(1.0 - len(keep) / G)
+            if abs(abs(estimate) - LAPLACE_GAP) > 3.0 * se:
+                return estimate, len(keep)
+    gaps = _group_gaps(dist, data, gamma, sigma, phi, md.b, md.H, md.h, z, logw)
+    return (float(np.sum(gaps)) if np.all(np.isfinite(gaps)) else np.nan), G
+
+
+def _group_gaps(dist, data, gamma, sigma, phi, b, H, h, z, logw):
+    """Per group: the AGQ log integral with nodes at the Laplace modes minus the Laplace value h - log(H) / 2."""
+    eta_fixed = matvec(data.X, gamma)
+    eta_fixed += data.offset
+    node_h, _ = node_values(dist, data, eta_fixed, sigma, phi, b, H, z)
+    return agq_log_integrals(node_h, H, z, logw)[0] - (h - 0.5 * np.log(H))
 
 
 def check_finite_mle(dist, data):

@@ -7,6 +7,8 @@ For each supported (family, link) pair a kernel returns, for every row,
 
 sharing one exp (or log) between all four, with closed forms that stay exact where the mean
 rounds to the edge of its support (|eta| = 40 for the logit: mu (1 - mu) = e^-|eta| / (1 + e^-|eta|)^2).
+`FOURTH` gives q = -d^4 ll / d eta^4 for the exact Hessian of the Laplace log-likelihood; it is needed
+once per Hessian, not in the inner Newton steps, so it is kept out of the fused pass.
 statsmodels' family and link objects remain the definition: `Distribution` (``_families.py``)
 falls back to its generic, statsmodels-based path for any pair without a kernel, and the tests
 check every kernel against that path and against differences of statsmodels' ``loglike``.
@@ -331,6 +333,81 @@ def gaussian_log_weights(eta, m, phi):
     mu = np.exp(eta)
     w = mu * mu * (1.0 / phi)
     return _scaled(w, m)
+
+
+# ---------------------------------------------------------------------------------------- fourth derivative
+def binomial_logit_fourth(y, eta, m, phi):
+    """q = -d^4 ll / d eta^4 = m d (s^2 - 2 d) with d = mu (1 - mu) = e / (1 + e)^2 and s = 2 mu - 1."""
+    e = np.exp(-np.abs(eta))
+    inv = 1.0 / (1.0 + e)
+    d = e * inv * inv
+    s = (1.0 - e) * inv
+    return _scaled(d * (s * s - 2.0 * d), m)
+
+
+def binomial_probit_fourth(y, eta, m, phi):
+    """q = -(y q3(eta) + (1 - y) q3(-eta)) m with q3 = -q2 (x + q) - 2 q1 (1 + q1) - q q2, the third
+    x-derivative of the Mills ratio q = phi(x) / Phi(x) (see `_mills_derivatives`)."""
+    def q3(x):
+        q, q1, q2 = _mills_derivatives(x, 3)
+        return -q2 * (x + q) - 2.0 * q1 * (1.0 + q1) - q * q2
+
+    if np.all(y * (1.0 - y) == 0.0):
+        return _scaled(-q3(np.where(y > 0.5, eta, -eta)), m)
+    return _scaled(-(y * q3(eta) + (1.0 - y) * q3(-eta)), m)
+
+
+def poisson_log_fourth(y, eta, m, phi):
+    """q = mu."""
+    return np.exp(eta)
+
+
+def poisson_identity_fourth(y, eta, m, phi):
+    """q = 6 y / eta^4."""
+    eta, _ = _positive_eta(eta)
+    return 6.0 * y / eta**4
+
+
+def gamma_log_fourth(y, eta, m, phi):
+    """q = k y / mu = k z."""
+    return (y / phi) * np.exp(-eta)
+
+
+def gamma_inverse_fourth(y, eta, m, phi):
+    """q = 6 k / eta^4."""
+    eta, _ = _positive_eta(eta)
+    return 6.0 / (phi * eta**4)
+
+
+def gamma_identity_fourth(y, eta, m, phi):
+    """q = 6 k (4 y - eta) / eta^5."""
+    eta, _ = _positive_eta(eta)
+    return 6.0 * (4.0 * y - eta) / (phi * eta**5)
+
+
+def gaussian_identity_fourth(y, eta, m, phi):
+    """q = 0."""
+    return np.zeros(np.shape(eta))
+
+
+def gaussian_log_fourth(y, eta, m, phi):
+    """q = w mu (8 mu - y) with w = m / phi."""
+    mu = np.exp(eta)
+    return _scaled(mu * (8.0 * mu - y) * (1.0 / phi), m)
+
+
+#: (family, link) -> q = -d^4 log f / d eta^4 per row, for the exact Hessian of the Laplace log-likelihood
+FOURTH = {
+    ("binomial", "logit"): binomial_logit_fourth,
+    ("binomial", "probit"): binomial_probit_fourth,
+    ("poisson", "log"): poisson_log_fourth,
+    ("poisson", "identity"): poisson_identity_fourth,
+    ("gamma", "log"): gamma_log_fourth,
+    ("gamma", "inverse"): gamma_inverse_fourth,
+    ("gamma", "identity"): gamma_identity_fourth,
+    ("gaussian", "identity"): gaussian_identity_fourth,
+    ("gaussian", "log"): gaussian_log_fourth,
+}
 
 
 #: (family, link) -> (kernel, working weights); pairs not listed use Distribution's generic path

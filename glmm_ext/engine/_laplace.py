@@ -21,6 +21,7 @@ import numpy as np
 from scipy import special
 
 from ._gausshermite import gauss_hermite
+from ._laplace_hessian import laplace_hessian
 from ._segments import group_starts, group_sums, to_rows
 
 
@@ -90,7 +91,8 @@ def rmatvec(X, r):
 
 def _h(dist, data, eta, b, phi):
     """h_j(b_j) = sum_{i in j} log f(y_i | eta_i) - b_j^2 / 2 for all groups."""
-    return group_sums(dist.loglik(data.y, eta, data.m, phi, data.const), data.starts) - 0.5 * b * b
+    ll = dist.evaluate(data.y, eta, data.m, phi, data.const, order=0)[0]  # the kernel, row-blocked
+    return group_sums(ll, data.starts) - 0.5 * b * b
 
 
 def _gradient_noise2(eta, d, sigma, b, starts):
@@ -100,10 +102,34 @@ def _gradient_noise2(eta, d, sigma, b, starts):
     return (sigma * eps) ** 2 * group_sums((d * eta) ** 2, starts) + (eps * b) ** 2
 
 
+def node_values(dist, data, eta_fixed, sigma, phi, b, H, z, keep_eta=False):
+    """h_j at the adaptive nodes b_j + sqrt(2 / H_j) z_k, as a (G, K) array, and each node's eta (or None)."""
+    c = np.sqrt(2.0 / H)
+    node_h = np.empty((len(b), len(z)))
+    node_eta = []
+    for k in range(len(z)):
+        bk = b + c * z[k]
+        eta_k = eta_fixed + sigma * to_rows(bk, data.counts)
+        node_h[:, k] = _h(dist, data, eta_k, bk, phi)
+        node_eta.append(eta_k if keep_eta else None)
+    return node_h, node_eta
+
+
+def agq_log_integrals(node_h, H, z, logw):
+    """(log L_j, the log of each node's term) by adaptive Gauss-Hermite:
+    log L_j = -log(pi H_j) / 2 + log sum_k w_k exp(h_j(node_k) + z_k^2)."""
+    terms = logw + node_h + z * z
+    return -0.5 * np.log(np.pi * H) + special.logsumexp(terms, axis=1), terms
+
+
 def _point(dist, data, eta, b, phi, order):
     """(h, l1, d, t) at eta from one fused pass: a step that is accepted needs no second evaluation."""
     ll, l1, d, t = dist.evaluate(data.y, eta, data.m, phi, data.const, order=order)
     return group_sums(ll, data.starts) - 0.5 * b * b, l1, d, t
+
+
+#: Newton steps on a mode that move eta by at most this are taken without a line search (log-concave f)
+SHORT_STEP = 0.1
 
 
 def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, maxiter=60, order=2, min_steps=0):
@@ -155,8 +181,12 @@ def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, max
         step = np.where(active, grad / H_dir, 0.0)
         # a change of h below rounding noise (sums of many log densities) is not a decrease, and a
         # Newton step that promises less than 1e-9 is inside the quadratic region: only the support
-        # can reject it
+        # can reject it.  So is a step moving eta by at most SHORT_STEP for a log-concave f whose third
+        # eta-derivative is at most about its second (|t| <= d: logit, Poisson-log, Gamma-log): the
+        # quadratic model of h then errs by a few per cent at most.
         searched = active & (0.5 * grad * step > 1e-9)
+        if dist.log_concave:
+            searched &= np.abs(sigma * step) > SHORT_STEP
         if h is None:  # the start's log f was skipped: needed only for a searched step
             h = _h(dist, data, eta, b, phi) if searched.any() else np.full_like(b, -np.inf)
         noise = 1e-12 * (1.0 + np.abs(h))
@@ -202,6 +232,12 @@ class MarginalLikelihood:
         self._tangent = None  # (u_warm, eta_fixed, sigma, log phi, d, H) at the last converged modes
         self.n_calls = 0
         self.last_modes = None
+        self.last_theta = None  # the point last_modes belong to
+
+    @property
+    def has_exact_hessian(self):
+        """True when `hessian` is analytic (Laplace with a fused kernel); else it is None."""
+        return self.nagq == 1 and self.dist.has_exact_hessian
 
     @property
     def n_params(self):
@@ -214,7 +250,10 @@ class MarginalLikelihood:
         return gamma, sigma, phi
 
     def modes_at(self, theta):
-        """Conditional modes at theta (retrying from b = 0 if the warm start fails); None if infeasible."""
+        """Conditional modes at theta (retrying from b = 0 if the warm start fails); None if infeasible.
+        The last evaluation's modes when it was at theta."""
+        if self.last_modes is not None and np.array_equal(self.last_theta, theta):
+            return self.last_modes
         self(theta, need_grad=False)
         if self.last_modes is None:
             self.u_warm = np.zeros_like(self.u_warm)
@@ -260,6 +299,30 @@ class MarginalLikelihood:
                              if sigma > 0 and modes.d is not None else None)
         return eta_fixed, modes
 
+    def hessian(self, theta):
+        """Exact Hessian of -loglik at theta (`_laplace_hessian`), or None when it has no closed form here
+        (AGQ, pairs without a fused kernel, a point outside the support)."""
+        if not self.has_exact_hessian:
+            return None
+        theta = np.asarray(theta, float)
+        md = self.last_modes
+        if md is None or md.t is None or self.last_theta is None or not np.array_equal(self.last_theta, theta):
+            self(theta, need_grad=True)
+            md = self.last_modes
+        if md is None:
+            return None
+        _, sigma, phi = self.unpack(theta)
+        curvature = 0.0
+        if self.data.dispersion_term is not None and self.dist.has_dispersion:  # eta-free: a difference is cheap
+            step = 1e-4
+            curvature = (self.data.dispersion_term(phi * np.exp(step))[1]
+                         - self.data.dispersion_term(phi * np.exp(-step))[1]) / (2.0 * step)
+        hess = -laplace_hessian(self.dist, self.data, sigma, phi, md, curvature)
+        if theta[self.p] < 0:  # the objective is even in the signed SD s: d/ds = sign(s) d/dsigma
+            hess[self.p, :] *= -1.0
+            hess[:, self.p] *= -1.0
+        return hess
+
     def __call__(self, theta, need_grad=True):
         """(-loglik, -gradient); (inf, nan) where no mode inside the support exists."""
         value, grad = self._evaluate(theta, need_grad)
@@ -270,6 +333,7 @@ class MarginalLikelihood:
     def _evaluate(self, theta, need_grad):
         self.n_calls += 1
         self.last_modes = None  # release the previous evaluation's row arrays first
+        self.last_theta = np.array(theta, float)
         dist, data = self.dist, self.data
         gamma, sigma, phi = self.unpack(theta)
         if not (0.0 < phi < np.inf and np.isfinite(sigma) and np.all(np.isfinite(gamma))):
@@ -290,15 +354,9 @@ class MarginalLikelihood:
             F = md.h - 0.5 * np.log(H)
         else:
             c = np.sqrt(2.0 / H)
-            node_h = np.empty((data.n_groups, K))
-            node_eta = []
-            for k in range(K):
-                bk = b + c * z[k]
-                eta_k = eta_fixed + sigma * to_rows(bk, counts)
-                node_h[:, k] = _h(dist, data, eta_k, bk, phi)
-                node_eta.append(eta_k if need_grad and data.y.size * K <= 4_000_000 else None)
-            terms = logw + node_h + z * z
-            F = -0.5 * np.log(np.pi * H) + special.logsumexp(terms, axis=1)
+            node_h, node_eta = node_values(dist, data, eta_fixed, sigma, phi, b, H, z,
+                                           keep_eta=need_grad and data.y.size * K <= 4_000_000)
+            F, terms = agq_log_integrals(node_h, H, z, logw)
         value = float(np.sum(F))
         extra_dlphi = 0.0
         if data.dispersion_term is not None and dist.has_dispersion:

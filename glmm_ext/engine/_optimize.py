@@ -164,7 +164,14 @@ def newton_decrement(H, g):
     return -0.5 * float(g @ direction), direction
 
 
-def minimize(fun, x0, hess0, maxiter=100, tol=1e-6, callback=None, central=True, quasi_newton=True):
+#: with an exact Hessian, a converged search still takes the Newton step when it would move a parameter by
+#: more than this (relative): it squares the error of the estimates (a flat direction such as sigma_u
+#: meets the decrement tolerance while its estimate is still ~1e-4 off) for one evaluation
+FINAL_STEP = 1e-7
+
+
+def minimize(fun, x0, hess0=None, maxiter=100, tol=1e-6, callback=None, central=True, quasi_newton=True,
+             hessian=None):
     """Minimise fun (returning value and gradient) from x0 with initial Hessian hess0.
 
     Converged when the Newton decrement g' H^{-1} g / 2 (the predicted decrease, in units of the
@@ -174,34 +181,48 @@ def minimize(fun, x0, hess0, maxiter=100, tol=1e-6, callback=None, central=True,
     (a start already near the optimum, as AGQ after Laplace), switching to the observed Hessian
     when progress is slow.  The returned Hessian is always the observed one at the returned x
     (central differences, or forward ones with ``central=False`` where a gradient is expensive).
+    With ``hessian`` (x -> the exact Hessian, or None where it has none) there is no BFGS stage:
+    every step is a Newton step with the exact Hessian at the current point (finite differences
+    only where ``hessian`` returns None), and one more is taken after convergence (`FINAL_STEP`).
     """
     x = np.asarray(x0, float)
     f, g = fun(x)
     if not np.isfinite(f):
         raise FloatingPointError("the starting values give a non-finite log-likelihood")
     iterations, message = 0, ""
+    quasi_newton = quasi_newton and hessian is None
     if quasi_newton:
         x, f, g, iterations, message = _quasi_newton(fun, x, f, g, hess0, maxiter, callback)
 
-    # Newton stage with the observed information (a finite-difference Hessian of the gradient)
+    # Newton stage with the observed information (exact, or a finite-difference Hessian of the gradient)
     def observed(x, g):
+        if hessian is not None:
+            H = hessian(x)
+            if H is not None and np.all(np.isfinite(H)):
+                return H
         H = fd_hessian(fun, x, grad=None if central else g)
         if not np.all(np.isfinite(H)) and not central:  # a forward difference left the support
             H = fd_hessian(fun, x)
         return H
 
-    H, exact = (observed(x, g), True) if quasi_newton else (hess0, False)
+    refresh = quasi_newton or hessian is not None  # the observed Hessian at every new point
+    H, exact = (observed(x, g), True) if refresh else (hess0, False)
     decrement, stalled, previous = np.inf, False, np.inf
-    polish = 2  # Newton steps allowed beyond maxiter when the last one is all that is missing
+    # finite-difference Newton steps allowed beyond maxiter when the last one is all that is missing (an
+    # exact Hessian needs no such allowance: maxiter counts its Newton steps)
+    polish = 2 if hessian is None else 0
     edge_rounds = 1  # derivative-free searches along the edge of the support when Newton steps stall
     crawling = 0  # consecutive Newton steps cut short by the edge
+    final_step = hessian is not None  # one more exact Newton step after convergence (see FINAL_STEP)
     while True:
         decrement, direction = newton_decrement(H, g)
         if decrement < tol:
-            if exact:
+            if not exact:
+                H, exact = observed(x, g), True  # confirm with the observed information (and keep it for SEs)
+                continue
+            if not (final_step and np.max(np.abs(direction) / np.maximum(1.0, np.abs(x))) > FINAL_STEP):
                 break
-            H, exact = observed(x, g), True  # confirm with the observed information (and keep it for SEs)
-            continue
+            final_step = False
         if not exact and decrement > 0.1 * previous:  # slow (linear) progress: the start Hessian is poor
             H, exact = observed(x, g), True
             decrement, direction = newton_decrement(H, g)
@@ -234,7 +255,7 @@ def minimize(fun, x0, hess0, maxiter=100, tol=1e-6, callback=None, central=True,
             callback("optimize", iterations, f)
         if moved > 1e-6 or not exact:
             exact = False
-            if quasi_newton:  # refresh every step; otherwise the start Hessian serves while it works
+            if refresh:  # refresh every step; otherwise the start Hessian serves while it works
                 H, exact = observed(x, g), True
     if not exact:  # the SEs need the observed information at the returned point
         H = observed(x, g)

@@ -11,6 +11,10 @@ PIRLS information for beta (modes warm-started), and restarts the full search fr
 better than the optimum.  A probe whose predicted best (value minus three times its Newton
 decrement, minus one) cannot beat the optimum stops after one evaluation, so the check costs about
 one gradient evaluation per grid point.
+
+On many groups a `Screen` from a pilot fit on a subset of the groups (whose own probes ran in full)
+skips the probes that lie far below the pilot's optimum there: their deficit, scaled to all groups,
+is recorded as an estimate instead.
 """
 from dataclasses import dataclass, field
 
@@ -24,6 +28,34 @@ from ._pirls import _eta_scale, pirls_information
 GRID = (0.25, 0.5, 2.0, 4.0, 8.0)
 #: a probe must beat the optimum by this much (objective units) to trigger a restart
 MARGIN = 1e-4
+#: a pilot probe this far (log-likelihood units of the pilot's subset) below the pilot's optimum is not
+#: evaluated on all groups: even a probe stopped early as hopeless is then >= 20 units down on the subset
+SCREEN_MARGIN = 30.0
+
+
+@dataclass
+class Screen:
+    """The sigma profile of a pilot fit on `n_subset` of `n_groups` groups, to skip hopeless probes.
+
+    `deficits[i]` = the pilot's optimum minus its profile log-likelihood at probe i (same grid positions
+    as `probe_sigma`'s: 0, then GRID multiples).
+    """
+
+    deficits: list
+    n_subset: int
+    n_groups: int
+
+    def skips(self, i):
+        """True when probe i lies beyond SCREEN_MARGIN below the pilot's optimum."""
+        return i < len(self.deficits) and self.deficits[i] > SCREEN_MARGIN
+
+    def estimate(self, i, llf):
+        """The full profile log-likelihood at probe i estimated from the pilot (deficit scaled to all groups)."""
+        return llf - self.deficits[i] * self.n_groups / self.n_subset
+
+    @classmethod
+    def from_probes(cls, probes, llf, n_subset, n_groups):
+        return cls([llf - v for v in probes.llf], n_subset, n_groups)
 
 
 @dataclass
@@ -34,16 +66,19 @@ class SigmaProbes:
     sigma: list = field(default_factory=list)
     llf: list = field(default_factory=list)
     newton_steps: list = field(default_factory=list)
+    screened: list = field(default_factory=list)  # True: llf estimated from a pilot fit on a subset of groups
     restarted: bool = False
     restart_sigma: float = np.nan
     llf_gain: float = 0.0
     agq9_gap: float = np.nan
+    agq9_gap_groups: int = 0  # groups the AGQ(9) - Laplace gap was computed on (scaled up when fewer than all)
 
     def as_table(self):
         """A plain dict for OptSummary.sigma_profile."""
         return {"sigma_hat": self.sigma_hat, "sigma": list(self.sigma), "profile_llf": list(self.llf),
-                "newton_steps": list(self.newton_steps), "restarted": self.restarted,
-                "restart_sigma": self.restart_sigma, "llf_gain": self.llf_gain, "agq9_gap": self.agq9_gap}
+                "newton_steps": list(self.newton_steps), "screened": list(self.screened),
+                "restarted": self.restarted, "restart_sigma": self.restart_sigma, "llf_gain": self.llf_gain,
+                "agq9_gap": self.agq9_gap, "agq9_gap_groups": self.agq9_gap_groups}
 
 
 def _fisher_block(objective, x, H_free):
@@ -92,10 +127,11 @@ def _attenuation(dist, sigma):
     return float(np.sqrt(1.0 + c * sigma * sigma))
 
 
-def probe_sigma(objective, res, gamma_glm, scale_glm, restart):
+def probe_sigma(objective, res, gamma_glm, scale_glm, restart, screen=None):
     """Profile sigma_u around the optimum `res` (an _optimize.Minimum) and at 0; restart when better.
 
-    `restart(theta, hess)` runs the full search from theta.  Returns (best Minimum, SigmaProbes).
+    `restart(theta, hess)` runs the full search from theta; `screen` (a `Screen`) skips the probes a
+    pilot fit found hopeless.  Returns (best Minimum, SigmaProbes).
     """
     p = objective.p
     theta = res.x
@@ -105,11 +141,19 @@ def probe_sigma(objective, res, gamma_glm, scale_glm, restart):
     H_free = _positive_definite(res.hess[np.ix_(free, free)])
     ref = sigma_hat if sigma_hat > 1e-3 else 0.5 * _eta_scale(objective.dist, objective.data, theta[:p])
     u_opt = objective.u_warm.copy()
-    md = objective.modes_at(theta)
-    # modes predicted at another sigma: b_j ~ sigma S_j / (1 + sigma^2 D_j), D_j = (H_j - 1) / sigma_hat^2
-    D = (md.H - 1.0) / sigma_hat**2 if md is not None and sigma_hat > 0 else None
+    md = D = None
     best = None
-    for s in (0.0,) + tuple(ref * k for k in GRID):
+    for i, s in enumerate((0.0,) + tuple(ref * k for k in GRID)):
+        if screen is not None and screen.skips(i):
+            probes.sigma.append(float(s))
+            probes.llf.append(float(screen.estimate(i, -res.f)))
+            probes.newton_steps.append(0)
+            probes.screened.append(True)
+            continue
+        if md is None:
+            md = objective.modes_at(theta)
+            # modes predicted at another sigma: b_j ~ sigma S_j / (1 + sigma^2 D_j), D_j = (H_j - 1) / sigma_hat^2
+            D = (md.H - 1.0) / sigma_hat**2 if md is not None and sigma_hat > 0 else None
         objective.u_warm = u_opt.copy()
         if D is not None and s > 0:
             objective.u_warm = s * md.b * (s * md.H) / (sigma_hat * (1.0 + s * s * D))
@@ -128,6 +172,7 @@ def probe_sigma(objective, res, gamma_glm, scale_glm, restart):
         probes.sigma.append(float(s))
         probes.llf.append(float(-f))
         probes.newton_steps.append(steps)
+        probes.screened.append(False)
         if f < res.f - MARGIN and (best is None or f < best[0]):
             best = (f, x)
     objective.u_warm = u_opt

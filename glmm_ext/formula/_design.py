@@ -224,7 +224,7 @@ def build_design(clean, family):
     """Validate the cleaned data against the family and assemble the Design."""
     dist = Distribution(family)
     endog = clean.endog
-    labels = list(endog.index)
+    labels = endog.index  # only indexed to name offending rows in errors
     if clean.has_exposure and dist.link_name != "log":
         raise ValueError(f"exposure needs a log link (log(exposure) is the offset); the link is {dist.link_name}: "
                          "give offset= instead")
