@@ -130,6 +130,11 @@ class Distribution:
         found = find_kernel(self.name, self.link_name) if kernels else None
         self._kernel, self._kernel_weights = found if found is not None else (None, None)
         self._fourth = _kernels.FOURTH.get((self.name, self.link_name)) if found is not None else None
+        self._aux = _kernels.AUX.get((self.name, self.link_name)) if found is not None else None
+
+    def row_aux(self, y):
+        """Per-row data the fused kernel computes once from the response (Poisson: log y), or None."""
+        return None if self._aux is None else self._aux(y)
 
     @property
     def log_concave(self):
@@ -139,25 +144,31 @@ class Distribution:
                                                ("gamma", "log"), ("gaussian", "identity"))
 
     @property
+    def log_link_modes(self):
+        """True when the conditional modes follow from group sums (`_laplace.log_link_modes`): the fused
+        Poisson-log and Gamma-log kernels (unit prior weights)."""
+        return self._kernel is not None and (self.name, self.link_name) in (("poisson", "log"), ("gamma", "log"))
+
+    @property
     def has_exact_hessian(self):
         """True when the Laplace log-likelihood's Hessian can be computed exactly (`_laplace_hessian`): a fused
         kernel with its fourth derivative, and a dispersion (if any) entering log f as phi^-1 times eta's part."""
         return self._fourth is not None and self.name != "negativebinomial"
 
-    def fourth(self, y, eta, m, phi):
-        """q = -d^4 log f / d eta^4 per row (fused-kernel pairs only)."""
-        return self._fourth(y, eta, m, phi)
+    def fourth(self, y, eta, m, phi, d, t):
+        """q = -d^4 log f / d eta^4 per row (fused-kernel pairs only), given the row's d and t at eta."""
+        return self._fourth(y, eta, m, phi, d, t)
 
     @property
     def full_support(self):
         """True when every finite eta maps to a mean inside the support (no identity/inverse edge)."""
         return not (self.link_name in ("identity", "inverse") and self.name != "gaussian")
 
-    def evaluate(self, y, eta, m, phi, const, order=2, loglik=True):
+    def evaluate(self, y, eta, m, phi, const, order=2, loglik=True, aux=None):
         """(log f, l1, d, t) per row at eta, derivatives up to `order` (others None), in one pass;
-        log f is None with ``loglik=False``."""
+        log f is None with ``loglik=False``.  ``aux`` = `row_aux(y)` when precomputed."""
         if self._kernel is not None:
-            return _kernels.evaluate(self._kernel, y, eta, m, phi, const, order=order, loglik=loglik)
+            return _kernels.evaluate(self._kernel, y, eta, m, phi, const, order=order, loglik=loglik, aux=aux)
         if not loglik:
             return (None,) + self.derivatives(y, eta, m, phi, order=order)
         ll = self.loglik(y, eta, m, phi, const)

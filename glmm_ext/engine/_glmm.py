@@ -129,17 +129,20 @@ def _start_theta(objective, gamma, scale):
     return best[1]
 
 
-def _minimize_laplace(laplace, theta0, maxiter, tol, callback):
+def _minimize_laplace(laplace, theta0, maxiter, tol, callback, final_step=True):
     """Newton steps with the exact Hessian (`_laplace_hessian`), or BFGS then Newton with finite
     differences for pairs without one."""
     if laplace.has_exact_hessian:
-        return minimize(laplace, theta0, None, maxiter, tol, callback, hessian=laplace.hessian)
+        return minimize(laplace, theta0, None, maxiter, tol, callback, hessian=laplace.hessian,
+                        final_step=final_step)
     return minimize(laplace, theta0, _initial_hessian(laplace, theta0), maxiter, tol, callback)
 
 
-#: groups beyond which a pilot fit on PILOT_GROUPS of them starts the search and screens the sigma profile
+#: groups beyond which a pilot fit on PILOT_GROUPS of them starts the search and screens the sigma profile;
+#: the pilot stops at a Newton decrement of PILOT_TOL (its estimates are a start, a few SEs from the end)
 PILOT_ABOVE_GROUPS = 4000
 PILOT_GROUPS = 500
+PILOT_TOL = 1e-3
 
 
 @dataclass
@@ -157,10 +160,11 @@ def _pilot_fit(dist, data, gamma0, scale0, maxiter, tol):
     converge in a few evaluations on all rows; its profile tells which probes are hopeless."""
     sub = subset_groups(data, evenly_spaced_groups(data.n_groups, PILOT_GROUPS))
     objective = MarginalLikelihood(dist, sub, nagq=1)
-    res = _minimize_laplace(objective, _start_theta(objective, gamma0, scale0), maxiter, tol, None)
+    tol = max(tol, PILOT_TOL)
+    res = _minimize_laplace(objective, _start_theta(objective, gamma0, scale0), maxiter, tol, None, final_step=False)
     res, probes = probe_sigma(objective, res, gamma0, scale0,
-                              lambda theta, hess: minimize(objective, theta, hess, maxiter, tol, None,
-                                                           hessian=objective.hessian))
+                              lambda theta, hess: _minimize_laplace(objective, theta, maxiter, tol, None,
+                                                                    final_step=False))
     return Pilot(theta=res.x, screen=Screen.from_probes(probes, -res.f, sub.n_groups, data.n_groups))
 
 

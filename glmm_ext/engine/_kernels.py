@@ -34,6 +34,13 @@ def _is_one(m):
     return m.size > 0 and not any(m.strides) and m.flat[0] == 1.0
 
 
+def _row_scalar(m):
+    """m as a Python float when it is one value stored once (broadcast), else m."""
+    if np.ndim(m) == 0:
+        return float(m)
+    return float(m.flat[0]) if m.size and not any(m.strides) else m
+
+
 def _scaled(values, factor):
     """values * factor in place (factor a scalar or an array), skipping a multiply by one."""
     if not _is_one(factor):
@@ -167,15 +174,15 @@ def binomial_probit_weights(eta, m, phi):
 
 # ---------------------------------------------------------------------------------------- poisson
 def _poisson_loglik(y, log_ratio, mu, const):
-    """log f = y (log(mu / y) - (mu / y - 1)) + const (-mu + const where y = 0), with
-    const = y log y - y - log y! (`Distribution.log_constant`): written around the saturated fit so
-    that counts of 1e9 keep their digits (y log mu - mu would cancel two numbers of size 2e10)."""
-    core = log_ratio - np.expm1(log_ratio)
-    core *= y
-    positive = y > 0
-    if not positive.all():
-        core = np.where(positive, core, -mu)
-    return core + const
+    """log f = y log(mu / y) - (mu - y) + const, with const = y log y - y - log y! (`Distribution.log_constant`)
+    and log(mu / y) taken as log mu where y = 0 (y times it is 0 there).
+
+    Written around the saturated fit so that counts of 1e9 keep their digits: y log mu - mu would
+    cancel two numbers of size 2e10, while y log(mu / y) and mu - y carry the rounding of eta alone."""
+    ll = y * log_ratio
+    ll -= mu
+    ll += y
+    return _plus_const(ll, const)
 
 
 def _safe_log_y(y):
@@ -183,10 +190,16 @@ def _safe_log_y(y):
     return np.log(np.where(y > 0, y, 1.0))
 
 
-def poisson_log(y, eta, m, phi, const, order=3, loglik=True):
-    """mu = e^eta: ll as `_poisson_loglik` with log(mu / y) = eta - log y; l1 = y - mu; d = t = mu."""
+def poisson_aux(y):
+    """What the Poisson kernels precompute once per response: log y (0 where y = 0)."""
+    return _safe_log_y(y)
+
+
+def poisson_log(y, eta, m, phi, const, order=3, loglik=True, aux=None):
+    """mu = e^eta: ll as `_poisson_loglik` with log(mu / y) = eta - log y; l1 = y - mu; d = t = mu.
+    ``aux`` = `poisson_aux(y)` when precomputed."""
     mu = np.exp(eta)
-    ll = _poisson_loglik(y, eta - _safe_log_y(y), mu, const) if loglik else None
+    ll = _poisson_loglik(y, eta - (_safe_log_y(y) if aux is None else aux), mu, const) if loglik else None
     if order == 0:
         return ll, None, None, None
     return ll, y - mu, (mu if order >= 2 else None), (mu.copy() if order >= 3 else None)
@@ -197,10 +210,11 @@ def poisson_log_weights(eta, m, phi):
     return np.exp(eta)
 
 
-def poisson_identity(y, eta, m, phi, const, order=3, loglik=True):
+def poisson_identity(y, eta, m, phi, const, order=3, loglik=True, aux=None):
     """mu = eta > 0: ll as `_poisson_loglik`; l1 = y / eta - 1; d = y / eta^2; t = -2 y / eta^3."""
     eta, ok = _positive_eta(eta)
-    ll = _outside(_poisson_loglik(y, np.log(eta) - _safe_log_y(y), eta, const), ok) if loglik else None
+    log_y = _safe_log_y(y) if aux is None else aux
+    ll = _outside(_poisson_loglik(y, np.log(eta) - log_y, eta, const), ok) if loglik else None
     l1 = d = t = None
     if order >= 1:
         inv = 1.0 / eta
@@ -336,16 +350,17 @@ def gaussian_log_weights(eta, m, phi):
 
 
 # ---------------------------------------------------------------------------------------- fourth derivative
-def binomial_logit_fourth(y, eta, m, phi):
-    """q = -d^4 ll / d eta^4 = m d (s^2 - 2 d) with d = mu (1 - mu) = e / (1 + e)^2 and s = 2 mu - 1."""
-    e = np.exp(-np.abs(eta))
-    inv = 1.0 / (1.0 + e)
-    d = e * inv * inv
-    s = (1.0 - e) * inv
-    return _scaled(d * (s * s - 2.0 * d), m)
+# q = -d^4 ll / d eta^4 from eta, or from the row's d and t where they give it without another exp.
+
+def binomial_logit_fourth(y, eta, m, phi, d, t):
+    """q = m d (s^2 - 2 d) with s = 2 mu - 1, i.e. t^2 / d - 2 d^2 / m (t = -d s; 0 where d underflows)."""
+    m1 = _row_scalar(m)
+    q = np.divide(t * t, d, out=np.zeros_like(d), where=d > 0)
+    q -= (2.0 / m1) * d * d if np.ndim(m1) == 0 else 2.0 * d * d / m1
+    return q
 
 
-def binomial_probit_fourth(y, eta, m, phi):
+def binomial_probit_fourth(y, eta, m, phi, d, t):
     """q = -(y q3(eta) + (1 - y) q3(-eta)) m with q3 = -q2 (x + q) - 2 q1 (1 + q1) - q q2, the third
     x-derivative of the Mills ratio q = phi(x) / Phi(x) (see `_mills_derivatives`)."""
     def q3(x):
@@ -357,40 +372,35 @@ def binomial_probit_fourth(y, eta, m, phi):
     return _scaled(-(y * q3(eta) + (1.0 - y) * q3(-eta)), m)
 
 
-def poisson_log_fourth(y, eta, m, phi):
-    """q = mu."""
-    return np.exp(eta)
+def equals_d_fourth(y, eta, m, phi, d, t):
+    """q = d: Poisson-log (q = mu) and Gamma-log (q = k y / mu)."""
+    return d
 
 
-def poisson_identity_fourth(y, eta, m, phi):
+def poisson_identity_fourth(y, eta, m, phi, d, t):
     """q = 6 y / eta^4."""
     eta, _ = _positive_eta(eta)
     return 6.0 * y / eta**4
 
 
-def gamma_log_fourth(y, eta, m, phi):
-    """q = k y / mu = k z."""
-    return (y / phi) * np.exp(-eta)
-
-
-def gamma_inverse_fourth(y, eta, m, phi):
+def gamma_inverse_fourth(y, eta, m, phi, d, t):
     """q = 6 k / eta^4."""
     eta, _ = _positive_eta(eta)
     return 6.0 / (phi * eta**4)
 
 
-def gamma_identity_fourth(y, eta, m, phi):
+def gamma_identity_fourth(y, eta, m, phi, d, t):
     """q = 6 k (4 y - eta) / eta^5."""
     eta, _ = _positive_eta(eta)
     return 6.0 * (4.0 * y - eta) / (phi * eta**5)
 
 
-def gaussian_identity_fourth(y, eta, m, phi):
+def gaussian_identity_fourth(y, eta, m, phi, d, t):
     """q = 0."""
     return np.zeros(np.shape(eta))
 
 
-def gaussian_log_fourth(y, eta, m, phi):
+def gaussian_log_fourth(y, eta, m, phi, d, t):
     """q = w mu (8 mu - y) with w = m / phi."""
     mu = np.exp(eta)
     return _scaled(mu * (8.0 * mu - y) * (1.0 / phi), m)
@@ -400,9 +410,9 @@ def gaussian_log_fourth(y, eta, m, phi):
 FOURTH = {
     ("binomial", "logit"): binomial_logit_fourth,
     ("binomial", "probit"): binomial_probit_fourth,
-    ("poisson", "log"): poisson_log_fourth,
+    ("poisson", "log"): equals_d_fourth,
     ("poisson", "identity"): poisson_identity_fourth,
-    ("gamma", "log"): gamma_log_fourth,
+    ("gamma", "log"): equals_d_fourth,
     ("gamma", "inverse"): gamma_inverse_fourth,
     ("gamma", "identity"): gamma_identity_fourth,
     ("gaussian", "identity"): gaussian_identity_fourth,
@@ -422,6 +432,10 @@ KERNELS = {
     ("gaussian", "identity"): (gaussian_identity, gaussian_identity_weights),
     ("gaussian", "log"): (gaussian_log, gaussian_log_weights),
 }
+
+
+#: (family, link) -> per-row data computed once from y and passed to the kernel as ``aux``
+AUX = {("poisson", "log"): poisson_aux, ("poisson", "identity"): poisson_aux}
 
 
 def find_kernel(family_name, link_name):
@@ -447,22 +461,25 @@ def _pool():
         return _POOL["pool"]
 
 
-def evaluate(kernel, y, eta, m, phi, const, order=3, loglik=True):
+def evaluate(kernel, y, eta, m, phi, const, order=3, loglik=True, aux=None):
     """kernel(...) over row blocks in up to `THREADS` threads, the blocks' outputs joined in row order.
 
-    Every output row depends on its own input row only, so the split changes no number.
+    Every output row depends on its own input row only, so the split changes no number.  ``aux``
+    (the kernel's precomputed per-row data, `AUX`) is passed on only when given.
     """
     n = np.shape(eta)[0] if np.ndim(eta) else 0
     k = min(THREADS, n // MIN_ROWS_PER_THREAD)
+    extra = {} if aux is None else {"aux": aux}
     if k < 2 or threading.current_thread().name.startswith("glmm_ext-kernel"):
-        return kernel(y, eta, m, phi, const, order=order, loglik=loglik)
+        return kernel(y, eta, m, phi, const, order=order, loglik=loglik, **extra)
     bounds = np.linspace(0, n, k + 1).astype(np.intp)
 
     def block(a, lo, hi):
         return a[lo:hi] if np.ndim(a) else a
 
     futures = [_pool().submit(kernel, block(y, lo, hi), eta[lo:hi], block(m, lo, hi), phi, block(const, lo, hi),
-                              order, loglik) for lo, hi in zip(bounds[:-1], bounds[1:])]
+                              order, loglik, **{key: block(v, lo, hi) for key, v in extra.items()})
+               for lo, hi in zip(bounds[:-1], bounds[1:])]
     parts = [f.result() for f in futures]
     return tuple(None if parts[0][i] is None else np.concatenate([part[i] for part in parts]) for i in range(4))
 

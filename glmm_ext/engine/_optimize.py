@@ -167,11 +167,11 @@ def newton_decrement(H, g):
 #: with an exact Hessian, a converged search still takes the Newton step when it would move a parameter by
 #: more than this (relative): it squares the error of the estimates (a flat direction such as sigma_u
 #: meets the decrement tolerance while its estimate is still ~1e-4 off) for one evaluation
-FINAL_STEP = 1e-7
+FINAL_STEP = 1e-6
 
 
 def minimize(fun, x0, hess0=None, maxiter=100, tol=1e-6, callback=None, central=True, quasi_newton=True,
-             hessian=None):
+             hessian=None, final_step=True):
     """Minimise fun (returning value and gradient) from x0 with initial Hessian hess0.
 
     Converged when the Newton decrement g' H^{-1} g / 2 (the predicted decrease, in units of the
@@ -183,7 +183,8 @@ def minimize(fun, x0, hess0=None, maxiter=100, tol=1e-6, callback=None, central=
     (central differences, or forward ones with ``central=False`` where a gradient is expensive).
     With ``hessian`` (x -> the exact Hessian, or None where it has none) there is no BFGS stage:
     every step is a Newton step with the exact Hessian at the current point (finite differences
-    only where ``hessian`` returns None), and one more is taken after convergence (`FINAL_STEP`).
+    only where ``hessian`` returns None), and one more is taken after convergence (`FINAL_STEP`)
+    unless ``final_step=False`` (a start value that needs no such precision).
     """
     x = np.asarray(x0, float)
     f, g = fun(x)
@@ -213,7 +214,7 @@ def minimize(fun, x0, hess0=None, maxiter=100, tol=1e-6, callback=None, central=
     polish = 2 if hessian is None else 0
     edge_rounds = 1  # derivative-free searches along the edge of the support when Newton steps stall
     crawling = 0  # consecutive Newton steps cut short by the edge
-    final_step = hessian is not None  # one more exact Newton step after convergence (see FINAL_STEP)
+    final_step = final_step and hessian is not None  # one more exact Newton step after convergence
     while True:
         decrement, direction = newton_decrement(H, g)
         if decrement < tol:

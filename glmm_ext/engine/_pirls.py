@@ -63,7 +63,7 @@ class PenalisedFit:
             eta = data.X @ gamma + data.offset
             if sigma > 0:
                 eta = eta + sigma * to_rows(b, data.counts)
-        ll = self.dist.evaluate(data.y, eta, data.m, phi, data.const, order=0)[0]  # the kernel, row-blocked
+        ll = self.dist.evaluate(data.y, eta, data.m, phi, data.const, order=0, aux=data.aux)[0]  # row-blocked
         value = float(np.sum(ll) - 0.5 * b @ b)
         return (value if np.isfinite(value) else -np.inf), eta
 

@@ -180,7 +180,7 @@ class Design:
             else:  # log f is linear in its weight: fold f into m and the constant
                 const = const * freq
         return GLMMData(y=y, X=X, offset=_compact(offset), m=_compact(prior * freq), const=_compact(const),
-                        starts=self.starts, counts=self.counts, dispersion_term=term)
+                        starts=self.starts, counts=self.counts, dispersion_term=term, aux=self.dist.row_aux(y))
 
 
 class FrequencyCorrection:
