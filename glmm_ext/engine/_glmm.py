@@ -51,7 +51,7 @@ class EngineFit:
 
 
 #: rows of the GLM start fit at most (an evenly spaced subset beyond): start values need not be exact
-START_ROWS = 50_000
+START_ROWS = 20_000
 
 
 def glm_start(dist, data, maxiter=100):
@@ -282,7 +282,7 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
                      notes=notes)
 
 
-def laplace_agq_gap(laplace, theta, max_groups=2000):
+def laplace_agq_gap(laplace, theta, max_groups=1000):
     """(AGQ (9 nodes) minus Laplace log-likelihood at theta, groups it was computed on): a large value
     means Laplace is poor here.  Uses the Laplace modes at theta (AGQ centres its nodes there).
 

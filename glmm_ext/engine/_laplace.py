@@ -130,8 +130,10 @@ def _point(dist, data, eta, b, phi, order):
     return group_sums(ll, data.starts) - 0.5 * b * b, l1, d, t
 
 
-#: Newton steps on a mode that move eta by at most this are taken without a line search (log-concave f)
+#: Newton steps on a mode that move eta by at most this are taken without a line search (log-concave f);
+#: after steps below FINAL_MODE_STEP the modes are converged as a rule, so log f is computed with them
 SHORT_STEP = 0.1
+FINAL_MODE_STEP = 1e-4
 
 
 def log_link_modes(dist, y, eta_fixed, sigma, phi, starts, counts, b_start, maxiter=100):
@@ -179,23 +181,28 @@ def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, max
     """Modes b_j = argmax h_j(b) by Newton steps with per-group step halving (PIRLS in one dimension).
 
     The step uses the observed curvature where it is positive and the working-weight (Fisher)
-    curvature otherwise; a step that lowers h_j is halved for that group only.  Returns None when
-    no starting point inside the family's support is found.  With ``order=3`` the modes carry t too.
-    Every trial point is evaluated once, log f and its derivatives together.  ``min_steps`` Newton
-    steps are taken even from a start inside the tolerance (a predicted start: one step squares its
-    error, so the analytic gradient, which assumes exact modes, keeps full accuracy).
+    curvature otherwise; a step that lowers h_j is halved for that group only.  For a log-concave f
+    (h_j strictly concave) a long step is judged by the gradient instead, |h_j'| must fall, so it
+    needs no log f: log f is computed with the derivatives only where the steps are short (the last
+    one, as a rule).  Returns None when no starting point inside the family's support is found.
+    With ``order=3`` the modes carry t too.  ``min_steps`` Newton steps are taken even from a start
+    inside the tolerance (a predicted start: one step squares its error, so the analytic gradient,
+    which assumes exact modes, keeps full accuracy).
     """
     counts, starts = data.counts, data.starts
+    concave = dist.log_concave  # implies a full support
     b = np.zeros(data.n_groups) if sigma == 0.0 else np.array(b_start, dtype=float)
     eta = eta_fixed + sigma * to_rows(b, counts)
     h = None
-    if min_steps > 0 and dist.full_support:
-        # a start that is stepped from in any case: log f (and t) are needed only at the next point,
-        # unless a long step must be line-searched (then h is computed below)
+    if (min_steps > 0 or concave) and dist.full_support:
+        # a start that is stepped from (or judged by its gradient): log f (and t) are needed only at the
+        # next point, unless a long step must be line-searched (then h is computed below)
         _, l1, d, t = dist.evaluate(data.y, eta, data.m, phi, data.const, order=min(order, 2), loglik=False)
         if not (np.isfinite(group_sums(l1, starts)).all() and np.isfinite(group_sums(d, starts)).all()):
             h = np.full(data.n_groups, np.nan)  # overflow somewhere: the checked path below
-    if h is not None or min_steps == 0 or not dist.full_support:
+        elif concave and min_steps == 0:
+            t = None  # a start that may be the mode: t (and log f) are filled in at the end if so
+    if h is not None or not ((min_steps > 0 or concave) and dist.full_support):
         h, l1, d, t = _point(dist, data, eta, b, phi, order)
     bad = np.zeros(data.n_groups, bool) if h is None else ~np.isfinite(h)
     if bad.any():  # warm start left the support: restart those groups at b = 0
@@ -228,19 +235,30 @@ def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, max
         # eta-derivative is at most about its second (|t| <= d: logit, Poisson-log, Gamma-log): the
         # quadratic model of h then errs by a few per cent at most.
         searched = active & (0.5 * grad * step > 1e-9)
-        if dist.log_concave:
+        if concave:
             searched &= np.abs(sigma * step) > SHORT_STEP
-        if h is None:  # the start's log f was skipped: needed only for a searched step
-            h = _h(dist, data, eta, b, phi) if searched.any() else np.full_like(b, -np.inf)
-        noise = 1e-12 * (1.0 + np.abs(h))
+            # log f where this point is likely the mode: after a step this short Newton's next is below tol
+            with_loglik = not searched.any() and np.max(np.abs(sigma * step)) < FINAL_MODE_STEP
+        else:
+            with_loglik = True
+            if h is None:  # the start's log f was skipped: needed only for a searched step
+                h = _h(dist, data, eta, b, phi) if searched.any() else np.full_like(b, -np.inf)
+            noise = 1e-12 * (1.0 + np.abs(h))
         alpha = np.ones_like(b)
         stuck_any = False
         for _ in range(30):
             b_try = b + alpha * step
             eta_try = to_rows(sigma * b_try, counts)  # scale G values, not n
             eta_try += eta_fixed
-            h_try, l1, d, t = _point(dist, data, eta_try, b_try, phi, order)
-            worse = active & (~np.isfinite(h_try) | (searched & ~(h_try >= h - noise)))
+            if with_loglik:
+                h_try, l1, d, t = _point(dist, data, eta_try, b_try, phi, order)
+            else:
+                h_try, l1, d, t = dist.evaluate(data.y, eta_try, data.m, phi, data.const, order=2, loglik=False)
+            if concave:  # a long step must lower |h'| (h' is decreasing); a short one only stay finite
+                grad_try = sigma * group_sums(l1, starts) - b_try
+                worse = active & (~np.isfinite(grad_try) | (searched & ~(np.abs(grad_try) < np.abs(grad))))
+            else:
+                worse = active & (~np.isfinite(h_try) | (searched & ~(h_try >= h - noise)))
             if not worse.any():
                 break
             alpha[worse] *= 0.5
@@ -254,7 +272,7 @@ def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, max
             break
     if not converged:  # H above belongs to the point before the last step
         H = s2 * group_sums(d, starts) + 1.0
-    if h is None or (t is None and order == 3):  # stopped at a start evaluated without them
+    if h is None or (t is None and order == 3):  # stopped at a point evaluated without them
         h, l1, d, t = _point(dist, data, eta, b, phi, order)
     return Modes(b, eta, h, H, l1, d, t, converged, it)
 
