@@ -166,11 +166,11 @@ def log_link_modes(dist, y, eta_fixed, sigma, phi, starts, counts, b_start, maxi
             lo = np.where(grad > 0, np.maximum(lo, b), lo)
             hi = np.where(grad < 0, np.minimum(hi, b), hi)
             new = b + np.clip(grad / (1.0 + (sigma * sigma * rho) * beta * e), -cap, cap)
-            outside = ~((new > lo) & (new < hi)) & np.isfinite(lo) & np.isfinite(hi)
+            outside = ((new < lo) | (new > hi)) & np.isfinite(lo) & np.isfinite(hi)  # on a bound: converged
             new = np.where(outside, 0.5 * (lo + hi), new)
             if not np.all(np.isfinite(new)):
                 return None
-            done = np.max(np.abs(new - b)) <= 1e-15 * (1.0 + np.max(np.abs(b)))
+            done = np.all(np.abs(new - b) <= 1e-13 * (1.0 + np.abs(b)))  # quadratic: the next is rounding
             b = new
             if done:
                 break
