@@ -79,6 +79,9 @@ class _Distributed:
         return self.client.gather(futures)
 
     def locate(self):
+        from distributed import wait
+
+        wait(self.parts)  # a task still running has no holder yet
         who = self.client.who_has(self.parts)
         self.locations = [who[part.key] for part in self.parts]
 
@@ -247,35 +250,73 @@ class DaskGLMM:
     def random_design(self):
         return None
 
+    @property
+    def design_info(self):
+        """None: the formula is evaluated on each partition, no specification is kept on the client."""
+        return None
+
+    @property
+    def endog_names(self):
+        return self.endog_name
+
+    @property
+    def k_constant(self):
+        """1 with an intercept column, else 0 (statsmodels' name)."""
+        self._prepare()
+        return int(self.design.scaling.intercept >= 0)
+
+    @property
+    def endog(self):
+        return self.design.y  # a NotImplementedError that says where the rows are
+
+    @property
+    def exog(self):
+        return self.design.X
+
+    @property
+    def groups(self):
+        return self.design.codes
+
+    def loglike(self, params, *args, **kwargs):
+        """Not on Dask: the fitted log-likelihood is the results' ``llf``."""
+        raise NotImplementedError("loglike() at other parameters is not available for a Dask model (each value is "
+                                  "a pass over the rows); the fitted log-likelihood is results.llf, and "
+                                  "GLMM.from_formula(formula, ddf.compute(), ...) gives the likelihood functions")
+
+    score = hessian = information = loglike
+
     def _random_intercept_only(self):
         return None
 
     def _objectives(self):
-        """One Laplace objective per partition, made once and kept on the partition's worker."""
+        """One Laplace objective per partition, kept on the partition's worker (made afresh for each fit, so
+        that a refit starts its conditional modes where the first fit did)."""
         prep = self._prepare()
-        if prep["objectives"] is None:
-            prep["objectives"] = [self.client.submit(rows_.objective, part, self.design.scaling, self.dist, 1,
-                                                     prep["response_scale"], pure=False) for part in prep["arrays"]]
+        if prep["arrays"] is None:
+            raise ValueError("the rows of this Dask model were released (remove_data()); make the model again")
+        prep["objectives"] = [self.client.submit(rows_.objective, part, self.design.scaling, self.dist, 1,
+                                                 prep["response_scale"], pure=False) for part in prep["arrays"]]
         return prep["objectives"]
 
     def _glm_start(self, objective, maxiter=50):
         """Fixed effects and dispersion of the GLM without random effects: Fisher scoring on partition sums.
 
-        Starts from the intercept at g(mean y) (minus the mean offset, or without it when that point is
-        outside the support) and halves a step that lowers the log-likelihood or leaves the support.
+        Starts from the intercept at g(mean y) minus the mean offset (or g(mean y) alone when that point is
+        outside the support) and halves a step that lowers the log-likelihood or leaves the support; as
+        in memory, a Binomial start with |x'gamma| > 15 somewhere (separation) is shrunk inside.
         """
         prep, dist, scaling = self._prepare(), self.dist, self.design.scaling
         p = objective.p
         target = float(dist.link(np.clip(prep["mean_y"] / prep["response_scale"], 1e-6, None)))
-        out, gamma = None, np.zeros(p)
-        for shift in ((1.0, 0.0) if scaling.intercept >= 0 else (0.0,)):
+        mean_offset = sum(objective.map(rows_.offset_sum)) / self.design.nobs
+        for shift in (mean_offset, 0.0):
             gamma = np.zeros(p)
             if scaling.intercept >= 0:
-                gamma[scaling.intercept] = target
+                gamma[scaling.intercept] = target - shift
             out = objective.map(rows_.glm_sums, gamma)
-            if np.isfinite(sum(o[0] for o in out)):
+            value = sum(o[0] for o in out)
+            if np.isfinite(value):
                 break
-        value = sum(o[0] for o in out)
         if not np.isfinite(value):
             raise ValueError("no starting point with a finite likelihood: the GLM start values leave the "
                              "family's support (check the link and the response)")
@@ -293,12 +334,14 @@ class DaskGLMM:
             else:
                 break
             gamma, out, value = gamma + step, new_out, new_value
-        n_obs = self.design.n_obs
+        spread = max(o[5] for o in out)
+        if dist.name == "binomial" and spread > 15.0:
+            gamma = gamma * (15.0 / spread)
         if dist.name == "negativebinomial":  # NB2's alpha by moments, as the in-memory start
             top, bottom = sum(o[4][0] for o in out), sum(o[4][1] for o in out)
             alpha = top / bottom if bottom > 0 else np.nan
             return gamma, float(np.clip(alpha if np.isfinite(alpha) else 1.0, 0.01, 10.0))
-        scale = sum(o[3] for o in out) / (n_obs - p)
+        scale = sum(o[3] for o in out) / (self.design.nobs - p)
         return gamma, (scale if np.isfinite(scale) and scale > 0 else 1.0)
 
     # ---------------------------------------------------------------------------------------- fit

@@ -251,6 +251,10 @@ class DaskGLMMResults(GLMMResults):
     def bse_re(self):
         unavailable("bse_re", "the curvature over the variance parameters is not kept by the Dask fit", IN_MEMORY)
 
+    def t_test_pairwise(self, *args, **kwargs):
+        unavailable("t_test_pairwise()", "a Dask model keeps no formula design information",
+                    "use t_test('C(c)[T.b] - C(c)[T.z] = 0') with the column names")
+
     def wald_test_terms(self, *args, **kwargs):
         unavailable("wald_test_terms()", "a Dask model keeps no formula design information",
                     "use wald_test('x1 = 0, x2 = 0') with the column names")

@@ -264,7 +264,7 @@ def evaluate(objective, theta, need_grad):
 
 def glm_sums(objective, gamma):
     """Fisher-scoring sums of the GLM without random effects at gamma: (sum log f, X'WX, X'l1, sums for the
-    dispersion start: Pearson chi2 and NB2's moments)."""
+    dispersion start: Pearson chi2 and NB2's moments, max |x'gamma|)."""
     data, dist = objective.data, objective.dist
     with np.errstate(all="ignore"):
         eta = data.X @ gamma + data.offset
@@ -273,7 +273,14 @@ def glm_sums(objective, gamma):
         mu = dist.mean(eta)
         pearson = float(np.sum(data.m * (data.y - mu) ** 2 / dist.family.variance(mu)))
         nb = (float(np.sum((data.y - mu) ** 2 - mu)), float(np.sum(mu * mu)))
-    return float(np.sum(ll)), data.X.T @ (data.X * w[:, None]), data.X.T @ l1, pearson, nb
+        spread = float(np.max(np.abs(data.X @ gamma)))
+    return float(np.sum(ll)), data.X.T @ (data.X * w[:, None]), data.X.T @ l1, pearson, nb, spread
+
+
+def offset_sum(objective):
+    """Sum of the partition's offset on the engine's scale (the GLM start's intercept)."""
+    data = objective.data
+    return float(np.sum(np.broadcast_to(data.offset, data.y.shape)))
 
 
 def pirls_block(objective, theta):

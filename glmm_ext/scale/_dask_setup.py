@@ -5,6 +5,7 @@ the partitions (`_dask_rows`), and builds the `DaskDesign` that stands where the
 stands for the results and report tables.
 """
 import dataclasses
+import sys
 
 import numpy as np
 import pandas as pd
@@ -45,11 +46,13 @@ class DaskDesign:
 
     def __getattr__(self, name):
         if name in DaskDesign.ROWS:
+            caller = _entry_point()
             raise NotImplementedError(
-                f"the rows of a Dask fit stay on its workers (design.{name} is not on the client); this needs "
-                "them in memory. A Dask fit offers the estimates, report tables, summary(), diagnostics(), "
-                "fittedvalues, resid and predict(); for anything else fit the model in memory "
-                "(GLMM.from_formula(formula, ddf.compute(), ...)) if the data fit on one machine")
+                f"{caller + ' is' if caller else 'this is'} not available for a Dask fit: it needs the rows in "
+                f"memory (design.{name}), and the rows of a Dask fit stay on its workers. A Dask fit offers the "
+                "estimates, report tables, summary(), diagnostics(), fittedvalues, resid and predict(); for "
+                "anything else fit the model in memory (GLMM.from_formula(formula, ddf.compute(), ...)) if the "
+                "data fit on one machine")
         raise AttributeError(name)
 
     @property
@@ -59,6 +62,19 @@ class DaskDesign:
     @property
     def gaussian_identity(self):
         return self.dist.name == "gaussian" and self.dist.link_name == "identity"
+
+
+def _entry_point():
+    """The glmm_ext function the user called (the outermost glmm_ext frame), e.g. 'glmm_ext.anova()'."""
+    frame, name = sys._getframe(2), None
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module.split(".")[0] == "glmm_ext" and not module.startswith("glmm_ext.scale._dask"):
+            name = f"{frame.f_code.co_name}()"
+        elif module.split(".")[0] != "glmm_ext" and name is not None:
+            break
+        frame = frame.f_back
+    return None if name is None or name.startswith("<") else name
 
 
 def prepare(model):
