@@ -187,6 +187,10 @@ class GLMM(sm_base.LikelihoodModel):
         if is_dask_frame(data):  # rows stay on the Dask workers
             from .scale._dask import DaskGLMM
 
+            if kwargs.get("re_formula") is not None:
+                raise ValueError("re_formula (random slopes) is not supported with a Dask DataFrame; fit them in "
+                                 "memory, or use a random intercept with groups=")
+            kwargs.pop("re_formula", None)
             unsupported = [name for name, value in (("subset", subset), ("drop_cols", drop_cols)) if value is not None]
             unsupported += [f"positional argument {a!r}" for a in args] + [k for k in kwargs if k != "client"]
             if unsupported:

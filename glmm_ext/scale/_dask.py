@@ -45,9 +45,6 @@ from .._validation import check_family, check_fit_options
 from . import _dask_rows as rows_
 from . import _dask_setup as setup
 from ._dask_lmm import fit_profile_dask
-from ._dask_setup import DaskDesign  # noqa: F401 - part of this module's public surface
-
-ROW_ARGUMENTS = ("offset", "exposure", "weights", "var_weights", "freq_weights")
 
 
 def is_dask_frame(data):
@@ -376,10 +373,33 @@ class DaskGLMM:
             raise ValueError("nagq=0 is not available on a Dask DataFrame; use nagq=1 (Laplace) or more")
         self._fit_options = {"reml": reml, "maxiter": maxiter, "tol": tol, "nagq": nagq, "cov_type": cov_type}
         with Progress(enabled=progress or bool(disp), callback=callback, maxiter=maxiter) as monitor:
+            t0 = time.perf_counter()
             if gaussian_identity:
                 fit = fit_profile_dask(self, reml=reml, maxiter=maxiter, tol=tol, callback=monitor)
-            else:
-                fit = self._fit_likelihood(nagq, maxiter, tol, cov_type, monitor)
+            else:  # Laplace, then AGQ: the in-memory optimiser with every evaluation a map over the partitions
+                objective = _Distributed(self.client, self._objectives(), self.dist, len(self.design.exog_names))
+                objective.locate()
+                gamma0, scale0 = self._glm_start(objective)
+                monitor("start values", 0, np.nan)
+                theta0 = _start_theta(objective, gamma0, scale0)
+                hess0 = _start_hessian(objective, theta0)
+                theta, f, hess, iters, decrement, message = _minimized(
+                    minimize(objective, theta0, hess0, maxiter, tol, monitor))
+                if nagq > 1:
+                    objective.parts = [self.client.submit(rows_.with_nodes, part, nagq, workers=list(where),
+                                                          pure=False)
+                                       for part, where in zip(objective.parts, objective.locations)]
+                    objective.locate()
+                    theta, f, hess, more, decrement, message = _minimized(
+                        minimize(objective, theta, hess, maxiter, tol, monitor, central=False, quasi_newton=False))
+                    iters += more
+                monitor("standard errors", iters, f)
+                opt = OptSummary(method=f"BFGS + Newton ({'Laplace' if nagq == 1 else f'AGQ, {nagq} nodes'}), Dask",
+                                 nagq=nagq, maxiter=maxiter, tol=tol, initial=theta0, final=theta, n_iterations=iters,
+                                 n_evaluations=objective.n_calls, objective=f, newton_decrement=float(decrement),
+                                 converged=bool(decrement < tol) and iters <= maxiter, message=message,
+                                 seconds=time.perf_counter() - t0)
+                fit = self._likelihood_output(objective, theta, hess, opt, cov_type)
             monitor("done", fit.opt.n_iterations, -fit.llf)
         fit.opt.notes = list(fit.opt.notes) + notes
         if fit.singular:
@@ -398,32 +418,9 @@ class DaskGLMM:
                           ConvergenceWarning, stacklevel=2)
         return DaskGLMMResultsWrapper(DaskGLMMResults(self, fit, cov_type=cov_type))
 
-    def _fit_likelihood(self, nagq, maxiter, tol, cov_type, callback):
-        """Laplace / AGQ maximum likelihood with every evaluation a map over the partitions."""
-        t0 = time.perf_counter()
-        prep = self._prepare()
-        dist = self.dist
-        objective = _Distributed(self.client, self._objectives(), dist, len(self.design.exog_names))
-        objective.locate()
-        gamma0, scale0 = self._glm_start(objective)
-        callback("start values", 0, np.nan)
-        theta0 = _start_theta(objective, gamma0, scale0)
-        p, k = objective.p, objective.n_params
-        hess0 = np.zeros((k, k))
-        hess0[:p, :p] = np.sum(objective.map(rows_.pirls_block, theta0), axis=0)
-        block = fd_columns(objective, theta0, range(p, k))
-        hess0[:, p:], hess0[p:, :] = block, block.T
-        theta, f, hess, iters, decrement, message = _minimized(
-            minimize(objective, theta0, hess0, maxiter, tol, callback))
-        if nagq > 1:
-            objective.parts = [self.client.submit(rows_.with_nodes, part, nagq, workers=list(where), pure=False)
-                               for part, where in zip(objective.parts, objective.locations)]
-            objective.locate()
-            theta, f, hess, more, decrement, message = _minimized(
-                minimize(objective, theta, hess, maxiter, tol, callback, central=False, quasi_newton=False))
-            iters += more
-        converged = bool(decrement < tol) and iters <= maxiter
-        callback("standard errors", iters, f)
+    def _likelihood_output(self, objective, theta, hess, opt, cov_type):
+        """At the optimum: modes, SEs, checks and the estimates in the data's units (as `fit_likelihood`)."""
+        dist, p, k = self.dist, objective.p, objective.n_params
         final = objective.map(rows_.final, theta)
         _, sigma, phi = objective.unpack(theta)
         singular = sigma < SINGULAR_TOL
@@ -432,28 +429,24 @@ class DaskGLMM:
         cov, se_note = fixed_effects_cov(hess, keep, p, cov_pirls, cov_type)
         separated = sum(o["separated"] for o in final)
         if separated:
-            converged, message = False, f"complete or quasi-complete separation in {separated} rows"
+            opt.converged, opt.message = False, f"complete or quasi-complete separation in {separated} rows"
+        opt.message = opt.message or ("converged" if opt.converged else "not converged")
         notes = []
-        if nagq == 1:
-            gap = f - sum(objective.map(_agq9_value, theta))
+        if opt.nagq == 1:
+            gap = opt.objective - sum(objective.map(_agq9_value, theta))
             if abs(gap) > LAPLACE_GAP:
                 notes.append(f"the Laplace approximation is poor for these data: at the estimates the 9-node adaptive "
                              f"quadrature log-likelihood differs from Laplace's by {gap:+.2f}; refit with nagq "
                              "(e.g. fit(nagq=9)) for a more accurate likelihood and estimates")
-        opt = OptSummary(method=f"BFGS + Newton ({'Laplace' if nagq == 1 else f'AGQ, {nagq} nodes'}), Dask",
-                         nagq=nagq, maxiter=maxiter, tol=tol, initial=theta0, final=theta, n_iterations=iters,
-                         n_evaluations=objective.n_calls, objective=f, newton_decrement=float(decrement),
-                         converged=converged, message=message or ("converged" if converged else "not converged"),
-                         seconds=time.perf_counter() - t0)
         blups, blup_sd = self._by_label([o["blups"] for o in final], [o["blup_sd"] for o in final])
-        fit = EngineFit(beta=theta[:p].copy(), cov_beta=cov, var_re=sigma * sigma, scale=phi, llf=-f, blups=blups,
-                        blup_sd=blup_sd, converged=converged, singular=singular, opt=opt,
+        fit = EngineFit(beta=theta[:p].copy(), cov_beta=cov, var_re=sigma * sigma, scale=phi, llf=-opt.objective,
+                        blups=blups, blup_sd=blup_sd, converged=opt.converged, singular=singular, opt=opt,
                         cov_beta_pirls=cov_pirls, se_note=se_note, separated_rows=separated, notes=notes)
-        fit = unscale_response(fit, prep["response_scale"], dist.link_name, dist.name, self.design.n_obs)
+        fit = unscale_response(fit, self._prepare()["response_scale"], dist.link_name, dist.name, self.design.n_obs)
         R = self.design.scaling.matrix
         return FitOutput(beta=R @ fit.beta, cov_beta=R @ fit.cov_beta @ R.T, var_re=fit.var_re, scale=fit.scale,
                          llf=fit.llf, blups=fit.blups, blup_sd=fit.blup_sd, converged=fit.converged,
-                         singular=fit.singular, method="Laplace" if nagq == 1 else "AGQ", opt=fit.opt,
+                         singular=fit.singular, method="Laplace" if opt.nagq == 1 else "AGQ", opt=fit.opt,
                          n_params=p + 1 + int(dist.has_dispersion), cov_beta_pirls=R @ fit.cov_beta_pirls @ R.T,
                          se_note=fit.se_note, separated_rows=fit.separated_rows, notes=list(fit.notes))
 
@@ -485,6 +478,17 @@ class DaskGLMM:
         from ..model import GLMM
 
         return GLMM.group_effects(self, groups, blups, n, new_groups)
+
+
+def _start_hessian(objective, theta):
+    """Start Hessian for BFGS (as `_glmm._initial_hessian`): PIRLS information for beta summed over the
+    partitions, differences of the gradient for the variance parameters."""
+    p, k = objective.p, objective.n_params
+    hess = np.zeros((k, k))
+    hess[:p, :p] = np.sum(objective.map(rows_.pirls_block, theta), axis=0)
+    block = fd_columns(objective, theta, range(p, k))
+    hess[:, p:], hess[p:, :] = block, block.T
+    return hess
 
 
 def _agq9_value(objective, theta):
