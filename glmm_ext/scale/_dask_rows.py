@@ -102,13 +102,21 @@ def with_levels(frame, levels):
 
 def evaluate_formula(formula, frame, env):
     """The formula on a frame by statsmodels' formula machinery: (endog or None, exog, rows dropped mask)."""
-    from statsmodels.formula._manager import FormulaManager
-
-    manager = FormulaManager()
     positional = frame.reset_index(drop=True)
     try:
-        out = manager.get_matrices(formula, positional, eval_env=env, pandas=True,
-                                   na_action=manager.get_na_action("drop"))
+        try:
+            from statsmodels.formula._manager import FormulaManager
+        except ImportError:  # statsmodels 0.14: patsy itself
+            import patsy
+
+            one_sided = formula.strip().startswith("~")
+            build = patsy.dmatrix if one_sided else patsy.dmatrices
+            out = build(formula, positional, eval_env=patsy.EvalEnvironment([env]), NA_action="drop",
+                        return_type="dataframe")
+        else:
+            manager = FormulaManager()
+            out = manager.get_matrices(formula, positional, eval_env=env, pandas=True,
+                                       na_action=manager.get_na_action("drop"))
     except (ValueError, TypeError):
         raise
     except Exception as exc:  # patsy / formulaic evaluation errors
