@@ -93,6 +93,10 @@ def prepare(model):
     for part in cleaned + info:
         for key, value in part["reasons"].items():
             reasons[key] = reasons.get(key, 0) + value
+    # in the in-memory order: columns as prepare() reads them, the groups, then what the formula produced
+    first = list(dict.fromkeys(spec.response + spec.numeric + list(spec.extra.values()) + spec.categorical))
+    first = first + [str(spec.groups), "NaN from evaluating the formula"]
+    reasons = dict(sorted(reasons.items(), key=lambda kv: first.index(kv[0]) if kv[0] in first else len(first)))
     n_dropped = sum(part["n_dropped"] for part in cleaned + info)
     keep = [k for k, part in enumerate(info) if part["n"]]  # shuffling can leave partitions empty
     arrays, info = [arrays[k] for k in keep], [info[k] for k in keep]
