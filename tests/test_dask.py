@@ -102,7 +102,11 @@ def test_families_equal_the_in_memory_fit(client, case):
     if case == "poisson exposure":
         df = glmm_ext.simulate("poisson", "log", n_groups=30, group_size=12, sigma_u=0.5, offset=True, seed=5)
         df["t"] = np.exp(df["logexp"])
+        df["g"] = df["g"].astype(float)  # whole numbers with missing labels: dropped, then read as integers
+        df.loc[[5, 17], "g"] = np.nan
+        df.loc[9, "x2"] = np.inf
         ref, res = _both(df, "y ~ x1 + x2", glmm_ext.make_family("poisson"), exposure="t")
+        assert res.n_dropped == 3 and res.model.design.drop_reasons == ref.model.design.drop_reasons
     elif case == "gamma agq":
         df = glmm_ext.simulate("gamma", "log", n_groups=30, group_size=12, sigma_u=0.6, scale=0.5, seed=4)
         ref, res = _both(df, "y ~ x1 + x2", glmm_ext.make_family("gamma", "log"), fit={"nagq": 3})
@@ -207,8 +211,9 @@ def test_what_needs_the_rows_in_memory_is_a_clear_error(binary):
 
 def test_pickle_and_remove_data(client):
     df = glmm_ext.simulate("poisson", "log", n_groups=20, group_size=8, sigma_u=0.5, seed=9)
-    res = _quiet(glmm_ext.GLMM.from_formula("y ~ x1 + x2", dd.from_pandas(df, npartitions=2), groups="g",
-                                            family=glmm_ext.make_family("poisson")).fit)
+    ddf = dd.from_pandas(df, npartitions=8)
+    res = _quiet(glmm_ext.GLMM.from_formula("y ~ x1 + x2", ddf, groups="g", family=glmm_ext.make_family("poisson")).fit)
+    assert len(res.model._prepared["arrays"]) < ddf.npartitions  # the shuffle left a partition without groups
     text = str(res.summary())
     back = pickle.loads(pickle.dumps(res))  # estimates and tables without the cluster
     assert str(back.summary()) == text

@@ -367,10 +367,10 @@ class DaskGLMM:
         if not isinstance(reml, bool):
             raise ValueError(f"reml must be True or False (got {reml!r})")
         maxiter, tol, nagq = check_fit_options(maxiter, tol, nagq, cov_type)
-        self._prepare()
-        gaussian_identity = self.design.gaussian_identity
+        gaussian_identity = self.dist.name == "gaussian" and self.dist.link_name == "identity"
         if nagq == 0 and not gaussian_identity:
             raise ValueError("nagq=0 is not available on a Dask DataFrame; use nagq=1 (Laplace) or more")
+        self._prepare()
         self._fit_options = {"reml": reml, "maxiter": maxiter, "tol": tol, "nagq": nagq, "cov_type": cov_type}
         with Progress(enabled=progress or bool(disp), callback=callback, maxiter=maxiter) as monitor:
             t0 = time.perf_counter()
