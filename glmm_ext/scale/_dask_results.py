@@ -96,7 +96,8 @@ class DaskGLMMResults(GLMMResults):
         ``exog=None``: the fitted rows with their BLUPs, a lazy Dask Series.  A pandas DataFrame of new
         rows: a pandas Series (the formula's right side applied with the fitted data's levels).  A Dask
         DataFrame of new rows: a lazy Dask Series, one partition per partition; ``groups``, ``offset``
-        and ``exposure`` are then column names.
+        and ``exposure`` are then column names (an unseen group gets 0 there without a warning, which
+        would be raised on a worker; ``new_groups="error"`` makes it an error).
         """
         if which not in ("mean", "linear"):
             raise ValueError(f"which must be 'mean' or 'linear' (got {which!r})")
@@ -128,9 +129,8 @@ class DaskGLMMResults(GLMMResults):
         return exog.map_partitions(predictor, meta=pd.Series(dtype=float, name=name, index=exog._meta.index))
 
     def _rhs(self):
-        from ..formula._safe import split_formula
-
-        return "~ " + split_formula(self.model.formula)[1]
+        """The formula's right side as a one-sided formula (what new rows are given)."""
+        return "~ " + self.model.formula.split("~", 1)[1]
 
     def _transform_predict_exog(self, exog, transform=True):
         """The new rows' fixed-effects matrix: the formula's right side with the fitted data's levels
