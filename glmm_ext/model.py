@@ -147,9 +147,10 @@ class GLMM(sm_base.LikelihoodModel):
         formula : str
             ``"y ~ x1 + C(track)"``; ``"successes + failures ~ x"`` gives a Binomial response with trials.
         data : DataFrame or dask.dataframe.DataFrame
-            A Dask DataFrame gives a `glmm_ext._dask.DaskGLMM` fitted on the Dask cluster (``groups``
-            a column name, optional ``client=``; offset, exposure, weights, subset and drop_cols are
-            not supported there), see docs/scale.md.
+            A Dask DataFrame gives a `glmm_ext.scale._dask.DaskGLMM` fitted on the Dask cluster with the
+            same estimates and results API (``groups``, ``offset``, ``exposure``, ``weights``,
+            ``var_weights`` and ``freq_weights`` as column names; optional ``client=``; no ``subset``,
+            ``drop_cols`` or random slopes), see docs/scale.md.
         groups : str, label or array_like
             The grouping column's name (any column label, e.g. ``7``) or one label per row.
         family : statsmodels family instance, optional
@@ -186,18 +187,18 @@ class GLMM(sm_base.LikelihoodModel):
         if is_dask_frame(data):  # rows stay on the Dask workers
             from .scale._dask import DaskGLMM
 
-            given = {"offset": offset, "exposure": exposure, "weights": weights, "subset": subset,
-                     "drop_cols": drop_cols}
-            unsupported = [name for name, value in given.items() if value is not None] + list(args) + \
-                [k for k in kwargs if k != "client"]
+            if kwargs.get("re_formula") is not None:
+                raise ValueError("re_formula (random slopes) is not supported with a Dask DataFrame; fit them in "
+                                 "memory, or use a random intercept with groups=")
+            kwargs.pop("re_formula", None)
+            unsupported = [name for name, value in (("subset", subset), ("drop_cols", drop_cols)) if value is not None]
+            unsupported += [f"positional argument {a!r}" for a in args] + [k for k in kwargs if k != "client"]
             if unsupported:
-                raise ValueError(f"{', '.join(map(str, unsupported))}: not supported with a Dask DataFrame (put an "
-                                 "offset into the formula's data as a column and fit in memory, or drop it)")
-            if formula_mode == "safe":
-                from .formula._safe import check_safe
-
-                check_safe(formula, list(data.columns))
-            return DaskGLMM(formula, data, groups, family=family, client=kwargs.get("client"))
+                raise ValueError(f"{', '.join(map(str, unsupported))}: not supported with a Dask DataFrame (select "
+                                 "rows and columns on the Dask DataFrame first, e.g. ddf[ddf.x > 0])")
+            return DaskGLMM(formula, data, groups, family=family, client=kwargs.get("client"), offset=offset,
+                            exposure=exposure, weights=weights, var_weights=var_weights, freq_weights=freq_weights,
+                            missing=missing, formula_mode=formula_mode, eval_env=eval_env)
         if not isinstance(data, pd.DataFrame):
             data = pd.DataFrame(data)
         if subset is not None:

@@ -3,131 +3,53 @@
 ``GLMM.from_formula(formula, ddf, groups=...)`` with a ``dask.dataframe.DataFrame`` returns a
 `DaskGLMM`.  Its fit
 
-1. drops rows with a missing value in a used column and shuffles the rows once by group, so every
-   partition holds whole groups (the Laplace / AGQ log-likelihood is a sum over groups);
-2. turns each partition into the engine's arrays (``GLMMData``, predictors scaled with the global
-   means and SDs, one reduction) and keeps one ``MarginalLikelihood`` per partition in the memory
-   of the worker that holds it (its conditional modes warm-start between calls there);
-3. starts from a distributed GLM (Fisher scoring on per-partition sums X'WX and X'l1);
-4. runs the in-memory engine's optimiser (`_glmm._start_theta`, `_optimize.minimize`), whose every
-   objective, gradient and Hessian-column evaluation maps over the partitions and adds up their
-   (value, gradient) pairs.
+1. shuffles the rows once by group, so every partition holds whole groups (every likelihood here is
+   a sum over groups), then on each partition drops incomplete rows and evaluates the formula with
+   the categorical levels of the whole data (`_dask_rows`); these arrays stay on their workers;
+2. scales the predictors with the global means and SDs (one reduction), as in memory;
+3. Gaussian + identity: exact REML / ML.  Each partition reduces its rows to the profile's sufficient
+   statistics, compressed to O(p^2) numbers per distinct group size, and the in-memory profile
+   (`engine._lmm.fit_lmm`) runs on them (`_dask_lmm`);
+4. otherwise: a distributed GLM start (Fisher scoring on per-partition sums X'WX and X'l1), then the
+   in-memory engine's optimiser (`_glmm._start_theta`, `_optimize.minimize`), whose every objective,
+   gradient and Hessian-column evaluation maps over the partitions and adds up their (value,
+   gradient) pairs.  One ``MarginalLikelihood`` per partition lives on its worker, where its
+   conditional modes warm-start between calls.
 
-The estimates are those of the in-memory fit (same start, same optimiser; sums in another order).
-Scheduling and transport are Dask's own: any ``distributed.Client`` (LocalCluster, dask-jobqueue,
-dask-kubernetes, dask-cloudprovider ...) runs it.
+The results (`_dask_results.DaskGLMMResults`) are a `GLMMResults`: the same attributes and report
+tables; row-level outputs are lazy Dask objects computed on the workers on request.  Scheduling and
+transport are Dask's own: any ``distributed.Client`` (LocalCluster, dask-jobqueue, dask-kubernetes,
+dask-cloudprovider ...) runs it.
 """
+import dataclasses
+import importlib
+import re
 import time
+import types
+import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import linalg, stats
+from scipy import linalg
 
-from ..engine import _kernels
-from ..formula._design import Scaling
 from ..engine._families import Distribution
-from ..engine._glmm import SINGULAR_TOL, _start_theta, pirls_information
-from ..engine._laplace import GLMMData, MarginalLikelihood
+from ..engine._fitting import FitOutput, unscale_response
+from ..engine._glmm import LAPLACE_GAP, SINGULAR_TOL, EngineFit, _start_theta, fixed_effects_cov
 from ..engine._optimize import fd_columns, minimize
 from ..engine._optsummary import OptSummary
-from ..engine._segments import group_starts
-from .._validation import check_family, check_fit_options, check_groups_and_size, check_response
+from ..engine._pirls import inverse_or_nan
+from ..formula import _data
+from ..formula._safe import check_safe, formula_columns, formula_names
+from .._progress import Progress
+from .._validation import check_family, check_fit_options
+from . import _dask_rows as rows_
+from . import _dask_setup as setup
+from ._dask_lmm import fit_profile_dask
 
 
 def is_dask_frame(data):
     """True for a dask DataFrame (checked without importing dask)."""
     return type(data).__module__.startswith("dask") and hasattr(data, "npartitions")
-
-
-# ---------------------------------------------------------------------------------- worker side
-def _partition_arrays(frame, formula, names, group_col, family_name):
-    """A partition (whole groups) -> (y, X unscaled, group labels, counts) sorted by group.
-
-    patsy's DesignInfo does not pickle, so each partition evaluates the formula again; its columns
-    must be those found on the head of the data (numeric predictors; fixed categories otherwise).
-    """
-    import patsy
-
-    frame = frame.sort_values(group_col, kind="stable")
-    y, X = patsy.dmatrices(formula, frame, NA_action="raise")
-    name = y.design_info.column_names[0]
-    if list(X.design_info.column_names) != list(names):
-        raise ValueError(f"a partition gives the columns {X.design_info.column_names}, the head of the data "
-                         f"{list(names)}: on a Dask DataFrame every categorical level must occur in its first "
-                         "1000 rows (or code the predictors numerically)")
-    y = np.asarray(y, float).reshape(-1)
-    X = np.asarray(X, float)
-    check_response(family_name, y, None, name, frame.index)
-    labels, counts = np.unique(frame[group_col].to_numpy(), return_counts=True)
-    return {"y": y, "X": X, "labels": labels, "counts": counts}
-
-
-def _moments(part, center):
-    """Column sums of X and of (X - center)^2, and min / max per column (for the global scaling)."""
-    X = part["X"]
-    if center is None:
-        return len(X), X.sum(axis=0), X.min(axis=0, initial=np.inf), X.max(axis=0, initial=-np.inf)
-    return ((X - center) ** 2).sum(axis=0)
-
-
-def _labels(part):
-    return part["labels"], part["counts"]
-
-
-def _objective(part, scaling, dist, nagq):
-    """The partition's MarginalLikelihood on the globally scaled predictors (lives on its worker)."""
-    _kernels.THREADS = 1  # the workers are the parallelism: no kernel threads inside them
-    X = np.asfortranarray(scaling.transform(part["X"]))
-    y, n = part["y"], len(part["y"])
-    m = np.broadcast_to(1.0, (n,))
-    data = GLMMData(y=y, X=X, offset=np.broadcast_to(0.0, (n,)), m=m, const=dist.log_constant(y, m),
-                    starts=group_starts(part["counts"]), counts=part["counts"])
-    return MarginalLikelihood(dist, data, nagq=nagq)
-
-
-def _with_nodes(objective, nagq):
-    """An AGQ objective on the same partition, warm-started from the Laplace modes."""
-    agq = MarginalLikelihood(objective.dist, objective.data, nagq=nagq)
-    agq.u_warm = objective.u_warm.copy()
-    return agq
-
-
-def _evaluate(objective, theta, need_grad):
-    with np.errstate(all="ignore"):
-        return objective(theta, need_grad=need_grad)
-
-
-def _glm_sums(objective, gamma):
-    """Fisher scoring sums at gamma (no random effects): (sum log f, X'WX, X'l1, Pearson chi2)."""
-    data, dist = objective.data, objective.dist
-    with np.errstate(all="ignore"):
-        eta = data.X @ gamma
-        ll, l1, _, _ = dist.evaluate(data.y, eta, data.m, 1.0, data.const, order=1)
-        w = dist.working_weights(eta, data.m, 1.0)
-        mu = dist.mean(eta)
-        pearson = float(np.sum((data.y - mu) ** 2 / dist.family.variance(mu)))
-    return float(np.sum(ll)), data.X.T @ (data.X * w[:, None]), data.X.T @ l1, pearson
-
-
-def _pirls_block(objective, theta):
-    """PIRLS information of the partition at the modes (the start Hessian's beta block)."""
-    md = objective.modes_at(theta)
-    _, sigma, phi = objective.unpack(theta)
-    data = objective.data
-    d = md.d if np.all(md.d >= 0) else objective.dist.working_weights(md.eta, data.m, phi)
-    return pirls_information(data.X, d, sigma, data.starts, data.counts)
-
-
-def _final(objective, theta):
-    """At the optimum: BLUPs by group label, working-weight information, separated rows."""
-    with np.errstate(all="ignore"):
-        md = objective.modes_at(theta)
-        _, sigma, phi = objective.unpack(theta)
-        data, dist = objective.data, objective.dist
-        w = dist.working_weights(md.eta, data.m, phi)
-        return {"blups": sigma * md.b, "blup_sd": sigma / np.sqrt(md.H),
-                "info": pirls_information(data.X, w, sigma, data.starts, data.counts),
-                "separated": dist.separated_rows(data.y, md.eta)}
 
 
 # ---------------------------------------------------------------------------------- client side
@@ -154,12 +76,15 @@ class _Distributed:
         return self.client.gather(futures)
 
     def locate(self):
+        from distributed import wait
+
+        wait(self.parts)  # a task still running has no holder yet
         who = self.client.who_has(self.parts)
         self.locations = [who[part.key] for part in self.parts]
 
     def __call__(self, theta, need_grad=True):
         self.n_calls += 1
-        out = self.map(_evaluate, np.asarray(theta, float), need_grad)
+        out = self.map(rows_.evaluate, np.asarray(theta, float), need_grad)
         value = float(sum(f for f, _ in out))
         if not np.isfinite(value):
             return np.inf, np.full(self.n_params, np.nan)
@@ -169,148 +94,419 @@ class _Distributed:
 class DaskGLMM:
     """A random-intercept GLMM whose rows live in a Dask DataFrame (see the module docstring).
 
+    Made by ``GLMM.from_formula(formula, ddf, groups=...)``; its `fit` returns the same results as
+    the in-memory model's (`glmm_ext.scale._dask_results.DaskGLMMResults`).
+
     Parameters
     ----------
     formula : str
-        patsy formula with numeric predictors, e.g. ``"y ~ x1 + x2"``.
+        patsy formula, e.g. ``"y ~ x1 + C(site)"`` or ``"successes + failures ~ x"``.
     data : dask.dataframe.DataFrame
-    groups : str
+    groups : column label
         The grouping column.
     family : statsmodels family instance, optional
+        Default Gaussian (identity link: exact REML or ML).
     client : distributed.Client, optional
         Default: the current client (``distributed.default_client()``).
+    offset, exposure, weights, var_weights, freq_weights : column label, optional
+        Columns of `data`, with the in-memory meaning (exposure: log link only; weights: the Binomial
+        trials of a proportion response).  Arrays cannot be aligned with a Dask DataFrame's partitions:
+        add them as columns first.
+    missing : {"drop", "raise", "none"}
+        As in memory: "drop" removes incomplete rows (counted in ``n_dropped``).
+    formula_mode : {"python", "safe"}
+    eval_env : see `GLMM.from_formula`
+        Names the formula takes from the caller's namespace are sent to the workers with it.
     """
 
-    def __init__(self, formula, data, groups, family=None, client=None):
-        import patsy
+    def __init__(self, formula, data, groups, family=None, client=None, offset=None, exposure=None, weights=None,
+                 var_weights=None, freq_weights=None, missing="drop", formula_mode="python", eval_env=None):
         from distributed import default_client
 
-        if not isinstance(groups, str) or groups not in data.columns:
+        columns = list(data.columns)
+        if not _data._is_column_key(groups, columns) or groups not in columns:
             raise ValueError(f"with a Dask DataFrame, groups must name one of its columns (got {groups!r})")
         self.family = check_family(family)
         self.dist = Distribution(self.family)
-        if self.dist.name == "gaussian" and self.dist.link_name == "identity":
-            raise ValueError("Gaussian + identity on a Dask DataFrame is not supported yet; use a Laplace family "
-                             "or an in-memory DataFrame")
+        _data._check_missing_option(missing)
+        if formula_mode not in _data.FORMULA_MODES:
+            raise ValueError(f"formula_mode must be 'python' or 'safe' (got {formula_mode!r})")
+        if not isinstance(formula, str):
+            raise TypeError(f"formula must be a string (got {type(formula).__name__})")
+        if "|" in formula:
+            raise ValueError("random slopes ((x | g) terms or re_formula) are not supported on a Dask DataFrame; fit "
+                             "them in memory, or use a random intercept with groups=")
+        stateful = [name for name in rows_.STATEFUL if re.search(rf"\b{name}\s*\(", formula)]
+        if stateful:
+            raise ValueError(f"{', '.join(stateful)}() in a formula would be computed on each partition, not on the "
+                             "whole data; transform the column first (ddf.assign(...)), then use it in the formula")
+        found = check_safe(formula, columns) if formula_mode == "safe" else formula_columns(formula, columns)
+        if not found.response:
+            raise ValueError(f"the response of {formula!r} names no column of the data")
+        both = [c for c in found.response if c in found.predictors]
+        if both:
+            raise ValueError(f"the response column {both[0]!r} is also among the predictors of {formula!r}")
+        extra = setup.row_columns({"offset": offset, "exposure": exposure, "weights": weights,
+                                   "var_weights": var_weights, "freq_weights": freq_weights}, columns)
+        setup.check_family_arguments(self.dist, extra, len(found.response))
         self.client = client if client is not None else default_client()
-        self.formula, self.group_name = formula, groups
-        head = data.head(1000, npartitions=-1)
-        y_info, x_info = (m.design_info for m in patsy.dmatrices(formula, head, NA_action="drop"))
-        self.exog_names = list(x_info.column_names)
-        self.endog_name = y_info.column_names[0]
-        used = list(dict.fromkeys(_columns((y_info, x_info), data.columns) + [groups]))
-        rows = data[used].dropna().shuffle(on=groups, method="tasks")  # every partition now holds whole groups
-        frames = self.client.compute(rows.to_delayed())
-        self._arrays = self.client.map(_partition_arrays, frames, formula=formula, names=self.exog_names,
-                                       group_col=groups,
-                                       family_name=self.dist.name, pure=False)
+        self.formula, self.group_name, self.formula_mode = formula, str(groups), formula_mode
+        self.vector_columns = {k: v for k, v in extra.items() if k in ("offset", "exposure")}
+        env = _data.formula_environment(formula, data, formula_mode, eval_env)
+        named = [c for c in formula_names(formula) if c in columns and c not in found.response]
+        categorical = [c for c in found.predictors if c in found.categorical]
+        numeric = [c for c in dict.fromkeys(found.predictors + named) if c not in categorical]
+        self._spec = rows_.RowSpec(formula=formula, groups=groups, response=list(found.response), numeric=numeric,
+                                   categorical=categorical, extra=extra, family=self.dist.name, missing=missing,
+                                   env=env)
+        self._category_order = {c: list(data[c].dtype.categories) for c in numeric + categorical
+                                if isinstance(data[c].dtype, pd.CategoricalDtype)
+                                and getattr(data[c].cat, "known", False)}
+        self._index_meta = data._meta.index[:0]  # the row labels' type, for the lazy row-level outputs
+        used = list(dict.fromkeys(list(found.response) + numeric + categorical + list(extra.values()) + [groups]))
+        shuffled = data[used].shuffle(on=groups)  # every partition now holds whole groups
+        frames = self.client.compute(shuffled.to_delayed())
+        self._cleaned = self.client.map(rows_.clean_partition, frames, spec=self._spec, pure=False)
         del frames
         self._prepared = None
+        self._fit_options = {}
 
     # ---------------------------------------------------------------------------------------- setup
     def _prepare(self):
-        """Global scaling, the per-partition objectives (kept on their workers), sizes and checks."""
-        if self._prepared is not None:
-            return self._prepared
-        client = self.client
-        sums = client.gather(client.map(_moments, self._arrays, center=None, pure=False))
-        n = sum(s[0] for s in sums)
-        total = np.sum([s[1] for s in sums], axis=0)
-        lo, hi = np.min([s[2] for s in sums], axis=0), np.max([s[3] for s in sums], axis=0)
-        center = total / n
-        var = np.sum(client.gather(client.map(_moments, self._arrays, center=center, pure=False)), axis=0) / n
-        scaling = _global_scaling(center, np.sqrt(var), lo, hi)
-        labels = client.gather(client.map(_labels, self._arrays, pure=False))
-        arrays = [a for a, (g, _) in zip(self._arrays, labels) if len(g)]  # shuffling may leave partitions empty
-        counts = np.concatenate([c for _, c in labels])
-        check_groups_and_size(n, len(self.exog_names) + 1 + int(self.dist.has_dispersion), counts, self.dist.name,
-                              self.dist.link_name, self.group_name)
-        parts = [client.submit(_objective, part, scaling, self.dist, 1, pure=False) for part in arrays]
-        self._prepared = {"n": int(n), "scaling": scaling, "labels": np.concatenate([g for g, _ in labels]),
-                          "counts": counts, "parts": parts}
+        """Both row steps, global scaling and checks (once); the arrays stay on the workers."""
+        if self._prepared is None:
+            self.design, self._prepared = setup.prepare(self)
         return self._prepared
 
+    def _release(self):
+        """Drop the partitions' arrays and objectives (the cluster frees them); estimates are kept."""
+        if self._prepared is not None:
+            self._prepared["arrays"] = self._prepared["objectives"] = None
+        self._cleaned = None
+
+    def __getstate__(self):
+        """A pickle keeps the model's description and sizes, not the cluster (no client, no rows); modules in
+        the formula's namespace (``np``) by name."""
+        env = self._spec.env
+        modules = {k: v.__name__ for k, v in env.items() if isinstance(v, types.ModuleType)}
+        spec = dataclasses.replace(self._spec, env={k: v for k, v in env.items() if k not in modules})
+        state = dict(self.__dict__, client=None, _cleaned=None, _spec=spec, _modules=modules)
+        if self._prepared is not None:
+            state["_prepared"] = dict(self._prepared, arrays=None, objectives=None)
+        return state
+
+    def __setstate__(self, state):
+        modules = state.pop("_modules", {})
+        state["_spec"].env.update({k: importlib.import_module(v) for k, v in modules.items()})
+        self.__dict__.update(state)
+
+    # ------------------------------------------------------------------------------------ sizes
     @property
     def nobs(self):
-        return self._prepare()["n"]
+        self._prepare()
+        return self.design.nobs
 
     @property
     def n_groups(self):
-        return len(self._prepare()["counts"])
+        self._prepare()
+        return self.design.n_groups
+
+    @property
+    def group_labels(self):
+        self._prepare()
+        return self.design.group_labels
+
+    @property
+    def exog_names(self):
+        self._prepare()
+        return list(self.design.exog_names)
+
+    @property
+    def endog_name(self):
+        self._prepare()
+        return self.design.endog_name
+
+    @property
+    def k_fe(self):
+        return len(self.exog_names)
+
+    @property
+    def param_names(self):
+        """Names of the model's parameter vector, as `GLMM.param_names`."""
+        names = self.exog_names + [f"{self.group_name} SD"]
+        if not self.dist.has_dispersion:
+            return names
+        return names + ["log alpha" if self.dist.name == "negativebinomial" else "log scale"]
+
+    @property
+    def data(self):
+        """The statsmodels names a results wrapper attaches (no rows)."""
+        return setup.Names(self.exog_names, self.endog_name)
+
+    @property
+    def random_design(self):
+        return None
+
+    @property
+    def design_info(self):
+        """None: the formula is evaluated on each partition, no specification is kept on the client."""
+        return None
+
+    @property
+    def endog_names(self):
+        return self.endog_name
+
+    @property
+    def k_constant(self):
+        """1 with an intercept column, else 0 (statsmodels' name)."""
+        self._prepare()
+        return int(self.design.scaling.intercept >= 0)
+
+    @property
+    def endog(self):
+        return self.design.y  # a NotImplementedError that says where the rows are
+
+    @property
+    def exog(self):
+        return self.design.X
+
+    @property
+    def groups(self):
+        return self.design.codes
+
+    def loglike(self, params, *args, **kwargs):
+        """Not on Dask: the fitted log-likelihood is the results' ``llf``."""
+        raise NotImplementedError("loglike() at other parameters is not available for a Dask model (each value is "
+                                  "a pass over the rows); the fitted log-likelihood is results.llf, and "
+                                  "GLMM.from_formula(formula, ddf.compute(), ...) gives the likelihood functions")
+
+    score = hessian = information = loglike
+
+    def _random_intercept_only(self):
+        return None
+
+    def _objectives(self):
+        """One Laplace objective per partition, kept on the partition's worker (made afresh for each fit, so
+        that a refit starts its conditional modes where the first fit did)."""
+        prep = self._prepare()
+        if prep["arrays"] is None:
+            raise ValueError("the rows of this Dask model were released (remove_data()); make the model again")
+        prep["objectives"] = [self.client.submit(rows_.objective, part, self.design.scaling, self.dist, 1,
+                                                 prep["response_scale"], pure=False) for part in prep["arrays"]]
+        return prep["objectives"]
 
     def _glm_start(self, objective, maxiter=50):
-        """Fixed effects and dispersion of the GLM without random effects: Fisher scoring on partition sums."""
+        """Fixed effects and dispersion of the GLM without random effects: Fisher scoring on partition sums.
+
+        Starts from the intercept at g(mean y) minus the mean offset (or g(mean y) alone when that point is
+        outside the support) and halves a step that lowers the log-likelihood or leaves the support; as
+        in memory, a Binomial start with |x'gamma| > 15 somewhere (separation) is shrunk inside.
+        """
+        prep, dist, scaling = self._prepare(), self.dist, self.design.scaling
         p = objective.p
-        gamma = np.zeros(p)
-        value = -np.inf
+        target = float(dist.link(np.clip(prep["mean_y"] / prep["response_scale"], 1e-6, None)))
+        mean_offset = sum(objective.map(rows_.offset_sum)) / self.design.nobs
+        for shift in (mean_offset, 0.0):
+            gamma = np.zeros(p)
+            if scaling.intercept >= 0:
+                gamma[scaling.intercept] = target - shift
+            out = objective.map(rows_.glm_sums, gamma)
+            value = sum(o[0] for o in out)
+            if np.isfinite(value):
+                break
+        if not np.isfinite(value):
+            raise ValueError("no starting point with a finite likelihood: the GLM start values leave the "
+                             "family's support (check the link and the response)")
         for _ in range(maxiter):
-            out = objective.map(_glm_sums, gamma)
-            new_value = sum(o[0] for o in out)
-            if not np.isfinite(new_value) or new_value < value - 1e-9 * abs(value):
-                raise FloatingPointError("the distributed GLM start left the family's support")
-            value = new_value
             info, score = np.sum([o[1] for o in out], axis=0), np.sum([o[2] for o in out], axis=0)
             step = linalg.solve(info, score, assume_a="pos")
-            gamma = gamma + step
             if float(score @ step) < 1e-12 * max(1.0, abs(value)):
                 break
-        out = objective.map(_glm_sums, gamma)
-        scale = sum(o[3] for o in out) / (self.nobs - p)
+            for _ in range(30):
+                new_out = objective.map(rows_.glm_sums, gamma + step)
+                new_value = sum(o[0] for o in new_out)
+                if np.isfinite(new_value) and new_value >= value - 1e-9 * abs(value):
+                    break
+                step = 0.5 * step
+            else:
+                break
+            gamma, out, value = gamma + step, new_out, new_value
+        spread = max(o[5] for o in out)
+        if dist.name == "binomial" and spread > 15.0:
+            gamma = gamma * (15.0 / spread)
+        if dist.name == "negativebinomial":  # NB2's alpha by moments, as the in-memory start
+            top, bottom = sum(o[4][0] for o in out), sum(o[4][1] for o in out)
+            alpha = top / bottom if bottom > 0 else np.nan
+            return gamma, float(np.clip(alpha if np.isfinite(alpha) else 1.0, 0.01, 10.0))
+        scale = sum(o[3] for o in out) / (self.design.nobs - p)
         return gamma, (scale if np.isfinite(scale) and scale > 0 else 1.0)
 
     # ---------------------------------------------------------------------------------------- fit
-    def fit(self, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian"):
-        """Maximum likelihood by the Laplace approximation (``nagq=1``) or AGQ, as `GLMM.fit`.
+    def fit(self, reml=True, maxiter=100, tol=1e-6, nagq=1, cov_type="hessian", progress=False, callback=None,
+            method=None, start_params=None, disp=None, full_output=None, **kwargs):
+        """Fit on the cluster, as `GLMM.fit`: exact REML (default) / ML for Gaussian + identity, else
+        maximum likelihood by the Laplace approximation (``nagq=1``) or adaptive Gauss-Hermite (``nagq > 1``).
+
+        Parameters
+        ----------
+        reml, maxiter, tol, nagq, cov_type, progress, callback, method, start_params, disp, full_output
+            As `GLMM.fit`; ``nagq=0`` is not available on Dask.
 
         Returns
         -------
-        DaskGLMMResults
+        DaskGLMMResultsWrapper
+            The same attributes, tables and summary as an in-memory fit's results (see
+            `glmm_ext.scale._dask_results`).
         """
+        from ..model import CONVERGENCE_ADVICE, SINGULAR_MESSAGE, _statsmodels_fit_options
+        from ._dask_results import DaskGLMMResults, DaskGLMMResultsWrapper
+
+        notes = _statsmodels_fit_options(method, start_params, full_output, kwargs)
+        if isinstance(reml, np.bool_):
+            reml = bool(reml)
+        if not isinstance(reml, bool):
+            raise ValueError(f"reml must be True or False (got {reml!r})")
         maxiter, tol, nagq = check_fit_options(maxiter, tol, nagq, cov_type)
-        if nagq == 0:
+        gaussian_identity = self.dist.name == "gaussian" and self.dist.link_name == "identity"
+        if nagq == 0 and not gaussian_identity:
             raise ValueError("nagq=0 is not available on a Dask DataFrame; use nagq=1 (Laplace) or more")
-        t0 = time.perf_counter()
-        prep = self._prepare()
-        objective = _Distributed(self.client, prep["parts"], self.dist, len(self.exog_names))
-        objective.locate()
-        gamma0, scale0 = self._glm_start(objective)
-        theta0 = _start_theta(objective, gamma0, scale0)
-        p, k = objective.p, objective.n_params
-        hess0 = np.zeros((k, k))
-        hess0[:p, :p] = np.sum(objective.map(_pirls_block, theta0), axis=0)
-        block = fd_columns(objective, theta0, range(p, k))
-        hess0[:, p:], hess0[p:, :] = block, block.T
-        theta, f, hess, iters, decrement, message = _minimized(minimize(objective, theta0, hess0, maxiter, tol))
-        if nagq > 1:
-            objective.parts = [self.client.submit(_with_nodes, part, nagq, workers=list(where), pure=False)
-                               for part, where in zip(objective.parts, objective.locations)]
-            objective.locate()
-            theta, f, hess, more, decrement, message = _minimized(
-                minimize(objective, theta, hess, maxiter, tol, central=False, quasi_newton=False))
-            iters += more
-        converged = bool(decrement < tol) and iters <= maxiter
-        final = objective.map(_final, theta)
+        self._prepare()
+        self._fit_options = {"reml": reml, "maxiter": maxiter, "tol": tol, "nagq": nagq, "cov_type": cov_type}
+        with Progress(enabled=progress or bool(disp), callback=callback, maxiter=maxiter) as monitor:
+            t0 = time.perf_counter()
+            if gaussian_identity:
+                fit = fit_profile_dask(self, reml=reml, maxiter=maxiter, tol=tol, callback=monitor)
+            else:  # Laplace, then AGQ: the in-memory optimiser with every evaluation a map over the partitions
+                objective = _Distributed(self.client, self._objectives(), self.dist, len(self.design.exog_names))
+                objective.locate()
+                gamma0, scale0 = self._glm_start(objective)
+                monitor("start values", 0, np.nan)
+                theta0 = _start_theta(objective, gamma0, scale0)
+                hess0 = _start_hessian(objective, theta0)
+                theta, f, hess, iters, decrement, message = _minimized(
+                    minimize(objective, theta0, hess0, maxiter, tol, monitor))
+                if nagq > 1:
+                    objective.parts = [self.client.submit(rows_.with_nodes, part, nagq, workers=list(where),
+                                                          pure=False)
+                                       for part, where in zip(objective.parts, objective.locations)]
+                    objective.locate()
+                    theta, f, hess, more, decrement, message = _minimized(
+                        minimize(objective, theta, hess, maxiter, tol, monitor, central=False, quasi_newton=False))
+                    iters += more
+                monitor("standard errors", iters, f)
+                opt = OptSummary(method=f"BFGS + Newton ({'Laplace' if nagq == 1 else f'AGQ, {nagq} nodes'}), Dask",
+                                 nagq=nagq, maxiter=maxiter, tol=tol, initial=theta0, final=theta, n_iterations=iters,
+                                 n_evaluations=objective.n_calls, objective=f, newton_decrement=float(decrement),
+                                 converged=bool(decrement < tol) and iters <= maxiter, message=message,
+                                 seconds=time.perf_counter() - t0)
+                fit = self._likelihood_output(objective, theta, hess, opt, cov_type)
+            monitor("done", fit.opt.n_iterations, -fit.llf)
+        fit.opt.notes = list(fit.opt.notes) + notes
+        if fit.singular:
+            warnings.warn(SINGULAR_MESSAGE, _singular_warning(), stacklevel=2)
+        for note in fit.notes or []:
+            warnings.warn(note, _laplace_warning(), stacklevel=2)
+        if fit.separated_rows:
+            from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
+
+            warnings.warn(f"{fit.opt.message}. A predictor (or combination) predicts the response perfectly; its "
+                          "estimate and standard error are not meaningful.", PerfectSeparationWarning, stacklevel=2)
+        if not fit.converged and not fit.separated_rows:
+            from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+            warnings.warn(f"the optimiser did not converge ({fit.opt.message}). {CONVERGENCE_ADVICE}",
+                          ConvergenceWarning, stacklevel=2)
+        return DaskGLMMResultsWrapper(DaskGLMMResults(self, fit, cov_type=cov_type))
+
+    def _likelihood_output(self, objective, theta, hess, opt, cov_type):
+        """At the optimum: modes, SEs, checks and the estimates in the data's units (as `fit_likelihood`)."""
+        dist, p, k = self.dist, objective.p, objective.n_params
+        final = objective.map(rows_.final, theta)
         _, sigma, phi = objective.unpack(theta)
         singular = sigma < SINGULAR_TOL
         keep = [j for j in range(k) if not (singular and j == p)]
-        try:
-            cov = linalg.inv(linalg.cholesky(hess[np.ix_(keep, keep)], lower=True))
-            cov = (cov.T @ cov)[:p, :p]
-        except (linalg.LinAlgError, ValueError):
-            cov = linalg.inv(np.sum([o["info"] for o in final], axis=0))
+        cov_pirls = inverse_or_nan(np.sum([o["info"] for o in final], axis=0))
+        cov, se_note = fixed_effects_cov(hess, keep, p, cov_pirls, cov_type)
         separated = sum(o["separated"] for o in final)
         if separated:
-            converged, message = False, f"complete or quasi-complete separation in {separated} rows"
-        R = prep["scaling"].matrix
-        opt = OptSummary(method=f"BFGS + Newton ({'Laplace' if nagq == 1 else f'AGQ, {nagq} nodes'}), Dask",
-                         nagq=nagq, maxiter=maxiter, tol=tol, initial=theta0, final=theta, n_iterations=iters,
-                         n_evaluations=objective.n_calls, objective=f, newton_decrement=float(decrement),
-                         converged=converged, message=message or ("converged" if converged else "not converged"),
-                         seconds=time.perf_counter() - t0)
-        blups = pd.DataFrame({"blup": np.concatenate([o["blups"] for o in final]),
-                              "se": np.concatenate([o["blup_sd"] for o in final])}, index=prep["labels"]).sort_index()
-        return DaskGLMMResults(self, beta=R @ theta[:p], cov=R @ cov @ R.T, var_re=sigma * sigma, scale=phi,
-                               llf=-f, converged=converged, singular=singular, opt=opt, blups=blups)
+            opt.converged, opt.message = False, f"complete or quasi-complete separation in {separated} rows"
+        opt.message = opt.message or ("converged" if opt.converged else "not converged")
+        notes = []
+        if opt.nagq == 1:
+            gap = opt.objective - sum(objective.map(_agq9_value, theta))
+            if abs(gap) > LAPLACE_GAP:
+                notes.append(f"the Laplace approximation is poor for these data: at the estimates the 9-node adaptive "
+                             f"quadrature log-likelihood differs from Laplace's by {gap:+.2f}; refit with nagq "
+                             "(e.g. fit(nagq=9)) for a more accurate likelihood and estimates")
+        blups, blup_sd = self._by_label([o["blups"] for o in final], [o["blup_sd"] for o in final])
+        fit = EngineFit(beta=theta[:p].copy(), cov_beta=cov, var_re=sigma * sigma, scale=phi, llf=-opt.objective,
+                        blups=blups, blup_sd=blup_sd, converged=opt.converged, singular=singular, opt=opt,
+                        cov_beta_pirls=cov_pirls, se_note=se_note, separated_rows=separated, notes=notes)
+        fit = unscale_response(fit, self._prepare()["response_scale"], dist.link_name, dist.name, self.design.n_obs)
+        R = self.design.scaling.matrix
+        return FitOutput(beta=R @ fit.beta, cov_beta=R @ fit.cov_beta @ R.T, var_re=fit.var_re, scale=fit.scale,
+                         llf=fit.llf, blups=fit.blups, blup_sd=fit.blup_sd, converged=fit.converged,
+                         singular=fit.singular, method="Laplace" if opt.nagq == 1 else "AGQ", opt=fit.opt,
+                         n_params=p + 1 + int(dist.has_dispersion), cov_beta_pirls=R @ fit.cov_beta_pirls @ R.T,
+                         se_note=fit.se_note, separated_rows=fit.separated_rows, notes=list(fit.notes))
+
+    def _by_label(self, *per_partition):
+        """Per-partition values by group (each partition's label order) -> arrays in sorted label order."""
+        codes = np.concatenate(self._prepare()["part_codes"])
+        out = []
+        for values in per_partition:
+            arranged = np.empty(len(codes))
+            arranged[codes] = np.concatenate(values)
+            out.append(arranged)
+        return out
+
+    # ------------------------------------------------------------------------------------ prediction
+    def predict(self, params, exog=None, offset=None, groups=None, which="mean", blups=None, new_groups="zero",
+                exposure=None):
+        """`GLMM.predict` for new rows (``exog`` a matrix with the model's columns); the fitted rows are on the
+        workers: use the results' ``predict()`` / ``fittedvalues`` for them."""
+        from ..model import GLMM
+
+        if exog is None:
+            raise NotImplementedError("model.predict(params) on a Dask model needs the fitted rows, which stay on "
+                                      "the workers; use results.predict() or results.fittedvalues (lazy)")
+        return GLMM.predict(self, params, exog, offset=offset, groups=groups, which=which, blups=blups,
+                            new_groups=new_groups, exposure=exposure)
+
+    def group_effects(self, groups, blups, n, new_groups="zero"):
+        """Each row's random intercept, as `GLMM.group_effects`."""
+        from ..model import GLMM
+
+        return GLMM.group_effects(self, groups, blups, n, new_groups)
+
+
+def _start_hessian(objective, theta):
+    """Start Hessian for BFGS (as `_glmm._initial_hessian`): PIRLS information for beta summed over the
+    partitions, differences of the gradient for the variance parameters."""
+    p, k = objective.p, objective.n_params
+    hess = np.zeros((k, k))
+    hess[:p, :p] = np.sum(objective.map(rows_.pirls_block, theta), axis=0)
+    block = fd_columns(objective, theta, range(p, k))
+    hess[:, p:], hess[p:, :] = block, block.T
+    return hess
+
+
+def _agq9_value(objective, theta):
+    """The partition's 9-node AGQ objective at theta (the Laplace-quality check of the in-memory fit)."""
+    value, _ = rows_.evaluate(rows_.with_nodes(objective, 9), theta, False)
+    return value
+
+
+def _singular_warning():
+    from ..model import SingularFitWarning
+
+    return SingularFitWarning
+
+
+def _laplace_warning():
+    from ..model import LaplaceApproximationWarning
+
+    return LaplaceApproximationWarning
 
 
 def _minimized(result):
@@ -320,71 +516,3 @@ def _minimized(result):
         return x, f, hess, iterations, decrement, message
     return result.x, result.f, result.hess, result.iterations, result.decrement, result.message
 
-
-def _global_scaling(center, sd, lo, hi):
-    """`formula._design.make_scaling` from global moments: a constant non-zero column is the intercept."""
-    constant = np.flatnonzero((lo == hi) & (lo != 0))
-    k0 = int(constant[0]) if constant.size else -1
-    scale = np.where(sd > 0, sd, 1.0) if k0 >= 0 else np.sqrt(sd**2 + center**2)
-    scale = np.where(scale > 0, scale, 1.0)
-    center = center.copy() if k0 >= 0 else np.zeros_like(center)
-    if k0 >= 0:
-        center[k0], scale[k0] = 0.0, lo[k0]
-    return Scaling(center, scale, k0)
-
-
-def _columns(infos, columns):
-    """Data columns named in the formula's factors (e.g. x1 in np.log(x1))."""
-    import ast
-
-    names = set()
-    for info in infos:
-        for term in info.terms:
-            for factor in term.factors:
-                tree = ast.parse(factor.code, mode="eval")
-                names.update(n.id for n in ast.walk(tree) if isinstance(n, ast.Name))
-    return [c for c in columns if c in names]
-
-
-class DaskGLMMResults:
-    """Estimates of a `DaskGLMM` fit, with the names of `GLMMResults` (fe_params, bse_fe, pvalues, ...)."""
-
-    def __init__(self, model, beta, cov, var_re, scale, llf, converged, singular, opt, blups):
-        self.model = model
-        names = model.exog_names
-        self.fe_params = pd.Series(beta, index=names)
-        self.cov_params_fe = pd.DataFrame(cov, index=names, columns=names)
-        self.bse_fe = pd.Series(np.sqrt(np.diag(cov)), index=names)
-        self.params, self.bse = self.fe_params, self.bse_fe
-        self.tvalues = self.fe_params / self.bse_fe
-        self.pvalues = pd.Series(2.0 * stats.norm.sf(np.abs(self.tvalues)), index=names)
-        self.var_re, self.scale, self.llf = float(var_re), float(scale), float(llf)
-        self.cov_re = pd.DataFrame([[self.var_re]], index=[model.group_name], columns=[model.group_name])
-        self.converged, self.singular, self.optsummary = bool(converged), bool(singular), opt
-        self.nobs, self.n_groups = model.nobs, model.n_groups
-        self.k_params = len(names) + 1 + int(model.dist.has_dispersion)
-        self.aic = -2.0 * self.llf + 2.0 * self.k_params
-        self.bic = -2.0 * self.llf + np.log(self.nobs) * self.k_params
-        self._blups = blups
-
-    @property
-    def random_effects(self):
-        """Conditional modes (BLUPs) by group label, as `GLMMResults.random_effects` (label -> Series)."""
-        return {label: pd.Series([value], index=["Group"]) for label, value in self._blups["blup"].items()}
-
-    @property
-    def random_effects_se(self):
-        """Conditional SDs of the random intercepts by group label."""
-        return self._blups["se"].rename("se")
-
-    def conf_int(self, alpha=0.05):
-        z = stats.norm.ppf(1.0 - alpha / 2.0)
-        return pd.DataFrame({0: self.fe_params - z * self.bse_fe, 1: self.fe_params + z * self.bse_fe})
-
-    def summary(self):
-        table = pd.DataFrame({"Coef.": self.fe_params, "Std.Err.": self.bse_fe, "z": self.tvalues,
-                              "P>|z|": self.pvalues})
-        head = (f"GLMM ({self.model.dist.name}, {self.model.dist.link_name}) on Dask: {self.nobs:,} rows, "
-                f"{self.n_groups:,} groups; log-likelihood {self.llf:.4f}; var_re {self.var_re:.6g}; "
-                f"converged {self.converged}")
-        return head + "\n" + table.to_string()
