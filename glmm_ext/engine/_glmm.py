@@ -267,11 +267,7 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
         gap, probes.agq9_gap_groups = laplace_agq_gap(objective, theta)
         probes.agq9_gap = gap
         if abs(gap) > LAPLACE_GAP:
-            sampled = (f" (estimated from {probes.agq9_gap_groups} of {data.n_groups} groups)"
-                       if probes.agq9_gap_groups < data.n_groups else "")
-            notes.append(f"the Laplace approximation is poor for these data: at the estimates the 9-node adaptive "
-                         f"quadrature log-likelihood differs from Laplace's by {gap:+.2f}{sampled}; refit with nagq "
-                         "(e.g. fit(nagq=9)) for a more accurate likelihood and estimates")
+            notes.append(laplace_note(gap, probes.agq9_gap_groups, data.n_groups))
     opt = OptSummary(method=f"BFGS + Newton ({'Laplace' if nagq == 1 else f'AGQ, {nagq} nodes'})", nagq=nagq,
                      maxiter=maxiter, tol=tol, initial=theta0, final=theta, n_iterations=iters,
                      n_evaluations=n_eval, objective=f, newton_decrement=float(decrement), converged=converged,
@@ -282,37 +278,55 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
                      notes=notes)
 
 
+def laplace_note(gap, used, n_groups):
+    """The warning that Laplace is poor for the data (|AGQ(9) - Laplace| = |gap| > LAPLACE_GAP)."""
+    sampled = f" (estimated from {used} of {n_groups} groups)" if used < n_groups else ""
+    return (f"the Laplace approximation is poor for these data: at the estimates the 9-node adaptive "
+            f"quadrature log-likelihood differs from Laplace's by {gap:+.2f}{sampled}; refit with nagq "
+            "(e.g. fit(nagq=9)) for a more accurate likelihood and estimates")
+
+
 def laplace_agq_gap(laplace, theta, max_groups=1000):
     """(AGQ (9 nodes) minus Laplace log-likelihood at theta, groups it was computed on): a large value
     means Laplace is poor here.  Uses the Laplace modes at theta (AGQ centres its nodes there).
 
     With more than `max_groups` groups the sum over groups is estimated from an evenly spaced subset
-    of them (scaled up); the whole sum is computed only when the estimate, within three standard
-    errors, does not tell on which side of LAPLACE_GAP it lies.
+    of them (`gap_from_subset`); the whole sum is computed only when the estimate does not decide.
     """
-    data, dist = laplace.data, laplace.dist
-    md = laplace.modes_at(theta)
-    gamma, sigma, phi = laplace.unpack(theta)
-    z, logw = gauss_hermite(9)
-    G = data.n_groups
+    G = laplace.data.n_groups
     if G > max_groups:
         keep = evenly_spaced_groups(G, max_groups)
-        sub = subset_groups(data, keep)
-        gaps = _group_gaps(dist, sub, gamma, sigma, phi, md.b[keep], md.H[keep], md.h[keep], z, logw)
-        if np.all(np.isfinite(gaps)):
-            estimate = float(np.mean(gaps)) * G
-            se = float(np.std(gaps, ddof=1)) * G / np.sqrt(len(keep)) * np.sqrt(1.0 - len(keep) / G)
-            if abs(abs(estimate) - LAPLACE_GAP) > 3.0 * se:
-                return estimate, len(keep)
-    gaps = _group_gaps(dist, data, gamma, sigma, phi, md.b, md.H, md.h, z, logw)
+        estimate, decided = gap_from_subset(group_gaps(laplace, theta, keep), G)
+        if decided:
+            return estimate, len(keep)
+    gaps = group_gaps(laplace, theta)
     return (float(np.sum(gaps)) if np.all(np.isfinite(gaps)) else np.nan), G
 
 
-def _group_gaps(dist, data, gamma, sigma, phi, b, H, h, z, logw):
-    """Per group: the AGQ log integral with nodes at the Laplace modes minus the Laplace value h - log(H) / 2."""
+def gap_from_subset(gaps, n_groups):
+    """(estimate, decided): the sum of a per-group quantity over `n_groups` groups from a random or evenly
+    spaced subset's values (mean times n_groups); decided when the estimate lies more than three standard
+    errors (finite-population corrected) from LAPLACE_GAP in absolute value."""
+    gaps = np.asarray(gaps, float)
+    if len(gaps) < 2 or not np.all(np.isfinite(gaps)):
+        return np.nan, False
+    estimate = float(np.mean(gaps)) * n_groups
+    se = float(np.std(gaps, ddof=1)) * n_groups / np.sqrt(len(gaps)) * np.sqrt(max(0.0, 1.0 - len(gaps) / n_groups))
+    return estimate, abs(abs(estimate) - LAPLACE_GAP) > 3.0 * se
+
+
+def group_gaps(laplace, theta, keep=None):
+    """Per group (all, or the sorted codes `keep`): the 9-node AGQ log integral with nodes at the Laplace
+    modes at theta minus the Laplace value h - log(H) / 2."""
+    md = laplace.modes_at(theta)
+    gamma, sigma, phi = laplace.unpack(theta)
+    data, b, H, h = laplace.data, md.b, md.H, md.h
+    if keep is not None:
+        data, b, H, h = subset_groups(data, keep), b[keep], H[keep], h[keep]
+    z, logw = gauss_hermite(9)
     eta_fixed = matvec(data.X, gamma)
     eta_fixed += data.offset
-    node_h, _ = node_values(dist, data, eta_fixed, sigma, phi, b, H, z)
+    node_h, _ = node_values(laplace.dist, data, eta_fixed, sigma, phi, b, H, z)
     return agq_log_integrals(node_h, H, z, logw)[0] - (h - 0.5 * np.log(H))
 
 

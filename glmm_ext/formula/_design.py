@@ -158,29 +158,37 @@ class Design:
     def engine_data(self, scale_response=False):
         """GLMMData on the scaled predictors, rows sorted by group (constant columns stored once).
 
-        With ``scale_response`` the response is y / c (c = `response_scale`) and the offset is moved to
-        that scale: log link offset - log c, identity offset / c, inverse offset * c.
+        With ``scale_response`` the response is y / c (c = `response_scale`), see `engine_data`.
         """
         o = self.order
-        y, prior, freq = self.y[o], self.prior_weights[o], self.freq_weights[o]
-        offset = self.offset[o]
-        c = self.response_scale if scale_response else 1.0
-        if c != 1.0:
-            y = y / c
-            link = self.dist.link_name
-            offset = offset - np.log(c) if link == "log" else (offset / c if link == "identity" else offset * c)
         X = np.asfortranarray(self.X[o])  # column-major: X gamma and X' r run over contiguous columns
         X -= self.scaling.center
         X /= self.scaling.scale
-        const = self.dist.log_constant(y, prior)
-        term = None
-        if self.has_freq_weights:  # a row counted f times: f log f(y | eta, phi / v)
-            if self.dist.has_dispersion and self.dist.name != "negativebinomial":
-                term = FrequencyCorrection(self.dist, y, prior, freq, const)
-            else:  # log f is linear in its weight: fold f into m and the constant
-                const = const * freq
-        return GLMMData(y=y, X=X, offset=_compact(offset), m=_compact(prior * freq), const=_compact(const),
-                        starts=self.starts, counts=self.counts, dispersion_term=term, aux=self.dist.row_aux(y))
+        return engine_data(self.dist, self.y[o], X, self.offset[o], self.prior_weights[o],
+                           self.freq_weights[o] if self.has_freq_weights else None, self.counts,
+                           self.response_scale if scale_response else 1.0)
+
+
+def engine_data(dist, y, X, offset, prior, freq, counts, c=1.0):
+    """GLMMData from rows sorted by group with X already scaled: the response fitted as y / c with the
+    offset moved to that scale (log link offset - log c, identity offset / c, inverse offset * c), the
+    data-only part of log f, frequency weights folded in (`FrequencyCorrection` for a dispersion family),
+    and the kernel's per-row data from y.  Used by the in-memory design and by each Dask partition."""
+    if c != 1.0:
+        y = y / c
+        link = dist.link_name
+        offset = offset - np.log(c) if link == "log" else (offset / c if link == "identity" else offset * c)
+    const = dist.log_constant(y, prior)
+    term = None
+    m = prior
+    if freq is not None:  # a row counted f times: f log f(y | eta, phi / v)
+        if dist.has_dispersion and dist.name != "negativebinomial":
+            term = FrequencyCorrection(dist, y, prior, freq, const)
+        else:  # log f is linear in its weight: fold f into m and the constant
+            const = const * freq
+        m = prior * freq
+    return GLMMData(y=y, X=X, offset=_compact(offset), m=_compact(m), const=_compact(const),
+                    starts=group_starts(counts), counts=counts, dispersion_term=term, aux=dist.row_aux(y))
 
 
 class FrequencyCorrection:

@@ -34,7 +34,9 @@ from scipy import linalg
 
 from ..engine._families import Distribution
 from ..engine._fitting import FitOutput, unscale_response
-from ..engine._glmm import LAPLACE_GAP, SINGULAR_TOL, EngineFit, _start_theta, fixed_effects_cov
+from ..engine._glmm import (LAPLACE_GAP, PILOT_ABOVE_GROUPS, SINGULAR_TOL, EngineFit, _snap_to_boundary,
+                            _start_theta, fixed_effects_cov, gap_from_subset, laplace_note)
+from ..engine._profile import GRID
 from ..engine._optimize import fd_columns, minimize
 from ..engine._optsummary import OptSummary
 from ..engine._pirls import inverse_or_nan
@@ -59,6 +61,50 @@ class _Distributed:
     def __init__(self, client, parts, dist, p):
         self.client, self.parts, self.dist, self.p = client, parts, dist, p
         self.n_calls = 0
+        self.nagq = 1  # the partitions' objectives: Laplace until `with_nodes` makes them AGQ
+
+    @property
+    def has_exact_hessian(self):
+        return self.nagq == 1 and self.dist.has_exact_hessian
+
+    def hessian(self, theta):
+        """The exact Hessian as the sum of the partitions' (`engine._laplace_hessian`), or None."""
+        if not self.has_exact_hessian:
+            return None
+        parts = self.map(rows_.hessian, np.asarray(theta, float))
+        return None if any(h is None for h in parts) else np.sum(parts, axis=0)
+
+    def with_nodes(self, nagq):
+        """The partitions' AGQ objectives with `nagq` nodes, warm-started from their Laplace modes."""
+        self.parts = [self.client.submit(rows_.with_nodes, part, nagq, workers=list(where), pure=False)
+                      for part, where in zip(self.parts, self.locations)]
+        self.nagq = nagq
+        self.locate()
+
+    def pilot(self, gamma0, scale0, maxiter, tol, n_groups):
+        """The engine's pilot fit on the partition with most groups (on its worker): (theta, Screen scaled
+        to all `n_groups` groups)."""
+        sizes = self.map(rows_.n_groups)
+        biggest = int(np.argmax(sizes))
+        future = self.client.submit(rows_.pilot, self.parts[biggest], gamma0, scale0, maxiter, tol, pure=False,
+                                    workers=list(self.locations[biggest]), allow_other_workers=False)
+        theta, screen = future.result()
+        return theta, dataclasses.replace(screen, n_groups=n_groups)
+
+    def agq_gap(self, theta, n_groups, max_groups=1000):
+        """AGQ(9) minus Laplace at theta as `engine._glmm.laplace_agq_gap`: estimated from about `max_groups`
+        groups spread over the partitions when that decides, else summed over all groups."""
+        if n_groups > max_groups:
+            sizes = self.map(rows_.n_groups)
+            share = [int(np.ceil(max_groups * size / n_groups)) for size in sizes]
+            futures = [self.client.submit(rows_.agq_gaps, part, theta, k, pure=False, workers=list(where),
+                                          allow_other_workers=False)
+                       for part, where, k in zip(self.parts, self.locations, share)]
+            gaps = np.concatenate(self.client.gather(futures))
+            estimate, decided = gap_from_subset(gaps, n_groups)
+            if decided:
+                return estimate, len(gaps)
+        return float(sum(self.map(rows_.agq_gaps, theta, None))), n_groups
 
     @property
     def n_params(self):
@@ -381,24 +427,31 @@ class DaskGLMM:
                 objective.locate()
                 gamma0, scale0 = self._glm_start(objective)
                 monitor("start values", 0, np.nan)
-                theta0 = _start_theta(objective, gamma0, scale0)
-                hess0 = _start_hessian(objective, theta0)
-                theta, f, hess, iters, decrement, message = _minimized(
-                    minimize(objective, theta0, hess0, maxiter, tol, monitor))
+                pilot = (objective.pilot(gamma0, scale0, maxiter, tol, self.n_groups)
+                         if self.n_groups > PILOT_ABOVE_GROUPS else None)
+                theta0 = _start_theta(objective, gamma0, scale0) if pilot is None else pilot[0]
+                if objective.has_exact_hessian:  # Newton steps with the exact Hessian, as in memory
+                    res = minimize(objective, theta0, None, maxiter, tol, monitor, hessian=objective.hessian)
+                else:
+                    res = minimize(objective, theta0, _start_hessian(objective, theta0), maxiter, tol, monitor)
+                iters = res.iterations
                 if nagq > 1:
-                    objective.parts = [self.client.submit(rows_.with_nodes, part, nagq, workers=list(where),
-                                                          pure=False)
-                                       for part, where in zip(objective.parts, objective.locations)]
-                    objective.locate()
-                    theta, f, hess, more, decrement, message = _minimized(
-                        minimize(objective, theta, hess, maxiter, tol, monitor, central=False, quasi_newton=False))
-                    iters += more
+                    objective.with_nodes(nagq)
+                    more = minimize(objective, res.x, res.hess, maxiter, tol, monitor, central=False,
+                                    quasi_newton=False)
+                    iters += more.iterations
+                    res = more
+                res = _snap_to_boundary(objective, res)
+                theta, f, hess, decrement, message = res.x, res.f, res.hess, res.decrement, res.message
                 monitor("standard errors", iters, f)
-                opt = OptSummary(method=f"BFGS + Newton ({'Laplace' if nagq == 1 else f'AGQ, {nagq} nodes'}), Dask",
+                method = "Newton, exact Hessian" if objective.has_exact_hessian or nagq > 1 else "BFGS + Newton"
+                opt = OptSummary(method=f"{method} ({'Laplace' if nagq == 1 else f'AGQ, {nagq} nodes'}), Dask",
                                  nagq=nagq, maxiter=maxiter, tol=tol, initial=theta0, final=theta, n_iterations=iters,
                                  n_evaluations=objective.n_calls, objective=f, newton_decrement=float(decrement),
-                                 converged=bool(decrement < tol) and iters <= maxiter, message=message,
-                                 seconds=time.perf_counter() - t0)
+                                 converged=bool(res.converged), message=message,
+                                 seconds=time.perf_counter() - t0,
+                                 sigma_profile=_screened_profile(None if pilot is None else pilot[1], theta, objective.p,
+                                                                 -f))
                 fit = self._likelihood_output(objective, theta, hess, opt, cov_type)
             monitor("done", fit.opt.n_iterations, -fit.llf)
         fit.opt.notes = list(fit.opt.notes) + notes
@@ -433,11 +486,10 @@ class DaskGLMM:
         opt.message = opt.message or ("converged" if opt.converged else "not converged")
         notes = []
         if opt.nagq == 1:
-            gap = opt.objective - sum(objective.map(_agq9_value, theta))
+            gap, used = objective.agq_gap(theta, self.n_groups)
+            opt.sigma_profile.update(agq9_gap=gap, agq9_gap_groups=used)
             if abs(gap) > LAPLACE_GAP:
-                notes.append(f"the Laplace approximation is poor for these data: at the estimates the 9-node adaptive "
-                             f"quadrature log-likelihood differs from Laplace's by {gap:+.2f}; refit with nagq "
-                             "(e.g. fit(nagq=9)) for a more accurate likelihood and estimates")
+                notes.append(laplace_note(gap, used, self.n_groups))
         blups, blup_sd = self._by_label([o["blups"] for o in final], [o["blup_sd"] for o in final])
         fit = EngineFit(beta=theta[:p].copy(), cov_beta=cov, var_re=sigma * sigma, scale=phi, llf=-opt.objective,
                         blups=blups, blup_sd=blup_sd, converged=opt.converged, singular=singular, opt=opt,
@@ -491,10 +543,17 @@ def _start_hessian(objective, theta):
     return hess
 
 
-def _agq9_value(objective, theta):
-    """The partition's 9-node AGQ objective at theta (the Laplace-quality check of the in-memory fit)."""
-    value, _ = rows_.evaluate(rows_.with_nodes(objective, 9), theta, False)
-    return value
+def _screened_profile(screen, theta, p, llf):
+    """optsummary.sigma_profile of a Dask fit: the sigma_u probes of the in-memory fit are not run on all
+    rows here; a pilot's screen (many groups) tells which of them lie far below the optimum (estimates)."""
+    sigma_hat = abs(float(theta[p]))
+    grid = (0.0,) + tuple(sigma_hat * k for k in GRID)
+    screened = [screen is not None and screen.skips(i) for i in range(len(grid))]
+    return {"sigma_hat": sigma_hat, "sigma": list(grid),
+            "profile_llf": [screen.estimate(i, llf) if done else np.nan for i, done in enumerate(screened)],
+            "newton_steps": [0] * len(grid), "screened": screened, "restarted": False, "restart_sigma": np.nan,
+            "llf_gain": 0.0, "agq9_gap": np.nan, "agq9_gap_groups": 0,
+            "note": "on a Dask DataFrame no sigma_u probe is evaluated on all rows; NaN = not screened out by a pilot"}
 
 
 def _singular_warning():
@@ -507,12 +566,3 @@ def _laplace_warning():
     from ..model import LaplaceApproximationWarning
 
     return LaplaceApproximationWarning
-
-
-def _minimized(result):
-    """(x, f, Hessian, iterations, decrement, message) from `_optimize.minimize`'s result (tuple or object)."""
-    if isinstance(result, tuple):
-        x, f, _, hess, iterations, decrement, message = result
-        return x, f, hess, iterations, decrement, message
-    return result.x, result.f, result.hess, result.iterations, result.decrement, result.message
-

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..engine import _kernels
-from ..engine._laplace import GLMMData, MarginalLikelihood
+from ..engine import _glmm, _kernels
+from ..engine._laplace import MarginalLikelihood, evenly_spaced_groups
 from ..engine._lmm import lmm_stats
 from ..engine._pirls import pirls_information
 from ..engine._segments import group_starts
 from ..formula import _data
-from ..formula._design import FrequencyCorrection, _compact, _group_codes
+from ..formula._design import _group_codes
+from ..formula._design import engine_data as make_engine_data
 from .._validation import check_proportion, check_response, check_trials
 
 #: patsy transforms whose state (means, knots) would be computed per partition, not on the whole data
@@ -234,22 +235,9 @@ def moments(rows, center=None, y_center=0.0):
 # ---------------------------------------------------------------------------------- Laplace / AGQ
 def engine_data(rows, scaling, dist, c=1.0):
     """GLMMData on the globally scaled predictors, as `Design.engine_data(scale_response=True)`."""
-    y, prior, offset = rows["y"], prior_weights(rows), rows["offset"]
     freq = _ones(rows, "freq_weights")
-    if c != 1.0:  # the engine fits y / c (Gamma, Gaussian-log): the offset moves to that scale
-        y = y / c
-        link = dist.link_name
-        offset = offset - np.log(c) if link == "log" else (offset / c if link == "identity" else offset * c)
-    X = np.asfortranarray(scaling.transform(rows["X"]))
-    const = dist.log_constant(y, prior)
-    term = None
-    if rows["freq_weights"] is not None and np.any(freq != 1.0):
-        if dist.has_dispersion and dist.name != "negativebinomial":
-            term = FrequencyCorrection(dist, y, prior, freq, const)
-        else:
-            const = const * freq
-    return GLMMData(y=y, X=X, offset=_compact(offset), m=_compact(prior * freq), const=_compact(const),
-                    starts=group_starts(rows["counts"]), counts=rows["counts"], dispersion_term=term)
+    return make_engine_data(dist, rows["y"], np.asfortranarray(scaling.transform(rows["X"])), rows["offset"],
+                            prior_weights(rows), freq if np.any(freq != 1.0) else None, rows["counts"], c)
 
 
 def objective(rows, scaling, dist, nagq, c=1.0):
@@ -268,6 +256,34 @@ def with_nodes(objective, nagq):
 def evaluate(objective, theta, need_grad):
     with np.errstate(all="ignore"):
         return objective(theta, need_grad=need_grad)
+
+
+def hessian(objective, theta):
+    """The partition's exact Hessian of -log-likelihood (O(p^2) numbers), or None where it has none."""
+    with np.errstate(all="ignore"):
+        return objective.hessian(theta)
+
+
+def n_groups(objective):
+    return objective.data.n_groups
+
+
+def pilot(objective, gamma0, scale0, maxiter, tol):
+    """The engine's pilot fit (`engine._glmm._pilot_fit`) on this partition's groups, a random share of
+    all groups after the shuffle: (start theta, the sigma-profile screen)."""
+    with np.errstate(all="ignore"):
+        found = _glmm._pilot_fit(objective.dist, objective.data, gamma0, scale0, maxiter, tol)
+    return found.theta, found.screen
+
+
+def agq_gaps(objective, theta, n_subset=None):
+    """AGQ(9) minus Laplace per group on `n_subset` evenly spaced groups of the partition, or their sum
+    over all its groups (`engine._glmm.group_gaps`)."""
+    with np.errstate(all="ignore"):
+        if n_subset is None:
+            return float(np.sum(_glmm.group_gaps(objective, theta)))
+        keep = evenly_spaced_groups(objective.data.n_groups, max(2, n_subset))
+        return _glmm.group_gaps(objective, theta, keep)
 
 
 def glm_sums(objective, gamma):
