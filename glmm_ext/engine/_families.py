@@ -213,9 +213,9 @@ class Distribution:
             k = m * y
             return special.gammaln(m + 1.0) - special.gammaln(k + 1.0) - special.gammaln(m - k + 1.0)
         if self.name == "poisson":  # log f = y (log(1 + r) - r) + [y log y - y - log y!],  r = mu / y - 1
-            return m * (special.xlogy(y, y) - y - special.gammaln(y + 1.0))
+            return m * _kernels.on_counts(lambda k: special.xlogy(k, k) - k - special.gammaln(k + 1.0), y)
         if self.name == "negativebinomial":
-            return -m * special.gammaln(y + 1.0)
+            return -m * _kernels.on_counts(lambda k: special.gammaln(k + 1.0), y)
         if self.name == "gamma":
             return np.log(y)
         return np.zeros_like(y)

@@ -129,19 +129,21 @@ def _start_theta(objective, gamma, scale):
     return best[1]
 
 
-def _minimize_laplace(laplace, theta0, maxiter, tol, callback, final_step=True):
-    """Newton steps with the exact Hessian (`_laplace_hessian`), or BFGS then Newton with finite
-    differences for pairs without one."""
+def _minimize_laplace(laplace, theta0, maxiter, tol, callback, final_step=True, hess0=None):
+    """Newton steps with the exact Hessian (`_laplace_hessian`; ``hess0``, e.g. a pilot's, for the first
+    step), or BFGS from ``hess0`` (default the PIRLS information) then Newton with finite differences
+    for pairs without one."""
     if laplace.has_exact_hessian:
-        return minimize(laplace, theta0, None, maxiter, tol, callback, hessian=laplace.hessian,
+        return minimize(laplace, theta0, hess0, maxiter, tol, callback, hessian=laplace.hessian,
                         final_step=final_step)
-    return minimize(laplace, theta0, _initial_hessian(laplace, theta0), maxiter, tol, callback)
+    hess0 = _initial_hessian(laplace, theta0) if hess0 is None else hess0
+    return minimize(laplace, theta0, hess0, maxiter, tol, callback)
 
 
 #: groups beyond which a pilot fit on PILOT_GROUPS of them starts the search and screens the sigma profile;
 #: the pilot stops at a Newton decrement of PILOT_TOL (its estimates are a start, a few SEs from the end)
 PILOT_ABOVE_GROUPS = 4000
-PILOT_GROUPS = 500
+PILOT_GROUPS = 200
 PILOT_TOL = 1e-3
 
 
@@ -151,6 +153,11 @@ class Pilot:
 
     theta: np.ndarray
     screen: Screen
+    hess: np.ndarray  # the observed information at theta on the pilot's groups
+
+    def start_hessian(self, n_groups):
+        """The pilot's Hessian scaled to `n_groups` groups: the first Newton step's on all of them."""
+        return self.hess * (n_groups / self.screen.n_subset)
 
 
 def _pilot_fit(dist, data, gamma0, scale0, maxiter, tol):
@@ -165,7 +172,7 @@ def _pilot_fit(dist, data, gamma0, scale0, maxiter, tol):
     res, probes = probe_sigma(objective, res, gamma0, scale0,
                               lambda theta, hess: _minimize_laplace(objective, theta, maxiter, tol, None,
                                                                     final_step=False))
-    return Pilot(theta=res.x, screen=Screen.from_probes(probes, -res.f, sub.n_groups, data.n_groups))
+    return Pilot(theta=res.x, screen=Screen.from_probes(probes, -res.f, sub.n_groups, data.n_groups), hess=res.hess)
 
 
 #: sigma_u below this (on the engine's eta scale) is the boundary reached by rounding: reported as 0
@@ -222,17 +229,22 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
     laplace = MarginalLikelihood(dist, data, nagq=1)
     pilot = _pilot_fit(dist, data, gamma0, scale0, maxiter, tol) if data.n_groups > PILOT_ABOVE_GROUPS else None
     theta0 = _start_theta(laplace, gamma0, scale0) if pilot is None else pilot.theta
-    res = _minimize_laplace(laplace, theta0, maxiter, tol, callback)
+    res = _minimize_laplace(laplace, theta0, maxiter, tol, callback,
+                            hess0=None if pilot is None else pilot.start_hessian(data.n_groups))
     iters, objective = res.iterations, laplace
     if nagq > 1:
         objective = MarginalLikelihood(dist, data, nagq=nagq)
         objective.u_warm = laplace.u_warm.copy()
         res = minimize(objective, res.x, res.hess, maxiter, tol, callback, central=False, quasi_newton=False)
         iters += res.iterations
-    res, probes = probe_sigma(objective, res, gamma0, scale0,
-                              lambda theta, hess: minimize(objective, theta, hess, maxiter, tol, callback,
-                                                           central=nagq == 1, hessian=objective.hessian),
-                              screen=None if pilot is None or nagq > 1 else pilot.screen)
+    if nagq == 1:
+        def restart(theta, hess):
+            return _minimize_laplace(objective, theta, maxiter, tol, callback)
+    else:
+        def restart(theta, hess):
+            return minimize(objective, theta, hess, maxiter, tol, callback, central=False)
+    res, probes = probe_sigma(objective, res, gamma0, scale0, restart,
+                              screen=None if pilot is None else pilot.screen)
     res = _snap_to_boundary(objective, res)
     n_eval = laplace.n_calls + (objective.n_calls if objective is not laplace else 0)
     theta, f, hess, decrement = res.x, res.f, res.hess, res.decrement

@@ -185,6 +185,21 @@ def _poisson_loglik(y, log_ratio, mu, const):
     return _plus_const(ll, const)
 
 
+#: counts below this are looked up in a table of a function's values (one evaluation per distinct count)
+COUNT_TABLE = 1 << 16
+
+
+def on_counts(fn, y):
+    """fn(y) per row; for counts (integers in [0, COUNT_TABLE)) from a table of fn(0..max y): the same numbers
+    at the cost of an index (gammaln or log of a million rows costs more than the rest of the data's set-up)."""
+    top = float(np.max(y)) if y.size else 0.0
+    if 0.0 <= top < COUNT_TABLE and np.all(y >= 0.0):
+        k = y.astype(np.intp)
+        if np.array_equal(k, y):
+            return fn(np.arange(int(top) + 1, dtype=float))[k]
+    return fn(y)
+
+
 def _safe_log_y(y):
     """log y, with 0 where y = 0 (those rows use -mu instead)."""
     return np.log(np.where(y > 0, y, 1.0))
@@ -192,7 +207,7 @@ def _safe_log_y(y):
 
 def poisson_aux(y):
     """What the Poisson kernels precompute once per response: log y (0 where y = 0)."""
-    return _safe_log_y(y)
+    return on_counts(_safe_log_y, y)
 
 
 def poisson_log(y, eta, m, phi, const, order=3, loglik=True, aux=None):
@@ -459,6 +474,22 @@ def _pool():
             _POOL["pool"] = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="glmm_ext-kernel")
             _POOL["pid"] = os.getpid()
         return _POOL["pool"]
+
+
+def in_group_blocks(fn, n, starts):
+    """[fn(r0, r1, g0, g1)] over up to `THREADS` blocks of whole groups (rows r0:r1 = groups g0:g1) in the
+    kernel threads when the rows are many, else [fn(0, n, 0, G)]: for sums over rows and groups, which the
+    caller adds up (only the order of additions changes)."""
+    G = len(starts)
+    k = min(THREADS, n // MIN_ROWS_PER_THREAD, G)
+    if k < 2 or threading.current_thread().name.startswith("glmm_ext-kernel"):
+        return [fn(0, n, 0, G)]
+    cuts = np.unique(np.searchsorted(starts, np.linspace(0, n, k + 1)[1:-1]))
+    g_bounds = np.concatenate(([0], cuts[(cuts > 0) & (cuts < G)], [G]))
+    r_bounds = np.append(starts, n)[g_bounds]
+    futures = [_pool().submit(fn, r_bounds[i], r_bounds[i + 1], g_bounds[i], g_bounds[i + 1])
+               for i in range(len(g_bounds) - 1)]
+    return [f.result() for f in futures]
 
 
 def evaluate(kernel, y, eta, m, phi, const, order=3, loglik=True, aux=None):

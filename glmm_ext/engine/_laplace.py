@@ -177,7 +177,8 @@ def log_link_modes(dist, y, eta_fixed, sigma, phi, starts, counts, b_start, maxi
     return b
 
 
-def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, maxiter=60, order=2, min_steps=0):
+def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, maxiter=60, order=2, min_steps=0,
+                      exact_start=False):
     """Modes b_j = argmax h_j(b) by Newton steps with per-group step halving (PIRLS in one dimension).
 
     The step uses the observed curvature where it is positive and the working-weight (Fisher)
@@ -187,14 +188,16 @@ def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, max
     one, as a rule).  Returns None when no starting point inside the family's support is found.
     With ``order=3`` the modes carry t too.  ``min_steps`` Newton steps are taken even from a start
     inside the tolerance (a predicted start: one step squares its error, so the analytic gradient,
-    which assumes exact modes, keeps full accuracy).
+    which assumes exact modes, keeps full accuracy).  ``exact_start``: the start is the mode as a rule
+    (`log_link_modes`), so log f and the derivatives are computed there at once.
     """
     counts, starts = data.counts, data.starts
     concave = dist.log_concave  # implies a full support
     b = np.zeros(data.n_groups) if sigma == 0.0 else np.array(b_start, dtype=float)
     eta = eta_fixed + sigma * to_rows(b, counts)
     h = None
-    if (min_steps > 0 or concave) and dist.full_support:
+    cheap_start = (min_steps > 0 or concave) and dist.full_support and not exact_start
+    if cheap_start:
         # a start that is stepped from (or judged by its gradient): log f (and t) are needed only at the
         # next point, unless a long step must be line-searched (then h is computed below)
         _, l1, d, t = dist.evaluate(data.y, eta, data.m, phi, data.const, order=min(order, 2), loglik=False)
@@ -202,7 +205,7 @@ def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, max
             h = np.full(data.n_groups, np.nan)  # overflow somewhere: the checked path below
         elif concave and min_steps == 0:
             t = None  # a start that may be the mode: t (and log f) are filled in at the end if so
-    if h is not None or not ((min_steps > 0 or concave) and dist.full_support):
+    if h is not None or not cheap_start:
         h, l1, d, t = _point(dist, data, eta, b, phi, order)
     bad = np.zeros(data.n_groups, bool) if h is None else ~np.isfinite(h)
     if bad.any():  # warm start left the support: restart those groups at b = 0
@@ -354,13 +357,13 @@ class MarginalLikelihood:
         if self.dist.log_link_modes and sigma > 0:  # the modes from group sums: one pass over the rows
             b_start = log_link_modes(self.dist, self.data.y, eta_fixed, sigma, phi, self.data.starts,
                                      self.data.counts, self.u_warm / sigma)
-            min_steps = 0
+            min_steps, exact = 0, b_start is not None
         if b_start is None:
             u_start = self._predicted_modes(eta_fixed, sigma, phi)
             b_start = u_start / sigma if sigma > 0 else None
-            min_steps = int(u_start is not self.u_warm)
+            min_steps, exact = int(u_start is not self.u_warm), False
         modes = conditional_modes(self.dist, self.data, eta_fixed, sigma, phi, b_start, self.inner_tol,
-                                  order=order, min_steps=min_steps)
+                                  order=order, min_steps=min_steps, exact_start=exact)
         if modes is not None and modes.converged:
             self.u_warm = sigma * modes.b
             self._tangent = ((self.u_warm, eta_fixed, sigma, np.log(phi), modes.d, modes.H)

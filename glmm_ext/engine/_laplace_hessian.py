@@ -25,6 +25,7 @@ the rest is O(G p^2).
 """
 import numpy as np
 
+from ._kernels import in_group_blocks
 from ._segments import group_sums, to_rows
 
 
@@ -42,11 +43,11 @@ def laplace_hessian(dist, data, sigma, phi, md, dispersion_curvature=0.0):
     q = dist.fourth(data.y, md.eta, data.m, phi, d, t)
     b, H = md.b, md.H
     L1, D, T, Q = (group_sums(v, starts) for v in (l1, d, t, q))
-    Sd, St, Sq = (group_sums(X * v[:, None], starts) for v in (d, t, q))
     s = sigma
     s2 = s * s
     Hb = s2 * s * T
     c = -0.5 * Hb / (H * H)  # Phi_b / H
+    Sd, St, Sq, XwX = _row_sums(X, d, t, q, 0.5 * s2 / H, s * c, starts, counts)
     phi_bb = -H - 0.5 * s2 * s2 * Q / H + 0.5 * Hb * Hb / (H * H)
 
     # group k-vectors: H_theta, h_btheta, H_btheta
@@ -67,8 +68,7 @@ def laplace_hessian(dist, data, sigma, phi, md, dispersion_curvature=0.0):
     hess += (b_th * alpha[:, None]).T @ b_th + (H_th * (0.5 / (H * H))[:, None]).T @ H_th
 
     # h_thetatheta - H_thetatheta / (2 H) + c h_bthetatheta: rows (beta, beta), groups (the rest)
-    w = -d - to_rows(0.5 * s2 / H, counts) * q - to_rows(s * c, counts) * t
-    hess[:p, :p] += X.T @ (X * w[:, None])
+    hess[:p, :p] += XwX
     cross = Sd.T @ (-b - c) + St.T @ (-s / H - c * s * b) + Sq.T @ (-0.5 * s2 * b / H)
     hess[:p, p] += cross
     hess[p, :p] += cross
@@ -84,3 +84,17 @@ def laplace_hessian(dist, data, sigma, phi, md, dispersion_curvature=0.0):
         hess[p + 1, p] += sl
         hess[p + 1, p + 1] += np.sum(P2) + np.sum(-0.5 * s2 * D / H + c * s * L1) + dispersion_curvature
     return hess
+
+
+def _row_sums(X, d, t, q, a, e, starts, counts):
+    """(S_d, S_t, S_q, X' diag(w) X) with S_v the group sums of v x and w = -d - a_j q - e_j t (a, e per
+    group), in blocks of whole groups on the kernel threads when the rows are many."""
+    def block(r0, r1, g0, g1):
+        Xb, sb = X[r0:r1], starts[g0:g1] - r0
+        sums = [group_sums(Xb * v[r0:r1, None], sb) for v in (d, t, q)]
+        w = -d[r0:r1] - to_rows(a[g0:g1], counts[g0:g1]) * q[r0:r1] - to_rows(e[g0:g1], counts[g0:g1]) * t[r0:r1]
+        return sums, Xb.T @ (Xb * w[:, None])
+
+    parts = in_group_blocks(block, X.shape[0], starts)
+    Sd, St, Sq = (np.concatenate([part[0][i] for part in parts]) for i in range(3))
+    return Sd, St, Sq, sum(part[1] for part in parts)

@@ -165,9 +165,9 @@ def newton_decrement(H, g):
 
 
 #: with an exact Hessian, a converged search still takes the Newton step when it would move a parameter by
-#: more than this (relative): it squares the error of the estimates (a flat direction such as sigma_u
-#: meets the decrement tolerance while its estimate is still ~1e-4 off) for one evaluation
-FINAL_STEP = 1e-6
+#: more than FINAL_STEP times tol (relative): it squares the error of the estimates (a flat direction such
+#: as sigma_u meets the decrement tolerance while its estimate is still ~1e-4 off) for one evaluation
+FINAL_STEP = 10.0
 
 
 def minimize(fun, x0, hess0=None, maxiter=100, tol=1e-6, callback=None, central=True, quasi_newton=True,
@@ -183,7 +183,7 @@ def minimize(fun, x0, hess0=None, maxiter=100, tol=1e-6, callback=None, central=
     (central differences, or forward ones with ``central=False`` where a gradient is expensive).
     With ``hessian`` (x -> the exact Hessian, or None where it has none) there is no BFGS stage:
     every step is a Newton step with the exact Hessian at the current point (finite differences
-    only where ``hessian`` returns None), and one more is taken after convergence (`FINAL_STEP`)
+    only where ``hessian`` returns None; ``hess0``, when given, for the first step), and one more is taken after convergence (`FINAL_STEP`)
     unless ``final_step=False`` (a start value that needs no such precision).
     """
     x = np.asarray(x0, float)
@@ -207,7 +207,10 @@ def minimize(fun, x0, hess0=None, maxiter=100, tol=1e-6, callback=None, central=
         return H
 
     refresh = quasi_newton or hessian is not None  # the observed Hessian at every new point
-    H, exact = (observed(x, g), True) if refresh else (hess0, False)
+    if refresh and not (hessian is not None and hess0 is not None):
+        H, exact = observed(x, g), True
+    else:  # hess0 serves the first step (with an exact Hessian: a pilot fit's, say), then the observed one
+        H, exact = hess0, False
     decrement, stalled, previous = np.inf, False, np.inf
     # finite-difference Newton steps allowed beyond maxiter when the last one is all that is missing (an
     # exact Hessian needs no such allowance: maxiter counts its Newton steps)
@@ -221,7 +224,7 @@ def minimize(fun, x0, hess0=None, maxiter=100, tol=1e-6, callback=None, central=
             if not exact:
                 H, exact = observed(x, g), True  # confirm with the observed information (and keep it for SEs)
                 continue
-            if not (final_step and np.max(np.abs(direction) / np.maximum(1.0, np.abs(x))) > FINAL_STEP):
+            if not (final_step and np.max(np.abs(direction) / np.maximum(1.0, np.abs(x))) > FINAL_STEP * tol):
                 break
             final_step = False
         if not exact and decrement > 0.1 * previous:  # slow (linear) progress: the start Hessian is poor

@@ -5,6 +5,7 @@ kept) so that a predictor on a 1e6 scale or shifted by 1e7 gives the same fit; e
 through beta = R gamma.  Rows are sorted by group once, so every per-group sum is a segment sum.
 """
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -160,13 +161,20 @@ class Design:
 
         With ``scale_response`` the response is y / c (c = `response_scale`), see `engine_data`.
         """
-        o = self.order
-        X = np.asfortranarray(self.X[o])  # column-major: X gamma and X' r run over contiguous columns
+        def sort(values):  # rows already sorted by group (often) need no gather
+            return values if self.presorted else values[self.order]
+
+        X = np.array(sort(self.X), dtype=float, order="F")  # column-major: X gamma and X' r over contiguous columns
         X -= self.scaling.center
         X /= self.scaling.scale
-        return engine_data(self.dist, self.y[o], X, self.offset[o], self.prior_weights[o],
-                           self.freq_weights[o] if self.has_freq_weights else None, self.counts,
+        return engine_data(self.dist, sort(self.y), X, sort(self.offset), sort(self.prior_weights),
+                           sort(self.freq_weights) if self.has_freq_weights else None, self.counts,
                            self.response_scale if scale_response else 1.0)
+
+    @cached_property
+    def presorted(self):
+        """True when the rows are already sorted by group (``order`` is the identity)."""
+        return bool(np.all(self.order == np.arange(len(self.order))))
 
 
 def engine_data(dist, y, X, offset, prior, freq, counts, c=1.0):

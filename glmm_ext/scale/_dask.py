@@ -82,14 +82,14 @@ class _Distributed:
         self.locate()
 
     def pilot(self, gamma0, scale0, maxiter, tol, n_groups):
-        """The engine's pilot fit on the partition with most groups (on its worker): (theta, Screen scaled
-        to all `n_groups` groups)."""
+        """The engine's pilot fit on the partition with most groups (on its worker), its screen scaled to
+        all `n_groups` groups."""
         sizes = self.map(rows_.n_groups)
         biggest = int(np.argmax(sizes))
         future = self.client.submit(rows_.pilot, self.parts[biggest], gamma0, scale0, maxiter, tol, pure=False,
                                     workers=list(self.locations[biggest]), allow_other_workers=False)
-        theta, screen = future.result()
-        return theta, dataclasses.replace(screen, n_groups=n_groups)
+        found = future.result()
+        return dataclasses.replace(found, screen=dataclasses.replace(found.screen, n_groups=n_groups))
 
     def agq_gap(self, theta, n_groups, max_groups=1000):
         """AGQ(9) minus Laplace at theta as `engine._glmm.laplace_agq_gap`: estimated from about `max_groups`
@@ -429,11 +429,13 @@ class DaskGLMM:
                 monitor("start values", 0, np.nan)
                 pilot = (objective.pilot(gamma0, scale0, maxiter, tol, self.n_groups)
                          if self.n_groups > PILOT_ABOVE_GROUPS else None)
-                theta0 = _start_theta(objective, gamma0, scale0) if pilot is None else pilot[0]
+                theta0 = _start_theta(objective, gamma0, scale0) if pilot is None else pilot.theta
+                hess0 = None if pilot is None else pilot.start_hessian(self.n_groups)
                 if objective.has_exact_hessian:  # Newton steps with the exact Hessian, as in memory
-                    res = minimize(objective, theta0, None, maxiter, tol, monitor, hessian=objective.hessian)
+                    res = minimize(objective, theta0, hess0, maxiter, tol, monitor, hessian=objective.hessian)
                 else:
-                    res = minimize(objective, theta0, _start_hessian(objective, theta0), maxiter, tol, monitor)
+                    hess0 = _start_hessian(objective, theta0) if hess0 is None else hess0
+                    res = minimize(objective, theta0, hess0, maxiter, tol, monitor)
                 iters = res.iterations
                 if nagq > 1:
                     objective.with_nodes(nagq)
@@ -450,8 +452,8 @@ class DaskGLMM:
                                  n_evaluations=objective.n_calls, objective=f, newton_decrement=float(decrement),
                                  converged=bool(res.converged), message=message,
                                  seconds=time.perf_counter() - t0,
-                                 sigma_profile=_screened_profile(None if pilot is None else pilot[1], theta, objective.p,
-                                                                 -f))
+                                 sigma_profile=_screened_profile(None if pilot is None else pilot.screen, theta,
+                                                                 objective.p, -f))
                 fit = self._likelihood_output(objective, theta, hess, opt, cov_type)
             monitor("done", fit.opt.n_iterations, -fit.llf)
         fit.opt.notes = list(fit.opt.notes) + notes

@@ -270,10 +270,9 @@ def n_groups(objective):
 
 def pilot(objective, gamma0, scale0, maxiter, tol):
     """The engine's pilot fit (`engine._glmm._pilot_fit`) on this partition's groups, a random share of
-    all groups after the shuffle: (start theta, the sigma-profile screen)."""
+    all groups after the shuffle (start, Hessian, the sigma-profile screen: a few numbers)."""
     with np.errstate(all="ignore"):
-        found = _glmm._pilot_fit(objective.dist, objective.data, gamma0, scale0, maxiter, tol)
-    return found.theta, found.screen
+        return _glmm._pilot_fit(objective.dist, objective.data, gamma0, scale0, maxiter, tol)
 
 
 def agq_gaps(objective, theta, n_subset=None):
