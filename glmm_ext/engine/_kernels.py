@@ -493,10 +493,11 @@ def in_group_blocks(fn, n, starts):
 
 
 def evaluate(kernel, y, eta, m, phi, const, order=3, loglik=True, aux=None):
-    """kernel(...) over row blocks in up to `THREADS` threads, the blocks' outputs joined in row order.
+    """kernel(...) over row blocks in up to `THREADS` threads, each writing its rows of the outputs.
 
     Every output row depends on its own input row only, so the split changes no number.  ``aux``
-    (the kernel's precomputed per-row data, `AUX`) is passed on only when given.
+    (the kernel's precomputed per-row data, `AUX`) is passed on only when given.  A kernel returns
+    log f when ``loglik`` and the derivatives up to ``order`` (the others None).
     """
     n = np.shape(eta)[0] if np.ndim(eta) else 0
     k = min(THREADS, n // MIN_ROWS_PER_THREAD)
@@ -508,9 +509,16 @@ def evaluate(kernel, y, eta, m, phi, const, order=3, loglik=True, aux=None):
     def block(a, lo, hi):
         return a[lo:hi] if np.ndim(a) else a
 
-    futures = [_pool().submit(kernel, block(y, lo, hi), eta[lo:hi], block(m, lo, hi), phi, block(const, lo, hi),
-                              order, loglik, **{key: block(v, lo, hi) for key, v in extra.items()})
-               for lo, hi in zip(bounds[:-1], bounds[1:])]
-    parts = [f.result() for f in futures]
-    return tuple(None if parts[0][i] is None else np.concatenate([part[i] for part in parts]) for i in range(4))
+    out = [np.empty(n) if wanted else None for wanted in (loglik, order >= 1, order >= 2, order >= 3)]
+
+    def run(lo, hi):  # the copy into the outputs runs in the thread too
+        rows = kernel(block(y, lo, hi), eta[lo:hi], block(m, lo, hi), phi, block(const, lo, hi), order, loglik,
+                      **{key: block(v, lo, hi) for key, v in extra.items()})
+        for target, values in zip(out, rows):
+            if target is not None:
+                target[lo:hi] = values
+
+    for future in [_pool().submit(run, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]:
+        future.result()
+    return tuple(out)
 
