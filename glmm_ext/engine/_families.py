@@ -412,8 +412,9 @@ class Distribution:
         """Rows whose fitted probability equals the 0/1 response to 1e-6 (Binomial separation), else 0."""
         if self.name != "binomial":
             return 0
-        mu = self.mean(eta)
-        return int(np.sum(((y == 1.0) & (mu > 1.0 - 1e-6)) | ((y == 0.0) & (mu < 1e-6))))
+        # the Binomial links are increasing: compare eta with the link of the two thresholds (no inverse per row)
+        lo, hi = (float(v) for v in self.link(np.array([1e-6, 1.0 - 1e-6])))
+        return int(np.sum(((y == 1.0) & (eta > hi)) | ((y == 0.0) & (eta < lo))))
 
     def working_weights(self, eta, m, phi):
         """Expected information per row, m / (phi g'(mu)^2 V(mu)): the IRLS working weights."""

@@ -1,20 +1,21 @@
 """Maximum-likelihood fit of a non-Gaussian (or non-identity) random-intercept GLMM, on arrays.
 
-Stages (each a function a user can call alone): `glm_start` (statsmodels GLM without random
-effects) -> `MarginalLikelihood` (Laplace / AGQ objective, _laplace.py) -> `_optimize.minimize`
-(BFGS then Newton) -> standard errors and conditional modes.  `nagq = 0` instead estimates beta
-inside PIRLS and optimises only the variance parameters (lme4's nAGQ = 0), an approximation.
+Stages (each a function a user can call alone): `glm_start` (the GLM without random effects,
+Fisher scoring in `_glm`) -> `MarginalLikelihood` (Laplace / AGQ objective, _laplace.py) ->
+`_optimize.minimize` (Newton steps with the exact Hessian, `_laplace_hessian`; BFGS then Newton for
+AGQ and pairs without a fused kernel) -> `_profile.probe_sigma` -> standard errors and conditional
+modes.  With many groups a pilot fit on a subset of them starts the search (`_pilot_fit`).
+`nagq = 0` instead estimates beta inside PIRLS and optimises only the variance parameters (lme4's
+nAGQ = 0), an approximation.
 """
-import copy
 import time
-import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import linalg
-import statsmodels.api as sm
 
 from ._gausshermite import gauss_hermite
+from ._glm import glm_start_from, glm_sums, least_squares_sums
 from ._laplace import (MarginalLikelihood, agq_log_integrals, evenly_spaced_groups, matvec, node_values,
                        subset_groups)
 from ._lmm import SINGULAR_TOL
@@ -54,39 +55,34 @@ class EngineFit:
 START_ROWS = 20_000
 
 
-def glm_start(dist, data, maxiter=100):
-    """Fixed effects and dispersion of the GLM without random effects (statsmodels GLM).
+@dataclass
+class _Rows:
+    """Rows of a GLMMData (what `_glm.glm_sums` reads)."""
 
-    Falls back to a least-squares fit of g(mean y) when the GLM fails or leaves the support.
-    """
-    gamma, scale = None, 1.0
+    y: np.ndarray
+    X: np.ndarray
+    offset: np.ndarray
+    m: np.ndarray
+    const: np.ndarray
+    aux: np.ndarray = None
+
+
+def glm_start(dist, data):
+    """Fixed effects and dispersion of the GLM without random effects (`_glm.glm_start_from`: Fisher
+    scoring from the least-squares fit of g(mean y)) on at most START_ROWS evenly spaced rows."""
     n = data.y.size
-    rows = slice(None) if n <= START_ROWS else np.linspace(0, n - 1, START_ROWS).astype(np.intp)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = sm.GLM(data.y[rows], data.X[rows], family=copy.deepcopy(dist.family), offset=data.offset[rows],
-                         var_weights=data.m[rows]).fit(maxiter=maxiter)
-        if np.all(np.isfinite(res.params)) and dist.feasible(data.X @ res.params + data.offset).all():
-            gamma, scale = np.asarray(res.params, float), float(res.scale)
-            if dist.name == "negativebinomial":  # statsmodels' alpha is fixed: start NB2's alpha by moments
-                scale = dist.start_dispersion(data.y[rows], np.asarray(res.fittedvalues, float))
-    except Exception:  # noqa: BLE001 - any GLM failure only means another start is needed
-        gamma = None
-    if gamma is None:
-        ybar = np.average(data.y, weights=data.m)
-        target = np.full_like(data.y, float(dist.link(np.clip(ybar, 1e-6, None))))
-        gamma = np.linalg.lstsq(data.X, target - data.offset, rcond=None)[0]
-        if not dist.feasible(data.X @ gamma + data.offset).all():
-            gamma = np.linalg.lstsq(data.X, target, rcond=None)[0]
-        mu = dist.mean(data.X @ gamma + data.offset)
-        scale = float(np.mean((data.y - mu) ** 2 / dist.family.variance(mu))) if dist.has_dispersion else 1.0
-    if not np.isfinite(scale) or scale <= 0:
-        scale = 1.0
-    spread = np.max(np.abs(data.X @ gamma)) if gamma.size else 0.0
-    if dist.name == "binomial" and spread > 15.0:  # separated data: start inside, the search goes outward
-        gamma = gamma * (15.0 / spread)
-    return gamma, scale
+    take = slice(None) if n <= START_ROWS else np.linspace(0, n - 1, START_ROWS).astype(np.intp)
+    aux = getattr(data, "aux", None)  # random-slope data (VectorData) have none
+    rows = _Rows(data.y[take], data.X[take], data.offset[take], data.m[take], data.const[take],
+                 None if aux is None else aux[take])
+
+    def feasible(gamma):
+        return bool(np.all(np.isfinite(gamma)) and dist.feasible(data.X @ gamma + data.offset).all())
+
+    ybar = float(np.average(rows.y, weights=np.broadcast_to(rows.m, rows.y.shape)))
+    target = float(dist.link(np.clip(ybar, 1e-6, None)))
+    return glm_start_from(dist, lambda g: glm_sums(dist, rows, g), least_squares_sums(rows, target), feasible,
+                          data.X.shape[1])
 
 
 def _initial_hessian(objective, theta):
@@ -298,7 +294,7 @@ def laplace_note(gap, used, n_groups):
             "(e.g. fit(nagq=9)) for a more accurate likelihood and estimates")
 
 
-def laplace_agq_gap(laplace, theta, max_groups=1000):
+def laplace_agq_gap(laplace, theta, max_groups=500):
     """(AGQ (9 nodes) minus Laplace log-likelihood at theta, groups it was computed on): a large value
     means Laplace is poor here.  Uses the Laplace modes at theta (AGQ centres its nodes there).
 

@@ -22,7 +22,9 @@ transport are Dask's own: any ``distributed.Client`` (LocalCluster, dask-jobqueu
 dask-cloudprovider ...) runs it.
 """
 import dataclasses
+import functools
 import importlib
+import operator
 import re
 import time
 import types
@@ -30,9 +32,9 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import linalg
 
 from ..engine._families import Distribution
+from ..engine._glm import glm_start_from
 from ..engine._fitting import FitOutput, unscale_response
 from ..engine._glmm import (LAPLACE_GAP, PILOT_ABOVE_GROUPS, SINGULAR_TOL, EngineFit, _snap_to_boundary,
                             _start_theta, fixed_effects_cov, gap_from_subset, laplace_note)
@@ -91,7 +93,7 @@ class _Distributed:
         found = future.result()
         return dataclasses.replace(found, screen=dataclasses.replace(found.screen, n_groups=n_groups))
 
-    def agq_gap(self, theta, n_groups, max_groups=1000):
+    def agq_gap(self, theta, n_groups, max_groups=500):
         """AGQ(9) minus Laplace at theta as `engine._glmm.laplace_agq_gap`: estimated from about `max_groups`
         groups spread over the partitions when that decides, else summed over all groups."""
         if n_groups > max_groups:
@@ -341,51 +343,20 @@ class DaskGLMM:
                                                  prep["response_scale"], pure=False) for part in prep["arrays"]]
         return prep["objectives"]
 
-    def _glm_start(self, objective, maxiter=50):
-        """Fixed effects and dispersion of the GLM without random effects: Fisher scoring on partition sums.
-
-        Starts from the intercept at g(mean y) minus the mean offset (or g(mean y) alone when that point is
-        outside the support) and halves a step that lowers the log-likelihood or leaves the support; as
-        in memory, a Binomial start with |x'gamma| > 15 somewhere (separation) is shrunk inside.
-        """
-        prep, dist, scaling = self._prepare(), self.dist, self.design.scaling
-        p = objective.p
+    def _glm_start(self, objective):
+        """Fixed effects and dispersion of the GLM without random effects: the engine's start
+        (`engine._glm.glm_start_from`) with every sum a map over the partitions."""
+        prep, dist = self._prepare(), self.dist
         target = float(dist.link(np.clip(prep["mean_y"] / prep["response_scale"], 1e-6, None)))
-        mean_offset = sum(objective.map(rows_.offset_sum)) / self.design.nobs
-        for shift in (mean_offset, 0.0):
-            gamma = np.zeros(p)
-            if scaling.intercept >= 0:
-                gamma[scaling.intercept] = target - shift
-            out = objective.map(rows_.glm_sums, gamma)
-            value = sum(o[0] for o in out)
-            if np.isfinite(value):
-                break
-        if not np.isfinite(value):
-            raise ValueError("no starting point with a finite likelihood: the GLM start values leave the "
-                             "family's support (check the link and the response)")
-        for _ in range(maxiter):
-            info, score = np.sum([o[1] for o in out], axis=0), np.sum([o[2] for o in out], axis=0)
-            step = linalg.solve(info, score, assume_a="pos")
-            if float(score @ step) < 1e-12 * max(1.0, abs(value)):
-                break
-            for _ in range(30):
-                new_out = objective.map(rows_.glm_sums, gamma + step)
-                new_value = sum(o[0] for o in new_out)
-                if np.isfinite(new_value) and new_value >= value - 1e-9 * abs(value):
-                    break
-                step = 0.5 * step
-            else:
-                break
-            gamma, out, value = gamma + step, new_out, new_value
-        spread = max(o[5] for o in out)
-        if dist.name == "binomial" and spread > 15.0:
-            gamma = gamma * (15.0 / spread)
-        if dist.name == "negativebinomial":  # NB2's alpha by moments, as the in-memory start
-            top, bottom = sum(o[4][0] for o in out), sum(o[4][1] for o in out)
-            alpha = top / bottom if bottom > 0 else np.nan
-            return gamma, float(np.clip(alpha if np.isfinite(alpha) else 1.0, 0.01, 10.0))
-        scale = sum(o[3] for o in out) / (self.design.nobs - p)
-        return gamma, (scale if np.isfinite(scale) and scale > 0 else 1.0)
+        least_squares = tuple(np.sum(part, axis=0) for part in zip(*objective.map(rows_.least_squares, target)))
+
+        def sums_at(gamma):
+            return functools.reduce(operator.add, objective.map(rows_.glm_sums, gamma))
+
+        def feasible(gamma):
+            return bool(np.all(np.isfinite(gamma)) and all(objective.map(rows_.feasible, gamma)))
+
+        return glm_start_from(dist, sums_at, least_squares, feasible, objective.p)
 
     # ---------------------------------------------------------------------------------------- fit
     def fit(self, reml=True, maxiter=100, tol=1e-6, nagq=1, cov_type="hessian", progress=False, callback=None,

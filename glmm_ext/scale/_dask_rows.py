@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..engine import _glmm, _kernels
+from ..engine import _glm, _glmm, _kernels
 from ..engine._laplace import MarginalLikelihood, evenly_spaced_groups
 from ..engine._lmm import lmm_stats
 from ..engine._pirls import pirls_information
@@ -286,24 +286,19 @@ def agq_gaps(objective, theta, n_subset=None):
 
 
 def glm_sums(objective, gamma):
-    """Fisher-scoring sums of the GLM without random effects at gamma: (sum log f, X'WX, X'l1, sums for the
-    dispersion start: Pearson chi2 and NB2's moments, max |x'gamma|)."""
-    data, dist = objective.data, objective.dist
-    with np.errstate(all="ignore"):
-        eta = data.X @ gamma + data.offset
-        ll, l1, _, _ = dist.evaluate(data.y, eta, data.m, 1.0, data.const, order=1)
-        w = dist.working_weights(eta, data.m, 1.0)
-        mu = dist.mean(eta)
-        pearson = float(np.sum(data.m * (data.y - mu) ** 2 / dist.family.variance(mu)))
-        nb = (float(np.sum((data.y - mu) ** 2 - mu)), float(np.sum(mu * mu)))
-        spread = float(np.max(np.abs(data.X @ gamma)))
-    return float(np.sum(ll)), data.X.T @ (data.X * w[:, None]), data.X.T @ l1, pearson, nb, spread
+    """The partition's `engine._glm.GLMSums` at gamma (the GLM start's Fisher scoring)."""
+    return _glm.glm_sums(objective.dist, objective.data, gamma)
 
 
-def offset_sum(objective):
-    """Sum of the partition's offset on the engine's scale (the GLM start's intercept)."""
+def least_squares(objective, target):
+    """The partition's normal equations of the GLM start's least-squares point (`engine._glm`)."""
+    return _glm.least_squares_sums(objective.data, target)
+
+
+def feasible(objective, gamma):
+    """True when every row's mean at gamma (sigma_u = 0) lies inside the family's support."""
     data = objective.data
-    return float(np.sum(np.broadcast_to(data.offset, data.y.shape)))
+    return bool(objective.dist.feasible(data.X @ gamma + data.offset).all())
 
 
 def pirls_block(objective, theta):
