@@ -2,8 +2,9 @@
 
 The design (patsy, listwise deletion of the predictors, group codes and sort, predictor scaling) is
 built once from the right-hand side; each response then only swaps the response vector in (a
-response with missing values gets the rows it has, with the same scaling).  Fits run in this
-process (``n_jobs=1``), in worker processes of the standard library's ``concurrent.futures``
+response with missing values gets the rows it has, with the same scaling).  Fits run in worker
+processes of the standard library's ``concurrent.futures`` (default: one per CPU), in this process
+(``n_jobs=1``)
 (the design is sent to each worker once), or on a Dask cluster when ``client`` is a
 ``distributed.Client`` (the design is scattered to every worker once).  A fit that fails becomes a
 row with ``converged=False`` and the error message; it never stops the other fits.
@@ -120,7 +121,11 @@ def _chunks(n, n_chunks):
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
-def fit_many(data, responses, formula, groups, family=None, n_jobs=1, client=None, progress=False, nagq=1,
+#: fewer responses than this per worker process are fitted in this process (starting processes costs more)
+MIN_RESPONSES_PER_WORKER = 4
+
+
+def fit_many(data, responses, formula, groups, family=None, n_jobs=-1, client=None, progress=False, nagq=1,
              reml=True, maxiter=100, tol=1e-6, cov_type="hessian", exposure=None, offset=None):
     """Fit one random-intercept GLMM per response column, all with the same right-hand side.
 
@@ -137,7 +142,9 @@ def fit_many(data, responses, formula, groups, family=None, n_jobs=1, client=Non
     family : statsmodels family instance, optional
         As in `GLMM` (default Gaussian).
     n_jobs : int
-        1 = in this process; k > 1 = k worker processes (``concurrent.futures``); -1 = one per CPU.
+        -1 (default) = one worker process per CPU (``concurrent.futures``); k > 1 = k worker processes;
+        1 = in this process.  Fewer than MIN_RESPONSES_PER_WORKER responses per process run in this
+        process.
     client : distributed.Client, optional
         Run the fits on this Dask cluster instead (``n_jobs`` is then ignored).
     progress : bool
@@ -193,7 +200,7 @@ def fit_many(data, responses, formula, groups, family=None, n_jobs=1, client=Non
     with monitor:
         if client is not None:
             results = _run_dask(client, design, responses, Y, options, monitor)
-        elif jobs == 1 or len(responses) == 1:
+        elif jobs == 1 or len(responses) < MIN_RESPONSES_PER_WORKER * jobs:
             for j, name in enumerate(responses):
                 results.append(_fit_one(design, name, Y[:, j], options))
                 monitor("fit_many", j + 1, np.nan)
