@@ -13,6 +13,7 @@ from .formula._design import build_design
 from .engine._differences import central_gradient, second_differences
 from .engine._fit_vector import fit_vector
 from .engine._fitting import fit_likelihood, fit_profile
+from .engine._memory import fast_allocation
 from ._progress import Progress
 from ._validation import check_family, check_fit_options, check_vector
 from .results import GLMMResults, GLMMResultsWrapper
@@ -289,8 +290,8 @@ class GLMM(sm_base.LikelihoodModel):
             ``callback(stage, iteration, objective)`` after every stage and iteration.
         method, start_params, disp, full_output
             statsmodels' options, accepted so that MixedLM / GLM code runs unchanged: ``disp=True``
-            shows progress; ``method`` (glmm_ext always runs BFGS then Newton steps on the exact or
-            Laplace/AGQ objective), ``start_params`` (start values come from a GLM fit) and
+            shows progress; ``method`` (glmm_ext always runs its own search: the exact REML/ML profile,
+            or Newton steps on the Laplace/AGQ objective), ``start_params`` (start values come from a GLM fit) and
             ``full_output`` are ignored, each with a line in ``optsummary.notes``.  Other MixedLM
             options (``niter_sa``, ``do_cg``) are ignored the same way; penalties (``fe_pen``,
             ``cov_pen``) and ``free`` are a ValueError.
@@ -309,7 +310,7 @@ class GLMM(sm_base.LikelihoodModel):
         maxiter, tol, nagq = check_fit_options(maxiter, tol, nagq, cov_type)
         self._fit_options = {"reml": reml, "maxiter": maxiter, "tol": tol, "nagq": nagq, "cov_type": cov_type}
         monitor = Progress(enabled=progress, callback=callback, maxiter=maxiter)
-        with monitor:
+        with monitor, fast_allocation():
             if self.design.Z is not None:
                 fit = fit_vector(self.design, reml=reml, nagq=nagq, maxiter=maxiter, tol=tol, cov_type=cov_type,
                                  callback=monitor)

@@ -109,3 +109,21 @@ def dense_reml_deviance(y, X, groups, var_re, scale):
     beta = np.linalg.solve(XtViX, X.T @ Vi @ y)
     r = y - X @ beta
     return (np.linalg.slogdet(V)[1] + np.linalg.slogdet(XtViX)[1] + r @ Vi @ r + (n - p) * np.log(2 * np.pi)), beta
+
+
+def kernel_rows(family, link, n, rng, spread=1.5, trials=True, low=0.05):
+    """(y, eta, m) inside the support for kernel tests: a log/logit/probit eta spread over +-3 spread, an
+    identity/inverse one in (low, 3); Binomial trials 1..5 per row (or 0/1 rows with ``trials=False``)."""
+    positive = link in ("identity", "inverse") and family != "gaussian"
+    eta = rng.uniform(low, 3.0, n) if positive else rng.normal(0.0, spread, n)
+    m = np.ones(n)
+    if family == "binomial":
+        m = rng.integers(1, 6, n).astype(float) if trials else m
+        y = rng.binomial(m.astype(int), 0.4) / m
+    elif family == "poisson":
+        y = rng.poisson(2.0, n).astype(float)
+    elif family == "gamma":
+        y = rng.gamma(2.0, 1.0, n)
+    else:
+        y = rng.normal(1.0, 1.0, n)
+    return y, eta, m

@@ -15,25 +15,10 @@ from glmm_ext.engine._laplace import GLMMData, MarginalLikelihood
 from glmm_ext.engine._optimize import fd_hessian
 from glmm_ext.engine._segments import group_starts
 
+from conftest import kernel_rows
+
 PAIRS = sorted(FOURTH)
 PHI = {"gaussian": 0.7, "gamma": 0.4}
-
-
-def _rows(family, link, n, rng, trials=False):
-    """(y, eta, m) inside the support (identity/inverse links: eta in (0.5, 3))."""
-    positive = link in ("identity", "inverse") and family != "gaussian"
-    eta = rng.uniform(0.5, 3.0, n) if positive else rng.normal(0.0, 1.5, n)
-    m = np.ones(n)
-    if family == "binomial":
-        m = rng.integers(1, 6, n).astype(float) if trials else m
-        y = rng.binomial(m.astype(int), 0.4) / m
-    elif family == "poisson":
-        y = rng.poisson(2.0, n).astype(float)
-    elif family == "gamma":
-        y = rng.gamma(2.0, 1.0, n)
-    else:
-        y = rng.normal(1.0, 1.0, n) if link == "identity" else rng.gamma(4.0, 0.5, n)
-    return y, eta, m
 
 
 def test_every_kernel_has_a_fourth_derivative():
@@ -46,7 +31,7 @@ def test_every_kernel_has_a_fourth_derivative():
 def test_fourth_derivative_is_the_derivative_of_t(family, link):
     rng = np.random.default_rng(1)
     for trials in ((False, True) if family == "binomial" else (False,)):
-        y, eta, m = _rows(family, link, 300, rng, trials)
+        y, eta, m = kernel_rows(family, link, 300, rng, trials=trials, low=0.5)
         dist = Distribution(make_family(family, link))
         phi = PHI.get(family, 1.0)
         const = dist.log_constant(y, m)
@@ -56,6 +41,22 @@ def test_fourth_derivative_is_the_derivative_of_t(family, link):
         t_plus = dist.evaluate(y, eta + h, m, phi, const, order=3)[3]
         t_minus = dist.evaluate(y, eta - h, m, phi, const, order=3)[3]
         np.testing.assert_allclose(q, (t_plus - t_minus) / (2 * h), rtol=1e-6, atol=1e-8)
+
+
+def test_fourth_derivative_in_the_tails():
+    """|eta| = 40: the logit's q = d (s^2 - 2 d) (d = e / (1 + e)^2, s = (1 - e) / (1 + e), e = exp(-40)) without
+    rounding mu to 0 or 1; the probit's finite and tiny on the right side, as the Mills ratio says."""
+    eta = np.array([-40.0, 40.0, -40.0, 40.0])
+    y, m = np.array([0.0, 1.0, 1.0, 0.0]), np.ones(4)
+    dist = Distribution(make_family("binomial", "logit"))
+    _, _, d, t = dist.evaluate(y, eta, m, 1.0, np.zeros(4), order=3)
+    e = np.exp(-40.0)
+    d0, s0 = e / (1 + e) ** 2, (1 - e) / (1 + e)
+    np.testing.assert_allclose(dist.fourth(y, eta, m, 1.0, d, t), d0 * (s0 * s0 - 2 * d0), rtol=1e-12)
+    probit = Distribution(make_family("binomial", "probit"))
+    _, _, d, t = probit.evaluate(y, eta, m, 1.0, np.zeros(4), order=3)
+    q = probit.fourth(y, eta, m, 1.0, d, t)
+    assert np.all(np.isfinite(q)) and np.all(np.abs(q[:2]) < 1e-300) and np.all(np.abs(q[2:]) < 1e-3)
 
 
 def _objective(family, link, rng, trials=False, offset=False, freq=False, nagq=1):
@@ -223,3 +224,41 @@ def test_boundary_fit_reports_exactly_zero():
     assert res.singular and res.converged
     assert res.var_re == 0.0
     assert np.all(res.random_effects_se == 0.0)
+
+
+def test_allocator_settings_are_set_once_and_the_memory_released(monkeypatch):
+    """glibc only: the thresholds are set on the first fit; every outermost fit ends with malloc_trim."""
+    from glmm_ext.engine import _memory
+
+    if _memory._glibc() is None:
+        pytest.skip("not glibc")
+    calls = []
+    real = _memory._glibc()
+
+    class Spy:
+        def mallopt(self, param, value):
+            calls.append(("mallopt", param, value))
+            return real.mallopt(param, value)
+
+        def malloc_trim(self, pad):
+            calls.append(("trim", pad))
+            return real.malloc_trim(pad)
+
+    monkeypatch.setitem(_memory._STATE, "libc", Spy())
+    monkeypatch.setitem(_memory._STATE, "set", False)
+    with _memory.fast_allocation():
+        with _memory.fast_allocation():  # nested: one trim, at the end of the outer one
+            pass
+        assert ("trim", 0) not in calls
+    assert calls == [("mallopt", _memory.M_MMAP_THRESHOLD, _memory.MMAP_THRESHOLD),
+                     ("mallopt", _memory.M_TRIM_THRESHOLD, _memory.TRIM_THRESHOLD), ("trim", 0)]
+    calls.clear()
+    monkeypatch.setattr(_memory, "ENABLED", True)
+    with _memory.fast_allocation():  # already set: only the trim
+        pass
+    assert calls == [("trim", 0)]
+    calls.clear()
+    monkeypatch.setattr(_memory, "ENABLED", False)
+    with _memory.fast_allocation():
+        pass
+    assert calls == []

@@ -9,6 +9,8 @@ from glmm_ext.engine._kernels import KERNELS
 from glmm_ext.engine._laplace import GLMMData, MarginalLikelihood
 from glmm_ext.engine._segments import group_starts
 
+from conftest import kernel_rows
+
 #: allowed pairs served by the generic path only (issue 15 added them without a fused kernel)
 GENERIC_ONLY = [("binomial", "cloglog"), ("negativebinomial", "log")]
 PAIRS = [(f, link) for f, links in ALLOWED_LINKS.items() for link in links if (f, link) not in GENERIC_ONLY]
@@ -22,23 +24,6 @@ def test_every_allowed_pair_has_a_kernel():
         assert Distribution(make_family(family, link))._kernel is None
 
 
-def _sample(family, link, n, rng, spread=1.5):
-    """(y, eta, m) inside the support; a log/logit/probit eta is spread over +-3 spread."""
-    positive = link in ("identity", "inverse") and family != "gaussian"
-    eta = rng.uniform(0.05, 3.0, n) if positive else rng.normal(0.0, spread, n)
-    m = np.ones(n)
-    if family == "binomial":
-        m = rng.integers(1, 6, n).astype(float)
-        y = rng.binomial(m.astype(int), 0.4) / m
-    elif family == "poisson":
-        y = rng.poisson(2.0, n).astype(float)
-    elif family == "gamma":
-        y = rng.gamma(2.0, 1.0, n)
-    else:
-        y = rng.normal(1.0, 1.0, n)
-    return y, eta, m
-
-
 def _statsmodels_loglik(dist, y, eta, m, phi):
     """Per-row log density from statsmodels' family (scipy's binomial pmf for proportions with trials)."""
     mu = dist.link.inverse(eta)
@@ -50,7 +35,7 @@ def _statsmodels_loglik(dist, y, eta, m, phi):
 @pytest.mark.parametrize("family,link", PAIRS)
 def test_kernel_matches_generic_path_and_statsmodels(family, link):
     rng = np.random.default_rng(11)
-    y, eta, m = _sample(family, link, 400, rng)
+    y, eta, m = kernel_rows(family, link, 400, rng)
     kern, generic = Distribution(make_family(family, link)), Distribution(make_family(family, link), kernels=False)
     assert kern._kernel is not None and generic._kernel is None
     phi = PHI.get(family, 1.0)
@@ -166,7 +151,7 @@ def test_marginal_likelihood_same_with_and_without_kernels(family, link):
     rng = np.random.default_rng(5)
     counts = np.full(12, 6)
     n = counts.sum()
-    y, eta, m = _sample(family, link, n, rng, spread=0.5)
+    y, eta, m = kernel_rows(family, link, n, rng, spread=0.5)
     X = np.column_stack([np.ones(n), rng.normal(size=n)])
     gamma = np.array([np.median(eta), 0.05])
     values = []

@@ -14,6 +14,19 @@ from scipy import linalg
 
 
 @dataclass
+class Rows:
+    """The rows `glm_sums` reads (a GLMMData has them too): response, scaled predictors, offset, prior
+    weights, the data-only part of log f and the kernel's per-row data (or None)."""
+
+    y: np.ndarray
+    X: np.ndarray
+    offset: np.ndarray
+    m: np.ndarray
+    const: np.ndarray
+    aux: np.ndarray = None
+
+
+@dataclass
 class GLMSums:
     """Sums over rows at one gamma (add those of several partitions with +)."""
 

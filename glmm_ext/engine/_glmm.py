@@ -15,7 +15,7 @@ import numpy as np
 from scipy import linalg
 
 from ._gausshermite import gauss_hermite
-from ._glm import glm_start_from, glm_sums, least_squares_sums
+from ._glm import Rows, glm_start_from, glm_sums, least_squares_sums
 from ._laplace import (MarginalLikelihood, agq_log_integrals, evenly_spaced_groups, matvec, node_values,
                        subset_groups)
 from ._lmm import SINGULAR_TOL
@@ -55,26 +55,14 @@ class EngineFit:
 START_ROWS = 20_000
 
 
-@dataclass
-class _Rows:
-    """Rows of a GLMMData (what `_glm.glm_sums` reads)."""
-
-    y: np.ndarray
-    X: np.ndarray
-    offset: np.ndarray
-    m: np.ndarray
-    const: np.ndarray
-    aux: np.ndarray = None
-
-
 def glm_start(dist, data):
     """Fixed effects and dispersion of the GLM without random effects (`_glm.glm_start_from`: Fisher
     scoring from the least-squares fit of g(mean y)) on at most START_ROWS evenly spaced rows."""
     n = data.y.size
     take = slice(None) if n <= START_ROWS else np.linspace(0, n - 1, START_ROWS).astype(np.intp)
     aux = getattr(data, "aux", None)  # random-slope data (VectorData) have none
-    rows = _Rows(data.y[take], data.X[take], data.offset[take], data.m[take], data.const[take],
-                 None if aux is None else aux[take])
+    rows = Rows(data.y[take], data.X[take], data.offset[take], data.m[take], data.const[take],
+                None if aux is None else aux[take])
 
     def feasible(gamma):
         return bool(np.all(np.isfinite(gamma)) and dist.feasible(data.X @ gamma + data.offset).all())
@@ -276,10 +264,15 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
         probes.agq9_gap = gap
         if abs(gap) > LAPLACE_GAP:
             notes.append(laplace_note(gap, probes.agq9_gap_groups, data.n_groups))
-    opt = OptSummary(method=f"BFGS + Newton ({'Laplace' if nagq == 1 else f'AGQ, {nagq} nodes'})", nagq=nagq,
-                     maxiter=maxiter, tol=tol, initial=theta0, final=theta, n_iterations=iters,
-                     n_evaluations=n_eval, objective=f, newton_decrement=float(decrement), converged=converged,
-                     message=message, seconds=time.perf_counter() - t0, sigma_profile=probes.as_table())
+    method = "Newton, exact Hessian" if laplace.has_exact_hessian else "BFGS + Newton"
+    method += " (Laplace)" if nagq == 1 else f", then Newton (AGQ, {nagq} nodes)"
+    opt = OptSummary(method=method, nagq=nagq, maxiter=maxiter, tol=tol, initial=theta0, final=theta,
+                     n_iterations=iters, n_evaluations=n_eval, objective=f, newton_decrement=float(decrement),
+                     converged=converged, message=message, seconds=time.perf_counter() - t0,
+                     sigma_profile=probes.as_table())
+    if pilot is not None:
+        opt.notes.append(f"start and sigma_u probe screen from a pilot fit on {pilot.screen.n_subset} of "
+                         f"{data.n_groups} groups")
     return EngineFit(beta=theta[:p].copy(), cov_beta=cov_beta, var_re=sigma * sigma, scale=phi, llf=-f,
                      blups=sigma * md.b, blup_sd=sigma / np.sqrt(md.H), converged=converged, singular=singular,
                      opt=opt, cov_beta_pirls=cov_pirls, se_note=se_note, separated_rows=separated,

@@ -66,8 +66,21 @@ def make_scaling(X):
     return Scaling(center, scale, k0)
 
 
+class GroupedModel:
+    """What a design with `counts` (rows per group) and `dist` answers without its rows (shared by the
+    in-memory `Design` and the Dask design)."""
+
+    @property
+    def n_groups(self):
+        return len(self.counts)
+
+    @property
+    def gaussian_identity(self):
+        return self.dist.name == "gaussian" and self.dist.link_name == "identity"
+
+
 @dataclass
-class Design:
+class Design(GroupedModel):
     """Everything the engine needs, in the data's row order (``order`` sorts rows by group)."""
 
     y: np.ndarray  # response (a proportion when trials are given)
@@ -127,14 +140,6 @@ class Design:
     def log_var_weights(self):
         """sum_i f_i log v_i: the log-likelihood constant of Gaussian var_weights (log|V| loses it)."""
         return float(np.sum(self.freq_weights * np.log(self.var_weights)))
-
-    @property
-    def n_groups(self):
-        return len(self.counts)
-
-    @property
-    def gaussian_identity(self):
-        return self.dist.name == "gaussian" and self.dist.link_name == "identity"
 
     @property
     def starts(self):

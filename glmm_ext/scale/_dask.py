@@ -402,7 +402,8 @@ class DaskGLMM:
                          if self.n_groups > PILOT_ABOVE_GROUPS else None)
                 theta0 = _start_theta(objective, gamma0, scale0) if pilot is None else pilot.theta
                 hess0 = None if pilot is None else pilot.start_hessian(self.n_groups)
-                if objective.has_exact_hessian:  # Newton steps with the exact Hessian, as in memory
+                exact = objective.has_exact_hessian
+                if exact:  # Newton steps with the exact Hessian, as in memory
                     res = minimize(objective, theta0, hess0, maxiter, tol, monitor, hessian=objective.hessian)
                 else:
                     hess0 = _start_hessian(objective, theta0) if hess0 is None else hess0
@@ -417,14 +418,18 @@ class DaskGLMM:
                 res = _snap_to_boundary(objective, res)
                 theta, f, hess, decrement, message = res.x, res.f, res.hess, res.decrement, res.message
                 monitor("standard errors", iters, f)
-                method = "Newton, exact Hessian" if objective.has_exact_hessian or nagq > 1 else "BFGS + Newton"
-                opt = OptSummary(method=f"{method} ({'Laplace' if nagq == 1 else f'AGQ, {nagq} nodes'}), Dask",
+                method = "Newton, exact Hessian" if exact else "BFGS + Newton"
+                method += " (Laplace)" if nagq == 1 else f", then Newton (AGQ, {nagq} nodes)"
+                opt = OptSummary(method=f"{method}, Dask",
                                  nagq=nagq, maxiter=maxiter, tol=tol, initial=theta0, final=theta, n_iterations=iters,
                                  n_evaluations=objective.n_calls, objective=f, newton_decrement=float(decrement),
                                  converged=bool(res.converged), message=message,
                                  seconds=time.perf_counter() - t0,
                                  sigma_profile=_screened_profile(None if pilot is None else pilot.screen, theta,
                                                                  objective.p, -f))
+                if pilot is not None:
+                    opt.notes.append(f"start and sigma_u probe screen from a pilot fit on {pilot.screen.n_subset} "
+                                     f"groups of one partition ({self.n_groups} groups in all)")
                 fit = self._likelihood_output(objective, theta, hess, opt, cov_type)
             monitor("done", fit.opt.n_iterations, -fit.llf)
         fit.opt.notes = list(fit.opt.notes) + notes

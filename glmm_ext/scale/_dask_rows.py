@@ -16,6 +16,7 @@ import pandas as pd
 from ..engine import _glm, _glmm, _kernels
 from ..engine._laplace import MarginalLikelihood, evenly_spaced_groups
 from ..engine._lmm import lmm_stats
+from ..engine._memory import set_thresholds
 from ..engine._pirls import pirls_information
 from ..engine._segments import group_starts
 from ..formula import _data
@@ -243,6 +244,7 @@ def engine_data(rows, scaling, dist, c=1.0):
 def objective(rows, scaling, dist, nagq, c=1.0):
     """The partition's MarginalLikelihood (kept on its worker: its modes warm-start there)."""
     _kernels.THREADS = 1  # the workers are the parallelism: no kernel threads inside them
+    set_thresholds()  # the worker's allocator as in a fit in memory (engine._memory)
     return MarginalLikelihood(dist, engine_data(rows, scaling, dist, c), nagq=nagq)
 
 

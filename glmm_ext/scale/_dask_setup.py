@@ -13,13 +13,13 @@ import pandas as pd
 from ..engine._families import Distribution
 from ..engine._glmm import check_finite_mle
 from ..formula import _data
-from ..formula._design import Scaling, _group_codes
+from ..formula._design import GroupedModel, Scaling, _group_codes
 from .._validation import check_groups_and_size, check_response_varies
 from . import _dask_rows as rows_
 
 
 @dataclasses.dataclass
-class DaskDesign:
+class DaskDesign(GroupedModel):
     """What the client knows about the rows of a Dask fit: sizes, groups, names, scaling (no rows).
 
     It stands where `formula._design.Design` stands for an in-memory model, so the report tables read
@@ -55,13 +55,6 @@ class DaskDesign:
                 "data fit on one machine")
         raise AttributeError(name)
 
-    @property
-    def n_groups(self):
-        return len(self.counts)
-
-    @property
-    def gaussian_identity(self):
-        return self.dist.name == "gaussian" and self.dist.link_name == "identity"
 
 
 def _entry_point():

@@ -21,6 +21,7 @@ from statsmodels.stats.multitest import fdrcorrection
 
 from ..engine import _kernels
 from ..engine._fitting import fit_likelihood, fit_profile
+from ..engine._memory import fast_allocation, set_thresholds
 from .._progress import Progress
 from .._validation import check_fit_options, check_groups_and_size, check_rank, check_response
 
@@ -75,7 +76,8 @@ def _fit_chunk(design, names, Y, options, single_thread=False):
     """Fits for a block of responses (the columns of Y)."""
     if single_thread:  # on a Dask worker: the workers are the parallelism
         _kernels.THREADS = 1
-    return [_fit_one(design, name, Y[:, j], options) for j, name in enumerate(names)]
+    with fast_allocation():
+        return [_fit_one(design, name, Y[:, j], options) for j, name in enumerate(names)]
 
 
 _WORKER_DESIGN = {}
@@ -83,6 +85,7 @@ _WORKER_DESIGN = {}
 
 def _init_worker(design):
     _kernels.THREADS = 1  # the processes are the parallelism here
+    set_thresholds()
     _WORKER_DESIGN["design"] = design
 
 
@@ -201,9 +204,10 @@ def fit_many(data, responses, formula, groups, family=None, n_jobs=-1, client=No
         if client is not None:
             results = _run_dask(client, design, responses, Y, options, monitor)
         elif jobs == 1 or len(responses) < MIN_RESPONSES_PER_WORKER * jobs:
-            for j, name in enumerate(responses):
-                results.append(_fit_one(design, name, Y[:, j], options))
-                monitor("fit_many", j + 1, np.nan)
+            with fast_allocation():
+                for j, name in enumerate(responses):
+                    results.append(_fit_one(design, name, Y[:, j], options))
+                    monitor("fit_many", j + 1, np.nan)
         else:
             blocks = _chunks(len(responses), min(len(responses), 4 * jobs))
             with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(design,)) as pool:
