@@ -19,7 +19,7 @@ PYTEST = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", 
 DEFAULT_TESTS = ["tests/test_table_values.py", "tests/test_r_tables.py", "tests/test_paths.py",
                  "tests/test_results_api.py", "tests/test_reference_gaussian.py", "tests/test_reference_glmm.py",
                  "tests/test_bruteforce.py", "tests/test_docs.py", "tests/test_validation.py",
-                 "tests/test_properties.py"]
+                 "tests/test_properties.py", "tests/test_engine_newton.py"]
 
 # (name, file, old text, new text)
 MUTANTS = [
@@ -122,6 +122,22 @@ MUTANTS = [
      "(scaling.log_abs_det if reml else 0.0)", "(0.0 if reml else 0.0)"),
     ("predict: unseen groups get the mean effect", "glmm_ext/model.py",
      "        values[unseen] = 0.0\n", "        values[unseen] = np.nanmean(values)\n"),
+    # ---- the Newton engine (issue 13)
+    ("exact Hessian misses the b_thetatheta term of the rows", "glmm_ext/engine/_laplace_hessian.py",
+     "w = -d[r0:r1] - to_rows(a[g0:g1], counts[g0:g1]) * q[r0:r1] - to_rows(e[g0:g1], counts[g0:g1]) * t[r0:r1]",
+     "w = -d[r0:r1] - to_rows(a[g0:g1], counts[g0:g1]) * q[r0:r1]"),
+    ("exact Hessian: sigma-lambda term with the wrong sign", "glmm_ext/engine/_laplace_hessian.py",
+     "sl = np.sum(-b * L1 + (s * D + 0.5 * s2 * b * T) / H + c * (s * b * D - L1))",
+     "sl = np.sum(b * L1 + (s * D + 0.5 * s2 * b * T) / H + c * (s * b * D - L1))"),
+    ("logit fourth derivative without -2 d^2", "glmm_ext/engine/_kernels.py",
+     "q -= (2.0 / m1) * d * d if np.ndim(m1) == 0 else 2.0 * d * d / m1", "q = q"),
+    ("Gamma log-link modes with the Poisson sign", "glmm_ext/engine/_laplace.py",
+     "alpha, beta, rho = -k * counts, -k * group_sums(y * np.exp(-eta_fixed), starts), -1.0",
+     "alpha, beta, rho = -k * counts, -k * group_sums(y * np.exp(-eta_fixed), starts), 1.0"),
+    ("GLM start: Pearson dispersion over n, not n - p", "glmm_ext/engine/_glm.py",
+     "scale = sums.pearson / max(sums.n - p, 1)", "scale = sums.pearson / max(sums.n, 1)"),
+    ("REML slope polish: ML's degrees of freedom", "glmm_ext/engine/_lmm.py",
+     "    dof = stats.n - p if reml else stats.n\n    slope =", "    dof = stats.n\n    slope ="),
 ]
 
 

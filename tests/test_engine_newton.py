@@ -262,3 +262,27 @@ def test_allocator_settings_are_set_once_and_the_memory_released(monkeypatch):
     with _memory.fast_allocation():
         pass
     assert calls == []
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_gaussian_profile_is_pinned_by_its_slope(reml):
+    """The REML/ML theta is the root of the criterion's analytic slope (checked against a difference of the
+    criterion), so rows in another order give the same estimates to rounding, not to Brent's ~1e-7."""
+    from glmm_ext.engine import _lmm
+    from glmm_ext.engine._fitting import standardize_gaussian
+
+    df = glmm_ext.simulate("gaussian", n_groups=40, group_size=15, seed=4)
+    model = glmm_ext.GLMM.from_formula("y ~ x1 + x2", df, groups="g")
+    std = standardize_gaussian(model.design)
+    stats = _lmm.lmm_stats(std.X_s, std.y_s, model.design.starts, model.design.counts)
+    for theta in (0.3, 1.2):
+        h = 1e-6
+        difference = (_lmm.lmm_deviance(theta + h, stats, reml) - _lmm.lmm_deviance(theta - h, stats, reml)) / (2 * h)
+        assert _lmm.lmm_deviance_slope(theta, stats, reml) == pytest.approx(difference, rel=1e-6)
+    theta = _lmm.optimize_theta(stats, reml)[0]
+    assert abs(_lmm.lmm_deviance_slope(theta, stats, reml)) < 1e-8 * abs(_lmm.lmm_deviance_slope(1.5 * theta, stats,
+                                                                                                   reml))
+    a = model.fit(reml=reml)
+    b = glmm_ext.GLMM.from_formula("y ~ x1 + x2", df.sample(frac=1.0, random_state=3), groups="g").fit(reml=reml)
+    assert a.var_re == pytest.approx(b.var_re, rel=1e-12) and a.scale == pytest.approx(b.scale, rel=1e-12)
+    np.testing.assert_allclose(a.fe_params, b.fe_params, rtol=1e-12)
