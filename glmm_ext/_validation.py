@@ -35,10 +35,10 @@ def _values(values, limit=5):
 # --------------------------------------------------------------------------------- family and link
 def check_family(family):
     """A supported statsmodels family instance (None -> Gaussian with identity link)."""
-    import statsmodels.api as sm
+    import statsmodels.genmod.families as sm_families
 
     if family is None:
-        return sm.families.Gaussian()
+        return sm_families.Gaussian()
     if isinstance(family, str):
         from .engine._families import make_family
 

@@ -2,7 +2,7 @@
 import re
 import warnings
 
-import statsmodels.api as sm
+import statsmodels.genmod.families as sm_families  # not statsmodels.api: it imports all of statsmodels
 
 from .model import GLMM
 
@@ -19,7 +19,7 @@ def mixedlm(formula, data, re_formula=None, vc_formula=None, subset=None, use_sp
         groups = args[0]
     if vc_formula:
         raise ValueError("vc_formula: glmm_ext fits a single random intercept; variance components are not supported")
-    return GLMM.from_formula(formula, data, groups=groups, family=sm.families.Gaussian(), subset=subset,
+    return GLMM.from_formula(formula, data, groups=groups, family=sm_families.Gaussian(), subset=subset,
                              missing=missing, re_formula=re_formula, **kwargs)
 
 
@@ -81,10 +81,10 @@ class _BayesCompatible(GLMM):
 class BinomialMixedGLM(_BayesCompatible):
     """Drop-in for ``BinomialBayesMixedGLM`` with one random intercept (maximum likelihood)."""
 
-    family_class = sm.families.Binomial
+    family_class = sm_families.Binomial
 
 
 class PoissonMixedGLM(_BayesCompatible):
     """Drop-in for ``PoissonBayesMixedGLM`` with one random intercept (maximum likelihood)."""
 
-    family_class = sm.families.Poisson
+    family_class = sm_families.Poisson
