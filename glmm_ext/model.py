@@ -500,8 +500,8 @@ def _statsmodels_fit_options(method, start_params, full_output, extra):
     """Lines for optsummary.notes about statsmodels fit() options; ValueError for what cannot be honoured."""
     notes = []
     if method is not None:
-        notes.append(f"method={method!r} ignored: glmm_ext runs BFGS, then Newton steps on the exact (Gaussian) "
-                     "or Laplace/AGQ log-likelihood")
+        notes.append(f"method={method!r} ignored: glmm_ext runs its own search, the exact REML/ML profile (Gaussian) "
+                     "or Newton steps on the Laplace/AGQ log-likelihood")
     if start_params is not None:
         notes.append("start_params ignored: start values come from a GLM fit without random effects")
     if full_output is not None:

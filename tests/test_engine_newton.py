@@ -286,3 +286,44 @@ def test_gaussian_profile_is_pinned_by_its_slope(reml):
     b = glmm_ext.GLMM.from_formula("y ~ x1 + x2", df.sample(frac=1.0, random_state=3), groups="g").fit(reml=reml)
     assert a.var_re == pytest.approx(b.var_re, rel=1e-12) and a.scale == pytest.approx(b.scale, rel=1e-12)
     np.testing.assert_allclose(a.fe_params, b.fe_params, rtol=1e-12)
+
+
+def test_pilot_near_zero_sigma_is_no_start(monkeypatch):
+    """sigma_u = 0 is a stationary point of the even objective: a pilot ending near it (small groups, small
+    sigma_u; seed 0 gives |s| ~ 1e-4) must not start Newton steps, which would not leave it."""
+    df = glmm_ext.simulate("binomial", None, n_groups=4500, group_size=4, sigma_u=0.2, seed=0)
+
+    def fit():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return glmm_ext.GLMM.from_formula("y ~ x1 + x2", df, groups="g", family=make_family("binomial")).fit()
+
+    piloted = fit()
+    monkeypatch.setattr(_glmm, "PILOT_ABOVE_GROUPS", 10**9)
+    direct = fit()
+    assert piloted.var_re > 1e-3 and not piloted.optsummary.sigma_profile["restarted"]
+    assert piloted.llf == pytest.approx(direct.llf, abs=1e-6)
+    assert piloted.var_re == pytest.approx(direct.var_re, rel=1e-4)
+
+
+def test_pilot_keeps_the_frequency_weight_term(monkeypatch):
+    """Gaussian-log with frequency weights (a dispersion term free of eta): the pilot's subset carries its
+    share of the term, so the pilot's dispersion is the fit's (it was ~4x off without it)."""
+    rng = np.random.default_rng(3)
+    df = glmm_ext.simulate("gaussian", "log", n_groups=4300, group_size=3, sigma_u=0.4, scale=0.05, seed=5)
+    f = rng.integers(1, 6, len(df)).astype(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = glmm_ext.GLMM.from_formula("y ~ x1 + x2", df, groups="g", family=make_family("gaussian", "log"),
+                                           freq_weights=f)
+        piloted = model.fit()
+        data = model.design.engine_data(scale_response=True)
+        assert data.dispersion_term is not None
+        pilot = _glmm._pilot_fit(model.design.dist, data, *_glmm.glm_start(model.design.dist, data), 100, 1e-6)
+        monkeypatch.setattr(_glmm, "PILOT_ABOVE_GROUPS", 10**9)
+        direct = model.fit()
+    p = model.k_fe
+    final = np.asarray(piloted.optsummary.final)
+    assert abs(pilot.theta[p + 1] - final[p + 1]) < 0.2  # log phi: the same likelihood on a subset
+    assert piloted.llf == pytest.approx(direct.llf, abs=1e-6)
+    np.testing.assert_allclose(piloted.fe_params, direct.fe_params, rtol=1e-5, atol=1e-6)

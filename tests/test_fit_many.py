@@ -60,13 +60,28 @@ def test_rows_equal_single_fits_and_failures_are_rows(genes):
         np.testing.assert_allclose(rows["q_value"], q, rtol=1e-12)
 
 
-def test_processes_give_the_same_table(genes, capsys):
+def test_processes_give_the_same_table(genes, capsys, monkeypatch):
+    import glmm_ext.scale._many as many
+
     family = glmm_ext.make_family("poisson")
     responses = ["gene0", "gene1", "gene3", "bad"]
-    serial = glmm_ext.fit_many(genes, responses, "x1 + x2", groups="g", family=family)
+    serial = glmm_ext.fit_many(genes, responses, "x1 + x2", groups="g", family=family, n_jobs=1)
+    started = []
+    real = many.ProcessPoolExecutor
+
+    def spy(*args, **kwargs):
+        started.append(kwargs.get("max_workers"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(many, "ProcessPoolExecutor", spy)
+    monkeypatch.setattr(many, "MIN_RESPONSES_PER_WORKER", 2)  # 4 responses: two processes
     parallel = glmm_ext.fit_many(genes, responses, "~ x1 + x2", groups="g", family=family, n_jobs=2, progress=True)
+    assert started == [2]
     pd.testing.assert_frame_equal(serial, parallel)
     assert "fit_many" in capsys.readouterr().err
+    # processes are capped by the responses: one per MIN_RESPONSES_PER_WORKER of them
+    glmm_ext.fit_many(genes, responses[:3], "~ x1", groups="g", family=family, n_jobs=8)
+    assert started == [2]
 
 
 def test_gaussian_uses_the_exact_profile(genes):

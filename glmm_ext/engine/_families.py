@@ -153,7 +153,7 @@ class Distribution:
     def has_exact_hessian(self):
         """True when the Laplace log-likelihood's Hessian can be computed exactly (`_laplace_hessian`): a fused
         kernel with its fourth derivative, and a dispersion (if any) entering log f as phi^-1 times eta's part."""
-        return self._fourth is not None and self.name != "negativebinomial"
+        return self._fourth is not None  # NB2 has no fused kernel, and its alpha no such form
 
     def fourth(self, y, eta, m, phi, d, t):
         """q = -d^4 log f / d eta^4 per row (fused-kernel pairs only), given the row's d and t at eta."""
@@ -192,11 +192,6 @@ class Distribution:
         if self.name == "negativebinomial":
             return mu + phi * mu * mu
         return self.family.variance(mu)
-
-    def start_dispersion(self, y, mu):
-        """NB2 alpha by moments, mean((y - mu)^2 - mu) / mean(mu^2), kept inside [0.01, 10] (a start value)."""
-        alpha = float(np.mean((y - mu) ** 2 - mu) / np.mean(mu * mu))
-        return float(np.clip(alpha if np.isfinite(alpha) else 1.0, 0.01, 10.0))
 
     def feasible(self, eta):
         """True where eta maps to a mean inside the family's support (mu > 0 for Poisson/Gamma)."""

@@ -73,14 +73,17 @@ def glm_start(dist, data):
                           data.X.shape[1])
 
 
-def _initial_hessian(objective, theta):
-    """Start Hessian for BFGS: PIRLS information for beta, finite differences for the variance parameters."""
+def _initial_hessian(objective, theta, beta_block=None):
+    """Start Hessian for BFGS: PIRLS information for beta (`beta_block`, or computed at the modes at theta),
+    finite differences for the variance parameters."""
     p, k = objective.p, objective.n_params
-    md = objective.modes_at(theta)
-    _, sigma, phi = objective.unpack(theta)
-    d = md.d if np.all(md.d >= 0) else objective.dist.working_weights(md.eta, objective.data.m, phi)
+    if beta_block is None:
+        md = objective.modes_at(theta)
+        _, sigma, phi = objective.unpack(theta)
+        d = md.d if np.all(md.d >= 0) else objective.dist.working_weights(md.eta, objective.data.m, phi)
+        beta_block = pirls_information(objective.data.X, d, sigma, objective.data.starts, objective.data.counts)
     hess = np.zeros((k, k))
-    hess[:p, :p] = pirls_information(objective.data.X, d, sigma, objective.data.starts, objective.data.counts)
+    hess[:p, :p] = beta_block
     block = fd_columns(objective, theta, range(p, k))
     hess[:, p:] = block
     hess[p:, :] = block.T
@@ -125,10 +128,13 @@ def _minimize_laplace(laplace, theta0, maxiter, tol, callback, final_step=True, 
 
 
 #: groups beyond which a pilot fit on PILOT_GROUPS of them starts the search and screens the sigma profile;
-#: the pilot stops at a Newton decrement of PILOT_TOL (its estimates are a start, a few SEs from the end)
+#: the pilot stops at a Newton decrement of PILOT_TOL (its estimates are a start, a few SEs from the end);
+#: a pilot sigma_u below PILOT_MIN_SIGMA is no start (sigma_u = 0 is a stationary point of the even
+#: objective, which Newton steps from near it do not leave): the search then starts from its grid
 PILOT_ABOVE_GROUPS = 4000
 PILOT_GROUPS = 200
 PILOT_TOL = 1e-3
+PILOT_MIN_SIGMA = 1e-2
 
 
 @dataclass
@@ -143,6 +149,13 @@ class Pilot:
         """The pilot's Hessian scaled to `n_groups` groups: the first Newton step's on all of them."""
         return self.hess * (n_groups / self.screen.n_subset)
 
+    def start(self, p, n_groups):
+        """(theta, Hessian) to start the search on `n_groups` groups from (p = fixed effects), or (None, None)
+        when the pilot's sigma_u is near 0 (see PILOT_MIN_SIGMA)."""
+        if abs(float(self.theta[p])) < PILOT_MIN_SIGMA:
+            return None, None
+        return self.theta, self.start_hessian(n_groups)
+
 
 def _pilot_fit(dist, data, gamma0, scale0, maxiter, tol):
     """The full Laplace search (start grid, Newton, sigma profile) on PILOT_GROUPS evenly spaced groups.
@@ -153,9 +166,11 @@ def _pilot_fit(dist, data, gamma0, scale0, maxiter, tol):
     objective = MarginalLikelihood(dist, sub, nagq=1)
     tol = max(tol, PILOT_TOL)
     res = _minimize_laplace(objective, _start_theta(objective, gamma0, scale0), maxiter, tol, None, final_step=False)
-    res, probes = probe_sigma(objective, res, gamma0, scale0,
-                              lambda theta, hess: _minimize_laplace(objective, theta, maxiter, tol, None,
-                                                                    final_step=False))
+    def restart(theta, hess):
+        return _minimize_laplace(objective, theta, maxiter, tol, None, final_step=False,
+                                 hess0=None if objective.has_exact_hessian else hess)
+
+    res, probes = probe_sigma(objective, res, gamma0, scale0, restart)
     return Pilot(theta=res.x, screen=Screen.from_probes(probes, -res.f, sub.n_groups, data.n_groups), hess=res.hess)
 
 
@@ -212,9 +227,10 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
     # them gives the start and screens the sigma profile, so all rows see only the last Newton steps.
     laplace = MarginalLikelihood(dist, data, nagq=1)
     pilot = _pilot_fit(dist, data, gamma0, scale0, maxiter, tol) if data.n_groups > PILOT_ABOVE_GROUPS else None
-    theta0 = _start_theta(laplace, gamma0, scale0) if pilot is None else pilot.theta
-    res = _minimize_laplace(laplace, theta0, maxiter, tol, callback,
-                            hess0=None if pilot is None else pilot.start_hessian(data.n_groups))
+    theta0, hess0 = (None, None) if pilot is None else pilot.start(laplace.p, data.n_groups)
+    if theta0 is None:
+        theta0 = _start_theta(laplace, gamma0, scale0)
+    res = _minimize_laplace(laplace, theta0, maxiter, tol, callback, hess0=hess0)
     iters, objective = res.iterations, laplace
     if nagq > 1:
         objective = MarginalLikelihood(dist, data, nagq=nagq)
@@ -222,8 +238,9 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
         res = minimize(objective, res.x, res.hess, maxiter, tol, callback, central=False, quasi_newton=False)
         iters += res.iterations
     if nagq == 1:
-        def restart(theta, hess):
-            return _minimize_laplace(objective, theta, maxiter, tol, callback)
+        def restart(theta, hess):  # BFGS (pairs without an exact Hessian) starts from the optimum's Hessian
+            return _minimize_laplace(objective, theta, maxiter, tol, callback,
+                                     hess0=None if objective.has_exact_hessian else hess)
     else:
         def restart(theta, hess):
             return minimize(objective, theta, hess, maxiter, tol, callback, central=False)

@@ -368,7 +368,8 @@ def gaussian_log_weights(eta, m, phi):
 # q = -d^4 ll / d eta^4 from eta, or from the row's d and t where they give it without another exp.
 
 def binomial_logit_fourth(y, eta, m, phi, d, t):
-    """q = m d (s^2 - 2 d) with s = 2 mu - 1, i.e. t^2 / d - 2 d^2 / m (t = -d s; 0 where d underflows)."""
+    """q = d (s^2 - 2 d / m) with d = m mu (1 - mu) and s = 2 mu - 1, i.e. t^2 / d - 2 d^2 / m (t = -d s;
+    0 where d underflows)."""
     m1 = _row_scalar(m)
     q = np.divide(t * t, d, out=np.zeros_like(d), where=d > 0)
     q -= (2.0 / m1) * d * d if np.ndim(m1) == 0 else 2.0 * d * d / m1

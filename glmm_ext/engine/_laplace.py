@@ -12,8 +12,9 @@ d = -d^2 log f / d eta^2.  With K Gauss-Hermite nodes z_k, log-weights log w_k a
 
 and K = 1 (z = 0, w = sqrt(pi)) is the Laplace value h_j(b_j) - log(H_j) / 2.  The gradient in
 (beta, sigma, log phi) is analytic: the envelope terms plus the derivative of H_j and of the node
-positions through the modes, which needs the third derivative of log f.
-Nothing here is larger than O(n p); no loop runs over groups or rows.
+positions through the modes, which needs the third derivative of log f; the exact Hessian of the
+Laplace value is in `_laplace_hessian` (fourth derivative, O(n p^2)).
+Nothing else here is larger than O(n p); no loop runs over groups or rows.
 """
 from dataclasses import dataclass
 
@@ -37,7 +38,8 @@ class GLMMData:
     starts: np.ndarray
     counts: np.ndarray
     # phi -> (value, d value / d log phi): the eta-free part of the log-likelihood that frequency weights
-    # of a dispersion family add (see formula._design.FrequencyCorrection); None without frequency weights
+    # of a dispersion family add (see formula._design.FrequencyCorrection, whose rows(rows) gives a
+    # subset's); None without frequency weights
     dispersion_term: object = None
     aux: np.ndarray = None  # per-row data the kernel computes once from y (`Distribution.row_aux`), or None
 
@@ -55,8 +57,10 @@ def subset_groups(data, keep):
         return np.broadcast_to(values.flat[0], rows.shape) if values.strides == (0,) else values[rows]
 
     counts = data.counts[keep]
+    term = data.dispersion_term
     return GLMMData(y=data.y[rows], X=data.X[rows], offset=pick(data.offset), m=pick(data.m),
                     const=pick(data.const), starts=group_starts(counts), counts=counts,
+                    dispersion_term=None if term is None else term.rows(rows),
                     aux=None if data.aux is None else data.aux[rows])
 
 
@@ -366,8 +370,9 @@ class MarginalLikelihood:
                                   order=order, min_steps=min_steps, exact_start=exact)
         if modes is not None and modes.converged:
             self.u_warm = sigma * modes.b
+            # the tangent of the mode prediction (log-link modes come from group sums and need none)
             self._tangent = ((self.u_warm, eta_fixed, sigma, np.log(phi), modes.d, modes.H)
-                             if sigma > 0 and modes.d is not None else None)
+                             if sigma > 0 and modes.d is not None and not self.dist.log_link_modes else None)
         return eta_fixed, modes
 
     def hessian(self, theta):

@@ -1,9 +1,12 @@
-"""Outer optimisation of the marginal log-likelihood: scipy's BFGS, then Newton steps.
+"""Outer optimisation of the marginal log-likelihood: Newton steps with the observed information.
 
-The objective is infinite where an identity or inverse link leaves the mean's support.  scipy's
-L-BFGS-B stops at such a trial point and reports success; BFGS's Wolfe line search steps back
-instead, and the Newton stage backtracks by halving.  The Newton stage uses a finite-difference
-Hessian of the analytic gradient, which is also the observed information for standard errors.
+The Hessian is the objective's exact one where it has one (Laplace with a fused kernel,
+`_laplace_hessian`); otherwise scipy's BFGS does the bulk of the search and Newton steps with a
+finite-difference Hessian of the analytic gradient finish it.  Either way the Hessian at the
+returned point is the observed information for standard errors.  The objective is infinite where
+an identity or inverse link leaves the mean's support: scipy's L-BFGS-B stops at such a trial point
+and reports success, BFGS's Wolfe line search steps back instead, and the Newton steps backtrack by
+halving.
 """
 import warnings
 from dataclasses import dataclass
@@ -151,7 +154,7 @@ class Minimum:
     x: np.ndarray
     f: float
     g: np.ndarray
-    hess: np.ndarray  # finite-difference Hessian AT x (the observed information)
+    hess: np.ndarray  # the observed information AT x (exact, or finite differences of the gradient)
     iterations: int
     decrement: float  # g' H^-1 g / 2 with that Hessian: the predicted gain of one more Newton step
     converged: bool
@@ -170,21 +173,27 @@ def newton_decrement(H, g):
 FINAL_STEP = 10.0
 
 
+#: with an exact Hessian, a Newton step changes no parameter by more than this (scaled units: predictors
+#: standardised, sigma_u on the eta scale, log phi); longer ones are shortened along their direction
+MAX_NEWTON_STEP = 2.0
+
+
 def minimize(fun, x0, hess0=None, maxiter=100, tol=1e-6, callback=None, central=True, quasi_newton=True,
              hessian=None, final_step=True):
     """Minimise fun (returning value and gradient) from x0 with initial Hessian hess0.
 
     Converged when the Newton decrement g' H^{-1} g / 2 (the predicted decrease, in units of the
-    objective) falls below `tol` with H the observed (finite-difference) Hessian at the returned
-    point; a point where no step decreases f any more (rounding) also counts when its decrement is
+    objective) falls below `tol` with H the observed Hessian (exact, or finite differences) at the
+    returned point; a point where no step decreases f any more (rounding) also counts when its decrement is
     below 10 tol.  ``quasi_newton=False`` skips the BFGS stage and starts Newton steps with `hess0`
     (a start already near the optimum, as AGQ after Laplace), switching to the observed Hessian
     when progress is slow.  The returned Hessian is always the observed one at the returned x
     (central differences, or forward ones with ``central=False`` where a gradient is expensive).
     With ``hessian`` (x -> the exact Hessian, or None where it has none) there is no BFGS stage:
     every step is a Newton step with the exact Hessian at the current point (finite differences
-    only where ``hessian`` returns None; ``hess0``, when given, for the first step), and one more is taken after convergence (`FINAL_STEP`)
-    unless ``final_step=False`` (a start value that needs no such precision).
+    only where ``hessian`` returns None; ``hess0``, when given, for the first step), no step longer than
+    MAX_NEWTON_STEP, BFGS once where a Newton step finds no decrease, and one more step after convergence
+    (`FINAL_STEP`) unless ``final_step=False`` (a start value that needs no such precision).
     """
     x = np.asarray(x0, float)
     f, g = fun(x)
@@ -218,6 +227,7 @@ def minimize(fun, x0, hess0=None, maxiter=100, tol=1e-6, callback=None, central=
     edge_rounds = 1  # derivative-free searches along the edge of the support when Newton steps stall
     crawling = 0  # consecutive Newton steps cut short by the edge
     final_step = final_step and hessian is not None  # one more exact Newton step after convergence
+    rescue = hessian is not None  # BFGS once from where exact Newton steps find no decrease
     while True:
         decrement, direction = newton_decrement(H, g)
         if decrement < tol:
@@ -235,9 +245,19 @@ def minimize(fun, x0, hess0=None, maxiter=100, tol=1e-6, callback=None, central=
                 message = message or "maximum number of iterations reached"
                 break
             polish -= 1
+        longest = np.max(np.abs(direction)) if hessian is not None else 0.0
+        if longest > MAX_NEWTON_STEP:  # far from the optimum the quadratic model can promise steps of 20+
+            direction = direction * (MAX_NEWTON_STEP / longest)
         step = _backtrack(fun, x, f, g, direction) if crawling < 3 else None
         # a step gaining under 1% of its prediction was cut short by the edge of the support
-        crawling = crawling + 1 if step is not None and f - step[1] < 0.01 * decrement else 0
+        cut = step is not None and longest <= MAX_NEWTON_STEP and f - step[1] < 0.01 * decrement
+        crawling = crawling + 1 if cut else 0
+        if step is None and exact and rescue:  # BFGS's line search copes where Newton's model is poor
+            rescue = False
+            found = _quasi_newton(fun, x, f, g, H, maxiter, callback)
+            if found[1] < f:
+                step = found[:3]
+                iterations += found[3]
         if step is None and exact and edge_rounds > 0:  # pressed against the edge: slide along it
             edge_rounds -= 1
             crawling = 0

@@ -29,33 +29,43 @@ GRID = (0.25, 0.5, 2.0, 4.0, 8.0)
 #: a probe must beat the optimum by this much (objective units) to trigger a restart
 MARGIN = 1e-4
 #: a pilot probe this far (log-likelihood units of the pilot's subset) below the pilot's optimum is not
-#: evaluated on all groups: even a probe stopped early as hopeless is then >= 20 units down on the subset
+#: evaluated on all groups: even a probe stopped early as hopeless is then >= 20 units down on the subset;
+#: a probe of the full fit is matched with the pilot's at a sigma within a factor SCREEN_RATIO
 SCREEN_MARGIN = 30.0
+SCREEN_RATIO = 1.5
 
 
 @dataclass
 class Screen:
     """The sigma profile of a pilot fit on `n_subset` of `n_groups` groups, to skip hopeless probes.
 
-    `deficits[i]` = the pilot's optimum minus its profile log-likelihood at probe i (same grid positions
-    as `probe_sigma`'s: 0, then GRID multiples).
+    `deficits[i]` = the pilot's optimum minus its profile log-likelihood at its probe sigmas[i].
     """
 
+    sigmas: list
     deficits: list
     n_subset: int
     n_groups: int
 
-    def skips(self, i):
-        """True when probe i lies beyond SCREEN_MARGIN below the pilot's optimum."""
-        return i < len(self.deficits) and self.deficits[i] > SCREEN_MARGIN
+    def match(self, s):
+        """Index of the pilot's probe at about sigma s (0 at 0, else within a factor SCREEN_RATIO), or None."""
+        for i, t in enumerate(self.sigmas):
+            if (s == 0.0 and t == 0.0) or (s > 0.0 and t > 0.0 and max(s / t, t / s) <= SCREEN_RATIO):
+                return i
+        return None
 
-    def estimate(self, i, llf):
-        """The full profile log-likelihood at probe i estimated from the pilot (deficit scaled to all groups)."""
-        return llf - self.deficits[i] * self.n_groups / self.n_subset
+    def skips(self, s):
+        """True when the pilot's probe at about sigma s lies beyond SCREEN_MARGIN below its optimum."""
+        i = self.match(s)
+        return i is not None and self.deficits[i] > SCREEN_MARGIN
+
+    def estimate(self, s, llf):
+        """The full profile log-likelihood at sigma s estimated from the pilot (deficit scaled to all groups)."""
+        return llf - self.deficits[self.match(s)] * self.n_groups / self.n_subset
 
     @classmethod
     def from_probes(cls, probes, llf, n_subset, n_groups):
-        return cls([llf - v for v in probes.llf], n_subset, n_groups)
+        return cls(list(probes.sigma), [llf - v for v in probes.llf], n_subset, n_groups)
 
 
 @dataclass
@@ -143,10 +153,10 @@ def probe_sigma(objective, res, gamma_glm, scale_glm, restart, screen=None):
     u_opt = objective.u_warm.copy()
     md = D = None
     best = None
-    for i, s in enumerate((0.0,) + tuple(ref * k for k in GRID)):
-        if screen is not None and screen.skips(i):
+    for s in (0.0,) + tuple(ref * k for k in GRID):
+        if screen is not None and screen.skips(s):
             probes.sigma.append(float(s))
-            probes.llf.append(float(screen.estimate(i, -res.f)))
+            probes.llf.append(float(screen.estimate(s, -res.f)))
             probes.newton_steps.append(0)
             probes.screened.append(True)
             continue

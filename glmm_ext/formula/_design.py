@@ -216,6 +216,14 @@ class FrequencyCorrection:
         self.dist, self.y, self.prior, self.freq, self.const = dist, y, prior, freq, const
         self.eta = dist.link(y if dist.name == "gamma" else np.abs(y) + 1.0)  # any mean in the support
 
+    def rows(self, rows):
+        """The correction of the rows `rows` alone (a subset of the groups, as a pilot fit's)."""
+        def pick(values):
+            values = np.asarray(values)
+            return values if not values.ndim or not any(values.strides) else values[rows]
+
+        return FrequencyCorrection(self.dist, self.y[rows], pick(self.prior), self.freq[rows], pick(self.const))
+
     def __call__(self, phi):
         d, y, eta, v, f, c = self.dist, self.y, self.eta, self.prior, self.freq, self.const
         value = np.sum(f * d.loglik(y, eta, v, phi, c) - d.loglik(y, eta, f * v, phi, c))

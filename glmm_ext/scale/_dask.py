@@ -10,11 +10,12 @@
 3. Gaussian + identity: exact REML / ML.  Each partition reduces its rows to the profile's sufficient
    statistics, compressed to O(p^2) numbers per distinct group size, and the in-memory profile
    (`engine._lmm.fit_lmm`) runs on them (`_dask_lmm`);
-4. otherwise: a distributed GLM start (Fisher scoring on per-partition sums X'WX and X'l1), then the
-   in-memory engine's optimiser (`_glmm._start_theta`, `_optimize.minimize`), whose every objective,
-   gradient and Hessian-column evaluation maps over the partitions and adds up their (value,
-   gradient) pairs.  One ``MarginalLikelihood`` per partition lives on its worker, where its
-   conditional modes warm-start between calls.
+4. otherwise: the engine's GLM start (`engine._glm`) on sums over the partitions, then the in-memory
+   engine's search (`_glmm._minimize_laplace`: Newton steps with the exact Hessian), whose every
+   objective, gradient and Hessian evaluation maps over the partitions and adds up their sums.  One
+   ``MarginalLikelihood`` per partition lives on its worker, where its conditional modes warm-start
+   between calls.  With many groups the engine's pilot fit runs on the worker of the partition with
+   most groups; the AGQ(9) check is estimated from groups of every partition.
 
 The results (`_dask_results.DaskGLMMResults`) are a `GLMMResults`: the same attributes and report
 tables; row-level outputs are lazy Dask objects computed on the workers on request.  Scheduling and
@@ -36,10 +37,11 @@ import pandas as pd
 from ..engine._families import Distribution
 from ..engine._glm import glm_start_from
 from ..engine._fitting import FitOutput, unscale_response
-from ..engine._glmm import (LAPLACE_GAP, PILOT_ABOVE_GROUPS, SINGULAR_TOL, EngineFit, _snap_to_boundary,
-                            _start_theta, fixed_effects_cov, gap_from_subset, laplace_note)
+from ..engine._glmm import (LAPLACE_GAP, PILOT_ABOVE_GROUPS, SINGULAR_TOL, EngineFit, _initial_hessian,
+                            _minimize_laplace, _snap_to_boundary, _start_theta, fixed_effects_cov, gap_from_subset,
+                            laplace_note)
 from ..engine._profile import GRID
-from ..engine._optimize import fd_columns, minimize
+from ..engine._optimize import minimize
 from ..engine._optsummary import OptSummary
 from ..engine._pirls import inverse_or_nan
 from ..formula import _data
@@ -400,14 +402,13 @@ class DaskGLMM:
                 monitor("start values", 0, np.nan)
                 pilot = (objective.pilot(gamma0, scale0, maxiter, tol, self.n_groups)
                          if self.n_groups > PILOT_ABOVE_GROUPS else None)
-                theta0 = _start_theta(objective, gamma0, scale0) if pilot is None else pilot.theta
-                hess0 = None if pilot is None else pilot.start_hessian(self.n_groups)
+                theta0, hess0 = (None, None) if pilot is None else pilot.start(objective.p, self.n_groups)
+                if theta0 is None:
+                    theta0 = _start_theta(objective, gamma0, scale0)
                 exact = objective.has_exact_hessian
-                if exact:  # Newton steps with the exact Hessian, as in memory
-                    res = minimize(objective, theta0, hess0, maxiter, tol, monitor, hessian=objective.hessian)
-                else:
-                    hess0 = _start_hessian(objective, theta0) if hess0 is None else hess0
-                    res = minimize(objective, theta0, hess0, maxiter, tol, monitor)
+                if hess0 is None and not exact:  # BFGS's start: the PIRLS information summed over the partitions
+                    hess0 = _initial_hessian(objective, theta0, np.sum(objective.map(rows_.pirls_block, theta0), axis=0))
+                res = _minimize_laplace(objective, theta0, maxiter, tol, monitor, hess0=hess0)  # as in memory
                 iters = res.iterations
                 if nagq > 1:
                     objective.with_nodes(nagq)
@@ -510,25 +511,14 @@ class DaskGLMM:
         return GLMM.group_effects(self, groups, blups, n, new_groups)
 
 
-def _start_hessian(objective, theta):
-    """Start Hessian for BFGS (as `_glmm._initial_hessian`): PIRLS information for beta summed over the
-    partitions, differences of the gradient for the variance parameters."""
-    p, k = objective.p, objective.n_params
-    hess = np.zeros((k, k))
-    hess[:p, :p] = np.sum(objective.map(rows_.pirls_block, theta), axis=0)
-    block = fd_columns(objective, theta, range(p, k))
-    hess[:, p:], hess[p:, :] = block, block.T
-    return hess
-
-
 def _screened_profile(screen, theta, p, llf):
     """optsummary.sigma_profile of a Dask fit: the sigma_u probes of the in-memory fit are not run on all
     rows here; a pilot's screen (many groups) tells which of them lie far below the optimum (estimates)."""
     sigma_hat = abs(float(theta[p]))
     grid = (0.0,) + tuple(sigma_hat * k for k in GRID)
-    screened = [screen is not None and screen.skips(i) for i in range(len(grid))]
+    screened = [screen is not None and screen.skips(s) for s in grid]
     return {"sigma_hat": sigma_hat, "sigma": list(grid),
-            "profile_llf": [screen.estimate(i, llf) if done else np.nan for i, done in enumerate(screened)],
+            "profile_llf": [screen.estimate(s, llf) if done else np.nan for s, done in zip(grid, screened)],
             "newton_steps": [0] * len(grid), "screened": screened, "restarted": False, "restart_sigma": np.nan,
             "llf_gain": 0.0, "agq9_gap": np.nan, "agq9_gap_groups": 0,
             "note": "on a Dask DataFrame no sigma_u probe is evaluated on all rows; NaN = not screened out by a pilot"}

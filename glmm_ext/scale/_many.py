@@ -146,8 +146,8 @@ def fit_many(data, responses, formula, groups, family=None, n_jobs=-1, client=No
         As in `GLMM` (default Gaussian).
     n_jobs : int
         -1 (default) = one worker process per CPU (``concurrent.futures``); k > 1 = k worker processes;
-        1 = in this process.  Fewer than MIN_RESPONSES_PER_WORKER responses per process run in this
-        process.
+        1 = in this process.  At most one process per MIN_RESPONSES_PER_WORKER responses (fewer in
+        all: this process).
     client : distributed.Client, optional
         Run the fits on this Dask cluster instead (``n_jobs`` is then ignored).
     progress : bool
@@ -198,12 +198,13 @@ def fit_many(data, responses, formula, groups, family=None, n_jobs=-1, client=No
     Y = data.loc[design.index, responses].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     options = {"nagq": nagq, "reml": bool(reml), "maxiter": maxiter, "tol": tol, "cov_type": cov_type}
     jobs = (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
+    jobs = max(1, min(jobs, len(responses) // MIN_RESPONSES_PER_WORKER))  # no process for fewer responses
     monitor = Progress(enabled=progress, maxiter=len(responses))
     results = []
     with monitor:
         if client is not None:
             results = _run_dask(client, design, responses, Y, options, monitor)
-        elif jobs == 1 or len(responses) < MIN_RESPONSES_PER_WORKER * jobs:
+        elif jobs == 1:
             with fast_allocation():
                 for j, name in enumerate(responses):
                     results.append(_fit_one(design, name, Y[:, j], options))
