@@ -109,12 +109,20 @@ def dispersion(dist, sums, p):
     return float(scale) if np.isfinite(scale) and scale > 0 else 1.0
 
 
-def glm_start_from(dist, sums_at, least_squares, feasible, p):
+#: an identity/inverse-link start keeps every row's linear predictor above this fraction of its mean: a GLM
+#: optimum on the edge of the support is no start (the groups' modes leave the support at any sigma_u)
+EDGE_MARGIN = 1e-3
+
+
+def glm_start_from(dist, sums_at, least_squares, feasible, p, edge_ratio=None):
     """(gamma, dispersion) of the GLM: Fisher scoring from the least-squares start (`least_squares` =
     `least_squares_sums`, `feasible(gamma)` = every row's mean inside the support); when the scoring
     fails or leaves the support, the least-squares point itself with the dispersion by moments.
-    A Binomial start is kept inside |x'gamma| <= 15 (`separation_cap`)."""
-    gamma = least_squares_start(dist, least_squares, feasible)
+    A Binomial start is kept inside |x'gamma| <= 15 (`separation_cap`); with an identity or inverse
+    link, ``edge_ratio(gamma)`` = min eta / mean |eta| is kept above EDGE_MARGIN by moving towards the
+    least-squares point."""
+    inside = least_squares_start(dist, least_squares, feasible)
+    gamma = inside
     found = fisher_scoring(sums_at, gamma)
     if found is not None and feasible(found[0]):
         gamma, sums = found
@@ -122,6 +130,12 @@ def glm_start_from(dist, sums_at, least_squares, feasible, p):
     else:
         sums = sums_at(gamma)
         scale = dispersion(dist, sums, 0)  # Pearson chi2 / n
+    if edge_ratio is not None and not dist.full_support:
+        for t in (1.0, 0.99, 0.9, 0.5, 0.0):
+            candidate = inside + t * (gamma - inside)
+            if edge_ratio(candidate) >= EDGE_MARGIN or t == 0.0:
+                gamma = candidate
+                break
     return separation_cap(dist, gamma, sums.spread), scale
 
 

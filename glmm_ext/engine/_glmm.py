@@ -67,10 +67,14 @@ def glm_start(dist, data):
     def feasible(gamma):
         return bool(np.all(np.isfinite(gamma)) and dist.feasible(data.X @ gamma + data.offset).all())
 
+    def edge_ratio(gamma):
+        eta = data.X @ gamma + data.offset
+        return float(np.min(eta) / np.mean(np.abs(eta)))
+
     ybar = float(np.average(rows.y, weights=np.broadcast_to(rows.m, rows.y.shape)))
     target = float(dist.link(np.clip(ybar, 1e-6, None)))
     return glm_start_from(dist, lambda g: glm_sums(dist, rows, g), least_squares_sums(rows, target), feasible,
-                          data.X.shape[1])
+                          data.X.shape[1], edge_ratio)
 
 
 def _initial_hessian(objective, theta, beta_block=None):
@@ -116,11 +120,18 @@ def _start_theta(objective, gamma, scale):
     return best[1]
 
 
+def exact_newton(laplace):
+    """True when `_minimize_laplace` takes Newton steps with the exact Hessian (see there)."""
+    return laplace.has_exact_hessian and laplace.dist.full_support
+
+
 def _minimize_laplace(laplace, theta0, maxiter, tol, callback, final_step=True, hess0=None):
     """Newton steps with the exact Hessian (`_laplace_hessian`; ``hess0``, e.g. a pilot's, for the first
-    step), or BFGS from ``hess0`` (default the PIRLS information) then Newton with finite differences
-    for pairs without one."""
-    if laplace.has_exact_hessian:
+    step), or BFGS from ``hess0`` (default the PIRLS information) then Newton with finite differences:
+    for pairs without an exact Hessian, and for identity/inverse links, whose searches follow the edge of
+    the support (BFGS's Wolfe line search keeps small data away from regions where the Laplace value
+    of a mode pressed against the edge is no longer reliable)."""
+    if exact_newton(laplace):
         return minimize(laplace, theta0, hess0, maxiter, tol, callback, hessian=laplace.hessian,
                         final_step=final_step)
     hess0 = _initial_hessian(laplace, theta0) if hess0 is None else hess0
@@ -168,7 +179,7 @@ def _pilot_fit(dist, data, gamma0, scale0, maxiter, tol):
     res = _minimize_laplace(objective, _start_theta(objective, gamma0, scale0), maxiter, tol, None, final_step=False)
     def restart(theta, hess):
         return _minimize_laplace(objective, theta, maxiter, tol, None, final_step=False,
-                                 hess0=None if objective.has_exact_hessian else hess)
+                                 hess0=None if exact_newton(objective) else hess)
 
     res, probes = probe_sigma(objective, res, gamma0, scale0, restart)
     return Pilot(theta=res.x, screen=Screen.from_probes(probes, -res.f, sub.n_groups, data.n_groups), hess=res.hess)
@@ -240,7 +251,7 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
     if nagq == 1:
         def restart(theta, hess):  # BFGS (pairs without an exact Hessian) starts from the optimum's Hessian
             return _minimize_laplace(objective, theta, maxiter, tol, callback,
-                                     hess0=None if objective.has_exact_hessian else hess)
+                                     hess0=None if exact_newton(objective) else hess)
     else:
         def restart(theta, hess):
             return minimize(objective, theta, hess, maxiter, tol, callback, central=False)
@@ -281,7 +292,7 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
         probes.agq9_gap = gap
         if abs(gap) > LAPLACE_GAP:
             notes.append(laplace_note(gap, probes.agq9_gap_groups, data.n_groups))
-    method = "Newton, exact Hessian" if laplace.has_exact_hessian else "BFGS + Newton"
+    method = "Newton, exact Hessian" if exact_newton(laplace) else "BFGS + Newton"
     method += " (Laplace)" if nagq == 1 else f", then Newton (AGQ, {nagq} nodes)"
     opt = OptSummary(method=method, nagq=nagq, maxiter=maxiter, tol=tol, initial=theta0, final=theta,
                      n_iterations=iters, n_evaluations=n_eval, objective=f, newton_decrement=float(decrement),

@@ -189,7 +189,7 @@ def fit_nagq0(dist, data, gamma0, scale0, maxiter, tol, callback, t0):
     """nagq = 0: beta from PIRLS at each (sigma, phi); only the variance parameters are optimised."""
     from ._glmm import EngineFit  # the record type lives with the main engine
 
-    pirls = PenalisedFit(dist, data, gamma0)
+    pirls = PenalisedFit(dist, data, gamma0, tol=1e-10 if dist.has_dispersion else 1e-7)
     counter = {"n": 0}
     ref = _eta_scale(dist, data, gamma0)
     lo, hi = np.log(1e-3 * ref), np.log(20.0 * ref)
@@ -243,12 +243,22 @@ def fit_nagq0(dist, data, gamma0, scale0, maxiter, tol, callback, t0):
             res = optimize.minimize_scalar(lambda s: objective([s]), bounds=(lo, hi), method="bounded",
                                            options={"xatol": 3e-3, "maxiter": 20 * maxiter})
         v, success, nit = np.array([res.x]), bool(res.success), int(res.nfev)
+    def at_zero(v):
+        """(the point sigma_u = 0 with its best log phi, its objective): the GLM, the search's boundary."""
+        if not dist.has_dispersion:
+            w = np.array([-np.inf])
+            return w, objective(w)
+        best = optimize.minimize_scalar(lambda lp: objective(np.array([-np.inf, lp])), method="bounded",
+                                        bounds=(v[1] - 10.0, v[1] + 10.0), options={"xatol": 1e-7})
+        w = np.array([-np.inf, best.x])
+        return w, objective(w)
+
     f = objective(v)
     if v[0] < lo + 3.0:  # near the lower end: the boundary sigma = 0 (the GLM) when it is at least as good
         state = (pirls.gamma.copy(), pirls.b.copy())
-        f0 = objective(np.concatenate([[-np.inf], v[1:]]))
+        v0, f0 = at_zero(v)
         if f0 <= f:
-            v, f = np.concatenate([[-np.inf], v[1:]]), f0
+            v, f = v0, f0
         else:
             pirls.gamma, pirls.b = state
             f = objective(v)
@@ -268,10 +278,11 @@ def fit_nagq0(dist, data, gamma0, scale0, maxiter, tol, callback, t0):
     # link the search's own objective is the Laplace value and the lower end was checked above
     if sigma > 0 and (not dist._natural or md is None):
         state = (pirls.gamma.copy(), pirls.b.copy())
-        llf0 = -objective(np.concatenate([[-np.inf], v[1:]]))
-        if llf0 > llf:
-            sigma, gamma, llf = 0.0, pirls.gamma.copy(), llf0
-            theta = np.concatenate([gamma, [0.0], theta[len(gamma) + 1:]])
+        v0, f0 = at_zero(v)
+        if -f0 > llf:
+            sigma, gamma, llf = 0.0, pirls.gamma.copy(), -f0
+            phi = float(np.exp(v0[1])) if dist.has_dispersion else 1.0
+            theta = np.concatenate([gamma, [0.0], v0[1:]])
             md = laplace.modes_at(theta)
         else:
             pirls.gamma, pirls.b = state

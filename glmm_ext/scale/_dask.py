@@ -38,8 +38,8 @@ from ..engine._families import Distribution
 from ..engine._glm import glm_start_from
 from ..engine._fitting import FitOutput, unscale_response
 from ..engine._glmm import (LAPLACE_GAP, PILOT_ABOVE_GROUPS, SINGULAR_TOL, EngineFit, _initial_hessian,
-                            _minimize_laplace, _snap_to_boundary, _start_theta, fixed_effects_cov, gap_from_subset,
-                            laplace_note)
+                            _minimize_laplace, _snap_to_boundary, _start_theta, exact_newton, fixed_effects_cov,
+                            gap_from_subset, laplace_note)
 from ..engine._profile import GRID
 from ..engine._optimize import minimize
 from ..engine._optsummary import OptSummary
@@ -358,7 +358,11 @@ class DaskGLMM:
         def feasible(gamma):
             return bool(np.all(np.isfinite(gamma)) and all(objective.map(rows_.feasible, gamma)))
 
-        return glm_start_from(dist, sums_at, least_squares, feasible, objective.p)
+        def edge_ratio(gamma):
+            parts = objective.map(rows_.eta_range, gamma)
+            return min(r[0] for r in parts) / (sum(r[1] for r in parts) / sum(r[2] for r in parts))
+
+        return glm_start_from(dist, sums_at, least_squares, feasible, objective.p, edge_ratio)
 
     # ---------------------------------------------------------------------------------------- fit
     def fit(self, reml=True, maxiter=100, tol=1e-6, nagq=1, cov_type="hessian", progress=False, callback=None,
@@ -405,7 +409,7 @@ class DaskGLMM:
                 theta0, hess0 = (None, None) if pilot is None else pilot.start(objective.p, self.n_groups)
                 if theta0 is None:
                     theta0 = _start_theta(objective, gamma0, scale0)
-                exact = objective.has_exact_hessian
+                exact = exact_newton(objective)
                 if hess0 is None and not exact:  # BFGS's start: the PIRLS information summed over the partitions
                     hess0 = _initial_hessian(objective, theta0, np.sum(objective.map(rows_.pirls_block, theta0), axis=0))
                 res = _minimize_laplace(objective, theta0, maxiter, tol, monitor, hess0=hess0)  # as in memory

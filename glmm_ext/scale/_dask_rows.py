@@ -297,6 +297,13 @@ def least_squares(objective, target):
     return _glm.least_squares_sums(objective.data, target)
 
 
+def eta_range(objective, gamma):
+    """(min eta, sum |eta|, rows) of the partition at gamma (sigma_u = 0): the GLM start's distance to the edge."""
+    data = objective.data
+    eta = data.X @ gamma + data.offset
+    return float(np.min(eta, initial=np.inf)), float(np.sum(np.abs(eta))), int(eta.size)
+
+
 def feasible(objective, gamma):
     """True when every row's mean at gamma (sigma_u = 0) lies inside the family's support."""
     data = objective.data
