@@ -138,6 +138,8 @@ MUTANTS = [
      "scale = sums.pearson / max(sums.n - p, 1)", "scale = sums.pearson / max(sums.n, 1)"),
     ("REML slope polish: ML's degrees of freedom", "glmm_ext/engine/_lmm.py",
      "    dof = stats.n - p if reml else stats.n\n    slope =", "    dof = stats.n\n    slope ="),
+    ("a flat conditional mode is a Laplace point", "glmm_ext/engine/_laplace.py",
+     "if np.any(H <= FLAT_MODE) or", "if np.any(H <= 0) or"),
 ]
 
 

@@ -398,3 +398,39 @@ def test_poisson_identity_with_zero_counts_near_the_edge_fits():
     gamma0, _ = glm_start(res.model.dist, res.model.design.engine_data())
     glm_llf = res.model.loglike(res.model.design.scaling.matrix @ gamma0, var_re=0.0)
     assert np.isfinite(res.llf) and res.llf >= glm_llf - 1e-6
+
+
+# Gamma-identity, 4 groups x 4 rows (the slow hardening property's seed 2136): the integrand of the last
+# group flattens as the search goes on (its mode curvature H -> 0), where the Laplace value grows without bound
+GAMMA_IDENTITY_FLAT = [
+    (2.443469, 0.031089, 0), (0.140049, 0.396210, 0), (0.767373, 0.297188, 0), (0.286757, -0.346328, 0),
+    (1.242020, 0.090490, 1), (1.946333, -1.002085, 1), (4.008522, 0.507082, 1), (0.352667, 0.490842, 1),
+    (1.203101, -0.616467, 2), (2.334848, 0.425201, 2), (2.364040, 0.661515, 2), (6.530098, 1.552493, 2),
+    (0.068864, -0.991498, 3), (0.847393, -0.464825, 3), (3.483745, 1.871829, 3), (2.049492, 1.701703, 3),
+]
+
+
+def test_a_flat_conditional_mode_is_outside_the_laplace_approximation():
+    """Where a group's mode curvature H falls below FLAT_MODE the Laplace value (once finite and up to ~10
+    above the true likelihood) is no point; the fit says why it stopped, and AGQ still gives an answer."""
+    from glmm_ext.engine._laplace import FLAT_MODE, MarginalLikelihood
+
+    df = pd.DataFrame(GAMMA_IDENTITY_FLAT, columns=["y", "x", "g"])
+    model = glmm_ext.GLMM.from_formula("y ~ x", df, groups="g", family=make_family("gamma", "identity"))
+    laplace = MarginalLikelihood(model.dist, model.design.engine_data(scale_response=True))
+    rejected = 0
+    for s in np.linspace(0.40189, 0.401892, 9):  # across the fold where the last group's two modes meet
+        f_value, _ = laplace(np.array([2.00005833, 0.77036853, s, -0.31066923]))  # near the old search's end
+        rejected += f_value == np.inf
+        assert f_value == np.inf or np.min(laplace.last_modes.H) > FLAT_MODE
+    assert rejected
+    f_value, grad = laplace(np.array([2.00005833, 0.77036853, 0.38, -0.31066923]))  # before the fold: a point
+    assert np.isfinite(f_value) and np.all(np.isfinite(grad)) and np.min(laplace.last_modes.H) > 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = model.fit(reml=False)
+        scaled = glmm_ext.GLMM.from_formula("y ~ x", df.assign(y=df.y * 1e-3), groups="g",
+                                            family=make_family("gamma", "identity")).fit(nagq=5, reml=False)
+    assert not res.converged and "Laplace approximation breaks down" in res.optsummary.message
+    assert np.isfinite(res.llf) and np.all(np.isfinite(res.params))
+    assert np.isfinite(scaled.llf) and not scaled.converged  # a node left the support: BFGS from the start

@@ -186,6 +186,20 @@ def _pilot_fit(dist, data, gamma0, scale0, maxiter, tol):
 
 
 #: sigma_u below this (on the engine's eta scale) is the boundary reached by rounding: reported as 0
+#: a stopped Laplace search with a group's mode curvature below this is explained as a flat mode
+FLAT_MODE_NOTE = 1e-2
+
+
+def flat_mode_message(H, dist):
+    """Why a Laplace search stopped at a flat conditional mode (see `_laplace.FLAT_MODE`)."""
+    flat = int(np.sum(H < FLAT_MODE_NOTE))
+    return (f"the Laplace approximation breaks down: {flat} group(s) have a nearly flat conditional mode "
+            f"(curvature {float(np.min(H)):.2g}, the prior's is 1), where the Laplace value overstates the "
+            "likelihood without bound, and the search stopped at that edge; "
+            f"{dist.name} with the {dist.link_name} link is not log-concave in eta, so a group's integrand can "
+            "be this flat: try nagq > 1, another link, or fewer parameters")
+
+
 BOUNDARY_SNAP = 1e-8
 
 
@@ -246,7 +260,17 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
     if nagq > 1:
         objective = MarginalLikelihood(dist, data, nagq=nagq)
         objective.u_warm = laplace.u_warm.copy()
-        res = minimize(objective, res.x, res.hess, maxiter, tol, callback, central=False, quasi_newton=False)
+        try:
+            res = minimize(objective, res.x, res.hess, maxiter, tol, callback, central=False, quasi_newton=False)
+        except FloatingPointError:  # a node of the Laplace optimum leaves the support: BFGS from the start
+            objective.u_warm = np.zeros_like(objective.u_warm)
+            try:
+                res = minimize(objective, theta0, _initial_hessian(laplace, theta0), maxiter, tol, callback,
+                               central=False)
+            except FloatingPointError:
+                raise ValueError(f"the adaptive quadrature ({nagq} nodes) has no finite log-likelihood at the "
+                                 "start values or at the Laplace estimates: quadrature nodes leave the support "
+                                 f"of the {dist.link_name} link's mean; use nagq=1 or another link") from None
         iters += res.iterations
     if nagq == 1:
         def restart(theta, hess):  # BFGS (pairs without an exact Hessian) starts from the optimum's Hessian
@@ -275,6 +299,8 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
         message = (f"complete or quasi-complete separation: {separated} rows are fitted with probability 0 or 1 "
                    "and a direction of the fixed effects pushes them further, so some estimates diverge "
                    "(no finite maximum)")
+    if not converged and nagq == 1 and np.min(md.H) < FLAT_MODE_NOTE:
+        message = flat_mode_message(md.H, dist)
     singular = sigma < SINGULAR_TOL
     if callback is not None:
         callback("standard errors", iters, f)

@@ -138,6 +138,10 @@ def _point(dist, data, eta, b, phi, order):
 #: after steps below FINAL_MODE_STEP the modes are converged as a rule, so log f is computed with them
 SHORT_STEP = 0.1
 FINAL_MODE_STEP = 1e-4
+#: a mode whose curvature H_j = 1 + sigma^2 sum_i d_i (the prior's is 1) falls below this is flat: the
+#: Laplace term -log(H_j)/2 grows without bound as H_j -> 0 while the true integral stays finite (only a
+#: density that is not log-concave in eta gives H_j < 1), so the approximation does not apply there
+FLAT_MODE = 1e-3
 
 
 def log_link_modes(dist, y, eta_fixed, sigma, phi, starts, counts, b_start, maxiter=100):
@@ -422,7 +426,7 @@ class MarginalLikelihood:
         self.last_modes = md
         counts, starts = data.counts, data.starts
         b, H = md.b, md.H
-        if np.any(H <= 0) or not np.all(np.isfinite(md.h)):
+        if np.any(H <= FLAT_MODE) or not np.all(np.isfinite(md.h)):
             return None, None
         z, logw = gauss_hermite(self.nagq)
         K = len(z)
@@ -496,6 +500,8 @@ class MarginalLikelihood:
             dH_dlphi = s2 * dD + s2 * sigma * T * db_dlphi
             grad.append([np.sum(direct_lphi + E * db_dlphi + A * dH_dlphi) + extra_dlphi])
         grad = np.concatenate(grad)
+        if not np.all(np.isfinite(grad)):  # a derivative beyond the floating-point range: no usable point
+            return None, None
         if theta[self.p] < 0:
             grad[self.p] = -grad[self.p]
         return value, grad
