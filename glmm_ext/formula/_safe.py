@@ -133,34 +133,29 @@ class _SafeChecker:
 
     def formula_term(self, node):
         """Formula level: +, -, *, /, :, ** between terms; columns, numbers and the accepted calls."""
-        if isinstance(node, ast.BinOp) and isinstance(node.op, FORMULA_OPERATORS):
-            self.formula_term(node.left)
+        self.operations(node, FORMULA_OPERATORS, inside_i=False)
+
+    def arithmetic(self, node):
+        """Inside I(...) and transforms: + - * / ** and unary minus over columns, numbers and transforms."""
+        self.operations(node, ARITHMETIC_OPERATORS, inside_i=True)
+
+    def operations(self, node, operators, inside_i):
+        """Binary `operators` and unary signs down to the values; an exponent must be a small number."""
+        if isinstance(node, ast.BinOp) and isinstance(node.op, operators):
+            self.operations(node.left, operators, inside_i)
             if isinstance(node.op, ast.Pow):
                 self.exponent(node.right)
             else:
-                self.formula_term(node.right)
+                self.operations(node.right, operators, inside_i)
         elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            self.formula_term(node.operand)
+            self.operations(node.operand, operators, inside_i)
         else:
-            self.value(node, inside_i=False)
+            self.value(node, inside_i=inside_i)
 
     def exponent(self, node):
         inner = node.operand if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) else node
         if not self.number(inner) or abs(inner.value) > MAX_EXPONENT:
             self.reject(node, f"the exponent (a number of at most {MAX_EXPONENT} is required)")
-
-    def arithmetic(self, node):
-        """Inside I(...) and transforms: + - * / ** and unary minus over columns, numbers and transforms."""
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ARITHMETIC_OPERATORS):
-            self.arithmetic(node.left)
-            if isinstance(node.op, ast.Pow):
-                self.exponent(node.right)
-            else:
-                self.arithmetic(node.right)
-        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            self.arithmetic(node.operand)
-        else:
-            self.value(node, inside_i=True)
 
     def value(self, node, inside_i):
         if self.number(node):
