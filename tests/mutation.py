@@ -140,6 +140,11 @@ MUTANTS = [
      "    dof = stats.n - p if reml else stats.n\n    slope =", "    dof = stats.n\n    slope ="),
     ("a flat conditional mode is a Laplace point", "glmm_ext/engine/_laplace.py",
      "if np.any(H <= FLAT_MODE) or", "if np.any(H <= 0) or"),
+    ("a flat mode of a random-slope model is a Laplace point", "glmm_ext/engine/_laplace_vector.py",
+     "if np.any(curvatures[:, 0] <= FLAT_MODE)", "if np.any(curvatures[:, 0] <= 0)"),
+    ("random-slope modes by the working weights wherever some d_i < 0", "glmm_ext/engine/_laplace_vector.py",
+     "            indefinite = np.linalg.eigvalsh(H)[:, 0] <= 0.0\n",
+     "            indefinite = np.ones(len(H), bool)\n"),
 ]
 
 

@@ -434,3 +434,29 @@ def test_a_flat_conditional_mode_is_outside_the_laplace_approximation():
     assert not res.converged and "Laplace approximation breaks down" in res.optsummary.message
     assert np.isfinite(res.llf) and np.all(np.isfinite(res.params))
     assert np.isfinite(scaled.llf) and not scaled.converged  # a node left the support: BFGS from the start
+
+
+def test_a_flat_mode_of_a_random_slope_model_is_no_point():
+    """The vector Laplace with Lambda = diag(s, 0) is the scalar one (to rounding), and the same flat modes
+    are outside it; its mode solver takes the observed curvature where it is positive definite (with
+    the working weights throughout it stopped after 60 steps, unconverged)."""
+    from glmm_ext.engine._laplace import FLAT_MODE, MarginalLikelihood
+    from glmm_ext.engine._laplace_vector import VectorData, VectorLaplace
+    from glmm_ext.engine._lmm_vector import LambdaPattern
+
+    df = pd.DataFrame(GAMMA_IDENTITY_FLAT, columns=["y", "x", "g"])
+    model = glmm_ext.GLMM.from_formula("y ~ x", df, groups="g", family=make_family("gamma", "identity"))
+    data = model.design.engine_data(scale_response=True)
+    n = data.y.size
+    X = np.asarray(data.X)
+    vector = VectorData(y=data.y, X=X, Z=np.column_stack([np.ones(n), X[:, 1]]), offset=np.zeros(n), m=np.ones(n),
+                        const=np.broadcast_to(data.const, (n,)).copy(), starts=data.starts, counts=data.counts)
+    rejected = 0
+    for s in [0.38, 0.4018, *np.linspace(0.40189, 0.401892, 9)]:
+        scalar = MarginalLikelihood(model.dist, data)(np.array([2.00005833, 0.77036853, s, -0.31066923]))[0]
+        objective = VectorLaplace(model.dist, vector, LambdaPattern(2, [[0], [1]]))
+        value, _ = objective(np.array([2.00005833, 0.77036853, s, 0.0, -0.31066923]))
+        assert value == pytest.approx(scalar, abs=1e-9) or (value == np.inf and scalar == np.inf)
+        rejected += value == np.inf
+        assert value == np.inf or np.linalg.eigvalsh(objective.last_modes.H)[:, 0].min() > FLAT_MODE
+    assert rejected

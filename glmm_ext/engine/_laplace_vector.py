@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._laplace import FLAT_MODE
 from ._segments import group_sums, to_rows
 
 
@@ -89,8 +90,9 @@ class VectorModes:
 def vector_modes(dist, data, eta_fixed, lam, phi, u_start, tol=1e-10, maxiter=60, order=2):
     """Conditional modes u_j = argmax h_j(u), Newton steps for all groups at once; None if infeasible.
 
-    The Newton matrix uses the observed curvature d when every d_i >= 0 (as for canonical links), the
-    working weights otherwise; a step that lowers h_j is halved for that group only.
+    The Newton matrix of a group uses the observed curvature d where it is positive definite (always
+    when every d_i >= 0, as for canonical links), the working weights otherwise; a step that lowers h_j
+    is halved for that group only.
     """
     G, q = data.n_groups, lam.shape[0]
     counts, starts = data.counts, data.starts
@@ -113,8 +115,13 @@ def vector_modes(dist, data, eta_fixed, lam, phi, u_start, tol=1e-10, maxiter=60
     for _ in range(maxiter):
         l1, d, _ = dist.derivatives(data.y, eta, data.m, phi, order=2)
         grad = group_sums(W * l1[:, None], starts) - u
-        curv = d if np.all(d >= 0) else dist.working_weights(eta, data.m, phi)
-        H = eye + _sandwich(data.weighted_cross(curv), lam)
+        H = eye + _sandwich(data.weighted_cross(d), lam)
+        if not np.all(d >= 0):  # the observed curvature where it is positive definite (quadratic
+            # convergence), the working weights' where it is not (an ascent direction)
+            indefinite = np.linalg.eigvalsh(H)[:, 0] <= 0.0
+            if indefinite.any():
+                fisher = eye + _sandwich(data.weighted_cross(dist.working_weights(eta, data.m, phi)), lam)
+                H[indefinite] = fisher[indefinite]
         step = np.linalg.solve(H, grad[:, :, None])[:, :, 0]
         decrement = np.einsum("gq,gq->g", grad, step)
         active = decrement > tol * tol
@@ -190,9 +197,10 @@ class VectorLaplace:
                               order=3 if need_grad else 2)
         if md is None or not md.converged:
             return None, None
-        sign, logdet = np.linalg.slogdet(md.H)
-        if np.any(sign <= 0) or not np.all(np.isfinite(md.h)):
-            return None, None
+        curvatures = np.linalg.eigvalsh(md.H)  # ascending, per group
+        if np.any(curvatures[:, 0] <= FLAT_MODE) or not np.all(np.isfinite(md.h)):
+            return None, None  # a flat direction of a mode: outside the approximation (see FLAT_MODE)
+        logdet = np.sum(np.log(curvatures), axis=1)
         self.u_warm = md.u
         self.last_modes = md
         value = float(np.sum(md.h - 0.5 * logdet))
@@ -220,4 +228,7 @@ class VectorLaplace:
             direct = np.sum(dist.dloglik_dlogphi(data.y, md.eta, data.m, phi, data.const))
             trace_k = np.trace(K, axis1=1, axis2=2)
             parts.append([direct + np.sum(0.5 * (q - trace_k) + np.einsum("gq,gq->g", v, u))])
-        return value, np.concatenate(parts)
+        grad = np.concatenate(parts)
+        if not np.all(np.isfinite(grad)):  # a derivative beyond the floating-point range: no usable point
+            return None, None
+        return value, grad
