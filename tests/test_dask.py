@@ -140,6 +140,20 @@ def test_many_groups_start_from_a_pilot_on_one_partition(client):
         assert (estimate < res.llf - 10.0) if screened else np.isnan(estimate)
 
 
+def test_a_flat_conditional_mode_is_explained_as_in_memory(client):
+    """The Gamma-identity data whose Laplace search stops at a flat mode (test_paths): the Dask fit says why."""
+    from test_paths import GAMMA_IDENTITY_FLAT
+
+    df = pd.DataFrame(GAMMA_IDENTITY_FLAT, columns=["y", "x", "g"])
+    family = glmm_ext.make_family("gamma", "identity")
+    memory = _quiet(glmm_ext.GLMM.from_formula("y ~ x", df, groups="g", family=family).fit, reml=False)
+    lazy = glmm_ext.GLMM.from_formula("y ~ x", dd.from_pandas(df, npartitions=2), groups="g", family=family)
+    res = _quiet(lazy.fit, reml=False)
+    assert not memory.converged and not res.converged
+    for fit in (memory, res):
+        assert fit.optsummary.message.startswith("the Laplace approximation breaks down: 1 group(s)")
+
+
 def test_gaussian_reml_and_ml(client):
     """Exact REML (default) and ML, with and without var_weights: the profile's theta is pinned by the root of
     the criterion's analytic slope (not only by its value, flat to rounding over ~1e-7), so every number

@@ -64,11 +64,14 @@ def glm_start(dist, data):
     rows = Rows(data.y[take], data.X[take], data.offset[take], data.m[take], data.const[take],
                 None if aux is None else aux[take])
 
+    def eta_at(gamma):  # every row: the start must hold where the subset does not reach
+        return data.X @ gamma + data.offset
+
     def feasible(gamma):
-        return bool(np.all(np.isfinite(gamma)) and dist.feasible(data.X @ gamma + data.offset).all())
+        return bool(np.all(np.isfinite(gamma)) and dist.feasible(eta_at(gamma)).all())
 
     def edge_ratio(gamma):
-        eta = data.X @ gamma + data.offset
+        eta = eta_at(gamma)
         return float(np.min(eta) / np.mean(np.abs(eta)))
 
     ybar = float(np.average(rows.y, weights=np.broadcast_to(rows.m, rows.y.shape)))
@@ -185,13 +188,15 @@ def _pilot_fit(dist, data, gamma0, scale0, maxiter, tol):
     return Pilot(theta=res.x, screen=Screen.from_probes(probes, -res.f, sub.n_groups, data.n_groups), hess=res.hess)
 
 
-#: sigma_u below this (on the engine's eta scale) is the boundary reached by rounding: reported as 0
 #: a stopped Laplace search with a group's mode curvature below this is explained as a flat mode
 FLAT_MODE_NOTE = 1e-2
 
 
 def flat_mode_message(H, dist):
-    """Why a Laplace search stopped at a flat conditional mode (see `_laplace.FLAT_MODE`)."""
+    """Why a stopped Laplace search stopped, when a group's conditional mode is flat (its curvature H_j
+    below FLAT_MODE_NOTE, near `_laplace.FLAT_MODE`); None otherwise."""
+    if not np.min(H) < FLAT_MODE_NOTE:
+        return None
     flat = int(np.sum(H < FLAT_MODE_NOTE))
     return (f"the Laplace approximation breaks down: {flat} group(s) have a nearly flat conditional mode "
             f"(curvature {float(np.min(H)):.2g}, the prior's is 1), where the Laplace value overstates the "
@@ -200,6 +205,7 @@ def flat_mode_message(H, dist):
             "be this flat: try nagq > 1, another link, or fewer parameters")
 
 
+#: sigma_u below this (on the engine's eta scale) is the boundary reached by rounding: reported as 0
 BOUNDARY_SNAP = 1e-8
 
 
@@ -299,8 +305,8 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
         message = (f"complete or quasi-complete separation: {separated} rows are fitted with probability 0 or 1 "
                    "and a direction of the fixed effects pushes them further, so some estimates diverge "
                    "(no finite maximum)")
-    if not converged and nagq == 1 and np.min(md.H) < FLAT_MODE_NOTE:
-        message = flat_mode_message(md.H, dist)
+    if not converged and nagq == 1:
+        message = flat_mode_message(md.H, dist) or message
     singular = sigma < SINGULAR_TOL
     if callback is not None:
         callback("standard errors", iters, f)

@@ -39,7 +39,7 @@ from ..engine._glm import glm_start_from
 from ..engine._fitting import FitOutput, unscale_response
 from ..engine._glmm import (LAPLACE_GAP, PILOT_ABOVE_GROUPS, SINGULAR_TOL, EngineFit, _initial_hessian,
                             _minimize_laplace, _snap_to_boundary, _start_theta, exact_newton, fixed_effects_cov,
-                            gap_from_subset, laplace_note)
+                            flat_mode_message, gap_from_subset, laplace_note)
 from ..engine._profile import GRID
 from ..engine._optimize import minimize
 from ..engine._optsummary import OptSummary
@@ -466,6 +466,8 @@ class DaskGLMM:
         separated = sum(o["separated"] for o in final)
         if separated:
             opt.converged, opt.message = False, f"complete or quasi-complete separation in {separated} rows"
+        if not opt.converged and opt.nagq == 1:
+            opt.message = flat_mode_message(np.concatenate([o["curvature"] for o in final]), dist) or opt.message
         opt.message = opt.message or ("converged" if opt.converged else "not converged")
         notes = []
         if opt.nagq == 1:

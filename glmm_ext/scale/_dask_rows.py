@@ -320,13 +320,13 @@ def pirls_block(objective, theta):
 
 
 def final(objective, theta):
-    """At the optimum: conditional modes and SDs by group, PIRLS information, separated rows."""
+    """At the optimum: conditional modes, their curvatures and SDs by group, PIRLS information, separated rows."""
     with np.errstate(all="ignore"):
         md = objective.modes_at(theta)
         _, sigma, phi = objective.unpack(theta)
         data, dist = objective.data, objective.dist
         w = dist.working_weights(md.eta, data.m, phi)
-        return {"blups": sigma * md.b, "blup_sd": sigma / np.sqrt(md.H),
+        return {"blups": sigma * md.b, "blup_sd": sigma / np.sqrt(md.H), "curvature": md.H,
                 "info": pirls_information(data.X, w, sigma, data.starts, data.counts),
                 "separated": int(dist.separated_rows(data.y, md.eta))}
 
