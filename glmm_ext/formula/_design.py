@@ -169,7 +169,11 @@ class Design(GroupedModel):
         def sort(values):  # rows already sorted by group (often) need no gather
             return values if self.presorted else values[self.order]
 
-        X = np.array(sort(self.X), dtype=float, order="F")  # column-major: X gamma and X' r over contiguous columns
+        X = np.empty(self.X.shape, order="F")  # column-major: X gamma and X' r over contiguous columns
+        if self.presorted:
+            X[...] = self.X
+        else:  # gathered straight into the column-major copy (mode="clip": unbuffered; the order is valid)
+            np.take(self.X, self.order, axis=0, out=X, mode="clip")
         X -= self.scaling.center
         X /= self.scaling.scale
         return engine_data(self.dist, sort(self.y), X, sort(self.offset), sort(self.prior_weights),

@@ -3,9 +3,8 @@
 The design (patsy, listwise deletion of the predictors, group codes and sort, predictor scaling) is
 built once from the right-hand side; each response then only swaps the response vector in (a
 response with missing values gets the rows it has, with the same scaling).  Fits run in worker
-processes of the standard library's ``concurrent.futures`` (default: one per CPU), in this process
-(``n_jobs=1``)
-(the design is sent to each worker once), or on a Dask cluster when ``client`` is a
+processes of the standard library's ``concurrent.futures`` (default: one per CPU; the design is sent
+to each worker once), in this process (``n_jobs=1``), or on a Dask cluster when ``client`` is a
 ``distributed.Client`` (the design is scattered to every worker once).  A fit that fails becomes a
 row with ``converged=False`` and the error message; it never stops the other fits.
 """
