@@ -1,0 +1,207 @@
+# Reference fits for models with several random-effect terms (crossed, nested, same factor twice)
+# -> tests/data/multiterm/reference.json.  Run from the repository root:
+#   Rscript tests/data/multiterm/reference.R            # every model
+#   Rscript tests/data/multiterm/reference.R penicillin_reml sleep_split_ml ...   # only these (merged into the json)
+# The data sets (public, from lme4 and nlme) are written to CSVs in this directory first, read back and fitted
+# from the CSVs, so the stored numbers belong to exactly the stored data.  The package's tests never need R.
+suppressMessages({library(lme4); library(glmmTMB); library(jsonlite)})
+dir <- "tests/data/multiterm"
+json_file <- file.path(dir, "reference.json")
+args <- commandArgs(trailingOnly = TRUE)
+lopt <- lmerControl(optimizer = "bobyqa", optCtrl = list(maxfun = 1e5))
+gopt <- glmerControl(optimizer = "bobyqa", optCtrl = list(maxfun = 1e5))
+num <- function(x) unname(as.numeric(x))
+named <- function(x) as.list(setNames(as.numeric(x), names(x)))
+
+# ---------------------------------------------------------------- data sets
+# key -> list(csv, df (R's data, only the columns needed), py = patsy spelling of each factor used as a fixed effect)
+lv <- function(x) paste0("[", paste0("'", x, "'", collapse = ", "), "]")
+gt <- lme4::grouseticks
+gt$HEIGHTc <- gt$HEIGHT - mean(gt$HEIGHT)     # centred over all 403 rows (mean 462.2407); equals lme4's cHEIGHT
+cb <- lme4::cbpp; cb$obs <- factor(seq_len(nrow(cb)))
+va <- lme4::VerbAgg; va$r2 <- as.integer(va$r2 == "Y")
+oats <- as.data.frame(nlme::Oats); oats$Block <- factor(as.character(oats$Block), levels = levels(nlme::Oats$Block))
+datasets <- list(
+  penicillin = list(csv = "penicillin.csv", df = lme4::Penicillin[, c("diameter", "plate", "sample")], py = list()),
+  sleepstudy = list(csv = "sleepstudy.csv", df = lme4::sleepstudy[, c("Reaction", "Days", "Subject")], py = list()),
+  oats = list(csv = "oats.csv", df = oats[, c("yield", "nitro", "Block", "Variety")], py = list()),
+  grouseticks = list(csv = "grouseticks.csv", df = gt[, c("TICKS", "YEAR", "HEIGHT", "HEIGHTc", "BROOD", "INDEX", "LOCATION")],
+                     py = list(YEAR = "C(YEAR)")),
+  cbpp = list(csv = "cbpp.csv", df = cb[, c("incidence", "size", "period", "herd", "obs")], py = list(period = "C(period)")),
+  verbagg = list(csv = "verbagg.csv", df = va[, c("r2", "btype", "situ", "mode", "Gender", "Anger", "id", "item")],
+                 py = list(btype = "C(btype)", situ = "C(situ)", mode = "C(mode, levels=['want', 'do'])", Gender = "C(Gender)"))
+)
+# write each CSV, read it back with the factor levels in R's order (stored in the json as data_levels)
+load_data <- function(key) {
+  ds <- datasets[[key]]; df <- ds$df
+  facs <- names(df)[vapply(df, is.factor, TRUE)]
+  path <- file.path(dir, ds$csv)
+  out <- df; for (v in facs) out[[v]] <- as.character(out[[v]])
+  write.csv(out, path, row.names = FALSE)
+  back <- read.csv(path, colClasses = setNames(rep("character", length(facs)), facs))
+  for (v in facs) back[[v]] <- factor(back[[v]], levels = levels(df[[v]]))
+  stopifnot(isTRUE(all.equal(back, df, check.attributes = FALSE)))
+  list(df = back, csv = ds$csv, py = ds$py, levels = lapply(setNames(facs, facs), function(v) levels(df[[v]])))
+}
+
+# R's fixed-effect column names -> patsy's ("(Intercept)" -> "Intercept", "YEAR96" -> "C(YEAR)[T.96]", a:b -> a:b)
+py_names <- function(cn, d) {
+  one <- function(p) {
+    if (p %in% names(d$df) && !is.factor(d$df[[p]])) return(p)
+    for (v in names(d$py)) {
+      lev <- substring(p, nchar(v) + 1)
+      if (startsWith(p, v) && lev %in% d$levels[[v]]) return(paste0(d$py[[v]], "[T.", lev, "]"))
+    }
+    stop("no patsy name for ", p)
+  }
+  vapply(cn, function(n) if (n == "(Intercept)") "Intercept" else paste(vapply(strsplit(n, ":")[[1]], one, ""), collapse = ":"), "")
+}
+
+# ---------------------------------------------------------------- extraction
+vc_terms <- function(vc, sc = NULL) {
+  out <- lapply(seq_along(vc), function(i) {
+    v <- vc[[i]]; cr <- attr(v, "correlation"); dimnames(cr) <- NULL
+    list(group = names(vc)[i], names = as.list(colnames(v)), variance = as.list(num(diag(as.matrix(v)))),
+         sd = as.list(num(attr(v, "stddev"))), corr = cr)
+  })
+  if (!is.null(sc)) out[[length(out) + 1]] <- list(group = "Residual", names = list(), variance = list(sc^2),
+                                                   sd = list(sc), corr = NULL)
+  out
+}
+collect <- function(expr) {  # value, warnings and messages of a fit
+  w <- character(); msg <- character()
+  val <- withCallingHandlers(expr, warning = function(c) { w <<- c(w, conditionMessage(c)); invokeRestart("muffleWarning") },
+                             message = function(c) { msg <<- c(msg, conditionMessage(c)); invokeRestart("muffleMessage") })
+  list(value = val, warnings = as.list(w), messages = as.list(msg))
+}
+
+# conditional modes per random-effect term, with conditional SDs sqrt(diag(s^2 Lambda A^-1 Lambda')), A = L L'
+# (lme4's condVar: beta held at its estimate, PIRLS weights at the optimum for a GLMM), checked against ranef()
+re_terms <- function(m) {
+  cnms <- getME(m, "cnms"); Gp <- getME(m, "Gp"); b <- getME(m, "b"); fl <- getME(m, "flist")
+  Lt <- getME(m, "Lambdat"); X <- Matrix::solve(getME(m, "L"), Lt, system = "A")
+  cvar <- sigma(m)^2 * Matrix::colSums(Lt * X)
+  terms <- lapply(seq_along(cnms), function(i) {
+    k <- length(cnms[[i]]); idx <- (Gp[i] + 1):Gp[i + 1]; fac <- names(cnms)[i]
+    list(group = fac, names = as.list(cnms[[i]]), levels = as.list(levels(fl[[fac]])),
+         values = matrix(b[idx], ncol = k, byrow = TRUE), cond_sd = matrix(sqrt(cvar[idx]), ncol = k, byrow = TRUE))
+  })
+  # the same numbers through ranef(condVar = TRUE)
+  rdf <- tryCatch(as.data.frame(ranef(m, condVar = TRUE)), error = function(e) NULL)
+  dv <- ds <- 0
+  for (t in terms) for (j in seq_along(t$names)) {
+    r <- rdf[rdf$grpvar == t$group & rdf$term == t$names[[j]], ]
+    r <- r[match(unlist(t$levels), as.character(r$grp)), ]
+    dv <- max(dv, abs(r$condval - t$values[, j])); ds <- max(ds, abs(r$condsd - t$cond_sd[, j]))
+  }
+  list(terms = terms, check_vs_ranef = list(max_abs_diff_values = dv, max_abs_diff_cond_sd = ds))
+}
+
+lme4_out <- function(fit, d, ranef = TRUE) {
+  m <- fit$value; glmm <- !isLMM(m); reml <- isREML(m)
+  ll <- logLik(m); v <- as.matrix(vcov(m)); th <- getME(m, "theta")
+  o <- list(
+    fixef = named(fixef(m)), se = named(setNames(sqrt(diag(v)), names(fixef(m)))), vcov = unname(v),
+    theta = named(th), varcorr = vc_terms(VarCorr(m), if (glmm) NULL else sigma(m)),
+    varcorr_df = lapply(split(as.data.frame(VarCorr(m)), seq_len(nrow(as.data.frame(VarCorr(m))))),
+                        function(r) list(grp = r$grp, var1 = r$var1, var2 = if (is.na(r$var2)) NULL else r$var2,
+                                         vcov = r$vcov, sdcor = r$sdcor)),
+    sigma = sigma(m), loglik = num(ll), df = attr(ll, "df"), nobs = nobs(m), AIC = AIC(m), BIC = BIC(m),
+    singular = isSingular(m), devcomp_cmp = named(getME(m, "devcomp")$cmp),
+    optimizer_messages = as.list(m@optinfo$conv$lme4$messages), warnings = fit$warnings, messages = fit$messages)
+  names(o$varcorr_df) <- NULL
+  if (reml) { o$REMLcrit <- REMLcrit(m); o$loglik_ml_at_reml <- num(logLik(m, REML = FALSE)) }
+  else o$deviance <- if (glmm) -2 * num(ll) else deviance(m)
+  if (glmm) {
+    o$se_rx <- named(setNames(sqrt(diag(as.matrix(vcov(m, use.hessian = FALSE)))), names(fixef(m))))
+    o$deviance_glmer <- deviance(m)  # lme4's deviance() of a glmer fit (see notes)
+    o$nAGQ <- m@devcomp$dims[["nAGQ"]]
+  }
+  if (ranef) o$ranef <- re_terms(m)
+  o
+}
+
+tmb_out <- function(fit, ranef = FALSE) {
+  tm <- fit$value; ll <- logLik(tm); fe <- fixef(tm); v <- vcov(tm)
+  o <- list(fixef = named(fe$cond), se = named(setNames(sqrt(diag(v$cond)), names(fe$cond))),
+            varcorr = vc_terms(VarCorr(tm)$cond, if (family(tm)$family == "gaussian") sigma(tm) else NULL),
+            sigma = sigma(tm), loglik = num(ll), df = attr(ll, "df"), AIC = AIC(tm), BIC = BIC(tm),
+            pdHess = tm$sdr$pdHess, convergence = tm$fit$convergence, optimizer_message = tm$fit$message,
+            warnings = fit$warnings, messages = fit$messages)
+  if (length(fe$zi)) { o$fixef_zi <- named(fe$zi); o$se_zi <- named(setNames(sqrt(diag(v$zi)), names(fe$zi))) }
+  if (length(fe$disp)) o$fixef_disp <- named(fe$disp)
+  # every parameter's SE (names as glmmTMB's: 'zi~', 'd~' for log dispersion, 'theta_' for log SDs / correlations)
+  vf <- tryCatch(vcov(tm, full = TRUE), error = function(e) NULL)
+  if (!is.null(vf)) o$se_full <- named(setNames(sqrt(diag(vf)), rownames(vf)))
+  o
+}
+
+# lme4's Laplace log-likelihood at glmmTMB's estimates (scalar intercept terms: theta = SD), to compare optima
+laplace_at <- function(m, tm) {
+  df <- update(m, devFunOnly = TRUE)
+  sds <- num(vapply(VarCorr(tm$value)$cond, function(v) attr(v, "stddev"), 0))
+  -0.5 * df(c(sds, num(fixef(tm$value)$cond)))
+}
+
+# ---------------------------------------------------------------- models
+fam <- list(gaussian = gaussian(), binomial = binomial(), poisson = poisson())
+M <- function(name, data, formula, py, family = "gaussian", reml = NULL, nagq = NULL, tmb = TRUE, ranef = TRUE,
+              note = NULL)
+  list(name = name, data = data, formula = formula, py = py, family = family, reml = reml, nagq = nagq, tmb = tmb,
+       ranef = ranef, note = note)
+models <- list(
+  M("penicillin_reml", "penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)", "diameter ~ 1 + (1|plate) + (1|sample)", reml = TRUE),
+  M("penicillin_ml", "penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)", "diameter ~ 1 + (1|plate) + (1|sample)", reml = FALSE)
+)
+names(models) <- vapply(models, `[[`, "", "name")
+
+fit_one <- function(s) {
+  d <- load_data(s$data); f <- as.formula(s$formula); df <- d$df
+  cat(s$name, "\n")
+  if (s$family == "gaussian") {
+    m <- collect(lmer(f, df, REML = s$reml, control = lopt))
+    tm <- if (s$tmb) collect(glmmTMB(f, df, REML = s$reml)) else NULL
+  } else {
+    m <- collect(glmer(f, df, family = fam[[s$family]], nAGQ = s$nagq, control = gopt))
+    tm <- if (s$tmb) collect(glmmTMB(f, df, family = fam[[s$family]])) else NULL
+  }
+  X <- getME(m$value, "X")
+  o <- list(data = d$csv, data_levels = d$levels, formula = s$formula, py_formula = s$py, family = s$family,
+            link = fam[[s$family]]$link, reml = if (is.null(s$reml)) NULL else s$reml, nagq = s$nagq,
+            lme4 = lme4_out(m, d, s$ranef))
+  o$fixef_py_names <- as.list(setNames(py_names(colnames(X), d), colnames(X)))
+  o$X_colsums <- named(colSums(X))
+  if (!is.null(tm)) {
+    o$glmmTMB <- tmb_out(tm)
+    if (s$family != "gaussian" && identical(s$nagq, 1)) o$lme4$loglik_laplace_at_glmmTMB <- laplace_at(m$value, tm)
+  }
+  if (!is.null(s$note)) o$note <- s$note
+  o
+}
+
+meta <- list(
+  R = R.version.string, lme4 = as.character(packageVersion("lme4")), glmmTMB = as.character(packageVersion("glmmTMB")),
+  Matrix = as.character(packageVersion("Matrix")),
+  control = "lmer/glmer: optimizer bobyqa, maxfun 1e5; glmmTMB defaults",
+  notes = list(
+    "Names: lme4 names throughout (fixef '(Intercept)', 'YEAR96'); fixef_py_names maps them to patsy's for py_formula.",
+    "loglik carries every normalising constant (logLik()); for REML fits it is the REML log-likelihood (-REMLcrit/2); loglik_ml_at_reml is the ML log-likelihood at the REML estimates.",
+    "glmer with nAGQ = 1: loglik is the Laplace value at lme4's estimates, with the conditional modes from PIRLS (lme4's tolerance); lme4 may stop short of the optimum: loglik_laplace_at_glmmTMB is lme4's Laplace value at glmmTMB's estimates.",
+    "glmer with nAGQ = 0: beta is the PIRLS value for each theta (only theta is optimised); loglik is the Laplace value at that point.",
+    "deviance_glmer is lme4's deviance() for a glmer fit; deviance is -2 loglik for glmer and lmer-ML fits.",
+    "se: sqrt(diag(vcov())) (lme4 default: for glmer the finite-difference Hessian in (theta, beta)); se_rx: vcov(use.hessian = FALSE).",
+    "theta: getME(m, 'theta'), the relative Cholesky factors (SD / sigma for Gaussian, SD for GLMMs), lme4 order.",
+    "varcorr: per term (R group name, column names, variances, SDs, correlation matrix) + Residual for Gaussian; varcorr_df is as.data.frame(VarCorr(m)).",
+    "ranef.terms: per random-effect term, values[level, column] = conditional modes (getME(m, 'b')), cond_sd = sqrt(diag(sigma^2 Lambda (L L')^-1 Lambda')) with beta held fixed (lme4's condVar); check_vs_ranef compares with ranef(condVar = TRUE).",
+    "X_colsums: column sums of lme4's fixed-effect model matrix, to check a patsy design against."
+  ))
+
+old <- if (length(args) && file.exists(json_file)) fromJSON(json_file, simplifyVector = FALSE) else list(models = list())
+todo <- if (length(args)) args else names(models)
+bad <- setdiff(todo, names(models)); if (length(bad)) stop("unknown model(s): ", paste(bad, collapse = ", "))
+res <- old$models
+for (n in todo) {
+  res[[n]] <- fit_one(models[[n]])
+  res <- res[intersect(c(names(models), names(res)), names(res))]   # keep the script's order
+  writeLines(toJSON(list(meta = meta, models = res), auto_unbox = TRUE, digits = NA, pretty = TRUE, null = "null", na = "null"), json_file)
+}
