@@ -125,7 +125,7 @@ tmb_out <- function(fit, ranef = FALSE) {
   tm <- fit$value; ll <- logLik(tm); fe <- fixef(tm); v <- vcov(tm)
   o <- list(fixef = named(fe$cond), se = named(setNames(sqrt(diag(v$cond)), names(fe$cond))),
             varcorr = vc_terms(VarCorr(tm)$cond, if (family(tm)$family == "gaussian") sigma(tm) else NULL),
-            sigma = sigma(tm), loglik = num(ll), df = attr(ll, "df"), AIC = AIC(tm), BIC = BIC(tm),
+            sigma = sigma(tm), loglik = num(ll), loglik_objective = -tm$fit$objective, df = attr(ll, "df"), AIC = AIC(tm), BIC = BIC(tm),
             pdHess = tm$sdr$pdHess, convergence = tm$fit$convergence, optimizer_message = tm$fit$message,
             warnings = fit$warnings, messages = fit$messages)
   if (length(fe$zi)) { o$fixef_zi <- named(fe$zi); o$se_zi <- named(setNames(sqrt(diag(v$zi)), names(fe$zi))) }
@@ -151,7 +151,20 @@ M <- function(name, data, formula, py, family = "gaussian", reml = NULL, nagq = 
        ranef = ranef, note = note)
 models <- list(
   M("penicillin_reml", "penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)", "diameter ~ 1 + (1|plate) + (1|sample)", reml = TRUE),
-  M("penicillin_ml", "penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)", "diameter ~ 1 + (1|plate) + (1|sample)", reml = FALSE)
+  M("penicillin_ml", "penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)", "diameter ~ 1 + (1|plate) + (1|sample)", reml = FALSE),
+  # two terms on one grouping factor (uncorrelated intercept and slope), three spellings; the correlated one as a check
+  M("sleep_split_reml", "sleepstudy", "Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)", "Reaction ~ Days + (1|Subject) + (0 + Days|Subject)", reml = TRUE),
+  M("sleep_split_ml", "sleepstudy", "Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)", "Reaction ~ Days + (1|Subject) + (0 + Days|Subject)", reml = FALSE),
+  M("sleep_dbar_reml", "sleepstudy", "Reaction ~ Days + (Days || Subject)", "Reaction ~ Days + (Days||Subject)", reml = TRUE),
+  M("sleep_dbar_ml", "sleepstudy", "Reaction ~ Days + (Days || Subject)", "Reaction ~ Days + (Days||Subject)", reml = FALSE),
+  M("sleep_corr_reml", "sleepstudy", "Reaction ~ Days + (Days | Subject)", "Reaction ~ Days + (Days|Subject)", reml = TRUE),
+  M("sleep_corr_ml", "sleepstudy", "Reaction ~ Days + (Days | Subject)", "Reaction ~ Days + (Days|Subject)", reml = FALSE),
+  # nested: (1 | Block/Variety) is (1 | Block) + (1 | Block:Variety) (lme4 names the second term Variety:Block)
+  M("oats_nested_reml", "oats", "yield ~ nitro + (1 | Block/Variety)", "yield ~ nitro + (1|Block/Variety)", reml = TRUE),
+  M("oats_nested_ml", "oats", "yield ~ nitro + (1 | Block/Variety)", "yield ~ nitro + (1|Block/Variety)", reml = FALSE),
+  M("oats_crossed_reml", "oats", "yield ~ nitro + (1 | Block) + (1 | Block:Variety)", "yield ~ nitro + (1|Block) + (1|Block:Variety)", reml = TRUE),
+  M("oats_crossed_ml", "oats", "yield ~ nitro + (1 | Block) + (1 | Block:Variety)", "yield ~ nitro + (1|Block) + (1|Block:Variety)", reml = FALSE),
+  M("oats_slope_ml", "oats", "yield ~ nitro + (nitro | Block) + (1 | Block:Variety)", "yield ~ nitro + (nitro|Block) + (1|Block:Variety)", reml = FALSE)
 )
 names(models) <- vapply(models, `[[`, "", "name")
 
@@ -193,6 +206,8 @@ meta <- list(
     "theta: getME(m, 'theta'), the relative Cholesky factors (SD / sigma for Gaussian, SD for GLMMs), lme4 order.",
     "varcorr: per term (R group name, column names, variances, SDs, correlation matrix) + Residual for Gaussian; varcorr_df is as.data.frame(VarCorr(m)).",
     "ranef.terms: per random-effect term, values[level, column] = conditional modes (getME(m, 'b')), cond_sd = sqrt(diag(sigma^2 Lambda (L L')^-1 Lambda')) with beta held fixed (lme4's condVar); check_vs_ranef compares with ranef(condVar = TRUE).",
+    "glmmTMB: loglik is logLik() (NA when the Hessian is not positive definite); loglik_objective = -fit$objective, the optimiser's value (the REML log-likelihood for REML fits); se_full from vcov(full = TRUE).",
+    "lme4 orders a model's random-effect terms by decreasing number of levels (theta, varcorr, ranef.terms follow lme4's order); glmmTMB keeps the formula's order.",
     "X_colsums: column sums of lme4's fixed-effect model matrix, to check a patsy design against."
   ))
 
