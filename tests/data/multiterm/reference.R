@@ -113,7 +113,9 @@ lme4_out <- function(fit, d, ranef = TRUE) {
   if (reml) { o$REMLcrit <- REMLcrit(m); o$loglik_ml_at_reml <- num(logLik(m, REML = FALSE)) }
   else o$deviance <- if (glmm) -2 * num(ll) else deviance(m)
   if (glmm) {
-    o$se_rx <- named(setNames(sqrt(diag(as.matrix(vcov(m, use.hessian = FALSE)))), names(fixef(m))))
+    vr <- collect(vcov(m, use.hessian = FALSE))
+    o$se_rx <- named(setNames(sqrt(diag(as.matrix(vr$value))), names(fixef(m))))
+    o$se_rx_warnings <- vr$warnings
     o$deviance_glmer <- deviance(m)  # lme4's deviance() of a glmer fit (see notes)
     o$nAGQ <- m@devcomp$dims[["nAGQ"]]
   }
@@ -137,10 +139,38 @@ tmb_out <- function(fit, ranef = FALSE) {
 }
 
 # lme4's Laplace log-likelihood at glmmTMB's estimates (scalar intercept terms: theta = SD), to compare optima
-laplace_at <- function(m, tm) {
-  df <- update(m, devFunOnly = TRUE)
-  sds <- num(vapply(VarCorr(tm$value)$cond, function(v) attr(v, "stddev"), 0))
-  -0.5 * df(c(sds, num(fixef(tm$value)$cond)))
+tmb_theta <- function(m, tm) {  # glmmTMB's SDs in lme4's term order (scalar terms only)
+  sds <- vapply(VarCorr(tm$value)$cond, function(v) num(attr(v, "stddev")), 0)
+  num(sds[names(getME(m, "cnms"))])
+}
+laplace_at <- function(m, tm) -0.5 * update(m, devFunOnly = TRUE)(c(tmb_theta(m, tm), num(fixef(tm$value)$cond)))
+
+# An independent Laplace log-likelihood (every constant): Newton on the conditional modes to |step| < 1e-12 with
+# the observed curvature, log det by Cholesky; theta in lme4's order (relative covariance factors), nb = NB2 size.
+laplace_exact <- function(m, beta, theta, nb = NULL) {
+  X <- getME(m, "X"); Zt <- getME(m, "Zt"); Lt <- getME(m, "Lambdat"); Lt@x <- theta[getME(m, "Lind")]
+  A <- Lt %*% Zt; y <- m@resp$y; w <- m@resp$weights; eta0 <- num(X %*% beta + m@resp$offset)
+  fam <- if (!is.null(nb)) "nb2" else family(m)$family
+  fns <- function(eta) {  # conditional log-density per row and its first two derivatives in eta
+    if (fam == "binomial") { mu <- plogis(eta); k <- round(y * w)
+      list(l = dbinom(k, w, mu, log = TRUE), d1 = k - w * mu, d2 = -w * mu * (1 - mu)) }
+    else if (fam == "poisson") { mu <- exp(eta); list(l = dpois(y, mu, log = TRUE), d1 = y - mu, d2 = -mu) }
+    else { mu <- exp(eta); list(l = dnbinom(y, size = nb, mu = mu, log = TRUE), d1 = nb * (y - mu) / (mu + nb),
+                                 d2 = -nb * mu * (y + nb) / (mu + nb)^2) }
+  }
+  obj <- function(u) sum(fns(eta0 + num(Matrix::crossprod(A, u)))$l) - sum(u^2) / 2
+  u <- rep(0, nrow(A))
+  for (it in 1:200) {
+    f <- fns(eta0 + num(Matrix::crossprod(A, u)))
+    H <- Matrix::tcrossprod(A %*% Matrix::Diagonal(x = sqrt(-f$d2))) + Matrix::Diagonal(nrow(A))
+    step <- num(Matrix::solve(H, num(A %*% f$d1) - u))
+    t <- 1; o0 <- obj(u); while (obj(u + t * step) < o0 - 1e-12 && t > 1e-8) t <- t / 2
+    u <- u + t * step
+    if (max(abs(step)) < 1e-12) break
+  }
+  f <- fns(eta0 + num(Matrix::crossprod(A, u)))
+  H <- Matrix::tcrossprod(A %*% Matrix::Diagonal(x = sqrt(-f$d2))) + Matrix::Diagonal(nrow(A))
+  sum(f$l) - sum(u^2) / 2 - 0.5 * num(Matrix::determinant(H, logarithm = TRUE)$modulus)
 }
 
 # ---------------------------------------------------------------- models
@@ -164,7 +194,24 @@ models <- list(
   M("oats_nested_ml", "oats", "yield ~ nitro + (1 | Block/Variety)", "yield ~ nitro + (1|Block/Variety)", reml = FALSE),
   M("oats_crossed_reml", "oats", "yield ~ nitro + (1 | Block) + (1 | Block:Variety)", "yield ~ nitro + (1|Block) + (1|Block:Variety)", reml = TRUE),
   M("oats_crossed_ml", "oats", "yield ~ nitro + (1 | Block) + (1 | Block:Variety)", "yield ~ nitro + (1|Block) + (1|Block:Variety)", reml = FALSE),
-  M("oats_slope_ml", "oats", "yield ~ nitro + (nitro | Block) + (1 | Block:Variety)", "yield ~ nitro + (nitro|Block) + (1|Block:Variety)", reml = FALSE)
+  M("oats_slope_ml", "oats", "yield ~ nitro + (nitro | Block) + (1 | Block:Variety)", "yield ~ nitro + (nitro|Block) + (1|Block:Variety)", reml = FALSE),
+  # GLMMs, Laplace (nAGQ = 1) and nAGQ = 0
+  M("grouse_poisson", "grouseticks", "TICKS ~ YEAR + HEIGHTc + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)",
+    "TICKS ~ C(YEAR) + HEIGHTc + (1|BROOD) + (1|INDEX) + (1|LOCATION)", family = "poisson", nagq = 1),
+  M("grouse_poisson_nagq0", "grouseticks", "TICKS ~ YEAR + HEIGHTc + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)",
+    "TICKS ~ C(YEAR) + HEIGHTc + (1|BROOD) + (1|INDEX) + (1|LOCATION)", family = "poisson", nagq = 0, tmb = FALSE),
+  M("cbpp_obs", "cbpp", "cbind(incidence, size - incidence) ~ period + (1 | herd) + (1 | obs)",
+    "incidence + I(size - incidence) ~ C(period) + (1|herd) + (1|obs)", family = "binomial", nagq = 1),
+  M("verbagg", "verbagg", "r2 ~ btype + situ + mode + Gender + Anger + (1 | id) + (1 | item)",
+    "r2 ~ C(btype) + C(situ) + C(mode, levels=['want', 'do']) + C(Gender) + Anger + (1|id) + (1|item)", family = "binomial", nagq = 1,
+    note = "r2 = 1 for lme4's VerbAgg$r2 == 'Y'"),
+  M("verbagg_nagq0", "verbagg", "r2 ~ btype + situ + mode + Gender + Anger + (1 | id) + (1 | item)",
+    "r2 ~ C(btype) + C(situ) + C(mode, levels=['want', 'do']) + C(Gender) + Anger + (1|id) + (1|item)", family = "binomial", nagq = 0,
+    tmb = FALSE, note = "r2 = 1 for lme4's VerbAgg$r2 == 'Y'"),
+  # negative binomial (variance mu + mu^2/theta): glmmTMB nbinom2, and lme4's glmer.nb as a second anchor
+  M("grouse_nbinom2", "grouseticks", "TICKS ~ YEAR + HEIGHTc + (1 | BROOD) + (1 | LOCATION)",
+    "TICKS ~ C(YEAR) + HEIGHTc + (1|BROOD) + (1|LOCATION)", family = "nbinom2", nagq = 1,
+    note = "glmmTMB sigma = theta (NB2 size, variance mu + mu^2/theta), fixef_disp = log(theta); lme4 = glmer.nb (theta in lme4$nb_theta)")
 )
 names(models) <- vapply(models, `[[`, "", "name")
 
@@ -174,19 +221,27 @@ fit_one <- function(s) {
   if (s$family == "gaussian") {
     m <- collect(lmer(f, df, REML = s$reml, control = lopt))
     tm <- if (s$tmb) collect(glmmTMB(f, df, REML = s$reml)) else NULL
+  } else if (s$family == "nbinom2") {
+    m <- collect(glmer.nb(f, df, control = gopt))
+    tm <- collect(glmmTMB(f, df, family = nbinom2))
   } else {
     m <- collect(glmer(f, df, family = fam[[s$family]], nAGQ = s$nagq, control = gopt))
     tm <- if (s$tmb) collect(glmmTMB(f, df, family = fam[[s$family]])) else NULL
   }
   X <- getME(m$value, "X")
   o <- list(data = d$csv, data_levels = d$levels, formula = s$formula, py_formula = s$py, family = s$family,
-            link = fam[[s$family]]$link, reml = if (is.null(s$reml)) NULL else s$reml, nagq = s$nagq,
+            link = if (s$family == "nbinom2") "log" else fam[[s$family]]$link, reml = if (is.null(s$reml)) NULL else s$reml, nagq = s$nagq,
             lme4 = lme4_out(m, d, s$ranef))
   o$fixef_py_names <- as.list(setNames(py_names(colnames(X), d), colnames(X)))
   o$X_colsums <- named(colSums(X))
+  if (s$family == "nbinom2") o$lme4$nb_theta <- getME(m$value, "glmer.nb.theta")
+  if (s$family != "gaussian") o$lme4$laplace_exact <- laplace_exact(m$value, fixef(m$value), getME(m$value, "theta"),
+                                                                    if (s$family == "nbinom2") o$lme4$nb_theta)
   if (!is.null(tm)) {
     o$glmmTMB <- tmb_out(tm)
-    if (s$family != "gaussian" && identical(s$nagq, 1)) o$lme4$loglik_laplace_at_glmmTMB <- laplace_at(m$value, tm)
+    if (s$family != "gaussian") o$glmmTMB$laplace_exact <- laplace_exact(m$value, num(fixef(tm$value)$cond), tmb_theta(m$value, tm),
+                                                                         if (s$family == "nbinom2") sigma(tm$value))
+    if (s$family %in% c("binomial", "poisson") && identical(s$nagq, 1)) o$lme4$loglik_laplace_at_glmmTMB <- laplace_at(m$value, tm)
   }
   if (!is.null(s$note)) o$note <- s$note
   o
@@ -200,6 +255,7 @@ meta <- list(
     "Names: lme4 names throughout (fixef '(Intercept)', 'YEAR96'); fixef_py_names maps them to patsy's for py_formula.",
     "loglik carries every normalising constant (logLik()); for REML fits it is the REML log-likelihood (-REMLcrit/2); loglik_ml_at_reml is the ML log-likelihood at the REML estimates.",
     "glmer with nAGQ = 1: loglik is the Laplace value at lme4's estimates, with the conditional modes from PIRLS (lme4's tolerance); lme4 may stop short of the optimum: loglik_laplace_at_glmmTMB is lme4's Laplace value at glmmTMB's estimates.",
+    "laplace_exact (GLMMs): the Laplace log-likelihood, every constant, recomputed at that fit's estimates by this script's own Newton iteration on the conditional modes (|step| < 1e-12, observed curvature; the same as the expected one for canonical links) and a Cholesky log-determinant, independent of lme4's PIRLS and glmmTMB's inner tolerance.",
     "glmer with nAGQ = 0: beta is the PIRLS value for each theta (only theta is optimised); loglik is the Laplace value at that point.",
     "deviance_glmer is lme4's deviance() for a glmer fit; deviance is -2 loglik for glmer and lmer-ML fits.",
     "se: sqrt(diag(vcov())) (lme4 default: for glmer the finite-difference Hessian in (theta, beta)); se_rx: vcov(use.hessian = FALSE).",
