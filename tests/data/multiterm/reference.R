@@ -29,19 +29,24 @@ datasets <- list(
                      py = list(YEAR = "C(YEAR)")),
   cbpp = list(csv = "cbpp.csv", df = cb[, c("incidence", "size", "period", "herd", "obs")], py = list(period = "C(period)")),
   verbagg = list(csv = "verbagg.csv", df = va[, c("r2", "btype", "situ", "mode", "Gender", "Anger", "id", "item")],
-                 py = list(btype = "C(btype)", situ = "C(situ)", mode = "C(mode, levels=['want', 'do'])", Gender = "C(Gender)"))
+                 py = list(btype = "C(btype)", situ = "C(situ)", mode = "C(mode, levels=['want', 'do'])", Gender = "C(Gender)")),
+  # 73,421 rows: kept with the benchmarks (gzip), not with the test data
+  insteval = list(csv = "insteval.csv.gz", path = "benchmarks/data/insteval.csv.gz",
+                  df = lme4::InstEval[, c("y", "service", "s", "d", "dept")], py = list(service = "C(service)"))
 )
 # write each CSV, read it back with the factor levels in R's order (stored in the json as data_levels)
 load_data <- function(key) {
   ds <- datasets[[key]]; df <- ds$df
   facs <- names(df)[vapply(df, is.factor, TRUE)]
-  path <- file.path(dir, ds$csv)
+  path <- if (is.null(ds$path)) file.path(dir, ds$csv) else ds$path
   out <- df; for (v in facs) out[[v]] <- as.character(out[[v]])
-  write.csv(out, path, row.names = FALSE)
+  if (endsWith(path, ".gz")) { dir.create(dirname(path), showWarnings = FALSE, recursive = TRUE)
+    con <- gzfile(path, "w"); write.csv(out, con, row.names = FALSE); close(con) }
+  else write.csv(out, path, row.names = FALSE)
   back <- read.csv(path, colClasses = setNames(rep("character", length(facs)), facs))
   for (v in facs) back[[v]] <- factor(back[[v]], levels = levels(df[[v]]))
   stopifnot(isTRUE(all.equal(back, df, check.attributes = FALSE)))
-  list(df = back, csv = ds$csv, py = ds$py, levels = lapply(setNames(facs, facs), function(v) levels(df[[v]])))
+  list(df = back, csv = if (is.null(ds$path)) ds$csv else ds$path, py = ds$py, levels = lapply(setNames(facs, facs), function(v) levels(df[[v]])))
 }
 
 # R's fixed-effect column names -> patsy's ("(Intercept)" -> "Intercept", "YEAR96" -> "C(YEAR)[T.96]", a:b -> a:b)
@@ -211,7 +216,10 @@ models <- list(
   # negative binomial (variance mu + mu^2/theta): glmmTMB nbinom2, and lme4's glmer.nb as a second anchor
   M("grouse_nbinom2", "grouseticks", "TICKS ~ YEAR + HEIGHTc + (1 | BROOD) + (1 | LOCATION)",
     "TICKS ~ C(YEAR) + HEIGHTc + (1|BROOD) + (1|LOCATION)", family = "nbinom2", nagq = 1,
-    note = "glmmTMB sigma = theta (NB2 size, variance mu + mu^2/theta), fixef_disp = log(theta); lme4 = glmer.nb (theta in lme4$nb_theta)")
+    note = "glmmTMB sigma = theta (NB2 size, variance mu + mu^2/theta), fixef_disp = log(theta); lme4 = glmer.nb (theta in lme4$nb_theta); glmer.nb's Laplace uses the expected (Fisher) curvature of this non-canonical model, so its loglik is not laplace_exact's"),
+  # large crossed: numbers and fit times only (data in benchmarks/data/insteval.csv.gz, path relative to the repo root)
+  M("insteval_ml", "insteval", "y ~ service + (1 | s) + (1 | d) + (1 | dept)", "y ~ C(service) + (1|s) + (1|d) + (1|dept)",
+    reml = FALSE, ranef = FALSE, note = "time_seconds: elapsed system.time() of lmer and glmmTMB on a shared 2-core machine")
 )
 names(models) <- vapply(models, `[[`, "", "name")
 
@@ -219,8 +227,9 @@ fit_one <- function(s) {
   d <- load_data(s$data); f <- as.formula(s$formula); df <- d$df
   cat(s$name, "\n")
   if (s$family == "gaussian") {
-    m <- collect(lmer(f, df, REML = s$reml, control = lopt))
-    tm <- if (s$tmb) collect(glmmTMB(f, df, REML = s$reml)) else NULL
+    t1 <- system.time(m <- collect(lmer(f, df, REML = s$reml, control = lopt)))[["elapsed"]]
+    t2 <- system.time(tm <- if (s$tmb) collect(glmmTMB(f, df, REML = s$reml)) else NULL)[["elapsed"]]
+    times <- list(lme4 = t1, glmmTMB = t2)
   } else if (s$family == "nbinom2") {
     m <- collect(glmer.nb(f, df, control = gopt))
     tm <- collect(glmmTMB(f, df, family = nbinom2))
@@ -244,6 +253,7 @@ fit_one <- function(s) {
     if (s$family %in% c("binomial", "poisson") && identical(s$nagq, 1)) o$lme4$loglik_laplace_at_glmmTMB <- laplace_at(m$value, tm)
   }
   if (!is.null(s$note)) o$note <- s$note
+  if (s$name == "insteval_ml") o$time_seconds <- times
   o
 }
 
