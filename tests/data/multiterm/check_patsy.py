@@ -25,13 +25,19 @@ def check(json_path: Path) -> int:
         path = Path(case["data"]) if "/" in case["data"] else json_path.parent / case["data"]
         facs = list(case.get("data_levels", {}))
         df = pd.read_csv(path, dtype={f: str for f in facs})
-        fml = fixed_part(case["py_formula"])
-        X = patsy.dmatrix(fml.split("~", 1)[1], df, return_type="dataframe")
-        want = list(case["fixef_py_names"].values())
-        sums = np.array(list(case["X_colsums"].values()))
-        ok = list(X.columns) == want and np.allclose(X.sum().to_numpy(), sums, rtol=1e-12, atol=1e-9)
-        bad += not ok
-        print(("ok  " if ok else "BAD ") + name, fml if ok else (list(X.columns), want))
+        names, sums = case["fixef_py_names"], case["X_colsums"]
+        if "cond" not in names:  # one linear predictor (multiterm); zi/reference.json has cond, zi, disp
+            names, sums = {"cond": names}, {"cond": sums}
+        rhs = {"cond": fixed_part(case["py_formula"]).split("~", 1)[1], "zi": case.get("py_ziformula"),
+               "disp": case.get("py_dispformula")}
+        for part, want in names.items():
+            if want is None:
+                continue
+            X = patsy.dmatrix(rhs[part], df, return_type="dataframe")
+            ok = (list(X.columns) == list(want.values())
+                  and np.allclose(X.sum().to_numpy(), list(sums[part].values()), rtol=1e-12, atol=1e-9))
+            bad += not ok
+            print(("ok  " if ok else "BAD ") + name, part, rhs[part] if ok else (list(X.columns), want))
     return bad
 
 
