@@ -139,7 +139,7 @@ tmb_out <- function(fit, ranef = FALSE) {
   if (length(fe$disp)) o$fixef_disp <- named(fe$disp)
   # every parameter's SE (names as glmmTMB's: 'zi~', 'd~' for log dispersion, 'theta_' for log SDs / correlations)
   vf <- tryCatch(vcov(tm, full = TRUE), error = function(e) NULL)
-  if (!is.null(vf)) o$se_full <- named(setNames(sqrt(diag(vf)), rownames(vf)))
+  if (!is.null(vf)) { dv <- diag(vf); dv[dv < 0] <- NA; o$se_full <- named(setNames(sqrt(dv), rownames(vf))) }  # null: no SE
   o
 }
 
