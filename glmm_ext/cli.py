@@ -178,7 +178,8 @@ def _check_decimal_mark(parser, data, ns, formula, groups):
     bad = decimal_comma_columns(data, [c for c in dict.fromkeys(used) if c != groups])
     if bad:
         example = str(data[bad[0]].dropna().astype(str).loc[lambda v: v.str.contains(",")].iloc[0]).strip()
-        parser.error(f"column{'s' if len(bad) > 1 else ''} {', '.join(map(repr, bad))} hold{'' if len(bad) > 1 else 's'} "
+        many = len(bad) > 1
+        parser.error(f"column{'s' if many else ''} {', '.join(map(repr, bad))} hold{'' if many else 's'} "
                      f"numbers written with a decimal comma (e.g. {example!r}), which would be read as text (a "
                      "factor with a level per value); read the file with --decimal ','")
 

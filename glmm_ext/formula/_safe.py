@@ -234,7 +234,8 @@ class _SafeChecker:
         except RecursionError:  # pragma: no cover - depth is bounded by check_cost first
             token = type(node).__name__
         token = token if len(token) <= 80 else token[:80] + "..."
-        raise ValueError(f"formula_mode='safe' does not accept {what} {token!r} in {_short(self.formula)!r} (it accepts "
+        raise ValueError(f"formula_mode='safe' does not accept {what} {token!r} in {_short(self.formula)!r} "
+                         "(it accepts "
                          "columns, Q(), numbers, + - * / : **, C(), I(arithmetic), np.log/log1p/exp/sqrt/abs, "
                          "center, standardize, scale)")
 
