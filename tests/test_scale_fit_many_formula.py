@@ -117,3 +117,10 @@ def test_every_family_builds_its_shared_design(family):
     table = glmm_ext.fit_many(data, ["y"], "~ x", groups="g", family=family, n_jobs=1)
     res = single(data, "y", "x", family, groups="g")
     np.testing.assert_allclose(table.estimate, res.fe_params, rtol=1e-6, atol=1e-8)
+
+
+def test_a_bar_random_intercept_is_the_groups_argument():
+    data = slope_data("poisson")
+    bar = glmm_ext.fit_many(data, ["gene0", "gene1"], "~ x + (1 | g)", family="poisson", n_jobs=1)
+    given = glmm_ext.fit_many(data, ["gene0", "gene1"], "~ x", groups="g", family="poisson", n_jobs=1)
+    pd.testing.assert_frame_equal(bar, given)
