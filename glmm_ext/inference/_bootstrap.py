@@ -25,7 +25,6 @@ from . import _intervals_vector
 from ._intervals import extra_row_names, family_parameter
 from .._progress import Progress
 from .._validation import check_finite_mle_response
-from ..engine._separation import diverging_rows
 from ._simulate import check_nsim, simulator
 
 
@@ -90,6 +89,10 @@ def _quick_fit(design, options, start):
     se = np.sqrt(np.maximum(np.diag(hess_inv), 1e-300))
     if not np.all(np.isfinite(out.x)) or np.max(np.abs(out.x - theta0) / se) > QUICK_TRUST:
         return None
+    if design.dist.name == "binomial":  # rows fitted at probability 0 or 1: the full fit's separation check
+        modes = objective.modes_at(out.x)
+        if modes is None or design.dist.separated_rows(objective.data.y, modes.eta):
+            return None
     p = design.X.shape[1]
     theta = out.x
     return np.concatenate([design.scaling.matrix @ theta[:p], [abs(theta[p])],
@@ -104,18 +107,16 @@ def _failed(design):
 
 
 def has_no_mle(design, y):
-    """True when the package's own fit would refuse response y or find no finite maximum: every count 0,
-    every Binomial row without a success (or a failure), or Binomial separation (a direction of the fixed
-    effects along which the likelihood keeps rising; Konis 2007's linear program)."""
+    """True when the package's own fit would refuse response y: every count 0, every Binomial row without a
+    success (or a failure).  Separation is left to the refit's own check, as in the package's fit (rows
+    fitted at probability 0 or 1, then the linear program of ``engine._separation``): run here on every
+    replicate, that program would cost as much as the refit on large data."""
     weights = np.asarray(design.var_weights, float) * np.asarray(design.freq_weights, float)
     try:
         check_finite_mle_response(design.dist.name, y, design.trials if design.has_trials else None,
                                   design.endog_name, weights)
     except ValueError:
         return True
-    if design.dist.name == "binomial":
-        used = weights > 0
-        return diverging_rows(design.dist, design.X[used], np.asarray(y, float)[used], design.trials[used]) > 0
     return False
 
 
