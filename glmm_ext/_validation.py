@@ -151,6 +151,35 @@ def check_response(family, y, trials, name, labels):
                              f"{_values(y[bad])}")
 
 
+def check_finite_mle_response(family, y, trials=None, name="y", weights=None):
+    """ValueError when the response leaves the likelihood no finite maximum: every count 0 (Poisson,
+    negative binomial), every Binomial row with no success or no failure.
+
+    The likelihood then keeps rising as the linear predictor goes to -inf (+inf for all successes),
+    whatever the fixed or random-effects structure, so any "fit" is only where the optimiser stopped.
+    Rows with zero trials or zero weight carry nothing and are left out of the check.
+    """
+    if family not in ("poisson", "negativebinomial", "binomial"):
+        return
+    y = np.asarray(y, float)
+    used = np.ones(y.shape, bool)
+    for w in (trials, weights):
+        if w is not None and np.ndim(w) and np.size(w) == y.size:
+            used &= np.asarray(w, float) > 0
+    y = y[used]
+    if not y.size:
+        return
+    cases = [(0.0, "0", "-inf")] + ([(1.0, "1", "+inf")] if family == "binomial" else [])
+    label = {"poisson": "Poisson", "negativebinomial": "negative binomial", "binomial": "Binomial"}[family]
+    for value, what, bound in cases:
+        if np.all(y == value):
+            if family == "binomial" and trials is not None:
+                what = "0 successes" if value == 0.0 else "all successes (no failures)"
+            raise ValueError(f"the response {name!r} is {what} in every row: the {label} likelihood increases "
+                             f"without bound as the intercept goes to {bound}, so there is no finite maximum-"
+                             "likelihood estimate (nothing to fit), whatever the random-effects structure")
+
+
 def check_response_varies(family, link, y, offset, name):
     """A constant response with no offset leaves a dispersion family nothing to estimate (phi -> 0)."""
     if family in ("gaussian", "gamma") and y.size and np.all(y == y[0]) and not np.any(offset):

@@ -7,6 +7,7 @@ does not read them as formulas.
 import argparse
 import json
 import os
+import re
 import sys
 import textwrap
 import warnings
@@ -23,10 +24,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+#: exit status when the fit ran but did not converge (or its standard errors are not finite); 2 = bad input
+EXIT_NOT_CONVERGED = 3
+EPILOG = ("exit status: 0 = fitted and converged; 2 = bad input or options (one line on stderr, nothing fitted); "
+          f"{EXIT_NOT_CONVERGED} = the fit ran but did not converge or its standard errors are not finite "
+          "(the tables are printed, with the reason on stderr).")
+
+
 def build_parser():
     p = _Parser(prog="glmm-ext", description="Fit a GLMM (random intercept, or random slopes with "
                 "(1 + x | g)) and print its tables. Without a data file, fits the bundled schools "
-                "example (score ~ hours + ses, groups=school).")
+                "example (score ~ hours + ses, groups=school).", epilog=EPILOG)
     p.add_argument("data", nargs="?", help="CSV file with the data")
     p.add_argument("--formula", help='formula, e.g. "y ~ x1 + C(track)" or "succ + fail ~ x" (read in safe mode: '
                    'columns, numbers, C(), I() arithmetic, np.log/exp/sqrt/abs/log1p, center/standardize/scale); '
@@ -39,7 +47,8 @@ def build_parser():
     p.add_argument("--exposure", help="exposure column (log link; log(exposure) is the offset)")
     p.add_argument("--conf-level", type=float, default=95.0, help="confidence level in percent, 50-99.99 (default 95)")
     p.add_argument("--sep", help="CSV field separator (default: ',' or ';', whichever the header line uses)")
-    p.add_argument("--decimal", default=".", help="decimal mark of the CSV numbers (default '.')")
+    p.add_argument("--decimal", default=".", help="decimal mark of the CSV numbers (default '.'; a column whose "
+                   "values are numbers written with ',' is refused with a hint to give --decimal ',')")
     p.add_argument("--nagq", type=int, default=1, help="1 = Laplace (default), >1 adaptive Gauss-Hermite nodes, "
                    "0 = PIRLS approximation")
     p.add_argument("--ml", action="store_true", help="Gaussian+identity: ML instead of REML")
@@ -134,6 +143,47 @@ def _read_csv(parser, path, sep, decimal, groups):
     return data
 
 
+_COMMA_NUMBER = re.compile(r"^\s*[-+]?(\d+,\d*|\d*,\d+)([eE][-+]?\d+)?\s*$")
+_PLAIN_NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
+
+
+def decimal_comma_columns(data, columns):
+    """The text columns among `columns` whose every value is a number, some written with a decimal comma
+    ("3,14"): read with decimal '.', they would become factors with a level per distinct number."""
+    found = []
+    for col in columns:
+        if col not in data.columns or data[col].dtype.kind not in "OSU" and str(data[col].dtype) != "string":
+            continue
+        values = data[col].dropna().astype(str)
+        if values.empty:
+            continue
+        comma = values.str.match(_COMMA_NUMBER)
+        if comma.any() and (comma | values.str.match(_PLAIN_NUMBER)).all():
+            found.append(col)
+    return found
+
+
+def _check_decimal_mark(parser, data, ns, formula, groups):
+    """Refuse numbers written with a decimal comma when the file is read with '.' (suggest --decimal ',')."""
+    if ns.decimal != ".":
+        return
+    from .formula._safe import formula_columns
+
+    try:
+        named = formula_columns(formula, list(data.columns))
+        used = named.response + named.predictors
+    except (ValueError, TypeError):
+        used = list(data.columns)
+    used += [c for c in (ns.offset, ns.exposure) if c]
+    bad = decimal_comma_columns(data, [c for c in dict.fromkeys(used) if c != groups])
+    if bad:
+        example = str(data[bad[0]].dropna().astype(str).loc[lambda v: v.str.contains(",")].iloc[0]).strip()
+        many = len(bad) > 1
+        parser.error(f"column{'s' if many else ''} {', '.join(map(repr, bad))} hold{'' if many else 's'} "
+                     f"numbers written with a decimal comma (e.g. {example!r}), which would be read as text (a "
+                     "factor with a level per value); read the file with --decimal ','")
+
+
 def _label_column(formula, groups):
     """The groups column, read as text so labels come back as written, unless the formula also uses it."""
     from .formula._safe import formula_columns
@@ -174,11 +224,16 @@ def run(args, out=None):
                 parser.error("a data file needs --formula and --groups (or a random-effects term such as "
                              "(1 + x | g) in the formula)")
             data = _read_csv(parser, ns.data, ns.sep, ns.decimal, _label_column(ns.formula, groups))
+            _check_decimal_mark(parser, data, ns, ns.formula, groups)
             jobs = [(ns.formula, groups, family)]
+        failed = []
         for number, (formula, groups, fam) in enumerate(jobs, start=1):
             if number > 1:
                 out.write(f"\n{number}. Passed (score > 60), Binomial logit (Laplace)\n")
             res = _fit_and_print(ns, data, formula, groups, fam, alpha, out)
+            reason = _not_trusted(res)
+            if reason:
+                failed.append(f"{formula}: {reason}")
         if ns.blups:
             table = res.blup_table()
             table["Group"] = spreadsheet_safe(table["Group"])
@@ -193,7 +248,20 @@ def run(args, out=None):
         parser.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     except OSError as exc:
         parser.error(f"cannot write: {exc}")
+    if failed:
+        sys.stderr.write(f"{parser.prog}: " + "; ".join(failed) + f" (exit status {EXIT_NOT_CONVERGED})\n")
+        return EXIT_NOT_CONVERGED
     return 0
+
+
+def _not_trusted(res):
+    """Why the estimates cannot be used (not converged, non-finite standard errors), or None."""
+    if not res.converged:
+        message = getattr(res.optsummary, "message", "") or ""
+        return "the fit did not converge" + (f" ({message})" if message else "")
+    if not np.all(np.isfinite(np.asarray(res.bse, float))):
+        return "the fit has non-finite standard errors"
+    return None
 
 
 def _diagnostics_frame(res, data):

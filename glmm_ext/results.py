@@ -270,17 +270,21 @@ class GLMMResults(sm_base.LikelihoodModelResults):
 
         return overdispersion(self)
 
-    def quantile_residuals(self, nsim=250, seed=None):
-        """DHARMa-style simulated quantile residuals with KS uniformity, dispersion and zero-inflation tests."""
+    def quantile_residuals(self, nsim=250, seed=None, use_re="new"):
+        """DHARMa-style simulated quantile residuals with KS uniformity, dispersion and zero-inflation tests.
+        ``use_re="new"`` (default) simulates new group effects and pairs the residuals with the
+        population-level predictor; ``"conditional"`` (or True) keeps the BLUPs and pairs them with the
+        conditional mean (``.predictor`` of the result)."""
         from .inference._checks import quantile_residuals
 
-        return quantile_residuals(self, nsim=nsim, seed=seed)
+        return quantile_residuals(self, nsim=nsim, seed=seed, use_re=use_re)
 
-    def plot_quantile_residuals(self, nsim=250, seed=None, fig=None):
-        """QQ plot against U(0, 1) and residuals vs fitted rank (needs the ``plot`` extra)."""
+    def plot_quantile_residuals(self, nsim=250, seed=None, fig=None, use_re="new"):
+        """QQ plot against U(0, 1) and residuals vs the rank of the predictor on the simulated level
+        (population-level for ``use_re="new"``, conditional for ``"conditional"``; needs the ``plot`` extra)."""
         from .inference._checks import plot_quantile_residuals
 
-        return plot_quantile_residuals(self, nsim=nsim, seed=seed, fig=fig)
+        return plot_quantile_residuals(self, nsim=nsim, seed=seed, fig=fig, use_re=use_re)
 
     # ------------------------------------------------------------------ tables
     def random_effects_table(self):

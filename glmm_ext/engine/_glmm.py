@@ -392,8 +392,9 @@ def group_gaps(laplace, theta, keep=None):
 
 
 def check_finite_mle(dist, data):
-    """ValueError when the response makes every estimate diverge: all 0 (Poisson, Binomial) or all 1."""
-    if dist.name not in ("poisson", "binomial"):
+    """ValueError when the response makes every estimate diverge: all 0 (Poisson, NB2, Binomial) or all 1
+    (Binomial); the in-memory models refuse it earlier (``_validation.check_finite_mle_response``)."""
+    if dist.name not in ("poisson", "negativebinomial", "binomial"):
         return
     y = data.y[np.asarray(data.m) > 0] if np.ndim(data.m) and np.size(data.m) == np.size(data.y) else data.y
     for value, what in ((0.0, "0"), (1.0, "1")):
@@ -401,6 +402,7 @@ def check_finite_mle(dist, data):
             continue
         if y.size and np.all(y == value):
             bound = "-inf" if value == 0.0 else "+inf"
-            raise ValueError(f"the response is {what} in every row: the {dist.name.capitalize()} likelihood increases "
+            label = "negative binomial" if dist.name == "negativebinomial" else dist.name.capitalize()
+            raise ValueError(f"the response is {what} in every row: the {label} likelihood increases "
                              f"without bound as the intercept goes to {bound}, so there is no finite maximum-"
                              "likelihood estimate (nothing to fit)")

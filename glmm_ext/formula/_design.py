@@ -13,7 +13,8 @@ import pandas as pd
 from ..engine._families import Distribution
 from ..engine._laplace import GLMMData
 from ..engine._segments import group_starts
-from .._validation import check_groups_and_size, check_proportion, check_rank, check_response, check_trials
+from .._validation import (check_finite_mle_response, check_groups_and_size, check_proportion, check_rank,
+                           check_response, check_trials)
 
 
 @dataclass
@@ -290,6 +291,10 @@ def build_design(clean, family):
         check_response(dist.name, y, None, name, labels)
         has_trials = False
     prior = getattr(clean, "prior_weights", None) or {}
+    weight = None
+    for w in prior.values():  # zero-weight rows carry nothing
+        weight = np.asarray(w, float) if weight is None else weight * np.asarray(w, float)
+    check_finite_mle_response(dist.name, y, trials if has_trials else None, name, weight)
     if any(np.any(np.asarray(w) != 1.0) for w in prior.values()) and dist.name in ("poisson", "gamma"):
         dist = Distribution(family, kernels=False)  # their fused kernels take no prior weight: the generic path
     X = clean.exog.to_numpy(dtype=float)

@@ -11,9 +11,16 @@ runs a command.  ``formula_mode="safe"`` parses the formula with Python's ``ast`
 
 Anything else (other attributes, dunder names, other calls, lambdas, subscripts, strings outside
 ``Q``/``Treatment``, keywords) is a ValueError naming the token; nothing is evaluated.
+
+The safe mode also bounds what a formula can cost, from its syntax tree and before patsy sees it:
+at most MAX_FORMULA_LENGTH characters, MAX_TERMS model terms once ``*``, ``:``, ``/`` and ``**``
+are expanded (``(x0 + ... + x15)**16`` is 65,535 terms), and a syntax tree at most MAX_DEPTH
+levels deep (each operation of a chain ``a + b + c`` is a level; patsy's recursive reader fails
+near 450).  The walks are iterative, so no formula raises a RecursionError here.
 """
 import ast
 import io
+import math
 import tokenize
 from dataclasses import dataclass, field
 
@@ -22,6 +29,10 @@ PATSY_TRANSFORMS = ("center", "standardize", "scale")
 FORMULA_OPERATORS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.MatMult)  # ':' is read as '@'
 ARITHMETIC_OPERATORS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)
 MAX_EXPONENT = 100
+#: safe-mode limits (see the module notes)
+MAX_TERMS = 300
+MAX_DEPTH = 320
+MAX_FORMULA_LENGTH = 20_000
 
 
 @dataclass
@@ -62,11 +73,102 @@ def split_formula(formula):
     return tuple(tokenize.untokenize(side).strip() if side else "" for side in sides)
 
 
+def _short(formula, limit=120):
+    """The formula for a message, cut to `limit` characters."""
+    return formula if len(formula) <= limit else f"{formula[:limit]}... ({len(formula):,} characters)"
+
+
 def _parse(text, formula):
     try:
         return ast.parse(text or "1", mode="eval").body
     except SyntaxError as exc:
-        raise ValueError(f"formula {formula!r} cannot be read near {exc.text!r}") from None
+        raise ValueError(f"formula {_short(formula)!r} cannot be read near {str(exc.text)[:80]!r}") from None
+    except (RecursionError, MemoryError):  # Python's own parser gives up on very deep nesting
+        raise ValueError(f"formula {_short(formula)!r} is nested too deeply to be read (the safe mode accepts a "
+                         f"syntax tree at most {MAX_DEPTH} levels deep)") from None
+
+
+def tree_depth(node):
+    """Levels of the syntax tree below and including `node` (iterative: no recursion limit)."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        current, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(current)
+                     if not isinstance(child, (ast.expr_context, ast.operator, ast.unaryop)))
+    return deepest
+
+
+def _exponent_value(node):
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, int) \
+        and not isinstance(node.value, bool) else 1
+
+
+def _interaction_terms(count, order, cap):
+    """Terms of (t_1 + ... + t_count)**order: the non-empty subsets of at most `order` terms (capped)."""
+    total = 0
+    for k in range(1, min(max(order, 1), count) + 1):
+        total += math.comb(count, k)
+        if total > cap:
+            return cap + 1
+    return total
+
+
+def term_count(node, cap=MAX_TERMS):
+    """An upper bound of the model terms a formula side expands to (patsy's rules), at most cap + 1.
+
+    a + b: t(a) + t(b); a - b: t(a); a:b: t(a) t(b); a*b: t(a) + t(b) + t(a) t(b); a/b: t(a) + t(a) t(b);
+    a**n: the subsets of at most n of a's terms; a number (intercept) 0; any other value 1.
+    """
+    counts, stack = {}, [(node, False)]
+    while stack:
+        current, expanded = stack.pop()
+        binary = isinstance(current, ast.BinOp) and isinstance(current.op, FORMULA_OPERATORS)
+        unary = isinstance(current, ast.UnaryOp) and isinstance(current.op, (ast.USub, ast.UAdd))
+        if (binary or unary) and not expanded:
+            stack.append((current, True))
+            if binary:
+                stack.append((current.left, False))
+                if not isinstance(current.op, ast.Pow):
+                    stack.append((current.right, False))
+            else:
+                stack.append((current.operand, False))
+            continue
+        if binary:
+            a = counts.pop(id(current.left))
+            op = current.op
+            if isinstance(op, ast.Pow):
+                value = _interaction_terms(a, _exponent_value(current.right), cap)
+            else:
+                b = counts.pop(id(current.right))
+                value = {ast.Add: a + b, ast.Sub: a, ast.MatMult: a * b, ast.Mult: a + b + a * b,
+                         ast.Div: a + a * b}[type(op)]
+        elif unary:
+            child = counts.pop(id(current.operand))
+            value = 0 if isinstance(current.op, ast.USub) else child
+        elif isinstance(current, ast.Constant) and isinstance(current.value, (int, float)):
+            value = 0
+        else:
+            value = 1
+        counts[id(current)] = min(value, cap + 1)
+    return counts[id(node)]
+
+
+def check_cost(formula, trees):
+    """ValueError when a formula exceeds the safe mode's bounds on length, terms or depth."""
+    if len(formula) > MAX_FORMULA_LENGTH:
+        raise ValueError(f"formula of {len(formula):,} characters: the safe mode accepts at most "
+                         f"{MAX_FORMULA_LENGTH:,} (MAX_FORMULA_LENGTH)")
+    terms = term_count(trees[-1])
+    if terms > MAX_TERMS:
+        raise ValueError(f"formula {_short(formula)!r} expands to more than {MAX_TERMS} terms: the safe mode "
+                         f"accepts at most {MAX_TERMS} model terms (MAX_TERMS; interactions such as (a + b + c)**3 "
+                         "or a*b*c count every term they create)")
+    depth = max(tree_depth(tree) for tree in trees)
+    if depth > MAX_DEPTH:
+        raise ValueError(f"formula {_short(formula)!r} is nested {depth} levels deep: the safe mode accepts a "
+                         f"syntax tree at most {MAX_DEPTH} levels deep (MAX_DEPTH; each operation of a chain "
+                         "a + b + c counts as a level)")
 
 
 def formula_columns(formula, columns):
@@ -76,7 +178,7 @@ def formula_columns(formula, columns):
     for side, target in ((lhs, found.response), (rhs, found.predictors)):
         try:
             tree = ast.parse(side or "1", mode="eval")
-        except SyntaxError:  # patsy may still read it; it will report the problem
+        except (SyntaxError, RecursionError, MemoryError):  # patsy may still read it; it will report the problem
             target.extend(c for c in columns if isinstance(c, str) and c in side)
             continue
         for node in ast.walk(tree):
@@ -104,11 +206,20 @@ def _column_of(node, columns):
 
 
 def check_safe(formula, columns):
-    """Raise ValueError naming the first token the safe mode does not accept; return the FormulaColumns."""
+    """Raise ValueError naming the first token the safe mode does not accept, or the first limit the
+    formula exceeds (terms, depth, length; see `check_cost`); return the FormulaColumns."""
+    if isinstance(formula, str) and len(formula) > MAX_FORMULA_LENGTH:
+        check_cost(formula, [])
     lhs, rhs = split_formula(formula)
+    trees = [_parse(side, formula) for side in (lhs, rhs)]
+    check_cost(formula, trees)
     checker = _SafeChecker(formula, set(columns))
-    for side in (lhs, rhs):
-        checker.formula_term(_parse(side, formula))
+    try:
+        for tree in trees:
+            checker.formula_term(tree)
+    except RecursionError:  # nested calls recurse; the depth bound keeps this out of reach, but never a traceback
+        raise ValueError(f"formula {_short(formula)!r} nests its calls too deeply for the safe mode (MAX_DEPTH "
+                         f"{MAX_DEPTH})") from None
     return formula_columns(formula, columns)
 
 
@@ -118,8 +229,13 @@ class _SafeChecker:
         self.columns = columns
 
     def reject(self, node, what):
-        token = ast.unparse(node) if isinstance(node, ast.AST) else str(node)
-        raise ValueError(f"formula_mode='safe' does not accept {what} {token!r} in {self.formula!r} (it accepts "
+        try:
+            token = ast.unparse(node) if isinstance(node, ast.AST) else str(node)
+        except RecursionError:  # pragma: no cover - depth is bounded by check_cost first
+            token = type(node).__name__
+        token = token if len(token) <= 80 else token[:80] + "..."
+        raise ValueError(f"formula_mode='safe' does not accept {what} {token!r} in {_short(self.formula)!r} "
+                         "(it accepts "
                          "columns, Q(), numbers, + - * / : **, C(), I(arithmetic), np.log/log1p/exp/sqrt/abs, "
                          "center, standardize, scale)")
 
@@ -140,17 +256,21 @@ class _SafeChecker:
         self.operations(node, ARITHMETIC_OPERATORS, inside_i=True)
 
     def operations(self, node, operators, inside_i):
-        """Binary `operators` and unary signs down to the values; an exponent must be a small number."""
-        if isinstance(node, ast.BinOp) and isinstance(node.op, operators):
-            self.operations(node.left, operators, inside_i)
-            if isinstance(node.op, ast.Pow):
-                self.exponent(node.right)
+        """Binary `operators` and unary signs down to the values; an exponent must be a small number.
+        Iterative over the chain (a + b + ... is as deep as it is long), left to right."""
+        stack = [node]
+        while stack:
+            current = stack.pop()
+            if isinstance(current, ast.BinOp) and isinstance(current.op, operators):
+                if isinstance(current.op, ast.Pow):
+                    self.exponent(current.right)
+                else:
+                    stack.append(current.right)
+                stack.append(current.left)
+            elif isinstance(current, ast.UnaryOp) and isinstance(current.op, (ast.USub, ast.UAdd)):
+                stack.append(current.operand)
             else:
-                self.operations(node.right, operators, inside_i)
-        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            self.operations(node.operand, operators, inside_i)
-        else:
-            self.value(node, inside_i=inside_i)
+                self.value(current, inside_i=inside_i)
 
     def exponent(self, node):
         inner = node.operand if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) else node
@@ -226,7 +346,7 @@ def formula_names(formula):
     for side in split_formula(formula):
         try:
             tree = ast.parse(side or "1", mode="eval")
-        except SyntaxError:
+        except (SyntaxError, RecursionError, MemoryError):
             continue
         names += [n.id for n in ast.walk(tree) if isinstance(n, ast.Name)]
     return list(dict.fromkeys(names))

@@ -2,7 +2,11 @@
 
 Replicate k draws a response from the fitted model with new group effects (u ~ N(0, sigma_u^2), or
 b_j ~ N(0, Sigma) with random slopes), refits the same model by the same method and keeps the
-parameters conf_int reports (beta, sigma_u or the SDs and correlations, family parameter).  Replicate
+parameters conf_int reports (beta, sigma_u or the SDs and correlations, family parameter).  A
+replicate the package's own fit would not accept is a failed replicate (a row of NaN, counted in
+``attrs["n_failed"]`` and left out of the percentiles, as lme4's ``bootMer`` reports failures): a
+response with no finite maximum (every count 0, every Binomial row without a success or a failure,
+Binomial separation), a refit that raises a ValueError, or one that does not converge.  Replicate
 k's random numbers come from child k of ``SeedSequence(seed)``, so the samples, and the percentile
 intervals, are the same whatever the number of worker processes.
 """
@@ -20,7 +24,13 @@ from . import _intervals
 from . import _intervals_vector
 from ._intervals import extra_row_names, family_parameter
 from .._progress import Progress
+from .._validation import check_finite_mle_response
 from ._simulate import check_nsim, simulator
+
+
+#: a warm-started refit further than this many of the original fit's standard errors from it is redone
+#: by the full fit (whose convergence checks then decide whether the replicate has an estimate)
+QUICK_TRUST = 8.0
 
 
 def _estimates(design, fit):
@@ -74,14 +84,45 @@ def _quick_fit(design, options, start):
                             options={"hess_inv0": hess_inv, "gtol": 1e-5, "maxiter": 4 * options["maxiter"]})
     if not np.isfinite(out.fun) or out.status not in (0, 2):
         return None
+    # far outside the original fit's sampling spread (rare events: a flat ridge towards sigma -> inf or
+    # beta -> -inf, where BFGS stops anywhere): the full fit decides whether there is a maximum
+    se = np.sqrt(np.maximum(np.diag(hess_inv), 1e-300))
+    if not np.all(np.isfinite(out.x)) or np.max(np.abs(out.x - theta0) / se) > QUICK_TRUST:
+        return None
+    if design.dist.name == "binomial":  # rows fitted at probability 0 or 1: the full fit's separation check
+        modes = objective.modes_at(out.x)
+        if modes is None or design.dist.separated_rows(objective.data.y, modes.eta):
+            return None
     p = design.X.shape[1]
     theta = out.x
     return np.concatenate([design.scaling.matrix @ theta[:p], [abs(theta[p])],
                            family_parameter(design.dist, theta[p + 1:]) if design.dist.has_dispersion else []])
 
 
+def _failed(design):
+    """The NaN row of a failed replicate."""
+    k = design.X.shape[1] + int(design.dist.has_dispersion)
+    k += 1 if design.Z is None else design.Z.shape[1] + len(_intervals_vector.correlated_pairs(design))
+    return np.full(k, np.nan)
+
+
+def has_no_mle(design, y):
+    """True when the package's own fit would refuse response y: every count 0, every Binomial row without a
+    success (or a failure).  Separation is left to the refit's own check, as in the package's fit (rows
+    fitted at probability 0 or 1, then the linear program of ``engine._separation``): run here on every
+    replicate, that program would cost as much as the refit on large data."""
+    weights = np.asarray(design.var_weights, float) * np.asarray(design.freq_weights, float)
+    try:
+        check_finite_mle_response(design.dist.name, y, design.trials if design.has_trials else None,
+                                  design.endog_name, weights)
+    except ValueError:
+        return True
+    return False
+
+
 def refit(design, options, y, start=None):
-    """Estimates after refitting `design` with response y (NaN when the fit fails)."""
+    """Estimates after refitting `design` with response y; NaN (a failed replicate, as bootMer's) when the
+    package's own fit would refuse y (see `has_no_mle`), raises a ValueError, or does not converge."""
     from ..engine._fit_vector import fit_vector
     from ..engine._fitting import fit_likelihood, fit_profile
 
@@ -89,24 +130,25 @@ def refit(design, options, y, start=None):
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
+            if has_no_mle(design, y):
+                return _failed(design)
             if new.Z is not None:
-                return _estimates(design, fit_vector(new, reml=options.get("reml", True), nagq=1,
-                                                     maxiter=options["maxiter"], tol=options["tol"],
-                                                     cov_type="pirls"))
-            if new.gaussian_identity:
-                return _estimates(design, fit_profile(new, reml=options.get("reml", True),
-                                                      maxiter=options["maxiter"], tol=options["tol"]))
-            if start is not None and options["nagq"] != 0:
-                quick = _quick_fit(new, options, start)
-                if quick is not None:
-                    return quick
-            fit = fit_likelihood(new, nagq=options["nagq"], maxiter=options["maxiter"], tol=options["tol"],
-                                 cov_type="pirls")
+                fit = fit_vector(new, reml=options.get("reml", True), nagq=1, maxiter=options["maxiter"],
+                                 tol=options["tol"], cov_type="pirls")
+            elif new.gaussian_identity:
+                fit = fit_profile(new, reml=options.get("reml", True), maxiter=options["maxiter"], tol=options["tol"])
+            else:
+                if start is not None and options["nagq"] != 0:
+                    quick = _quick_fit(new, options, start)
+                    if quick is not None:
+                        return quick
+                fit = fit_likelihood(new, nagq=options["nagq"], maxiter=options["maxiter"], tol=options["tol"],
+                                     cov_type="pirls")
+        if not fit.converged:
+            return _failed(design)
         return _estimates(design, fit)
-    except (ValueError, FloatingPointError, np.linalg.LinAlgError):
-        k = design.X.shape[1] + int(design.dist.has_dispersion)
-        k += 1 if design.Z is None else design.Z.shape[1] + len(_intervals_vector.correlated_pairs(design))
-        return np.full(k, np.nan)
+    except (ValueError, FloatingPointError, ArithmeticError, np.linalg.LinAlgError):
+        return _failed(design)
 
 
 def _run(task):
@@ -154,5 +196,11 @@ def bootstrap_intervals(res, alpha=0.05, nsim=200, seed=None, n_jobs=1, progress
     upper = samples.quantile(1.0 - alpha / 2.0).to_numpy()
     res = unwrap(res)
     out = (_intervals_vector._frame if res.is_vector else _intervals._frame)(res, lower, upper)
-    out.attrs.update(method="boot", nsim=nsim, n_failed=int(samples.isna().any(axis=1).sum()))
+    n_failed = int(samples.isna().any(axis=1).sum())
+    out.attrs.update(method="boot", nsim=nsim, n_failed=n_failed)
+    if n_failed:
+        warnings.warn(f"{n_failed} of {nsim} bootstrap refits failed (no finite maximum-likelihood estimate: a "
+                      "response with no event or separated, not converged, or refused) and are left out of the "
+                      f"intervals (ci.attrs['n_failed']){'; every refit failed' if n_failed == nsim else ''}",
+                      UserWarning, stacklevel=3)
     return out

@@ -22,7 +22,7 @@ from scipy import special, stats
 
 from .. import _results_vector
 from ._comparison import unwrap
-from ._simulate import check_nsim, simulator
+from ._simulate import check_nsim, check_use_re, simulator
 
 APPROXIMATIONS = ("lognormal", "trigamma", "delta")
 DISTRIBUTION_SPECIFIC = {("binomial", "logit"): (np.pi**2 / 3, "pi^2/3 (logistic threshold)"),
@@ -116,30 +116,55 @@ def _two_sided(observed, simulated):
     return float(min(1.0, 2.0 * min(np.mean(simulated >= observed), np.mean(simulated <= observed))))
 
 
+LEVELS = {"new": "population", "conditional": "conditional"}
+
+
 @dataclass
 class QuantileResiduals:
-    """Simulated quantile residuals (uniform under the model) and the tests on them."""
+    """Simulated quantile residuals (uniform under the model) and the tests on them.
+
+    ``predictor`` is the mean on the level that was simulated (``level``): population-level
+    g^{-1}(X beta + offset) for new group effects, the conditional mean (with the BLUPs) for
+    conditional draws.  Plot the residuals against it: under a correct model they show no trend.
+    ``fitted`` is the same array (kept for older code).
+    """
 
     residuals: pd.Series
-    fitted: np.ndarray
+    predictor: np.ndarray
     tests: pd.DataFrame
+    use_re: str = "new"
+
+    @property
+    def level(self):
+        """"population" (new group effects) or "conditional" (the fitted BLUPs kept)."""
+        return LEVELS[self.use_re]
+
+    @property
+    def fitted(self):
+        return self.predictor
 
     def __repr__(self):
-        return f"QuantileResiduals(n={len(self.residuals)})\n{self.tests}"
+        return f"QuantileResiduals(n={len(self.residuals)}, use_re={self.use_re!r})\n{self.tests}"
 
 
 def quantile_residuals(res, nsim=250, seed=None, use_re="new"):
     """DHARMa's simulated quantile residuals with uniformity, dispersion and zero-inflation tests.
 
-    For row i, with S_i the nsim simulated responses (new group effects by default, as DHARMa)
-    and U ~ Uniform(0, 1): r_i = (#{S_i < y_i} + U #{S_i = y_i}) / nsim (randomised PIT, so ties of
-    discrete responses spread uniformly).  Tests: Kolmogorov-Smirnov of r against U(0, 1);
+    For row i, with S_i the nsim simulated responses and U ~ Uniform(0, 1):
+    r_i = (#{S_i < y_i} + U #{S_i = y_i}) / nsim (randomised PIT, so ties of discrete responses
+    spread uniformly).  ``use_re="new"`` (default, DHARMa's default ``re.form=NULL``; or False) draws
+    new group effects each simulation and pairs the residuals with the population-level predictor
+    g^{-1}(X beta + offset); ``use_re="conditional"`` (or True, DHARMa's conditional simulation)
+    keeps the fitted BLUPs and pairs them with the conditional mean.  A residual simulated on one
+    level is trended against the other level's predictor even when the model is right, so each
+    result carries its own ``predictor``.  Tests: Kolmogorov-Smirnov of r against U(0, 1);
     dispersion, sum (y - E)^2 against its simulated distribution (E the simulated means, two-sided,
     DHARMa's default); zero-inflation (Poisson, negative binomial, Binomial with trials), the number
     of zeros against its simulated distribution.
     """
     res = unwrap(res)
     nsim = check_nsim(nsim)
+    use_re = check_use_re(use_re)
     sim = simulator(res)
     rng = np.random.default_rng(seed)
     design = res.model.design
@@ -163,15 +188,16 @@ def quantile_residuals(res, nsim=250, seed=None, use_re="new"):
         rows.append(("zero-inflation (observed / simulated zeros)", float(ratio), _two_sided(zeros, sim_zeros)))
     tests = pd.DataFrame(rows, columns=["test", "statistic", "pvalue"]).set_index("test")
     return QuantileResiduals(pd.Series(r, index=design.index, name="quantile_residual"),
-                             sim.conditional_mean(), tests)
+                             sim.predictor(use_re), tests, use_re)
 
 
-def plot_quantile_residuals(res, nsim=250, seed=None, fig=None):
-    """QQ plot of the quantile residuals against U(0, 1) and residuals against the fitted-value rank."""
+def plot_quantile_residuals(res, nsim=250, seed=None, fig=None, use_re="new"):
+    """QQ plot of the quantile residuals against U(0, 1) and residuals against the rank of the predictor
+    on the simulated level (population-level for ``use_re="new"``, conditional for "conditional")."""
     from ..plotting import _pyplot
 
     plt = _pyplot()
-    qr = quantile_residuals(res, nsim=nsim, seed=seed)
+    qr = quantile_residuals(res, nsim=nsim, seed=seed, use_re=use_re)
     r = np.sort(qr.residuals.to_numpy())
     if fig is None:
         fig = plt.figure(figsize=(9, 3.8))
@@ -183,12 +209,13 @@ def plot_quantile_residuals(res, nsim=250, seed=None, fig=None):
     axes[0].set_title(f"QQ uniform (KS p = {ks['pvalue']:.3g})")
     axes[0].set_xlabel("Expected")
     axes[0].set_ylabel("Observed quantile residual")
-    rank = stats.rankdata(qr.fitted) / len(qr.fitted)
+    rank = stats.rankdata(qr.predictor) / len(qr.predictor)
     axes[1].scatter(rank, qr.residuals.to_numpy(), s=6, alpha=0.5)
     for q in (0.25, 0.5, 0.75):
         axes[1].axhline(q, color="grey", lw=0.8, ls="--")
-    axes[1].set_xlabel("Fitted value (rank)")
+    what = "population-level prediction" if qr.level == "population" else "conditional prediction"
+    axes[1].set_xlabel(f"{what[0].upper() + what[1:]} (rank)")
     axes[1].set_ylabel("Quantile residual")
-    axes[1].set_title("Residuals vs fitted")
+    axes[1].set_title(f"Residuals vs {what}")
     fig.tight_layout()
     return fig

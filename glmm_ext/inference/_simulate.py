@@ -1,5 +1,7 @@
 """Responses drawn from a fitted model (lme4's ``simulate``): with the fitted group effects kept
-(``use_re="conditional"``) or new ones drawn from N(0, sigma_u^2) (``use_re="new"``).
+(``use_re="conditional"``, or True as lme4's ``use.u=TRUE``) or new ones drawn from N(0, sigma_u^2)
+(``use_re="new"``, or False).  Each level has its matching predictor: the conditional mean (with the
+BLUPs) for conditional draws, the population-level mean g^{-1}(X beta + offset) for new group effects.
 
 With random slopes each group has a vector b_g of q effects: "conditional" keeps the BLUP vectors,
 "new" draws b_g ~ N(0, Sigma) as L e_g (Sigma = L L', e_g standard normal; a singular Sigma through
@@ -36,7 +38,7 @@ class Simulator:
 
     def group_effects(self, rng, use_re="new"):
         """The group effects used by one draw: the BLUPs, or new ones from N(0, sigma_u^2) / N(0, Sigma)."""
-        if use_re == "conditional":
+        if check_use_re(use_re) == "conditional":
             return self.blups
         if self.Z is None:
             return rng.normal(0.0, self.sigma, size=len(self.blups))
@@ -51,6 +53,15 @@ class Simulator:
     def conditional_mean(self):
         """mu at the BLUPs (the fitted values)."""
         return self.link_inverse(self.linear_predictor(self.blups))
+
+    def population_mean(self):
+        """mu at zero group effects, g^{-1}(X beta + offset): the fixed part only."""
+        return self.link_inverse(self.eta_fixed)
+
+    def predictor(self, use_re):
+        """The mean on the level that `use_re` simulates: population-level for "new" group effects
+        (the BLUPs are redrawn, so they are no part of the prediction), conditional for "conditional"."""
+        return self.conditional_mean() if check_use_re(use_re) == "conditional" else self.population_mean()
 
     def draw(self, rng, use_re="new"):
         """One simulated response vector (rows in the data's order)."""
@@ -99,8 +110,11 @@ def simulator(res):
 
 
 def check_use_re(use_re):
-    if use_re not in USE_RE:
-        raise ValueError(f"use_re must be one of {', '.join(USE_RE)} (got {use_re!r})")
+    """"conditional" or "new"; True / False are accepted as lme4's ``use.u`` (True keeps the fitted effects)."""
+    if use_re is True or use_re is False:
+        return "conditional" if use_re else "new"
+    if not isinstance(use_re, str) or use_re not in USE_RE:
+        raise ValueError(f"use_re must be one of {', '.join(USE_RE)} (or True / False; got {use_re!r})")
     return use_re
 
 
@@ -116,8 +130,9 @@ def simulate(res, nsim=1, seed=None, use_re="conditional"):
     """DataFrame of `nsim` simulated responses (columns sim_1 ... sim_nsim), indexed like the data's rows.
 
     A Binomial model with trials returns proportions (successes / trials), like its response.
-    ``use_re="new"`` draws new group effects, N(0, sigma_u^2) or with random slopes N(0, Sigma) per
-    group; ``"conditional"`` keeps the fitted BLUPs (vectors with random slopes).
+    ``use_re="new"`` (or False) draws new group effects, N(0, sigma_u^2) or with random slopes
+    N(0, Sigma) per group; ``"conditional"`` (or True, lme4's ``use.u=TRUE``) keeps the fitted BLUPs
+    (vectors with random slopes).
     """
     nsim = check_nsim(nsim)
     use_re = check_use_re(use_re)

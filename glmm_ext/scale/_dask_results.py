@@ -228,11 +228,11 @@ class DaskGLMMResults(GLMMResults):
     def simulate(self, nsim=1, seed=None, use_re="conditional"):
         unavailable("simulate()", "it draws one response per row", IN_MEMORY)
 
-    def quantile_residuals(self, nsim=250, seed=None):
+    def quantile_residuals(self, nsim=250, seed=None, use_re="new"):
         unavailable("quantile_residuals()", "it simulates every row nsim times",
                     "use diagnostics() (deviance and Pearson residuals); or " + IN_MEMORY)
 
-    def plot_quantile_residuals(self, nsim=250, seed=None, fig=None):
+    def plot_quantile_residuals(self, nsim=250, seed=None, fig=None, use_re="new"):
         self.quantile_residuals(nsim, seed)
 
     def plot_diagnostics(self, fig=None):

@@ -7,11 +7,17 @@ processes of the standard library's ``concurrent.futures`` (default: one per CPU
 to each worker once), in this process (``n_jobs=1``), or on a Dask cluster when ``client`` is a
 ``distributed.Client`` (the design is scattered to every worker once).  A fit that fails becomes a
 row with ``converged=False`` and the error message; it never stops the other fits.
+
+A random part other than one random intercept (random slopes, ``"~ x + (x | g)"``) is fitted as the
+single fit of each response (``GLMM.from_formula(f"{response} ~ {rhs}", ...)``), so its numbers are
+those of the single fit; the shared-design shortcut covers the random intercept only.
 """
+import io
 import os
+import tokenize
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -22,7 +28,8 @@ from ..engine import _kernels
 from ..engine._fitting import fit_likelihood, fit_profile
 from ..engine._memory import fast_allocation, set_thresholds
 from .._progress import Progress
-from .._validation import check_fit_options, check_groups_and_size, check_rank, check_response
+from .._validation import check_family, check_fit_options, check_groups_and_size, check_rank, check_response
+from ..engine._families import family_name
 
 COLUMNS = ["response", "term", "estimate", "std_err", "z", "p_value", "q_value", "var_re", "llf", "converged",
            "message"]
@@ -43,9 +50,54 @@ def _subset(design, keep):
     return sub
 
 
+@dataclass
+class SingleFits:
+    """What each response's single fit needs when the shared design cannot be used (random slopes):
+    the data without the responses, the right-hand side and the model arguments (picklable)."""
+
+    frame: pd.DataFrame
+    rhs: str
+    groups: object
+    family: object
+    exposure: object
+    offset: object
+    exog_names: list
+
+
+def _quoted(name):
+    """A response name as patsy reads it on a left-hand side."""
+    return name if str(name).isidentifier() else f"Q({str(name)!r})"
+
+
+def _fit_single(job, name, y, options):
+    """The single fit of one response (random slopes): estimates, SEs and llf exactly as GLMM.fit gives."""
+    from ..model import GLMM
+
+    frame = job.frame.assign(**{str(name): y})
+    model = GLMM.from_formula(f"{_quoted(name)} ~ {job.rhs}", frame, groups=job.groups, family=job.family,
+                              exposure=job.exposure, offset=job.offset)
+    res = model.fit(nagq=options["nagq"], reml=options["reml"], maxiter=options["maxiter"], tol=options["tol"],
+                    cov_type=options["cov_type"])
+    message = res.optsummary.message or ("converged" if res.converged else "not converged")
+    if res.singular:
+        message += "; boundary (singular) fit"
+    return dict(response=name, terms=list(res.model.exog_names), estimate=res.fe_params.to_numpy(float),
+                std_err=res.bse_fe.to_numpy(float), var_re=float(res.var_re), llf=float(res.llf),
+                converged=bool(res.converged), message=message)
+
+
 def _fit_one(design, name, y, options):
     """One response on the shared design -> its rows of the tidy table (a failure is a row too)."""
     terms = list(design.exog_names)
+    if isinstance(design, SingleFits):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return _fit_single(design, name, y, options)
+        except Exception as exc:  # noqa: BLE001 - reported in the table, the other fits go on
+            nan = np.full(len(terms), np.nan)
+            return dict(response=name, terms=terms, estimate=nan, std_err=nan, var_re=np.nan, llf=np.nan,
+                        converged=False, message=f"{type(exc).__name__}: {exc}")
     try:
         y = np.asarray(y, dtype=float)
         keep = np.isfinite(y)
@@ -127,9 +179,49 @@ def _chunks(n, n_chunks):
 MIN_RESPONSES_PER_WORKER = 4
 
 
-def fit_many(data, responses, formula, groups, family=None, n_jobs=-1, client=None, progress=False, nagq=1,
+def _names_used(rhs):
+    """The variable names a right-hand side reads (Python names not called as functions, not attributes,
+    and the strings inside Q("...")); a response among them would be a predictor too."""
+    names = set()
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(rhs).readline))
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return names
+    for i, tok in enumerate(tokens):
+        prev = tokens[i - 1].string if i else ""
+        nxt = tokens[i + 1].string if i + 1 < len(tokens) else ""
+        if tok.type == tokenize.NAME and nxt != "(" and prev != ".":
+            names.add(tok.string)
+        elif tok.type == tokenize.STRING and i >= 2 and tokens[i - 1].string == "(" and tokens[i - 2].string == "Q":
+            try:
+                names.add(str(eval(tok.string, {"__builtins__": {}})))  # a string literal only
+            except Exception:  # noqa: BLE001 - not a plain literal: nothing to compare
+                pass
+    return names
+
+
+def split_formula(formula, responses):
+    """The right-hand side of `formula`, refusing a left-hand side and a response used as a predictor."""
+    if not isinstance(formula, str):
+        raise TypeError(f"formula must be a string such as '~ x1 + x2' (got {type(formula).__name__})")
+    lhs, rhs = formula.split("~", 1) if "~" in formula else ("", formula)
+    if lhs.strip():
+        raise ValueError(f"fit_many takes a right-hand side only ('~ {rhs.strip()}'); the responses are the "
+                         f"columns named in `responses`, so the left-hand side {lhs.strip()!r} would be ignored: "
+                         "drop it (to fit one response, give responses=[...] with that column)")
+    if not rhs.strip():
+        raise ValueError("the formula has no right-hand side; give e.g. '~ 1' or '~ x1 + x2'")
+    both = [r for r in responses if str(r) in _names_used(rhs)]
+    if both:
+        raise ValueError(f"response column{'s' if len(both) > 1 else ''} {', '.join(map(repr, both))} "
+                         f"{'are' if len(both) > 1 else 'is'} also a predictor in the formula '~ {rhs.strip()}'; "
+                         "a column cannot be fitted on itself: remove it from the formula or from responses")
+    return rhs
+
+
+def fit_many(data, responses, formula, groups=None, family=None, n_jobs=-1, client=None, progress=False, nagq=1,
              reml=True, maxiter=100, tol=1e-6, cov_type="hessian", exposure=None, offset=None):
-    """Fit one random-intercept GLMM per response column, all with the same right-hand side.
+    """Fit one GLMM per response column, all with the same right-hand side.
 
     Parameters
     ----------
@@ -138,9 +230,11 @@ def fit_many(data, responses, formula, groups, family=None, n_jobs=-1, client=No
     responses : list of str
         Response columns, each fitted as ``response ~ <formula>``.
     formula : str
-        The right-hand side, e.g. ``"~ x1 + x2"`` (a leading ``~`` is optional).
-    groups : str or array_like
-        The grouping column or one label per row.
+        The right-hand side, e.g. ``"~ x1 + x2"`` (a leading ``~`` is optional), with lme4 bars for
+        random slopes, ``"~ x1 + (x1 | g)"``.  A left-hand side (``"gene1 ~ x1"``) is refused: the
+        responses are the columns of `responses`.  A response that is also a predictor is refused.
+    groups : str or array_like, optional
+        The grouping column or one label per row; not needed when the formula has a bar ``( | g)``.
     family : statsmodels family instance, optional
         As in `GLMM` (default Gaussian).
     n_jobs : int
@@ -162,7 +256,9 @@ def fit_many(data, responses, formula, groups, family=None, n_jobs=-1, client=No
         One row per (response, term): ``response, term, estimate, std_err, z, p_value, q_value,
         var_re, llf, converged, message``.  ``q_value`` is the Benjamini-Hochberg adjustment of the
         p-values of one term over all responses.  A failed fit has NaN estimates,
-        ``converged=False`` and the error in ``message``.
+        ``converged=False`` and the error in ``message``.  With random slopes the numbers are those
+        of each response's single fit (``GLMM.from_formula``), ``var_re`` being its ``var_re``;
+        its full covariance of the random effects comes from fitting that response alone.
 
     Notes
     -----
@@ -186,15 +282,22 @@ def fit_many(data, responses, formula, groups, family=None, n_jobs=-1, client=No
     maxiter, tol, nagq = check_fit_options(maxiter, tol, nagq, cov_type)
     if not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0 or n_jobs < -1:
         raise ValueError(f"n_jobs must be a positive integer or -1 (got {n_jobs!r})")
-    rhs = formula.split("~", 1)[1] if "~" in formula else formula
-    # the design from the right-hand side alone: a constant placeholder response valid for every family
+    rhs = split_formula(formula, responses)
+    # the design from the right-hand side alone: a placeholder response valid for every family (0, 1
+    # alternating for the Binomial, 1, 2 otherwise: no family refuses it)
     frame = data.drop(columns=responses)
     placeholder = "_glmm_ext_response"
-    frame[placeholder] = 1.0
+    family = check_family(family)
+    frame[placeholder] = np.arange(len(frame)) % 2 + (0.0 if family_name(family) == "binomial" else 1.0)
     model = GLMM.from_formula(f"{placeholder} ~ {rhs}", frame, groups=groups, family=family, exposure=exposure,
                               offset=offset)
     design = model.design
-    Y = data.loc[design.index, responses].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    if design.Z is not None:  # random slopes: each response's single fit on the whole data
+        design = SingleFits(frame.drop(columns=placeholder), rhs, groups, family, exposure, offset,
+                            list(design.exog_names))
+        Y = data[responses].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    else:
+        Y = data.loc[design.index, responses].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     options = {"nagq": nagq, "reml": bool(reml), "maxiter": maxiter, "tol": tol, "cov_type": cov_type}
     jobs = (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
     jobs = max(1, min(jobs, len(responses) // MIN_RESPONSES_PER_WORKER))  # no process for fewer responses
