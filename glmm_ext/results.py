@@ -350,8 +350,9 @@ class GLMMResults(sm_base.LikelihoodModelResults):
             For the new rows; a model fitted with ``offset="col"`` (``exposure="col"``) takes that
             column of the new data when it has one.
         """
-        from .inference._prediction import new_data
+        from .inference._prediction import _dict_frame, new_data
 
+        exog = _dict_frame(exog) if isinstance(exog, dict) else exog  # statsmodels' formula predict takes a dict
         rows = new_data(self, exog, transform, groups, offset, exposure)
         params = np.asarray(self.params, float)
         if self.is_vector:  # random slopes: each row's group effect is z_i' b_g
