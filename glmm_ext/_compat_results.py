@@ -130,6 +130,24 @@ class MixedLMResultsWrapper(GLMMResultsWrapper):
         """MixedLM's definition: sqrt(scale) x the standard error of each cov_re / scale entry."""
         return self._variance[1] * np.sqrt(self._results.scale)
 
+    @property
+    def reml(self):
+        return self._results.method == "REML"
+
+    @property
+    def vcomp(self):
+        return np.zeros(0)  # no variance components (vc_formula is refused)
+
+    @property
+    def aic(self):
+        """MixedLM's: NaN for a REML fit (REML likelihoods of different fixed effects are not comparable)."""
+        return np.nan if self.reml else self._results.aic
+
+    @property
+    def bic(self):
+        """MixedLM's: NaN for a REML fit."""
+        return np.nan if self.reml else self._results.bic
+
     def conf_int(self, alpha=0.05, method=None, **kwargs):
         """method=None: MixedLM's table, params +- z bse for every row (variance parameters included)."""
         if method is not None:
@@ -158,9 +176,28 @@ class BayesMixedGLMResultsWrapper(GLMMResultsWrapper):
     ``fe_mean`` / ``fe_sd``: the ML estimates of the fixed effects and their standard errors;
     ``vcp_mean`` / ``vcp_sd``: log sigma_u and its standard error (BayesMixedGLM's log-SD scale);
     ``vc_mean`` / ``vc_sd``: the conditional modes of the random intercepts and their conditional SDs.
-    ``params`` holds the fixed effects only (BayesMixedGLM's also the variance and random-effect
-    parameters).
+    ``params`` is BayesMixedGLMResults' full vector (fe_mean, vcp_mean, vc_mean) and ``cov_params()``
+    the Series of their variances (fit_vb's shape); ``bse``, ``tvalues``, ``conf_int()``, ``t_test``
+    and the tables cover the fixed effects (``fe_params``).
     """
+
+    @property
+    def params(self):
+        return np.concatenate([self.fe_mean, self.vcp_mean, self.vc_mean])
+
+    def cov_params(self, *args, **kwargs):
+        """Variances of `params` by name (BayesMixedGLM's fit_vb shape); arguments: GLMMResults.cov_params on
+        the fixed effects."""
+        if args or kwargs:
+            return self._results.cov_params(*args, **kwargs)
+        names = list(self._results.model.exog_names) + self.vcp_names + self.vc_names
+        sd = np.concatenate([self.fe_sd, self.vcp_sd, self.vc_sd])
+        return pd.Series(sd * sd, index=names)
+
+    @property
+    def optim_retvals(self):
+        """The optimiser's record (an `OptSummary`; BayesMixedGLM's is scipy's OptimizeResult)."""
+        return self._results.optsummary
 
     @property
     def fe_mean(self):
