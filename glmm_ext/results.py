@@ -249,8 +249,9 @@ class GLMMResults(sm_base.LikelihoodModelResults):
 
     def simulate(self, nsim=1, seed=None, use_re="conditional"):
         """DataFrame of nsim responses drawn from the fit, keeping the BLUPs ("conditional") or drawing new
-        group effects ("new": N(0, sigma_u^2), or N(0, Sigma) per group with random slopes); Binomial models
-        with trials give proportions like their response."""
+        group effects ("new": N(0, sigma_u^2), or N(0, Sigma) per group with random slopes).  A Binomial
+        ``successes + failures`` response gives integer counts, columns (sim_k, successes) and (sim_k, failures)
+        as lme4's cbind; a proportion with ``weights=`` gives proportions, like its response."""
         from .inference._simulate import simulate
 
         return simulate(self, nsim=nsim, seed=seed, use_re=use_re)
@@ -285,6 +286,10 @@ class GLMMResults(sm_base.LikelihoodModelResults):
     # ------------------------------------------------------------------ tables
     def random_effects_table(self):
         return _rv.random_effects_table(self) if self.is_vector else _tables.random_effects_table(self)
+
+    def dispersion_table(self):
+        """Negative binomial fits: alpha (NB2, Var = mu + alpha mu^2) and theta = 1/alpha; None otherwise."""
+        return _tables.dispersion_table(self)
 
     def icc_table(self):
         return _rv.icc_table(self) if self.is_vector else _tables.icc_table(self)
