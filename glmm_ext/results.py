@@ -471,6 +471,11 @@ class GLMMResults(sm_base.LikelihoodModelResults):
                   "xname_re": None if xname_re is None else list(np.atleast_1d(xname_re))[0]}
         return make_summary(self, alpha=alpha, blup_rows=int(blup_rows), from_cli=from_cli, labels=labels)
 
+    def save(self, fname, remove_data=False):
+        """Pickle the results (statsmodels' ``save``).  Unsafe for untrusted files: unpickling runs code and a
+        formula model re-evaluates its stored formula; load only files you wrote."""
+        return super().save(fname, remove_data=remove_data)
+
     def _repr_html_(self):
         return self.summary().as_html()
 
@@ -493,6 +498,14 @@ class GLMMResultsWrapper(sm_wrap.ResultsWrapper):
     _methods = {}
     _wrap_methods = {k: v for k, v in sm_wrap.union_dicts(sm_base.LikelihoodResultsWrapper._wrap_methods,
                                                            _methods).items() if k != "conf_int"}
+
+    def save(self, fname, remove_data=False):
+        """Pickle the results (statsmodels' ``save``); ``sm.load_pickle(fname)`` reads them back.
+
+        Only load files you wrote: unpickling runs code, and a formula model re-evaluates its stored
+        formula (patsy runs its Python).  Never ``load_pickle`` a file from an untrusted source.
+        """
+        return super().save(fname, remove_data=remove_data)
 
     def conf_int(self, alpha=0.05, method=None, **kwargs):
         """See GLMMResults.conf_int: statsmodels-shaped for method=None, else a lower/upper DataFrame."""
