@@ -113,6 +113,11 @@ class MixedLMResultsWrapper(GLMMResultsWrapper):
     def params(self):
         return pd.concat([self._results.fe_params, self._variance[0]]).rename(None)
 
+    def remove_data(self):
+        """statsmodels' remove_data; the variance parameters' standard errors (which need the rows) are kept."""
+        _ = self._variance
+        return self._results.remove_data()
+
     @property
     def bse(self):
         return pd.concat([self._results.bse_fe, self._variance[1]]).rename(None)
@@ -193,6 +198,11 @@ class BayesMixedGLMResultsWrapper(GLMMResultsWrapper):
         names = list(self._results.model.exog_names) + self.vcp_names + self.vc_names
         sd = np.concatenate([self.fe_sd, self.vcp_sd, self.vc_sd])
         return pd.Series(sd * sd, index=names)
+
+    def remove_data(self):
+        """statsmodels' remove_data; vcp_sd (which needs the rows) is kept."""
+        _ = self._results.cov_params_vector
+        return self._results.remove_data()
 
     @property
     def optim_retvals(self):

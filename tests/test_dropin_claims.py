@@ -94,6 +94,21 @@ def test_mixedlm_names_and_the_variance_parameters(pair):
     assert not np.allclose(mine.predict(), mine.fittedvalues)
 
 
+def test_mixedlm_names_survive_save_remove_data_and_load(tmp_path):
+    res = _quiet(glmm_ext.mixedlm("Weight ~ Time", DIETOX, groups=DIETOX["Pig"]).fit)
+    params, bse = res.params.copy(), res.bse.copy()
+    path = str(tmp_path / "fit.pickle")
+    res.save(path, remove_data=True)
+    back = sm.load_pickle(path)
+    assert back.params.equals(params) and back.bse.equals(bse)
+    assert np.allclose(back.predict(DIETOX.head(3)), res.predict(DIETOX.head(3)))
+    ml = _quiet(glmm_ext.BinomialMixedGLM.from_formula("y ~ x1", {"g": "0 + C(g)"},
+                                                       glmm_ext.simulate("binomial", n_groups=20, seed=1)).fit)
+    vcp_sd = ml.vcp_sd.copy()
+    ml.save(path, remove_data=True)
+    assert np.array_equal(sm.load_pickle(path).vcp_sd, vcp_sd)
+
+
 def test_group_var_standard_error_is_the_inverse_curvature_of_the_criterion():
     """SE(cov_re/scale) by brute force: second differences of the ML log-likelihood over (beta, gamma, log s2)."""
     df = glmm_ext.simulate("gaussian", n_groups=30, group_size=6, sigma_u=0.8, seed=11)
