@@ -135,6 +135,31 @@ class MixedLMResultsWrapper(GLMMResultsWrapper):
         """MixedLM's definition: sqrt(scale) x the standard error of each cov_re / scale entry."""
         return self._variance[1] * np.sqrt(self._results.scale)
 
+    def _fixed_hypothesis(self, r_matrix):
+        """A hypothesis on the variance parameters is refused with the reason (statsmodels' Wald tests of a
+        variance at its boundary are not valid); fixed-effect hypotheses pass through."""
+        names = list(self._variance[0].index)
+        text = r_matrix if isinstance(r_matrix, str) else " ".join(r_matrix) \
+            if isinstance(r_matrix, (list, tuple)) and all(isinstance(r, str) for r in r_matrix) else None
+        wide = text is None and np.ndim(r_matrix) >= 1 and np.shape(np.atleast_2d(r_matrix))[1] == len(self.params)
+        if (text is not None and any(name in text for name in names)) or wide:
+            raise ValueError(f"Wald tests here cover the fixed effects ({', '.join(self._results.model.exog_names)}); "
+                             f"for the variance parameters ({', '.join(names)}) use glmm_ext.anova of nested fits, "
+                             "res.test_random_effect() or conf_int(method='profile')")
+        return r_matrix
+
+    def t_test(self, r_matrix, *args, **kwargs):
+        """statsmodels' t_test on the fixed effects (MixedLM's t_test takes fixed-effect contrasts too)."""
+        return self._results.t_test(self._fixed_hypothesis(r_matrix), *args, **kwargs)
+
+    def f_test(self, r_matrix, *args, **kwargs):
+        """statsmodels' f_test on the fixed effects (denominator df = df_resid = n - rank(X), as MixedLM)."""
+        return self._results.f_test(self._fixed_hypothesis(r_matrix), *args, **kwargs)
+
+    def wald_test(self, r_matrix, *args, **kwargs):
+        """statsmodels' wald_test on the fixed effects."""
+        return self._results.wald_test(self._fixed_hypothesis(r_matrix), *args, **kwargs)
+
     @property
     def reml(self):
         return self._results.method == "REML"

@@ -148,8 +148,11 @@ def test_unavailable_mixedlm_names_raise_attribute_error(pair):
     for name in ("profile_re", "hist", "params_object", "use_sqrt", "hessv", "bsejac"):
         assert not hasattr(mine, name)
     assert mine.cov_params().shape == (mine.k_fe, mine.k_fe)  # the documented difference
-    with pytest.raises(ValueError):
-        mine.f_test(np.eye(len(mine.params)))  # a restriction over the variance parameters
+    for hypothesis in (np.eye(len(mine.params)), "Group Var = 0"):  # restrictions on the variance parameters
+        with pytest.raises(ValueError, match="fixed effects.*anova"):
+            mine.f_test(hypothesis)
+    with pytest.raises(ValueError, match="fixed effects"):
+        mine.t_test("Group Var = 1")
 
 
 def test_glmm_itself_keeps_its_documented_conventions():
