@@ -49,7 +49,7 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         self.blups = np.asarray(fit.blups, float)
         self.blup_se = np.asarray(fit.blup_sd, float)
         self.k_params = int(fit.n_params)
-        self.df_model = self.k_params
+        self.df_model = model.k_fe - 1  # statsmodels GLM's: rank(X) - 1
         self.df_resid = self.nobs - self.model.k_fe  # statsmodels' (GLM's, MixedLM's): n - rank(X); f_test's df
         self.se_note = fit.se_note
         self.nagq = model._fit_options.get("nagq", 1) if fit.method not in ("REML", "ML") else None

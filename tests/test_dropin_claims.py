@@ -310,3 +310,11 @@ def test_dask_frame_takes_its_group_from_a_bar_term():
             GLMM.from_formula("y ~ x1 + (x1 | g)", ddf, family=sm.families.Poisson())
         with pytest.raises(ValueError, match="differ"):
             GLMM.from_formula("y ~ x1 + (1 | g)", ddf, groups="x2", family=sm.families.Poisson())
+
+
+@pytest.mark.parametrize("formula", ["y ~ x1 + x2", "y ~ 0 + x1 + x2"])
+def test_degrees_of_freedom_are_statsmodels_glm_s(formula):
+    d = glmm_ext.simulate("poisson", n_groups=12, group_size=9, seed=1)
+    res = _quiet(GLMM.from_formula(formula, d, groups="g", family=sm.families.Poisson()).fit)
+    glm = smf.glm(formula, d, family=sm.families.Poisson()).fit()
+    assert (res.df_model, res.df_resid) == (glm.df_model, glm.df_resid)
