@@ -71,13 +71,16 @@ def random_part(res):
     random = getattr(res.model, "random_design", None)
     if not getattr(res, "is_vector", False) or random is None:
         return f"(1 | {group})"
-    names = list(random.names)
-    terms = []
-    for block in random.blocks:
-        parts = ["1" if names[k] == "Intercept" else names[k] for k in block]
-        if "1" not in parts:
-            parts.insert(0, "0")
-        terms.append(f"({' + '.join(parts)} | {random.group})")
+    try:
+        names = list(random.names)
+        terms = []
+        for block in random.blocks:
+            parts = ["1" if names[k] == "Intercept" else names[k] for k in block]
+            if "1" not in parts:
+                parts.insert(0, "0")
+            terms.append(f"({' + '.join(parts)} | {random.group})")
+    except (AttributeError, TypeError, IndexError):  # a random design of another shape: name its terms
+        return f"({' + '.join(map(str, res.cov_re.columns))} | {group})"
     return " + ".join(terms)
 
 
