@@ -274,8 +274,10 @@ class BayesMixedGLMResultsWrapper(GLMMResultsWrapper):
     def random_effects(self, term=None):
         """DataFrame of the random intercepts (``Mean``: conditional mode, ``SD``: conditional SD) by name.
 
-        ``term`` is None or the variance component's name (the key of ``vc_formulas``).
+        ``term`` is None, the variance component's name (the key of ``vc_formulas``) or its position (0).
         """
+        if isinstance(term, (int, np.integer)) and not isinstance(term, bool) and term == 0:
+            term = None
         if term is not None and term not in self.vcp_names:
             raise ValueError(f"term {term!r} is not a variance component of this model ({', '.join(self.vcp_names)})")
         return pd.DataFrame({"Mean": self.vc_mean, "SD": self.vc_sd}, index=self.vc_names)

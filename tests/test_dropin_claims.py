@@ -186,6 +186,7 @@ def test_bayes_names_have_bayes_shapes(bayes_pair):
     table, ref = ml.random_effects(), vb.random_effects()
     assert list(table.columns) == ["Mean", "SD"] and list(table.index) == list(ref.index)
     assert list(ml.random_effects("grp").index) == list(vb.random_effects("grp").index)
+    assert ml.random_effects(0).equals(table)
     with pytest.raises(ValueError, match="not a variance component"):
         ml.random_effects("nope")
     assert list(ml.cov_params().index) == list(vb.cov_params().index)
