@@ -1,4 +1,12 @@
-"""Bundled example data, generated deterministically: a schools data set with known truth and a simulator."""
+"""Bundled example data: a schools data set with known truth, a simulator, and four classic data sets.
+
+`load_sleepstudy`, `load_cbpp`, `load_dyestuff` and `load_grouseticks` read the CSV files shipped in
+``glmm_ext/data/`` (the data of lme4's examples; sources in ``glmm_ext/data/README.md``).  Factors
+(subject, herd, period, batch, brood, year, ...) are pandas Categoricals of strings, so a formula treats
+them as categorical (as lme4's factors; a column of numbers written as text would be read as numbers).
+"""
+from importlib import resources
+
 import numpy as np
 import pandas as pd
 
@@ -79,3 +87,54 @@ def simulate(family="gaussian", link=None, n_groups=50, group_size=20, beta=(0.5
     df.attrs["truth"] = {"beta": tuple(beta), "var_re": sigma_u**2, "scale": scale,
                          "family": name, "link": link or ALLOWED_LINKS[name][0]}
     return df
+
+
+def _load(name, factors):
+    """A shipped CSV with the `factors` columns as pandas Categoricals of strings (lme4's factors), levels in
+    numeric order where the labels are numbers ("2" before "10"), else sorted."""
+    with resources.files("glmm_ext").joinpath("data", f"{name}.csv").open("r", encoding="utf-8") as fh:
+        data = pd.read_csv(fh, dtype={c: str for c in factors})
+    for col in factors:
+        labels = sorted(data[col].dropna().unique())
+        if all(label.lstrip("-").isdigit() for label in labels):
+            labels = sorted(labels, key=int)
+        data[col] = pd.Categorical(data[col].astype(object), categories=labels)
+    return data
+
+
+def load_sleepstudy():
+    """Reaction times under sleep deprivation (lme4's ``sleepstudy``; Belenky et al. 2003): 180 rows.
+
+    ``Reaction`` (average reaction time, ms), ``Days`` (0-9 days of sleep deprivation), ``Subject``
+    (18 subjects).  The classic random-slope example: ``"Reaction ~ Days + (Days | Subject)"``.
+    """
+    return _load("sleepstudy", ["Subject"])
+
+
+def load_cbpp():
+    """Contagious bovine pleuropneumonia (lme4's ``cbpp``; Lesnoff et al. 2004): 56 rows.
+
+    ``herd`` (15 herds), ``incidence`` (new serological cases), ``size`` (herd size at the start
+    of the period), ``period`` (1-4).  A Binomial example with trials:
+    ``"incidence + I(size - incidence) ~ period"`` with ``groups="herd"``.
+    """
+    return _load("cbpp", ["herd", "period"])
+
+
+def load_dyestuff():
+    """Yield of dyestuff by batch (lme4's ``Dyestuff``; Davies and Goldsmith 1972): 30 rows.
+
+    ``Batch`` (A-F, 6 batches of intermediate product), ``Yield`` (grams of standard colour, 5
+    preparations per batch).  The simplest random-intercept model: ``"Yield ~ 1"``, ``groups="Batch"``.
+    """
+    return _load("dyestuff", ["Batch"])
+
+
+def load_grouseticks():
+    """Ticks on red grouse chicks (lme4's ``grouseticks``; Elston et al. 2001): 403 rows.
+
+    ``INDEX`` (chick), ``TICKS`` (count), ``BROOD`` (118 broods), ``HEIGHT`` (altitude, m), ``YEAR``
+    (95-97), ``LOCATION`` (63 locations), ``cHEIGHT`` (centred altitude).  A Poisson / negative
+    binomial example: ``"TICKS ~ YEAR + cHEIGHT"`` with ``groups="BROOD"``.
+    """
+    return _load("grouseticks", ["INDEX", "BROOD", "YEAR", "LOCATION"])

@@ -183,10 +183,14 @@ class GLMM(sm_base.LikelihoodModel):
             as the term ``(x | groups)``.  Random slopes can also be written in the formula, lme4's
             way: ``"y ~ x + (1 + x | g)"``, ``(x || g)``, ``(0 + x | g)``; then ``groups`` is optional.
         """
+        from .formula._idioms import check_lme4_idioms
         from .scale._dask import is_dask_frame
 
+        check_lme4_idioms(formula)
         if is_dask_frame(data):  # rows stay on the Dask workers
             from .scale._dask import DaskGLMM
+
+            formula, groups = _dask_random_part(formula, groups)
 
             if kwargs.get("re_formula") is not None:
                 raise ValueError("re_formula (random slopes) is not supported with a Dask DataFrame; fit them in "
@@ -494,6 +498,17 @@ class GLMM(sm_base.LikelihoodModel):
         values = np.array(effects.to_numpy(dtype=float, na_value=np.nan))
         values[unseen] = 0.0
         return values
+
+
+def _dask_random_part(formula, groups):
+    """(fixed-effects formula, groups) of a Dask fit: a ``(1 | g)`` term gives the group; slopes stay in memory."""
+    spec = _bars.parse_formula(formula) if isinstance(formula, str) else None
+    if spec is None:
+        return formula, groups
+    if not spec.intercept_only:
+        raise ValueError(f"random slopes ({', '.join(t.text for t in spec.terms)}) are not supported on a Dask "
+                         f"DataFrame; fit them in memory, or use a random intercept (1 | {spec.group})")
+    return spec.fixed, _bars.resolve_groups(spec, groups)
 
 
 def _statsmodels_fit_options(method, start_params, full_output, extra):

@@ -49,8 +49,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         self.blups = np.asarray(fit.blups, float)
         self.blup_se = np.asarray(fit.blup_sd, float)
         self.k_params = int(fit.n_params)
-        self.df_model = self.k_params
-        self.df_resid = self.nobs - self.k_params
+        self.df_model = model.k_fe - 1  # statsmodels GLM's: rank(X) - 1
+        self.df_resid = self.nobs - self.model.k_fe  # statsmodels' (GLM's, MixedLM's): n - rank(X); f_test's df
         self.se_note = fit.se_note
         self.nagq = model._fit_options.get("nagq", 1) if fit.method not in ("REML", "ML") else None
         self.fit_options = dict(model._fit_options)  # what refits (anova, intervals, bootstrap) reuse
@@ -249,8 +249,9 @@ class GLMMResults(sm_base.LikelihoodModelResults):
 
     def simulate(self, nsim=1, seed=None, use_re="conditional"):
         """DataFrame of nsim responses drawn from the fit, keeping the BLUPs ("conditional") or drawing new
-        group effects ("new": N(0, sigma_u^2), or N(0, Sigma) per group with random slopes); Binomial models
-        with trials give proportions like their response."""
+        group effects ("new": N(0, sigma_u^2), or N(0, Sigma) per group with random slopes).  A Binomial
+        ``successes + failures`` response gives integer counts, columns (sim_k, successes) and (sim_k, failures)
+        as lme4's cbind; a proportion with ``weights=`` gives proportions, like its response."""
         from .inference._simulate import simulate
 
         return simulate(self, nsim=nsim, seed=seed, use_re=use_re)
@@ -289,6 +290,10 @@ class GLMMResults(sm_base.LikelihoodModelResults):
     # ------------------------------------------------------------------ tables
     def random_effects_table(self):
         return _rv.random_effects_table(self) if self.is_vector else _tables.random_effects_table(self)
+
+    def dispersion_table(self):
+        """Negative binomial fits: alpha (NB2, Var = mu + alpha mu^2) and theta = 1/alpha; None otherwise."""
+        return _tables.dispersion_table(self)
 
     def icc_table(self):
         return _rv.icc_table(self) if self.is_vector else _tables.icc_table(self)
@@ -354,8 +359,9 @@ class GLMMResults(sm_base.LikelihoodModelResults):
             For the new rows; a model fitted with ``offset="col"`` (``exposure="col"``) takes that
             column of the new data when it has one.
         """
-        from .inference._prediction import new_data
+        from .inference._prediction import _dict_frame, new_data
 
+        exog = _dict_frame(exog) if isinstance(exog, dict) else exog  # statsmodels' formula predict takes a dict
         rows = new_data(self, exog, transform, groups, offset, exposure)
         params = np.asarray(self.params, float)
         if self.is_vector:  # random slopes: each row's group effect is z_i' b_g
@@ -469,6 +475,11 @@ class GLMMResults(sm_base.LikelihoodModelResults):
                   "xname_re": None if xname_re is None else list(np.atleast_1d(xname_re))[0]}
         return make_summary(self, alpha=alpha, blup_rows=int(blup_rows), from_cli=from_cli, labels=labels)
 
+    def save(self, fname, remove_data=False):
+        """Pickle the results (statsmodels' ``save``).  Unsafe for untrusted files: unpickling runs code and a
+        formula model re-evaluates its stored formula; load only files you wrote."""
+        return super().save(fname, remove_data=remove_data)
+
     def _repr_html_(self):
         return self.summary().as_html()
 
@@ -491,6 +502,14 @@ class GLMMResultsWrapper(sm_wrap.ResultsWrapper):
     _methods = {}
     _wrap_methods = {k: v for k, v in sm_wrap.union_dicts(sm_base.LikelihoodResultsWrapper._wrap_methods,
                                                            _methods).items() if k != "conf_int"}
+
+    def save(self, fname, remove_data=False):
+        """Pickle the results (statsmodels' ``save``); ``sm.load_pickle(fname)`` reads them back.
+
+        Only load files you wrote: unpickling runs code, and a formula model re-evaluates its stored
+        formula (patsy runs its Python).  Never ``load_pickle`` a file from an untrusted source.
+        """
+        return super().save(fname, remove_data=remove_data)
 
     def conf_int(self, alpha=0.05, method=None, **kwargs):
         """See GLMMResults.conf_int: statsmodels-shaped for method=None, else a lower/upper DataFrame."""

@@ -31,7 +31,7 @@ def test_anova_refits_reml_by_ml_and_matches_lme4():
     with pytest.warns(UserWarning, match="refitting model"):
         table = glmm_ext.anova(big, small)  # any order: rows sorted by npar
     assert list(table.columns) == ["npar", "AIC", "BIC", "logLik", "deviance", "Chisq", "Df", "Pr(>Chisq)"]
-    assert list(table.index) == ["Reaction ~ 1", "Reaction ~ Days"]
+    assert list(table.index) == ["Reaction ~ 1 + (1 | Subject)", "Reaction ~ Days + (1 | Subject)"]
     assert "ML" in table.attrs["note"]
     compare_with_lme4(table, REF["sleepstudy"]["anova"])
     assert big.method == "REML"  # the caller's fit is untouched

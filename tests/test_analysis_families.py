@@ -112,8 +112,10 @@ def test_nb_tables_show_irr_alpha_theta_and_latent_variance(nb_fit):
     assert "IRR" in fe.columns
     np.testing.assert_allclose(fe["IRR"], np.exp(np.asarray(nb_fit.params)))
     re = nb_fit.random_effects_table()
-    assert re.loc["theta = 1/alpha", "Value"] == pytest.approx(nb_fit.theta)
-    assert re.loc["alpha (NB2: Var = mu + alpha mu^2)", "Value"] == pytest.approx(nb_fit.alpha)
+    assert list(re.columns) == ["Variance", "Std.Dev."] and not re.isna().any().any()
+    shape = nb_fit.dispersion_table()
+    assert shape.loc["theta", "Value"] == pytest.approx(nb_fit.theta)
+    assert shape.loc["alpha", "Value"] == pytest.approx(nb_fit.alpha)
     lat = nb_fit.latent_variance_table()
     lam = nb_fit.latent_lambda
     assert lat.loc["lognormal approximation", "Latent residual variance"] == pytest.approx(

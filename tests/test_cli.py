@@ -25,7 +25,7 @@ def test_main_job_prints_every_table():
     assert out.returncode == 0, out.stderr
     for piece in ("Random Effects", "ICC", "Design effect", "Fixed Effects", "Lower 95%", "Model Fit",
                   "REML log-likelihood", "BLUP", "... 50 more groups (--blups FILE writes all 60)", "Observations", "Rows dropped",
-                  "Latent scale", "OR", "OR lower", "Log-likelihood (Laplace)"):
+                  "Latent scale", "OR", "OR low", "Log-likelihood (Laplace)"):
         assert piece in out.stdout, piece
     assert out.stdout.count("Generalized Linear Mixed Model Results") == 2
 

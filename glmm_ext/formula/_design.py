@@ -254,6 +254,16 @@ def _group_codes(groups):
     return codes.astype(np.intp), np.asarray(labels)
 
 
+def _proportion_with_var_weights(dist, y, clean, name):
+    """A Binomial proportion with var_weights (statsmodels GLM's way to give trials): point to weights=."""
+    prior = getattr(clean, "prior_weights", None) or {}
+    if dist.name == "binomial" and "var_weights" in prior and np.any((y != 0) & (y != 1) & np.isfinite(y)):
+        raise ValueError(f"Binomial response {name!r} holds proportions and var_weights are given: give the "
+                         "numbers of trials as weights= (glmer's weights, e.g. weights='trials'), or the response "
+                         "as 'successes + failures ~ ...'; var_weights multiply the trials of a 0/1 or "
+                         "successes + failures response")
+
+
 def build_design(clean, family):
     """Validate the cleaned data against the family and assemble the Design."""
     dist = Distribution(family)
@@ -265,7 +275,9 @@ def build_design(clean, family):
     if clean.weights is not None:
         if dist.name != "binomial" or endog.shape[1] != 1:
             raise ValueError("weights are the Binomial number of trials for a proportion response (as glmer's); "
-                             f"they are not supported for the {dist.name} family or with two response columns")
+                             f"they are not supported for the {dist.name} family or with two response columns; "
+                             "for prior weights (lme4's weights= outside the Binomial family) use var_weights= "
+                             "(freq_weights= for rows that stand for several observations)")
         y = endog.iloc[:, 0].to_numpy(dtype=float)
         name = str(endog.columns[0])
         check_proportion(y, name, labels)
@@ -288,6 +300,7 @@ def build_design(clean, family):
         y = endog.iloc[:, 0].to_numpy(dtype=float)
         trials = np.ones_like(y)
         name = str(endog.columns[0])
+        _proportion_with_var_weights(dist, y, clean, name)
         check_response(dist.name, y, None, name, labels)
         has_trials = False
     prior = getattr(clean, "prior_weights", None) or {}

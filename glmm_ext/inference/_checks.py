@@ -93,9 +93,9 @@ def r2(res, approximation="lognormal"):
 def overdispersion(res):
     """Pearson chi2 = sum of squared conditional Pearson residuals, df = n - k, ratio chi2/df, p = P(chi2_df > chi2).
 
-    As performance::check_overdispersion for GLMMs; for families without an estimated dispersion
-    (Binomial, Poisson; NB2 with its alpha).  performance's names (chisq_statistic, dispersion_ratio,
-    residual_df, p_value) are keys too.
+    As performance::check_overdispersion for GLMMs (its chisq_statistic, residual_df, dispersion_ratio
+    and p_value are ``chisq``, ``df``, ``ratio`` and ``pvalue`` here); for families without an estimated
+    dispersion (Binomial, Poisson; NB2 with its alpha).
     """
     res = unwrap(res)
     dist = res.model.dist
@@ -106,8 +106,7 @@ def overdispersion(res):
     chisq = float(np.sum(pearson**2))
     df = int(res.nobs - res.k_params)
     pvalue = float(stats.chi2.sf(chisq, df))
-    return {"chisq": chisq, "df": df, "ratio": chisq / df, "pvalue": pvalue, "chisq_statistic": chisq,
-            "dispersion_ratio": chisq / df, "residual_df": df, "p_value": pvalue}
+    return {"chisq": chisq, "df": df, "ratio": chisq / df, "pvalue": pvalue}
 
 
 # ------------------------------------------------------------------------------ quantile residuals

@@ -65,6 +65,38 @@ def _check_same_data(results):
                              "tests need the same weights")
 
 
+def random_part(res):
+    """The fit's random effects in lme4's notation: "(1 | g)", "(1 + x | g)", "(1 | g) + (0 + x | g)"."""
+    group = res.model.group_name
+    random = getattr(res.model, "random_design", None)
+    if not getattr(res, "is_vector", False) or random is None:
+        return f"(1 | {group})"
+    try:
+        names = list(random.names)
+        terms = []
+        for block in random.blocks:
+            parts = ["1" if names[k] == "Intercept" else names[k] for k in block]
+            if "1" not in parts:
+                parts.insert(0, "0")
+            terms.append(f"({' + '.join(parts)} | {random.group})")
+    except (AttributeError, TypeError, IndexError):  # a random design of another shape: name its terms
+        return f"({' + '.join(map(str, res.cov_re.columns))} | {group})"
+    return " + ".join(terms)
+
+
+def model_labels(fits):
+    """Row labels of anova: each model's fixed part and random part ("y ~ x + (1 | g)"); "model k: ..."
+    where two labels would be the same."""
+    labels = []
+    for res in fits:
+        formula = getattr(res.model, "formula", None)
+        random = random_part(res)
+        labels.append(f"{formula} + {random}" if isinstance(formula, str) else random)
+    if len(set(labels)) < len(labels):
+        labels = [f"model {k}: {label}" for k, label in enumerate(labels, start=1)]
+    return labels
+
+
 def anova(*results, names=None):
     """Likelihood-ratio comparison of nested fits, as lme4's ``anova``.
 
@@ -73,7 +105,8 @@ def anova(*results, names=None):
     *results : GLMM results
         Two or more fits of the same data and response.
     names : list of str, optional
-        Row labels (default: the formulas when they differ, else "model 1", "model 2", ...).
+        Row labels (default: each model's formula with its random part, e.g. ``"y ~ x + (1 | g)"``,
+        prefixed by "model k: " where two would be the same).
 
     Returns
     -------
@@ -104,9 +137,7 @@ def anova(*results, names=None):
         note = "refitting model(s) with ML (instead of REML)"
         warnings.warn(note, UserWarning, stacklevel=2)
     if names is None:
-        formulas = [r.model.formula for r in fits]
-        names = formulas if None not in formulas and len(set(formulas)) == len(formulas) else \
-            [f"model {k}" for k in range(1, len(fits) + 1)]
+        names = model_labels(fits)
     elif len(names) != len(fits):
         raise ValueError(f"names has {len(names)} entries for {len(fits)} models")
     npar = np.array([r.k_params for r in fits])

@@ -50,9 +50,12 @@ def new_data(results, exog=None, transform=True, groups=None, offset=None, expos
     if exog is None:
         design = model.design
         return NewData(None, None, model.groups if groups is None else np.asarray(groups), design.index)
+    if isinstance(exog, dict):  # statsmodels' formula predict takes a dict of columns; groups= may name one
+        exog = _dict_frame(exog)
     frame = exog if isinstance(exog, pd.DataFrame) else None
     try:
         X, index = results._transform_predict_exog(exog, transform=transform)
+        X = _kept_columns(model, X, transform)
     except ValueError:
         raise
     except Exception as exc:  # patsy / formulaic: an unknown level, a missing column, ...
@@ -80,6 +83,26 @@ def new_data(results, exog=None, transform=True, groups=None, offset=None, expos
     if labels is not None:
         labels = _length(labels, X.shape[0], "groups")
     return NewData(X, off, labels, index)
+
+
+def _dict_frame(columns):
+    """A dict of columns (or of one value each: one row) as a DataFrame."""
+    try:
+        return pd.DataFrame(columns)
+    except ValueError:  # all scalars
+        return pd.DataFrame(columns, index=[0])
+
+
+def _kept_columns(model, X, transform):
+    """The model's columns of a design the formula built: drop_cols removes columns statsmodels' stored
+    design still makes (a level of a factor), so predict sees the fitted columns only."""
+    info = model.design_info if transform else None
+    names = list(getattr(info, "column_names", None) or [])
+    if X is None or np.ndim(X) != 2 or len(names) != np.shape(X)[1] or names == list(model.exog_names):
+        return X
+    if not set(model.exog_names) <= set(names):
+        return X
+    return np.asarray(X)[:, [names.index(name) for name in model.exog_names]]
 
 
 def _length(values, n, what):

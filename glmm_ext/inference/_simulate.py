@@ -9,7 +9,7 @@ its eigen-decomposition), and eta_i = x_i' beta + offset_i + z_i' b_{g(i)}.
 
 The draw is y | eta ~ family(mu = g^{-1}(eta), phi) with eta = X beta + offset + u_group:
 Gaussian N(mu, phi / v) (v the var_weights); Binomial successes ~ Bin(m, mu) (m the trials),
-returned as the proportion like the model's response; Poisson(mu); Gamma with shape v/phi and mean mu; NB2 as the Poisson-Gamma
+returned as the proportion (or as successes and failures for a two-column response); Poisson(mu); Gamma with shape v/phi and mean mu; NB2 as the Poisson-Gamma
 mixture Poisson(lambda), lambda ~ Gamma(shape 1/alpha, mean mu).
 """
 from dataclasses import dataclass
@@ -129,7 +129,9 @@ def check_nsim(nsim, what="nsim"):
 def simulate(res, nsim=1, seed=None, use_re="conditional"):
     """DataFrame of `nsim` simulated responses (columns sim_1 ... sim_nsim), indexed like the data's rows.
 
-    A Binomial model with trials returns proportions (successes / trials), like its response.
+    A Binomial response given as ``successes + failures`` gives counts as lme4's simulate of a
+    ``cbind`` response: two integer columns per draw, ``(sim_k, successes)`` and ``(sim_k, failures)``
+    (a MultiIndex); a proportion response with ``weights=`` trials gives proportions, like its response.
     ``use_re="new"`` (or False) draws new group effects, N(0, sigma_u^2) or with random slopes
     N(0, Sigma) per group; ``"conditional"`` (or True, lme4's ``use.u=TRUE``) keeps the fitted BLUPs
     (vectors with random slopes).
@@ -139,4 +141,26 @@ def simulate(res, nsim=1, seed=None, use_re="conditional"):
     sim = simulator(res)
     rng = np.random.default_rng(seed)
     values = np.column_stack([sim.draw(rng, use_re) for _ in range(nsim)])
-    return pd.DataFrame(values, index=res.model.design.index, columns=[f"sim_{k + 1}" for k in range(nsim)])
+    names = [f"sim_{k + 1}" for k in range(nsim)]
+    pair = _two_column_response(res)
+    if pair is not None:
+        return _as_counts(values, sim.trials, pair, names, res.model.design.index)
+    return pd.DataFrame(values, index=res.model.design.index, columns=names)
+
+
+def _two_column_response(res):
+    """The (successes, failures) names of a "successes + failures ~ ..." response, else None."""
+    names = getattr(res.model.data, "ynames", None)
+    if res.model.design.dist.name == "binomial" and isinstance(names, (list, tuple)) and len(names) == 2:
+        return [str(n) for n in names]
+    return None
+
+
+def _as_counts(proportions, trials, pair, names, index):
+    """Simulated successes and failures (integers) per draw, as lme4's simulate of a cbind response:
+    columns (sim_k, successes name), (sim_k, failures name)."""
+    m = np.round(trials).astype(np.int64)[:, None]
+    successes = np.round(proportions * m).astype(np.int64)
+    data = np.stack([successes, m - successes], axis=2).reshape(len(index), -1)
+    columns = pd.MultiIndex.from_product([names, pair])
+    return pd.DataFrame(data, index=index, columns=columns)

@@ -14,6 +14,9 @@ MAX_WIDTH = 100
 #: below this many groups the Wald intervals' normal approximation is flagged as optimistic
 FEW_GROUPS = 30
 LABEL_WIDTH = 30
+#: statsmodels' family class names
+FAMILY_NAMES = {"gaussian": "Gaussian", "binomial": "Binomial", "poisson": "Poisson", "gamma": "Gamma",
+                "negativebinomial": "NegativeBinomial"}
 
 
 def fmt(value):
@@ -65,7 +68,7 @@ def model_info(res):
     return {
         "Model:": ("GLMM (random intercept)" if not res.is_vector else
                    f"GLMM (random: {', '.join(res.cov_re.columns)})"),
-        "Family:": model.dist.name.capitalize(),
+        "Family:": FAMILY_NAMES.get(model.dist.name, model.dist.name),
         "Link:": model.dist.link_name,
         "Method:": res.method if res.method in ("REML", "ML", "Laplace") else
         (f"AGQ ({res.nagq} nodes)" if res.method == "AGQ" else res.method),
@@ -132,8 +135,8 @@ def _exp_headers(res, alpha):
         return None
     label = level_label(alpha)
     short = "exp" if name.startswith("exp") else name
-    return {name: "exp(b)" if short == "exp" else name, f"exp(Lower {label})": f"{short} lower",
-            f"exp(Upper {label})": f"{short} upper", "Std. Error": "Std.Err."}
+    return {name: "exp(b)" if short == "exp" else name, f"exp(Lower {label})": f"{short} low",
+            f"exp(Upper {label})": f"{short} high"}
 
 
 class GLMMSummary(summary2.Summary):
@@ -212,7 +215,12 @@ def make_summary(res, alpha=0.05, blup_rows=10, from_cli=False, labels=None):
     random = res.random_effects_table()
     if labels.get("xname_re"):
         random = random.rename(index={random.index[0]: labels["xname_re"]})
-    smry.add_block("table", titled(random, "Random Effects"))
+    smry.add_block("table", titled(random, "Random Effects", shorten=False))  # its labels are names, never cut
+    from ._tables import dispersion_table
+
+    shape = dispersion_table(res)
+    if shape is not None:
+        smry.add_block("table", titled(shape, "NB2 shape", shorten=False))
     if res.icc is not None:
         smry.add_block("table", titled(res.icc_table(), "ICC"))
     latent = res.latent_variance_table()

@@ -28,14 +28,16 @@ def random_effects_table(res):
         rows.append(("Residual (dispersion; Var = phi mu^2)", res.scale))
     df = pd.DataFrame(rows, columns=["Component", "Variance"])
     df["Std.Dev."] = np.sqrt(df["Variance"].to_numpy(dtype=float))
-    if dist.name == "negativebinomial":  # NB2 shape: Var = mu + alpha mu^2, theta = 1/alpha (glmmTMB's sigma)
-        extra = pd.DataFrame({"Variance": [np.nan, np.nan], "Std.Dev.": [np.nan, np.nan],
-                              "Value": [res.scale, 1.0 / res.scale]},
-                             index=["alpha (NB2: Var = mu + alpha mu^2)", "theta = 1/alpha"])
-        df = pd.concat([df.set_index("Component"), extra])
-        df.index.name = "Component"
-        return df
     return df.set_index("Component")
+
+
+def dispersion_table(res):
+    """The negative binomial (NB2) shape: alpha of Var = mu + alpha mu^2 and theta = 1/alpha; None otherwise."""
+    if res.model.dist.name != "negativebinomial":
+        return None
+    return pd.DataFrame({"Value": [res.scale, 1.0 / res.scale],
+                         "Meaning": ["NB2: Var = mu + alpha mu^2", "1/alpha (glmmTMB's sigma, glmer.nb's theta)"]},
+                        index=pd.Index(["alpha", "theta"], name="Parameter"))
 
 
 def icc_table(res):
@@ -65,7 +67,7 @@ def latent_variance_table(res):
     elif key == ("negativebinomial", "log"):
         lam, alpha = res.latent_lambda, res.scale
         rows.append(("lognormal approximation", np.log1p(1.0 / lam + alpha),
-                     f"ln(1 + 1/lambda + 1/theta), lambda = {lam:.5g}, theta = {1.0 / alpha:.5g}"))
+                     f"ln(1 + 1/lambda + 1/theta), lambda = {lam:.5g}"))  # theta: the NB2 table
         rows.append(("trigamma", float(special.polygamma(1, 1.0 / (1.0 / lam + alpha))),
                      "trigamma((1/lambda + 1/theta)^-1)"))
     elif key == ("gamma", "log"):

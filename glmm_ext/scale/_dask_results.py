@@ -186,8 +186,7 @@ class DaskGLMMResults(GLMMResults):
                                                        pure=False) for part, b in zip(arrays, blups)])))
         df = int(self.nobs - self.k_params)
         pvalue = float(stats.chi2.sf(chisq, df))
-        return {"chisq": chisq, "df": df, "ratio": chisq / df, "pvalue": pvalue, "chisq_statistic": chisq,
-                "dispersion_ratio": chisq / df, "residual_df": df, "p_value": pvalue}
+        return {"chisq": chisq, "df": df, "ratio": chisq / df, "pvalue": pvalue}
 
     def r2(self, approximation="lognormal"):
         """Marginal and conditional R² as the in-memory `r2`, where the latent residual variance needs no refit

@@ -227,7 +227,8 @@ def check_family_arguments(dist, extra, n_response):
                          "give offset= instead")
     if "weights" in extra and (dist.name != "binomial" or n_response != 1):
         raise ValueError("weights are the Binomial number of trials for a proportion response (as glmer's); "
-                         f"they are not supported for the {dist.name} family or with two response columns")
+                         f"they are not supported for the {dist.name} family or with two response columns; "
+                         "for prior weights (lme4's weights= outside the Binomial family) use var_weights=")
     if n_response == 2 and dist.name != "binomial":
         raise ValueError(f"a two-column response is only for the Binomial family (successes + failures), "
                          f"not {dist.name}")
