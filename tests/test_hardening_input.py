@@ -1,6 +1,4 @@
 """Input hardening (issue 11, items 7-10): every bad input is a ValueError naming the thing; no formula runs code."""
-import os
-import re
 import warnings
 
 import numpy as np
@@ -131,98 +129,6 @@ def test_formula_is_evaluated_once_like_statsmodels():
     assert calls["glmm"] == calls["sm"]
 
 
-INJECTIONS = ["y ~ x1 + I(__import__('os').system('touch {f}'))",
-              "y ~ x1 + I(open('{f}', 'w').write('x'))",
-              "y ~ x1 + C(x1, __import__('pathlib').Path('{f}').touch())",
-              "y ~ x1 + np.log(__builtins__.open('{f}', 'w'))",
-              "y ~ x1 + I((lambda: open('{f}', 'w'))())",
-              "y ~ x1 + Q('x1'.join([open('{f}', 'w').name]))"]
-
-
-@pytest.mark.parametrize("template", INJECTIONS)
-def test_safe_mode_runs_no_code(template, tmp_path):
-    target = tmp_path / "pwned"
-    formula = template.format(f=target)
-    with pytest.raises(ValueError, match="formula"):
-        M(formula, DF, groups="g", formula_mode="safe")
-    assert not target.exists()
-
-
-class CliRun:
-    def __init__(self, returncode, stdout, stderr):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-def run_cli(args, cwd):
-    """The command line in-process (a subprocess costs an import of statsmodels per call)."""
-    import contextlib
-    import io
-
-    from glmm_ext.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    here = os.getcwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                code = main(list(args))
-            except SystemExit as exc:
-                code = exc.code
-    finally:
-        os.chdir(here)
-    return CliRun(code, out.getvalue(), err.getvalue())
-
-
-@pytest.fixture(scope="module")
-def csv_file(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cli")
-    DF.assign(g=DF.g.map(lambda v: f"=HYPERLINK{v}" if v == 0 else f"s{v}")).to_csv(folder / "d.csv", index=False)
-    DF.to_csv(folder / "semi.csv", index=False, sep=";")
-    return folder
-
-
-def test_cli_is_always_safe(csv_file):
-    target = csv_file / "pwned"
-    for formula in ("y ~ x1 + I(__import__('os').system('touch pwned'))", "y ~ x1 + I(exit(7))"):
-        out = run_cli(["d.csv", "--formula", formula, "--groups", "g"], csv_file)
-        assert out.returncode == 2 and "safe" in out.stderr, out.stderr
-    assert not target.exists()
-
-
-def test_cli_output_checks_and_spreadsheet_labels(csv_file):
-    out = run_cli(["d.csv", "--formula", "y ~ x1", "--groups", "g", "--json", "nope/r.json"], csv_file)
-    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--json" in out.stderr
-    assert out.stdout == ""  # refused before the fit
-    for args, message in ((["--blup-rows", "-1"], "--blup-rows"), (["--conf-level", "0.95"], "e.g. 95")):
-        out = run_cli(["d.csv", "--formula", "y ~ x1", "--groups", "g", *args], csv_file)
-        assert out.returncode == 2 and message in out.stderr
-    out = run_cli(["d.csv", "--formula", "y ~ x1", "--groups", "g", "--blups", "b.csv", "--diagnostics", "dg.csv",
-                   "--json", "r.json"], csv_file)
-    assert out.returncode == 0, out.stderr
-    assert "'=HYPERLINK0" in (csv_file / "b.csv").read_text()
-    diag = pd.read_csv(csv_file / "dg.csv")
-    assert {"g", "y", "fitted_values"} <= set(diag.columns) and diag["g"].iloc[0] == "'=HYPERLINK0"
-    import json
-    result = json.loads((csv_file / "r.json").read_text())
-    assert set(result["pvalues"]) == {"Intercept", "x1"} and len(result["blup_se"]) == 12
-    assert "--blups" in out.stdout  # the footer points CLI users at the full BLUP table
-
-
-def test_cli_reads_semicolon_csv_and_keeps_group_labels(csv_file):
-    out = run_cli(["semi.csv", "--formula", "y ~ x1", "--groups", "g"], csv_file)
-    assert out.returncode == 0, out.stderr
-    assert re.search(r"No. Observations:\s+60", out.stdout)
-    holes = DF.assign(g=(DF.g + 1).astype("Int64"))
-    holes.loc[3, "g"] = pd.NA  # an integer column with an empty cell: pandas would read it as float
-    holes.to_csv(csv_file / "holes.csv", index=False)
-    out = run_cli(["holes.csv", "--formula", "y ~ x1", "--groups", "g", "--blups", "h.csv"], csv_file)
-    assert out.returncode == 0, out.stderr
-    labels = pd.read_csv(csv_file / "h.csv", dtype=str)["Group"]
-    assert sorted(labels, key=int) == [str(i) for i in range(1, 13)]
-
-
 def test_values_the_formula_makes_non_finite_are_dropped_and_reported():
     df = DF.assign(x1=DF.x1.abs() + 0.1)
     df.loc[3, "x1"] = 1e200  # squares to inf
@@ -233,19 +139,3 @@ def test_values_the_formula_makes_non_finite_are_dropped_and_reported():
     df.loc[[5, 6], "x1"] = -1.0  # log of a negative number: NaN, dropped by the formula engine
     res = fit("y ~ np.log(x1)", data=df)
     assert res.n_dropped == 2 and res.model.design.drop_reasons == {"NaN from evaluating the formula": 2}
-
-
-ACCEPTED = ["y ~ x1 + x2", "y ~ x1 * x2 - 1", "y ~ x1:x2 + x1", "y ~ (x1 + x2) ** 2", "y ~ x1 / x2",
-            "y ~ Q('x 1') + x2", "y ~ C(k) + x1", "y ~ C(k, Treatment(reference='c')) + x1",
-            "y ~ C(k, Treatment('b'))", "y ~ I(x1 ** 2) + I(-x2 / 3 + 1)", "y ~ np.log(x3) + np.sqrt(x3)",
-            "y ~ np.exp(x1 / 10) + np.abs(x1 - 1) + np.log1p(x3)", "y ~ center(x1) + standardize(x2) + scale(x3)",
-            "y ~ 0 + x1", "y ~ -1 + x1 + 1"]
-
-
-@pytest.mark.parametrize("formula", ACCEPTED)
-def test_safe_mode_accepts_the_documented_grammar(formula):
-    x3 = np.random.default_rng(4).gamma(2.0, 1.0, 60)
-    df = DF.assign(**{"x 1": DF.x1, "x3": x3, "k": np.array(["a", "b", "c"])[np.arange(60) % 3]})
-    safe, python = fit(formula, data=df, formula_mode="safe"), fit(formula, data=df)
-    assert safe.llf == pytest.approx(python.llf, abs=1e-10)
-    assert list(safe.params.index) == list(python.params.index)
