@@ -1,4 +1,6 @@
-"""Shared fixtures: the reference cases copied from lme4/glmmTMB fits (tests/data)."""
+"""Shared fixtures: the reference cases copied from lme4/glmmTMB fits (tests/data); the command line in-process."""
+import contextlib
+import io
 import json
 import os
 import re
@@ -127,3 +129,27 @@ def kernel_rows(family, link, n, rng, spread=1.5, trials=True, low=0.05):
     else:
         y = rng.normal(1.0, 1.0, n)
     return y, eta, m
+
+
+class CliRun:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_cli(args, cwd):
+    """The command line in-process (a subprocess costs an import of statsmodels per call)."""
+    from glmm_ext.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                code = main(list(args))
+            except SystemExit as exc:
+                code = exc.code
+    finally:
+        os.chdir(here)
+    return CliRun(code, out.getvalue(), err.getvalue())

@@ -6,9 +6,6 @@ Every refused formula carries a payload that would create a sentinel file in tmp
 file must not exist afterwards, and the ValueError must name the offending token (its exact repr as the
 message prints it, not just any piece of the formula, which the message also quotes).
 """
-import contextlib
-import io
-import os
 import warnings
 
 import numpy as np
@@ -16,7 +13,8 @@ import pandas as pd
 import pytest
 
 from glmm_ext import GLMM
-from glmm_ext.cli import main
+
+from conftest import run_cli
 
 RNG = np.random.default_rng(0)
 DF = pd.DataFrame({"y": RNG.normal(size=60), "x1": RNG.normal(size=60), "x2": RNG.normal(size=60),
@@ -133,22 +131,6 @@ def test_names_that_are_not_columns_are_refused_by_name():
         assert f"does not accept the name (not a column of the data) {name!r} in " in str(info.value)
 
 
-def run_cli(args, cwd):
-    """(exit code, stderr) of the command line run in-process."""
-    err, here = io.StringIO(), os.getcwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                code = main(list(args))
-            except SystemExit as exc:
-                code = exc.code
-    finally:
-        os.chdir(here)
-    return code, err.getvalue()
-
-
 @pytest.mark.parametrize("kind,payload,what,token", [p for p in PAYLOADS if p[0] in (
     "builtin __import__", "builtin open", "numpy function outside the list", "call on a call's result",
     "attribute of an allowed name", "subscript", "walrus", "f-string")], ids=lambda v: v if " " in str(v) else None)
@@ -158,7 +140,8 @@ def test_command_line_refuses_with_one_line_naming_the_token(kind, payload, what
     sentinel = tmp_path / "pwned"
     formula = PLACES[place].format(e=payload.format(f=sentinel))
     args = ["d.csv", "--formula", formula] + ([] if "|" in formula else ["--groups", "g"])
-    code, err = run_cli(args, tmp_path)
+    out = run_cli(args, tmp_path)
+    code, err = out.returncode, out.stderr
     assert not sentinel.exists()
     assert code == 2 and err.count("\n") == 1, err
     assert f"{what} {token.format(f=sentinel)!r}" in err, err
@@ -185,8 +168,8 @@ def test_cli_is_always_safe(tmp_path):
     DF.to_csv(tmp_path / "d.csv", index=False)
     target = tmp_path / "pwned"
     for formula in ("y ~ x1 + I(__import__('os').system('touch pwned'))", "y ~ x1 + I(exit(7))"):
-        code, err = run_cli(["d.csv", "--formula", formula, "--groups", "g"], tmp_path)
-        assert code == 2 and "safe" in err, err
+        out = run_cli(["d.csv", "--formula", formula, "--groups", "g"], tmp_path)
+        assert out.returncode == 2 and "safe" in out.stderr, out.stderr
     assert not target.exists()
 
 
