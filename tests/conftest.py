@@ -153,3 +153,34 @@ def run_cli(args, cwd):
     finally:
         os.chdir(here)
     return CliRun(code, out.getvalue(), err.getvalue())
+
+
+with open(os.path.join(DATA, "slopes", "analysis_reference.json")) as fh:
+    SLOPE_REF = json.load(fh)  # performance / R numbers for random-slope fits (slopes/analysis_reference.R)
+SLOPE_CASES = {
+    "sleep_reml": ("sleepstudy.csv", "Reaction ~ Days + (Days | Subject)", sm.families.Gaussian),
+    "sim_binomial": ("slopes/sim_binomial.csv", "y ~ x + (x | g)", sm.families.Binomial),
+    "sim_poisson": ("slopes/sim_poisson.csv", "y ~ x + (x | g)", sm.families.Poisson),
+    "binomial_singular": ("slopes/sim_binomial_singular.csv", "y ~ x + (x | g)", sm.families.Binomial),
+    "sim_poisson_q3": ("slopes/sim_poisson_q3.csv", "y ~ x1 + x2 + (1 + x1 + x2 | g)", sm.families.Poisson),
+    "sim_gamma": ("slopes/sim_gamma.csv", "y ~ x + (x | g)", lambda: sm.families.Gamma(sm.families.links.Log())),
+    "cbpp_slope": ("cbpp.csv", "incidence + I(size - incidence) ~ pnum + (pnum | herd)", sm.families.Binomial)}
+
+
+def slope_fit(formula, data, family, **options):
+    """GLMM.from_formula(formula, data, family=family).fit(**options), quietly (the formula names the groups)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return glmm_ext.GLMM.from_formula(formula, data, family=family).fit(**options)
+
+
+@pytest.fixture(scope="session")
+def slope_fits():
+    """{name: (fit, data)} of SLOPE_CASES, fitted once per session."""
+    out = {}
+    for name, (path, formula, family) in SLOPE_CASES.items():
+        data = pd.read_csv(os.path.join(DATA, path))
+        if "period" in data:
+            data["pnum"] = data["period"].astype(float)
+        out[name] = (slope_fit(formula, data, family()), data)
+    return out
