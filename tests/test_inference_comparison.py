@@ -8,7 +8,6 @@ import statsmodels.api as sm
 from scipy import stats
 
 import glmm_ext
-from glmm_ext.inference._comparison import boundary_pvalue
 
 from conftest import ANALYSIS_REF as REF, SLOPE_REF, quiet_fit as fit, read_data as read, slope_fit
 
@@ -63,10 +62,12 @@ def test_anova_rejects_fits_of_different_data_or_response():
         glmm_ext.anova(a)
 
 
-def test_boundary_pvalue_is_the_chi2_mixture():
-    assert boundary_pvalue(0.0) == 1.0
-    for t in (0.5, 2.71, 10.0):
-        assert boundary_pvalue(t) == pytest.approx(0.5 * stats.chi2.sf(t, 1))
+def test_a_zero_statistic_has_p_value_one():
+    """The chi2 mixture's point mass at 0: P(T >= 0) = 1 (dyestuff2's ML fit has sigma_u = 0); the positive
+    statistics get 0.5 P(chi2_1 >= T) in the test below."""
+    res = fit("Yield ~ 1", read("dyestuff2.csv"), "Batch", reml=False)
+    test = res.test_random_effect()
+    assert test.statistic == 0.0 and test.pvalue == 1.0 and test.pvalue_mixture == 1.0
 
 
 @pytest.mark.parametrize("case", ["cbpp", "grouseticks", "grouseticks_nb", "sleepstudy_reml", "sleepstudy_ml"])

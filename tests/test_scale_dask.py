@@ -142,7 +142,7 @@ def test_many_groups_start_from_a_pilot_on_one_partition(client):
 
 def test_a_flat_conditional_mode_is_explained_as_in_memory(client):
     """The Gamma-identity data whose Laplace search stops at a flat mode (test_fitting_paths): the Dask fit says why."""
-    from test_fitting_paths import GAMMA_IDENTITY_FLAT
+    from conftest import GAMMA_IDENTITY_FLAT
 
     df = pd.DataFrame(GAMMA_IDENTITY_FLAT, columns=["y", "x", "g"])
     family = glmm_ext.make_family("gamma", "identity")
