@@ -16,10 +16,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTEST = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-W", "ignore"]
 # the fast files that read the numbers users see (CLI and plot tests start subprocesses: slow, not needed)
-DEFAULT_TESTS = ["tests/test_tables_values.py", "tests/test_tables_r.py", "tests/test_fitting_paths.py",
-                 "tests/test_tables_api.py", "tests/test_reference_gaussian.py", "tests/test_reference_glmm.py",
-                 "tests/test_engine_bruteforce.py", "tests/test_docs.py", "tests/test_fitting_input.py",
-                 "tests/test_fitting_properties.py", "tests/test_engine_newton.py"]
+DEFAULT_TESTS = ["tests/test_tables_values.py", "tests/test_tables_r.py", "tests/test_tables_api.py",
+                 "tests/test_fitting_paths.py", "tests/test_fitting_input.py", "tests/test_fitting_bruteforce.py",
+                 "tests/test_fitting_properties.py", "tests/test_reference_gaussian.py", "tests/test_reference_glmm.py",
+                 "tests/test_docs.py", "tests/test_inference_bounds.py", "tests/test_formula_safe.py",
+                 "tests/test_cli_output.py", "tests/test_engine_newton.py", "tests/test_engine_derivatives.py",
+                 "tests/test_engine_modes.py", "tests/test_engine_start.py", "tests/test_engine_optimize.py"]
 
 # (name, file, old text, new text)
 MUTANTS = [
