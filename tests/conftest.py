@@ -67,6 +67,17 @@ def fit_case(name, **fit_kwargs):
 
 
 @pytest.fixture(scope="session")
+def dask_client():
+    """One LocalCluster of two worker processes for the whole session (starting one costs ~10 s); every Dask test
+    takes this client (skipped when dask or distributed is not installed)."""
+    pytest.importorskip("dask.dataframe")
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
 def fits():
     cache = {}
 

@@ -1,5 +1,6 @@
 """GLMM.from_formula on a Dask DataFrame: the same estimates, tables and row-level outputs as the in-memory fit,
-on one LocalCluster of two worker processes for the module (skipped when dask is not installed)."""
+on the session's one LocalCluster of two worker processes (conftest.dask_client; skipped when dask is not
+installed)."""
 import pickle
 import warnings
 
@@ -14,10 +15,8 @@ distributed = pytest.importorskip("distributed")
 
 
 @pytest.fixture(scope="module")
-def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as c:
-        yield c
+def client(dask_client):
+    return dask_client  # the session's one LocalCluster (conftest.py)
 
 
 def _quiet(fn, *args, **kwargs):
