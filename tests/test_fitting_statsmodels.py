@@ -252,18 +252,6 @@ def test_exposure_column_is_taken_from_the_new_data():
     assert np.allclose(by_offset.predict(new, offset="logexp"), expected, rtol=1e-6)
 
 
-def test_cleaned_data_for_pre_steps_equal_the_formula_fit(tracks):
-    """formula._data.from_formula (for steps such as lme4 bar terms that rewrite the formula first)."""
-    from glmm_ext.formula import _data
-
-    holes = tracks.assign(x=tracks["x"].where(tracks.index % 17 != 3))
-    clean = _data.from_formula("y ~ x + C(track)", holes, "g")
-    direct = glmm_ext.GLMM.from_formula("y ~ x + C(track)", holes, groups="g").fit()
-    via = glmm_ext.GLMM(None, None, None, _clean=clean, formula="y ~ x + C(track)").fit()
-    assert via.llf == pytest.approx(direct.llf, abs=1e-10) and via.n_dropped == direct.n_dropped > 0
-    assert np.allclose(via.predict(tracks.head(5)), direct.predict(tracks.head(5)))
-
-
 with open(os.path.join(os.path.dirname(__file__), "data", "dropin_bse_re.json")) as _fh:
     BSE_RE = json.load(_fh)  # glmmTMB: SE(sigma_u^2) = 2 sigma_u^2 SE(log sigma_u); tests/data/dropin_bse_re.R
 
