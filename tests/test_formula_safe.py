@@ -120,8 +120,12 @@ def test_code_as_the_grouping_factor_is_refused(payload, tmp_path):
     refuse(f"y ~ x1 + (1 | {expr})", sentinel, expr)
 
 
-def test_dunder_grouping_name_is_refused(tmp_path):
+def test_dunder_grouping_name_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative payload path would land in tmp_path
     refuse("y ~ x1 + (x1 | np.__class__)", tmp_path / "pwned", "does not accept the expression 'np.__class__' in ")
+    refuse("y ~ x1 + (1 | g.__class__)", tmp_path / "pwned", "groups column 'g.__class__' is not in the data")
+    refuse("y ~ x1 + (x1 | open('pwned', 'w'))", tmp_path / "pwned",
+           "the grouping factor must be a column name (got \"open('pwned', 'w')\")")
 
 
 def test_names_that_are_not_columns_are_refused_by_name():
