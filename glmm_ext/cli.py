@@ -1,10 +1,11 @@
 """Command line: ``glmm-ext [data.csv] --formula ... --groups ...`` (no arguments: the bundled example).
 
 Formulas are always read in the safe mode (``formula_mode="safe"``): no code in them is run.  Group
-labels written to CSV files that begin with ``= + - @`` get a leading ``'`` so that a spreadsheet
-does not read them as formulas.
+labels written to CSV files that begin with ``= + - @``, a tab or a carriage return (OWASP's list) get a
+leading ``'`` so that a spreadsheet does not read them as formulas.
 """
 import argparse
+import csv
 import json
 import os
 import re
@@ -105,9 +106,14 @@ def _vector_dict(res):
                         for g, row in zip(res.model.group_labels, res.blup_se)}}
 
 
+# OWASP: what a spreadsheet may read as a formula.  The CSV files quote every text cell (QUOTE_NONNUMERIC):
+# unquoted, a CR inside a label would end the row and start a cell of the next one (pandas quotes only '\n')
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
 def spreadsheet_safe(values):
-    """Text labels beginning with = + - @ get a leading ' (CSV formula injection); others are unchanged."""
-    return [f"'{v}" if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v for v in values]
+    """Text labels beginning with = + - @, tab or CR get a leading ' (CSV formula injection); others unchanged."""
+    return [f"'{v}" if isinstance(v, str) and v[:1] in FORMULA_PREFIXES else v for v in values]
 
 
 def _check_writable(parser, paths):
@@ -237,9 +243,9 @@ def run(args, out=None):
         if ns.blups:
             table = res.blup_table()
             table["Group"] = spreadsheet_safe(table["Group"])
-            table.to_csv(ns.blups, index=False)
+            table.to_csv(ns.blups, index=False, quoting=csv.QUOTE_NONNUMERIC)
         if ns.diagnostics:
-            _diagnostics_frame(res, data).to_csv(ns.diagnostics)
+            _diagnostics_frame(res, data).to_csv(ns.diagnostics, quoting=csv.QUOTE_NONNUMERIC)
         if ns.json:
             with open(ns.json, "w") as fh:
                 json.dump(_finite_or_null(results_dict(res, alpha)), fh, indent=2, default=_json_default,

@@ -1,4 +1,6 @@
-"""Shared fixtures: the reference cases copied from lme4/glmmTMB fits (tests/data)."""
+"""Shared fixtures: the reference cases copied from lme4/glmmTMB fits (tests/data); the command line in-process."""
+import contextlib
+import io
 import json
 import os
 import re
@@ -65,6 +67,17 @@ def fit_case(name, **fit_kwargs):
 
 
 @pytest.fixture(scope="session")
+def dask_client():
+    """One LocalCluster of two worker processes for the whole session (starting one costs ~10 s); every Dask test
+    takes this client (skipped when dask or distributed is not installed)."""
+    pytest.importorskip("dask.dataframe")
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
 def fits():
     cache = {}
 
@@ -127,3 +140,82 @@ def kernel_rows(family, link, n, rng, spread=1.5, trials=True, low=0.05):
     else:
         y = rng.normal(1.0, 1.0, n)
     return y, eta, m
+
+
+class CliRun:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_cli(args, cwd):
+    """The command line in-process (a subprocess costs an import of statsmodels per call)."""
+    from glmm_ext.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                code = main(list(args))
+            except SystemExit as exc:
+                code = exc.code
+    finally:
+        os.chdir(here)
+    return CliRun(code, out.getvalue(), err.getvalue())
+
+
+with open(os.path.join(DATA, "slopes", "analysis_reference.json")) as fh:
+    SLOPE_REF = json.load(fh)  # performance / R numbers for random-slope fits (slopes/analysis_reference.R)
+SLOPE_CASES = {
+    "sleep_reml": ("sleepstudy.csv", "Reaction ~ Days + (Days | Subject)", sm.families.Gaussian),
+    "sim_binomial": ("slopes/sim_binomial.csv", "y ~ x + (x | g)", sm.families.Binomial),
+    "sim_poisson": ("slopes/sim_poisson.csv", "y ~ x + (x | g)", sm.families.Poisson),
+    "binomial_singular": ("slopes/sim_binomial_singular.csv", "y ~ x + (x | g)", sm.families.Binomial),
+    "sim_poisson_q3": ("slopes/sim_poisson_q3.csv", "y ~ x1 + x2 + (1 + x1 + x2 | g)", sm.families.Poisson),
+    "sim_gamma": ("slopes/sim_gamma.csv", "y ~ x + (x | g)", lambda: sm.families.Gamma(sm.families.links.Log())),
+    "cbpp_slope": ("cbpp.csv", "incidence + I(size - incidence) ~ pnum + (pnum | herd)", sm.families.Binomial)}
+
+
+def slope_fit(formula, data, family, **options):
+    """GLMM.from_formula(formula, data, family=family).fit(**options), quietly (the formula names the groups)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return glmm_ext.GLMM.from_formula(formula, data, family=family).fit(**options)
+
+
+@pytest.fixture(scope="session")
+def slope_fits():
+    """{name: (fit, data)} of SLOPE_CASES, fitted once per session."""
+    out = {}
+    for name, (path, formula, family) in SLOPE_CASES.items():
+        data = pd.read_csv(os.path.join(DATA, path))
+        if "period" in data:
+            data["pnum"] = data["period"].astype(float)
+        out[name] = (slope_fit(formula, data, family()), data)
+    return out
+
+
+def glm_point(model):
+    """(beta, Pearson dispersion) of statsmodels' GLM on the model's rows: the sigma_u = 0 point a fit must not
+    end below; None where statsmodels finds no GLM fit with a finite likelihood."""
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            glm = sm.GLM(model.endog, model.exog, family=model.family).fit()
+            beta, scale = np.asarray(glm.params, float), float(glm.scale)
+            ok = np.all(np.isfinite(beta)) and np.isfinite(model.loglike(beta, var_re=0.0, scale=scale))
+    except Exception:  # noqa: BLE001 - statsmodels' own failures only mean no reference point here
+        return None
+    return (beta, scale) if ok else None
+
+
+# Gamma-identity, 4 groups x 4 rows (the slow hardening property's seed 2136): the integrand of the last
+# group flattens as the search goes on (its mode curvature H -> 0), where the Laplace value grows without bound
+GAMMA_IDENTITY_FLAT = [
+    (2.443469, 0.031089, 0), (0.140049, 0.396210, 0), (0.767373, 0.297188, 0), (0.286757, -0.346328, 0),
+    (1.242020, 0.090490, 1), (1.946333, -1.002085, 1), (4.008522, 0.507082, 1), (0.352667, 0.490842, 1),
+    (1.203101, -0.616467, 2), (2.334848, 0.425201, 2), (2.364040, 0.661515, 2), (6.530098, 1.552493, 2),
+    (0.068864, -0.991498, 3), (0.847393, -0.464825, 3), (3.483745, 1.871829, 3), (2.049492, 1.701703, 3),
+]

@@ -5,7 +5,8 @@ tests on each and reports which mutants SURVIVE (the tests stay green) — none 
 old text is gone (the code changed since it was written) is reported "not applicable": update it.
 The package file is restored after every mutant, whatever happens (try/finally).
 
-Options: ``--list`` prints the mutants; ``--timeout S`` per mutant (default 300 s); names select mutants.
+Options: ``--list`` prints the mutants; ``--timeout S`` per mutant (default 300 s); ``--files`` the test files to
+run instead of DEFAULT_TESTS (e.g. only the file that should kill the chosen mutants); names select mutants.
 """
 import argparse
 import os
@@ -16,10 +17,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTEST = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-W", "ignore"]
 # the fast files that read the numbers users see (CLI and plot tests start subprocesses: slow, not needed)
-DEFAULT_TESTS = ["tests/test_table_values.py", "tests/test_r_tables.py", "tests/test_paths.py",
-                 "tests/test_results_api.py", "tests/test_reference_gaussian.py", "tests/test_reference_glmm.py",
-                 "tests/test_bruteforce.py", "tests/test_docs.py", "tests/test_validation.py",
-                 "tests/test_properties.py", "tests/test_engine_newton.py"]
+DEFAULT_TESTS = ["tests/test_tables_values.py", "tests/test_tables_r.py", "tests/test_tables_api.py",
+                 "tests/test_fitting_paths.py", "tests/test_fitting_input.py", "tests/test_fitting_bruteforce.py",
+                 "tests/test_fitting_properties.py", "tests/test_reference_gaussian.py", "tests/test_reference_glmm.py",
+                 "tests/test_docs.py", "tests/test_inference_bounds.py", "tests/test_formula_safe.py",
+                 "tests/test_cli_output.py", "tests/test_engine_newton.py", "tests/test_engine_derivatives.py",
+                 "tests/test_engine_modes.py", "tests/test_engine_start.py", "tests/test_engine_optimize.py"]
 
 # (name, file, old text, new text)
 MUTANTS = [
@@ -145,17 +148,54 @@ MUTANTS = [
     ("random-slope modes by the working weights wherever some d_i < 0", "glmm_ext/engine/_laplace_vector.py",
      "            indefinite = np.linalg.eigvalsh(H)[:, 0] <= 0.0\n",
      "            indefinite = np.ones(len(H), bool)\n"),
+    # ---- issue 24: each interval bound, the safe-mode grammar, every spreadsheet prefix
+    ("bootstrap upper bound at the 1 - alpha percentile", "glmm_ext/inference/_bootstrap.py",
+     "upper = samples.quantile(1.0 - alpha / 2.0).to_numpy()", "upper = samples.quantile(1.0 - alpha).to_numpy()"),
+    ("bootstrap lower bound at the alpha percentile", "glmm_ext/inference/_bootstrap.py",
+     "lower = samples.quantile(alpha / 2.0).to_numpy()", "lower = samples.quantile(alpha).to_numpy()"),
+    ("Wald SD upper end on the natural scale", "glmm_ext/inference/_intervals.py",
+     "upper.append(np.exp(value + z * se))", "upper.append(np.exp(value) + z * se)"),
+    ("random-slope Wald upper end with a narrower half-width", "glmm_ext/inference/_intervals_vector.py",
+     "lo, hi = _back(centre - half, kind), _back(centre + half, kind)",
+     "lo, hi = _back(centre - half, kind), _back(centre + 0.9 * half, kind)"),
+    ("profile ends at the one-sided z", "glmm_ext/inference/_intervals.py",
+     '["sd"] + tail, stats.norm.isf(alpha / 2.0))', '["sd"] + tail, stats.norm.isf(alpha))'),
+    ("safe mode: an allowed attribute name called on any object", "glmm_ext/formula/_safe.py",
+     'if not (isinstance(func.value, ast.Name) and func.value.id in ("np", "numpy")\n'
+     '                    and func.attr in NUMPY_TRANSFORMS):',
+     "if not func.attr in NUMPY_TRANSFORMS:"),
+    ("safe mode: dunder names pass as columns", "glmm_ext/formula/_safe.py",
+     "        if node.id not in self.columns:\n",
+     '        if node.id not in self.columns and not node.id.startswith("__"):\n'),
+    ("safe mode: any Treatment level accepted", "glmm_ext/formula/_safe.py",
+     "if not (isinstance(level, ast.Constant) and isinstance(level.value, (str, int, float))):",
+     "if isinstance(level, ast.Starred):"),
+    ("CSV labels: tab not escaped", "glmm_ext/cli.py",
+     'FORMULA_PREFIXES = ("=", "+", "-", "@", "\\t", "\\r")', 'FORMULA_PREFIXES = ("=", "+", "-", "@", "\\r")'),
+    ("CSV labels: carriage return not escaped", "glmm_ext/cli.py",
+     'FORMULA_PREFIXES = ("=", "+", "-", "@", "\\t", "\\r")', 'FORMULA_PREFIXES = ("=", "+", "-", "@", "\\t")'),
+    ("CSV labels: '-' not escaped (the docs list it)", "glmm_ext/cli.py",
+     'FORMULA_PREFIXES = ("=", "+", "-", "@", "\\t", "\\r")', 'FORMULA_PREFIXES = ("=", "+", "@", "\\t", "\\r")'),
+    ("BLUP CSV without quoting (a CR inside a label starts a row)", "glmm_ext/cli.py",
+     "table.to_csv(ns.blups, index=False, quoting=csv.QUOTE_NONNUMERIC)", "table.to_csv(ns.blups, index=False)"),
+    ("diagnostics CSV labels not escaped", "glmm_ext/cli.py",
+     "front = {model.group_name: spreadsheet_safe(list(model.groups))}",
+     "front = {model.group_name: list(model.groups)}"),
 ]
 
 
 def run_tests(files, timeout):
-    """(status, seconds): 'killed' when a test fails, 'survived' when all pass, 'timeout' when too slow."""
+    """(status, seconds): 'killed by <test>' when a test fails, 'survived' when all pass, 'timeout' when too slow."""
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(PYTEST + files, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return "killed (timeout)", time.perf_counter() - t0
-    return ("survived" if proc.returncode == 0 else "killed"), time.perf_counter() - t0
+    if proc.returncode == 0:
+        return "survived", time.perf_counter() - t0
+    failed = [line.split(" ", 1)[1].split(" - ")[0] for line in proc.stdout.splitlines()
+              if line.startswith(("FAILED ", "ERROR "))]
+    return (f"killed by {failed[0]}" if failed else "killed"), time.perf_counter() - t0
 
 
 def apply_and_test(name, path, old, new, files, timeout):
@@ -181,13 +221,14 @@ def main(argv=None):
     parser.add_argument("names", nargs="*", help="run only mutants whose name contains one of these")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--list", action="store_true")
+    parser.add_argument("--files", nargs="+", help="test files to run (default: DEFAULT_TESTS)")
     args = parser.parse_args(argv)
     chosen = [m for m in MUTANTS if not args.names or any(n in m[0] for n in args.names)]
     if args.list:
         for m in chosen:
             print(f"{m[0]}  ({m[1]})")
         return 0
-    files = [f for f in DEFAULT_TESTS if os.path.exists(os.path.join(ROOT, f))]
+    files = [f for f in (args.files or DEFAULT_TESTS) if os.path.exists(os.path.join(ROOT, f))]
     status, seconds = run_tests(files, args.timeout)
     print(f"baseline (no mutant): {'green' if status == 'survived' else status} in {seconds:.0f} s")
     if status != "survived":
@@ -197,7 +238,7 @@ def main(argv=None):
     width = max(len(m[0]) for m in chosen)
     for name, path, old, new in chosen:
         status, seconds = apply_and_test(name, path, old, new, files, args.timeout)
-        print(f"{name:<{width}}  {path:<26}  {status:<16} {seconds:5.1f} s", flush=True)
+        print(f"{name:<{width}}  {path:<26}  {seconds:5.1f} s  {status}", flush=True)
         if status == "survived":
             survivors.append(name)
         elif status.startswith("not applicable"):

@@ -1,4 +1,5 @@
-"""Main job and command line."""
+"""Main job and command line as a user starts it (a subprocess): the tables, the options, one-line refusals.
+The files it writes and its safe labels: test_cli_output.py (in-process, fast)."""
 import json
 import os
 import subprocess
@@ -9,6 +10,8 @@ import pytest
 
 import glmm_ext
 from glmm_ext.cli import main
+
+from conftest import run_cli
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,10 +66,17 @@ def test_cli_ml_option(tmp_path, capsys):
     (["--maxiter", "0"], "maxiter"),
     (["missing.csv", "--formula", "y ~ x", "--groups", "g"], "cannot read"),
 ])
-def test_bad_arguments_exit_2_with_one_line(args, message):
-    out = run(args)
+def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path):
+    # in-process (an uncaught exception, a traceback, would fail the test itself); one case as a subprocess below
+    out = run_cli(args, tmp_path)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_bad_argument_in_a_subprocess_is_one_line_without_traceback():
+    out = run(["--nagq", "500", "--family", "poisson", "--formula", "passed ~ hours"])
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "nagq" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_progress_and_callback(capsys):

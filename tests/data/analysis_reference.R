@@ -1,4 +1,4 @@
-# Reference numbers for tests/test_analysis_*.py (run once: Rscript tests/data/analysis_reference.R).
+# Reference numbers for tests/test_inference_*.py and tests/test_fitting_*.py (run once: Rscript tests/data/analysis_reference.R).
 # R is never needed by the tests; they read analysis_reference.json written here.
 suppressMessages({library(lme4); library(glmmTMB); library(performance); library(jsonlite)})
 dir <- "tests/data"

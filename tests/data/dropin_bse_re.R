@@ -1,4 +1,4 @@
-# Reference standard errors of the random-intercept variance for test_dropin.py (run from tests/data):
+# Reference standard errors of the random-intercept variance for test_fitting_statsmodels.py (run from tests/data):
 # glmmTMB reports SE(log sigma_u); by the delta method SE(sigma_u^2) = 2 sigma_u^2 SE(log sigma_u).
 library(glmmTMB)
 library(jsonlite)

@@ -1,4 +1,4 @@
-# Reference numbers for tests/test_r_tables.py, computed with lme4, glmmTMB and performance.
+# Reference numbers for tests/test_tables_r.py, computed with lme4, glmmTMB and performance.
 # Run from the repository root:  Rscript tests/data/r_tables.R  (writes tests/data/r_tables.json)
 # R 4, lme4 1.1-31, glmmTMB 1.1.5, TMB 1.9.2, performance 0.10.2, jsonlite.
 suppressPackageStartupMessages({library(lme4); library(glmmTMB); library(performance); library(jsonlite)})

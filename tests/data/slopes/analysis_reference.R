@@ -1,6 +1,6 @@
 # performance::r2_nakagawa / check_overdispersion and GLM log-likelihoods for random-slope fits
 # -> analysis_reference.json (run from this directory: Rscript analysis_reference.R).  Used by
-# tests/test_slopes_analysis.py; the package never needs R.
+# tests/test_inference_checks.py and tests/test_inference_comparison.py; the package never needs R.
 suppressMessages({library(lme4); library(glmmTMB); library(performance); library(jsonlite)})
 num <- function(x) unname(as.numeric(x))
 r2_list <- function(m) {

@@ -1,4 +1,4 @@
-# Reference numbers for tests/test_slopes_intervals.py: lme4 confint() on sleepstudy, random slopes.
+# Reference numbers for tests/test_inference_intervals.py and tests/test_inference_bounds.py: lme4 confint() on sleepstudy, random slopes.
 # Run from the repository root: Rscript tests/data/slopes/intervals_reference.R
 suppressPackageStartupMessages({library(lme4); library(jsonlite)})
 d <- read.csv("tests/data/sleepstudy.csv")

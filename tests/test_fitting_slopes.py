@@ -154,28 +154,6 @@ def test_laplace_value_equals_brute_force(name):
     assert res.llf == pytest.approx(brute_laplace(res), abs=2e-5)
 
 
-def test_laplace_gradient_matches_finite_differences():
-    from glmm_ext.engine._fit_vector import z_scale
-    from glmm_ext.engine._laplace_vector import VectorData, VectorLaplace
-    from glmm_ext.engine._lmm_vector import LambdaPattern
-
-    rng = np.random.default_rng(3)
-    n, G = 240, 20
-    x = rng.normal(size=n)
-    Z = np.column_stack([np.ones(n), x, rng.uniform(size=n)])
-    y = rng.gamma(2.0, np.exp(0.3 + 0.2 * x + rng.normal(scale=0.5, size=G).repeat(n // G)) / 2.0)
-    dist = glmm_ext.engine._families.Distribution(sm.families.Gamma(sm.families.links.Log()))
-    counts = np.full(G, n // G)
-    data = VectorData(y=y, X=np.column_stack([np.ones(n), x]), Z=Z / z_scale(Z), offset=np.zeros(n),
-                      m=np.ones(n), const=dist.log_constant(y, np.ones(n)),
-                      starts=np.arange(G) * (n // G), counts=counts)
-    objective = VectorLaplace(dist, data, LambdaPattern(3, [[0, 1], [2]]))
-    theta = np.array([0.2, 0.1, 0.6, 0.2, -0.3, 0.25, np.log(0.5)])
-    _, grad = objective(theta)
-    numeric = [(objective(theta + e)[0] - objective(theta - e)[0]) / 2e-6 for e in np.eye(len(theta)) * 1e-6]
-    assert np.allclose(grad, numeric, atol=1e-4)
-
-
 def test_mixedlm_re_formula_matches_statsmodels_on_dietox():
     """statsmodels' own dietox example with re_formula="~Time" (the copy statsmodels ships with its tests)."""
     import statsmodels.regression.tests.results as shipped
@@ -204,18 +182,20 @@ def test_intercept_bar_term_is_the_random_intercept_model():
 
 
 def test_bar_syntax_variants_and_errors():
-    from glmm_ext.formula._bars import parse_formula
-
-    spec = parse_formula("y ~ x + (1 + x | g) ")
-    assert spec.fixed == "y ~ x" and spec.group == "g" and spec.terms[0].correlated
-    assert parse_formula("y ~ (x || g) + z").fixed == "y ~ z"
-    assert not parse_formula("y ~ x + (x || g)").terms[0].correlated
-    assert parse_formula("y ~ x").__class__ is type(None)
-    assert parse_formula("y ~ (1 | g)").intercept_only
-    for bad, words in [("y ~ x + (1 | a/b)", "nested"), ("y ~ x + (1 | a:b)", "interaction"),
-                       ("y ~ x + (1 | a) + (x | b)", "2 grouping factors"), ("y ~ x + (| g)", "nothing left")]:
+    data = pd.read_csv(os.path.join(HERE, "sleepstudy.csv"))
+    model = GLMM.from_formula("Reaction ~ Days + (1 + Days | Subject) ", data)
+    assert model.exog_names == ["Intercept", "Days"] and model.group_name == "Subject"
+    assert model.fit().cov_re.iloc[0, 1] != 0.0  # correlated
+    apart = GLMM.from_formula("Reaction ~ (Days || Subject) + Days", data)  # a bar term first, then the fixed part
+    assert apart.exog_names == ["Intercept", "Days"]
+    cov = apart.fit().cov_re
+    assert list(cov.columns) == ["Intercept", "Days"] and cov.iloc[0, 1] == 0.0  # uncorrelated
+    two = data.assign(a=data["Subject"], b=data["Days"] % 2)
+    for bad, words in [("Reaction ~ Days + (1 | a/b)", "nested"), ("Reaction ~ Days + (1 | a:b)", "interaction"),
+                       ("Reaction ~ Days + (1 | a) + (Days | b)", "2 grouping factors"),
+                       ("Reaction ~ Days + (| a)", "nothing left")]:
         with pytest.raises(ValueError, match=words):
-            parse_formula(bad)
+            GLMM.from_formula(bad, two)
 
 
 def test_user_errors_are_clear():
@@ -335,22 +315,6 @@ def test_laplace_modes_sds_and_ses_match_glmer_at_its_optimum():
     assert np.allclose(modes, np.array(lme4["ranef"]), atol=1e-5)
     assert np.allclose(res.random_effects_se.loc[labels].to_numpy(), np.array(lme4["cond_sd"]), rtol=1e-4)
     assert np.allclose(res.bse.to_numpy(), list(lme4["se"].values()), rtol=1e-4)
-
-
-def test_profiled_deviance_gradient_matches_finite_differences():
-    from glmm_ext.engine._lmm_vector import LambdaPattern, vector_deviance, vector_stats
-
-    data = pd.read_csv(os.path.join(HERE, "slopes", "sim_q3.csv"))
-    X = np.column_stack([np.ones(len(data)), data["x1"], data["x2"]])
-    stats = vector_stats(X, data["y"].to_numpy() / 3.0, X, np.flatnonzero(np.diff(data["g"], prepend=-1)))
-    for pattern in (LambdaPattern(3, [[0, 1, 2]]), LambdaPattern(3, [[0], [1, 2]])):
-        theta = np.linspace(0.2, 0.9, pattern.size) * np.where(pattern.is_diag, 1.0, -1.0)
-        for reml in (True, False):
-            _, grad = vector_deviance(theta, pattern, stats, reml, need_grad=True)
-            numeric = [(vector_deviance(theta + e, pattern, stats, reml) - vector_deviance(theta - e, pattern, stats,
-                                                                                           reml)) / 2e-6
-                       for e in np.eye(len(theta)) * 1e-6]
-            assert np.allclose(grad, numeric, rtol=1e-6, atol=1e-4)
 
 
 def test_summary_fits_100_columns_and_statsmodels_names():

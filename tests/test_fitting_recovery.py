@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import glmm_ext
-from glmm_ext.engine._families import make_family
+from glmm_ext import make_family
 
 SETTINGS = {
     ("gaussian", "identity"): dict(beta=(1.0, 0.8, -0.5), sigma_u=0.7, scale=1.0),

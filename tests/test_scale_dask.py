@@ -1,5 +1,6 @@
 """GLMM.from_formula on a Dask DataFrame: the same estimates, tables and row-level outputs as the in-memory fit,
-on one LocalCluster of two worker processes for the module (skipped when dask is not installed)."""
+on the session's one LocalCluster of two worker processes (conftest.dask_client; skipped when dask is not
+installed)."""
 import pickle
 import warnings
 
@@ -14,10 +15,8 @@ distributed = pytest.importorskip("distributed")
 
 
 @pytest.fixture(scope="module")
-def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as c:
-        yield c
+def client(dask_client):
+    return dask_client  # the session's one LocalCluster (conftest.py)
 
 
 def _quiet(fn, *args, **kwargs):
@@ -141,8 +140,8 @@ def test_many_groups_start_from_a_pilot_on_one_partition(client):
 
 
 def test_a_flat_conditional_mode_is_explained_as_in_memory(client):
-    """The Gamma-identity data whose Laplace search stops at a flat mode (test_paths): the Dask fit says why."""
-    from test_paths import GAMMA_IDENTITY_FLAT
+    """The Gamma-identity data whose Laplace search stops at a flat mode (test_fitting_paths): the Dask fit says why."""
+    from conftest import GAMMA_IDENTITY_FLAT
 
     df = pd.DataFrame(GAMMA_IDENTITY_FLAT, columns=["y", "x", "g"])
     family = glmm_ext.make_family("gamma", "identity")

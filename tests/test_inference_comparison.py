@@ -1,4 +1,5 @@
-"""anova and the likelihood-ratio test of the random intercept, against lme4 and R's glm/lm logLik."""
+"""anova and the likelihood-ratio test of the random effects (intercept; slopes), against lme4 and R's
+glm/lm logLik and statsmodels' GLM / OLS log-likelihoods recomputed here."""
 import warnings
 
 import numpy as np
@@ -7,9 +8,8 @@ import statsmodels.api as sm
 from scipy import stats
 
 import glmm_ext
-from glmm_ext.inference._comparison import boundary_pvalue
 
-from conftest import ANALYSIS_REF as REF, quiet_fit as fit, read_data as read
+from conftest import ANALYSIS_REF as REF, SLOPE_REF, quiet_fit as fit, read_data as read, slope_fit
 
 
 def r_column(values):
@@ -62,10 +62,12 @@ def test_anova_rejects_fits_of_different_data_or_response():
         glmm_ext.anova(a)
 
 
-def test_boundary_pvalue_is_the_chi2_mixture():
-    assert boundary_pvalue(0.0) == 1.0
-    for t in (0.5, 2.71, 10.0):
-        assert boundary_pvalue(t) == pytest.approx(0.5 * stats.chi2.sf(t, 1))
+def test_a_zero_statistic_has_p_value_one():
+    """The chi2 mixture's point mass at 0: P(T >= 0) = 1 (dyestuff2's ML fit has sigma_u = 0); the positive
+    statistics get 0.5 P(chi2_1 >= T) in the test below."""
+    res = fit("Yield ~ 1", read("dyestuff2.csv"), "Batch", reml=False)
+    test = res.test_random_effect()
+    assert test.statistic == 0.0 and test.pvalue == 1.0 and test.pvalue_mixture == 1.0
 
 
 @pytest.mark.parametrize("case", ["cbpp", "grouseticks", "grouseticks_nb", "sleepstudy_reml", "sleepstudy_ml"])
@@ -117,7 +119,43 @@ def test_random_slope_fits_compare_by_anova_and_refuse_profile_intervals():
     table = glmm_ext.anova(intercept, slopes)
     assert table["npar"].tolist() == [3, 5]
     assert table["Chisq"].iloc[1] == pytest.approx(2 * (slopes.llf - intercept.llf))
-    # test_random_effect, r2, simulate: test_slopes_analysis.py; conf_int: test_slopes_intervals.py
+    # r2, simulate: test_inference_checks.py; conf_int: test_inference_intervals.py
     assert "g Cor Intercept,x1" in slopes.conf_int(method="wald").index
     with pytest.raises(ValueError, match="random slopes"):
         glmm_ext.GLMM.from_formula("y ~ x1 + (1 + x1 | g)", d, family=fam, var_weights=np.full(len(d), 2.0))
+
+
+# ---------------------------------------------------------------------------------- test_random_effect
+@pytest.mark.parametrize("name", ["sim_binomial", "sim_poisson", "binomial_singular"])
+def test_random_effect_lrt_against_the_statsmodels_glm(slope_fits, name):
+    res, data = slope_fits[name]
+    family = sm.families.Binomial() if "binomial" in name else sm.families.Poisson()
+    glm = sm.GLM(data["y"], sm.add_constant(data["x"]), family=family).fit()
+    if name in SLOPE_REF:
+        assert glm.llf == pytest.approx(SLOPE_REF[name]["glm_loglik"], abs=1e-6)  # R's glm
+    test = res.test_random_effect()
+    statistic = 2 * (res.llf - glm.llf)
+    assert test.llf_glm == pytest.approx(glm.llf, abs=1e-5)
+    assert test.statistic == pytest.approx(statistic, abs=2e-5)
+    assert test.df == 3
+    assert test.pvalue == pytest.approx(stats.chi2.sf(statistic, 3), rel=1e-4)
+    mixture = 0.5 * stats.chi2.sf(statistic, 2) + 0.5 * stats.chi2.sf(statistic, 3)
+    assert test.pvalue_mixture == pytest.approx(mixture, rel=1e-4)
+    assert "conservative" in test.method and dict(test)["pvalue_mixture"] == test.pvalue_mixture
+
+
+def test_random_effect_lrt_for_gaussian_ml_and_uncorrelated_slopes(slope_fits):
+    _, data = slope_fits["sleep_reml"]
+    res = slope_fit("Reaction ~ Days + (Days | Subject)", data, sm.families.Gaussian(), reml=False)
+    ols = sm.OLS(data["Reaction"], sm.add_constant(data["Days"])).fit()
+    test = res.test_random_effect()
+    assert test.statistic == pytest.approx(2 * (res.llf - ols.llf), abs=1e-5) and test.df == 3
+    diag = slope_fit("y ~ x + (x || g)", slope_fits["binomial_singular"][1], sm.families.Binomial())
+    t2 = diag.test_random_effect()
+    assert t2.df == 2
+    q3, data = slope_fits["sim_poisson_q3"]  # six covariance parameters
+    glm = sm.GLM(data["y"], sm.add_constant(data[["x1", "x2"]]), family=sm.families.Poisson()).fit()
+    t3 = q3.test_random_effect()
+    assert t3.df == 6 and t3.statistic == pytest.approx(2 * (q3.llf - glm.llf), abs=2e-5)
+    assert t2.pvalue_mixture == pytest.approx(0.5 * stats.chi2.sf(t2.statistic, 1)
+                                              + 0.5 * stats.chi2.sf(t2.statistic, 2), rel=1e-6)

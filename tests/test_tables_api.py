@@ -1,4 +1,7 @@
-"""The statsmodels-facing surface: names, wrappers, tables, summary, listwise deletion, scaling."""
+"""The statsmodels-facing surface: names, wrappers, tables, summary (its layout for every family), listwise
+deletion, scaling."""
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -260,3 +263,37 @@ def test_determinism_and_invariance():
     for other in (fit(shuffled), fit(relabelled)):
         assert np.allclose(other.params.to_numpy(), a.params.to_numpy(), rtol=1e-6, atol=1e-8)
         assert other.llf == pytest.approx(a.llf, abs=1e-8)
+
+
+PAIRS = [("gaussian", "identity"), ("gaussian", "log"), ("binomial", "logit"), ("binomial", "probit"),
+         ("poisson", "log"), ("poisson", "identity"), ("gamma", "log"), ("gamma", "inverse"), ("gamma", "identity")]
+
+
+@pytest.mark.parametrize("family,link", PAIRS)
+def test_summary_reads_well_for_every_family(family, link):
+    positive = link in ("identity", "inverse") and family != "gaussian"
+    df = glmm_ext.simulate(family, link, n_groups=35, group_size=4, scale=0.2, seed=1,
+                           beta=(3.0, 0.3, -0.2) if positive else (0.5, 0.8, -0.4), sigma_u=0.2 if positive else 0.6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = glmm_ext.GLMM.from_formula("y ~ x1 + x2", df, groups="g",
+                                         family=glmm_ext.make_family(family, link)).fit()
+    text = res.summary().as_text()
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 100
+    assert len({len(line) for line in lines if re.fullmatch(r"[-=]+", line)}) == 1
+    assert "e+00" not in text and "e-" not in text.split("Fixed Effects")[1].split("Model Fit")[0]
+    assert "... 25 more groups (res.blup_table() has all 35)" in text
+    assert "too narrow" not in text  # 35 groups
+    assert all(len(line) <= 100 and not line.endswith(" ") for line in lines)
+
+
+def test_few_groups_caveat_and_reml_note():
+    df = glmm_ext.simulate("gaussian", n_groups=8, group_size=6, seed=3)
+    res = glmm_ext.GLMM.from_formula("y ~ x1", df, groups="g").fit()
+    text = res.summary(blup_rows=3).as_text()
+    assert "with 8 groups they can be too narrow" in text
+    assert "REML AIC and BIC compare only models with the same fixed effects" in text
+    assert "... 5 more groups" in text
+    with pytest.raises(ValueError, match="blup_rows"):
+        res.summary(blup_rows=-1)

@@ -1,9 +1,9 @@
 """Code paths the reference cases never reach, each with the behaviour it must have.
 
-No-intercept models (RMS scaling), loglike(reml=True) at any point, predict on arrays and its errors,
-the GLM-start fallback, singular information (NaN SEs and their warning), the conditional-mode
-iteration and step-halving limits, the REML grid extension and its "not finite" failure, the
-optimiser's failure branches, constant responses and zero trials.
+No-intercept models, loglike(reml=True) at any point, predict on arrays and its errors, an exact fit
+("not finite"), the iteration limit, constant responses and zero trials, fits found by the slow property
+runs, a flat conditional mode.  The private branches behind them (the GLM start, the optimiser, the
+conditional modes): test_engine_start.py, test_engine_optimize.py, test_engine_modes.py.
 """
 
 import warnings
@@ -15,11 +15,8 @@ from scipy import optimize
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 import glmm_ext
-from conftest import dense_reml_deviance
-from glmm_ext.engine import _glm, _glmm, _lmm, _optimize
-from glmm_ext.formula._design import make_scaling
-from glmm_ext.engine._families import Distribution, make_family
-from glmm_ext.engine._laplace import GLMMData, conditional_modes
+from conftest import GAMMA_IDENTITY_FLAT, dense_reml_deviance, glm_point
+from glmm_ext import make_family
 
 
 def dense_reml(y, X, groups, var_re, scale):
@@ -37,13 +34,6 @@ def gaussian_data(seed=1, n_groups=7, sigma_u=1.2):
 
 
 # ------------------------------------------------------------------ no intercept: the RMS scaling branch
-def test_no_intercept_scaling_is_rms():
-    X = np.array([[1.0, 3.0], [2.0, -4.0], [2.0, 0.0]])
-    scaling = make_scaling(X)
-    assert scaling.intercept == -1
-    assert np.allclose(scaling.center, 0.0)
-    assert np.allclose(scaling.scale, [np.sqrt(3.0), np.sqrt(25.0 / 3.0)])
-    assert np.allclose(scaling.matrix, np.diag(1.0 / scaling.scale))
 
 
 def test_no_intercept_gaussian_equals_dense_reml_optimum():
@@ -131,124 +121,7 @@ def test_predict_errors(poisson_fit, kwargs, message):
         res.predict(**kwargs)
 
 
-# ------------------------------------------------------------------ the GLM-start fallback
-def _engine(family, link, seed=5, **kw):
-    df = glmm_ext.simulate(family, link, n_groups=12, group_size=6, seed=seed, **kw)
-    model = glmm_ext.GLMM.from_formula("y ~ x1 + x2", df, groups="g", family=make_family(family, link))
-    return model, model.design.engine_data()
-
-
-def test_glm_start_falls_back_to_least_squares_of_the_link_of_the_mean(monkeypatch):
-    model, data = _engine("gamma", "log", scale=0.3)
-    normal = model.fit()
-    monkeypatch.setattr(_glm, "fisher_scoring", lambda *args, **kwargs: None)  # the scoring fails
-    gamma, scale = _glmm.glm_start(model.dist, data)
-    # centred predictors: the intercept alone carries log(mean y), the slopes start at 0
-    assert np.allclose(gamma, [np.log(np.mean(data.y)), 0.0, 0.0], atol=1e-12)
-    mu = np.mean(data.y)
-    assert scale == pytest.approx(np.mean((data.y - mu) ** 2 / mu**2), rel=1e-12)
-    fallback = model.fit()  # a worse start, the same maximum
-    assert fallback.converged
-    assert fallback.llf == pytest.approx(normal.llf, abs=1e-6)
-    assert np.allclose(fallback.params, normal.params, atol=1e-4 * np.asarray(normal.bse))
-
-
-def test_glm_start_is_the_glm_fit():
-    """The Fisher scoring of the start reaches statsmodels' GLM (estimates, Pearson dispersion), to the
-    precision a start needs (it stops at a predicted gain of 1e-12 |log-likelihood|)."""
-    import statsmodels.api as sm
-
-    for family, link, kw in [("gamma", "log", {"scale": 0.3}), ("binomial", "probit", {}), ("poisson", "log", {})]:
-        model, data = _engine(family, link, **kw)
-        gamma, scale = _glmm.glm_start(model.dist, data)
-        ref = sm.GLM(data.y, data.X, family=make_family(family, link), offset=data.offset).fit(tol=1e-12)
-        np.testing.assert_allclose(gamma, ref.params, rtol=1e-5, atol=1e-6)
-        assert scale == pytest.approx(ref.scale, rel=1e-5)
-
-
-def test_glm_start_outside_the_support_is_replaced(monkeypatch):
-    """A GLM start whose identity-link mean is negative somewhere is not used."""
-    model, data = _engine("poisson", "identity", beta=(3.0, 0.3, -0.3), sigma_u=0.3)
-    monkeypatch.setattr(_glm, "fisher_scoring", lambda sums_at, gamma, **kw: (np.array([-1.0, 0.0, 0.0]), None))
-    gamma, scale = _glmm.glm_start(model.dist, data)
-    assert np.allclose(gamma, [np.mean(data.y), 0.0, 0.0], atol=1e-12) and scale == 1.0
-
-
-# ------------------------------------------------------------------ singular information: NaN SEs + warning
-def test_inverse_of_a_singular_information_is_nan():
-    from glmm_ext.engine._pirls import inverse_or_nan
-
-    assert np.all(np.isnan(inverse_or_nan(np.zeros((2, 2)))))
-    assert np.allclose(inverse_or_nan(np.array([[2.0, 0.0], [0.0, 4.0]])), [[0.5, 0.0], [0.0, 0.25]])
-
-
-def test_singular_information_gives_nan_standard_errors_and_a_warning(monkeypatch):
-    model, _ = _engine("poisson", "log")
-    monkeypatch.setattr(_glmm, "pirls_information", lambda X, *a, **k: np.zeros((X.shape[1], X.shape[1])))
-    with pytest.warns(UserWarning, match="standard errors could not be computed"):
-        res = model.fit(cov_type="pirls")
-    assert np.all(np.isnan(res.bse)) and np.all(np.isfinite(res.params))
-    table = res.fixed_effects_table()
-    assert table[["Std. Error", "z", "P>|z|", "Lower 95%"]].isna().all().all()
-    assert "nan" in res.summary().as_text()
-
-
-# ------------------------------------------------------------------ conditional modes: iteration and halving limits
-def _poisson_identity_group(y, eta_fixed):
-    y = np.asarray(y, float)
-    dist = Distribution(make_family("poisson", "identity"))
-    m = np.ones_like(y)
-    data = GLMMData(y=y, X=np.ones((y.size, 1)), offset=np.zeros_like(y), m=m, const=dist.log_constant(y, m),
-                    starts=np.array([0]), counts=np.array([y.size]))
-    return dist, data, np.full(y.size, float(eta_fixed))
-
-
-def test_conditional_mode_iteration_limit():
-    dist, data, eta = _poisson_identity_group([3.0, 5.0, 9.0, 4.0], 1.0)
-    one = conditional_modes(dist, data, eta, 1.0, 1.0, np.zeros(1), maxiter=1)
-    assert not one.converged and one.iterations == 1
-    full = conditional_modes(dist, data, eta, 1.0, 1.0, np.zeros(1))
-    assert full.converged and full.iterations > 1
-    # the mode solves sum_i (y_i / mu_i - 1) sigma = b with mu = eta + sigma b
-    mu = 1.0 + full.b[0]
-    assert np.sum(data.y / mu - 1.0) == pytest.approx(full.b[0], abs=1e-8)
-
-
-def test_conditional_mode_step_halving_stops_at_the_edge_of_the_support():
-    """Zero counts pull an identity-link mean to 0; the unconstrained mode b = -n sigma lies outside."""
-    dist, data, eta = _poisson_identity_group([0.0, 0.0, 0.0, 0.0], 0.5)
-    md = conditional_modes(dist, data, eta, 1.0, 1.0, np.zeros(1))
-    assert not md.converged
-    assert np.all(md.eta > 0) and -0.5 < md.b[0] < -0.49
-
-
-def test_conditional_modes_without_a_feasible_start_are_none():
-    dist, data, eta = _poisson_identity_group([1.0, 2.0], -1.0)
-    assert conditional_modes(dist, data, eta, 0.5, 1.0, np.zeros(1)) is None
-
-
-# ------------------------------------------------------------------ REML grid extension and failure
-def test_reml_grid_is_extended_when_the_optimum_lies_beyond_it():
-    """Group means 1e4 apart, residual SD 1e-2: theta = sigma_u / sigma_e ~ 1e6 > e^8 (the grid's end)."""
-    rng = np.random.default_rng(0)
-    groups = np.repeat(np.arange(8), 4)
-    y = rng.normal(0, 1e4, size=8)[groups] + rng.normal(0, 1e-2, size=groups.size)
-    X = np.ones((groups.size, 1))
-    stats = _lmm.lmm_stats(X, y, np.arange(0, 32, 4), np.full(8, 4))
-    theta, dev, converged, _, _ = _lmm.optimize_theta(stats)
-    assert theta > np.exp(8.0) and converged
-    # theta is the minimum of the exact criterion to its last digits ...
-    for factor in (1.0 - 1e-4, 1.0 + 1e-4):
-        assert _lmm.lmm_deviance(theta * factor, stats) > dev
-    res = glmm_ext.GLMM(y, X, groups).fit()
-    best = res.llf
-    # ... and the fit a maximum of the dense REML likelihood.  The dense matrices are ill-conditioned here
-    # (cond(V) ~ 1e12): their value errs by ~1e-3, more than a 1% change of either variance moves the REML
-    # (~5e-4), so the neighbours are 10% away (0.015 to 0.06 lower)
-    for var_re, scale in [(res.var_re * 1.1, res.scale), (res.var_re / 1.1, res.scale),
-                          (res.var_re, res.scale * 1.1), (res.var_re, res.scale / 1.1)]:
-        assert dense_reml(y, X, groups, var_re, scale) < best - 5e-3
-    assert best == pytest.approx(dense_reml(y, X, groups, res.var_re, res.scale), abs=1e-3)
+# ------------------------------------------------------------------ an exact fit: no finite REML anywhere
 
 
 def test_an_exact_fit_is_an_error_not_a_zero_variance():
@@ -260,33 +133,7 @@ def test_an_exact_fit_is_an_error_not_a_zero_variance():
             glmm_ext.GLMM(2.0 + 3.0 * x, np.column_stack([np.ones(12), x]), groups).fit(reml=reml)
 
 
-# ------------------------------------------------------------------ optimiser failure branches
-def test_minimize_rejects_a_non_finite_start():
-    with pytest.raises(FloatingPointError, match="non-finite"):
-        _optimize.minimize(lambda x: (np.inf, np.full(1, np.nan)), np.zeros(1), np.eye(1))
-
-
-def test_newton_stage_reports_no_decrease():
-    """A flat objective with a non-zero gradient: no step decreases f, and the result says so."""
-    def flat(x):
-        return 1.0, np.ones_like(x)
-
-    m = _optimize.minimize(flat, np.array([1.0, -2.0]), np.eye(2), quasi_newton=False)
-    assert m.message == "Newton step found no decrease" and not m.converged
-    assert np.allclose(m.x, [1.0, -2.0]) and m.f == 1.0
-
-
-def test_newton_stage_stops_at_maxiter():
-    def quartic(x):
-        return float(np.sum(x**4)), 4.0 * x**3
-
-    m = _optimize.minimize(quartic, np.array([3.0]), np.eye(1), maxiter=2, quasi_newton=False)
-    assert m.message == "maximum number of iterations reached" and m.decrement > 1e-6 and not m.converged
-    assert m.iterations == 2 and abs(m.x[0]) < 3.0 and m.f < 81.0
-
-
-def test_backtrack_finds_no_finite_point():
-    assert _optimize._backtrack(lambda x: (np.inf, x), np.zeros(1), 0.0, np.ones(1), -np.ones(1)) is None
+# ------------------------------------------------------------------ the iteration limit
 
 
 def test_fit_with_maxiter_1_warns_and_reports():
@@ -378,54 +225,28 @@ POISSON_IDENTITY_NO_START = [
 
 def test_poisson_identity_fit_is_not_below_the_boundary():
     """Found by the slow property run: the fit stopped 4.4e-4 below the sigma_u = 0 likelihood (fixed)."""
-    from glmm_ext.engine._glmm import glm_start
-
     df = pd.DataFrame(POISSON_IDENTITY_LOCAL, columns=["y", "x1", "x2", "g"])
     res = glmm_ext.GLMM.from_formula("y ~ x1 + x2", df, groups="g", family=make_family("poisson", "identity")).fit()
-    gamma0, _ = glm_start(res.model.dist, res.model.design.engine_data())
-    assert res.llf >= res.model.loglike(res.model.design.scaling.matrix @ gamma0, var_re=0.0) - 1e-6
+    beta0, _ = glm_point(res.model)
+    assert res.llf >= res.model.loglike(beta0, var_re=0.0) - 1e-6
 
 
 def test_poisson_identity_with_zero_counts_near_the_edge_fits():
     """The GLM start puts a row at mu = 7.5e-4: only a small start SD keeps every group's mode inside."""
-    from glmm_ext.engine._glmm import glm_start
-
     df = pd.DataFrame(POISSON_IDENTITY_NO_START, columns=["y", "x1", "x2", "g"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = glmm_ext.GLMM.from_formula("y ~ x1 + x2", df, groups="g",
                                          family=make_family("poisson", "identity")).fit()
-    gamma0, _ = glm_start(res.model.dist, res.model.design.engine_data())
-    glm_llf = res.model.loglike(res.model.design.scaling.matrix @ gamma0, var_re=0.0)
+    glm_llf = res.model.loglike(glm_point(res.model)[0], var_re=0.0)
     assert np.isfinite(res.llf) and res.llf >= glm_llf - 1e-6
 
 
-# Gamma-identity, 4 groups x 4 rows (the slow hardening property's seed 2136): the integrand of the last
-# group flattens as the search goes on (its mode curvature H -> 0), where the Laplace value grows without bound
-GAMMA_IDENTITY_FLAT = [
-    (2.443469, 0.031089, 0), (0.140049, 0.396210, 0), (0.767373, 0.297188, 0), (0.286757, -0.346328, 0),
-    (1.242020, 0.090490, 1), (1.946333, -1.002085, 1), (4.008522, 0.507082, 1), (0.352667, 0.490842, 1),
-    (1.203101, -0.616467, 2), (2.334848, 0.425201, 2), (2.364040, 0.661515, 2), (6.530098, 1.552493, 2),
-    (0.068864, -0.991498, 3), (0.847393, -0.464825, 3), (3.483745, 1.871829, 3), (2.049492, 1.701703, 3),
-]
-
-
-def test_a_flat_conditional_mode_is_outside_the_laplace_approximation():
-    """Where a group's mode curvature H falls below FLAT_MODE the Laplace value (once finite and up to ~10
-    above the true likelihood) is no point; the fit says why it stopped, and AGQ still gives an answer."""
-    from glmm_ext.engine._laplace import FLAT_MODE, MarginalLikelihood
-
+def test_a_flat_conditional_mode_stops_the_fit_with_its_reason():
+    """Where a group's mode curvature falls below FLAT_MODE the Laplace value is no point (test_engine_modes.py):
+    the fit stops there and says why, and AGQ still gives an answer."""
     df = pd.DataFrame(GAMMA_IDENTITY_FLAT, columns=["y", "x", "g"])
     model = glmm_ext.GLMM.from_formula("y ~ x", df, groups="g", family=make_family("gamma", "identity"))
-    laplace = MarginalLikelihood(model.dist, model.design.engine_data(scale_response=True))
-    rejected = 0
-    for s in np.linspace(0.40189, 0.401892, 9):  # across the fold where the last group's two modes meet
-        f_value, _ = laplace(np.array([2.00005833, 0.77036853, s, -0.31066923]))  # near the old search's end
-        rejected += f_value == np.inf
-        assert f_value == np.inf or np.min(laplace.last_modes.H) > FLAT_MODE
-    assert rejected
-    f_value, grad = laplace(np.array([2.00005833, 0.77036853, 0.38, -0.31066923]))  # before the fold: a point
-    assert np.isfinite(f_value) and np.all(np.isfinite(grad)) and np.min(laplace.last_modes.H) > 0.5
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = model.fit(reml=False)
@@ -434,29 +255,3 @@ def test_a_flat_conditional_mode_is_outside_the_laplace_approximation():
     assert not res.converged and "Laplace approximation breaks down" in res.optsummary.message
     assert np.isfinite(res.llf) and np.all(np.isfinite(res.params))
     assert np.isfinite(scaled.llf) and not scaled.converged  # a node left the support: BFGS from the start
-
-
-def test_a_flat_mode_of_a_random_slope_model_is_no_point():
-    """The vector Laplace with Lambda = diag(s, 0) is the scalar one (to rounding), and the same flat modes
-    are outside it; its mode solver takes the observed curvature where it is positive definite (with
-    the working weights throughout it stopped after 60 steps, unconverged)."""
-    from glmm_ext.engine._laplace import FLAT_MODE, MarginalLikelihood
-    from glmm_ext.engine._laplace_vector import VectorData, VectorLaplace
-    from glmm_ext.engine._lmm_vector import LambdaPattern
-
-    df = pd.DataFrame(GAMMA_IDENTITY_FLAT, columns=["y", "x", "g"])
-    model = glmm_ext.GLMM.from_formula("y ~ x", df, groups="g", family=make_family("gamma", "identity"))
-    data = model.design.engine_data(scale_response=True)
-    n = data.y.size
-    X = np.asarray(data.X)
-    vector = VectorData(y=data.y, X=X, Z=np.column_stack([np.ones(n), X[:, 1]]), offset=np.zeros(n), m=np.ones(n),
-                        const=np.broadcast_to(data.const, (n,)).copy(), starts=data.starts, counts=data.counts)
-    rejected = 0
-    for s in [0.38, 0.4018, *np.linspace(0.40189, 0.401892, 9)]:
-        scalar = MarginalLikelihood(model.dist, data)(np.array([2.00005833, 0.77036853, s, -0.31066923]))[0]
-        objective = VectorLaplace(model.dist, vector, LambdaPattern(2, [[0], [1]]))
-        value, _ = objective(np.array([2.00005833, 0.77036853, s, 0.0, -0.31066923]))
-        assert value == pytest.approx(scalar, abs=1e-9) or (value == np.inf and scalar == np.inf)
-        rejected += value == np.inf
-        assert value == np.inf or np.linalg.eigvalsh(objective.last_modes.H)[:, 0].min() > FLAT_MODE
-    assert rejected

@@ -1,7 +1,7 @@
-"""statsmodels drop-in (issue 12): the formula machinery, the results API and the output, against MixedLM/GLM."""
+"""statsmodels drop-in: the formula machinery, the results API and the output, against MixedLM/GLM; the entry
+points with statsmodels' call signatures (mixedlm, the Bayes mixed GLM classes)."""
 import json
 import os
-import re
 import warnings
 
 import numpy as np
@@ -10,6 +10,7 @@ import pytest
 import statsmodels.api as sm
 import statsmodels.formula.api as smf
 import statsmodels.regression.tests.results as sm_results
+from statsmodels.genmod.bayes_mixed_glm import BinomialBayesMixedGLM, PoissonBayesMixedGLM
 
 import glmm_ext
 
@@ -226,40 +227,6 @@ def test_statsmodels_fit_options_and_bayes_fits():
         glmm_ext.BinomialMixedGLM(df["y"], df[["x1"]], None, None)
 
 
-PAIRS = [("gaussian", "identity"), ("gaussian", "log"), ("binomial", "logit"), ("binomial", "probit"),
-         ("poisson", "log"), ("poisson", "identity"), ("gamma", "log"), ("gamma", "inverse"), ("gamma", "identity")]
-
-
-@pytest.mark.parametrize("family,link", PAIRS)
-def test_summary_reads_well_for_every_family(family, link):
-    positive = link in ("identity", "inverse") and family != "gaussian"
-    df = glmm_ext.simulate(family, link, n_groups=35, group_size=4, scale=0.2, seed=1,
-                           beta=(3.0, 0.3, -0.2) if positive else (0.5, 0.8, -0.4), sigma_u=0.2 if positive else 0.6)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = glmm_ext.GLMM.from_formula("y ~ x1 + x2", df, groups="g",
-                                         family=glmm_ext.make_family(family, link)).fit()
-    text = res.summary().as_text()
-    lines = text.splitlines()
-    assert max(map(len, lines)) <= 100
-    assert len({len(line) for line in lines if re.fullmatch(r"[-=]+", line)}) == 1
-    assert "e+00" not in text and "e-" not in text.split("Fixed Effects")[1].split("Model Fit")[0]
-    assert "... 25 more groups (res.blup_table() has all 35)" in text
-    assert "too narrow" not in text  # 35 groups
-    assert all(len(line) <= 100 and not line.endswith(" ") for line in lines)
-
-
-def test_few_groups_caveat_and_reml_note():
-    df = glmm_ext.simulate("gaussian", n_groups=8, group_size=6, seed=3)
-    res = glmm_ext.GLMM.from_formula("y ~ x1", df, groups="g").fit()
-    text = res.summary(blup_rows=3).as_text()
-    assert "with 8 groups they can be too narrow" in text
-    assert "REML AIC and BIC compare only models with the same fixed effects" in text
-    assert "... 5 more groups" in text
-    with pytest.raises(ValueError, match="blup_rows"):
-        res.summary(blup_rows=-1)
-
-
 def test_array_model_predicts_on_the_new_rows_index():
     df = glmm_ext.simulate("gaussian", n_groups=10, group_size=5, seed=1)
     X = np.column_stack([np.ones(50), df["x1"]])
@@ -285,18 +252,6 @@ def test_exposure_column_is_taken_from_the_new_data():
     assert np.allclose(res.predict(new), expected)
     assert np.allclose(res.predict(new, exposure=np.ones(4)), expected / new["t"])
     assert np.allclose(by_offset.predict(new, offset="logexp"), expected, rtol=1e-6)
-
-
-def test_cleaned_data_for_pre_steps_equal_the_formula_fit(tracks):
-    """formula._data.from_formula (for steps such as lme4 bar terms that rewrite the formula first)."""
-    from glmm_ext.formula import _data
-
-    holes = tracks.assign(x=tracks["x"].where(tracks.index % 17 != 3))
-    clean = _data.from_formula("y ~ x + C(track)", holes, "g")
-    direct = glmm_ext.GLMM.from_formula("y ~ x + C(track)", holes, groups="g").fit()
-    via = glmm_ext.GLMM(None, None, None, _clean=clean, formula="y ~ x + C(track)").fit()
-    assert via.llf == pytest.approx(direct.llf, abs=1e-10) and via.n_dropped == direct.n_dropped > 0
-    assert np.allclose(via.predict(tracks.head(5)), direct.predict(tracks.head(5)))
 
 
 with open(os.path.join(os.path.dirname(__file__), "data", "dropin_bse_re.json")) as _fh:
@@ -372,3 +327,49 @@ def test_pickle_of_a_numpy_formula_loads_in_a_fresh_script(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert np.allclose(eval(out.stdout), res.predict(df.head(3)))  # noqa: S307 - a list of floats we printed
+
+
+# ---------------------------------------------------------------- entry points with statsmodels' signatures
+def test_mixedlm_call_matches_statsmodels():
+    df = glmm_ext.simulate("gaussian", n_groups=25, group_size=8, seed=2)
+    mine = glmm_ext.mixedlm("y ~ x1 + x2", df, groups=df["g"]).fit(reml=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = smf.mixedlm("y ~ x1 + x2", df, groups=df["g"]).fit(reml=True)
+    assert mine.llf == pytest.approx(theirs.llf, abs=1e-5)
+    assert np.allclose(mine.fe_params, theirs.fe_params, rtol=1e-5)
+    assert float(mine.cov_re.iloc[0, 0]) == pytest.approx(float(theirs.cov_re.iloc[0, 0]), rel=1e-4)
+    assert mine.scale == pytest.approx(theirs.scale, rel=1e-4)
+    assert set(mine.random_effects) == set(theirs.random_effects)
+
+
+def test_mixedlm_rejects_what_it_cannot_express():
+    df = glmm_ext.simulate("gaussian", n_groups=5, group_size=4, seed=2)
+    with pytest.raises(ValueError, match="groups has 3 values"):
+        glmm_ext.mixedlm("y ~ x1", df, groups=df["g"].to_numpy()[:3], re_formula="~x1")
+    with pytest.raises(ValueError, match="variance components"):
+        glmm_ext.mixedlm("y ~ x1", df, groups="g", vc_formula={"a": "0 + C(x2)"})
+
+
+@pytest.mark.parametrize("cls,bayes,family", [(glmm_ext.BinomialMixedGLM, BinomialBayesMixedGLM, "binomial"),
+                                              (glmm_ext.PoissonMixedGLM, PoissonBayesMixedGLM, "poisson")])
+def test_bayes_call_is_accepted_and_reaches_a_higher_likelihood(cls, bayes, family):
+    df = glmm_ext.simulate(family, n_groups=40, group_size=15, sigma_u=0.8, seed=3)
+    vc = {"g": "0 + C(g)"}
+    res = cls.from_formula("y ~ x1 + x2", vc, df).fit()
+    assert res.model.dist.name == family and res.model.group_name == "g"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        vb = bayes.from_formula("y ~ x1 + x2", vc, df).fit_vb()
+    # the variational fit lands near, but below, the maximum of the Laplace likelihood
+    vb_sd = float(np.exp(vb.vcp_mean[0]))
+    assert res.model.loglike(vb.fe_mean, vb_sd**2) <= res.llf + 1e-8
+    assert np.allclose(res.params, vb.fe_mean, atol=0.1)
+
+
+def test_bayes_call_rejects_other_variance_structures():
+    df = glmm_ext.simulate("binomial", n_groups=5, group_size=4, seed=2)
+    with pytest.raises(ValueError, match="random intercept"):
+        glmm_ext.BinomialMixedGLM.from_formula("y ~ x1", {"g": "0 + x1"}, df)
+    with pytest.raises(ValueError, match="exactly one"):
+        glmm_ext.BinomialMixedGLM.from_formula("y ~ x1", {"g": "0 + C(g)", "h": "0 + C(x2)"}, df)
