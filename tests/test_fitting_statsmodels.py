@@ -364,7 +364,7 @@ def test_bayes_call_is_accepted_and_reaches_a_higher_likelihood(cls, bayes, fami
     # the variational fit lands near, but below, the maximum of the Laplace likelihood
     vb_sd = float(np.exp(vb.vcp_mean[0]))
     assert res.model.loglike(vb.fe_mean, vb_sd**2) <= res.llf + 1e-8
-    assert np.allclose(res.params, vb.fe_mean, atol=0.1)
+    assert np.allclose(res.fe_mean, vb.fe_mean, atol=0.1)
 
 
 def test_bayes_call_rejects_other_variance_structures():
