@@ -213,7 +213,7 @@ def split_terms(spec, data, formula_mode="python", missing="drop"):
     keep = np.ones(len(data), dtype=bool)
     reasons = {}
     for name in spec.factors:  # listwise deletion across all grouping columns
-        bad = pd.isna(data[name]).to_numpy()
+        bad = np.array(pd.isna(data[name]).to_numpy(), dtype=bool)
         if data[name].dtype.kind == "f":
             bad |= np.isinf(data[name].to_numpy())
         if bad.any():
