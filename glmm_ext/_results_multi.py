@@ -200,7 +200,7 @@ def new_term_parts(res, exog, rows, groups, new_groups):
                                  f"{', '.join(map(repr, names[:5]))}")
             unseen_terms.append(f"{spec.group} ({len(names)}: {', '.join(map(repr, names[:3]))}"
                                 f"{' ...' if len(names) > 3 else ''})")
-        codes = codes.to_numpy(dtype=float, na_value=np.nan)
+        codes = np.array(codes.to_numpy(dtype=float, na_value=np.nan), dtype=float)
         codes[unseen] = -1
         Z = multi.z_matrix(k, exog[[c for c in exog.columns]])
         if len(Z) != len(codes):

@@ -50,5 +50,7 @@ def test_bayes_call_rejects_other_variance_structures():
     df = glmm_ext.simulate("binomial", n_groups=5, group_size=4, seed=2)
     with pytest.raises(ValueError, match="random intercept"):
         glmm_ext.BinomialMixedGLM.from_formula("y ~ x1", {"g": "0 + x1"}, df)
-    with pytest.raises(ValueError, match="exactly one"):
-        glmm_ext.BinomialMixedGLM.from_formula("y ~ x1", {"g": "0 + C(g)", "h": "0 + C(x2)"}, df)
+    crossed = glmm_ext.BinomialMixedGLM.from_formula("y ~ x1", {"g": "0 + C(g)", "h": "0 + C(x2)"}, df)
+    assert [t.group for t in crossed.design.terms.terms] == ["g", "x2"]  # BayesMixedGLM's crossed call
+    with pytest.raises(ValueError, match="random intercept"):
+        glmm_ext.BinomialMixedGLM.from_formula("y ~ x1", {"g": "0 + C(g)", "h": "0 + x1"}, df)

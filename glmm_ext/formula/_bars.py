@@ -281,9 +281,10 @@ def random_design(spec, data):
         raise ValueError("random slopes need a DataFrame with a unique index (use data.reset_index(drop=True))")
     frames, infos, blocks, names = [], [], [], []
     keep = np.ones(len(data), dtype=bool)
-    for term in spec.terms:
+    z_infos = _check_slope_dimensions(spec, data)
+    for term, z_info in zip(spec.terms, z_infos):
         try:
-            Zt = patsy.dmatrix(term.expr, data, NA_action="drop", return_type="dataframe")
+            (Zt,) = patsy.build_design_matrices([z_info], data, NA_action="drop", return_type="dataframe")
         except patsy.PatsyError as exc:
             raise ValueError(f"random-effects term {term.text!r}: {exc}") from None
         if Zt.shape[1] == 0:
@@ -310,6 +311,25 @@ def random_design(spec, data):
     return used, RandomDesign(Z=Z, names=names, blocks=blocks, group=spec.group, design_infos=infos, keep=keep,
                               exprs=[t.expr for t in spec.terms], source=used[named].copy(),
                               dropped_index=[] if keep.all() else list(data.index[~keep]))
+
+
+def _check_slope_dimensions(spec, data):
+    """The terms' patsy designs (nothing built) after checking from their sizes alone that the groups can
+    identify the covariance: a q x q covariance needs more than q groups (issue 23: a C(f) slope with
+    thousands of levels is refused before a dense rows x levels design is made)."""
+    n_groups = int(data[spec.group].nunique()) if spec.group in data.columns else None
+    bound = sum(_terms.quick_q(t.expr, data) for t in spec.terms)
+    if n_groups is not None and bound > 1 and n_groups <= bound:  # refused before patsy's contrasts are built
+        raise ValueError(f"{n_groups} groups cannot identify a random-effects covariance of at least {bound} x "
+                         f"{bound} ({' + '.join(t.expr for t in spec.terms)}); use fewer random terms or more groups")
+    infos = [_terms._z_info(_terms.TermSpec(t.expr, (t.group,), t.correlated, t.text), data) for t in spec.terms]
+    q = sum(len(info.column_names) for info in infos)
+    if n_groups is not None and q > 1 and n_groups <= q:
+        names = [c for info in infos for c in info.column_names]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise ValueError(f"{n_groups} groups cannot identify a {q} x {q} random-effects covariance ({shown}); "
+                         "use fewer random terms or more groups")
+    return infos
 
 
 def align(value, random):

@@ -143,6 +143,31 @@ class MultiDesign:
         return combined_labels(data, self.terms[k].spec.factors)
 
 
+def quick_q(expr, data):
+    """A lower bound on the number of z columns of `expr`, from the data's column types alone (patsy would
+    build a levels x levels contrast matrix first): a categorical factor C(f) of L levels gives L - 1
+    columns (L without an intercept), a numeric one 1, an interaction at least 1."""
+    try:
+        desc = patsy.ModelDesc.from_formula(expr)
+    except patsy.PatsyError:
+        return 1
+    q, intercept = 0, False
+    for term in desc.rhs_termlist:
+        if not term.factors:
+            intercept, q = True, q + 1
+            continue
+        if len(term.factors) > 1:
+            q += 1
+            continue
+        code = term.factors[0].code
+        match = re.match(r"^C\(\s*([A-Za-z_][A-Za-z0-9_.]*)", code)
+        name = match.group(1) if match else code
+        categorical = match is not None or (name in data.columns and (data[name].dtype.kind in "OSUb" or isinstance(
+            data[name].dtype, pd.CategoricalDtype)))
+        q += max(_n_levels(data[name]) - (1 if intercept else 0), 1) if categorical and name in data.columns else 1
+    return max(q, 1)
+
+
 def _z_info(spec, data):
     """patsy DesignInfo of a term's z expression, from the data's column types (no matrix is built)."""
     env = patsy.EvalEnvironment([{"np": np}])
@@ -219,8 +244,11 @@ def split_terms(spec, data, formula_mode="python", missing="drop"):
         if bad.any():
             reasons[name] = int(bad.sum())
             keep &= ~bad
+    for term in spec.terms:  # from the dimensions (a lower bound on q), before patsy builds anything
+        check_dimensions(term, quick_q(term.expr, data), _n_levels(combined_labels(data.loc[keep], term.factors)),
+                         int(keep.sum()))
     infos = [_z_info(t, data) for t in spec.terms]
-    for term, info in zip(spec.terms, infos):  # from the dimensions, before any z matrix is built
+    for term, info in zip(spec.terms, infos):  # the exact number of z columns
         check_dimensions(term, len(info.column_names), _n_levels(combined_labels(data.loc[keep], term.factors)),
                          int(keep.sum()))
     frames = []

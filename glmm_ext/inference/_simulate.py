@@ -141,6 +141,9 @@ class MultiSimulator(Simulator):
             return [modes for _, _, modes, _ in self.terms]
         return [rng.standard_normal(modes.shape) @ factor.T for _, _, modes, factor in self.terms]
 
+    def conditional_mean(self):
+        return self.link_inverse(self.linear_predictor(self.group_effects(None, "conditional")))
+
     def linear_predictor(self, effects):
         eta = np.array(self.eta_fixed, dtype=float)
         for (codes, Z, _, _), b in zip(self.terms, effects):
