@@ -53,12 +53,31 @@ def random_effects_se(res):
             for k, z, lv, _, _, s in _parts(res)}
 
 
+def vcomp_one(res):
+    """vcomp of a one-factor fit: each independent block a VarCorr group ("g", "g.1", ... as lme4 names the
+    blocks of (x || g) or (1 | g) + (0 + x | g))."""
+    if res.is_vector:
+        cov = res.cov_re.to_numpy()
+        names = list(res.cov_re.columns)
+        blocks = res.model.design.re_blocks or [list(range(len(names)))]
+    else:
+        cov, names, blocks = np.array([[res.var_re]]), ["Intercept"], [[0]]
+    group = res.group_name
+    parts = [(group if k == 0 else f"{group}.{k}", [names[j] for j in b], cov[np.ix_(b, b)])
+             for k, b in enumerate(blocks)]
+    return _vcomp_rows(res, parts)
+
+
 def vcomp(res):
     """lme4's VarCorr print as a DataFrame: Group, Name, Variance, Std.Dev., Corr (with the earlier columns of
     the same term, lower triangle, as VarCorr prints it), a row per term column and a Residual row."""
+    return _vcomp_rows(res, [(k, z, c) for k, z, _, c, _, _ in _parts(res)])
+
+
+def _vcomp_rows(res, parts):
     rows = []
     width = 0
-    for k, z, _, c, _, _ in _parts(res):
+    for k, z, c in parts:
         c = np.atleast_2d(np.asarray(c, float))
         sd = np.sqrt(np.clip(np.diag(c), 0.0, None))
         with np.errstate(invalid="ignore", divide="ignore"):

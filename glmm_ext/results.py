@@ -97,9 +97,7 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         """lme4's VarCorr print as a DataFrame (Group, Name, Variance, Std.Dev., Corr; a Residual row)."""
         if self.is_multi:
             return _rm.vcomp(self)
-        table = self.random_effects_table().reset_index()
-        first = table.columns[0]
-        return table.rename(columns={first: "Group", "Term": "Name", "Component": "Group"})
+        return _rm.vcomp_one(self)
 
     @cache_readonly
     def singular_terms(self):

@@ -47,7 +47,7 @@ def terms_of(model):
 NAB = (crossed()["a"].astype(str) + ":" + crossed()["b"]).nunique()  # a:b combinations observed
 SYNTAX = [
     ("y ~ x + (1|a) + (1|b)", {}, [("a", 8, ("Intercept",), True), ("b", 6, ("Intercept",), True)]),
-    ("y ~ x + (1 | a / b)", {}, [("a", 8, ("Intercept",), True), ("a:b", NAB, ("Intercept",), True)]),
+    ("y ~ x + (1 | a / b)", {}, [("a", 8, ("Intercept",), True), ("b:a", NAB, ("Intercept",), True)]),
     ("y ~ x + (1|a) + (1|a:b)", {}, [("a", 8, ("Intercept",), True), ("a:b", NAB, ("Intercept",), True)]),
     ("y ~ x + (x|a) + (1|b)", {}, [("a", 8, ("Intercept", "x"), True), ("b", 6, ("Intercept",), True)]),
     ("y ~ x + (x||a) + (1|b)", {}, [("a", 8, ("Intercept", "x"), False), ("b", 6, ("Intercept",), True)]),
@@ -74,9 +74,9 @@ def test_nested_levels_are_the_observed_combinations():
     df = crossed()
     model = glmm_ext.GLMM.from_formula("y ~ x + (1|a/b)", df)
     levels = model.design.terms.levels[1]
-    assert set(levels) == set(df["a"].astype(str) + ":" + df["b"])
+    assert set(levels) == set(df["b"] + ":" + df["a"].astype(str))  # lme4's b:a
     term = model.design.terms.terms[1]
-    assert np.array_equal(levels[term.codes], (df["a"].astype(str) + ":" + df["b"]).to_numpy())
+    assert np.array_equal(levels[term.codes], (df["b"] + ":" + df["a"].astype(str)).to_numpy())
 
 
 @pytest.mark.parametrize("formula,group,has_z", [("y ~ x + (1|a:b)", "a:b", False), ("y ~ x + (x|a:b)", "a:b", True)])

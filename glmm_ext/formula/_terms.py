@@ -1,6 +1,6 @@
 """Several random-effect terms: lme4's ``(1 | a) + (1 | b)``, ``(1 | a/b)``, ``(1 | a:b)``, ``(x | a) + (1 | b)``.
 
-`expand_group` turns a bar's grouping part into grouping factors (``a/b`` is ``a`` and ``a:b``);
+`expand_group` turns a bar's grouping part into grouping factors (``a/b`` is ``a`` and ``b:a``, as lme4);
 `split_terms` builds, for the rows where every term is defined, each term's z columns and level
 labels (after checking from the DIMENSIONS alone that the terms can be identified, so that nothing
 large is built for a design that is refused); `attach_terms` gives the model's Design the engine's
@@ -50,7 +50,8 @@ class MultiSpec:
 
 
 def expand_group(text, term_text):
-    """Grouping factors of a bar's right side: ``a`` -> [(a,)], ``a:b`` -> [(a, b)], ``a/b`` -> [(a,), (a, b)]."""
+    """Grouping factors of a bar's right side: ``a`` -> [(a,)], ``a:b`` -> [(a, b)], ``a/b`` -> [(a,), (b, a)]
+    (lme4 expands ``a/b`` to ``a + b:a``, and names the term and its levels so: "Variety:Block", "Golden Rain:I")."""
     group = text.strip()
     if group.startswith("(") and group.endswith(")"):
         group = group[1:-1].strip()
@@ -63,15 +64,15 @@ def expand_group(text, term_text):
             if not _NAME.match(name):
                 raise ValueError(f"random-effects term {term_text!r}: {name!r} is not a column name")
     out = []
-    for k in range(len(levels)):  # a/b/c = a + a:b + a:b:c
-        out.append(tuple(f for part in levels[: k + 1] for f in part))
+    for k in range(len(levels)):  # a/b/c = a + b:a + c:b:a (lme4's names: the inner factor first)
+        out.append(tuple(reversed([f for part in levels[: k + 1] for f in part])) if k else levels[0])
     return out
 
 
 def terms_of(bars):
     """TermSpecs of parsed bar terms (``_bars.BarTerm``): nesting expanded, each term in the user's order.
 
-    ``(x | a/b)`` gives ``(x | a) + (x | a:b)``, as lme4."""
+    ``(x | a/b)`` gives ``(x | a) + (x | b:a)``, as lme4."""
     out = []
     for bar in bars:
         for factors in expand_group(bar.group, bar.text):
