@@ -544,6 +544,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         """Caterpillar plot of the random intercepts with Wald intervals (needs the ``plot`` extra)."""
         from .plotting import plot_blups
 
+        if self.is_multi:
+            raise _rm.not_for_terms("plot_blups")
         return plot_blups(self, ax=ax, alpha=alpha)
 
     def plot_diagnostics(self, fig=None):

@@ -331,7 +331,7 @@ def test_methods_without_a_multiterm_form_say_so(crossed_fit):
     _, res = crossed_fit
     for call in (lambda: res.conf_int(method="profile"), lambda: res.conf_int(method="boot", nsim=2),
                  lambda: res.test_random_effect(), lambda: res.bse_re, lambda: res.random_effects_cov,
-                 lambda: res.icc_at(1.0)):
+                 lambda: res.icc_at(1.0), lambda: res.plot_blups()):
         with pytest.raises(NotImplementedError, match="several random-effect terms"):
             call()
     assert res.conf_int().shape == (2, 2)
@@ -385,3 +385,10 @@ def test_cli_fits_several_terms(dense_engine, tmp_path):
     result = json.loads((tmp_path / "r.json").read_text())
     assert [row["Group"] for row in result["vcomp"]] == ["a", "b", "Residual"]
     assert set(result["blups"]) == {"a", "b"}
+
+
+def test_fit_many_refuses_several_terms():
+    df = crossed()
+    df["y2"] = df["y"] + 1.0
+    with pytest.raises(NotImplementedError, match="several random-effect terms"):
+        glmm_ext.fit_many(df, ["y", "y2"], "~ x + (1|a) + (1|b)", groups="a", n_jobs=1)
