@@ -274,16 +274,19 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         """Negative binomial theta = 1/alpha (glmmTMB's and glmer.nb's parametrisation); None otherwise."""
         return None if self.alpha is None else 1.0 / self.alpha
 
-    def test_random_effect(self):
+    def test_random_effect(self, term=None):
         """LRT of "no random effects" against the GLM (see glmm_ext._comparison.test_random_effect).
 
         Random intercept: p = 0.5 chi2_0 + 0.5 chi2_1 (Self & Liang 1987).  Random slopes: ``pvalue`` is the
         conservative chi2 with df = the number of covariance parameters, and ``pvalue_mixture`` the
-        approximation 0.5 chi2_{df-1} + 0.5 chi2_df."""
+        approximation 0.5 chi2_{df-1} + 0.5 chi2_df.  With several random-effect terms, ``term`` (a key of
+        ``cov_re``) is tested against the model refitted without it (``llf_glm`` then holds that fit's llf)."""
         from .inference._comparison import test_random_effect
 
         if self.is_multi:
-            raise _rm.not_for_terms("test_random_effect")
+            return _rm.test_random_effect(self, term)
+        if term is not None and term != self.group_name:
+            raise ValueError(f"test_random_effect: this fit has one grouping factor, {self.group_name!r}")
         return test_random_effect(self)
 
     def simulate(self, nsim=1, seed=None, use_re="conditional"):

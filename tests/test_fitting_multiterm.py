@@ -330,7 +330,7 @@ def test_r2_sums_the_components(crossed_fit):
 def test_methods_without_a_multiterm_form_say_so(crossed_fit):
     _, res = crossed_fit
     for call in (lambda: res.conf_int(method="profile"), lambda: res.conf_int(method="boot", nsim=2),
-                 lambda: res.test_random_effect(), lambda: res.bse_re, lambda: res.random_effects_cov,
+                 lambda: res.bse_re, lambda: res.random_effects_cov,
                  lambda: res.icc_at(1.0), lambda: res.plot_blups()):
         with pytest.raises(NotImplementedError, match="several random-effect terms"):
             call()
@@ -392,3 +392,17 @@ def test_fit_many_refuses_several_terms():
     df["y2"] = df["y"] + 1.0
     with pytest.raises(NotImplementedError, match="several random-effect terms"):
         glmm_ext.fit_many(df, ["y", "y2"], "~ x + (1|a) + (1|b)", groups="a", n_jobs=1)
+
+
+def test_random_effect_of_one_term_against_the_model_without_it(crossed_fit):
+    df, res = crossed_fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        without = glmm_ext.GLMM.from_formula("y ~ x + (1|a)", df).fit()
+    test = res.test_random_effect("b")
+    assert test.df == 1 and test.llf_glm == pytest.approx(without.llf, abs=1e-5)
+    assert test.statistic == pytest.approx(2 * (res.llf - without.llf), abs=2e-5) and test.statistic > 1
+    from scipy import stats
+    assert test.pvalue == pytest.approx(0.5 * stats.chi2.sf(test.statistic, 1))
+    with pytest.raises(ValueError, match="give one of the terms"):
+        res.test_random_effect("zz")
