@@ -80,7 +80,7 @@ def _fd_grad_hess(fun, x, f0, lb, step):
     return g, H
 
 
-def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True, fd_step=None, need_hessian=False):
+def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True, fd_step=None, rough=False):
     """Minimise `fun` subject to x >= lb: L-BFGS-B on finite differences, then a check that the end is
     a minimum: central-difference gradient and Hessian over the free coordinates, Newton steps while
     the scaled gradient g'H^{-1}g / 2 exceeds `tol`, and at each coordinate held at its bound a probe
@@ -96,7 +96,8 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
     decrement = np.inf
     for _restart in range(4):
         res = optimize.minimize(obj, x, method="L-BFGS-B", bounds=bounds,
-                                options={"maxiter": maxiter, "ftol": 1e-13, "gtol": 1e-7, "maxls": 40,
+                                options={"maxiter": maxiter, "ftol": 1e-9 if rough else 1e-13,
+                                         "gtol": 1e-4 if rough else 1e-7, "maxls": 40,
                                          **({"eps": fd_step} if fd_step else {})})
         iters += int(res.nit)
         x = obj.best_x if obj.best_x is not None else np.asarray(res.x, float)
@@ -122,37 +123,12 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
         if better is not None:
             x = better
             continue
-        if not need_hessian:  # cheap check first: central gradient with L-BFGS-B's inverse Hessian
-            g, at_bound = _fd_grad(obj, x, f, lb, step)
-            free = ~(at_bound & (g >= 0))
-            try:
-                hinv = res.hess_inv.todense()
-                decrement = 0.5 * float(g[free] @ hinv[np.ix_(free, free)] @ g[free])
-            except (AttributeError, ValueError):
-                decrement = np.inf
-            if np.isfinite(decrement) and 0.0 <= decrement < tol:
-                return BoundedResult(x, f, None, free, True, "converged: scaled gradient below tolerance",
-                                     iters, obj.n, decrement)
         x, f, H, free, decrement, ok = _newton_polish(obj, x, f, lb, tol, step)
         if ok:
             return BoundedResult(x, f, H, free, True, "converged: scaled gradient below tolerance", iters, obj.n,
                                  decrement)
         message = f"the scaled gradient g'H^-1g/2 = {decrement:.3g} stays above {tol:g}"
     return BoundedResult(x, f, H, x > lb, False, message, iters, obj.n, decrement)
-
-
-def _fd_grad(fun, x, f0, lb, step):
-    """Central-difference gradient (forward at a lower bound) and the at-bound mask."""
-    k = len(x)
-    h = step * np.maximum(1.0, np.abs(x))
-    at_bound = x - h < lb
-    g = np.empty(k)
-    for i in range(k):
-        e = np.zeros(k)
-        e[i] = h[i]
-        up = fun(x + e)
-        g[i] = (up - f0) / h[i] if at_bound[i] else (up - fun(x - e)) / (2.0 * h[i])
-    return g, at_bound
 
 
 def _newton_polish(obj, x, f, lb, tol, step, max_steps=8):
@@ -258,5 +234,6 @@ def fit_gaussian(structure, y, X, weights=None, reml=True, n_obs=None, maxiter=2
     log_w = 0.0 if weights is None else float(np.sum(np.log(weights)))
     prof = GaussianProfile(structure, y, X, weights, reml, n_obs, log_w)
     lb = structure.lower_bounds()
-    res = minimize_bounded(prof, structure.start_params(), lb, maxiter=maxiter, tol=tol)
+    # the decrement is in deviance units; Newton's last steps are cheap, so far below the caller's tol
+    res = minimize_bounded(prof, structure.start_params(), lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-3)
     return prof, res
