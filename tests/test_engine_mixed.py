@@ -399,3 +399,17 @@ def test_several_terms_against_r(name):
     se = dict(zip(names, np.sqrt(np.diag(fit.cov_beta))))
     for r_name, value in ref_se.items():
         assert se[py[r_name]] == pytest.approx(value, rel=2e-2)
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_gaussian_profile_gradient_matches_differences(reml):
+    """The analytic gradient of the profiled deviance (scalar terms) against central differences, with
+    prior weights and three crossed/nested terms."""
+    df = pd.read_csv(MULTI / "grouseticks.csv", dtype={c: str for c in ("BROOD", "INDEX", "LOCATION", "YEAR")})
+    y, X, S = parse("HEIGHTc ~ C(YEAR) + (1|BROOD) + (1|INDEX) + (1|LOCATION)", df)
+    prof = GaussianProfile(S, np.asarray(y, float)[:, 0], X, reml=reml, weights=np.linspace(0.5, 2.0, len(df)))
+    x = np.array([0.7, 0.3, 1.2])
+    _, g = prof.value_and_grad(x)
+    h = 1e-6
+    fd = [(prof(x + h * e) - prof(x - h * e)) / (2 * h) for e in np.eye(3)]
+    np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-5)

@@ -187,6 +187,26 @@ def crossprods(layout, w, F=None):
     return CrossProducts(A11, AR1, ARR, AF1, AFR, AFF)
 
 
+#: K matrices (AR1 diag(t1^2) AR1') kept per cross-product set
+SCHUR_CACHE = 4
+
+
+def schur_product(cp, lam1, t1):
+    """AR1 diag(t1^2) AR1' (dense), cached on `cp` by `lam1`, the first term's lambda (or a key derived from it),
+    of which t1 is a function."""
+    cache = cp.__dict__.setdefault("_schur_cache", [])
+    for key, K in cache:
+        if key == lam1:
+            return K
+    B = cp.AR1.copy()
+    B.data *= t1[B.indices]
+    K = (B @ B.T).toarray()
+    cache.append((lam1, K))
+    if len(cache) > SCHUR_CACHE:
+        cache.pop(0)
+    return K
+
+
 def _csr_rows(A):
     """Row index of each stored entry of a CSR matrix (cached on the matrix: its pattern is fixed)."""
     rows = getattr(A, "_row_of_entry", None)
@@ -241,20 +261,25 @@ class Factor:
         logdet = 2.0 * float(np.sum(np.log(np.diagonal(self.L11, axis1=1, axis2=2))))
         nR = layout.nR
         self.LamR = _lambda_rest(layout, lams)
-        if nR and all(q == 1 for q in layout.q):  # scalar terms: Lambda is diagonal, scale entries in place
+        if nR and all(q == 1 for q in layout.q):
+            # scalar terms: Lambda is diagonal.  LR1 LR1' = Lam_R K Lam_R with K = AR1 diag(t1^2) AR1' a function of
+            # the first term's lambda alone: kept for the last few values (finite differences in the other
+            # parameters, and the Gaussian profile's fixed cross-products, reuse it)
             lamR = self.LamR.diagonal()
+            t1 = T1[:, 0, 0]
             LR1 = cp.AR1.copy()
-            LR1.data *= lamR[_csr_rows(cp.AR1)] * T1[:, 0, 0][cp.AR1.indices]
+            LR1.data *= lamR[_csr_rows(cp.AR1)] * t1[cp.AR1.indices]
             self.LR1 = LR1
-            S = cp.ARR * lamR[:, None]
+            S = cp.ARR - schur_product(cp, float(lam1[0, 0]), t1)
+            S *= lamR[:, None]
             S *= lamR[None, :]
         elif nR:
             self.LR1 = (self.LamR.T @ cp.AR1 @ T1s).tocsr()
             S = np.asarray(self.LamR.T @ cp.ARR)
             S = np.asarray(self.LamR.T @ S.T).T
+            S -= (self.LR1 @ self.LR1.T).toarray()
         if nR:
             S[np.diag_indices(nR)] += 1.0
-            S -= (self.LR1 @ self.LR1.T).toarray()
             self.LRR = linalg.cholesky(S, lower=True, overwrite_a=True, check_finite=False)
             logdet += 2.0 * float(np.sum(np.log(np.diag(self.LRR))))
         else:
