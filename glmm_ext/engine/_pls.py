@@ -114,10 +114,48 @@ class CrossProducts:
     AFF: np.ndarray  # (m, m)
 
 
+def _crossprod_plan(layout):
+    """Index arrays that turn per-row weights into the blocks AR1 (CSR) and ARR (dense) by bincounts:
+    the pattern of Z'WZ does not depend on W, so it is found once (np.unique over the rows' level pairs)."""
+    plan = getattr(layout, "_plan", None)
+    if plan is not None:
+        return plan
+    n, n1, nR, K = layout.n, layout.n1, layout.nR, len(layout.terms)
+    q1, c1, Z1 = layout.q[0], layout.codes[0], layout.Z[0]
+    rows_of = {}  # (pos, a) -> row index of each data row inside the R block
+    for pos in range(1, K):
+        for a in range(layout.q[pos]):
+            rows_of[pos, a] = (layout.offsets[pos] - n1) + layout.codes[pos] * layout.q[pos] + a
+    keys, zz = [], []
+    for pos in range(1, K):
+        for a in range(layout.q[pos]):
+            for b in range(q1):
+                keys.append(rows_of[pos, a].astype(np.int64) * n1 + (c1 * q1 + b))
+                zz.append(layout.Z[pos][:, a] * Z1[:, b])
+    if keys:
+        uniq, inv = np.unique(np.concatenate(keys), return_inverse=True)
+        row_of = uniq // n1
+        r1 = (inv.astype(np.intp), np.concatenate(zz), (uniq % n1).astype(np.int32),
+              np.searchsorted(row_of, np.arange(nR + 1)).astype(np.int32), len(uniq))
+        flat, zr = [], []
+        for pos in range(1, K):
+            for pos2 in range(1, K):
+                for a in range(layout.q[pos]):
+                    for b in range(layout.q[pos2]):
+                        flat.append(rows_of[pos, a].astype(np.int64) * nR + rows_of[pos2, b])
+                        zr.append(layout.Z[pos][:, a] * layout.Z[pos2][:, b])
+        rr = (np.concatenate(flat), np.concatenate(zr), len(flat))
+    else:
+        r1 = rr = None
+    layout._plan = (r1, rr)
+    return layout._plan
+
+
 def crossprods(layout, w, F=None):
     """The weighted cross-products of [Z F] by blocks: O(n (sum q)^2) once per weight vector `w`."""
     q1, nl1 = layout.q[0], layout.n_levels[0]
     c1, Z1 = layout.codes[0], layout.Z[0]
+    w = np.asarray(w, float)
     A11 = np.empty((nl1, q1, q1))
     for a in range(q1):
         for b in range(a, q1):
@@ -125,27 +163,17 @@ def crossprods(layout, w, F=None):
             A11[:, a, b] = v
             A11[:, b, a] = v
     nR = layout.nR
-    ARR = np.zeros((nR, nR))
-    blocks_R1 = []
-    Zw1 = layout.Zt[0].multiply(w[None, :]).tocsr() if nR else None
-    base = layout.n1
-    for pos in range(1, len(layout.terms)):
-        q, nl, codes, Z = layout.q[pos], layout.n_levels[pos], layout.codes[pos], layout.Z[pos]
-        lo = layout.offsets[pos] - base
-        blocks_R1.append((layout.Zt[pos] @ Zw1.T).tocsr())
-        idx = lo + np.arange(nl)[:, None] * q
-        for a in range(q):  # the term's own (block-diagonal) part
-            for b in range(a, q):
-                v = np.bincount(codes, weights=w * Z[:, a] * Z[:, b], minlength=nl)
-                ARR[idx[:, 0] + a, idx[:, 0] + b] = v
-                ARR[idx[:, 0] + b, idx[:, 0] + a] = v
-        Zwk = layout.Zt[pos].multiply(w[None, :]).tocsr()
-        for pos2 in range(pos + 1, len(layout.terms)):  # cross blocks between the other terms
-            lo2 = layout.offsets[pos2] - base
-            block = (layout.Zt[pos2] @ Zwk.T).toarray()
-            ARR[lo2:lo2 + block.shape[0], lo:lo + block.shape[1]] = block
-            ARR[lo:lo + block.shape[1], lo2:lo2 + block.shape[0]] = block.T
-    AR1 = sparse.vstack(blocks_R1).tocsr() if blocks_R1 else sparse.csr_matrix((0, layout.n1))
+    r1, rr = _crossprod_plan(layout)
+    if r1 is not None:
+        inv, zz, indices, indptr, nnz = r1
+        reps = len(zz) // layout.n
+        data = np.bincount(inv, weights=(np.tile(w, reps) if reps > 1 else w) * zz, minlength=nnz)
+        AR1 = sparse.csr_matrix((data, indices, indptr), shape=(nR, layout.n1))
+        flat, zr, reps = rr
+        ARR = np.bincount(flat, weights=(np.tile(w, reps) if reps > 1 else w) * zr, minlength=nR * nR)
+        ARR = ARR.reshape(nR, nR)
+    else:
+        AR1, ARR = sparse.csr_matrix((0, layout.n1)), np.zeros((0, 0))
     if F is None:
         m = 0
         AF1, AFR, AFF = np.zeros((0, layout.n1)), np.zeros((0, nR)), np.zeros((0, 0))
@@ -157,6 +185,26 @@ def crossprods(layout, w, F=None):
                if nR else np.zeros((m, 0)))
         AFF = F.T @ WF
     return CrossProducts(A11, AR1, ARR, AF1, AFR, AFF)
+
+
+#: K matrices (AR1 diag(t1^2) AR1') kept per cross-product set
+SCHUR_CACHE = 4
+
+
+def schur_product(cp, lam1, t1):
+    """AR1 diag(t1^2) AR1' (dense), cached on `cp` by `lam1`, the first term's lambda (or a key derived from it),
+    of which t1 is a function."""
+    cache = cp.__dict__.setdefault("_schur_cache", [])
+    for key, K in cache:
+        if key == lam1:
+            return K
+    B = cp.AR1.copy()
+    B.data *= t1[B.indices]
+    K = (B @ B.T).toarray()
+    cache.append((lam1, K))
+    if len(cache) > SCHUR_CACHE:
+        cache.pop(0)
+    return K
 
 
 def _csr_rows(A):
@@ -213,20 +261,25 @@ class Factor:
         logdet = 2.0 * float(np.sum(np.log(np.diagonal(self.L11, axis1=1, axis2=2))))
         nR = layout.nR
         self.LamR = _lambda_rest(layout, lams)
-        if nR and all(q == 1 for q in layout.q):  # scalar terms: Lambda is diagonal, scale entries in place
+        if nR and all(q == 1 for q in layout.q):
+            # scalar terms: Lambda is diagonal.  LR1 LR1' = Lam_R K Lam_R with K = AR1 diag(t1^2) AR1' a function of
+            # the first term's lambda alone: kept for the last few values (finite differences in the other
+            # parameters, and the Gaussian profile's fixed cross-products, reuse it)
             lamR = self.LamR.diagonal()
+            t1 = T1[:, 0, 0]
             LR1 = cp.AR1.copy()
-            LR1.data *= lamR[_csr_rows(cp.AR1)] * T1[:, 0, 0][cp.AR1.indices]
+            LR1.data *= lamR[_csr_rows(cp.AR1)] * t1[cp.AR1.indices]
             self.LR1 = LR1
-            S = cp.ARR * lamR[:, None]
+            S = cp.ARR - schur_product(cp, float(lam1[0, 0]), t1)
+            S *= lamR[:, None]
             S *= lamR[None, :]
         elif nR:
             self.LR1 = (self.LamR.T @ cp.AR1 @ T1s).tocsr()
             S = np.asarray(self.LamR.T @ cp.ARR)
             S = np.asarray(self.LamR.T @ S.T).T
+            S -= (self.LR1 @ self.LR1.T).toarray()
         if nR:
             S[np.diag_indices(nR)] += 1.0
-            S -= (self.LR1 @ self.LR1.T).toarray()
             self.LRR = linalg.cholesky(S, lower=True, overwrite_a=True, check_finite=False)
             logdet += 2.0 * float(np.sum(np.log(np.diag(self.LRR))))
         else:
