@@ -244,8 +244,12 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         alpha = check_alpha(alpha)
         if method is None:
             return super().conf_int(alpha=alpha)
-        if self.is_multi:
-            raise _rm.not_for_terms(f"conf_int(method={method!r})")
+        if self.is_multi:  # several terms: the parametric bootstrap
+            if method != "boot":
+                raise _rm.not_for_terms(f"conf_int(method={method!r}) (use method='boot')")
+            from .inference._bootstrap_multi import bootstrap_intervals
+
+            return bootstrap_intervals(self, alpha, nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress)
         from .inference import _bootstrap
         from .inference import _intervals
         from .inference import _intervals_vector

@@ -329,7 +329,7 @@ def test_r2_sums_the_components(crossed_fit):
 
 def test_methods_without_a_multiterm_form_say_so(crossed_fit):
     _, res = crossed_fit
-    for call in (lambda: res.conf_int(method="profile"), lambda: res.conf_int(method="boot", nsim=2),
+    for call in (lambda: res.conf_int(method="profile"), lambda: res.conf_int(method="wald"),
                  lambda: res.bse_re, lambda: res.random_effects_cov,
                  lambda: res.icc_at(1.0), lambda: res.plot_blups()):
         with pytest.raises(NotImplementedError, match="several random-effect terms"):
@@ -406,3 +406,17 @@ def test_random_effect_of_one_term_against_the_model_without_it(crossed_fit):
     assert test.pvalue == pytest.approx(0.5 * stats.chi2.sf(test.statistic, 1))
     with pytest.raises(ValueError, match="give one of the terms"):
         res.test_random_effect("zz")
+
+
+def test_bootstrap_intervals_cover_the_estimates_and_repeat_with_the_seed(dense_engine):
+    df = crossed(n=80, seed=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = glmm_ext.GLMM.from_formula("y ~ x + (1|a) + (1|b)", df).fit(reml=False)
+        ci = res.conf_int(method="boot", nsim=12, seed=3)
+        again = res.conf_int(method="boot", nsim=12, seed=3)
+    assert list(ci.index) == ["Intercept", "x", "a SD Intercept", "b SD Intercept", "Residual SD"]
+    assert ci.equals(again) and ci.attrs["n_failed"] <= 2
+    estimate = [res.params["x"], np.sqrt(res.scale)]
+    assert ci.loc["x", "lower"] < estimate[0] < ci.loc["x", "upper"]
+    assert ci.loc["Residual SD", "lower"] < estimate[1] < ci.loc["Residual SD", "upper"]
