@@ -413,3 +413,16 @@ def test_gaussian_profile_gradient_matches_differences(reml):
     h = 1e-6
     fd = [(prof(x + h * e) - prof(x - h * e)) / (2 * h) for e in np.eye(3)]
     np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["cbpp_obs", "grouse_nbinom2"])
+def test_laplace_beta_gradient_matches_differences(name):
+    """value_and_grad: the analytic beta part (modes moving with beta, row leverages) against differences."""
+    v, y, X, S, names, d, trials = _reference_problem(name)
+    m = np.ones(len(y)) if trials is None else trials
+    model = MixedGLMM(S, d, y, X, np.zeros(len(y)), m, d.log_constant(y, m))
+    theta = S.pack_covariances(_covs_from_varcorr(S, v["glmmTMB"]["varcorr"])) * 1.2
+    x = np.concatenate([np.linspace(-1.0, 0.5, X.shape[1]), theta, [np.log(0.3)] if d.has_dispersion else []])
+    _, g = model.value_and_grad(x)
+    fd = [(model(x + 1e-4 * e) - model(x - 1e-4 * e)) / 2e-4 for e in np.eye(len(x))]
+    np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-5)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import linalg, sparse
+from scipy.linalg import lapack
 
 #: random effects of the terms after the first beyond which their dense Schur block is refused
 MAX_DENSE_REST = 20_000
@@ -348,6 +349,21 @@ class Factor:
             xF = linalg.solve_triangular(self.LFF, yF, lower=True, trans="T", check_finite=False)
         x1, xR = self.backward(y1, yR, xF)
         return np.concatenate([x1, xR] + ([xF] if xF is not None else []))
+
+    def dense_inverse(self):
+        """(Lambda'Z'WZ Lambda + I)^{-1} as a dense array (engine order), from the blocked factor (small models)."""
+        lay = self.layout
+        q1, n1, nR = lay.q[0], lay.n1, lay.nR
+        L = np.zeros((n1 + nR, n1 + nR))
+        idx = np.arange(n1).reshape(-1, q1)
+        L[idx[:, :, None], idx[:, None, :]] = self.L11
+        if nR:
+            L[n1:, :n1] = self.LR1.toarray()
+            L[n1:, n1:] = self.LRR
+        inv, info = lapack.dpotri(L, lower=1)
+        if info != 0:
+            raise linalg.LinAlgError("singular factor")
+        return np.tril(inv) + np.tril(inv, -1).T
 
     def inverse_diag_blocks(self, chunk=2000):
         """Per term (engine order): (n_levels, q, q) diagonal blocks of (Lambda'Z'WZ Lambda + I)^{-1}."""
