@@ -426,3 +426,62 @@ def test_laplace_beta_gradient_matches_differences(name):
     _, g = model.value_and_grad(x)
     fd = [(model(x + 1e-4 * e) - model(x - 1e-4 * e)) / 2e-4 for e in np.eye(len(x))]
     np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- boundary and bad input
+def test_singular_gaussian_reaches_zero():
+    df = pd.read_csv(DATA / "dyestuff2.csv")
+    y, X, S = parse("Yield ~ 1 + (1|Batch)", df)
+    fit = fit_mixed(np.asarray(y, float)[:, 0], X, S, dist("gaussian"), reml=True)
+    assert fit.cov_params[0] == 0.0 and fit.singular == [True]
+    assert fit.llf == pytest.approx(_one_term_reference()["dyestuff2_singular"]["best"]["best_loglik"], abs=1e-8)
+
+
+def test_glmm_term_at_zero_equals_model_without_it():
+    """A term whose variance ends at exactly 0 contributes nothing: the fit equals the one without the term."""
+    rng = np.random.default_rng(1)
+    n = 300
+    a, b, x = rng.integers(0, 10, n), rng.integers(0, 6, n), rng.normal(size=n)
+    y = rng.poisson(np.exp(0.2 + 0.3 * x + rng.normal(0, 0.6, 10)[a])).astype(float)
+    df = pd.DataFrame({"y": y, "x": x, "a": a, "b": b})
+    _, X, S = parse("y ~ x + (1|a) + (1|b)", df)
+    fit = fit_mixed(y, X, S, dist("poisson"))
+    assert fit.converged and fit.cov_params[1] == 0.0 and fit.singular == [False, True]
+    _, X1, S1 = parse("y ~ x + (1|a)", df)
+    one = fit_mixed(y, X1, S1, dist("poisson"))
+    assert fit.llf == pytest.approx(one.llf, abs=1e-7)
+    np.testing.assert_allclose(fit.beta, one.beta, atol=1e-4)
+
+
+def test_bad_input_is_a_clear_value_error():
+    df = _penicillin()
+    y, X, S = parse("diameter ~ 1 + (1|plate) + (1|sample)", df)
+    y = np.asarray(y, float)[:, 0]
+    d = dist("gaussian")
+    with pytest.raises(ValueError, match="rank deficient"):
+        fit_mixed(y, np.column_stack([X, X]), S, d)
+    with pytest.raises(ValueError, match="rows"):
+        fit_mixed(y[:-1], X[:-1], S, d)
+    with pytest.raises(ValueError, match="finite"):
+        fit_mixed(np.where(np.arange(len(y)) == 3, np.nan, y), X, S, d)
+    with pytest.raises(ValueError, match="prior_weights"):
+        fit_mixed(y, X, S, d, prior_weights=-np.ones(len(y)))
+    with pytest.raises(ValueError, match="codes"):
+        ReStructure((ReTerm("g", np.array([0, 1, 5]), 3, np.ones((3, 1)), ("Intercept",)),))
+    with pytest.raises(ValueError, match="1 level"):
+        one = ReStructure((ReTerm("g", np.zeros(len(y), np.int64), 1, np.ones((len(y), 1)), ("Intercept",)),))
+        fit_mixed(y, X, one, d)
+    y_copy, X_copy = y.copy(), X.copy()
+    fit_mixed(y, X, S, d)
+    assert np.array_equal(y, y_copy) and np.array_equal(X, X_copy)  # the caller's data untouched
+
+
+def test_packer_round_trip_and_bounds():
+    df = _oats()
+    _, _, S = parse("Q('yield') ~ nitro + (nitro|Block) + (1|Block:Variety) + (nitro||Variety)", df)
+    covs = [np.array([[4.0, 1.0], [1.0, 2.0]]), np.array([[3.0]]), np.array([[1.5]]), np.array([[0.5]])]
+    params = S.pack_covariances(covs, scale=2.0)
+    assert S.n_cov_params == 3 + 1 + 1 + 1 == len(params)
+    for got, want in zip(S.covariances(params, scale=2.0), covs):
+        np.testing.assert_allclose(got, want)
+    np.testing.assert_array_equal(S.lower_bounds(), [0.0, -np.inf, 0.0, 0.0, 0.0, 0.0])
