@@ -27,6 +27,9 @@ MULTI = DATA / "multiterm"
 
 
 # ----------------------------------------------------------------------------- helpers
+LEVELS = {}  # (group, level label) -> code, for comparisons with R's per-level output
+
+
 def _term(df, group, zform="1", correlated=True):
     """ReTerm for a grouping expression `group` ('g' or 'a:b') and z formula."""
     parts = group.split(":")
@@ -34,6 +37,7 @@ def _term(df, group, zform="1", correlated=True):
     for part in parts[1:]:
         labels = labels + ":" + df[part].astype(str)
     codes, levels = pd.factorize(labels, sort=True)
+    LEVELS[group] = {str(lev): j for j, lev in enumerate(levels)}
     dm = patsy.dmatrix(zform, df)
     return ReTerm(group, codes.astype(np.int64), len(levels), np.asarray(dm, float),
                   tuple(dm.design_info.column_names), correlated)
@@ -485,3 +489,21 @@ def test_packer_round_trip_and_bounds():
     for got, want in zip(S.covariances(params, scale=2.0), covs):
         np.testing.assert_allclose(got, want)
     np.testing.assert_array_equal(S.lower_bounds(), [0.0, -np.inf, 0.0, 0.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("name", ["penicillin_reml", "oats_slope_ml", "sleep_split_reml", "oats_nested_ml"])
+def test_gaussian_modes_and_conditional_sds_match_lme4(name):
+    """BLUPs and lme4's condVar SDs (sigma^2 Lambda H^-1 Lambda', beta fixed) per term and level."""
+    v, y, X, S, names, d, trials = _reference_problem(name)
+    fit = fit_mixed(y, X, S, d, reml=bool(v["reml"]))
+    for rterm in v["lme4"]["ranef"]["terms"]:
+        rnames = ["Intercept" if n == "(Intercept)" else n for n in rterm["names"]]
+        k = next(i for i, t in enumerate(S.terms) if list(t.z_names) == rnames
+                 and sorted(t.group.split(":")) == sorted(rterm["group"].split(":")))
+        group_parts = S.terms[k].group.split(":")
+        r_parts = rterm["group"].split(":")
+        for level, value, sd in zip(rterm["levels"], rterm["values"], rterm["cond_sd"]):
+            by_part = dict(zip(r_parts, level.split(":")))
+            j = LEVELS[S.terms[k].group][":".join(by_part[g] for g in group_parts)]
+            np.testing.assert_allclose(fit.modes[k][j], value, rtol=2e-3, atol=1e-3 * np.max(np.abs(rterm["values"])))
+            np.testing.assert_allclose(fit.mode_sd[k][j], sd, rtol=2e-3)

@@ -366,26 +366,39 @@ class Factor:
         return np.tril(inv) + np.tril(inv, -1).T
 
     def inverse_diag_blocks(self, chunk=2000):
-        """Per term (engine order): (n_levels, q, q) diagonal blocks of (Lambda'Z'WZ Lambda + I)^{-1}."""
+        """Per term (engine order): (n_levels, q, q) diagonal blocks of (Lambda'Z'WZ Lambda + I)^{-1}.
+
+        With S = L_RR L_RR': the R blocks are S^-1's; the first term's block j is
+        L11_j^-T (I + B_j' S^-1 B_j) L11_j^-1, B_j = L_R1's columns of level j (sparse: the products B' S^-1
+        cost nnz(L_R1) nR, not nR^2 n1)."""
         lay = self.layout
-        q1, nR = lay.q[0], lay.nR
+        q1, nR, nl1 = lay.q[0], lay.nR, lay.n_levels[0]
         out = []
         Li1 = self.L11inv  # (L11_j)^{-1}
         if nR:
-            LRRinv = linalg.solve_triangular(self.LRR, np.eye(nR), lower=True, check_finite=False)
-            G = np.zeros((lay.n_levels[0], q1, q1))
-            LR1_csc = self.LR1.tocsc()
-            for start in range(0, lay.n1, chunk * q1):  # C = L_RR^{-1} L_R1 by column chunks
-                stop = min(lay.n1, start + chunk * q1)
-                C = np.asarray(LRRinv @ LR1_csc[:, start:stop].toarray())
-                Cr = C.reshape(nR, -1, q1)
-                G[start // q1:stop // q1] = np.einsum("rja,rjb->jab", Cr, Cr)
+            Sinv, info = lapack.dpotri(self.LRR, lower=1)
+            if info != 0:
+                raise linalg.LinAlgError("singular factor")
+            Sinv = np.tril(Sinv) + np.tril(Sinv, -1).T
+            P = self.LR1.T.tocsr()  # (n1, nR): row j*q1 + a is column a of B_j
+            G = np.zeros((nl1, q1, q1))
+            for start in range(0, nl1, chunk):
+                stop = min(nl1, start + chunk)
+                rows = slice(start * q1, stop * q1)
+                Pc = P[rows]
+                Y = np.asarray(Pc @ Sinv)  # (rows, nR) = B' S^-1 on this chunk
+                for a in range(q1):
+                    for b in range(q1):
+                        ra = np.arange(stop - start) * q1 + a
+                        rb = np.arange(stop - start) * q1 + b
+                        G[start:stop, a, b] = np.asarray(Pc[ra].multiply(Y[rb]).sum(axis=1)).ravel()
             G += np.eye(q1)
         else:
-            G = np.broadcast_to(np.eye(q1), (lay.n_levels[0], q1, q1))
+            G = np.broadcast_to(np.eye(q1), (nl1, q1, q1))
         out.append(np.swapaxes(Li1, 1, 2) @ G @ Li1)
         for pos in range(1, len(lay.terms)):
-            lo, hi = lay.offsets[pos] - lay.n1, lay.offsets[pos + 1] - lay.n1
-            Cr = LRRinv[:, lo:hi].reshape(nR, lay.n_levels[pos], lay.q[pos])
-            out.append(np.einsum("rja,rjb->jab", Cr, Cr))
+            lo = lay.offsets[pos] - lay.n1
+            q, nl = lay.q[pos], lay.n_levels[pos]
+            idx = lo + np.arange(nl)[:, None] * q + np.arange(q)[None, :]
+            out.append(Sinv[idx[:, :, None], idx[:, None, :]])
         return out
