@@ -532,3 +532,26 @@ def test_one_term_laplace_equals_todays_engine(file, family, link):
     assert new.llf == pytest.approx(old.llf, abs=1e-7)
     np.testing.assert_allclose(new.beta, np.asarray(old.fe_params), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.sqrt(np.diag(new.cov_beta)), np.asarray(old.bse_fe), rtol=2e-3)
+
+
+def test_row_leverages_equal_dense_inverse():
+    """Factor.row_leverages (selected entries of H^-1 from S^-1 and L_R1'S^-1) against the dense inverse."""
+    v, y, X, S, names, d, trials = _reference_problem("grouse_poisson")
+    model = MixedGLMM(S, d, y, X, np.zeros(len(y)), np.ones(len(y)), d.log_constant(y, np.ones(len(y))))
+    x = np.concatenate([np.linspace(-1.0, 0.5, X.shape[1]), [0.5, 0.6, 0.7]])
+    model(x)
+    lams = model.lams(x[X.shape[1]:])
+    fac, lay = model._last_state.factor, model.layout
+    Hinv = fac.dense_inverse()
+    zl = [lay.Z[p][:, 0] * lams[p][0, 0] for p in range(3)]
+    idx = [lay.offsets[p] + lay.codes[p] for p in range(3)]
+    dense = sum(zl[a] * zl[b] * Hinv[idx[a], idx[b]] for a in range(3) for b in range(3))
+    np.testing.assert_allclose(fac.row_leverages(lams), dense, rtol=1e-10, atol=1e-14)
+    # and the dense inverse is the inverse of the dense H = Lambda'Z'DZ Lambda + I
+    Z = dense_Z(S)
+    Lam = linalg.block_diag(*[np.kron(np.eye(t.n_levels), lam) for t, lam in zip(S.terms, S.unpack(x[X.shape[1]:]))])
+    ll, l1, dd, _ = d.evaluate(y, model._last_state.eta, np.ones(len(y)), 1.0, d.log_constant(y, np.ones(len(y))))
+    H = Lam.T @ Z.T @ (dd[:, None] * Z) @ Lam + np.eye(Z.shape[1])
+    perm = np.concatenate([np.arange(lay.offsets[pos], lay.offsets[pos + 1]) for pos in
+                           np.argsort(lay.order)])  # engine order -> user order
+    np.testing.assert_allclose(Hinv[np.ix_(perm, perm)] @ H, np.eye(len(H)), atol=1e-8)

@@ -150,9 +150,10 @@ class MixedGLMM:
 
     @property
     def has_beta_gradient(self):
-        """True when `value_and_grad` differentiates beta analytically (Laplace, random effects few enough
-        for a dense H^-1)."""
-        return self.nagq == 1 and self.layout.n_random <= DENSE_INVERSE_MAX
+        """True when `value_and_grad` differentiates beta analytically (Laplace; scalar terms, or random
+        effects few enough for a dense H^-1)."""
+        scalar = all(q == 1 for q in self.layout.q)
+        return self.nagq == 1 and (scalar or self.layout.n_random <= DENSE_INVERSE_MAX)
 
     def value_and_grad(self, x, step=1e-4):
         """(-Laplace, its gradient): analytic in beta, central differences in theta and log phi.
@@ -169,18 +170,21 @@ class MixedGLMM:
         lams = self.lams(theta)
         lay = self.layout
         _, l1, d, t = self.dist.evaluate(self.y, st.eta, self.m, phi, self.const, order=3, aux=self.aux)
-        Hinv = st.factor.dense_inverse()
-        lev = np.zeros(len(self.y))
-        zl = [lay.Z[pos] @ lams[pos] for pos in range(len(lams))]
-        idx = [[lay.offsets[pos] + lay.codes[pos] * lay.q[pos] + a for a in range(lay.q[pos])]
-               for pos in range(len(lams))]
-        for pos in range(len(lams)):
-            for pos2 in range(len(lams)):
-                for a in range(lay.q[pos]):
-                    for b in range(lay.q[pos2]):
-                        lev += zl[pos][:, a] * zl[pos2][:, b] * Hinv[idx[pos][a], idx[pos2][b]]
+        if all(q == 1 for q in lay.q):
+            lev = st.factor.row_leverages(lams)
+        else:
+            Hinv = st.factor.dense_inverse()
+            lev = np.zeros(len(self.y))
+            zl = [lay.Z[pos] @ lams[pos] for pos in range(len(lams))]
+            idx = [[lay.offsets[pos] + lay.codes[pos] * lay.q[pos] + a for a in range(lay.q[pos])]
+                   for pos in range(len(lams))]
+            for pos in range(len(lams)):
+                for pos2 in range(len(lams)):
+                    for a in range(lay.q[pos]):
+                        for b in range(lay.q[pos2]):
+                            lev += zl[pos][:, a] * zl[pos2][:, b] * Hinv[idx[pos][a], idx[pos2][b]]
         ts = t * lev
-        w = Hinv @ lay.lambda_times(lams, lay.Zt_times(ts), transpose=True)
+        w = st.factor.solve(lay.lambda_times(lams, lay.Zt_times(ts), transpose=True))
         back = d * lay.times_Z(lay.lambda_times(lams, w))
         g_beta = self.X.T @ (l1 - 0.5 * ts + 0.5 * back)
         grad = np.empty(n)

@@ -350,6 +350,35 @@ class Factor:
         x1, xR = self.backward(y1, yR, xF)
         return np.concatenate([x1, xR] + ([xF] if xF is not None else []))
 
+    def row_leverages(self, lams):
+        """s_i = z_i'Lambda H^-1 Lambda'z_i for every row, scalar terms only, without H^-1 itself.
+
+        With c_i = lambda_1 z_1i / d_j (j the row's first-term level, d = L11), e_R the row's entries in the other
+        terms and b_j = L_R1's column j:  s_i = c_i^2 (1 + b_j'S^-1 b_j) + e_R'S^-1 e_R - 2 c_i e_R'S^-1 b_j,
+        from S^-1 (dpotri) and Y = L_R1'S^-1 (nnz(L_R1) nR flops)."""
+        lay = self.layout
+        n1 = lay.n1
+        zl = [lay.Z[pos][:, 0] * float(lams[pos][0, 0]) for pos in range(len(lams))]
+        j1 = lay.codes[0]
+        c = zl[0] / self.L11[:, 0, 0][j1]
+        if not lay.nR:
+            return c * c
+        Sinv, info = lapack.dpotri(self.LRR, lower=1)
+        if info != 0:
+            raise linalg.LinAlgError("singular factor")
+        Sinv = np.tril(Sinv) + np.tril(Sinv, -1).T
+        P = self.LR1.T.tocsr()
+        Y = np.asarray(P @ Sinv)
+        bSb = np.asarray(P.multiply(Y).sum(axis=1)).ravel()
+        s = c * c * (1.0 + bSb[j1])
+        rows = [(lay.offsets[pos] - n1) + lay.codes[pos] for pos in range(1, len(lams))]
+        for a, ra in enumerate(rows):
+            za = zl[a + 1]
+            s -= 2.0 * c * za * Y[j1, ra]
+            for b, rb in enumerate(rows):
+                s += za * zl[b + 1] * Sinv[ra, rb]
+        return s
+
     def dense_inverse(self):
         """(Lambda'Z'WZ Lambda + I)^{-1} as a dense array (engine order), from the blocked factor (small models)."""
         lay = self.layout
