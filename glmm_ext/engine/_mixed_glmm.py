@@ -69,7 +69,8 @@ class MixedGLMM:
     def _point(self, eta_fixed, lams, phi, u):
         lay = self.layout
         eta = eta_fixed + lay.times_Z(lay.lambda_times(lams, u))
-        ll, l1, d, _ = self.dist.evaluate(self.y, eta, self.m, phi, self.const, order=2, aux=self.aux)
+        with np.errstate(all="ignore"):  # a trial point beyond the floating-point range is rejected, not reported
+            ll, l1, d, _ = self.dist.evaluate(self.y, eta, self.m, phi, self.const, order=2, aux=self.aux)
         h = float(np.sum(ll)) - 0.5 * float(u @ u)
         return eta, l1, d, h
 
