@@ -292,10 +292,10 @@ class GaussianProfile:
                 return dev, np.full(len(params), np.nan)
             lamR = fac.LamR.diagonal()
             G = schur_product(cp, ("trace", theta[0]), theta[0] / d1 ** 2)  # LR1 D^-2 LR1' = lamR G lamR
-            G = G * lamR[:, None]
-            G *= lamR[None, :]
             dS = np.diag(Sinv).copy()
-            tr[0] += 2.0 * float(np.sum(np.tril(Sinv, -1) * G)) + float(dS @ np.diag(G))
+            # tr(S^-1 lamR G lamR) from the lower triangle dpotri wrote (the upper holds the factor's zeros)
+            M = Sinv * G
+            tr[0] += 2.0 * float(lamR @ (M @ lamR)) - float(np.sum(dS * np.diag(G) * lamR ** 2))
             for pos in range(1, len(theta)):
                 lo, hi = lay.offsets[pos] - n1, lay.offsets[pos + 1] - n1
                 tr[pos] = float(np.sum(dS[lo:hi]))
