@@ -144,7 +144,7 @@ def test_many_level_slope_refused_from_dimensions_before_building():
         t0 = time.perf_counter()
         with pytest.raises(ValueError, match="cannot identify"):
             glmm_ext.GLMM.from_formula(formula, df)
-        assert time.perf_counter() - t0 < 5.0  # a dense 20,000 x 8,600 design alone takes longer
+        assert time.perf_counter() - t0 < 10.0  # building the dense 20,000 x 8,600 design takes far longer
 
 
 def test_groups_array_is_not_printed_in_the_error():
