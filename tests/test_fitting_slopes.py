@@ -191,9 +191,10 @@ def test_bar_syntax_variants_and_errors():
     cov = apart.fit().cov_re
     assert list(cov.columns) == ["Intercept", "Days"] and cov.iloc[0, 1] == 0.0  # uncorrelated
     two = data.assign(a=data["Subject"], b=data["Days"] % 2)
-    for bad, words in [("Reaction ~ Days + (1 | a/b)", "nested"), ("Reaction ~ Days + (1 | a:b)", "interaction"),
-                       ("Reaction ~ Days + (1 | a) + (Days | b)", "2 grouping factors"),
-                       ("Reaction ~ Days + (| a)", "nothing left")]:
+    for several in ("Reaction ~ Days + (1 | a/b)", "Reaction ~ Days + (Days | a) + (1 | b)"):
+        assert GLMM.from_formula(several, two).design.terms is not None  # several terms: the multi-term engine
+    assert GLMM.from_formula("Reaction ~ Days + (1 | a:b)", two).n_groups == two[["a", "b"]].drop_duplicates().shape[0]
+    for bad, words in [("Reaction ~ Days + (1 | a*b)", "'/'"), ("Reaction ~ Days + (| a)", "nothing left")]:
         with pytest.raises(ValueError, match=words):
             GLMM.from_formula(bad, two)
 

@@ -67,6 +67,9 @@ def _check_same_data(results):
 
 def random_part(res):
     """The fit's random effects in lme4's notation: "(1 | g)", "(1 + x | g)", "(1 | g) + (0 + x | g)"."""
+    structure = getattr(res.model.design, "terms", None)
+    if getattr(res, "is_multi", False) and structure is not None:
+        return " + ".join(_term_text(term) for term in structure.terms)
     group = res.model.group_name
     random = getattr(res.model, "random_design", None)
     if not getattr(res, "is_vector", False) or random is None:
@@ -84,6 +87,15 @@ def random_part(res):
     return " + ".join(terms)
 
 
+def _term_text(term):
+    """One random-effect term in lme4's notation: "(1 | g)", "(1 + x | g)", "(0 + x | g)", "(1 + x || g)"."""
+    parts = ["1" if name == "Intercept" else str(name) for name in term.z_names]
+    if "1" not in parts:
+        parts.insert(0, "0")
+    bar = "|" if term.correlated or len(term.z_names) == 1 else "||"
+    return f"({' + '.join(parts)} {bar} {term.group})"
+
+
 def model_labels(fits):
     """Row labels of anova: each model's fixed part and random part ("y ~ x + (1 | g)"); "model k: ..."
     where two labels would be the same."""
@@ -97,7 +109,7 @@ def model_labels(fits):
     return labels
 
 
-def anova(*results, names=None):
+def anova(*results, names=None, refit=True):
     """Likelihood-ratio comparison of nested fits, as lme4's ``anova``.
 
     Parameters
@@ -107,6 +119,9 @@ def anova(*results, names=None):
     names : list of str, optional
         Row labels (default: each model's formula with its random part, e.g. ``"y ~ x + (1 | g)"``,
         prefixed by "model k: " where two would be the same).
+    refit : bool
+        True (default): Gaussian REML fits are refitted by ML.  False compares the REML likelihoods as
+        they are (lme4's ``refit = FALSE``: only for fits with the same fixed effects, which is checked).
 
     Returns
     -------
@@ -132,7 +147,10 @@ def anova(*results, names=None):
         fits.append(res)
     _check_same_data(fits)
     note = ""
-    if any(is_reml(r) for r in fits):
+    if not refit and any(is_reml(r) for r in fits):
+        _check_same_fixed(fits)
+        note = "REML likelihoods compared (refit=False): the models differ in their random effects only"
+    elif any(is_reml(r) for r in fits):
         fits = [refit_ml(r) if is_reml(r) else r for r in fits]
         note = "refitting model(s) with ML (instead of REML)"
         warnings.warn(note, UserWarning, stacklevel=2)
@@ -154,6 +172,16 @@ def anova(*results, names=None):
                          index=pd.Index([names[i] for i in order], name="model"))
     table.attrs["note"] = note
     return table
+
+
+def _check_same_fixed(fits):
+    """refit=False compares REML likelihoods: every fit must be REML with the same fixed-effects design."""
+    first = fits[0].model.design
+    for k, res in enumerate(fits[1:], start=2):
+        X = res.model.design.X
+        if not is_reml(res) or not is_reml(fits[0]) or X.shape != first.X.shape or not np.allclose(X, first.X):
+            raise ValueError(f"anova(refit=False) compares REML fits with the same fixed effects; model {k} differs "
+                             "(use refit=True to compare by ML)")
 
 
 # ------------------------------------------------------------------------------- the random intercept
