@@ -419,9 +419,9 @@ def test_gaussian_profile_gradient_matches_differences(reml):
     np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["cbpp_obs", "grouse_nbinom2"])
-def test_laplace_beta_gradient_matches_differences(name):
-    """value_and_grad: the analytic beta part (modes moving with beta, row leverages) against differences."""
+@pytest.mark.parametrize("name", ["cbpp_obs", "grouse_nbinom2", "grouse_poisson", "verbagg"])
+def test_laplace_gradient_matches_differences(name):
+    """value_and_grad: analytic in beta and theta (modes moving with them, row leverages) against differences."""
     v, y, X, S, names, d, trials = _reference_problem(name)
     m = np.ones(len(y)) if trials is None else trials
     model = MixedGLMM(S, d, y, X, np.zeros(len(y)), m, d.log_constant(y, m))
@@ -546,7 +546,10 @@ def test_row_leverages_equal_dense_inverse():
     zl = [lay.Z[p][:, 0] * lams[p][0, 0] for p in range(3)]
     idx = [lay.offsets[p] + lay.codes[p] for p in range(3)]
     dense = sum(zl[a] * zl[b] * Hinv[idx[a], idx[b]] for a in range(3) for b in range(3))
-    np.testing.assert_allclose(fac.row_leverages(lams), dense, rtol=1e-10, atol=1e-14)
+    lev, traces = fac.row_leverages(lams)
+    np.testing.assert_allclose(lev, dense, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(traces, [np.trace(Hinv[lay.offsets[p]:lay.offsets[p + 1], lay.offsets[p]:lay.offsets[p + 1]])
+                                        for p in range(3)], rtol=1e-10)
     # and the dense inverse is the inverse of the dense H = Lambda'Z'DZ Lambda + I
     Z = dense_Z(S)
     Lam = linalg.block_diag(*[np.kron(np.eye(t.n_levels), lam) for t, lam in zip(S.terms, S.unpack(x[X.shape[1]:]))])
