@@ -475,6 +475,9 @@ def test_bad_input_is_a_clear_value_error():
     with pytest.raises(ValueError, match="1 level"):
         one = ReStructure((ReTerm("g", np.zeros(len(y), np.int64), 1, np.ones((len(y), 1)), ("Intercept",)),))
         fit_mixed(y, X, one, d)
+    with pytest.raises(ValueError, match="not identified"):
+        obs = ReStructure((ReTerm("obs", np.arange(len(y)), len(y), np.ones((len(y), 1)), ("Intercept",)),))
+        fit_mixed(y, X, obs, d)
     y_copy, X_copy = y.copy(), X.copy()
     fit_mixed(y, X, S, d)
     assert np.array_equal(y, y_copy) and np.array_equal(X, X_copy)  # the caller's data untouched

@@ -114,6 +114,10 @@ def fit_mixed(y, X, structure, dist, *, offset=None, prior_weights=None, trials=
     structure.check_identifiable(n)
     gaussian_identity = dist.name == "gaussian" and dist.link_name == "identity"
     if gaussian_identity:
+        for term in structure.terms:  # lme4's check: a residual and a level per observation are not identified
+            if term.n_levels * term.q >= n:
+                raise ValueError(f"random-effects term for {term.group!r} has {term.n_levels * term.q} random effects "
+                                 f"for {n} observations: with a Gaussian residual its variance is not identified")
         if trials is not None:
             raise ValueError("trials are for the Binomial family only")
         yy = y if offset is None else y - offset
