@@ -205,8 +205,8 @@ def _optimise(model, gamma0, scale0, nagq, maxiter, tol):
     v0 = np.concatenate([structure.start_params(), tail])
     lb_v = np.concatenate([lb_theta, [-np.inf] * len(tail)])
     model.beta_warm = np.asarray(gamma0, float)
-    res0 = minimize_bounded(model.nagq0_objective, v0, lb_v, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2, polish=(nagq == 0),
-                            rough=(nagq != 0))
+    res0 = minimize_bounded(model.nagq0_objective, v0, lb_v, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2,
+                            polish=(nagq == 0), rough=(nagq != 0))
     v = res0.x
     model.nagq0_objective(v)  # leave the warm start (beta, u) at the nagq=0 optimum
     beta0 = model.beta_warm.copy()
