@@ -291,7 +291,7 @@ class GaussianProfile:
             G = schur_product(cp, ("trace", theta[0]), theta[0] / d1 ** 2)  # LR1 D^-2 LR1' = lamR G lamR
             dS = np.diag(Sinv).copy()
             # tr(S^-1 lamR G lamR) from the lower triangle dpotri wrote (the upper holds the factor's zeros)
-            M = Sinv * G
+            M = np.multiply(Sinv, G, out=Sinv)  # Sinv is not needed beyond its diagonal: no second nR x nR array
             tr[0] += 2.0 * float(lamR @ (M @ lamR)) - float(np.sum(dS * np.diag(G) * lamR ** 2))
             for pos in range(1, len(theta)):
                 lo, hi = lay.offsets[pos] - n1, lay.offsets[pos + 1] - n1
