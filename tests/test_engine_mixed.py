@@ -238,6 +238,15 @@ def test_laplace_equals_dense_joint_mode(family):
     model = MixedGLMM(S, d, y, X, np.zeros(len(y)), m, d.log_constant(y, m))
     x = np.concatenate([fit.beta + 0.1, fit.cov_params * 1.3])
     assert -model(x) == pytest.approx(dense_laplace(d, y, X, S, x[:2], x[2:], m), abs=1e-6)
+    # the optimum is a maximum: every small move of beta or the covariance parameters lowers the Laplace value
+    opt = np.concatenate([fit.beta, fit.cov_params])
+    assert -model(opt) == pytest.approx(fit.llf, abs=1e-9)
+    for j in range(len(opt)):
+        for h in (-1e-3, 1e-3):
+            x = opt.copy()
+            x[j] += h
+            if x[j] >= model.lower[j]:
+                assert -model(x) <= fit.llf + 1e-9
 
 
 def test_laplace_with_slope_equals_dense_joint_mode():
