@@ -17,7 +17,7 @@ import pytest
 from scipy import linalg
 
 from glmm_ext.engine._families import Distribution, make_family
-from glmm_ext.engine._mixed import fit_mixed
+from glmm_ext.engine._mixed import fit_mixed, loglik_function
 from glmm_ext.engine._mixed_glmm import MixedGLMM
 from glmm_ext.engine._mixed_lmm import GaussianProfile
 from glmm_ext.engine._structure import ReStructure, ReTerm
@@ -570,3 +570,19 @@ def test_row_leverages_equal_dense_inverse():
     perm = np.concatenate([np.arange(lay.offsets[pos], lay.offsets[pos + 1]) for pos in
                            np.argsort(lay.order)])  # engine order -> user order
     np.testing.assert_allclose(Hinv[np.ix_(perm, perm)] @ H, np.eye(len(H)), atol=1e-8)
+
+
+def test_loglik_function_reproduces_the_fits():
+    df = _oats()
+    y, X, S = parse("Q('yield') ~ nitro + (1|Block/Variety)", df)
+    y = np.asarray(y, float)[:, 0]
+    fit = fit_mixed(y, X, S, dist("gaussian"), reml=True)
+    llf, beta, sigma2 = loglik_function(y, X, S, dist("gaussian"), reml=True)(fit.cov_params)
+    assert llf == pytest.approx(fit.llf, abs=1e-10) and sigma2 == pytest.approx(fit.scale, rel=1e-10)
+    np.testing.assert_allclose(beta, fit.beta, rtol=1e-10)
+    g = pd.read_csv(DATA / "sim_gamma_log.csv")  # a dispersion family fitted on a rescaled response
+    y, X, S = parse("y ~ x1 + x2 + (1|g)", g)
+    y = np.asarray(y, float)[:, 0]
+    fit = fit_mixed(y, X, S, dist("gamma", "log"))
+    f = loglik_function(y, X, S, dist("gamma", "log"))
+    assert f(np.concatenate([fit.beta, fit.cov_params, [np.log(fit.scale)]])) == pytest.approx(fit.llf, abs=1e-8)

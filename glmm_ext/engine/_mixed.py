@@ -285,3 +285,40 @@ def _glmm_result(model, fit, A, c, X, offset, nagq):
                     converged=bool(converged), singular=structure.singular(cov_params), method=method,
                     message=message, n_iterations=int(n_iter), n_evaluations=int(model.n_calls),
                     n_params=p + nc + int(model.disp), cov_all=cov_all)
+
+
+def loglik_function(y, X, structure, dist, *, offset=None, prior_weights=None, trials=None, reml=True):
+    """The engine's log-likelihood as a function, for profiles, likelihood-ratio tests at fixed parameters
+    and independent checks.
+
+    Gaussian identity: ``f(cov_params) -> (llf, beta, sigma2)``, the REML/ML log-likelihood with beta and
+    sigma^2 profiled out (lme4's profiled deviance / -2).  Other families: ``f(x) -> llf`` with
+    x = (beta, cov_params[, log dispersion]) in data units: the Laplace log-likelihood (`fit_mixed`'s llf at
+    its estimates).  Inputs as for `fit_mixed`.
+    """
+    y, X, offset, prior_weights, trials = _check_inputs(y, X, structure, offset, prior_weights, trials)
+    n = len(y)
+    if dist.name == "gaussian" and dist.link_name == "identity":
+        from ._mixed_lmm import GaussianProfile
+
+        log_w = 0.0 if prior_weights is None else float(np.sum(np.log(prior_weights)))
+        prof = GaussianProfile(structure, y if offset is None else y - offset, X, prior_weights, reml,
+                               log_weights=log_w)
+
+        def gaussian(cov_params):
+            params = np.asarray(cov_params, float)
+            beta, _, sigma2, *_ = prof.solution(params)
+            return -0.5 * prof(params), beta, sigma2
+
+        return gaussian
+    m = np.ones(n) if trials is None else np.array(trials, float)
+    if prior_weights is not None:
+        m = m * prior_weights
+    model = MixedGLMM(structure, dist, y, X, np.zeros(n) if offset is None else offset, m,
+                      dist.log_constant(y, m), dist.row_aux(y))
+
+    def laplace(x):
+        with np.errstate(all="ignore"):
+            return -model(np.asarray(x, float))
+
+    return laplace
