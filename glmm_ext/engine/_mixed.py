@@ -196,6 +196,9 @@ def fit_glmm_mixed(structure, dist, y, X, offset, prior_weights, trials, nagq=1,
     return _glmm_result(model, fit, A, c, X, offset, nagq)
 
 
+SKIP_STAGE0 = True
+
+
 def _optimise(model, gamma0, scale0, nagq, maxiter, tol):
     """nagq=0 search over (theta[, log phi]), then (nagq>=1) the joint search from there."""
     structure = model.structure
@@ -205,11 +208,15 @@ def _optimise(model, gamma0, scale0, nagq, maxiter, tol):
     v0 = np.concatenate([structure.start_params(), tail])
     lb_v = np.concatenate([lb_theta, [-np.inf] * len(tail)])
     model.beta_warm = np.asarray(gamma0, float)
-    res0 = minimize_bounded(model.nagq0_objective, v0, lb_v, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2,
-                            polish=(nagq == 0), rough=(nagq != 0))
-    v = res0.x
-    model.nagq0_objective(v)  # leave the warm start (beta, u) at the nagq=0 optimum
-    beta0 = model.beta_warm.copy()
+    if nagq >= 1 and SKIP_STAGE0 and all(t.q == 1 for t in structure.terms):
+        # scalar terms: the Laplace search has analytic gradients and starts at the GLM (lme4's theta = 1)
+        res0, v, beta0 = None, v0, model.beta_warm.copy()
+    else:
+        res0 = minimize_bounded(model.nagq0_objective, v0, lb_v, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2,
+                                polish=(nagq == 0), rough=(nagq != 0))
+        v = res0.x
+        model.nagq0_objective(v)  # leave the warm start (beta, u) at the nagq=0 optimum
+        beta0 = model.beta_warm.copy()
     if nagq == 0:
         return {"x": np.concatenate([beta0, v]), "res": res0, "stage0": res0}
     x0 = np.concatenate([beta0, v])
@@ -279,7 +286,8 @@ def _glmm_result(model, fit, A, c, X, offset, nagq):
     scale = phi * (c * c if dist.name == "gaussian" else 1.0) if model.disp else 1.0
     llf = llf - n * np.log(c)
     method = {0: "PIRLS (nagq=0)", 1: "Laplace"}.get(nagq, "AGQ")
-    n_iter = res.n_iterations + (fit["stage0"].n_iterations if fit["stage0"] is not res else 0)
+    stage0 = fit["stage0"]
+    n_iter = res.n_iterations + (stage0.n_iterations if stage0 is not None and stage0 is not res else 0)
     return MixedFit(beta=beta, cov_beta=cov_beta, cov_params=cov_params, cov_re=structure.covariances(cov_params),
                     scale=float(scale), llf=float(llf), modes=modes, mode_sd=mode_sd, eta=eta, eta_fixed=eta_fixed,
                     converged=bool(converged), singular=structure.singular(cov_params), method=method,
