@@ -200,7 +200,8 @@ SKIP_STAGE0 = True
 
 
 def _optimise(model, gamma0, scale0, nagq, maxiter, tol):
-    """nagq=0 search over (theta[, log phi]), then (nagq>=1) the joint search from there."""
+    """nagq=0 search over (theta[, log phi]), then (nagq>=1) the joint search from there; with scalar terms the
+    joint search first tries the GLM start directly (analytic gradients make the nagq=0 stage unnecessary)."""
     structure = model.structure
     nc, p = model.nc, model.p
     lb_theta = structure.lower_bounds()
@@ -208,19 +209,27 @@ def _optimise(model, gamma0, scale0, nagq, maxiter, tol):
     v0 = np.concatenate([structure.start_params(), tail])
     lb_v = np.concatenate([lb_theta, [-np.inf] * len(tail)])
     model.beta_warm = np.asarray(gamma0, float)
+    lb = np.concatenate([[-np.inf] * p, lb_v])
     if nagq >= 1 and SKIP_STAGE0 and all(t.q == 1 for t in structure.terms):
-        # scalar terms: the Laplace search has analytic gradients and starts at the GLM (lme4's theta = 1)
-        res0, v, beta0 = None, v0, model.beta_warm.copy()
-    else:
-        res0 = minimize_bounded(model.nagq0_objective, v0, lb_v, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2,
-                                polish=(nagq == 0), rough=(nagq != 0))
-        v = res0.x
-        model.nagq0_objective(v)  # leave the warm start (beta, u) at the nagq=0 optimum
-        beta0 = model.beta_warm.copy()
+        # scalar terms: the Laplace search has analytic gradients and starts at the GLM (lme4's theta = 1);
+        # should it fail, the nagq=0 stage below gives the start as for other structures
+        model.nagq = 1
+        res = minimize_bounded(model, np.concatenate([gamma0, v0]), lb, maxiter=maxiter,
+                               tol=min(tol, 1e-6) * 1e-2, fg=model.value_and_grad)
+        if res.converged:
+            if nagq > 1:
+                model.nagq = nagq
+                res = minimize_bounded(model, res.x, lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2)
+            return {"x": res.x, "res": res, "stage0": None}
+        model.u_warm = np.zeros_like(model.u_warm)
+    res0 = minimize_bounded(model.nagq0_objective, v0, lb_v, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2,
+                            polish=(nagq == 0), rough=(nagq != 0))
+    v = res0.x
+    model.nagq0_objective(v)  # leave the warm start (beta, u) at the nagq=0 optimum
+    beta0 = model.beta_warm.copy()
     if nagq == 0:
         return {"x": np.concatenate([beta0, v]), "res": res0, "stage0": res0}
     x0 = np.concatenate([beta0, v])
-    lb = np.concatenate([[-np.inf] * p, lb_v])
     model.nagq = 1
     res = minimize_bounded(model, x0, lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2,
                            fg=model.value_and_grad if model.has_beta_gradient else None)
