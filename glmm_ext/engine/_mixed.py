@@ -7,7 +7,7 @@ quadrature (nagq>1, one scalar term only, lme4's rule) (`_mixed_glmm`).  All on 
 core of `_pls`.  Results come back in the data's units and in the user's term order.
 """
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from scipy import linalg
 from ._glmm import glm_start
 from ._mixed_glmm import MixedGLMM, response_scale, scaling_matrix
 from ._mixed_lmm import fit_gaussian, minimize_bounded
+from ._structure import ReStructure
 
 
 @dataclass
@@ -121,16 +122,52 @@ def fit_mixed(y, X, structure, dist, *, offset=None, prior_weights=None, trials=
         if trials is not None:
             raise ValueError("trials are for the Binomial family only")
         yy = y if offset is None else y - offset
-        prof, res = fit_gaussian(structure, yy, X, prior_weights, reml=reml, maxiter=maxiter, tol=tol)
-        return _gaussian_result(structure, prof, res, y, X, offset, reml, time.perf_counter() - t0)
+        scaled, scales = _scaled_structure(structure)
+        prof, res = fit_gaussian(scaled, yy, X, prior_weights, reml=reml, maxiter=maxiter, tol=tol)
+        fit = _gaussian_result(scaled, prof, res, y, X, offset, reml, time.perf_counter() - t0)
+        return _to_data_units(fit, structure, scaled, scales)
     if nagq > 1:
         terms = structure.terms
         if len(terms) != 1 or terms[0].q != 1:
             raise ValueError(f"nagq={nagq} (adaptive Gauss-Hermite quadrature) needs exactly one scalar random-"
                              "effects term (lme4's rule); use nagq=1 (Laplace) for this structure")
-    fit = fit_glmm_mixed(structure, dist, y, X, offset, prior_weights, trials, nagq=nagq, maxiter=maxiter,
-                         tol=tol)
+    scaled, scales = _scaled_structure(structure)
+    fit = fit_glmm_mixed(scaled, dist, y, X, offset, prior_weights, trials, nagq=nagq, maxiter=maxiter, tol=tol)
+    fit = _to_data_units(fit, structure, scaled, scales)
     fit.seconds = time.perf_counter() - t0
+    return fit
+
+
+def _scaled_structure(structure):
+    """(the structure with each z column divided by its root mean square, the per-term divisors): the search
+    then starts (Lambda = I) and steps on one scale whatever the units of a slope's variable."""
+    terms, scales = [], []
+    for t in structure.terms:
+        Z = np.asarray(t.Z, float)
+        s = np.sqrt(np.mean(Z * Z, axis=0))
+        s = np.where(s > 0, s, 1.0)
+        terms.append(t if np.all(s == 1.0) else replace(t, Z=Z / s))
+        scales.append(s)
+    return ReStructure(tuple(terms)), scales
+
+
+def _to_data_units(fit, structure, scaled, scales):
+    """A fit on the scaled z columns in the units of the user's: b = b_s / s, Lambda = diag(1/s) Lambda_s."""
+    if all(np.all(s == 1.0) for s in scales):
+        return fit
+    params_s = fit.cov_params
+    fit.singular = scaled.singular(params_s)  # judged on the scale-free parametrisation
+    lams = [lam / s[:, None] for lam, s in zip(scaled.unpack(params_s), scales)]
+    fit.cov_params = structure.pack(lams)
+    fit.cov_re = [cov / np.outer(s, s) for cov, s in zip(fit.cov_re, scales)]
+    fit.modes = [m / s for m, s in zip(fit.modes, scales)]
+    fit.mode_sd = [m / s for m, s in zip(fit.mode_sd, scales)]
+    if fit.cov_all is not None:
+        factors = np.concatenate([1.0 / s[t.theta_positions()[0]] for t, s in zip(structure.terms, scales)])
+        p = len(fit.beta)
+        J = np.ones(fit.cov_all.shape[0])
+        J[p:p + len(factors)] = factors
+        fit.cov_all = fit.cov_all * np.outer(J, J)
     return fit
 
 
