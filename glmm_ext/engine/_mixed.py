@@ -233,6 +233,7 @@ def fit_glmm_mixed(structure, dist, y, X, offset, prior_weights, trials, nagq=1,
     return _glmm_result(model, fit, A, c, X, offset, nagq)
 
 
+#: scalar terms: the Laplace search starts at the GLM directly (its gradient is analytic); False: nagq=0 first
 SKIP_STAGE0 = True
 
 
