@@ -6,7 +6,12 @@ import os
 import re
 import warnings
 
-import numpy as np
+# One BLAS thread for the suite (set before numpy loads OpenBLAS): on a busy 2-core machine, threaded
+# factorisations of small matrices spin and run up to 40x slower; the numbers do not depend on it.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
 import pandas as pd
 import pytest
 import statsmodels.api as sm
