@@ -244,12 +244,15 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         alpha = check_alpha(alpha)
         if method is None:
             return super().conf_int(alpha=alpha)
-        if self.is_multi:  # several terms: the parametric bootstrap
-            if method != "boot":
-                raise _rm.not_for_terms(f"conf_int(method={method!r}) (use method='boot')")
-            from .inference._bootstrap_multi import bootstrap_intervals
+        if self.is_multi:  # several terms: rows per term (_intervals_multi, _bootstrap_multi)
+            from .inference import _bootstrap_multi, _intervals_multi
 
-            return bootstrap_intervals(self, alpha, nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress)
+            if method == "boot":
+                return _bootstrap_multi.bootstrap_intervals(self, alpha, nsim=nsim, seed=seed, n_jobs=n_jobs,
+                                                            progress=progress)
+            if method not in ("wald", "profile"):
+                raise ValueError(f"method must be None, 'wald', 'profile' or 'boot' (got {method!r})")
+            return getattr(_intervals_multi, f"{method}_intervals")(self, alpha)
         from .inference import _bootstrap
         from .inference import _intervals
         from .inference import _intervals_vector
@@ -504,8 +507,10 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         MixedLM's ``bse_re`` is on its internal scale (the variance relative to the residual variance,
         times sqrt(scale)); for a Gaussian fit ``bse_re / sqrt(scale)`` is that number.
         """
-        if self.is_multi:
-            raise _rm.not_for_terms("bse_re")
+        if self.is_multi:  # term -> Series of the SEs of its variances
+            from .inference._intervals_multi import bse_re
+
+            return bse_re(self)
         var_sd = self.cov_params_vector[0, 0]
         se = 2.0 * self.sigma_re * np.sqrt(var_sd) if var_sd >= 0 else np.nan
         return pd.Series([se], index=[f"{self.group_name} Var"], name="bse_re")
