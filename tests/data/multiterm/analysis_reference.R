@@ -38,7 +38,9 @@ out <- list(meta = list(lme4 = as.character(packageVersion("lme4")),
                         insight = as.character(packageVersion("insight")), R = R.version.string,
                         notes = paste("profile: confint(method='profile', oldNames=FALSE) rows .sig01.. in lme4's",
                                       "order (sd_(Intercept)|term, sigma, fixed effects); 'fine' = the profile with",
-                                      "delta = qnorm(0.9875)/40. r2: performance::r2_nakagawa and insight::get_variance.")))
+                                      "delta = qnorm(0.9875)/40. r2: performance::r2_nakagawa and insight::get_variance (these versions",
+                                      "have the lognormal approximation only, with lambda = exp(null_fixef) of the",
+                                      "intercept-only model; an observation-level term's variance goes to the residual).")))
 m_pen_reml <- lmer(diameter ~ 1 + (1 | plate) + (1 | sample), pen)
 m_pen_ml <- update(m_pen_reml, REML = FALSE)
 m_oats_reml <- lmer(yield ~ nitro + (1 | Block / Variety), oats)
@@ -54,13 +56,14 @@ out$profile <- list(
                      profile_ci(m_oats_ml)))
 
 m_grouse <- glmer(TICKS ~ YEAR + HEIGHTc + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION), grouse, family = poisson)
+m_grouse_null <- glmer(TICKS ~ 1 + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION), grouse, family = poisson)
 m_cbpp <- glmer(cbind(incidence, size - incidence) ~ period + (1 | herd) + (1 | obs), cbpp, family = binomial)
 out$r2 <- list(
   grouse_poisson = list(py_formula = "TICKS ~ C(YEAR) + HEIGHTc + (1|BROOD) + (1|INDEX) + (1|LOCATION)",
                         data = "grouseticks.csv", family = "poisson", loglik = as.numeric(logLik(m_grouse)),
-                        lognormal = r2_entry(m_grouse, "lognormal"), trigamma = r2_entry(m_grouse, "trigamma"),
-                        null_fixef = unname(fixef(glmer(TICKS ~ 1 + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION),
-                                                        grouse, family = poisson)))),
+                        lognormal = r2_entry(m_grouse, "lognormal"),
+                        null_fixef = unname(fixef(m_grouse_null)), null_loglik = as.numeric(logLik(m_grouse_null)),
+                        null_theta = unname(getME(m_grouse_null, "theta"))),
   cbpp_obs = list(py_formula = "incidence + I(size - incidence) ~ C(period) + (1|herd) + (1|obs)",
                   data = "cbpp.csv", family = "binomial", loglik = as.numeric(logLik(m_cbpp)),
                   theoretical = r2_entry(m_cbpp, "lognormal")),
