@@ -13,7 +13,7 @@ Objective f(psi) = -log-likelihood (ML):
   Gaussian, exact: 2 f = log|Lambda'Z'Z Lambda + I| + n log(2 pi sigma^2) + a'Ma / sigma^2, a = (-beta, 1),
   M = L_FF L_FF' the Schur complement of [X y] in the blocked factor of `engine._pls` (a'Ma is the
   penalised residual sum of squares at beta);
-  other families: the Laplace approximation of `engine._mixed_glmm.MixedGLMM` on the unscaled X.
+  other families: the Laplace approximation (`engine._mixed.loglik_function`, data units).
 The profile ends are `_intervals.profile_ends` (signed root zeta; SDs on the log scale, correlations
 within (-1, 1)); a Gaussian REML fit is profiled on its ML likelihood, as lme4's ``confint`` does.
 
@@ -76,7 +76,6 @@ class MultiDeviance:
     """-log-likelihood (ML) over psi and, for the Gaussian identity model, the -REML criterion over omega."""
 
     def __init__(self, design):
-        from ..engine._mixed_glmm import MixedGLMM, response_scale
         from ..engine._mixed_lmm import GaussianProfile
 
         self.structure = design.terms.structure
@@ -90,19 +89,10 @@ class MultiDeviance:
         if self.gaussian:
             self.prof = GaussianProfile(self.structure, design.y - offset, design.X, reml=False)
             return
-        y = np.asarray(design.y, float)
-        c = response_scale(design.dist, y)
-        if c != 1.0 and design.dist.link_name != "log":
-            raise NotImplementedError(f"likelihood intervals for the {design.dist.name} family with the "
-                                      f"{design.dist.link_name} link and several random-effect terms")
-        # Gamma / Gaussian-log on y / c, as the fit (log link: beta_0 and offset shift by log c)
-        self.c = c
-        self.log_phi_shift = 2.0 * np.log(c) if design.dist.name == "gaussian" else 0.0
-        y = y / c
-        m = np.asarray(design.trials, float) * 1.0 if design.has_trials else np.ones(self.n)
-        self.model = MixedGLMM(self.structure, design.dist, y, np.asarray(design.X, float), offset - np.log(c)
-                               if c != 1.0 else offset, m, design.dist.log_constant(y, m), design.dist.row_aux(y))
-        self.llf_shift = self.n * np.log(c)
+        from ..engine._mixed import loglik_function
+
+        self.laplace = loglik_function(design.y, design.X, self.structure, design.dist, offset=offset,
+                                       trials=design.trials if design.has_trials else None)
 
     def lambdas(self, omega, sigma=1.0):
         """Per-term Lambda_k = D_k chol(C_k) / sigma; None where a correlation matrix is not semidefinite."""
@@ -143,11 +133,9 @@ class MultiDeviance:
         lams = self.lambdas(omega)
         if lams is None:
             return np.inf
-        tail = [psi[-1] - self.log_phi_shift] if self.has_phi else []
-        x = np.concatenate([psi[:p], self.structure.pack(lams), tail])
-        with np.errstate(all="ignore"):
-            f = self.model(x)
-        return float(f) + self.llf_shift if np.isfinite(f) else np.inf
+        tail = [psi[-1]] if self.has_phi else []
+        f = -self.laplace(np.concatenate([psi[:p], self.structure.pack(lams), tail]))
+        return float(f) if np.isfinite(f) else np.inf
 
     def reml(self, omega_phi):
         """-REML log-likelihood at (omega, log phi), beta profiled out (Gaussian identity)."""
