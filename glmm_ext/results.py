@@ -236,7 +236,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
             (negative binomial): "wald" (variance parameters on the log scale), "profile"
             (likelihood-ratio, as lme4's ``confint``; a Gaussian REML fit is profiled by ML, as lme4) or
             "boot" (parametric bootstrap percentiles). With random slopes the variance rows are
-            ``"<groups> SD <term>"`` per term and ``"<groups> Cor <a>,<b>"`` per correlated pair.
+            ``"<groups> SD <term>"`` per term and ``"<groups> Cor <a>,<b>"`` per correlated pair; with
+            several random-effect terms ``"<term> SD <column>"`` and ``"<term> Cor <a>,<b>"`` per term.
         nsim, seed, n_jobs, progress :
             Bootstrap replicates, seed, worker processes (the same intervals for a given seed whatever
             n_jobs) and progress bar (default: when stderr is a terminal).

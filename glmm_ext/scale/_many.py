@@ -10,7 +10,9 @@ row with ``converged=False`` and the error message; it never stops the other fit
 
 A random part other than one random intercept (random slopes, ``"~ x + (x | g)"``) is fitted as the
 single fit of each response (``GLMM.from_formula(f"{response} ~ {rhs}", ...)``), so its numbers are
-those of the single fit; the shared-design shortcut covers the random intercept only.
+those of the single fit; the shared-design shortcut covers the random intercept only.  Several
+random-effect terms (crossed / nested factors) share their structure and the engine's y-free
+cross-products (`_many_multi`); their table has a variance column per term instead of ``var_re``.
 """
 import io
 import os
@@ -269,7 +271,10 @@ def fit_many(data, responses, formula, groups=None, family=None, n_jobs=-1, clie
         p-values of one term over all responses.  A failed fit has NaN estimates,
         ``converged=False`` and the error in ``message``.  With random slopes the numbers are those
         of each response's single fit (``GLMM.from_formula``), ``var_re`` being its ``var_re``;
-        its full covariance of the random effects comes from fitting that response alone.
+        its full covariance of the random effects comes from fitting that response alone.  With
+        several random-effect terms (``"~ x + (1|a) + (1|b)"``, ``"~ x + (1|a/b)"``) ``var_re`` is
+        replaced by one column per term, ``var_re[a]``, ``var_re[b:a]`` (``var_re[a:x]`` per z column
+        of a slope term), and the numbers are those of each response's single fit.
 
     Notes
     -----
