@@ -317,3 +317,38 @@ def test_random_effect(res, term):
     return RandomEffectTest(statistic=statistic, pvalue=pvalue, llf_glmm=float(res.llf), llf_glm=float(null.llf),
                             method=f"{res.method}; without the term {term!r}; {how}", df=df, pvalue_chi2=chi2_p,
                             pvalue_mixture=mixture_p)
+
+
+def random_effects_cov(res):
+    """Term key -> {level: q x q DataFrame}, the conditional covariance Var(b_kj | y) of each level's modes
+    (lme4's condVar blocks): the diagonal blocks of the engine's H^-1 = (Lambda'Z'WZ Lambda + I)^-1 at the
+    estimates, Lambda (H^-1)_jj Lambda' (times sigma^2 for the Gaussian identity model)."""
+    from .engine._pls import Layout
+
+    design, fit = res.model.design, res._fit.mixed
+    structure = design.terms.structure
+    if design.gaussian_identity:
+        from .engine._mixed_lmm import GaussianProfile
+
+        prof = GaussianProfile(structure, design.y - design.offset, design.X, None, res.method == "REML")
+        _, _, sigma2, _, fac, lams = prof.solution(fit.cov_params)
+        blocks, layout = fac.inverse_diag_blocks(), prof.layout
+    else:
+        from .engine._mixed_glmm import MixedGLMM
+
+        m = design.trials if design.has_trials else np.ones(design.nobs)
+        model = MixedGLMM(structure, design.dist, design.y, design.X, design.offset, m,
+                          design.dist.log_constant(design.y, m), design.dist.row_aux(design.y))
+        tail = [np.log(fit.scale)] if design.dist.has_dispersion else []
+        st = model.laplace_state(np.concatenate([fit.beta, fit.cov_params, tail]))
+        if st is None:
+            raise FloatingPointError("no conditional modes at the estimates")
+        sigma2, blocks, layout, lams = 1.0, st.factor.inverse_diag_blocks(), Layout(structure), model.lams(fit.cov_params)
+    out = {}
+    for pos, k in enumerate(layout.order):
+        lam = lams[pos]
+        covs = sigma2 * (lam @ blocks[pos] @ lam.T)
+        names = list(design.terms.z_names[k])
+        out[term_keys(res)[k]] = {label: pd.DataFrame(c, index=names, columns=names)
+                                  for label, c in zip(design.terms.levels[k], covs)}
+    return out

@@ -245,23 +245,12 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         alpha = check_alpha(alpha)
         if method is None:
             return super().conf_int(alpha=alpha)
-        if self.is_multi:  # several terms: rows per term (_intervals_multi, _bootstrap_multi)
-            from .inference import _bootstrap_multi, _intervals_multi
+        from .inference import _bootstrap, _bootstrap_multi, _intervals, _intervals_multi, _intervals_vector
 
-            if method == "boot":
-                return _bootstrap_multi.bootstrap_intervals(self, alpha, nsim=nsim, seed=seed, n_jobs=n_jobs,
-                                                            progress=progress)
-            if method not in ("wald", "profile"):
-                raise ValueError(f"method must be None, 'wald', 'profile' or 'boot' (got {method!r})")
-            return getattr(_intervals_multi, f"{method}_intervals")(self, alpha)
-        from .inference import _bootstrap
-        from .inference import _intervals
-        from .inference import _intervals_vector
-
-        if self.is_vector and method in ("wald", "profile"):
-            module = _intervals_vector
-        else:
-            module = _intervals
+        if self.is_multi and method == "boot":  # several terms: rows per term
+            return _bootstrap_multi.bootstrap_intervals(self, alpha, nsim=nsim, seed=seed, n_jobs=n_jobs,
+                                                        progress=progress)
+        module = _intervals_multi if self.is_multi else (_intervals_vector if self.is_vector else _intervals)
         if method == "wald":
             return module.wald_intervals(self, alpha)
         if method == "profile":
@@ -510,7 +499,6 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         """
         if self.is_multi:  # term -> Series of the SEs of its variances
             from .inference._intervals_multi import bse_re
-
             return bse_re(self)
         var_sd = self.cov_params_vector[0, 0]
         se = 2.0 * self.sigma_re * np.sqrt(var_sd) if var_sd >= 0 else np.nan
@@ -520,8 +508,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
     def random_effects_cov(self):
         """Group label -> 1 x 1 DataFrame: the conditional variance of its random intercept (as MixedLM);
         q x q by term with random slopes."""
-        if self.is_multi:
-            raise _rm.not_for_terms("random_effects_cov (conditional covariances per level)")
+        if self.is_multi:  # term -> {level: q x q conditional covariance}
+            return _rm.random_effects_cov(self)
         if self.is_vector:
             names = list(self.cov_re.columns)
             return {label: pd.DataFrame(c, index=names, columns=names)

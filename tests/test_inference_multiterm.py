@@ -208,3 +208,37 @@ def test_r2_poisson_lognormal_and_trigamma():
     np.testing.assert_allclose(tri["var_residual"], special.polygamma(1, lam) + olre_ours, rtol=1e-4)
     assert tri["var_random"] == lo["var_random"]
     np.testing.assert_allclose(np.log(lam), case["null_fixef"], atol=0.02)
+
+
+def test_random_effects_cov_by_term_and_level_equals_dense_conditional_covariance():
+    """Gaussian: Var(b | y) = (Z'Z / sigma^2 + Sigma_b^-1)^-1 (beta at its estimate, as lme4's condVar), its
+    diagonal blocks per level; a slope term's blocks are 2 x 2."""
+    rng = np.random.default_rng(4)
+    n = 200
+    g, h = rng.integers(0, 12, n), rng.integers(0, 6, n)
+    x = rng.normal(size=n)
+    b = rng.multivariate_normal([0, 0], [[1.0, 0.3], [0.3, 0.5]], size=12)
+    y = 1 + 0.5 * x + b[g, 0] + b[g, 1] * x + rng.normal(0, 0.6, 6)[h] + rng.normal(size=n)
+    df = pd.DataFrame({"y": y, "x": x, "g": g.astype(str), "h": h.astype(str)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = glmm_ext.GLMM.from_formula("y ~ x + (x|g) + (1|h)", df).fit()
+    terms = res.model.design.terms.structure.terms
+    Z = np.hstack([md.full_z(t) for t in terms])
+    covs = [np.atleast_2d(c) for c in res._fit.mixed.cov_re]
+    S = np.zeros((Z.shape[1], Z.shape[1]))
+    o = 0
+    for t, c in zip(terms, covs):
+        S[o:o + t.n_levels * t.q, o:o + t.n_levels * t.q] = np.kron(np.eye(t.n_levels), c)
+        o += t.n_levels * t.q
+    C = np.linalg.inv(Z.T @ Z / res.scale + np.linalg.inv(S))
+    rc = res.random_effects_cov
+    assert list(rc) == ["g", "h"]
+    o = 0
+    for key, t in zip(rc, terms):
+        levels = res.model.design.terms.levels[list(rc).index(key)]
+        for j, label in enumerate(levels):
+            block = C[o + j * t.q:o + (j + 1) * t.q, o + j * t.q:o + (j + 1) * t.q]
+            np.testing.assert_allclose(rc[key][label].to_numpy(), block, rtol=1e-5, atol=1e-10)
+        o += t.n_levels * t.q
+    assert rc["g"][res.model.design.terms.levels[0][0]].shape == (2, 2)
