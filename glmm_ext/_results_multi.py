@@ -352,3 +352,28 @@ def random_effects_cov(res):
         out[term_keys(res)[k]] = {label: pd.DataFrame(c, index=names, columns=names)
                                   for label, c in zip(design.terms.levels[k], covs)}
     return out
+
+
+def icc_at(res, x):
+    """ICC(x) = sum_k z_k(x)' Sigma_k z_k(x) / (that + sigma_e^2), z_k(x) term k's z row at the covariate values
+    `x` (a number when the terms have one slope column name, else a dict column -> value; "Intercept" is 1).
+    None where sigma_e^2 has no basis (see `icc_basis`)."""
+    entry = res._icc_residual
+    names = sorted({c for z in res.model.design.terms.z_names for c in z if c != "Intercept"})
+    if not isinstance(x, dict):
+        if not names:  # random intercepts only: the ICC does not depend on x
+            x = {}
+        elif len(names) != 1:
+            raise ValueError(f"icc_at(x): give a dict column -> value for the slope columns {names}")
+        else:
+            x = {names[0]: x}
+    missing = [c for c in names if c not in x]
+    if missing:
+        raise ValueError(f"icc_at(x): no value for the slope column(s) {', '.join(map(repr, missing))}")
+    if entry is None:
+        return None
+    between = 0.0
+    for z, cov in zip(res.model.design.terms.z_names, res._fit.mixed.cov_re):
+        row = np.array([1.0 if c == "Intercept" else float(x[c]) for c in z])
+        between += float(row @ np.atleast_2d(cov) @ row)
+    return between / (between + entry[0])

@@ -216,8 +216,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         dict term -> value).  For a random intercept the ICC does not depend on x.  None where the
         residual variance has no basis (see `icc_basis`).
         """
-        if self.is_multi:
-            raise _rm.not_for_terms("icc_at")
+        if self.is_multi:  # the sum over terms of z_k(x)' Sigma_k z_k(x)
+            return _rm.icc_at(self, x)
         if not self.is_vector:
             return self.icc
         return _rv.icc_at(self, x)
@@ -560,8 +560,6 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         """Caterpillar plot of the random intercepts with Wald intervals (needs the ``plot`` extra)."""
         from .plotting import plot_blups
 
-        if self.is_multi:
-            raise _rm.not_for_terms("plot_blups")
         return plot_blups(self, ax=ax, alpha=alpha)
 
     def plot_diagnostics(self, fig=None):

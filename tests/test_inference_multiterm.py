@@ -242,3 +242,46 @@ def test_random_effects_cov_by_term_and_level_equals_dense_conditional_covarianc
             np.testing.assert_allclose(rc[key][label].to_numpy(), block, rtol=1e-5, atol=1e-10)
         o += t.n_levels * t.q
     assert rc["g"][res.model.design.terms.levels[0][0]].shape == (2, 2)
+
+
+def test_icc_at_sums_every_terms_variance_at_x():
+    rng = np.random.default_rng(5)
+    n = 300
+    g, h = rng.integers(0, 15, n), rng.integers(0, 8, n)
+    x = rng.normal(size=n)
+    b = rng.multivariate_normal([0, 0], [[1.0, 0.3], [0.3, 0.5]], size=15)
+    y = 1 + 0.5 * x + b[g, 0] + b[g, 1] * x + rng.normal(0, 0.6, 8)[h] + rng.normal(size=n)
+    df = pd.DataFrame({"y": y, "x": x, "g": g.astype(str), "h": h.astype(str)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = glmm_ext.GLMM.from_formula("y ~ x + (x|g) + (1|h)", df).fit()
+    vc = res.vcomp  # from VarCorr's SDs and correlation: Var(b0 + b1 x) = s0^2 + 2 r s0 s1 x + s1^2 x^2
+    s0, s1, sh, se = vc["Std.Dev."].to_numpy()
+    r = float(vc["Corr"].iloc[1])
+    for value in (0.0, 1.5, -2.0):
+        between = s0 ** 2 + 2 * r * s0 * s1 * value + s1 ** 2 * value ** 2 + sh ** 2
+        assert res.icc_at(value) == pytest.approx(between / (between + se ** 2), rel=1e-10)
+        assert res.icc_at({"x": value}) == pytest.approx(res.icc_at(value), rel=1e-12)
+    assert res.icc_at(0.0) == pytest.approx(res.icc, rel=1e-10)  # the adjusted ICC: intercept variances
+    with pytest.raises(ValueError, match="no value for the slope column"):
+        res.icc_at({"z": 1.0})
+    pen = fit("penicillin_reml")
+    assert pen.icc_at(3.0) == pytest.approx(pen.icc, rel=1e-12)  # intercepts only: no dependence on x
+
+
+def test_plot_blups_one_panel_per_term_and_column():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = fit("penicillin_reml")
+    fig = res.plot_blups(alpha=0.1)
+    assert [a.get_title() for a in fig.axes] == ["plate: Intercept", "sample: Intercept"]
+    ax = fig.axes[1]  # samples sorted by their mode, with +- z SE bars
+    modes = res.random_effects["sample"]["Intercept"].sort_values()
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(modes.index.astype(str))
+    plt.close(fig)
+    fig, axes = plt.subplots(1, 3)
+    with pytest.raises(ValueError, match="needs 2 axes"):
+        res.plot_blups(ax=axes)
+    plt.close(fig)
