@@ -24,10 +24,10 @@ NaN; the others are conditional on it.
 """
 import numpy as np
 import pandas as pd
-from scipy import linalg, stats
+from scipy import linalg, optimize, stats
 
 from ._comparison import is_reml, refit_ml, unwrap
-from ._intervals import Profile, _inverse, family_parameter, profile_ends
+from ._intervals import Profile, _inverse, _pd_inverse, family_parameter, profile_ends
 from ._intervals_vector import _corr_factor, fd_gradient, fd_hessian_values
 
 LOG_2PI = float(np.log(2.0 * np.pi))
@@ -137,6 +137,29 @@ class MultiDeviance:
         f = -self.laplace(np.concatenate([psi[:p], self.structure.pack(lams), tail]))
         return float(f) if np.isfinite(f) else np.inf
 
+    def ml_profiled(self, psi, fixed=None):
+        """(-log-likelihood minimised over beta, that beta) at psi's variance parameters (Gaussian); with
+        `fixed` = j, beta_j is held at psi[j] and the other coefficients minimise the penalised RSS a'Ma."""
+        p = self.p
+        parts = self._gaussian_parts(psi[p:p + self.n_omega], psi[-1])
+        if parts is None:
+            return np.inf, None
+        logdet, LFF, s2 = parts
+        if fixed is None:
+            beta = linalg.solve_triangular(LFF[:p, :p], LFF[p, :p], lower=True, trans="T")
+            prss = LFF[p, p] ** 2
+        else:
+            M = LFF @ LFF.T  # a'Ma with a = (-beta, 1): minimise over beta_{-j} at beta_j = psi[j]
+            rest = [k for k in range(p) if k != fixed]
+            beta = np.empty(p)
+            beta[fixed] = psi[fixed]
+            if rest:
+                beta[rest] = linalg.solve(M[np.ix_(rest, rest)], M[rest, p] - M[rest, fixed] * psi[fixed],
+                                          assume_a="pos")
+            a = np.concatenate([-beta, [1.0]])
+            prss = float(a @ M @ a)
+        return 0.5 * (logdet + self.n * (LOG_2PI + np.log(s2)) + prss / s2), beta
+
     def reml(self, omega_phi):
         """-REML log-likelihood at (omega, log phi), beta profiled out (Gaussian identity)."""
         parts = self._gaussian_parts(omega_phi[:-1], omega_phi[-1])
@@ -165,6 +188,38 @@ class MultiProfile(Profile):
             self.psi_hat[self.p + sd.start:self.p + sd.stop] = np.abs(self.psi_hat[self.p + sd.start:self.p + sd.stop])
             c = slice(self.p + corr.start, self.p + corr.stop)
             self.psi_hat[c] = np.clip(self.psi_hat[c], -1.0, 1.0)
+
+    def constrained(self, j, value, start):
+        """min f with psi_j = value, from `start`: (f, psi).  Gaussian: beta (the other coefficients when j is
+        one) profiled out exactly at the covariance parameters, the search over the variance parameters only."""
+        dev = self.deviance
+        if not dev.gaussian:
+            return super().constrained(j, value, start)
+        self.n_fits += 1
+        p = self.p
+        psi = start.copy()
+        psi[j] = value
+        free = np.array([k for k in range(p, len(psi)) if k != j])
+        fixed = j if j < p else None
+
+        def g(x):
+            full = psi.copy()
+            full[free] = x
+            return dev.ml_profiled(full, fixed)[0]
+
+        def fg(x):
+            f = g(x)
+            return f, (np.nan_to_num(fd_gradient(g, x)) if np.isfinite(f) else np.zeros(len(x)))
+
+        with np.errstate(all="ignore"):
+            out = optimize.minimize(fg, psi[free], jac=True, method="BFGS",
+                                    options={"hess_inv0": _pd_inverse(self.hessian[np.ix_(free, free)]),
+                                             "gtol": 1e-5, "maxiter": 200})
+        psi[free] = out.x
+        f, beta = dev.ml_profiled(psi, fixed)
+        if beta is not None:
+            psi[:p] = beta
+        return float(f), psi
 
     def __call__(self, psi):
         f = self.deviance.ml(psi)
