@@ -22,8 +22,13 @@ def not_for_terms(what):
 
 def term_keys(res):
     """Unique keys of the terms, in the user's order ("g", "g.1" when a factor has two terms)."""
+    return keys_of(res.model.design.terms.names)
+
+
+def keys_of(names):
+    """Term keys from the terms' grouping-factor names (a second term on a factor gets ".1")."""
     keys, seen = [], {}
-    for name in res.model.design.terms.names:
+    for name in names:
         k = seen.get(name, 0)
         keys.append(name if k == 0 else f"{name}.{k}")
         seen[name] = k + 1
@@ -343,7 +348,8 @@ def random_effects_cov(res):
         st = model.laplace_state(np.concatenate([fit.beta, fit.cov_params, tail]))
         if st is None:
             raise FloatingPointError("no conditional modes at the estimates")
-        sigma2, blocks, layout, lams = 1.0, st.factor.inverse_diag_blocks(), Layout(structure), model.lams(fit.cov_params)
+        sigma2, blocks, layout = 1.0, st.factor.inverse_diag_blocks(), Layout(structure)
+        lams = model.lams(fit.cov_params)
     out = {}
     for pos, k in enumerate(layout.order):
         lam = lams[pos]

@@ -152,8 +152,8 @@ def _plot_multi(res, plt, axes, alpha):
     crit = stats.norm.isf(alpha / 2)
     if axes is None:
         tallest = max(min(2 * SHOWN_EACH_END + 1, int((table["Term"] == k).sum())) for k, _ in panels)
-        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), min(MAX_HEIGHT, max(2.5, 0.6 + 0.17 * tallest))),
-                                 squeeze=False)
+        height = min(MAX_HEIGHT, max(2.5, 0.6 + 0.17 * tallest))
+        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), height), squeeze=False)
         axes = axes[0]
     else:
         axes = np.atleast_1d(axes)

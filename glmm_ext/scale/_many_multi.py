@@ -35,19 +35,14 @@ class SharedTerms:
 
 def prepare(design, single, reml=True, nagq=1):
     """SharedTerms of a Design with several terms (the engine's cross-products formed once, Gaussian)."""
-    from .._results_multi import term_keys
+    from .._results_multi import keys_of
     from ..engine._mixed_lmm import GaussianProfile
 
     structure = design.terms.structure
     check_fit_options(structure, nagq)
     if not np.all(design.var_weights == 1.0) or design.has_freq_weights:
         raise ValueError("var_weights and freq_weights are not implemented for several random-effect terms")
-
-    class _Res:  # term_keys reads res.model.design.terms.names
-        class model:
-            pass
-    _Res.model.design = design
-    keys = term_keys(_Res)
+    keys = keys_of(design.terms.names)
     profile = None
     if design.gaussian_identity:
         structure.check_identifiable(design.nobs)
