@@ -285,3 +285,36 @@ def test_plot_blups_one_panel_per_term_and_column():
     with pytest.raises(ValueError, match="needs 2 axes"):
         res.plot_blups(ax=axes)
     plt.close(fig)
+
+
+def test_wald_intervals_of_a_binomial_fit_match_the_dense_laplace_hessian():
+    """cbpp (1|herd) + (1|obs): the SD rows against the Hessian of a dense Laplace log-likelihood over
+    (beta, log SD_herd, log SD_obs) computed here."""
+    res = fit("cbpp_obs", section="r2", family=sm.families.Binomial())
+    design = res.model.design
+    terms = design.terms.structure.terms
+    beta = np.asarray(res.params, float)
+    sds = np.array([np.sqrt(float(np.atleast_2d(c)[0, 0])) for c in res._fit.mixed.cov_re])
+    p = len(beta)
+
+    def negll(v):
+        return -md.laplace_loglik(design.y, design.X, v[:p], np.exp(v[p:]), terms, "binomial",
+                                  trials=design.trials)[0]
+
+    x0 = np.concatenate([beta, np.log(sds)])
+    k = len(x0)
+    h = 1e-4
+    H = np.empty((k, k))
+    for i in range(k):
+        for j in range(i, k):
+            ei, ej = np.eye(k)[i] * h, np.eye(k)[j] * h
+            H[i, j] = H[j, i] = (negll(x0 + ei + ej) - negll(x0 + ei - ej) - negll(x0 - ei + ej)
+                                 + negll(x0 - ei - ej)) / (4 * h * h)
+    se = np.sqrt(np.diag(np.linalg.inv(H)))[p:]
+    ci = res.conf_int(method="wald")
+    z = stats.norm.isf(0.025)
+    for row, o, s in zip(["herd SD Intercept", "obs SD Intercept"], np.log(sds), se):
+        lo, hi = np.log(ci.loc[row, ["lower", "upper"]].to_numpy(float))
+        assert 0.5 * (lo + hi) == pytest.approx(o, abs=1e-6)  # centred on log SD
+        # SE(log SD): herd's is large (its SD is 0.18 +- a flat likelihood), both to 3e-3 relative
+        assert (hi - lo) / (2 * z) == pytest.approx(s, rel=3e-3), row
