@@ -46,6 +46,8 @@ def lme4_rows(res, case):
             out[f"{group} SD {col}"] = (lo, hi)
         elif name == "sigma":
             out["Residual SD"] = (lo, hi)
+        elif name.startswith("period"):  # cbpp's factor: patsy's C(period)[T.k]
+            out[f"C(period)[T.{name[6:]}]"] = (lo, hi)
         else:
             out[name.replace("(Intercept)", "Intercept")] = (lo, hi)
     return out
@@ -63,6 +65,19 @@ def test_profile_intervals_match_lme4(name):
     assert ci.attrs["method"] == "profile"
     if name.endswith("reml"):
         assert "ML" in ci.attrs["note"]
+
+
+@pytest.mark.slow
+def test_profile_intervals_of_a_binomial_fit_match_lme4():
+    """cbpp (1|herd) + (1|obs), Laplace: lme4's glmer profile (a minute here; the herd SD's lower end is 0)."""
+    res = fit("cbpp_obs", section="r2", family=sm.families.Binomial())
+    ci = res.conf_int(method="profile")
+    ref = lme4_rows(res, REF["profile"]["cbpp_obs"])
+    assert sorted(ci.index) == sorted(ref)
+    for row, (lo, hi) in ref.items():
+        got = ci.loc[row, ["lower", "upper"]].to_numpy(float)
+        np.testing.assert_allclose(got, [lo, hi], rtol=2e-3, atol=1e-6 if row.startswith("herd") else 0,
+                                   err_msg=row)
 
 
 def test_profile_of_reml_fit_equals_profile_of_ml_fit():

@@ -71,5 +71,7 @@ out$r2 <- list(
                          family = "gaussian", reml = TRUE, gaussian = r2_entry(m_pen_reml, "lognormal")),
   oats_nested_reml = list(py_formula = "yield ~ nitro + (1|Block/Variety)", data = "oats.csv",
                           family = "gaussian", reml = TRUE, gaussian = r2_entry(m_oats_reml, "lognormal")))
+out$profile$cbpp_obs <- c(list(py_formula = "incidence + I(size - incidence) ~ C(period) + (1|herd) + (1|obs)",
+                               data = "cbpp.csv", family = "binomial"), profile_ci(m_cbpp))
 writeLines(toJSON(out, auto_unbox = TRUE, digits = NA, pretty = TRUE), file.path(dir, "analysis_reference.json"))
 cat("done\n")
