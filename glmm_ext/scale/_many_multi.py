@@ -10,7 +10,6 @@ single fit.  Other families call the engine's `fit_mixed` on the shared structur
 work per response).  A response with missing values gets the single fit on its own rows.
 """
 import copy
-import time
 import warnings
 from dataclasses import dataclass, replace
 
@@ -69,22 +68,33 @@ def _profile_for(shared, yy):
     return prof
 
 
+@dataclass
+class ManyFit:
+    """What a row of the fit_many table reads from a fit (the fields of `engine._mixed.MixedFit`)."""
+
+    beta: np.ndarray
+    cov_beta: np.ndarray
+    cov_re: list
+    llf: float
+    converged: bool
+    singular: list
+    message: str
+
+
 def _gaussian_fit(shared, y, options):
-    """The engine's profiled REML/ML fit of one response on the shared cross-products: a MixedFit."""
-    from ..engine import _mixed
+    """The engine's profiled REML/ML fit of one response on the shared cross-products (no modes: the
+    table does not show them)."""
     from ..engine._mixed_lmm import minimize_bounded
 
-    design = shared.design
-    structure = design.terms.structure
-    t0 = time.perf_counter()
-    yy = y - design.offset
-    prof = _profile_for(shared, yy)
+    structure = shared.design.terms.structure
+    prof = _profile_for(shared, y - shared.design.offset)
     tol = options["tol"]
     # as engine._mixed_lmm.fit_gaussian: the same start, bounds and stopping rule
     res = minimize_bounded(prof, structure.start_params(), structure.lower_bounds(), maxiter=options["maxiter"],
                            tol=min(tol, 1e-6) * 1e-3, fg=prof.value_and_grad if prof.has_gradient else None)
-    return _mixed._gaussian_result(structure, prof, res, y, design.X, design.offset, prof.reml,
-                                   time.perf_counter() - t0)
+    beta, cov_beta, sigma2, *_ = prof.solution(res.x)
+    return ManyFit(beta=beta, cov_beta=cov_beta, cov_re=structure.covariances(res.x, sigma2), llf=-0.5 * res.f,
+                   converged=bool(res.converged), singular=structure.singular(res.x), message=res.message)
 
 
 def _single_fit(job, name, y, options):
