@@ -205,7 +205,8 @@ def test_bootstrap_ends_are_the_percentiles_of_refits_binomial():
     nsim, seed = 20, 11
     ci = res.conf_int(0.1, method="boot", nsim=nsim, seed=seed, progress=False)
     assert list(ci.index) == ["Intercept", "C(period)[T.2]", "C(period)[T.3]", "C(period)[T.4]", "herd SD"]
-    refit = lambda p: _one_term(fit(CBPP_FORMULA, CBPP.assign(incidence=np.round(p * CBPP["size"]).astype(int)),  # noqa
+    # simulate() of a successes + failures response gives counts; its first column is the successes
+    refit = lambda k: _one_term(fit(CBPP_FORMULA, CBPP.assign(incidence=np.asarray(k).astype(int)),  # noqa
                                     "herd", sm.families.Binomial()), None)
     _check_percentiles(ci, _replicates(res, nsim, seed, refit), 0.1, rtol=2e-4)
 

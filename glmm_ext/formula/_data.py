@@ -157,7 +157,7 @@ def clean_frame(data, response_cols, numeric_cols, categorical_cols, required_nu
 
     A column of words is an error in `response_cols` and `required_numeric`, categorical elsewhere.
     """
-    frame = pd.DataFrame(index=data.index)
+    columns = {}  # built into one frame at the end (inserting 1,000 columns one by one fragments it)
     bad = np.zeros(len(data), dtype=bool)
     reasons = {}
     for col in list(dict.fromkeys(list(response_cols) + list(numeric_cols) + list(categorical_cols))):
@@ -168,19 +168,20 @@ def clean_frame(data, response_cols, numeric_cols, categorical_cols, required_nu
             raise ValueError(problem)
         if col in categorical_cols:
             col_bad = series.isna().to_numpy()
-            frame[col] = series
+            columns[col] = series
         else:
             values, col_bad = _numeric_view(series)
             if values is None:
                 if col in response_cols or col in required_numeric:
                     role = "response" if col in response_cols else "numeric"
                     raise ValueError(f"{role} column {col!r} holds no numbers (dtype {series.dtype})")
-                frame[col] = series  # a column of words: patsy makes it categorical
+                columns[col] = series  # a column of words: patsy makes it categorical
             else:
-                frame[col] = values
+                columns[col] = values
         if col_bad.any():
             reasons[col] = int(col_bad.sum())
         bad |= col_bad
+    frame = pd.DataFrame(columns, index=data.index) if columns else pd.DataFrame(index=data.index)
     return frame, bad, reasons
 
 

@@ -233,7 +233,7 @@ class _SafeChecker:
             token = ast.unparse(node) if isinstance(node, ast.AST) else str(node)
         except RecursionError:  # pragma: no cover - depth is bounded by check_cost first
             token = type(node).__name__
-        token = token if len(token) <= 80 else token[:80] + "..."
+        token = token if len(token) <= 200 else token[:200] + "..."
         raise ValueError(f"formula_mode='safe' does not accept {what} {token!r} in {_short(self.formula)!r} "
                          "(it accepts "
                          "columns, Q(), numbers, + - * / : **, C(), I(arithmetic), np.log/log1p/exp/sqrt/abs, "
