@@ -22,8 +22,13 @@ def not_for_terms(what):
 
 def term_keys(res):
     """Unique keys of the terms, in the user's order ("g", "g.1" when a factor has two terms)."""
+    return keys_of(res.model.design.terms.names)
+
+
+def keys_of(names):
+    """Term keys from the terms' grouping-factor names (a second term on a factor gets ".1")."""
     keys, seen = [], {}
-    for name in res.model.design.terms.names:
+    for name in names:
         k = seen.get(name, 0)
         keys.append(name if k == 0 else f"{name}.{k}")
         seen[name] = k + 1
@@ -317,3 +322,64 @@ def test_random_effect(res, term):
     return RandomEffectTest(statistic=statistic, pvalue=pvalue, llf_glmm=float(res.llf), llf_glm=float(null.llf),
                             method=f"{res.method}; without the term {term!r}; {how}", df=df, pvalue_chi2=chi2_p,
                             pvalue_mixture=mixture_p)
+
+
+def random_effects_cov(res):
+    """Term key -> {level: q x q DataFrame}, the conditional covariance Var(b_kj | y) of each level's modes
+    (lme4's condVar blocks): the diagonal blocks of the engine's H^-1 = (Lambda'Z'WZ Lambda + I)^-1 at the
+    estimates, Lambda (H^-1)_jj Lambda' (times sigma^2 for the Gaussian identity model)."""
+    from .engine._pls import Layout
+
+    design, fit = res.model.design, res._fit.mixed
+    structure = design.terms.structure
+    if design.gaussian_identity:
+        from .engine._mixed_lmm import GaussianProfile
+
+        prof = GaussianProfile(structure, design.y - design.offset, design.X, None, res.method == "REML")
+        _, _, sigma2, _, fac, lams = prof.solution(fit.cov_params)
+        blocks, layout = fac.inverse_diag_blocks(), prof.layout
+    else:
+        from .engine._mixed_glmm import MixedGLMM
+
+        m = design.trials if design.has_trials else np.ones(design.nobs)
+        model = MixedGLMM(structure, design.dist, design.y, design.X, design.offset, m,
+                          design.dist.log_constant(design.y, m), design.dist.row_aux(design.y))
+        tail = [np.log(fit.scale)] if design.dist.has_dispersion else []
+        st = model.laplace_state(np.concatenate([fit.beta, fit.cov_params, tail]))
+        if st is None:
+            raise FloatingPointError("no conditional modes at the estimates")
+        sigma2, blocks, layout = 1.0, st.factor.inverse_diag_blocks(), Layout(structure)
+        lams = model.lams(fit.cov_params)
+    out = {}
+    for pos, k in enumerate(layout.order):
+        lam = lams[pos]
+        covs = sigma2 * (lam @ blocks[pos] @ lam.T)
+        names = list(design.terms.z_names[k])
+        out[term_keys(res)[k]] = {label: pd.DataFrame(c, index=names, columns=names)
+                                  for label, c in zip(design.terms.levels[k], covs)}
+    return out
+
+
+def icc_at(res, x):
+    """ICC(x) = sum_k z_k(x)' Sigma_k z_k(x) / (that + sigma_e^2), z_k(x) term k's z row at the covariate values
+    `x` (a number when the terms have one slope column name, else a dict column -> value; "Intercept" is 1).
+    None where sigma_e^2 has no basis (see `icc_basis`)."""
+    entry = res._icc_residual
+    names = sorted({c for z in res.model.design.terms.z_names for c in z if c != "Intercept"})
+    if not isinstance(x, dict):
+        if not names:  # random intercepts only: the ICC does not depend on x
+            x = {}
+        elif len(names) != 1:
+            raise ValueError(f"icc_at(x): give a dict column -> value for the slope columns {names}")
+        else:
+            x = {names[0]: x}
+    missing = [c for c in names if c not in x]
+    if missing:
+        raise ValueError(f"icc_at(x): no value for the slope column(s) {', '.join(map(repr, missing))}")
+    if entry is None:
+        return None
+    between = 0.0
+    for z, cov in zip(res.model.design.terms.z_names, res._fit.mixed.cov_re):
+        row = np.array([1.0 if c == "Intercept" else float(x[c]) for c in z])
+        between += float(row @ np.atleast_2d(cov) @ row)
+    return between / (between + entry[0])

@@ -30,9 +30,12 @@ def plot_blups(res, ax=None, alpha=0.05):
 
     Up to 60 groups every group is drawn and labelled; beyond, the 25 lowest and 25 highest, with
     the number of groups left out marked between them.  The height is capped at 10 inches.
-    With random slopes: one panel per term (``ax`` then is a sequence of axes, one per term).
+    With random slopes: one panel per term (``ax`` then is a sequence of axes, one per term); with
+    several random-effect terms one panel per term and z column (the same rule for many levels).
     """
     plt = _pyplot()
+    if getattr(res, "is_multi", False):
+        return _plot_multi(res, plt, ax, alpha)
     if res.is_vector:
         return _plot_terms(res, plt, ax, alpha)
     table, hidden = caterpillar_rows(res.blup_table())
@@ -138,5 +141,40 @@ def _plot_terms(res, plt, axes, alpha):
         ax.set_xlabel(f"{name} ({100 * (1 - alpha):g}% interval)")
         ax.set_title(f"Random effect: {name}")
     axes[0].set_ylabel(res.group_name)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_multi(res, plt, axes, alpha):
+    """Several random-effect terms: one caterpillar panel per (term, z column), levels sorted within each."""
+    table = res.blup_table()
+    panels = [(key, name) for key, z in zip(res.cov_re, res.model.design.terms.z_names) for name in z]
+    crit = stats.norm.isf(alpha / 2)
+    if axes is None:
+        tallest = max(min(2 * SHOWN_EACH_END + 1, int((table["Term"] == k).sum())) for k, _ in panels)
+        height = min(MAX_HEIGHT, max(2.5, 0.6 + 0.17 * tallest))
+        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), height), squeeze=False)
+        axes = axes[0]
+    else:
+        axes = np.atleast_1d(axes)
+        if len(axes) != len(panels):
+            raise ValueError(f"plot_blups needs {len(panels)} axes, one per term and column "
+                             f"({', '.join(f'{k}: {n}' for k, n in panels)})")
+        fig = axes[0].figure
+    for ax, (key, name) in zip(axes, panels):
+        part = table[table["Term"] == key].rename(columns={name: "Random Intercept"})
+        part, hidden = caterpillar_rows(part)
+        pos = np.arange(len(part), dtype=float)
+        if hidden:
+            pos[SHOWN_EACH_END:] += 1.0
+            ax.text(0.5, SHOWN_EACH_END, f"{hidden} levels not shown", transform=ax.get_yaxis_transform(),
+                    ha="center", va="center", fontsize=7, color="dimgrey")
+        ax.errorbar(part["Random Intercept"], pos, xerr=crit * part[f"Std. Error ({name})"], fmt="o", ms=3, lw=1)
+        ax.axvline(0.0, color="grey", lw=0.8, ls="--")
+        ax.set_yticks(pos)
+        ax.set_yticklabels(part["Group"].astype(str), fontsize=6 if len(part) > 40 else 8)
+        ax.set_xlabel(f"{name} ({100 * (1 - alpha):g}% interval)")
+        ax.set_ylabel(key)
+        ax.set_title(f"{key}: {name}")
     fig.tight_layout()
     return fig

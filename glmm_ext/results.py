@@ -216,8 +216,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         dict term -> value).  For a random intercept the ICC does not depend on x.  None where the
         residual variance has no basis (see `icc_basis`).
         """
-        if self.is_multi:
-            raise _rm.not_for_terms("icc_at")
+        if self.is_multi:  # the sum over terms of z_k(x)' Sigma_k z_k(x)
+            return _rm.icc_at(self, x)
         if not self.is_vector:
             return self.icc
         return _rv.icc_at(self, x)
@@ -236,7 +236,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
             (negative binomial): "wald" (variance parameters on the log scale), "profile"
             (likelihood-ratio, as lme4's ``confint``; a Gaussian REML fit is profiled by ML, as lme4) or
             "boot" (parametric bootstrap percentiles). With random slopes the variance rows are
-            ``"<groups> SD <term>"`` per term and ``"<groups> Cor <a>,<b>"`` per correlated pair.
+            ``"<groups> SD <term>"`` per term and ``"<groups> Cor <a>,<b>"`` per correlated pair; with
+            several random-effect terms ``"<term> SD <column>"`` and ``"<term> Cor <a>,<b>"`` per term.
         nsim, seed, n_jobs, progress :
             Bootstrap replicates, seed, worker processes (the same intervals for a given seed whatever
             n_jobs) and progress bar (default: when stderr is a terminal).
@@ -244,20 +245,12 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         alpha = check_alpha(alpha)
         if method is None:
             return super().conf_int(alpha=alpha)
-        if self.is_multi:  # several terms: the parametric bootstrap
-            if method != "boot":
-                raise _rm.not_for_terms(f"conf_int(method={method!r}) (use method='boot')")
-            from .inference._bootstrap_multi import bootstrap_intervals
+        from .inference import _bootstrap, _bootstrap_multi, _intervals, _intervals_multi, _intervals_vector
 
-            return bootstrap_intervals(self, alpha, nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress)
-        from .inference import _bootstrap
-        from .inference import _intervals
-        from .inference import _intervals_vector
-
-        if self.is_vector and method in ("wald", "profile"):
-            module = _intervals_vector
-        else:
-            module = _intervals
+        if self.is_multi and method == "boot":  # several terms: rows per term
+            return _bootstrap_multi.bootstrap_intervals(self, alpha, nsim=nsim, seed=seed, n_jobs=n_jobs,
+                                                        progress=progress)
+        module = _intervals_multi if self.is_multi else (_intervals_vector if self.is_vector else _intervals)
         if method == "wald":
             return module.wald_intervals(self, alpha)
         if method == "profile":
@@ -504,8 +497,9 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         MixedLM's ``bse_re`` is on its internal scale (the variance relative to the residual variance,
         times sqrt(scale)); for a Gaussian fit ``bse_re / sqrt(scale)`` is that number.
         """
-        if self.is_multi:
-            raise _rm.not_for_terms("bse_re")
+        if self.is_multi:  # term -> Series of the SEs of its variances
+            from .inference._intervals_multi import bse_re
+            return bse_re(self)
         var_sd = self.cov_params_vector[0, 0]
         se = 2.0 * self.sigma_re * np.sqrt(var_sd) if var_sd >= 0 else np.nan
         return pd.Series([se], index=[f"{self.group_name} Var"], name="bse_re")
@@ -514,8 +508,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
     def random_effects_cov(self):
         """Group label -> 1 x 1 DataFrame: the conditional variance of its random intercept (as MixedLM);
         q x q by term with random slopes."""
-        if self.is_multi:
-            raise _rm.not_for_terms("random_effects_cov (conditional covariances per level)")
+        if self.is_multi:  # term -> {level: q x q conditional covariance}
+            return _rm.random_effects_cov(self)
         if self.is_vector:
             names = list(self.cov_re.columns)
             return {label: pd.DataFrame(c, index=names, columns=names)
@@ -566,8 +560,6 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         """Caterpillar plot of the random intercepts with Wald intervals (needs the ``plot`` extra)."""
         from .plotting import plot_blups
 
-        if self.is_multi:
-            raise _rm.not_for_terms("plot_blups")
         return plot_blups(self, ax=ax, alpha=alpha)
 
     def plot_diagnostics(self, fig=None):

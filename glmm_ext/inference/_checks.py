@@ -13,6 +13,9 @@ trigamma((1/lambda + alpha)^-1); lambda = exp(beta_0) of the intercept-only mode
 part (intercept, or intercept and slopes) and offset, as R's performance::r2_nakagawa.  Gamma-log: ln(1 + phi) (lognormal),
 trigamma(1/phi), or phi (delta method, performance's choice).  Any other pair: the delta method
 (observation-level), mean_i phi V(mu_i) g'(mu_i)^2 at the fixed-part means.
+Several random-effect terms: var_u sums the terms; a scalar term with one level per row (an
+observation-level random effect) is additive overdispersion, its variance added to var_e, and the null
+model for lambda keeps every term (as performance).
 """
 from dataclasses import dataclass
 
@@ -38,9 +41,15 @@ def null_lambda(res):
 
     model = res.model
     design = model.design
-    if getattr(res, "is_multi", False):
-        raise NotImplementedError("r2 with the lognormal or trigamma latent variance (a refit of the null model) is "
-                                  "not implemented for several random-effect terms; use r2(approximation='delta')")
+    if getattr(res, "is_multi", False):  # the same terms, an intercept only
+        from ..engine._mixed import fit_mixed
+
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            null = fit_mixed(design.y, np.ones((design.nobs, 1)), design.terms.structure, design.dist,
+                             offset=design.offset, trials=design.trials if design.has_trials else None, nagq=1,
+                             maxiter=res.fit_options.get("maxiter", 100), tol=res.fit_options.get("tol", 1e-6))
+        return float(np.exp(null.beta[0]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         exog_re = design.Z if res.is_vector else None  # keep the random slopes, as performance's null model
@@ -78,6 +87,22 @@ def latent_residual_variance(res, approximation="lognormal"):
     return value, "delta method: mean of phi V(mu) g'(mu)^2"
 
 
+def multi_random_variances(res):
+    """(var_random, var_observation_level) of a multi-term fit: per term the mean of z_i' Sigma_k z_i over the
+    rows; a scalar term with one level per row (an observation-level random effect, non-Gaussian families)
+    goes to the second, as performance::r2_nakagawa puts it into the residual variance."""
+    design = res.model.design
+    var_u = var_olre = 0.0
+    for term, cov in zip(design.terms.structure.terms, res._fit.mixed.cov_re):
+        v = float(np.mean(np.einsum("nq,qr,nr->n", term.Z, np.atleast_2d(cov), term.Z)))
+        olre = term.q == 1 and term.n_levels == design.nobs and res.model.dist.name != "gaussian"
+        if olre:
+            var_olre += v
+        else:
+            var_u += v
+    return var_u, var_olre
+
+
 def r2(res, approximation="lognormal"):
     """Marginal and conditional R² (Nakagawa, Johnson & Schielzeth 2017) with the variances used.
 
@@ -86,13 +111,15 @@ def r2(res, approximation="lognormal"):
     res = unwrap(res)
     design = res.model.design
     var_f = float(np.var(design.X @ np.asarray(res.params, float), ddof=1))
+    var_olre = 0.0
     if getattr(res, "is_multi", False):  # several terms: the sum of their mean z' Sigma_k z (Johnson 2014)
-        from .._results_multi import row_variances
-
-        var_u = float(np.mean(row_variances(res)))
+        var_u, var_olre = multi_random_variances(res)
     else:
         var_u = float(np.mean(_results_vector.row_variances(res))) if res.is_vector else float(res.var_re)
     var_e, how = latent_residual_variance(res, approximation)
+    if var_olre:  # an observation-level term is additive overdispersion: residual (Nakagawa et al. 2017)
+        var_e += var_olre
+        how += f" + observation-level term variance {var_olre:.5g}"
     total = var_f + var_u + var_e
     return {"marginal": var_f / total, "conditional": (var_f + var_u) / total, "approximation": how,
             "var_fixed": var_f, "var_random": var_u, "var_residual": var_e}

@@ -10,7 +10,9 @@ row with ``converged=False`` and the error message; it never stops the other fit
 
 A random part other than one random intercept (random slopes, ``"~ x + (x | g)"``) is fitted as the
 single fit of each response (``GLMM.from_formula(f"{response} ~ {rhs}", ...)``), so its numbers are
-those of the single fit; the shared-design shortcut covers the random intercept only.
+those of the single fit; the shared-design shortcut covers the random intercept only.  Several
+random-effect terms (crossed / nested factors) share their structure and the engine's y-free
+cross-products (`_many_multi`); their table has a variance column per term instead of ``var_re``.
 """
 import io
 import os
@@ -88,6 +90,10 @@ def _fit_single(job, name, y, options):
 
 def _fit_one(design, name, y, options):
     """One response on the shared design -> its rows of the tidy table (a failure is a row too)."""
+    from ._many_multi import SharedTerms, fit_response
+
+    if isinstance(design, SharedTerms):  # several random-effect terms
+        return fit_response(design, name, y, options)
     terms = list(design.exog_names)
     if isinstance(design, SingleFits):
         try:
@@ -164,10 +170,17 @@ def _table(results, responses):
             q = np.full(len(p), np.nan)
             q[ok] = fdrcorrection(p[ok], alpha=0.05, method="indep")[1]
             q_value[j::k] = q
-    return pd.DataFrame({"response": per_fit["response"], "term": np.tile(ordered[0]["terms"], len(ordered)),
-                         "estimate": estimate, "std_err": std_err, "z": z, "p_value": p_value, "q_value": q_value,
-                         "var_re": per_fit["var_re"], "llf": per_fit["llf"], "converged": per_fit["converged"],
-                         "message": per_fit["message"]})[COLUMNS]
+    table = pd.DataFrame({"response": per_fit["response"], "term": np.tile(ordered[0]["terms"], len(ordered)),
+                          "estimate": estimate, "std_err": std_err, "z": z, "p_value": p_value, "q_value": q_value,
+                          "var_re": per_fit["var_re"], "llf": per_fit["llf"], "converged": per_fit["converged"],
+                          "message": per_fit["message"]})[COLUMNS]
+    if "var_terms" in ordered[0]:  # several terms: one variance column per term (and z column), after var_re
+        names = list(dict.fromkeys(c for r in ordered for c in r["var_terms"]))
+        at = COLUMNS.index("var_re") + 1
+        for i, c in enumerate(names):
+            table.insert(at + i, c, np.repeat([r["var_terms"].get(c, np.nan) for r in ordered], k))
+        table = table.drop(columns="var_re")
+    return table
 
 
 def _chunks(n, n_chunks):
@@ -219,18 +232,6 @@ def split_formula(formula, responses):
     return rhs
 
 
-def _refuse_several_terms(formula):
-    """fit_many fits one grouping factor: several random-effect terms are a NotImplementedError, not a
-    random-intercept fit of something else."""
-    from ..formula._bars import parse_formula
-
-    text = formula if isinstance(formula, str) else ""
-    spec = parse_formula("y " + text if text.lstrip().startswith("~") else "y ~ " + text) if "|" in text else None
-    if getattr(spec, "is_multi", False):
-        raise NotImplementedError("fit_many is not implemented for several random-effect terms (crossed or nested "
-                                  "factors); fit each response with GLMM.from_formula")
-
-
 def fit_many(data, responses, formula, groups=None, family=None, n_jobs=-1, client=None, progress=False, nagq=1,
              reml=True, maxiter=100, tol=1e-6, cov_type="hessian", exposure=None, offset=None):
     """Fit one GLMM per response column, all with the same right-hand side.
@@ -270,7 +271,10 @@ def fit_many(data, responses, formula, groups=None, family=None, n_jobs=-1, clie
         p-values of one term over all responses.  A failed fit has NaN estimates,
         ``converged=False`` and the error in ``message``.  With random slopes the numbers are those
         of each response's single fit (``GLMM.from_formula``), ``var_re`` being its ``var_re``;
-        its full covariance of the random effects comes from fitting that response alone.
+        its full covariance of the random effects comes from fitting that response alone.  With
+        several random-effect terms (``"~ x + (1|a) + (1|b)"``, ``"~ x + (1|a/b)"``) ``var_re`` is
+        replaced by one column per term, ``var_re[a]``, ``var_re[b:a]`` (``var_re[a:x]`` per z column
+        of a slope term), and the numbers are those of each response's single fit.
 
     Notes
     -----
@@ -279,7 +283,6 @@ def fit_many(data, responses, formula, groups=None, family=None, n_jobs=-1, clie
     """
     from ..model import GLMM
 
-    _refuse_several_terms(formula)
     if not isinstance(data, pd.DataFrame):
         raise TypeError(f"data must be a pandas DataFrame (got {type(data).__name__})")
     if isinstance(responses, str):
@@ -305,7 +308,14 @@ def fit_many(data, responses, formula, groups=None, family=None, n_jobs=-1, clie
     model = GLMM.from_formula(f"{placeholder} ~ {rhs}", frame, groups=groups, family=family, exposure=exposure,
                               offset=offset)
     design = model.design
-    if design.Z is not None:  # random slopes: each response's single fit on the whole data
+    if design.terms is not None:  # several random-effect terms: the structure and cross-products shared
+        from ._many_multi import prepare
+
+        single = SingleFits(frame.drop(columns=placeholder), rhs, groups, family, exposure, offset,
+                            list(design.exog_names))
+        design = prepare(design, single, reml=reml, nagq=nagq)
+        Y = data.loc[design.design.index, responses].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    elif design.Z is not None:  # random slopes: each response's single fit on the whole data
         design = SingleFits(frame.drop(columns=placeholder), rhs, groups, family, exposure, offset,
                             list(design.exog_names))
         Y = data[responses].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)

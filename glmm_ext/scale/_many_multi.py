@@ -1,0 +1,147 @@
+"""``fit_many`` with several random-effect terms (crossed / nested factors): the work shared by the responses.
+
+Built once from the right-hand side (`prepare`): the formula's terms, their level codes and z columns
+(the engine's `ReStructure`), the fixed-effects design and, for the Gaussian identity model, the
+engine's profiled-deviance object (`engine._mixed_lmm.GaussianProfile`) with its `Layout` (the terms'
+sparse Z', the sparsity plan of Z'Z) and the cross-products Z'Z, Z'X, X'X, which do not depend on y.
+Per response only the y column of the cross-products (Z'y, X'y, y'y) is formed; the optimisation is
+the engine's own (`fit_gaussian`'s bounded search from lme4's start), so the estimates are those of the
+single fit.  Other families call the engine's `fit_mixed` on the shared structure (no formula or design
+work per response).  A response with missing values gets the single fit on its own rows.
+"""
+import copy
+import warnings
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .._multiterm import check_fit_options
+
+
+@dataclass
+class SharedTerms:
+    """The responses' common design with several random-effect terms (picklable: sent to workers once)."""
+
+    design: object  # formula.Design with the placeholder response (its `terms` the multi-term structure)
+    keys: list  # term keys ("a", "b:a", "g.1")
+    single: object  # _many.SingleFits for responses with missing values
+    profile: object = None  # GaussianProfile on the placeholder response (Gaussian identity only)
+
+    @property
+    def exog_names(self):
+        return list(self.design.exog_names)
+
+
+def prepare(design, single, reml=True, nagq=1):
+    """SharedTerms of a Design with several terms (the engine's cross-products formed once, Gaussian)."""
+    from .._results_multi import keys_of
+    from ..engine._mixed_lmm import GaussianProfile
+
+    structure = design.terms.structure
+    check_fit_options(structure, nagq)
+    if not np.all(design.var_weights == 1.0) or design.has_freq_weights:
+        raise ValueError("var_weights and freq_weights are not implemented for several random-effect terms")
+    keys = keys_of(design.terms.names)
+    profile = None
+    if design.gaussian_identity:
+        structure.check_identifiable(design.nobs)
+        profile = GaussianProfile(structure, design.y - design.offset, design.X, None, bool(reml))
+    return SharedTerms(design=design, keys=keys, single=single, profile=profile)
+
+
+def _profile_for(shared, yy):
+    """The shared GaussianProfile with the response column of the cross-products swapped for yy's."""
+    base = shared.profile
+    prof = copy.copy(base)
+    cp, p = base.cp, base.p
+    lay = base.layout
+    AF1, AFR, AFF = cp.AF1.copy(), cp.AFR.copy(), cp.AFF.copy()
+    AF1[p] = lay.Zt[0] @ yy
+    if AFR.shape[1]:
+        AFR[p] = np.concatenate([lay.Zt[pos] @ yy for pos in range(1, len(lay.terms))])
+    AFF[p, :p] = AFF[:p, p] = base.X.T @ yy
+    AFF[p, p] = yy @ yy
+    new = replace(cp, AF1=AF1, AFR=AFR, AFF=AFF)
+    # Z'Z is the same for every response: the Schur products of its blocks are shared too
+    new.__dict__["_schur_cache"] = cp.__dict__.setdefault("_schur_cache", [])
+    prof.cp, prof.y, prof.n_calls = new, yy, 0
+    return prof
+
+
+@dataclass
+class ManyFit:
+    """What a row of the fit_many table reads from a fit (the fields of `engine._mixed.MixedFit`)."""
+
+    beta: np.ndarray
+    cov_beta: np.ndarray
+    cov_re: list
+    llf: float
+    converged: bool
+    singular: list
+    message: str
+
+
+def _gaussian_fit(shared, y, options):
+    """The engine's profiled REML/ML fit of one response on the shared cross-products (no modes: the
+    table does not show them)."""
+    from ..engine._mixed_lmm import minimize_bounded
+
+    structure = shared.design.terms.structure
+    prof = _profile_for(shared, y - shared.design.offset)
+    tol = options["tol"]
+    # as engine._mixed_lmm.fit_gaussian: the same start, bounds and stopping rule
+    res = minimize_bounded(prof, structure.start_params(), structure.lower_bounds(), maxiter=options["maxiter"],
+                           tol=min(tol, 1e-6) * 1e-3, fg=prof.value_and_grad if prof.has_gradient else None)
+    beta, cov_beta, sigma2, *_ = prof.solution(res.x)
+    return ManyFit(beta=beta, cov_beta=cov_beta, cov_re=structure.covariances(res.x, sigma2), llf=-0.5 * res.f,
+                   converged=bool(res.converged), singular=structure.singular(res.x), message=res.message)
+
+
+def _single_fit(job, name, y, options):
+    """GLMM.from_formula(...).fit() of one response on its own rows: the engine's MixedFit."""
+    from ..model import GLMM
+    from ._many import _quoted
+
+    frame = job.frame.assign(**{str(name): y})
+    model = GLMM.from_formula(f"{_quoted(name)} ~ {job.rhs}", frame, groups=job.groups, family=job.family,
+                              exposure=job.exposure, offset=job.offset)
+    res = model.fit(nagq=options["nagq"], reml=options["reml"], maxiter=options["maxiter"], tol=options["tol"])
+    return res._results._fit.mixed if hasattr(res, "_results") else res._fit.mixed
+
+
+def fit_response(shared, name, y, options):
+    """One response's row dict for `_many._table` (a failure is a row with the error message)."""
+    design = shared.design
+    terms = shared.exog_names
+    y = np.asarray(y, dtype=float)
+    try:
+        from ..engine._mixed import fit_mixed
+        from .._validation import check_response
+
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            if not np.all(np.isfinite(y)):  # its own rows: the single fit (the terms' levels may change)
+                fit = _single_fit(shared.single, name, y, options)
+            else:
+                check_response(design.dist.name, y, None, str(name), design.index)
+                if shared.profile is not None:
+                    fit = _gaussian_fit(shared, y, options)
+                else:
+                    fit = fit_mixed(y, design.X, design.terms.structure, design.dist, offset=design.offset,
+                                    trials=design.trials if design.has_trials else None, nagq=options["nagq"],
+                                    maxiter=options["maxiter"], tol=options["tol"])
+    except Exception as exc:  # noqa: BLE001 - reported in the table, the other fits go on
+        nan = np.full(len(terms), np.nan)
+        return dict(response=name, terms=terms, estimate=nan, std_err=nan, var_re=np.nan, llf=np.nan,
+                    converged=False, message=f"{type(exc).__name__}: {exc}", var_terms={})
+    message = fit.message or ("converged" if fit.converged else "not converged")
+    if any(fit.singular):
+        message += "; boundary (singular) fit: " + ", ".join(k for k, s in zip(shared.keys, fit.singular) if s)
+    var_terms = {}
+    for key, term, cov in zip(shared.keys, design.terms.structure.terms, fit.cov_re):
+        diag = np.diag(np.atleast_2d(cov))
+        for col, v in zip(term.z_names, diag):
+            var_terms[f"var_re[{key}]" if term.q == 1 else f"var_re[{key}:{col}]"] = float(v)
+    return dict(response=name, terms=terms, estimate=np.asarray(fit.beta, float),
+                std_err=np.sqrt(np.diag(fit.cov_beta)), var_re=np.nan, llf=float(fit.llf),
+                converged=bool(fit.converged), message=message, var_terms=var_terms)
