@@ -349,3 +349,87 @@ def test_fits_keep_their_promises(pair, nagq, seed, n_groups, size, sigma, c):
 @given(**PROMISE_CASE)
 def test_fits_keep_their_promises_many_cases(pair, nagq, seed, n_groups, size, sigma, c):
     check_promises(pair, nagq, seed, n_groups, size, sigma, c)
+
+
+# ---------------------------------------------------------------- random slopes and NB2: the same promises
+STRUCTURES = [("gaussian", "y ~ x + (x | g)"), ("gaussian", "y ~ x + (x || g)"), ("poisson", "y ~ x + (x | g)"),
+              ("binomial", "y ~ x + (x || g)"), ("negativebinomial", "y ~ x + (1 | g)"),
+              ("negativebinomial", "y ~ x + (x || g)")]
+
+
+def structure_data(family, seed, n_groups, size, sd_intercept, sd_slope):
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(n_groups), size)
+    x = rng.normal(size=g.size)
+    eta = rng.normal(0, sd_intercept, n_groups)[g] + rng.normal(0, sd_slope, n_groups)[g] * x
+    if family == "gaussian":
+        y = rng.normal(1.0 + 0.5 * x + eta, 0.5)
+    elif family == "binomial":
+        y = rng.binomial(1, 1.0 / (1.0 + np.exp(-(0.3 + 0.8 * x + eta)))).astype(float)
+    else:
+        mu = np.exp(0.5 + 0.4 * x + eta)
+        y = rng.poisson(mu * rng.gamma(2.0, 0.5, g.size) if family == "negativebinomial" else mu).astype(float)
+    return pd.DataFrame({"y": y, "x": x, "g": g})
+
+
+def structure_fit(df, family, formula):
+    """ML fit; ValueError is an allowed answer (None), anything else fails the test."""
+    try:
+        model = GLMM.from_formula(formula, df, family=make_family(family))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return model.fit(reml=False)
+    except ValueError:
+        return None
+
+
+def no_random_effects_llf(df, family):
+    """The log-likelihood maximised without random effects (every variance at 0), from statsmodels."""
+    X = sm.add_constant(df[["x"]].to_numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if family == "negativebinomial":  # NB2 with alpha estimated (statsmodels' discrete model)
+            fit = sm.NegativeBinomial(df["y"].to_numpy(), X, loglike_method="nb2").fit(disp=0, maxiter=500)
+            return float(fit.llf) if fit.mle_retvals["converged"] else None
+        if family == "gaussian":
+            return float(sm.OLS(df["y"].to_numpy(), X).fit().llf)
+        fam = make_family(family)
+        fit = sm.GLM(df["y"].to_numpy(), X, family=fam).fit()
+        return float(fit.llf) if fit.converged else None
+
+
+def check_structure_promises(case, seed, n_groups, size, sd_intercept, sd_slope):
+    family, formula = case
+    df = structure_data(family, seed, n_groups, size, sd_intercept, sd_slope)
+    res = structure_fit(df, family, formula)
+    if res is None:
+        return
+    if res.converged:  # a maximum over the variances is never below the point where they are all 0
+        base = no_random_effects_llf(df, family)
+        if base is not None:
+            assert res.llf >= base - 1e-6 * (1 + abs(base)), (res.llf, base)
+    order = np.random.default_rng(seed + 1).permutation(len(df))
+    relabelled = df.iloc[order].assign(g=lambda d: "G" + (97 - d.g).astype(str))
+    other = structure_fit(relabelled, family, formula)
+    assert other is not None
+    if res.converged and other.converged:
+        assert other.llf == pytest.approx(res.llf, abs=1e-5 * (1 + abs(res.llf)))
+        assert np.allclose(other.fe_params, res.fe_params, rtol=1e-3, atol=1e-3)
+
+
+STRUCTURE_CASE = dict(case=st.sampled_from(STRUCTURES), seed=st.integers(0, 10_000), n_groups=st.integers(6, 14),
+                      size=st.integers(3, 10), sd_intercept=st.sampled_from([0.0, 0.5, 1.0]),
+                      sd_slope=st.sampled_from([0.0, 0.3, 0.8]))
+
+
+@settings(derandomize=True, max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**STRUCTURE_CASE)
+def test_slope_and_nb2_fits_keep_their_promises(case, seed, n_groups, size, sd_intercept, sd_slope):
+    check_structure_promises(case, seed, n_groups, size, sd_intercept, sd_slope)
+
+
+@pytest.mark.slow
+@settings(derandomize=True, max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**STRUCTURE_CASE)
+def test_slope_and_nb2_fits_keep_their_promises_many_cases(case, seed, n_groups, size, sd_intercept, sd_slope):
+    check_structure_promises(case, seed, n_groups, size, sd_intercept, sd_slope)
