@@ -63,8 +63,11 @@ def test_slope_term_has_a_column_per_z_column():
     table = glmm_ext.fit_many(df, ["y0"], "~ x + (x|a) + (1|b)", n_jobs=1)
     res = single(df, "y0", "~ x + (x|a) + (1|b)")
     cov = res.cov_re["a"].to_numpy()
-    np.testing.assert_allclose(table["var_re[a:Intercept]"].iloc[0], cov[0, 0], rtol=1e-6)
-    np.testing.assert_allclose(table["var_re[a:x]"].iloc[0], cov[1, 1], rtol=1e-6)
+    # a correlated term's parameters are searched with difference gradients: the two searches (shared
+    # cross-products vs the single fit's own) may stop ~1e-6 apart on a likelihood flat to 1e-11 there
+    assert table["llf"].iloc[0] == pytest.approx(res.llf, abs=1e-8)
+    np.testing.assert_allclose(table["var_re[a:Intercept]"].iloc[0], cov[0, 0], rtol=1e-5)
+    np.testing.assert_allclose(table["var_re[a:x]"].iloc[0], cov[1, 1], rtol=1e-5)
     np.testing.assert_allclose(table["estimate"], res.params, rtol=1e-6)
 
 
