@@ -1,0 +1,282 @@
+"""Fit driver for a mixed model with any random-effects structure (`_structure.ReStructure`).
+
+Gaussian identity -> the profiled REML/ML deviance (`_mixed_lmm`); every other family/link pair ->
+PIRLS modes and the Laplace log-likelihood with beta and the covariance parameters optimised jointly
+(nagq=1, lme4's nAGQ=1), beta inside PIRLS (nagq=0, lme4's nAGQ=0) or adaptive Gauss-Hermite
+quadrature (nagq>1, one scalar term only, lme4's rule) (`_mixed_glmm`).  All on the blocked Cholesky
+core of `_pls`.  Results come back in the data's units and in the user's term order.
+"""
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from scipy import linalg
+
+from ._glmm import glm_start
+from ._mixed_glmm import MixedGLMM, response_scale, scaling_matrix
+from ._mixed_lmm import fit_gaussian, minimize_bounded
+
+
+@dataclass
+class MixedFit:
+    """A fitted mixed model of any structure, in data units and the user's term order."""
+
+    beta: np.ndarray  # (p,)
+    cov_beta: np.ndarray  # (p, p)
+    cov_params: np.ndarray  # the packer's covariance vector at the optimum (`ReStructure.unpack`)
+    cov_re: list  # per term: q x q covariance, data units
+    scale: float  # residual variance (Gaussian identity), dispersion (Gamma, Gaussian-log, NB2 alpha), else 1
+    llf: float  # REML/ML (Gaussian identity) or Laplace / AGQ log-likelihood, every constant included
+    modes: list  # per term: (n_levels, q) conditional modes / BLUPs b, data units
+    mode_sd: list  # per term: (n_levels, q) conditional SDs
+    eta: np.ndarray  # (n,) linear predictor incl. offset and every random effect
+    eta_fixed: np.ndarray  # (n,) X beta + offset
+    converged: bool
+    singular: list  # per term
+    method: str  # "REML", "ML", "Laplace", "AGQ", "PIRLS (nagq=0)"
+    message: str
+    n_iterations: int
+    n_evaluations: int
+    n_params: int  # counted by AIC/BIC: p + n_cov_params (+1 for an estimated scale)
+    cov_all: np.ndarray = None  # covariance of (beta, cov_params[, log scale]) where available
+    seconds: float = 0.0
+
+
+def _check_inputs(y, X, structure, offset, prior_weights, trials):
+    """Shapes and values of the inputs: ValueError before anything large is built."""
+    y = np.asarray(y, float)
+    X = np.asarray(X, float)
+    if y.ndim != 1:
+        raise ValueError(f"y must be one-dimensional, got shape {y.shape}")
+    if X.ndim != 2 or X.shape[0] != y.shape[0]:
+        raise ValueError(f"X must be an (n, p) array with n = len(y) = {y.shape[0]}, got shape {X.shape}")
+    if structure.n_rows != y.shape[0]:
+        raise ValueError(f"the random-effects structure has {structure.n_rows} rows, y has {y.shape[0]}")
+    if not (np.all(np.isfinite(y)) and np.all(np.isfinite(X))):
+        raise ValueError("y and X must be finite (drop or impute missing values first)")
+    n = y.shape[0]
+    out = []
+    for name, v in (("offset", offset), ("prior_weights", prior_weights), ("trials", trials)):
+        if v is None:
+            out.append(None)
+            continue
+        v = np.asarray(v, float)
+        if v.shape != (n,):
+            raise ValueError(f"{name} must have one value per row ({n}), got shape {v.shape}")
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"{name} must be finite")
+        if name != "offset" and not np.all(v > 0):
+            raise ValueError(f"{name} must be positive")
+        out.append(v)
+    if np.linalg.matrix_rank(X) < X.shape[1]:
+        raise ValueError("the fixed-effects design X is rank deficient: drop collinear columns")
+    return (y, X, *out)
+
+
+def fit_mixed(y, X, structure, dist, *, offset=None, prior_weights=None, trials=None, reml=True, nagq=1,
+              maxiter=200, tol=1e-6) -> MixedFit:
+    """Fit a mixed model with the random-effects structure `structure` by maximum likelihood (or REML).
+
+    Parameters
+    ----------
+    y : ndarray (n,)
+        Response; for the Binomial a proportion (successes / trials) with `trials`.
+    X : ndarray (n, p)
+        Fixed-effects design, full column rank.
+    structure : ReStructure
+        The random-effects terms.
+    dist : Distribution
+        The family/link pair (`_families.Distribution`).
+    offset : ndarray (n,), optional
+    prior_weights : ndarray (n,), optional
+        statsmodels' ``var_weights``: the density of row i has dispersion scale / w_i (Gaussian, Gamma) or
+        is raised to the power w_i (Binomial, Poisson, NB2).
+    trials : ndarray (n,), optional
+        Binomial number of trials per row (1 otherwise).
+    reml : bool
+        REML (Gaussian identity only; ignored otherwise).
+    nagq : int
+        0: beta inside PIRLS (lme4's nAGQ=0); 1: Laplace; > 1: adaptive Gauss-Hermite quadrature with
+        `nagq` nodes, only for one scalar random-effects term.
+    maxiter, tol : optimiser's iteration limit and the tolerance on the scaled gradient g'H^-1g/2.
+
+    Returns
+    -------
+    MixedFit
+    """
+    t0 = time.perf_counter()
+    y, X, offset, prior_weights, trials = _check_inputs(y, X, structure, offset, prior_weights, trials)
+    nagq = int(nagq)
+    if nagq < 0:
+        raise ValueError(f"nagq must be 0, 1 or a larger number of quadrature nodes, got {nagq}")
+    n, p = X.shape
+    structure.check_identifiable(n)
+    gaussian_identity = dist.name == "gaussian" and dist.link_name == "identity"
+    if gaussian_identity:
+        if trials is not None:
+            raise ValueError("trials are for the Binomial family only")
+        yy = y if offset is None else y - offset
+        prof, res = fit_gaussian(structure, yy, X, prior_weights, reml=reml, maxiter=maxiter, tol=tol)
+        return _gaussian_result(structure, prof, res, y, X, offset, reml, time.perf_counter() - t0)
+    if nagq > 1:
+        terms = structure.terms
+        if len(terms) != 1 or terms[0].q != 1:
+            raise ValueError(f"nagq={nagq} (adaptive Gauss-Hermite quadrature) needs exactly one scalar random-"
+                             "effects term (lme4's rule); use nagq=1 (Laplace) for this structure")
+    fit = fit_glmm_mixed(structure, dist, y, X, offset, prior_weights, trials, nagq=nagq, maxiter=maxiter,
+                         tol=tol)
+    fit.seconds = time.perf_counter() - t0
+    return fit
+
+
+def _gaussian_result(structure, prof, res, y, X, offset, reml, seconds):
+    """MixedFit of a profiled Gaussian fit."""
+    beta, cov_beta, sigma2, u, fac, lams = prof.solution(res.x)
+    layout = prof.layout
+    b = layout.lambda_times(lams, u)
+    blocks = fac.inverse_diag_blocks()
+    mode_sd_int = []
+    for pos, lam in enumerate(lams):  # Var(b_j | y) = sigma^2 Lambda (H^{-1})_jj Lambda'
+        V = sigma2 * (lam @ blocks[pos] @ lam.T)
+        mode_sd_int.append(np.sqrt(np.clip(np.diagonal(V, axis1=1, axis2=2), 0.0, None)))
+    modes = layout.to_user(b)
+    mode_sd = [None] * len(lams)
+    for pos, k in enumerate(layout.order):
+        mode_sd[k] = mode_sd_int[pos]
+    eta_fixed = X @ beta + (0.0 if offset is None else offset)
+    eta = eta_fixed + layout.times_Z(b)
+    cov_params = np.asarray(res.x, float)
+    return MixedFit(beta=beta, cov_beta=cov_beta, cov_params=cov_params,
+                    cov_re=structure.covariances(cov_params, sigma2), scale=float(sigma2), llf=-0.5 * res.f,
+                    modes=modes, mode_sd=mode_sd, eta=eta, eta_fixed=eta_fixed, converged=res.converged,
+                    singular=structure.singular(cov_params), method="REML" if reml else "ML",
+                    message=res.message, n_iterations=res.n_iterations, n_evaluations=res.n_evaluations,
+                    n_params=X.shape[1] + structure.n_cov_params + 1, seconds=seconds)
+
+
+@dataclass
+class _StartData:
+    """What `_glmm.glm_start` reads from a data object."""
+
+    y: np.ndarray
+    X: np.ndarray
+    offset: np.ndarray
+    m: np.ndarray
+    const: np.ndarray
+    aux: np.ndarray = None
+
+
+def fit_glmm_mixed(structure, dist, y, X, offset, prior_weights, trials, nagq=1, maxiter=200, tol=1e-6):
+    """Laplace (nagq=1), AGQ (nagq>1) or nagq=0 fit of a non-(Gaussian identity) model: MixedFit."""
+    n, p = X.shape
+    c = response_scale(dist, y)
+    off = np.zeros(n) if offset is None else np.asarray(offset, float)
+    if c != 1.0:  # Gamma / Gaussian-log fitted on y / c (`Design.response_scale`)
+        y = y / c
+        link = dist.link_name
+        off = off - np.log(c) if link == "log" else (off / c if link == "identity" else off * c)
+    m = np.ones(n)
+    if trials is not None:
+        m = m * trials
+    if prior_weights is not None:
+        m = m * prior_weights
+    const = dist.log_constant(y, m)
+    A = scaling_matrix(X)
+    Xs = X @ A
+    aux = dist.row_aux(y)
+    model = MixedGLMM(structure, dist, y, Xs, off, m, const, aux)
+    with np.errstate(all="ignore"):
+        gamma0, scale0 = glm_start(dist, _StartData(y, Xs, off, m, const, aux))
+        fit = _optimise(model, gamma0, scale0, nagq, maxiter, tol)
+    return _glmm_result(model, fit, A, c, X, offset, nagq)
+
+
+def _optimise(model, gamma0, scale0, nagq, maxiter, tol):
+    """nagq=0 search over (theta[, log phi]), then (nagq>=1) the joint search from there."""
+    structure = model.structure
+    nc, p = model.nc, model.p
+    lb_theta = structure.lower_bounds()
+    tail = [np.log(scale0)] if model.disp else []
+    v0 = np.concatenate([structure.start_params(), tail])
+    lb_v = np.concatenate([lb_theta, [-np.inf] * len(tail)])
+    model.beta_warm = np.asarray(gamma0, float)
+    res0 = minimize_bounded(model.nagq0_objective, v0, lb_v, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2, polish=(nagq == 0),
+                            rough=(nagq != 0))
+    v = res0.x
+    model.nagq0_objective(v)  # leave the warm start (beta, u) at the nagq=0 optimum
+    beta0 = model.beta_warm.copy()
+    if nagq == 0:
+        return {"x": np.concatenate([beta0, v]), "res": res0, "stage0": res0}
+    x0 = np.concatenate([beta0, v])
+    lb = np.concatenate([[-np.inf] * p, lb_v])
+    model.nagq = 1
+    res = minimize_bounded(model, x0, lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2)
+    if nagq > 1:
+        model.nagq = nagq
+        res = minimize_bounded(model, res.x, lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2)
+    return {"x": res.x, "res": res, "stage0": res0}
+
+
+def _glmm_result(model, fit, A, c, X, offset, nagq):
+    """MixedFit in data units from the engine's scaled fit."""
+    structure, dist, layout = model.structure, model.dist, model.layout
+    p, nc = model.p, model.nc
+    x, res = fit["x"], fit["res"]
+    beta_s, theta, phi = model.unpack(x)
+    lams = model.lams(theta)
+    model.nagq = max(nagq, 1)
+    st = model.laplace_state(x)
+    if st is None:
+        raise FloatingPointError("no conditional modes at the optimum")
+    llf = -model(x)
+    cov_all = None
+    converged, message = res.converged, res.message
+    if nagq == 0:  # lme4's nAGQ=0 covariance: the beta block of the joint PIRLS system's inverse
+        st0 = model.pirls_joint(theta, phi, beta_s, st.u)
+        LFF = st0.factor.LFF
+        Linv = linalg.solve_triangular(LFF, np.eye(p), lower=True)
+        cov_s = Linv.T @ Linv
+    else:
+        H = res.hess
+        free = np.asarray(res.free, bool)
+        cov_s = np.full((p, p), np.nan)
+        if H is not None:
+            try:
+                Hf = H[np.ix_(free, free)]
+                inv = linalg.inv(linalg.cholesky(Hf, lower=True))
+                full = np.full(H.shape, np.nan)
+                full[np.ix_(free, free)] = inv.T @ inv
+                cov_all = full
+                cov_s = full[:p, :p]
+            except (linalg.LinAlgError, ValueError):
+                message += "; the Hessian is not positive definite: no standard errors"
+    k = {"log": 1.0, "identity": c, "inverse": 1.0 / c}.get(dist.link_name, 1.0) if c != 1.0 else 1.0
+    beta = A @ beta_s * k
+    cov_beta = A @ cov_s @ A.T * (k * k)
+    if cov_all is not None:
+        J = np.eye(len(x))
+        J[:p, :p] = A * k
+        J[p:p + nc, p:p + nc] *= k
+        cov_all = J @ cov_all @ J.T
+    b = layout.lambda_times(lams, st.u)
+    blocks = st.factor.inverse_diag_blocks()
+    sd_int = [np.sqrt(np.clip(np.diagonal(lam @ blocks[pos] @ lam.T, axis1=1, axis2=2), 0.0, None))
+              for pos, lam in enumerate(lams)]
+    modes = [v * k for v in layout.to_user(b)]
+    mode_sd = [None] * len(lams)
+    for pos, kk in enumerate(layout.order):
+        mode_sd[kk] = sd_int[pos] * k
+    cov_params = np.asarray(theta, float) * k
+    n = X.shape[0]
+    eta_fixed = X @ beta + (0.0 if offset is None else offset)
+    eta = eta_fixed + layout.times_Z(b * k)
+    scale = phi * (c * c if dist.name == "gaussian" else 1.0) if model.disp else 1.0
+    llf = llf - n * np.log(c)
+    method = {0: "PIRLS (nagq=0)", 1: "Laplace"}.get(nagq, "AGQ")
+    n_iter = res.n_iterations + (fit["stage0"].n_iterations if fit["stage0"] is not res else 0)
+    return MixedFit(beta=beta, cov_beta=cov_beta, cov_params=cov_params, cov_re=structure.covariances(cov_params),
+                    scale=float(scale), llf=float(llf), modes=modes, mode_sd=mode_sd, eta=eta, eta_fixed=eta_fixed,
+                    converged=bool(converged), singular=structure.singular(cov_params), method=method,
+                    message=message, n_iterations=int(n_iter), n_evaluations=int(model.n_calls),
+                    n_params=p + nc + int(model.disp), cov_all=cov_all)

@@ -1,0 +1,251 @@
+"""Generalised mixed models of any random-effects structure: PIRLS modes, Laplace, nagq=0, AGQ.
+
+With b = Lambda u (u spherical, `_structure`) and eta = X beta + offset + Z Lambda u, the conditional
+modes maximise the penalised log-likelihood
+
+    h(u) = sum_i log f(y_i | eta_i, phi) - |u|^2 / 2
+
+by Newton steps on the blocked factor of H = Lambda'Z'DZ Lambda + I (`_pls`), D = diag(d), d = -d^2 log f /
+d eta^2 the OBSERVED curvature (the one-term engine's definition, as glmmTMB: exact for non-canonical
+links too); where H is not positive definite the step uses the Fisher working weights instead.  The
+Laplace log-likelihood is h(u_hat) - log|H| / 2, every constant included (one term: the one-term
+engine's sum over groups of h_j - log(H_j) / 2).  Beta, the covariance parameters and log phi
+(dispersion families) are optimised jointly (lme4's nAGQ=1, glmmTMB).  nagq=0 maximises h over (u, beta)
+jointly by PIRLS with the Fisher weights and optimises only the covariance parameters (and log phi) of
+h - log|H_Fisher| / 2 (lme4's nAGQ=0).  nagq>1 (one scalar term): adaptive Gauss-Hermite quadrature of
+each level's integral around the Laplace modes.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import linalg
+
+from ._gausshermite import gauss_hermite
+from ._laplace import agq_log_integrals
+from ._mixed_lmm import minimize_bounded
+from ._pls import Factor, Layout, crossprods
+
+#: Newton decrement g'H^-1g of the modes below which they are converged (the Laplace value then errs by
+#: about sqrt of it through log|H|: far below the finite differences' resolution)
+MODE_TOL = 1e-20
+MODE_MAXITER = 60
+
+
+@dataclass
+class ModeState:
+    u: np.ndarray
+    eta: np.ndarray
+    h: float
+    factor: Factor
+    observed: bool  # the factor holds the observed curvature (else the Fisher weights)
+    converged: bool
+    iterations: int
+    beta: np.ndarray = None  # nagq=0: beta from the joint PIRLS
+
+
+class MixedGLMM:
+    """Laplace / AGQ / nagq=0 objectives of a GLMM on a `Layout`, with warm-started modes."""
+
+    def __init__(self, structure, dist, y, X, offset, m, const, aux=None):
+        self.structure, self.dist = structure, dist
+        self.layout = Layout(structure)
+        self.y, self.X, self.offset, self.m, self.const, self.aux = y, X, offset, m, const, aux
+        self.p = X.shape[1]
+        self.nc = structure.n_cov_params
+        self.disp = dist.has_dispersion
+        self.u_warm = np.zeros(self.layout.n_random)
+        self.beta_warm = None
+        self.n_calls = 0
+        self.nagq = 1
+
+    # ------------------------------------------------------------------ pieces
+    def lams(self, theta):
+        return self.layout.lambdas(self.structure.unpack(theta))
+
+    def _point(self, eta_fixed, lams, phi, u):
+        lay = self.layout
+        eta = eta_fixed + lay.times_Z(lay.lambda_times(lams, u))
+        ll, l1, d, _ = self.dist.evaluate(self.y, eta, self.m, phi, self.const, order=2, aux=self.aux)
+        h = float(np.sum(ll)) - 0.5 * float(u @ u)
+        return eta, l1, d, h
+
+    def _gradient(self, lams, l1, u):
+        lay = self.layout
+        return lay.lambda_times(lams, lay.Zt_times(l1), transpose=True) - u
+
+    def modes(self, eta_fixed, lams, phi, u0):
+        """Conditional modes at fixed beta (Newton with step halving); None when none inside the support."""
+        u = np.array(u0, float)
+        eta, l1, d, h = self._point(eta_fixed, lams, phi, u)
+        if not np.isfinite(h):
+            u = np.zeros_like(u)
+            eta, l1, d, h = self._point(eta_fixed, lams, phi, u)
+            if not np.isfinite(h):
+                return None
+        prev = np.inf
+        for it in range(1, MODE_MAXITER + 1):
+            g = self._gradient(lams, l1, u)
+            observed = True
+            try:
+                fac = Factor(self.layout, crossprods(self.layout, d), lams)
+            except (linalg.LinAlgError, np.linalg.LinAlgError):
+                observed = False
+                w = self.dist.working_weights(eta, self.m, phi)
+                fac = Factor(self.layout, crossprods(self.layout, np.broadcast_to(w, eta.shape) * 1.0), lams)
+            step = fac.solve(g)
+            dec = float(g @ step)
+            if not np.isfinite(dec):
+                return None
+            if observed and (dec < MODE_TOL * max(1.0, abs(h)) or (dec < 1e-14 and dec > 0.25 * prev)):
+                return ModeState(u, eta, h, fac, True, True, it)
+            prev = dec
+            alpha, accepted = 1.0, False
+            for _ in range(40):
+                u_t = u + alpha * step
+                eta_t, l1_t, d_t, h_t = self._point(eta_fixed, lams, phi, u_t)
+                if np.isfinite(h_t) and (h_t >= h - 1e-12 * (1.0 + abs(h)) or (dec < 1e-10 and alpha == 1.0)):
+                    accepted = True
+                    break
+                alpha *= 0.5
+            if not accepted:  # no ascent left: at the rounding floor (or pinned at the support's edge)
+                return ModeState(u, eta, h, fac, observed, observed and dec < 1e-8, it)
+            u, eta, l1, d, h = u_t, eta_t, l1_t, d_t, h_t
+        return ModeState(u, eta, h, fac, observed, False, MODE_MAXITER)
+
+    def unpack(self, x):
+        p, nc = self.p, self.nc
+        beta, theta = x[:p], x[p:p + nc]
+        phi = float(np.exp(x[p + nc])) if self.disp else 1.0
+        return beta, theta, phi
+
+    def eta_fixed(self, beta):
+        return self.X @ beta + self.offset
+
+    # ------------------------------------------------------------------ objectives
+    def laplace_state(self, x):
+        beta, theta, phi = self.unpack(x)
+        if not (np.all(np.isfinite(x)) and 0.0 < phi < np.inf):
+            return None
+        lams = self.lams(theta)
+        st = self.modes(self.eta_fixed(beta), lams, phi, self.u_warm)
+        if st is None or not st.converged or not st.observed:
+            return None
+        return st
+
+    def __call__(self, x):
+        """-(Laplace or AGQ log-likelihood) at x = (beta, theta[, log phi]); inf where undefined."""
+        self.n_calls += 1
+        st = self.laplace_state(x)
+        if st is None:
+            return np.inf
+        self.u_warm = st.u
+        if self.nagq > 1:
+            return -self.agq_value(x, st)
+        return -(st.h - 0.5 * st.factor.logdet_Z)
+
+    def agq_value(self, x, st):
+        """Adaptive Gauss-Hermite log-likelihood around the modes (one scalar term)."""
+        beta, theta, phi = self.unpack(x)
+        lay = self.layout
+        lam = float(self.lams(theta)[0][0, 0])
+        H = st.factor.L11[:, 0, 0] ** 2
+        z, logw = gauss_hermite(self.nagq)
+        codes, zc = lay.codes[0], lay.Z[0][:, 0]
+        eta_fixed = self.eta_fixed(beta)
+        node_h = np.empty((len(H), len(z)))
+        c = np.sqrt(2.0 / H)
+        for k in range(len(z)):
+            uk = st.u + c * z[k]
+            eta = eta_fixed + lam * zc * uk[codes]
+            ll = self.dist.evaluate(self.y, eta, self.m, phi, self.const, order=0, aux=self.aux)[0]
+            ll = np.where(np.isfinite(ll), ll, -np.inf)
+            node_h[:, k] = np.bincount(codes, weights=ll, minlength=len(H)) - 0.5 * uk * uk
+        logL, _ = agq_log_integrals(node_h, H, z, logw)
+        return float(np.sum(logL))
+
+    # ------------------------------------------------------------------ nagq = 0
+    def pirls_joint(self, theta, phi, beta0, u0, tol=1e-16, maxiter=100):
+        """(u, beta) maximising h jointly by Fisher scoring on the blocked system with F = X; ModeState."""
+        lay = self.layout
+        lams = self.lams(theta)
+        u, beta = np.array(u0, float), np.array(beta0, float)
+        X = self.X
+        eta, l1, _, h = self._point(self.eta_fixed(beta), lams, phi, u)
+        if not np.isfinite(h):
+            u = np.zeros_like(u)
+            eta, l1, _, h = self._point(self.eta_fixed(beta), lams, phi, u)
+            if not np.isfinite(h):
+                return None
+        prev = np.inf
+        fac = None
+        for it in range(1, maxiter + 1):
+            w = np.broadcast_to(self.dist.working_weights(eta, self.m, phi), eta.shape) * 1.0
+            fac = Factor(lay, crossprods(lay, w, X), lams)
+            if fac.LFF is None:
+                return None
+            g = np.concatenate([self._gradient(lams, l1, u), X.T @ l1])
+            step = fac.solve(g)
+            dec = float(g @ step)
+            if not np.isfinite(dec):
+                return None
+            if dec < tol * max(1.0, abs(h)) or (dec < 1e-12 and dec > 0.5 * prev):
+                st = ModeState(u, eta, h, fac, False, True, it, beta)
+                return st
+            prev = dec
+            nu = len(u)
+            alpha, accepted = 1.0, False
+            for _ in range(40):
+                u_t, b_t = u + alpha * step[:nu], beta + alpha * step[nu:]
+                eta_t, l1_t, _, h_t = self._point(self.eta_fixed(b_t), lams, phi, u_t)
+                if np.isfinite(h_t) and (h_t >= h - 1e-12 * (1.0 + abs(h)) or (dec < 1e-10 and alpha == 1.0)):
+                    accepted = True
+                    break
+                alpha *= 0.5
+            if not accepted:
+                return ModeState(u, eta, h, fac, False, dec < 1e-8, it, beta)
+            u, beta, eta, l1, h = u_t, b_t, eta_t, l1_t, h_t
+        return ModeState(u, eta, h, fac, False, False, maxiter, beta)
+
+    def nagq0_objective(self, v):
+        """-(h(u_hat, beta_hat) - log|H_Fisher| / 2) at v = (theta[, log phi])."""
+        self.n_calls += 1
+        theta = v[:self.nc]
+        phi = float(np.exp(v[self.nc])) if self.disp else 1.0
+        if not (np.all(np.isfinite(v)) and 0.0 < phi < np.inf):
+            return np.inf
+        st = self.pirls_joint(theta, phi, self.beta_warm, self.u_warm)
+        if st is None or not st.converged:
+            return np.inf
+        self.u_warm, self.beta_warm = st.u, st.beta
+        return -(st.h - 0.5 * st.factor.logdet_Z)
+
+
+def scaling_matrix(X):
+    """A with X A = X centred (when a constant column exists) and scaled to unit SD / RMS per column."""
+    n, p = X.shape
+    A = np.eye(p)
+    const = [j for j in range(p) if np.all(X[:, j] == X[0, j]) and X[0, j] != 0.0]
+    k0 = const[0] if const else -1
+    for j in range(p):
+        if j == k0:
+            continue
+        col = X[:, j]
+        if k0 >= 0:
+            c, s = col.mean(), col.std()
+            s = s if s > 0 else 1.0
+            A[j, j] = 1.0 / s
+            A[k0, j] = -c / (s * X[0, k0])
+        else:
+            s = np.sqrt(np.mean(col * col))
+            A[j, j] = 1.0 / (s if s > 0 else 1.0)
+    return A
+
+
+def response_scale(dist, y):
+    """c with the engine fitting y / c for Gamma and Gaussian-log (as the one-term engine: a power of 2)."""
+    if not (dist.name == "gamma" or (dist.name == "gaussian" and dist.link_name == "log")):
+        return 1.0
+    size = np.exp(np.mean(np.log(y))) if dist.name == "gamma" else np.sqrt(np.mean(y * y))
+    if not (np.isfinite(size) and size > 0):
+        return 1.0
+    return float(2.0 ** np.round(np.log2(size)))

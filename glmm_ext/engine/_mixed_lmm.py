@@ -1,0 +1,239 @@
+"""Gaussian identity mixed models of any random-effects structure: the profiled REML/ML deviance.
+
+With b = Lambda u (`_structure`) and the blocked factor L of [Z Lambda, X, y]'W[Z Lambda, X, y] + diag(I, 0, 0)
+(`_pls.Factor` with F = [X y]), lme4's JSS paper (section 3.4-3.5) gives, with r^2 = L_yy^2 the
+penalised residual sum of squares, L_X the X block of L and n the number of observations,
+
+    -2 log L_ML(theta)   = log|L_Z|^2 + n (1 + log(2 pi r^2 / n)),
+    -2 log L_REML(theta) = log|L_Z|^2 + log|L_X|^2 + (n - p) (1 + log(2 pi r^2 / (n - p))),
+
+each plus -sum log w_i for prior (variance) weights w.  The cross-products are formed once, so one
+evaluation costs a factorisation of the blocks only (MixedModels.jl's approach), independent of n.
+Also here: the bounded optimiser shared with the GLMM driver (`minimize_bounded`).
+"""
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import linalg, optimize
+
+from ._pls import Factor, Layout, crossprods
+
+
+# ----------------------------------------------------------------------------- optimiser
+@dataclass
+class BoundedResult:
+    x: np.ndarray
+    f: float
+    hess: np.ndarray  # finite-difference Hessian at x over all coordinates (None when not computed)
+    free: np.ndarray  # bool: coordinates not held at their lower bound
+    converged: bool
+    message: str
+    n_iterations: int
+    n_evaluations: int
+    decrement: float
+
+
+class Counted:
+    """A scalar objective that counts its calls and remembers its best point; inf for failures."""
+
+    def __init__(self, fun):
+        self.fun, self.n = fun, 0
+        self.best_x, self.best_f = None, np.inf
+
+    def __call__(self, x):
+        self.n += 1
+        try:
+            f = float(self.fun(np.asarray(x, float)))
+        except (linalg.LinAlgError, FloatingPointError, ValueError, np.linalg.LinAlgError):
+            f = np.inf
+        if not np.isfinite(f):
+            return np.inf
+        if f < self.best_f:
+            self.best_x, self.best_f = np.array(x, float), f
+        return f
+
+
+def _fd_grad_hess(fun, x, f0, lb, step):
+    """Central-difference gradient and Hessian of `fun` at x (one-sided at a lower bound)."""
+    k = len(x)
+    h = step * np.maximum(1.0, np.abs(x))
+    up = np.array([fun(x + h[i] * np.eye(k)[i]) for i in range(k)])
+    at_bound = x - h < lb
+    down = np.array([np.nan if at_bound[i] else fun(x - h[i] * np.eye(k)[i]) for i in range(k)])
+    g = np.where(at_bound, (up - f0) / h, (up - down) / (2.0 * h))
+    H = np.empty((k, k))
+    up2 = np.array([fun(x + 2.0 * h[i] * np.eye(k)[i]) if at_bound[i] else np.nan for i in range(k)])
+    for i in range(k):
+        H[i, i] = ((up2[i] - 2.0 * up[i] + f0) / h[i] ** 2 if at_bound[i]
+                   else (up[i] - 2.0 * f0 + down[i]) / h[i] ** 2)
+    for i in range(k):
+        for j in range(i + 1, k):
+            e_i, e_j = h[i] * np.eye(k)[i], h[j] * np.eye(k)[j]
+            fpp = fun(x + e_i + e_j)
+            if at_bound[i] or at_bound[j]:  # forward: (f(++) - f(+0) - f(0+) + f) / h_i h_j
+                H[i, j] = (fpp - up[i] - up[j] + f0) / (h[i] * h[j])
+            else:
+                fmm = fun(x - e_i - e_j)
+                fpm, fmp = fun(x + e_i - e_j), fun(x - e_i + e_j)
+                H[i, j] = (fpp - fpm - fmp + fmm) / (4.0 * h[i] * h[j])
+            H[j, i] = H[i, j]
+    return g, H
+
+
+def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True, fd_step=None, rough=False):
+    """Minimise `fun` subject to x >= lb: L-BFGS-B on finite differences, then a check that the end is
+    a minimum: central-difference gradient and Hessian over the free coordinates, Newton steps while
+    the scaled gradient g'H^{-1}g / 2 exceeds `tol`, and at each coordinate held at its bound a probe
+    inside (an even objective has a zero slope there at a maximum too); a better probe restarts the search.
+    """
+    obj = Counted(fun)
+    x0 = np.maximum(np.asarray(x0, float), lb)
+    bounds = [(None if not np.isfinite(b) else b, None) for b in lb]
+    iters = 0
+    x = x0
+    message = ""
+    H = None
+    decrement = np.inf
+    for _restart in range(4):
+        res = optimize.minimize(obj, x, method="L-BFGS-B", bounds=bounds,
+                                options={"maxiter": maxiter, "ftol": 1e-9 if rough else 1e-13,
+                                         "gtol": 1e-4 if rough else 1e-7, "maxls": 40,
+                                         **({"eps": fd_step} if fd_step else {})})
+        iters += int(res.nit)
+        x = obj.best_x if obj.best_x is not None else np.asarray(res.x, float)
+        f = obj.best_f
+        if not np.isfinite(f):
+            return BoundedResult(x, np.inf, None, np.ones(len(x), bool), False,
+                                 "no finite objective value was found", iters, obj.n, np.inf)
+        message = str(res.message)
+        if not polish:
+            return BoundedResult(x, f, None, x > lb, bool(res.success), message, iters, obj.n, np.nan)
+        # probe inside each coordinate held at its bound
+        better = None
+        for i in np.flatnonzero(x <= lb):
+            for h in (1e-2, 1e-1):
+                xt = x.copy()
+                xt[i] = lb[i] + h * max(1.0, abs(lb[i]) if np.isfinite(lb[i]) else 1.0)
+                ft = obj(xt)
+                if ft < f - 1e-9 * (1.0 + abs(f)):
+                    better = xt
+                    break
+            if better is not None:
+                break
+        if better is not None:
+            x = better
+            continue
+        x, f, H, free, decrement, ok = _newton_polish(obj, x, f, lb, tol, step)
+        if ok:
+            return BoundedResult(x, f, H, free, True, "converged: scaled gradient below tolerance", iters, obj.n,
+                                 decrement)
+        message = f"the scaled gradient g'H^-1g/2 = {decrement:.3g} stays above {tol:g}"
+    return BoundedResult(x, f, H, x > lb, False, message, iters, obj.n, decrement)
+
+
+def _newton_polish(obj, x, f, lb, tol, step, max_steps=8):
+    """Newton steps with finite-difference derivatives on the free coordinates; (x, f, H, free, dec, ok)."""
+    decrement = np.inf
+    H = None
+    for _ in range(max_steps):
+        g, H = _fd_grad_hess(obj, x, f, lb, step)
+        at_bound = x <= lb
+        free = ~(at_bound & (g >= 0))  # held: at its bound and pushed against it
+        if not np.all(np.isfinite(g[free])) or not np.all(np.isfinite(H[np.ix_(free, free)])):
+            return x, f, H, free, np.inf, False
+        if not free.any():
+            return x, f, H, free, 0.0, True
+        Hf = H[np.ix_(free, free)]
+        try:
+            c = linalg.cho_factor(Hf)
+            d = linalg.cho_solve(c, g[free])
+        except linalg.LinAlgError:
+            return x, f, H, free, np.inf, False  # not a minimum: the caller restarts
+        decrement = 0.5 * float(g[free] @ d)
+        if decrement < tol:
+            return x, f, H, free, decrement, True
+        direction = np.zeros_like(x)
+        direction[free] = -d
+        alpha, accepted = 1.0, False
+        for _ in range(30):
+            xt = np.maximum(x + alpha * direction, lb)
+            ft = obj(xt)
+            if ft < f:
+                x, f, accepted = xt, ft, True
+                break
+            alpha *= 0.5
+        if not accepted:  # no decrease along Newton's direction: at rounding level
+            return x, f, H, free, decrement, decrement < 1e3 * tol
+    return x, f, H, free, decrement, decrement < tol
+
+
+# ----------------------------------------------------------------------------- Gaussian profile
+class GaussianProfile:
+    """The profiled REML/ML deviance of a Gaussian identity model at covariance parameters theta.
+
+    Cross-products of [Z X y] with the prior weights are formed once here; `__call__` costs one
+    blocked factorisation.
+    """
+
+    def __init__(self, structure, y, X, weights=None, reml=True, n_obs=None, log_weights=0.0):
+        self.structure = structure
+        self.layout = Layout(structure)
+        self.y, self.X = y, X
+        self.n, self.p = X.shape
+        self.n_obs = float(self.n if n_obs is None else n_obs)
+        self.reml = reml
+        w = np.ones(self.n) if weights is None else np.asarray(weights, float)
+        self.cp = crossprods(self.layout, w, np.column_stack([X, y]))
+        self.log_weights = log_weights  # sum of log prior weights: the density's log sqrt(w) terms
+        self.n_calls = 0
+
+    def factor(self, params):
+        lams = self.layout.lambdas(self.structure.unpack(params))
+        return Factor(self.layout, self.cp, lams), lams
+
+    def deviance(self, params, factor=None):
+        """-2 log-likelihood (REML or ML) at the covariance parameters; inf where undefined."""
+        self.n_calls += 1
+        fac = self.factor(params)[0] if factor is None else factor
+        LFF = fac.LFF
+        if LFF is None:
+            return np.inf
+        p = self.p
+        r2 = LFF[p, p] ** 2
+        if not r2 > 0:
+            return np.inf
+        dof = self.n_obs - p if self.reml else self.n_obs
+        dev = fac.logdet_Z + dof * (1.0 + np.log(2.0 * np.pi * r2 / dof))
+        if self.reml:
+            dev += 2.0 * float(np.sum(np.log(np.diag(LFF)[:p])))
+        return dev - self.log_weights
+
+    def __call__(self, params):
+        return self.deviance(params)
+
+    def solution(self, params):
+        """(beta, cov_beta, sigma^2, u (internal), factor, lams) at the covariance parameters."""
+        fac, lams = self.factor(params)
+        LFF, p = fac.LFF, self.p
+        if LFF is None:
+            raise linalg.LinAlgError("the fixed-effects block is not positive definite")
+        LX = LFF[:p, :p]
+        beta = linalg.solve_triangular(LX, LFF[p, :p], lower=True, trans="T")
+        y1 = fac.LF1[p]
+        yR = fac.LFR[p]
+        u1, uR = fac.backward(y1, yR, beta, fac.LF1[:p], fac.LFR[:p])
+        u = np.concatenate([u1, uR])
+        dof = self.n_obs - p if self.reml else self.n_obs
+        sigma2 = LFF[p, p] ** 2 / dof
+        LXinv = linalg.solve_triangular(LX, np.eye(p), lower=True)
+        return beta, sigma2 * (LXinv.T @ LXinv), sigma2, u, fac, lams
+
+
+def fit_gaussian(structure, y, X, weights=None, reml=True, n_obs=None, maxiter=200, tol=1e-6):
+    """Profiled REML/ML fit: (profile, BoundedResult)."""
+    log_w = 0.0 if weights is None else float(np.sum(np.log(weights)))
+    prof = GaussianProfile(structure, y, X, weights, reml, n_obs, log_w)
+    lb = structure.lower_bounds()
+    # the decrement is in deviance units; Newton's last steps are cheap, so far below the caller's tol
+    res = minimize_bounded(prof, structure.start_params(), lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-3)
+    return prof, res

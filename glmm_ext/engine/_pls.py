@@ -1,0 +1,350 @@
+"""Penalised least squares on the blocked Cholesky factor of Lambda'Z'WZ Lambda + I.
+
+The system of a mixed model with random effects b = Lambda u (u spherical, `_structure`) and extra
+columns F (the fixed-effects design, and for the Gaussian profile the response too) is
+
+    [ Lambda'Z'WZ Lambda + I    Lambda'Z'WF ]   =  L L',
+    [ F'WZ Lambda               F'WF        ]
+
+factored blockwise as in Bates et al., "Mixed models with blocked Cholesky" (arXiv 2505.11674) and
+lme4's JSS paper (section 3): the terms are ordered by number of levels, largest first.  The first
+term's block is block diagonal (each row belongs to one level: n_1 blocks of q_1 x q_1, a vector
+for a scalar term), so its factor is n_1 small Choleskys; its cross block with the other terms is
+sparse (scipy.sparse), and the Schur complement of the other terms is one dense block (their levels
+are few, or the first term's elimination fills it anyway: crossed factors); F's rows are dense.
+Nothing here is n x (random effects): the row-level data enter only through `crossprods`, O(n) once
+per weight vector, and one factorisation costs O(size of the blocks), independent of n.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import linalg, sparse
+
+#: random effects of the terms after the first beyond which their dense Schur block is refused
+MAX_DENSE_REST = 20_000
+
+
+class Layout:
+    """The terms of a `ReStructure` in the engine's order (levels descending) and their z columns as
+    sparse matrices.  The internal random-effects vector is [first term's, the others'...], each term
+    level-major (level j's q values together)."""
+
+    def __init__(self, structure):
+        terms = structure.terms
+        self.structure = structure
+        self.order = sorted(range(len(terms)), key=lambda k: -terms[k].n_levels)  # stable: user order on ties
+        self.terms = [terms[k] for k in self.order]
+        self.q = [t.q for t in self.terms]
+        self.n_levels = [t.n_levels for t in self.terms]
+        sizes = [t.q * t.n_levels for t in self.terms]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        self.n1 = sizes[0]  # random effects of the first (block-diagonal) term
+        self.nR = int(self.offsets[-1]) - self.n1
+        if self.nR > MAX_DENSE_REST:
+            raise ValueError(f"the random-effects terms after the largest have {self.nR} random effects together, "
+                             f"beyond the dense block this engine factors ({MAX_DENSE_REST}); fit fewer levels")
+        self.n = structure.n_rows
+        self.codes = [np.asarray(t.codes, dtype=np.intp) for t in self.terms]
+        self.Z = [np.ascontiguousarray(t.Z, dtype=float) for t in self.terms]
+        self.intercept_only = [bool(t.q == 1 and np.all(t.Z == 1.0)) for t in self.terms]
+        # Z_k' as a sparse (n_k q_k) x n matrix: row j*q + r holds Z[i, r] for the rows i of level j
+        self.Zt = []
+        rows = np.arange(self.n)
+        for codes, Z, q, nl in zip(self.codes, self.Z, self.q, self.n_levels):
+            r_idx = (codes[:, None] * q + np.arange(q)[None, :]).ravel()
+            c_idx = np.repeat(rows, q)
+            self.Zt.append(sparse.csr_matrix((Z.ravel(), (r_idx, c_idx)), shape=(nl * q, self.n)))
+
+    @property
+    def n_random(self):
+        return int(self.offsets[-1])
+
+    def to_user(self, u):
+        """Per term in the USER's order: the (n_levels, q) slices of an internal random-effects vector."""
+        out = [None] * len(self.terms)
+        for pos, k in enumerate(self.order):
+            sl = u[self.offsets[pos]:self.offsets[pos + 1]]
+            out[k] = sl.reshape(self.n_levels[pos], self.q[pos])
+        return out
+
+    def lambdas(self, user_lams):
+        """Per-term factors in the engine's order from the user's order."""
+        return [user_lams[k] for k in self.order]
+
+    def times_Z(self, b):
+        """Z b (n,) for an internal effects vector b (data units)."""
+        out = np.zeros(self.n)
+        for pos in range(len(self.terms)):
+            bk = b[self.offsets[pos]:self.offsets[pos + 1]].reshape(self.n_levels[pos], self.q[pos])
+            if self.intercept_only[pos]:
+                out += bk[self.codes[pos], 0]
+            else:
+                out += np.einsum("ir,ir->i", self.Z[pos], bk[self.codes[pos]])
+        return out
+
+    def Zt_times(self, r):
+        """Z' r (internal order) for a row vector r."""
+        parts = []
+        for pos in range(len(self.terms)):
+            if self.intercept_only[pos]:
+                parts.append(np.bincount(self.codes[pos], weights=r, minlength=self.n_levels[pos]))
+            else:
+                parts.append(self.Zt[pos] @ r)
+        return np.concatenate(parts)
+
+    def lambda_times(self, lams, u, transpose=False):
+        """Lambda u (or Lambda' u) for an internal vector u, per-term factors `lams` in the engine's order."""
+        out = np.empty_like(u)
+        for pos, lam in enumerate(lams):
+            sl = slice(self.offsets[pos], self.offsets[pos + 1])
+            U = u[sl].reshape(self.n_levels[pos], self.q[pos])
+            out[sl] = (U @ (lam if transpose else lam.T)).ravel()
+        return out
+
+
+@dataclass
+class CrossProducts:
+    """Z'WZ, Z'WF and F'WF by blocks (1 = the first term, R = the others, F = extra columns)."""
+
+    A11: np.ndarray  # (n_levels_1, q1, q1)
+    AR1: sparse.csr_matrix  # (nR, n1)
+    ARR: np.ndarray  # (nR, nR) dense
+    AF1: np.ndarray  # (m, n1)
+    AFR: np.ndarray  # (m, nR)
+    AFF: np.ndarray  # (m, m)
+
+
+def _crossprod_plan(layout):
+    """Index arrays that turn per-row weights into the blocks AR1 (CSR) and ARR (dense) by bincounts:
+    the pattern of Z'WZ does not depend on W, so it is found once (np.unique over the rows' level pairs)."""
+    plan = getattr(layout, "_plan", None)
+    if plan is not None:
+        return plan
+    n, n1, nR, K = layout.n, layout.n1, layout.nR, len(layout.terms)
+    q1, c1, Z1 = layout.q[0], layout.codes[0], layout.Z[0]
+    rows_of = {}  # (pos, a) -> row index of each data row inside the R block
+    for pos in range(1, K):
+        for a in range(layout.q[pos]):
+            rows_of[pos, a] = (layout.offsets[pos] - n1) + layout.codes[pos] * layout.q[pos] + a
+    keys, zz = [], []
+    for pos in range(1, K):
+        for a in range(layout.q[pos]):
+            for b in range(q1):
+                keys.append(rows_of[pos, a].astype(np.int64) * n1 + (c1 * q1 + b))
+                zz.append(layout.Z[pos][:, a] * Z1[:, b])
+    if keys:
+        uniq, inv = np.unique(np.concatenate(keys), return_inverse=True)
+        row_of = uniq // n1
+        r1 = (inv.astype(np.intp), np.concatenate(zz), (uniq % n1).astype(np.int32),
+              np.searchsorted(row_of, np.arange(nR + 1)).astype(np.int32), len(uniq))
+        flat, zr = [], []
+        for pos in range(1, K):
+            for pos2 in range(1, K):
+                for a in range(layout.q[pos]):
+                    for b in range(layout.q[pos2]):
+                        flat.append(rows_of[pos, a].astype(np.int64) * nR + rows_of[pos2, b])
+                        zr.append(layout.Z[pos][:, a] * layout.Z[pos2][:, b])
+        rr = (np.concatenate(flat), np.concatenate(zr), len(flat))
+    else:
+        r1 = rr = None
+    layout._plan = (r1, rr)
+    return layout._plan
+
+
+def crossprods(layout, w, F=None):
+    """The weighted cross-products of [Z F] by blocks: O(n (sum q)^2) once per weight vector `w`."""
+    q1, nl1 = layout.q[0], layout.n_levels[0]
+    c1, Z1 = layout.codes[0], layout.Z[0]
+    w = np.asarray(w, float)
+    A11 = np.empty((nl1, q1, q1))
+    for a in range(q1):
+        for b in range(a, q1):
+            v = np.bincount(c1, weights=w * Z1[:, a] * Z1[:, b], minlength=nl1)
+            A11[:, a, b] = v
+            A11[:, b, a] = v
+    nR = layout.nR
+    r1, rr = _crossprod_plan(layout)
+    if r1 is not None:
+        inv, zz, indices, indptr, nnz = r1
+        reps = len(zz) // layout.n
+        data = np.bincount(inv, weights=(np.tile(w, reps) if reps > 1 else w) * zz, minlength=nnz)
+        AR1 = sparse.csr_matrix((data, indices, indptr), shape=(nR, layout.n1))
+        flat, zr, reps = rr
+        ARR = np.bincount(flat, weights=(np.tile(w, reps) if reps > 1 else w) * zr, minlength=nR * nR)
+        ARR = ARR.reshape(nR, nR)
+    else:
+        AR1, ARR = sparse.csr_matrix((0, layout.n1)), np.zeros((0, 0))
+    if F is None:
+        m = 0
+        AF1, AFR, AFF = np.zeros((0, layout.n1)), np.zeros((0, nR)), np.zeros((0, 0))
+    else:
+        WF = F * w[:, None]
+        m = F.shape[1]
+        AF1 = np.asarray(layout.Zt[0] @ WF).T
+        AFR = (np.concatenate([np.asarray(layout.Zt[pos] @ WF) for pos in range(1, len(layout.terms))]).T
+               if nR else np.zeros((m, 0)))
+        AFF = F.T @ WF
+    return CrossProducts(A11, AR1, ARR, AF1, AFR, AFF)
+
+
+def _csr_rows(A):
+    """Row index of each stored entry of a CSR matrix (cached on the matrix: its pattern is fixed)."""
+    rows = getattr(A, "_row_of_entry", None)
+    if rows is None or len(rows) != len(A.data):
+        rows = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr))
+        A._row_of_entry = rows
+    return rows
+
+
+def _block_diag_sparse(blocks):
+    """A sparse block-diagonal matrix from an (N, q, q) array."""
+    N, q, _ = blocks.shape
+    if q == 1:
+        return sparse.diags(blocks[:, 0, 0]).tocsr()
+    return sparse.bsr_matrix((blocks, np.arange(N), np.arange(N + 1)), shape=(N * q, N * q)).tocsr()
+
+
+def _lambda_rest(layout, lams):
+    """Lambda of the terms after the first as a sparse block-diagonal matrix (nR x nR)."""
+    parts = [_block_diag_sparse(np.broadcast_to(lams[pos], (layout.n_levels[pos],) + lams[pos].shape))
+             for pos in range(1, len(layout.terms))]
+    return sparse.block_diag(parts, format="csr") if parts else sparse.csr_matrix((0, 0))
+
+
+class Factor:
+    """The blocked lower Cholesky factor L of [[Lambda'Z'WZ Lambda + I, Lambda'Z'WF], [., F'WF]].
+
+    Attributes: L11 (n_levels_1, q1, q1) lower, LR1 sparse (nR x n1), LRR dense lower (nR x nR),
+    LF1 (m x n1), LFR (m x nR), LFF lower (m x m) or None when F'WF's Schur complement is not positive
+    definite; ``logdet_Z`` = log |Lambda'Z'WZ Lambda + I|.  Raises `linalg.LinAlgError` when the Z part is not
+    positive definite (possible only with negative weights: observed curvatures of a non-log-concave f).
+    """
+
+    def __init__(self, layout, cp, lams):
+        self.layout = layout
+        q1 = layout.q[0]
+        lam1 = lams[0]
+        M11 = lam1.T @ cp.A11 @ lam1
+        M11 += np.eye(q1)
+        if q1 == 1:
+            v = M11[:, 0, 0]
+            if not np.all(v > 0):
+                raise linalg.LinAlgError("first block not positive definite")
+            self.L11 = np.sqrt(v)[:, None, None]
+        else:
+            self.L11 = np.linalg.cholesky(M11)  # LinAlgError when not positive definite
+        # T1_j = Lambda_1 L11_j^{-T}: right factor that turns A_.1 into L_.1
+        L11inv = 1.0 / self.L11 if q1 == 1 else np.linalg.inv(self.L11)
+        self.L11inv = L11inv
+        T1 = lam1 @ np.swapaxes(L11inv, 1, 2)
+        T1s = _block_diag_sparse(T1)
+        logdet = 2.0 * float(np.sum(np.log(np.diagonal(self.L11, axis1=1, axis2=2))))
+        nR = layout.nR
+        self.LamR = _lambda_rest(layout, lams)
+        if nR and all(q == 1 for q in layout.q):  # scalar terms: Lambda is diagonal, scale entries in place
+            lamR = self.LamR.diagonal()
+            LR1 = cp.AR1.copy()
+            LR1.data *= lamR[_csr_rows(cp.AR1)] * T1[:, 0, 0][cp.AR1.indices]
+            self.LR1 = LR1
+            S = cp.ARR * lamR[:, None]
+            S *= lamR[None, :]
+        elif nR:
+            self.LR1 = (self.LamR.T @ cp.AR1 @ T1s).tocsr()
+            S = np.asarray(self.LamR.T @ cp.ARR)
+            S = np.asarray(self.LamR.T @ S.T).T
+        if nR:
+            S[np.diag_indices(nR)] += 1.0
+            S -= (self.LR1 @ self.LR1.T).toarray()
+            self.LRR = linalg.cholesky(S, lower=True, overwrite_a=True, check_finite=False)
+            logdet += 2.0 * float(np.sum(np.log(np.diag(self.LRR))))
+        else:
+            self.LR1 = cp.AR1
+            self.LRR = np.zeros((0, 0))
+        self.logdet_Z = logdet
+        m = cp.AFF.shape[0]
+        self.m = m
+        self.LF1 = np.asarray(T1s.T @ cp.AF1.T).T if m else np.zeros((0, layout.n1))
+        if m and nR:
+            rhs = np.asarray(self.LamR.T @ cp.AFR.T) - np.asarray(self.LR1 @ self.LF1.T)
+            self.LFR = linalg.solve_triangular(self.LRR, rhs, lower=True, check_finite=False).T
+        else:
+            self.LFR = np.zeros((m, nR))
+        SFF = cp.AFF - self.LF1 @ self.LF1.T - self.LFR @ self.LFR.T
+        try:
+            self.LFF = linalg.cholesky(SFF, lower=True, check_finite=False) if m else np.zeros((0, 0))
+        except linalg.LinAlgError:
+            self.LFF = None
+        self.SFF = SFF
+
+    # ---------------------------------------------------------------- triangular solves
+    def _l11_solve(self, x1, transpose=False):
+        q1 = self.layout.q[0]
+        X = x1.reshape(-1, q1)
+        Li = self.L11inv
+        if q1 == 1:
+            return (X[:, 0] * Li[:, 0, 0])
+        M = np.swapaxes(Li, 1, 2) if transpose else Li
+        return np.einsum("jab,jb->ja", M, X).ravel()
+
+    def forward(self, g1, gR, gF=None):
+        """Solve L y = g blockwise; returns (y1, yR, yF)."""
+        y1 = self._l11_solve(g1)
+        yR = gR - self.LR1 @ y1 if self.layout.nR else gR
+        if self.layout.nR:
+            yR = linalg.solve_triangular(self.LRR, yR, lower=True, check_finite=False)
+        yF = None
+        if gF is not None and self.m:
+            yF = gF - self.LF1 @ y1 - self.LFR @ yR
+            yF = linalg.solve_triangular(self.LFF, yF, lower=True, check_finite=False)
+        return y1, yR, yF
+
+    def backward(self, y1, yR, xF=None, LF1=None, LFR=None):
+        """Solve L_Z' x = y - (L_F.)' xF for the random-effects part, given the F part's solution xF
+        (and the rows of LF1 / LFR that xF multiplies; default all)."""
+        LF1 = self.LF1 if LF1 is None else LF1
+        LFR = self.LFR if LFR is None else LFR
+        if xF is not None and len(xF):
+            y1 = y1 - LF1.T @ xF
+            yR = yR - LFR.T @ xF
+        if self.layout.nR:
+            xR = linalg.solve_triangular(self.LRR, yR, lower=True, trans="T", check_finite=False)
+            y1 = y1 - self.LR1.T @ xR
+        else:
+            xR = yR
+        return self._l11_solve(y1, transpose=True), xR
+
+    def solve(self, g):
+        """x = (L L')^{-1} g for the whole system (random effects, then the F columns)."""
+        n1, nR = self.layout.n1, self.layout.nR
+        g1, gR, gF = g[:n1], g[n1:n1 + nR], g[n1 + nR:]
+        y1, yR, yF = self.forward(g1, gR, gF if self.m else None)
+        xF = None
+        if self.m:
+            xF = linalg.solve_triangular(self.LFF, yF, lower=True, trans="T", check_finite=False)
+        x1, xR = self.backward(y1, yR, xF)
+        return np.concatenate([x1, xR] + ([xF] if xF is not None else []))
+
+    def inverse_diag_blocks(self, chunk=2000):
+        """Per term (engine order): (n_levels, q, q) diagonal blocks of (Lambda'Z'WZ Lambda + I)^{-1}."""
+        lay = self.layout
+        q1, nR = lay.q[0], lay.nR
+        out = []
+        Li1 = self.L11inv  # (L11_j)^{-1}
+        if nR:
+            LRRinv = linalg.solve_triangular(self.LRR, np.eye(nR), lower=True, check_finite=False)
+            G = np.zeros((lay.n_levels[0], q1, q1))
+            LR1_csc = self.LR1.tocsc()
+            for start in range(0, lay.n1, chunk * q1):  # C = L_RR^{-1} L_R1 by column chunks
+                stop = min(lay.n1, start + chunk * q1)
+                C = np.asarray(LRRinv @ LR1_csc[:, start:stop].toarray())
+                Cr = C.reshape(nR, -1, q1)
+                G[start // q1:stop // q1] = np.einsum("rja,rjb->jab", Cr, Cr)
+            G += np.eye(q1)
+        else:
+            G = np.broadcast_to(np.eye(q1), (lay.n_levels[0], q1, q1))
+        out.append(np.swapaxes(Li1, 1, 2) @ G @ Li1)
+        for pos in range(1, len(lay.terms)):
+            lo, hi = lay.offsets[pos] - lay.n1, lay.offsets[pos + 1] - lay.n1
+            Cr = LRRinv[:, lo:hi].reshape(nR, lay.n_levels[pos], lay.q[pos])
+            out.append(np.einsum("rja,rjb->jab", Cr, Cr))
+        return out
