@@ -78,43 +78,49 @@ def fd_hessian(grad, theta, lower):
     return 0.5 * (H + H.T)
 
 
-def fit_zi(prob, theta0, maxiter=1000, tol=1e-8, polish=10):
-    """Minimise the Laplace -log-likelihood from `theta0`; Newton polish; Hessian for standard errors."""
+def _newton_step(H, g):
+    """Step -H_m^-1 g with H_m = H's eigenvalues made positive (|w|, floored): a descent direction also
+    where the surface is flat or not convex (a zi coefficient running off towards -inf)."""
+    w, V = np.linalg.eigh(H)
+    floor = 1e-8 * max(1.0, np.max(np.abs(w)))
+    wm = np.maximum(np.abs(w), floor)
+    step = -V @ ((V.T @ g) / wm)
+    return step, float(-0.5 * g @ step), bool(w.min() > floor)
+
+
+def fit_zi(prob, theta0, maxiter=300, tol=1e-7, polish=25):
+    """Minimise the Laplace -log-likelihood from `theta0`; Newton polish; Hessian for standard errors.
+
+    The covariance parameters are unbounded: the likelihood is unchanged when a column of Lambda_k
+    changes sign, so a variance at 0 is an interior stationary point, not a wall the search sticks to;
+    `normalise_signs` makes the diagonals non-negative at the end.
+    """
     t0 = time.perf_counter()
     obj = _Objective(prob)
-    lower = prob.lower_bounds()
-    bounds = [(None if np.isinf(lo) else lo, None) for lo in lower]
     if not np.isfinite(obj.value(theta0)):
         raise ValueError("the model's log-likelihood is not finite at the start values (check the response "
                          "against the family: counts for Poisson/NB, positive values for Gamma)")
-    res = minimize(obj.value_grad, theta0, jac=True, method="L-BFGS-B", bounds=bounds,
+    res = minimize(obj.value_grad, theta0, jac=True, method="L-BFGS-B",
                    options={"maxiter": maxiter, "maxfun": 3 * maxiter, "ftol": 1e-13, "gtol": 1e-9})
-    theta = np.maximum(np.asarray(res.x, float), lower)
+    theta = np.asarray(res.x, float)
     n_iter = int(res.nit)
-    message = str(res.message)
+    message = f"L-BFGS-B: {res.message}"
     value, g = obj.value_grad(theta)
-    H = None
-    decrement = np.inf
+    lower = np.full(theta.size, -np.inf)
+    decrement, pd_hessian = np.inf, False
     for _ in range(polish + 1):
         H = fd_hessian(obj.grad, theta, lower)
-        at_bound = (theta <= lower + 1e-8) & (g > 0)
-        free = ~at_bound
-        try:
-            Hf = H[np.ix_(free, free)]
-            np.linalg.cholesky(Hf)
-            step_f = -np.linalg.solve(Hf, g[free])
-        except np.linalg.LinAlgError:
-            decrement = np.nan
-            message += "; the Hessian is not positive definite at the returned point"
-            break
-        decrement = float(-0.5 * g[free] @ step_f)
+        step, decrement, pd_hessian = _newton_step(H, g)
+        if __import__("os").environ.get("ZIDEBUG"):
+            print("polish", value, decrement, pd_hessian, obj.count, res.nit)
         if decrement < tol:
             break
-        step = np.zeros_like(theta)
-        step[free] = step_f
+        big = np.max(np.abs(step))
+        if big > 5.0:  # a flat direction: a bounded move, then a fresh curvature
+            step *= 5.0 / big
         t, moved = 1.0, False
-        while t > 1e-6:
-            cand = np.maximum(theta + t * step, lower)
+        while t > 1e-8:
+            cand = theta + t * step
             v, gc = obj.value_grad(cand)
             if v < value:
                 theta, value, g, moved = cand, v, gc, True
@@ -122,19 +128,38 @@ def fit_zi(prob, theta0, maxiter=1000, tol=1e-8, polish=10):
             t *= 0.5
         n_iter += 1
         if not moved:
+            message += "; Newton polish: no decrease along the step"
             break
-    at_bound = (theta <= lower + 1e-8) & (g > 0)
+    theta = normalise_signs(prob, theta)
     st = obj.state(theta)
+    value, g = obj.value_grad(theta)
+    H = fd_hessian(obj.grad, theta, lower)
+    _, decrement, pd_hessian = _newton_step(H, g)
     converged = bool(np.isfinite(decrement) and decrement < max(tol, 1e-6))
     cov = np.full_like(H, np.nan)
-    free = ~at_bound
-    try:
-        Hf = H[np.ix_(free, free)]
-        w = np.linalg.eigvalsh(Hf)
-        if w.min() > 1e-10 * max(1.0, w.max()):
-            cov[np.ix_(free, free)] = np.linalg.inv(Hf)
-    except np.linalg.LinAlgError:
-        pass
+    w = np.linalg.eigvalsh(H)
+    if pd_hessian and w.min() > 1e-10 * max(1.0, w.max()):
+        cov = np.linalg.inv(H)
+    else:
+        message += "; the Hessian is not positive definite at the returned point"
     return ZIFit(theta=theta, value=float(st.value), gradient=g, hessian=H, cov=cov, u=st.u, eta=st.eta,
                  converged=converged, decrement=decrement, message=message, n_iterations=n_iter,
-                 n_evaluations=obj.count, seconds=time.perf_counter() - t0, at_bound=at_bound)
+                 n_evaluations=obj.count, seconds=time.perf_counter() - t0,
+                 at_bound=np.zeros(theta.size, bool))
+
+
+def normalise_signs(prob, theta):
+    """Columns of each Lambda_k with a negative diagonal flipped (the same model)."""
+    theta = np.array(theta, float)
+    pieces = prob.split(theta)
+    start = sum(prob.p)
+    for k, s in enumerate(prob.structures):
+        if s is None:
+            continue
+        lams = s.unpack(pieces[3 + k])
+        for L in lams:
+            sign = np.where(np.diag(L) < 0, -1.0, 1.0)
+            L *= sign[None, :]
+        theta[start:start + s.n_cov_params] = s.pack(lams)
+        start += s.n_cov_params
+    return theta
