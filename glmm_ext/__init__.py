@@ -11,10 +11,12 @@ from .compat import BinomialMixedGLM, PoissonMixedGLM, mixedlm
 from .datasets import load_schools, simulate
 from .model import GLMM, LaplaceApproximationWarning, SingularFitWarning, glmm
 from .results import GLMMResults, GLMMResultsWrapper
+from . import families
+from .zi_model import ZeroInflatedGLMM, ZIBoundaryWarning
 
 __version__ = "0.1.0"
 
 __all__ = ["GLMM", "glmm", "mixedlm", "BinomialMixedGLM", "PoissonMixedGLM", "GLMMResults", "GLMMResultsWrapper",
            "OptSummary", "SingularFitWarning", "LaplaceApproximationWarning", "fit_many", "anova", "ALLOWED_LINKS",
-           "make_family", "load_schools", "simulate",
+           "make_family", "load_schools", "simulate", "families", "ZeroInflatedGLMM", "ZIBoundaryWarning",
            "__version__"]
