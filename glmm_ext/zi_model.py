@@ -85,7 +85,7 @@ class ZeroInflatedGLMM(sm_base.LikelihoodModel):
             raise ValueError(f"zi_formula needs a count family (Poisson, negative binomial); got {type(family).__name__}")
         off = _offset_values(data, offset, exposure)
         design = _zi_design.build(formula, data, zi_formula, disp_formula, zero_part, HAS_DISPERSION[fam], off,
-                                  missing)
+                                  missing, kwargs.get("formula_mode", "python"))
         y = design.y
         if fam in COUNT_FAMILIES:
             if np.any(y < 0) or np.any(y != np.round(y)):

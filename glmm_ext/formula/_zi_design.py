@@ -114,8 +114,10 @@ def _bar_columns(bar, data):
     return [c.strip() for c in bar.group.split(":")]
 
 
-def build(formula, data, zi_formula, disp_formula, zero_part, has_dispersion, offset=None, missing="drop"):
-    """ZIDesign of the three formulas on `data` (a DataFrame, not modified)."""
+def build(formula, data, zi_formula, disp_formula, zero_part, has_dispersion, offset=None, missing="drop",
+          formula_mode="python"):
+    """ZIDesign of the three formulas on `data` (a DataFrame, not modified).  ``formula_mode="safe"`` checks
+    every piece (fixed parts, bar terms) with the safe-mode grammar before patsy evaluates anything."""
     if not isinstance(formula, str) or "~" not in formula:
         raise ValueError(f"formula must be a string 'y ~ x + (1 | g)' (got {formula!r})")
     lhs, _, rhs = formula.partition("~")
@@ -124,6 +126,19 @@ def build(formula, data, zi_formula, disp_formula, zero_part, has_dispersion, of
     cond = split_part(rhs, "formula")
     zi = split_part(parse_rhs(zi_formula, "zi_formula"), "zi_formula") if zi_formula is not None else None
     disp = split_part(parse_rhs(disp_formula, "disp_formula"), "disp_formula") if disp_formula is not None else None
+    if formula_mode == "safe":
+        from ._safe import check_safe
+
+        cols = list(data.columns)
+        check_safe(f"{lhs} ~ {cond.fixed}", cols)
+        for part in (zi, disp):
+            if part is not None:
+                check_safe(f"{lhs} ~ {part.fixed}", cols)
+        for part in (cond, zi):
+            for bar in (part.bars if part is not None else []):
+                check_safe(f"{lhs} ~ {bar.expr}", cols)
+    elif formula_mode != "python":
+        raise ValueError(f"formula_mode must be 'python' or 'safe' (got {formula_mode!r})")
     if zi is not None and zi.absent:
         zi = None
     if zero_part == "zi" and zi is None:
