@@ -206,7 +206,8 @@ class GLMM(sm_base.LikelihoodModel):
                                  "weights")
             return ZeroInflatedGLMM.from_formula(formula, data, family=family, zi_formula=zi_formula,
                                                  disp_formula=disp_formula, offset=offset, exposure=exposure,
-                                                 subset=subset, missing=missing, groups=groups, **kwargs)
+                                                 subset=subset, missing=missing, groups=groups,
+                                                 formula_mode=formula_mode, **kwargs)
         if is_dask_frame(data):  # rows stay on the Dask workers
             from .scale._dask import DaskGLMM
 

@@ -112,7 +112,7 @@ def summary(res, alpha=0.05):
         extra = [c for c in t.columns if c not in cols][:1]
         title = PART_TITLE[k] + {0: " (log link)" if res.family_name != "gaussian" else " (identity link)",
                                  1: " (logit link: P(structural zero))" if res.zero_part == "zi"
-                                 else " (logit link: P(y = 0))", 2: f" ({DISP_TEXT[res.family_name]})"}[k]
+                                 else " (logit link: P(y = 0))", 2: f" ({DISP_TEXT.get(res.family_name, '')})"}[k]
         tcopy = t.rename(columns={f"ci_lower {lab}": "ci_lower", f"ci_upper {lab}": "ci_upper"})
         smry.tables.append(_simple(tcopy, title, ["estimate", "std_err", "z", "pvalue", "ci_lower", "ci_upper"]
                                    + extra))
