@@ -244,8 +244,8 @@ class _AnovaDesign:
         self.index = d.index
         self.y = d.y
         self.trials = np.ones_like(d.y)
-        self.var_weights = None
-        self.freq_weights = None
+        self.var_weights = np.ones_like(d.y)  # as GLMM's design: ones when not given
+        self.freq_weights = np.ones_like(d.y)
         self.endog_name = d.endog_name
         self.n_dropped = d.n_dropped
 

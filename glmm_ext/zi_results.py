@@ -390,11 +390,10 @@ class ZeroInflatedResults(sm_base.LikelihoodModelResults):
         return response_cdf(self.family_name, self.zero_part, y, eta[:, 0], eta[:, 1], eta[:, 2])
 
 
-class ZeroInflatedResultsWrapper(sm_wrap.ResultsWrapper):
-    _attrs = {"params": "columns", "bse": "columns", "pvalues": "columns", "tvalues": "columns",
-              "cov_params": "cov", "normalized_cov_params": "cov"}
+class ZeroInflatedResultsWrapper(sm_base.LikelihoodResultsWrapper):
+    _attrs = dict(sm_base.LikelihoodResultsWrapper._wrap_attrs)
     _wrap_attrs = _attrs
-    _methods = {"conf_int": "columns"}
+    _methods = dict(sm_base.LikelihoodResultsWrapper._wrap_methods)
     _wrap_methods = _methods
 
     def conf_int(self, alpha=0.05, cols=None):
