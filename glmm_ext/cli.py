@@ -73,6 +73,9 @@ def results_dict(res, alpha):
         "drop_reasons": {str(k): int(v) for k, v in res.model.design.drop_reasons.items()},
         "converged": res.converged, "singular": res.singular, "icc": res.icc, "deff": res.deff,
     }
+    if getattr(res, "is_multi", False):  # several random-effect terms
+        out.update(_terms_dict(res))
+        return out
     if res.is_vector:  # random slopes
         out.update(_vector_dict(res))
         return out
@@ -98,6 +101,16 @@ def _vector_dict(res):
             "blups": {str(g): dict(zip(names, map(float, row))) for g, row in zip(res.model.group_labels, res.blups)},
             "blup_se": {str(g): dict(zip(names, map(float, row)))
                         for g, row in zip(res.model.group_labels, res.blup_se)}}
+
+
+def _terms_dict(res):
+    """The JSON entries of several random-effect terms: VarCorr rows, covariances and modes by term."""
+    vc = res.vcomp
+    return {"var_re": None, "vcomp": vc.where(vc.notna(), None).to_dict(orient="records"),
+            "cov_re": {k: v.to_dict() for k, v in res.cov_re.items()},
+            "blups": {k: {str(g): dict(zip(map(str, v.columns), map(float, row))) for g, row in zip(v.index, v.values)}
+                      for k, v in res.random_effects.items()},
+            "singular_terms": res.singular_terms}
 
 
 def spreadsheet_safe(values):

@@ -17,8 +17,8 @@ def mixedlm(formula, data, re_formula=None, vc_formula=None, subset=None, use_sp
     """
     if groups is None and args:
         groups = args[0]
-    if vc_formula:
-        raise ValueError("vc_formula: glmm_ext fits a single random intercept; variance components are not supported")
+    if vc_formula:  # variance components inside groups: nested terms (1 | groups:class)
+        kwargs["vc_formula"] = vc_formula
     return GLMM.from_formula(formula, data, groups=groups, family=sm_families.Gaussian(), subset=subset,
                              missing=missing, re_formula=re_formula, **kwargs)
 
@@ -35,6 +35,17 @@ def _intercept_group(vc_formulas, family_name):
     if not match:
         raise ValueError(f"variance component {key!r}: {text!r} is not a random intercept; use '0 + C(column)'")
     return match.group(1)
+
+
+def _crossed_terms(vc_formulas):
+    """BayesMixedGLM's crossed call {"a": "0 + C(a)", "b": "0 + C(b)"} as the bar terms (1 | a) + (1 | b)."""
+    terms = []
+    for key, text in vc_formulas.items():
+        match = _INTERCEPT_VC.match(str(text))
+        if not match:
+            raise ValueError(f"variance component {key!r}: {text!r} is not a random intercept; use '0 + C(column)'")
+        terms.append(f"(1 | {match.group(1)})")
+    return " + ".join(terms)
 
 
 BAYES_FIT_MESSAGE = ("{name}.{method}(): glmm_ext fits by maximum likelihood (Laplace; fit(nagq=K) for adaptive "
@@ -61,6 +72,10 @@ class _BayesCompatible(GLMM):
         Fitted by maximum likelihood (Laplace; ``fit(nagq=K)`` for quadrature), not variationally;
         ``vcp_p`` and ``fe_p`` (prior scales) have no role and are ignored.
         """
+        if isinstance(vc_formulas, dict) and len(vc_formulas) > 1:  # crossed intercepts (1 | a) + (1 | b)
+            formula = f"{formula} + {_crossed_terms(vc_formulas)}"
+            family = cls.family_class(link=link) if link is not None else cls.family_class()
+            return GLMM.from_formula.__func__(cls, formula, data, family=family, **kwargs)
         group = _intercept_group(vc_formulas, cls.__name__.replace("MixedGLM", ""))
         family = cls.family_class(link=link) if link is not None else cls.family_class()
         return GLMM.from_formula.__func__(cls, formula, data, groups=group, family=family, **kwargs)

@@ -110,7 +110,9 @@ class GLMM(sm_base.LikelihoodModel):
         elif "formula" in spec and clean.design_info is not None and not set(spec) & {"model_spec", "design_info"}:
             spec[_data.SPEC_KEY] = clean.design_info  # so that statsmodels' predict and wald_test_terms find it
         self.design = build_design(clean, self.family)
-        if random is not None:
+        if getattr(random, "is_multi", False):  # several random-effect terms (formula._terms.MultiDesign)
+            self.design = _multi_design(self.design, random, clean)
+        elif random is not None:
             if getattr(clean, "prior_weights", None):
                 raise ValueError("var_weights and freq_weights are implemented for random-intercept models; "
                                  "this model has random slopes")
@@ -211,6 +213,8 @@ class GLMM(sm_base.LikelihoodModel):
         if is_dask_frame(data):  # rows stay on the Dask workers
             from .scale._dask import DaskGLMM
 
+            _refuse_dask_terms(formula, kwargs)
+
             if kwargs.get("re_formula") is not None:
                 raise ValueError("re_formula (random slopes) is not supported with a Dask DataFrame; fit them in "
                                  "memory, or use a random intercept with groups=")
@@ -229,7 +233,7 @@ class GLMM(sm_base.LikelihoodModel):
             data = data.loc[subset]
         formula, groups, data, random, arrays = _bars.split_random_terms(
             formula, data, groups, kwargs.pop("re_formula", None), (offset, exposure, weights), formula_mode,
-            missing)
+            missing, vc_formula=kwargs.pop("vc_formula", None))
         offset, exposure, weights = arrays
         if random is not None:
             kwargs["_random"] = random
@@ -333,6 +337,8 @@ class GLMM(sm_base.LikelihoodModel):
         maxiter, tol, nagq = check_fit_options(maxiter, tol, nagq, cov_type)
         self._fit_options = {"reml": reml, "maxiter": maxiter, "tol": tol, "nagq": nagq, "cov_type": cov_type}
         monitor = Progress(enabled=progress, callback=callback, maxiter=maxiter)
+        if self.design.terms is not None:  # several random-effect terms: the multi-term engine
+            return self._fit_terms(reml, maxiter, tol, nagq, cov_type, monitor, notes)
         with monitor, fast_allocation():
             if self.design.Z is not None:
                 fit = fit_vector(self.design, reml=reml, nagq=nagq, maxiter=maxiter, tol=tol, cov_type=cov_type,
@@ -360,6 +366,29 @@ class GLMM(sm_base.LikelihoodModel):
         if not fit.converged and not fit.separated_rows:
             warnings.warn(f"the optimiser did not converge ({fit.opt.message}). {CONVERGENCE_ADVICE}",
                           ConvergenceWarning, stacklevel=2)
+        return GLMMResultsWrapper(GLMMResults(self, fit, cov_type=cov_type))
+
+    def _fit_terms(self, reml, maxiter, tol, nagq, cov_type, monitor, notes):
+        """fit() for several random-effect terms (`_multiterm.fit_multi`), with the per-term warnings."""
+        from ._multiterm import fit_multi
+
+        if cov_type != "hessian":
+            raise ValueError(f"cov_type={cov_type!r} is not available for several random-effect terms; use 'hessian'")
+        with monitor:
+            fit = fit_multi(self.design, reml=reml, nagq=nagq, maxiter=maxiter, tol=tol, callback=monitor)
+            monitor("done", fit.opt.n_iterations, -fit.llf)
+        fit.opt.notes = list(fit.opt.notes) + notes
+        singular = [name for name, flag in zip(self.design.terms.names, fit.mixed.singular) if flag]
+        if singular:
+            warnings.warn(f"boundary (singular) fit: the random-effects covariance of {', '.join(singular)} is at its "
+                          "boundary (a variance at or near zero or a correlation of +-1); interpret its variance "
+                          "components with caution, or drop the term", SingularFitWarning, stacklevel=3)
+        if not np.all(np.isfinite(np.diag(fit.cov_beta))):
+            warnings.warn("standard errors could not be computed: the information matrix is singular; they are "
+                          "reported as NaN", UserWarning, stacklevel=3)
+        if not fit.converged:
+            warnings.warn(f"the optimiser did not converge ({fit.opt.message}). {CONVERGENCE_ADVICE}",
+                          ConvergenceWarning, stacklevel=3)
         return GLMMResultsWrapper(GLMMResults(self, fit, cov_type=cov_type))
 
     # ------------------------------------------------------------------ likelihood
@@ -517,6 +546,23 @@ class GLMM(sm_base.LikelihoodModel):
         values = np.array(effects.to_numpy(dtype=float, na_value=np.nan))
         values[unseen] = 0.0
         return values
+
+
+def _multi_design(design, multi, clean):
+    """The Design with several random-effect terms attached (refusing what the multi-term path lacks)."""
+    from .formula._terms import attach_terms
+
+    if getattr(clean, "prior_weights", None):
+        raise ValueError("var_weights and freq_weights are not implemented for several random-effect terms")
+    return attach_terms(design, multi, clean)
+
+
+def _refuse_dask_terms(formula, kwargs):
+    """Several random-effect terms on a Dask DataFrame: NotImplementedError (one factor only there)."""
+    spec = _bars.parse_formula(formula) if isinstance(formula, str) else None
+    if getattr(spec, "is_multi", False) or kwargs.get("vc_formula"):
+        raise NotImplementedError("several random-effect terms (crossed or nested factors) are not supported on a "
+                                  "Dask DataFrame; fit them in memory (data.compute()), or use one grouping factor")
 
 
 def _statsmodels_fit_options(method, start_params, full_output, extra):

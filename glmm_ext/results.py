@@ -6,6 +6,7 @@ from statsmodels.base import wrapper as sm_wrap
 from functools import cached_property as cache_readonly
 
 from . import _results_vector as _rv
+from . import _results_multi as _rm
 from .report import _tables
 from ._validation import check_alpha
 
@@ -86,8 +87,29 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         """True for a vector random effect per group (random slopes)."""
         return getattr(self._fit, "cov_re", None) is not None
 
+    @property
+    def is_multi(self):
+        """True for several random-effect terms (crossed / nested factors): per-term dicts and tables."""
+        return getattr(self._fit, "mixed", None) is not None
+
+    @cache_readonly
+    def vcomp(self):
+        """lme4's VarCorr print as a DataFrame (Group, Name, Variance, Std.Dev., Corr; a Residual row)."""
+        if self.is_multi:
+            return _rm.vcomp(self)
+        return _rm.vcomp_one(self)
+
+    @cache_readonly
+    def singular_terms(self):
+        """Term -> singular flag (several terms); one term: {group name: singular}."""
+        if self.is_multi:
+            return _rm.singular_terms(self)
+        return {self.group_name: self.singular}
+
     @cache_readonly
     def cov_re(self):
+        if self.is_multi:  # term -> q x q covariance
+            return _rm.cov_re(self)
         if self.is_vector:
             return _rv.cov_re(self)
         return pd.DataFrame([[self.var_re]], index=[self.group_name], columns=[self.group_name])
@@ -95,6 +117,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
     @cache_readonly
     def cov_re_unscaled(self):
         """cov_re / scale (MixedLM's name)."""
+        if self.is_multi:
+            return {k: v / self.scale for k, v in self.cov_re.items()}
         return self.cov_re / self.scale
 
     @property
@@ -112,12 +136,16 @@ class GLMMResults(sm_base.LikelihoodModelResults):
 
     @cache_readonly
     def random_effects(self):
+        if self.is_multi:  # term -> DataFrame levels x z columns
+            return _rm.random_effects(self)
         if self.is_vector:
             return _rv.random_effects(self)
         return {label: pd.Series([value], index=["Group"]) for label, value in zip(self.model.group_labels, self.blups)}
 
     @cache_readonly
     def random_effects_se(self):
+        if self.is_multi:
+            return _rm.random_effects_se(self)
         if self.is_vector:
             return _rv.random_effects_se(self)
         return pd.Series(self.blup_se, index=self.model.group_labels, name="se")
@@ -160,12 +188,16 @@ class GLMMResults(sm_base.LikelihoodModelResults):
 
         With random slopes: ICC(0), the intercept variance's share (see `icc_at`)."""
         entry = self._icc_residual
+        if self.is_multi:  # the adjusted ICC (every intercept variance); per term: icc_table()
+            icc = _rm.icc_table(self)
+            value = icc.loc["Adjusted ICC", "Value"]
+            return None if isinstance(value, str) else float(value)
         return None if entry is None else self.var_re / (self.var_re + entry[0])
 
     @cache_readonly
     def deff(self):
         """Design effect 1 + (n_bar - 1) ICC with n_bar the mean group size; None where the ICC is undefined."""
-        if self.icc is None or self.is_vector:  # with random slopes the ICC, so the design effect, varies with x
+        if self.icc is None or self.is_vector or self.is_multi:  # with random slopes the ICC, so the design effect, varies with x
             return None
         return 1.0 + (self.nobs / self.n_groups - 1.0) * self.icc
 
@@ -173,7 +205,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
     def latent_lambda(self):
         """Mean expected count exp(x'beta + offset + sigma_u^2 / 2) over the rows (Poisson log latent variance)."""
         eta = self.model.predict(self.params, which="linear")
-        var = _rv.row_variances(self) if self.is_vector else self.var_re
+        var = _rm.row_variances(self) if self.is_multi else (_rv.row_variances(self) if self.is_vector
+                                                              else self.var_re)
         return float(np.mean(np.exp(eta + 0.5 * var)))
 
     def icc_at(self, x):
@@ -183,6 +216,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         dict term -> value).  For a random intercept the ICC does not depend on x.  None where the
         residual variance has no basis (see `icc_basis`).
         """
+        if self.is_multi:
+            raise _rm.not_for_terms("icc_at")
         if not self.is_vector:
             return self.icc
         return _rv.icc_at(self, x)
@@ -209,6 +244,12 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         alpha = check_alpha(alpha)
         if method is None:
             return super().conf_int(alpha=alpha)
+        if self.is_multi:  # several terms: the parametric bootstrap
+            if method != "boot":
+                raise _rm.not_for_terms(f"conf_int(method={method!r}) (use method='boot')")
+            from .inference._bootstrap_multi import bootstrap_intervals
+
+            return bootstrap_intervals(self, alpha, nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress)
         from .inference import _bootstrap
         from .inference import _intervals
         from .inference import _intervals_vector
@@ -237,14 +278,19 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         """Negative binomial theta = 1/alpha (glmmTMB's and glmer.nb's parametrisation); None otherwise."""
         return None if self.alpha is None else 1.0 / self.alpha
 
-    def test_random_effect(self):
+    def test_random_effect(self, term=None):
         """LRT of "no random effects" against the GLM (see glmm_ext._comparison.test_random_effect).
 
         Random intercept: p = 0.5 chi2_0 + 0.5 chi2_1 (Self & Liang 1987).  Random slopes: ``pvalue`` is the
         conservative chi2 with df = the number of covariance parameters, and ``pvalue_mixture`` the
-        approximation 0.5 chi2_{df-1} + 0.5 chi2_df."""
+        approximation 0.5 chi2_{df-1} + 0.5 chi2_df.  With several random-effect terms, ``term`` (a key of
+        ``cov_re``) is tested against the model refitted without it (``llf_glm`` then holds that fit's llf)."""
         from .inference._comparison import test_random_effect
 
+        if self.is_multi:
+            return _rm.test_random_effect(self, term)
+        if term is not None and term != self.group_name:
+            raise ValueError(f"test_random_effect: this fit has one grouping factor, {self.group_name!r}")
         return test_random_effect(self)
 
     def simulate(self, nsim=1, seed=None, use_re="conditional"):
@@ -284,14 +330,18 @@ class GLMMResults(sm_base.LikelihoodModelResults):
 
     # ------------------------------------------------------------------ tables
     def random_effects_table(self):
+        if self.is_multi:
+            return _rm.random_effects_table(self)
         return _rv.random_effects_table(self) if self.is_vector else _tables.random_effects_table(self)
 
     def icc_table(self):
+        if self.is_multi:
+            return _rm.icc_table(self)
         return _rv.icc_table(self) if self.is_vector else _tables.icc_table(self)
 
     def latent_variance_table(self):
         table = _tables.latent_variance_table(self)
-        if self.is_vector and table is not None:  # the covariance is in the Random Effects table
+        if (self.is_vector or self.is_multi) and table is not None:  # the covariance is in the Random Effects table
             table = table.drop(columns=["Random-intercept variance"])
         return table
 
@@ -302,17 +352,24 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         return _tables.model_fit_table(self)
 
     def blup_table(self):
+        if self.is_multi:  # long: Term, Group (level), per z column the mode and its conditional SD
+            return _rm.blup_table(self)
         return _rv.blup_table(self) if self.is_vector else _tables.blup_table(self)
 
     def diagnostics(self):
         """One row per row used (the data's index): fitted values, deviance and Pearson residuals, group effect."""
+        if self.is_multi:
+            return _rm.diagnostics_table(self)
         return _tables.diagnostics_table(self)
 
     # ------------------------------------------------------------------ fitted values and prediction
     @cache_readonly
     def fittedvalues(self):
         """Conditional means (fixed effects + each row's BLUP), response scale, on the data's index."""
-        if self.is_vector:
+        if self.is_multi:
+            values = self.model.dist.mean(self.model.predict(np.asarray(self.params, float), which="linear")
+                                          + _rm.row_effects(self))
+        elif self.is_vector:
             values = self.model.dist.mean(self.model.predict(np.asarray(self.params, float), which="linear")
                                           + _rv.row_effects(self))
         else:
@@ -352,6 +409,10 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         """
         from .inference._prediction import new_data
 
+        if self.is_multi:  # every term (groups: None/True all, False none, or a list of term names)
+            rows = new_data(self, exog, transform, None, offset, exposure)
+            values = _rm.predict(self, rows, exog, which, groups, new_groups)
+            return pd.Series(values, index=rows.index, name="predicted" if which == "mean" else "linpred")
         rows = new_data(self, exog, transform, groups, offset, exposure)
         params = np.asarray(self.params, float)
         if self.is_vector:  # random slopes: each row's group effect is z_i' b_g
@@ -373,6 +434,14 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         Arguments as for `predict`."""
         from .inference._prediction import get_prediction
 
+        if self.is_multi:
+            from .inference._prediction import PredictionResults, new_data
+
+            rows = new_data(self, exog, transform, None, offset, exposure)
+            eta, cond = _rm.predict(self, rows, exog, "linear", groups, new_groups, with_variance=True)
+            X = self.model.design.X if rows.X is None else rows.X
+            var = np.einsum("ij,jk,ik->i", X, np.asarray(self.cov_params_fe, float), X) + cond
+            return PredictionResults(self.model.dist, eta, np.sqrt(var), rows.index)
         if self.is_vector and groups is not None:
             raise ValueError("get_prediction with groups is not available for random slopes (the prediction "
                              "error of z'b); predict(groups=...) gives the point predictions")
@@ -382,6 +451,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
     @cache_readonly
     def params_vector(self):
         """The estimate on the model's parameter vector (see ``model.param_names``): beta, sigma_u[, log scale]."""
+        if self.is_multi:
+            raise _rm.not_for_terms("params_vector")
         self.model._random_intercept_only()
         values = list(np.asarray(self.params, float)) + [self.sigma_re]
         if self.model.dist.has_dispersion:
@@ -394,6 +465,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
 
         REML fits use the REML criterion's curvature (beta profiled out), ML fits the log-likelihood's.
         """
+        if self.is_multi:
+            raise _rm.not_for_terms("cov_params_vector")
         model, p = self.model, self.model.k_fe
         theta = self.params_vector.to_numpy()[p:]
         if self.method == "REML":
@@ -421,6 +494,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         MixedLM's ``bse_re`` is on its internal scale (the variance relative to the residual variance,
         times sqrt(scale)); for a Gaussian fit ``bse_re / sqrt(scale)`` is that number.
         """
+        if self.is_multi:
+            raise _rm.not_for_terms("bse_re")
         var_sd = self.cov_params_vector[0, 0]
         se = 2.0 * self.sigma_re * np.sqrt(var_sd) if var_sd >= 0 else np.nan
         return pd.Series([se], index=[f"{self.group_name} Var"], name="bse_re")
@@ -429,6 +504,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
     def random_effects_cov(self):
         """Group label -> 1 x 1 DataFrame: the conditional variance of its random intercept (as MixedLM);
         q x q by term with random slopes."""
+        if self.is_multi:
+            raise _rm.not_for_terms("random_effects_cov (conditional covariances per level)")
         if self.is_vector:
             names = list(self.cov_re.columns)
             return {label: pd.DataFrame(c, index=names, columns=names)
@@ -456,6 +533,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         """
         from .report._display import make_summary
 
+        if self.is_multi:
+            from .report._multi import make_summary  # noqa: F811 - the per-term tables
         if isinstance(blup_rows, bool) or not isinstance(blup_rows, (int, np.integer)) or blup_rows < 0:
             raise ValueError(f"blup_rows must be a whole number >= 0 (got {blup_rows!r})")
         if xname_fe is not None and len(xname_fe) != len(self.model.exog_names):
@@ -472,6 +551,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         """Caterpillar plot of the random intercepts with Wald intervals (needs the ``plot`` extra)."""
         from .plotting import plot_blups
 
+        if self.is_multi:
+            raise _rm.not_for_terms("plot_blups")
         return plot_blups(self, ax=ax, alpha=alpha)
 
     def plot_diagnostics(self, fig=None):

@@ -212,8 +212,9 @@ def test_bar_syntax_variants_and_errors():
     assert not parse_formula("y ~ x + (x || g)").terms[0].correlated
     assert parse_formula("y ~ x").__class__ is type(None)
     assert parse_formula("y ~ (1 | g)").intercept_only
-    for bad, words in [("y ~ x + (1 | a/b)", "nested"), ("y ~ x + (1 | a:b)", "interaction"),
-                       ("y ~ x + (1 | a) + (x | b)", "2 grouping factors"), ("y ~ x + (| g)", "nothing left")]:
+    for several in ("y ~ x + (1 | a/b)", "y ~ x + (1 | a:b)", "y ~ x + (1 | a) + (x | b)"):  # several terms
+        assert parse_formula(several).is_multi
+    for bad, words in [("y ~ x + (1 | a*b)", "'/'"), ("y ~ x + (| g)", "nothing left")]:
         with pytest.raises(ValueError, match=words):
             parse_formula(bad)
 

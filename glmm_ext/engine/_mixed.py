@@ -211,7 +211,8 @@ def _optimise(model, gamma0, scale0, nagq, maxiter, tol):
     x0 = np.concatenate([beta0, v])
     lb = np.concatenate([[-np.inf] * p, lb_v])
     model.nagq = 1
-    res = minimize_bounded(model, x0, lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2)
+    res = minimize_bounded(model, x0, lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2,
+                           fg=model.value_and_grad if model.has_beta_gradient else None)
     if nagq > 1:
         model.nagq = nagq
         res = minimize_bounded(model, res.x, lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2)

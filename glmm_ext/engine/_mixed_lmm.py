@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import linalg, optimize
+from scipy.linalg import lapack
 
-from ._pls import Factor, Layout, crossprods
+from ._pls import Factor, Layout, crossprods, schur_product
 
 
 # ----------------------------------------------------------------------------- optimiser
@@ -80,13 +81,47 @@ def _fd_grad_hess(fun, x, f0, lb, step):
     return g, H
 
 
-def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True, fd_step=None, rough=False):
+def _grad_hess(fg, x, lb, step):
+    """Gradient at x and the Hessian from central differences of the analytic gradient (forward at a bound)."""
+    k = len(x)
+    f0, g0 = fg(x)
+    h = step * np.maximum(1.0, np.abs(x))
+    H = np.empty((k, k))
+    for j in range(k):
+        e = np.zeros(k)
+        e[j] = h[j]
+        if x[j] - h[j] < lb[j]:
+            H[:, j] = (fg(x + e)[1] - g0) / h[j]
+        else:
+            H[:, j] = (fg(x + e)[1] - fg(x - e)[1]) / (2.0 * h[j])
+    return g0, 0.5 * (H + H.T)
+
+
+def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True, fd_step=None, rough=False,
+                     fg=None):
     """Minimise `fun` subject to x >= lb: L-BFGS-B on finite differences, then a check that the end is
     a minimum: central-difference gradient and Hessian over the free coordinates, Newton steps while
     the scaled gradient g'H^{-1}g / 2 exceeds `tol`, and at each coordinate held at its bound a probe
     inside (an even objective has a zero slope there at a maximum too); a better probe restarts the search.
+    ``fg(x) -> (f, gradient)``, when given, replaces the finite differences (L-BFGS-B's gradient, and the
+    polish's Hessian from differences of the gradient).
     """
     obj = Counted(fun)
+    fgc = None
+    if fg is not None:
+        def fgc(x):
+            obj.n += 1
+            try:
+                f, g = fg(np.asarray(x, float))
+            except (linalg.LinAlgError, FloatingPointError, ValueError, np.linalg.LinAlgError):
+                return np.inf, np.full(len(x), np.nan)
+            if np.isfinite(f) and f < obj.best_f:
+                obj.best_x, obj.best_f = np.array(x, float), float(f)
+            return f, g
+
+        def lbfgs_fun(x):
+            f, g = fgc(x)
+            return (f, g) if np.isfinite(f) and np.all(np.isfinite(g)) else (1e300, np.zeros(len(x)))
     x0 = np.maximum(np.asarray(x0, float), lb)
     bounds = [(None if not np.isfinite(b) else b, None) for b in lb]
     iters = 0
@@ -95,7 +130,8 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
     H = None
     decrement = np.inf
     for _restart in range(4):
-        res = optimize.minimize(obj, x, method="L-BFGS-B", bounds=bounds,
+        res = optimize.minimize(obj if fgc is None else lbfgs_fun, x, method="L-BFGS-B", bounds=bounds,
+                                jac=None if fgc is None else True,
                                 options={"maxiter": maxiter, "ftol": 1e-9 if rough else 1e-13,
                                          "gtol": 1e-4 if rough else 1e-7, "maxls": 40,
                                          **({"eps": fd_step} if fd_step else {})})
@@ -123,7 +159,7 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
         if better is not None:
             x = better
             continue
-        x, f, H, free, decrement, ok = _newton_polish(obj, x, f, lb, tol, step)
+        x, f, H, free, decrement, ok = _newton_polish(obj, x, f, lb, tol, step, fgc)
         if ok:
             return BoundedResult(x, f, H, free, True, "converged: scaled gradient below tolerance", iters, obj.n,
                                  decrement)
@@ -131,12 +167,12 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
     return BoundedResult(x, f, H, x > lb, False, message, iters, obj.n, decrement)
 
 
-def _newton_polish(obj, x, f, lb, tol, step, max_steps=8):
+def _newton_polish(obj, x, f, lb, tol, step, fgc=None, max_steps=8):
     """Newton steps with finite-difference derivatives on the free coordinates; (x, f, H, free, dec, ok)."""
     decrement = np.inf
     H = None
     for _ in range(max_steps):
-        g, H = _fd_grad_hess(obj, x, f, lb, step)
+        g, H = _fd_grad_hess(obj, x, f, lb, step) if fgc is None else _grad_hess(fgc, x, lb, step)
         at_bound = x <= lb
         free = ~(at_bound & (g >= 0))  # held: at its bound and pushed against it
         if not np.all(np.isfinite(g[free])) or not np.all(np.isfinite(H[np.ix_(free, free)])):
@@ -211,9 +247,80 @@ class GaussianProfile:
     def __call__(self, params):
         return self.deviance(params)
 
-    def solution(self, params):
-        """(beta, cov_beta, sigma^2, u (internal), factor, lams) at the covariance parameters."""
+    @property
+    def has_gradient(self):
+        """True when `value_and_grad` is analytic: every term scalar (Lambda = diag(theta_k))."""
+        return all(q == 1 for q in self.layout.q)
+
+    def value_and_grad(self, params):
+        """(deviance, its gradient in theta) for scalar terms.  With P_k the projection on term k, H = Lambda'AL + I,
+        r the weighted residual at the PLS solution and V = W^-1 + Z Lambda Lambda' Z':
+
+            d log|H| / d theta_k      = (2 / theta_k) (n_k - tr(H^-1 P_k)),
+            d r^2 / d theta_k         = -2 theta_k |Z_k'W r|^2                (envelope: u = Lambda'Z'W r),
+            d log|X'V^-1X| / d theta_k = -2 theta_k |Z_k'V^-1 X L_X^-T|_F^2    (REML).
+        """
         fac, lams = self.factor(params)
+        dev = self.deviance(params, fac)
+        if not np.isfinite(dev):
+            return dev, np.full(len(params), np.nan)
+        lay, cp, p = self.layout, self.cp, self.p
+        n1, nR = lay.n1, lay.nR
+        LFF = fac.LFF
+        theta = np.array([float(lams[pos][0, 0]) for pos in range(len(lams))])  # engine order
+        beta, _, _, u, _, _ = self.solution(params, fac)
+        d1 = fac.L11[:, 0, 0]
+
+        def A_times(v):  # (Z'WZ) v in the engine's order
+            out1 = cp.A11[:, 0, 0] * v[:n1]
+            if not nR:
+                return out1
+            out1 = out1 + cp.AR1.T @ v[n1:]
+            return np.concatenate([out1, cp.AR1 @ v[:n1] + cp.ARR @ v[n1:]])
+
+        lam_vec = np.concatenate([np.full(lay.n_levels[pos], theta[pos]) for pos in range(len(theta))])
+        ZtWX = np.concatenate([cp.AF1[:p].T, cp.AFR[:p].T])  # (q, p)
+        ZtWy = np.concatenate([cp.AF1[p], cp.AFR[p]])
+        ZtWr = ZtWy - ZtWX @ beta - A_times(lam_vec * u)
+        r2 = LFF[p, p] ** 2
+        # tr(H^-1 P_k): the R block's diagonal of S^-1, and for the first term D^-2 + tr(S^-1 LR1 D^-2 LR1')
+        tr = np.empty(len(theta))
+        tr[0] = float(np.sum(1.0 / d1 ** 2))
+        if nR:
+            Sinv, info = lapack.dpotri(fac.LRR, lower=1)  # lower triangle of S^-1
+            if info != 0:
+                return dev, np.full(len(params), np.nan)
+            lamR = fac.LamR.diagonal()
+            G = schur_product(cp, ("trace", theta[0]), theta[0] / d1 ** 2)  # LR1 D^-2 LR1' = lamR G lamR
+            dS = np.diag(Sinv).copy()
+            # tr(S^-1 lamR G lamR) from the lower triangle dpotri wrote (the upper holds the factor's zeros)
+            M = Sinv * G
+            tr[0] += 2.0 * float(lamR @ (M @ lamR)) - float(np.sum(dS * np.diag(G) * lamR ** 2))
+            for pos in range(1, len(theta)):
+                lo, hi = lay.offsets[pos] - n1, lay.offsets[pos + 1] - n1
+                tr[pos] = float(np.sum(dS[lo:hi]))
+        n_k = np.array(lay.n_levels, float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g_logdet = np.where(theta > 0, 2.0 / theta * (n_k - tr), 0.0)
+        g_r2 = np.array([-2.0 * theta[pos] * float(np.sum(ZtWr[lay.offsets[pos]:lay.offsets[pos + 1]] ** 2))
+                         for pos in range(len(theta))])
+        dof = self.n_obs - p if self.reml else self.n_obs
+        grad = g_logdet + dof * g_r2 / r2
+        if self.reml:  # Q = Z'V^-1X = Z'WX - A Lambda H^-1 Lambda Z'WX
+            C = lam_vec[:, None] * ZtWX
+            Y = np.column_stack([np.concatenate(fac.backward(*fac.forward(C[:n1, j], C[n1:, j])))
+                                 for j in range(p)])
+            Q = ZtWX - np.column_stack([A_times(lam_vec * Y[:, j]) for j in range(p)])
+            QL = linalg.solve_triangular(LFF[:p, :p], Q.T, lower=True, check_finite=False)  # L_X^-1 Q'
+            grad += np.array([-2.0 * theta[pos] * float(np.sum(QL[:, lay.offsets[pos]:lay.offsets[pos + 1]] ** 2))
+                              for pos in range(len(theta))])
+        out = np.empty(len(theta))
+        out[lay.order] = grad  # engine order -> the packer's (user's) order
+        return dev, out
+
+    def solution(self, params, fac=None):
+        """(beta, cov_beta, sigma^2, u (internal), factor, lams) at the covariance parameters."""
+        fac, lams = self.factor(params) if fac is None else (fac, None)
         LFF, p = fac.LFF, self.p
         if LFF is None:
             raise linalg.LinAlgError("the fixed-effects block is not positive definite")
@@ -235,5 +342,6 @@ def fit_gaussian(structure, y, X, weights=None, reml=True, n_obs=None, maxiter=2
     prof = GaussianProfile(structure, y, X, weights, reml, n_obs, log_w)
     lb = structure.lower_bounds()
     # the decrement is in deviance units; Newton's last steps are cheap, so far below the caller's tol
-    res = minimize_bounded(prof, structure.start_params(), lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-3)
+    res = minimize_bounded(prof, structure.start_params(), lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-3,
+                           fg=prof.value_and_grad if prof.has_gradient else None)
     return prof, res

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import linalg, sparse
+from scipy.linalg import lapack
 
 #: random effects of the terms after the first beyond which their dense Schur block is refused
 MAX_DENSE_REST = 20_000
@@ -187,6 +188,26 @@ def crossprods(layout, w, F=None):
     return CrossProducts(A11, AR1, ARR, AF1, AFR, AFF)
 
 
+#: K matrices (AR1 diag(t1^2) AR1') kept per cross-product set
+SCHUR_CACHE = 4
+
+
+def schur_product(cp, lam1, t1):
+    """AR1 diag(t1^2) AR1' (dense), cached on `cp` by `lam1`, the first term's lambda (or a key derived from it),
+    of which t1 is a function."""
+    cache = cp.__dict__.setdefault("_schur_cache", [])
+    for key, K in cache:
+        if key == lam1:
+            return K
+    B = cp.AR1.copy()
+    B.data *= t1[B.indices]
+    K = (B @ B.T).toarray()
+    cache.append((lam1, K))
+    if len(cache) > SCHUR_CACHE:
+        cache.pop(0)
+    return K
+
+
 def _csr_rows(A):
     """Row index of each stored entry of a CSR matrix (cached on the matrix: its pattern is fixed)."""
     rows = getattr(A, "_row_of_entry", None)
@@ -241,20 +262,25 @@ class Factor:
         logdet = 2.0 * float(np.sum(np.log(np.diagonal(self.L11, axis1=1, axis2=2))))
         nR = layout.nR
         self.LamR = _lambda_rest(layout, lams)
-        if nR and all(q == 1 for q in layout.q):  # scalar terms: Lambda is diagonal, scale entries in place
+        if nR and all(q == 1 for q in layout.q):
+            # scalar terms: Lambda is diagonal.  LR1 LR1' = Lam_R K Lam_R with K = AR1 diag(t1^2) AR1' a function of
+            # the first term's lambda alone: kept for the last few values (finite differences in the other
+            # parameters, and the Gaussian profile's fixed cross-products, reuse it)
             lamR = self.LamR.diagonal()
+            t1 = T1[:, 0, 0]
             LR1 = cp.AR1.copy()
-            LR1.data *= lamR[_csr_rows(cp.AR1)] * T1[:, 0, 0][cp.AR1.indices]
+            LR1.data *= lamR[_csr_rows(cp.AR1)] * t1[cp.AR1.indices]
             self.LR1 = LR1
-            S = cp.ARR * lamR[:, None]
+            S = cp.ARR - schur_product(cp, float(lam1[0, 0]), t1)
+            S *= lamR[:, None]
             S *= lamR[None, :]
         elif nR:
             self.LR1 = (self.LamR.T @ cp.AR1 @ T1s).tocsr()
             S = np.asarray(self.LamR.T @ cp.ARR)
             S = np.asarray(self.LamR.T @ S.T).T
+            S -= (self.LR1 @ self.LR1.T).toarray()
         if nR:
             S[np.diag_indices(nR)] += 1.0
-            S -= (self.LR1 @ self.LR1.T).toarray()
             self.LRR = linalg.cholesky(S, lower=True, overwrite_a=True, check_finite=False)
             logdet += 2.0 * float(np.sum(np.log(np.diag(self.LRR))))
         else:
@@ -324,27 +350,84 @@ class Factor:
         x1, xR = self.backward(y1, yR, xF)
         return np.concatenate([x1, xR] + ([xF] if xF is not None else []))
 
-    def inverse_diag_blocks(self, chunk=2000):
-        """Per term (engine order): (n_levels, q, q) diagonal blocks of (Lambda'Z'WZ Lambda + I)^{-1}."""
+    def row_leverages(self, lams):
+        """s_i = z_i'Lambda H^-1 Lambda'z_i for every row, scalar terms only, without H^-1 itself.
+
+        With c_i = lambda_1 z_1i / d_j (j the row's first-term level, d = L11), e_R the row's entries in the other
+        terms and b_j = L_R1's column j:  s_i = c_i^2 (1 + b_j'S^-1 b_j) + e_R'S^-1 e_R - 2 c_i e_R'S^-1 b_j,
+        from S^-1 (dpotri) and Y = L_R1'S^-1 (nnz(L_R1) nR flops)."""
         lay = self.layout
-        q1, nR = lay.q[0], lay.nR
+        n1 = lay.n1
+        zl = [lay.Z[pos][:, 0] * float(lams[pos][0, 0]) for pos in range(len(lams))]
+        j1 = lay.codes[0]
+        c = zl[0] / self.L11[:, 0, 0][j1]
+        if not lay.nR:
+            return c * c
+        Sinv, info = lapack.dpotri(self.LRR, lower=1)
+        if info != 0:
+            raise linalg.LinAlgError("singular factor")
+        Sinv = np.tril(Sinv) + np.tril(Sinv, -1).T
+        P = self.LR1.T.tocsr()
+        Y = np.asarray(P @ Sinv)
+        bSb = np.asarray(P.multiply(Y).sum(axis=1)).ravel()
+        s = c * c * (1.0 + bSb[j1])
+        rows = [(lay.offsets[pos] - n1) + lay.codes[pos] for pos in range(1, len(lams))]
+        for a, ra in enumerate(rows):
+            za = zl[a + 1]
+            s -= 2.0 * c * za * Y[j1, ra]
+            for b, rb in enumerate(rows):
+                s += za * zl[b + 1] * Sinv[ra, rb]
+        return s
+
+    def dense_inverse(self):
+        """(Lambda'Z'WZ Lambda + I)^{-1} as a dense array (engine order), from the blocked factor (small models)."""
+        lay = self.layout
+        q1, n1, nR = lay.q[0], lay.n1, lay.nR
+        L = np.zeros((n1 + nR, n1 + nR))
+        idx = np.arange(n1).reshape(-1, q1)
+        L[idx[:, :, None], idx[:, None, :]] = self.L11
+        if nR:
+            L[n1:, :n1] = self.LR1.toarray()
+            L[n1:, n1:] = self.LRR
+        inv, info = lapack.dpotri(L, lower=1)
+        if info != 0:
+            raise linalg.LinAlgError("singular factor")
+        return np.tril(inv) + np.tril(inv, -1).T
+
+    def inverse_diag_blocks(self, chunk=2000):
+        """Per term (engine order): (n_levels, q, q) diagonal blocks of (Lambda'Z'WZ Lambda + I)^{-1}.
+
+        With S = L_RR L_RR': the R blocks are S^-1's; the first term's block j is
+        L11_j^-T (I + B_j' S^-1 B_j) L11_j^-1, B_j = L_R1's columns of level j (sparse: the products B' S^-1
+        cost nnz(L_R1) nR, not nR^2 n1)."""
+        lay = self.layout
+        q1, nR, nl1 = lay.q[0], lay.nR, lay.n_levels[0]
         out = []
         Li1 = self.L11inv  # (L11_j)^{-1}
         if nR:
-            LRRinv = linalg.solve_triangular(self.LRR, np.eye(nR), lower=True, check_finite=False)
-            G = np.zeros((lay.n_levels[0], q1, q1))
-            LR1_csc = self.LR1.tocsc()
-            for start in range(0, lay.n1, chunk * q1):  # C = L_RR^{-1} L_R1 by column chunks
-                stop = min(lay.n1, start + chunk * q1)
-                C = np.asarray(LRRinv @ LR1_csc[:, start:stop].toarray())
-                Cr = C.reshape(nR, -1, q1)
-                G[start // q1:stop // q1] = np.einsum("rja,rjb->jab", Cr, Cr)
+            Sinv, info = lapack.dpotri(self.LRR, lower=1)
+            if info != 0:
+                raise linalg.LinAlgError("singular factor")
+            Sinv = np.tril(Sinv) + np.tril(Sinv, -1).T
+            P = self.LR1.T.tocsr()  # (n1, nR): row j*q1 + a is column a of B_j
+            G = np.zeros((nl1, q1, q1))
+            for start in range(0, nl1, chunk):
+                stop = min(nl1, start + chunk)
+                rows = slice(start * q1, stop * q1)
+                Pc = P[rows]
+                Y = np.asarray(Pc @ Sinv)  # (rows, nR) = B' S^-1 on this chunk
+                for a in range(q1):
+                    for b in range(q1):
+                        ra = np.arange(stop - start) * q1 + a
+                        rb = np.arange(stop - start) * q1 + b
+                        G[start:stop, a, b] = np.asarray(Pc[ra].multiply(Y[rb]).sum(axis=1)).ravel()
             G += np.eye(q1)
         else:
-            G = np.broadcast_to(np.eye(q1), (lay.n_levels[0], q1, q1))
+            G = np.broadcast_to(np.eye(q1), (nl1, q1, q1))
         out.append(np.swapaxes(Li1, 1, 2) @ G @ Li1)
         for pos in range(1, len(lay.terms)):
-            lo, hi = lay.offsets[pos] - lay.n1, lay.offsets[pos + 1] - lay.n1
-            Cr = LRRinv[:, lo:hi].reshape(nR, lay.n_levels[pos], lay.q[pos])
-            out.append(np.einsum("rja,rjb->jab", Cr, Cr))
+            lo = lay.offsets[pos] - lay.n1
+            q, nl = lay.q[pos], lay.n_levels[pos]
+            idx = lo + np.arange(nl)[:, None] * q + np.arange(q)[None, :]
+            out.append(Sinv[idx[:, :, None], idx[:, None, :]])
         return out

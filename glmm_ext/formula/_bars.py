@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import patsy
 
+from . import _terms
+
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
 
@@ -107,13 +109,12 @@ def _parse_term(text):
     lhs, group = lhs.strip(), group.strip()
     if "|" in group or "|" in lhs:
         raise ValueError(f"random-effects term {text!r} has more than one bar")
-    if "/" in group:
-        raise ValueError(f"random-effects term {text!r}: nested grouping factors (a/b) are not supported; "
-                         "glmm_ext fits one grouping factor per model")
-    if ":" in group or "*" in group or "+" in group:
-        raise ValueError(f"random-effects term {text!r}: an interaction or combination of grouping factors is not "
-                         "supported; create one column for the combined groups and use it as the factor")
-    if not _NAME.match(group):
+    if "*" in group or "+" in group:
+        raise ValueError(f"random-effects term {text!r}: the grouping part may only combine columns with '/' "
+                         "(nesting, a/b = a + a:b) and ':' (interaction)")
+    if "/" in group or ":" in group:  # nested or interaction factors: checked by _terms.expand_group
+        group = re.sub(r"\s+", "", group)
+    elif not _NAME.match(group):
         raise ValueError(f"random-effects term {text!r}: the grouping factor must be a column name (got {group!r})")
     if not lhs:
         raise ValueError(f"random-effects term {text!r} has nothing left of the bar; use (1 | {group})")
@@ -132,15 +133,14 @@ def parse_formula(formula):
         return None  # a '|' inside a function call such as I(a | b) is patsy's
     terms = [_parse_term(rhs[a:b]) for a, b in spans]
     groups = list(dict.fromkeys(t.group for t in terms))
-    if len(groups) > 1:
-        raise ValueError(f"formula {formula!r} has random effects for {len(groups)} grouping factors "
-                         f"({', '.join(groups)}); glmm_ext fits one grouping factor per model")
     fixed = rhs
     for a, b in reversed(spans):
         fixed = fixed[:a] + "\0" + fixed[b:]
     fixed = re.sub(r"\s*\+\s*\0|\0\s*\+\s*|\0", "", fixed).strip()
     if _bare_bar(fixed):
         raise ValueError(f"formula {formula!r}: a '|' outside a random-effects term")
+    if _terms.is_multi(terms):  # several grouping factors, a/b or a:b: the multi-term structure
+        return _terms.MultiSpec(fixed=f"{lhs.strip()} ~ {fixed or '1'}", terms=_terms.terms_of(terms))
     return RandomSpec(fixed=f"{lhs.strip()} ~ {fixed or '1'}", terms=terms, group=groups[0])
 
 
@@ -148,10 +148,20 @@ def resolve_groups(spec, groups):
     """The grouping column: the formula's, which `groups` (when given) must match."""
     if groups is None or (isinstance(groups, str) and groups == spec.group):
         return spec.group
-    raise ValueError(f"groups={groups!r} and the formula's grouping factor {spec.group!r} differ; give one of them")
+    raise ValueError(f"groups={_describe(groups)} and the formula's grouping factor {spec.group!r} differ; give one "
+                     "of them")
 
 
-def split_random_terms(formula, data, groups, re_formula, arrays, formula_mode="python", missing="drop"):
+def _describe(groups):
+    """groups as an error message shows it: a name, or the kind and length of the values (never all of them)."""
+    if isinstance(groups, str) or np.ndim(groups) == 0:
+        return repr(groups)
+    name = getattr(groups, "name", None)
+    return f"<{type(groups).__name__} of {len(groups)} values{f' named {name!r}' if name is not None else ''}>"
+
+
+def split_random_terms(formula, data, groups, re_formula, arrays, formula_mode="python", missing="drop",
+                       vc_formula=None):
     """Separate the random part of a formula fit (from_formula's first step).
 
     Returns (fixed-effects formula, groups, data, RandomDesign or None, arrays): with random slopes the
@@ -165,9 +175,19 @@ def split_random_terms(formula, data, groups, re_formula, arrays, formula_mode="
         if not isinstance(groups, str):
             data, groups = _groups_column(data, groups)
         formula = f"{formula} + {from_re_formula(re_formula, groups)}"
+    if vc_formula:  # MixedLM's variance components inside groups: nested terms (1 | groups:class)
+        if not isinstance(formula, str):
+            raise TypeError(f"formula must be a string (got {type(formula).__name__})")
+        if not isinstance(groups, str):
+            data, groups = _groups_column(data, groups)
+        if re_formula is None and parse_formula(formula) is None:
+            formula = f"{formula} + (1 | {groups})"  # MixedLM: a random intercept per group unless re_formula
+        formula = f"{formula} + {from_vc_formula(vc_formula, groups)}"
     spec = parse_formula(formula)
     if spec is None:
         return formula, groups, data, None, arrays
+    if getattr(spec, "is_multi", False):
+        return _split_multi(spec, data, groups, arrays, formula_mode, missing)
     groups = resolve_groups(spec, groups)
     if spec.intercept_only:
         return spec.fixed, groups, data, None, arrays
@@ -181,6 +201,56 @@ def split_random_terms(formula, data, groups, re_formula, arrays, formula_mode="
         raise ValueError(f"{len(random.dropped_index)} rows have a missing value in a random-effects term "
                          f"(first: row {random.dropped_index[0]!r}); missing={missing!r} does not drop them")
     return spec.fixed, groups, used, random, tuple(align(v, random) for v in arrays)
+
+
+def _split_multi(spec, data, groups, arrays, formula_mode, missing):
+    """split_random_terms for several terms: the fixed formula, the design's groups (a labelled Series), the
+    rows kept, the `_terms.MultiDesign` and the per-row arrays on those rows.  One term alone (``(1 | a:b)``,
+    ``(x | a:b)``) keeps the one-factor path with the interaction as its groups."""
+    if groups is not None and not (isinstance(groups, str) and (groups in spec.factors
+                                                                 or groups in [t.group for t in spec.terms])):
+        raise ValueError(f"groups={_describe(groups)} is not a grouping factor of the formula's random-effects terms "
+                         f"({', '.join(t.group for t in spec.terms)}); leave groups out")
+    used, multi = _terms.split_terms(spec, data, formula_mode, missing)
+    arrays = tuple(_align_keep(v, multi.keep) for v in arrays)
+    if len(multi.terms) == 1:  # one term on an interaction of columns: today's one-factor engine
+        term = multi.terms[0]
+        labels = term.labels.rename(term.spec.group)
+        if re.sub(r"\s+", "", term.spec.expr) in ("1", "+1"):
+            return spec.fixed, labels, used, None, arrays
+        one = RandomSpec(fixed=spec.fixed, terms=[BarTerm(term.spec.expr, term.spec.group, term.spec.correlated,
+                                                          term.spec.text)], group=term.spec.group)
+        used2, random = random_design(one, used)
+        labels = labels.loc[used2.index] if len(used2) < len(used) else labels
+        return spec.fixed, labels, used2, random, tuple(align(v, random) for v in arrays)
+    return spec.fixed, _terms.design_groups(multi), used, multi, arrays
+
+
+def _align_keep(value, keep):
+    if value is None or isinstance(value, str) or np.ndim(value) == 0 or len(value) != len(keep):
+        return value
+    return value[keep] if isinstance(value, np.ndarray) else \
+        (value.loc[keep] if isinstance(value, pd.Series) else np.asarray(value)[keep])
+
+
+def from_vc_formula(vc_formula, group):
+    """Bar terms for MixedLM's ``vc_formula={"class": "0 + C(class)"}`` within `group`: a categorical
+    component is the nested term ``(1 | group:class)``, a numeric one ``(0 + x | group)``."""
+    if not isinstance(vc_formula, dict):
+        raise ValueError(f"vc_formula must be a dict name -> formula such as {{'class': '0 + C(class)'}} "
+                         f"(got {type(vc_formula).__name__})")
+    terms = []
+    for name, text in vc_formula.items():
+        expr = str(text).strip().lstrip("~").strip()
+        match = re.match(r"^0\s*\+\s*C\(\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\)$", expr)
+        if match:
+            terms.append(f"(1 | {group}:{match.group(1)})")
+        elif re.match(r"^0\s*\+", expr) and "C(" not in expr:
+            terms.append(f"({expr} || {group})")
+        else:
+            raise ValueError(f"vc_formula {name!r}: {text!r} is not supported; use '0 + C(column)' (a variance "
+                             "component per level within each group) or '0 + x' (a numeric one)")
+    return " + ".join(terms)
 
 
 def _groups_column(data, groups):
@@ -211,9 +281,10 @@ def random_design(spec, data):
         raise ValueError("random slopes need a DataFrame with a unique index (use data.reset_index(drop=True))")
     frames, infos, blocks, names = [], [], [], []
     keep = np.ones(len(data), dtype=bool)
-    for term in spec.terms:
+    z_infos = _check_slope_dimensions(spec, data)
+    for term, z_info in zip(spec.terms, z_infos):
         try:
-            Zt = patsy.dmatrix(term.expr, data, NA_action="drop", return_type="dataframe")
+            (Zt,) = patsy.build_design_matrices([z_info], data, NA_action="drop", return_type="dataframe")
         except patsy.PatsyError as exc:
             raise ValueError(f"random-effects term {term.text!r}: {exc}") from None
         if Zt.shape[1] == 0:
@@ -240,6 +311,25 @@ def random_design(spec, data):
     return used, RandomDesign(Z=Z, names=names, blocks=blocks, group=spec.group, design_infos=infos, keep=keep,
                               exprs=[t.expr for t in spec.terms], source=used[named].copy(),
                               dropped_index=[] if keep.all() else list(data.index[~keep]))
+
+
+def _check_slope_dimensions(spec, data):
+    """The terms' patsy designs (nothing built) after checking from their sizes alone that the groups can
+    identify the covariance: a q x q covariance needs more than q groups (issue 23: a C(f) slope with
+    thousands of levels is refused before a dense rows x levels design is made)."""
+    n_groups = int(data[spec.group].nunique()) if spec.group in data.columns else None
+    bound = sum(_terms.quick_q(t.expr, data) for t in spec.terms)
+    if n_groups is not None and bound > 1 and n_groups <= bound:  # refused before patsy's contrasts are built
+        raise ValueError(f"{n_groups} groups cannot identify a random-effects covariance of at least {bound} x "
+                         f"{bound} ({' + '.join(t.expr for t in spec.terms)}); use fewer random terms or more groups")
+    infos = [_terms._z_info(_terms.TermSpec(t.expr, (t.group,), t.correlated, t.text), data) for t in spec.terms]
+    q = sum(len(info.column_names) for info in infos)
+    if n_groups is not None and q > 1 and n_groups <= q:
+        names = [c for info in infos for c in info.column_names]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise ValueError(f"{n_groups} groups cannot identify a {q} x {q} random-effects covariance ({shown}); "
+                         "use fewer random terms or more groups")
+    return infos
 
 
 def align(value, random):

@@ -107,6 +107,8 @@ class Design(GroupedModel):
     Z: np.ndarray = None
     re_names: list = None
     re_blocks: list = None
+    # several random-effect terms (_terms.TermLevels: the engine structure and each term's level labels)
+    terms: object = None
 
     def __post_init__(self):
         for name in ("var_weights", "freq_weights"):

@@ -38,6 +38,9 @@ def null_lambda(res):
 
     model = res.model
     design = model.design
+    if getattr(res, "is_multi", False):
+        raise NotImplementedError("r2 with the lognormal or trigamma latent variance (a refit of the null model) is "
+                                  "not implemented for several random-effect terms; use r2(approximation='delta')")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         exog_re = design.Z if res.is_vector else None  # keep the random slopes, as performance's null model
@@ -83,7 +86,12 @@ def r2(res, approximation="lognormal"):
     res = unwrap(res)
     design = res.model.design
     var_f = float(np.var(design.X @ np.asarray(res.params, float), ddof=1))
-    var_u = float(np.mean(_results_vector.row_variances(res))) if res.is_vector else float(res.var_re)
+    if getattr(res, "is_multi", False):  # several terms: the sum of their mean z' Sigma_k z (Johnson 2014)
+        from .._results_multi import row_variances
+
+        var_u = float(np.mean(row_variances(res)))
+    else:
+        var_u = float(np.mean(_results_vector.row_variances(res))) if res.is_vector else float(res.var_re)
     var_e, how = latent_residual_variance(res, approximation)
     total = var_f + var_u + var_e
     return {"marginal": var_f / total, "conditional": (var_f + var_u) / total, "approximation": how,

@@ -65,7 +65,7 @@ def _check_same_data(results):
                              "tests need the same weights")
 
 
-def anova(*results, names=None):
+def anova(*results, names=None, refit=True):
     """Likelihood-ratio comparison of nested fits, as lme4's ``anova``.
 
     Parameters
@@ -74,6 +74,9 @@ def anova(*results, names=None):
         Two or more fits of the same data and response.
     names : list of str, optional
         Row labels (default: the formulas when they differ, else "model 1", "model 2", ...).
+    refit : bool
+        True (default): Gaussian REML fits are refitted by ML.  False compares the REML likelihoods as
+        they are (lme4's ``refit = FALSE``: only for fits with the same fixed effects, which is checked).
 
     Returns
     -------
@@ -99,7 +102,10 @@ def anova(*results, names=None):
         fits.append(res)
     _check_same_data(fits)
     note = ""
-    if any(is_reml(r) for r in fits):
+    if not refit and any(is_reml(r) for r in fits):
+        _check_same_fixed(fits)
+        note = "REML likelihoods compared (refit=False): the models differ in their random effects only"
+    elif any(is_reml(r) for r in fits):
         fits = [refit_ml(r) if is_reml(r) else r for r in fits]
         note = "refitting model(s) with ML (instead of REML)"
         warnings.warn(note, UserWarning, stacklevel=2)
@@ -123,6 +129,16 @@ def anova(*results, names=None):
                          index=pd.Index([names[i] for i in order], name="model"))
     table.attrs["note"] = note
     return table
+
+
+def _check_same_fixed(fits):
+    """refit=False compares REML likelihoods: every fit must be REML with the same fixed-effects design."""
+    first = fits[0].model.design
+    for k, res in enumerate(fits[1:], start=2):
+        X = res.model.design.X
+        if not is_reml(res) or not is_reml(fits[0]) or X.shape != first.X.shape or not np.allclose(X, first.X):
+            raise ValueError(f"anova(refit=False) compares REML fits with the same fixed effects; model {k} differs "
+                             "(use refit=True to compare by ML)")
 
 
 # ------------------------------------------------------------------------------- the random intercept

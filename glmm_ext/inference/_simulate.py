@@ -84,6 +84,8 @@ def covariance_factor(cov):
 
 def simulator(res):
     """The Simulator of a fit (random intercept or random slopes)."""
+    if getattr(res, "is_multi", False):  # several random-effect terms
+        return multi_simulator(res)
     model = res.model
     design = model.design
     vector = getattr(res, "is_vector", False)
@@ -125,3 +127,42 @@ def simulate(res, nsim=1, seed=None, use_re="conditional"):
     rng = np.random.default_rng(seed)
     values = np.column_stack([sim.draw(rng, use_re) for _ in range(nsim)])
     return pd.DataFrame(values, index=res.model.design.index, columns=[f"sim_{k + 1}" for k in range(nsim)])
+
+
+@dataclass
+class MultiSimulator(Simulator):
+    """Simulator of a fit with several random-effect terms: per term (codes, Z, modes, covariance factor);
+    "new" draws every level of every term afresh, N(0, Sigma_k)."""
+
+    terms: list = None
+
+    def group_effects(self, rng, use_re="new"):
+        if use_re == "conditional":
+            return [modes for _, _, modes, _ in self.terms]
+        return [rng.standard_normal(modes.shape) @ factor.T for _, _, modes, factor in self.terms]
+
+    def conditional_mean(self):
+        return self.link_inverse(self.linear_predictor(self.group_effects(None, "conditional")))
+
+    def linear_predictor(self, effects):
+        eta = np.array(self.eta_fixed, dtype=float)
+        for (codes, Z, _, _), b in zip(self.terms, effects):
+            eta += np.einsum("nq,nq->n", Z, b[codes])
+        return eta
+
+
+def multi_simulator(res):
+    """The MultiSimulator of a fit with several random-effect terms."""
+    model = res.model
+    design = model.design
+    fit = res._fit.mixed
+    terms = []
+    for term, modes, cov in zip(design.terms.terms, fit.modes, fit.cov_re):
+        cov = np.atleast_2d(np.asarray(cov, float))
+        terms.append((term.codes, term.Z, np.asarray(modes, float).reshape(term.n_levels, -1),
+                      covariance_factor(cov)))
+    return MultiSimulator(family=design.dist.name, link_inverse=design.dist.link.inverse,
+                          eta_fixed=model.predict(np.asarray(res.params, float), which="linear"),
+                          codes=None, blups=None, sigma=float("nan"), phi=float(res.scale),
+                          trials=np.asarray(design.trials, float), var_weights=np.asarray(design.var_weights, float),
+                          terms=terms)

@@ -127,6 +127,18 @@ def _chunks(n, n_chunks):
 MIN_RESPONSES_PER_WORKER = 4
 
 
+def _refuse_several_terms(formula):
+    """fit_many fits one grouping factor: several random-effect terms are a NotImplementedError, not a
+    random-intercept fit of something else."""
+    from ..formula._bars import parse_formula
+
+    text = formula if isinstance(formula, str) else ""
+    spec = parse_formula("y " + text if text.lstrip().startswith("~") else "y ~ " + text) if "|" in text else None
+    if getattr(spec, "is_multi", False):
+        raise NotImplementedError("fit_many is not implemented for several random-effect terms (crossed or nested "
+                                  "factors); fit each response with GLMM.from_formula")
+
+
 def fit_many(data, responses, formula, groups, family=None, n_jobs=-1, client=None, progress=False, nagq=1,
              reml=True, maxiter=100, tol=1e-6, cov_type="hessian", exposure=None, offset=None):
     """Fit one random-intercept GLMM per response column, all with the same right-hand side.
@@ -171,6 +183,7 @@ def fit_many(data, responses, formula, groups, family=None, n_jobs=-1, client=No
     """
     from ..model import GLMM
 
+    _refuse_several_terms(formula)
     if not isinstance(data, pd.DataFrame):
         raise TypeError(f"data must be a pandas DataFrame (got {type(data).__name__})")
     if isinstance(responses, str):
