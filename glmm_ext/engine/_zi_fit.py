@@ -31,6 +31,7 @@ class ZIFit:
     seconds: float
     at_bound: np.ndarray
     notes: list = field(default_factory=list)
+    flat: np.ndarray = None  # parameters without a standard error (flat directions of the Hessian)
 
 
 class _Objective:
@@ -136,16 +137,28 @@ def fit_zi(prob, theta0, maxiter=300, tol=1e-7, polish=25):
     H = fd_hessian(obj.grad, theta, lower)
     _, decrement, pd_hessian = _newton_step(H, g)
     converged = bool(np.isfinite(decrement) and decrement < max(tol, 1e-6))
-    cov = np.full_like(H, np.nan)
-    w = np.linalg.eigvalsh(H)
-    if pd_hessian and w.min() > 1e-10 * max(1.0, w.max()):
-        cov = np.linalg.inv(H)
-    else:
-        message += "; the Hessian is not positive definite at the returned point"
+    cov, flat = covariance(H)
+    if flat.any():
+        message += (f"; the Hessian is not positive definite at the returned point ({int(flat.sum())} parameters "
+                    "in its flat directions have no standard error)")
     return ZIFit(theta=theta, value=float(st.value), gradient=g, hessian=H, cov=cov, u=st.u, eta=st.eta,
                  converged=converged, decrement=decrement, message=message, n_iterations=n_iter,
                  n_evaluations=obj.count, seconds=time.perf_counter() - t0,
-                 at_bound=np.zeros(theta.size, bool))
+                 at_bound=np.zeros(theta.size, bool), flat=flat)
+
+
+def covariance(H, rel=1e-7, loading=0.1):
+    """(inverse Hessian, flat): where H is not positive definite every entry is NaN (as glmmTMB's NA), and
+    `flat` marks the parameters that carry its flat or negative directions (eigenvector loadings >
+    `loading`; typically zero-part coefficients running off to +-infinity).  Holding those fixed would
+    give the others smaller standard errors than their marginal ones (they stay coupled through the
+    combination that runs off), so none are reported."""
+    p = H.shape[0]
+    w, V = np.linalg.eigh(H)
+    small = w <= rel * max(1.0, np.max(np.abs(w)))
+    if not small.any():
+        return np.linalg.inv(H), np.zeros(p, bool)
+    return np.full((p, p), np.nan), np.any(np.abs(V[:, small]) > loading, axis=1)
 
 
 def normalise_signs(prob, theta):
