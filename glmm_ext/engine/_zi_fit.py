@@ -89,7 +89,7 @@ def _newton_step(H, g):
     return step, float(-0.5 * g @ step), bool(w.min() > floor)
 
 
-def fit_zi(prob, theta0, maxiter=300, tol=1e-7, polish=25):
+def fit_zi(prob, theta0, maxiter=300, tol=1e-7, polish=200):
     """Minimise the Laplace -log-likelihood from `theta0`; Newton polish; Hessian for standard errors.
 
     The covariance parameters are unbounded: the likelihood is unchanged when a column of Lambda_k
@@ -109,28 +109,47 @@ def fit_zi(prob, theta0, maxiter=300, tol=1e-7, polish=25):
     value, g = obj.value_grad(theta)
     lower = np.full(theta.size, -np.inf)
     decrement, pd_hessian = np.inf, False
+    H = fd_hessian(obj.grad, theta, lower)
+    fresh, refreshes = True, 1
     for _ in range(polish + 1):
-        H = fd_hessian(obj.grad, theta, lower)
         step, decrement, pd_hessian = _newton_step(H, g)
-        if __import__("os").environ.get("ZIDEBUG"):
-            print("polish", value, decrement, pd_hessian, obj.count, res.nit)
         if decrement < tol:
-            break
+            if fresh or refreshes >= 45:
+                break
+            H = fd_hessian(obj.grad, theta, lower)  # confirm on a difference Hessian, not on the BFGS one
+            fresh, refreshes = True, refreshes + 1
+            continue
         big = np.max(np.abs(step))
-        if big > 5.0:  # a flat direction: a bounded move, then a fresh curvature
+        if big > 5.0:  # a flat direction: a bounded move
             step *= 5.0 / big
         t, moved = 1.0, False
         while t > 1e-8:
             cand = theta + t * step
             v, gc = obj.value_grad(cand)
             if v < value:
-                theta, value, g, moved = cand, v, gc, True
+                moved = True
                 break
             t *= 0.5
         n_iter += 1
         if not moved:
-            message += "; Newton polish: no decrease along the step"
-            break
+            if fresh or refreshes >= 45:
+                message += "; Newton polish: no decrease along the step"
+                break
+            H = fd_hessian(obj.grad, theta, lower)
+            fresh, refreshes = True, refreshes + 1
+            continue
+        s_, y_ = cand - theta, gc - g
+        theta, value, g = cand, v, gc
+        Hs = H @ s_
+        if (big > 5.0 or t < 1.0 or not pd_hessian) and refreshes < 40:
+            # far from the quadratic region (a capped or shortened step, or negative curvature): a fresh
+            # difference Hessian, as BFGS updates learn flat directions too slowly
+            H = fd_hessian(obj.grad, theta, lower)
+            fresh, refreshes = True, refreshes + 1
+            continue
+        if s_ @ y_ > 1e-12 * np.linalg.norm(s_) * np.linalg.norm(y_) and s_ @ Hs > 0:  # BFGS update
+            H = H + np.outer(y_, y_) / (y_ @ s_) - np.outer(Hs, Hs) / (s_ @ Hs)
+        fresh = False
     theta = normalise_signs(prob, theta)
     st = obj.state(theta)
     value, g = obj.value_grad(theta)
