@@ -96,6 +96,14 @@ class ZeroInflatedResults(sm_base.LikelihoodModelResults):
     def bic(self):
         return -2.0 * self.llf + np.log(self.nobs) * self.k_params
 
+    def llf_agq(self, nagq=25):
+        """Log-likelihood at the (Laplace) estimates by adaptive Gauss-Hermite quadrature with `nagq` nodes
+        per group: a check of the Laplace approximation for a model with one scalar random-effects term
+        (nagq = 1 gives ``llf``).  ValueError for other random-effects structures."""
+        from .engine._laplace_multi import agq_value
+
+        return -agq_value(self.model.prob, self._fit.theta, nagq)
+
     @property
     def llf_label(self):
         return "Laplace" if self.model.prob.Q else "exact"

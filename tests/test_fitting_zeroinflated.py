@@ -13,6 +13,7 @@ from scipy import integrate, optimize, stats
 from scipy.special import expit
 
 import glmm_ext
+from glmm_ext.engine._laplace_multi import agq_value
 from glmm_ext.families import NegativeBinomial1, TruncatedNegativeBinomial, TruncatedPoisson
 
 ZI = os.path.join(os.path.dirname(__file__), "data", "zi")
@@ -190,6 +191,19 @@ def test_quadrature_reproduces_the_reference_agq(name):
     exact = quad_loglik(name, model, theta)
     assert abs(exact - m["check"]["agq25"]) < 1e-5
     assert abs(model.loglike(theta) - exact) < 0.1
+    # our adaptive quadrature (one scalar term) against the exact integral; one node is Laplace
+    assert abs(-agq_value(model.prob, theta, 25) - exact) < 1e-8
+    assert abs(-agq_value(model.prob, theta, 1) - model.loglike(theta)) < 1e-9
+
+
+def test_llf_agq_on_a_fit():
+    res, _ = fit_of("owls_zinb2")
+    assert res.llf_agq(1) == pytest.approx(res.llf, abs=1e-9)
+    assert abs(res.llf_agq(25) - res.llf) < 0.1 and res.llf_agq(25) != res.llf
+    model = glmm_ext.GLMM.from_formula("count ~ mined + (1 | site) + (1 | spp)", data_of("sal_zip_zi1"),
+                                       family=sm.families.Poisson(), zi_formula="~ 1")
+    with pytest.raises(ValueError, match="one scalar"):
+        agq_value(model.prob, model.start_params_default(), 5)
 
 
 def test_zero_inflation_with_random_effects_in_the_zero_part():
