@@ -4,6 +4,7 @@
 Made by ``GLMM.from_formula(..., zi_formula=..., disp_formula=...)`` or with a family of
 `glmm_ext.families`; see docs/zero_inflated.md.
 """
+import re
 import warnings
 
 import numpy as np
@@ -69,9 +70,12 @@ class ZeroInflatedGLMM(sm_base.LikelihoodModel):
         unknown = set(kwargs) - {"formula_mode", "eval_env"}
         if unknown:
             raise TypeError(f"zero-inflated / dispersion models do not take: {', '.join(sorted(unknown))}")
-        if groups is not None:
-            raise ValueError("write the random effects in the formula, e.g. 'y ~ x + (1 | g)', with zi_formula / "
-                             "disp_formula (groups= is not used)")
+        if groups is not None:  # glmm_ext's groups= is the random intercept (1 | groups) of the count part
+            if not isinstance(groups, str):
+                raise ValueError("with zi_formula / disp_formula, groups must be a column name (or write the random "
+                                 "effects in the formula, e.g. 'y ~ x + (1 | g)')")
+            if not isinstance(formula, str) or re.search(rf"\|\s*{re.escape(groups)}\s*\)", formula) is None:
+                formula = f"{formula} + (1 | {groups})"
         if missing not in ("drop", "raise", "none"):
             raise ValueError(f"missing must be 'drop', 'raise' or 'none' (got {missing!r})")
         family = sm.families.Poisson() if family is None else family

@@ -186,7 +186,7 @@ def test_boundary_of_the_zero_part_is_flagged():
     (dict(family=sm.families.Poisson(), zi_formula="y ~ 1"), "one-sided"),
     (dict(family=sm.families.Binomial(), zi_formula="~ 1"), "not supported"),
     (dict(family=sm.families.Poisson(), zi_formula="~ 1", data="negative"), "non-negative integer"),
-    (dict(family=NegativeBinomial1(), zi_formula="~ 1", groups="site"), "in the formula"),
+    (dict(family=NegativeBinomial1(), zi_formula="~ 1", groups=np.arange(644)), "column name"),
 ])
 def test_bad_input_is_a_clear_value_error(kwargs, match):
     data = SAL.copy()
@@ -199,6 +199,15 @@ def test_bad_input_is_a_clear_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         glmm_ext.GLMM.from_formula(FORMULA, data, **kwargs)
     pd.testing.assert_frame_equal(data, before)
+
+
+def test_groups_argument_is_the_random_intercept():
+    a = glmm_ext.GLMM.from_formula("count ~ spp + mined", SAL, groups="site", family=sm.families.Poisson(),
+                                   zi_formula="~ 1")
+    b = glmm_ext.GLMM.from_formula(FORMULA, SAL, groups="site", family=sm.families.Poisson(), zi_formula="~ 1")
+    assert a.param_names == b.param_names and a.param_names[-1] == "site SD"
+    theta = b.start_params_default()
+    assert a.loglike(theta) == b.loglike(theta)
 
 
 def test_missing_values_are_dropped_and_counted():
