@@ -96,6 +96,15 @@ class ZeroInflatedResults(sm_base.LikelihoodModelResults):
     def bic(self):
         return -2.0 * self.llf + np.log(self.nobs) * self.k_params
 
+    @property
+    def optsummary(self):
+        """The optimiser's record: Newton decrement (the predicted gain of one more step), iterations,
+        objective evaluations, seconds, message, and the largest absolute gradient entry."""
+        f = self._fit
+        return {"decrement": f.decrement, "converged": f.converged, "iterations": f.n_iterations,
+                "evaluations": f.n_evaluations, "seconds": f.seconds, "message": f.message,
+                "max_abs_gradient": float(np.max(np.abs(f.gradient))) if f.gradient.size else 0.0}
+
     def llf_agq(self, nagq=25):
         """Log-likelihood at the (Laplace) estimates by adaptive Gauss-Hermite quadrature with `nagq` nodes
         per group: a check of the Laplace approximation for a model with one scalar random-effects term

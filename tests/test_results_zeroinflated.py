@@ -55,6 +55,8 @@ def test_parameter_names_and_tables(zip_fit):
     assert res.bic == pytest.approx(-2 * res.llf + np.log(644) * len(res.params))
     assert np.isnan(res.icc)
     assert res.model_fit_table()["ICC"].startswith("N/A")
+    opt = res.optsummary
+    assert res.converged and opt["decrement"] < 1e-7 and opt["max_abs_gradient"] < 1e-3
     re = res.random_effects_table()
     assert re.loc[0, "sd"] == pytest.approx(res.params["site SD"])
 

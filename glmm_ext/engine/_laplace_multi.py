@@ -267,7 +267,6 @@ def laplace_gradient(prob, theta, state, h=1e-5):
     L, part = prob.local_cols, prob.local_part
     Hinv = state.factor.inverse()
     G = Hinv[L[:, :, None], L[:, None, :]]  # (n, m, m): H^-1 among each row's own effects
-    Gv = np.einsum("ixy,iy->ix", G, vals)
     S = np.zeros((n, 2, 2))
     for a in (0, 1):
         for b in (0, 1):
@@ -307,7 +306,6 @@ def laplace_gradient(prob, theta, state, h=1e-5):
                 z = Zt[:, r]
                 grads.append(np.sum(z * (zeta[:, k] * u[col] + 0.5 * g[:, k] * omega[col] + tau[:, x])))
         out.append(np.array(grads))
-    _ = Gv
     return np.concatenate(out)
 
 
