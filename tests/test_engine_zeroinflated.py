@@ -175,3 +175,6 @@ def test_sparse_factorisation_equals_dense(monkeypatch):
     assert sparse.factor.sparse
     assert abs(sparse.value - dense.value) < 1e-9
     np.testing.assert_allclose(laplace_gradient(prob, theta, sparse), g_dense, atol=1e-8)
+    L = prob.local_cols  # blockwise selected inverse entries (several blocks) equal the dense inverse's
+    full = sparse.factor.inverse()[L[:, :, None], L[:, None, :]]
+    np.testing.assert_array_equal(_laplace_multi._local_inverse(sparse.factor, L, prob.Q, block=7), full)

@@ -256,6 +256,26 @@ def _phi(prob, eta, S):
     return -np.einsum("iab,iab->i", Hl[:, :2, :2], S)
 
 
+def _local_inverse(factor, L, Q, block=256):
+    """Entries of H^-1 at every pair of one row's effects: from the dense inverse when H is small, else by
+    solves for `block` unit vectors at a time (memory Q x block, not Q x Q)."""
+    if not factor.sparse:
+        Hinv = factor.inverse()
+        return Hinv[L[:, :, None], L[:, None, :]]
+    n, m = L.shape
+    G = np.empty((n, m, m))
+    for start in range(0, Q, block):
+        stop = min(start + block, Q)
+        E = np.zeros((Q, stop - start))
+        E[np.arange(start, stop), np.arange(stop - start)] = 1.0
+        X = factor.solve(E)  # columns start..stop-1 of H^-1
+        for y in range(m):
+            rows = (L[:, y] >= start) & (L[:, y] < stop)
+            if rows.any():
+                G[rows, :, y] = X[L[rows][:, :], (L[rows, y] - start)[:, None]]
+    return G
+
+
 def laplace_gradient(prob, theta, state, h=1e-5):
     """Gradient of the Laplace -log-likelihood over theta at the mode `state`."""
     beta, gamma, delta, lam_c, lam_z = prob.split(theta)
@@ -265,8 +285,7 @@ def laplace_gradient(prob, theta, state, h=1e-5):
         zeta = -g
         return np.concatenate([X.T @ zeta[:, k] for k, X in enumerate(prob.X)])
     L, part = prob.local_cols, prob.local_part
-    Hinv = state.factor.inverse()
-    G = Hinv[L[:, :, None], L[:, None, :]]  # (n, m, m): H^-1 among each row's own effects
+    G = _local_inverse(state.factor, L, prob.Q)  # (n, m, m): H^-1 among each row's own effects
     S = np.zeros((n, 2, 2))
     for a in (0, 1):
         for b in (0, 1):
