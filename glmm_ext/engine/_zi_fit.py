@@ -89,12 +89,90 @@ def _newton_step(H, g):
     return step, float(-0.5 * g @ step), bool(w.min() > floor)
 
 
+def _polish(obj, theta, free, tol, polish):
+    """Newton steps on the `free` coordinates (eigenvalue-modified difference Hessian, BFGS updates near the
+    optimum, a fresh difference Hessian after a capped or shortened step).  Returns (theta, value, g, its,
+    note)."""
+    lower = np.full(int(free.sum()), -np.inf)
+
+    def full(x):
+        out = theta_ref.copy()
+        out[free] = x
+        return out
+
+    def grad(x):
+        return obj.grad(full(x))[free]
+
+    theta_ref = np.array(theta, float)
+    x = theta_ref[free]
+    value, gfull = obj.value_grad(theta_ref)
+    g = gfull[free]
+    H = fd_hessian(grad, x, lower)
+    fresh, refreshes, its, note = True, 1, 0, ""
+    for _ in range(polish + 1):
+        step, decrement, pd_hessian = _newton_step(H, g)
+        if decrement < tol:
+            if fresh or refreshes >= 45:
+                break
+            H = fd_hessian(grad, x, lower)  # confirm on a difference Hessian, not on the BFGS one
+            fresh, refreshes = True, refreshes + 1
+            continue
+        big = np.max(np.abs(step))
+        if big > 5.0:  # a flat direction: a bounded move
+            step *= 5.0 / big
+        t, moved = 1.0, False
+        while t > 1e-8:
+            cand = x + t * step
+            v, gc = obj.value_grad(full(cand))
+            gc = gc[free]
+            if v < value:
+                moved = True
+                break
+            t *= 0.5
+        its += 1
+        if not moved:
+            if fresh or refreshes >= 45:
+                note = "; Newton polish: no decrease along the step"
+                break
+            H = fd_hessian(grad, x, lower)
+            fresh, refreshes = True, refreshes + 1
+            continue
+        s_, y_ = cand - x, gc - g
+        x, value, g = cand, v, gc
+        Hs = H @ s_
+        if (big > 5.0 or t < 1.0 or not pd_hessian) and refreshes < 40:
+            # far from the quadratic region (a capped or shortened step, or negative curvature): a fresh
+            # difference Hessian, as BFGS updates learn flat directions too slowly
+            H = fd_hessian(grad, x, lower)
+            fresh, refreshes = True, refreshes + 1
+            continue
+        if s_ @ y_ > 1e-12 * np.linalg.norm(s_) * np.linalg.norm(y_) and s_ @ Hs > 0:  # BFGS update
+            H = H + np.outer(y_, y_) / (y_ @ s_) - np.outer(Hs, Hs) / (s_ @ Hs)
+        fresh = False
+    return full(x), value, its, note
+
+
+def _variance_entries(prob):
+    """Indices in theta of the SD-like entries (scalar and diagonal terms) that may sit at 0."""
+    out, start = [], sum(prob.p)
+    for st in prob.structures:
+        if st is None:
+            continue
+        for term in st.terms:
+            if term.q == 1 or not term.correlated:
+                out.extend(range(start, start + term.n_theta))
+            start += term.n_theta
+    return out
+
+
 def fit_zi(prob, theta0, maxiter=300, tol=1e-7, polish=200):
     """Minimise the Laplace -log-likelihood from `theta0`; Newton polish; Hessian for standard errors.
 
     The covariance parameters are unbounded: the likelihood is unchanged when a column of Lambda_k
     changes sign, so a variance at 0 is an interior stationary point, not a wall the search sticks to;
-    `normalise_signs` makes the diagonals non-negative at the end.
+    `normalise_signs` makes the diagonals non-negative at the end.  An SD whose value at exactly 0 is as
+    good (within 1e-7) is set to 0 (a singular fit, as lme4's boundary) and the others polished again; it
+    has no standard error.
     """
     t0 = time.perf_counter()
     obj = _Objective(prob)
@@ -103,67 +181,45 @@ def fit_zi(prob, theta0, maxiter=300, tol=1e-7, polish=200):
                          "against the family: counts for Poisson/NB, positive values for Gamma)")
     res = minimize(obj.value_grad, theta0, jac=True, method="L-BFGS-B",
                    options={"maxiter": maxiter, "maxfun": 3 * maxiter, "ftol": 1e-13, "gtol": 1e-9})
-    theta = np.asarray(res.x, float)
-    n_iter = int(res.nit)
     message = f"L-BFGS-B: {res.message}"
-    value, g = obj.value_grad(theta)
-    lower = np.full(theta.size, -np.inf)
-    decrement, pd_hessian = np.inf, False
-    H = fd_hessian(obj.grad, theta, lower)
-    fresh, refreshes = True, 1
-    for _ in range(polish + 1):
-        step, decrement, pd_hessian = _newton_step(H, g)
-        if decrement < tol:
-            if fresh or refreshes >= 45:
-                break
-            H = fd_hessian(obj.grad, theta, lower)  # confirm on a difference Hessian, not on the BFGS one
-            fresh, refreshes = True, refreshes + 1
-            continue
-        big = np.max(np.abs(step))
-        if big > 5.0:  # a flat direction: a bounded move
-            step *= 5.0 / big
-        t, moved = 1.0, False
-        while t > 1e-8:
-            cand = theta + t * step
-            v, gc = obj.value_grad(cand)
-            if v < value:
-                moved = True
-                break
-            t *= 0.5
-        n_iter += 1
-        if not moved:
-            if fresh or refreshes >= 45:
-                message += "; Newton polish: no decrease along the step"
-                break
-            H = fd_hessian(obj.grad, theta, lower)
-            fresh, refreshes = True, refreshes + 1
-            continue
-        s_, y_ = cand - theta, gc - g
-        theta, value, g = cand, v, gc
-        Hs = H @ s_
-        if (big > 5.0 or t < 1.0 or not pd_hessian) and refreshes < 40:
-            # far from the quadratic region (a capped or shortened step, or negative curvature): a fresh
-            # difference Hessian, as BFGS updates learn flat directions too slowly
-            H = fd_hessian(obj.grad, theta, lower)
-            fresh, refreshes = True, refreshes + 1
-            continue
-        if s_ @ y_ > 1e-12 * np.linalg.norm(s_) * np.linalg.norm(y_) and s_ @ Hs > 0:  # BFGS update
-            H = H + np.outer(y_, y_) / (y_ @ s_) - np.outer(Hs, Hs) / (s_ @ Hs)
-        fresh = False
+    free = np.ones(prob.n_params, bool)
+    theta, value, n_pol, note = _polish(obj, np.asarray(res.x, float), free, tol, polish)
+    n_iter = int(res.nit) + n_pol
+    for j in _variance_entries(prob):  # a variance at its boundary: fix it at 0
+        if abs(theta[j]) < 0.05:
+            trial = theta.copy()
+            trial[j] = 0.0
+            if obj.value(trial) <= value + 1e-7:
+                theta, free[j] = trial, False
+                value = obj.value(theta)
+    if not free.all():
+        theta, value, n_pol, note = _polish(obj, theta, free, tol, polish)
+        n_iter += n_pol
+        message += "; a random-effects SD at 0 (boundary)"
+    message += note
     theta = normalise_signs(prob, theta)
     st = obj.state(theta)
     value, g = obj.value_grad(theta)
-    H = fd_hessian(obj.grad, theta, lower)
-    _, decrement, pd_hessian = _newton_step(H, g)
+    lower = np.full(int(free.sum()), -np.inf)
+
+    def grad_free(x):
+        full = theta.copy()
+        full[free] = x
+        return obj.grad(full)[free]
+
+    Hf = fd_hessian(grad_free, theta[free], lower)
+    _, decrement, _ = _newton_step(Hf, g[free])
     converged = bool(np.isfinite(decrement) and decrement < max(tol, 1e-6))
-    cov, flat = covariance(H)
+    cov_f, flat_f = covariance(Hf)
+    p = theta.size
+    H, cov, flat = np.full((p, p), np.nan), np.full((p, p), np.nan), np.zeros(p, bool)
+    H[np.ix_(free, free)], cov[np.ix_(free, free)], flat[free] = Hf, cov_f, flat_f
     if flat.any():
         message += (f"; the Hessian is not positive definite at the returned point ({int(flat.sum())} parameters "
                     "in its flat directions have no standard error)")
     return ZIFit(theta=theta, value=float(st.value), gradient=g, hessian=H, cov=cov, u=st.u, eta=st.eta,
                  converged=converged, decrement=decrement, message=message, n_iterations=n_iter,
-                 n_evaluations=obj.count, seconds=time.perf_counter() - t0,
-                 at_bound=np.zeros(theta.size, bool), flat=flat)
+                 n_evaluations=obj.count, seconds=time.perf_counter() - t0, at_bound=~free, flat=flat)
 
 
 def covariance(H, rel=1e-7, loading=0.1):
