@@ -232,7 +232,7 @@ class ZeroInflatedGLMM(sm_base.LikelihoodModel):
 
             warnings.warn("boundary (singular) fit: a random-effects variance is at or near zero (or a "
                           "correlation at +-1)", SingularFitWarning, stacklevel=2)
-        if not np.all(np.isfinite(np.diag(fit.cov))):
+        if fit.flat is not None and fit.flat.any():
             names = [n for n, f in zip(self.param_names, fit.flat if fit.flat is not None else []) if f]
             shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
             warnings.warn("standard errors could not be computed: the Hessian is not positive definite at the "

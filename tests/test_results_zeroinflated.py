@@ -203,6 +203,18 @@ def test_bad_input_is_a_clear_value_error(kwargs, match):
     pd.testing.assert_frame_equal(data, before)
 
 
+def test_singular_term_is_fixed_at_zero():
+    """spp both fixed and random: its SD is 0 (a singular fit), without a standard error; the rest have one."""
+    with pytest.warns(glmm_ext.SingularFitWarning):
+        res = glmm_ext.GLMM.from_formula("count ~ spp + mined + (1 | site) + (1 | spp)", SAL,
+                                         family=sm.families.Poisson(), zi_formula="~ mined").fit()
+    assert res.params["spp SD"] == 0.0 and np.isnan(res.bse["spp SD"]) and res.singular
+    assert res.bse.drop("spp SD").notna().all() and res.converged
+    one = quiet_fit(glmm_ext.GLMM.from_formula("count ~ spp + mined + (1 | site)", SAL, family=sm.families.Poisson(),
+                                               zi_formula="~ mined"))
+    assert abs(res.llf - one.llf) < 1e-6
+
+
 def test_groups_argument_is_the_random_intercept():
     a = glmm_ext.GLMM.from_formula("count ~ spp + mined", SAL, groups="site", family=sm.families.Poisson(),
                                    zi_formula="~ 1")
