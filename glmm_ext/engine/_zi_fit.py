@@ -60,7 +60,10 @@ class _Objective:
         return st.value, laplace_gradient(self.prob, theta, st)
 
     def grad(self, theta):
-        return self.value_grad(theta)[1]
+        st = self.state(theta)
+        if st is None or not np.isfinite(st.value):  # no mode there: a difference Hessian must not use it
+            return np.full(theta.size, np.nan)
+        return laplace_gradient(self.prob, theta, st)
 
 
 def fd_hessian(grad, theta, lower):
@@ -82,6 +85,8 @@ def fd_hessian(grad, theta, lower):
 def _newton_step(H, g):
     """Step -H_m^-1 g with H_m = H's eigenvalues made positive (|w|, floored): a descent direction also
     where the surface is flat or not convex (a zi coefficient running off towards -inf)."""
+    if not (np.all(np.isfinite(H)) and np.all(np.isfinite(g))):
+        return np.zeros_like(g), np.inf, False
     w, V = np.linalg.eigh(H)
     floor = 1e-8 * max(1.0, np.max(np.abs(w)))
     wm = np.maximum(np.abs(w), floor)
@@ -229,6 +234,8 @@ def covariance(H, rel=1e-7, loading=0.1):
     give the others smaller standard errors than their marginal ones (they stay coupled through the
     combination that runs off), so none are reported."""
     p = H.shape[0]
+    if not np.all(np.isfinite(H)):
+        return np.full((p, p), np.nan), np.ones(p, bool)
     w, V = np.linalg.eigh(H)
     small = w <= rel * max(1.0, np.max(np.abs(w)))
     if not small.any():
