@@ -13,11 +13,14 @@ from .datasets import (load_cbpp, load_dyestuff, load_grouseticks, load_schools,
                        simulate)
 from .model import GLMM, LaplaceApproximationWarning, SingularFitWarning, glmm
 from .results import GLMMResults, GLMMResultsWrapper
+from . import families
+from .zi_model import ZeroInflatedGLMM, ZIBoundaryWarning
 
 __version__ = "0.1.0"
 
 __all__ = ["GLMM", "glmm", "mixedlm", "BinomialMixedGLM", "PoissonMixedGLM", "GLMMResults", "GLMMResultsWrapper",
            "OptSummary", "SingularFitWarning", "LaplaceApproximationWarning", "fit_many", "anova", "ALLOWED_LINKS",
            "make_family", "load_schools", "load_sleepstudy", "load_cbpp", "load_dyestuff", "load_grouseticks",
-           "simulate",
+           "simulate", "families", "ZeroInflatedGLMM",
+           "ZIBoundaryWarning",
            "__version__"]

@@ -44,6 +44,10 @@ def build_parser():
                    "term such as (1 + x | g)")
     p.add_argument("--family", default="gaussian", help=f"one of {', '.join(ALLOWED_LINKS)} (default gaussian)")
     p.add_argument("--link", help="link function (default: the family's canonical link)")
+    p.add_argument("--zi-formula", help='zero part (logit), glmmTMB\'s ziformula, e.g. "~ 1" or "~ x + (1 | g)"; with '
+                   'a count family zero inflation, with truncated_poisson / truncated_nbinom2 / truncated_nbinom1 '
+                   'a hurdle model')
+    p.add_argument("--disp-formula", help='dispersion model (log link), glmmTMB\'s dispformula, e.g. "~ x"')
     p.add_argument("--offset", help="offset column (on the linear-predictor scale)")
     p.add_argument("--exposure", help="exposure column (log link; log(exposure) is the offset)")
     p.add_argument("--conf-level", type=float, default=95.0, help="confidence level in percent, 50-99.99 (default 95)")
@@ -225,7 +229,10 @@ def run(args, out=None):
     _check_writable(parser, [("--json", ns.json), ("--blups", ns.blups), ("--diagnostics", ns.diagnostics)])
     try:
         alpha = _conf_level(parser, ns.conf_level)
-        family = make_family(ns.family, ns.link)
+        family = _cli_family(ns.family, ns.link)
+        if _extended(ns, family) and (ns.blups or ns.diagnostics):
+            parser.error("--blups and --diagnostics are not available with --zi-formula / --disp-formula / "
+                         f"--family {ns.family}")
         if ns.data is None:
             data = load_schools()
             out.write(textwrap.fill("glmm_ext example: simulated schools data (60 schools, 1413 students; truth: "
@@ -261,7 +268,8 @@ def run(args, out=None):
             _diagnostics_frame(res, data).to_csv(ns.diagnostics, quoting=csv.QUOTE_NONNUMERIC)
         if ns.json:
             with open(ns.json, "w") as fh:
-                json.dump(_finite_or_null(results_dict(res, alpha)), fh, indent=2, default=_json_default,
+                json.dump(_finite_or_null(zi_results_dict(res, alpha) if hasattr(res, "zi_boundary") else
+                                          results_dict(res, alpha)), fh, indent=2, default=_json_default,
                           allow_nan=False)
     except (ValueError, TypeError) as exc:
         parser.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -297,9 +305,58 @@ def _diagnostics_frame(res, data):
     return pd.concat([pd.DataFrame(front, index=diag.index), diag], axis=1)
 
 
+EXTENDED_FAMILIES = ("nbinom1", "truncated_poisson", "truncated_nbinom2", "truncated_nbinom1")
+
+
+def _cli_family(name, link):
+    """make_family's names plus glmmTMB's nbinom1 / truncated_* (glmm_ext.families, log link)."""
+    from . import families
+
+    if name not in EXTENDED_FAMILIES:
+        return make_family(name, link)
+    if link not in (None, "log"):
+        raise ValueError(f"--family {name} takes the log link only (got {link!r})")
+    return {"nbinom1": families.NegativeBinomial1, "truncated_poisson": families.TruncatedPoisson,
+            "truncated_nbinom2": families.TruncatedNegativeBinomial,
+            "truncated_nbinom1": lambda: families.TruncatedNegativeBinomial("nb1")}[name]()
+
+
+def _extended(ns, family):
+    from .families import is_extended
+
+    return bool(ns.zi_formula or ns.disp_formula or is_extended(family))
+
+
+def _fit_and_print_zi(ns, data, formula, family, alpha, out):
+    """A zero-inflated / hurdle / dispersion fit (random effects written in the formula)."""
+    from .model import GLMM
+
+    model = GLMM.from_formula(formula, data, family=family, offset=ns.offset, exposure=ns.exposure,
+                              zi_formula=ns.zi_formula, disp_formula=ns.disp_formula, formula_mode="safe")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = model.fit(maxiter=max(ns.maxiter, 300))
+    out.write(res.summary(alpha=alpha).as_text() + "\n")
+    for w in caught:
+        out.write(f"Warning: {w.message}\n")
+    return res
+
+
+def zi_results_dict(res, alpha):
+    ci = res.conf_int(alpha=alpha)
+    return {"family": res.family_name, "zero_part": res.zero_part, "method": res.llf_label, "nobs": res.nobs,
+            "llf": res.llf, "aic": res.aic, "bic": res.bic, "converged": res.converged,
+            "params": {k: float(v) for k, v in res.params.items()}, "bse": {k: float(v) for k, v in res.bse.items()},
+            "conf_int": {k: [float(ci.loc[k, 0]), float(ci.loc[k, 1])] for k in ci.index},
+            "zi_boundary": list(res.zi_boundary)}
+
+
 def _fit_and_print(ns, data, formula, groups, family, alpha, out):
     """One fit with the command line's options; its summary and warnings go to `out`."""
     from .model import GLMM
+
+    if _extended(ns, family):
+        return _fit_and_print_zi(ns, data, formula, family, alpha, out)
 
     model = GLMM.from_formula(formula, data, groups=groups, family=family, offset=ns.offset, exposure=ns.exposure,
                               formula_mode="safe")

@@ -180,6 +180,15 @@ class GLMM(sm_base.LikelihoodModel):
         eval_env : int, dict or patsy.EvalEnvironment, optional
             Where names that are not columns are looked up: default the caller's namespace; an int
             goes that many frames further up; -1 an empty namespace (python mode only).
+        zi_formula : str, optional
+            Zero part, glmmTMB's ``ziformula``: ``"~ 1"``, ``"~ x"``, ``"~ 1 + (1 | g)"`` (logit link).
+            With a count family it is zero inflation, with ``glmm_ext.families.TruncatedPoisson`` /
+            ``TruncatedNegativeBinomial`` the zero part of a hurdle model; returns a
+            `glmm_ext.zi_model.ZeroInflatedGLMM` (random effects written in the formula), see
+            docs/zero_inflated.md.
+        disp_formula : str, optional
+            Fixed-effects model for the dispersion (log link), glmmTMB's ``dispformula``: NB2's theta,
+            NB1's phi, Gaussian's sigma^2 (identity link), Gamma's phi (log link).
         re_formula : str, optional
             MixedLM's random-effects formula, ``"~x"`` (with ``groups`` a column name): the same model
             as the term ``(x | groups)``.  Random slopes can also be written in the formula, lme4's
@@ -187,8 +196,22 @@ class GLMM(sm_base.LikelihoodModel):
         """
         from .formula._idioms import check_lme4_idioms
         from .scale._dask import is_dask_frame
+        from .families import is_extended
 
         check_lme4_idioms(formula)
+        zi_formula, disp_formula = kwargs.pop("zi_formula", None), kwargs.pop("disp_formula", None)
+        if zi_formula is not None or disp_formula is not None or is_extended(family):
+            # zero-inflated / hurdle / dispersion models: their own shell (glmm_ext.zi_model)
+            from .zi_model import ZeroInflatedGLMM
+
+            if args or drop_cols is not None or weights is not None or var_weights is not None or \
+                    freq_weights is not None:
+                raise ValueError("zi_formula / disp_formula models take no positional arguments, drop_cols or "
+                                 "weights")
+            return ZeroInflatedGLMM.from_formula(formula, data, family=family, zi_formula=zi_formula,
+                                                 disp_formula=disp_formula, offset=offset, exposure=exposure,
+                                                 subset=subset, missing=missing, groups=groups,
+                                                 formula_mode=formula_mode, **kwargs)
         if is_dask_frame(data):  # rows stay on the Dask workers
             from .scale._dask import DaskGLMM
 
