@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import linalg
 
-from ._optimize import _backtrack, _positive_definite
+from ._optimize import _backtrack, _positive_definite, minimize
 from ._pirls import _eta_scale, pirls_information
 
 #: multiples of the estimate probed (and sigma_u = 0)
@@ -137,12 +137,68 @@ def _attenuation(dist, sigma):
     return float(np.sqrt(1.0 + c * sigma * sigma))
 
 
+#: barrier weights (objective units) of `edge_search`'s interior-point path, decreasing towards the plain objective
+BARRIER_WEIGHTS = (1e-2, 1e-4)
+
+
+def _with_barrier(objective, margins, tau):
+    """f(theta) - tau sum_j log c_j(theta) and its gradient (c = the modes' edge margins, all > 0 inside)."""
+    def fun(theta, need_grad=True):
+        f, g = objective(theta, need_grad)
+        if not np.isfinite(f):
+            return np.inf, (np.full(len(theta), np.nan) if need_grad else None)
+        c, dc = margins(theta)
+        if c.size and not np.all(c > 0):
+            return np.inf, (np.full(len(theta), np.nan) if need_grad else None)
+        f = f - tau * float(np.sum(np.log(c)))
+        if need_grad:
+            g = g - tau * np.sum(dc / c[:, None], axis=0)
+        return f, g
+    return fun
+
+
+def edge_search(objective, res, restart, maxiter=100):
+    """From a search that stopped unconverged where a group's conditional mode is near the edge of the support
+    (Poisson-identity: a zero count's mean reaching 0, `MarginalLikelihood.edge_margins`), follow the
+    log-barrier path min f - tau sum_j log c_j for decreasing tau: an interior-point method, which slides along
+    the edge and back into the interior where Newton steps on f alone stall against it.  The plain search
+    (`restart`) then finishes from the path's last point: converged when the optimum is interior, else the
+    best point found near the edge.  Returns the better Minimum (`res` unless improved)."""
+    margins = getattr(objective, "edge_margins", None)
+    if res.converged or margins is None or margins(res.x) is None or not np.isfinite(res.f):
+        return res
+    x = res.x.copy()
+    hess = _positive_definite(res.hess) if np.all(np.isfinite(res.hess)) else np.eye(len(x))
+    moved = False
+    for tau in BARRIER_WEIGHTS:
+        fun = _with_barrier(objective, margins, tau)
+        if not np.isfinite(fun(x, need_grad=False)[0]):
+            break
+        try:
+            step = minimize(fun, x, hess, min(maxiter, 30), max(1e-8, 1e-2 * tau))
+        except FloatingPointError:
+            break
+        x, hess, moved = step.x, _positive_definite(step.hess), True
+    if not moved:
+        return res
+    try:
+        new = restart(x, hess)
+    except FloatingPointError:
+        return res
+    if new.f < res.f - 1e-9 * (1.0 + abs(res.f)) or (new.converged and new.f <= res.f + 1e-9 * (1.0 + abs(res.f))):
+        return new
+    objective(res.x, need_grad=False)  # leave the warm start at the returned point
+    return res
+
+
 def probe_sigma(objective, res, gamma_glm, scale_glm, restart, screen=None):
     """Profile sigma_u around the optimum `res` (an _optimize.Minimum) and at 0; restart when better.
 
     `restart(theta, hess)` runs the full search from theta; `screen` (a `Screen`) skips the probes a
-    pilot fit found hopeless.  Returns (best Minimum, SigmaProbes).
+    pilot fit found hopeless.  A search stopped at the edge of the support first follows `edge_search`.
+    Returns (best Minimum, SigmaProbes).
     """
+    res = edge_search(objective, res, restart)
     p = objective.p
     theta = res.x
     sigma_hat = abs(float(theta[p]))
