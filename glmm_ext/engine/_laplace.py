@@ -190,6 +190,20 @@ def log_link_modes(dist, y, eta_fixed, sigma, phi, starts, counts, b_start, maxi
     return b
 
 
+def _inside_start(dist, eta_fixed, sigma, starts, counts):
+    """Per group b = 0, or where the fixed part leaves a mean outside the support (identity/inverse links:
+    eta > 0 needed) the smallest b putting every row's eta at least 1% of the group's largest |eta| inside:
+    a start from which the mode search can proceed (from b = 0 it could not, and the point looked infeasible
+    however far inside the support its mode lay)."""
+    b = np.zeros(len(counts))
+    if dist.full_support or not sigma > 0:
+        return b
+    low = np.minimum.reduceat(eta_fixed, starts)
+    big = np.maximum.reduceat(np.abs(eta_fixed), starts)
+    margin = 0.01 * np.maximum(big, 1e-8)
+    return np.where(low > margin, 0.0, (margin - low) / sigma)
+
+
 def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, maxiter=60, order=2, min_steps=0,
                       exact_start=False):
     """Modes b_j = argmax h_j(b) by Newton steps with per-group step halving (PIRLS in one dimension).
@@ -221,8 +235,8 @@ def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, max
     if h is not None or not cheap_start:
         h, l1, d, t = _point(dist, data, eta, b, phi, order)
     bad = np.zeros(data.n_groups, bool) if h is None else ~np.isfinite(h)
-    if bad.any():  # warm start left the support: restart those groups at b = 0
-        b[bad] = 0.0
+    if bad.any():  # warm start left the support: restart those groups at b = 0, or just inside the support
+        b[bad] = _inside_start(dist, eta_fixed, sigma, starts, counts)[bad]
         eta = eta_fixed + sigma * to_rows(b, counts)
         h, l1, d, t = _point(dist, data, eta, b, phi, order)
         if not np.isfinite(h).all():

@@ -148,8 +148,7 @@ def _with_barrier(objective, margins, tau):
         if not np.isfinite(f):
             return np.inf, (np.full(len(theta), np.nan) if need_grad else None)
         c, dc = margins(theta)
-        if c.size and not np.all(c > 0):
-            return np.inf, (np.full(len(theta), np.nan) if need_grad else None)
+        c = np.maximum(c, 1e-12)  # a finite f with c <= 0 is a mode on the edge to rounding
         f = f - tau * float(np.sum(np.log(c)))
         if need_grad:
             g = g - tau * np.sum(dc / c[:, None], axis=0)
