@@ -254,9 +254,13 @@ def test_poisson_identity_ends_at_the_best_point_and_converges_only_inside(seed,
     model, res = fit_identity(low_counts(seed) if seed else low_counts(0, beta=(1.5, 0.3, -0.3), sd=0.5))
     pv = np.asarray(res.params_vector, float)
     best, point = nelder_mead_best(model, [pv, np.r_[pv[:-1], 0.3]])
-    assert res.llf >= best - 1e-2
+    interior = is_interior(model, point)
+    # at an interior optimum the fit converges to it; along the edge (no maximum of the Laplace value, which
+    # does not apply there) it is within a few hundredths of the simplex's best and says why it stopped
+    assert res.llf >= best - (1e-6 if interior else 0.05)
     assert res.llf > old_llf + 0.3
-    assert res.converged or not is_interior(model, point)
+    assert res.converged or not interior
+    assert res.converged or "edge of its support" in res.optsummary.message
 
 
 def test_edge_margins_say_where_the_laplace_likelihood_exists():

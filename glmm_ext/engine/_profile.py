@@ -16,7 +16,7 @@ On many groups a `Screen` from a pilot fit on a subset of the groups (whose own 
 skips the probes that lie far below the pilot's optimum there: their deficit, scaled to all groups,
 is recorded as an estimate instead.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import linalg
@@ -156,13 +156,19 @@ def _with_barrier(objective, margins, tau):
     return fun
 
 
+#: an unconverged search ending with an edge margin (h_j' at the edge, `MarginalLikelihood.edge_margins`) below
+#: this is reported as stopped at the edge of the support
+EDGE_MARGIN = 0.05
+
+
 def edge_search(objective, res, restart, maxiter=100):
     """From a search that stopped unconverged where a group's conditional mode is near the edge of the support
     (Poisson-identity: a zero count's mean reaching 0, `MarginalLikelihood.edge_margins`), follow the
     log-barrier path min f - tau sum_j log c_j for decreasing tau: an interior-point method, which slides along
     the edge and back into the interior where Newton steps on f alone stall against it.  The plain search
-    (`restart`) then finishes from the path's last point: converged when the optimum is interior, else the
-    best point found near the edge.  Returns the better Minimum (`res` unless improved)."""
+    (`restart`) finishes from the path's end: converged at an interior optimum; where it ends at the edge
+    (a margin c_j <= EDGE_MARGIN), f has no interior maximum: the best point next to the edge is returned,
+    unconverged, with a message that says so.  Returns the better Minimum (`res` unless improved)."""
     margins = getattr(objective, "edge_margins", None)
     if res.converged or margins is None or margins(res.x) is None or not np.isfinite(res.f):
         return res
@@ -174,7 +180,7 @@ def edge_search(objective, res, restart, maxiter=100):
         if not np.isfinite(fun(x, need_grad=False)[0]):
             break
         try:
-            step = minimize(fun, x, hess, min(maxiter, 30), max(1e-8, 1e-2 * tau))
+            step = minimize(fun, x, hess, min(maxiter, 30), max(1e-8, 1e-2 * tau), edge_polish=False)
         except FloatingPointError:
             break
         x, hess, moved = step.x, _positive_definite(step.hess), True
@@ -183,11 +189,24 @@ def edge_search(objective, res, restart, maxiter=100):
     try:
         new = restart(x, hess)
     except FloatingPointError:
-        return res
+        new = res
     if new.f < res.f - 1e-9 * (1.0 + abs(res.f)) or (new.converged and new.f <= res.f + 1e-9 * (1.0 + abs(res.f))):
-        return new
+        res = new
     objective(res.x, need_grad=False)  # leave the warm start at the returned point
     return res
+
+
+def _edge_message(objective, res):
+    """`res` with a message saying that it stopped at the edge of the support, when it did."""
+    margins = getattr(objective, "edge_margins", None)
+    edge = None if res.converged or margins is None else margins(res.x)
+    at_edge = 0 if edge is None else int(np.sum(edge[0] <= EDGE_MARGIN))
+    if not at_edge:
+        return res
+    return replace(res, message=(
+        f"no interior maximum: the Laplace likelihood is highest at the edge of its support, where {at_edge} "
+        "group(s) with zero counts have their conditional mode at a mean of 0 (the approximation does not "
+        "apply there); the estimates are the best point found next to that edge"))
 
 
 def probe_sigma(objective, res, gamma_glm, scale_glm, restart, screen=None):
@@ -242,7 +261,7 @@ def probe_sigma(objective, res, gamma_glm, scale_glm, restart, screen=None):
             best = (f, x)
     objective.u_warm = u_opt
     if best is None:
-        return res, probes
+        return _edge_message(objective, res), probes
     f_probe, x_probe = best
     probes.restart_sigma = float(abs(x_probe[p]))
     starts = [x_probe]
@@ -262,4 +281,4 @@ def probe_sigma(objective, res, gamma_glm, scale_glm, restart, screen=None):
         if res.f <= f_probe + MARGIN:
             break
     objective(res.x, need_grad=False)  # leave the warm start at the returned point
-    return res, probes
+    return _edge_message(objective, res), probes
