@@ -314,3 +314,18 @@ def test_edge_search_reaches_an_interior_optimum_from_the_edge():
     found = edge_search(laplace, stopped, lambda t, h: _minimize_laplace(laplace, t, 100, 1e-6, None, hess0=h))
     assert found.converged
     assert -found.f == pytest.approx(res.llf, abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_gamma_identity_low_means_converge_at_the_simplex_best(seed):
+    """Gamma-identity with means near 0 (clipped at 0.05): an interior optimum, reached and converged."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(25), 8)
+    x1, x2 = rng.normal(size=g.size), rng.binomial(1, 0.5, g.size).astype(float)
+    mu = np.clip(1.0 + 0.3 * x1 - 0.3 * x2 + rng.normal(0, 0.5, 25)[g], 0.05, None)
+    df = pd.DataFrame({"y": rng.gamma(2.0, mu / 2.0), "x1": x1, "x2": x2, "g": g})
+    model, res = fit_identity(df, family="gamma")
+    pv = np.asarray(res.params_vector, float)
+    best, point = nelder_mead_best(model, [pv, np.r_[pv[:3], 0.3, pv[4]]])
+    assert res.converged and is_interior(model, point)
+    assert res.llf >= best - 1e-6
