@@ -39,9 +39,14 @@ def test_conditional_mode_step_halving_stops_at_the_edge_of_the_support():
     assert np.all(md.eta > 0) and -0.5 < md.b[0] < -0.49
 
 
-def test_conditional_modes_without_a_feasible_start_are_none():
+def test_conditional_modes_start_inside_the_support_when_b_0_is_outside():
+    """eta_fixed = -1 puts b = 0 outside mu > 0, yet the mode exists (positive counts: h -> -inf at the edge);
+    the search starts just inside instead of declaring the point infeasible (an edge that was not there)."""
     dist, data, eta = _poisson_identity_group([1.0, 2.0], -1.0)
-    assert conditional_modes(dist, data, eta, 0.5, 1.0, np.zeros(1)) is None
+    md = conditional_modes(dist, data, eta, 0.5, 1.0, np.zeros(1))
+    assert md.converged
+    mu = -1.0 + 0.5 * md.b[0]
+    assert mu > 0 and 0.5 * np.sum(data.y / mu - 1.0) == pytest.approx(md.b[0], abs=1e-8)
 
 
 def test_a_flat_conditional_mode_is_outside_the_laplace_approximation():

@@ -77,10 +77,10 @@ def fit_vector_profile(design, reml=True, maxiter=100, tol=1e-6, callback=None):
     back = y_scale / zs  # b = back * b_s
     cov_re = sigma2 * (fit.lam @ fit.lam.T) / np.outer(zs, zs)
     blup_cov = fit.blup_cov * np.outer(back, back)
-    opt = OptSummary(method=f"{'REML' if reml else 'ML'} profile over Lambda (SLSQP, diag >= 0; Powell if needed)",
+    opt = OptSummary(method=f"{'REML' if reml else 'ML'} profile over Lambda (SLSQP, then Newton steps)",
                      nagq=0, maxiter=maxiter, tol=tol, initial=pattern.start(1.0), final=fit.theta,
                      n_iterations=fit.n_evaluations, n_evaluations=fit.n_evaluations, objective=-fit.llf,
-                     newton_decrement=np.nan, converged=fit.converged, message=fit.message,
+                     newton_decrement=fit.decrement, converged=fit.converged, message=fit.message,
                      seconds=time.perf_counter() - t0)
     return VectorFitOutput(beta=beta, cov_beta=cov_beta, var_re=cov_re[0, 0],
                            scale=sigma2, llf=llf, blups=fit.blups * back,

@@ -90,6 +90,11 @@ def matvec(X, v):
     return np.einsum("ij,j->i", X, v)
 
 
+def rmatvec_rows(w, X, starts):
+    """Per group sum_{i in j} w_i x_i, as a (G, p) array."""
+    return group_sums(w[:, None] * X, starts)
+
+
 def rmatvec(X, r):
     """X' r, by einsum for the same reason as `matvec`."""
     return np.einsum("ij,i->j", X, r)
@@ -185,6 +190,20 @@ def log_link_modes(dist, y, eta_fixed, sigma, phi, starts, counts, b_start, maxi
     return b
 
 
+def _inside_start(dist, eta_fixed, sigma, starts, counts):
+    """Per group b = 0, or where the fixed part leaves a mean outside the support (identity/inverse links:
+    eta > 0 needed) the smallest b putting every row's eta at least 1% of the group's largest |eta| inside:
+    a start from which the mode search can proceed (from b = 0 it could not, and the point looked infeasible
+    however far inside the support its mode lay)."""
+    b = np.zeros(len(counts))
+    if dist.full_support or not sigma > 0:
+        return b
+    low = np.minimum.reduceat(eta_fixed, starts)
+    big = np.maximum.reduceat(np.abs(eta_fixed), starts)
+    margin = 0.01 * np.maximum(big, 1e-8)
+    return np.where(low > margin, 0.0, (margin - low) / sigma)
+
+
 def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, maxiter=60, order=2, min_steps=0,
                       exact_start=False):
     """Modes b_j = argmax h_j(b) by Newton steps with per-group step halving (PIRLS in one dimension).
@@ -216,8 +235,8 @@ def conditional_modes(dist, data, eta_fixed, sigma, phi, b_start, tol=1e-10, max
     if h is not None or not cheap_start:
         h, l1, d, t = _point(dist, data, eta, b, phi, order)
     bad = np.zeros(data.n_groups, bool) if h is None else ~np.isfinite(h)
-    if bad.any():  # warm start left the support: restart those groups at b = 0
-        b[bad] = 0.0
+    if bad.any():  # warm start left the support: restart those groups at b = 0, or just inside the support
+        b[bad] = _inside_start(dist, eta_fixed, sigma, starts, counts)[bad]
         eta = eta_fixed + sigma * to_rows(b, counts)
         h, l1, d, t = _point(dist, data, eta, b, phi, order)
         if not np.isfinite(h).all():
@@ -378,6 +397,47 @@ class MarginalLikelihood:
             self._tangent = ((self.u_warm, eta_fixed, sigma, np.log(phi), modes.d, modes.H)
                              if sigma > 0 and modes.d is not None and not self.dist.log_link_modes else None)
         return eta_fixed, modes
+
+    def edge_margins(self, theta):
+        """How far each group's conditional mode is from the edge of the support, for Poisson-identity (the
+        one pair whose modes can reach it: a zero count's mean may reach 0); None for every other pair.
+
+        In a group whose lowest fixed part eta_k belongs to a zero count, h_j is finite at the edge
+        b0 = -eta_k / sigma (where mu_k = 0 and mu_i = eta_i - eta_k) and concave, so its mode is inside
+        the support iff h_j'(b0) > 0:
+
+            c_j = sigma (sum_{i: y_i > 0} m_i y_i / (eta_i - eta_k) - sum_i m_i) + eta_k / sigma.
+
+        Returns (c, dc/dtheta) for those groups ((G',), (G', len(theta))); other groups never reach it.
+        """
+        dist, data = self.dist, self.data
+        if not (dist.name == "poisson" and dist.link_name == "identity"):
+            return None
+        gamma, sigma, _ = self.unpack(theta)
+        k = len(theta)
+        if not sigma > 0:
+            return np.empty(0), np.empty((0, k))
+        X, y, counts, starts = data.X, data.y, data.counts, data.starts
+        m = np.broadcast_to(data.m, y.shape)
+        eta = matvec(X, gamma) + data.offset
+        group = to_rows(np.arange(data.n_groups), counts)
+        low = np.lexsort((y == 0, eta, group))[starts]  # each group's lowest eta (a positive count on a tie)
+        eta_k = eta[low]
+        diff = eta - to_rows(eta_k, counts)
+        pos = y > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(pos, m * y / np.where(pos, diff, 1.0), 0.0)
+        keep = (y[low] == 0) & np.isfinite(group_sums(ratio, starts)) & (group_sums(pos & (diff <= 0), starts) == 0)
+        S = group_sums(ratio, starts) - group_sums(m, starts)
+        c = sigma * S + eta_k / sigma
+        dS = rmatvec_rows(np.where(pos, -ratio / np.where(pos, diff, 1.0), 0.0), X, starts)  # sum w_i x_i
+        wsum = group_sums(np.where(pos, -ratio / np.where(pos, diff, 1.0), 0.0), starts)
+        x_k = X[low]
+        grad = np.zeros((data.n_groups, k))
+        with np.errstate(invalid="ignore"):  # groups not kept may hold inf
+            grad[:, :self.p] = sigma * (dS - wsum[:, None] * x_k) + x_k / sigma
+        grad[:, self.p] = (S - eta_k / sigma**2) * (1.0 if theta[self.p] >= 0 else -1.0)
+        return c[keep], grad[keep]
 
     def hessian(self, theta):
         """Exact Hessian of -loglik at theta (`_laplace_hessian`), or None when it has no closed form here

@@ -20,11 +20,13 @@ SLSQP (a bounded quasi-Newton method) with the diagonal bounded below by 0 (lme4
 constraint) from the best of three starts Lambda = c I (a boundary optimum is re-checked from the
 second best), then Powell when it stops early.
 """
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import linalg, optimize
 
+from ._optimize import fd_hessian, minimize, newton_decrement
 from ._lmm import LOG_2PI, SINGULAR_TOL  # one singular-fit tolerance (lme4 isSingular) for Lambda and theta
 from ._segments import group_sums
 
@@ -193,12 +195,101 @@ class VectorLMMFit:
     converged: bool
     n_evaluations: int
     message: str
+    decrement: float = np.nan  # Newton decrement at the optimum (log-likelihood units)
+
+
+def moment_start(pattern, stats):
+    """Lambda's free entries from moment estimates: per-group least-squares b_j of the OLS residuals on Z_j,
+    Cov(b_j) less their mean sampling covariance sigma^2 (Z_j'Z_j)^{-1}, relative to sigma^2 (the within-group
+    residual variance), restricted to the pattern's blocks and floored to positive definite.  None when too
+    few groups have a full-rank Z_j'Z_j.  A start independent of any optimiser's path."""
+    p, q = stats.p, pattern.q
+    XtX, Xty = stats.AtA[:p, :p], stats.AtA[:p, p]
+    beta = np.linalg.lstsq(XtX, Xty, rcond=None)[0]
+    rss = stats.AtA[p, p] - 2.0 * beta @ Xty + beta @ XtX @ beta
+    Zr = stats.ZtA[:, :, p] - stats.ZtA[:, :, :p] @ beta  # Z_j'r_j, (G, q)
+    w = np.linalg.eigvalsh(stats.ZtZ)
+    ok = w[:, 0] > 1e-8 * np.maximum(w[:, -1], 1e-300)
+    if ok.sum() <= q:
+        return None
+    b = np.linalg.solve(stats.ZtZ[ok], Zr[ok][:, :, None])[:, :, 0]
+    dof = stats.n - p - q * int(ok.sum())
+    within = rss - np.sum(Zr[ok] * b)
+    sigma2 = within / dof if dof > 0 and within > 0 else rss / stats.n
+    if not sigma2 > 0:
+        return None
+    sigma = (b.T @ b) / len(b) - sigma2 * np.mean(np.linalg.inv(stats.ZtZ[ok]), axis=0)
+    same_block = np.zeros((q, q), bool)
+    same_block[pattern.rows, pattern.cols] = True
+    rel = np.where(same_block | same_block.T, sigma, 0.0) / sigma2
+    vals, vecs = np.linalg.eigh(0.5 * (rel + rel.T))
+    vals = np.maximum(vals, 1e-2 * max(vals.max(), 1e-2))  # floored: a start strictly inside
+    lam = np.linalg.cholesky((vecs * vals) @ vecs.T)
+    return pattern.entries(lam)
+
+
+def _canonical(theta, pattern):
+    """The same Lambda Lambda' with a non-negative diagonal: columns with a negative diagonal entry flipped."""
+    signs = np.where(np.diag(pattern.build(theta)) < 0, -1.0, 1.0)
+    return theta * signs[pattern.cols]
+
+
+#: a Hessian eigenvalue below -SADDLE_TOL (log-likelihood units, scaled data) marks a saddle, not a maximum
+SADDLE_TOL = 1e-6
+
+
+def _finish(half, theta, pattern, tol, maxiter):
+    """Newton steps on the half deviance (log-likelihood units) from theta, without bounds: Lambda Lambda' is
+    unchanged by flipping a column's sign, so the bounds of the search only fix a sign.  Converged when the
+    Newton decrement with the finite-difference Hessian of the analytic gradient is below tol and that
+    Hessian has no clearly negative eigenvalue (a boundary point where the deviance rises into the interior
+    is a saddle in these coordinates: left along its negative direction).  Returns (Minimum, decrement at
+    the start)."""
+    f0, g0 = half(theta)
+    H0 = fd_hessian(half, theta)
+    start_decrement, _ = newton_decrement(H0, g0)
+    res = minimize(half, theta, H0, maxiter, tol, quasi_newton=False)
+    for _ in range(3):  # leave a saddle (an even direction at a zero diagonal entry, say)
+        w, V = linalg.eigh(res.hess)
+        if not (np.all(np.isfinite(w)) and w[0] < -SADDLE_TOL * max(1.0, abs(w[-1]))):
+            break
+        step = V[:, 0] * max(0.1, 0.1 * np.max(np.abs(res.x)))
+        tries = [res.x + step, res.x - step]
+        values = [half(t, need_grad=False)[0] for t in tries]
+        if not min(values) < res.f:
+            break
+        x = tries[int(np.argmin(values))]
+        res = minimize(half, x, fd_hessian(half, x), maxiter, tol)
+    return res, start_decrement
+
+
+@dataclass
+class LambdaSearch:
+    """Result of `search_lambda`: Lambda's free entries, the deviance there, and how the search ended."""
+
+    theta: np.ndarray
+    deviance: float
+    converged: bool
+    n_evaluations: int
+    message: str
+    decrement: float  # Newton decrement at theta (log-likelihood units)
 
 
 def optimize_lambda(pattern, stats, reml=True, tol=1e-6, maxiter=100):
+    """`search_lambda` as a tuple (theta, deviance, converged, n_evaluations, message)."""
+    s = search_lambda(pattern, stats, reml, tol, maxiter)
+    return s.theta, s.deviance, s.converged, s.n_evaluations, s.message
+
+
+def search_lambda(pattern, stats, reml=True, tol=1e-6, maxiter=100):
     """Minimise the profiled deviance over Lambda's free entries (diagonal >= 0).
 
-    Returns (theta, deviance, converged, n_evaluations, message).
+    SLSQP (bounded, diagonal >= 0) from the best of three starts c I, then Newton steps with the Hessian of
+    the analytic gradient judge and finish the point: SLSQP's own success flag can be set tens of
+    log-likelihood units from the optimum (its quasi-Newton model jumps to the bound and back).  Converged
+    means a Newton decrement below tol (log-likelihood units) where no Hessian eigenvalue is clearly negative.
+    When SLSQP and that judgement disagree (SLSQP failed, or its point is not a maximum), a second search
+    starts from the moment estimates (`moment_start`) and the better point is kept.
     """
     count = {"n": 0}
 
@@ -206,14 +297,19 @@ def optimize_lambda(pattern, stats, reml=True, tol=1e-6, maxiter=100):
         count["n"] += 1
         return vector_deviance(theta, pattern, stats, reml)
 
-    bounds = pattern.bounds()
-    lower = [b[0] for b in bounds]  # for Powell
-    starts = [pattern.start(s) for s in (0.3, 1.0, 3.0)]
-    values = [dev(s) for s in starts]
     def dev_grad(theta):
         count["n"] += 1
         return vector_deviance(theta, pattern, stats, reml, need_grad=True)
 
+    def half(theta, need_grad=True):  # log-likelihood units, the scale of tol
+        if not need_grad:
+            return 0.5 * dev(theta), None
+        d, g = dev_grad(theta)
+        return 0.5 * d, 0.5 * g
+
+    bounds = pattern.bounds()
+    starts = [pattern.start(s) for s in (0.3, 1.0, 3.0)]
+    values = [dev(s) for s in starts]
     best = None
     for k in np.argsort(values)[:2]:
         res = optimize.minimize(dev_grad, starts[k], jac=True, method="SLSQP", bounds=bounds,
@@ -222,18 +318,25 @@ def optimize_lambda(pattern, stats, reml=True, tol=1e-6, maxiter=100):
             best = res
         if not np.any(np.asarray(best.x)[pattern.is_diag] < SINGULAR_TOL):
             break  # an interior optimum; a boundary one is checked from a second start (lme4 can stop there)
-    theta, value = np.asarray(best.x, float), float(best.fun)
-    if not best.success:  # a line search stopped on finite-difference noise: derivative-free polish
-        polish = optimize.minimize(dev, theta, method="Powell",
-                                   bounds=[(lo, 1e6) if lo is not None else (-1e6, 1e6) for lo in lower],
-                                   options={"xtol": 1e-10, "ftol": 1e-14, "maxiter": 20 * maxiter})
-        if polish.fun < value:
-            theta, value = np.asarray(polish.x, float), float(polish.fun)
-    # a line search stopping on finite-difference noise with Powell confirming the point counts
-    converged = bool(np.isfinite(value) and (best.success or best.fun - value < 1e-6))
-    message = "SLSQP" + ("" if best.success else " + Powell") + ": " + ("converged" if converged else
-                                                                          str(best.message))
-    return theta, value, converged, count["n"], message
+    theta = np.asarray(best.x, float)
+    if not np.isfinite(best.fun):
+        return LambdaSearch(theta, np.inf, False, count["n"], "SLSQP: " + str(best.message), np.inf)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res, start_decrement = _finish(half, theta, pattern, tol, maxiter)
+        method = "SLSQP + Newton"
+        if not (best.success and start_decrement < tol and res.converged):  # disagreement: a second start
+            second = moment_start(pattern, stats)
+            if second is not None and np.isfinite(dev(second)):
+                other, _ = _finish(half, second, pattern, tol, maxiter)
+                if other.f < res.f - 1e-9 * (1.0 + abs(res.f)) or (other.converged and not res.converged
+                                                                    and other.f <= res.f + tol):
+                    res, method = other, "SLSQP + Newton (second start: moment estimates)"
+    theta, value = _canonical(np.asarray(res.x, float), pattern), 2.0 * float(res.f)
+    converged = bool(np.isfinite(value) and res.converged)
+    message = method + ": " + ("converged" if converged else
+                               f"not converged (Newton decrement {res.decrement:.3g} > {tol:g}; {res.message})")
+    return LambdaSearch(theta, value, converged, count["n"], message, float(res.decrement))
 
 
 def fit_vector_lmm(X, y, Z, starts, pattern, reml=True, tol=1e-6, maxiter=100):
@@ -243,7 +346,8 @@ def fit_vector_lmm(X, y, Z, starts, pattern, reml=True, tol=1e-6, maxiter=100):
     Var(b_j | y) = sigma^2 Lambda (L_j L_j')^{-1} Lambda' (beta treated as known, as lme4's condVar).
     """
     stats = vector_stats(X, y, Z, starts)
-    theta, dev, converged, n_eval, message = optimize_lambda(pattern, stats, reml, tol, maxiter)
+    search = search_lambda(pattern, stats, reml, tol, maxiter)
+    theta, dev = search.theta, search.deviance
     if not np.isfinite(dev):
         raise ValueError("the REML/ML criterion is not finite anywhere (a perfect fit?)")
     lam = pattern.build(theta)
@@ -260,5 +364,5 @@ def fit_vector_lmm(X, y, Z, starts, pattern, reml=True, tol=1e-6, maxiter=100):
     blups = u @ lam.T
     Linv_lam = np.linalg.solve(L, np.broadcast_to(lam.T, L.shape))  # L_j^{-1} Lambda'
     blup_cov = sigma2 * np.swapaxes(Linv_lam, 1, 2) @ Linv_lam
-    return VectorLMMFit(theta, lam, beta, cov_beta, sigma2, -0.5 * dev, blups, blup_cov, converged, n_eval,
-                        message)
+    return VectorLMMFit(theta, lam, beta, cov_beta, sigma2, -0.5 * dev, blups, blup_cov, search.converged,
+                        search.n_evaluations, search.message, search.decrement)

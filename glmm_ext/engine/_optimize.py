@@ -179,7 +179,7 @@ MAX_NEWTON_STEP = 2.0
 
 
 def minimize(fun, x0, hess0=None, maxiter=100, tol=1e-6, callback=None, central=True, quasi_newton=True,
-             hessian=None, final_step=True):
+             hessian=None, final_step=True, edge_polish=True):
     """Minimise fun (returning value and gradient) from x0 with initial Hessian hess0.
 
     Converged when the Newton decrement g' H^{-1} g / 2 (the predicted decrease, in units of the
@@ -194,6 +194,8 @@ def minimize(fun, x0, hess0=None, maxiter=100, tol=1e-6, callback=None, central=
     only where ``hessian`` returns None; ``hess0``, when given, for the first step), no step longer than
     MAX_NEWTON_STEP, BFGS once where a Newton step finds no decrease, and one more step after convergence
     (`FINAL_STEP`) unless ``final_step=False`` (a start value that needs no such precision).
+    ``edge_polish=False`` skips the derivative-free search along the edge of the support where Newton steps
+    stall (`_simplex_polish`; for a caller that handles the edge itself).
     """
     x = np.asarray(x0, float)
     f, g = fun(x)
@@ -224,7 +226,7 @@ def minimize(fun, x0, hess0=None, maxiter=100, tol=1e-6, callback=None, central=
     # finite-difference Newton steps allowed beyond maxiter when the last one is all that is missing (an
     # exact Hessian needs no such allowance: maxiter counts its Newton steps)
     polish = 2 if hessian is None else 0
-    edge_rounds = 1  # derivative-free searches along the edge of the support when Newton steps stall
+    edge_rounds = int(edge_polish)  # derivative-free searches along the edge of the support when Newton steps stall
     crawling = 0  # consecutive Newton steps cut short by the edge
     final_step = final_step and hessian is not None  # one more exact Newton step after convergence
     rescue = hessian is not None  # BFGS once from where exact Newton steps find no decrease

@@ -16,12 +16,12 @@ On many groups a `Screen` from a pilot fit on a subset of the groups (whose own 
 skips the probes that lie far below the pilot's optimum there: their deficit, scaled to all groups,
 is recorded as an estimate instead.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import linalg
 
-from ._optimize import _backtrack, _positive_definite
+from ._optimize import _backtrack, _positive_definite, minimize
 from ._pirls import _eta_scale, pirls_information
 
 #: multiples of the estimate probed (and sigma_u = 0)
@@ -137,12 +137,86 @@ def _attenuation(dist, sigma):
     return float(np.sqrt(1.0 + c * sigma * sigma))
 
 
+#: barrier weights (objective units) of `edge_search`'s interior-point path, decreasing towards the plain objective
+BARRIER_WEIGHTS = (1e-2, 1e-4)
+
+
+def _with_barrier(objective, margins, tau):
+    """f(theta) - tau sum_j log c_j(theta) and its gradient (c = the modes' edge margins, all > 0 inside)."""
+    def fun(theta, need_grad=True):
+        f, g = objective(theta, need_grad)
+        if not np.isfinite(f):
+            return np.inf, (np.full(len(theta), np.nan) if need_grad else None)
+        c, dc = margins(theta)
+        c = np.maximum(c, 1e-12)  # a finite f with c <= 0 is a mode on the edge to rounding
+        f = f - tau * float(np.sum(np.log(c)))
+        if need_grad:
+            g = g - tau * np.sum(dc / c[:, None], axis=0)
+        return f, g
+    return fun
+
+
+#: an unconverged search ending with an edge margin (h_j' at the edge, `MarginalLikelihood.edge_margins`) below
+#: this is reported as stopped at the edge of the support
+EDGE_MARGIN = 0.05
+
+
+def edge_search(objective, res, restart, maxiter=100):
+    """From a search that stopped unconverged where a group's conditional mode is near the edge of the support
+    (Poisson-identity: a zero count's mean reaching 0, `MarginalLikelihood.edge_margins`), follow the
+    log-barrier path min f - tau sum_j log c_j for decreasing tau: an interior-point method, which slides along
+    the edge and back into the interior where Newton steps on f alone stall against it.  The plain search
+    (`restart`) finishes from the path's end: converged at an interior optimum; where it ends at the edge
+    (a margin c_j <= EDGE_MARGIN), f has no interior maximum: the best point next to the edge is returned,
+    unconverged, with a message that says so.  Returns the better Minimum (`res` unless improved)."""
+    margins = getattr(objective, "edge_margins", None)
+    if res.converged or margins is None or margins(res.x) is None or not np.isfinite(res.f):
+        return res
+    x = res.x.copy()
+    hess = _positive_definite(res.hess) if np.all(np.isfinite(res.hess)) else np.eye(len(x))
+    moved = False
+    for tau in BARRIER_WEIGHTS:
+        fun = _with_barrier(objective, margins, tau)
+        if not np.isfinite(fun(x, need_grad=False)[0]):
+            break
+        try:
+            step = minimize(fun, x, hess, min(maxiter, 30), max(1e-8, 1e-2 * tau), edge_polish=False)
+        except FloatingPointError:
+            break
+        x, hess, moved = step.x, _positive_definite(step.hess), True
+    if not moved:
+        return res
+    try:
+        new = restart(x, hess)
+    except FloatingPointError:
+        new = res
+    if new.f < res.f - 1e-9 * (1.0 + abs(res.f)) or (new.converged and new.f <= res.f + 1e-9 * (1.0 + abs(res.f))):
+        res = new
+    objective(res.x, need_grad=False)  # leave the warm start at the returned point
+    return res
+
+
+def _edge_message(objective, res):
+    """`res` with a message saying that it stopped at the edge of the support, when it did."""
+    margins = getattr(objective, "edge_margins", None)
+    edge = None if res.converged or margins is None else margins(res.x)
+    at_edge = 0 if edge is None else int(np.sum(edge[0] <= EDGE_MARGIN))
+    if not at_edge:
+        return res
+    return replace(res, message=(
+        f"no interior maximum: the Laplace likelihood is highest at the edge of its support, where {at_edge} "
+        "group(s) with zero counts have their conditional mode at a mean of 0 (the approximation does not "
+        "apply there); the estimates are the best point found next to that edge"))
+
+
 def probe_sigma(objective, res, gamma_glm, scale_glm, restart, screen=None):
     """Profile sigma_u around the optimum `res` (an _optimize.Minimum) and at 0; restart when better.
 
     `restart(theta, hess)` runs the full search from theta; `screen` (a `Screen`) skips the probes a
-    pilot fit found hopeless.  Returns (best Minimum, SigmaProbes).
+    pilot fit found hopeless.  A search stopped at the edge of the support first follows `edge_search`.
+    Returns (best Minimum, SigmaProbes).
     """
+    res = edge_search(objective, res, restart)
     p = objective.p
     theta = res.x
     sigma_hat = abs(float(theta[p]))
@@ -187,7 +261,7 @@ def probe_sigma(objective, res, gamma_glm, scale_glm, restart, screen=None):
             best = (f, x)
     objective.u_warm = u_opt
     if best is None:
-        return res, probes
+        return _edge_message(objective, res), probes
     f_probe, x_probe = best
     probes.restart_sigma = float(abs(x_probe[p]))
     starts = [x_probe]
@@ -207,4 +281,4 @@ def probe_sigma(objective, res, gamma_glm, scale_glm, restart, screen=None):
         if res.f <= f_probe + MARGIN:
             break
     objective(res.x, need_grad=False)  # leave the warm start at the returned point
-    return res, probes
+    return _edge_message(objective, res), probes
