@@ -17,7 +17,7 @@ import pytest
 from scipy import linalg
 
 from glmm_ext.engine._families import Distribution, make_family
-from glmm_ext.engine._mixed import fit_mixed
+from glmm_ext.engine._mixed import fit_mixed, loglik_function
 from glmm_ext.engine._mixed_glmm import MixedGLMM
 from glmm_ext.engine._mixed_lmm import GaussianProfile
 from glmm_ext.engine._structure import ReStructure, ReTerm
@@ -238,6 +238,15 @@ def test_laplace_equals_dense_joint_mode(family):
     model = MixedGLMM(S, d, y, X, np.zeros(len(y)), m, d.log_constant(y, m))
     x = np.concatenate([fit.beta + 0.1, fit.cov_params * 1.3])
     assert -model(x) == pytest.approx(dense_laplace(d, y, X, S, x[:2], x[2:], m), abs=1e-6)
+    # the optimum is a maximum: every small move of beta or the covariance parameters lowers the Laplace value
+    opt = np.concatenate([fit.beta, fit.cov_params])
+    assert -model(opt) == pytest.approx(fit.llf, abs=1e-9)
+    for j in range(len(opt)):
+        for h in (-1e-3, 1e-3):
+            x = opt.copy()
+            x[j] += h
+            if x[j] >= model.lower[j]:
+                assert -model(x) <= fit.llf + 1e-9
 
 
 def test_laplace_with_slope_equals_dense_joint_mode():
@@ -419,9 +428,9 @@ def test_gaussian_profile_gradient_matches_differences(reml):
     np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["cbpp_obs", "grouse_nbinom2"])
-def test_laplace_beta_gradient_matches_differences(name):
-    """value_and_grad: the analytic beta part (modes moving with beta, row leverages) against differences."""
+@pytest.mark.parametrize("name", ["cbpp_obs", "grouse_nbinom2", "grouse_poisson", "verbagg"])
+def test_laplace_gradient_matches_differences(name):
+    """value_and_grad: analytic in beta and theta (modes moving with them, row leverages) against differences."""
     v, y, X, S, names, d, trials = _reference_problem(name)
     m = np.ones(len(y)) if trials is None else trials
     model = MixedGLMM(S, d, y, X, np.zeros(len(y)), m, d.log_constant(y, m))
@@ -475,6 +484,9 @@ def test_bad_input_is_a_clear_value_error():
     with pytest.raises(ValueError, match="1 level"):
         one = ReStructure((ReTerm("g", np.zeros(len(y), np.int64), 1, np.ones((len(y), 1)), ("Intercept",)),))
         fit_mixed(y, X, one, d)
+    with pytest.raises(ValueError, match="not identified"):
+        obs = ReStructure((ReTerm("obs", np.arange(len(y)), len(y), np.ones((len(y), 1)), ("Intercept",)),))
+        fit_mixed(y, X, obs, d)
     y_copy, X_copy = y.copy(), X.copy()
     fit_mixed(y, X, S, d)
     assert np.array_equal(y, y_copy) and np.array_equal(X, X_copy)  # the caller's data untouched
@@ -546,7 +558,10 @@ def test_row_leverages_equal_dense_inverse():
     zl = [lay.Z[p][:, 0] * lams[p][0, 0] for p in range(3)]
     idx = [lay.offsets[p] + lay.codes[p] for p in range(3)]
     dense = sum(zl[a] * zl[b] * Hinv[idx[a], idx[b]] for a in range(3) for b in range(3))
-    np.testing.assert_allclose(fac.row_leverages(lams), dense, rtol=1e-10, atol=1e-14)
+    lev, traces = fac.row_leverages(lams)
+    np.testing.assert_allclose(lev, dense, rtol=1e-10, atol=1e-14)
+    blocks = [slice(lay.offsets[p], lay.offsets[p + 1]) for p in range(3)]
+    np.testing.assert_allclose(traces, [np.trace(Hinv[b, b]) for b in blocks], rtol=1e-10)
     # and the dense inverse is the inverse of the dense H = Lambda'Z'DZ Lambda + I
     Z = dense_Z(S)
     Lam = linalg.block_diag(*[np.kron(np.eye(t.n_levels), lam) for t, lam in zip(S.terms, S.unpack(x[X.shape[1]:]))])
@@ -555,3 +570,19 @@ def test_row_leverages_equal_dense_inverse():
     perm = np.concatenate([np.arange(lay.offsets[pos], lay.offsets[pos + 1]) for pos in
                            np.argsort(lay.order)])  # engine order -> user order
     np.testing.assert_allclose(Hinv[np.ix_(perm, perm)] @ H, np.eye(len(H)), atol=1e-8)
+
+
+def test_loglik_function_reproduces_the_fits():
+    df = _oats()
+    y, X, S = parse("Q('yield') ~ nitro + (1|Block/Variety)", df)
+    y = np.asarray(y, float)[:, 0]
+    fit = fit_mixed(y, X, S, dist("gaussian"), reml=True)
+    llf, beta, sigma2 = loglik_function(y, X, S, dist("gaussian"), reml=True)(fit.cov_params)
+    assert llf == pytest.approx(fit.llf, abs=1e-10) and sigma2 == pytest.approx(fit.scale, rel=1e-10)
+    np.testing.assert_allclose(beta, fit.beta, rtol=1e-10)
+    g = pd.read_csv(DATA / "sim_gamma_log.csv")  # a dispersion family fitted on a rescaled response
+    y, X, S = parse("y ~ x1 + x2 + (1|g)", g)
+    y = np.asarray(y, float)[:, 0]
+    fit = fit_mixed(y, X, S, dist("gamma", "log"))
+    f = loglik_function(y, X, S, dist("gamma", "log"))
+    assert f(np.concatenate([fit.beta, fit.cov_params, [np.log(fit.scale)]])) == pytest.approx(fit.llf, abs=1e-8)

@@ -114,6 +114,10 @@ def fit_mixed(y, X, structure, dist, *, offset=None, prior_weights=None, trials=
     structure.check_identifiable(n)
     gaussian_identity = dist.name == "gaussian" and dist.link_name == "identity"
     if gaussian_identity:
+        for term in structure.terms:  # lme4's check: a residual and a level per observation are not identified
+            if term.n_levels * term.q >= n:
+                raise ValueError(f"random-effects term for {term.group!r} has {term.n_levels * term.q} random effects "
+                                 f"for {n} observations: with a Gaussian residual its variance is not identified")
         if trials is not None:
             raise ValueError("trials are for the Binomial family only")
         yy = y if offset is None else y - offset
@@ -201,8 +205,8 @@ def _optimise(model, gamma0, scale0, nagq, maxiter, tol):
     v0 = np.concatenate([structure.start_params(), tail])
     lb_v = np.concatenate([lb_theta, [-np.inf] * len(tail)])
     model.beta_warm = np.asarray(gamma0, float)
-    res0 = minimize_bounded(model.nagq0_objective, v0, lb_v, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2, polish=(nagq == 0),
-                            rough=(nagq != 0))
+    res0 = minimize_bounded(model.nagq0_objective, v0, lb_v, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2,
+                            polish=(nagq == 0), rough=(nagq != 0))
     v = res0.x
     model.nagq0_objective(v)  # leave the warm start (beta, u) at the nagq=0 optimum
     beta0 = model.beta_warm.copy()
@@ -281,3 +285,40 @@ def _glmm_result(model, fit, A, c, X, offset, nagq):
                     converged=bool(converged), singular=structure.singular(cov_params), method=method,
                     message=message, n_iterations=int(n_iter), n_evaluations=int(model.n_calls),
                     n_params=p + nc + int(model.disp), cov_all=cov_all)
+
+
+def loglik_function(y, X, structure, dist, *, offset=None, prior_weights=None, trials=None, reml=True):
+    """The engine's log-likelihood as a function, for profiles, likelihood-ratio tests at fixed parameters
+    and independent checks.
+
+    Gaussian identity: ``f(cov_params) -> (llf, beta, sigma2)``, the REML/ML log-likelihood with beta and
+    sigma^2 profiled out (lme4's profiled deviance / -2).  Other families: ``f(x) -> llf`` with
+    x = (beta, cov_params[, log dispersion]) in data units: the Laplace log-likelihood (`fit_mixed`'s llf at
+    its estimates).  Inputs as for `fit_mixed`.
+    """
+    y, X, offset, prior_weights, trials = _check_inputs(y, X, structure, offset, prior_weights, trials)
+    n = len(y)
+    if dist.name == "gaussian" and dist.link_name == "identity":
+        from ._mixed_lmm import GaussianProfile
+
+        log_w = 0.0 if prior_weights is None else float(np.sum(np.log(prior_weights)))
+        prof = GaussianProfile(structure, y if offset is None else y - offset, X, prior_weights, reml,
+                               log_weights=log_w)
+
+        def gaussian(cov_params):
+            params = np.asarray(cov_params, float)
+            beta, _, sigma2, *_ = prof.solution(params)
+            return -0.5 * prof(params), beta, sigma2
+
+        return gaussian
+    m = np.ones(n) if trials is None else np.array(trials, float)
+    if prior_weights is not None:
+        m = m * prior_weights
+    model = MixedGLMM(structure, dist, y, X, np.zeros(n) if offset is None else offset, m,
+                      dist.log_constant(y, m), dist.row_aux(y))
+
+    def laplace(x):
+        with np.errstate(all="ignore"):
+            return -model(np.asarray(x, float))
+
+    return laplace

@@ -82,18 +82,15 @@ def _fd_grad_hess(fun, x, f0, lb, step):
 
 
 def _grad_hess(fg, x, lb, step):
-    """Gradient at x and the Hessian from central differences of the analytic gradient (forward at a bound)."""
+    """Gradient at x and the Hessian from forward differences of the analytic gradient."""
     k = len(x)
     f0, g0 = fg(x)
     h = step * np.maximum(1.0, np.abs(x))
     H = np.empty((k, k))
-    for j in range(k):
+    for j in range(k):  # forward differences: the Hessian only scales the convergence test and Newton's step
         e = np.zeros(k)
         e[j] = h[j]
-        if x[j] - h[j] < lb[j]:
-            H[:, j] = (fg(x + e)[1] - g0) / h[j]
-        else:
-            H[:, j] = (fg(x + e)[1] - fg(x - e)[1]) / (2.0 * h[j])
+        H[:, j] = (fg(x + e)[1] - g0) / h[j]
     return g0, 0.5 * (H + H.T)
 
 
@@ -132,8 +129,8 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
     for _restart in range(4):
         res = optimize.minimize(obj if fgc is None else lbfgs_fun, x, method="L-BFGS-B", bounds=bounds,
                                 jac=None if fgc is None else True,
-                                options={"maxiter": maxiter, "ftol": 1e-9 if rough else 1e-13,
-                                         "gtol": 1e-4 if rough else 1e-7, "maxls": 40,
+                                options={"maxiter": maxiter, "ftol": 1e-9 if rough else 1e-11,
+                                         "gtol": 1e-4 if rough else 1e-6, "maxls": 40,
                                          **({"eps": fd_step} if fd_step else {})})
         iters += int(res.nit)
         x = obj.best_x if obj.best_x is not None else np.asarray(res.x, float)
@@ -294,7 +291,7 @@ class GaussianProfile:
             G = schur_product(cp, ("trace", theta[0]), theta[0] / d1 ** 2)  # LR1 D^-2 LR1' = lamR G lamR
             dS = np.diag(Sinv).copy()
             # tr(S^-1 lamR G lamR) from the lower triangle dpotri wrote (the upper holds the factor's zeros)
-            M = Sinv * G
+            M = np.multiply(Sinv, G, out=Sinv)  # Sinv is not needed beyond its diagonal: no second nR x nR array
             tr[0] += 2.0 * float(lamR @ (M @ lamR)) - float(np.sum(dS * np.diag(G) * lamR ** 2))
             for pos in range(1, len(theta)):
                 lo, hi = lay.offsets[pos] - n1, lay.offsets[pos + 1] - n1

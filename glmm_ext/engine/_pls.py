@@ -351,7 +351,8 @@ class Factor:
         return np.concatenate([x1, xR] + ([xF] if xF is not None else []))
 
     def row_leverages(self, lams):
-        """s_i = z_i'Lambda H^-1 Lambda'z_i for every row, scalar terms only, without H^-1 itself.
+        """(s, traces): s_i = z_i'Lambda H^-1 Lambda'z_i for every row and tr(H^-1 P_k) per term (engine order),
+        scalar terms only, without H^-1 itself.
 
         With c_i = lambda_1 z_1i / d_j (j the row's first-term level, d = L11), e_R the row's entries in the other
         terms and b_j = L_R1's column j:  s_i = c_i^2 (1 + b_j'S^-1 b_j) + e_R'S^-1 e_R - 2 c_i e_R'S^-1 b_j,
@@ -360,9 +361,10 @@ class Factor:
         n1 = lay.n1
         zl = [lay.Z[pos][:, 0] * float(lams[pos][0, 0]) for pos in range(len(lams))]
         j1 = lay.codes[0]
-        c = zl[0] / self.L11[:, 0, 0][j1]
+        d1 = self.L11[:, 0, 0]
+        c = zl[0] / d1[j1]
         if not lay.nR:
-            return c * c
+            return c * c, np.array([float(np.sum(1.0 / d1 ** 2))])
         Sinv, info = lapack.dpotri(self.LRR, lower=1)
         if info != 0:
             raise linalg.LinAlgError("singular factor")
@@ -377,7 +379,10 @@ class Factor:
             s -= 2.0 * c * za * Y[j1, ra]
             for b, rb in enumerate(rows):
                 s += za * zl[b + 1] * Sinv[ra, rb]
-        return s
+        dS = np.diag(Sinv)
+        traces = [float(np.sum((1.0 + bSb) / d1 ** 2))]
+        traces += [float(np.sum(dS[lay.offsets[pos] - n1:lay.offsets[pos + 1] - n1])) for pos in range(1, len(lams))]
+        return s, np.array(traces)
 
     def dense_inverse(self):
         """(Lambda'Z'WZ Lambda + I)^{-1} as a dense array (engine order), from the blocked factor (small models)."""
