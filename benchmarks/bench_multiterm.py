@@ -42,6 +42,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PEER_PYTHON = os.environ.get("GLMM_EXT_PEER_PYTHON", "/work/benchenv/bin/python")
 PACKAGES = ("glmm_ext", "glmm", "mixedlm", "lme4")
+BLAS_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 R_SCRIPT = r"""
 args <- commandArgs(TRUE)
@@ -136,7 +137,7 @@ def peer_available(pkg, peer_python):
     return subprocess.run([peer_python, "-c", f"import {pkg}"], capture_output=True).returncode == 0
 
 
-def run_one(pkg, case, path, peer_python, timeout, tmp):
+def run_one(pkg, case, path, peer_python, timeout, tmp, blas_threads=1):
     """One fresh-process fit: dict with seconds/loglik/..., or {'error': ...}."""
     if pkg == "lme4":
         script = os.path.join(tmp, "fit.R")
@@ -154,6 +155,8 @@ def run_one(pkg, case, path, peer_python, timeout, tmp):
         spec["pkg"] = "glmm_ext" if pkg.startswith("glmm_ext") else pkg
         cmd = [python, os.path.abspath(__file__), "--worker", json.dumps(spec)]
     env = dict(os.environ, PYTHONPATH=ROOT if pkg.startswith("glmm_ext") else "")
+    if blas_threads and pkg != "glmm_ext_mt":
+        env.update({v: str(blas_threads) for v in BLAS_VARS})
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
@@ -165,7 +168,7 @@ def run_one(pkg, case, path, peer_python, timeout, tmp):
     return json.loads(lines[-1])
 
 
-def bench_case(case, pkgs, repeats, peer_python, timeout):
+def bench_case(case, pkgs, repeats, peer_python, timeout, blas_threads=1):
     """Interleaved best-of-`repeats` of every package on the case's data. Returns {pkg: best result}."""
     best = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,9 +176,9 @@ def bench_case(case, pkgs, repeats, peer_python, timeout):
         case["make"]().to_csv(path, index=False)
         for rep in range(repeats):
             for pkg in pkgs:
-                if pkg in best and "error" in best[pkg]:
+                if pkg in best and ("error" in best[pkg] or pkg in case.get("once", ())):
                     continue  # a timeout or failure is not retried (it would cost the same again)
-                out = run_one(pkg, case, path, peer_python, timeout, tmp)
+                out = run_one(pkg, case, path, peer_python, timeout, tmp, blas_threads)
                 print(json.dumps({"case": case["name"], "rep": rep, "pkg": pkg, **out}), flush=True)
                 if "error" in out:
                     best.setdefault(pkg, out)  # a success of an earlier repetition stands
@@ -233,15 +236,17 @@ def cases(quick):
         {"name": "insteval_ml", "label": "InstEval ML, y ~ service + (1|s) + (1|d) + (1|dept)",
          "make": load_insteval, "cats": ["service", "s", "d", "dept"], "family": "gaussian", "reml": False,
          "py_formula": "y ~ C(service) + (1|s) + (1|d) + (1|dept)",
-         "r_formula": "y ~ service + (1|s) + (1|d) + (1|dept)", "pkgs": PACKAGES},
+         "r_formula": "y ~ service + (1|s) + (1|d) + (1|dept)", "pkgs": PACKAGES + ("glmm_ext_mt",),
+         "once": ("glmm_ext_mt",)},
         {"name": "verbagg", "label": "VerbAgg Binomial, r2 ~ btype + situ + mode + Gender + Anger + (1|id) + "
          "(1|item)", "make": load_verbagg, "cats": ["btype", "situ", "mode", "Gender", "id", "item"],
          "family": "binomial", "reml": False, "py_formula": verbagg_py,
-         "r_formula": "r2 ~ btype + situ + mode + Gender + Anger + (1|id) + (1|item)", "pkgs": PACKAGES},
+         "r_formula": "r2 ~ btype + situ + mode + Gender + Anger + (1|id) + (1|item)",
+         "pkgs": PACKAGES + ("glmm_ext_mt",), "once": ("glmm_ext_mt",)},
         {"name": "gauss_1e6", "label": f"Gaussian REML y ~ x1 + x2 + (1|g), {1_000_000 // s:,} rows / "
          f"{10_000 // s:,} groups", "make": lambda: sim_intercept(1_000_000 // s, 10_000 // s),
          "cats": ["g"], "family": "gaussian", "reml": True, "py_formula": "y ~ x1 + x2 + (1|g)",
-         "r_formula": "y ~ x1 + x2 + (1|g)", "pkgs": ("glmm_ext", "glmm", "mixedlm")},
+         "r_formula": "y ~ x1 + x2 + (1|g)", "pkgs": ("glmm_ext", "glmm", "mixedlm"), "repeats": 2},
         {"name": "slope_1e5", "label": f"Gaussian REML y ~ x + x2 + (1 + x|g), {100_000 // s:,} rows / "
          f"{1_000 // s:,} groups", "make": lambda: sim_slope(100_000 // s, 1_000 // s), "cats": ["g"],
          "family": "gaussian", "reml": True, "py_formula": "y ~ x + x2 + (1 + x|g)",
@@ -250,12 +255,13 @@ def cases(quick):
          f"{1_000_000 // s:,} rows, {6040 // s:,} x {3706 // s:,} levels",
          "make": lambda: sim_movielens(1_000_000 // s, 6040 // s, 3706 // s), "cats": ["user", "movie"],
          "family": "gaussian", "reml": False, "py_formula": "y ~ 1 + (1|user) + (1|movie)",
-         "r_formula": "y ~ 1 + (1|user) + (1|movie)", "pkgs": ("glmm_ext", "glmm", "mixedlm"), "memory": True},
+         "r_formula": "y ~ 1 + (1|user) + (1|movie)", "pkgs": ("glmm_ext", "glmm", "mixedlm"), "memory": True,
+         "repeats": 2},
         {"name": "nagq0", "label": f"Binomial y ~ x1 + x2 + (1|g), {1_000_000 // s:,} rows / {10_000 // s:,} "
          "groups: Laplace (glmm_ext) against nagq=0 (glmm_ext_nagq0)",
          "make": lambda: sim_intercept(1_000_000 // s, 10_000 // s, "binomial"), "cats": ["g"],
          "family": "binomial", "reml": False, "py_formula": "y ~ x1 + x2 + (1|g)", "r_formula": "",
-         "pkgs": ("glmm_ext", "glmm_ext_nagq0"), "nagq_by_pkg": {"glmm_ext": 1, "glmm_ext_nagq0": 0}},
+         "pkgs": ("glmm_ext", "glmm_ext_nagq0"), "nagq_by_pkg": {"glmm_ext": 1, "glmm_ext_nagq0": 0}, "repeats": 2},
     ]
 
 
@@ -301,17 +307,21 @@ def render(results, notes, repeats):
                 flag = " (!)" if d < -1e-4 else ""
                 cells += [f"{r['seconds']:.2f}", f"{own['seconds'] / r['seconds']:.2f}", f"{d:+.1e}{flag}"]
         lines.append("| " + " | ".join(cells) + " |")
+        mt = best.get("glmm_ext_mt")
+        if mt:
+            extra.append(f"{case['label']}: glmm_ext with OpenBLAS's default threads (one run): "
+                         + (mt["error"] if "error" in mt else f"{mt['seconds']:.2f} s") + ".")
         if case.get("memory"):
             mem = [f"{pkg} {r['seconds']:.1f} s, peak RSS {r['rss_mb']:.0f} MB ({r['rss_before_mb']:.0f} MB "
                    "before the fit)" for pkg, r in best.items() if r and "error" not in r]
             extra.append(f"{case['label']}: " + "; ".join(mem) + ". Goal for glmm_ext: < 60 s and < 2 GB. "
                          "Peak RSS = the fitting process's ru_maxrss (data, imports and the fit).")
-    lines += [""] + extra
+    lines += [""] + [f"- {e}" for e in extra]
     lines += [""] + [f"Note: {n}" for n in notes]
     return "\n".join(lines) + "\n"
 
 
-def run(quick=False, repeats=None, only=None, peer_python=PEER_PYTHON, timeout=600.0):
+def run(quick=False, repeats=None, only=None, peer_python=PEER_PYTHON, timeout=600.0, blas_threads=1):
     repeats = repeats or (1 if quick else 3)
     have = {pkg: peer_available(pkg, peer_python) for pkg in PACKAGES}
     notes = [f"{pkg} is not available (peer python {peer_python}; R's lme4 via Rscript): its columns are "
@@ -321,9 +331,14 @@ def run(quick=False, repeats=None, only=None, peer_python=PEER_PYTHON, timeout=6
         if only and case["name"] not in only:
             continue
         pkgs = [p for p in case["pkgs"] if have.get(p, True)]
-        results.append((case, bench_case(case, pkgs, repeats, peer_python, timeout)))
+        k = min(repeats, case.get("repeats", repeats))
+        results.append((case, bench_case(case, pkgs, k, peer_python, timeout, blas_threads)))
     notes.append(f"Machine: {os.cpu_count()} cores, shared (load average {os.getloadavg()[0]:.1f} at the end); "
                  f"run {time.strftime('%Y-%m-%d %H:%M')}; quick={quick}.")
+    if blas_threads:
+        notes.append(f"Every process ran with {'/'.join(BLAS_VARS)}={blas_threads} (the fits of this run measured "
+                     "OpenBLAS's default threads on this shared, oversubscribed machine up to 20x slower: see "
+                     "the 'default BLAS threads' lines); rows at 1e6 rows: best of 2.")
     return render(results, notes, repeats)
 
 
@@ -340,12 +355,15 @@ def main(argv=None):
     p.add_argument("--rows", default="", help="comma-separated case names (default: all)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds before one fit is abandoned")
     p.add_argument("--peer-python", default=PEER_PYTHON)
+    p.add_argument("--blas-threads", type=int, default=1,
+                   help="OPENBLAS/OMP/MKL_NUM_THREADS of every fitting process (0: leave the environment)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     if args.worker:
         worker(json.loads(args.worker))
         return
-    md = run(args.quick, args.repeats, [r for r in args.rows.split(",") if r], args.peer_python, args.timeout)
+    md = run(args.quick, args.repeats, [r for r in args.rows.split(",") if r], args.peer_python, args.timeout,
+             args.blas_threads)
     print(md)
     if args.out:
         with open(args.out, "w") as fh:
