@@ -336,9 +336,9 @@ def run(quick=False, repeats=None, only=None, peer_python=PEER_PYTHON, timeout=6
     notes.append(f"Machine: {os.cpu_count()} cores, shared (load average {os.getloadavg()[0]:.1f} at the end); "
                  f"run {time.strftime('%Y-%m-%d %H:%M')}; quick={quick}.")
     if blas_threads:
-        notes.append(f"Every process ran with {'/'.join(BLAS_VARS)}={blas_threads} (the fits of this run measured "
-                     "OpenBLAS's default threads on this shared, oversubscribed machine up to 20x slower: see "
-                     "the 'default BLAS threads' lines); rows at 1e6 rows: best of 2.")
+        notes.append(f"Every process ran with {'/'.join(BLAS_VARS)}={blas_threads} (OpenBLAS's default threads "
+                     "busy-wait on a shared, oversubscribed machine: see the lines 'with OpenBLAS's default "
+                     "threads'); rows at 1e6 rows: best of 2.")
     return render(results, notes, repeats)
 
 
@@ -358,6 +358,8 @@ def main(argv=None):
     p.add_argument("--blas-threads", type=int, default=1,
                    help="OPENBLAS/OMP/MKL_NUM_THREADS of every fitting process (0: leave the environment)")
     p.add_argument("--out", default=None)
+    p.add_argument("--append", default=None, metavar="TITLE",
+                   help="append to --out under this heading (a re-run of some rows) instead of overwriting")
     args = p.parse_args(argv)
     if args.worker:
         worker(json.loads(args.worker))
@@ -365,7 +367,10 @@ def main(argv=None):
     md = run(args.quick, args.repeats, [r for r in args.rows.split(",") if r], args.peer_python, args.timeout,
              args.blas_threads)
     print(md)
-    if args.out:
+    if args.out and args.append:
+        with open(args.out, "a") as fh:
+            fh.write(f"\n# {args.append}\n\n" + md.split("\n", 1)[1])
+    elif args.out:
         with open(args.out, "w") as fh:
             fh.write("# glmm_ext multi-term benchmark\n\n" + md)
 
