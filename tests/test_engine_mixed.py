@@ -586,3 +586,19 @@ def test_loglik_function_reproduces_the_fits():
     fit = fit_mixed(y, X, S, dist("gamma", "log"))
     f = loglik_function(y, X, S, dist("gamma", "log"))
     assert f(np.concatenate([fit.beta, fit.cov_params, [np.log(fit.scale)]])) == pytest.approx(fit.llf, abs=1e-8)
+
+
+def test_slope_in_other_units_fits_like_glmmtmb():
+    """A random slope whose variable has a large spread (SD ~ 1e-3 per unit): z columns are scaled inside,
+    so the search starts and steps on one scale; the fit reaches glmmTMB's one-term optimum."""
+    ref = json.loads((DATA / "slopes" / "reference.json").read_text())["grouse_slope"]
+    gt = pd.read_csv(DATA / "grouseticks.csv", dtype={"BROOD": str, "LOCATION": str, "YEAR": str})
+    y, X, S = parse("TICKS ~ C(YEAR) + cHEIGHT + (cHEIGHT|LOCATION)", gt)
+    fit = fit_mixed(np.asarray(y, float)[:, 0], X, S, dist("poisson"))
+    assert fit.converged
+    assert fit.llf >= max(ref["lme4"]["loglik"], ref["glmmTMB"]["loglik"]) - 1e-7
+    np.testing.assert_allclose(fit.cov_re[0], ref["glmmTMB"]["cov_re"], rtol=2e-2)
+    # with a crossed term the optimum has the slope fully correlated with the intercept: flagged singular
+    y, X, S = parse("TICKS ~ C(YEAR) + cHEIGHT + (cHEIGHT|LOCATION) + (1|BROOD)", gt)
+    fit = fit_mixed(np.asarray(y, float)[:, 0], X, S, dist("poisson"))
+    assert fit.converged and fit.singular == [True, False]

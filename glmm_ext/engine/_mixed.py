@@ -7,7 +7,7 @@ quadrature (nagq>1, one scalar term only, lme4's rule) (`_mixed_glmm`).  All on 
 core of `_pls`.  Results come back in the data's units and in the user's term order.
 """
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from scipy import linalg
 from ._glmm import glm_start
 from ._mixed_glmm import MixedGLMM, response_scale, scaling_matrix
 from ._mixed_lmm import fit_gaussian, minimize_bounded
+from ._structure import ReStructure
 
 
 @dataclass
@@ -121,16 +122,52 @@ def fit_mixed(y, X, structure, dist, *, offset=None, prior_weights=None, trials=
         if trials is not None:
             raise ValueError("trials are for the Binomial family only")
         yy = y if offset is None else y - offset
-        prof, res = fit_gaussian(structure, yy, X, prior_weights, reml=reml, maxiter=maxiter, tol=tol)
-        return _gaussian_result(structure, prof, res, y, X, offset, reml, time.perf_counter() - t0)
+        scaled, scales = _scaled_structure(structure)
+        prof, res = fit_gaussian(scaled, yy, X, prior_weights, reml=reml, maxiter=maxiter, tol=tol)
+        fit = _gaussian_result(scaled, prof, res, y, X, offset, reml, time.perf_counter() - t0)
+        return _to_data_units(fit, structure, scaled, scales)
     if nagq > 1:
         terms = structure.terms
         if len(terms) != 1 or terms[0].q != 1:
             raise ValueError(f"nagq={nagq} (adaptive Gauss-Hermite quadrature) needs exactly one scalar random-"
                              "effects term (lme4's rule); use nagq=1 (Laplace) for this structure")
-    fit = fit_glmm_mixed(structure, dist, y, X, offset, prior_weights, trials, nagq=nagq, maxiter=maxiter,
-                         tol=tol)
+    scaled, scales = _scaled_structure(structure)
+    fit = fit_glmm_mixed(scaled, dist, y, X, offset, prior_weights, trials, nagq=nagq, maxiter=maxiter, tol=tol)
+    fit = _to_data_units(fit, structure, scaled, scales)
     fit.seconds = time.perf_counter() - t0
+    return fit
+
+
+def _scaled_structure(structure):
+    """(the structure with each z column divided by its root mean square, the per-term divisors): the search
+    then starts (Lambda = I) and steps on one scale whatever the units of a slope's variable."""
+    terms, scales = [], []
+    for t in structure.terms:
+        Z = np.asarray(t.Z, float)
+        s = np.sqrt(np.mean(Z * Z, axis=0))
+        s = np.where(s > 0, s, 1.0)
+        terms.append(t if np.all(s == 1.0) else replace(t, Z=Z / s))
+        scales.append(s)
+    return ReStructure(tuple(terms)), scales
+
+
+def _to_data_units(fit, structure, scaled, scales):
+    """A fit on the scaled z columns in the units of the user's: b = b_s / s, Lambda = diag(1/s) Lambda_s."""
+    if all(np.all(s == 1.0) for s in scales):
+        return fit
+    params_s = fit.cov_params
+    fit.singular = scaled.singular(params_s)  # judged on the scale-free parametrisation
+    lams = [lam / s[:, None] for lam, s in zip(scaled.unpack(params_s), scales)]
+    fit.cov_params = structure.pack(lams)
+    fit.cov_re = [cov / np.outer(s, s) for cov, s in zip(fit.cov_re, scales)]
+    fit.modes = [m / s for m, s in zip(fit.modes, scales)]
+    fit.mode_sd = [m / s for m, s in zip(fit.mode_sd, scales)]
+    if fit.cov_all is not None:
+        factors = np.concatenate([1.0 / s[t.theta_positions()[0]] for t, s in zip(structure.terms, scales)])
+        p = len(fit.beta)
+        J = np.ones(fit.cov_all.shape[0])
+        J[p:p + len(factors)] = factors
+        fit.cov_all = fit.cov_all * np.outer(J, J)
     return fit
 
 
@@ -196,8 +233,13 @@ def fit_glmm_mixed(structure, dist, y, X, offset, prior_weights, trials, nagq=1,
     return _glmm_result(model, fit, A, c, X, offset, nagq)
 
 
+#: scalar terms: the Laplace search starts at the GLM directly (its gradient is analytic); False: nagq=0 first
+SKIP_STAGE0 = True
+
+
 def _optimise(model, gamma0, scale0, nagq, maxiter, tol):
-    """nagq=0 search over (theta[, log phi]), then (nagq>=1) the joint search from there."""
+    """nagq=0 search over (theta[, log phi]), then (nagq>=1) the joint search from there; with scalar terms the
+    joint search first tries the GLM start directly (analytic gradients make the nagq=0 stage unnecessary)."""
     structure = model.structure
     nc, p = model.nc, model.p
     lb_theta = structure.lower_bounds()
@@ -205,6 +247,19 @@ def _optimise(model, gamma0, scale0, nagq, maxiter, tol):
     v0 = np.concatenate([structure.start_params(), tail])
     lb_v = np.concatenate([lb_theta, [-np.inf] * len(tail)])
     model.beta_warm = np.asarray(gamma0, float)
+    lb = np.concatenate([[-np.inf] * p, lb_v])
+    if nagq >= 1 and SKIP_STAGE0 and all(t.q == 1 for t in structure.terms):
+        # scalar terms: the Laplace search has analytic gradients and starts at the GLM (lme4's theta = 1);
+        # should it fail, the nagq=0 stage below gives the start as for other structures
+        model.nagq = 1
+        res = minimize_bounded(model, np.concatenate([gamma0, v0]), lb, maxiter=maxiter,
+                               tol=min(tol, 1e-6) * 1e-2, fg=model.value_and_grad)
+        if res.converged:
+            if nagq > 1:
+                model.nagq = nagq
+                res = minimize_bounded(model, res.x, lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2)
+            return {"x": res.x, "res": res, "stage0": None}
+        model.u_warm = np.zeros_like(model.u_warm)
     res0 = minimize_bounded(model.nagq0_objective, v0, lb_v, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2,
                             polish=(nagq == 0), rough=(nagq != 0))
     v = res0.x
@@ -213,7 +268,6 @@ def _optimise(model, gamma0, scale0, nagq, maxiter, tol):
     if nagq == 0:
         return {"x": np.concatenate([beta0, v]), "res": res0, "stage0": res0}
     x0 = np.concatenate([beta0, v])
-    lb = np.concatenate([[-np.inf] * p, lb_v])
     model.nagq = 1
     res = minimize_bounded(model, x0, lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2,
                            fg=model.value_and_grad if model.has_beta_gradient else None)
@@ -279,7 +333,8 @@ def _glmm_result(model, fit, A, c, X, offset, nagq):
     scale = phi * (c * c if dist.name == "gaussian" else 1.0) if model.disp else 1.0
     llf = llf - n * np.log(c)
     method = {0: "PIRLS (nagq=0)", 1: "Laplace"}.get(nagq, "AGQ")
-    n_iter = res.n_iterations + (fit["stage0"].n_iterations if fit["stage0"] is not res else 0)
+    stage0 = fit["stage0"]
+    n_iter = res.n_iterations + (stage0.n_iterations if stage0 is not None and stage0 is not res else 0)
     return MixedFit(beta=beta, cov_beta=cov_beta, cov_params=cov_params, cov_re=structure.covariances(cov_params),
                     scale=float(scale), llf=float(llf), modes=modes, mode_sd=mode_sd, eta=eta, eta_fixed=eta_fixed,
                     converged=bool(converged), singular=structure.singular(cov_params), method=method,

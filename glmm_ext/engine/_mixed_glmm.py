@@ -22,7 +22,6 @@ from scipy import linalg
 
 from ._gausshermite import gauss_hermite
 from ._laplace import agq_log_integrals
-from ._mixed_lmm import minimize_bounded
 from ._pls import Factor, Layout, crossprods
 
 #: Newton decrement g'H^-1g of the modes below which they are converged (the Laplace value then errs by

@@ -17,7 +17,7 @@ import numpy as np
 from scipy import linalg, optimize
 from scipy.linalg import lapack
 
-from ._pls import Factor, Layout, crossprods, schur_product
+from ._pls import Factor, Layout, crossprods, schur_pair, schur_product
 
 
 # ----------------------------------------------------------------------------- optimiser
@@ -257,6 +257,10 @@ class GaussianProfile:
             d r^2 / d theta_k         = -2 theta_k |Z_k'W r|^2                (envelope: u = Lambda'Z'W r),
             d log|X'V^-1X| / d theta_k = -2 theta_k |Z_k'V^-1 X L_X^-T|_F^2    (REML).
         """
+        if self.layout.nR:  # the factor's Schur product and the gradient's trace product in one pass
+            lam1 = float(self.layout.lambdas(self.structure.unpack(params))[0][0, 0])
+            d1 = np.sqrt(1.0 + lam1 * lam1 * self.cp.A11[:, 0, 0])
+            schur_pair(self.cp, lam1, lam1 / d1, ("trace", lam1), lam1 / d1 ** 2)
         fac, lams = self.factor(params)
         dev = self.deviance(params, fac)
         if not np.isfinite(dev):

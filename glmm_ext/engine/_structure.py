@@ -177,13 +177,17 @@ class ReStructure:
 
     def singular(self, params, tol=1e-4) -> list:
         """Per term: True when a relative SD (Lambda_k's row norm) is below `tol` or a correlation is at +-1
-        (a diagonal entry of Lambda_k near 0 relative to its row, i.e. Sigma_k rank-deficient)."""
+        (a diagonal entry of Lambda_k below `tol` times its row, or |correlation| > 1 - 1e-6)."""
         out = []
         for lam in self.unpack(params):
             row_norms = np.sqrt(np.sum(lam * lam, axis=1))
             flag = bool(np.any(row_norms < tol))
             if not flag and lam.shape[0] > 1:
                 flag = bool(np.any(np.abs(np.diag(lam)) < tol * np.maximum(row_norms, 1.0)))
+                cov = lam @ lam.T
+                sd = np.sqrt(np.diag(cov))
+                corr = cov / np.outer(sd, sd)
+                flag = flag or bool(np.any(np.abs(corr[np.triu_indices(len(sd), 1)]) > 1.0 - 1e-6))
             out.append(flag)
         return out
 
