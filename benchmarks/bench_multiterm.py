@@ -256,7 +256,7 @@ def cases(quick):
          "make": lambda: sim_movielens(1_000_000 // s, 6040 // s, 3706 // s), "cats": ["user", "movie"],
          "family": "gaussian", "reml": False, "py_formula": "y ~ 1 + (1|user) + (1|movie)",
          "r_formula": "y ~ 1 + (1|user) + (1|movie)", "pkgs": ("glmm_ext", "glmm", "mixedlm"), "memory": True,
-         "repeats": 2},
+         "repeats": 2, "once": ("mixedlm",)},  # mixedlm: > 3 min a fit here
         {"name": "nagq0", "label": f"Binomial y ~ x1 + x2 + (1|g), {1_000_000 // s:,} rows / {10_000 // s:,} "
          "groups: Laplace (glmm_ext) against nagq=0 (glmm_ext_nagq0)",
          "make": lambda: sim_intercept(1_000_000 // s, 10_000 // s, "binomial"), "cats": ["g"],
