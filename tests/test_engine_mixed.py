@@ -521,6 +521,7 @@ def test_gaussian_modes_and_conditional_sds_match_lme4(name):
             np.testing.assert_allclose(fit.mode_sd[k][j], sd, rtol=2e-3)
 
 
+@pytest.mark.filterwarnings("ignore::statsmodels.tools.sm_exceptions.DomainWarning")
 @pytest.mark.parametrize("file,family,link", [("sim_gaussian_log.csv", "gaussian", "log"),
                                               ("sim_gamma_identity.csv", "gamma", "identity"),
                                               ("sim_poisson_identity.csv", "poisson", "identity"),
