@@ -376,29 +376,14 @@ class ZeroInflatedResults(sm_base.LikelihoodModelResults):
     def quantile_residuals(self, nsim=250, seed=None, use_re="new"):
         """DHARMa's simulated quantile residuals and tests: uniformity (KS), dispersion and, for counts,
         zero inflation (observed zeros against their simulated distribution, two-sided)."""
-        from .inference._checks import QuantileResiduals, _two_sided
+        from .inference._checks import QuantileResiduals, residual_tests
 
         y = self.model.zdesign.y
         rng = np.random.default_rng(seed)
         draws = self.simulate(nsim, seed=rng, use_re=use_re)
-        less = np.sum(draws < y[:, None], axis=1)
-        equal = np.sum(draws == y[:, None], axis=1)
-        r = (less + rng.uniform(size=y.size) * equal) / nsim
-        expected = draws.mean(axis=1)
-        ks = stats.kstest(r, "uniform")
-        obs_disp = np.sum((y - expected) ** 2)
-        sim_disp = np.sum((draws - expected[:, None]) ** 2, axis=0)
-        rows = [("uniformity (KS)", float(ks.statistic), float(ks.pvalue)),
-                ("dispersion (simulated / observed variance)", float(obs_disp / np.mean(sim_disp)),
-                 _two_sided(obs_disp, sim_disp))]
-        if self.family_name in ("poisson", "nb2", "nb1"):
-            zeros = np.sum(y == 0)
-            sim_zeros = np.sum(draws == 0, axis=0)
-            ratio = zeros / np.mean(sim_zeros) if np.mean(sim_zeros) > 0 else np.inf
-            rows.append(("zero-inflation (observed / simulated zeros)", float(ratio), _two_sided(zeros, sim_zeros)))
-        tests = pd.DataFrame(rows, columns=["test", "statistic", "pvalue"]).set_index("test")
+        r, tests = residual_tests(y, draws, rng, zero_test=self.family_name in ("poisson", "nb2", "nb1"))
         return QuantileResiduals(pd.Series(r, index=self.model.zdesign.index, name="quantile_residual"),
-                                 expected, tests)
+                                 draws.mean(axis=1), tests)
 
     def cdf(self, y=None):
         """P(Y <= y) per fitted row under the fitted model (random effects at their modes)."""

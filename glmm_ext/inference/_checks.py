@@ -205,6 +205,17 @@ def quantile_residuals(res, nsim=250, seed=None, use_re="new"):
     scale = design.trials  # Binomial: compare successes
     y = design.y * scale
     draws = np.column_stack([sim.draw(rng, use_re) * scale for _ in range(nsim)])
+    counts = design.dist.name in ("poisson", "negativebinomial") or (design.dist.name == "binomial"
+                                                                      and design.has_trials)
+    r, tests = residual_tests(y, draws, rng, zero_test=counts)
+    return QuantileResiduals(pd.Series(r, index=design.index, name="quantile_residual"),
+                             sim.predictor(use_re), tests, use_re)
+
+
+def residual_tests(y, draws, rng, zero_test):
+    """Randomised PIT residuals of `y` against `draws` (rows x nsim) and DHARMa's tests of them: uniformity
+    (KS), dispersion and, where `zero_test`, zero inflation (see `quantile_residuals`)."""
+    nsim = draws.shape[1]
     less = np.sum(draws < y[:, None], axis=1)
     equal = np.sum(draws == y[:, None], axis=1)
     r = (less + rng.uniform(size=y.size) * equal) / nsim
@@ -215,14 +226,12 @@ def quantile_residuals(res, nsim=250, seed=None, use_re="new"):
     rows = [("uniformity (KS)", float(ks.statistic), float(ks.pvalue)),
             ("dispersion (simulated / observed variance)", float(obs_disp / np.mean(sim_disp)),
              _two_sided(obs_disp, sim_disp))]
-    if design.dist.name in ("poisson", "negativebinomial") or (design.dist.name == "binomial" and design.has_trials):
+    if zero_test:
         zeros = np.sum(y == 0)
         sim_zeros = np.sum(draws == 0, axis=0)
         ratio = zeros / np.mean(sim_zeros) if np.mean(sim_zeros) > 0 else np.inf
         rows.append(("zero-inflation (observed / simulated zeros)", float(ratio), _two_sided(zeros, sim_zeros)))
-    tests = pd.DataFrame(rows, columns=["test", "statistic", "pvalue"]).set_index("test")
-    return QuantileResiduals(pd.Series(r, index=design.index, name="quantile_residual"),
-                             sim.predictor(use_re), tests, use_re)
+    return r, pd.DataFrame(rows, columns=["test", "statistic", "pvalue"]).set_index("test")
 
 
 def plot_quantile_residuals(res, nsim=250, seed=None, fig=None, use_re="new"):
