@@ -28,7 +28,7 @@ from scipy import linalg, optimize, stats
 
 from ._comparison import is_reml, refit_ml, unwrap
 from ._intervals import Profile, _inverse, _pd_inverse, family_parameter, profile_ends
-from ._intervals_vector import _corr_factor, fd_gradient, fd_hessian_values
+from ._intervals_vector import DevianceProfile, _corr_factor, fd_gradient, fd_hessian_values
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 SINGULAR_TOL = 1e-4
@@ -171,7 +171,7 @@ class MultiDeviance:
         return 0.5 * (logdet + 2.0 * np.sum(np.log(np.diag(LFF)[:p])) + (n - p) * (LOG_2PI + np.log(s2)) + r2 / s2)
 
 
-class MultiProfile(Profile):
+class MultiProfile(DevianceProfile):
     """`_intervals.Profile` over psi of a multi-term fit (constrained refits, Wald covariance)."""
 
     def __init__(self, res):
@@ -221,13 +221,6 @@ class MultiProfile(Profile):
             psi[:p] = beta
         return float(f), psi
 
-    def __call__(self, psi):
-        f = self.deviance.ml(psi)
-        if not np.isfinite(f):
-            return f, np.full(len(psi), np.nan)
-        with np.errstate(all="ignore"):
-            g = fd_gradient(self.deviance.ml, psi)
-        return f, np.nan_to_num(g)
 
 
 def _frame(res, lower, upper):

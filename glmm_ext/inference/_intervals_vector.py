@@ -176,7 +176,19 @@ def fd_hessian_values(fun, x):
     return second_differences(fun, x, 10.0 * _steps(x))
 
 
-class VectorProfile(Profile):
+class DevianceProfile(Profile):
+    """A profile whose objective is ``self.deviance.ml`` (ML deviance over psi) with a difference gradient."""
+
+    def __call__(self, psi):
+        f = self.deviance.ml(psi)
+        if not np.isfinite(f):
+            return f, np.full(len(psi), np.nan)
+        with np.errstate(all="ignore"):
+            g = fd_gradient(self.deviance.ml, psi)
+        return f, np.nan_to_num(g)
+
+
+class VectorProfile(DevianceProfile):
     """`_intervals.Profile` over psi of a random-slope fit (constrained refits, Wald covariance)."""
 
     def __init__(self, res, pairs):
@@ -194,13 +206,6 @@ class VectorProfile(Profile):
         k = len(pairs)
         self.psi_hat[self.p + q:self.p + q + k] = np.clip(self.psi_hat[self.p + q:self.p + q + k], -1.0, 1.0)
 
-    def __call__(self, psi):
-        f = self.deviance.ml(psi)
-        if not np.isfinite(f):
-            return f, np.full(len(psi), np.nan)
-        with np.errstate(all="ignore"):
-            g = fd_gradient(self.deviance.ml, psi)
-        return f, np.nan_to_num(g)
 
 
 def _kinds(res, pairs):
