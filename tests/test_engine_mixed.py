@@ -603,3 +603,36 @@ def test_slope_in_other_units_fits_like_glmmtmb():
     y, X, S = parse("TICKS ~ C(YEAR) + cHEIGHT + (cHEIGHT|LOCATION) + (1|BROOD)", gt)
     fit = fit_mixed(np.asarray(y, float)[:, 0], X, S, dist("poisson"))
     assert fit.converged and fit.singular == [True, False]
+
+
+def test_inverse_diag_blocks_of_scalar_terms_equal_dense_inverse():
+    """The conditional-SD blocks of scalar terms (from L_RR^-1 alone) against the dense inverse of the factor."""
+    v, y, X, S, names, d, trials = _reference_problem("grouse_poisson")
+    model = MixedGLMM(S, d, y, X, np.zeros(len(y)), np.ones(len(y)), d.log_constant(y, np.ones(len(y))))
+    x = np.concatenate([np.linspace(-1.0, 0.5, X.shape[1]), [0.5, 0.6, 0.7]])
+    model(x)
+    fac = model._last_state.factor
+    blocks = fac.inverse_diag_blocks(chunk=7)  # several chunks
+    np.testing.assert_allclose(np.concatenate([b.ravel() for b in blocks]), np.diag(fac.dense_inverse()),
+                               rtol=1e-10, atol=1e-14)
+
+
+def test_gaussian_moment_start_reaches_the_identity_start_optimum():
+    """The moment start only shortens the search: the optimum equals the one from lme4's start (theta = 1)."""
+    from glmm_ext.engine._mixed_lmm import minimize_bounded, moment_start
+
+    rng = np.random.default_rng(7)
+    n = 3000
+    a, b = rng.integers(0, 120, n), rng.integers(0, 40, n)
+    x = rng.normal(size=n)
+    y = 1.0 + 0.5 * x + rng.normal(0, 0.8, 120)[a] + rng.normal(0, 0.3, 40)[b] + rng.normal(size=n)
+    df = pd.DataFrame({"y": y, "x": x, "a": a, "b": b})
+    yy, X, S = parse("y ~ x + (1|a) + (1|b)", df)
+    yy = np.asarray(yy, float)[:, 0]
+    start = moment_start(S, yy, X)
+    assert np.all(np.isfinite(start)) and np.all(start > 0) and not np.allclose(start, 1.0)
+    fit = fit_mixed(yy, X, S, dist("gaussian"), reml=False)
+    prof = GaussianProfile(S, yy, X, reml=False)
+    ref = minimize_bounded(prof, S.start_params(), S.lower_bounds(), tol=1e-9, fg=prof.value_and_grad)
+    assert fit.llf == pytest.approx(-0.5 * ref.f, abs=1e-8)
+    np.testing.assert_allclose(fit.cov_params, ref.x, rtol=1e-4)

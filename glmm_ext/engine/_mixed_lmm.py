@@ -106,14 +106,20 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
     obj = Counted(fun)
     fgc = None
     if fg is not None:
+        last = []  # (x, f, g) of the last call: the polish starts where L-BFGS-B ended
+
         def fgc(x):
+            x = np.asarray(x, float)
+            if last and np.array_equal(x, last[0]):
+                return last[1], last[2].copy()
             obj.n += 1
             try:
-                f, g = fg(np.asarray(x, float))
+                f, g = fg(x)
             except (linalg.LinAlgError, FloatingPointError, ValueError, np.linalg.LinAlgError):
                 return np.inf, np.full(len(x), np.nan)
             if np.isfinite(f) and f < obj.best_f:
                 obj.best_x, obj.best_f = np.array(x, float), float(f)
+            last[:] = [x.copy(), f, np.array(g, float)]
             return f, g
 
         def lbfgs_fun(x):
@@ -343,6 +349,51 @@ def fit_gaussian(structure, y, X, weights=None, reml=True, n_obs=None, maxiter=2
     prof = GaussianProfile(structure, y, X, weights, reml, n_obs, log_w)
     lb = structure.lower_bounds()
     # the decrement is in deviance units; Newton's last steps are cheap, so far below the caller's tol
-    res = minimize_bounded(prof, structure.start_params(), lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-3,
-                           fg=prof.value_and_grad if prof.has_gradient else None)
+    res = minimize_bounded(prof, moment_start(structure, y, X, weights), lb, maxiter=maxiter,
+                           tol=min(tol, 1e-6) * 1e-3, fg=prof.value_and_grad if prof.has_gradient else None,
+                           rough=prof.has_gradient)
     return prof, res
+
+
+#: moment starts below this relative scale are raised to it: the profiled deviance is even in each theta, so its
+#: slope vanishes at 0 and a start there would hardly move
+MIN_MOMENT_START = 0.05
+
+
+def moment_start(structure, y, X, weights=None):
+    """Start for the covariance parameters: lme4's identity factors, with each scalar term's theta replaced by a
+    moment estimate sqrt(sigma_k^2 / sigma^2) (halves the optimiser's evaluations on crossed designs).
+
+    For term k alone on the OLS residual r, level j's weighted least-squares coefficient b_j (a_j = sum w z^2) has
+    E sum_j a_j b_j^2 = sigma_k^2 (sum a - sum a^2 / sum a) + n_levels sigma_w^2 (the ANOVA estimator, unbalanced
+    form), sigma_w^2 the within-level residual variance; sigma^2 = the OLS variance less the terms' variances.
+    Only a start: the optimum does not depend on it.
+    """
+    start = structure.start_params()
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, float)
+    with np.errstate(all="ignore"):
+        sw = np.sqrt(w)
+        beta = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0]
+        r = y - X @ beta
+        n, p = X.shape
+        total = float(np.sum(w * r * r)) / max(n - p, 1)
+        sig, pos_of = [], []
+        pos = 0
+        for t in structure.terms:
+            if t.q == 1:
+                z = np.asarray(t.Z, float)[:, 0]
+                a = np.bincount(t.codes, weights=w * z * z, minlength=t.n_levels)
+                b = np.bincount(t.codes, weights=w * z * r, minlength=t.n_levels) / np.where(a > 0, a, 1.0)
+                within = float(np.sum(w * (r - z * b[t.codes]) ** 2)) / max(n - t.n_levels, 1)
+                denom = float(np.sum(a) - np.sum(a * a) / np.sum(a))
+                sig.append(max((float(np.sum(a * b * b)) - t.n_levels * within) / denom, 0.0))
+                pos_of.append(pos)
+            pos += t.n_theta
+        if not sig:
+            return start
+        resid = max(total - sum(sig), 0.1 * total)
+        theta = np.sqrt(np.array(sig) / resid)
+    if not (np.all(np.isfinite(theta)) and resid > 0):
+        return start
+    start[pos_of] = np.maximum(theta, MIN_MOMENT_START)
+    return start

@@ -428,6 +428,8 @@ class Factor:
         q1, nR, nl1 = lay.q[0], lay.nR, lay.n_levels[0]
         out = []
         Li1 = self.L11inv  # (L11_j)^{-1}
+        if nR and all(q == 1 for q in lay.q):
+            return self._inverse_diag_scalar(chunk)
         if nR:
             Sinv, info = lapack.dpotri(self.LRR, lower=1)
             if info != 0:
@@ -454,4 +456,29 @@ class Factor:
             q, nl = lay.q[pos], lay.n_levels[pos]
             idx = lo + np.arange(nl)[:, None] * q + np.arange(q)[None, :]
             out.append(Sinv[idx[:, :, None], idx[:, None, :]])
+        return out
+
+    def _inverse_diag_scalar(self, chunk):
+        """`inverse_diag_blocks` for scalar terms from L_RR^{-1} alone (half dpotri's flops, no symmetrised copy):
+        diag(S^-1) = column sums of squares of L_RR^-1, and b_j'S^-1 b_j = |L_RR^-1 b_j|^2."""
+        lay = self.layout
+        Linv, info = lapack.dtrtri(self.LRR, lower=1)
+        if info != 0:
+            raise linalg.LinAlgError("singular factor")
+        Linv = np.tril(Linv)  # dtrtri leaves the other triangle as it found it
+        dS = np.einsum("ij,ij->j", Linv, Linv)
+        LinvT = np.ascontiguousarray(Linv.T)
+        del Linv
+        P = self.LR1.T.tocsr()  # (n1, nR): row j is b_j'
+        nl1 = lay.n_levels[0]
+        bSb = np.empty(nl1)
+        for start in range(0, nl1, chunk):
+            stop = min(nl1, start + chunk)
+            Y = np.asarray(P[start:stop] @ LinvT)  # rows b_j' L^-T
+            bSb[start:stop] = np.einsum("ij,ij->i", Y, Y)
+        d1 = self.L11[:, 0, 0]
+        out = [((1.0 + bSb) / (d1 * d1))[:, None, None]]
+        for pos in range(1, len(lay.terms)):
+            lo, hi = lay.offsets[pos] - lay.n1, lay.offsets[pos + 1] - lay.n1
+            out.append(dS[lo:hi][:, None, None])
         return out
