@@ -13,6 +13,7 @@ import numpy as np
 
 from scipy import linalg
 
+from ._glm import Rows
 from ._glmm import glm_start
 from ._mixed_glmm import MixedGLMM, response_scale, scaling_matrix
 from ._mixed_lmm import fit_gaussian, minimize_bounded
@@ -196,18 +197,6 @@ def _gaussian_result(structure, prof, res, y, X, offset, reml, seconds):
                     n_params=X.shape[1] + structure.n_cov_params + 1, seconds=seconds)
 
 
-@dataclass
-class _StartData:
-    """What `_glmm.glm_start` reads from a data object."""
-
-    y: np.ndarray
-    X: np.ndarray
-    offset: np.ndarray
-    m: np.ndarray
-    const: np.ndarray
-    aux: np.ndarray = None
-
-
 def fit_glmm_mixed(structure, dist, y, X, offset, prior_weights, trials, nagq=1, maxiter=200, tol=1e-6):
     """Laplace (nagq=1), AGQ (nagq>1) or nagq=0 fit of a non-(Gaussian identity) model: MixedFit."""
     n, p = X.shape
@@ -228,7 +217,7 @@ def fit_glmm_mixed(structure, dist, y, X, offset, prior_weights, trials, nagq=1,
     aux = dist.row_aux(y)
     model = MixedGLMM(structure, dist, y, Xs, off, m, const, aux)
     with np.errstate(all="ignore"):
-        gamma0, scale0 = glm_start(dist, _StartData(y, Xs, off, m, const, aux))
+        gamma0, scale0 = glm_start(dist, Rows(y, Xs, off, m, const, aux))
         fit = _optimise(model, gamma0, scale0, nagq, maxiter, tol)
     return _glmm_result(model, fit, A, c, X, offset, nagq)
 
