@@ -347,12 +347,16 @@ def fit_gaussian(structure, y, X, weights=None, reml=True, n_obs=None, maxiter=2
     """Profiled REML/ML fit: (profile, BoundedResult)."""
     log_w = 0.0 if weights is None else float(np.sum(np.log(weights)))
     prof = GaussianProfile(structure, y, X, weights, reml, n_obs, log_w)
-    lb = structure.lower_bounds()
+    return prof, search_profile(prof, structure, y, X, weights, maxiter, tol)
+
+
+def search_profile(prof, structure, y, X, weights=None, maxiter=200, tol=1e-6):
+    """The bounded search of a GaussianProfile from the moment start (fit_gaussian's, and fit_many's on
+    shared cross-products): a BoundedResult."""
     # the decrement is in deviance units; Newton's last steps are cheap, so far below the caller's tol
-    res = minimize_bounded(prof, moment_start(structure, y, X, weights), lb, maxiter=maxiter,
-                           tol=min(tol, 1e-6) * 1e-3, fg=prof.value_and_grad if prof.has_gradient else None,
-                           rough=prof.has_gradient)
-    return prof, res
+    return minimize_bounded(prof, moment_start(structure, y, X, weights), structure.lower_bounds(),
+                            maxiter=maxiter, tol=min(tol, 1e-6) * 1e-3,
+                            fg=prof.value_and_grad if prof.has_gradient else None, rough=prof.has_gradient)
 
 
 #: moment starts below this relative scale are raised to it: the profiled deviance is even in each theta, so its

@@ -84,14 +84,13 @@ class ManyFit:
 def _gaussian_fit(shared, y, options):
     """The engine's profiled REML/ML fit of one response on the shared cross-products (no modes: the
     table does not show them)."""
-    from ..engine._mixed_lmm import minimize_bounded
+    from ..engine._mixed_lmm import search_profile
 
     structure = shared.design.terms.structure
-    prof = _profile_for(shared, y - shared.design.offset)
-    tol = options["tol"]
-    # as engine._mixed_lmm.fit_gaussian: the same start, bounds and stopping rule
-    res = minimize_bounded(prof, structure.start_params(), structure.lower_bounds(), maxiter=options["maxiter"],
-                           tol=min(tol, 1e-6) * 1e-3, fg=prof.value_and_grad if prof.has_gradient else None)
+    yy = y - shared.design.offset
+    prof = _profile_for(shared, yy)
+    # the single fit's own search (no prior weights: they are refused for several terms)
+    res = search_profile(prof, structure, yy, prof.X, None, options["maxiter"], options["tol"])
     beta, cov_beta, sigma2, *_ = prof.solution(res.x)
     return ManyFit(beta=beta, cov_beta=cov_beta, cov_re=structure.covariances(res.x, sigma2), llf=-0.5 * res.f,
                    converged=bool(res.converged), singular=structure.singular(res.x), message=res.message)
