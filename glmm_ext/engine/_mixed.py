@@ -42,6 +42,7 @@ class MixedFit:
     n_params: int  # counted by AIC/BIC: p + n_cov_params (+1 for an estimated scale)
     cov_all: np.ndarray = None  # covariance of (beta, cov_params[, log scale]) where available
     seconds: float = 0.0
+    decrement: float = np.nan  # the final scaled gradient g'H^-1g/2 of the search
 
 
 def _check_inputs(y, X, structure, offset, prior_weights, trials):
@@ -339,7 +340,8 @@ def _glmm_result(model, fit, A, c, X, offset, nagq):
                     scale=float(scale), llf=float(llf), modes=modes, mode_sd=mode_sd, eta=eta, eta_fixed=eta_fixed,
                     converged=bool(converged), singular=structure.singular(cov_params), method=method,
                     message=message, n_iterations=int(n_iter), n_evaluations=int(model.n_calls),
-                    n_params=p + nc + int(model.disp), cov_all=cov_all)
+                    n_params=p + nc + int(model.disp), cov_all=cov_all,
+                    decrement=float(getattr(res, "decrement", np.nan)))
 
 
 def loglik_function(y, X, structure, dist, *, offset=None, prior_weights=None, trials=None, reml=True):
