@@ -249,8 +249,8 @@ def _optimise(model, gamma0, scale0, nagq, maxiter, tol):
     lb_v = np.concatenate([lb_theta, [-np.inf] * len(tail)])
     model.beta_warm = np.asarray(gamma0, float)
     lb = np.concatenate([[-np.inf] * p, lb_v])
-    if nagq >= 1 and SKIP_STAGE0 and all(t.q == 1 for t in structure.terms):
-        # scalar terms: the Laplace search has analytic gradients and starts at the GLM (lme4's theta = 1);
+    if nagq >= 1 and SKIP_STAGE0 and (all(t.q == 1 for t in structure.terms) or len(structure.terms) == 1):
+        # scalar terms or one term: the Laplace search has analytic gradients and starts at the GLM (lme4's theta = 1);
         # should it fail, the nagq=0 stage below gives the start as for other structures
         model.nagq = 1
         res = minimize_bounded(model, np.concatenate([gamma0, v0]), lb, maxiter=maxiter,
