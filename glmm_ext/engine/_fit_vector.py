@@ -4,6 +4,10 @@ Predictors are centred and scaled as for the random-intercept path (beta = R gam
 is divided by its root mean square (no centring, which would change the model), so the engine's
 b_s = D b with D = diag(rms) and Cov(b) = D^{-1} Cov(b_s) D^{-1}.  The Gaussian response is also
 centred and scaled, the log-likelihood shifted back by the Jacobian as in `_fitting.fit_profile`.
+
+Laplace fits (every non-(Gaussian, identity) pair) run on the any-structure engine (`_mixed.fit_mixed`) with
+the one-term `ReStructure` of the design; the per-group engine (`_laplace_vector.VectorLaplace`) remains for
+frequency weights of Gamma / Gaussian-log (its `FrequencyCorrection`), and as the profile intervals' objective.
 """
 import time
 from dataclasses import dataclass
