@@ -636,3 +636,32 @@ def test_gaussian_moment_start_reaches_the_identity_start_optimum():
     ref = minimize_bounded(prof, S.start_params(), S.lower_bounds(), tol=1e-9, fg=prof.value_and_grad)
     assert fit.llf == pytest.approx(-0.5 * ref.f, abs=1e-8)
     np.testing.assert_allclose(fit.cov_params, ref.x, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family,correlated", [("poisson", True), ("negativebinomial", True),
+                                                ("binomial", False), ("negativebinomial", False)])
+def test_one_vector_term_gradient_matches_differences(family, correlated):
+    """value_and_grad of one (x | g) or (x || g) term: analytic in beta and Lambda (level blocks of H^-1),
+    against central differences of the Laplace value."""
+    rng = np.random.default_rng(7)
+    G, k = 30, 8
+    codes = np.repeat(np.arange(G), k)
+    rng.shuffle(codes)  # rows in no particular order
+    x = rng.normal(size=G * k)
+    b = rng.normal(0.0, [0.6, 0.3], size=(G, 2))
+    eta = 0.3 + 0.5 * x + b[codes, 0] + b[codes, 1] * x
+    if family == "binomial":
+        y = rng.binomial(1, 1.0 / (1.0 + np.exp(-eta))).astype(float)
+    else:
+        y = rng.poisson(np.exp(eta) * (rng.gamma(2.0, 0.5, len(x)) if family == "negativebinomial" else 1.0))
+        y = y.astype(float)
+    X = np.column_stack([np.ones(len(x)), x])
+    S = ReStructure((ReTerm("g", codes.astype(np.int64), G, X.copy(), ("Intercept", "x"), correlated),))
+    d = Distribution(make_family(family))
+    m = np.ones(len(y))
+    model = MixedGLMM(S, d, y, X, np.zeros(len(y)), m, d.log_constant(y, m))
+    theta = np.array([0.7, 0.2, 0.4]) if correlated else np.array([0.7, 0.4])
+    x0 = np.concatenate([[0.2, 0.4], theta, [np.log(0.5)] if d.has_dispersion else []])
+    _, g = model.value_and_grad(x0)
+    fd = [(model(x0 + 1e-5 * e) - model(x0 - 1e-5 * e)) / 2e-5 for e in np.eye(len(x0))]
+    np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-5)

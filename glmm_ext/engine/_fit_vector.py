@@ -4,6 +4,10 @@ Predictors are centred and scaled as for the random-intercept path (beta = R gam
 is divided by its root mean square (no centring, which would change the model), so the engine's
 b_s = D b with D = diag(rms) and Cov(b) = D^{-1} Cov(b_s) D^{-1}.  The Gaussian response is also
 centred and scaled, the log-likelihood shifted back by the Jacobian as in `_fitting.fit_profile`.
+
+Laplace fits (every non-(Gaussian, identity) pair) run on the any-structure engine (`_mixed.fit_mixed`) with
+the one-term `ReStructure` of the design; the per-group engine (`_laplace_vector.VectorLaplace`) remains for
+frequency weights of Gamma / Gaussian-log (its `FrequencyCorrection`), and as the profile intervals' objective.
 """
 import time
 from dataclasses import dataclass
@@ -14,10 +18,12 @@ from ._fitting import FitOutput, standardize_gaussian
 from ._glmm import fixed_effects_cov, glm_start
 from ._laplace_vector import VectorData, VectorLaplace
 from ._lmm_vector import SINGULAR_TOL, LambdaPattern, fit_vector_lmm
+from ._mixed import fit_mixed
 from ._optimize import fd_hessian, minimize
 from ._optsummary import OptSummary
 from ._pirls import inverse_or_nan
 from ._segments import group_sums
+from ._structure import ReStructure, ReTerm
 
 
 @dataclass
@@ -98,7 +104,16 @@ def fit_vector(design, reml=True, nagq=1, maxiter=100, tol=1e-6, cov_type="hessi
         raise ValueError(f"nagq={nagq}: with a vector random effect ({', '.join(design.re_names)}) only the Laplace "
                          "approximation (nagq=1) is available; adaptive quadrature needs a scalar random effect "
                          "(lme4's rule) and nagq=0 is not implemented for random slopes")
+    if design.has_freq_weights and dist_needs_frequency_correction(design.dist):
+        # frequency weights of a dispersion family (Gamma, Gaussian-log) need `FrequencyCorrection`, which only
+        # the one-term Laplace objective has: the old vector engine serves them
+        return fit_vector_likelihood_rows(design, maxiter=maxiter, tol=tol, cov_type=cov_type, callback=callback)
     return fit_vector_likelihood(design, maxiter=maxiter, tol=tol, cov_type=cov_type, callback=callback)
+
+
+def dist_needs_frequency_correction(dist):
+    """True when frequency weights cannot be folded into the density's weight (a dispersion family but NB2)."""
+    return bool(dist.has_dispersion and dist.name != "negativebinomial")
 
 
 def _pirls_information(X, Z, lam, weights, starts):
@@ -127,8 +142,91 @@ def _start(objective, gamma, scale):
     return best[1]
 
 
+def one_term_structure(design):
+    """ReStructure of a one-term random-slope design: one ReTerm per independent block of z columns
+    (correlated within a block; a model of singleton blocks, ``(x || g)``, is one diagonal term), rows in the
+    data's order with the design's group codes.  Returns (structure, column indices of each term)."""
+    blocks = [list(b) for b in design.re_blocks]
+    names = list(design.re_names)
+    if all(len(b) == 1 for b in blocks):
+        blocks = [[b[0] for b in blocks]]
+        correlated = [False]
+    else:
+        correlated = [True] * len(blocks)
+    terms = tuple(ReTerm(group=design.group_name, codes=np.asarray(design.codes, np.int64), n_levels=design.n_groups,
+                         Z=np.ascontiguousarray(design.Z[:, b], dtype=float), z_names=tuple(names[c] for c in b),
+                         correlated=corr) for b, corr in zip(blocks, correlated))
+    return ReStructure(terms), blocks
+
+
+def _full_lambda(structure, blocks, cov_params, q):
+    """The q x q factor Lambda (data units, block diagonal in the design's column order) of the packed vector."""
+    lam = np.zeros((q, q))
+    for b, lam_k in zip(blocks, structure.unpack(cov_params)):
+        lam[np.ix_(b, b)] = lam_k
+    return lam
+
+
 def fit_vector_likelihood(design, maxiter=100, tol=1e-6, cov_type="hessian", callback=None):
-    """Laplace maximum likelihood with a vector random effect per group (any non-(Gaussian, identity) pair)."""
+    """Laplace maximum likelihood with a vector random effect per group (any non-(Gaussian, identity) pair), on the
+    any-structure engine (`_mixed.fit_mixed`), brought to the VectorFitOutput the results read."""
+    t0 = time.perf_counter()
+    q = _check_q(design)
+    dist = design.dist
+    structure, blocks = one_term_structure(design)
+    prior = design.var_weights * (design.freq_weights if design.has_freq_weights else 1.0)
+    if callback is not None:
+        callback("start values", 0, np.nan)
+    fit = fit_mixed(design.y, design.X, structure, dist, offset=design.offset,
+                    prior_weights=None if np.all(prior == 1.0) else prior,
+                    trials=design.trials if design.has_trials else None, nagq=1, maxiter=maxiter, tol=tol)
+    phi = fit.scale
+    lam = _full_lambda(structure, blocks, fit.cov_params, q)
+    converged, message = bool(fit.converged), fit.message or ("converged" if fit.converged else "not converged")
+    separated = dist.separated_rows(design.y, fit.eta)
+    if separated:
+        converged = False
+        message = (f"complete or quasi-complete separation: {separated} rows are fitted with probability 0 or 1, "
+                   "so some estimates diverge (no finite maximum)")
+    if callback is not None:
+        callback("standard errors", fit.n_iterations, -fit.llf)
+    o = design.order
+    m = (design.prior_weights * design.freq_weights)[o]
+    eta = fit.eta[o]
+    Z = design.Z[o]
+    weights = np.broadcast_to(dist.working_weights(eta, m, phi), eta.shape) * 1.0
+    cov_pirls = inverse_or_nan(_pirls_information(design.X[o], Z, lam, weights, design.starts))
+    cov_beta, se_note = fit.cov_beta, ""
+    if cov_type != "hessian":
+        cov_beta = cov_pirls
+    elif not np.all(np.isfinite(np.diag(cov_beta))):
+        cov_beta, se_note = cov_pirls, ("the Hessian is not positive definite (or not finite at the edge of the "
+                                        "support); standard errors use the PIRLS working weights")
+    # conditional covariance of b_j: Lambda H_j^-1 Lambda', H_j = I + Lambda' A_j Lambda with the observed
+    # curvature A_j = sum_i d_i z_i z_i' (the engine's H block of group j, cross-block entries included)
+    _, d, _ = dist.derivatives(design.y[o], eta, m, phi, order=2)
+    ZL = Z @ lam
+    H = np.eye(q) + group_sums(d[:, None, None] * ZL[:, :, None] * ZL[:, None, :], design.starts)
+    blup_cov = lam @ np.linalg.inv(H) @ lam.T
+    blups = np.zeros((design.n_groups, q))
+    for b, modes in zip(blocks, fit.modes):
+        blups[:, b] = modes
+    cov_re = lam @ lam.T
+    opt = OptSummary(method="Laplace on the any-structure engine (PIRLS modes, bounded Newton)", nagq=1,
+                     maxiter=maxiter, tol=tol, initial=structure.start_params(), final=np.asarray(fit.cov_params),
+                     n_iterations=fit.n_iterations, n_evaluations=fit.n_evaluations, objective=-fit.llf,
+                     newton_decrement=float(fit.decrement), converged=converged, message=message,
+                     seconds=time.perf_counter() - t0)
+    return VectorFitOutput(beta=fit.beta, cov_beta=cov_beta, var_re=cov_re[0, 0], scale=phi, llf=fit.llf, blups=blups,
+                           blup_sd=np.sqrt(np.clip(np.diagonal(blup_cov, axis1=1, axis2=2), 0.0, None)),
+                           converged=converged, singular=bool(any(fit.singular)), method="Laplace", opt=opt,
+                           n_params=fit.n_params, cov_beta_pirls=cov_pirls, se_note=se_note, separated_rows=separated,
+                           cov_re=cov_re, re_names=list(design.re_names), blup_cov=blup_cov)
+
+
+def fit_vector_likelihood_rows(design, maxiter=100, tol=1e-6, cov_type="hessian", callback=None):
+    """Laplace maximum likelihood with a vector random effect per group on the per-group engine (`VectorLaplace`):
+    only for frequency weights of a dispersion family, which `fit_mixed` does not take (see `fit_vector`)."""
     t0 = time.perf_counter()
     q = _check_q(design)
     dist = design.dist

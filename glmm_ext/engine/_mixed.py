@@ -43,6 +43,7 @@ class MixedFit:
     n_params: int  # counted by AIC/BIC: p + n_cov_params (+1 for an estimated scale)
     cov_all: np.ndarray = None  # covariance of (beta, cov_params[, log scale]) where available
     seconds: float = 0.0
+    decrement: float = np.nan  # the final scaled gradient g'H^-1g/2 of the search
 
 
 def _check_inputs(y, X, structure, offset, prior_weights, trials):
@@ -237,8 +238,8 @@ def _optimise(model, gamma0, scale0, nagq, maxiter, tol):
     lb_v = np.concatenate([lb_theta, [-np.inf] * len(tail)])
     model.beta_warm = np.asarray(gamma0, float)
     lb = np.concatenate([[-np.inf] * p, lb_v])
-    if nagq >= 1 and SKIP_STAGE0 and all(t.q == 1 for t in structure.terms):
-        # scalar terms: the Laplace search has analytic gradients and starts at the GLM (lme4's theta = 1);
+    if nagq >= 1 and SKIP_STAGE0 and (all(t.q == 1 for t in structure.terms) or len(structure.terms) == 1):
+        # scalar terms or one term: the Laplace search has analytic gradients and starts at the GLM (lme4's theta = 1);
         # should it fail, the nagq=0 stage below gives the start as for other structures
         model.nagq = 1
         res = minimize_bounded(model, np.concatenate([gamma0, v0]), lb, maxiter=maxiter,
@@ -328,7 +329,8 @@ def _glmm_result(model, fit, A, c, X, offset, nagq):
                     scale=float(scale), llf=float(llf), modes=modes, mode_sd=mode_sd, eta=eta, eta_fixed=eta_fixed,
                     converged=bool(converged), singular=structure.singular(cov_params), method=method,
                     message=message, n_iterations=int(n_iter), n_evaluations=int(model.n_calls),
-                    n_params=p + nc + int(model.disp), cov_all=cov_all)
+                    n_params=p + nc + int(model.disp), cov_all=cov_all,
+                    decrement=float(getattr(res, "decrement", np.nan)))
 
 
 def loglik_function(y, X, structure, dist, *, offset=None, prior_weights=None, trials=None, reml=True):

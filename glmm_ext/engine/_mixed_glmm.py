@@ -154,7 +154,8 @@ class MixedGLMM:
         """True when `value_and_grad` differentiates beta analytically (Laplace; scalar terms, or random
         effects few enough for a dense H^-1)."""
         scalar = all(q == 1 for q in self.layout.q)
-        return self.nagq == 1 and (scalar or self.layout.n_random <= DENSE_INVERSE_MAX)
+        one_term = len(self.layout.q) == 1  # H block diagonal by level: its q x q inverse blocks suffice
+        return self.nagq == 1 and (scalar or one_term or self.layout.n_random <= DENSE_INVERSE_MAX)
 
     def value_and_grad(self, x, step=1e-4):
         """(-Laplace, its gradient): analytic in beta, central differences in theta and log phi.
@@ -174,6 +175,10 @@ class MixedGLMM:
         scalar = all(q == 1 for q in lay.q)
         if scalar:
             lev, traces = st.factor.row_leverages(lams)
+        elif len(lams) == 1:  # one vector term: s_i = z_i' Lambda (H^-1)_jj Lambda' z_i from the level blocks
+            zl = lay.Z[0] @ lams[0]
+            K = st.factor.inverse_diag_blocks()[0]
+            lev = np.einsum("na,nab,nb->n", zl, K[lay.codes[0]], zl)
         else:
             Hinv = st.factor.dense_inverse()
             lev = np.zeros(len(self.y))
@@ -192,8 +197,9 @@ class MixedGLMM:
         grad = np.empty(n)
         grad[:self.p] = -g_beta
         fd_from = self.p
-        if scalar:  # theta analytic too (see `_theta_gradient`)
-            g_theta = self._theta_gradient(st, lams, l1, d, ts, traces)
+        if scalar or len(lams) == 1:  # theta analytic too (see `_theta_gradient`, `_vector_theta_gradient`)
+            g_theta = (self._theta_gradient(st, lams, l1, d, ts, traces) if scalar
+                       else self._vector_theta_gradient(st, lams[0], K, l1, d, 0.5 * ts))
             grad[self.p:self.p + self.nc] = -g_theta
             fd_from = self.p + self.nc
         u_keep = st.u
@@ -207,6 +213,32 @@ class MixedGLMM:
             grad[j] = (fp - f) / e[j] if fm is None else (fp - fm) / (2.0 * e[j])
         self.u_warm = u_keep
         return f, grad
+
+    def _vector_theta_gradient(self, st, lam, K, l1, d, s):
+        """d Laplace / d theta for one vector term (b_j = Lambda u_j, K_j = H_j^-1, s_i = t_i w_i'K_j w_i / 2,
+        w_i = Lambda'z_i, g_j = sum_i l1_i z_i, S_j = sum_i s_i z_i, v_j = K_j sum_i s_i w_i, A_j = sum_i d_i z_i z_i'):
+
+            d/d Lambda = sum_j (g_j - S_j + A_j Lambda v_j) u_j' - g_j v_j' - A_j Lambda K_j,
+
+        the envelope terms plus log|H_j| through the modes (du_j/d Lambda = K_j d^2 h_j / du d Lambda)."""
+        lay = self.layout
+        Z, codes = lay.Z[0], lay.codes[0]
+        G, q = K.shape[0], lam.shape[0]
+
+        def sums(M):  # per-level sums of the rows of M (n, k)
+            return np.stack([np.bincount(codes, weights=M[:, a], minlength=G) for a in range(M.shape[1])], axis=1)
+
+        u = st.u[:G * q].reshape(G, q)
+        W = Z @ lam
+        v = np.einsum("gqr,gr->gq", K, sums(W * s[:, None]))
+        g = sums(Z * l1[:, None])
+        S = sums(Z * s[:, None])
+        A = sums((d[:, None, None] * Z[:, :, None] * Z[:, None, :]).reshape(len(d), q * q)).reshape(G, q, q)
+        A_lam = A @ lam
+        left = g - S + np.einsum("gab,gb->ga", A_lam, v)
+        grad = np.einsum("ga,gb->ab", left, u) - np.einsum("ga,gb->ab", g, v) - np.sum(A_lam @ K, axis=0)
+        rows, cols = self.structure.terms[0].theta_positions()
+        return grad[rows, cols]
 
     def _theta_gradient(self, st, lams, l1, d, ts, traces):
         """d Laplace / d theta_k for scalar terms (user's order).  With v_k = Z_k u_k (the term's part of eta
