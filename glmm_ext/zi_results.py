@@ -9,6 +9,7 @@ from scipy.special import expit
 from statsmodels.base import model as sm_base
 from statsmodels.base import wrapper as sm_wrap
 
+from .engine._laplace_multi import linear_predictors
 from .engine._zi_density import cond_mean, response_cdf, response_mean, simulate_rows
 from .report import _zi_tables
 
@@ -350,14 +351,7 @@ class ZeroInflatedResults(sm_base.LikelihoodModelResults):
         u = rng.standard_normal(prob.Q)
         pieces = self._split()
         vals = prob.local_values([pieces[3], pieces[4]])
-        eta = self._fixed_etas_fitted()
-        if prob.Q:
-            contrib = vals * u[prob.local_cols]
-            for k in (0, 1):
-                sel = prob.local_part == k
-                if sel.any():
-                    eta[:, k] += contrib[:, sel].sum(axis=1)
-        return eta
+        return linear_predictors(prob, self._fixed_etas_fitted(), vals, u)
 
     def simulate(self, nsim=1, seed=None, use_re="conditional"):
         """Responses simulated from the fitted model, shape (nobs, nsim): the random effects at their

@@ -176,7 +176,9 @@ def _grad_u(prob, vals, g, u):
     return np.bincount(L.reshape(-1), weights=(vals * g[:, part]).reshape(-1), minlength=prob.Q) - u
 
 
-def _eta(prob, base, vals, u):
+def linear_predictors(prob, base, vals, u):
+    """The (n, 3) linear predictors: the fixed parts `base` plus each row's random effects u (count part in
+    column 0, zero part in column 1; `vals` the rows' z values of their local effects)."""
     eta = base.copy()
     if prob.Q:
         contrib = vals * u[prob.local_cols]
@@ -188,7 +190,7 @@ def _eta(prob, base, vals, u):
 
 
 def _joint(prob, base, vals, u):
-    eta = _eta(prob, base, vals, u)
+    eta = linear_predictors(prob, base, vals, u)
     ll = row_loglik(prob.family, prob.zero_part, prob.y, eta[:, 0], eta[:, 1], eta[:, 2])
     return float(np.sum(ll) - 0.5 * u @ u), eta
 
@@ -201,7 +203,7 @@ def find_mode(prob, theta, u0=None, maxiter=60):
     u = np.zeros(prob.Q) if u0 is None else np.array(u0, float)
     it = 0
     for it in range(1, maxiter + 1):
-        eta = _eta(prob, base, vals, u)
+        eta = linear_predictors(prob, base, vals, u)
         ll, g, Hl = row_terms(prob.family, prob.zero_part, prob.y, eta[:, 0], eta[:, 1], eta[:, 2])
         f = float(np.sum(ll) - 0.5 * u @ u)
         if not np.isfinite(f):
@@ -236,7 +238,7 @@ def find_mode(prob, theta, u0=None, maxiter=60):
             break
         u = u + t * step
         if dec < 1e-14 and t == 1.0 and ridge == 0:  # quadratic convergence: this step reached the mode
-            eta = _eta(prob, base, vals, u)
+            eta = linear_predictors(prob, base, vals, u)
             ll, g, Hl = row_terms(prob.family, prob.zero_part, prob.y, eta[:, 0], eta[:, 1], eta[:, 2])
             break
     if prob.Q == 0:
