@@ -204,14 +204,27 @@ def _info_lines(info):
     return lines
 
 
-def make_summary(res, alpha=0.05, blup_rows=10, from_cli=False, labels=None):
-    labels = labels or {}
+def summary_start(info, labels):
+    """A GLMMSummary with the title and the model-information block (a user's yname replaces the response)."""
     smry = GLMMSummary()
     smry.add_title(labels.get("title") or "Generalized Linear Mixed Model Results")
-    info = model_info(res)
     if labels.get("yname"):
         info["Dependent Variable:"] = _label(labels["yname"])
     smry.add_block("info", info)
+    return smry
+
+
+def add_fixed_effects(smry, res, alpha, labels):
+    """The Fixed Effects block (a user's xname_fe renames its rows)."""
+    fixed = res.fixed_effects_table(alpha)
+    if labels.get("xname_fe") is not None:
+        fixed.index = pd.Index([str(v) for v in labels["xname_fe"]], name=fixed.index.name)
+    smry.add_block("table", titled(fixed, "Fixed Effects", _exp_headers(res, alpha), shorten=False))
+
+
+def make_summary(res, alpha=0.05, blup_rows=10, from_cli=False, labels=None):
+    labels = labels or {}
+    smry = summary_start(model_info(res), labels)
     random = res.random_effects_table()
     if labels.get("xname_re"):
         random = random.rename(index={random.index[0]: labels["xname_re"]})
@@ -227,10 +240,7 @@ def make_summary(res, alpha=0.05, blup_rows=10, from_cli=False, labels=None):
     if latent is not None:
         smry.add_block("table", titled(latent, "Latent scale", {"Latent residual variance": "Residual variance",
                                                                  "Random-intercept variance": "Group variance"}))
-    fixed = res.fixed_effects_table(alpha)
-    if labels.get("xname_fe") is not None:
-        fixed.index = pd.Index([str(v) for v in labels["xname_fe"]], name=fixed.index.name)
-    smry.add_block("table", titled(fixed, "Fixed Effects", _exp_headers(res, alpha), shorten=False))
+    add_fixed_effects(smry, res, alpha, labels)
     smry.add_block("table", titled(res.model_fit_table(), "Model Fit"))
     blups = res.blup_table()
     if blup_rows:

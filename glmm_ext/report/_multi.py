@@ -1,7 +1,5 @@
 """summary() of a fit with several random-effect terms: the VarCorr table, ICC per term, BLUPs per term."""
-import pandas as pd
-
-from ._display import GLMMSummary, _exp_headers, _label, fmt, titled
+from ._display import _label, add_fixed_effects, fmt, summary_start, titled
 
 
 def model_info(res):
@@ -49,12 +47,7 @@ def notes(res):
 
 def make_summary(res, alpha=0.05, blup_rows=10, from_cli=False, labels=None):
     labels = labels or {}
-    smry = GLMMSummary()
-    smry.add_title(labels.get("title") or "Generalized Linear Mixed Model Results")
-    info = model_info(res)
-    if labels.get("yname"):
-        info["Dependent Variable:"] = _label(labels["yname"])
-    smry.add_block("info", info)
+    smry = summary_start(model_info(res), labels)
     random = res.vcomp.copy()
     random["Group"] = [_label(v) for v in random["Group"]]
     smry.add_block("table", titled(random.set_index("Group"), "Random Effects"))
@@ -65,10 +58,7 @@ def make_summary(res, alpha=0.05, blup_rows=10, from_cli=False, labels=None):
     if latent is not None:
         smry.add_block("table", titled(latent.drop(columns=["Formula"]), "Latent scale",
                                        {"Latent residual variance": "Residual variance"}))
-    fixed = res.fixed_effects_table(alpha)
-    if labels.get("xname_fe") is not None:
-        fixed.index = pd.Index([str(v) for v in labels["xname_fe"]], name=fixed.index.name)
-    smry.add_block("table", titled(fixed, "Fixed Effects", _exp_headers(res, alpha), shorten=False))
+    add_fixed_effects(smry, res, alpha, labels)
     fit_table = res.model_fit_table().drop(index=["Groups"])
     smry.add_block("table", titled(fit_table, "Model Fit"))
     blups = res.blup_table()
