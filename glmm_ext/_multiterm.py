@@ -2,69 +2,30 @@
 record (`engine._mixed.MixedFit`) brought to the shape the results class reads.
 
 The engine (``glmm_ext.engine._mixed.fit_mixed`` on ``engine._structure.ReStructure``) is the numerical
-core; this module only adapts.  Until that core is present, a structure is still built (a local
-stand-in with the same fields) so that formulas, refusals and tables can be checked.
+core; this module only adapts.
 """
 from dataclasses import dataclass
 
 import numpy as np
 
 from .engine._optsummary import OptSummary
+from .engine._structure import ReStructure, ReTerm
 
 SEVERAL_TERMS = "several random-effect terms"
 
 
-@dataclass(frozen=True)
-class _Term:
-    """Stand-in for ``engine._structure.ReTerm`` (same fields) when the engine core is absent."""
-
-    group: str
-    codes: np.ndarray
-    n_levels: int
-    Z: np.ndarray
-    z_names: tuple
-    correlated: bool = True
-
-    @property
-    def q(self):
-        return self.Z.shape[1]
-
-
-@dataclass(frozen=True)
-class _Structure:
-    """Stand-in for ``engine._structure.ReStructure``."""
-
-    terms: tuple
-
-    @property
-    def n_cov_params(self):
-        return int(sum(t.q * (t.q + 1) // 2 if t.correlated else t.q for t in self.terms))
-
-
-def _engine_structure():
-    try:
-        from .engine._structure import ReStructure, ReTerm
-    except ImportError:
-        return _Term, _Structure
-    return ReTerm, ReStructure
-
-
 def make_structure(made):
     """ReStructure from (group, codes, n_levels, Z, z_names, correlated) per term, in the user's order."""
-    term_cls, structure_cls = _engine_structure()
-    terms = tuple(term_cls(group=g, codes=np.ascontiguousarray(c, dtype=np.int64), n_levels=int(L),
-                           Z=np.ascontiguousarray(Z, dtype=float), z_names=tuple(zn), correlated=bool(corr))
+    terms = tuple(ReTerm(group=g, codes=np.ascontiguousarray(c, dtype=np.int64), n_levels=int(L),
+                         Z=np.ascontiguousarray(Z, dtype=float), z_names=tuple(zn), correlated=bool(corr))
                   for g, c, L, Z, zn, corr in made)
-    return structure_cls(terms=terms)
+    return ReStructure(terms=terms)
 
 
 def engine_fit():
-    """The multi-term fit driver ``fit_mixed`` (a NotImplementedError when the core is not in this build)."""
-    try:
-        from .engine._mixed import fit_mixed
-    except ImportError:
-        raise NotImplementedError(f"{SEVERAL_TERMS}: the multi-term engine (glmm_ext.engine._mixed) is not part of "
-                                  "this build") from None
+    """The multi-term fit driver ``fit_mixed`` (one seam, where the tests put a dense reference fit)."""
+    from .engine._mixed import fit_mixed
+
     return fit_mixed
 
 

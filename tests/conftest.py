@@ -17,6 +17,7 @@ import pytest
 import statsmodels.api as sm
 
 import glmm_ext
+from glmm_ext import make_family
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 FAMILIES = {"binomial": sm.families.Binomial, "poisson": sm.families.Poisson, "gamma": sm.families.Gamma,
@@ -224,3 +225,27 @@ GAMMA_IDENTITY_FLAT = [
     (1.203101, -0.616467, 2), (2.334848, 0.425201, 2), (2.364040, 0.661515, 2), (6.530098, 1.552493, 2),
     (0.068864, -0.991498, 3), (0.847393, -0.464825, 3), (3.483745, 1.871829, 3), (2.049492, 1.701703, 3),
 ]
+
+
+@pytest.fixture(scope="session")
+def tracks():
+    """Random-intercept data with a three-level factor (track): a factor tested as one term."""
+    rng = np.random.default_rng(5)
+    n_groups, size = 30, 8
+    g = np.repeat(np.arange(n_groups), size)
+    track = rng.choice(["academic", "general", "vocational"], size=g.size)
+    x = rng.normal(size=g.size)
+    y = 1 + 0.5 * x + np.select([track == "general", track == "vocational"], [0.4, -0.3], 0.0) \
+        + rng.normal(0, 0.7, n_groups)[g] + rng.normal(size=g.size)
+    return pd.DataFrame({"y": y, "x": x, "track": track, "g": g})
+
+
+def small_problem(family, link, seed=0, n_groups=5, group_size=4):
+    """A small random-intercept model of `family`/`link` with its truth: (model, beta, sigma_u, scale)."""
+    kwargs = {"scale": 0.3} if family in ("gamma", "gaussian") else {}
+    beta = (2.0, 0.3, -0.4) if link in ("identity", "inverse") else (0.3, 0.5, -0.4)
+    sigma_u = 0.2 if link in ("identity", "inverse") else 0.7
+    df = glmm_ext.simulate(family, link, n_groups=n_groups, group_size=group_size, beta=beta, sigma_u=sigma_u,
+                           seed=seed, **kwargs)
+    model = glmm_ext.GLMM.from_formula("y ~ x1 + x2", df, groups="g", family=make_family(family, link))
+    return model, beta, sigma_u, kwargs.get("scale", 1.0)

@@ -14,7 +14,7 @@ from scipy import stats
 
 import glmm_ext
 from glmm_ext import make_family
-from conftest import DATA
+from conftest import DATA, small_problem
 from glmm_ext.engine._families import Distribution, _inverse_link_deriv3
 from glmm_ext.engine._laplace import MarginalLikelihood
 
@@ -130,20 +130,10 @@ def test_profiled_deviance_gradient_matches_finite_differences():
             assert np.allclose(grad, numeric, rtol=1e-6, atol=1e-4)
 
 
-def _small_problem(family, link, seed=0, n_groups=5, group_size=4):
-    kwargs = {"scale": 0.3} if family in ("gamma", "gaussian") else {}
-    beta = (2.0, 0.3, -0.4) if link in ("identity", "inverse") else (0.3, 0.5, -0.4)
-    sigma_u = 0.2 if link in ("identity", "inverse") else 0.7
-    df = glmm_ext.simulate(family, link, n_groups=n_groups, group_size=group_size, beta=beta, sigma_u=sigma_u,
-                           seed=seed, **kwargs)
-    model = glmm_ext.GLMM.from_formula("y ~ x1 + x2", df, groups="g", family=make_family(family, link))
-    return model, beta, sigma_u, kwargs.get("scale", 1.0)
-
-
 @pytest.mark.parametrize("family,link", PAIRS)
 @pytest.mark.parametrize("nagq", [1, 7])
 def test_analytic_gradient_matches_finite_differences(family, link, nagq):
-    model, beta, sigma, phi = _small_problem(family, link, seed=2, n_groups=6, group_size=5)
+    model, beta, sigma, phi = small_problem(family, link, seed=2, n_groups=6, group_size=5)
     data = model.design.engine_data()
     obj = MarginalLikelihood(model.dist, data, nagq=nagq)
     gamma = np.linalg.solve(model.design.scaling.matrix, beta)

@@ -7,6 +7,7 @@ from scipy import integrate, optimize, stats
 
 import glmm_ext
 from conftest import dense_reml_deviance as dense_reml
+from conftest import small_problem
 from glmm_ext import make_family
 
 PAIRS = [("gaussian", "log"), ("binomial", "logit"), ("binomial", "probit"), ("poisson", "log"),
@@ -42,16 +43,6 @@ def test_ml_loglike_equals_multivariate_normal_density():
     assert model.loglike(res.params, res.var_re, res.scale) == pytest.approx(dens, abs=1e-8)
 
 
-def _small_problem(family, link, seed=0, n_groups=5, group_size=4):
-    kwargs = {"scale": 0.3} if family in ("gamma", "gaussian") else {}
-    beta = (2.0, 0.3, -0.4) if link in ("identity", "inverse") else (0.3, 0.5, -0.4)
-    sigma_u = 0.2 if link in ("identity", "inverse") else 0.7
-    df = glmm_ext.simulate(family, link, n_groups=n_groups, group_size=group_size, beta=beta, sigma_u=sigma_u,
-                           seed=seed, **kwargs)
-    model = glmm_ext.GLMM.from_formula("y ~ x1 + x2", df, groups="g", family=make_family(family, link))
-    return model, beta, sigma_u, kwargs.get("scale", 1.0)
-
-
 def _quad_loglik(model, beta, sigma, phi):
     """sum_j log int prod_i f(y_i | eta_i + u) N(u; 0, sigma^2) du by adaptive quadrature (scipy quad), with
     statsmodels' family log-density and the model's public rows (endog, exog, groups)."""
@@ -80,7 +71,7 @@ def _quad_loglik(model, beta, sigma, phi):
 
 @pytest.mark.parametrize("family,link", PAIRS)
 def test_laplace_and_agq_against_quad(family, link):
-    model, beta, sigma, phi = _small_problem(family, link)
+    model, beta, sigma, phi = small_problem(family, link)
     exact = _quad_loglik(model, beta, sigma, phi)
     params = dict(var_re=sigma**2, scale=phi)
     laplace = model.loglike(beta, nagq=1, **params)

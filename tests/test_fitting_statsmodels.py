@@ -33,18 +33,6 @@ def pair(dietox):
     return mdf, ref
 
 
-@pytest.fixture(scope="module")
-def tracks():
-    rng = np.random.default_rng(5)
-    n_groups, size = 30, 8
-    g = np.repeat(np.arange(n_groups), size)
-    track = rng.choice(["academic", "general", "vocational"], size=g.size)
-    x = rng.normal(size=g.size)
-    y = 1 + 0.5 * x + np.select([track == "general", track == "vocational"], [0.4, -0.3], 0.0) \
-        + rng.normal(0, 0.7, n_groups)[g] + rng.normal(size=g.size)
-    return pd.DataFrame({"y": y, "x": x, "track": track, "g": g})
-
-
 def test_dietox_example_runs_unchanged_and_matches_mixedlm(pair):
     mdf, ref = pair
     text = mdf.summary().as_text()

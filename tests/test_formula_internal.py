@@ -2,22 +2,9 @@
 steps such as lme4 bar terms that rewrite the formula first): no public face, so a rewrite of the formula layer
 replaces this file; the public behaviour it serves is tested in test_fitting_*.py."""
 import numpy as np
-import pandas as pd
 import pytest
 
 import glmm_ext
-
-
-@pytest.fixture(scope="module")
-def tracks():
-    rng = np.random.default_rng(5)
-    n_groups, size = 30, 8
-    g = np.repeat(np.arange(n_groups), size)
-    track = rng.choice(["academic", "general", "vocational"], size=g.size)
-    x = rng.normal(size=g.size)
-    y = 1 + 0.5 * x + np.select([track == "general", track == "vocational"], [0.4, -0.3], 0.0) \
-        + rng.normal(0, 0.7, n_groups)[g] + rng.normal(size=g.size)
-    return pd.DataFrame({"y": y, "x": x, "track": track, "g": g})
 
 
 def test_cleaned_data_for_pre_steps_equal_the_formula_fit(tracks):
