@@ -1,17 +1,14 @@
-"""Fitting several random-effect terms: the Design's structure handed to the multi-term engine, its
-record (`engine._mixed.MixedFit`) brought to the shape the results class reads.
+"""Every design's random-effects structure (`engine._structure.ReStructure`) and the arguments of the one fit
+driver (`engine._mixed.fit_mixed`).
 
-The engine (``glmm_ext.engine._mixed.fit_mixed`` on ``engine._structure.ReStructure``) is the numerical
-core; this module only adapts.
+A design with several terms carries its structure (``design.terms.structure``, made by `make_structure`);
+a one-term design (a random intercept, or the slopes of one factor) gets `one_term_structure` and is
+handed to the driver with its precomputations, from which the driver picks the one-factor specialisations.
 """
-from dataclasses import dataclass
-
 import numpy as np
 
-from .engine._optsummary import OptSummary
+from .engine._mixed import SEVERAL_TERMS, check_fit_options  # noqa: F401 - the names other modules import here
 from .engine._structure import ReStructure, ReTerm
-
-SEVERAL_TERMS = "several random-effect terms"
 
 
 def make_structure(made):
@@ -22,66 +19,49 @@ def make_structure(made):
     return ReStructure(terms=terms)
 
 
-def engine_fit():
-    """The multi-term fit driver ``fit_mixed`` (one seam, where the tests put a dense reference fit)."""
+def one_term_structure(design):
+    """ReStructure of a one-term design: a random intercept (one scalar term, z = 1), or the random slopes of
+    one factor, one ReTerm per independent block of z columns (correlated within a block; a model of
+    singleton blocks, ``(x || g)``, is one diagonal term); rows in the data's order with the design's codes."""
+    codes = np.asarray(design.codes, np.int64)
+    if design.Z is None:
+        return ReStructure((ReTerm(group=design.group_name, codes=codes, n_levels=design.n_groups,
+                                   Z=np.ones((len(codes), 1)), z_names=("Intercept",)),))
+    blocks = [list(b) for b in design.re_blocks]
+    names = list(design.re_names)
+    if all(len(b) == 1 for b in blocks):
+        blocks, correlated = [[b[0] for b in blocks]], [False]
+    else:
+        correlated = [True] * len(blocks)
+    return ReStructure(tuple(ReTerm(group=design.group_name, codes=codes, n_levels=design.n_groups,
+                                    Z=np.ascontiguousarray(design.Z[:, b], dtype=float),
+                                    z_names=tuple(names[c] for c in b), correlated=corr)
+                             for b, corr in zip(blocks, correlated)))
+
+
+def engine_arguments(design):
+    """The driver's data arguments for `design`: y, X, structure, dist, offset, prior weights, trials and
+    (one-term designs) the design itself as the one-factor precomputations."""
+    several = design.terms is not None
+    if several and (not np.all(design.var_weights == 1.0) or design.has_freq_weights):
+        raise ValueError(f"var_weights and freq_weights are not implemented for {SEVERAL_TERMS}")
+    prior = design.var_weights * (design.freq_weights if design.has_freq_weights else 1.0)
+    return dict(y=design.y, X=design.X, structure=design.terms.structure if several else one_term_structure(design),
+                dist=design.dist, offset=design.offset, prior_weights=None if np.all(prior == 1.0) else prior,
+                trials=design.trials if design.has_trials else None, prepared=None if several else design)
+
+
+def fit_design(design, reml=True, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", callback=None):
+    """`engine._mixed.fit_mixed` on a design: the MixedFit (refits of bootstrap and the scale layer)."""
     from .engine._mixed import fit_mixed
 
-    return fit_mixed
-
-
-@dataclass
-class MultiFitOutput:
-    """The fields of `engine._fitting.FitOutput` that the results class reads, plus the engine's record."""
-
-    beta: np.ndarray
-    cov_beta: np.ndarray
-    var_re: float
-    scale: float
-    llf: float
-    blups: np.ndarray
-    blup_sd: np.ndarray
-    converged: bool
-    singular: bool
-    method: str
-    opt: OptSummary
-    n_params: int
-    mixed: object  # engine._mixed.MixedFit
-    cov_beta_pirls: np.ndarray = None
-    se_note: str = ""
-    separated_rows: int = 0
-    notes: list = None
-
-
-def check_fit_options(structure, nagq):
-    """lme4's rule: adaptive quadrature (nagq > 1) integrates one scalar random effect only."""
-    if nagq > 1:
-        raise ValueError(f"nagq={nagq}: adaptive Gauss-Hermite quadrature needs a single scalar random-effect term; "
-                         f"this model has {len(structure.terms)} random-effect terms (lme4's rule). Use nagq=1 "
-                         "(Laplace) or nagq=0")
+    return fit_mixed(**engine_arguments(design), reml=reml, nagq=nagq, maxiter=maxiter, tol=tol, cov_type=cov_type,
+                     callback=callback)
 
 
 def fit_multi(design, reml=True, nagq=1, maxiter=100, tol=1e-6, callback=None):
-    """Fit a Design with several random-effect terms; a MultiFitOutput."""
-    import time
+    """Transitional (the multi-term bootstrap and results still call it): `fit_design` under the old record's
+    field shapes (`engine._record.LegacyFit`)."""
+    from .engine._record import LegacyFit
 
-    structure = design.terms.structure
-    check_fit_options(structure, nagq)
-    if not np.all(design.var_weights == 1.0) or design.has_freq_weights:
-        raise ValueError(f"var_weights and freq_weights are not implemented for {SEVERAL_TERMS}")
-    fit_mixed = engine_fit()
-    t0 = time.perf_counter()
-    fit = fit_mixed(design.y, design.X, structure, design.dist, offset=design.offset,
-                    prior_weights=None, trials=design.trials if design.has_trials else None,
-                    reml=bool(reml and design.gaussian_identity), nagq=int(nagq), maxiter=int(maxiter), tol=float(tol))
-    seconds = time.perf_counter() - t0
-    cov_params = np.asarray(getattr(fit, "cov_params", np.zeros(0)), float)
-    opt = OptSummary(method=fit.method, nagq=int(nagq), maxiter=int(maxiter), tol=float(tol), initial=cov_params,
-                     final=cov_params, n_iterations=int(getattr(fit, "n_iterations", 0)),
-                     n_evaluations=int(getattr(fit, "n_evaluations", 0)), objective=-float(fit.llf),
-                     converged=bool(fit.converged), message=str(getattr(fit, "message", "")), seconds=seconds)
-    cov_re = [np.atleast_2d(np.asarray(c, float)) for c in fit.cov_re]
-    return MultiFitOutput(beta=np.asarray(fit.beta, float), cov_beta=np.asarray(fit.cov_beta, float),
-                          var_re=float(cov_re[0][0, 0]), scale=float(fit.scale), llf=float(fit.llf),
-                          blups=np.zeros(0), blup_sd=np.zeros(0), converged=bool(fit.converged),
-                          singular=bool(any(fit.singular)), method=str(fit.method), opt=opt,
-                          n_params=int(fit.n_params), mixed=fit)
+    return LegacyFit(fit_design(design, reml=reml, nagq=nagq, maxiter=maxiter, tol=tol, callback=callback))

@@ -11,9 +11,10 @@ from .formula import _bars
 from .formula import _data
 from .formula._design import build_design
 from .engine._differences import central_gradient, second_differences
-from .engine._fit_vector import fit_vector
-from .engine._fitting import fit_likelihood, fit_profile
 from .engine._memory import fast_allocation
+from .engine._mixed import fit_mixed
+from .engine._record import LegacyFit
+from ._multiterm import engine_arguments
 from ._progress import Progress
 from ._validation import check_family, check_fit_options, check_vector
 from .results import GLMMResults, GLMMResultsWrapper
@@ -340,22 +341,15 @@ class GLMM(sm_base.LikelihoodModel):
         maxiter, tol, nagq = check_fit_options(maxiter, tol, nagq, cov_type)
         self._fit_options = {"reml": reml, "maxiter": maxiter, "tol": tol, "nagq": nagq, "cov_type": cov_type}
         monitor = Progress(enabled=progress, callback=callback, maxiter=maxiter)
-        if self.design.terms is not None:  # several random-effect terms: the multi-term engine
-            return self._fit_terms(reml, maxiter, tol, nagq, cov_type, monitor, notes)
         with monitor, fast_allocation():
-            if self.design.Z is not None:
-                fit = fit_vector(self.design, reml=reml, nagq=nagq, maxiter=maxiter, tol=tol, cov_type=cov_type,
-                                 callback=monitor)
-            elif self.design.gaussian_identity:
-                fit = fit_profile(self.design, reml=reml, maxiter=maxiter, tol=tol, callback=monitor)
-            else:
-                fit = fit_likelihood(self.design, nagq=nagq, maxiter=maxiter, tol=tol, cov_type=cov_type,
-                                     callback=monitor)
+            fit = fit_mixed(**engine_arguments(self.design), reml=reml, nagq=nagq, maxiter=maxiter, tol=tol,
+                            cov_type=cov_type, callback=monitor)
             monitor("done", fit.opt.n_iterations, -fit.llf)
         fit.opt.notes = list(getattr(fit.opt, "notes", [])) + notes
-        if fit.singular:
-            warnings.warn(SINGULAR_MESSAGE if self.design.Z is None else SINGULAR_MESSAGE_VECTOR, SingularFitWarning,
-                          stacklevel=2)
+        names = getattr(self.design.terms, "names", None) or fit.groups  # the terms as the user wrote them
+        singular = [name for name, flag in zip(names, fit.singular) if flag]
+        if singular:
+            warnings.warn(_singular_message(fit, singular), SingularFitWarning, stacklevel=2)
         for note in fit.notes or []:
             warnings.warn(note, LaplaceApproximationWarning, stacklevel=2)
         if fit.separated_rows:
@@ -369,30 +363,8 @@ class GLMM(sm_base.LikelihoodModel):
         if not fit.converged and not fit.separated_rows:
             warnings.warn(f"the optimiser did not converge ({fit.opt.message}). {CONVERGENCE_ADVICE}",
                           ConvergenceWarning, stacklevel=2)
-        return GLMMResultsWrapper(GLMMResults(self, fit, cov_type=cov_type))
-
-    def _fit_terms(self, reml, maxiter, tol, nagq, cov_type, monitor, notes):
-        """fit() for several random-effect terms (`_multiterm.fit_multi`), with the per-term warnings."""
-        from ._multiterm import fit_multi
-
-        if cov_type != "hessian":
-            raise ValueError(f"cov_type={cov_type!r} is not available for several random-effect terms; use 'hessian'")
-        with monitor:
-            fit = fit_multi(self.design, reml=reml, nagq=nagq, maxiter=maxiter, tol=tol, callback=monitor)
-            monitor("done", fit.opt.n_iterations, -fit.llf)
-        fit.opt.notes = list(fit.opt.notes) + notes
-        singular = [name for name, flag in zip(self.design.terms.names, fit.mixed.singular) if flag]
-        if singular:
-            warnings.warn(f"boundary (singular) fit: the random-effects covariance of {', '.join(singular)} is at its "
-                          "boundary (a variance at or near zero or a correlation of +-1); interpret its variance "
-                          "components with caution, or drop the term", SingularFitWarning, stacklevel=3)
-        if not np.all(np.isfinite(np.diag(fit.cov_beta))):
-            warnings.warn("standard errors could not be computed: the information matrix is singular; they are "
-                          "reported as NaN", UserWarning, stacklevel=3)
-        if not fit.converged:
-            warnings.warn(f"the optimiser did not converge ({fit.opt.message}). {CONVERGENCE_ADVICE}",
-                          ConvergenceWarning, stacklevel=3)
-        return GLMMResultsWrapper(GLMMResults(self, fit, cov_type=cov_type))
+        # the results layer reads the old records' field shapes until it reads the per-term parts
+        return GLMMResultsWrapper(GLMMResults(self, LegacyFit(fit), cov_type=cov_type))
 
     # ------------------------------------------------------------------ likelihood
     @property
@@ -549,6 +521,15 @@ class GLMM(sm_base.LikelihoodModel):
         values = np.array(effects.to_numpy(dtype=float, na_value=np.nan))
         values[unseen] = 0.0
         return values
+
+
+def _singular_message(fit, names):
+    """The boundary-fit warning: a random intercept's, a random-slope model's, or naming the terms at it."""
+    if fit.one_factor:
+        return SINGULAR_MESSAGE if fit.q_total == 1 else SINGULAR_MESSAGE_VECTOR
+    return (f"boundary (singular) fit: the random-effects covariance of {', '.join(names)} is at its boundary (a "
+            "variance at or near zero or a correlation of +-1); interpret its variance components with caution, "
+            "or drop the term")
 
 
 def _dask_random_part(formula, groups):

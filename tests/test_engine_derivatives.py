@@ -93,9 +93,9 @@ def test_cloglog_bernoulli_kernel_is_exact_in_the_tails():
 
 
 def test_laplace_gradient_matches_finite_differences():
-    from glmm_ext.engine._fit_vector import z_scale
+    from glmm_ext.engine._one_factor import z_scale
     from glmm_ext.engine._laplace_vector import VectorData, VectorLaplace
-    from glmm_ext.engine._lmm_vector import LambdaPattern
+    from glmm_ext.engine._lmm_blocks import LambdaPattern
 
     rng = np.random.default_rng(3)
     n, G = 240, 20
@@ -115,7 +115,7 @@ def test_laplace_gradient_matches_finite_differences():
 
 
 def test_profiled_deviance_gradient_matches_finite_differences():
-    from glmm_ext.engine._lmm_vector import LambdaPattern, vector_deviance, vector_stats
+    from glmm_ext.engine._lmm_blocks import LambdaPattern, vector_deviance, vector_stats
 
     data = pd.read_csv(os.path.join(DATA, "slopes", "sim_q3.csv"))
     X = np.column_stack([np.ones(len(data)), data["x1"], data["x2"]])

@@ -74,7 +74,7 @@ def test_a_flat_mode_of_a_random_slope_model_is_no_point():
     the working weights throughout it stopped after 60 steps, unconverged)."""
     from glmm_ext.engine._laplace import FLAT_MODE, MarginalLikelihood
     from glmm_ext.engine._laplace_vector import VectorData, VectorLaplace
-    from glmm_ext.engine._lmm_vector import LambdaPattern
+    from glmm_ext.engine._lmm_blocks import LambdaPattern
 
     df = pd.DataFrame(GAMMA_IDENTITY_FLAT, columns=["y", "x", "g"])
     model = glmm_ext.GLMM.from_formula("y ~ x", df, groups="g", family=make_family("gamma", "identity"))

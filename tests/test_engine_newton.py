@@ -269,7 +269,7 @@ def test_gaussian_profile_is_pinned_by_its_slope(reml):
     """The REML/ML theta is the root of the criterion's analytic slope (checked against a difference of the
     criterion), so rows in another order give the same estimates to rounding, not to Brent's ~1e-7."""
     from glmm_ext.engine import _lmm
-    from glmm_ext.engine._fitting import standardize_gaussian
+    from glmm_ext.engine._one_factor import standardize_gaussian
 
     df = glmm_ext.simulate("gaussian", n_groups=40, group_size=15, seed=4)
     model = glmm_ext.GLMM.from_formula("y ~ x1 + x2", df, groups="g")

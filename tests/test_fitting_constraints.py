@@ -217,19 +217,16 @@ def test_laplace_slopes_reach_the_independent_maximum(family, formula, kind):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_small_nb2_uncorrelated_slopes_converge_at_the_dense_laplace_value(seed):
     """Ten groups of six: the per-group random-slope engine stopped short here ("no decrease", decrement
-    0.06-0.35); the one engine converges, not below that stop, at the value of a dense per-group Laplace."""
+    0.06-0.35); the one engine converges at the value of a dense per-group Laplace, with no higher point near."""
     from test_fitting_properties import structure_data  # the property tests' generator
     from glmm_ext import make_family
-    from glmm_ext.engine._fit_vector import fit_vector_likelihood_rows
 
     df = structure_data("negativebinomial", seed, 10, 6, 0.5, 0.3)
     model = GLMM.from_formula("y ~ x + (x || g)", df, family=make_family("negativebinomial"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = model.fit(reml=False)
-        old = fit_vector_likelihood_rows(model.design)
     assert res.converged and res.optsummary.newton_decrement < 1e-6
-    assert res.llf >= old.llf - 1e-6
     X = np.column_stack([np.ones(len(df)), df.x]).reshape(10, 6, 2)
     Z = X.copy()
     laplace = GroupLaplace(X, Z, df.y.to_numpy(float).reshape(10, 6), "negativebinomial", alpha=res.scale)

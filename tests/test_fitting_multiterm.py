@@ -13,7 +13,7 @@ import pytest
 import statsmodels.api as sm
 
 import glmm_ext
-from glmm_ext import _multiterm
+from glmm_ext.engine import _mixed
 from glmm_ext.model import SingularFitWarning
 
 import multiterm_dense as md
@@ -21,8 +21,8 @@ import multiterm_dense as md
 
 @pytest.fixture
 def dense_engine(monkeypatch):
-    """The dense reference fit as the multi-term engine."""
-    monkeypatch.setattr(_multiterm, "engine_fit", lambda: md.dense_fit)
+    """The dense reference fit as the general (multi-term) engine under the one driver."""
+    monkeypatch.setattr(_mixed, "fit_general", md.dense_fit)
 
 
 def crossed(n=120, seed=0, sd_a=1.0, sd_b=0.7, slope=False):

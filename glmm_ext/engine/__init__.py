@@ -1,9 +1,20 @@
 """The numerical engine: plain functions on arrays, no pandas (lme4's ``mkLmerDevfun`` + ``optimizeLmer``).
 
-Entry points, each callable alone on a ``formula._design.Design``:
-``_fitting.fit_profile`` (Gaussian + identity: exact REML/ML, ``_lmm``), ``_fitting.fit_likelihood``
-(Laplace / AGQ / nagq=0 maximum likelihood, ``_glmm``) and ``_fit_vector.fit_vector`` (random slopes).
+One fit driver, ``_mixed.fit_mixed(y, X, structure, dist, ...)``, for every random-effects structure
+(``_structure.ReStructure``) and one fit record (``_record.MixedFit``).  The driver runs a structure of
+one grouping factor, given its design-level precomputations, on the one-factor specialisations
+(``_one_factor``: the Woodbury REML/ML profile of ``_lmm``, the Laplace / AGQ / nagq=0 fit of ``_glmm``,
+the block profile of ``_lmm_blocks``) and everything else on the general engine: the blocked Cholesky
+PLS core (``_pls``), the profiled Gaussian deviance (``_mixed_lmm``) and PIRLS / Laplace (``_mixed_glmm``).
 Underneath: per-row kernels (``_kernels``, ``_families``), per-group segment sums (``_segments``), the
-marginal likelihood (``_laplace``, ``_laplace_vector``, ``_gausshermite``), PIRLS (``_pirls``), the outer
+random-intercept marginal likelihood (``_laplace``, ``_gausshermite``), PIRLS (``_pirls``), the outer
 search (``_optimize``, ``_profile``) and its record (``_optsummary``).
 """
+import sys
+
+from . import _legacy, _lmm_blocks
+
+# transitional: the old module names inference/ still imports (the modules were renamed or folded)
+sys.modules[__name__ + "._fitting"] = _legacy
+sys.modules[__name__ + "._fit_vector"] = _legacy
+sys.modules[__name__ + "._lmm_vector"] = _lmm_blocks

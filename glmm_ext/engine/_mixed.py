@@ -1,5 +1,9 @@
-"""Fit driver for a mixed model with any random-effects structure (`_structure.ReStructure`).
+"""Fit driver for a mixed model with any random-effects structure (`_structure.ReStructure`): `fit_mixed`,
+the one fit entry of every model.
 
+A structure of one grouping factor given with its design-level precomputations (``prepared``) runs on
+the one-factor specialisations (`_one_factor`: the Woodbury profile, `_glmm.fit_glmm`, the block
+profile); every other structure on the general engine (`fit_general`):
 Gaussian identity -> the profiled REML/ML deviance (`_mixed_lmm`); every other family/link pair ->
 PIRLS modes and the Laplace log-likelihood with beta and the covariance parameters optimised jointly
 (nagq=1, lme4's nAGQ=1), beta inside PIRLS (nagq=0, lme4's nAGQ=0) or adaptive Gauss-Hermite
@@ -7,7 +11,7 @@ quadrature (nagq>1, one scalar term only, lme4's rule) (`_mixed_glmm`).  All on 
 core of `_pls`.  Results come back in the data's units and in the user's term order.
 """
 import time
-from dataclasses import dataclass, replace
+from dataclasses import fields, replace
 
 import numpy as np
 
@@ -17,33 +21,9 @@ from ._glm import Rows
 from ._glmm import glm_start
 from ._mixed_glmm import MixedGLMM, response_scale, scaling_matrix
 from ._mixed_lmm import fit_gaussian, minimize_bounded
+from ._optsummary import OptSummary
+from ._record import MixedFit
 from ._structure import ReStructure
-
-
-@dataclass
-class MixedFit:
-    """A fitted mixed model of any structure, in data units and the user's term order."""
-
-    beta: np.ndarray  # (p,)
-    cov_beta: np.ndarray  # (p, p)
-    cov_params: np.ndarray  # the packer's covariance vector at the optimum (`ReStructure.unpack`)
-    cov_re: list  # per term: q x q covariance, data units
-    scale: float  # residual variance (Gaussian identity), dispersion (Gamma, Gaussian-log, NB2 alpha), else 1
-    llf: float  # REML/ML (Gaussian identity) or Laplace / AGQ log-likelihood, every constant included
-    modes: list  # per term: (n_levels, q) conditional modes / BLUPs b, data units
-    mode_sd: list  # per term: (n_levels, q) conditional SDs
-    eta: np.ndarray  # (n,) linear predictor incl. offset and every random effect
-    eta_fixed: np.ndarray  # (n,) X beta + offset
-    converged: bool
-    singular: list  # per term
-    method: str  # "REML", "ML", "Laplace", "AGQ", "PIRLS (nagq=0)"
-    message: str
-    n_iterations: int
-    n_evaluations: int
-    n_params: int  # counted by AIC/BIC: p + n_cov_params (+1 for an estimated scale)
-    cov_all: np.ndarray = None  # covariance of (beta, cov_params[, log scale]) where available
-    seconds: float = 0.0
-    decrement: float = np.nan  # the final scaled gradient g'H^-1g/2 of the search
 
 
 def _check_inputs(y, X, structure, offset, prior_weights, trials):
@@ -77,9 +57,118 @@ def _check_inputs(y, X, structure, offset, prior_weights, trials):
     return (y, X, *out)
 
 
+#: the multi-term rule (lme4's): adaptive quadrature integrates one scalar random effect only
+SEVERAL_TERMS = "several random-effect terms"
+
+
+def check_fit_options(structure, nagq):
+    """lme4's rule: adaptive quadrature (nagq > 1) integrates one scalar random effect only."""
+    if nagq > 1:
+        raise ValueError(f"nagq={nagq}: adaptive Gauss-Hermite quadrature needs a single scalar random-effect term; "
+                         f"this model has {len(structure.terms)} random-effect terms (lme4's rule). Use nagq=1 "
+                         "(Laplace) or nagq=0")
+
+
+def one_factor(structure) -> bool:
+    """True when every term of `structure` has the same grouping factor (the same codes)."""
+    first = structure.terms[0]
+    return all(t.group == first.group and (t.codes is first.codes or np.array_equal(t.codes, first.codes))
+               for t in structure.terms[1:])
+
+
 def fit_mixed(y, X, structure, dist, *, offset=None, prior_weights=None, trials=None, reml=True, nagq=1,
-              maxiter=200, tol=1e-6) -> MixedFit:
-    """Fit a mixed model with the random-effects structure `structure` by maximum likelihood (or REML).
+              maxiter=200, tol=1e-6, cov_type="hessian", callback=None, prepared=None) -> MixedFit:
+    """Fit a mixed model with the random-effects structure `structure`: the one fit driver.
+
+    The path is chosen here from the structure: one grouping factor with `prepared` -> the one-factor
+    specialisations (`_one_factor`); otherwise the general PLS / Laplace engine (`fit_general`).
+
+    Parameters
+    ----------
+    y, X, structure, dist, offset, prior_weights, trials, reml, nagq, maxiter, tol
+        As for `fit_general`.
+    cov_type : {"hessian", "pirls"}
+        Cov(beta) from the observed information, or from the PIRLS working weights (one factor only).
+    callback : callable, optional
+        ``callback(stage, iteration, objective)`` at each stage.
+    prepared : object, optional
+        The design-level precomputations of a one-factor model (the in-memory ``formula._design.Design``:
+        rows sorted by group, the X scaling, ``engine_data``, prior and frequency weights).  Without it
+        every structure runs on the general engine.
+
+    Returns
+    -------
+    MixedFit
+    """
+    t0 = time.perf_counter()
+    if prepared is not None and one_factor(structure):
+        return _fit_one_factor(y, X, structure, dist, offset, prior_weights, trials, reml, nagq, maxiter, tol,
+                               cov_type, callback, prepared, t0)
+    if len(structure.terms) > 1:
+        check_fit_options(structure, nagq)
+        if cov_type != "hessian":
+            raise ValueError(f"cov_type={cov_type!r} is not available for {SEVERAL_TERMS}; use 'hessian'")
+    if callback is not None:
+        callback("start values", 0, np.nan)
+    gaussian_identity = dist.name == "gaussian" and dist.link_name == "identity"
+    fit = fit_general(y, X, structure, dist, offset=offset, prior_weights=prior_weights, trials=trials,
+                      reml=bool(reml and gaussian_identity), nagq=int(nagq), maxiter=int(maxiter), tol=float(tol))
+    return _finish_general(fit, structure, nagq, maxiter, tol, time.perf_counter() - t0)
+
+
+def _fit_one_factor(y, X, structure, dist, offset, prior_weights, trials, reml, nagq, maxiter, tol, cov_type,
+                    callback, prepared, t0):
+    """The one-factor specialisations (`_one_factor`); a vector factor of a non-Gaussian pair on the general
+    engine, completed by `_one_factor.finish_vector_laplace`."""
+    from . import _one_factor as one
+
+    gaussian_identity = dist.name == "gaussian" and dist.link_name == "identity"
+    if len(structure.terms) == 1 and structure.terms[0].q == 1:
+        if gaussian_identity:
+            return one.fit_scalar_profile(structure, prepared, reml=reml, maxiter=maxiter, tol=tol, callback=callback)
+        return one.fit_scalar_likelihood(structure, prepared, nagq=nagq, maxiter=maxiter, tol=tol, cov_type=cov_type,
+                                         callback=callback)
+    if gaussian_identity:
+        return one.fit_vector_profile(structure, prepared, reml=reml, maxiter=maxiter, tol=tol, callback=callback)
+    if nagq != 1:
+        names = ", ".join(n for t in structure.terms for n in t.z_names)
+        raise ValueError(f"nagq={nagq}: with a vector random effect ({names}) only the Laplace approximation (nagq=1) "
+                         "is available; adaptive quadrature needs a scalar random effect (lme4's rule) and nagq=0 is "
+                         "not implemented for random slopes")
+    if getattr(prepared, "has_freq_weights", False):
+        raise ValueError("freq_weights are implemented for random-intercept models; this model has random slopes")
+    one.check_q(structure, prepared)
+    if callback is not None:
+        callback("start values", 0, np.nan)
+    fit = fit_general(y, X, structure, dist, offset=offset, prior_weights=prior_weights, trials=trials, nagq=1,
+                      maxiter=maxiter, tol=tol)
+    fit = _finish_general(fit, structure, 1, maxiter, tol, time.perf_counter() - t0)
+    return one.finish_vector_laplace(fit, structure, prepared, cov_type, t0, maxiter, tol, callback)
+
+
+def _finish_general(fit, structure, nagq, maxiter, tol, seconds):
+    """The general engine's record (or a stand-in with its core fields, as tests put in its place) with the
+    optimiser's record and the terms' names."""
+    if not isinstance(fit, MixedFit):
+        names = {f.name for f in fields(MixedFit)}
+        core = {k: getattr(fit, k) for k in names if hasattr(fit, k)}
+        core.setdefault("cov_params", np.zeros(0))
+        for key, value in (("message", ""), ("n_iterations", 0), ("n_evaluations", 0)):
+            core.setdefault(key, value)
+        fit = MixedFit(**core)
+    cov_params = np.asarray(fit.cov_params, float)
+    fit.opt = OptSummary(method=fit.method, nagq=int(nagq), maxiter=int(maxiter), tol=float(tol), initial=cov_params,
+                         final=cov_params, n_iterations=int(fit.n_iterations), n_evaluations=int(fit.n_evaluations),
+                         objective=-float(fit.llf), converged=bool(fit.converged), message=str(fit.message),
+                         seconds=seconds)
+    fit.groups = [t.group for t in structure.terms]
+    fit.z_names = [list(t.z_names) for t in structure.terms]
+    return fit
+
+
+def fit_general(y, X, structure, dist, *, offset=None, prior_weights=None, trials=None, reml=True, nagq=1,
+                maxiter=200, tol=1e-6) -> MixedFit:
+    """Fit a mixed model with the random-effects structure `structure` on the general engine (PLS / Laplace).
 
     Parameters
     ----------

@@ -1,8 +1,17 @@
-"""Run the right engine on a Design and bring its estimates back to the data's units.
+"""The one-factor specialisations of the fit driver (`_mixed.fit_mixed`), chosen there from the structure.
 
-Gaussian + identity -> the exact REML/ML profile (_lmm.py) on a centred and scaled response;
-every other pair -> Laplace / AGQ maximum likelihood (_glmm.py).  The output is on the original
-scale of the predictors and response, ready for the results object.
+A structure whose terms all share one grouping factor (a random intercept, or the slopes of one factor)
+has fast paths the general PLS/Laplace engine does not:
+
+* one scalar term, Gaussian identity: the Woodbury REML/ML profile over theta = sigma_u / sigma_e (`_lmm`);
+* one scalar term, other pairs: `_glmm.fit_glmm` (exact Laplace Hessian, AGQ, nagq=0, the pilot fit,
+  cov_type="pirls");
+* one vector factor, Gaussian identity: the block profile (`_lmm_blocks`);
+* one vector factor, other pairs: the general engine, then the per-level conditional covariances and
+  the PIRLS covariance of beta (`finish_vector_laplace`).
+
+They read the design-level precomputations (rows sorted by group, the X scaling, ``engine_data``) from a
+`prepared` object (the in-memory ``formula._design.Design``); estimates come back in the data's units.
 """
 import time
 from dataclasses import dataclass
@@ -11,28 +20,12 @@ import numpy as np
 
 from ._glmm import fit_glmm
 from ._lmm import SINGULAR_TOL, fit_lmm, lmm_stats
+from ._lmm_blocks import LambdaPattern, fit_vector_lmm
 from ._optsummary import OptSummary
+from ._pirls import inverse_or_nan
+from ._record import MixedFit, one_factor_record
+from ._segments import group_sums
 from .._validation import check_response_varies
-
-
-@dataclass
-class FitOutput:
-    beta: np.ndarray
-    cov_beta: np.ndarray
-    var_re: float
-    scale: float  # residual variance (Gaussian), dispersion (Gamma, Gaussian-log), 1 otherwise
-    llf: float
-    blups: np.ndarray  # by group code
-    blup_sd: np.ndarray
-    converged: bool
-    singular: bool
-    method: str  # "REML", "ML", "Laplace", "AGQ", "PIRLS (nagq=0)"
-    opt: OptSummary
-    n_params: int  # parameters counted by AIC/BIC
-    cov_beta_pirls: np.ndarray = None
-    se_note: str = ""
-    separated_rows: int = 0
-    notes: list = None  # warnings for the user (e.g. the Laplace approximation is poor for these data)
 
 
 @dataclass
@@ -74,9 +67,19 @@ def standardize_gaussian(design):
     return StandardizedGaussian(scaling.transform(design.X)[o], ((y - y_center) / y_scale)[o], y_center, y_scale)
 
 
-def fit_profile(design, reml=True, maxiter=100, tol=1e-6, callback=None):
-    """Exact REML/ML for Gaussian + identity, on a response centred (when there is an intercept) and scaled."""
+def _predictors(prepared, beta, modes, Z=None):
+    """(eta, eta_fixed) in the data's row order from beta and the modes by level."""
+    eta_fixed = prepared.X @ beta + prepared.offset
+    b = np.asarray(modes, float)
+    effect = b[prepared.codes] if b.ndim == 1 else np.einsum("nq,nq->n", Z, b[prepared.codes])
+    return eta_fixed + effect, eta_fixed
+
+
+def fit_scalar_profile(structure, prepared, reml=True, maxiter=100, tol=1e-6, callback=None) -> MixedFit:
+    """Exact REML/ML for Gaussian + identity, one scalar term, on a response centred (when there is an
+    intercept) and scaled (the Woodbury profile of `_lmm`)."""
     t0 = time.perf_counter()
+    design = prepared
     std = standardize_gaussian(design)
     X_s, y_s, y_scale = std.X_s, std.y_s, std.y_scale
     if callback is not None:
@@ -96,9 +99,14 @@ def fit_profile(design, reml=True, maxiter=100, tol=1e-6, callback=None):
                      n_iterations=fit.n_evaluations, n_evaluations=fit.n_evaluations, objective=-fit.llf,
                      newton_decrement=np.nan, converged=fit.converged, message=fit.message,
                      seconds=time.perf_counter() - t0)
-    return FitOutput(beta=beta, cov_beta=cov, var_re=fit.theta**2 * sigma2, scale=sigma2, llf=llf,
-                     blups=fit.blups * y_scale, blup_sd=fit.blup_sd * y_scale, converged=fit.converged,
-                     singular=fit.theta < SINGULAR_TOL, method="REML" if reml else "ML", opt=opt, n_params=p + 2)
+    blups = fit.blups * y_scale
+    eta, eta_fixed = _predictors(design, beta, blups)
+    term = structure.terms[0]
+    return one_factor_record(beta=beta, cov_beta=cov, cov_re=fit.theta**2 * sigma2, scale=sigma2, llf=llf,
+                             modes=blups, mode_sd=fit.blup_sd * y_scale, converged=fit.converged,
+                             singular=fit.theta < SINGULAR_TOL, method="REML" if reml else "ML", opt=opt,
+                             n_params=p + 2, group=term.group, z_names=term.z_names, cov_params=fit.theta,
+                             eta=eta, eta_fixed=eta_fixed)
 
 
 def unscale_response(fit, c, link_name, family_name, n):
@@ -121,11 +129,11 @@ def unscale_response(fit, c, link_name, family_name, n):
     return fit
 
 
-def fit_likelihood(design, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", callback=None):
-    """Laplace / AGQ maximum likelihood (or nagq = 0) for any non-(Gaussian, identity) pair.
-
-    Gamma and Gaussian-log responses are fitted on the scale y / c (`Design.response_scale`).
-    """
+def fit_scalar_likelihood(structure, prepared, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian",
+                          callback=None) -> MixedFit:
+    """Laplace / AGQ maximum likelihood (or nagq = 0) for one scalar term of any non-(Gaussian, identity) pair
+    (`_glmm.fit_glmm`).  Gamma and Gaussian-log responses are fitted on the scale y / c (`Design.response_scale`)."""
+    design = prepared
     check_response_varies(design.dist.name, design.dist.link_name, design.y, design.offset, design.endog_name)
     data = design.engine_data(scale_response=True)
     with np.errstate(all="ignore"):  # trial points outside the support are rejected, not reported
@@ -133,10 +141,184 @@ def fit_likelihood(design, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", ca
                        callback=callback)
     fit = unscale_response(fit, design.response_scale, design.dist.link_name, design.dist.name, design.n_obs)
     R = design.scaling.matrix
-    method = {0: "PIRLS (nagq=0)", 1: "Laplace"}.get(nagq, "AGQ")
-    return FitOutput(beta=R @ fit.beta, cov_beta=R @ fit.cov_beta @ R.T, var_re=fit.var_re, scale=fit.scale,
-                     llf=fit.llf, blups=fit.blups, blup_sd=fit.blup_sd, converged=fit.converged,
-                     singular=fit.singular, method=method, opt=fit.opt,
-                     n_params=design.X.shape[1] + 1 + int(design.dist.has_dispersion),
-                     cov_beta_pirls=R @ fit.cov_beta_pirls @ R.T, se_note=fit.se_note,
-                     separated_rows=fit.separated_rows, notes=list(fit.notes or []))
+    beta = R @ fit.beta
+    eta, eta_fixed = _predictors(design, beta, fit.blups)
+    term = structure.terms[0]
+    return one_factor_record(beta=beta, cov_beta=R @ fit.cov_beta @ R.T, cov_re=fit.var_re, scale=fit.scale,
+                             llf=fit.llf, modes=fit.blups, mode_sd=fit.blup_sd, converged=fit.converged,
+                             singular=fit.singular, method={0: "PIRLS (nagq=0)", 1: "Laplace"}.get(nagq, "AGQ"),
+                             opt=fit.opt, n_params=design.X.shape[1] + 1 + int(design.dist.has_dispersion),
+                             group=term.group, z_names=term.z_names, cov_params=np.sqrt(fit.var_re), eta=eta,
+                             eta_fixed=eta_fixed, cov_beta_pirls=R @ fit.cov_beta_pirls @ R.T, se_note=fit.se_note,
+                             separated_rows=fit.separated_rows, notes=fit.notes)
+
+
+# ------------------------------------------------------------------ one factor with several z columns
+def z_scale(Z):
+    """Root mean square of each column of Z (1 for an all-zero column)."""
+    rms = np.sqrt(np.mean(Z * Z, axis=0))
+    return np.where(rms > 0, rms, 1.0)
+
+
+def is_singular(lam_s):
+    """Lambda at its boundary: a (relative) diagonal entry near 0, or an implied correlation of +-1."""
+    if np.any(np.diag(lam_s) < SINGULAR_TOL):
+        return True
+    cov = lam_s @ lam_s.T
+    sd = np.sqrt(np.diag(cov))
+    corr = cov / np.outer(sd, sd)
+    return bool(np.any(np.abs(corr[np.triu_indices_from(corr, 1)]) > 1.0 - 1e-6))
+
+
+def factor_blocks(structure):
+    """The columns of the factor's (G, Q) layout each term occupies (terms in order, columns consecutive)."""
+    out, o = [], 0
+    for t in structure.terms:
+        out.append(list(range(o, o + t.q)))
+        o += t.q
+    return out
+
+
+def factor_Z(structure):
+    """The factor's z columns (n, Q), terms side by side."""
+    return np.column_stack([t.Z for t in structure.terms])
+
+
+def check_q(structure, prepared):
+    """Q, or a ValueError when the groups (or, Gaussian, the rows) cannot identify the covariance."""
+    Q = sum(t.q for t in structure.terms)
+    G = structure.terms[0].n_levels
+    names = [n for t in structure.terms for n in t.z_names]
+    if G <= Q:
+        raise ValueError(f"{G} groups cannot identify a {Q} x {Q} random-effects covariance "
+                         f"({', '.join(names)}); use fewer random terms or more groups")
+    n = structure.n_rows
+    if prepared.gaussian_identity and n <= G * Q:
+        raise ValueError(f"{n} rows for {G * Q} random effects ({G} groups x {Q} terms): the residual variance is "
+                         "not identifiable; use fewer random terms")
+    return Q
+
+
+def _split(structure, full, square=False):
+    """Per-term parts of a factor-wide array: (G, Q) -> [(G, q_k)], (G, Q, Q) -> [(G, q_k, q_k)], and with
+    `square` (Q, Q) -> [(q_k, q_k)]."""
+    out = []
+    for b in factor_blocks(structure):
+        if square:
+            out.append(full[np.ix_(b, b)])
+        elif full.ndim == 3:
+            out.append(full[:, b][:, :, b])
+        else:
+            out.append(full[:, b])
+    return out
+
+
+def lambda_blocks(structure):
+    """The independent blocks of the factor's Lambda (`_lmm_blocks.LambdaPattern`): a correlated term's
+    columns together, each column of a diagonal term alone."""
+    blocks = []
+    for t, b in zip(structure.terms, factor_blocks(structure)):
+        blocks += [b] if t.correlated and t.q > 1 else [[c] for c in b]
+    return blocks
+
+
+def fit_vector_profile(structure, prepared, reml=True, maxiter=100, tol=1e-6, callback=None) -> MixedFit:
+    """Exact REML/ML for Gaussian + identity with the z columns of one factor (the block profile, `_lmm_blocks`)."""
+    t0 = time.perf_counter()
+    design = prepared
+    q = check_q(structure, design)
+    o = design.order
+    std = standardize_gaussian(design)
+    X_s, y_s, y_scale = std.X_s, std.y_s, std.y_scale
+    Z = factor_Z(structure)
+    zs = z_scale(Z)
+    Z_s = Z[o] / zs
+    pattern = LambdaPattern(q, lambda_blocks(structure))
+    if callback is not None:
+        callback("start values", 0, np.nan)
+    fit = fit_vector_lmm(X_s, y_s, Z_s, design.starts, pattern, reml=reml, tol=tol, maxiter=maxiter)
+    if callback is not None:
+        callback("REML" if reml else "ML", fit.n_evaluations, -fit.llf)
+    beta, cov_beta, llf = std.back(design, fit.beta, fit.cov_beta, fit.llf, reml)
+    sigma2 = fit.sigma2 * y_scale**2
+    back = y_scale / zs  # b = back * b_s
+    cov_re = sigma2 * (fit.lam @ fit.lam.T) / np.outer(zs, zs)
+    blup_cov = fit.blup_cov * np.outer(back, back)
+    opt = OptSummary(method=f"{'REML' if reml else 'ML'} profile over Lambda (SLSQP, then Newton steps)",
+                     nagq=0, maxiter=maxiter, tol=tol, initial=pattern.start(1.0), final=fit.theta,
+                     n_iterations=fit.n_evaluations, n_evaluations=fit.n_evaluations, objective=-fit.llf,
+                     newton_decrement=fit.decrement, converged=fit.converged, message=fit.message,
+                     seconds=time.perf_counter() - t0)
+    blups = fit.blups * back
+    eta, eta_fixed = _predictors(design, beta, blups, Z)
+    singular = is_singular(fit.lam)
+    lam = fit.lam / zs[:, None]  # relative factor in the data's units (Lambda = diag(1/s) Lambda_s)
+    return MixedFit(beta=beta, cov_beta=cov_beta, cov_params=structure.pack(_split(structure, lam, square=True)),
+                    cov_re=_split(structure, cov_re, square=True), scale=sigma2, llf=llf,
+                    modes=_split(structure, blups),
+                    mode_sd=_split(structure, np.sqrt(np.diagonal(blup_cov, axis1=1, axis2=2))), eta=eta,
+                    eta_fixed=eta_fixed, converged=fit.converged, singular=[singular] * len(structure.terms),
+                    method="REML" if reml else "ML", message=fit.message, n_iterations=fit.n_evaluations,
+                    n_evaluations=fit.n_evaluations, n_params=design.X.shape[1] + 1 + pattern.size,
+                    seconds=opt.seconds, decrement=fit.decrement, opt=opt,
+                    mode_cov=_split(structure, blup_cov), groups=[t.group for t in structure.terms],
+                    z_names=[list(t.z_names) for t in structure.terms], one_factor=True)
+
+
+def _pirls_information(X, Z, lam, weights, starts):
+    """Information for beta with the modes profiled out: X'WX - sum_j C_j' (I + Lambda'A_jLambda)^{-1} C_j,
+    C_j = Lambda' sum_i w_i z_i x_i', A_j = sum_i w_i z_i z_i' (the working weights w)."""
+    W = Z @ lam
+    C = group_sums(weights[:, None, None] * W[:, :, None] * X[:, None, :], starts)
+    H = np.eye(lam.shape[0]) + group_sums(weights[:, None, None] * W[:, :, None] * W[:, None, :], starts)
+    return X.T @ (X * weights[:, None]) - np.einsum("gqa,gqb->ab", C, np.linalg.solve(H, C))
+
+
+def finish_vector_laplace(fit, structure, prepared, cov_type, t0, maxiter, tol, callback=None) -> MixedFit:
+    """The general engine's Laplace fit of one vector factor completed as the one-factor record: separation,
+    the PIRLS covariance of beta (cov_type="pirls", or where the Hessian fails), the per-level conditional
+    covariances Lambda H_j^-1 Lambda' with the observed curvature, and the optimiser's record."""
+    design, dist = prepared, prepared.dist
+    q = sum(t.q for t in structure.terms)
+    phi = fit.scale
+    lam = np.zeros((q, q))
+    for b, lam_k in zip(factor_blocks(structure), structure.unpack(fit.cov_params)):
+        lam[np.ix_(b, b)] = lam_k
+    converged, message = bool(fit.converged), fit.message or ("converged" if fit.converged else "not converged")
+    separated = dist.separated_rows(design.y, fit.eta)
+    if separated:
+        converged = False
+        message = (f"complete or quasi-complete separation: {separated} rows are fitted with probability 0 or 1, "
+                   "so some estimates diverge (no finite maximum)")
+    if callback is not None:
+        callback("standard errors", fit.n_iterations, -fit.llf)
+    o = design.order
+    m = (design.prior_weights * design.freq_weights)[o]
+    eta = fit.eta[o]
+    Z = factor_Z(structure)[o]
+    weights = np.broadcast_to(dist.working_weights(eta, m, phi), eta.shape) * 1.0
+    cov_pirls = inverse_or_nan(_pirls_information(design.X[o], Z, lam, weights, design.starts))
+    cov_beta, se_note = fit.cov_beta, ""
+    if cov_type != "hessian":
+        cov_beta = cov_pirls
+    elif not np.all(np.isfinite(np.diag(cov_beta))):
+        cov_beta, se_note = cov_pirls, ("the Hessian is not positive definite (or not finite at the edge of the "
+                                        "support); standard errors use the PIRLS working weights")
+    # conditional covariance of b_j: Lambda H_j^-1 Lambda', H_j = I + Lambda' A_j Lambda with the observed
+    # curvature A_j = sum_i d_i z_i z_i' (the engine's H block of group j, cross-block entries included)
+    _, d, _ = dist.derivatives(design.y[o], eta, m, phi, order=2)
+    ZL = Z @ lam
+    H = np.eye(q) + group_sums(d[:, None, None] * ZL[:, :, None] * ZL[:, None, :], design.starts)
+    blup_cov = lam @ np.linalg.inv(H) @ lam.T
+    fit.mode_sd = _split(structure, np.sqrt(np.clip(np.diagonal(blup_cov, axis1=1, axis2=2), 0.0, None)))
+    fit.mode_cov = _split(structure, blup_cov)
+    fit.opt = OptSummary(method="Laplace on the any-structure engine (PIRLS modes, bounded Newton)", nagq=1,
+                         maxiter=maxiter, tol=tol, initial=structure.start_params(), final=np.asarray(fit.cov_params),
+                         n_iterations=fit.n_iterations, n_evaluations=fit.n_evaluations, objective=-fit.llf,
+                         newton_decrement=float(fit.decrement), converged=converged, message=message,
+                         seconds=time.perf_counter() - t0)
+    fit.converged, fit.message, fit.separated_rows = converged, message, separated
+    fit.cov_beta, fit.cov_beta_pirls, fit.se_note = cov_beta, cov_pirls, se_note
+    fit.singular = [bool(any(fit.singular))] * len(structure.terms)
+    fit.method, fit.one_factor = "Laplace", True
+    return fit

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import linalg
 
 from ..engine._lmm import SINGULAR_TOL, LMMStats, fit_lmm
-from ..engine._fitting import FitOutput
+from ..engine._record import LegacyFit, one_factor_record
 from ..engine._optsummary import OptSummary
 from . import _dask_rows as rows_
 
@@ -46,7 +46,7 @@ def merge_sums(parts, k):
 
 
 def fit_profile_dask(model, reml=True, maxiter=100, tol=1e-6, callback=None):
-    """`engine._fitting.fit_profile` for a `DaskGLMM`: the same estimates from per-partition statistics."""
+    """`engine._one_factor.fit_scalar_profile` for a `DaskGLMM`: the same estimates from per-partition statistics."""
     t0 = time.perf_counter()
     prep = model._prepare()
     design, client = model.design, model.client
@@ -65,7 +65,7 @@ def fit_profile_dask(model, reml=True, maxiter=100, tol=1e-6, callback=None):
     finals = client.gather(client.map(rows_.lmm_final, prep["arrays"], theta=fit.theta, beta=fit.beta,
                                       sigma2=fit.sigma2, **args))
     blups, blup_sd = model._by_label([b for b, _ in finals], [s for _, s in finals])
-    # back to the data's units, as engine._fitting.StandardizedGaussian.back
+    # back to the data's units, as engine._one_factor.StandardizedGaussian.back
     R = scaling.matrix
     gamma = fit.beta * y_scale
     if scaling.intercept >= 0:
@@ -78,7 +78,8 @@ def fit_profile_dask(model, reml=True, maxiter=100, tol=1e-6, callback=None):
                      final=np.array([fit.theta]), n_iterations=fit.n_evaluations, n_evaluations=fit.n_evaluations,
                      objective=-fit.llf, newton_decrement=np.nan, converged=fit.converged, message=fit.message,
                      seconds=time.perf_counter() - t0)
-    return FitOutput(beta=R @ gamma, cov_beta=(y_scale**2) * R @ fit.cov_beta @ R.T, var_re=fit.theta**2 * sigma2,
-                     scale=sigma2, llf=llf, blups=blups * y_scale, blup_sd=blup_sd * y_scale,
-                     converged=fit.converged, singular=fit.theta < SINGULAR_TOL, method="REML" if reml else "ML",
-                     opt=opt, n_params=p + 2)
+    return LegacyFit(one_factor_record(
+        beta=R @ gamma, cov_beta=(y_scale**2) * R @ fit.cov_beta @ R.T, cov_re=fit.theta**2 * sigma2, scale=sigma2,
+        llf=llf, modes=blups * y_scale, mode_sd=blup_sd * y_scale, converged=fit.converged,
+        singular=fit.theta < SINGULAR_TOL, method="REML" if reml else "ML", opt=opt, n_params=p + 2,
+        group=design.group_name, z_names=("Intercept",), cov_params=fit.theta))

@@ -27,7 +27,7 @@ from scipy import stats
 from statsmodels.stats.multitest import fdrcorrection
 
 from ..engine import _kernels
-from ..engine._fitting import fit_likelihood, fit_profile
+from .._multiterm import fit_design
 from ..engine._memory import fast_allocation, set_thresholds
 from .._progress import Progress
 from .._validation import check_family, check_fit_options, check_groups_and_size, check_rank, check_response
@@ -112,17 +112,14 @@ def _fit_one(design, name, y, options):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             check_response(sub.dist.name, sub.y, None, str(name), sub.index)
-            if sub.gaussian_identity:
-                fit = fit_profile(sub, reml=options["reml"], maxiter=options["maxiter"], tol=options["tol"])
-            else:
-                fit = fit_likelihood(sub, nagq=options["nagq"], maxiter=options["maxiter"], tol=options["tol"],
-                                     cov_type=options["cov_type"])
+            fit = fit_design(sub, reml=options["reml"], nagq=options["nagq"], maxiter=options["maxiter"],
+                             tol=options["tol"], cov_type=options["cov_type"])
     except Exception as exc:  # noqa: BLE001 - reported in the table, the other fits go on
         nan = np.full(len(terms), np.nan)
         return dict(response=name, terms=terms, estimate=nan, std_err=nan, var_re=np.nan, llf=np.nan,
                     converged=False, message=f"{type(exc).__name__}: {exc}")
     message = fit.opt.message or ("converged" if fit.converged else "not converged")
-    if fit.singular:
+    if any(fit.singular):
         message += "; boundary (singular) fit"
     return dict(response=name, terms=terms, estimate=np.asarray(fit.beta, float),
                 std_err=np.sqrt(np.diag(fit.cov_beta)), var_re=float(fit.var_re), llf=float(fit.llf),

@@ -1,0 +1,158 @@
+"""The one fit record of every model (`MixedFit`): per-term parts, in data units and the user's term order.
+
+A one-term model is the one-term case of the record (its lists have one entry per term of the grouping
+factor).  The read-only properties at the end give the old records' single-factor fields (``var_re``,
+``blups``, ...); `LegacyFit` shows the record under the old field shapes where they collide with the
+per-term ones (``cov_re`` (q, q), ``singular`` bool, ``mixed``), for the results layer until it reads the
+per-term parts itself.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._optsummary import OptSummary
+
+
+@dataclass
+class MixedFit:
+    """A fitted mixed model of any structure, in data units and the user's term order."""
+
+    beta: np.ndarray  # (p,)
+    cov_beta: np.ndarray  # (p, p)
+    cov_params: np.ndarray  # the packer's covariance vector at the optimum (`ReStructure.unpack`)
+    cov_re: list  # per term: q x q covariance, data units
+    scale: float  # residual variance (Gaussian identity), dispersion (Gamma, Gaussian-log, NB2 alpha), else 1
+    llf: float  # REML/ML (Gaussian identity) or Laplace / AGQ log-likelihood, every constant included
+    modes: list  # per term: (n_levels, q) conditional modes / BLUPs b, data units
+    mode_sd: list  # per term: (n_levels, q) conditional SDs
+    eta: np.ndarray  # (n,) linear predictor incl. offset and every random effect (None where not kept: Dask)
+    eta_fixed: np.ndarray  # (n,) X beta + offset (None where not kept)
+    converged: bool
+    singular: list  # per term
+    method: str  # "REML", "ML", "Laplace", "AGQ", "PIRLS (nagq=0)"
+    message: str
+    n_iterations: int
+    n_evaluations: int
+    n_params: int  # counted by AIC/BIC: p + n_cov_params (+1 for an estimated scale)
+    cov_all: np.ndarray = None  # covariance of (beta, cov_params[, log scale]) where available
+    seconds: float = 0.0
+    decrement: float = np.nan  # the final scaled gradient g'H^-1g/2 of the search
+    opt: OptSummary = None  # the optimiser's record (settings, start, end, counts, notes)
+    notes: list = field(default_factory=list)  # warnings for the user (e.g. Laplace is poor for these data)
+    se_note: str = ""  # how Cov(beta) was obtained when not from the Hessian
+    separated_rows: int = 0  # rows fitted with probability 0 or 1 (Binomial separation)
+    cov_beta_pirls: np.ndarray = None  # Cov(beta) from the PIRLS working weights (lme4's use.hessian = FALSE)
+    mode_cov: list = None  # per term: (n_levels, q, q) conditional covariance of the modes, where computed
+    groups: list = None  # per term: the grouping factor's name
+    z_names: list = None  # per term: the names of its z columns
+    #: a one-factor model (a random intercept, or the slopes of one factor) fitted as such: its terms make
+    #: one (G, q) layout (``blups``, ``blup_cov``)
+    one_factor: bool = False
+
+    # ------------------------------------------------------------------ the single-factor view
+    @property
+    def q_total(self) -> int:
+        return int(sum(np.shape(c)[0] for c in self.cov_re))
+
+    @property
+    def var_re(self) -> float:
+        """The first term's first variance (the random-intercept variance of a one-term model)."""
+        return float(np.atleast_2d(self.cov_re[0])[0, 0])
+
+    def _by_level(self, parts):
+        if not self.one_factor:
+            return np.zeros(0)
+        out = np.concatenate([np.asarray(p, float).reshape(len(p), -1) for p in parts], axis=1)
+        return out[:, 0] if out.shape[1] == 1 else out
+
+    @property
+    def blups(self) -> np.ndarray:
+        """One grouping factor: its conditional modes by level, (G,) for one z column else (G, q)."""
+        return self._by_level(self.modes)
+
+    @property
+    def blup_sd(self) -> np.ndarray:
+        return self._by_level(self.mode_sd)
+
+    @property
+    def blup_cov(self):
+        """One grouping factor: (G, q, q) conditional covariances of its modes (block diagonal over terms)."""
+        if not self.one_factor or self.mode_cov is None or any(c is None for c in self.mode_cov):
+            return None
+        G, Q = self.mode_cov[0].shape[0], self.q_total
+        out, o = np.zeros((G, Q, Q)), 0
+        for c in self.mode_cov:
+            q = c.shape[1]
+            out[:, o:o + q, o:o + q] = c
+            o += q
+        return out
+
+    @property
+    def cov_re_factor(self):
+        """One grouping factor: its (q, q) covariance (block diagonal over terms)."""
+        if not self.one_factor:
+            return None
+        out, o = np.zeros((self.q_total, self.q_total)), 0
+        for c in self.cov_re:
+            c = np.atleast_2d(c)
+            out[o:o + len(c), o:o + len(c)] = c
+            o += len(c)
+        return out
+
+    @property
+    def re_names(self) -> list:
+        return [name for names in (self.z_names or []) for name in names]
+
+    @property
+    def mixed(self):
+        return self
+
+
+class LegacyFit:
+    """A `MixedFit` under the old records' field shapes (``FitOutput`` / ``VectorFitOutput`` /
+    ``MultiFitOutput``): ``cov_re`` the (q, q) covariance of a random-slope model (None otherwise),
+    ``singular`` one flag, ``mixed`` the record for several terms (None otherwise).  Every other attribute
+    is the record's.  Transitional: what the results layer reads until it reads the per-term parts."""
+
+    def __init__(self, record):
+        self.__dict__["record"] = record
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name == "record":
+            raise AttributeError(name)
+        return getattr(self.__dict__["record"], name)
+
+    def __setattr__(self, name, value):
+        setattr(self.record, name, value)
+
+    @property
+    def cov_re(self):
+        rec = self.record
+        return rec.cov_re_factor if rec.one_factor and rec.q_total > 1 else None
+
+    @property
+    def singular(self):
+        return bool(any(self.record.singular))
+
+    @property
+    def mixed(self):
+        return None if self.record.one_factor else self.record
+
+
+def one_factor_record(*, beta, cov_beta, cov_re, scale, llf, modes, mode_sd, converged, singular, method, opt,
+                      n_params, group, z_names, cov_params, mode_cov=None, eta=None, eta_fixed=None,
+                      cov_beta_pirls=None, se_note="", separated_rows=0, notes=None) -> MixedFit:
+    """The record of a one-term fit (one ReTerm: a random intercept, or one block of correlated slopes)
+    from its single-factor parts: cov_re (q, q) or a variance, modes / mode_sd (G,) or (G, q)."""
+    cov_re = np.atleast_2d(np.asarray(cov_re, float))
+    G = len(modes)
+    return MixedFit(beta=np.asarray(beta, float), cov_beta=np.asarray(cov_beta, float),
+                    cov_params=np.atleast_1d(np.asarray(cov_params, float)), cov_re=[cov_re], scale=float(scale),
+                    llf=float(llf), modes=[np.asarray(modes, float).reshape(G, -1)],
+                    mode_sd=[np.asarray(mode_sd, float).reshape(G, -1)], eta=eta, eta_fixed=eta_fixed,
+                    converged=bool(converged), singular=[bool(singular)], method=method, message=opt.message,
+                    n_iterations=int(opt.n_iterations), n_evaluations=int(opt.n_evaluations), n_params=int(n_params),
+                    seconds=float(opt.seconds), decrement=float(opt.newton_decrement), opt=opt,
+                    notes=list(notes or []), se_note=se_note, separated_rows=int(separated_rows),
+                    cov_beta_pirls=cov_beta_pirls, mode_cov=None if mode_cov is None else [mode_cov],
+                    groups=[group], z_names=[list(z_names)], one_factor=True)
