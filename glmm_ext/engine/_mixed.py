@@ -123,7 +123,8 @@ def _fit_one_factor(y, X, structure, dist, offset, prior_weights, trials, reml, 
     from . import _one_factor as one
 
     gaussian_identity = dist.name == "gaussian" and dist.link_name == "identity"
-    if len(structure.terms) == 1 and structure.terms[0].q == 1:
+    term = structure.terms[0]
+    if len(structure.terms) == 1 and term.q == 1 and np.all(term.Z == 1.0):  # a random intercept
         if gaussian_identity:
             return one.fit_scalar_profile(structure, prepared, reml=reml, maxiter=maxiter, tol=tol, callback=callback)
         return one.fit_scalar_likelihood(structure, prepared, nagq=nagq, maxiter=maxiter, tol=tol, cov_type=cov_type,
