@@ -526,7 +526,7 @@ class GLMM(sm_base.LikelihoodModel):
 def _singular_message(fit, names):
     """The boundary-fit warning: a random intercept's, a random-slope model's, or naming the terms at it."""
     if fit.one_factor:
-        return SINGULAR_MESSAGE if fit.q_total == 1 else SINGULAR_MESSAGE_VECTOR
+        return SINGULAR_MESSAGE_VECTOR if fit.vector else SINGULAR_MESSAGE
     return (f"boundary (singular) fit: the random-effects covariance of {', '.join(names)} is at its boundary (a "
             "variance at or near zero or a correlation of +-1); interpret its variance components with caution, "
             "or drop the term")

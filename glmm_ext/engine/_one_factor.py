@@ -262,7 +262,7 @@ def fit_vector_profile(structure, prepared, reml=True, maxiter=100, tol=1e-6, ca
                     n_evaluations=fit.n_evaluations, n_params=design.X.shape[1] + 1 + pattern.size,
                     seconds=opt.seconds, decrement=fit.decrement, opt=opt,
                     mode_cov=_split(structure, blup_cov), groups=[t.group for t in structure.terms],
-                    z_names=[list(t.z_names) for t in structure.terms], one_factor=True)
+                    z_names=[list(t.z_names) for t in structure.terms], one_factor=True, vector=True)
 
 
 def _pirls_information(X, Z, lam, weights, starts):
@@ -320,5 +320,5 @@ def finish_vector_laplace(fit, structure, prepared, cov_type, t0, maxiter, tol, 
     fit.converged, fit.message, fit.separated_rows = converged, message, separated
     fit.cov_beta, fit.cov_beta_pirls, fit.se_note = cov_beta, cov_pirls, se_note
     fit.singular = [bool(any(fit.singular))] * len(structure.terms)
-    fit.method, fit.one_factor = "Laplace", True
+    fit.method, fit.one_factor, fit.vector = "Laplace", True, True
     return fit

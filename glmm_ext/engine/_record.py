@@ -48,6 +48,8 @@ class MixedFit:
     #: a one-factor model (a random intercept, or the slopes of one factor) fitted as such: its terms make
     #: one (G, q) layout (``blups``, ``blup_cov``)
     one_factor: bool = False
+    #: a one-factor model with z columns other than one intercept (random slopes): modes are (G, q) even for q = 1
+    vector: bool = False
 
     # ------------------------------------------------------------------ the single-factor view
     @property
@@ -63,11 +65,11 @@ class MixedFit:
         if not self.one_factor:
             return np.zeros(0)
         out = np.concatenate([np.asarray(p, float).reshape(len(p), -1) for p in parts], axis=1)
-        return out[:, 0] if out.shape[1] == 1 else out
+        return out[:, 0] if out.shape[1] == 1 and not self.vector else out
 
     @property
     def blups(self) -> np.ndarray:
-        """One grouping factor: its conditional modes by level, (G,) for one z column else (G, q)."""
+        """One grouping factor: its conditional modes by level, (G,) for a random intercept else (G, q)."""
         return self._by_level(self.modes)
 
     @property
@@ -128,7 +130,7 @@ class LegacyFit:
     @property
     def cov_re(self):
         rec = self.record
-        return rec.cov_re_factor if rec.one_factor and rec.q_total > 1 else None
+        return rec.cov_re_factor if rec.one_factor and rec.vector else None
 
     @property
     def singular(self):

@@ -333,7 +333,7 @@ def final(objective, theta):
 
 # ---------------------------------------------------------------------------------- Gaussian profile
 def standardized(rows, scaling, y_center, y_scale):
-    """(X_s, y_s, row weights or None) as `engine._fitting.standardize_gaussian` makes them."""
+    """(X_s, y_s, row weights or None) as `engine._one_factor.standardize_gaussian` makes them."""
     w = prior_weights(rows) * _ones(rows, "freq_weights")
     return (scaling.transform(rows["X"]), (rows["y"] - rows["offset"] - y_center) / y_scale,
             None if np.all(w == 1.0) else w)
