@@ -26,7 +26,7 @@ def one_term_structure(design):
     codes = np.asarray(design.codes, np.int64)
     if design.Z is None:
         return ReStructure((ReTerm(group=design.group_name, codes=codes, n_levels=design.n_groups,
-                                   Z=np.ones((len(codes), 1)), z_names=("Intercept",)),))
+                                   Z=np.broadcast_to(1.0, (len(codes), 1)), z_names=("Intercept",)),))  # no n-array
     blocks = [list(b) for b in design.re_blocks]
     names = list(design.re_names)
     if all(len(b) == 1 for b in blocks):
@@ -45,9 +45,10 @@ def engine_arguments(design):
     several = design.terms is not None
     if several and (not np.all(design.var_weights == 1.0) or design.has_freq_weights):
         raise ValueError(f"var_weights and freq_weights are not implemented for {SEVERAL_TERMS}")
-    prior = design.var_weights * (design.freq_weights if design.has_freq_weights else 1.0)
+    freq = design.has_freq_weights
+    prior = design.var_weights * design.freq_weights if freq or not np.all(design.var_weights == 1.0) else None
     return dict(y=design.y, X=design.X, structure=design.terms.structure if several else one_term_structure(design),
-                dist=design.dist, offset=design.offset, prior_weights=None if np.all(prior == 1.0) else prior,
+                dist=design.dist, offset=design.offset, prior_weights=prior,
                 trials=design.trials if design.has_trials else None, prepared=None if several else design)
 
 

@@ -180,8 +180,9 @@ def factor_blocks(structure):
 
 
 def factor_Z(structure):
-    """The factor's z columns (n, Q), terms side by side."""
-    return np.column_stack([t.Z for t in structure.terms])
+    """The factor's z columns (n, Q), terms side by side, column-major as the design's Z: the block profile's
+    per-group sums (and so its search path) follow the memory layout."""
+    return np.asfortranarray(np.column_stack([t.Z for t in structure.terms]))
 
 
 def check_q(structure, prepared):
