@@ -57,7 +57,7 @@ def _check_inputs(y, X, structure, offset, prior_weights, trials):
     return (y, X, *out)
 
 
-#: the multi-term rule (lme4's): adaptive quadrature integrates one scalar random effect only
+#: how messages name a structure of more than one term
 SEVERAL_TERMS = "several random-effect terms"
 
 
@@ -65,8 +65,8 @@ def check_fit_options(structure, nagq):
     """lme4's rule: adaptive quadrature (nagq > 1) integrates one scalar random effect only."""
     if nagq > 1:
         raise ValueError(f"nagq={nagq}: adaptive Gauss-Hermite quadrature needs a single scalar random-effect term; "
-                         f"this model has {len(structure.terms)} random-effect terms (lme4's rule: one scalar random-effects "
-                         "term only). Use nagq=1 "
+                         f"this model has {len(structure.terms)} random-effect terms (lme4's rule: one scalar "
+                         "random-effects term only). Use nagq=1 "
                          "(Laplace) or nagq=0")
 
 
