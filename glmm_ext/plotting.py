@@ -36,7 +36,7 @@ def plot_blups(res, ax=None, alpha=0.05):
     plt = _pyplot()
     if getattr(res, "is_multi", False):
         return _plot_multi(res, plt, ax, alpha)
-    if res.is_vector:
+    if res._terms[0].z_names != ("Intercept",):  # random slopes: a panel per term
         return _plot_terms(res, plt, ax, alpha)
     table, hidden = caterpillar_rows(res.blup_table())
     crit = stats.norm.isf(alpha / 2)
@@ -104,8 +104,10 @@ def plot_diagnostics(res, fig=None):
         axes[0].set_title("Residuals vs fitted")
     axes[0].axhline(0.0, color="grey", lw=0.8, ls="--")
     axes[0].set_xlabel("Fitted values")
-    first = res.blups if not res.is_vector else res.blups[:, 0]  # random slopes: the first term
-    label = "random intercepts" if not res.is_vector else f"random {res.cov_re.columns[0]}"
+    term = res._terms[0]  # random slopes or several terms: the first term's first column
+    first = term.modes[:, 0]
+    label = "random intercepts" if term.z_names == ("Intercept",) and not res.is_multi else \
+        f"random {term.z_names[0]}" + (f" ({term.key})" if res.is_multi else "")
     for ax, values, title in ((axes[1], first, f"QQ: {label}"),
                               (axes[2], diag["pearson_residuals"].to_numpy(), "QQ: Pearson residuals")):
         (osm, osr), (slope, intercept, _) = stats.probplot(values, dist="norm")

@@ -15,40 +15,16 @@ import numpy as np
 import pandas as pd
 
 from ._comparison import fit_options, unwrap
+from ._intervals_terms import covariance_estimates, row_names
+from .._term_view import record_covariances
 from ._simulate import check_nsim, simulator
 
 
-def row_names(res):
-    """Fixed effects, then per term "<term> SD <column>" and "<term> Cor <a>,<b>", then the family parameter."""
-    from .._results_multi import term_keys
-
-    design = res.model.design
-    names = list(res.model.exog_names)
-    for key, term in zip(term_keys(res), design.terms.terms):
-        z = list(term.z_names)
-        names += [f"{key} SD {c}" for c in z]
-        if term.correlated:
-            names += [f"{key} Cor {z[a]},{z[b]}" for b in range(len(z)) for a in range(b)]
-    dist = design.dist
-    if dist.name == "gaussian":
-        names.append("Residual SD")
-    elif dist.name == "negativebinomial":
-        names.append("alpha")
-    elif dist.has_dispersion:
-        names.append("Dispersion")
-    return names
-
-
-def estimates(design, fit):
-    """The row_names values of one MultiFitOutput."""
+def estimates(design, fit, terms):
+    """The row_names values of one refit."""
     values = list(np.asarray(fit.beta, float))
-    for term, cov in zip(design.terms.terms, fit.mixed.cov_re):
-        cov = np.atleast_2d(np.asarray(cov, float))
-        sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
-        values += list(sd)
-        if term.correlated:
-            with np.errstate(all="ignore"):
-                values += [cov[a, b] / (sd[a] * sd[b]) for b in range(len(sd)) for a in range(b)]
+    with np.errstate(all="ignore"):
+        values += covariance_estimates(terms, record_covariances(fit))
     dist = design.dist
     if dist.name == "gaussian":
         values.append(np.sqrt(fit.scale))
@@ -60,7 +36,7 @@ def estimates(design, fit):
 def _run(task):
     from .._multiterm import fit_multi
 
-    design, options, sim, seeds, width = task
+    design, options, sim, seeds, width, terms = task
     out = []
     for seed in seeds:
         new = dataclasses.replace(design, y=sim.draw(np.random.default_rng(seed), "new"))
@@ -69,7 +45,7 @@ def _run(task):
                 warnings.simplefilter("ignore")
                 fit = fit_multi(new, reml=options.get("reml", True), nagq=options.get("nagq", 1),
                                 maxiter=options.get("maxiter", 100), tol=options.get("tol", 1e-6))
-            out.append(estimates(design, fit) if fit.converged else np.full(width, np.nan))
+            out.append(estimates(design, fit, terms) if fit.converged else np.full(width, np.nan))
         except (ValueError, FloatingPointError, np.linalg.LinAlgError):
             out.append(np.full(width, np.nan))
     return np.array(out).reshape(len(seeds), width)
@@ -86,7 +62,7 @@ def bootstrap_intervals(res, alpha=0.05, nsim=200, seed=None, n_jobs=1, progress
     names = row_names(res)
     seeds = np.random.SeedSequence(seed).spawn(nsim)
     size = max(1, min(25, nsim // (4 * n_jobs) or 1))
-    tasks = [(design, options, sim, seeds[i:i + size], len(names)) for i in range(0, nsim, size)]
+    tasks = [(design, options, sim, seeds[i:i + size], len(names), res._terms) for i in range(0, nsim, size)]
     if n_jobs == 1:
         chunks = list(map(_run, tasks))
     else:
