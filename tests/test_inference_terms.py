@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import statsmodels.api as sm
 
 import glmm_ext
 import multiterm_dense as md
@@ -130,3 +131,18 @@ def test_term_view_is_one_term_for_a_one_factor_fit():
     (term,) = intercept._terms
     assert term.z_names == ("Intercept",) and term.modes.shape == (18, 1)
     assert np.array_equal(term.modes[:, 0], intercept.blups)
+
+
+def test_prediction_se_of_a_poisson_slope_term_uses_the_laplace_conditional_covariances():
+    df = crossed(n=200, seed=6, slope=True)
+    res = fit("count ~ x + (x|a) + (1|b)", df, family=sm.families.Poisson())
+    rows = np.arange(8)
+    pred = res.get_prediction(df.iloc[rows])
+    Z, G = full_z_of(res)
+    mu = res.fittedvalues.to_numpy()
+    Hinv = np.linalg.inv(Z.T @ (mu[:, None] * Z) + np.linalg.inv(G))  # the Laplace curvature at the modes
+    X = res.model.design.X
+    expected = np.einsum("ij,jk,ik->i", X[rows], res.cov_params_fe, X[rows])
+    za, zb = Z[rows, :16], Z[rows, 16:]  # (x | a): 8 levels x 2; (1 | b)
+    expected += np.einsum("ij,jk,ik->i", za, Hinv[:16, :16], za) + np.einsum("ij,jk,ik->i", zb, Hinv[16:, 16:], zb)
+    assert np.allclose(pred.se_linpred ** 2, expected, rtol=1e-4)
