@@ -16,7 +16,7 @@ import numbers
 import numpy as np
 import pandas as pd
 
-from ._term_view import conditional_covariances, keys_of, per_term, term_rows  # noqa: F401 - keys_of re-exported
+from ._term_view import conditional_covariances, per_term, term_rows
 
 SINGULAR_NOTE = ("Singular fit: the random-effects covariance is at its boundary (a variance at zero or a correlation "
                  "of +-1); the data cannot support this many random terms. Interpret the variance components and "

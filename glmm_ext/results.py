@@ -12,7 +12,11 @@ from ._validation import check_alpha
 
 
 class GLMMResults(sm_base.LikelihoodModelResults):
-    """A fitted GLMM: a random intercept, or a vector of random effects (random slopes), per group.
+    """A fitted GLMM of any random-effects structure: a random intercept or a vector of random effects
+    (random slopes) per group, or several terms (crossed and nested factors).
+
+    Every attribute below is read from the per-term view of the fit (``_terms``, `_term_view.term_views`):
+    a one-factor model is one term and keeps MixedLM's one-group API; several terms give dicts by term.
 
     Attributes
     ----------
@@ -184,8 +188,7 @@ class GLMMResults(sm_base.LikelihoodModelResults):
     @cache_readonly
     def deff(self):
         """Design effect 1 + (n_bar - 1) ICC with n_bar the mean group size; None where the ICC is undefined."""
-        one = self._terms[0]
-        if self.icc is None or len(self._terms) > 1 or one.z_names != ("Intercept",):  # with slopes it varies with x
+        if self.icc is None or not self._scalar_intercept:  # with slopes the ICC, so the design effect, varies with x
             return None
         return 1.0 + (self.nobs / self.n_groups - 1.0) * self.icc
 
@@ -233,9 +236,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         if self.is_multi and method == "boot":  # several terms: rows per term
             return _bootstrap_multi.bootstrap_intervals(self, alpha, nsim=nsim, seed=seed, n_jobs=n_jobs,
                                                         progress=progress)
-        # one scalar random intercept: its own profile (adaptive quadrature too); any other structure: by term
-        scalar = not self.is_multi and self._terms[0].z_names == ("Intercept",)
-        module = _intervals if scalar else _intervals_terms
+        # one random intercept: its own profile (adaptive quadrature too); any other structure: by term
+        module = _intervals if self._scalar_intercept else _intervals_terms
         if method == "wald":
             return module.wald_intervals(self, alpha)
         if method == "profile":
@@ -326,7 +328,7 @@ class GLMMResults(sm_base.LikelihoodModelResults):
 
     def latent_variance_table(self):
         table = _tables.latent_variance_table(self)
-        if (self.is_multi or self._terms[0].z_names != ("Intercept",)) and table is not None:  # the covariance is in the Random Effects table
+        if not self._scalar_intercept and table is not None:  # the covariances are in the Random Effects table
             table = table.drop(columns=["Random-intercept variance"])
         return table
 
