@@ -111,6 +111,8 @@ def term_views(res):
                                 singular=bool(mixed.singular[k])))
         return out
     levels = np.asarray(res.model.group_labels)
+    if isinstance(getattr(fit, "modes", None), list):  # the engine's per-term lists (MixedFit) for one factor
+        return [_one_factor_from_lists(res, fit, levels)]
     cov_re = getattr(fit, "cov_re", None)
     if cov_re is not None:  # one factor, a vector of random effects per group
         names = tuple(fit.re_names)
@@ -135,37 +137,78 @@ def record_covariances(fit):
     return [np.asarray(cov_re, float) if cov_re is not None else np.array([[float(fit.var_re)]])]
 
 
+def _one_factor_blocks(design):
+    """The engine's terms of a one-factor design as column lists (`engine._fit_vector.one_term_structure`'s
+    rule: one term per independent block, a model of singleton blocks one diagonal term)."""
+    if design.Z is None:
+        return [[0]], [(0,)]
+    q = design.Z.shape[1]
+    blocks = [list(map(int, b)) for b in (design.re_blocks or [list(range(q))])]
+    view_blocks = [tuple(b) for b in blocks]
+    if all(len(b) == 1 for b in blocks):
+        return [[b[0] for b in blocks]], view_blocks
+    return blocks, view_blocks
+
+
+def _one_factor_from_lists(res, fit, levels):
+    """One TermView of a one-factor model from the engine's per-term lists (each engine term a block of its
+    z columns): the covariance block diagonal, modes and SDs side by side."""
+    design = res.model.design
+    engine_terms, view_blocks = _one_factor_blocks(design)
+    q = sum(len(c) for c in engine_terms)
+    names = tuple(design.re_names) if design.Z is not None else ("Intercept",)
+    cov, modes, sd = np.zeros((q, q)), np.zeros((len(levels), q)), np.zeros((len(levels), q))
+    for cols, c, m, s in zip(engine_terms, fit.cov_re, fit.modes, fit.mode_sd):
+        cov[np.ix_(cols, cols)] = np.atleast_2d(np.asarray(c, float))
+        modes[:, cols] = np.asarray(m, float).reshape(len(levels), len(cols))
+        sd[:, cols] = np.asarray(s, float).reshape(len(levels), len(cols))
+    singular = fit.singular
+    return TermView(key=res.model.group_name, group=res.model.group_name, z_names=names, levels=levels, cov=cov,
+                    modes=modes, mode_sd=sd, blocks=tuple(view_blocks),
+                    singular=bool(any(singular) if isinstance(singular, (list, tuple)) else singular))
+
+
 def conditional_covariances(res):
     """Per term: (L, q, q) conditional covariances Var(b_kj | y) of the modes (lme4's condVar blocks).
 
-    One factor: the record's (or the SDs squared for one column).  Several terms: the diagonal blocks of
-    the engine's H^-1 = (Lambda'Z'WZ Lambda + I)^-1 at the estimates, Lambda (H^-1)_jj Lambda' (times
-    sigma^2 for the Gaussian identity model), computed here once on request."""
+    The record's own where it keeps them (one factor: ``blup_cov``, or the SDs squared for one column).
+    Otherwise (the engine's per-term record): the diagonal blocks of H^-1 = (Lambda'Z'WZ Lambda + I)^-1 at
+    the estimates, Lambda (H^-1)_jj Lambda' (times sigma^2 for the Gaussian identity model), computed here
+    on request; a one-factor model's blocks side by side."""
     fit = res._fit
-    if getattr(fit, "mixed", None) is None:
+    record = getattr(fit, "mixed", None)
+    if record is None and isinstance(getattr(fit, "modes", None), list):
+        record = fit
+    if record is None:
         blup_cov = getattr(fit, "blup_cov", None)
         if blup_cov is not None:
             return [np.asarray(blup_cov, float)]
         sd = np.asarray(fit.blup_sd, float).reshape(-1)
         return [(sd * sd)[:, None, None]]
-    return _mixed_conditional_covariances(res)
+    structure, columns = engine_structure(res)
+    per_engine_term = _engine_conditional_covariances(res, record, structure)
+    out = [np.zeros((t.n_levels, t.q, t.q)) for t in res._terms]
+    for (k, cols), c in zip(columns, per_engine_term):
+        out[k][:, np.asarray(cols)[:, None], np.asarray(cols)[None, :]] = c
+    return out
 
 
-def _mixed_conditional_covariances(res):
+def _engine_conditional_covariances(res, fit, structure):
     from .engine._pls import Layout
 
-    design, fit = res.model.design, res._fit.mixed
-    structure = design.terms.structure
+    design = res.model.design
+    weights = np.asarray(design.var_weights, float)
     if design.gaussian_identity:
         from .engine._mixed_lmm import GaussianProfile
 
-        prof = GaussianProfile(structure, design.y - design.offset, design.X, None, res.method == "REML")
+        prof = GaussianProfile(structure, design.y - design.offset, design.X,
+                               None if np.all(weights == 1.0) else weights, res.method == "REML")
         _, _, sigma2, _, fac, lams = prof.solution(fit.cov_params)
         blocks, layout = fac.inverse_diag_blocks(), prof.layout
     else:
         from .engine._mixed_glmm import MixedGLMM
 
-        m = design.trials if design.has_trials else np.ones(design.nobs)
+        m = (design.trials if design.has_trials else np.ones(design.nobs)) * weights
         model = MixedGLMM(structure, design.dist, design.y, design.X, design.offset, m,
                           design.dist.log_constant(design.y, m), design.dist.row_aux(design.y))
         tail = [np.log(fit.scale)] if design.dist.has_dispersion else []
@@ -205,7 +248,7 @@ def engine_structure(res):
     Z, codes = term_rows(res, 0)
     blocks = [list(b) for b in view.blocks]
     correlated = [len(b) > 1 for b in blocks]
-    if all(len(b) == 1 for b in blocks):
+    if all(len(b) == 1 for b in blocks):  # one diagonal term, as the engine fits (x || g)
         blocks, correlated = [[b[0] for b in blocks]], [False]
     terms = tuple(ReTerm(group=view.group, codes=np.asarray(codes, np.int64), n_levels=view.n_levels,
                          Z=np.ascontiguousarray(Z[:, b], dtype=float), z_names=tuple(view.z_names[c] for c in b),

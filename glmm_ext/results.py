@@ -231,11 +231,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         alpha = check_alpha(alpha)
         if method is None:
             return super().conf_int(alpha=alpha)
-        from .inference import _bootstrap, _bootstrap_multi, _intervals, _intervals_terms
+        from .inference import _bootstrap, _intervals, _intervals_terms
 
-        if self.is_multi and method == "boot":  # several terms: rows per term
-            return _bootstrap_multi.bootstrap_intervals(self, alpha, nsim=nsim, seed=seed, n_jobs=n_jobs,
-                                                        progress=progress)
         # one random intercept: its own profile (adaptive quadrature too); any other structure: by term
         module = _intervals if self._scalar_intercept else _intervals_terms
         if method == "wald":

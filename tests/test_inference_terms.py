@@ -146,3 +146,28 @@ def test_prediction_se_of_a_poisson_slope_term_uses_the_laplace_conditional_cova
     za, zb = Z[rows, :16], Z[rows, 16:]  # (x | a): 8 levels x 2; (1 | b)
     expected += np.einsum("ij,jk,ik->i", za, Hinv[:16, :16], za) + np.einsum("ij,jk,ik->i", zb, Hinv[16:, 16:], zb)
     assert np.allclose(pred.se_linpred ** 2, expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("formula", ["Reaction ~ Days + (Days | Subject)", "Reaction ~ Days + (Days || Subject)"])
+def test_term_view_reads_the_engines_per_term_lists_for_one_factor(formula):
+    # the engine's one record (per-term lists, a one-factor model's blocks as its terms) gives the same view,
+    # and its conditional covariances from the blocked factor equal the one-factor engine's blup_cov
+    from types import SimpleNamespace
+
+    from glmm_ext import _term_view
+
+    res = fit(formula, pd.read_csv(os.path.join(DATA, "sleepstudy.csv")))._results
+    view = res._terms[0]
+    structure, columns = _term_view.engine_structure(res)
+    lams = [np.linalg.cholesky(view.cov[np.ix_(c, c)] / res.scale + 1e-300 * np.eye(len(c))) for _, c in columns]
+    record = SimpleNamespace(modes=[view.modes[:, c] for _, c in columns],
+                             mode_sd=[view.mode_sd[:, c] for _, c in columns],
+                             cov_re=[view.cov[np.ix_(c, c)] for _, c in columns], singular=[False] * len(columns),
+                             beta=np.asarray(res.params), cov_params=structure.pack(lams), scale=res.scale)
+    other = SimpleNamespace(_fit=record, model=res.model, method=res.method)
+    other._terms = _term_view.term_views(other)
+    (term,) = other._terms
+    assert term.z_names == view.z_names and term.blocks == view.blocks and term.pairs == view.pairs
+    assert np.array_equal(term.cov, view.cov) and np.array_equal(term.modes, view.modes)
+    (covs,) = _term_view.conditional_covariances(other)
+    assert np.allclose(covs, np.asarray(res._fit.blup_cov), rtol=1e-5, atol=1e-10)

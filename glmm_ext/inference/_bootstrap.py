@@ -1,8 +1,9 @@
 """Parametric bootstrap (lme4's ``bootMer``, MixedModels.jl's ``parametricbootstrap``).
 
-Replicate k draws a response from the fitted model with new group effects (u ~ N(0, sigma_u^2), or
-b_j ~ N(0, Sigma) with random slopes), refits the same model by the same method and keeps the
-parameters conf_int reports (beta, sigma_u or the SDs and correlations, family parameter).  A
+Replicate k draws a response from the fitted model with new group effects (u ~ N(0, sigma_u^2),
+b_j ~ N(0, Sigma) with random slopes, new effects for every level of every term with several terms),
+refits the same model by the same method and keeps the parameters conf_int reports (beta, sigma_u or
+each term's SDs and correlations, family parameter).  A
 replicate the package's own fit would not accept is a failed replicate (a row of NaN, counted in
 ``attrs["n_failed"]`` and left out of the percentiles, as lme4's ``bootMer`` reports failures): a
 response with no finite maximum (every count 0, every Binomial row without a success or a failure,
@@ -54,7 +55,7 @@ def warm_start(res):
     from ..engine._optimize import fd_hessian
 
     design = res.model.design
-    if design.gaussian_identity or design.Z is not None:  # random slopes: refitted from the usual start
+    if design.gaussian_identity or not res._scalar_intercept:  # slopes, several terms: from the usual start
         return None
     nagq = max(1, int(res.fit_options.get("nagq", 1) or 1))
     objective = MarginalLikelihood(design.dist, design.engine_data(), nagq=nagq)
@@ -118,6 +119,7 @@ def has_no_mle(design, y):
 def refit(design, options, y, start=None, terms=None):
     """Estimates after refitting `design` with response y; NaN (a failed replicate, as bootMer's) when the
     package's own fit would refuse y (see `has_no_mle`), raises a ValueError, or does not converge."""
+    from .._multiterm import fit_multi
     from ..engine._fit_vector import fit_vector
     from ..engine._fitting import fit_likelihood, fit_profile
 
@@ -129,7 +131,10 @@ def refit(design, options, y, start=None, terms=None):
             warnings.simplefilter("ignore")
             if has_no_mle(design, y):
                 return _failed(design, terms)
-            if new.Z is not None:
+            if getattr(new, "terms", None) is not None:  # several terms: the multi-term driver
+                fit = fit_multi(new, reml=options.get("reml", True), nagq=options.get("nagq", 1),
+                                maxiter=options["maxiter"], tol=options["tol"])
+            elif new.Z is not None:
                 fit = fit_vector(new, reml=options.get("reml", True), nagq=1, maxiter=options["maxiter"],
                                  tol=options["tol"], cov_type="pirls")
             elif new.gaussian_identity:
@@ -189,7 +194,7 @@ def bootstrap_samples(res, nsim=200, seed=None, n_jobs=1, progress=None):
 
 def _row_names(res):
     """conf_int's rows: "<groups> SD" for one random intercept, else per term SDs and correlations."""
-    if res._terms[0].z_names == ("Intercept",) and not res.is_multi:
+    if res._scalar_intercept:
         return list(res.model.exog_names) + _intervals.extra_row_names(res)
     return _intervals_terms.row_names(res)
 
