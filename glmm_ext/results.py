@@ -387,6 +387,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         from .inference._prediction import _dict_frame, new_data
         from .inference._prediction_terms import predict
 
+        if which not in ("mean", "linear"):
+            raise ValueError(f"which must be 'mean' or 'linear' (got {which!r})")
         exog = _dict_frame(exog) if isinstance(exog, dict) else exog  # statsmodels' formula predict takes a dict
         rows = new_data(self, exog, transform, None if self.is_multi else groups, offset, exposure)
         values = predict(self, rows, exog, which, groups, new_groups)
