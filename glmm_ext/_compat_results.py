@@ -26,9 +26,10 @@ def _mixedlm_term(name):
 
 def variance_names(res):
     """MixedLM's names of the lower triangle of cov_re (np.tril_indices order)."""
-    if not res.is_vector:
+    term = res._terms[0]
+    if term.z_names == ("Intercept",):
         return ["Group Var"]
-    names = [_mixedlm_term(n) for n in res._fit.re_names]
+    names = [_mixedlm_term(n) for n in term.z_names]
     rows, cols = np.tril_indices(len(names))
     return [f"{names[i]} Var" if i == j else f"{names[j]} x {names[i]} Cov" for i, j in zip(rows, cols)]
 
@@ -48,19 +49,11 @@ def _scalar_variance_cov(res):
 
 def _vector_variance_cov(res):
     """Covariance of the lower triangle of Sigma / scale from the SD / correlation / log-scale covariance."""
-    from .inference import _intervals_vector as iv
+    from .inference._intervals_terms import variance_covariance
 
-    _, pairs = iv.covariance_rows(res)
-    design = res.model.design
-    psi = iv._psi_hat(res, pairs)
-    p, q = design.X.shape[1], len(res._fit.re_names)
-    omega = psi[p:]
-    with np.errstate(all="ignore"):
-        if iv.is_reml(res):
-            cov_omega = iv._inverse(iv.fd_hessian_values(iv.GaussianDeviance(design, pairs).reml, omega))
-        else:
-            deviance = iv.GaussianDeviance(design, pairs)
-            cov_omega = iv._inverse(iv.fd_hessian_values(deviance.ml, psi))[p:, p:]
+    pairs = res._terms[0].pairs
+    q = res._terms[0].q
+    omega, _, cov_omega, _ = variance_covariance(res)
     sd, corr, scale = omega[:q], omega[q:q + len(pairs)], np.exp(omega[-1])
     full_corr = np.eye(q)
     for m, (a, b) in enumerate(pairs):
@@ -81,7 +74,8 @@ def _vector_variance_cov(res):
 def variance_cov(res):
     """Covariance of MixedLM's variance parameters (NaN where the information is singular)."""
     try:
-        cov = _vector_variance_cov(res) if res.is_vector else _scalar_variance_cov(res)
+        scalar = res._terms[0].z_names == ("Intercept",)
+        cov = _scalar_variance_cov(res) if scalar else _vector_variance_cov(res)
     except (np.linalg.LinAlgError, ValueError):
         k = len(variance_names(res))
         return np.full((k, k), np.nan)

@@ -86,7 +86,7 @@ def results_dict(res, alpha):
     if getattr(res, "is_multi", False):  # several random-effect terms
         out.update(_terms_dict(res))
         return out
-    if res.is_vector:  # random slopes
+    if res._terms[0].z_names != ("Intercept",):  # random slopes
         out.update(_vector_dict(res))
         return out
     out["blups"] = dict(zip(labels, map(float, res.blups)))

@@ -34,10 +34,8 @@ def plot_blups(res, ax=None, alpha=0.05):
     several random-effect terms one panel per term and z column (the same rule for many levels).
     """
     plt = _pyplot()
-    if getattr(res, "is_multi", False):
-        return _plot_multi(res, plt, ax, alpha)
-    if res.is_vector:
-        return _plot_terms(res, plt, ax, alpha)
+    if res.is_multi or res._terms[0].z_names != ("Intercept",):  # a panel per term and z column
+        return _plot_panels(res, plt, ax, alpha)
     table, hidden = caterpillar_rows(res.blup_table())
     crit = stats.norm.isf(alpha / 2)
     rows = len(table) + (1 if hidden else 0)
@@ -104,8 +102,10 @@ def plot_diagnostics(res, fig=None):
         axes[0].set_title("Residuals vs fitted")
     axes[0].axhline(0.0, color="grey", lw=0.8, ls="--")
     axes[0].set_xlabel("Fitted values")
-    first = res.blups if not res.is_vector else res.blups[:, 0]  # random slopes: the first term
-    label = "random intercepts" if not res.is_vector else f"random {res.cov_re.columns[0]}"
+    term = res._terms[0]  # random slopes or several terms: the first term's first column
+    first = term.modes[:, 0]
+    label = "random intercepts" if term.z_names == ("Intercept",) and not res.is_multi else \
+        f"random {term.z_names[0]}" + (f" ({term.key})" if res.is_multi else "")
     for ax, values, title in ((axes[1], first, f"QQ: {label}"),
                               (axes[2], diag["pearson_residuals"].to_numpy(), "QQ: Pearson residuals")):
         (osm, osr), (slope, intercept, _) = stats.probplot(values, dist="norm")
@@ -118,63 +118,42 @@ def plot_diagnostics(res, fig=None):
     return fig
 
 
-def _plot_terms(res, plt, axes, alpha):
-    """One caterpillar panel per random-effects term (random slopes), groups sorted within each."""
-    table = res.blup_table()
-    names = list(res.cov_re.columns)
+def _plot_panels(res, plt, axes, alpha):
+    """One caterpillar panel per (term, z column) of the per-term view, levels sorted within each (beyond 60
+    levels the 25 lowest and 25 highest): random slopes and several random-effect terms."""
+    several = res.is_multi
+    panels = [(t, j) for t in res._terms for j in range(t.q)]
     crit = stats.norm.isf(alpha / 2)
     if axes is None:
-        fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), max(3, 0.18 * len(table))), squeeze=False)
-        axes = axes[0]
-    else:
-        axes = np.atleast_1d(axes)
-        if len(axes) != len(names):
-            raise ValueError(f"plot_blups needs {len(names)} axes, one per term ({', '.join(names)})")
-        fig = axes[0].figure
-    for ax, name in zip(axes, names):
-        part = table.sort_values(name)
-        pos = np.arange(len(part))
-        ax.errorbar(part[name], pos, xerr=crit * part[f"Std. Error ({name})"], fmt="o", ms=3, lw=1)
-        ax.axvline(0.0, color="grey", lw=0.8, ls="--")
-        ax.set_yticks(pos)
-        ax.set_yticklabels(part["Group"].astype(str), fontsize=6 if len(part) > 40 else 8)
-        ax.set_xlabel(f"{name} ({100 * (1 - alpha):g}% interval)")
-        ax.set_title(f"Random effect: {name}")
-    axes[0].set_ylabel(res.group_name)
-    fig.tight_layout()
-    return fig
-
-
-def _plot_multi(res, plt, axes, alpha):
-    """Several random-effect terms: one caterpillar panel per (term, z column), levels sorted within each."""
-    table = res.blup_table()
-    panels = [(key, name) for key, z in zip(res.cov_re, res.model.design.terms.z_names) for name in z]
-    crit = stats.norm.isf(alpha / 2)
-    if axes is None:
-        tallest = max(min(2 * SHOWN_EACH_END + 1, int((table["Term"] == k).sum())) for k, _ in panels)
+        tallest = max(min(2 * SHOWN_EACH_END + 1, t.n_levels) for t, _ in panels)
         height = min(MAX_HEIGHT, max(2.5, 0.6 + 0.17 * tallest))
         fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), height), squeeze=False)
         axes = axes[0]
     else:
         axes = np.atleast_1d(axes)
         if len(axes) != len(panels):
-            raise ValueError(f"plot_blups needs {len(panels)} axes, one per term and column "
-                             f"({', '.join(f'{k}: {n}' for k, n in panels)})")
+            what = "one per term and column" if several else "one per term"
+            names = [f"{t.key}: {t.z_names[j]}" if several else t.z_names[j] for t, j in panels]
+            raise ValueError(f"plot_blups needs {len(panels)} axes, {what} ({', '.join(names)})")
         fig = axes[0].figure
-    for ax, (key, name) in zip(axes, panels):
-        part = table[table["Term"] == key].rename(columns={name: "Random Intercept"})
+    for ax, (t, j) in zip(axes, panels):
+        name = t.z_names[j]
+        part = pd.DataFrame({"Group": t.levels, "Random Intercept": t.modes[:, j], "Std. Error": t.mode_sd[:, j]})
         part, hidden = caterpillar_rows(part)
         pos = np.arange(len(part), dtype=float)
         if hidden:
             pos[SHOWN_EACH_END:] += 1.0
             ax.text(0.5, SHOWN_EACH_END, f"{hidden} levels not shown", transform=ax.get_yaxis_transform(),
                     ha="center", va="center", fontsize=7, color="dimgrey")
-        ax.errorbar(part["Random Intercept"], pos, xerr=crit * part[f"Std. Error ({name})"], fmt="o", ms=3, lw=1)
+        ax.errorbar(part["Random Intercept"], pos, xerr=crit * part["Std. Error"], fmt="o", ms=3, lw=1)
         ax.axvline(0.0, color="grey", lw=0.8, ls="--")
         ax.set_yticks(pos)
         ax.set_yticklabels(part["Group"].astype(str), fontsize=6 if len(part) > 40 else 8)
         ax.set_xlabel(f"{name} ({100 * (1 - alpha):g}% interval)")
-        ax.set_ylabel(key)
-        ax.set_title(f"{key}: {name}")
-    fig.tight_layout()
+        if several:
+            ax.set_ylabel(t.key)
+        ax.set_title(f"{t.key}: {name}" if several else f"Random effect: {name}")
+    if not several:
+        axes[0].set_ylabel(res.group_name)
+    fig.tight_layout(pad=0.4)
     return fig

@@ -5,14 +5,18 @@ from statsmodels.base import model as sm_base
 from statsmodels.base import wrapper as sm_wrap
 from functools import cached_property as cache_readonly
 
-from . import _results_vector as _rv
-from . import _results_multi as _rm
+from . import _results_terms as _rt
+from ._term_view import per_term, term_views
 from .report import _tables
 from ._validation import check_alpha
 
 
 class GLMMResults(sm_base.LikelihoodModelResults):
-    """A fitted GLMM: a random intercept, or a vector of random effects (random slopes), per group.
+    """A fitted GLMM of any random-effects structure: a random intercept or a vector of random effects
+    (random slopes) per group, or several terms (crossed and nested factors).
+
+    Every attribute below is read from the per-term view of the fit (``_terms``, `_term_view.term_views`):
+    a one-factor model is one term and keeps MixedLM's one-group API; several terms give dicts by term.
 
     Attributes
     ----------
@@ -46,18 +50,23 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         self.converged = bool(fit.converged)
         self.singular = bool(fit.singular)
         self.optsummary = fit.opt
-        self.var_re = float(fit.var_re)
-        self.blups = np.asarray(fit.blups, float)
-        self.blup_se = np.asarray(fit.blup_sd, float)
+        first = self._terms[0]
+        self.var_re = float(first.cov[0, 0])
+        if per_term(self):  # the one-factor arrays; several terms: random_effects / blup_table by term
+            self.blups = self.blup_se = np.zeros(0)
+        else:
+            squeeze = first.q == 1 and first.z_names == ("Intercept",)
+            self.blups = first.modes[:, 0] if squeeze else first.modes
+            self.blup_se = first.mode_sd[:, 0] if squeeze else first.mode_sd
         self.k_params = int(fit.n_params)
         self.df_model = model.k_fe - 1  # statsmodels GLM's: rank(X) - 1
         self.df_resid = self.nobs - self.model.k_fe  # statsmodels' (GLM's, MixedLM's): n - rank(X); f_test's df
         self.se_note = fit.se_note
         self.nagq = model._fit_options.get("nagq", 1) if fit.method not in ("REML", "ML") else None
         self.fit_options = dict(model._fit_options)  # what refits (anova, intervals, bootstrap) reuse
-        if self.is_vector:  # MixedLM's sizes: random effects per group, covariance parameters
-            self.k_re, self.k_re2 = len(fit.re_names), int(fit.n_params - self.k_fe
-                                                             - int(model.dist.has_dispersion))
+        if not per_term(self):  # MixedLM's sizes: random effects per group, covariance parameters
+            self.k_re = first.q
+            self.k_re2 = sum(len(b) * (len(b) + 1) // 2 for b in first.blocks)
 
     # ------------------------------------------------------------------ MixedLM-style names
     @property
@@ -82,42 +91,35 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         cov = self._fit.cov_beta_pirls
         return None if cov is None else pd.DataFrame(cov, index=self.model.exog_names, columns=self.model.exog_names)
 
-    @property
-    def is_vector(self):
-        """True for a vector random effect per group (random slopes)."""
-        return getattr(self._fit, "cov_re", None) is not None
+    @cache_readonly
+    def _terms(self):
+        """The fit's random-effect terms (`_term_view.TermView`, the user's order): one for a one-factor model."""
+        return term_views(self)
 
     @property
     def is_multi(self):
-        """True for several random-effect terms (crossed / nested factors): per-term dicts and tables."""
-        return getattr(self._fit, "mixed", None) is not None
+        """True for a model specified with several random-effect terms: per-term dicts and tables."""
+        return per_term(self)
 
     @cache_readonly
     def vcomp(self):
         """lme4's VarCorr print as a DataFrame (Group, Name, Variance, Std.Dev., Corr; a Residual row)."""
-        if self.is_multi:
-            return _rm.vcomp(self)
-        return _rm.vcomp_one(self)
+        return _rt.vcomp(self)
 
     @cache_readonly
     def singular_terms(self):
-        """Term -> singular flag (several terms); one term: {group name: singular}."""
-        if self.is_multi:
-            return _rm.singular_terms(self)
-        return {self.group_name: self.singular}
+        """Term key -> singular flag."""
+        return _rt.singular_terms(self)
 
     @cache_readonly
     def cov_re(self):
-        if self.is_multi:  # term -> q x q covariance
-            return _rm.cov_re(self)
-        if self.is_vector:
-            return _rv.cov_re(self)
-        return pd.DataFrame([[self.var_re]], index=[self.group_name], columns=[self.group_name])
+        """q x q covariance of the random effects (DataFrame); several terms: a dict by term."""
+        return _rt.cov_re(self)
 
     @cache_readonly
     def cov_re_unscaled(self):
         """cov_re / scale (MixedLM's name)."""
-        if self.is_multi:
+        if isinstance(self.cov_re, dict):
             return {k: v / self.scale for k, v in self.cov_re.items()}
         return self.cov_re / self.scale
 
@@ -136,19 +138,13 @@ class GLMMResults(sm_base.LikelihoodModelResults):
 
     @cache_readonly
     def random_effects(self):
-        if self.is_multi:  # term -> DataFrame levels x z columns
-            return _rm.random_effects(self)
-        if self.is_vector:
-            return _rv.random_effects(self)
-        return {label: pd.Series([value], index=["Group"]) for label, value in zip(self.model.group_labels, self.blups)}
+        """Group label -> Series of its effects (MixedLM's shape); several terms: term -> levels x z DataFrame."""
+        return _rt.random_effects(self)
 
     @cache_readonly
     def random_effects_se(self):
-        if self.is_multi:
-            return _rm.random_effects_se(self)
-        if self.is_vector:
-            return _rv.random_effects_se(self)
-        return pd.Series(self.blup_se, index=self.model.group_labels, name="se")
+        """Conditional SDs of the random effects (by group; several terms: a dict by term)."""
+        return _rt.random_effects_se(self)
 
     # ------------------------------------------------------------------ fit statistics
     @cache_readonly
@@ -187,17 +183,12 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         """sigma_u^2 / (sigma_u^2 + sigma_e^2) where sigma_e^2 has a basis (Gaussian, logit, probit), else None.
 
         With random slopes: ICC(0), the intercept variance's share (see `icc_at`)."""
-        entry = self._icc_residual
-        if self.is_multi:  # the adjusted ICC (every intercept variance); per term: icc_table()
-            icc = _rm.icc_table(self)
-            value = icc.loc["Adjusted ICC", "Value"]
-            return None if isinstance(value, str) else float(value)
-        return None if entry is None else self.var_re / (self.var_re + entry[0])
+        return _rt.icc(self)  # several terms: the adjusted ICC (every intercept variance); per term: icc_table()
 
     @cache_readonly
     def deff(self):
         """Design effect 1 + (n_bar - 1) ICC with n_bar the mean group size; None where the ICC is undefined."""
-        if self.icc is None or self.is_vector or self.is_multi:  # with random slopes the ICC, so the design effect, varies with x
+        if self.icc is None or not self._scalar_intercept:  # with slopes the ICC, so the design effect, varies with x
             return None
         return 1.0 + (self.nobs / self.n_groups - 1.0) * self.icc
 
@@ -205,8 +196,7 @@ class GLMMResults(sm_base.LikelihoodModelResults):
     def latent_lambda(self):
         """Mean expected count exp(x'beta + offset + sigma_u^2 / 2) over the rows (Poisson log latent variance)."""
         eta = self.model.predict(self.params, which="linear")
-        var = _rm.row_variances(self) if self.is_multi else (_rv.row_variances(self) if self.is_vector
-                                                              else self.var_re)
+        var = _rt.row_variances(self)
         return float(np.mean(np.exp(eta + 0.5 * var)))
 
     def icc_at(self, x):
@@ -216,11 +206,7 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         dict term -> value).  For a random intercept the ICC does not depend on x.  None where the
         residual variance has no basis (see `icc_basis`).
         """
-        if self.is_multi:  # the sum over terms of z_k(x)' Sigma_k z_k(x)
-            return _rm.icc_at(self, x)
-        if not self.is_vector:
-            return self.icc
-        return _rv.icc_at(self, x)
+        return _rt.icc_at(self, x)
 
     # ------------------------------------------------------------------ inference
     def conf_int(self, alpha=0.05, method=None, nsim=200, seed=None, n_jobs=1, progress=None):
@@ -245,12 +231,10 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         alpha = check_alpha(alpha)
         if method is None:
             return super().conf_int(alpha=alpha)
-        from .inference import _bootstrap, _bootstrap_multi, _intervals, _intervals_multi, _intervals_vector
+        from .inference import _bootstrap, _intervals, _intervals_terms
 
-        if self.is_multi and method == "boot":  # several terms: rows per term
-            return _bootstrap_multi.bootstrap_intervals(self, alpha, nsim=nsim, seed=seed, n_jobs=n_jobs,
-                                                        progress=progress)
-        module = _intervals_multi if self.is_multi else (_intervals_vector if self.is_vector else _intervals)
+        # one random intercept: its own profile (adaptive quadrature too); any other structure: by term
+        module = _intervals if self._scalar_intercept else _intervals_terms
         if method == "wald":
             return module.wald_intervals(self, alpha)
         if method == "profile":
@@ -281,7 +265,9 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         from .inference._comparison import test_random_effect
 
         if self.is_multi:
-            return _rm.test_random_effect(self, term)
+            from .inference._comparison_terms import test_random_effect as test_term
+
+            return test_term(self, term)
         if term is not None and term != self.group_name:
             raise ValueError(f"test_random_effect: this fit has one grouping factor, {self.group_name!r}")
         return test_random_effect(self)
@@ -328,22 +314,18 @@ class GLMMResults(sm_base.LikelihoodModelResults):
 
     # ------------------------------------------------------------------ tables
     def random_effects_table(self):
-        if self.is_multi:
-            return _rm.random_effects_table(self)
-        return _rv.random_effects_table(self) if self.is_vector else _tables.random_effects_table(self)
+        return _rt.random_effects_table(self)
 
     def dispersion_table(self):
         """Negative binomial fits: alpha (NB2, Var = mu + alpha mu^2) and theta = 1/alpha; None otherwise."""
         return _tables.dispersion_table(self)
 
     def icc_table(self):
-        if self.is_multi:
-            return _rm.icc_table(self)
-        return _rv.icc_table(self) if self.is_vector else _tables.icc_table(self)
+        return _rt.icc_table(self)
 
     def latent_variance_table(self):
         table = _tables.latent_variance_table(self)
-        if (self.is_vector or self.is_multi) and table is not None:  # the covariance is in the Random Effects table
+        if not self._scalar_intercept and table is not None:  # the covariances are in the Random Effects table
             table = table.drop(columns=["Random-intercept variance"])
         return table
 
@@ -354,28 +336,19 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         return _tables.model_fit_table(self)
 
     def blup_table(self):
-        if self.is_multi:  # long: Term, Group (level), per z column the mode and its conditional SD
-            return _rm.blup_table(self)
-        return _rv.blup_table(self) if self.is_vector else _tables.blup_table(self)
+        """Modes / BLUPs with conditional SDs (several terms: long, a Term column)."""
+        return _rt.blup_table(self)
 
     def diagnostics(self):
         """One row per row used (the data's index): fitted values, deviance and Pearson residuals, group effect."""
-        if self.is_multi:
-            return _rm.diagnostics_table(self)
-        return _tables.diagnostics_table(self)
+        return _rt.diagnostics_table(self)
 
     # ------------------------------------------------------------------ fitted values and prediction
     @cache_readonly
     def fittedvalues(self):
         """Conditional means (fixed effects + each row's BLUP), response scale, on the data's index."""
-        if self.is_multi:
-            values = self.model.dist.mean(self.model.predict(np.asarray(self.params, float), which="linear")
-                                          + _rm.row_effects(self))
-        elif self.is_vector:
-            values = self.model.dist.mean(self.model.predict(np.asarray(self.params, float), which="linear")
-                                          + _rv.row_effects(self))
-        else:
-            values = self.model.predict(np.asarray(self.params, float), which="mean", blups=self._blup_map)
+        values = self.model.dist.mean(self.model.predict(np.asarray(self.params, float), which="linear")
+                                      + _rt.row_effects(self))
         return pd.Series(values, index=self.model.design.index, name="fittedvalues")
 
     @cache_readonly
@@ -386,6 +359,7 @@ class GLMMResults(sm_base.LikelihoodModelResults):
 
     @cache_readonly
     def _blup_map(self):
+        """Group label -> random intercept (a one-factor model)."""
         return dict(zip(self.model.group_labels, self.blups))
 
     def predict(self, exog=None, transform=True, groups=None, which="mean", new_groups="zero", offset=None,
@@ -400,7 +374,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
             row's BLUP (equal to `fittedvalues`).
         groups : column name or array_like, optional
             The group of each new row; its BLUP is added.  None: population-level predictions
-            (random effects 0).
+            (random effects 0).  With several random-effect terms: which terms to predict on (None or
+            True: every term, False: none, or a list of term keys), the levels read from the new data.
         which : {"mean", "linear"}
             Response scale or linear predictor.
         new_groups : {"zero", "error"}
@@ -410,66 +385,60 @@ class GLMMResults(sm_base.LikelihoodModelResults):
             column of the new data when it has one.
         """
         from .inference._prediction import _dict_frame, new_data
+        from .inference._prediction_terms import predict
 
+        if which not in ("mean", "linear"):
+            raise ValueError(f"which must be 'mean' or 'linear' (got {which!r})")
         exog = _dict_frame(exog) if isinstance(exog, dict) else exog  # statsmodels' formula predict takes a dict
-        if self.is_multi:  # every term (groups: None/True all, False none, or a list of term names)
-            rows = new_data(self, exog, transform, None, offset, exposure)
-            values = _rm.predict(self, rows, exog, which, groups, new_groups)
-            return pd.Series(values, index=rows.index, name="predicted" if which == "mean" else "linpred")
-        rows = new_data(self, exog, transform, groups, offset, exposure)
-        params = np.asarray(self.params, float)
-        if self.is_vector:  # random slopes: each row's group effect is z_i' b_g
-            values = _rv.predict(self, rows, exog, which, new_groups)
-        elif rows.X is None:
-            values = self.model.predict(params, which=which, blups=self._blup_map)
-        else:
-            values = self.model.predict(params, rows.X, offset=rows.offset, groups=rows.groups, which=which,
-                                        blups=None if rows.groups is None else self._blup_map,
-                                        new_groups=new_groups)
+        rows = new_data(self, exog, transform, None if self.is_multi else groups, offset, exposure)
+        values = predict(self, rows, exog, which, groups, new_groups)
         return pd.Series(values, index=rows.index, name="predicted" if which == "mean" else "linpred")
 
     def get_prediction(self, exog=None, transform=True, groups=None, offset=None, exposure=None,
                        new_groups="zero"):
         """Predictions with standard errors: ``.summary_frame(alpha)`` has mean, mean_se, mean_ci_lower and
-        mean_ci_upper (delta method on the link scale; with `groups`, the BLUP's conditional variance
-        is added with its covariance with beta-hat: Henderson's prediction error, exact for Gaussian
-        models, linearised with the working weights otherwise).
-        Arguments as for `predict`."""
-        from .inference._prediction import get_prediction
+        mean_ci_upper (delta method on the link scale).  With `groups`, each level's conditional covariance
+        is added, for a one-factor model with its covariance with beta-hat: Henderson's prediction error,
+        exact for Gaussian models, linearised with the working weights otherwise (see
+        ``glmm_ext.inference._prediction_terms``).  Arguments as for `predict`."""
+        from .inference._prediction_terms import get_prediction
 
-        if self.is_multi:
-            from .inference._prediction import PredictionResults, new_data
-
-            rows = new_data(self, exog, transform, None, offset, exposure)
-            eta, cond = _rm.predict(self, rows, exog, "linear", groups, new_groups, with_variance=True)
-            X = self.model.design.X if rows.X is None else rows.X
-            var = np.einsum("ij,jk,ik->i", X, np.asarray(self.cov_params_fe, float), X) + cond
-            return PredictionResults(self.model.dist, eta, np.sqrt(var), rows.index)
-        if self.is_vector and groups is not None:
-            raise ValueError("get_prediction with groups is not available for random slopes (the prediction "
-                             "error of z'b); predict(groups=...) gives the point predictions")
         return get_prediction(self, exog, transform, groups, offset, exposure, new_groups)
 
     # ------------------------------------------------------------------ variance parameters
     @cache_readonly
     def params_vector(self):
-        """The estimate on the model's parameter vector (see ``model.param_names``): beta, sigma_u[, log scale]."""
-        if self.is_multi:
-            raise _rm.not_for_terms("params_vector")
-        self.model._random_intercept_only()
-        values = list(np.asarray(self.params, float)) + [self.sigma_re]
+        """The estimate on the model's parameter vector.  One random intercept: ``model.param_names``, (beta,
+        sigma_u[, log scale]), what ``model.loglike`` takes.  Any other structure: beta, per term its SDs and
+        correlations (named as the rows of ``conf_int(method="wald")``)[, log scale / log alpha]."""
+        if self._scalar_intercept:
+            values = list(np.asarray(self.params, float)) + [self.sigma_re]
+            names = self.model.param_names
+        else:
+            from .inference._intervals_terms import psi_hat, row_names
+
+            values, names = list(psi_hat(self)), row_names(self)[:-1] if self.model.dist.has_dispersion \
+                else row_names(self)
         if self.model.dist.has_dispersion:
-            values.append(np.log(self.scale))
-        return pd.Series(values, index=self.model.param_names, name="params_vector")
+            if self._scalar_intercept:
+                values.append(np.log(self.scale))
+            else:
+                names = names + ["log alpha" if self.model.dist.name == "negativebinomial" else "log scale"]
+        return pd.Series(values, index=names, name="params_vector")
 
     @cache_readonly
     def cov_params_vector(self):
-        """Inverse observed information over the variance parameters (sigma_u[, log scale]).
+        """Inverse observed information over the variance parameters (the entries of `params_vector` after
+        beta: sigma_u[, log scale], or per term SDs and correlations[, log scale]).
 
         REML fits use the REML criterion's curvature (beta profiled out), ML fits the log-likelihood's.
+        With several parameters, those at the boundary (an SD at 0, a correlation tied to it or at +-1) are
+        held there: NaN rows and columns.
         """
-        if self.is_multi:
-            raise _rm.not_for_terms("cov_params_vector")
+        if not self._scalar_intercept:
+            from .inference._intervals_terms import variance_covariance
+
+            return variance_covariance(self)[2]
         model, p = self.model, self.model.k_fe
         theta = self.params_vector.to_numpy()[p:]
         if self.method == "REML":
@@ -490,16 +459,24 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         except np.linalg.LinAlgError:
             return np.full((len(theta), len(theta)), np.nan)
 
+    @property
+    def _scalar_intercept(self):
+        """One factor with one random intercept (MixedLM's one-group model)."""
+        return not self.is_multi and self._terms[0].z_names == ("Intercept",)
+
     @cache_readonly
     def bse_re(self):
         """Standard error of the random-intercept variance sigma_u^2 (delta method, 2 sigma_u SE(sigma_u)).
 
         MixedLM's ``bse_re`` is on its internal scale (the variance relative to the residual variance,
-        times sqrt(scale)); for a Gaussian fit ``bse_re / sqrt(scale)`` is that number.
+        times sqrt(scale)); for a Gaussian fit ``bse_re / sqrt(scale)`` is that number.  Any other structure:
+        the SE of each variance, a Series by z column (several terms: a dict by term of those).
         """
-        if self.is_multi:  # term -> Series of the SEs of its variances
-            from .inference._intervals_multi import bse_re
-            return bse_re(self)
+        if not self._scalar_intercept:
+            from .inference._intervals_terms import bse_re
+
+            out = bse_re(self)
+            return out if self.is_multi else next(iter(out.values()))
         var_sd = self.cov_params_vector[0, 0]
         se = 2.0 * self.sigma_re * np.sqrt(var_sd) if var_sd >= 0 else np.nan
         return pd.Series([se], index=[f"{self.group_name} Var"], name="bse_re")
@@ -507,15 +484,8 @@ class GLMMResults(sm_base.LikelihoodModelResults):
     @cache_readonly
     def random_effects_cov(self):
         """Group label -> 1 x 1 DataFrame: the conditional variance of its random intercept (as MixedLM);
-        q x q by term with random slopes."""
-        if self.is_multi:  # term -> {level: q x q conditional covariance}
-            return _rm.random_effects_cov(self)
-        if self.is_vector:
-            names = list(self.cov_re.columns)
-            return {label: pd.DataFrame(c, index=names, columns=names)
-                    for label, c in zip(self.model.group_labels, self._fit.blup_cov)}
-        return {label: pd.DataFrame([[se * se]], index=["Group"], columns=["Group"])
-                for label, se in zip(self.model.group_labels, self.blup_se)}
+        q x q by z column with random slopes; several terms: term -> {level: q x q DataFrame}."""
+        return _rt.random_effects_cov(self)
 
     def remove_data(self):
         """Drop the per-row arrays (statsmodels' remove_data); predictions on new data keep working."""

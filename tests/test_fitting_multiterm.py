@@ -270,18 +270,23 @@ def test_predict_is_conditional_on_every_term_and_unseen_levels_give_zero(crosse
         res.predict(new.drop(columns="b"))
 
 
-def test_get_prediction_adds_each_terms_conditional_variance(crossed_fit):
-    df, res = crossed_fit
+def test_get_prediction_adds_each_terms_conditional_variance(dense_engine):
+    # a Poisson fit: x' Cov(beta) x plus each term's conditional variance (the Gaussian identity model gets
+    # Henderson's exact prediction error: tests/test_inference_terms.py)
+    df = crossed(n=150, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = glmm_ext.GLMM.from_formula("count ~ x + (1|a) + (1|b)", df, family=sm.families.Poisson()).fit()
     new = df.head(3)
-    pred = res.get_prediction(new).summary_frame()
+    pred = res.get_prediction(new)
     x = np.column_stack([np.ones(3), new["x"]])
     fixed_var = np.einsum("ij,jk,ik->i", x, res.cov_params_fe, x)
     sa = res.random_effects_se["a"]["Intercept"].reindex(new["a"]).to_numpy()
     sb = res.random_effects_se["b"]["Intercept"].reindex(new["b"]).to_numpy()
-    assert np.allclose(pred["mean_se"], np.sqrt(fixed_var + sa ** 2 + sb ** 2))
-    assert np.allclose(pred["mean"], res.predict(new))
-    population = res.get_prediction(new, groups=False).summary_frame()
-    assert np.allclose(population["mean_se"], np.sqrt(fixed_var))
+    assert np.allclose(pred.se_linpred, np.sqrt(fixed_var + sa ** 2 + sb ** 2))  # the link scale
+    assert np.allclose(pred.predicted, res.predict(new))
+    population = res.get_prediction(new, groups=False)
+    assert np.allclose(population.se_linpred, np.sqrt(fixed_var))
 
 
 def test_singular_term_warns_naming_it(dense_engine):
@@ -327,12 +332,13 @@ def test_r2_sums_the_components(crossed_fit):
     assert r2["conditional"] > r2["marginal"] > 0
 
 
-def test_methods_without_a_multiterm_form_say_so(crossed_fit):
+def test_params_vector_holds_each_terms_sd(crossed_fit):
     _, res = crossed_fit
-    for call in (lambda: res.params_vector, lambda: res.cov_params_vector):
-        with pytest.raises(NotImplementedError, match="several random-effect terms"):
-            call()
-    assert res.conf_int().shape == (2, 2)
+    pv = res.params_vector
+    assert list(pv.index) == ["Intercept", "x", "a SD Intercept", "b SD Intercept", "log scale"]
+    assert pv["a SD Intercept"] == pytest.approx(np.sqrt(res.cov_re["a"].iloc[0, 0]), rel=1e-12)
+    assert pv["log scale"] == pytest.approx(np.log(res.scale), rel=1e-12)
+    assert res.cov_params_vector.shape == (3, 3) and res.conf_int().shape == (2, 2)
 
 
 def test_poisson_crossed_tables_and_checks(dense_engine):
@@ -367,8 +373,7 @@ def test_slope_term_vcomp_has_the_correlation(dense_engine):
     assert vc["Corr"].iloc[1] == pytest.approx(c[0, 1] / np.sqrt(c[0, 0] * c[1, 1]))
     assert vc["Corr"].iloc[0] is None and vc["Corr"].iloc[2] is None
     assert res.random_effects["a"].shape == (8, 2)
-    with pytest.raises(NotImplementedError, match="several random-effect terms"):
-        res.get_prediction(df.head(2))
+    assert np.isfinite(res.get_prediction(df.head(2)).summary_frame()["mean_se"]).all()
     assert np.isfinite(res.get_prediction(df.head(2), groups=["b"]).summary_frame()["mean_se"]).all()
 
 

@@ -178,7 +178,7 @@ def test_intercept_bar_term_is_the_random_intercept_model():
     a = GLMM.from_formula("Reaction ~ Days + (1 | Subject)", data).fit()
     b = GLMM.from_formula("Reaction ~ Days", data, groups="Subject").fit()
     assert a.llf == b.llf and np.array_equal(a.params, b.params)
-    assert not a.is_vector and a.cov_re.shape == (1, 1)
+    assert [t.z_names for t in a._terms] == [("Intercept",)] and a.cov_re.shape == (1, 1)
 
 
 def test_bar_syntax_variants_and_errors():
@@ -326,8 +326,15 @@ def test_summary_fits_100_columns_and_statsmodels_names():
     assert (res.k_re, res.k_re2) == (2, 3)
     assert res.random_effects_cov[308].shape == (2, 2)
     assert np.allclose(res.fittedvalues, res.predict())
-    with pytest.raises(ValueError, match="random slopes"):
-        res.params_vector
+    pv = res.params_vector  # beta, the SDs and the correlation, log scale (conf_int's rows)
+    c = res.cov_re.to_numpy()
+    assert list(pv.index[2:]) == ["Subject SD Intercept", "Subject SD Days", "Subject Cor Intercept,Days",
+                                  "log scale"]
+    assert np.allclose(pv.iloc[2:5], [np.sqrt(c[0, 0]), np.sqrt(c[1, 1]), c[0, 1] / np.sqrt(c[0, 0] * c[1, 1])])
+    assert pv.iloc[5] == pytest.approx(np.log(res.scale))
+    assert res.cov_params_vector.shape == (4, 4)
+    with pytest.raises(ValueError, match="random slopes"):  # the model's loglike takes a random intercept's
+        res.model.loglike(pv)
 
 
 def test_pickle_round_trip_keeps_new_data_predictions():

@@ -42,7 +42,7 @@ def fit(data, formula, family, **kw):
 def replicate(res, y):
     options = {"reml": True, "maxiter": 100, "tol": 1e-6, "nagq": 1}
     options.update(_bootstrap.fit_options(res))
-    return _bootstrap.refit(res.model.design, options, np.asarray(y, float), _bootstrap.warm_start(res))
+    return _bootstrap.refit(res.model.design, options, np.asarray(y, float), _bootstrap.warm_start(res), res._terms)
 
 
 def own_verdict(data, formula, family, y, **kw):

@@ -1,8 +1,9 @@
 """Parametric bootstrap (lme4's ``bootMer``, MixedModels.jl's ``parametricbootstrap``).
 
-Replicate k draws a response from the fitted model with new group effects (u ~ N(0, sigma_u^2), or
-b_j ~ N(0, Sigma) with random slopes), refits the same model by the same method and keeps the
-parameters conf_int reports (beta, sigma_u or the SDs and correlations, family parameter).  A
+Replicate k draws a response from the fitted model with new group effects (u ~ N(0, sigma_u^2),
+b_j ~ N(0, Sigma) with random slopes, new effects for every level of every term with several terms),
+refits the same model by the same method and keeps the parameters conf_int reports (beta, sigma_u or
+each term's SDs and correlations, family parameter).  A
 replicate the package's own fit would not accept is a failed replicate (a row of NaN, counted in
 ``attrs["n_failed"]`` and left out of the percentiles, as lme4's ``bootMer`` reports failures): a
 response with no finite maximum (every count 0, every Binomial row without a success or a failure,
@@ -20,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 from ._comparison import fit_options, unwrap
-from . import _intervals
-from . import _intervals_vector
-from ._intervals import extra_row_names, family_parameter
+from . import _intervals, _intervals_terms
+from ._intervals import family_parameter
+from .._term_view import record_covariances
 from .._progress import Progress
 from .._validation import check_finite_mle_response
 from ._simulate import check_nsim, simulator
@@ -33,21 +34,17 @@ from ._simulate import check_nsim, simulator
 QUICK_TRUST = 8.0
 
 
-def _estimates(design, fit):
-    """(beta, sigma_u | SDs and correlations, sqrt(phi) | phi | alpha) of one fit, as reported by conf_int."""
+def _estimates(design, fit, terms):
+    """(beta, per term SDs and correlations, sqrt(phi) | phi | alpha) of one fit, as reported by conf_int."""
     dist = design.dist
     tail = []
     if dist.name == "gaussian":
         tail = [np.sqrt(fit.scale)]
     elif dist.has_dispersion:
         tail = [fit.scale]
-    if design.Z is None:
-        return np.concatenate([fit.beta, [np.sqrt(fit.var_re)], tail])
-    cov = fit.cov_re
-    sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
     with np.errstate(all="ignore"):
-        corr = [cov[a, b] / (sd[a] * sd[b]) for a, b in _intervals_vector.correlated_pairs(design)]
-    return np.concatenate([fit.beta, sd, corr, tail])
+        values = _intervals_terms.covariance_estimates(terms, record_covariances(fit))
+    return np.concatenate([fit.beta, values, tail])
 
 
 def warm_start(res):
@@ -58,7 +55,7 @@ def warm_start(res):
     from ..engine._optimize import fd_hessian
 
     design = res.model.design
-    if design.gaussian_identity or design.Z is not None:  # random slopes: refitted from the usual start
+    if design.gaussian_identity or not res._scalar_intercept:  # slopes, several terms: from the usual start
         return None
     nagq = max(1, int(res.fit_options.get("nagq", 1) or 1))
     objective = MarginalLikelihood(design.dist, design.engine_data(), nagq=nagq)
@@ -99,10 +96,9 @@ def _quick_fit(design, options, start):
                            family_parameter(design.dist, theta[p + 1:]) if design.dist.has_dispersion else []])
 
 
-def _failed(design):
+def _failed(design, terms):
     """The NaN row of a failed replicate."""
-    k = design.X.shape[1] + int(design.dist.has_dispersion)
-    k += 1 if design.Z is None else design.Z.shape[1] + len(_intervals_vector.correlated_pairs(design))
+    k = design.X.shape[1] + int(design.dist.has_dispersion) + sum(t.q + len(t.pairs) for t in terms)
     return np.full(k, np.nan)
 
 
@@ -120,19 +116,25 @@ def has_no_mle(design, y):
     return False
 
 
-def refit(design, options, y, start=None):
+def refit(design, options, y, start=None, terms=None):
     """Estimates after refitting `design` with response y; NaN (a failed replicate, as bootMer's) when the
     package's own fit would refuse y (see `has_no_mle`), raises a ValueError, or does not converge."""
+    from .._multiterm import fit_multi
     from ..engine._fit_vector import fit_vector
     from ..engine._fitting import fit_likelihood, fit_profile
 
     new = dataclasses.replace(design, y=y)
+    if terms is None:
+        raise ValueError("refit needs the fit's terms (GLMMResults._terms)")
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
             if has_no_mle(design, y):
-                return _failed(design)
-            if new.Z is not None:
+                return _failed(design, terms)
+            if getattr(new, "terms", None) is not None:  # several terms: the multi-term driver
+                fit = fit_multi(new, reml=options.get("reml", True), nagq=options.get("nagq", 1),
+                                maxiter=options["maxiter"], tol=options["tol"])
+            elif new.Z is not None:
                 fit = fit_vector(new, reml=options.get("reml", True), nagq=1, maxiter=options["maxiter"],
                                  tol=options["tol"], cov_type="pirls")
             elif new.gaussian_identity:
@@ -145,16 +147,17 @@ def refit(design, options, y, start=None):
                 fit = fit_likelihood(new, nagq=options["nagq"], maxiter=options["maxiter"], tol=options["tol"],
                                      cov_type="pirls")
         if not fit.converged:
-            return _failed(design)
-        return _estimates(design, fit)
+            return _failed(design, terms)
+        return _estimates(design, fit, terms)
     except (ValueError, FloatingPointError, ArithmeticError, np.linalg.LinAlgError):
-        return _failed(design)
+        return _failed(design, terms)
 
 
 def _run(task):
     """Worker: the replicates of one chunk, from their own seed sequences."""
-    design, options, sim, seeds, start = task
-    return np.array([refit(design, options, sim.draw(np.random.default_rng(s), "new"), start) for s in seeds])
+    design, options, sim, seeds, start, terms = task
+    return np.array([refit(design, options, sim.draw(np.random.default_rng(s), "new"), start, terms)
+                     for s in seeds])
 
 
 def bootstrap_samples(res, nsim=200, seed=None, n_jobs=1, progress=None):
@@ -170,7 +173,7 @@ def bootstrap_samples(res, nsim=200, seed=None, n_jobs=1, progress=None):
     seeds = np.random.SeedSequence(seed).spawn(nsim)
     size = max(1, min(25, nsim // (4 * n_jobs) or 1))
     start = warm_start(res)
-    tasks = [(design, options, sim, seeds[i:i + size], start) for i in range(0, nsim, size)]
+    tasks = [(design, options, sim, seeds[i:i + size], start, res._terms) for i in range(0, nsim, size)]
     out, done = [], 0
     with Progress(enabled=progress, maxiter=nsim) as monitor:
         if n_jobs == 1:
@@ -185,8 +188,15 @@ def bootstrap_samples(res, nsim=200, seed=None, n_jobs=1, progress=None):
                     out.append(chunk)
                     done += len(chunk)
                     monitor("bootstrap", done, np.nan)
-    names = _intervals_vector.row_names(res) if res.is_vector else list(res.model.exog_names) + extra_row_names(res)
+    names = _row_names(res)
     return pd.DataFrame(np.vstack(out), columns=names)
+
+
+def _row_names(res):
+    """conf_int's rows: "<groups> SD" for one random intercept, else per term SDs and correlations."""
+    if res._scalar_intercept:
+        return list(res.model.exog_names) + _intervals.extra_row_names(res)
+    return _intervals_terms.row_names(res)
 
 
 def bootstrap_intervals(res, alpha=0.05, nsim=200, seed=None, n_jobs=1, progress=None):
@@ -195,7 +205,7 @@ def bootstrap_intervals(res, alpha=0.05, nsim=200, seed=None, n_jobs=1, progress
     lower = samples.quantile(alpha / 2.0).to_numpy()
     upper = samples.quantile(1.0 - alpha / 2.0).to_numpy()
     res = unwrap(res)
-    out = (_intervals_vector._frame if res.is_vector else _intervals._frame)(res, lower, upper)
+    out = pd.DataFrame({"lower": lower, "upper": upper}, index=pd.Index(_row_names(res)))
     n_failed = int(samples.isna().any(axis=1).sum())
     out.attrs.update(method="boot", nsim=nsim, n_failed=n_failed)
     if n_failed:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from .. import _results_vector
+from .._term_view import per_term, term_rows
 from ._comparison import unwrap
 from ._simulate import check_nsim, check_use_re, simulator
 
@@ -52,7 +52,7 @@ def null_lambda(res):
         return float(np.exp(null.beta[0]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        exog_re = design.Z if res.is_vector else None  # keep the random slopes, as performance's null model
+        exog_re = design.Z  # keep the random slopes (None: a random intercept), as performance's null model
         null = GLMM(design.y, np.ones((design.nobs, 1)), model.groups, family=model.family,
                     offset=design.offset, exog_re=exog_re).fit(**{k: v for k, v in res.fit_options.items() if k in ("maxiter", "tol")})
     return float(np.exp(np.asarray(null.params, float)[0]))
@@ -87,15 +87,19 @@ def latent_residual_variance(res, approximation="lognormal"):
     return value, "delta method: mean of phi V(mu) g'(mu)^2"
 
 
-def multi_random_variances(res):
-    """(var_random, var_observation_level) of a multi-term fit: per term the mean of z_i' Sigma_k z_i over the
-    rows; a scalar term with one level per row (an observation-level random effect, non-Gaussian families)
-    goes to the second, as performance::r2_nakagawa puts it into the residual variance."""
-    design = res.model.design
+def random_variances(res):
+    """(var_random, var_observation_level): per term the mean of z_i' Sigma_k z_i over the rows (sigma_u^2 for a
+    random intercept).  With several terms, a scalar term with one level per row (an observation-level random
+    effect, non-Gaussian families) goes to the second, as performance::r2_nakagawa puts it into the residual."""
+    nobs = res.model.design.nobs
     var_u = var_olre = 0.0
-    for term, cov in zip(design.terms.structure.terms, res._fit.mixed.cov_re):
-        v = float(np.mean(np.einsum("nq,qr,nr->n", term.Z, np.atleast_2d(cov), term.Z)))
-        olre = term.q == 1 and term.n_levels == design.nobs and res.model.dist.name != "gaussian"
+    for k, t in enumerate(res._terms):
+        if t.z_names == ("Intercept",):
+            v = float(t.cov[0, 0])
+        else:
+            Z, _ = term_rows(res, k)
+            v = float(np.mean(np.einsum("nq,qr,nr->n", Z, t.cov, Z)))
+        olre = per_term(res) and t.q == 1 and t.n_levels == nobs and res.model.dist.name != "gaussian"
         if olre:
             var_olre += v
         else:
@@ -111,11 +115,7 @@ def r2(res, approximation="lognormal"):
     res = unwrap(res)
     design = res.model.design
     var_f = float(np.var(design.X @ np.asarray(res.params, float), ddof=1))
-    var_olre = 0.0
-    if getattr(res, "is_multi", False):  # several terms: the sum of their mean z' Sigma_k z (Johnson 2014)
-        var_u, var_olre = multi_random_variances(res)
-    else:
-        var_u = float(np.mean(_results_vector.row_variances(res))) if res.is_vector else float(res.var_re)
+    var_u, var_olre = random_variances(res)  # the sum over terms of their mean z' Sigma_k z (Johnson 2014)
     var_e, how = latent_residual_variance(res, approximation)
     if var_olre:  # an observation-level term is additive overdispersion: residual (Nakagawa et al. 2017)
         var_e += var_olre

@@ -18,9 +18,11 @@ def unwrap(res):
 
 
 def require_random_intercept(res, what):
-    """A ValueError for fits with random slopes (a vector effect per group): `what` needs one intercept."""
-    if getattr(res, "is_vector", False):
-        raise ValueError(f"{what} is implemented for random-intercept models; this fit has random slopes")
+    """A ValueError unless the fit has one random intercept (one factor, one z column "Intercept")."""
+    terms = getattr(res, "_terms", None)
+    if terms is not None and (getattr(res, "is_multi", False) or terms[0].z_names != ("Intercept",)):
+        raise ValueError(f"{what} is implemented for random-intercept models; this fit has random slopes or "
+                         "several terms")
     return res
 
 
@@ -72,7 +74,8 @@ def random_part(res):
         return " + ".join(_term_text(term) for term in structure.terms)
     group = res.model.group_name
     random = getattr(res.model, "random_design", None)
-    if not getattr(res, "is_vector", False) or random is None:
+    terms = getattr(res, "_terms", None)
+    if terms is None or terms[0].z_names == ("Intercept",) or random is None:
         return f"(1 | {group})"
     try:
         names = list(random.names)
@@ -298,7 +301,7 @@ def test_random_effect(res):
     llf_glm = glm_loglik(res)
     statistic = max(0.0, 2.0 * (res.llf - llf_glm))
     kind = "REML" if is_reml(res) else ("ML" if res.method == "ML" else res.llf_label)
-    df = int(res.k_re2) if res.is_vector else 1
+    df = int(res.k_re2)  # covariance parameters: 1 for a random intercept
     chi2_p, mixture_p = float(stats.chi2.sf(statistic, df)), boundary_pvalue(statistic, df)
     if df == 1:
         pvalue, how = mixture_p, "p = 0.5 chi2_0 + 0.5 chi2_1 (Self & Liang 1987)"

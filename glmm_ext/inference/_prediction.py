@@ -1,15 +1,6 @@
-"""Predictions on new data: the formula applied to it, group effects, and delta-method intervals.
-
-For row i with fixed-effects row x_i and group g (when groups are given),
-    eta_i = x_i' beta + offset_i + u_g,   Var(eta_i) = (x_i - k_g)' Cov(beta) (x_i - k_g) + Var(u_g | y),
-the last term being the BLUP's conditional variance (``blup_se**2``; 0 and k_g = 0 for an unseen
-group, whose prediction is the population-level one), and
-    k_g = sigma_u^2 sum_{i in g} w_i x_i / (1 + sigma_u^2 sum_{i in g} w_i)
-with w_i the working weights at the conditional modes (1 / sigma_e^2 for Gaussian + identity): the
-BLUP moves against beta-hat, and (x - k)' Cov(beta) (x - k) + Var(u_g | y) is Henderson's
-prediction-error variance of x'beta-hat + u-hat_g -- exact for Gaussian + identity given the
-variances, its first-order (linearised) form for the other families.  Intervals are
-eta_i +- z SE(eta_i) mapped through the inverse link; the mean's SE is |d mu / d eta| SE(eta_i).
+"""Predictions on new data: the formula applied to it (`new_data`) and delta-method intervals
+(`PredictionResults`: eta_i +- z SE(eta_i) mapped through the inverse link; the mean's SE is
+|d mu / d eta| SE(eta_i)).  The random part and SE(eta_i) for every structure: `_prediction_terms`.
 """
 from dataclasses import dataclass
 
@@ -148,44 +139,3 @@ class PredictionResults:
         ci = self.conf_int(alpha)
         return pd.DataFrame({"mean": self.predicted, "mean_se": self.se_mean, "mean_ci_lower": ci[:, 0],
                              "mean_ci_upper": ci[:, 1]}, index=self.predicted.index)
-
-
-def get_prediction(results, exog=None, transform=True, groups=None, offset=None, exposure=None,
-                   new_groups="zero"):
-    """PredictionResults for `exog` (the fitted data when None), with group effects when `groups` is given."""
-    model = results.model
-    rows = new_data(results, exog, transform, groups, offset, exposure)
-    params = np.asarray(results.params, float)
-    X = model.design.X if rows.X is None else rows.X
-    off = model.design.offset if rows.X is None else rows.offset
-    eta = X @ params + off
-    D, cond_var = X, 0.0
-    if rows.groups is not None:
-        blups = dict(zip(model.group_labels, results.blups))
-        eta = eta + model.group_effects(rows.groups, blups, len(eta), new_groups)
-        codes = pd.Series(np.asarray(rows.groups, dtype=object)).map(
-            dict(zip(model.group_labels, range(model.n_groups)))).to_numpy(float)
-        seen = np.isfinite(codes)
-        cond_var = np.zeros(len(eta))
-        cond_var[seen] = results.blup_se[codes[seen].astype(np.intp)] ** 2
-        K = _blup_loadings(results)
-        if K is not None:
-            D = np.array(X, dtype=float)
-            D[seen] -= K[codes[seen].astype(np.intp)]
-    var = np.einsum("ij,jk,ik->i", D, np.asarray(results.cov_params_fe, float), D) + cond_var
-    return PredictionResults(model.dist, eta, np.sqrt(var), rows.index)
-
-
-def _blup_loadings(results):
-    """k_g = sigma_u^2 sum_g w_i x_i / (1 + sigma_u^2 sum_g w_i) by group code (None once data are removed)."""
-    from ..engine._segments import group_sums
-
-    design = results.model.design
-    if design.X is None:
-        return None
-    eta = design.X @ np.asarray(results.params, float) + design.offset + results.blups[design.codes]
-    w = design.dist.working_weights(eta, design.prior_weights * design.freq_weights, results.scale)
-    o = design.order
-    weighted = group_sums((design.X * w[:, None])[o], design.starts)
-    total = group_sums(w[o], design.starts)
-    return weighted * (results.var_re / (1.0 + results.var_re * total))[:, None]

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .._term_view import term_rows
+
 USE_RE = ("conditional", "new")
 
 
@@ -99,12 +101,13 @@ def simulator(res):
         return multi_simulator(res)
     model = res.model
     design = model.design
-    vector = getattr(res, "is_vector", False)
-    cov = np.asarray(res.cov_re, float) if vector else None
+    term = res._terms[0]
+    vector = term.z_names != ("Intercept",)  # random slopes: a vector of effects per group
+    cov = term.cov if vector else None
     return Simulator(family=design.dist.name, link_inverse=design.dist.link.inverse,
                      eta_fixed=model.predict(np.asarray(res.params, float), which="linear"),
                      codes=design.codes, blups=np.asarray(res.blups, float),
-                     sigma=float(np.sqrt(cov[0, 0] if vector else res.var_re)),
+                     sigma=float(np.sqrt(term.cov[0, 0])),
                      phi=float(res.scale), trials=np.asarray(design.trials, float),
                      var_weights=np.asarray(design.var_weights, float),
                      Z=np.asarray(design.Z, float) if vector else None,
@@ -196,12 +199,10 @@ def multi_simulator(res):
     """The MultiSimulator of a fit with several random-effect terms."""
     model = res.model
     design = model.design
-    fit = res._fit.mixed
     terms = []
-    for term, modes, cov in zip(design.terms.terms, fit.modes, fit.cov_re):
-        cov = np.atleast_2d(np.asarray(cov, float))
-        terms.append((term.codes, term.Z, np.asarray(modes, float).reshape(term.n_levels, -1),
-                      covariance_factor(cov)))
+    for k, t in enumerate(res._terms):
+        Z, codes = term_rows(res, k)
+        terms.append((codes, Z, t.modes, covariance_factor(t.cov)))
     return MultiSimulator(family=design.dist.name, link_inverse=design.dist.link.inverse,
                           eta_fixed=model.predict(np.asarray(res.params, float), which="linear"),
                           codes=None, blups=None, sigma=float("nan"), phi=float(res.scale),

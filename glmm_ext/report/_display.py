@@ -66,8 +66,8 @@ def model_info(res):
     model = res.model
     counts = model.design.counts
     return {
-        "Model:": ("GLMM (random intercept)" if not res.is_vector else
-                   f"GLMM (random: {', '.join(res.cov_re.columns)})"),
+        "Model:": ("GLMM (random intercept)" if not _slopes(res) else
+                   f"GLMM (random: {', '.join(res._terms[0].z_names)})"),
         "Family:": FAMILY_NAMES.get(model.dist.name, model.dist.name),
         "Link:": model.dist.link_name,
         "Method:": res.method if res.method in ("REML", "ML", "Laplace") else
@@ -83,8 +83,13 @@ def model_info(res):
     }
 
 
+def _slopes(res):
+    """The one factor has random slopes (a vector of effects per group)."""
+    return res._terms[0].z_names != ("Intercept",)
+
+
 def _effects(res):
-    return "Random effects (per term)" if res.is_vector else "Random intercepts"
+    return "Random effects (per term)" if _slopes(res) else "Random intercepts"
 
 
 def notes(res, alpha, from_cli=False):
@@ -93,8 +98,8 @@ def notes(res, alpha, from_cli=False):
         reasons = ", ".join(f"{k} ({v})" for k, v in res.model.design.drop_reasons.items())
         lines.append(f"{res.n_dropped} rows dropped (listwise deletion: missing, non-numeric or infinite values"
                      + (f" in {reasons}" if reasons else "") + ").")
-    if res.singular and res.is_vector:
-        from .._results_vector import SINGULAR_NOTE
+    if res.singular and _slopes(res):
+        from .._results_terms import SINGULAR_NOTE
 
         lines.append(SINGULAR_NOTE)
     elif res.singular:

@@ -120,16 +120,3 @@ def blup_table(res):
                        "Std. Error": res.blup_se})
     df["Rank"] = df["Random Intercept"].rank(ascending=False, method="min").astype(int)
     return df
-
-
-def diagnostics_table(res):
-    """fitted_values (fixed + random, response scale), deviance and Pearson residuals, each row's group effect."""
-    model = res.model
-    design = model.design
-    u = res.blups[design.codes] if not res.is_vector else np.einsum("nq,nq->n", design.Z, res.blups[design.codes])
-    mu = model.dist.mean(model.predict(res.params, which="linear") + u)
-    y, m = design.y, design.prior_weights
-    return pd.DataFrame({"fitted_values": mu,
-                         "deviance_residuals": model.dist.deviance_residuals(y, mu, m, res.scale),
-                         "pearson_residuals": model.dist.pearson_residuals(y, mu, m, res.scale),
-                         "group_random_effect": u}, index=design.index)

@@ -1,16 +1,20 @@
-"""Wald and profile intervals for fits with several random-effect terms (crossed / nested factors).
+"""Wald and profile intervals for every random-effects structure but one scalar random intercept (whose
+profile, adaptive quadrature included, is `_intervals`): random slopes, several terms, crossed and nested
+factors -- all read through the per-term view (`_term_view`).
 
-Parameters, in the rows of ``conf_int`` (the bootstrap's `_bootstrap_multi.row_names`), psi =
+Parameters, in the rows of ``conf_int``, psi =
 
     (beta, per term: its SDs then its correlations (lme4's column-wise pairs), log phi),
 
-beta on the data's scale, phi = sigma^2 (Gaussian) or the family's dispersion.  Term k's covariance is
-Sigma_k = D_k C_k D_k, so the engine's relative factor is Lambda_k = D_k chol(C_k) / sigma (Gaussian) or
-D_k chol(C_k) (every other family; `engine._structure`).  An SD of 0 is allowed, a correlation beyond
-+-1 counts as +-1 and a correlation matrix that is not positive semidefinite gives f = inf.
+beta on the data's scale, phi = sigma^2 (Gaussian) or the family's dispersion.  Rows: "<term> SD <column>"
+and "<term> Cor <a>,<b>" (a one-factor model: "<group> SD <column>"), then "Residual SD", "Dispersion"
+or "alpha".  Term k's covariance is Sigma_k = D_k C_k D_k, so the engine's relative factor is
+Lambda_k = D_k chol(C_k) / sigma (Gaussian) or D_k chol(C_k) (every other family; `engine._structure`; a
+one-factor model's independent blocks are the engine's terms).  An SD of 0 is allowed, a correlation
+beyond +-1 counts as +-1 and a correlation matrix that is not positive semidefinite gives f = inf.
 
 Objective f(psi) = -log-likelihood (ML):
-  Gaussian, exact: 2 f = log|Lambda'Z'Z Lambda + I| + n log(2 pi sigma^2) + a'Ma / sigma^2, a = (-beta, 1),
+  Gaussian, exact: 2 f = log|Lambda'Z'WZ Lambda + I| + n log(2 pi sigma^2) + a'Ma / sigma^2, a = (-beta, 1),
   M = L_FF L_FF' the Schur complement of [X y] in the blocked factor of `engine._pls` (a'Ma is the
   penalised residual sum of squares at beta);
   other families: the Laplace approximation (`engine._mixed.loglik_function`, data units).
@@ -28,28 +32,56 @@ from scipy import linalg, optimize, stats
 
 from ._comparison import is_reml, refit_ml, unwrap
 from ._intervals import Profile, _inverse, _pd_inverse, family_parameter, profile_ends
-from ._intervals_vector import DevianceProfile, _corr_factor, fd_gradient, fd_hessian_values
+from .._term_view import engine_structure, per_term
+from ..engine._differences import central_gradient, second_differences
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 SINGULAR_TOL = 1e-4
 
 
-def term_layout(structure):
-    """Per term: (sd slice, corr slice, pairs) into omega = psi without beta and the family parameter."""
+def term_layout(res):
+    """Per view term: (sd slice, corr slice, pairs) into omega = psi without beta and the family parameter."""
     out, start = [], 0
-    for term in structure.terms:
-        q = term.q
-        pairs = [(a, b) for b in range(q) for a in range(b)] if term.correlated and q > 1 else []
-        out.append((slice(start, start + q), slice(start + q, start + q + len(pairs)), pairs))
-        start += q + len(pairs)
+    for t in res._terms:
+        pairs = t.pairs
+        out.append((slice(start, start + t.q), slice(start + t.q, start + t.q + len(pairs)), pairs))
+        start += t.q + len(pairs)
     return out, start
+
+
+def row_names(res):
+    """Fixed effects, then per term "<term> SD <column>" and "<term> Cor <a>,<b>", then the family parameter."""
+    names = list(res.model.exog_names)
+    for t in res._terms:
+        key = t.key if per_term(res) else res.group_name
+        z = list(t.z_names)
+        names += [f"{key} SD {c}" for c in z] + [f"{key} Cor {z[a]},{z[b]}" for a, b in t.pairs]
+    dist = res.model.dist
+    if dist.name == "gaussian":
+        names.append("Residual SD")
+    elif dist.name == "negativebinomial":
+        names.append("alpha")
+    elif dist.has_dispersion:
+        names.append("Dispersion")
+    return names
+
+
+def covariance_estimates(terms, covs):
+    """Per term its SDs then its correlations (0 where an SD is 0), from the q x q covariances."""
+    values = []
+    for t, cov in zip(terms, covs):
+        cov = np.atleast_2d(np.asarray(cov, float))
+        sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
+        values += list(sd)
+        values += [float(np.clip(cov[a, b] / (sd[a] * sd[b]), -1, 1)) if sd[a] > 0 and sd[b] > 0 else 0.0
+                   for a, b in t.pairs]
+    return values
 
 
 def kinds(res):
     """Per psi coordinate: "beta", "sd", "corr", "phi" or "log_alpha" (NB2)."""
-    structure = res.model.design.terms.structure
     out = ["beta"] * len(res.params)
-    for sd, corr, pairs in term_layout(structure)[0]:
+    for sd, corr, pairs in term_layout(res)[0]:
         out += ["sd"] * (sd.stop - sd.start) + ["corr"] * len(pairs)
     dist = res.model.dist
     if dist.has_dispersion:
@@ -59,27 +91,73 @@ def kinds(res):
 
 def psi_hat(res):
     """psi at the fit: beta, per term SDs and correlations (0 where an SD is 0), log phi."""
-    values = list(np.asarray(res.params, float))
-    for term, cov in zip(res.model.design.terms.structure.terms, res._fit.mixed.cov_re):
-        cov = np.atleast_2d(np.asarray(cov, float))
-        sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
-        values += list(sd)
-        if term.correlated and len(sd) > 1:
-            values += [float(np.clip(cov[a, b] / (sd[a] * sd[b]), -1, 1)) if sd[a] > 0 and sd[b] > 0 else 0.0
-                       for b in range(len(sd)) for a in range(b)]
+    values = list(np.asarray(res.params, float)) + covariance_estimates(res._terms, [t.cov for t in res._terms])
     if res.model.dist.has_dispersion:
         values.append(np.log(res.scale))
     return np.array(values, float)
 
 
-class MultiDeviance:
+def corr_factor(q, pairs, corr):
+    """Lower-triangular F with F F' = C, the correlation matrix with the given pair values (clipped to
+    [-1, 1]); a zero column where C is singular (a correlation of +-1).  None if C is not semidefinite."""
+    C = np.eye(q)
+    for (a, b), r in zip(pairs, np.clip(corr, -1.0, 1.0)):
+        C[a, b] = C[b, a] = r
+    F = np.zeros((q, q))
+    for j in range(q):  # Cholesky by columns, tolerating zero pivots
+        d = C[j, j] - F[j, :j] @ F[j, :j]
+        if d < -1e-10:
+            return None
+        F[j, j] = np.sqrt(max(d, 0.0))
+        for i in range(j + 1, q):
+            rest = C[i, j] - F[i, :j] @ F[j, :j]
+            if F[j, j] > 1e-8:
+                F[i, j] = rest / F[j, j]
+            elif abs(rest) > 1e-6:
+                return None
+    return F
+
+
+def _steps(psi):
+    return 1e-5 * np.maximum(np.abs(psi), 1e-2)
+
+
+def fd_gradient(fun, x):
+    """Central differences, relative steps."""
+    return central_gradient(fun, x, _steps(x))
+
+
+def fd_hessian_values(fun, x):
+    """Central second differences of a scalar function, steps 1e-3 max(|x|, 0.1): the likelihood of uncentred
+    data carries rounding noise of ~1e-12 relative, which smaller steps would amplify (the truncation error at
+    this step is ~1e-6 relative)."""
+    return second_differences(fun, x, 1e-3 * np.maximum(np.abs(x), 0.1))
+
+
+def _weights(design):
+    """Prior weights for the engine's likelihood (None when all 1); frequency weights where they are the same
+    as var_weights (families without a dispersion: the density raised to the weight)."""
+    w = np.asarray(design.var_weights, float)
+    freq = np.asarray(design.freq_weights, float)
+    if not np.all(freq == 1.0):
+        if design.dist.has_dispersion:
+            raise NotImplementedError("Wald and profile intervals of the variance parameters with freq_weights for a "
+                                      "family with a dispersion are not implemented; use method='boot'")
+        w = w * freq
+    return None if np.all(w == 1.0) else w
+
+
+class TermsDeviance:
     """-log-likelihood (ML) over psi and, for the Gaussian identity model, the -REML criterion over omega."""
 
-    def __init__(self, design):
+    def __init__(self, res):
         from ..engine._mixed_lmm import GaussianProfile
 
-        self.structure = design.terms.structure
-        self.layout, self.n_omega = term_layout(self.structure)
+        design = res.model.design
+        self.structure, self.columns = engine_structure(res)
+        self.terms = res._terms
+        self.layout, self.n_omega = term_layout(res)
+        weights = _weights(design)
         self.dist = design.dist
         self.p = design.X.shape[1]
         self.n = design.X.shape[0]
@@ -87,22 +165,23 @@ class MultiDeviance:
         self.has_phi = design.dist.has_dispersion
         offset = np.asarray(design.offset, float)
         if self.gaussian:
-            self.prof = GaussianProfile(self.structure, design.y - offset, design.X, reml=False)
+            self.prof = GaussianProfile(self.structure, design.y - offset, design.X, weights, reml=False)
             return
         from ..engine._mixed import loglik_function
 
         self.laplace = loglik_function(design.y, design.X, self.structure, design.dist, offset=offset,
-                                       trials=design.trials if design.has_trials else None)
+                                       prior_weights=weights, trials=design.trials if design.has_trials else None)
 
     def lambdas(self, omega, sigma=1.0):
-        """Per-term Lambda_k = D_k chol(C_k) / sigma; None where a correlation matrix is not semidefinite."""
-        lams = []
-        for term, (sd, corr, pairs) in zip(self.structure.terms, self.layout):
-            F = _corr_factor(term.q, pairs, omega[corr]) if pairs else np.eye(term.q)
+        """Per engine term Lambda_k = D_k chol(C_k) / sigma; None where a correlation matrix is not semidefinite.
+        (A one-factor model's blocks: the rows and columns of its factor, block diagonal as C is.)"""
+        full = []
+        for t, (sd, corr, pairs) in zip(self.terms, self.layout):
+            F = corr_factor(t.q, pairs, omega[corr]) if pairs else np.eye(t.q)
             if F is None:
                 return None
-            lams.append(np.abs(omega[sd])[:, None] * F / sigma)
-        return lams
+            full.append(np.abs(omega[sd])[:, None] * F / sigma)
+        return [full[k][np.ix_(cols, cols)] for k, cols in self.columns]
 
     def _gaussian_parts(self, omega, log_phi):
         if not np.isfinite(log_phi):
@@ -171,23 +250,32 @@ class MultiDeviance:
         return 0.5 * (logdet + 2.0 * np.sum(np.log(np.diag(LFF)[:p])) + (n - p) * (LOG_2PI + np.log(s2)) + r2 / s2)
 
 
-class MultiProfile(DevianceProfile):
-    """`_intervals.Profile` over psi of a multi-term fit (constrained refits, Wald covariance)."""
+class TermsProfile(Profile):
+    """`_intervals.Profile` over psi (constrained refits, Wald covariance), objective ``deviance.ml`` with a
+    difference gradient."""
 
     def __init__(self, res):
         design = res.model.design
         self.dist = design.dist
-        self.deviance = MultiDeviance(design)
+        self.deviance = TermsDeviance(res)
         self.p = design.X.shape[1]
         psi = psi_hat(res)
         self.n_fits = 0
         with np.errstate(all="ignore"):
             self.hessian = fd_hessian_values(self.deviance.ml, psi)
             self.psi_hat, self.f_hat = self._minimize(psi, np.arange(len(psi)))
-        for sd, corr, _ in self.deviance.layout:
+        for sd, corr, _ in self.deviance.layout:  # the likelihood is even in an SD
             self.psi_hat[self.p + sd.start:self.p + sd.stop] = np.abs(self.psi_hat[self.p + sd.start:self.p + sd.stop])
             c = slice(self.p + corr.start, self.p + corr.stop)
             self.psi_hat[c] = np.clip(self.psi_hat[c], -1.0, 1.0)
+
+    def __call__(self, psi):
+        f = self.deviance.ml(psi)
+        if not np.isfinite(f):
+            return f, np.full(len(psi), np.nan)
+        with np.errstate(all="ignore"):
+            g = fd_gradient(self.deviance.ml, psi)
+        return f, np.nan_to_num(g)
 
     def constrained(self, j, value, start):
         """min f with psi_j = value, from `start`: (f, psi).  Gaussian: beta (the other coefficients when j is
@@ -224,17 +312,15 @@ class MultiProfile(DevianceProfile):
 
 
 def _frame(res, lower, upper):
-    from ._bootstrap_multi import row_names
-
     return pd.DataFrame({"lower": np.asarray(lower, float), "upper": np.asarray(upper, float)},
                         index=pd.Index(row_names(res)))
 
 
 def profile_intervals(res, alpha=0.05):
-    """Likelihood-ratio intervals for every parameter of a multi-term fit (see the module docstring)."""
+    """Likelihood-ratio intervals for every parameter (see the module docstring)."""
     res = unwrap(res)
     fit = refit_ml(res) if is_reml(res) else res
-    prof = MultiProfile(fit)
+    prof = TermsProfile(fit)
     lower, upper, n_fits = profile_ends(prof, kinds(fit), stats.norm.isf(alpha / 2.0))
     if prof.dist.has_dispersion:
         lower[-1], upper[-1] = family_parameter(prof.dist, lower[-1]), family_parameter(prof.dist, upper[-1])
@@ -249,12 +335,11 @@ def profile_intervals(res, alpha=0.05):
 def variance_covariance(res):
     """(omega_hat, kinds, cov, free): the observed-information covariance of the variance parameters
     omega = (per term SDs and correlations[, log phi]) on the fit's own criterion; NaN rows where fixed."""
-    design = res.model.design
     p = len(res.params)
     psi = psi_hat(res)
     kind = kinds(res)[p:]
     omega = psi[p:]
-    dev = MultiDeviance(design)
+    dev = TermsDeviance(res)
     sds = [k for k in range(len(omega)) if kind[k] == "sd"]
     top = max([omega[k] for k in sds] + [1e-300])
     fixed = [k for k in sds if omega[k] < SINGULAR_TOL * max(1.0, top)]
@@ -316,13 +401,10 @@ def wald_intervals(res, alpha=0.05):
 def bse_re(res):
     """Term key -> Series (z columns): SE of each variance sigma_kj^2 (delta method, 2 sigma SE(sigma)) on the
     fit's own criterion; NaN for a variance at 0."""
-    from .._results_multi import term_keys
-
     omega, kind, cov, _ = variance_covariance(res)
-    structure = res.model.design.terms.structure
-    layout, _ = term_layout(structure)
+    layout, _ = term_layout(res)
     out = {}
-    for key, term, (sd, _, _) in zip(term_keys(res), structure.terms, layout):
+    for t, (sd, _, _) in zip(res._terms, layout):
         values = [2.0 * omega[k] * np.sqrt(cov[k, k]) for k in range(sd.start, sd.stop)]
-        out[key] = pd.Series(values, index=[f"{c} Var" for c in term.z_names], name="bse_re")
+        out[t.key] = pd.Series(values, index=[f"{c} Var" for c in t.z_names], name="bse_re")
     return out
