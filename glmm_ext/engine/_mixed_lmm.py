@@ -17,7 +17,7 @@ import numpy as np
 from scipy import linalg, optimize
 from scipy.linalg import lapack
 
-from ._pls import Factor, Layout, crossprods, schur_pair, schur_product
+from ._pls import Factor, Layout, attach_schur_pairs, crossprods, scale_rest_blocks, schur_pair, schur_product
 
 
 # ----------------------------------------------------------------------------- optimiser
@@ -223,6 +223,7 @@ class GaussianProfile:
         self.reml = reml
         w = np.ones(self.n) if weights is None else np.asarray(weights, float)
         self.cp = crossprods(self.layout, w, np.column_stack([X, y]))
+        attach_schur_pairs(self.cp, self.layout)  # scalar terms: the Schur products without sparse x sparse
         self.log_weights = log_weights  # sum of log prior weights: the density's log sqrt(w) terms
         self.n_calls = 0
 
@@ -263,7 +264,8 @@ class GaussianProfile:
             d r^2 / d theta_k         = -2 theta_k |Z_k'W r|^2                (envelope: u = Lambda'Z'W r),
             d log|X'V^-1X| / d theta_k = -2 theta_k |Z_k'V^-1 X L_X^-T|_F^2    (REML).
         """
-        if self.layout.nR:  # the factor's Schur product and the gradient's trace product in one pass
+        pairs = self.cp.__dict__.get("_pairs")
+        if self.layout.nR and pairs is None:  # the factor's Schur product and the gradient's trace product in one pass
             lam1 = float(self.layout.lambdas(self.structure.unpack(params))[0][0, 0])
             d1 = np.sqrt(1.0 + lam1 * lam1 * self.cp.A11[:, 0, 0])
             schur_pair(self.cp, lam1, lam1 / d1, ("trace", lam1), lam1 / d1 ** 2)
@@ -297,12 +299,16 @@ class GaussianProfile:
             Sinv, info = lapack.dpotri(fac.LRR, lower=1)  # lower triangle of S^-1
             if info != 0:
                 return dev, np.full(len(params), np.nan)
-            lamR = fac.LamR.diagonal()
-            G = schur_product(cp, ("trace", theta[0]), theta[0] / d1 ** 2)  # LR1 D^-2 LR1' = lamR G lamR
             dS = np.diag(Sinv).copy()
-            # tr(S^-1 lamR G lamR) from the lower triangle dpotri wrote (the upper holds the factor's zeros)
-            M = np.multiply(Sinv, G, out=Sinv)  # Sinv is not needed beyond its diagonal: no second nR x nR array
-            tr[0] += 2.0 * float(lamR @ (M @ lamR)) - float(np.sum(dS * np.diag(G) * lamR ** 2))
+            if pairs is not None:  # tr(S^-1 lamR AR1 diag(w) AR1' lamR) = w'q, q_j = a_j' lamR S^-1 lamR a_j: a gather
+                q = pairs.quad(scale_rest_blocks(Sinv, lay, theta))
+                tr[0] += theta[0] ** 2 * float(np.sum(q / d1 ** 4))
+            else:
+                lamR = fac.LamR.diagonal()
+                G = schur_product(cp, ("trace", theta[0]), theta[0] / d1 ** 2)  # LR1 D^-2 LR1' = lamR G lamR
+                # tr(S^-1 lamR G lamR) from the lower triangle dpotri wrote (the upper holds the factor's zeros)
+                M = np.multiply(Sinv, G, out=Sinv)  # Sinv is not needed beyond its diagonal: no second nR x nR array
+                tr[0] += 2.0 * float(lamR @ (M @ lamR)) - float(np.sum(dS * np.diag(G) * lamR ** 2))
             for pos in range(1, len(theta)):
                 lo, hi = lay.offsets[pos] - n1, lay.offsets[pos + 1] - n1
                 tr[pos] = float(np.sum(dS[lo:hi]))

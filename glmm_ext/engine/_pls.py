@@ -227,6 +227,79 @@ def schur_pair(cp, key1, t1, key2, t2):
         cache.pop(0)
 
 
+#: scalar terms: the Schur product is accumulated from AR1's entry pairs (`SchurPairs`) up to this many pairs
+#: (12 bytes each); beyond, scipy's sparse product (a MovieLens-sized crossed design has ~1e8 pairs)
+MAX_SCHUR_PAIRS = 6_000_000
+
+
+class SchurPairs:
+    """The pairs (r >= r') of stored entries of AR1 in one column j (one level of the first term), for scalar terms.
+
+    K = AR1 diag(t) AR1' = sum_j t_j a_j a_j' is then one sparse matrix-vector product Q t, Q the
+    (nR^2 x n1) matrix of the pairs' products a_rj a_r'j at row (r, r') of a Fortran-ordered nR x nR array: K's
+    lower triangle comes out dense and in LAPACK's layout (factored in place, no copy).  The quadratic forms
+    q_j = a_j' M a_j of a symmetric M (the gradient's trace tr(M AR1 diag(w) AR1') = w'q, the first term's
+    conditional variances) are Q' times M's lower triangle.  No sparse x sparse product, no
+    densification; AR1's pattern and values are fixed for a Gaussian profile, so this is built once per fit."""
+
+    def __init__(self, AR1, nR):
+        A = AR1.tocsc()
+        A.sort_indices()
+        ip, ind, dat = A.indptr, A.indices, A.data
+        nnz, n1 = len(dat), A.shape[1]
+        cnt = np.diff(ip)
+        start = np.repeat(ip[:-1], cnt)  # first entry of each entry's column
+        reps = np.arange(nnz) - start + 1  # entry e pairs with the entries of its column up to itself
+        first = np.repeat(np.arange(nnz), reps)
+        second = start[first] + (np.arange(len(first)) - np.repeat(np.cumsum(reps) - reps, reps))
+        r1, r2 = ind[first], ind[second]
+        itype = np.int32 if nR * nR < 2 ** 31 else np.int64
+        flat = r2.astype(itype) * itype(nR) + r1  # (r1, r2), r1 >= r2, in a Fortran-ordered nR x nR array
+        prod = dat[first] * dat[second]
+        del first, second
+        indptr = np.concatenate([[0], np.cumsum(cnt * (cnt + 1) // 2)]).astype(itype)  # the pairs are by column
+        self.QT = sparse.csr_matrix((prod, flat, indptr), shape=(n1, nR * nR))
+        self.QTT = self.QT.T  # CSC: Q t scatters each column's pairs, as fast as a CSR copy of Q would be
+        self.Asq = A.multiply(A).T.tocsr()  # (n1, nR): a_rj^2, for the pairs r = r'
+        self.nR, self.n1 = nR, n1
+
+    @staticmethod
+    def count(AR1):
+        cnt = np.diff(AR1.tocsc().indptr).astype(np.int64)
+        return int(np.sum(cnt * (cnt + 1) // 2))
+
+    def product(self, t):
+        """AR1 diag(t) AR1' as a Fortran-ordered (nR, nR) array, the lower triangle only (the upper is 0)."""
+        return (self.QTT @ t).reshape(self.nR, self.nR, order="F")
+
+    def quad(self, M):
+        """q_j = a_j' M a_j for every column j of AR1, from the lower triangle of a symmetric Fortran-ordered M (the
+        off-diagonal pairs stand for both triangles: twice, less the diagonal's once)."""
+        return 2.0 * (self.QT @ M.ravel(order="F")) - self.Asq @ np.diagonal(M)
+
+
+def attach_schur_pairs(cp, layout):
+    """Give a fixed cross-product set of scalar terms its `SchurPairs` (when within MAX_SCHUR_PAIRS); the Factor,
+    the Gaussian gradient and the conditional variances then use them.  Returns the pairs or None."""
+    if not layout.nR or not all(q == 1 for q in layout.q):
+        return None
+    pairs = cp.__dict__.get("_pairs")
+    if pairs is None and SchurPairs.count(cp.AR1) <= MAX_SCHUR_PAIRS:
+        pairs = cp.__dict__["_pairs"] = SchurPairs(cp.AR1, layout.nR)
+    return pairs
+
+
+def scale_rest_blocks(M, layout, thetas):
+    """M <- Lam_R M Lam_R in place on the lower blocks of an (nR, nR) array, scalar terms (Lam_R = theta_k I per
+    term): a pass over the lower half instead of two over the whole."""
+    n1 = layout.n1
+    for p in range(1, len(layout.terms)):
+        rp = slice(layout.offsets[p] - n1, layout.offsets[p + 1] - n1)
+        for q in range(1, p + 1):
+            M[rp, layout.offsets[q] - n1:layout.offsets[q + 1] - n1] *= thetas[p] * thetas[q]
+    return M
+
+
 def _csr_rows(A):
     """Row index of each stored entry of a CSR matrix (cached on the matrix: its pattern is fixed)."""
     rows = getattr(A, "_row_of_entry", None)
@@ -287,20 +360,36 @@ class Factor:
             # parameters, and the Gaussian profile's fixed cross-products, reuse it)
             lamR = self.LamR.diagonal()
             t1 = T1[:, 0, 0]
+            self.t1 = t1
             LR1 = cp.AR1.copy()
             LR1.data *= lamR[_csr_rows(cp.AR1)] * t1[cp.AR1.indices]
             self.LR1 = LR1
-            S = cp.ARR - schur_product(cp, float(lam1[0, 0]), t1)
-            S *= lamR[:, None]
-            S *= lamR[None, :]
+            pairs = cp.__dict__.get("_pairs")
+            if pairs is not None:  # S in one preallocated Fortran array, factored in place (lower triangle)
+                self.pairs, self.thetas = pairs, [float(lam[0, 0]) for lam in lams]
+                S = pairs.product(t1 * t1)
+                np.subtract(cp.ARR.T, S, out=S)  # ARR is symmetric: its transpose is its Fortran-ordered self
+                scale_rest_blocks(S, layout, self.thetas)
+                S[np.diag_indices(nR)] += 1.0
+                LRR, info = lapack.dpotrf(S, lower=1, overwrite_a=1, clean=1)
+                if info != 0:
+                    raise linalg.LinAlgError("Schur complement not positive definite")
+                self.LRR = LRR
+                nR = -1  # factored
+            else:
+                S = cp.ARR - schur_product(cp, float(lam1[0, 0]), t1)
+                S *= lamR[:, None]
+                S *= lamR[None, :]
         elif nR:
             self.LR1 = (self.LamR.T @ cp.AR1 @ T1s).tocsr()
             S = np.asarray(self.LamR.T @ cp.ARR)
             S = np.asarray(self.LamR.T @ S.T).T
             S -= (self.LR1 @ self.LR1.T).toarray()
-        if nR:
+        if nR > 0:
             S[np.diag_indices(nR)] += 1.0
             self.LRR = linalg.cholesky(S, lower=True, overwrite_a=True, check_finite=False)
+        nR = layout.nR
+        if nR:
             logdet += 2.0 * float(np.sum(np.log(np.diag(self.LRR))))
         else:
             self.LR1 = cp.AR1
@@ -462,6 +551,19 @@ class Factor:
         """`inverse_diag_blocks` for scalar terms from L_RR^{-1} alone (half dpotri's flops, no symmetrised copy):
         diag(S^-1) = column sums of squares of L_RR^-1, and b_j'S^-1 b_j = |L_RR^-1 b_j|^2."""
         lay = self.layout
+        pairs = getattr(self, "pairs", None)
+        if pairs is not None:  # S^-1 (its lower triangle) and one gather: b_j'S^-1 b_j = t1_j^2 a_j' Lam_R S^-1 Lam_R a_j
+            Sinv, info = lapack.dpotri(self.LRR, lower=1)
+            if info != 0:
+                raise linalg.LinAlgError("singular factor")
+            dS = np.diagonal(Sinv).copy()
+            bSb = self.t1 ** 2 * pairs.quad(scale_rest_blocks(Sinv, lay, self.thetas))
+            d1 = self.L11[:, 0, 0]
+            out = [((1.0 + bSb) / (d1 * d1))[:, None, None]]
+            for pos in range(1, len(lay.terms)):
+                lo, hi = lay.offsets[pos] - lay.n1, lay.offsets[pos + 1] - lay.n1
+                out.append(dS[lo:hi][:, None, None])
+            return out
         Linv, info = lapack.dtrtri(self.LRR, lower=1)
         if info != 0:
             raise linalg.LinAlgError("singular factor")
