@@ -228,8 +228,17 @@ class GaussianProfile:
         self.n_calls = 0
 
     def factor(self, params):
+        """(Factor, per-term lambdas) at the covariance parameters; the last one is kept (the search ends where it
+        last evaluated, and the fit's solution and conditional variances start there)."""
+        params = np.asarray(params, float)
+        last = self.__dict__.get("_last")
+        if last is not None and np.array_equal(last[0], params):
+            return last[1], last[2]
+        self._last = None  # free the previous factor before building the next (peak memory)
         lams = self.layout.lambdas(self.structure.unpack(params))
-        return Factor(self.layout, self.cp, lams), lams
+        fac = Factor(self.layout, self.cp, lams)
+        self._last = (params.copy(), fac, lams)
+        return fac, lams
 
     def deviance(self, params, factor=None):
         """-2 log-likelihood (REML or ML) at the covariance parameters; inf where undefined."""
@@ -302,6 +311,7 @@ class GaussianProfile:
             dS = np.diag(Sinv).copy()
             if pairs is not None:  # tr(S^-1 lamR AR1 diag(w) AR1' lamR) = w'q, q_j = a_j' lamR S^-1 lamR a_j: a gather
                 q = pairs.quad(scale_rest_blocks(Sinv, lay, theta))
+                fac.sinv_parts = (dS, q)  # inverse_diag_blocks at this point needs nothing more
                 tr[0] += theta[0] ** 2 * float(np.sum(q / d1 ** 4))
             else:
                 lamR = fac.LamR.diagonal()

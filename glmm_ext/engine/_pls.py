@@ -250,13 +250,14 @@ class SchurPairs:
         cnt = np.diff(ip)
         start = np.repeat(ip[:-1], cnt)  # first entry of each entry's column
         reps = np.arange(nnz) - start + 1  # entry e pairs with the entries of its column up to itself
-        first = np.repeat(np.arange(nnz), reps)
-        second = start[first] + (np.arange(len(first)) - np.repeat(np.cumsum(reps) - reps, reps))
-        r1, r2 = ind[first], ind[second]
+        # pair number k of entry e (block offset o_e) pairs e with entry start_e + (k - o_e)
+        offset = np.cumsum(reps) - reps
+        second = np.arange(int(offset[-1] + reps[-1]) if nnz else 0) - np.repeat(offset - start, reps)
+        r1, r2 = np.repeat(ind, reps), ind[second]
         itype = np.int32 if nR * nR < 2 ** 31 else np.int64
         flat = r2.astype(itype) * itype(nR) + r1  # (r1, r2), r1 >= r2, in a Fortran-ordered nR x nR array
-        prod = dat[first] * dat[second]
-        del first, second
+        prod = np.repeat(dat, reps) * dat[second]
+        del second, r1, r2
         indptr = np.concatenate([[0], np.cumsum(cnt * (cnt + 1) // 2)]).astype(itype)  # the pairs are by column
         self.QT = sparse.csr_matrix((prod, flat, indptr), shape=(n1, nR * nR))
         self.QTT = self.QT.T  # CSC: Q t scatters each column's pairs, as fast as a CSR copy of Q would be
@@ -553,11 +554,14 @@ class Factor:
         lay = self.layout
         pairs = getattr(self, "pairs", None)
         if pairs is not None:  # S^-1 (its lower triangle) and one gather: b_j'S^-1 b_j = t1_j^2 a_j' Lam_R S^-1 Lam_R a_j
-            Sinv, info = lapack.dpotri(self.LRR, lower=1)
-            if info != 0:
-                raise linalg.LinAlgError("singular factor")
-            dS = np.diagonal(Sinv).copy()
-            bSb = self.t1 ** 2 * pairs.quad(scale_rest_blocks(Sinv, lay, self.thetas))
+            parts = getattr(self, "sinv_parts", None)  # the Gaussian gradient's, at this factor
+            if parts is None:
+                Sinv, info = lapack.dpotri(self.LRR, lower=1)
+                if info != 0:
+                    raise linalg.LinAlgError("singular factor")
+                parts = (np.diagonal(Sinv).copy(), pairs.quad(scale_rest_blocks(Sinv, lay, self.thetas)))
+            dS, q = parts
+            bSb = self.t1 ** 2 * q
             d1 = self.L11[:, 0, 0]
             out = [((1.0 + bSb) / (d1 * d1))[:, None, None]]
             for pos in range(1, len(lay.terms)):
