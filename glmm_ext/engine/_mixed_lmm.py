@@ -289,11 +289,13 @@ class GaussianProfile:
         beta, _, _, u, _, _ = self.solution(params, fac)
         d1 = fac.L11[:, 0, 0]
 
+        AR1T = cp.AR1.T
+
         def A_times(v):  # (Z'WZ) v in the engine's order
             out1 = cp.A11[:, 0, 0] * v[:n1]
             if not nR:
                 return out1
-            out1 = out1 + cp.AR1.T @ v[n1:]
+            out1 = out1 + AR1T @ v[n1:]
             return np.concatenate([out1, cp.AR1 @ v[:n1] + cp.ARR @ v[n1:]])
 
         lam_vec = np.concatenate([np.full(lay.n_levels[pos], theta[pos]) for pos in range(len(theta))])
@@ -314,7 +316,7 @@ class GaussianProfile:
                 fac.sinv_parts = (dS, q)  # inverse_diag_blocks at this point needs nothing more
                 tr[0] += theta[0] ** 2 * float(np.sum(q / d1 ** 4))
             else:
-                lamR = fac.LamR.diagonal()
+                lamR = fac.lamR
                 G = schur_product(cp, ("trace", theta[0]), theta[0] / d1 ** 2)  # LR1 D^-2 LR1' = lamR G lamR
                 # tr(S^-1 lamR G lamR) from the lower triangle dpotri wrote (the upper holds the factor's zeros)
                 M = np.multiply(Sinv, G, out=Sinv)  # Sinv is not needed beyond its diagonal: no second nR x nR array

@@ -351,20 +351,22 @@ class Factor:
         L11inv = 1.0 / self.L11 if q1 == 1 else np.linalg.inv(self.L11)
         self.L11inv = L11inv
         T1 = lam1 @ np.swapaxes(L11inv, 1, 2)
-        T1s = _block_diag_sparse(T1)
         logdet = 2.0 * float(np.sum(np.log(np.diagonal(self.L11, axis1=1, axis2=2))))
         nR = layout.nR
-        self.LamR = _lambda_rest(layout, lams)
-        if nR and all(q == 1 for q in layout.q):
-            # scalar terms: Lambda is diagonal.  LR1 LR1' = Lam_R K Lam_R with K = AR1 diag(t1^2) AR1' a function of
-            # the first term's lambda alone: kept for the last few values (finite differences in the other
-            # parameters, and the Gaussian profile's fixed cross-products, reuse it)
-            lamR = self.LamR.diagonal()
+        self._lams = lams
+        scalar = all(q == 1 for q in layout.q)
+        # scalar terms: Lambda is diagonal, everything below is elementwise (no sparse matrices built per factor)
+        T1s = None if scalar else _block_diag_sparse(T1)
+        lamR = (np.repeat([float(lam[0, 0]) for lam in lams[1:]], layout.n_levels[1:]) if scalar
+                else None)
+        self.lamR = lamR
+        if nR and scalar:
+            # LR1 LR1' = Lam_R K Lam_R with K = AR1 diag(t1^2) AR1' a function of the first term's lambda alone: kept
+            # for the last few values (finite differences in the other parameters, and the Gaussian profile's fixed
+            # cross-products, reuse it)
             t1 = T1[:, 0, 0]
             self.t1 = t1
-            LR1 = cp.AR1.copy()
-            LR1.data *= lamR[_csr_rows(cp.AR1)] * t1[cp.AR1.indices]
-            self.LR1 = LR1
+            self.LR1 = cp.AR1._with_data(cp.AR1.data * (lamR[_csr_rows(cp.AR1)] * t1[cp.AR1.indices]), copy=False)
             pairs = cp.__dict__.get("_pairs")
             if pairs is not None:  # S in one preallocated Fortran array, factored in place (lower triangle)
                 self.pairs, self.thetas = pairs, [float(lam[0, 0]) for lam in lams]
@@ -398,9 +400,15 @@ class Factor:
         self.logdet_Z = logdet
         m = cp.AFF.shape[0]
         self.m = m
-        self.LF1 = np.asarray(T1s.T @ cp.AF1.T).T if m else np.zeros((0, layout.n1))
+        if not m:
+            self.LF1 = np.zeros((0, layout.n1))
+        elif scalar:
+            self.LF1 = cp.AF1 * T1[:, 0, 0]
+        else:
+            self.LF1 = np.asarray(T1s.T @ cp.AF1.T).T
         if m and nR:
-            rhs = np.asarray(self.LamR.T @ cp.AFR.T) - np.asarray(self.LR1 @ self.LF1.T)
+            LamR_AFR = (cp.AFR * lamR).T if scalar else np.asarray(self.LamR.T @ cp.AFR.T)
+            rhs = LamR_AFR - np.asarray(self.LR1 @ self.LF1.T)
             self.LFR = linalg.solve_triangular(self.LRR, rhs, lower=True, check_finite=False).T
         else:
             self.LFR = np.zeros((m, nR))
@@ -410,6 +418,20 @@ class Factor:
         except linalg.LinAlgError:
             self.LFF = None
         self.SFF = SFF
+
+    @property
+    def LamR(self):
+        """Lambda of the terms after the first, sparse (nR x nR); built when first asked for."""
+        if "_LamR" not in self.__dict__:
+            self._LamR = _lambda_rest(self.layout, self._lams)
+        return self._LamR
+
+    @property
+    def LR1T(self):
+        """LR1' (a CSC view, made once: the solves use it on every call)."""
+        if "_LR1T" not in self.__dict__:
+            self._LR1T = self.LR1.T
+        return self._LR1T
 
     # ---------------------------------------------------------------- triangular solves
     def _l11_solve(self, x1, transpose=False):
@@ -443,7 +465,7 @@ class Factor:
             yR = yR - LFR.T @ xF
         if self.layout.nR:
             xR = linalg.solve_triangular(self.LRR, yR, lower=True, trans="T", check_finite=False)
-            y1 = y1 - self.LR1.T @ xR
+            y1 = y1 - self.LR1T @ xR
         else:
             xR = yR
         return self._l11_solve(y1, transpose=True), xR
