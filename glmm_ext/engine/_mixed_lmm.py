@@ -377,7 +377,9 @@ def search_profile(prof, structure, y, X, weights=None, maxiter=200, tol=1e-6):
     fg = prof.value_and_grad if prof.has_gradient else None
     if fg is None:
         return minimize_bounded(prof, x0, lb, maxiter=maxiter, tol=tol)
-    if np.all(lb == 0.0) and np.all(x0 > 0.0):
+    if np.any(x0 <= MIN_MOMENT_START):  # a moment estimate at 0: likely a singular fit, L-BFGS-B's bounds suit it
+        return minimize_bounded(prof, x0, lb, maxiter=maxiter, tol=tol, fg=fg, rough=True)
+    if np.all(lb == 0.0):
         # scalar terms, searched in log theta: the deviance's curvature in a small theta changes fast on the theta
         # scale (it is even in theta), so Newton from the start's Hessian there takes about half the steps
 
