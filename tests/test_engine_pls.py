@@ -1,4 +1,4 @@
-"""The blocked Cholesky core of several scalar terms (glmm_ext.engine._pls) and the Gaussian profile's search
+"""The blocked Cholesky core of several scalar terms (glmm_ext.engine._pls, _schur) and the Gaussian profile's search
 (glmm_ext.engine._mixed_lmm): the Schur products from AR1's entry pairs, the factor built with and without
 them, the conditional variances, and the quasi-Newton search in log theta.
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import multiterm_dense as md
-from glmm_ext.engine import _pls
+from glmm_ext.engine import _schur
 from glmm_ext.engine._mixed_lmm import GaussianProfile, minimize_bounded, newton_search, search_profile
 from glmm_ext.engine._structure import ReStructure, ReTerm
 
@@ -63,7 +63,7 @@ def test_schur_pairs_product_and_quadratic_forms_equal_dense(slope_z):
 
 def test_pairs_are_not_built_beyond_their_limit(monkeypatch):
     y, X, S = crossed()
-    monkeypatch.setattr(_pls, "MAX_SCHUR_PAIRS", 10)
+    monkeypatch.setattr(_schur, "MAX_SCHUR_PAIRS", 10)
     prof = GaussianProfile(S, y, X, reml=False)
     assert "_pairs" not in prof.cp.__dict__
 

@@ -17,7 +17,8 @@ import numpy as np
 from scipy import linalg, optimize
 from scipy.linalg import lapack
 
-from ._pls import Factor, Layout, attach_schur_pairs, crossprods, scale_rest_blocks, schur_pair, schur_product
+from ._pls import Factor, Layout, crossprods
+from ._schur import attach_schur_pairs, scale_rest_blocks, schur_pair, schur_product
 
 
 # ----------------------------------------------------------------------------- optimiser
@@ -388,7 +389,11 @@ def search_profile(prof, structure, y, X, weights=None, maxiter=200, tol=1e-6):
             f, g = fg(theta)
             return f, g * theta
 
-        res = newton_search(fg_log, np.log(x0), np.full(len(x0), np.log(MIN_NEWTON_THETA)), tol, maxiter)
+        # the first engine term's theta last: the other differences reuse the start's Schur product (`_schur` cache)
+        first = prof.layout.order[0]
+        fd_order = [j for j in range(len(x0)) if j != first] + [first]
+        res = newton_search(fg_log, np.log(x0), np.full(len(x0), np.log(MIN_NEWTON_THETA)), tol, maxiter,
+                            fd_order=fd_order)
         res.x = np.exp(res.x)
         res.free = res.x > 0.0
         if res.hess is not None:  # to theta's scale (g = 0 at the optimum: the chain rule's curvature term drops)
@@ -408,13 +413,14 @@ def search_profile(prof, structure, y, X, weights=None, maxiter=200, tol=1e-6):
 MIN_NEWTON_THETA = 1e-2
 
 
-def newton_search(fg, x0, lb, tol, maxiter=50, step=1e-4):
+def newton_search(fg, x0, lb, tol, maxiter=50, step=1e-4, fd_order=None):
     """Quasi-Newton search for a smooth objective with an analytic gradient ``fg(x) -> (f, g)`` from a good start:
     the Hessian from forward differences of the gradient at x0 (len(x0) evaluations), then Newton steps with
     halving and BFGS updates of that Hessian, until the decrement g'H^-1g/2 < tol.  From the moment start this
     takes about half L-BFGS-B's evaluations plus its polish (L-BFGS-B's first steps, with no curvature yet,
     overshoot).  A BoundedResult, ``converged=False`` (for the caller's L-BFGS-B fallback) as soon as the
-    Hessian is not positive definite, a step meets a lower bound or no step decreases f."""
+    Hessian is not positive definite, a step meets a lower bound or no step decreases f.  ``fd_order``: the order
+    of the Hessian's difference columns (an objective that caches work by some coordinate wants it last)."""
     n_eval = 0
 
     def call(x):
@@ -439,7 +445,7 @@ def newton_search(fg, x0, lb, tol, maxiter=50, step=1e-4):
     if np.any(x - lb < 10.0 * h):
         return out(False, "start at a bound")
     H = np.empty((k, k))
-    for j in range(k):
+    for j in (range(k) if fd_order is None else fd_order):
         e = np.zeros(k)
         e[j] = h[j]
         gj = call(x + e)[1]
