@@ -67,6 +67,7 @@ def _profile_for(shared, yy):
     if cp.__dict__.get("_pairs") is not None:
         new.__dict__["_pairs"] = cp.__dict__["_pairs"]
     prof.cp, prof.y, prof.n_calls = new, yy, 0
+    prof.__dict__.pop("_last", None)  # the kept factor belongs to the other response's cross-products
     return prof
 
 
