@@ -392,14 +392,14 @@ def search_profile(prof, structure, y, X, weights=None, maxiter=200, tol=1e-6):
         # the first engine term's theta last: the other differences reuse the start's Schur product (`_schur` cache)
         first = prof.layout.order[0]
         fd_order = [j for j in range(len(x0)) if j != first] + [first]
-        res = newton_search(fg_log, np.log(x0), np.full(len(x0), np.log(MIN_NEWTON_THETA)), tol, maxiter,
-                            fd_order=fd_order)
+        res = newton_search(fg_log, np.log(x0), np.full(len(x0), np.log(MIN_NEWTON_THETA)), tol,
+                            min(maxiter, 50), fd_order=fd_order)
         res.x = np.exp(res.x)
         res.free = res.x > 0.0
         if res.hess is not None:  # to theta's scale (g = 0 at the optimum: the chain rule's curvature term drops)
             res.hess = res.hess / np.outer(res.x, res.x)
     else:
-        res = newton_search(fg, x0, lb, tol, maxiter)
+        res = newton_search(fg, x0, lb, tol, min(maxiter, 50))
     if res.converged:
         return res
     fallback = minimize_bounded(prof, res.x if np.isfinite(res.f) else x0, lb, maxiter=maxiter, tol=tol, fg=fg,
@@ -471,12 +471,14 @@ def newton_search(fg, x0, lb, tol, maxiter=50, step=1e-4, fd_order=None):
                 res.free = xt > lb
                 return res
             ft, gt = call(xt)
-            if np.isfinite(ft) and ft <= f and np.all(np.isfinite(gt)):
+            if np.isfinite(ft) and ft < f and np.all(np.isfinite(gt)):
                 break
             alpha *= 0.5
         else:
             # no decrease along Newton's direction: at rounding level when the decrement is tiny
-            return out(decrement < 1e3 * tol, "no decrease along Newton's direction", H, decrement, it)
+            ok = decrement < 1e3 * tol
+            return out(ok, "converged: no decrease along Newton's direction at rounding level" if ok
+                       else "no decrease along Newton's direction", H, decrement, it)
         s, yv = xt - x, gt - g
         sy = float(s @ yv)
         if sy > 1e-12 * float(np.linalg.norm(s) * np.linalg.norm(yv)):  # BFGS update: keeps H positive definite
