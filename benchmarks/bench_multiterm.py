@@ -2,6 +2,7 @@
 
 usage:  python benchmarks/bench_multiterm.py [--quick] [--repeats K] [--rows a,b,...] [--timeout S]
                                             [--peer-python /work/benchenv/bin/python]
+                                            [--packages glmm,...] [--baseline DIR]
                                             [--out benchmarks/results_multiterm.md]
 
 Rows (the same data for every package of a row, written once to a temporary CSV):
@@ -23,6 +24,9 @@ change in the load of this shared machine touches all of them; the ratio is glmm
 (< 1: glmm_ext faster). `glmm` and `mixedlm` run with the interpreter given by --peer-python (never
 dependencies of glmm_ext); a missing peer or R is skipped with a note. `glmm` runs with
 ``satterthwaite=False`` (its default also computes Satterthwaite df, which the others do not).
+``--packages`` keeps only the named peers (glmm_ext always runs); ``--baseline DIR`` runs another glmm_ext tree
+(e.g. ``git archive <commit> | tar -x -C DIR``) interleaved with this one as "glmm_ext_base" and reports the
+before/after seconds and ratios of the row from that one run.
 `section(quick)` returns the markdown (benchmarks/run.py appends every bench_*.py section).
 """
 import argparse
