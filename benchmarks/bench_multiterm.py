@@ -2,6 +2,7 @@
 
 usage:  python benchmarks/bench_multiterm.py [--quick] [--repeats K] [--rows a,b,...] [--timeout S]
                                             [--peer-python /work/benchenv/bin/python]
+                                            [--packages glmm,...] [--baseline DIR]
                                             [--out benchmarks/results_multiterm.md]
 
 Rows (the same data for every package of a row, written once to a temporary CSV):
@@ -23,6 +24,9 @@ change in the load of this shared machine touches all of them; the ratio is glmm
 (< 1: glmm_ext faster). `glmm` and `mixedlm` run with the interpreter given by --peer-python (never
 dependencies of glmm_ext); a missing peer or R is skipped with a note. `glmm` runs with
 ``satterthwaite=False`` (its default also computes Satterthwaite df, which the others do not).
+``--packages`` keeps only the named peers (glmm_ext always runs); ``--baseline DIR`` runs another glmm_ext tree
+(e.g. ``git archive <commit> | tar -x -C DIR``) interleaved with this one as "glmm_ext_base" and reports the
+before/after seconds and ratios of the row from that one run.
 `section(quick)` returns the markdown (benchmarks/run.py appends every bench_*.py section).
 """
 import argparse
@@ -43,6 +47,8 @@ ROOT = os.path.dirname(HERE)
 PEER_PYTHON = os.environ.get("GLMM_EXT_PEER_PYTHON", "/work/benchenv/bin/python")
 PACKAGES = ("glmm_ext", "glmm", "mixedlm", "lme4")
 BLAS_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+#: --baseline DIR: another glmm_ext tree (e.g. `git archive <commit>` unpacked) run as "glmm_ext_base", interleaved
+BASELINE = {"root": None}
 
 R_SCRIPT = r"""
 args <- commandArgs(TRUE)
@@ -114,7 +120,7 @@ def _fit_one(pkg, df, formula, family, reml, nagq):
 def worker(spec):
     """Run in a fresh process: read the data, warm up, time one fit; print a JSON line."""
     if spec["pkg"] == "glmm_ext":
-        sys.path.insert(0, ROOT)
+        sys.path.insert(0, spec.get("root") or ROOT)
     df = pd.read_csv(spec["data"], dtype={c: str for c in spec["cats"]})
     warm = "y ~ x + (1|g) + (1|h)"
     _fit_one(spec["pkg"], _warm_data(spec["family"]), warm, spec["family"], True, 1)
@@ -155,8 +161,9 @@ def run_one(pkg, case, path, peer_python, timeout, tmp, blas_threads=1):
             spec["nagq"] = case["nagq_by_pkg"][pkg]
         python = sys.executable if pkg.startswith("glmm_ext") else peer_python
         spec["pkg"] = "glmm_ext" if pkg.startswith("glmm_ext") else pkg
+        spec["root"] = BASELINE["root"] if pkg == "glmm_ext_base" else ROOT
         cmd = [python, os.path.abspath(__file__), "--worker", json.dumps(spec)]
-    env = dict(os.environ, PYTHONPATH=ROOT if pkg.startswith("glmm_ext") else "")
+    env = dict(os.environ, PYTHONPATH=spec.get("root", ROOT) if pkg.startswith("glmm_ext") else "")
     if blas_threads and pkg != "glmm_ext_mt":
         env.update({v: str(blas_threads) for v in BLAS_VARS})
     try:
@@ -271,6 +278,19 @@ def _fmt(r, key, spec):
     return spec.format(r[key]) if r and key in r else "-"
 
 
+def _before_after(base, own, glmm):
+    """'before X s, after Y s, after/before r; ratio to glmm a -> b' for a --baseline row."""
+    if "error" in base or "error" in own:
+        return f"before {base.get('error', '')} / after {own.get('error', '')}"
+    text = (f"before (glmm_ext at {BASELINE['root']}) {base['seconds']:.2f} s ({base.get('fit_seconds', np.nan):.2f}),"
+            f" after {own['seconds']:.2f} s ({own.get('fit_seconds', np.nan):.2f}), after / before "
+            f"{own['seconds'] / base['seconds']:.2f}; dLL after - before {own['loglik'] - base['loglik']:+.1e}")
+    if glmm and "error" not in glmm:
+        text += (f"; ratio to glmm {base['seconds'] / glmm['seconds']:.2f} (before) -> "
+                 f"{own['seconds'] / glmm['seconds']:.2f} (after)")
+    return text + "."
+
+
 def render(results, notes, repeats):
     lines = ["## Several random-effect terms: glmm_ext against glmm, mixedlm and lme4", "",
              f"Each cell: wall-clock seconds of the best of {repeats} fits, every fit in a fresh process (data "
@@ -316,6 +336,10 @@ def render(results, notes, repeats):
                 flag = " (!)" if d < -1e-4 else ""
                 cells += [f"{r['seconds']:.2f}", f"{own['seconds'] / r['seconds']:.2f}", f"{d:+.1e}{flag}"]
         lines.append("| " + " | ".join(cells) + " |")
+        base = best.get("glmm_ext_base")
+        if base:
+            extra.append(f"{case['label']}: before/after in this run (interleaved): " + _before_after(
+                base, own, best.get("glmm")))
         mt = best.get("glmm_ext_mt")
         if mt:
             extra.append(f"{case['label']}: glmm_ext with OpenBLAS's default threads (one run): "
@@ -330,7 +354,8 @@ def render(results, notes, repeats):
     return "\n".join(lines) + "\n"
 
 
-def run(quick=False, repeats=None, only=None, peer_python=PEER_PYTHON, timeout=600.0, blas_threads=1):
+def run(quick=False, repeats=None, only=None, peer_python=PEER_PYTHON, timeout=600.0, blas_threads=1,
+        packages=None):
     repeats = repeats or (1 if quick else 3)
     have = {pkg: peer_available(pkg, peer_python) for pkg in PACKAGES}
     notes = [f"{pkg} is not available (peer python {peer_python}; R's lme4 via Rscript): its columns are "
@@ -340,6 +365,10 @@ def run(quick=False, repeats=None, only=None, peer_python=PEER_PYTHON, timeout=6
         if only and case["name"] not in only:
             continue
         pkgs = [p for p in case["pkgs"] if have.get(p, True)]
+        if packages:  # glmm_ext always; the others as asked
+            pkgs = [p for p in pkgs if p == "glmm_ext" or p in packages]
+        if BASELINE["root"]:
+            pkgs.insert(0, "glmm_ext_base")
         k = min(repeats, case.get("repeats", repeats))
         results.append((case, bench_case(case, pkgs, k, peer_python, timeout, blas_threads)))
     notes.append(f"Machine: {os.cpu_count()} cores, shared (load average {os.getloadavg()[0]:.1f} at the end); "
@@ -366,6 +395,10 @@ def main(argv=None):
     p.add_argument("--peer-python", default=PEER_PYTHON)
     p.add_argument("--blas-threads", type=int, default=1,
                    help="OPENBLAS/OMP/MKL_NUM_THREADS of every fitting process (0: leave the environment)")
+    p.add_argument("--packages", default="",
+                   help="comma-separated peers to run besides glmm_ext (default: all; e.g. glmm)")
+    p.add_argument("--baseline", default=None, metavar="DIR",
+                   help="another glmm_ext tree run interleaved as 'glmm_ext_base' (before/after ratios in one run)")
     p.add_argument("--out", default=None)
     p.add_argument("--append", default=None, metavar="TITLE",
                    help="append to --out under this heading (a re-run of some rows) instead of overwriting")
@@ -373,8 +406,9 @@ def main(argv=None):
     if args.worker:
         worker(json.loads(args.worker))
         return
+    BASELINE["root"] = os.path.abspath(args.baseline) if args.baseline else None
     md = run(args.quick, args.repeats, [r for r in args.rows.split(",") if r], args.peer_python, args.timeout,
-             args.blas_threads)
+             args.blas_threads, [p for p in args.packages.split(",") if p])
     print(md)
     if args.out and args.append:
         with open(args.out, "a") as fh:

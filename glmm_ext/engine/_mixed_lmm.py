@@ -17,7 +17,8 @@ import numpy as np
 from scipy import linalg, optimize
 from scipy.linalg import lapack
 
-from ._pls import Factor, Layout, crossprods, schur_pair, schur_product
+from ._pls import Factor, Layout, crossprods
+from ._schur import attach_schur_pairs, scale_rest_blocks, schur_pair, schur_product
 
 
 # ----------------------------------------------------------------------------- optimiser
@@ -223,12 +224,22 @@ class GaussianProfile:
         self.reml = reml
         w = np.ones(self.n) if weights is None else np.asarray(weights, float)
         self.cp = crossprods(self.layout, w, np.column_stack([X, y]))
+        attach_schur_pairs(self.cp, self.layout)  # scalar terms: the Schur products without sparse x sparse
         self.log_weights = log_weights  # sum of log prior weights: the density's log sqrt(w) terms
         self.n_calls = 0
 
     def factor(self, params):
+        """(Factor, per-term lambdas) at the covariance parameters; the last one is kept (the search ends where it
+        last evaluated, and the fit's solution and conditional variances start there)."""
+        params = np.asarray(params, float)
+        last = self.__dict__.get("_last")
+        if last is not None and np.array_equal(last[0], params):
+            return last[1], last[2]
+        self._last = None  # free the previous factor before building the next (peak memory)
         lams = self.layout.lambdas(self.structure.unpack(params))
-        return Factor(self.layout, self.cp, lams), lams
+        fac = Factor(self.layout, self.cp, lams)
+        self._last = (params.copy(), fac, lams)
+        return fac, lams
 
     def deviance(self, params, factor=None):
         """-2 log-likelihood (REML or ML) at the covariance parameters; inf where undefined."""
@@ -263,7 +274,8 @@ class GaussianProfile:
             d r^2 / d theta_k         = -2 theta_k |Z_k'W r|^2                (envelope: u = Lambda'Z'W r),
             d log|X'V^-1X| / d theta_k = -2 theta_k |Z_k'V^-1 X L_X^-T|_F^2    (REML).
         """
-        if self.layout.nR:  # the factor's Schur product and the gradient's trace product in one pass
+        pairs = self.cp.__dict__.get("_pairs")
+        if self.layout.nR and pairs is None:  # the factor's Schur product and the gradient's trace product in one pass
             lam1 = float(self.layout.lambdas(self.structure.unpack(params))[0][0, 0])
             d1 = np.sqrt(1.0 + lam1 * lam1 * self.cp.A11[:, 0, 0])
             schur_pair(self.cp, lam1, lam1 / d1, ("trace", lam1), lam1 / d1 ** 2)
@@ -278,11 +290,13 @@ class GaussianProfile:
         beta, _, _, u, _, _ = self.solution(params, fac)
         d1 = fac.L11[:, 0, 0]
 
+        AR1T = cp.AR1.T
+
         def A_times(v):  # (Z'WZ) v in the engine's order
             out1 = cp.A11[:, 0, 0] * v[:n1]
             if not nR:
                 return out1
-            out1 = out1 + cp.AR1.T @ v[n1:]
+            out1 = out1 + AR1T @ v[n1:]
             return np.concatenate([out1, cp.AR1 @ v[:n1] + cp.ARR @ v[n1:]])
 
         lam_vec = np.concatenate([np.full(lay.n_levels[pos], theta[pos]) for pos in range(len(theta))])
@@ -297,12 +311,17 @@ class GaussianProfile:
             Sinv, info = lapack.dpotri(fac.LRR, lower=1)  # lower triangle of S^-1
             if info != 0:
                 return dev, np.full(len(params), np.nan)
-            lamR = fac.LamR.diagonal()
-            G = schur_product(cp, ("trace", theta[0]), theta[0] / d1 ** 2)  # LR1 D^-2 LR1' = lamR G lamR
             dS = np.diag(Sinv).copy()
-            # tr(S^-1 lamR G lamR) from the lower triangle dpotri wrote (the upper holds the factor's zeros)
-            M = np.multiply(Sinv, G, out=Sinv)  # Sinv is not needed beyond its diagonal: no second nR x nR array
-            tr[0] += 2.0 * float(lamR @ (M @ lamR)) - float(np.sum(dS * np.diag(G) * lamR ** 2))
+            if pairs is not None:  # tr(S^-1 lamR AR1 diag(w) AR1' lamR) = w'q, q_j = a_j' lamR S^-1 lamR a_j: a gather
+                q = pairs.quad(scale_rest_blocks(Sinv, lay, theta))
+                fac.sinv_parts = (dS, q)  # inverse_diag_blocks at this point needs nothing more
+                tr[0] += theta[0] ** 2 * float(np.sum(q / d1 ** 4))
+            else:
+                lamR = fac.lamR
+                G = schur_product(cp, ("trace", theta[0]), theta[0] / d1 ** 2)  # LR1 D^-2 LR1' = lamR G lamR
+                # tr(S^-1 lamR G lamR) from the lower triangle dpotri wrote (the upper holds the factor's zeros)
+                M = np.multiply(Sinv, G, out=Sinv)  # Sinv is not needed beyond its diagonal: no second nR x nR array
+                tr[0] += 2.0 * float(lamR @ (M @ lamR)) - float(np.sum(dS * np.diag(G) * lamR ** 2))
             for pos in range(1, len(theta)):
                 lo, hi = lay.offsets[pos] - n1, lay.offsets[pos + 1] - n1
                 tr[pos] = float(np.sum(dS[lo:hi]))
@@ -352,11 +371,121 @@ def fit_gaussian(structure, y, X, weights=None, reml=True, n_obs=None, maxiter=2
 
 def search_profile(prof, structure, y, X, weights=None, maxiter=200, tol=1e-6):
     """The bounded search of a GaussianProfile from the moment start (fit_gaussian's, and fit_many's on
-    shared cross-products): a BoundedResult."""
+    shared cross-products): a BoundedResult.  With an analytic gradient, quasi-Newton steps from the start's
+    Hessian first (`newton_search`); L-BFGS-B and the polish where they do not settle it."""
     # the decrement is in deviance units; Newton's last steps are cheap, so far below the caller's tol
-    return minimize_bounded(prof, moment_start(structure, y, X, weights), structure.lower_bounds(),
-                            maxiter=maxiter, tol=min(tol, 1e-6) * 1e-3,
-                            fg=prof.value_and_grad if prof.has_gradient else None, rough=prof.has_gradient)
+    x0, lb, tol = moment_start(structure, y, X, weights), structure.lower_bounds(), min(tol, 1e-6) * 1e-3
+    fg = prof.value_and_grad if prof.has_gradient else None
+    if fg is None:
+        return minimize_bounded(prof, x0, lb, maxiter=maxiter, tol=tol)
+    if np.any(x0 <= MIN_MOMENT_START):  # a moment estimate at 0: likely a singular fit, L-BFGS-B's bounds suit it
+        return minimize_bounded(prof, x0, lb, maxiter=maxiter, tol=tol, fg=fg, rough=True)
+    if np.all(lb == 0.0):
+        # scalar terms, searched in log theta: the deviance's curvature in a small theta changes fast on the theta
+        # scale (it is even in theta), so Newton from the start's Hessian there takes about half the steps
+
+        def fg_log(v):
+            theta = np.exp(v)
+            f, g = fg(theta)
+            return f, g * theta
+
+        # the first engine term's theta last: the other differences reuse the start's Schur product (`_schur` cache)
+        first = prof.layout.order[0]
+        fd_order = [j for j in range(len(x0)) if j != first] + [first]
+        res = newton_search(fg_log, np.log(x0), np.full(len(x0), np.log(MIN_NEWTON_THETA)), tol,
+                            min(maxiter, 50), fd_order=fd_order)
+        res.x = np.exp(res.x)
+        res.free = res.x > 0.0
+        if res.hess is not None:  # to theta's scale (g = 0 at the optimum: the chain rule's curvature term drops)
+            res.hess = res.hess / np.outer(res.x, res.x)
+    else:
+        res = newton_search(fg, x0, lb, tol, min(maxiter, 50))
+    if res.converged:
+        return res
+    fallback = minimize_bounded(prof, res.x if np.isfinite(res.f) else x0, lb, maxiter=maxiter, tol=tol, fg=fg,
+                                rough=True)
+    fallback.n_evaluations += res.n_evaluations
+    fallback.n_iterations += res.n_iterations
+    return fallback
+
+
+#: the log-theta Newton search hands over to the bounded search when a theta goes below this (a singular fit)
+MIN_NEWTON_THETA = 1e-2
+
+
+def newton_search(fg, x0, lb, tol, maxiter=50, step=1e-4, fd_order=None):
+    """Quasi-Newton search for a smooth objective with an analytic gradient ``fg(x) -> (f, g)`` from a good start:
+    the Hessian from forward differences of the gradient at x0 (len(x0) evaluations), then Newton steps with
+    halving and BFGS updates of that Hessian, until the decrement g'H^-1g/2 < tol.  From the moment start this
+    takes about half L-BFGS-B's evaluations plus its polish (L-BFGS-B's first steps, with no curvature yet,
+    overshoot).  A BoundedResult, ``converged=False`` (for the caller's L-BFGS-B fallback) as soon as the
+    Hessian is not positive definite, a step meets a lower bound or no step decreases f.  ``fd_order``: the order
+    of the Hessian's difference columns (an objective that caches work by some coordinate wants it last)."""
+    n_eval = 0
+
+    def call(x):
+        nonlocal n_eval
+        n_eval += 1
+        try:
+            f, g = fg(x)
+        except (linalg.LinAlgError, FloatingPointError, ValueError, np.linalg.LinAlgError):
+            return np.inf, np.full(len(x), np.nan)
+        return float(f), np.asarray(g, float)
+
+    x = np.maximum(np.asarray(x0, float), lb)
+    k = len(x)
+
+    def out(converged, message, H=None, decrement=np.inf, iters=0):
+        return BoundedResult(x, f, H, x > lb, converged, message, iters, n_eval, decrement)
+
+    f, g = call(x)
+    if not (np.isfinite(f) and np.all(np.isfinite(g))):
+        return out(False, "no finite objective at the start")
+    h = step * np.maximum(1.0, np.abs(x))
+    if np.any(x - lb < 10.0 * h):
+        return out(False, "start at a bound")
+    H = np.empty((k, k))
+    for j in (range(k) if fd_order is None else fd_order):
+        e = np.zeros(k)
+        e[j] = h[j]
+        gj = call(x + e)[1]
+        H[:, j] = (gj - g) / h[j]
+    H = 0.5 * (H + H.T)
+    decrement = np.inf
+    for it in range(maxiter):
+        try:
+            c = linalg.cho_factor(H)
+        except linalg.LinAlgError:
+            return out(False, "Hessian not positive definite", H, decrement, it)
+        d = -linalg.cho_solve(c, g)
+        decrement = -0.5 * float(g @ d)
+        if not np.all(np.isfinite(d)):
+            return out(False, "Hessian not positive definite", H, decrement, it)
+        if decrement < tol:
+            return out(True, "converged: scaled gradient below tolerance", H, decrement, it)
+        alpha = 1.0
+        for _ in range(20):
+            xt = x + alpha * d
+            if np.any(xt <= lb):  # a bound: the bounded search (and its probes) takes over; free marks the others
+                res = out(False, "a step meets a bound", H, decrement, it)
+                res.free = xt > lb
+                return res
+            ft, gt = call(xt)
+            if np.isfinite(ft) and ft < f and np.all(np.isfinite(gt)):
+                break
+            alpha *= 0.5
+        else:
+            # no decrease along Newton's direction: at rounding level when the decrement is tiny
+            ok = decrement < 1e3 * tol
+            return out(ok, "converged: no decrease along Newton's direction at rounding level" if ok
+                       else "no decrease along Newton's direction", H, decrement, it)
+        s, yv = xt - x, gt - g
+        sy = float(s @ yv)
+        if sy > 1e-12 * float(np.linalg.norm(s) * np.linalg.norm(yv)):  # BFGS update: keeps H positive definite
+            Hs = H @ s
+            H = H + np.outer(yv, yv) / sy - np.outer(Hs, Hs) / float(s @ Hs)
+        x, f, g = xt, ft, gt
+    return out(False, f"no convergence in {maxiter} Newton steps", H, decrement, maxiter)
 
 
 #: moment starts below this relative scale are raised to it: the profiled deviance is even in each theta, so its

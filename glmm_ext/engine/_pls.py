@@ -12,6 +12,8 @@ term's block is block diagonal (each row belongs to one level: n_1 blocks of q_1
 for a scalar term), so its factor is n_1 small Choleskys; its cross block with the other terms is
 sparse (scipy.sparse), and the Schur complement of the other terms is one dense block (their levels
 are few, or the first term's elimination fills it anyway: crossed factors); F's rows are dense.
+For scalar terms the Schur product A_R1 diag(t) A_R1' comes from `_schur` (a fixed pair plan straight
+into LAPACK's layout where A_R1's columns are short, scipy's sparse product otherwise).
 Nothing here is n x (random effects): the row-level data enter only through `crossprods`, O(n) once
 per weight vector, and one factorisation costs O(size of the blocks), independent of n.
 """
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg, sparse
 from scipy.linalg import lapack
+
+from ._schur import scale_rest_blocks, schur_product
 
 #: random effects of the terms after the first beyond which their dense Schur block is refused
 MAX_DENSE_REST = 20_000
@@ -188,45 +192,6 @@ def crossprods(layout, w, F=None):
     return CrossProducts(A11, AR1, ARR, AF1, AFR, AFF)
 
 
-#: K matrices (AR1 diag(t1^2) AR1') kept per cross-product set
-SCHUR_CACHE = 4
-
-
-def schur_product(cp, lam1, t1):
-    """AR1 diag(t1^2) AR1' (dense), cached on `cp` by `lam1`, the first term's lambda (or a key derived from it),
-    of which t1 is a function."""
-    cache = cp.__dict__.setdefault("_schur_cache", [])
-    for key, K in cache:
-        if key == lam1:
-            return K
-    B = cp.AR1.copy()
-    B.data *= t1[B.indices]
-    K = (B @ B.T).toarray()
-    cache.append((lam1, K))
-    if len(cache) > SCHUR_CACHE:
-        cache.pop(0)
-    return K
-
-
-def schur_pair(cp, key1, t1, key2, t2):
-    """`schur_product` for two keys at once: one complex sparse product AR1 diag(t1^2 + i t2^2) AR1' gives both
-    (its real and imaginary parts), a quarter faster than two real ones."""
-    cache = cp.__dict__.setdefault("_schur_cache", [])
-    keys = [key for key, _ in cache]
-    if key1 in keys or key2 in keys:
-        return
-    B = cp.AR1.astype(complex)
-    B.data *= (t1 * t1 + 1j * (t2 * t2))[B.indices]
-    R = (B @ cp.AR1.T.astype(complex)).tocsr()
-    del B
-    for key, part in ((key1, R.data.real), (key2, R.data.imag)):
-        K = sparse.csr_matrix((np.ascontiguousarray(part), R.indices, R.indptr), shape=R.shape).toarray()
-        cache.append((key, K))
-    del R
-    while len(cache) > SCHUR_CACHE:
-        cache.pop(0)
-
-
 def _csr_rows(A):
     """Row index of each stored entry of a CSR matrix (cached on the matrix: its pattern is fixed)."""
     rows = getattr(A, "_row_of_entry", None)
@@ -277,30 +242,48 @@ class Factor:
         L11inv = 1.0 / self.L11 if q1 == 1 else np.linalg.inv(self.L11)
         self.L11inv = L11inv
         T1 = lam1 @ np.swapaxes(L11inv, 1, 2)
-        T1s = _block_diag_sparse(T1)
         logdet = 2.0 * float(np.sum(np.log(np.diagonal(self.L11, axis1=1, axis2=2))))
         nR = layout.nR
-        self.LamR = _lambda_rest(layout, lams)
-        if nR and all(q == 1 for q in layout.q):
-            # scalar terms: Lambda is diagonal.  LR1 LR1' = Lam_R K Lam_R with K = AR1 diag(t1^2) AR1' a function of
-            # the first term's lambda alone: kept for the last few values (finite differences in the other
-            # parameters, and the Gaussian profile's fixed cross-products, reuse it)
-            lamR = self.LamR.diagonal()
+        self._lams = lams
+        scalar = all(q == 1 for q in layout.q)
+        # scalar terms: Lambda is diagonal, everything below is elementwise (no sparse matrices built per factor)
+        T1s = None if scalar else _block_diag_sparse(T1)
+        lamR = (np.repeat([float(lam[0, 0]) for lam in lams[1:]], layout.n_levels[1:]) if scalar
+                else None)
+        self.lamR = lamR
+        if nR and scalar:
+            # LR1 LR1' = Lam_R K Lam_R with K = AR1 diag(t1^2) AR1' a function of the first term's lambda alone: kept
+            # for the last few values (finite differences in the other parameters, and the Gaussian profile's fixed
+            # cross-products, reuse it)
             t1 = T1[:, 0, 0]
-            LR1 = cp.AR1.copy()
-            LR1.data *= lamR[_csr_rows(cp.AR1)] * t1[cp.AR1.indices]
-            self.LR1 = LR1
-            S = cp.ARR - schur_product(cp, float(lam1[0, 0]), t1)
-            S *= lamR[:, None]
-            S *= lamR[None, :]
+            self.t1 = t1
+            self.LR1 = cp.AR1._with_data(cp.AR1.data * (lamR[_csr_rows(cp.AR1)] * t1[cp.AR1.indices]), copy=False)
+            pairs = cp.__dict__.get("_pairs")
+            if pairs is not None:  # S in one preallocated Fortran array, factored in place (lower triangle)
+                self.pairs, self.thetas = pairs, [float(lam[0, 0]) for lam in lams]
+                S = pairs.product(t1 * t1)
+                np.subtract(cp.ARR.T, S, out=S)  # ARR is symmetric: its transpose is its Fortran-ordered self
+                scale_rest_blocks(S, layout, self.thetas)
+                S[np.diag_indices(nR)] += 1.0
+                LRR, info = lapack.dpotrf(S, lower=1, overwrite_a=1, clean=1)
+                if info != 0:
+                    raise linalg.LinAlgError("Schur complement not positive definite")
+                self.LRR = LRR
+                nR = -1  # factored
+            else:
+                S = cp.ARR - schur_product(cp, float(lam1[0, 0]), t1)
+                S *= lamR[:, None]
+                S *= lamR[None, :]
         elif nR:
             self.LR1 = (self.LamR.T @ cp.AR1 @ T1s).tocsr()
             S = np.asarray(self.LamR.T @ cp.ARR)
             S = np.asarray(self.LamR.T @ S.T).T
             S -= (self.LR1 @ self.LR1.T).toarray()
-        if nR:
+        if nR > 0:
             S[np.diag_indices(nR)] += 1.0
             self.LRR = linalg.cholesky(S, lower=True, overwrite_a=True, check_finite=False)
+        nR = layout.nR
+        if nR:
             logdet += 2.0 * float(np.sum(np.log(np.diag(self.LRR))))
         else:
             self.LR1 = cp.AR1
@@ -308,9 +291,15 @@ class Factor:
         self.logdet_Z = logdet
         m = cp.AFF.shape[0]
         self.m = m
-        self.LF1 = np.asarray(T1s.T @ cp.AF1.T).T if m else np.zeros((0, layout.n1))
+        if not m:
+            self.LF1 = np.zeros((0, layout.n1))
+        elif scalar:
+            self.LF1 = cp.AF1 * T1[:, 0, 0]
+        else:
+            self.LF1 = np.asarray(T1s.T @ cp.AF1.T).T
         if m and nR:
-            rhs = np.asarray(self.LamR.T @ cp.AFR.T) - np.asarray(self.LR1 @ self.LF1.T)
+            LamR_AFR = (cp.AFR * lamR).T if scalar else np.asarray(self.LamR.T @ cp.AFR.T)
+            rhs = LamR_AFR - np.asarray(self.LR1 @ self.LF1.T)
             self.LFR = linalg.solve_triangular(self.LRR, rhs, lower=True, check_finite=False).T
         else:
             self.LFR = np.zeros((m, nR))
@@ -320,6 +309,20 @@ class Factor:
         except linalg.LinAlgError:
             self.LFF = None
         self.SFF = SFF
+
+    @property
+    def LamR(self):
+        """Lambda of the terms after the first, sparse (nR x nR); built when first asked for."""
+        if "_LamR" not in self.__dict__:
+            self._LamR = _lambda_rest(self.layout, self._lams)
+        return self._LamR
+
+    @property
+    def LR1T(self):
+        """LR1' (a CSC view, made once: the solves use it on every call)."""
+        if "_LR1T" not in self.__dict__:
+            self._LR1T = self.LR1.T
+        return self._LR1T
 
     # ---------------------------------------------------------------- triangular solves
     def _l11_solve(self, x1, transpose=False):
@@ -353,7 +356,7 @@ class Factor:
             yR = yR - LFR.T @ xF
         if self.layout.nR:
             xR = linalg.solve_triangular(self.LRR, yR, lower=True, trans="T", check_finite=False)
-            y1 = y1 - self.LR1.T @ xR
+            y1 = y1 - self.LR1T @ xR
         else:
             xR = yR
         return self._l11_solve(y1, transpose=True), xR
@@ -462,6 +465,22 @@ class Factor:
         """`inverse_diag_blocks` for scalar terms from L_RR^{-1} alone (half dpotri's flops, no symmetrised copy):
         diag(S^-1) = column sums of squares of L_RR^-1, and b_j'S^-1 b_j = |L_RR^-1 b_j|^2."""
         lay = self.layout
+        pairs = getattr(self, "pairs", None)
+        if pairs is not None:  # S^-1 (its lower triangle) and one gather: b_j'S^-1 b_j = t1_j^2 a_j' Lam_R S^-1 Lam_R a_j
+            parts = getattr(self, "sinv_parts", None)  # the Gaussian gradient's, at this factor
+            if parts is None:
+                Sinv, info = lapack.dpotri(self.LRR, lower=1)
+                if info != 0:
+                    raise linalg.LinAlgError("singular factor")
+                parts = (np.diagonal(Sinv).copy(), pairs.quad(scale_rest_blocks(Sinv, lay, self.thetas)))
+            dS, q = parts
+            bSb = self.t1 ** 2 * q
+            d1 = self.L11[:, 0, 0]
+            out = [((1.0 + bSb) / (d1 * d1))[:, None, None]]
+            for pos in range(1, len(lay.terms)):
+                lo, hi = lay.offsets[pos] - lay.n1, lay.offsets[pos + 1] - lay.n1
+                out.append(dS[lo:hi][:, None, None])
+            return out
         Linv, info = lapack.dtrtri(self.LRR, lower=1)
         if info != 0:
             raise linalg.LinAlgError("singular factor")

@@ -62,9 +62,12 @@ def _profile_for(shared, yy):
     AFF[p, :p] = AFF[:p, p] = base.X.T @ yy
     AFF[p, p] = yy @ yy
     new = replace(cp, AF1=AF1, AFR=AFR, AFF=AFF)
-    # Z'Z is the same for every response: the Schur products of its blocks are shared too
+    # Z'Z is the same for every response: the Schur products of its blocks (or their pair plan) are shared too
     new.__dict__["_schur_cache"] = cp.__dict__.setdefault("_schur_cache", [])
+    if cp.__dict__.get("_pairs") is not None:
+        new.__dict__["_pairs"] = cp.__dict__["_pairs"]
     prof.cp, prof.y, prof.n_calls = new, yy, 0
+    prof.__dict__.pop("_last", None)  # the kept factor belongs to the other response's cross-products
     return prof
 
 
