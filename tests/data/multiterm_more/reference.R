@@ -75,6 +75,7 @@ specs <- list(
   M("esoph_trials_crossed", "esoph", "cbind(ncases, ncontrols) ~ agegp + (1 | alcgp) + (1 | tobgp)", "binomial"),
   M("bacteria_probit_crossed", "bacteria", "y ~ trt + (1 | ID) + (1 | weekF)", "binomial", link = "probit"),
   M("bacteria_cloglog_crossed", "bacteria", "y ~ trt + (1 | ID) + (1 | weekF)", "binomial", link = "cloglog"),
+  M("bacteria_slope_crossed", "bacteria", "y ~ trt + week + (week | ID) + (1 | weekF)", "binomial"),
   M("bacteria_crossed_nagq0", "bacteria", "y ~ trt + (1 | ID) + (1 | weekF)", "binomial", nagq = 0),
   M("salamanders_poisson_nagq0", "salamanders", "count ~ mined + (1 | site) + (1 | spp)", "poisson", nagq = 0),
   M("epil_olre", "epil", "y ~ trt * lbase + lage + V4 + (1 | subjectF) + (1 | obsF)", "poisson"),
