@@ -133,22 +133,20 @@ CASES = {
                      [T("subject", ["subject"], r="subjectF"), T("period", ["period"], r="periodF")], {}, ["period"]),
 }
 NAMES = [n for n in CASES if n in REF]
+# 2-4 s each on a loaded machine: kept out of the default run (python -m pytest -m slow runs them)
+SLOW = {"salamanders_slope_poisson", "salamanders_slope_nb2"}
+PARAMS = [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in NAMES]
 NAGQ0 = [n for n in NAMES if REF[n]["nagq"] == 0]
 LAPLACE_OR_REML = [p for p in PARAMS if p not in NAGQ0]
 # anchors whose likelihood is not the one glmm_ext maximises: glmmTMB's Gaussian weights, glmmTMB's Laplace fit
 # standing beside lme4's nAGQ = 0 fit
 NOT_COMPARABLE = {("epil_weighted_gaussian_reml", "glmmTMB")} | {(n, "glmmTMB") for n in NAGQ0}
-# 2-4 s each on a loaded machine: kept out of the default run (python -m pytest -m slow runs them)
-SLOW = {"salamanders_slope_poisson", "salamanders_slope_nb2"}
-PARAMS = [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in NAMES]
 _FITS = {}
 
 
 def load(name):
-    data = pd.read_csv(os.path.join(DATA, REF[name]["data"]))
-    for col in data.columns:  # numeric codes used as grouping factors / fixed factors stay as read
-        pass
-    return data
+    """The CSV as read: numeric codes (Worker, Rat, replicate ...) stay numbers, used as grouping factors."""
+    return pd.read_csv(os.path.join(DATA, REF[name]["data"]))
 
 
 XFAIL = {
