@@ -142,8 +142,8 @@ def laplace_loglik(y, X, beta, designs, covs, family, offset=None, trials=None, 
                 break
             t /= 2
         u = u + t * step
-        change, value = new - value, new
-        if abs(change) < 1e-13 and np.max(np.abs(step)) < 1e-10:
+        value = new
+        if np.max(np.abs(step)) < 1e-10:  # Newton's quadratic convergence: the llf is then exact to ~1e-20
             break
     _, _, w = _family(family, y, eta0 + ZL @ u, trials, nb_theta, link)
     H = (ZL * w[:, None]).T @ ZL + np.eye(len(u))

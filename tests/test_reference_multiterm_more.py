@@ -40,10 +40,10 @@ LINKS = {None: None, "logit": sm.families.links.Logit, "probit": sm.families.lin
 FAMILIES = {"gaussian": sm.families.Gaussian, "poisson": sm.families.Poisson,
             "binomial": lambda link=None: sm.families.Binomial(None if link is None else LINKS[link]()),
             "nbinom2": sm.families.NegativeBinomial}
-I = "1"
+ONE = "1"
 
 
-def T(key, group, z=(I,), r=None):
+def T(key, group, z=(ONE,), r=None):
     """A term: glmm_ext's key in cov_re, grouping columns, z columns, R's group name in VarCorr."""
     return {"key": key, "group": group, "z": list(z), "r": r}
 
@@ -52,10 +52,11 @@ PASTES_NESTED = [T("batch", ["batch"], r="batch"), T("cask:batch", ["batch", "ca
 CAKE = [T("recipe:replicate", ["recipe", "replicate"], r="recipe:replicateF"),
         T("replicate", ["replicate"], r="replicateF")]
 MACHINES_NESTED = [T("Worker", ["Worker"], r="WorkerF"), T("Machine:Worker", ["Worker", "Machine"], r="Machine:WorkerF")]
-BW = [T("Rat", ["Rat"], [I, "t"], r="RatF"), T("Time", ["Time"], r="TimeF")]
+BW = [T("Rat", ["Rat"], [ONE, "t"], r="RatF"), T("Time", ["Time"], r="TimeF")]
 SALAM = [T("site", ["site"], r="site"), T("spp", ["spp"], r="spp")]
-SALAM_SLOPE = [T("spp", ["spp"], [I, "cover"], r="spp"), T("site", ["site"], r="site")]
+SALAM_SLOPE = [T("spp", ["spp"], [ONE, "cover"], r="spp"), T("site", ["site"], r="site")]
 OWLS = [T("Nest", ["Nest"], r="Nest"), T("FoodTreatment:Nest", ["Nest", "FoodTreatment"], r="FoodTreatment:Nest")]
+PIXEL = [T("Dog", ["Dog"], [ONE, "day"], r="DogF"), T("Side:Dog", ["Side", "Dog"], r="Side:DogF")]
 MACH = [("level", "Machine", m) for m in "ABC"]
 
 # name: (formula, fixed part for patsy, terms, extra from_formula keywords, singular terms)
@@ -80,17 +81,17 @@ CASES = {
     "machines_nested_reml": ("score ~ C(Machine) + (1|Worker/Machine)", "C(Machine)", MACHINES_NESTED, {}, []),
     "machines_nested_ml": ("score ~ C(Machine) + (1|Worker/Machine)", "C(Machine)", MACHINES_NESTED, {}, []),
     "machines_slope3_reml": ("score ~ C(Machine) + (C(Machine)|Worker)", "C(Machine)",
-                             [T(None, ["Worker"], [I, MACH[1], MACH[2]], r="WorkerF")], {}, []),
+                             [T(None, ["Worker"], [ONE, MACH[1], MACH[2]], r="WorkerF")], {}, []),
     # (1|Worker) + (0 + Machine|Worker) over-parametrises (a ridge): only the likelihood and the SEs are identified
     "machines_split_ml": ("score ~ C(Machine) + (1|Worker) + (0 + C(Machine)|Worker)", "C(Machine)",
-                          [T(None, ["Worker"], [I] + MACH, r="WorkerF")], {}, []),
+                          [T(None, ["Worker"], [ONE] + MACH, r="WorkerF")], {}, []),
     "bw_slope_crossed_reml": ("weight ~ C(Diet) * t + (t|Rat) + (1|Time)", "C(Diet) * t", BW, {}, []),
     "bw_slope_crossed_ml": ("weight ~ C(Diet) * t + (t|Rat) + (1|Time)", "C(Diet) * t", BW, {}, []),
     "bw_diag_crossed_ml": ("weight ~ C(Diet) * t + (t||Rat) + (1|Time)", "C(Diet) * t", BW, {}, []),
     "bw_slope_interaction_ml": ("weight ~ C(Diet) * t + (t|Rat) + (1|Diet:Time)", "C(Diet) * t",
                                 [BW[0], T("Diet:Time", ["Diet", "Time"], r="Diet:TimeF")], {}, []),
     "bw_rawtime_slope_ml": ("weight ~ C(Diet) * Time + (Time|Rat) + (1|Time)", "C(Diet) * Time",
-                            [T("Rat", ["Rat"], [I, "Time"], r="RatF"), T("Time", ["Time"], r="TimeF")], {}, []),
+                            [T("Rat", ["Rat"], [ONE, "Time"], r="RatF"), T("Time", ["Time"], r="TimeF")], {}, []),
     "oxide_nested_reml": ("Thickness ~ C(Source) + (1|Lot/Wafer)", "C(Source)",
                           [T("Lot", ["Lot"], r="LotF"), T("Wafer:Lot", ["Lot", "Wafer"], r="WaferF:LotF")], {}, []),
     "oxide_three_level_ml": ("Thickness ~ 1 + (1|Source/Lot/Wafer)", "1",
@@ -102,6 +103,14 @@ CASES = {
                                     "C(trt) * lbase + lage + V4",
                                     [T("subject", ["subject"], r="subjectF"), T("period", ["period"], r="periodF")],
                                     {"var_weights": "w"}, []),
+    "bw_nested_slope_ml": ("weight ~ C(Diet) * t + (t|Diet/Rat)", "C(Diet) * t",
+                           [T("Diet", ["Diet"], [ONE, "t"], r="Diet"), T("Rat:Diet", ["Diet", "Rat"], [ONE, "t"], r="RatF:Diet")],
+                           {}, ["Diet"]),
+    "pixel_nested_slope_reml": ("pixel ~ day + I(day**2) + (day|Dog) + (1|Side:Dog)", "day + I(day**2)", PIXEL, {}, []),
+    "pixel_nested_slope_ml": ("pixel ~ day + I(day**2) + (day|Dog) + (1|Side:Dog)", "day + I(day**2)", PIXEL, {}, []),
+    "orthodont_crossed_slope_ml": ("distance ~ age * C(Sex) + (age|Subject) + (1|age)", "age * C(Sex)",
+                                   [T("Subject", ["Subject"], [ONE, "age"], r="Subject"), T("age", ["age"], r="ageF")],
+                                   {}, ["age"]),
     "dyestuff2_singular_reml": ("Yield ~ 1 + (1|Batch)", "1", [T(None, ["Batch"], r="Batch")], {}, ["Batch"]),
     "salamanders_poisson": ("count ~ C(mined) + (1|site) + (1|spp)", "C(mined)", SALAM, {}, []),
     "salamanders_nb2": ("count ~ C(mined) + (1|site) + (1|spp)", "C(mined)", SALAM, {}, []),
@@ -113,6 +122,11 @@ CASES = {
                             "C(FoodTreatment) + C(SexParent)", OWLS, {"offset": "logBroodSize"}, []),
     "owls_nb2_offset": ("SiblingNegotiation ~ C(FoodTreatment) + C(SexParent) + (1|Nest/FoodTreatment)",
                         "C(FoodTreatment) + C(SexParent)", OWLS, {"offset": "logBroodSize"}, []),
+    "owls_slope_poisson_offset": ("SiblingNegotiation ~ C(FoodTreatment) + arrival + (arrival|Nest) "
+                                  "+ (1|Nest:FoodTreatment)", "C(FoodTreatment) + arrival",
+                                  [T("Nest", ["Nest"], [ONE, "arrival"], r="Nest"),
+                                   T("Nest:FoodTreatment", ["Nest", "FoodTreatment"], r="Nest:FoodTreatment")],
+                                  {"offset": "logBroodSize"}, []),
     "bacteria_crossed": ("y ~ C(trt) + (1|ID) + (1|week)", "C(trt)",
                          [T("ID", ["ID"], r="ID"), T("week", ["week"], r="weekF")], {}, []),
     "esoph_trials_crossed": ("ncases + ncontrols ~ C(agegp) + (1|alcgp) + (1|tobgp)", "C(agegp)",
@@ -123,7 +137,7 @@ CASES = {
                                  [T("ID", ["ID"], r="ID"), T("week", ["week"], r="weekF")], {}, []),
     # (week|ID) at correlation 1 and (1|week) at (or within 5e-8 of) zero variance: both terms on the boundary
     "bacteria_slope_crossed": ("y ~ C(trt) + week + (week|ID) + (1|week)", "C(trt) + week",
-                               [T("ID", ["ID"], [I, "week"], r="ID"), T("week", ["week"], r="weekF")], {}, ["ID"]),
+                               [T("ID", ["ID"], [ONE, "week"], r="ID"), T("week", ["week"], r="weekF")], {}, ["ID"]),
     "bacteria_crossed_nagq0": ("y ~ C(trt) + (1|ID) + (1|week)", "C(trt)",
                                [T("ID", ["ID"], r="ID"), T("week", ["week"], r="weekF")], {}, []),
     "salamanders_poisson_nagq0": ("count ~ C(mined) + (1|site) + (1|spp)", "C(mined)", SALAM, {}, []),
@@ -135,9 +149,30 @@ CASES = {
 NAMES = [n for n in CASES if n in REF]
 # 2-4 s each on a loaded machine: kept out of the default run (python -m pytest -m slow runs them)
 SLOW = {"salamanders_slope_poisson", "salamanders_slope_nb2"}
-PARAMS = [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in NAMES]
+# known failures of glmm_ext, per test: {test: {case: reason}} (strict: an unexpected pass fails, so a fix shows)
+OWLS_SADDLE = ("(arrival|Nest) + (1|Nest:FoodTreatment), Poisson: the fit stops on the boundary at Nest's intercept "
+               "variance 0 (cov_re Nest [[0, 0], [0, 0.0521]], 'converged', a singular-fit warning), llf -2269.2559 "
+               "against the optimum -2268.8645 (lme4 and glmmTMB: Nest [[0.1221, -0.0189], [-0.0189, 0.0497]]); "
+               "with arrival centred at its mean glmm_ext reaches -2268.8645")
+KNOWN = {
+    "best": {"owls_slope_poisson_offset": OWLS_SADDLE},
+    "fixef": {"owls_slope_poisson_offset": OWLS_SADDLE},
+    "vc": {"owls_slope_poisson_offset": OWLS_SADDLE},
+    "user": {"owls_slope_poisson_offset": OWLS_SADDLE},
+}
+
+
+def cases(test, names=None):
+    out = []
+    for n in NAMES if names is None else names:
+        marks = [pytest.mark.slow] if n in SLOW else []
+        if n in KNOWN.get(test, {}):
+            marks.append(pytest.mark.xfail(strict=True, reason=KNOWN[test][n]))
+        out.append(pytest.param(n, marks=marks, id=n))
+    return out
+
+
 NAGQ0 = [n for n in NAMES if REF[n]["nagq"] == 0]
-LAPLACE_OR_REML = [p for p in PARAMS if p not in NAGQ0]
 # anchors whose likelihood is not the one glmm_ext maximises: glmmTMB's Gaussian weights, glmmTMB's Laplace fit
 # standing beside lme4's nAGQ = 0 fit
 NOT_COMPARABLE = {("epil_weighted_gaussian_reml", "glmmTMB")} | {(n, "glmmTMB") for n in NAGQ0}
@@ -174,7 +209,9 @@ def fit(name):
 
 def r_name(py):
     """patsy's column name -> R's treatment-contrast name: C(x)[T.lev] -> xlev, Intercept -> (Intercept)."""
-    return "(Intercept)" if py == "Intercept" else re.sub(r"C\((\w+)\)\[T\.([^\]]+)\]", r"\1\2", py)
+    if py == "Intercept":
+        return "(Intercept)"
+    return re.sub(r"I\((\w+) \*\* (\d)\)", r"I(\1^\2)", re.sub(r"C\((\w+)\)\[T\.([^\]]+)\]", r"\1\2", py))
 
 
 def response(name, data):
@@ -248,7 +285,7 @@ def best_anchor(name):
     return max(values, key=values.get), values
 
 
-@pytest.mark.parametrize("name", PARAMS)
+@pytest.mark.parametrize("name", cases("anchors"))
 def test_dense_evaluator_reproduces_the_anchors_own_loglik(name):
     """The independent evaluator is right: at lme4's estimates it gives lmer's logLik (exact for an LMM), at
     glmmTMB's it gives glmmTMB's (the exact Laplace for a GLMM)."""
@@ -259,14 +296,14 @@ def test_dense_evaluator_reproduces_the_anchors_own_loglik(name):
     assert anchor_value(name, anchor) == pytest.approx(case[anchor]["loglik"], abs=2e-6)
 
 
-@pytest.mark.parametrize("name", PARAMS)
+@pytest.mark.parametrize("name", cases("own"))
 def test_llf_equals_the_dense_value_at_its_own_estimates(name):
     data, res, _ = fit(name)
     beta = {r_name(k): v for k, v in res.params.items()}
     assert dense(name, beta, our_covs(name, res), res.scale) == pytest.approx(res.llf, abs=1e-6)
 
 
-@pytest.mark.parametrize("name", LAPLACE_OR_REML)
+@pytest.mark.parametrize("name", cases("best", [n for n in NAMES if n not in NAGQ0]))
 def test_llf_reaches_the_best_known_optimum(name):
     _, res, _ = fit(name)
     _, values = best_anchor(name)
@@ -274,7 +311,7 @@ def test_llf_reaches_the_best_known_optimum(name):
     assert res.llf >= max(values.values()) - 1e-4
 
 
-@pytest.mark.parametrize("name", PARAMS)
+@pytest.mark.parametrize("name", cases("fixef"))
 def test_fixed_effects_and_standard_errors(name):
     _, res, _ = fit(name)
     case = REF[name]
@@ -288,7 +325,7 @@ def test_fixed_effects_and_standard_errors(name):
         assert res.bse[py] == pytest.approx(se_ref[r], rel=0.02), py
 
 
-@pytest.mark.parametrize("name", [p for p in PARAMS if p != "machines_split_ml"])
+@pytest.mark.parametrize("name", cases("vc", [n for n in NAMES if n != "machines_split_ml"]))
 def test_variance_components(name):
     _, res, _ = fit(name)
     best, _ = best_anchor(name)
@@ -301,7 +338,7 @@ def test_variance_components(name):
         assert res.scale == pytest.approx(r_scale(name, best), rel=1e-2)
 
 
-@pytest.mark.parametrize("name", PARAMS)
+@pytest.mark.parametrize("name", cases("user"))
 def test_what_the_user_sees(name):
     _, res, messages = fit(name)
     text = str(res.summary())

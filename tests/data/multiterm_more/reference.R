@@ -23,7 +23,10 @@ raw <- list(
   dyestuff2 = data.frame(Yield = lme4::Dyestuff2$Yield, Batch = chr(lme4::Dyestuff2$Batch)),
   salamanders = data.frame(count = sal$count, mined = chr(sal$mined), cover = sal$cover, site = chr(sal$site), spp = chr(sal$spp)),
   owls = data.frame(SiblingNegotiation = owl$SiblingNegotiation, FoodTreatment = chr(owl$FoodTreatment), SexParent = chr(owl$SexParent),
-                    Nest = chr(owl$Nest), logBroodSize = owl$logBroodSize),
+                    Nest = chr(owl$Nest), logBroodSize = owl$logBroodSize, arrival = round(owl$ArrivalTime - 24, 2)),
+  pixel = data.frame(pixel = nlme::Pixel$pixel, day = nlme::Pixel$day, Dog = as.integer(chr(nlme::Pixel$Dog)), Side = chr(nlme::Pixel$Side)),
+  orthodont = data.frame(distance = nlme::Orthodont$distance, age = nlme::Orthodont$age, Subject = chr(nlme::Orthodont$Subject),
+                         Sex = chr(nlme::Orthodont$Sex)),
   bacteria = data.frame(y = as.integer(bac$y == "y"), trt = chr(bac$trt), week = bac$week, ID = chr(bac$ID)),
   esoph = data.frame(ncases = es$ncases, ncontrols = es$ncontrols, agegp = chr(es$agegp), alcgp = chr(es$alcgp), tobgp = chr(es$tobgp)),
   oxide = data.frame(Thickness = nlme::Oxide$Thickness, Source = as.integer(chr(nlme::Oxide$Source)), Lot = as.integer(chr(nlme::Oxide$Lot)),
@@ -37,7 +40,7 @@ load_data <- function(key) {
   d <- read.csv(f, stringsAsFactors = FALSE)
   for (v in names(d)) if (is.character(d[[v]]) || v %in% c("temperature", "Diet", "Source"))  # numeric codes read back as numbers
     d[[v]] <- factor(d[[v]], levels = sort(unique(d[[v]])))
-  for (v in c("Worker", "Rat", "replicate", "subject", "period", "Time", "week", "Source", "Lot", "Wafer", "obs")) if (v %in% names(d)) d[[paste0(v, "F")]] <- factor(d[[v]])
+  for (v in c("Worker", "Rat", "replicate", "subject", "period", "Time", "week", "Source", "Lot", "Wafer", "obs", "Dog", "age")) if (v %in% names(d)) d[[paste0(v, "F")]] <- factor(d[[v]])
   d
 }
 
@@ -61,6 +64,10 @@ specs <- list(
   M("bw_rawtime_slope_ml", "bodyweight", "weight ~ Diet * Time + (Time | RatF) + (1 | TimeF)", "gaussian", FALSE),
   M("oxide_nested_reml", "oxide", "Thickness ~ Source + (1 | LotF/WaferF)", "gaussian", TRUE),
   M("oxide_three_level_ml", "oxide", "Thickness ~ 1 + (1 | SourceF/LotF/WaferF)", "gaussian", FALSE),
+  M("bw_nested_slope_ml", "bodyweight", "weight ~ Diet * t + (t | Diet/RatF)", "gaussian", FALSE),
+  M("pixel_nested_slope_reml", "pixel", "pixel ~ day + I(day^2) + (day | DogF) + (1 | Side:DogF)", "gaussian", TRUE),
+  M("pixel_nested_slope_ml", "pixel", "pixel ~ day + I(day^2) + (day | DogF) + (1 | Side:DogF)", "gaussian", FALSE),
+  M("orthodont_crossed_slope_ml", "orthodont", "distance ~ age * Sex + (age | Subject) + (1 | ageF)", "gaussian", FALSE),
   M("dyestuff2_singular_reml", "dyestuff2", "Yield ~ 1 + (1 | Batch)", "gaussian", TRUE),
   M("machines_singular_crossed_reml", "machines", "score ~ Machine + (1 | WorkerF) + (1 | Machine)", "gaussian", TRUE),
   M("machines_slope3_reml", "machines", "score ~ Machine + (Machine | WorkerF)", "gaussian", TRUE),
@@ -71,6 +78,7 @@ specs <- list(
   M("salamanders_slope_nb2", "salamanders", "count ~ mined + cover + (cover | spp) + (1 | site)", "nbinom2"),
   M("owls_poisson_offset", "owls", "SiblingNegotiation ~ FoodTreatment + SexParent + offset(logBroodSize) + (1 | Nest/FoodTreatment)", "poisson"),
   M("owls_nb2_offset", "owls", "SiblingNegotiation ~ FoodTreatment + SexParent + offset(logBroodSize) + (1 | Nest/FoodTreatment)", "nbinom2"),
+  M("owls_slope_poisson_offset", "owls", "SiblingNegotiation ~ FoodTreatment + arrival + offset(logBroodSize) + (arrival | Nest) + (1 | Nest:FoodTreatment)", "poisson"),
   M("bacteria_crossed", "bacteria", "y ~ trt + (1 | ID) + (1 | weekF)", "binomial"),
   M("esoph_trials_crossed", "esoph", "cbind(ncases, ncontrols) ~ agegp + (1 | alcgp) + (1 | tobgp)", "binomial"),
   M("bacteria_probit_crossed", "bacteria", "y ~ trt + (1 | ID) + (1 | weekF)", "binomial", link = "probit"),
@@ -104,7 +112,7 @@ for (s in specs) {
   if (s$family == "gaussian") {
     d$.w <- if (is.null(s$weights)) rep(1, nrow(d)) else d[[s$weights]]
     m <- capture(lmer(f, d, REML = s$reml, control = lopt, weights = .w))
-    tm <- capture(glmmTMB(f, d, REML = s$reml, weights = .w))
+    tm <- tryCatch(capture(glmmTMB(f, d, REML = s$reml, weights = .w)), error = function(e) list(error = conditionMessage(e)))
   } else if (s$family == "nbinom2") {
     m <- capture(glmer.nb(f, d, control = gopt))
     tm <- capture(glmmTMB(f, d, family = nbinom2))
@@ -113,15 +121,17 @@ for (s in specs) {
     tm <- capture(glmmTMB(f, d, family = fam[[s$family]]))  # (nagq = 0: glmmTMB's Laplace fit, for reference only)
   }
   mm <- m$value; tt <- tm$value
+  tmb <- if (is.null(tt)) list(loglik = NULL, error = tm$error) else
+    list(fixef = named(fixef(tt)$cond), se = named(sqrt(diag(vcov(tt)$cond))), loglik = num(logLik(tt)),
+         sigma = sigma(tt), covs = covs_tmb(tt), pdHess = tt$sdr$pdHess, warnings = c(tm$warnings, tm$messages))
   o <- list(data = paste0(s$data, ".csv"), formula = s$formula, family = s$family, reml = s$reml, nagq = s$nagq,
             link = s$link, weights = s$weights,
             lme4 = list(fixef = named(fixef(mm)), se = named(sqrt(diag(as.matrix(vcov(mm))))), loglik = num(logLik(mm)),
                         theta = num(getME(mm, "theta")), sigma = sigma(mm), covs = covs_lme4(mm), singular = isSingular(mm),
                         warnings = c(m$warnings, m$messages, mm@optinfo$conv$lme4$messages)),
-            glmmTMB = list(fixef = named(fixef(tt)$cond), se = named(sqrt(diag(vcov(tt)$cond))), loglik = num(logLik(tt)),
-                           sigma = sigma(tt), covs = covs_tmb(tt), pdHess = tt$sdr$pdHess, warnings = c(tm$warnings, tm$messages)))
+            glmmTMB = tmb)
   if (s$family == "nbinom2") o$lme4$nb_theta <- getME(mm, "glmer.nb.theta")
-  cat(s$name, "lme4", o$lme4$loglik, "glmmTMB", o$glmmTMB$loglik, "\n")
+  cat(s$name, "lme4", o$lme4$loglik, "glmmTMB", if (is.null(tt)) tm$error else o$glmmTMB$loglik, "\n")
   out[[s$name]] <- o
 }
 meta <- list(R = R.version.string, lme4 = as.character(packageVersion("lme4")), glmmTMB = as.character(packageVersion("glmmTMB")),
