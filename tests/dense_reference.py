@@ -131,20 +131,19 @@ def laplace_loglik(y, X, beta, designs, covs, family, offset=None, trials=None, 
         return _family(family, y, eta0 + ZL @ u, trials, nb_theta, link)[0] - 0.5 * u @ u
 
     value = objective(u)
-    for _ in range(500):
+    for _ in range(200):
         _, g, w = _family(family, y, eta0 + ZL @ u, trials, nb_theta, link, observed=False)
         H = (ZL * w[:, None]).T @ ZL + np.eye(len(u))
         step = np.linalg.solve(H, ZL.T @ g - u)
-        t = 1.0
-        while t > 1e-12:
+        if np.max(np.abs(step)) < 1e-8:  # quadratic convergence: the objective is then exact to ~1e-16
+            break
+        t, slack = 1.0, 1e-12 * max(1.0, abs(value))  # rounding of a sum over n rows
+        while t > 1e-6:
             new = objective(u + t * step)
-            if new >= value - 1e-13:
+            if new >= value - slack:
                 break
             t /= 2
-        u = u + t * step
-        value = new
-        if np.max(np.abs(step)) < 1e-10:  # Newton's quadratic convergence: the llf is then exact to ~1e-20
-            break
+        u, value = u + t * step, objective(u + t * step)
     _, _, w = _family(family, y, eta0 + ZL @ u, trials, nb_theta, link)
     H = (ZL * w[:, None]).T @ ZL + np.eye(len(u))
     return float(value - 0.5 * np.linalg.slogdet(H)[1])

@@ -359,6 +359,17 @@ def test_what_the_user_sees(name):
         assert not any("converge" in m.lower() for m in messages), messages
 
 
+@pytest.mark.parametrize("name", cases("df"))
+def test_parameter_count_in_the_information_criteria(name):
+    """AIC and BIC count lme4's parameters (fixed effects, each term's covariance parameters, sigma / theta)."""
+    _, res, _ = fit(name)
+    df = REF[name]["lme4"]["df"]
+    if not np.isfinite(res.aic):
+        pytest.skip("no AIC for this fit")
+    assert res.aic == pytest.approx(-2 * res.llf + 2 * df, abs=1e-8)
+    assert res.bic == pytest.approx(-2 * res.llf + np.log(res.nobs) * df, abs=1e-8)
+
+
 def test_nested_spellings_give_one_model():
     data, nested, _ = fit("pastes_nested_reml")
     spelled = glmm_ext.GLMM.from_formula("strength ~ 1 + (1|batch) + (1|batch:cask)", data).fit(reml=True)

@@ -69,7 +69,6 @@ specs <- list(
   M("pixel_nested_slope_ml", "pixel", "pixel ~ day + I(day^2) + (day | DogF) + (1 | Side:DogF)", "gaussian", FALSE),
   M("orthodont_crossed_slope_ml", "orthodont", "distance ~ age * Sex + (age | Subject) + (1 | ageF)", "gaussian", FALSE),
   M("dyestuff2_singular_reml", "dyestuff2", "Yield ~ 1 + (1 | Batch)", "gaussian", TRUE),
-  M("machines_singular_crossed_reml", "machines", "score ~ Machine + (1 | WorkerF) + (1 | Machine)", "gaussian", TRUE),
   M("machines_slope3_reml", "machines", "score ~ Machine + (Machine | WorkerF)", "gaussian", TRUE),
   M("machines_split_ml", "machines", "score ~ Machine + (1 | WorkerF) + (0 + Machine | WorkerF)", "gaussian", FALSE),
   M("salamanders_poisson",  "salamanders", "count ~ mined + (1 | site) + (1 | spp)", "poisson"),
@@ -126,7 +125,7 @@ for (s in specs) {
          sigma = sigma(tt), covs = covs_tmb(tt), pdHess = tt$sdr$pdHess, warnings = c(tm$warnings, tm$messages))
   o <- list(data = paste0(s$data, ".csv"), formula = s$formula, family = s$family, reml = s$reml, nagq = s$nagq,
             link = s$link, weights = s$weights,
-            lme4 = list(fixef = named(fixef(mm)), se = named(sqrt(diag(as.matrix(vcov(mm))))), loglik = num(logLik(mm)),
+            lme4 = list(fixef = named(fixef(mm)), se = named(sqrt(diag(as.matrix(vcov(mm))))), loglik = num(logLik(mm)), df = attr(logLik(mm), "df"),
                         theta = num(getME(mm, "theta")), sigma = sigma(mm), covs = covs_lme4(mm), singular = isSingular(mm),
                         warnings = c(m$warnings, m$messages, mm@optinfo$conv$lme4$messages)),
             glmmTMB = tmb)
