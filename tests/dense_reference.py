@@ -119,8 +119,31 @@ def _family(family, y, eta, trials, nb_theta, link=None, observed=True):
     raise ValueError(family)
 
 
-def laplace_loglik(y, X, beta, designs, covs, family, offset=None, trials=None, nb_theta=None, link=None):
-    """Laplace log-likelihood; ``y`` the successes for the Binomial (with ``trials``)."""
+def gaussian_modes(y, X, beta, designs, covs, sigma2, weights=None):
+    """(b, conditional SD) stacked over terms: E[b | y] and sqrt(diag Var[b | y]) at known beta and covariances."""
+    n = len(y)
+    ZL = z_lambda(designs, covs)
+    V = ZL @ ZL.T + sigma2 * np.diag(1.0 / (np.ones(n) if weights is None else weights))
+    A = np.linalg.solve(V, ZL).T  # L' Z' V^-1 with Sigma = L L'
+    u = A @ (y - X @ beta)
+    cov_u = np.eye(ZL.shape[1]) - A @ ZL
+    return _to_b(designs, covs, u, cov_u)
+
+
+def _to_b(designs, covs, u, cov_u):
+    Lam = np.zeros((len(u), len(u)))
+    o = 0
+    for (codes, Zq), cov in zip(designs, covs):
+        m, q = codes.max() + 1, Zq.shape[1]
+        Lam[o:o + m * q, o:o + m * q] = np.kron(np.eye(m), root(cov))
+        o += m * q
+    return Lam @ u, np.sqrt(np.clip(np.diag(Lam @ cov_u @ Lam.T), 0, None))
+
+
+def laplace_loglik(y, X, beta, designs, covs, family, offset=None, trials=None, nb_theta=None, link=None,
+                   modes=False):
+    """Laplace log-likelihood; ``y`` the successes for the Binomial (with ``trials``); with ``modes`` also
+    (b, conditional SD from the inverse Hessian of the joint log density, b = Lambda u)."""
     n = len(y)
     eta0 = X @ beta + (np.zeros(n) if offset is None else offset)
     trials = np.ones(n) if trials is None else trials
@@ -146,4 +169,5 @@ def laplace_loglik(y, X, beta, designs, covs, family, offset=None, trials=None, 
         u, value = u + t * step, objective(u + t * step)
     _, _, w = _family(family, y, eta0 + ZL @ u, trials, nb_theta, link)
     H = (ZL * w[:, None]).T @ ZL + np.eye(len(u))
-    return float(value - 0.5 * np.linalg.slogdet(H)[1])
+    llf = float(value - 0.5 * np.linalg.slogdet(H)[1])
+    return (llf, *_to_b(designs, covs, u, np.linalg.inv(H))) if modes else llf
