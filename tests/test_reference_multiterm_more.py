@@ -51,7 +51,8 @@ def T(key, group, z=(ONE,), r=None):
 PASTES_NESTED = [T("batch", ["batch"], r="batch"), T("cask:batch", ["batch", "cask"], r="cask:batch")]
 CAKE = [T("recipe:replicate", ["recipe", "replicate"], r="recipe:replicateF"),
         T("replicate", ["replicate"], r="replicateF")]
-MACHINES_NESTED = [T("Worker", ["Worker"], r="WorkerF"), T("Machine:Worker", ["Worker", "Machine"], r="Machine:WorkerF")]
+MACHINES_NESTED = [T("Worker", ["Worker"], r="WorkerF"),
+                   T("Machine:Worker", ["Worker", "Machine"], r="Machine:WorkerF")]
 BW = [T("Rat", ["Rat"], [ONE, "t"], r="RatF"), T("Time", ["Time"], r="TimeF")]
 SALAM = [T("site", ["site"], r="site"), T("spp", ["spp"], r="spp")]
 SALAM_SLOPE = [T("spp", ["spp"], [ONE, "cover"], r="spp"), T("site", ["site"], r="site")]
@@ -95,7 +96,8 @@ CASES = {
     "oxide_nested_reml": ("Thickness ~ C(Source) + (1|Lot/Wafer)", "C(Source)",
                           [T("Lot", ["Lot"], r="LotF"), T("Wafer:Lot", ["Lot", "Wafer"], r="WaferF:LotF")], {}, []),
     "oxide_three_level_ml": ("Thickness ~ 1 + (1|Source/Lot/Wafer)", "1",
-                             [T("Source", ["Source"], r="SourceF"), T("Lot:Source", ["Source", "Lot"], r="LotF:SourceF"),
+                             [T("Source", ["Source"], r="SourceF"),
+                              T("Lot:Source", ["Source", "Lot"], r="LotF:SourceF"),
                               T("Wafer:Lot:Source", ["Source", "Lot", "Wafer"],
                                 r=["WaferF:(LotF:SourceF)", "WaferF:LotF:SourceF"])], {}, ["Source"]),
     # lme4's weights (residual variance sigma^2 / w); glmmTMB's Gaussian weights mean something else: lme4 only
@@ -104,7 +106,8 @@ CASES = {
                                     [T("subject", ["subject"], r="subjectF"), T("period", ["period"], r="periodF")],
                                     {"var_weights": "w"}, []),
     "bw_nested_slope_ml": ("weight ~ C(Diet) * t + (t|Diet/Rat)", "C(Diet) * t",
-                           [T("Diet", ["Diet"], [ONE, "t"], r="Diet"), T("Rat:Diet", ["Diet", "Rat"], [ONE, "t"], r="RatF:Diet")],
+                           [T("Diet", ["Diet"], [ONE, "t"], r="Diet"),
+                            T("Rat:Diet", ["Diet", "Rat"], [ONE, "t"], r="RatF:Diet")],
                            {}, ["Diet"]),
     "pixel_nested_slope_reml": ("pixel ~ day + I(day**2) + (day|Dog) + (1|Side:Dog)", "day + I(day**2)", PIXEL, {}, []),
     "pixel_nested_slope_ml": ("pixel ~ day + I(day**2) + (day|Dog) + (1|Side:Dog)", "day + I(day**2)", PIXEL, {}, []),
