@@ -50,11 +50,11 @@ JOINT_DECREMENT = 0.05
 #: u decrements (log-likelihood units) below which a point's dL0/dsigma enters the secant, and below which
 #: the next point is evaluated with log f (it may be the last)
 SECANT_DECREMENT = 1e-2
-LOGLIK_DECREMENT = 1e-3
+LOGLIK_DECREMENT = 1.0
 #: convergence: the Newton decrement of u (beta within ~ sqrt(2 U_TOL) of its standard errors) and the next
 #: sigma step in standard errors of sigma
-U_TOL = 1e-7
-SIGMA_STEP = 1e-3
+U_TOL = 1e-5
+SIGMA_STEP = 1e-2
 
 
 def applies(dist, data):
@@ -97,6 +97,9 @@ class JointSystem:
         X = data.X
         self.constant = [k for k in range(X.shape[1]) if X.shape[0] and np.all(X[:, k] == X[0, k])]
         self.t_is_d = (dist.name, dist.link_name) == ("poisson", "log")
+        offset = data.offset  # a stored-once zero offset is not added
+        self.offset = bool(any(offset.strides) or offset.size and offset.flat[0] != 0.0) if np.ndim(offset) \
+            else offset != 0.0
         self.passes = 0
 
     def row_pass(self, gamma, b, sigma, loglik):
@@ -113,7 +116,8 @@ class JointSystem:
         def block(r0, r1, g0, g1):
             Xb, sb = X[r0:r1], starts[g0:g1] - r0
             eta = matvec(Xb, gamma)
-            eta += _rows(data.offset, r0, r1)
+            if self.offset:
+                eta += _rows(data.offset, r0, r1)
             if sigma > 0:
                 eta += to_rows(sigma * b[g0:g1], counts[g0:g1])
             ll, l1, d, t = dist.evaluate(_rows(data.y, r0, r1), eta, _rows(data.m, r0, r1), 1.0, 0.0,
@@ -229,16 +233,30 @@ def pilot_curvature(system, gamma, b, sigma, rel=0.05):
     return (grads[1] - grads[0]) / (2.0 * rel * sigma)
 
 
-def start_modes(dist, data, gamma, sigma):
-    """Conditional modes at (gamma, sigma) on all rows from group sums for Poisson-log (one pass); else 0:
-    the first joint PIRLS step is the modes' first Newton step, at no extra pass."""
+#: Newton steps of the start modes (Binomial): two leave the first joint step in its quadratic region
+START_STEPS = 2
+
+
+def start_modes(dist, data, gamma, sigma, steps=START_STEPS):
+    """Conditional modes at (gamma, sigma) on all rows: exact from group sums for Poisson-log (one pass);
+    else `steps` Newton steps from 0 per group (each step at most 2 on the eta scale; the joint steps
+    that follow make them exact), each a pass of l1 and d alone, cheaper than a joint pass."""
+    eta_fixed = matvec(data.X, gamma)
+    eta_fixed += data.offset
     if dist.name == "poisson":
-        eta_fixed = matvec(data.X, gamma)
-        eta_fixed += data.offset
         b = log_link_modes(dist, data.y, eta_fixed, sigma, 1.0, data.starts, data.counts, None)
         if b is not None:
             return b
-    return np.zeros(data.n_groups)
+    b = np.zeros(data.n_groups)
+    eta = eta_fixed
+    for _ in range(steps):
+        _, l1, d, _ = dist.evaluate(data.y, eta, data.m, 1.0, data.const, order=2, loglik=False, aux=data.aux)
+        step = (sigma * group_sums(l1, data.starts) - b) / (1.0 + sigma * sigma * group_sums(d, data.starts))
+        if not np.all(np.isfinite(step)):
+            return None
+        b += np.clip(step, -2.0 / sigma, 2.0 / sigma)
+        eta = eta_fixed + to_rows(sigma * b, data.counts)
+    return b
 
 
 def joint_search(system, gamma, b, sigma, curvature, maxiter=MAX_PASSES):
@@ -257,14 +275,12 @@ def joint_search(system, gamma, b, sigma, curvature, maxiter=MAX_PASSES):
         ds = float(np.clip(-at.grad_sigma / curvature, -MAX_LOG_STEP * sigma, MAX_LOG_STEP * sigma))
         if at.decrement > JOINT_DECREMENT * len(b):  # u far from its solution: dL0/dsigma means little yet
             ds = 0.0
-        small = at.decrement < U_TOL and abs(ds) < SIGMA_STEP / np.sqrt(-curvature)
+        small = bool(at.decrement < U_TOL) and abs(ds) < SIGMA_STEP / np.sqrt(-curvature)
         if small and np.isfinite(at.value):
             return gamma, b, sigma, at
-        if small:
-            ds = 0.0  # log f at this point with one more PIRLS step
         gamma_new = gamma + at.step[0] + ds * at.tangent[0]
         b_new = b + at.step[1] + ds * at.tangent[1]
-        new = system.point(gamma_new, b_new, sigma + ds, loglik=at.decrement < LOGLIK_DECREMENT)
+        new = system.point(gamma_new, b_new, sigma + ds, loglik=small or at.decrement < LOGLIK_DECREMENT)
         if new is None or new.decrement > 10.0 * max(at.decrement, 1.0):  # the step failed: PIRLS here first
             done = converge_u(system, gamma, b, sigma, tol=SECANT_DECREMENT)
             if done is None:
