@@ -74,7 +74,7 @@ def test_nagq0_estimates_equal_the_brute_force_maximum(case):
     assert "secant" in res.optsummary.method  # the joint steps on all rows, not the scalar search
     assert res.converged
     assert np.sqrt(res.var_re) == pytest.approx(sigma, abs=0.02 * se_sigma)
-    assert np.all(np.abs(res.params.to_numpy() - beta) < 0.01 * res.bse.to_numpy())
+    assert np.all(np.abs(res.params.to_numpy() - beta) < 0.02 * res.bse.to_numpy())  # the stop: 1e-2 SEs
 
 
 def test_nagq0_reports_the_laplace_value_modes_and_pirls_standard_errors(case):

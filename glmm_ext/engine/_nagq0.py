@@ -51,9 +51,9 @@ JOINT_DECREMENT = 0.05
 #: the next point is evaluated with log f (it may be the last)
 SECANT_DECREMENT = 1e-2
 LOGLIK_DECREMENT = 1.0
-#: convergence: the Newton decrement of u (beta within ~ sqrt(2 U_TOL) of its standard errors) and the next
+#: convergence: the Newton decrement of u (u within ~ sqrt(2 U_TOL) = 1e-2 standard errors) and the next
 #: sigma step in standard errors of sigma
-U_TOL = 1e-5
+U_TOL = 5e-5
 SIGMA_STEP = 1e-2
 
 
@@ -261,11 +261,14 @@ def start_modes(dist, data, gamma, sigma, steps=START_STEPS):
 
 def joint_search(system, gamma, b, sigma, curvature, maxiter=MAX_PASSES):
     """Secant steps in sigma with PIRLS steps in u, u also moving along its tangent with sigma, from
-    (gamma, b, sigma) and a (negative) curvature of L0 in sigma.  Ends where the u decrement is below
-    U_TOL and the next sigma step below SIGMA_STEP standard errors (1 / sqrt(-curvature)), at a point
-    evaluated with log f.  Returns (gamma, b, sigma, Point) or None."""
+    (gamma, b, sigma) and a (negative) curvature of L0 in sigma (None: the expected information at the
+    start).  Ends where the u decrement is below U_TOL and the next sigma step below SIGMA_STEP standard
+    errors (1 / sqrt(-curvature)), at a point evaluated with log f.  Returns (gamma, b, sigma, Point,
+    the last curvature) or None."""
     last = None  # (sigma, dL0/dsigma) at the last point with a small decrement, for the secant
     at = system.point(gamma, b, sigma, loglik=False)
+    if curvature is None and at is not None:  # the expected information for sigma: 2 sigma^2 sum_j (D_j / H_j)^2
+        curvature = -2.0 * sigma * sigma * float(np.sum(((at.H - 1.0) / (sigma * sigma * at.H)) ** 2))
     while at is not None and system.passes < maxiter:
         if at.decrement < SECANT_DECREMENT:
             if last is not None and sigma != last[0]:
@@ -277,11 +280,14 @@ def joint_search(system, gamma, b, sigma, curvature, maxiter=MAX_PASSES):
             ds = 0.0
         small = bool(at.decrement < U_TOL) and abs(ds) < SIGMA_STEP / np.sqrt(-curvature)
         if small and np.isfinite(at.value):
-            return gamma, b, sigma, at
+            return gamma, b, sigma, at, curvature
         gamma_new = gamma + at.step[0] + ds * at.tangent[0]
         b_new = b + at.step[1] + ds * at.tangent[1]
         new = system.point(gamma_new, b_new, sigma + ds, loglik=small or at.decrement < LOGLIK_DECREMENT)
-        if new is None or new.decrement > 10.0 * max(at.decrement, 1.0):  # the step failed: PIRLS here first
+        # a failed step (outside the support, or a PIRLS step alone that did not bring u closer): a
+        # line-searched PIRLS at this sigma first.  A sigma step may leave u further from its new solution
+        # than the tangent predicts; the next steps are PIRLS steps alone then (JOINT_DECREMENT).
+        if new is None or (ds == 0.0 and new.decrement > at.decrement):
             done = converge_u(system, gamma, b, sigma, tol=SECANT_DECREMENT)
             if done is None:
                 return None
@@ -291,6 +297,30 @@ def joint_search(system, gamma, b, sigma, curvature, maxiter=MAX_PASSES):
         if sigma <= 0:
             return None
     return None
+
+
+def pilot_fit(dist, sub, maxiter, tol, t0):
+    """(gamma, sigma, curvature of L0 in sigma, sigma floor) on the pilot's groups `sub`, or None (sigma
+    near 0 there, or no finite start): the joint steps from the GLM start and sigma = ref / 2 (ref the
+    spread of the GLM's linear predictor), else the scalar search of `_pirls` and a difference of dL0/dsigma."""
+    start = irls_start(dist, sub)
+    if start is None:
+        return None
+    floor = MIN_PILOT_SIGMA * _eta_scale(dist, sub, start[0])
+    sigma = 0.5 * floor / MIN_PILOT_SIGMA
+    b = start_modes(dist, sub, start[0], sigma)
+    found = None if b is None else joint_search(JointSystem(dist, sub), start[0].copy(), b, sigma, None)
+    if found is not None and found[2] > floor:
+        return found[0], found[2], found[4], floor
+    pilot = scalar_fit(dist, sub, start[0], start[1], maxiter, tol, None, t0)
+    sigma = float(np.sqrt(pilot.var_re))
+    floor = MIN_PILOT_SIGMA * _eta_scale(dist, sub, pilot.beta)
+    if not (pilot.converged and sigma > floor):
+        return None
+    curvature = pilot_curvature(JointSystem(dist, sub), pilot.beta, pilot.blups / sigma, sigma)
+    if curvature is None or not curvature < 0:
+        return None
+    return pilot.beta, sigma, curvature, floor
 
 
 def fit_nagq0(dist, data, start, maxiter, tol, callback, t0):
@@ -312,26 +342,20 @@ def fast_fit(dist, data, maxiter, tol, callback, t0):
     from ._glmm import EngineFit  # the record type lives with the main engine
 
     sub = subset_groups(data, evenly_spaced_groups(data.n_groups, PILOT_GROUPS))
-    start = irls_start(dist, sub)
-    if start is None:
+    pilot = pilot_fit(dist, sub, maxiter, tol, t0)
+    if pilot is None:
         return None
-    pilot = scalar_fit(dist, sub, start[0], start[1], maxiter, tol, None, t0)
-    sigma = float(np.sqrt(pilot.var_re))
-    floor = MIN_PILOT_SIGMA * _eta_scale(dist, sub, pilot.beta)
-    if not (pilot.converged and sigma > floor):
-        return None
-    curvature = pilot_curvature(JointSystem(dist, sub), pilot.beta, pilot.blups / sigma, sigma)
-    if curvature is None or not curvature < 0:
-        return None
+    gamma, sigma, curvature, floor = pilot
     if callback is not None:
-        callback("start values", 0, -pilot.llf)
-    b = start_modes(dist, data, pilot.beta, sigma)
+        callback("start values", 0, np.nan)
+    b = start_modes(dist, data, gamma, sigma)
     system = JointSystem(dist, data)
-    found = None if b is None else joint_search(system, pilot.beta.copy(), b, sigma,
+    found = None if b is None else joint_search(system, gamma.copy(), b, sigma,
                                                 curvature * data.n_groups / sub.n_groups)
     if found is None or found[2] < 0.5 * floor:  # heading for the boundary: the scalar search decides
         return None
-    gamma, b, sigma, at = found
+    start = np.concatenate([gamma, [sigma]])
+    gamma, b, sigma, at, _ = found
     passes = system.passes
     b = b + at.mode_step  # the modes at (gamma, sigma), to second order
     llf = at.value + at.mode_gap  # the Laplace value there, to the same order
@@ -341,7 +365,7 @@ def fast_fit(dist, data, maxiter, tol, callback, t0):
     theta = np.concatenate([gamma, [sigma]])
     opt = OptSummary(method="secant steps on dL0/dsigma with PIRLS steps in (beta, b) from a pilot fit "
                      f"on {sub.n_groups} groups (nagq=0, approximate)", nagq=0, maxiter=maxiter, tol=tol,
-                     initial=np.concatenate([pilot.beta, [np.sqrt(pilot.var_re)]]), final=theta,
+                     initial=start, final=theta,
                      n_iterations=passes, n_evaluations=passes, objective=-llf,
                      newton_decrement=at.decrement, converged=True, message="converged",
                      seconds=time.perf_counter() - t0)
