@@ -248,14 +248,23 @@ def start_modes(dist, data, gamma, sigma, steps=START_STEPS):
         if b is not None:
             return b
     b = np.zeros(data.n_groups)
-    eta = eta_fixed
+    starts, counts = data.starts, data.counts
+
+    def block(r0, r1, g0, g1):  # (L1, D) of these groups at b, the kernel in this thread
+        eta = to_rows(sigma * b[g0:g1], counts[g0:g1])
+        eta += eta_fixed[r0:r1]
+        _, l1, d, _ = dist.evaluate(_rows(data.y, r0, r1), eta, _rows(data.m, r0, r1), 1.0, 0.0, order=2,
+                                    loglik=False, aux=None if data.aux is None else data.aux[r0:r1])
+        sb = starts[g0:g1] - r0
+        return group_sums(l1, sb), group_sums(d, sb)
+
     for _ in range(steps):
-        _, l1, d, _ = dist.evaluate(data.y, eta, data.m, 1.0, data.const, order=2, loglik=False, aux=data.aux)
-        step = (sigma * group_sums(l1, data.starts) - b) / (1.0 + sigma * sigma * group_sums(d, data.starts))
+        parts = in_group_blocks(block, len(eta_fixed), starts)
+        L1, D = (np.concatenate([part[k] for part in parts]) for k in (0, 1))
+        step = (sigma * L1 - b) / (1.0 + sigma * sigma * D)
         if not np.all(np.isfinite(step)):
             return None
         b += np.clip(step, -2.0 / sigma, 2.0 / sigma)
-        eta = eta_fixed + to_rows(sigma * b, data.counts)
     return b
 
 
