@@ -90,6 +90,8 @@ def test_nagq0_reports_the_laplace_value_modes_and_pirls_standard_errors(case):
         _, l1, w = _row_terms(family, y, eta_fixed + sigma * b[codes])
         b += (sigma * np.bincount(codes, l1, G) - b) / (1.0 + var_re * np.bincount(codes, w, G))
     assert np.allclose(res.blups, sigma * b, atol=1e-6)
+    _, _, w = _row_terms(family, y, eta_fixed + sigma * b[codes])
+    assert np.allclose(res.blup_se, sigma / np.sqrt(1.0 + var_re * np.bincount(codes, w, G)), rtol=1e-5)
     # PIRLS information for beta with the modes profiled out
     _, _, w = _row_terms(family, y, eta_fixed + sigma * b[codes])
     Xw = np.stack([np.bincount(codes, X[:, k] * w, G) for k in range(X.shape[1])], axis=1)
