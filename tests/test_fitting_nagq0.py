@@ -8,6 +8,7 @@ tight bounded scalar search maximises it.  The fits here have enough groups for 
 """
 import numpy as np
 import pytest
+import statsmodels.api as sm
 from scipy import optimize
 from scipy.special import expit, gammaln
 
@@ -97,3 +98,13 @@ def test_nagq0_reports_the_laplace_value_modes_and_pirls_standard_errors(case):
     Xw = np.stack([np.bincount(codes, X[:, k] * w, G) for k in range(X.shape[1])], axis=1)
     info = (X * w[:, None]).T @ X - var_re * (Xw / (1.0 + var_re * np.bincount(codes, w, G))[:, None]).T @ Xw
     assert np.allclose(res.bse.to_numpy(), np.sqrt(np.diag(np.linalg.inv(info))), rtol=1e-6)
+
+
+def test_nagq0_near_sigma_zero_is_left_to_the_scalar_search():
+    """A pilot near the boundary sigma_u = 0 hands over to the bounded search, which checks sigma_u = 0 (the
+    GLM): the fit never ends below the GLM's log-likelihood."""
+    df = glmm_ext.simulate("poisson", n_groups=450, group_size=6, beta=(0.3, 0.7, -0.5), sigma_u=0.0, seed=3)
+    res = glmm_ext.GLMM.from_formula("y ~ x1 + x2", df, groups="g", family=FAMILIES["poisson"]).fit(nagq=0)
+    assert "Brent" in res.optsummary.method
+    glm = sm.GLM.from_formula("y ~ x1 + x2", df, family=sm.families.Poisson()).fit()
+    assert res.llf >= glm.llf - 1e-6

@@ -42,8 +42,10 @@ ABOVE_GROUPS = 2 * PILOT_GROUPS
 #: a pilot sigma_u below this fraction of the linear predictor's spread is near the boundary sigma = 0,
 #: which the scalar search handles (the even objective is flat there)
 MIN_PILOT_SIGMA = 0.05
-#: passes over all rows at most, and the largest sigma step (relative) the tangent prediction is trusted for
+#: passes at most on the pilot's groups and on all rows (three as a rule), and the largest sigma step
+#: (relative) the tangent prediction is trusted for
 MAX_PASSES = 40
+MAX_FULL_PASSES = 12
 MAX_LOG_STEP = 0.25
 #: a u decrement per group above this: a PIRLS step alone (the sigma derivative is not yet informative)
 JOINT_DECREMENT = 0.05
@@ -268,12 +270,13 @@ def start_modes(dist, data, gamma, sigma, steps=START_STEPS):
     return b
 
 
-def joint_search(system, gamma, b, sigma, curvature, maxiter=MAX_PASSES):
+def joint_search(system, gamma, b, sigma, curvature, floor=0.0, maxiter=MAX_PASSES):
     """Secant steps in sigma with PIRLS steps in u, u also moving along its tangent with sigma, from
     (gamma, b, sigma) and a (negative) curvature of L0 in sigma (None: the expected information at the
     start).  Ends where the u decrement is below U_TOL and the next sigma step below SIGMA_STEP standard
     errors (1 / sqrt(-curvature)), at a point evaluated with log f.  Returns (gamma, b, sigma, Point,
-    the last curvature) or None."""
+    the last curvature), or None after `maxiter` passes or when sigma falls below `floor` (the boundary
+    sigma = 0 is the scalar search's)."""
     last = None  # (sigma, dL0/dsigma) at the last point with a small decrement, for the secant
     at = system.point(gamma, b, sigma, loglik=False)
     if curvature is None and at is not None:  # the expected information for sigma: 2 sigma^2 sum_j (D_j / H_j)^2
@@ -303,7 +306,7 @@ def joint_search(system, gamma, b, sigma, curvature, maxiter=MAX_PASSES):
             gamma, b, at = done
             continue
         gamma, b, sigma, at = gamma_new, b_new, sigma + ds, new
-        if sigma <= 0:
+        if not sigma > floor:
             return None
     return None
 
@@ -318,8 +321,8 @@ def pilot_fit(dist, sub, maxiter, tol, t0):
     floor = MIN_PILOT_SIGMA * _eta_scale(dist, sub, start[0])
     sigma = 0.5 * floor / MIN_PILOT_SIGMA
     b = start_modes(dist, sub, start[0], sigma)
-    found = None if b is None else joint_search(JointSystem(dist, sub), start[0].copy(), b, sigma, None)
-    if found is not None and found[2] > floor:
+    found = None if b is None else joint_search(JointSystem(dist, sub), start[0].copy(), b, sigma, None, floor)
+    if found is not None:
         return found[0], found[2], found[4], floor
     pilot = scalar_fit(dist, sub, start[0], start[1], maxiter, tol, None, t0)
     sigma = float(np.sqrt(pilot.var_re))
@@ -360,8 +363,9 @@ def fast_fit(dist, data, maxiter, tol, callback, t0):
     b = start_modes(dist, data, gamma, sigma)
     system = JointSystem(dist, data)
     found = None if b is None else joint_search(system, gamma.copy(), b, sigma,
-                                                curvature * data.n_groups / sub.n_groups)
-    if found is None or found[2] < 0.5 * floor:  # heading for the boundary: the scalar search decides
+                                                curvature * data.n_groups / sub.n_groups, 0.5 * floor,
+                                                maxiter=MAX_FULL_PASSES)
+    if found is None:  # heading for the boundary, or not converging: the scalar search decides
         return None
     start = np.concatenate([gamma, [sigma]])
     gamma, b, sigma, at, _ = found
