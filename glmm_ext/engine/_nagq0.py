@@ -98,7 +98,9 @@ class JointSystem:
         self.const_total = float(np.sum(const)) if np.ndim(const) and any(const.strides) else \
             float(np.asarray(const).flat[0] if np.size(const) else 0.0) * data.y.size
         X = data.X
-        self.constant = [k for k in range(X.shape[1]) if X.shape[0] and np.all(X[:, k] == X[0, k])]
+        n = X.shape[0]  # a column differing in its first rows needs no pass over all of them
+        self.constant = [k for k in range(X.shape[1])
+                         if n and np.all(X[:8, k] == X[0, k]) and np.all(X[:, k] == X[0, k])]
         self.t_is_d = (dist.name, dist.link_name) == ("poisson", "log")
         self.offset = self.has_offset(data)
         self.passes = 0
