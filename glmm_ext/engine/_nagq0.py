@@ -27,7 +27,7 @@ import numpy as np
 from scipy import linalg
 
 from ._kernels import in_group_blocks
-from ._laplace import evenly_spaced_groups, log_link_modes, matvec, rmatvec, subset_groups
+from ._laplace import evenly_spaced_groups, log_link_modes, matvec, subset_groups
 from ._lmm import SINGULAR_TOL
 from ._optsummary import OptSummary
 from ._pirls import _eta_scale, inverse_or_nan, irls_start
