@@ -22,6 +22,7 @@ from scipy import linalg
 
 from ._gausshermite import gauss_hermite
 from ._laplace import agq_log_integrals
+from ._dense_blocks import DenseFactor, DensePlan, Zt_times, times_Z, use_dense
 from ._pls import Factor, Layout, crossprods
 
 #: Newton decrement g'H^-1g of the modes below which they are converged (the Laplace value then errs by
@@ -60,6 +61,20 @@ class MixedGLMM:
         self.nagq = 1
         self._last_state = None
         self.lower = np.concatenate([[-np.inf] * self.p, structure.lower_bounds(), [-np.inf] * int(self.disp)])
+        # few random effects after the first term (or one term): dense cross block, bincount products
+        self.plan = DensePlan(self.layout) if use_dense(self.layout) else None
+
+    def factor(self, w, lams, F=None):
+        """The blocked factor of Lambda'Z'diag(w)Z Lambda + I (and the F columns): dense or sparse cross block."""
+        if self.plan is not None:
+            return DenseFactor(self.layout, self.plan.crossprods(w, F), lams)
+        return Factor(self.layout, crossprods(self.layout, w, F), lams)
+
+    def times_Z(self, b):
+        return times_Z(self.layout, b) if self.plan is not None else self.layout.times_Z(b)
+
+    def Zt_times(self, r):
+        return Zt_times(self.layout, r) if self.plan is not None else self.layout.Zt_times(r)
 
     # ------------------------------------------------------------------ pieces
     def lams(self, theta):
@@ -67,7 +82,7 @@ class MixedGLMM:
 
     def _point(self, eta_fixed, lams, phi, u):
         lay = self.layout
-        eta = eta_fixed + lay.times_Z(lay.lambda_times(lams, u))
+        eta = eta_fixed + self.times_Z(lay.lambda_times(lams, u))
         with np.errstate(all="ignore"):  # a trial point beyond the floating-point range is rejected, not reported
             ll, l1, d, _ = self.dist.evaluate(self.y, eta, self.m, phi, self.const, order=2, aux=self.aux)
         h = float(np.sum(ll)) - 0.5 * float(u @ u)
@@ -75,7 +90,7 @@ class MixedGLMM:
 
     def _gradient(self, lams, l1, u):
         lay = self.layout
-        return lay.lambda_times(lams, lay.Zt_times(l1), transpose=True) - u
+        return lay.lambda_times(lams, self.Zt_times(l1), transpose=True) - u
 
     def modes(self, eta_fixed, lams, phi, u0):
         """Conditional modes at fixed beta (Newton with step halving); None when none inside the support."""
@@ -91,11 +106,11 @@ class MixedGLMM:
             g = self._gradient(lams, l1, u)
             observed = True
             try:
-                fac = Factor(self.layout, crossprods(self.layout, d), lams)
+                fac = self.factor(d, lams)
             except (linalg.LinAlgError, np.linalg.LinAlgError):
                 observed = False
                 w = self.dist.working_weights(eta, self.m, phi)
-                fac = Factor(self.layout, crossprods(self.layout, np.broadcast_to(w, eta.shape) * 1.0), lams)
+                fac = self.factor(np.broadcast_to(w, eta.shape) * 1.0, lams)
             step = fac.solve(g)
             dec = float(g @ step)
             if not np.isfinite(dec):
@@ -191,8 +206,8 @@ class MixedGLMM:
                         for b in range(lay.q[pos2]):
                             lev += zl[pos][:, a] * zl[pos2][:, b] * Hinv[idx[pos][a], idx[pos2][b]]
         ts = t * lev
-        w = st.factor.solve(lay.lambda_times(lams, lay.Zt_times(ts), transpose=True))
-        back = d * lay.times_Z(lay.lambda_times(lams, w))
+        w = st.factor.solve(lay.lambda_times(lams, self.Zt_times(ts), transpose=True))
+        back = d * self.times_Z(lay.lambda_times(lams, w))
         g_beta = self.X.T @ (l1 - 0.5 * ts + 0.5 * back)
         grad = np.empty(n)
         grad[:self.p] = -g_beta
@@ -246,16 +261,16 @@ class MixedGLMM:
 
             l1'v_k - [(2 / theta_k)(n_k - tr(H^-1 P_k)) + sum_i t_i s_i d eta_i] / 2."""
         lay = self.layout
-        Ztl1 = lay.Zt_times(l1)
+        Ztl1 = self.Zt_times(l1)
         out = np.empty(len(lams))
         for pos, lam in enumerate(lams):
             th = float(lam[0, 0])
             lo, hi = lay.offsets[pos], lay.offsets[pos + 1]
             v = lay.Z[pos][:, 0] * st.u[lo:hi][lay.codes[pos]]
-            rhs = -lay.lambda_times(lams, lay.Zt_times(d * v), transpose=True)
+            rhs = -lay.lambda_times(lams, self.Zt_times(d * v), transpose=True)
             rhs[lo:hi] += Ztl1[lo:hi]
             du = st.factor.solve(rhs)
-            deta = v + lay.times_Z(lay.lambda_times(lams, du))
+            deta = v + self.times_Z(lay.lambda_times(lams, du))
             logdet = 2.0 / th * (lay.n_levels[pos] - traces[pos]) if th > 0 else 0.0
             out[pos] = float(l1 @ v) - 0.5 * (logdet + float(ts @ deta))
         user = np.empty(len(lams))
@@ -299,7 +314,7 @@ class MixedGLMM:
         fac = None
         for it in range(1, maxiter + 1):
             w = np.broadcast_to(self.dist.working_weights(eta, self.m, phi), eta.shape) * 1.0
-            fac = Factor(lay, crossprods(lay, w, X), lams)
+            fac = self.factor(w, lams, X)
             if fac.LFF is None:
                 return None
             g = np.concatenate([self._gradient(lams, l1, u), X.T @ l1])
