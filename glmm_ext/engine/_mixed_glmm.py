@@ -15,15 +15,16 @@ jointly by PIRLS with the Fisher weights and optimises only the covariance param
 h - log|H_Fisher| / 2 (lme4's nAGQ=0).  nagq>1 (one scalar term): adaptive Gauss-Hermite quadrature of
 each level's integral around the Laplace modes.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import linalg
 
 from ._gausshermite import gauss_hermite
 from ._laplace import agq_log_integrals
-from ._dense_blocks import DenseFactor, DensePlan, Zt_times, times_Z, use_dense
+from ._dense_blocks import DenseFactor, DensePlan, use_dense
 from ._pls import Factor, Layout, crossprods
+from ._structure import ReStructure
 
 #: Newton decrement g'H^-1g of the modes below which they are converged (the Laplace value then errs by
 #: about sqrt of it through log|H|: far below the finite differences' resolution)
@@ -45,43 +46,81 @@ class ModeState:
     beta: np.ndarray = None  # nagq=0: beta from the joint PIRLS
 
 
+def _level_order(structure):
+    """Row permutation sorting one term's rows by level (None: several terms, or already sorted)."""
+    if len(structure.terms) != 1:
+        return None
+    codes = np.asarray(structure.terms[0].codes)
+    if codes.size < 2 or np.all(codes[1:] >= codes[:-1]):
+        return None
+    return np.argsort(codes, kind="stable")
+
+
+def _take_rows(v, perm, n):
+    """A per-row array (or tuple of them) in the order `perm`; scalars and None as they are."""
+    if isinstance(v, tuple):
+        return tuple(_take_rows(a, perm, n) for a in v)
+    if isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] == n:
+        return v[perm]
+    return v
+
+
 class MixedGLMM:
     """Laplace / AGQ / nagq=0 objectives of a GLMM on a `Layout`, with warm-started modes."""
 
     def __init__(self, structure, dist, y, X, offset, m, const, aux=None):
         self.structure, self.dist = structure, dist
-        self.layout = Layout(structure)
+        n = structure.n_rows
+        # one term: rows sorted by level inside (segment sums instead of scatters); results stay in the user's order
+        perm = _level_order(structure)
+        self.rows = perm
+        if perm is not None:
+            t = structure.terms[0]
+            inner = ReStructure((replace(t, codes=np.asarray(t.codes)[perm], Z=np.asarray(t.Z)[perm]),))
+            y, X, offset, m, const, aux = (_take_rows(v, perm, n) for v in (y, X, offset, m, const, aux))
+            self.lay = Layout(inner)
+            self._layout = None
+        else:
+            self.lay = self._layout = Layout(structure)
         self.y, self.X, self.offset, self.m, self.const, self.aux = y, X, offset, m, const, aux
         self.p = X.shape[1]
         self.nc = structure.n_cov_params
         self.disp = dist.has_dispersion
-        self.u_warm = np.zeros(self.layout.n_random)
+        self.u_warm = np.zeros(self.lay.n_random)
         self.beta_warm = None
         self.n_calls = 0
         self.nagq = 1
         self._last_state = None
         self.lower = np.concatenate([[-np.inf] * self.p, structure.lower_bounds(), [-np.inf] * int(self.disp)])
-        # few random effects after the first term (or one term): dense cross block, bincount products
-        self.plan = DensePlan(self.layout) if use_dense(self.layout) else None
+        # few random effects after the first term (or one term): dense cross block, bincount / segment products
+        self.plan = DensePlan(self.lay) if use_dense(self.lay) else None
+        self.ops = self.plan.ops if self.plan is not None else None
+
+    @property
+    def layout(self):
+        """The `Layout` of the structure in the user's row order (the internal one may have its rows sorted)."""
+        if self._layout is None:
+            self._layout = Layout(self.structure)
+        return self._layout
 
     def factor(self, w, lams, F=None):
         """The blocked factor of Lambda'Z'diag(w)Z Lambda + I (and the F columns): dense or sparse cross block."""
         if self.plan is not None:
-            return DenseFactor(self.layout, self.plan.crossprods(w, F), lams)
-        return Factor(self.layout, crossprods(self.layout, w, F), lams)
+            return DenseFactor(self.lay, self.plan.crossprods(w, F), lams)
+        return Factor(self.lay, crossprods(self.lay, w, F), lams)
 
     def times_Z(self, b):
-        return times_Z(self.layout, b) if self.plan is not None else self.layout.times_Z(b)
+        return self.ops.times_Z(b) if self.ops is not None else self.lay.times_Z(b)
 
     def Zt_times(self, r):
-        return Zt_times(self.layout, r) if self.plan is not None else self.layout.Zt_times(r)
+        return self.ops.Zt_times(r) if self.ops is not None else self.lay.Zt_times(r)
 
     # ------------------------------------------------------------------ pieces
     def lams(self, theta):
-        return self.layout.lambdas(self.structure.unpack(theta))
+        return self.lay.lambdas(self.structure.unpack(theta))
 
     def _point(self, eta_fixed, lams, phi, u):
-        lay = self.layout
+        lay = self.lay
         eta = eta_fixed + self.times_Z(lay.lambda_times(lams, u))
         with np.errstate(all="ignore"):  # a trial point beyond the floating-point range is rejected, not reported
             ll, l1, d, _ = self.dist.evaluate(self.y, eta, self.m, phi, self.const, order=2, aux=self.aux)
@@ -89,7 +128,7 @@ class MixedGLMM:
         return eta, l1, d, h
 
     def _gradient(self, lams, l1, u):
-        lay = self.layout
+        lay = self.lay
         return lay.lambda_times(lams, self.Zt_times(l1), transpose=True) - u
 
     def modes(self, eta_fixed, lams, phi, u0):
@@ -168,9 +207,9 @@ class MixedGLMM:
     def has_beta_gradient(self):
         """True when `value_and_grad` differentiates beta analytically (Laplace; scalar terms, or random
         effects few enough for a dense H^-1)."""
-        scalar = all(q == 1 for q in self.layout.q)
-        one_term = len(self.layout.q) == 1  # H block diagonal by level: its q x q inverse blocks suffice
-        return self.nagq == 1 and (scalar or one_term or self.layout.n_random <= DENSE_INVERSE_MAX)
+        scalar = all(q == 1 for q in self.lay.q)
+        one_term = len(self.lay.q) == 1  # H block diagonal by level: its q x q inverse blocks suffice
+        return self.nagq == 1 and (scalar or one_term or self.lay.n_random <= DENSE_INVERSE_MAX)
 
     def value_and_grad(self, x, step=1e-4):
         """(-Laplace, its gradient): analytic in beta, central differences in theta and log phi.
@@ -185,15 +224,15 @@ class MixedGLMM:
         st = self._last_state
         beta, theta, phi = self.unpack(x)
         lams = self.lams(theta)
-        lay = self.layout
-        _, l1, d, t = self.dist.evaluate(self.y, st.eta, self.m, phi, self.const, order=3, aux=self.aux)
+        lay = self.lay
+        _, l1, d, t = self.dist.evaluate(self.y, st.eta, self.m, phi, self.const, order=3, loglik=False,
+                                         aux=self.aux)
         scalar = all(q == 1 for q in lay.q)
         if scalar:
             lev, traces = st.factor.row_leverages(lams)
         elif len(lams) == 1:  # one vector term: s_i = z_i' Lambda (H^-1)_jj Lambda' z_i from the level blocks
-            zl = lay.Z[0] @ lams[0]
             K = st.factor.inverse_diag_blocks()[0]
-            lev = np.einsum("na,nab,nb->n", zl, K[lay.codes[0]], zl)
+            lev = self.ops.quadratic_rows(lams[0] @ K @ lams[0].T)
         else:
             Hinv = st.factor.dense_inverse()
             lev = np.zeros(len(self.y))
@@ -206,7 +245,8 @@ class MixedGLMM:
                         for b in range(lay.q[pos2]):
                             lev += zl[pos][:, a] * zl[pos2][:, b] * Hinv[idx[pos][a], idx[pos2][b]]
         ts = t * lev
-        w = st.factor.solve(lay.lambda_times(lams, self.Zt_times(ts), transpose=True))
+        Zts = self.Zt_times(ts)
+        w = st.factor.solve(lay.lambda_times(lams, Zts, transpose=True))
         back = d * self.times_Z(lay.lambda_times(lams, w))
         g_beta = self.X.T @ (l1 - 0.5 * ts + 0.5 * back)
         grad = np.empty(n)
@@ -214,7 +254,7 @@ class MixedGLMM:
         fd_from = self.p
         if scalar or len(lams) == 1:  # theta analytic too (see `_theta_gradient`, `_vector_theta_gradient`)
             g_theta = (self._theta_gradient(st, lams, l1, d, ts, traces) if scalar
-                       else self._vector_theta_gradient(st, lams[0], K, l1, d, 0.5 * ts))
+                       else self._vector_theta_gradient(st, lams[0], K, self.Zt_times(l1), 0.5 * Zts))
             grad[self.p:self.p + self.nc] = -g_theta
             fd_from = self.p + self.nc
         u_keep = st.u
@@ -229,29 +269,22 @@ class MixedGLMM:
         self.u_warm = u_keep
         return f, grad
 
-    def _vector_theta_gradient(self, st, lam, K, l1, d, s):
+    def _vector_theta_gradient(self, st, lam, K, Ztl1, Zts):
         """d Laplace / d theta for one vector term (b_j = Lambda u_j, K_j = H_j^-1, s_i = t_i w_i'K_j w_i / 2,
-        w_i = Lambda'z_i, g_j = sum_i l1_i z_i, S_j = sum_i s_i z_i, v_j = K_j sum_i s_i w_i, A_j = sum_i d_i z_i z_i'):
+        w_i = Lambda'z_i, g_j = sum_i l1_i z_i, S_j = sum_i s_i z_i, v_j = K_j sum_i s_i w_i = K_j Lambda'S_j,
+        A_j = sum_i d_i z_i z_i' (the factor's cross-products at the modes)):
 
             d/d Lambda = sum_j (g_j - S_j + A_j Lambda v_j) u_j' - g_j v_j' - A_j Lambda K_j,
 
-        the envelope terms plus log|H_j| through the modes (du_j/d Lambda = K_j d^2 h_j / du d Lambda)."""
-        lay = self.layout
-        Z, codes = lay.Z[0], lay.codes[0]
+        the envelope terms plus log|H_j| through the modes (du_j/d Lambda = K_j d^2 h_j / du d Lambda).
+        ``Ztl1`` = Z'l1 and ``Zts`` = Z's (level-major), from the caller's row passes."""
         G, q = K.shape[0], lam.shape[0]
-
-        def sums(M):  # per-level sums of the rows of M (n, k)
-            return np.stack([np.bincount(codes, weights=M[:, a], minlength=G) for a in range(M.shape[1])], axis=1)
-
         u = st.u[:G * q].reshape(G, q)
-        W = Z @ lam
-        v = np.einsum("gqr,gr->gq", K, sums(W * s[:, None]))
-        g = sums(Z * l1[:, None])
-        S = sums(Z * s[:, None])
-        A = sums((d[:, None, None] * Z[:, :, None] * Z[:, None, :]).reshape(len(d), q * q)).reshape(G, q, q)
-        A_lam = A @ lam
+        g, S = Ztl1.reshape(G, q), Zts.reshape(G, q)
+        v = np.einsum("gqr,gr->gq", K, S @ lam)
+        A_lam = st.factor.A11 @ lam
         left = g - S + np.einsum("gab,gb->ga", A_lam, v)
-        grad = np.einsum("ga,gb->ab", left, u) - np.einsum("ga,gb->ab", g, v) - np.sum(A_lam @ K, axis=0)
+        grad = left.T @ u - g.T @ v - np.sum(A_lam @ K, axis=0)
         rows, cols = self.structure.terms[0].theta_positions()
         return grad[rows, cols]
 
@@ -260,7 +293,7 @@ class MixedGLMM:
         per unit theta_k), du/d theta_k = H^-1 (P_k Z'l1 - Lambda'Z'(d v_k)) and d eta = v_k + Z Lambda du:
 
             l1'v_k - [(2 / theta_k)(n_k - tr(H^-1 P_k)) + sum_i t_i s_i d eta_i] / 2."""
-        lay = self.layout
+        lay = self.lay
         Ztl1 = self.Zt_times(l1)
         out = np.empty(len(lams))
         for pos, lam in enumerate(lams):
@@ -280,7 +313,7 @@ class MixedGLMM:
     def agq_value(self, x, st):
         """Adaptive Gauss-Hermite log-likelihood around the modes (one scalar term)."""
         beta, theta, phi = self.unpack(x)
-        lay = self.layout
+        lay = self.lay
         lam = float(self.lams(theta)[0][0, 0])
         H = st.factor.L11[:, 0, 0] ** 2
         z, logw = gauss_hermite(self.nagq)
@@ -300,7 +333,7 @@ class MixedGLMM:
     # ------------------------------------------------------------------ nagq = 0
     def pirls_joint(self, theta, phi, beta0, u0, tol=1e-20, maxiter=200):
         """(u, beta) maximising h jointly by Fisher scoring on the blocked system with F = X; ModeState."""
-        lay = self.layout
+        lay = self.lay
         lams = self.lams(theta)
         u, beta = np.array(u0, float), np.array(beta0, float)
         X = self.X
