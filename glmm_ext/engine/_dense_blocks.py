@@ -19,6 +19,22 @@ DENSE_FLOPS = 3e7
 DENSE_ENTRIES = 4e6
 
 
+def _chol(S):
+    """Lower Cholesky factor by LAPACK directly (scipy's wrapper costs more than a small factor itself)."""
+    L, info = lapack.dpotrf(S, lower=1, clean=1)
+    if info != 0:
+        raise linalg.LinAlgError("matrix not positive definite")
+    return L
+
+
+def _trsolve(L, b, trans=0):
+    """L x = b (trans=0) or L' x = b (trans=1) for lower-triangular L, by LAPACK directly."""
+    x, info = lapack.dtrtrs(L, b, lower=1, trans=trans)
+    if info != 0:
+        raise linalg.LinAlgError("singular triangular factor")
+    return x
+
+
 def use_dense(layout) -> bool:
     """True when the cross block is small enough to be dense (always for one term)."""
     nR, n1 = layout.nR, layout.n1
@@ -111,6 +127,15 @@ class DensePlan:
         return A11, AR1, ARR, AF1, AFR, AFF
 
 
+def _rest_terms(layout):
+    """Term position (minus 1) of each random effect after the first term's, cached on the layout."""
+    idx = getattr(layout, "_rest_terms", None)
+    if idx is None:
+        idx = np.repeat(np.arange(len(layout.terms) - 1), [q * nl for q, nl in zip(layout.q[1:], layout.n_levels[1:])])
+        layout._rest_terms = idx
+    return idx
+
+
 def _lambda_rest_dense(layout, lams):
     """Lambda of the terms after the first as a dense block-diagonal (nR x nR) array."""
     nR, n1 = layout.nR, layout.n1
@@ -153,12 +178,12 @@ class DenseFactor:
         scalar = all(q == 1 for q in layout.q)
         if nR:
             if scalar:
-                lamR = np.concatenate([np.full(layout.n_levels[pos], lams[pos][0, 0])
-                                       for pos in range(1, len(layout.terms))])
+                lamR = np.array([lam[0, 0] for lam in lams[1:]]).take(_rest_terms(layout))
                 self.lamR = lamR
                 LR1 = AR1 * T1[:, 0, 0][None, :]
                 LR1 *= lamR[:, None]
-                S = ARR * np.outer(lamR, lamR)
+                S = ARR * lamR[:, None]
+                S *= lamR[None, :]
             else:
                 LamR = _lambda_rest_dense(layout, lams)
                 self.LamR = LamR
@@ -167,7 +192,7 @@ class DenseFactor:
             S -= LR1 @ LR1.T
             S[np.diag_indices(nR)] += 1.0
             self.LR1 = LR1
-            self.LRR = linalg.cholesky(S, lower=True, overwrite_a=True, check_finite=False)
+            self.LRR = _chol(S)
             logdet += 2.0 * float(np.sum(np.log(np.diag(self.LRR))))
         else:
             self.LR1 = np.zeros((0, layout.n1))
@@ -180,12 +205,12 @@ class DenseFactor:
             if nR:
                 rhsR = (AFR * self.lamR[None, :]).T if scalar else self.LamR.T @ AFR.T
                 rhs = rhsR - self.LR1 @ self.LF1.T
-                self.LFR = linalg.solve_triangular(self.LRR, rhs, lower=True, check_finite=False).T
+                self.LFR = _trsolve(self.LRR, rhs).T
             else:
                 self.LFR = np.zeros((m, 0))
             SFF = AFF - self.LF1 @ self.LF1.T - self.LFR @ self.LFR.T
             try:
-                self.LFF = linalg.cholesky(SFF, lower=True, check_finite=False)
+                self.LFF = _chol(SFF)
             except linalg.LinAlgError:
                 self.LFF = None
             self.SFF = SFF
@@ -215,11 +240,10 @@ class DenseFactor:
         y1 = self._l11_solve(g1)
         yR = gR
         if self.layout.nR:
-            yR = linalg.solve_triangular(self.LRR, gR - self.LR1 @ y1, lower=True, check_finite=False)
+            yR = _trsolve(self.LRR, gR - self.LR1 @ y1)
         yF = None
         if gF is not None and self.m:
-            yF = linalg.solve_triangular(self.LFF, gF - self.LF1 @ y1 - self.LFR @ yR, lower=True,
-                                         check_finite=False)
+            yF = _trsolve(self.LFF, gF - self.LF1 @ y1 - self.LFR @ yR)
         return y1, yR, yF
 
     def backward(self, y1, yR, xF=None):
@@ -229,7 +253,7 @@ class DenseFactor:
             yR = yR - self.LFR.T @ xF
         xR = yR
         if self.layout.nR:
-            xR = linalg.solve_triangular(self.LRR, yR, lower=True, trans="T", check_finite=False)
+            xR = _trsolve(self.LRR, yR, trans=1)
             y1 = y1 - self.LR1.T @ xR
         return self._l11_solve(y1, transpose=True), xR
 
@@ -239,7 +263,7 @@ class DenseFactor:
         y1, yR, yF = self.forward(g[:n1], g[n1:n1 + nR], g[n1 + nR:] if self.m else None)
         xF = None
         if self.m:
-            xF = linalg.solve_triangular(self.LFF, yF, lower=True, trans="T", check_finite=False)
+            xF = _trsolve(self.LFF, yF, trans=1)
         x1, xR = self.backward(y1, yR, xF)
         return np.concatenate([x1, xR] + ([xF] if xF is not None else []))
 
