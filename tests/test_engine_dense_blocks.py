@@ -54,6 +54,7 @@ def _dense(layout, lams):
 
 SPECS = {
     "three scalar crossed": [(40, 1, True), (12, 1, True), (5, 1, True)],
+    "two crossed intercepts": [(40, 1, True), (12, 1, True)],
     "slope and scalar": [(30, 2, True), (9, 1, True)],
     "two vector terms": [(25, 2, True), (7, 2, False)],
     "one vector term": [(50, 3, True)],
@@ -99,7 +100,7 @@ def test_dense_factor_equals_dense_matrices_and_sparse_factor(name):
 
 
 @pytest.mark.parametrize("sort_first", [False, True])
-@pytest.mark.parametrize("name", ["slope and scalar", "one vector term", "one scalar term"])
+@pytest.mark.parametrize("name", ["slope and scalar", "one vector term", "one scalar term", "two crossed intercepts"])
 def test_row_products_equal_dense_z(name, sort_first):
     """RowOps (scatter/gather, or segment sums on rows sorted by level) against the dense Z."""
     rng = np.random.default_rng(5)
@@ -107,6 +108,7 @@ def test_row_products_equal_dense_z(name, sort_first):
     lay = Layout(S)
     ops = RowOps(lay)
     assert (ops.segments is not None) == (sort_first and len(lay.terms) == 1)
+    assert (ops.pair is not None) == (name == "two crossed intercepts")
     Z, _ = _dense(lay, [np.eye(q) for q in lay.q])
     b, r = rng.normal(size=Z.shape[1]), rng.normal(size=lay.n)
     np.testing.assert_allclose(ops.times_Z(b), Z @ b, rtol=1e-12, atol=1e-12)

@@ -69,6 +69,11 @@ def inv_lower_batched(L):
     return out
 
 
+def _unless_ones(z):
+    """z, or None when every entry is 1 (random intercepts: the weights need no product)."""
+    return None if np.all(z == 1.0) else z
+
+
 class DensePlan:
     """Index arrays turning a weight vector into Z'WZ's blocks: A11 (n_levels_1, q1, q1) by level, AR1 dense
     (nR x n1) and ARR dense (nR x nR), each a bincount (the pattern does not depend on the weights)."""
@@ -93,8 +98,8 @@ class DensePlan:
                     for b in range(layout.q[pos2]):
                         flat.append(rows_of[pos, a] * nR + rows_of[pos2, b])
                         zr.append(layout.Z[pos][:, a] * layout.Z[pos2][:, b])
-        self.r1 = (np.concatenate(keys), np.concatenate(zz), len(keys)) if keys else None
-        self.rr = (np.concatenate(flat), np.concatenate(zr), len(flat)) if flat else None
+        self.r1 = (np.concatenate(keys), _unless_ones(np.concatenate(zz)), len(keys)) if keys else None
+        self.rr = (np.concatenate(flat), _unless_ones(np.concatenate(zr)), len(flat)) if flat else None
         # products of the first term's z columns, for A11 (upper triangle)
         self.z11 = {(a, b): Z1[:, a] * Z1[:, b] for a in range(q1) for b in range(a, q1)}
         self.ones1 = self.ones1 and q1 == 1
@@ -104,6 +109,11 @@ class DensePlan:
         lay = self.layout
         q1, nl1, c1 = lay.q[0], lay.n_levels[0], lay.codes[0]
         n1, nR = lay.n1, lay.nR
+        if self.ops.pair is not None:  # two crossed intercepts: every block from the table of level pairs
+            AR1 = self.ops.pair_table(w)
+            A11 = AR1.sum(axis=0)[:, None, None]
+            ARR = np.diag(AR1.sum(axis=1))
+            return (A11, AR1, ARR) + self._f_blocks(w, F)
         A11 = np.empty((nl1, q1, q1))
         for (a, b), zab in self.z11.items():
             v = self.ops.level_sums(0, w if self.ones1 else w * zab)
@@ -113,18 +123,22 @@ class DensePlan:
         if self.r1 is not None:
             keys, zz, reps = self.r1
             ww = np.tile(w, reps) if reps > 1 else w
-            AR1 = np.bincount(keys, weights=ww * zz, minlength=nR * n1).reshape(nR, n1)
+            AR1 = np.bincount(keys, weights=ww if zz is None else ww * zz, minlength=nR * n1).reshape(nR, n1)
             flat, zr, reps = self.rr
             ww = np.tile(w, reps) if reps > 1 else w
-            ARR = np.bincount(flat, weights=ww * zr, minlength=nR * nR).reshape(nR, nR)
-        AF1 = AFR = AFF = None
-        if F is not None:
-            WF = F * w[:, None]
-            AF1 = np.asarray(lay.Zt[0] @ WF).T
-            AFR = (np.concatenate([np.asarray(lay.Zt[pos] @ WF) for pos in range(1, len(lay.terms))]).T
-                   if nR else np.zeros((F.shape[1], 0)))
-            AFF = F.T @ WF
-        return A11, AR1, ARR, AF1, AFR, AFF
+            ARR = np.bincount(flat, weights=ww if zr is None else ww * zr, minlength=nR * nR).reshape(nR, nR)
+        return (A11, AR1, ARR) + self._f_blocks(w, F)
+
+    def _f_blocks(self, w, F):
+        """(Z_1'WF', Z_R'WF', F'WF) transposed as `_pls.CrossProducts` holds them, or Nones without F."""
+        if F is None:
+            return None, None, None
+        lay = self.layout
+        WF = F * w[:, None]
+        AF1 = np.asarray(lay.Zt[0] @ WF).T
+        AFR = (np.concatenate([np.asarray(lay.Zt[pos] @ WF) for pos in range(1, len(lay.terms))]).T
+               if lay.nR else np.zeros((F.shape[1], 0)))
+        return AF1, AFR, F.T @ WF
 
 
 def _rest_terms(layout):
@@ -360,6 +374,15 @@ class RowOps:
                 self.segments = (counts, np.concatenate([[0], np.cumsum(counts)[:-1]]))
         # z columns contiguous (column-major copies) for the per-column products
         self.Zc = [np.ascontiguousarray(Z.T) for Z in layout.Z]
+        # two crossed random intercepts: one scatter into the (level 2, level 1) table gives both terms' sums
+        self.pair = None
+        if len(layout.terms) == 2 and all(layout.intercept_only):
+            self.pair = layout.codes[1] * layout.n_levels[0] + layout.codes[0]
+
+    def pair_table(self, r):
+        """(n_levels_2, n_levels_1) sums of r by the two intercepts' level pairs (``pair`` set)."""
+        nl1, nl2 = self.layout.n_levels[0], self.layout.n_levels[1]
+        return np.bincount(self.pair, weights=r, minlength=nl1 * nl2).reshape(nl2, nl1)
 
     def level_sums(self, pos, r):
         """(n_levels,) sums of the row vector r by term `pos`'s levels."""
@@ -394,6 +417,9 @@ class RowOps:
     def Zt_times(self, r):
         """Z' r (internal order) for a row vector r (`Layout.Zt_times`)."""
         lay = self.layout
+        if self.pair is not None:
+            T = self.pair_table(r)
+            return np.concatenate([T.sum(axis=0), T.sum(axis=1)])
         parts = []
         for pos in range(len(lay.terms)):
             if lay.intercept_only[pos]:

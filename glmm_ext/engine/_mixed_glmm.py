@@ -65,6 +65,12 @@ def _take_rows(v, perm, n):
     return v
 
 
+class _Lambdas(list):
+    """Per-term factors in the engine's order; ``diag`` the whole diagonal of Lambda when every term is scalar."""
+
+    diag = None
+
+
 class MixedGLMM:
     """Laplace / AGQ / nagq=0 objectives of a GLMM on a `Layout`, with warm-started modes."""
 
@@ -95,6 +101,8 @@ class MixedGLMM:
         # few random effects after the first term (or one term): dense cross block, bincount / segment products
         self.plan = DensePlan(self.lay) if use_dense(self.lay) else None
         self.ops = self.plan.ops if self.plan is not None else None
+        self.scalar = all(q == 1 for q in self.lay.q)
+        self._term_of = np.repeat(np.arange(len(self.lay.q)), self.lay.n_levels)  # scalar terms: term of each effect
 
     @property
     def layout(self):
@@ -117,19 +125,26 @@ class MixedGLMM:
 
     # ------------------------------------------------------------------ pieces
     def lams(self, theta):
-        return self.lay.lambdas(self.structure.unpack(theta))
+        lams = _Lambdas(self.lay.lambdas(self.structure.unpack(theta)))
+        if self.scalar:  # Lambda diagonal: one multiplication by its diagonal instead of a loop over terms
+            lams.diag = np.array([lam[0, 0] for lam in lams]).take(self._term_of)
+        return lams
+
+    def lambda_times(self, lams, u, transpose=False):
+        """Lambda u (or Lambda'u) for internal vectors (`Layout.lambda_times`)."""
+        if lams.diag is not None:
+            return lams.diag * u
+        return self.lay.lambda_times(lams, u, transpose=transpose)
 
     def _point(self, eta_fixed, lams, phi, u):
-        lay = self.lay
-        eta = eta_fixed + self.times_Z(lay.lambda_times(lams, u))
+        eta = eta_fixed + self.times_Z(self.lambda_times(lams, u))
         with np.errstate(all="ignore"):  # a trial point beyond the floating-point range is rejected, not reported
             ll, l1, d, _ = self.dist.evaluate(self.y, eta, self.m, phi, self.const, order=2, aux=self.aux)
         h = float(np.sum(ll)) - 0.5 * float(u @ u)
         return eta, l1, d, h
 
     def _gradient(self, lams, l1, u):
-        lay = self.lay
-        return lay.lambda_times(lams, self.Zt_times(l1), transpose=True) - u
+        return self.lambda_times(lams, self.Zt_times(l1), transpose=True) - u
 
     def modes(self, eta_fixed, lams, phi, u0):
         """Conditional modes at fixed beta (Newton with step halving); None when none inside the support."""
@@ -246,8 +261,8 @@ class MixedGLMM:
                             lev += zl[pos][:, a] * zl[pos2][:, b] * Hinv[idx[pos][a], idx[pos2][b]]
         ts = t * lev
         Zts = self.Zt_times(ts)
-        w = st.factor.solve(lay.lambda_times(lams, Zts, transpose=True))
-        back = d * self.times_Z(lay.lambda_times(lams, w))
+        w = st.factor.solve(self.lambda_times(lams, Zts, transpose=True))
+        back = d * self.times_Z(self.lambda_times(lams, w))
         g_beta = self.X.T @ (l1 - 0.5 * ts + 0.5 * back)
         grad = np.empty(n)
         grad[:self.p] = -g_beta
