@@ -195,6 +195,34 @@ class MixedGLMM:
     def eta_fixed(self, beta):
         return self.X @ beta + self.offset
 
+    def moment_start(self, beta, phi=1.0):
+        """Start of the covariance parameters: for scalar terms, per term the variance of the levels' one-step
+        estimates b_j = sum_i l1_i z_i / sum_i w_i z_i^2 at the fixed effects `beta` (GLM working residuals on the
+        term's column) less their mean sampling variance 1 / sum_i w_i z_i^2, as a relative SD floored at 0.1;
+        lme4's identity factors where a term is a vector.  A start near the optimum spares the search its first
+        steps to theta = 0 and back."""
+        start = self.structure.start_params()
+        lay = self.lay
+        if not self.scalar:
+            return start
+        eta = self.eta_fixed(beta)
+        with np.errstate(all="ignore"):
+            l1 = self.dist.evaluate(self.y, eta, self.m, phi, self.const, order=1, loglik=False, aux=self.aux)[1]
+            w = np.broadcast_to(self.dist.working_weights(eta, self.m, phi), eta.shape)
+            out = np.empty(len(lay.terms))
+            for pos in range(len(lay.terms)):
+                z, codes, nl = lay.Z[pos][:, 0], lay.codes[pos], lay.n_levels[pos]
+                sw = np.bincount(codes, weights=w * z * z, minlength=nl)
+                sl = np.bincount(codes, weights=l1 * z, minlength=nl)
+                used = sw > 0
+                b = sl[used] / sw[used]
+                out[pos] = np.sqrt(max(float(np.var(b) - np.mean(1.0 / sw[used])), 0.01))
+        if not np.all(np.isfinite(out)):
+            return start
+        user = np.empty(len(out))
+        user[lay.order] = out
+        return user
+
     # ------------------------------------------------------------------ objectives
     def laplace_state(self, x):
         beta, theta, phi = self.unpack(x)
