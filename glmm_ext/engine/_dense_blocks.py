@@ -83,7 +83,6 @@ class DensePlan:
         self.ops = RowOps(layout) if ops is None else ops
         n1, nR, K = layout.n1, layout.nR, len(layout.terms)
         q1, c1, Z1 = layout.q[0], layout.codes[0], layout.Z[0]
-        self.ones1 = bool(layout.intercept_only[0])
         rows_of = {}
         for pos in range(1, K):
             for a in range(layout.q[pos]):
@@ -101,8 +100,7 @@ class DensePlan:
         self.r1 = (np.concatenate(keys), _unless_ones(np.concatenate(zz)), len(keys)) if keys else None
         self.rr = (np.concatenate(flat), _unless_ones(np.concatenate(zr)), len(flat)) if flat else None
         # products of the first term's z columns, for A11 (upper triangle)
-        self.z11 = {(a, b): Z1[:, a] * Z1[:, b] for a in range(q1) for b in range(a, q1)}
-        self.ones1 = self.ones1 and q1 == 1
+        self.z11 = {(a, b): _unless_ones(Z1[:, a] * Z1[:, b]) for a in range(q1) for b in range(a, q1)}
 
     def crossprods(self, w, F=None):
         """(A11, AR1, ARR, AF1, AFR, AFF) of the weights `w` (n,) and extra columns F (n, m) or None."""
@@ -116,7 +114,7 @@ class DensePlan:
             return (A11, AR1, ARR) + self._f_blocks(w, F)
         A11 = np.empty((nl1, q1, q1))
         for (a, b), zab in self.z11.items():
-            v = self.ops.level_sums(0, w if self.ones1 else w * zab)
+            v = self.ops.level_sums(0, w if zab is None else w * zab)
             A11[:, a, b] = v
             A11[:, b, a] = v
         AR1 = ARR = None
@@ -372,8 +370,8 @@ class RowOps:
             counts = np.bincount(codes, minlength=layout.n_levels[0])
             if np.all(counts > 0):
                 self.segments = (counts, np.concatenate([[0], np.cumsum(counts)[:-1]]))
-        # z columns contiguous (column-major copies) for the per-column products
-        self.Zc = [np.ascontiguousarray(Z.T) for Z in layout.Z]
+        # z columns contiguous (column-major copies) for the per-column products; None for a column of ones
+        self.Zc = [[None if np.all(z == 1.0) else z for z in np.ascontiguousarray(Z.T)] for Z in layout.Z]
         # two crossed random intercepts: one scatter into the (level 2, level 1) table gives both terms' sums
         self.pair = None
         if len(layout.terms) == 2 and all(layout.intercept_only):
@@ -407,10 +405,12 @@ class RowOps:
                 v = self.to_rows(pos, bk)
             else:
                 bk = bk.reshape(-1, q)
-                Zc = self.Zc[pos]
-                v = Zc[0] * self.to_rows(pos, np.ascontiguousarray(bk[:, 0]))
-                for r in range(1, q):
-                    v += Zc[r] * self.to_rows(pos, np.ascontiguousarray(bk[:, r]))
+                v = None
+                for r, z in enumerate(self.Zc[pos]):
+                    g = self.to_rows(pos, np.ascontiguousarray(bk[:, r]))
+                    if z is not None:
+                        g *= z
+                    v = g if v is None else v + g
             out = v if out is None else out + v
         return out
 
@@ -425,8 +425,8 @@ class RowOps:
             if lay.intercept_only[pos]:
                 parts.append(self.level_sums(pos, r))
             else:
-                Zc = self.Zc[pos]
-                parts.append(np.stack([self.level_sums(pos, r * Zc[a]) for a in range(lay.q[pos])], axis=1).ravel())
+                parts.append(np.stack([self.level_sums(pos, r if z is None else r * z) for z in self.Zc[pos]],
+                                      axis=1).ravel())
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     def quadratic_rows(self, M):
@@ -439,6 +439,9 @@ class RowOps:
             for b in range(a, q):
                 coef = M[:, a, b] * (1.0 if a == b else 2.0)
                 v = self.to_rows(0, np.ascontiguousarray(coef))
-                v = v if lay.intercept_only[0] else v * (Zc[a] * Zc[b])
+                if Zc[a] is not None:
+                    v *= Zc[a]
+                if Zc[b] is not None:
+                    v *= Zc[b]
                 out = v if out is None else out + v
         return out
