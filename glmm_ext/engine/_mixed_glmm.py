@@ -204,7 +204,7 @@ class MixedGLMM:
         start = self.structure.start_params()
         lay = self.lay
         if not self.scalar:
-            return start
+            return self._vector_moment_start(beta, phi) if len(lay.q) == 1 and self.plan is not None else start
         eta = self.eta_fixed(beta)
         with np.errstate(all="ignore"):
             l1 = self.dist.evaluate(self.y, eta, self.m, phi, self.const, order=1, loglik=False, aux=self.aux)[1]
@@ -222,6 +222,35 @@ class MixedGLMM:
         user = np.empty(len(out))
         user[lay.order] = out
         return user
+
+    def _vector_moment_start(self, beta, phi):
+        """`moment_start` of one vector term: the levels' one-step estimates b_j = A_j^-1 sum_i l1_i z_i
+        (A_j = sum_i w_i z_i z_i'), their covariance less the mean of A_j^-1, eigenvalues floored at 0.01, and its
+        Cholesky factor; lme4's identity where fewer than q + 2 levels have a well-conditioned A_j."""
+        start = self.structure.start_params()
+        eta = self.eta_fixed(beta)
+        with np.errstate(all="ignore"):
+            l1 = self.dist.evaluate(self.y, eta, self.m, phi, self.const, order=1, loglik=False, aux=self.aux)[1]
+            w = np.broadcast_to(self.dist.working_weights(eta, self.m, phi), eta.shape) * 1.0
+            A = self.plan.crossprods(w)[0]
+            q = A.shape[1]
+            g = self.Zt_times(l1).reshape(len(A), q)
+            tr = np.trace(A, axis1=1, axis2=2)
+            ok = np.isfinite(tr) & (np.linalg.det(A) > 1e-8 * tr ** q)
+            if ok.sum() < q + 2:
+                return start
+            Ainv = np.linalg.inv(A[ok])
+            b = np.einsum("gab,gb->ga", Ainv, g[ok])
+            S = np.cov(b.T, bias=True) - Ainv.mean(axis=0)
+            if not np.all(np.isfinite(S)):
+                return start
+            ev, V = np.linalg.eigh(0.5 * (S + S.T))
+            lam = np.linalg.cholesky((V * np.maximum(ev, 0.01)) @ V.T)
+        term = self.structure.terms[0]
+        if not term.correlated:
+            lam = np.diag(np.sqrt(np.diag(lam @ lam.T)))
+        rows, cols = term.theta_positions()
+        return lam[rows, cols]
 
     # ------------------------------------------------------------------ objectives
     def laplace_state(self, x):
