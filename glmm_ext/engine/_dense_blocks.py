@@ -44,7 +44,7 @@ def use_dense(layout) -> bool:
 def chol_batched(M):
     """Lower Cholesky factors of a stack (N, q, q) of symmetric matrices by a column loop over q (vectorised
     over N); `linalg.LinAlgError` when one is not positive definite."""
-    N, q, _ = M.shape
+    q = M.shape[1]
     L = np.zeros_like(M)
     for j in range(q):
         v = M[:, j, j] - np.einsum("nk,nk->n", L[:, j, :j], L[:, j, :j]) if j else M[:, j, j].copy()
@@ -60,7 +60,7 @@ def chol_batched(M):
 
 def inv_lower_batched(L):
     """Inverses of a stack (N, q, q) of lower-triangular matrices (forward substitution on the identity)."""
-    N, q, _ = L.shape
+    q = L.shape[1]
     out = np.zeros_like(L)
     for j in range(q):  # column j of L^-1
         out[:, j, j] = 1.0 / L[:, j, j]
@@ -105,8 +105,7 @@ class DensePlan:
     def crossprods(self, w, F=None):
         """(A11, AR1, ARR, AF1, AFR, AFF) of the weights `w` (n,) and extra columns F (n, m) or None."""
         lay = self.layout
-        q1, nl1, c1 = lay.q[0], lay.n_levels[0], lay.codes[0]
-        n1, nR = lay.n1, lay.nR
+        q1, nl1, n1, nR = lay.q[0], lay.n_levels[0], lay.n1, lay.nR
         if self.ops.pair is not None:  # two crossed intercepts: every block from the table of level pairs
             AR1 = self.ops.pair_table(w)
             A11 = AR1.sum(axis=0)[:, None, None]

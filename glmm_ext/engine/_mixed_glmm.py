@@ -199,7 +199,7 @@ class MixedGLMM:
         """Start of the covariance parameters: for scalar terms, per term the variance of the levels' one-step
         estimates b_j = sum_i l1_i z_i / sum_i w_i z_i^2 at the fixed effects `beta` (GLM working residuals on the
         term's column) less their mean sampling variance 1 / sum_i w_i z_i^2, as a relative SD floored at 0.1;
-        lme4's identity factors where a term is a vector.  A start near the optimum spares the search its first
+        one vector term: `_vector_moment_start`; vector terms among several: lme4's identity factors.  A start near the optimum spares the search its first
         steps to theta = 0 and back."""
         start = self.structure.start_params()
         lay = self.lay
@@ -406,7 +406,6 @@ class MixedGLMM:
     # ------------------------------------------------------------------ nagq = 0
     def pirls_joint(self, theta, phi, beta0, u0, tol=1e-20, maxiter=200):
         """(u, beta) maximising h jointly by Fisher scoring on the blocked system with F = X; ModeState."""
-        lay = self.lay
         lams = self.lams(theta)
         u, beta = np.array(u0, float), np.array(beta0, float)
         X = self.X
