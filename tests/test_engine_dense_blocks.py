@@ -2,8 +2,8 @@
 
 Independent checks: every quantity against the dense matrices it stands for (Z as an n x (random effects)
 array, H = Lambda'Z'WZ Lambda + I, its inverse and log-determinant from numpy), and against the sparse
-blocked factor of `_pls` on the same system; the GLMM objective is unchanged by the order of the rows and
-by which of the two factors it uses.
+blocked factor of `_pls` on the same system; the GLMM objective is unchanged by the order of the rows, by
+which of the two factors it uses and by its warm start (the predicted modes, checked to be second-order).
 """
 import numpy as np
 import pytest
@@ -187,3 +187,29 @@ def test_dense_and_sparse_cross_blocks_give_the_same_laplace(monkeypatch):
     fs, gs = sparse.value_and_grad(x0)
     assert f == pytest.approx(fs, rel=1e-12)
     np.testing.assert_allclose(g, gs, rtol=1e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("spec", [[(40, 2, True)], [(50, 1, True), (8, 1, True)]])
+def test_predicted_modes_are_first_order_and_leave_the_value_unchanged(spec):
+    """The warm start at a new point from the last converged modes (implicit function theorem) errs by O(step^2),
+    where the old modes err by O(step); the Laplace value does not depend on the start."""
+    rng = np.random.default_rng(4)
+    y, X, S = _poisson_problem(rng, 700, spec)
+    x0 = np.concatenate([[0.1, 0.3], S.start_params() * 0.6])
+    direction = rng.normal(size=len(x0))
+    errors = []
+    for h in (1e-2, 1e-3):
+        model = _model(S, y, X)
+        model(x0)
+        prev = model._last_state
+        x1 = x0 + h * direction
+        pred = model._predicted_modes(prev, x1)
+        f_pred = model(x1)
+        exact = model._last_state.u
+        errors.append((np.linalg.norm(pred - exact), np.linalg.norm(prev.u - exact)))
+        fresh = _model(S, y, X)
+        assert f_pred == pytest.approx(fresh(x1), rel=1e-12)
+    (p2, o2), (p3, o3) = errors
+    assert o2 / o3 == pytest.approx(10.0, rel=0.2)  # the old modes: first-order error
+    assert p2 / p3 > 60.0  # the prediction: second order (100 in the limit)
+    assert p3 < 1e-2 * o3

@@ -44,6 +44,9 @@ class ModeState:
     converged: bool
     iterations: int
     beta: np.ndarray = None  # nagq=0: beta from the joint PIRLS
+    l1: np.ndarray = None  # d log f / d eta at the modes (Laplace states)
+    d: np.ndarray = None  # observed curvature at the modes
+    x: np.ndarray = None  # the parameters of the state (`laplace_state`)
 
 
 def _level_order(structure):
@@ -171,7 +174,7 @@ class MixedGLMM:
                 return None
             # absolute: the Laplace value errs by ~sqrt(dec) through log|H|, whatever the size of h
             if observed and (dec < MODE_TOL or (dec < 1e-14 and dec > 0.25 * prev)):
-                return ModeState(u, eta, h, fac, True, True, it)
+                return ModeState(u, eta, h, fac, True, True, it, l1=l1, d=d)
             prev = dec
             alpha, accepted = 1.0, False
             for _ in range(40):
@@ -258,10 +261,32 @@ class MixedGLMM:
         if not (np.all(np.isfinite(x)) and 0.0 < phi < np.inf):
             return None
         lams = self.lams(theta)
-        st = self.modes(self.eta_fixed(beta), lams, phi, self.u_warm)
+        u0 = self.u_warm
+        prev = self._last_state
+        if prev is not None and prev.x is not None and u0 is prev.u and prev.l1 is not None:
+            u0 = self._predicted_modes(prev, x)
+        st = self.modes(self.eta_fixed(beta), lams, phi, u0)
         if st is None or not st.converged or not st.observed:
             return None
+        st.x = np.array(x, float)
         return st
+
+    def _predicted_modes(self, prev, x):
+        """The modes at x to first order from a converged state at prev.x (the implicit function theorem on
+        Lambda'Z'l1(eta) - u = 0, H fixed at its factor there): u + H^-1 [dLambda'Z'l1 - Lambda'Z'(d deta)],
+        deta = X dbeta + Z dLambda u.  It saves the first Newton step's factorisation; prev.u where phi moves."""
+        b0, th0, ph0 = self.unpack(prev.x)
+        b1, th1, ph1 = self.unpack(x)
+        if ph1 != ph0:
+            return prev.u
+        dlams = self.lams(th1 - th0)  # Lambda is linear in theta
+        lams0 = self.lams(th0)
+        with np.errstate(all="ignore"):
+            deta = self.X @ (b1 - b0) + self.times_Z(self.lambda_times(dlams, prev.u))
+            rhs = (self.lambda_times(dlams, self.Zt_times(prev.l1), transpose=True)
+                   - self.lambda_times(lams0, self.Zt_times(prev.d * deta), transpose=True))
+            u = prev.u + prev.factor.solve(rhs)
+        return u if np.all(np.isfinite(u)) else prev.u
 
     def __call__(self, x):
         """-(Laplace or AGQ log-likelihood) at x = (beta, theta[, log phi]); inf where undefined."""
