@@ -26,8 +26,10 @@ class Scaling:
     intercept: int  # index of the constant column, -1 when there is none
 
     def transform(self, X):
-        """X_s = (X - center) / scale."""
-        return (X - self.center) / self.scale
+        """X_s = (X - center) / scale (one new array)."""
+        out = np.subtract(X, self.center, dtype=float)
+        out /= self.scale
+        return out
 
     @property
     def matrix(self):
@@ -125,9 +127,13 @@ class Design(GroupedModel):
         """Observations: rows, or the sum of the frequency weights (statsmodels GLM's nobs)."""
         return float(np.sum(self.freq_weights)) if self.has_freq_weights else self.nobs
 
-    @property
+    @cached_property
     def has_freq_weights(self):
         return bool(np.any(self.freq_weights != 1.0))
+
+    @cached_property
+    def has_var_weights(self):
+        return bool(np.any(self.var_weights != 1.0))
 
     @property
     def prior_weights(self):
@@ -136,12 +142,16 @@ class Design(GroupedModel):
 
     def lmm_weights(self):
         """(row weights sorted by group or None, observations) for the Gaussian identity profile."""
+        if not (self.has_trials or self.has_var_weights or self.has_freq_weights):
+            return None, self.n_obs  # no weight (the usual case): nothing n-sized to build
         w = self.prior_weights * self.freq_weights
         return (None if np.all(w == 1.0) else w[self.order]), self.n_obs
 
     @property
     def log_var_weights(self):
         """sum_i f_i log v_i: the log-likelihood constant of Gaussian var_weights (log|V| loses it)."""
+        if not self.has_var_weights:
+            return 0.0
         return float(np.sum(self.freq_weights * np.log(self.var_weights)))
 
     @property
@@ -256,6 +266,14 @@ def _group_codes(groups):
     return codes.astype(np.intp), np.asarray(labels)
 
 
+def group_order(codes, n_groups):
+    """The stable sort of the rows by group code: numpy's radix sort on 16-bit codes where they fit (O(n); the
+    comparison sort of 64-bit codes is ~7x slower on 1e6 shuffled rows), the same permutation either way."""
+    if n_groups <= np.iinfo(np.uint16).max + 1:
+        return np.argsort(codes.astype(np.uint16), kind="stable").astype(np.intp, copy=False)
+    return np.argsort(codes, kind="stable")
+
+
 def _proportion_with_var_weights(dist, y, clean, name):
     """A Binomial proportion with var_weights (statsmodels GLM's way to give trials): point to weights=."""
     prior = getattr(clean, "prior_weights", None) or {}
@@ -321,7 +339,7 @@ def build_design(clean, family):
     check_groups_and_size(len(y), n_params, counts, dist.name, dist.link_name, str(clean.groups.name))
     check_rank(X, names)
     return Design(y=y, trials=trials, X=X, offset=np.asarray(clean.offset, float), codes=codes,
-                  group_labels=group_labels, counts=counts, order=np.argsort(codes, kind="stable"),
+                  group_labels=group_labels, counts=counts, order=group_order(codes, len(counts)),
                   dist=dist, scaling=make_scaling(X), exog_names=names, endog_name=name,
                   var_weights=prior.get("var_weights"), freq_weights=prior.get("freq_weights"),
                   group_name=str(clean.groups.name), index=clean.endog.index, n_dropped=clean.n_dropped,
