@@ -96,12 +96,13 @@ def batched_cholesky(T):
     G, q, _ = T.shape
     L = np.zeros_like(T)
     for j in range(q):
-        d = T[:, j, j] - np.sum(L[:, j, :j] ** 2, axis=1)
+        d = T[:, j, j] - np.sum(L[:, j, :j] ** 2, axis=1) if j else T[:, 0, 0]
         if not np.all(d > 0):
             raise np.linalg.LinAlgError("a matrix of the stack is not positive definite")
         L[:, j, j] = np.sqrt(d)
         for i in range(j + 1, q):
-            L[:, i, j] = (T[:, i, j] - np.sum(L[:, i, :j] * L[:, j, :j], axis=1)) / L[:, j, j]
+            off = T[:, i, j] - np.sum(L[:, i, :j] * L[:, j, :j], axis=1) if j else T[:, i, 0]
+            L[:, i, j] = off / L[:, j, j]
     return L
 
 
@@ -109,7 +110,8 @@ def batched_forward(L, Ct):
     """B_g = L_g^{-1} C_g for a stack, given and returned transposed: Ct (G, k, q) -> B' (G, k, q)."""
     Bt = np.empty_like(Ct)
     for i in range(L.shape[1]):
-        Bt[:, :, i] = (Ct[:, :, i] - np.einsum("gkm,gm->gk", Bt[:, :, :i], L[:, i, :i])) / L[:, i, i][:, None]
+        col = Ct[:, :, i] - np.sum(Bt[:, :, :i] * L[:, None, i, :i], axis=2) if i else Ct[:, :, 0]
+        Bt[:, :, i] = col / L[:, i, i][:, None]
     return Bt
 
 
@@ -117,6 +119,17 @@ def right_multiply(stack, lam):
     """stack_g' Lambda for every g, with one BLAS product: (G, a, b) -> (G, b, q)."""
     G, a, b = stack.shape
     return (np.swapaxes(stack, 1, 2).reshape(G * b, a) @ lam).reshape(G, b, lam.shape[1])
+
+
+def _transposed(stack):
+    """Each matrix of a stack transposed, as a contiguous array (numpy's stacked matmul is ~2.5x slower on views)."""
+    return np.ascontiguousarray(np.swapaxes(stack, 1, 2))
+
+
+def _stack_sum(A, B):
+    """sum_g A_g B_g for stacks (G, a, b) and (G, b, c), as one BLAS product."""
+    G, a, b = A.shape
+    return np.ascontiguousarray(np.swapaxes(A, 0, 1)).reshape(a, G * b) @ B.reshape(G * b, -1)
 
 
 def _factors(lam, stats):
@@ -165,18 +178,19 @@ def vector_deviance(theta, pattern, stats, reml=True, need_grad=False):
     resid = Bt[:, p, :] - np.einsum("gkq,k->gq", Bt[:, :p, :], beta)  # c_j - R_ZX_j beta
     Linv_t = batched_forward(L, np.broadcast_to(np.eye(q), L.shape))  # L_j^{-T}
     u = np.einsum("gab,gb->ga", Linv_t, resid)
-    N = lam @ (Linv_t @ np.swapaxes(Linv_t, 1, 2))  # Lambda T_j^{-1}, (G, q, q)
+    K = Linv_t @ _transposed(Linv_t)  # T_j^{-1}, symmetric
+    N = _transposed(right_multiply(K, lam.T))  # N_j = Lambda T_j^{-1} (one BLAS product; `lam @ K` broadcasts)
     S = stats.ZtZ
-    SN = S @ N
     Ze = stats.ZtA[:, :, p] - np.einsum("gqk,k->gq", stats.ZtA[:, :, :p], beta) - np.einsum("gab,gb->ga", S,
                                                                                               u @ lam.T)
-    grad = 2.0 * SN.sum(axis=0) - (2.0 * dof / r2) * (Ze.T @ u)
+    grad = 2.0 * _stack_sum(S, N) - (2.0 * dof / r2) * (Ze.T @ u)
     if reml:
-        P = np.linalg.inv(Rx @ Rx.T)
+        # Q_j = C_j P C_j' = D_j D_j' with D_j = C_j Rx^{-T} (P = (Rx Rx')^{-1}): one triangular solve for all j
         C = stats.ZtA[:, :, :p]
-        Q = np.einsum("gak,gbk->gab", right_multiply(np.swapaxes(C, 1, 2), P), C)  # C_j P C_j'
-        left = np.eye(q) - S @ lam @ np.swapaxes(N, 1, 2)
-        grad -= 2.0 * np.sum(left @ Q @ N, axis=0)
+        D = linalg.solve_triangular(Rx, C.reshape(-1, p).T, lower=True, check_finite=False).T.reshape(C.shape)
+        Q = D @ _transposed(D)
+        left = np.eye(q) - right_multiply(S, lam) @ _transposed(N)  # I - S_j Lambda N_j' (S_j symmetric)
+        grad -= 2.0 * _stack_sum(left @ Q, N)
     return dev, pattern.entries(grad)
 
 
@@ -292,14 +306,25 @@ def search_lambda(pattern, stats, reml=True, tol=1e-6, maxiter=100):
     starts from the moment estimates (`moment_start`) and the better point is kept.
     """
     count = {"n": 0}
+    known = {}  # theta -> (deviance, gradient): the Newton stage re-asks for points the search has evaluated
 
     def dev(theta):
         count["n"] += 1
         return vector_deviance(theta, pattern, stats, reml)
 
     def dev_grad(theta):
-        count["n"] += 1
-        return vector_deviance(theta, pattern, stats, reml, need_grad=True)
+        key = np.asarray(theta, float).tobytes()
+        if key not in known:
+            count["n"] += 1
+            known[key] = vector_deviance(theta, pattern, stats, reml, need_grad=True)
+        d, g = known[key]
+        return d, g.copy()
+
+    def per_row(theta):
+        # SLSQP's first quasi-Newton step is the gradient itself: per row it is a step of the size of Lambda, not
+        # n times it (the full deviance's made it overshoot and back off for ~10 evaluations)
+        d, g = dev_grad(theta)
+        return d / stats.n, g / stats.n
 
     def half(theta, need_grad=True):  # log-likelihood units, the scale of tol
         if not need_grad:
@@ -312,8 +337,9 @@ def search_lambda(pattern, stats, reml=True, tol=1e-6, maxiter=100):
     values = [dev(s) for s in starts]
     best = None
     for k in np.argsort(values)[:2]:
-        res = optimize.minimize(dev_grad, starts[k], jac=True, method="SLSQP", bounds=bounds,
-                                options={"maxiter": 50 * maxiter, "ftol": 1e-11})
+        res = optimize.minimize(per_row, starts[k], jac=True, method="SLSQP", bounds=bounds,
+                                options={"maxiter": 50 * maxiter, "ftol": 1e-13})
+        res.fun = res.fun * stats.n
         if best is None or (np.isfinite(res.fun) and res.fun < best.fun):
             best = res
         if not np.any(np.asarray(best.x)[pattern.is_diag] < SINGULAR_TOL):
