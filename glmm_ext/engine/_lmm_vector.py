@@ -28,7 +28,6 @@ from scipy import linalg, optimize
 
 from ._optimize import fd_hessian, minimize, newton_decrement
 from ._lmm import LOG_2PI, SINGULAR_TOL  # one singular-fit tolerance (lme4 isSingular) for Lambda and theta
-from ._segments import group_sums
 
 
 class LambdaPattern:
@@ -68,8 +67,14 @@ class LambdaPattern:
 
 def cross_products(Z, A, starts):
     """Per-group Z_j'Z_j (G, q, q) and Z_j'A_j (G, q, k) for rows sorted by group."""
-    return (group_sums(Z[:, :, None] * Z[:, None, :], starts),
-            group_sums(Z[:, :, None] * A[:, None, :], starts))
+    n, q = Z.shape
+    k = A.shape[1]
+    products = np.empty((q, q + k, n))  # one row per product z_a z_b, z_a a_c: contiguous segment sums
+    for a in range(q):
+        np.multiply(Z[:, a], Z.T, out=products[a, :q])
+        np.multiply(Z[:, a], A.T, out=products[a, q:])
+    sums = np.add.reduceat(products.reshape(-1, n), starts, axis=1).T.reshape(-1, q, q + k)
+    return np.ascontiguousarray(sums[:, :, :q]), np.ascontiguousarray(sums[:, :, q:])
 
 
 @dataclass
@@ -96,12 +101,12 @@ def batched_cholesky(T):
     G, q, _ = T.shape
     L = np.zeros_like(T)
     for j in range(q):
-        d = T[:, j, j] - np.sum(L[:, j, :j] ** 2, axis=1) if j else T[:, 0, 0]
+        d = T[:, j, j] - np.einsum("gm,gm->g", L[:, j, :j], L[:, j, :j]) if j else T[:, 0, 0]
         if not np.all(d > 0):
             raise np.linalg.LinAlgError("a matrix of the stack is not positive definite")
         L[:, j, j] = np.sqrt(d)
         for i in range(j + 1, q):
-            off = T[:, i, j] - np.sum(L[:, i, :j] * L[:, j, :j], axis=1) if j else T[:, i, 0]
+            off = T[:, i, j] - np.einsum("gm,gm->g", L[:, i, :j], L[:, j, :j]) if j else T[:, i, 0]
             L[:, i, j] = off / L[:, j, j]
     return L
 
@@ -110,7 +115,7 @@ def batched_forward(L, Ct):
     """B_g = L_g^{-1} C_g for a stack, given and returned transposed: Ct (G, k, q) -> B' (G, k, q)."""
     Bt = np.empty_like(Ct)
     for i in range(L.shape[1]):
-        col = Ct[:, :, i] - np.sum(Bt[:, :, :i] * L[:, None, i, :i], axis=2) if i else Ct[:, :, 0]
+        col = Ct[:, :, i] - np.einsum("gkm,gm->gk", Bt[:, :, :i], L[:, i, :i]) if i else Ct[:, :, 0]
         Bt[:, :, i] = col / L[:, i, i][:, None]
     return Bt
 
