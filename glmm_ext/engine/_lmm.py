@@ -57,8 +57,10 @@ def lmm_stats(X, y, starts, counts, weights=None, n_obs=None):
         sums[:, p] = group_sums(y * weights, starts)
         totals = group_sums(weights, starts)
     means = sums / totals[:, None]
-    Xc = X - to_rows(means[:, :p], counts)  # the within-group deviations: no cancellation in W
-    yc = y - to_rows(means[:, p], counts)
+    Xc = to_rows(means[:, :p], counts)  # then the within-group deviations, in place: no cancellation in W
+    np.subtract(X, Xc, out=Xc)
+    yc = to_rows(means[:, p], counts)
+    np.subtract(y, yc, out=yc)
     wXc, wyc = (Xc, yc) if weights is None else (Xc * weights[:, None], yc * weights)
     within = np.empty((p + 1, p + 1))
     within[:p, :p] = wXc.T @ Xc

@@ -433,7 +433,7 @@ def plain_design(formula, frame, eval_env, missing):
         return None
     from statsmodels.formula.formulatools import handle_formula_data
 
-    head = frame.iloc[:_SPEC_ROWS]
+    head = frame.iloc[:_SPEC_ROWS].copy()  # a small frame of its own (a view would carry the whole blocks along)
     (endog_h, exog_h), mask, spec = handle_formula_data(head, None, formula, depth=eval_env, missing=missing)
     if mask is not None or list(endog_h.columns) != response:
         return None

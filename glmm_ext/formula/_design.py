@@ -51,7 +51,8 @@ class Scaling:
 def make_scaling(X):
     """Centre on the mean and scale by the SD when an intercept column exists; else scale by the RMS."""
     p = X.shape[1]
-    const = [j for j in range(p) if X.shape[0] and np.all(X[:, j] == X[0, j]) and X[0, j] != 0]
+    const = [j for j in range(p) if X.shape[0] and X[0, j] != 0 and np.all(X[:64, j] == X[0, j])
+             and np.all(X[:, j] == X[0, j])]  # (a varying column usually shows it in its first rows)
     k0 = const[0] if const else -1
     center = np.zeros(p)
     scale = np.ones(p)
@@ -258,12 +259,12 @@ def _compact(values):
 
 def _group_codes(groups):
     """(codes, labels) with labels sorted when they can be, so relabelling only permutes groups."""
-    values = pd.Series(groups).reset_index(drop=True)
+    values = groups if isinstance(groups, pd.Series) else pd.Series(groups)  # (the index plays no part)
     try:
         codes, labels = pd.factorize(values, sort=True)
     except TypeError:  # labels of mixed types
         codes, labels = pd.factorize(values.astype(str), sort=True)
-    return codes.astype(np.intp), np.asarray(labels)
+    return codes.astype(np.intp, copy=False), np.asarray(labels)
 
 
 def group_order(codes, n_groups):
