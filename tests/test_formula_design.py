@@ -1,5 +1,5 @@
 """A plain formula (numeric columns and the intercept) is built from the columns without evaluating patsy on every
-row (`formula._data.plain_design`): its matrices, names and specification must be the ones statsmodels' formula
+row (`formula._plain.plain_design`): its matrices, names and specification must be the ones statsmodels' formula
 machinery gives, and every other formula must still go through that machinery."""
 import pickle
 
@@ -9,7 +9,7 @@ import pytest
 from statsmodels.formula.formulatools import handle_formula_data
 
 import glmm_ext
-from glmm_ext.formula import _data
+from glmm_ext.formula import _plain
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_plain_formula_design_equals_the_formula_engine(frame, formula):
 @pytest.mark.parametrize("formula", PLAIN + ["y ~ x2 + k + flag"])  # an int and a bool column read as numbers
 def test_plain_formulas_take_the_direct_path(frame, formula):
     frame = frame.astype({"k": float, "flag": float})
-    built = _data.plain_design(formula, frame, {"np": np}, "drop")
+    built = _plain.plain_design(formula, frame, {"np": np}, "drop")
     assert built is not None
     (endog, exog), missing, spec = built
     ref_endog, ref_exog, _ = _reference(formula, frame)
@@ -65,7 +65,7 @@ def test_plain_formulas_take_the_direct_path(frame, formula):
 @pytest.mark.parametrize("formula", ["y ~ np.log(x2 + 10)", "y ~ C(k)", "y ~ x1:x2", "y ~ x1 * x2", "y ~ I(2 * x1)",
                                      "y ~ x1 + word", "np.exp(y) ~ x1", "y ~ Q('x1')", "y ~ x1 + (x2)"])
 def test_other_formulas_go_through_the_formula_engine(frame, formula):
-    assert _data.plain_design(formula, frame, {"np": np}, "drop") is None
+    assert _plain.plain_design(formula, frame, {"np": np}, "drop") is None
     model = glmm_ext.GLMM.from_formula(formula, frame, groups="g")
     _, exog, _ = _reference(formula, frame, as_float="C(k)" not in formula)
     assert model.exog_names == list(exog.columns) and np.allclose(model.exog, exog.to_numpy())

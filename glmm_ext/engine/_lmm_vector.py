@@ -86,13 +86,20 @@ class VectorStats:
     ZtA: np.ndarray  # (G, q, p+1)
     n: int
     p: int
+    #: form M = A'A - sum_j B_j'B_j in extended precision: columns of A whose mean exceeds their SD (data not
+    #: centred, as the intervals' deviance on the data's own scale) make it cancel to ~1e-13, whose noise finite
+    #: second differences magnify; the fit's centred, scaled data do not need it
+    precise: bool = False
 
 
 def vector_stats(X, y, Z, starts):
     """VectorStats of rows sorted by group."""
     A = np.column_stack([X, y])
     ZtZ, ZtA = cross_products(Z, A, starts)
-    return VectorStats(A.T @ A, ZtZ, ZtA, A.shape[0], X.shape[1])
+    mean, var = A.mean(axis=0), A.var(axis=0)
+    varying = var > 1e-12 * np.maximum(mean * mean, 1e-300)  # (a constant column, the intercept, does not count)
+    precise = bool(np.any(mean[varying] ** 2 > var[varying]))
+    return VectorStats(A.T @ A, ZtZ, ZtA, A.shape[0], X.shape[1], precise)
 
 
 def batched_cholesky(T):
@@ -144,7 +151,11 @@ def _factors(lam, stats):
     L = batched_cholesky(T)
     Bt = batched_forward(L, right_multiply(stats.ZtA, lam))
     flat = np.swapaxes(Bt, 1, 2).reshape(-1, Bt.shape[1])  # rows: every (g, q) pair
-    M = stats.AtA - flat.T @ flat
+    if stats.precise:
+        flat = flat.astype(np.longdouble)
+        M = (stats.AtA - flat.T @ flat).astype(float)
+    else:
+        M = stats.AtA - flat.T @ flat
     return L, Bt, linalg.cholesky(M, lower=True, check_finite=False)
 
 
@@ -363,7 +374,17 @@ def search_lambda(pattern, stats, reml=True, tol=1e-6, maxiter=100):
                 if other.f < res.f - 1e-9 * (1.0 + abs(res.f)) or (other.converged and not res.converged
                                                                     and other.f <= res.f + tol):
                     res, method = other, "SLSQP + Newton (second start: moment estimates)"
-    theta, value = _canonical(np.asarray(res.x, float), pattern), 2.0 * float(res.f)
+    x, f = np.asarray(res.x, float), float(res.f)
+    if res.converged and np.all(np.isfinite(res.hess)):  # one more Newton step: the optimum to rounding, as cheap
+        try:                                              # as one evaluation (the search stops within tol of it)
+            step = np.linalg.solve(res.hess, res.g)
+        except np.linalg.LinAlgError:
+            step = None
+        if step is not None and np.all(np.isfinite(step)):
+            f_new, _ = half(x - step)
+            if f_new <= f:
+                x, f = x - step, f_new
+    theta, value = _canonical(x, pattern), 2.0 * f
     converged = bool(np.isfinite(value) and res.converged)
     message = method + ": " + ("converged" if converged else
                                f"not converged (Newton decrement {res.decrement:.3g} > {tol:g}; {res.message})")
