@@ -13,7 +13,6 @@ from .formula._design import build_design
 from .engine._differences import central_gradient, second_differences
 from .engine._memory import fast_allocation
 from .engine._mixed import fit_mixed
-from .engine._record import LegacyFit
 from ._multiterm import engine_arguments
 from ._progress import Progress
 from ._validation import check_family, check_fit_options, check_vector
@@ -363,8 +362,7 @@ class GLMM(sm_base.LikelihoodModel):
         if not fit.converged and not fit.separated_rows:
             warnings.warn(f"the optimiser did not converge ({fit.opt.message}). {CONVERGENCE_ADVICE}",
                           ConvergenceWarning, stacklevel=2)
-        # the results layer reads the old records' field shapes until it reads the per-term parts
-        return GLMMResultsWrapper(GLMMResults(self, LegacyFit(fit), cov_type=cov_type))
+        return GLMMResultsWrapper(GLMMResults(self, fit, cov_type=cov_type))
 
     # ------------------------------------------------------------------ likelihood
     @property
