@@ -13,6 +13,7 @@ from .formula._design import build_design
 from .engine._differences import central_gradient, second_differences
 from .engine._memory import fast_allocation
 from .engine._mixed import fit_mixed
+from ._likelihood import negative_loglike, one_random_intercept, vector_names
 from ._multiterm import engine_arguments
 from ._progress import Progress
 from ._validation import check_family, check_fit_options, check_vector
@@ -368,6 +369,8 @@ class GLMM(sm_base.LikelihoodModel):
     @property
     def param_names(self):
         """Names of the vector `loglike`, `score`, `hessian` and `information` take."""
+        if not one_random_intercept(self.design):
+            return vector_names(self)
         names = self.exog_names + [f"{self.group_name} SD"]
         if not self.dist.has_dispersion:
             return names
@@ -384,8 +387,14 @@ class GLMM(sm_base.LikelihoodModel):
         the fit's ``nagq`` (1 before a fit).  ``loglike(beta, var_re, scale)`` gives the same with
         the variance given directly; ``reml=True`` returns the REML log-likelihood at ``var_re`` and
         ``scale`` (beta at its GLS value).
+
+        Other models (slopes, several terms): ``loglike(vector)``, the layout of ``res.params_vector``.
         """
-        self._random_intercept_only()
+        if not one_random_intercept(self.design):
+            if var_re is not None or reml or nagq not in (None, 1):
+                raise ValueError("loglike(beta, var_re, scale), reml and nagq are for one random intercept; this "
+                                 "model takes loglike(vector) (param_names): the ML or Laplace log-likelihood")
+            return -float(negative_loglike(self)(self._vector(params)))
         params = np.asarray(params, float)
         if var_re is None:
             beta, var_re, scale = self._split(params)
@@ -412,6 +421,9 @@ class GLMM(sm_base.LikelihoodModel):
     def score(self, params):
         """Gradient of `loglike` over the parameter vector (analytic for Laplace/AGQ, else differences)."""
         params = self._vector(params)
+        if not one_random_intercept(self.design):  # one evaluator for every difference
+            minus = negative_loglike(self)
+            return central_gradient(lambda x: -minus(x), params, 1e-6 * np.maximum(1.0, np.abs(params)))
         if self.design.gaussian_identity:
             return central_gradient(self.loglike, params, 1e-6 * np.maximum(1.0, np.abs(params)))
         beta, var_re, scale = self._split(params)
@@ -425,10 +437,13 @@ class GLMM(sm_base.LikelihoodModel):
         return out
 
     def hessian(self, params):
-        """Hessian of `loglike` over the parameter vector: differences of `score` (``_optimize.fd_hessian``)."""
+        """Hessian of `loglike` over the parameter vector: differences of `score` or of `loglike`."""
         from .engine._optimize import fd_hessian
 
         params = self._vector(params)
+        if not one_random_intercept(self.design):
+            minus = negative_loglike(self)
+            return second_differences(lambda x: -minus(x), params, 1e-4 * np.maximum(1.0, np.abs(params)))
         if self.design.gaussian_identity:
             return second_differences(self.loglike, params, 1e-4 * np.maximum(1.0, np.abs(params)))
         return fd_hessian(lambda x: (np.nan, self.score(x)), params)
@@ -437,13 +452,7 @@ class GLMM(sm_base.LikelihoodModel):
         """Observed information, ``-hessian(params)``."""
         return -self.hessian(params)
 
-    def _random_intercept_only(self):
-        if self.design.Z is not None:
-            raise ValueError("loglike/score/hessian take the random-intercept parameter vector; for a model with "
-                             "random slopes the fitted log-likelihood is res.llf")
-
     def _vector(self, params):
-        self._random_intercept_only()
         params = np.asarray(params, float).reshape(-1)
         expected = len(self.param_names)
         if params.size != expected:
