@@ -421,11 +421,8 @@ class GLMM(sm_base.LikelihoodModel):
     def score(self, params):
         """Gradient of `loglike` over the parameter vector (analytic for Laplace/AGQ, else differences)."""
         params = self._vector(params)
-        if not one_random_intercept(self.design):  # one evaluator for every difference
-            minus = negative_loglike(self)
-            return central_gradient(lambda x: -minus(x), params, 1e-6 * np.maximum(1.0, np.abs(params)))
-        if self.design.gaussian_identity:
-            return central_gradient(self.loglike, params, 1e-6 * np.maximum(1.0, np.abs(params)))
+        if self.design.gaussian_identity or not one_random_intercept(self.design):
+            return central_gradient(self._loglike_function(), params, 1e-6 * np.maximum(1.0, np.abs(params)))
         beta, var_re, scale = self._split(params)
         theta = self._engine_theta(beta, var_re, scale)
         _, grad = self._engine_objective(self._fit_options.get("nagq", 1))(theta)
@@ -441,16 +438,20 @@ class GLMM(sm_base.LikelihoodModel):
         from .engine._optimize import fd_hessian
 
         params = self._vector(params)
-        if not one_random_intercept(self.design):
-            minus = negative_loglike(self)
-            return second_differences(lambda x: -minus(x), params, 1e-4 * np.maximum(1.0, np.abs(params)))
-        if self.design.gaussian_identity:
-            return second_differences(self.loglike, params, 1e-4 * np.maximum(1.0, np.abs(params)))
+        if self.design.gaussian_identity or not one_random_intercept(self.design):
+            return second_differences(self._loglike_function(), params, 1e-4 * np.maximum(1.0, np.abs(params)))
         return fd_hessian(lambda x: (np.nan, self.score(x)), params)
 
     def information(self, params):
         """Observed information, ``-hessian(params)``."""
         return -self.hessian(params)
+
+    def _loglike_function(self):
+        """`loglike` on the vector; one evaluator for all the differences of a model other than one intercept."""
+        if one_random_intercept(self.design):
+            return self.loglike
+        minus = negative_loglike(self)
+        return lambda x: -minus(x)
 
     def _vector(self, params):
         params = np.asarray(params, float).reshape(-1)
