@@ -153,20 +153,9 @@ NAMES = [n for n in CASES if n in REF]
 # 2-4 s each on a loaded machine: kept out of the default run (python -m pytest -m slow runs them)
 SLOW = {"salamanders_slope_poisson", "salamanders_slope_nb2", "bacteria_slope_crossed"}
 # known failures of glmm_ext, per test: {test: {case: reason}} (strict: an unexpected pass fails, so a fix shows)
-OWLS_SADDLE = ("(arrival|Nest) + (1|Nest:FoodTreatment), Poisson: the fit stops on the boundary at Nest's intercept "
-               "variance 0 (cov_re Nest [[0, 0], [0, 0.0521]], 'converged', a singular-fit warning), llf -2269.2559 "
-               "against the optimum -2268.8645 (lme4 and glmmTMB: Nest [[0.1221, -0.0189], [-0.0189, 0.0497]]); "
-               "with arrival centred at its mean glmm_ext reaches -2268.8645. At theta_11 = 0 only theta_21^2 + "
-               "theta_22^2 enters (a ridge), the one-coordinate probe inside the bound finds nothing, the optsummary "
-               "says 'converged' with Newton decrement nan; the dense llf rises as +4.4 x Nest's intercept variance")
 WEIGHTS = ("var_weights (lme4's weights=) refused for several random-effect terms: ValueError 'var_weights and "
            "freq_weights are not implemented for several random-effect terms' (lmer fits it: REML logLik -238.0903)")
-KNOWN = {
-    "best": {"owls_slope_poisson_offset": OWLS_SADDLE},
-    "fixef": {"owls_slope_poisson_offset": OWLS_SADDLE},
-    "vc": {"owls_slope_poisson_offset": OWLS_SADDLE},
-    "user": {"owls_slope_poisson_offset": OWLS_SADDLE},
-}
+KNOWN = {}
 for _test in ("own", "best", "fixef", "vc", "user", "modes", "df"):
     KNOWN.setdefault(_test, {})["epil_weighted_gaussian_reml"] = WEIGHTS
 

@@ -96,13 +96,14 @@ def _grad_hess(fg, x, lb, step):
 
 
 def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True, fd_step=None, rough=False,
-                     fg=None):
+                     fg=None, probes=None):
     """Minimise `fun` subject to x >= lb: L-BFGS-B on finite differences, then a check that the end is
     a minimum: central-difference gradient and Hessian over the free coordinates, Newton steps while
     the scaled gradient g'H^{-1}g / 2 exceeds `tol`, and at each coordinate held at its bound a probe
     inside (an even objective has a zero slope there at a maximum too); a better probe restarts the search.
     ``fg(x) -> (f, gradient)``, when given, replaces the finite differences (L-BFGS-B's gradient, and the
-    polish's Hessian from differences of the gradient).
+    polish's Hessian from differences of the gradient).  ``probes(x) -> list of points``, when given, adds
+    structural probes at each end (`ridge_probes`: a zero diagonal of Lambda_k, where moving it alone finds nothing).
     """
     obj = Counted(fun)
     fgc = None
@@ -160,6 +161,11 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
                     break
             if better is not None:
                 break
+        for xt in ([] if better is not None or probes is None else probes(x)):
+            ft = obj(np.maximum(xt, lb))
+            if ft < f - 1e-9 * (1.0 + abs(f)):
+                better = np.maximum(xt, lb)
+                break
         if better is not None:
             x = better
             continue
@@ -169,6 +175,52 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
                                  decrement)
         message = f"the scaled gradient g'H^-1g/2 = {decrement:.3g} stays above {tol:g}"
     return BoundedResult(x, f, H, x > lb, False, message, iters, obj.n, decrement)
+
+
+def ridge_probes(structure, offset=0):
+    """Probes for a search that ends with a zero diagonal entry theta_jj of a q x q factor Lambda_k, as
+    ``probes(x) -> list of points`` for `minimize_bounded` (x holds the covariance vector from ``offset``).
+
+    Column j: at theta_jj = 0 the covariance depends on column j of Lambda_k only through l_j l_j' (l_j its
+    entries below the diagonal), so -l_j gives the same likelihood; theta_jj's slope there is
+    d f / d Sigma_k . (e_j l_j' + l_j e_j'), which flips sign with l_j.  A search held at theta_jj = 0 by a positive
+    slope (moving theta_jj alone finds nothing) goes inside with the column negated and theta_jj = h > 0.
+    Row j: the likelihood is even in theta_jj (a correlation at +-1), its slope 0; moving theta_jj alone changes
+    the variance too, so the probes turn row j instead (its norm, the relative SD, kept; the correlation off 1).
+    """
+    cols = []
+    start = offset
+    for term in structure.terms:
+        rows, pos_cols = term.theta_positions()
+        if term.correlated and term.q > 1:
+            for j in range(term.q):
+                diag = start + int(np.flatnonzero((rows == j) & (pos_cols == j))[0])
+                cols.append((diag, start + np.flatnonzero((pos_cols == j) & (rows > j)),
+                             start + np.flatnonzero((rows == j) & (pos_cols < j))))
+        start += term.n_theta
+
+    def probes(x):
+        out = []
+        for diag, below, left in cols:
+            norm = float(np.sqrt(np.sum(x[left] ** 2)))
+            if x[diag] > 1e-2 * max(norm, 1e-2):  # not near the bound (L-BFGS-B may stop a little inside it)
+                continue
+            if np.any(x[below] != 0.0):
+                size = max(1e-3, float(np.sqrt(np.sum(x[below] ** 2))))
+                for h in (1e-2, 1e-1):
+                    xt = np.array(x, float)
+                    xt[below] = -xt[below]
+                    xt[diag] = h * size
+                    out.append(xt)
+            if norm > 0.0:
+                for h in (0.1, 0.3, 0.6):
+                    xt = np.array(x, float)
+                    xt[left] *= np.sqrt(1.0 - h * h)
+                    xt[diag] = h * norm
+                    out.append(xt)
+        return out
+
+    return probes if cols else None
 
 
 def _newton_polish(obj, x, f, lb, tol, step, fgc=None, max_steps=8):
