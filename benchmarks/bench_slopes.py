@@ -2,8 +2,8 @@
 
     python benchmarks/bench_slopes.py [--quick]
 
-Model y ~ x + x2 + (x | g): a correlated random intercept and slope per group.  Gaussian (REML) and
-Binomial (Laplace) at 1e4 rows / 100 groups and 1e5 rows / 1000 groups (``--quick``: 1e4 only).
+Model y ~ x + x2 + (x | g): a correlated random intercept and slope per group.  Gaussian (REML),
+Binomial and Poisson (Laplace) at 1e4 rows / 100 groups and 1e5 rows / 1000 groups (``--quick``: 1e4 only).
 Seconds are wall-clock for one fit (glmm_ext: formula + fit; R: the fitting call, via Rscript when R
 has lme4).  `section(quick)` returns the markdown section that benchmarks/run.py appends.
 """
@@ -28,6 +28,8 @@ suppressMessages(library(lme4))
 d <- read.csv(args[1]); d$g <- factor(d$g)
 if (args[2] == "gaussian") {
   t <- system.time(m <- suppressWarnings(lmer(y ~ x + x2 + (x | g), d, REML = TRUE)))[["elapsed"]]
+} else if (args[2] == "poisson") {
+  t <- system.time(m <- suppressWarnings(glmer(y ~ x + x2 + (x | g), d, family = poisson)))[["elapsed"]]
 } else {
   t <- system.time(m <- suppressWarnings(glmer(y ~ x + x2 + (x | g), d, family = binomial)))[["elapsed"]]
 }
@@ -36,13 +38,18 @@ cat(sprintf('{"seconds": %.4f, "loglik": %.10f}\n', t, as.numeric(logLik(m))))
 
 
 def simulate(family, n, groups, seed=7):
-    """x, x2 ~ N(0, 1); (b0, b1) ~ N(0, [[0.5, 0.1], [0.1, 0.25]]); Gaussian sigma = 1, Binomial logit."""
+    """x, x2 ~ N(0, 1); (b0, b1) ~ N(0, [[0.5, 0.1], [0.1, 0.25]]); Gaussian sigma = 1, Binomial logit, Poisson log."""
     rng = np.random.default_rng(seed)
     g = rng.integers(0, groups, n)
     x, x2 = rng.normal(size=n), rng.normal(size=n)
     b = rng.multivariate_normal([0.0, 0.0], [[0.5, 0.1], [0.1, 0.25]], size=groups)
     eta = 0.3 + 0.6 * x - 0.4 * x2 + b[g, 0] + b[g, 1] * x
-    y = eta + rng.normal(size=n) if family == "gaussian" else rng.binomial(1, 1.0 / (1.0 + np.exp(-eta)))
+    if family == "gaussian":
+        y = eta + rng.normal(size=n)
+    elif family == "poisson":
+        y = rng.poisson(np.exp(eta)).astype(float)
+    else:
+        y = rng.binomial(1, 1.0 / (1.0 + np.exp(-eta)))
     return pd.DataFrame({"y": y, "x": x, "x2": x2, "g": g})
 
 
@@ -80,10 +87,10 @@ def section(quick: bool) -> str:
     fit(simulate("binomial", 2_000, 20), "binomial")  # warm-up: imports and caches
     lines = ["## Random slopes: y ~ x + x2 + (x | g)", "",
              "Wall-clock seconds for one fit (glmm_ext: formula + fit; lme4: the lmer/glmer call). Gaussian: "
-             "REML; Binomial: Laplace. dLL = glmm_ext log-likelihood minus lme4's.", "",
+             "REML; Binomial and Poisson: Laplace. dLL = glmm_ext log-likelihood minus lme4's.", "",
              "| family | rows | groups | glmm_ext s | lme4 s | speed-up | dLL |", "|---|---|---|---|---|---|---|"]
     for n, groups in sizes:
-        for family in ("gaussian", "binomial"):
+        for family in ("gaussian", "binomial", "poisson"):
             df = simulate(family, n, groups)
             sec, res = fit(df, family)
             ref = lme4_fit(df, family) if have_r else None

@@ -21,7 +21,8 @@ from ._laplace import (MarginalLikelihood, agq_log_integrals, evenly_spaced_grou
 from ._lmm import SINGULAR_TOL
 from ._optimize import fd_columns, minimize
 from ._optsummary import OptSummary
-from ._pirls import fit_nagq0, inverse_or_nan, irls_start, pirls_information
+from ._nagq0 import fit_nagq0
+from ._pirls import inverse_or_nan, irls_start, pirls_information
 from ._profile import Screen, probe_sigma
 from ._separation import diverging_rows
 
@@ -248,12 +249,12 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
     """
     t0 = time.perf_counter()
     check_finite_mle(dist, data)
-    start = irls_start(dist, data) if nagq == 0 else None
-    gamma0, scale0 = glm_start(dist, data) if start is None else start
+    if nagq == 0:  # the start only where the fast path does not apply (it has its own pilot)
+        return fit_nagq0(dist, data, lambda: irls_start(dist, data) or glm_start(dist, data), maxiter, tol,
+                         callback, t0)
+    gamma0, scale0 = glm_start(dist, data)
     if callback is not None:
         callback("start values", 0, np.nan)
-    if nagq == 0:
-        return fit_nagq0(dist, data, gamma0, scale0, maxiter, tol, callback, t0)
     # Laplace first: cheap, and an excellent start for AGQ.  On many groups a pilot fit on a subset of
     # them gives the start and screens the sigma profile, so all rows see only the last Newton steps.
     laplace = MarginalLikelihood(dist, data, nagq=1)

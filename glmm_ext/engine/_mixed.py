@@ -333,8 +333,9 @@ def _optimise(model, gamma0, scale0, nagq, maxiter, tol):
         # scalar terms or one term: the Laplace search has analytic gradients and starts at the GLM (lme4's theta = 1);
         # should it fail, the nagq=0 stage below gives the start as for other structures
         model.nagq = 1
-        res = minimize_bounded(model, np.concatenate([gamma0, v0]), lb, maxiter=maxiter,
-                               tol=min(tol, 1e-6) * 1e-2, fg=model.value_and_grad, probes=ridge_probes(structure, p))
+        start = np.concatenate([gamma0, model.moment_start(gamma0, scale0 if model.disp else 1.0), tail])
+        res = minimize_bounded(model, start, lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2, fg=model.value_and_grad,
+                               probes=ridge_probes(structure, p))
         if res.converged:
             if nagq > 1:
                 model.nagq = nagq

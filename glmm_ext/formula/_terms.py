@@ -245,13 +245,13 @@ def split_terms(spec, data, formula_mode="python", missing="drop"):
         if bad.any():
             reasons[name] = int(bad.sum())
             keep &= ~bad
-    for term in spec.terms:  # from the dimensions (a lower bound on q), before patsy builds anything
-        check_dimensions(term, quick_q(term.expr, data), _n_levels(combined_labels(data.loc[keep], term.factors)),
-                         int(keep.sum()))
+    kept = data if keep.all() else data.loc[keep]
+    n_levels = [_n_levels(combined_labels(kept, term.factors)) for term in spec.terms]  # once per term
+    for term, nl in zip(spec.terms, n_levels):  # from the dimensions (a lower bound on q), before patsy builds
+        check_dimensions(term, quick_q(term.expr, data), nl, len(kept))
     infos = [_z_info(t, data) for t in spec.terms]
-    for term, info in zip(spec.terms, infos):  # the exact number of z columns
-        check_dimensions(term, len(info.column_names), _n_levels(combined_labels(data.loc[keep], term.factors)),
-                         int(keep.sum()))
+    for term, info, nl in zip(spec.terms, infos, n_levels):  # the exact number of z columns
+        check_dimensions(term, len(info.column_names), nl, len(kept))
     frames = []
     for term, info in zip(spec.terms, infos):
         try:
@@ -264,7 +264,7 @@ def split_terms(spec, data, formula_mode="python", missing="drop"):
             if (~kept & keep).any():
                 reasons["random-effects terms"] = reasons.get("random-effects terms", 0) + int((~kept & keep).sum())
             keep &= kept
-        if not np.isfinite(np.asarray(Zt, float)).all():
+        if not np.isfinite(Zt.to_numpy(dtype=float)).all():
             raise ValueError(f"random-effects term {term.text!r}: a z column holds an infinite value")
         frames.append(Zt)
     if not keep.any():
