@@ -153,11 +153,7 @@ NAMES = [n for n in CASES if n in REF]
 # 2-4 s each on a loaded machine: kept out of the default run (python -m pytest -m slow runs them)
 SLOW = {"salamanders_slope_poisson", "salamanders_slope_nb2", "bacteria_slope_crossed"}
 # known failures of glmm_ext, per test: {test: {case: reason}} (strict: an unexpected pass fails, so a fix shows)
-WEIGHTS = ("var_weights (lme4's weights=) refused for several random-effect terms: ValueError 'var_weights and "
-           "freq_weights are not implemented for several random-effect terms' (lmer fits it: REML logLik -238.0903)")
 KNOWN = {}
-for _test in ("own", "best", "fixef", "vc", "user", "modes", "df"):
-    KNOWN.setdefault(_test, {})["epil_weighted_gaussian_reml"] = WEIGHTS
 
 
 def cases(test, names=None):
