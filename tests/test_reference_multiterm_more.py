@@ -444,12 +444,17 @@ def test_negative_binomial_dispersion_reported():
     assert res.alpha == pytest.approx(1 / res.theta, rel=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason="multi-term NB summary() omits the dispersion: no alpha/theta line (the "
-                                       "one-term NB summary prints 'alpha ... NB2: Var = mu + alpha mu^2' and 'theta')")
 def test_negative_binomial_summary_shows_the_dispersion():
+    """The NB2 shape in the several-term summary, as in a one-term one: alpha and theta = 1/alpha, theta equal to
+    the references' (glmmTMB's sigma, glmer.nb's theta) within 2%."""
     _, res, _ = fit("salamanders_nb2")
-    text = str(res.summary())
-    assert "theta" in text and "alpha" in text
+    lines = str(res.summary()).splitlines()
+    alpha = [ln.split() for ln in lines if ln.split()[:1] == ["alpha"]]
+    theta = [ln.split() for ln in lines if ln.split()[:1] == ["theta"]]
+    assert len(alpha) == len(theta) == 1
+    assert float(alpha[0][1]) == pytest.approx(1.0 / res.theta, abs=1e-4)
+    assert float(theta[0][1]) == pytest.approx(res.theta, abs=1e-4)
+    assert res.theta == pytest.approx(REF["salamanders_nb2"]["glmmTMB"]["sigma"], rel=0.02)
 
 
 WIDE = {  # summary() lines over issue 21's 100 columns: (width, the widest line)
