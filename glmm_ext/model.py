@@ -8,7 +8,7 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparatio
 
 from .formula import _bars
 
-from .formula import _data
+from .formula import _data, _plain
 from .formula._design import build_design
 from .engine._differences import central_gradient, second_differences
 from .engine._memory import fast_allocation
@@ -247,10 +247,12 @@ class GLMM(sm_base.LikelihoodModel):
                                     var_weights=var_weights, freq_weights=freq_weights)
         family = check_family(family)
         try:
-            model = super().from_formula(formula, prepared.frame, None, drop_cols, family=family,
-                                         missing="raise" if missing == "none" else missing,
-                                         eval_env=_data.eval_env_for_statsmodels(env), _prepared=prepared,
-                                         _formula_mode=formula_mode, **kwargs)
+            model_kwargs = dict(family=family, missing="raise" if missing == "none" else missing,
+                                eval_env=_data.eval_env_for_statsmodels(env), _prepared=prepared,
+                                _formula_mode=formula_mode, **kwargs)
+            model = _plain.model_from_plain_formula(cls, formula, prepared.frame, drop_cols, model_kwargs)
+            if model is None:  # not a plain formula: statsmodels' formula machinery evaluates it
+                model = super().from_formula(formula, prepared.frame, None, drop_cols, **model_kwargs)
         except (ValueError, TypeError):
             raise
         except Exception as exc:  # patsy / formulaic evaluation errors (PatsyError, IndexError, NameError, ...)

@@ -40,17 +40,33 @@ def lmm_stats(X, y, starts, counts, weights=None, n_obs=None):
     With row weights w (var_weights times freq_weights, V_j = sigma^2 (W_j^-1 + theta^2 1 1')) the same
     identity holds with weighted sums S_j = Z_j' w_j, weighted means and within products, and the
     weight totals sum_j w in place of n_j; ``n_obs`` (the sum of the frequency weights) replaces n.
+    X and y are used as given (not stacked into one n x (p+1) copy).
     """
-    Z = np.column_stack([X, y])
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y, dtype=float)
+    n, p = X.shape
+    counts = np.asarray(counts)
+    sums = np.empty((len(counts), p + 1))
     if weights is None:
-        sums = group_sums(Z, starts)
-        centred = Z - to_rows(sums / counts[:, None], counts)
-        return LMMStats(centred.T @ centred, sums, counts.astype(float), Z.shape[0], X.shape[1])
-    sums = group_sums(Z * weights[:, None], starts)
-    totals = group_sums(weights, starts)
-    centred = Z - to_rows(sums / totals[:, None], counts)
-    n = Z.shape[0] if n_obs is None else n_obs
-    return LMMStats((centred * weights[:, None]).T @ centred, sums, totals, n, X.shape[1])
+        sums[:, :p] = group_sums(X, starts)
+        sums[:, p] = group_sums(y, starts)
+        totals = counts.astype(float)
+    else:
+        weights = np.asarray(weights, dtype=float)
+        sums[:, :p] = group_sums(X * weights[:, None], starts)
+        sums[:, p] = group_sums(y * weights, starts)
+        totals = group_sums(weights, starts)
+    means = sums / totals[:, None]
+    Xc = to_rows(means[:, :p], counts)  # then the within-group deviations, in place: no cancellation in W
+    np.subtract(X, Xc, out=Xc)
+    yc = to_rows(means[:, p], counts)
+    np.subtract(y, yc, out=yc)
+    wXc, wyc = (Xc, yc) if weights is None else (Xc * weights[:, None], yc * weights)
+    within = np.empty((p + 1, p + 1))
+    within[:p, :p] = wXc.T @ Xc
+    within[:p, p] = within[p, :p] = wXc.T @ yc
+    within[p, p] = wyc @ yc
+    return LMMStats(within, sums, totals, n if weights is None or n_obs is None else n_obs, p)
 
 
 def _factor(theta, stats):

@@ -28,7 +28,6 @@ from scipy import linalg, optimize
 
 from ._optimize import fd_hessian, minimize, newton_decrement
 from ._lmm import LOG_2PI, SINGULAR_TOL  # one singular-fit tolerance (lme4 isSingular) for Lambda and theta
-from ._segments import group_sums
 
 
 class LambdaPattern:
@@ -68,8 +67,14 @@ class LambdaPattern:
 
 def cross_products(Z, A, starts):
     """Per-group Z_j'Z_j (G, q, q) and Z_j'A_j (G, q, k) for rows sorted by group."""
-    return (group_sums(Z[:, :, None] * Z[:, None, :], starts),
-            group_sums(Z[:, :, None] * A[:, None, :], starts))
+    n, q = Z.shape
+    k = A.shape[1]
+    products = np.empty((q, q + k, n))  # one row per product z_a z_b, z_a a_c: contiguous segment sums
+    for a in range(q):
+        np.multiply(Z[:, a], Z.T, out=products[a, :q])
+        np.multiply(Z[:, a], A.T, out=products[a, q:])
+    sums = np.add.reduceat(products.reshape(-1, n), starts, axis=1).T.reshape(-1, q, q + k)
+    return np.ascontiguousarray(sums[:, :, :q]), np.ascontiguousarray(sums[:, :, q:])
 
 
 @dataclass
@@ -81,13 +86,20 @@ class VectorStats:
     ZtA: np.ndarray  # (G, q, p+1)
     n: int
     p: int
+    #: form M = A'A - sum_j B_j'B_j in extended precision: columns of A whose mean exceeds their SD (data not
+    #: centred, as the intervals' deviance on the data's own scale) make it cancel to ~1e-13, whose noise finite
+    #: second differences magnify; the fit's centred, scaled data do not need it
+    precise: bool = False
 
 
 def vector_stats(X, y, Z, starts):
     """VectorStats of rows sorted by group."""
     A = np.column_stack([X, y])
     ZtZ, ZtA = cross_products(Z, A, starts)
-    return VectorStats(A.T @ A, ZtZ, ZtA, A.shape[0], X.shape[1])
+    mean, var = A.mean(axis=0), A.var(axis=0)
+    varying = var > 1e-12 * np.maximum(mean * mean, 1e-300)  # (a constant column, the intercept, does not count)
+    precise = bool(np.any(mean[varying] ** 2 > var[varying]))
+    return VectorStats(A.T @ A, ZtZ, ZtA, A.shape[0], X.shape[1], precise)
 
 
 def batched_cholesky(T):
@@ -96,12 +108,13 @@ def batched_cholesky(T):
     G, q, _ = T.shape
     L = np.zeros_like(T)
     for j in range(q):
-        d = T[:, j, j] - np.sum(L[:, j, :j] ** 2, axis=1)
+        d = T[:, j, j] - np.einsum("gm,gm->g", L[:, j, :j], L[:, j, :j]) if j else T[:, 0, 0]
         if not np.all(d > 0):
             raise np.linalg.LinAlgError("a matrix of the stack is not positive definite")
         L[:, j, j] = np.sqrt(d)
         for i in range(j + 1, q):
-            L[:, i, j] = (T[:, i, j] - np.sum(L[:, i, :j] * L[:, j, :j], axis=1)) / L[:, j, j]
+            off = T[:, i, j] - np.einsum("gm,gm->g", L[:, i, :j], L[:, j, :j]) if j else T[:, i, 0]
+            L[:, i, j] = off / L[:, j, j]
     return L
 
 
@@ -109,7 +122,8 @@ def batched_forward(L, Ct):
     """B_g = L_g^{-1} C_g for a stack, given and returned transposed: Ct (G, k, q) -> B' (G, k, q)."""
     Bt = np.empty_like(Ct)
     for i in range(L.shape[1]):
-        Bt[:, :, i] = (Ct[:, :, i] - np.einsum("gkm,gm->gk", Bt[:, :, :i], L[:, i, :i])) / L[:, i, i][:, None]
+        col = Ct[:, :, i] - np.einsum("gkm,gm->gk", Bt[:, :, :i], L[:, i, :i]) if i else Ct[:, :, 0]
+        Bt[:, :, i] = col / L[:, i, i][:, None]
     return Bt
 
 
@@ -119,6 +133,17 @@ def right_multiply(stack, lam):
     return (np.swapaxes(stack, 1, 2).reshape(G * b, a) @ lam).reshape(G, b, lam.shape[1])
 
 
+def _transposed(stack):
+    """Each matrix of a stack transposed, as a contiguous array (numpy's stacked matmul is ~2.5x slower on views)."""
+    return np.ascontiguousarray(np.swapaxes(stack, 1, 2))
+
+
+def _stack_sum(A, B):
+    """sum_g A_g B_g for stacks (G, a, b) and (G, b, c), as one BLAS product."""
+    G, a, b = A.shape
+    return np.ascontiguousarray(np.swapaxes(A, 0, 1)).reshape(a, G * b) @ B.reshape(G * b, -1)
+
+
 def _factors(lam, stats):
     """(L_j stack, B_j' stack (G, p+1, q), Cholesky factor of M) at Lambda; LinAlgError when not positive."""
     q = lam.shape[0]
@@ -126,7 +151,11 @@ def _factors(lam, stats):
     L = batched_cholesky(T)
     Bt = batched_forward(L, right_multiply(stats.ZtA, lam))
     flat = np.swapaxes(Bt, 1, 2).reshape(-1, Bt.shape[1])  # rows: every (g, q) pair
-    M = stats.AtA - flat.T @ flat
+    if stats.precise:
+        flat = flat.astype(np.longdouble)
+        M = (stats.AtA - flat.T @ flat).astype(float)
+    else:
+        M = stats.AtA - flat.T @ flat
     return L, Bt, linalg.cholesky(M, lower=True, check_finite=False)
 
 
@@ -165,18 +194,19 @@ def vector_deviance(theta, pattern, stats, reml=True, need_grad=False):
     resid = Bt[:, p, :] - np.einsum("gkq,k->gq", Bt[:, :p, :], beta)  # c_j - R_ZX_j beta
     Linv_t = batched_forward(L, np.broadcast_to(np.eye(q), L.shape))  # L_j^{-T}
     u = np.einsum("gab,gb->ga", Linv_t, resid)
-    N = lam @ (Linv_t @ np.swapaxes(Linv_t, 1, 2))  # Lambda T_j^{-1}, (G, q, q)
+    K = Linv_t @ _transposed(Linv_t)  # T_j^{-1}, symmetric
+    N = _transposed(right_multiply(K, lam.T))  # N_j = Lambda T_j^{-1} (one BLAS product; `lam @ K` broadcasts)
     S = stats.ZtZ
-    SN = S @ N
     Ze = stats.ZtA[:, :, p] - np.einsum("gqk,k->gq", stats.ZtA[:, :, :p], beta) - np.einsum("gab,gb->ga", S,
                                                                                               u @ lam.T)
-    grad = 2.0 * SN.sum(axis=0) - (2.0 * dof / r2) * (Ze.T @ u)
+    grad = 2.0 * _stack_sum(S, N) - (2.0 * dof / r2) * (Ze.T @ u)
     if reml:
-        P = np.linalg.inv(Rx @ Rx.T)
+        # Q_j = C_j P C_j' = D_j D_j' with D_j = C_j Rx^{-T} (P = (Rx Rx')^{-1}): one triangular solve for all j
         C = stats.ZtA[:, :, :p]
-        Q = np.einsum("gak,gbk->gab", right_multiply(np.swapaxes(C, 1, 2), P), C)  # C_j P C_j'
-        left = np.eye(q) - S @ lam @ np.swapaxes(N, 1, 2)
-        grad -= 2.0 * np.sum(left @ Q @ N, axis=0)
+        D = linalg.solve_triangular(Rx, C.reshape(-1, p).T, lower=True, check_finite=False).T.reshape(C.shape)
+        Q = D @ _transposed(D)
+        left = np.eye(q) - right_multiply(S, lam) @ _transposed(N)  # I - S_j Lambda N_j' (S_j symmetric)
+        grad -= 2.0 * _stack_sum(left @ Q, N)
     return dev, pattern.entries(grad)
 
 
@@ -292,14 +322,25 @@ def search_lambda(pattern, stats, reml=True, tol=1e-6, maxiter=100):
     starts from the moment estimates (`moment_start`) and the better point is kept.
     """
     count = {"n": 0}
+    known = {}  # theta -> (deviance, gradient): the Newton stage re-asks for points the search has evaluated
 
     def dev(theta):
         count["n"] += 1
         return vector_deviance(theta, pattern, stats, reml)
 
     def dev_grad(theta):
-        count["n"] += 1
-        return vector_deviance(theta, pattern, stats, reml, need_grad=True)
+        key = np.asarray(theta, float).tobytes()
+        if key not in known:
+            count["n"] += 1
+            known[key] = vector_deviance(theta, pattern, stats, reml, need_grad=True)
+        d, g = known[key]
+        return d, g.copy()
+
+    def per_row(theta):
+        # SLSQP's first quasi-Newton step is the gradient itself: per row it is a step of the size of Lambda, not
+        # n times it (the full deviance's made it overshoot and back off for ~10 evaluations)
+        d, g = dev_grad(theta)
+        return d / stats.n, g / stats.n
 
     def half(theta, need_grad=True):  # log-likelihood units, the scale of tol
         if not need_grad:
@@ -312,8 +353,9 @@ def search_lambda(pattern, stats, reml=True, tol=1e-6, maxiter=100):
     values = [dev(s) for s in starts]
     best = None
     for k in np.argsort(values)[:2]:
-        res = optimize.minimize(dev_grad, starts[k], jac=True, method="SLSQP", bounds=bounds,
-                                options={"maxiter": 50 * maxiter, "ftol": 1e-11})
+        res = optimize.minimize(per_row, starts[k], jac=True, method="SLSQP", bounds=bounds,
+                                options={"maxiter": 50 * maxiter, "ftol": 1e-13})
+        res.fun = res.fun * stats.n
         if best is None or (np.isfinite(res.fun) and res.fun < best.fun):
             best = res
         if not np.any(np.asarray(best.x)[pattern.is_diag] < SINGULAR_TOL):
@@ -332,7 +374,17 @@ def search_lambda(pattern, stats, reml=True, tol=1e-6, maxiter=100):
                 if other.f < res.f - 1e-9 * (1.0 + abs(res.f)) or (other.converged and not res.converged
                                                                     and other.f <= res.f + tol):
                     res, method = other, "SLSQP + Newton (second start: moment estimates)"
-    theta, value = _canonical(np.asarray(res.x, float), pattern), 2.0 * float(res.f)
+    x, f = np.asarray(res.x, float), float(res.f)
+    if res.converged and np.all(np.isfinite(res.hess)):  # one more Newton step: the optimum to rounding, as cheap
+        try:                                              # as one evaluation (the search stops within tol of it)
+            step = np.linalg.solve(res.hess, res.g)
+        except np.linalg.LinAlgError:
+            step = None
+        if step is not None and np.all(np.isfinite(step)):
+            f_new, _ = half(x - step)
+            if f_new <= f:
+                x, f = x - step, f_new
+    theta, value = _canonical(x, pattern), 2.0 * f
     converged = bool(np.isfinite(value) and res.converged)
     message = method + ": " + ("converged" if converged else
                                f"not converged (Newton decrement {res.decrement:.3g} > {tol:g}; {res.message})")

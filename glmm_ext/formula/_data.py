@@ -100,6 +100,8 @@ class Prepared:
         infinite = np.zeros(len(endog), bool)
         for table in (endog, exog):
             values = np.asarray(table, dtype=float)
+            if np.all(np.isfinite(np.sum(values, axis=0))):  # a finite sum: every value finite (cheap test first)
+                continue
             bad = ~np.isfinite(values)
             for j in np.flatnonzero(bad.any(axis=0)):
                 reasons[str(table.columns[j])] = int(bad[:, j].sum())
@@ -109,11 +111,15 @@ class Prepared:
             dropped += list(endog.index[infinite])
             if infinite.all():
                 _rows_kept(infinite, reasons)
-        rows = np.flatnonzero(keep)[~infinite]
-        endog, exog = endog.iloc[~infinite], exog.iloc[~infinite]
-        groups = self.groups.iloc[rows]
-        groups.index = endog.index
-        vectors = {k: v[rows] for k, v in self.vectors.items()}
+        if keep.all() and not infinite.any():  # nothing dropped here (the usual case): no copies
+            groups = self.groups if self.groups.index.equals(endog.index) else self.groups.set_axis(endog.index)
+            vectors = dict(self.vectors)
+        else:
+            rows = np.flatnonzero(keep)[~infinite]
+            endog, exog = endog.iloc[~infinite], exog.iloc[~infinite]
+            groups = self.groups.iloc[rows]
+            groups.index = endog.index
+            vectors = {k: v[rows] for k, v in self.vectors.items()}
         off = np.zeros(len(groups)) + vectors.get("offset", 0.0)
         if "exposure" in vectors:
             off = off + np.log(vectors["exposure"])
@@ -152,10 +158,11 @@ def _numeric_view(series):
     return coerced.astype(float), ~np.isfinite(coerced.to_numpy(dtype=float, na_value=np.nan))
 
 
-def clean_frame(data, response_cols, numeric_cols, categorical_cols, required_numeric=()):
+def clean_frame(data, response_cols, numeric_cols, categorical_cols, required_numeric=(), as_frame=True):
     """Copy of the used columns with bad rows marked; returns (frame, bad mask, reasons).
 
-    A column of words is an error in `response_cols` and `required_numeric`, categorical elsewhere.
+    A column of words is an error in `response_cols` and `required_numeric`, categorical elsewhere.  With
+    ``as_frame=False`` the columns come back as a dict of Series (no copy into one frame).
     """
     columns = {}  # built into one frame at the end (inserting 1,000 columns one by one fragments it)
     bad = np.zeros(len(data), dtype=bool)
@@ -181,6 +188,8 @@ def clean_frame(data, response_cols, numeric_cols, categorical_cols, required_nu
         if col_bad.any():
             reasons[col] = int(col_bad.sum())
         bad |= col_bad
+    if not as_frame:
+        return columns, bad, reasons
     frame = pd.DataFrame(columns, index=data.index) if columns else pd.DataFrame(index=data.index)
     return frame, bad, reasons
 
@@ -338,27 +347,32 @@ def prepare(formula, data, groups, offset=None, exposure=None, weights=None, mis
                                         positive=(what != "offset"))
     categorical = [c for c in found.predictors if c in found.categorical]
     numeric = [c for c in found.predictors if c not in found.categorical] + list(extra.values())
-    frame, bad, reasons = clean_frame(data, found.response, numeric, categorical, required_numeric=list(extra.values()))
+    cleaned, bad, reasons = clean_frame(data, found.response, numeric, categorical,
+                                        required_numeric=list(extra.values()), as_frame=False)
     missing_group = _missing_labels(group_values)
     if missing_group.any():
         reasons[str(group_col) if group_col is not None else "groups"] = int(missing_group.sum())
         bad = bad | missing_group
     _refuse_missing(missing, bad, reasons, data.index)
     keep = _rows_kept(bad, reasons)
-    rows = np.flatnonzero(keep)
+    every_row = bool(keep.all())
+    rows = slice(None) if every_row else np.flatnonzero(keep)  # every row kept (usual): no gather
     # the formula sees only the columns it names (a copy of them, also what a pickle keeps)
     named = [c for c in dict.fromkeys(found.response + found.predictors + formula_names(formula)) if c in columns]
-    kept = data[named].iloc[rows].copy()
-    for col in [c for c in frame.columns if c in named]:
-        values = frame[col].iloc[rows]
-        kept[col] = values.cat.remove_unused_categories() if isinstance(values.dtype, pd.CategoricalDtype) \
-            else values
-    vectors = {what: frame[col].to_numpy(dtype=float)[rows] for what, col in extra.items()}
+    used = {}
+    for col in named:
+        values = cleaned[col] if col in cleaned else data[col]
+        values = values if every_row else values.iloc[rows]
+        used[col] = values.cat.remove_unused_categories() if col in cleaned and \
+            isinstance(values.dtype, pd.CategoricalDtype) else values
+    index = data.index if every_row else data.index[rows]
+    kept = pd.DataFrame(used, index=index, copy=True) if used else pd.DataFrame(index=index)
+    vectors = {what: cleaned[col].to_numpy(dtype=float)[rows] for what, col in extra.items()}
     vectors.update({what: values[rows] for what, values in arrays.items()})
     for what, values in vectors.items():
         _positive(values, what, kept.index)
-    labels = tidy_labels(group_values.iloc[rows])
-    labels.name = str(group_col) if group_col is not None else "groups"
+    labels = tidy_labels(group_values if every_row else group_values.iloc[rows])
+    labels = labels.rename(str(group_col) if group_col is not None else "groups")  # a new Series: the data untouched
     return Prepared(frame=kept, groups=labels, vectors=vectors, n_dropped=int(bad.sum()),
                     dropped_index=list(data.index[bad]), drop_reasons=reasons, missing=missing)
 

@@ -26,8 +26,10 @@ class Scaling:
     intercept: int  # index of the constant column, -1 when there is none
 
     def transform(self, X):
-        """X_s = (X - center) / scale."""
-        return (X - self.center) / self.scale
+        """X_s = (X - center) / scale (one new array)."""
+        out = np.subtract(X, self.center, dtype=float)
+        out /= self.scale
+        return out
 
     @property
     def matrix(self):
@@ -49,7 +51,8 @@ class Scaling:
 def make_scaling(X):
     """Centre on the mean and scale by the SD when an intercept column exists; else scale by the RMS."""
     p = X.shape[1]
-    const = [j for j in range(p) if X.shape[0] and np.all(X[:, j] == X[0, j]) and X[0, j] != 0]
+    const = [j for j in range(p) if X.shape[0] and X[0, j] != 0 and np.all(X[:64, j] == X[0, j])
+             and np.all(X[:, j] == X[0, j])]  # (a varying column usually shows it in its first rows)
     k0 = const[0] if const else -1
     center = np.zeros(p)
     scale = np.ones(p)
@@ -125,9 +128,13 @@ class Design(GroupedModel):
         """Observations: rows, or the sum of the frequency weights (statsmodels GLM's nobs)."""
         return float(np.sum(self.freq_weights)) if self.has_freq_weights else self.nobs
 
-    @property
+    @cached_property
     def has_freq_weights(self):
         return bool(np.any(self.freq_weights != 1.0))
+
+    @cached_property
+    def has_var_weights(self):
+        return bool(np.any(self.var_weights != 1.0))
 
     @property
     def prior_weights(self):
@@ -136,12 +143,16 @@ class Design(GroupedModel):
 
     def lmm_weights(self):
         """(row weights sorted by group or None, observations) for the Gaussian identity profile."""
+        if not (self.has_trials or self.has_var_weights or self.has_freq_weights):
+            return None, self.n_obs  # no weight (the usual case): nothing n-sized to build
         w = self.prior_weights * self.freq_weights
         return (None if np.all(w == 1.0) else w[self.order]), self.n_obs
 
     @property
     def log_var_weights(self):
         """sum_i f_i log v_i: the log-likelihood constant of Gaussian var_weights (log|V| loses it)."""
+        if not self.has_var_weights:
+            return 0.0
         return float(np.sum(self.freq_weights * np.log(self.var_weights)))
 
     @property
@@ -248,12 +259,20 @@ def _compact(values):
 
 def _group_codes(groups):
     """(codes, labels) with labels sorted when they can be, so relabelling only permutes groups."""
-    values = pd.Series(groups).reset_index(drop=True)
+    values = groups if isinstance(groups, pd.Series) else pd.Series(groups)  # (the index plays no part)
     try:
         codes, labels = pd.factorize(values, sort=True)
     except TypeError:  # labels of mixed types
         codes, labels = pd.factorize(values.astype(str), sort=True)
-    return codes.astype(np.intp), np.asarray(labels)
+    return codes.astype(np.intp, copy=False), np.asarray(labels)
+
+
+def group_order(codes, n_groups):
+    """The stable sort of the rows by group code: numpy's radix sort on 16-bit codes where they fit (O(n); the
+    comparison sort of 64-bit codes is ~7x slower on 1e6 shuffled rows), the same permutation either way."""
+    if n_groups <= np.iinfo(np.uint16).max + 1:
+        return np.argsort(codes.astype(np.uint16), kind="stable").astype(np.intp, copy=False)
+    return np.argsort(codes, kind="stable")
 
 
 def _proportion_with_var_weights(dist, y, clean, name):
@@ -321,7 +340,7 @@ def build_design(clean, family):
     check_groups_and_size(len(y), n_params, counts, dist.name, dist.link_name, str(clean.groups.name))
     check_rank(X, names)
     return Design(y=y, trials=trials, X=X, offset=np.asarray(clean.offset, float), codes=codes,
-                  group_labels=group_labels, counts=counts, order=np.argsort(codes, kind="stable"),
+                  group_labels=group_labels, counts=counts, order=group_order(codes, len(counts)),
                   dist=dist, scaling=make_scaling(X), exog_names=names, endog_name=name,
                   var_weights=prior.get("var_weights"), freq_weights=prior.get("freq_weights"),
                   group_name=str(clean.groups.name), index=clean.endog.index, n_dropped=clean.n_dropped,

@@ -1,0 +1,94 @@
+"""A plain formula (numeric columns and the intercept) is built from the columns without evaluating patsy on every
+row (`formula._plain.plain_design`): its matrices, names and specification must be the ones statsmodels' formula
+machinery gives, and every other formula must still go through that machinery."""
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from statsmodels.formula.formulatools import handle_formula_data
+
+import glmm_ext
+from glmm_ext.formula import _plain
+
+
+@pytest.fixture
+def frame():
+    rng = np.random.default_rng(3)
+    n = 240
+    g = np.repeat(np.arange(24), 10)
+    df = pd.DataFrame({"x1": rng.normal(size=n), "x2": rng.normal(2.0, 3.0, size=n),
+                       "k": rng.integers(0, 5, n), "flag": rng.random(n) < 0.4,
+                       "word": rng.choice(["a", "b", "c"], n), "g": g.astype(str)})
+    df["y"] = 1.0 + 0.5 * df["x1"] - 0.2 * df["x2"] + rng.normal(0, 0.7, 24)[g] + rng.normal(size=n)
+    return df
+
+
+PLAIN = ["y ~ x1 + x2", "y ~ 0 + x1 + x2", "y ~ x2 + x1 - 1", "y ~ x1 + x1", "y ~ 1", "y ~ x2 + k", "y~x1+x2"]
+
+
+def _reference(formula, df, as_float=True):
+    """statsmodels' own evaluation of the formula on the rows the model keeps (numeric columns as float, as the
+    model reads them, unless ``as_float=False``)."""
+    df = df.astype({"k": float, "flag": float}) if as_float else df
+    (endog, exog), _, spec = handle_formula_data(df, None, formula, depth={"np": np}, missing="drop")
+    return endog, exog, spec
+
+
+@pytest.mark.parametrize("formula", PLAIN)
+def test_plain_formula_design_equals_the_formula_engine(frame, formula):
+    model = glmm_ext.GLMM.from_formula(formula, frame, groups="g")
+    endog, exog, spec = _reference(formula, frame)
+    assert model.exog_names == list(exog.columns)
+    assert np.array_equal(model.exog, exog.to_numpy()) and np.array_equal(model.endog, endog.to_numpy()[:, 0])
+    built = model.design_info
+    assert list(built.column_names) == list(spec.column_names)
+    assert [t.name() for t in built.terms] == [t.name() for t in spec.terms]
+    res = model.fit()
+    new = frame.head(7)
+    assert np.allclose(res.predict(new), exog.to_numpy()[:7] @ res.fe_params.to_numpy())
+    assert res.wald_test_terms(scalar=True).table.index.tolist() == [t.name() for t in spec.terms]
+    again = pickle.loads(pickle.dumps(res))
+    assert np.allclose(again.predict(new), res.predict(new))
+
+
+@pytest.mark.parametrize("formula", PLAIN + ["y ~ x2 + k + flag"])  # an int and a bool column read as numbers
+def test_plain_formulas_take_the_direct_path(frame, formula):
+    frame = frame.astype({"k": float, "flag": float})
+    built = _plain.plain_design(formula, frame, {"np": np}, "drop")
+    assert built is not None
+    (endog, exog), missing, spec = built
+    ref_endog, ref_exog, _ = _reference(formula, frame)
+    assert missing is None and exog.equals(ref_exog) and endog.equals(ref_endog)
+
+
+@pytest.mark.parametrize("formula", ["y ~ np.log(x2 + 10)", "y ~ C(k)", "y ~ x1:x2", "y ~ x1 * x2", "y ~ I(2 * x1)",
+                                     "y ~ x1 + word", "np.exp(y) ~ x1", "y ~ Q('x1')", "y ~ x1 + (x2)"])
+def test_other_formulas_go_through_the_formula_engine(frame, formula):
+    assert _plain.plain_design(formula, frame, {"np": np}, "drop") is None
+    model = glmm_ext.GLMM.from_formula(formula, frame, groups="g")
+    _, exog, _ = _reference(formula, frame, as_float="C(k)" not in formula)
+    assert model.exog_names == list(exog.columns) and np.allclose(model.exog, exog.to_numpy())
+
+
+def test_plain_formula_keeps_missing_value_handling(frame):
+    holes = frame.copy()
+    holes.loc[[3, 50, 51], "x1"] = np.nan
+    holes.loc[7, "y"] = np.inf
+    holes.loc[9, "g"] = None
+    before = holes.copy()
+    model = glmm_ext.GLMM.from_formula("y ~ x1 + x2", holes, groups="g")
+    assert model.nobs == len(frame) - 5 and model.design.n_dropped == 5
+    assert model.design.drop_reasons == {"y": 1, "x1": 3, "g": 1}
+    keep = holes.index.difference([3, 50, 51, 7, 9])
+    _, exog, _ = _reference("y ~ x1 + x2", frame.loc[keep])
+    assert np.array_equal(model.exog, exog.to_numpy())
+    pd.testing.assert_frame_equal(holes, before)  # the caller's data untouched
+    with pytest.raises(ValueError, match="missing='raise'.*x1 \\(3\\)"):
+        glmm_ext.GLMM.from_formula("y ~ x1 + x2", holes, groups="g", missing="raise")
+
+
+def test_plain_formula_leaves_the_group_column_alone(frame):
+    data = frame.rename(columns={"g": 7})
+    model = glmm_ext.GLMM.from_formula("y ~ x1", data, groups=7)
+    assert model.group_name == "7" and data[7].name == 7 and list(data.columns)[-2] == 7
