@@ -12,7 +12,7 @@ def model_info(res):
         "Link:": model.dist.link_name,
         "Method:": res.method,
         "Dependent Variable:": _label(model.endog_name),
-        "Levels:": _label(levels),
+        "Levels:": levels,  # in full: a header too wide for two columns is printed in one, values wrapped
         "No. Observations:": fmt(res.nobs),
         "Rows dropped:": fmt(res.n_dropped),
         "Converged:": "Yes" if res.converged else "No",
