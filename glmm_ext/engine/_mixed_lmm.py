@@ -134,7 +134,7 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
     message = ""
     H = None
     decrement = np.inf
-    for _restart in range(4):
+    for _restart in range(6):
         res = optimize.minimize(obj if fgc is None else lbfgs_fun, x, method="L-BFGS-B", bounds=bounds,
                                 jac=None if fgc is None else True,
                                 options={"maxiter": maxiter, "ftol": 1e-9 if rough else 1e-11,
@@ -149,6 +149,7 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
         message = str(res.message)
         if not polish:
             return BoundedResult(x, f, None, x > lb, bool(res.success), message, iters, obj.n, np.nan)
+        x, f = _snap_to_bounds(obj, x, f, lb)
         # probe inside each coordinate held at its bound
         better = None
         for i in np.flatnonzero(x <= lb):
@@ -174,12 +175,37 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
             return BoundedResult(x, f, H, free, True, "converged: scaled gradient below tolerance", iters, obj.n,
                                  decrement)
         message = f"the scaled gradient g'H^-1g/2 = {decrement:.3g} stays above {tol:g}"
+        if probes is not None and not np.isfinite(decrement):  # not a minimum (a saddle): turn every column/row
+            for xt in probes(x, near=False):
+                xt = np.maximum(xt, lb)
+                if obj(xt) < obj.best_f - 1e-9 * (1.0 + abs(obj.best_f)):
+                    x = xt
+                    break
     return BoundedResult(x, f, H, x > lb, False, message, iters, obj.n, decrement)
+
+
+#: a coordinate this close above a lower bound of 0 is tried at the bound (a variance L-BFGS-B left at ~1e-7)
+SNAP_BELOW = 1e-3
+
+
+def _snap_to_bounds(obj, x, f, lb):
+    """x with each coordinate within `SNAP_BELOW` of a zero lower bound put on it where that is no worse (to
+    rounding): the search ends at exactly 0 where the bound is the optimum (lme4's singular fits), not at a
+    variance of 5e-8 that no flag can tell from a small one."""
+    near = np.flatnonzero((lb == 0.0) & (x > 0.0) & (x < SNAP_BELOW))
+    for i in near[np.argsort(x[near])]:
+        xt = x.copy()
+        xt[i] = 0.0
+        ft = obj(xt)
+        if ft <= f + 1e-10 * (1.0 + abs(f)):
+            x, f = xt, min(f, ft)
+    return x, f
 
 
 def ridge_probes(structure, offset=0):
     """Probes for a search that ends with a zero diagonal entry theta_jj of a q x q factor Lambda_k, as
-    ``probes(x) -> list of points`` for `minimize_bounded` (x holds the covariance vector from ``offset``).
+    ``probes(x, near=True) -> list of points`` for `minimize_bounded` (x holds the covariance vector from
+    ``offset``; ``near=False``: every column and row, for a search that ended at a saddle).
 
     Column j: at theta_jj = 0 the covariance depends on column j of Lambda_k only through l_j l_j' (l_j its
     entries below the diagonal), so -l_j gives the same likelihood; theta_jj's slope there is
@@ -199,11 +225,11 @@ def ridge_probes(structure, offset=0):
                              start + np.flatnonzero((rows == j) & (pos_cols < j))))
         start += term.n_theta
 
-    def probes(x):
+    def probes(x, near=True):
         out = []
         for diag, below, left in cols:
             norm = float(np.sqrt(np.sum(x[left] ** 2)))
-            if x[diag] > 1e-2 * max(norm, 1e-2):  # not near the bound (L-BFGS-B may stop a little inside it)
+            if near and x[diag] > 0.05 * max(norm, 1e-2):  # not near the bound (L-BFGS-B may stop inside it)
                 continue
             if np.any(x[below] != 0.0):
                 size = max(1e-3, float(np.sqrt(np.sum(x[below] ** 2))))
