@@ -17,10 +17,11 @@ import numpy as np
 
 from scipy import linalg
 
+from ._boundary import ridge_probes
 from ._glm import Rows
 from ._glmm import glm_start
 from ._mixed_glmm import MixedGLMM, response_scale, scaling_matrix
-from ._mixed_lmm import fit_gaussian, minimize_bounded, ridge_probes
+from ._mixed_lmm import fit_gaussian, minimize_bounded
 from ._optsummary import OptSummary
 from ._record import MixedFit
 from ._structure import ReStructure

@@ -17,6 +17,7 @@ import numpy as np
 from scipy import linalg, optimize
 from scipy.linalg import lapack
 
+from ._boundary import snap_to_bounds
 from ._pls import Factor, Layout, crossprods
 from ._schur import attach_schur_pairs, scale_rest_blocks, schur_pair, schur_product
 
@@ -103,7 +104,7 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
     inside (an even objective has a zero slope there at a maximum too); a better probe restarts the search.
     ``fg(x) -> (f, gradient)``, when given, replaces the finite differences (L-BFGS-B's gradient, and the
     polish's Hessian from differences of the gradient).  ``probes(x) -> list of points``, when given, adds
-    structural probes at each end (`ridge_probes`: a zero diagonal of Lambda_k, where moving it alone finds nothing).
+    structural probes at each end (`_boundary.ridge_probes`: a zero diagonal of Lambda_k, where moving it alone finds nothing).
     """
     obj = Counted(fun)
     fgc = None
@@ -149,7 +150,7 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
         message = str(res.message)
         if not polish:
             return BoundedResult(x, f, None, x > lb, bool(res.success), message, iters, obj.n, np.nan)
-        x, f = _snap_to_bounds(obj, x, f, lb)
+        x, f = snap_to_bounds(obj, x, f, lb)
         # probe inside each coordinate held at its bound
         better = None
         for i in np.flatnonzero(x <= lb):
@@ -182,71 +183,6 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
                     x = xt
                     break
     return BoundedResult(x, f, H, x > lb, False, message, iters, obj.n, decrement)
-
-
-#: a coordinate this close above a lower bound of 0 is tried at the bound (a variance L-BFGS-B left at ~1e-7)
-SNAP_BELOW = 1e-3
-
-
-def _snap_to_bounds(obj, x, f, lb):
-    """x with each coordinate within `SNAP_BELOW` of a zero lower bound put on it where that is no worse (to
-    rounding): the search ends at exactly 0 where the bound is the optimum (lme4's singular fits), not at a
-    variance of 5e-8 that no flag can tell from a small one."""
-    near = np.flatnonzero((lb == 0.0) & (x > 0.0) & (x < SNAP_BELOW))
-    for i in near[np.argsort(x[near])]:
-        xt = x.copy()
-        xt[i] = 0.0
-        ft = obj(xt)
-        if ft <= f + 1e-10 * (1.0 + abs(f)):
-            x, f = xt, min(f, ft)
-    return x, f
-
-
-def ridge_probes(structure, offset=0):
-    """Probes for a search that ends with a zero diagonal entry theta_jj of a q x q factor Lambda_k, as
-    ``probes(x, near=True) -> list of points`` for `minimize_bounded` (x holds the covariance vector from
-    ``offset``; ``near=False``: every column and row, for a search that ended at a saddle).
-
-    Column j: at theta_jj = 0 the covariance depends on column j of Lambda_k only through l_j l_j' (l_j its
-    entries below the diagonal), so -l_j gives the same likelihood; theta_jj's slope there is
-    d f / d Sigma_k . (e_j l_j' + l_j e_j'), which flips sign with l_j.  A search held at theta_jj = 0 by a positive
-    slope (moving theta_jj alone finds nothing) goes inside with the column negated and theta_jj = h > 0.
-    Row j: the likelihood is even in theta_jj (a correlation at +-1), its slope 0; moving theta_jj alone changes
-    the variance too, so the probes turn row j instead (its norm, the relative SD, kept; the correlation off 1).
-    """
-    cols = []
-    start = offset
-    for term in structure.terms:
-        rows, pos_cols = term.theta_positions()
-        if term.correlated and term.q > 1:
-            for j in range(term.q):
-                diag = start + int(np.flatnonzero((rows == j) & (pos_cols == j))[0])
-                cols.append((diag, start + np.flatnonzero((pos_cols == j) & (rows > j)),
-                             start + np.flatnonzero((rows == j) & (pos_cols < j))))
-        start += term.n_theta
-
-    def probes(x, near=True):
-        out = []
-        for diag, below, left in cols:
-            norm = float(np.sqrt(np.sum(x[left] ** 2)))
-            if near and x[diag] > 0.05 * max(norm, 1e-2):  # not near the bound (L-BFGS-B may stop inside it)
-                continue
-            if np.any(x[below] != 0.0):
-                size = max(1e-3, float(np.sqrt(np.sum(x[below] ** 2))))
-                for h in (1e-2, 1e-1):
-                    xt = np.array(x, float)
-                    xt[below] = -xt[below]
-                    xt[diag] = h * size
-                    out.append(xt)
-            if norm > 0.0:
-                for h in (0.1, 0.3, 0.6):
-                    xt = np.array(x, float)
-                    xt[left] *= np.sqrt(1.0 - h * h)
-                    xt[diag] = h * norm
-                    out.append(xt)
-        return out
-
-    return probes if cols else None
 
 
 def _newton_polish(obj, x, f, lb, tol, step, fgc=None, max_steps=8):
