@@ -14,7 +14,7 @@ from .engine._differences import central_gradient, second_differences
 from .engine._memory import fast_allocation
 from .engine._mixed import fit_mixed
 from ._likelihood import negative_loglike, one_random_intercept, vector_names
-from ._multiterm import engine_arguments
+from ._multiterm import check_several_weights, engine_arguments
 from ._progress import Progress
 from ._validation import check_family, check_fit_options, check_vector
 from .results import GLMMResults, GLMMResultsWrapper
@@ -557,8 +557,7 @@ def _multi_design(design, multi, clean):
     """The Design with several random-effect terms attached (refusing what the multi-term path lacks)."""
     from .formula._terms import attach_terms
 
-    if getattr(clean, "prior_weights", None):
-        raise ValueError("var_weights and freq_weights are not implemented for several random-effect terms")
+    check_several_weights(design)
     return attach_terms(design, multi, clean)
 
 

@@ -418,3 +418,19 @@ def test_bootstrap_intervals_cover_the_estimates_and_repeat_with_the_seed(dense_
     estimate = [res.params["x"], np.sqrt(res.scale)]
     assert ci.loc["x", "lower"] < estimate[0] < ci.loc["x", "upper"]
     assert ci.loc["Residual SD", "lower"] < estimate[1] < ci.loc["Residual SD", "upper"]
+
+
+def test_interaction_grouping_levels_are_pairs_of_values():
+    """(1|a:b): a level is a pair of values; 'x:y' + 'z' and 'x' + 'y:z' would join to one label, so such values
+    are parenthesised (4 pairs -> 4 levels), and labels that cannot collide stay lme4's 'p:q'."""
+    pairs = [("x:y", "z"), ("x", "y:z"), ("p", "q"), ("p", "r")]
+    d = pd.DataFrame([pairs[i % 4] for i in range(48)], columns=["a", "b"])
+    d["y"] = np.random.default_rng(0).normal(size=48) + np.tile([1.0, -1.0, 0.5, 0.0], 12)
+    d["c"] = np.arange(48) % 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = glmm_ext.GLMM.from_formula("y ~ 1 + (1|a:b) + (1|c)", d).fit()
+        plain = glmm_ext.GLMM.from_formula("y ~ 1 + (1|a:b) + (1|c)", d.assign(a=d["a"].str.replace(":", "-"))).fit()
+    assert list(res.random_effects["a:b"].index) == ["(x:y):z", "p:q", "p:r", "x:(y:z)"]
+    assert list(plain.random_effects["a:b"].index) == ["p:q", "p:r", "x-y:z", "x:y:z"]
+    assert res.llf == pytest.approx(plain.llf, abs=1e-8)  # the same grouping, only its labels differ

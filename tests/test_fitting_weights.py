@@ -117,3 +117,62 @@ def test_reml_bse_re_with_frequency_weights_equals_duplicated_rows():
         duplicated = glmm_ext.GLMM.from_formula("score ~ hours + ses", repeated, groups="school").fit()
     assert abs(weighted.llf - duplicated.llf) < 1e-6
     np.testing.assert_allclose(np.asarray(weighted.bse_re), np.asarray(duplicated.bse_re), rtol=1e-5)
+
+
+def crossed(family, seed=4):
+    """Crossed data: 20 x 6 levels, two rows per cell, a random intercept per factor."""
+    rng = np.random.default_rng(seed)
+    a, b = np.repeat(np.arange(20), 12), np.tile(np.repeat(np.arange(6), 2), 20)
+    x = rng.normal(size=a.size)
+    eta = 0.4 + 0.5 * x + rng.normal(0, 0.6, 20)[a] + rng.normal(0, 0.4, 6)[b]
+    y = rng.poisson(np.exp(eta)) if family == "poisson" else eta + rng.normal(0, 0.8, a.size)
+    return pd.DataFrame({"y": y.astype(float), "x": x, "a": a, "b": b})
+
+
+def test_several_terms_poisson_var_and_freq_weights_equal_duplicated_rows():
+    """Poisson var_weights multiply each row's log density, so integer weights f, as var_weights or as
+    freq_weights, give the fit of the data with each row repeated f times (crossed terms)."""
+    d = crossed("poisson")
+    f = np.random.default_rng(5).integers(1, 4, size=len(d))
+    form, fam = "y ~ x + (1|a) + (1|b)", sm.families.Poisson()
+    duplicated = fit(form, d.loc[d.index.repeat(f)].reset_index(drop=True), fam, groups=None)
+    for kw in ({"var_weights": f}, {"freq_weights": f}):
+        weighted = fit(form, d, fam, groups=None, **kw)
+        assert weighted.llf == pytest.approx(duplicated.llf, abs=1e-6)
+        np.testing.assert_allclose(np.asarray(weighted.fe_params), np.asarray(duplicated.fe_params), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(weighted.bse_fe), np.asarray(duplicated.bse_fe), rtol=1e-3)
+        for key in ("a", "b"):
+            assert float(np.asarray(weighted.cov_re[key])[0, 0]) == pytest.approx(
+                float(np.asarray(duplicated.cov_re[key])[0, 0]), rel=1e-4, abs=1e-8)
+    assert weighted.nobs == duplicated.nobs == f.sum()  # frequency weights count rows (statsmodels' nobs)
+    assert weighted.bic == pytest.approx(duplicated.bic, abs=1e-5)
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_several_terms_gaussian_var_weights_against_the_dense_likelihood(reml):
+    """lme4's weights= (residual variance sigma^2 / w) with crossed terms: the llf is the dense n x n weighted
+    likelihood at the estimates, and no parameter step improves it."""
+    import dense_reference as dr
+
+    d = crossed("gaussian")
+    w = np.random.default_rng(6).uniform(0.5, 2.0, size=len(d))
+    res = fit("y ~ x + (1|a) + (1|b)", d, groups=None, var_weights=w, fit_kw={"reml": reml})
+    designs = [dr.term_design(d, [g], ["1"]) for g in ("a", "b")]
+    X = np.column_stack([np.ones(len(d)), d["x"]])
+
+    def dense(va, vb, s2):
+        return dr.gaussian_loglik(d["y"].to_numpy(), X, np.asarray(res.fe_params), designs,
+                                  [np.array([[va]]), np.array([[vb]])], s2, reml=reml, weights=w)
+
+    va, vb = (float(np.asarray(res.cov_re[k])[0, 0]) for k in ("a", "b"))
+    assert res.llf == pytest.approx(dense(va, vb, res.scale), abs=1e-6)
+    for step in ((1.05, 1, 1), (0.95, 1, 1), (1, 1.05, 1), (1, 0.95, 1), (1, 1, 1.05), (1, 1, 0.95)):
+        assert dense(va * step[0], vb * step[1], res.scale * step[2]) <= res.llf + 1e-8
+
+
+def test_several_terms_freq_weights_refused_where_they_are_not_var_weights():
+    d = crossed("gaussian")
+    f = np.full(len(d), 2.0)
+    with pytest.raises(ValueError, match="freq_weights are not implemented for several random-effect terms with "
+                                         "the gaussian family: they equal var_weights only"):
+        glmm_ext.GLMM.from_formula("y ~ x + (1|a) + (1|b)", d, freq_weights=f)

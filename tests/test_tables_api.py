@@ -4,6 +4,7 @@ import re
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import statsmodels.api as sm
 from scipy import stats
@@ -297,3 +298,33 @@ def test_few_groups_caveat_and_reml_note():
     assert "... 5 more groups" in text
     with pytest.raises(ValueError, match="blup_rows"):
         res.summary(blup_rows=-1)
+
+
+def test_wide_summary_splits_tables_and_header_within_100_columns():
+    """Long fixed-effect names with IRR columns and long grouping names: the text form stays within 100 columns,
+    the Fixed Effects table split by columns (its label column repeated, the IRR columns kept together), the
+    header in one column with every term's level count printed in full."""
+    rng = np.random.default_rng(7)
+    n = 240
+    df = pd.DataFrame({"a_rather_long_grouping_factor_name": rng.integers(0, 12, n),
+                       "another_long_crossed_grouping_factor": rng.integers(0, 8, n),
+                       "treatment_arm_with_a_long_name": rng.choice(["placebo_long_label", "active_long_label"], n),
+                       "x": rng.normal(size=n)})
+    df["y"] = rng.poisson(np.exp(0.3 + 0.2 * df["x"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = glmm_ext.GLMM.from_formula("y ~ C(treatment_arm_with_a_long_name) + x + (1|a_rather_long_grouping_factor_"
+                                         "name) + (1|another_long_crossed_grouping_factor)", df,
+                                         family=sm.families.Poisson()).fit()
+    lines = res.summary().as_text().splitlines()
+    assert max(map(len, lines)) <= 100
+    heads = [line.split() for line in lines if line.strip().startswith("Fixed Effects")]
+    assert len(heads) >= 2  # split; every column once, the exponentiated estimates together in the last part
+    assert sum((h[2:] for h in heads), []) == ["Estimate", "Std.", "Error", "z", "P>|z|", "Lower", "95%", "Upper",
+                                               "95%", "IRR", "IRR", "low", "IRR", "high"]
+    assert heads[-1][-5:] == ["IRR", "IRR", "low", "IRR", "high"]
+    label = "C(treatment_arm_with_a_long_name)[T.placebo_long_label]"
+    assert sum(line.strip().startswith(label) for line in lines) == len(heads)
+    text = "\n".join(lines)
+    assert "a_rather_long_grouping_factor_name 12," in text and "another_long_crossed_grouping_factor 8" in \
+        text.replace("\n", " ").replace("  ", " ")

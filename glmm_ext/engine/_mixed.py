@@ -17,6 +17,7 @@ import numpy as np
 
 from scipy import linalg
 
+from ._boundary import ridge_probes
 from ._glm import Rows
 from ._glmm import glm_start
 from ._mixed_glmm import MixedGLMM, response_scale, scaling_matrix
@@ -162,7 +163,7 @@ def _finish_general(fit, structure, nagq, maxiter, tol, seconds):
     fit.opt = OptSummary(method=fit.method, nagq=int(nagq), maxiter=int(maxiter), tol=float(tol), initial=cov_params,
                          final=cov_params, n_iterations=int(fit.n_iterations), n_evaluations=int(fit.n_evaluations),
                          objective=-float(fit.llf), converged=bool(fit.converged), message=str(fit.message),
-                         seconds=seconds)
+                         newton_decrement=float(getattr(fit, "decrement", np.nan)), seconds=seconds)
     fit.groups = [t.group for t in structure.terms]
     fit.z_names = [list(t.z_names) for t in structure.terms]
     return fit
@@ -334,15 +335,17 @@ def _optimise(model, gamma0, scale0, nagq, maxiter, tol):
         # should it fail, the nagq=0 stage below gives the start as for other structures
         model.nagq = 1
         start = np.concatenate([gamma0, model.moment_start(gamma0, scale0 if model.disp else 1.0), tail])
-        res = minimize_bounded(model, start, lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2, fg=model.value_and_grad)
+        res = minimize_bounded(model, start, lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2, fg=model.value_and_grad,
+                               probes=ridge_probes(structure, p))
         if res.converged:
             if nagq > 1:
                 model.nagq = nagq
-                res = minimize_bounded(model, res.x, lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2)
+                res = minimize_bounded(model, res.x, lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2,
+                                       probes=ridge_probes(structure, p))
             return {"x": res.x, "res": res, "stage0": None}
         model.u_warm = np.zeros_like(model.u_warm)
     res0 = minimize_bounded(model.nagq0_objective, v0, lb_v, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2,
-                            polish=(nagq == 0), rough=(nagq != 0))
+                            polish=(nagq == 0), rough=(nagq != 0), probes=ridge_probes(structure))
     v = res0.x
     model.nagq0_objective(v)  # leave the warm start (beta, u) at the nagq=0 optimum
     beta0 = model.beta_warm.copy()
@@ -351,10 +354,12 @@ def _optimise(model, gamma0, scale0, nagq, maxiter, tol):
     x0 = np.concatenate([beta0, v])
     model.nagq = 1
     res = minimize_bounded(model, x0, lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2,
-                           fg=model.value_and_grad if model.has_beta_gradient else None)
+                           fg=model.value_and_grad if model.has_beta_gradient else None,
+                           probes=ridge_probes(structure, p))
     if nagq > 1:
         model.nagq = nagq
-        res = minimize_bounded(model, res.x, lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2)
+        res = minimize_bounded(model, res.x, lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2,
+                               probes=ridge_probes(structure, p))
     return {"x": res.x, "res": res, "stage0": res0}
 
 

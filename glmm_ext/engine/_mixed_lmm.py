@@ -17,6 +17,7 @@ import numpy as np
 from scipy import linalg, optimize
 from scipy.linalg import lapack
 
+from ._boundary import snap_to_bounds
 from ._pls import Factor, Layout, crossprods
 from ._schur import attach_schur_pairs, scale_rest_blocks, schur_pair, schur_product
 
@@ -96,13 +97,14 @@ def _grad_hess(fg, x, lb, step):
 
 
 def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True, fd_step=None, rough=False,
-                     fg=None):
+                     fg=None, probes=None):
     """Minimise `fun` subject to x >= lb: L-BFGS-B on finite differences, then a check that the end is
     a minimum: central-difference gradient and Hessian over the free coordinates, Newton steps while
     the scaled gradient g'H^{-1}g / 2 exceeds `tol`, and at each coordinate held at its bound a probe
     inside (an even objective has a zero slope there at a maximum too); a better probe restarts the search.
     ``fg(x) -> (f, gradient)``, when given, replaces the finite differences (L-BFGS-B's gradient, and the
-    polish's Hessian from differences of the gradient).
+    polish's Hessian from differences of the gradient).  ``probes(x) -> list of points``, when given, adds
+    structural probes at each end (`_boundary.ridge_probes`: a zero diagonal of Lambda_k, where moving it alone finds nothing).
     """
     obj = Counted(fun)
     fgc = None
@@ -133,7 +135,7 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
     message = ""
     H = None
     decrement = np.inf
-    for _restart in range(4):
+    for _restart in range(6):
         res = optimize.minimize(obj if fgc is None else lbfgs_fun, x, method="L-BFGS-B", bounds=bounds,
                                 jac=None if fgc is None else True,
                                 options={"maxiter": maxiter, "ftol": 1e-9 if rough else 1e-11,
@@ -148,6 +150,7 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
         message = str(res.message)
         if not polish:
             return BoundedResult(x, f, None, x > lb, bool(res.success), message, iters, obj.n, np.nan)
+        x, f = snap_to_bounds(obj, x, f, lb)
         # probe inside each coordinate held at its bound
         better = None
         for i in np.flatnonzero(x <= lb):
@@ -160,6 +163,11 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
                     break
             if better is not None:
                 break
+        for xt in ([] if better is not None or probes is None else probes(x)):
+            ft = obj(np.maximum(xt, lb))
+            if ft < f - 1e-9 * (1.0 + abs(f)):
+                better = np.maximum(xt, lb)
+                break
         if better is not None:
             x = better
             continue
@@ -168,6 +176,12 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
             return BoundedResult(x, f, H, free, True, "converged: scaled gradient below tolerance", iters, obj.n,
                                  decrement)
         message = f"the scaled gradient g'H^-1g/2 = {decrement:.3g} stays above {tol:g}"
+        if probes is not None and not np.isfinite(decrement):  # not a minimum (a saddle): turn every column/row
+            for xt in probes(x, near=False):
+                xt = np.maximum(xt, lb)
+                if obj(xt) < obj.best_f - 1e-9 * (1.0 + abs(obj.best_f)):
+                    x = xt
+                    break
     return BoundedResult(x, f, H, x > lb, False, message, iters, obj.n, decrement)
 
 

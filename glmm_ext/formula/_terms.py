@@ -191,10 +191,19 @@ def combined_labels(data, factors):
     missing = np.zeros(len(data), bool)
     for part in parts:
         missing |= pd.isna(part).to_numpy()
-    text = parts[0].astype(str)
-    for part in parts[1:]:
-        text = text + ":" + part.astype(str)
+    text = _joined([part.astype(str) for part in parts])
+    if len(set(zip(*(part[~missing] for part in parts)))) > text[~missing].nunique():
+        # a value holding ':' made two pairs one label ('x:y' + 'z' and 'x' + 'y:z'): a level is a pair of
+        # values, so such values are parenthesised, '(x:y):z' and 'x:(y:z)'
+        text = _joined([part.astype(str).map(lambda v: f"({v})" if ":" in v else v) for part in parts])
     return text.where(~missing, np.nan)
+
+
+def _joined(parts):
+    text = parts[0]
+    for part in parts[1:]:
+        text = text + ":" + part
+    return text
 
 
 def _n_levels(labels):

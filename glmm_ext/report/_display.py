@@ -166,7 +166,7 @@ class GLMMSummary(summary2.Summary):
             if kind == "info":
                 rendered.append(("info", _info_lines(content)))
             elif kind == "table":
-                rendered.append(("table", content.to_string(index=False).splitlines()))
+                rendered += [("table", lines) for lines in _table_parts(content)]
             else:
                 rendered.append(("text", content))
         width = max([len(line) for kind, lines in rendered if kind != "text" for line in lines] + [60])
@@ -193,8 +193,30 @@ class GLMMSummary(summary2.Summary):
         return self.as_text()
 
 
-def _info_lines(info):
-    """Two key: value columns."""
+def _table_parts(df, width=MAX_WIDTH):
+    """The table's text lines, split by columns into parts each within `width` where the whole is wider (as
+    statsmodels and pandas wrap a wide table), the first (label) column repeated in every part; the columns
+    named in ``df.attrs["together"]`` (the exponentiated estimates) go last and stay in one part."""
+    lines = df.to_string(index=False).splitlines()
+    if max(len(line) for line in lines) <= width or df.shape[1] <= 2:
+        return [lines]
+    together = [c for c in df.attrs.get("together", ()) if c in df.columns]
+    units = [[c] for c in df.columns[1:] if c not in together]
+    if together:
+        units.append(together)
+    label, parts, current = df.columns[0], [], []
+    for unit in units:
+        trial = df[[label, *current, *unit]].to_string(index=False).splitlines()
+        if current and max(len(line) for line in trial) > width:
+            parts.append(current)
+            current = []
+        current += unit
+    parts.append(current)
+    return [df[[label, *cols]].to_string(index=False).splitlines() for cols in parts]
+
+
+def _info_lines(info, width=MAX_WIDTH):
+    """Two key: value columns; one (values wrapped under themselves) where two would pass `width`."""
     items = [(k, str(v)) for k, v in info.items()]
     half = (len(items) + 1) // 2
     left, right = items[:half], items[half:]
@@ -206,6 +228,12 @@ def _info_lines(info):
         if i < len(right):
             line += f"   {right[i][0]:<{kw}} {right[i][1]}"
         lines.append(line)
+    if max(len(line) for line in lines) <= width:
+        return lines
+    lines = []
+    for k, v in items:
+        lines += textwrap.wrap(v, width=width - kw - 1, break_on_hyphens=False, initial_indent=f"{k:<{kw}} ",
+                               subsequent_indent=" " * (kw + 1)) if v else [k]
     return lines
 
 
@@ -224,7 +252,11 @@ def add_fixed_effects(smry, res, alpha, labels):
     fixed = res.fixed_effects_table(alpha)
     if labels.get("xname_fe") is not None:
         fixed.index = pd.Index([str(v) for v in labels["xname_fe"]], name=fixed.index.name)
-    smry.add_block("table", titled(fixed, "Fixed Effects", _exp_headers(res, alpha), shorten=False))
+    headers = _exp_headers(res, alpha)
+    table = titled(fixed, "Fixed Effects", headers, shorten=False)
+    if headers:  # a text form too wide is split before these, never between them (`_table_parts`)
+        table.attrs["together"] = [c for c in table.columns if c in headers.values()]
+    smry.add_block("table", table)
 
 
 def make_summary(res, alpha=0.05, blup_rows=10, from_cli=False, labels=None):

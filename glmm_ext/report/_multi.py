@@ -12,7 +12,7 @@ def model_info(res):
         "Link:": model.dist.link_name,
         "Method:": res.method,
         "Dependent Variable:": _label(model.endog_name),
-        "Levels:": _label(levels),
+        "Levels:": levels,  # in full: a header too wide for two columns is printed in one, values wrapped
         "No. Observations:": fmt(res.nobs),
         "Rows dropped:": fmt(res.n_dropped),
         "Converged:": "Yes" if res.converged else "No",
@@ -51,6 +51,11 @@ def make_summary(res, alpha=0.05, blup_rows=10, from_cli=False, labels=None):
     random = res.vcomp.copy()
     random["Group"] = [_label(v) for v in random["Group"]]
     smry.add_block("table", titled(random.set_index("Group"), "Random Effects"))
+    from ._tables import dispersion_table
+
+    shape = dispersion_table(res)
+    if shape is not None:  # the NB2 shape, as a one-term summary prints it
+        smry.add_block("table", titled(shape, "NB2 shape", shorten=False))
     icc = res.icc_table()
     if not (icc["Value"] == "N/A").all():
         smry.add_block("table", titled(icc.drop(columns=["Note"]), "ICC"))
