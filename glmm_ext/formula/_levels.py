@@ -29,11 +29,12 @@ def _string_values(series):
     """The column's distinct values when every one is a str (no missing value), else None."""
     if isinstance(series.dtype, pd.CategoricalDtype):
         return None
-    if not (series.dtype == object or isinstance(series.dtype, pd.StringDtype)):
+    if isinstance(series.dtype, pd.StringDtype):  # str or missing by construction
+        if series.isna().any():
+            return None
+    elif series.dtype != object or pd.api.types.infer_dtype(series, skipna=False) != "string":
         return None
-    if pd.api.types.infer_dtype(series, skipna=False) != "string":
-        return None
-    return pd.unique(series.to_numpy(dtype=object))
+    return [str(v) for v in pd.unique(series)]
 
 
 def _call_before(text, start):
@@ -116,7 +117,7 @@ def categorical_frame(frame, formula):
             continue
         categories = _categories(rhs, name, values)
         if categories is not None:
-            converted[name] = pd.Categorical(frame[name].to_numpy(dtype=object), categories=categories)
+            converted[name] = pd.Categorical(frame[name], categories=categories)
     if not converted:
         return frame
     out = frame.copy(deep=False)
