@@ -60,10 +60,3 @@ def fit_design(design, reml=True, nagq=1, maxiter=100, tol=1e-6, cov_type="hessi
     return fit_mixed(**engine_arguments(design), reml=reml, nagq=nagq, maxiter=maxiter, tol=tol, cov_type=cov_type,
                      callback=callback)
 
-
-def fit_multi(design, reml=True, nagq=1, maxiter=100, tol=1e-6, callback=None):
-    """Transitional (the multi-term bootstrap and results still call it): `fit_design` under the old record's
-    field shapes (`engine._record.LegacyFit`)."""
-    from .engine._record import LegacyFit
-
-    return LegacyFit(fit_design(design, reml=reml, nagq=nagq, maxiter=maxiter, tol=tol, callback=callback))

@@ -94,53 +94,55 @@ def _blocks(correlated, q):
 
 
 def term_views(res):
-    """The fit's terms as a list of `TermView` (the user's order) -- built from the fit record only here."""
+    """The fit's terms as a list of `TermView` (the user's order) -- built from the fit record
+    (`engine._record.MixedFit`) only here."""
     fit, design = res._fit, res.model.design
-    mixed = getattr(fit, "mixed", None)
-    if mixed is not None:  # several terms: the engine's per-term lists (engine._mixed.MixedFit)
+    if per_term(res):  # several terms: the record's per-term lists are the user's terms
         terms = design.terms
         out = []
         for k, (key, structure_term) in enumerate(zip(keys_of(terms.names), terms.structure.terms)):
             z = tuple(terms.z_names[k])
             q, levels = len(z), np.asarray(terms.levels[k])
             out.append(TermView(key=key, group=terms.names[k], z_names=z, levels=levels,
-                                cov=np.atleast_2d(np.asarray(mixed.cov_re[k], float)),
-                                modes=np.asarray(mixed.modes[k], float).reshape(len(levels), q),
-                                mode_sd=np.asarray(mixed.mode_sd[k], float).reshape(len(levels), q),
+                                cov=np.atleast_2d(np.asarray(fit.cov_re[k], float)),
+                                modes=np.asarray(fit.modes[k], float).reshape(len(levels), q),
+                                mode_sd=np.asarray(fit.mode_sd[k], float).reshape(len(levels), q),
                                 blocks=_blocks(structure_term.correlated and q > 1, q),
-                                singular=bool(mixed.singular[k])))
+                                singular=bool(fit.singular[k])))
         return out
+    # one factor: the record's terms are blocks of the factor's z columns, shown as one term
     levels = np.asarray(res.model.group_labels)
-    if isinstance(getattr(fit, "modes", None), list):  # the engine's per-term lists (MixedFit) for one factor
-        return [_one_factor_from_lists(res, fit, levels)]
-    cov_re = getattr(fit, "cov_re", None)
-    if cov_re is not None:  # one factor, a vector of random effects per group
-        names = tuple(fit.re_names)
-        q = len(names)
-        blocks = tuple(tuple(int(j) for j in b) for b in (design.re_blocks or [list(range(q))]))
-        return [TermView(key=res.model.group_name, group=res.model.group_name, z_names=names, levels=levels,
-                         cov=np.asarray(cov_re, float), modes=np.asarray(fit.blups, float).reshape(-1, q),
-                         mode_sd=np.asarray(fit.blup_sd, float).reshape(-1, q), blocks=blocks,
-                         singular=bool(fit.singular))]
-    return [TermView(key=res.model.group_name, group=res.model.group_name, z_names=("Intercept",), levels=levels,
-                     cov=np.array([[float(fit.var_re)]]), modes=np.asarray(fit.blups, float).reshape(-1, 1),
-                     mode_sd=np.asarray(fit.blup_sd, float).reshape(-1, 1), blocks=((0,),),
-                     singular=bool(fit.singular))]
+    columns, view_blocks = _one_factor_blocks(design)
+    cov, modes, sd = _assemble(columns, fit.cov_re, len(levels), fit.modes, fit.mode_sd)
+    names = tuple(design.re_names) if design.Z is not None else ("Intercept",)  # no exog_re: a random intercept
+    return [TermView(key=res.model.group_name, group=res.model.group_name, z_names=names, levels=levels, cov=cov,
+                     modes=modes, mode_sd=sd, blocks=tuple(view_blocks), singular=bool(any(fit.singular)))]
 
 
-def record_covariances(fit):
-    """Per term the q x q covariance of any fit record (a refit's: bootstrap replicates)."""
-    mixed = getattr(fit, "mixed", None)
-    if mixed is not None:
-        return [np.atleast_2d(np.asarray(c, float)) for c in mixed.cov_re]
-    cov_re = getattr(fit, "cov_re", None)
-    return [np.asarray(cov_re, float) if cov_re is not None else np.array([[float(fit.var_re)]])]
+def _assemble(columns, covs, n_levels=0, modes=(), sds=()):
+    """One factor's (q, q) covariance and (L, q) modes / SDs from its record terms (term j: z columns
+    ``columns[j]``): the covariance block diagonal, modes and SDs side by side."""
+    q = sum(len(c) for c in columns)
+    cov, m_out, s_out = np.zeros((q, q)), np.zeros((n_levels, q)), np.zeros((n_levels, q))
+    for j, cols in enumerate(columns):
+        cov[np.ix_(cols, cols)] = np.atleast_2d(np.asarray(covs[j], float))
+        if n_levels:
+            m_out[:, cols] = np.asarray(modes[j], float).reshape(n_levels, len(cols))
+            s_out[:, cols] = np.asarray(sds[j], float).reshape(n_levels, len(cols))
+    return cov, m_out, s_out
+
+
+def record_covariances(fit, design):
+    """Per term the q x q covariance of a fit record of `design` (a refit's: bootstrap replicates)."""
+    if getattr(design, "terms", None) is not None:
+        return [np.atleast_2d(np.asarray(c, float)) for c in fit.cov_re]
+    return [_assemble(_one_factor_blocks(design)[0], fit.cov_re)[0]]
 
 
 def _one_factor_blocks(design):
-    """The engine's terms of a one-factor design as column lists (`engine._fit_vector.one_term_structure`'s
-    rule: one term per independent block, a model of singleton blocks one diagonal term)."""
-    if design.Z is None:
+    """The record's terms of a one-factor design as column lists (`_multiterm.one_term_structure`'s rule:
+    one term per independent block, a model of singleton blocks one diagonal term), and the view's blocks."""
+    if design.Z is None:  # no exog_re: a random intercept
         return [[0]], [(0,)]
     q = design.Z.shape[1]
     blocks = [list(map(int, b)) for b in (design.re_blocks or [list(range(q))])]
@@ -150,43 +152,26 @@ def _one_factor_blocks(design):
     return blocks, view_blocks
 
 
-def _one_factor_from_lists(res, fit, levels):
-    """One TermView of a one-factor model from the engine's per-term lists (each engine term a block of its
-    z columns): the covariance block diagonal, modes and SDs side by side."""
-    design = res.model.design
-    engine_terms, view_blocks = _one_factor_blocks(design)
-    q = sum(len(c) for c in engine_terms)
-    names = tuple(design.re_names) if design.Z is not None else ("Intercept",)
-    cov, modes, sd = np.zeros((q, q)), np.zeros((len(levels), q)), np.zeros((len(levels), q))
-    for cols, c, m, s in zip(engine_terms, fit.cov_re, fit.modes, fit.mode_sd):
-        cov[np.ix_(cols, cols)] = np.atleast_2d(np.asarray(c, float))
-        modes[:, cols] = np.asarray(m, float).reshape(len(levels), len(cols))
-        sd[:, cols] = np.asarray(s, float).reshape(len(levels), len(cols))
-    singular = fit.singular
-    return TermView(key=res.model.group_name, group=res.model.group_name, z_names=names, levels=levels, cov=cov,
-                    modes=modes, mode_sd=sd, blocks=tuple(view_blocks),
-                    singular=bool(any(singular) if isinstance(singular, (list, tuple)) else singular))
-
-
 def conditional_covariances(res):
     """Per term: (L, q, q) conditional covariances Var(b_kj | y) of the modes (lme4's condVar blocks).
 
-    The record's own where it keeps them (one factor: ``blup_cov``, or the SDs squared for one column).
-    Otherwise (the engine's per-term record): the diagonal blocks of H^-1 = (Lambda'Z'WZ Lambda + I)^-1 at
-    the estimates, Lambda (H^-1)_jj Lambda' (times sigma^2 for the Gaussian identity model), computed here
-    on request; a one-factor model's blocks side by side."""
-    fit = res._fit
-    record = getattr(fit, "mixed", None)
-    if record is None and isinstance(getattr(fit, "modes", None), list):
-        record = fit
-    if record is None:
-        blup_cov = getattr(fit, "blup_cov", None)
-        if blup_cov is not None:
-            return [np.asarray(blup_cov, float)]
-        sd = np.asarray(fit.blup_sd, float).reshape(-1)
-        return [(sd * sd)[:, None, None]]
-    structure, columns = engine_structure(res)
-    per_engine_term = _engine_conditional_covariances(res, record, structure)
+    The record's own where it keeps them (``mode_cov`` of a one-factor fit, or the SDs squared where every
+    term has one column).  Otherwise: the diagonal blocks of H^-1 = (Lambda'Z'WZ Lambda + I)^-1 at the
+    estimates, Lambda (H^-1)_jj Lambda' (times sigma^2 for the Gaussian identity model), computed here on
+    request; a one-factor model's blocks side by side."""
+    fit, design = res._fit, res.model.design
+    if per_term(res):
+        columns = [(k, list(range(t.q))) for k, t in enumerate(res._terms)]
+    else:
+        columns = [(0, cols) for cols in _one_factor_blocks(design)[0]]
+    mode_cov = getattr(fit, "mode_cov", None)
+    if mode_cov is not None and all(c is not None for c in mode_cov):
+        per_engine_term = [np.asarray(c, float) for c in mode_cov]
+    elif all(len(cols) == 1 for _, cols in columns):
+        per_engine_term = [(np.asarray(s, float).reshape(-1) ** 2)[:, None, None] for s in fit.mode_sd]
+    else:
+        structure, columns = engine_structure(res)
+        per_engine_term = _engine_conditional_covariances(res, fit, structure)
     out = [np.zeros((t.n_levels, t.q, t.q)) for t in res._terms]
     for (k, cols), c in zip(columns, per_engine_term):
         out[k][:, np.asarray(cols)[:, None], np.asarray(cols)[None, :]] = c

@@ -14,7 +14,7 @@ from .formula._levels import categorical_frame
 from .engine._differences import central_gradient, second_differences
 from .engine._memory import fast_allocation
 from .engine._mixed import fit_mixed
-from .engine._record import LegacyFit
+from ._likelihood import negative_loglike, one_random_intercept, vector_names
 from ._multiterm import engine_arguments
 from ._progress import Progress
 from ._validation import check_family, check_fit_options, check_vector
@@ -368,13 +368,14 @@ class GLMM(sm_base.LikelihoodModel):
         if not fit.converged and not fit.separated_rows:
             warnings.warn(f"the optimiser did not converge ({fit.opt.message}). {CONVERGENCE_ADVICE}",
                           ConvergenceWarning, stacklevel=2)
-        # the results layer reads the old records' field shapes until it reads the per-term parts
-        return GLMMResultsWrapper(GLMMResults(self, LegacyFit(fit), cov_type=cov_type))
+        return GLMMResultsWrapper(GLMMResults(self, fit, cov_type=cov_type))
 
     # ------------------------------------------------------------------ likelihood
     @property
     def param_names(self):
         """Names of the vector `loglike`, `score`, `hessian` and `information` take."""
+        if not one_random_intercept(self.design):
+            return vector_names(self)
         names = self.exog_names + [f"{self.group_name} SD"]
         if not self.dist.has_dispersion:
             return names
@@ -391,8 +392,14 @@ class GLMM(sm_base.LikelihoodModel):
         the fit's ``nagq`` (1 before a fit).  ``loglike(beta, var_re, scale)`` gives the same with
         the variance given directly; ``reml=True`` returns the REML log-likelihood at ``var_re`` and
         ``scale`` (beta at its GLS value).
+
+        Other models (slopes, several terms): ``loglike(vector)``, the layout of ``res.params_vector``.
         """
-        self._random_intercept_only()
+        if not one_random_intercept(self.design):
+            if var_re is not None or reml or nagq not in (None, 1):
+                raise ValueError("loglike(beta, var_re, scale), reml and nagq are for one random intercept; this "
+                                 "model takes loglike(vector) (param_names): the ML or Laplace log-likelihood")
+            return -float(negative_loglike(self)(self._vector(params)))
         params = np.asarray(params, float)
         if var_re is None:
             beta, var_re, scale = self._split(params)
@@ -419,8 +426,8 @@ class GLMM(sm_base.LikelihoodModel):
     def score(self, params):
         """Gradient of `loglike` over the parameter vector (analytic for Laplace/AGQ, else differences)."""
         params = self._vector(params)
-        if self.design.gaussian_identity:
-            return central_gradient(self.loglike, params, 1e-6 * np.maximum(1.0, np.abs(params)))
+        if self.design.gaussian_identity or not one_random_intercept(self.design):
+            return central_gradient(self._loglike_function(), params, 1e-6 * np.maximum(1.0, np.abs(params)))
         beta, var_re, scale = self._split(params)
         theta = self._engine_theta(beta, var_re, scale)
         _, grad = self._engine_objective(self._fit_options.get("nagq", 1))(theta)
@@ -432,25 +439,26 @@ class GLMM(sm_base.LikelihoodModel):
         return out
 
     def hessian(self, params):
-        """Hessian of `loglike` over the parameter vector: differences of `score` (``_optimize.fd_hessian``)."""
+        """Hessian of `loglike` over the parameter vector: differences of `score` or of `loglike`."""
         from .engine._optimize import fd_hessian
 
         params = self._vector(params)
-        if self.design.gaussian_identity:
-            return second_differences(self.loglike, params, 1e-4 * np.maximum(1.0, np.abs(params)))
+        if self.design.gaussian_identity or not one_random_intercept(self.design):
+            return second_differences(self._loglike_function(), params, 1e-4 * np.maximum(1.0, np.abs(params)))
         return fd_hessian(lambda x: (np.nan, self.score(x)), params)
 
     def information(self, params):
         """Observed information, ``-hessian(params)``."""
         return -self.hessian(params)
 
-    def _random_intercept_only(self):
-        if self.design.Z is not None:
-            raise ValueError("loglike/score/hessian take the random-intercept parameter vector; for a model with "
-                             "random slopes the fitted log-likelihood is res.llf")
+    def _loglike_function(self):
+        """`loglike` on the vector; one evaluator for all the differences of a model other than one intercept."""
+        if one_random_intercept(self.design):
+            return self.loglike
+        minus = negative_loglike(self)
+        return lambda x: -minus(x)
 
     def _vector(self, params):
-        self._random_intercept_only()
         params = np.asarray(params, float).reshape(-1)
         expected = len(self.param_names)
         if params.size != expected:

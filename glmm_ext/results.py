@@ -48,7 +48,7 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         self.n_groups = model.n_groups
         self.n_dropped = model.design.n_dropped
         self.converged = bool(fit.converged)
-        self.singular = bool(fit.singular)
+        self.singular = bool(any(fit.singular))
         self.optsummary = fit.opt
         first = self._terms[0]
         self.var_re = float(first.cov[0, 0])

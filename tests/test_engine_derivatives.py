@@ -93,9 +93,10 @@ def test_cloglog_bernoulli_kernel_is_exact_in_the_tails():
 
 
 def test_laplace_gradient_matches_finite_differences():
-    from glmm_ext.engine._one_factor import z_scale
-    from glmm_ext.engine._laplace_vector import VectorData, VectorLaplace
-    from glmm_ext.engine._lmm_blocks import LambdaPattern
+    """The live Laplace gradient (`engine._mixed_glmm.MixedGLMM.value_and_grad`) of one factor with a
+    correlated block (1 + x) and an independent slope, Gamma log, against central differences."""
+    from glmm_ext.engine._mixed_glmm import MixedGLMM
+    from glmm_ext.engine._structure import ReStructure, ReTerm
 
     rng = np.random.default_rng(3)
     n, G = 240, 20
@@ -103,14 +104,16 @@ def test_laplace_gradient_matches_finite_differences():
     Z = np.column_stack([np.ones(n), x, rng.uniform(size=n)])
     y = rng.gamma(2.0, np.exp(0.3 + 0.2 * x + rng.normal(scale=0.5, size=G).repeat(n // G)) / 2.0)
     dist = Distribution(sm.families.Gamma(sm.families.links.Log()))
-    counts = np.full(G, n // G)
-    data = VectorData(y=y, X=np.column_stack([np.ones(n), x]), Z=Z / z_scale(Z), offset=np.zeros(n),
-                      m=np.ones(n), const=dist.log_constant(y, np.ones(n)),
-                      starts=np.arange(G) * (n // G), counts=counts)
-    objective = VectorLaplace(dist, data, LambdaPattern(3, [[0, 1], [2]]))
-    theta = np.array([0.2, 0.1, 0.6, 0.2, -0.3, 0.25, np.log(0.5)])
-    _, grad = objective(theta)
-    numeric = [(objective(theta + e)[0] - objective(theta - e)[0]) / 2e-6 for e in np.eye(len(theta)) * 1e-6]
+    codes = np.repeat(np.arange(G), n // G).astype(np.int64)
+    structure = ReStructure((ReTerm("g", codes, G, Z[:, :2].copy(), ("Intercept", "x"), True),
+                             ReTerm("g", codes, G, Z[:, 2:].copy(), ("u",), False)))
+    m = np.ones(n)
+    objective = MixedGLMM(structure, dist, y, np.column_stack([np.ones(n), x]), np.zeros(n), m,
+                          dist.log_constant(y, m))
+    theta = np.array([0.2, 0.1, 0.6, 0.2, 0.3, 0.25, np.log(0.5)])  # beta, the (1 + x) block's Cholesky, u, log phi
+    value, grad = objective.value_and_grad(theta)
+    assert np.isfinite(value)
+    numeric = [(objective(theta + e) - objective(theta - e)) / 2e-6 for e in np.eye(len(theta)) * 1e-6]
     assert np.allclose(grad, numeric, atol=1e-4)
 
 

@@ -66,7 +66,7 @@ def test_record_has_per_term_parts_and_one_factor_views():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = glmm_ext.GLMM.from_formula("y ~ x + (1 + x | g)", df).fit()
-    record = res._fit.record
+    record = res._fit
     G = df.g.nunique()
     assert [m.shape for m in record.modes] == [(G, 2)]
     assert record.mode_cov[0].shape == (G, 2, 2)
@@ -86,7 +86,7 @@ def test_several_factors_run_on_the_general_engine_with_per_term_parts():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = glmm_ext.GLMM.from_formula("y ~ x + (1 | g) + (1 | h)", df).fit()
-    record = res._fit.record
+    record = res._fit
     assert res.is_multi and not record.one_factor
     assert record.groups == ["g", "h"] and [m.shape for m in record.modes] == [(30, 1), (5, 1)]
     assert record.blups.size == 0  # no one-factor view of several factors

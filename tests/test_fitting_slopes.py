@@ -297,7 +297,7 @@ def test_array_interface_with_exog_re():
     assert list(res.cov_re.columns) == ["Intercept", "Days"]
     with pytest.raises(ValueError, match="exog_re has 3 rows"):
         GLMM(data["Reaction"], X, data["Subject"], exog_re=X[:3])
-    with pytest.raises(ValueError, match="res.llf"):
+    with pytest.raises(ValueError, match="one random intercept"):  # slopes: loglike(vector) only
         res.model.loglike(res.params, var_re=1.0, scale=1.0)
 
 
@@ -333,8 +333,11 @@ def test_summary_fits_100_columns_and_statsmodels_names():
     assert np.allclose(pv.iloc[2:5], [np.sqrt(c[0, 0]), np.sqrt(c[1, 1]), c[0, 1] / np.sqrt(c[0, 0] * c[1, 1])])
     assert pv.iloc[5] == pytest.approx(np.log(res.scale))
     assert res.cov_params_vector.shape == (4, 4)
-    with pytest.raises(ValueError, match="random slopes"):  # the model's loglike takes a random intercept's
-        res.model.loglike(pv)
+    assert res.model.param_names == list(pv.index)  # the model's loglike takes this vector: the ML value
+    ml = GLMM.from_formula("Reaction ~ Days + (Days | Subject)", pd.read_csv(os.path.join(HERE, "sleepstudy.csv")))
+    ml_res = ml.fit(reml=False)
+    assert ml.loglike(ml_res.params_vector) == pytest.approx(ml_res.llf, abs=1e-8)
+    assert res.model.loglike(pv) < ml_res.llf  # the REML estimates are not the ML optimum
 
 
 def test_pickle_round_trip_keeps_new_data_predictions():

@@ -363,3 +363,34 @@ def test_bayes_call_rejects_other_variance_structures():
     assert [t.group for t in crossed.design.terms.terms] == ["g", "x2"]  # BayesMixedGLM's crossed call
     with pytest.raises(ValueError, match="random intercept"):
         glmm_ext.BinomialMixedGLM.from_formula("y ~ x1", {"g": "0 + C(g)", "h": "0 + x1"}, df)
+
+
+@pytest.mark.parametrize("formula,family,reml", [
+    ("Reaction ~ Days + (Days | Subject)", None, False),
+    ("Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)", None, False),
+    ("y ~ x + (x | a) + (1 | b)", None, False),
+    ("count ~ x + (1 | a) + (1 | b)", "poisson", None),
+    ("count ~ x + (x || a)", "poisson", None)])
+def test_loglike_score_hessian_for_every_structure(formula, family, reml):
+    """model.loglike takes res.params_vector's layout for slopes and several terms too: its value at the
+    estimates is the fit's llf (ML, Laplace), the score vanishes there and the information is positive definite;
+    a different point gives a lower value."""
+    from test_fitting_multiterm import crossed
+
+    data = pd.read_csv(os.path.join(os.path.dirname(__file__), "data", "sleepstudy.csv")) \
+        if formula.startswith("Reaction") else crossed(n=200, slope=True)
+    model = glmm_ext.GLMM.from_formula(formula, data, **({"family": sm.families.Poisson()} if family else {}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = model.fit(**({} if reml is None else {"reml": reml}))
+    v = res.params_vector
+    assert model.param_names == list(v.index)
+    assert model.loglike(v.to_numpy()) == pytest.approx(res.llf, abs=1e-8)
+    assert model.loglike(v.to_numpy() * 1.05) < res.llf
+    score = model.score(v.to_numpy())
+    assert np.max(np.abs(score)) < 1e-3 * max(1.0, abs(res.llf))
+    assert np.all(np.linalg.eigvalsh(model.information(v.to_numpy())) > 0)
+    with pytest.raises(ValueError, match="entries"):
+        model.loglike(v.to_numpy()[:-1])
+    with pytest.raises(ValueError, match="one random intercept"):
+        model.loglike(res.params, var_re=1.0, scale=1.0)

@@ -93,7 +93,7 @@ def _dense_wald(res, reml):
     design = res.model.design
     terms = design.terms.structure.terms
     y, X = design.y, design.X
-    sds = [np.sqrt(float(np.atleast_2d(c)[0, 0])) for c in res._fit.mixed.cov_re]
+    sds = [np.sqrt(float(np.atleast_2d(c)[0, 0])) for c in res._fit.cov_re]
     omega = np.log(np.array(sds + [np.sqrt(res.scale)]))
     beta = np.asarray(res.params, float)
     p = len(beta)
@@ -240,7 +240,7 @@ def test_random_effects_cov_by_term_and_level_equals_dense_conditional_covarianc
         res = glmm_ext.GLMM.from_formula("y ~ x + (x|g) + (1|h)", df).fit()
     terms = res.model.design.terms.structure.terms
     Z = np.hstack([md.full_z(t) for t in terms])
-    covs = [np.atleast_2d(c) for c in res._fit.mixed.cov_re]
+    covs = [np.atleast_2d(c) for c in res._fit.cov_re]
     S = np.zeros((Z.shape[1], Z.shape[1]))
     o = 0
     for t, c in zip(terms, covs):
@@ -309,7 +309,7 @@ def test_wald_intervals_of_a_binomial_fit_match_the_dense_laplace_hessian():
     design = res.model.design
     terms = design.terms.structure.terms
     beta = np.asarray(res.params, float)
-    sds = np.array([np.sqrt(float(np.atleast_2d(c)[0, 0])) for c in res._fit.mixed.cov_re])
+    sds = np.array([np.sqrt(float(np.atleast_2d(c)[0, 0])) for c in res._fit.cov_re])
     p = len(beta)
 
     def negll(v):

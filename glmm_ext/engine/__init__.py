@@ -10,11 +10,3 @@ Underneath: per-row kernels (``_kernels``, ``_families``), per-group segment sum
 random-intercept marginal likelihood (``_laplace``, ``_gausshermite``), PIRLS (``_pirls``), the outer
 search (``_optimize``, ``_profile``) and its record (``_optsummary``).
 """
-import sys
-
-from . import _legacy, _lmm_blocks
-
-# transitional: the old module names inference/ still imports (the modules were renamed or folded)
-sys.modules[__name__ + "._fitting"] = _legacy
-sys.modules[__name__ + "._fit_vector"] = _legacy
-sys.modules[__name__ + "._lmm_vector"] = _lmm_blocks

@@ -1,10 +1,9 @@
 """The one fit record of every model (`MixedFit`): per-term parts, in data units and the user's term order.
 
-A one-term model is the one-term case of the record (its lists have one entry per term of the grouping
-factor).  The read-only properties at the end give the old records' single-factor fields (``var_re``,
-``blups``, ...); `LegacyFit` shows the record under the old field shapes where they collide with the
-per-term ones (``cov_re`` (q, q), ``singular`` bool, ``mixed``), for the results layer until it reads the
-per-term parts itself.
+A one-factor model is the one-factor case of the record (its lists have one entry per term of the
+grouping factor: one per independent block of its z columns).  Results read the per-term lists
+(`glmm_ext._term_view`); the read-only properties at the end give a one-factor fit's single-factor
+arrays (``var_re``, ``blups``, ...) to the engine's own callers (``scale.fit_many``, the Dask layer).
 """
 from dataclasses import dataclass, field
 
@@ -90,55 +89,9 @@ class MixedFit:
         return out
 
     @property
-    def cov_re_factor(self):
-        """One grouping factor: its (q, q) covariance (block diagonal over terms)."""
-        if not self.one_factor:
-            return None
-        out, o = np.zeros((self.q_total, self.q_total)), 0
-        for c in self.cov_re:
-            c = np.atleast_2d(c)
-            out[o:o + len(c), o:o + len(c)] = c
-            o += len(c)
-        return out
-
-    @property
-    def re_names(self) -> list:
-        return [name for names in (self.z_names or []) for name in names]
-
-    @property
     def mixed(self):
+        """The record itself (what `scale._many_multi` reads as ``res._fit.mixed``)."""
         return self
-
-
-class LegacyFit:
-    """A `MixedFit` under the old records' field shapes (``FitOutput`` / ``VectorFitOutput`` /
-    ``MultiFitOutput``): ``cov_re`` the (q, q) covariance of a random-slope model (None otherwise),
-    ``singular`` one flag, ``mixed`` the record for several terms (None otherwise).  Every other attribute
-    is the record's.  Transitional: what the results layer reads until it reads the per-term parts."""
-
-    def __init__(self, record):
-        self.__dict__["record"] = record
-
-    def __getattr__(self, name):
-        if name.startswith("__") or name == "record":
-            raise AttributeError(name)
-        return getattr(self.__dict__["record"], name)
-
-    def __setattr__(self, name, value):
-        setattr(self.record, name, value)
-
-    @property
-    def cov_re(self):
-        rec = self.record
-        return rec.cov_re_factor if rec.one_factor and rec.vector else None
-
-    @property
-    def singular(self):
-        return bool(any(self.record.singular))
-
-    @property
-    def mixed(self):
-        return None if self.record.one_factor else self.record
 
 
 def one_factor_record(*, beta, cov_beta, cov_re, scale, llf, modes, mode_sd, converged, singular, method, opt,

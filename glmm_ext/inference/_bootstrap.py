@@ -43,7 +43,7 @@ def _estimates(design, fit, terms):
     elif dist.has_dispersion:
         tail = [fit.scale]
     with np.errstate(all="ignore"):
-        values = _intervals_terms.covariance_estimates(terms, record_covariances(fit))
+        values = _intervals_terms.covariance_estimates(terms, record_covariances(fit, design))
     return np.concatenate([fit.beta, values, tail])
 
 
@@ -119,9 +119,7 @@ def has_no_mle(design, y):
 def refit(design, options, y, start=None, terms=None):
     """Estimates after refitting `design` with response y; NaN (a failed replicate, as bootMer's) when the
     package's own fit would refuse y (see `has_no_mle`), raises a ValueError, or does not converge."""
-    from .._multiterm import fit_multi
-    from ..engine._fit_vector import fit_vector
-    from ..engine._fitting import fit_likelihood, fit_profile
+    from .._multiterm import fit_design
 
     new = dataclasses.replace(design, y=y)
     if terms is None:
@@ -131,21 +129,14 @@ def refit(design, options, y, start=None, terms=None):
             warnings.simplefilter("ignore")
             if has_no_mle(design, y):
                 return _failed(design, terms)
-            if getattr(new, "terms", None) is not None:  # several terms: the multi-term driver
-                fit = fit_multi(new, reml=options.get("reml", True), nagq=options.get("nagq", 1),
-                                maxiter=options["maxiter"], tol=options["tol"])
-            elif new.Z is not None:
-                fit = fit_vector(new, reml=options.get("reml", True), nagq=1, maxiter=options["maxiter"],
-                                 tol=options["tol"], cov_type="pirls")
-            elif new.gaussian_identity:
-                fit = fit_profile(new, reml=options.get("reml", True), maxiter=options["maxiter"], tol=options["tol"])
-            else:
-                if start is not None and options["nagq"] != 0:
-                    quick = _quick_fit(new, options, start)
-                    if quick is not None:
-                        return quick
-                fit = fit_likelihood(new, nagq=options["nagq"], maxiter=options["maxiter"], tol=options["tol"],
-                                     cov_type="pirls")
+            if start is not None and options["nagq"] != 0:  # a random intercept, not Gaussian identity
+                quick = _quick_fit(new, options, start)
+                if quick is not None:
+                    return quick
+            # Cov(beta) is not reported: the cheaper PIRLS one where the fit offers it (one factor)
+            fit = fit_design(new, reml=options.get("reml", True), nagq=options["nagq"], maxiter=options["maxiter"],
+                             tol=options["tol"], cov_type="hessian" if getattr(new, "terms", None) is not None
+                             else "pirls")
         if not fit.converged:
             return _failed(design, terms)
         return _estimates(design, fit, terms)

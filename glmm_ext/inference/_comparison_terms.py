@@ -12,7 +12,7 @@ def test_random_effect(res, term):
 
     from scipy import stats
 
-    from .._multiterm import fit_multi
+    from .._multiterm import fit_design
     from ._comparison import RandomEffectTest, boundary_pvalue
 
     keys = [t.key for t in res._terms]
@@ -30,7 +30,7 @@ def test_random_effect(res, term):
     options = res.fit_options
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        null = fit_multi(reduced, reml=options.get("reml", True), nagq=options.get("nagq", 1),
+        null = fit_design(reduced, reml=options.get("reml", True), nagq=options.get("nagq", 1),
                          maxiter=options.get("maxiter", 100), tol=options.get("tol", 1e-6))
     removed = terms.structure.terms[k]
     q = removed.Z.shape[1]

@@ -3,9 +3,9 @@
 (``use_re="new"``, or False).  Each level has its matching predictor: the conditional mean (with the
 BLUPs) for conditional draws, the population-level mean g^{-1}(X beta + offset) for new group effects.
 
-With random slopes each group has a vector b_g of q effects: "conditional" keeps the BLUP vectors,
-"new" draws b_g ~ N(0, Sigma) as L e_g (Sigma = L L', e_g standard normal; a singular Sigma through
-its eigen-decomposition), and eta_i = x_i' beta + offset_i + z_i' b_{g(i)}.
+Each term k (one for a one-factor model) has a vector b_kj of q_k effects per level: "conditional" keeps
+the BLUP vectors, "new" draws b_kj ~ N(0, Sigma_k) as L_k e (Sigma_k = L_k L_k', e standard normal; a
+singular Sigma_k through its eigen-decomposition), and eta_i = x_i' beta + offset_i + sum_k z_ik' b_k,j(i).
 
 The draw is y | eta ~ family(mu = g^{-1}(eta), phi) with eta = X beta + offset + u_group:
 Gaussian N(mu, phi / v) (v the var_weights); Binomial successes ~ Bin(m, mu) (m the trials),
@@ -24,37 +24,34 @@ USE_RE = ("conditional", "new")
 
 @dataclass
 class Simulator:
-    """What a draw needs, as plain arrays (picklable for worker processes)."""
+    """What a draw needs, as plain arrays (picklable for worker processes): per random-effect term (one for a
+    one-factor model) its codes, z columns (n, q), modes (L, q) and covariance factor L_k (L_k L_k' = Sigma_k);
+    "new" draws every level of every term afresh, b = L_k e with e standard normal."""
 
     family: str
     link_inverse: object
     eta_fixed: np.ndarray  # X beta + offset, data row order
-    codes: np.ndarray
-    blups: np.ndarray  # (G,) random intercepts, or (G, q) effect vectors with random slopes
-    sigma: float  # sigma_u (random intercept); with random slopes sqrt of Sigma's first diagonal entry
     phi: float
     trials: np.ndarray
     var_weights: np.ndarray  # the dispersion of row i is phi / v_i (Gaussian, Gamma)
-    Z: np.ndarray = None  # (n, q) random-effects design (random slopes only), data row order
-    cov_factor: np.ndarray = None  # L with L L' = Sigma (random slopes only)
+    terms: list  # per term (codes (n,), Z (n, q), modes (L, q), covariance factor (q, q))
 
     def group_effects(self, rng, use_re="new"):
-        """The group effects used by one draw: the BLUPs, or new ones from N(0, sigma_u^2) / N(0, Sigma)."""
+        """Per term the effects used by one draw: the modes, or new ones from N(0, Sigma_k)."""
         if check_use_re(use_re) == "conditional":
-            return self.blups
-        if self.Z is None:
-            return rng.normal(0.0, self.sigma, size=len(self.blups))
-        return rng.standard_normal(self.blups.shape) @ self.cov_factor.T
+            return [modes for _, _, modes, _ in self.terms]
+        return [rng.standard_normal(modes.shape) @ factor.T for _, _, modes, factor in self.terms]
 
     def linear_predictor(self, effects):
-        """eta = X beta + offset + u_g(i), or + z_i' b_g(i) with random slopes."""
-        if self.Z is None:
-            return self.eta_fixed + effects[self.codes]
-        return self.eta_fixed + np.einsum("nq,nq->n", self.Z, effects[self.codes])
+        """eta = X beta + offset + sum over terms of z_ik' b_k,level(i)."""
+        eta = np.array(self.eta_fixed, dtype=float)
+        for (codes, Z, _, _), b in zip(self.terms, effects):
+            eta += np.einsum("nq,nq->n", Z, b[codes])
+        return eta
 
     def conditional_mean(self):
         """mu at the BLUPs (the fitted values)."""
-        return self.link_inverse(self.linear_predictor(self.blups))
+        return self.link_inverse(self.linear_predictor(self.group_effects(None, "conditional")))
 
     def population_mean(self):
         """mu at zero group effects, g^{-1}(X beta + offset): the fixed part only."""
@@ -96,22 +93,17 @@ def covariance_factor(cov):
 
 
 def simulator(res):
-    """The Simulator of a fit (random intercept or random slopes)."""
-    if getattr(res, "is_multi", False):  # several random-effect terms
-        return multi_simulator(res)
+    """The Simulator of a fit (any random-effects structure)."""
     model = res.model
     design = model.design
-    term = res._terms[0]
-    vector = term.z_names != ("Intercept",)  # random slopes: a vector of effects per group
-    cov = term.cov if vector else None
+    terms = []
+    for k, t in enumerate(res._terms):
+        Z, codes = term_rows(res, k)
+        terms.append((np.asarray(codes), np.asarray(Z, float), np.asarray(t.modes, float), covariance_factor(t.cov)))
     return Simulator(family=design.dist.name, link_inverse=design.dist.link.inverse,
-                     eta_fixed=model.predict(np.asarray(res.params, float), which="linear"),
-                     codes=design.codes, blups=np.asarray(res.blups, float),
-                     sigma=float(np.sqrt(term.cov[0, 0])),
-                     phi=float(res.scale), trials=np.asarray(design.trials, float),
-                     var_weights=np.asarray(design.var_weights, float),
-                     Z=np.asarray(design.Z, float) if vector else None,
-                     cov_factor=covariance_factor(cov) if vector else None)
+                     eta_fixed=model.predict(np.asarray(res.params, float), which="linear"), phi=float(res.scale),
+                     trials=np.asarray(design.trials, float), var_weights=np.asarray(design.var_weights, float),
+                     terms=terms)
 
 
 def check_use_re(use_re):
@@ -169,42 +161,3 @@ def _as_counts(proportions, trials, pair, names, index):
     data = np.stack([successes, m - successes], axis=2).reshape(len(index), -1)
     columns = pd.MultiIndex.from_product([names, pair])
     return pd.DataFrame(data, index=index, columns=columns)
-
-
-
-
-@dataclass
-class MultiSimulator(Simulator):
-    """Simulator of a fit with several random-effect terms: per term (codes, Z, modes, covariance factor);
-    "new" draws every level of every term afresh, N(0, Sigma_k)."""
-
-    terms: list = None
-
-    def group_effects(self, rng, use_re="new"):
-        if use_re == "conditional":
-            return [modes for _, _, modes, _ in self.terms]
-        return [rng.standard_normal(modes.shape) @ factor.T for _, _, modes, factor in self.terms]
-
-    def conditional_mean(self):
-        return self.link_inverse(self.linear_predictor(self.group_effects(None, "conditional")))
-
-    def linear_predictor(self, effects):
-        eta = np.array(self.eta_fixed, dtype=float)
-        for (codes, Z, _, _), b in zip(self.terms, effects):
-            eta += np.einsum("nq,nq->n", Z, b[codes])
-        return eta
-
-
-def multi_simulator(res):
-    """The MultiSimulator of a fit with several random-effect terms."""
-    model = res.model
-    design = model.design
-    terms = []
-    for k, t in enumerate(res._terms):
-        Z, codes = term_rows(res, k)
-        terms.append((codes, Z, t.modes, covariance_factor(t.cov)))
-    return MultiSimulator(family=design.dist.name, link_inverse=design.dist.link.inverse,
-                          eta_fixed=model.predict(np.asarray(res.params, float), which="linear"),
-                          codes=None, blups=None, sigma=float("nan"), phi=float(res.scale),
-                          trials=np.asarray(design.trials, float), var_weights=np.asarray(design.var_weights, float),
-                          terms=terms)

@@ -37,7 +37,7 @@ import pandas as pd
 from ..engine._families import Distribution
 from ..engine._glm import glm_start_from
 from ..engine._one_factor import unscale_response
-from ..engine._record import LegacyFit, one_factor_record
+from ..engine._record import one_factor_record
 from ..engine._glmm import (LAPLACE_GAP, PILOT_ABOVE_GROUPS, SINGULAR_TOL, EngineFit, _initial_hessian,
                             _minimize_laplace, _snap_to_boundary, _start_theta, exact_newton, fixed_effects_cov,
                             flat_mode_message, gap_from_subset, laplace_note)
@@ -439,7 +439,7 @@ class DaskGLMM:
                 fit = self._likelihood_output(objective, theta, hess, opt, cov_type)
             monitor("done", fit.opt.n_iterations, -fit.llf)
         fit.opt.notes = list(fit.opt.notes) + notes
-        if fit.singular:
+        if any(fit.singular):
             warnings.warn(SINGULAR_MESSAGE, _singular_warning(), stacklevel=2)
         for note in fit.notes or []:
             warnings.warn(note, _laplace_warning(), stacklevel=2)
@@ -482,13 +482,13 @@ class DaskGLMM:
                         cov_beta_pirls=cov_pirls, se_note=se_note, separated_rows=separated, notes=notes)
         fit = unscale_response(fit, self._prepare()["response_scale"], dist.link_name, dist.name, self.design.n_obs)
         R = self.design.scaling.matrix
-        return LegacyFit(one_factor_record(
+        return one_factor_record(
             beta=R @ fit.beta, cov_beta=R @ fit.cov_beta @ R.T, cov_re=fit.var_re, scale=fit.scale, llf=fit.llf,
             modes=fit.blups, mode_sd=fit.blup_sd, converged=fit.converged, singular=fit.singular,
             method="Laplace" if opt.nagq == 1 else "AGQ", opt=fit.opt, n_params=p + 1 + int(dist.has_dispersion),
             group=self.design.group_name, z_names=("Intercept",), cov_params=np.sqrt(fit.var_re),
             cov_beta_pirls=R @ fit.cov_beta_pirls @ R.T, se_note=fit.se_note, separated_rows=fit.separated_rows,
-            notes=fit.notes))
+            notes=fit.notes)
 
     def _by_label(self, *per_partition):
         """Per-partition values by group (each partition's label order) -> arrays in sorted label order."""

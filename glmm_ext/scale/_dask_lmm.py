@@ -16,7 +16,7 @@ import numpy as np
 from scipy import linalg
 
 from ..engine._lmm import SINGULAR_TOL, LMMStats, fit_lmm
-from ..engine._record import LegacyFit, one_factor_record
+from ..engine._record import one_factor_record
 from ..engine._optsummary import OptSummary
 from . import _dask_rows as rows_
 
@@ -78,8 +78,8 @@ def fit_profile_dask(model, reml=True, maxiter=100, tol=1e-6, callback=None):
                      final=np.array([fit.theta]), n_iterations=fit.n_evaluations, n_evaluations=fit.n_evaluations,
                      objective=-fit.llf, newton_decrement=np.nan, converged=fit.converged, message=fit.message,
                      seconds=time.perf_counter() - t0)
-    return LegacyFit(one_factor_record(
+    return one_factor_record(
         beta=R @ gamma, cov_beta=(y_scale**2) * R @ fit.cov_beta @ R.T, cov_re=fit.theta**2 * sigma2, scale=sigma2,
         llf=llf, modes=blups * y_scale, mode_sd=blup_sd * y_scale, converged=fit.converged,
         singular=fit.theta < SINGULAR_TOL, method="REML" if reml else "ML", opt=opt, n_params=p + 2,
-        group=design.group_name, z_names=("Intercept",), cov_params=fit.theta))
+        group=design.group_name, z_names=("Intercept",), cov_params=fit.theta)

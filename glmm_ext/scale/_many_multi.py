@@ -34,7 +34,7 @@ class SharedTerms:
 
 def prepare(design, single, reml=True, nagq=1):
     """SharedTerms of a Design with several terms (the engine's cross-products formed once, Gaussian)."""
-    from .._results_multi import keys_of
+    from .._term_view import keys_of
     from ..engine._mixed_lmm import GaussianProfile
 
     structure = design.terms.structure

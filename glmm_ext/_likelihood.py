@@ -1,0 +1,53 @@
+"""`GLMM.loglike` / `score` / `hessian` of a model other than one random intercept (random slopes, several
+terms): the ML (Gaussian identity) or Laplace log-likelihood over the vector ``res.params_vector`` holds --
+beta, per term its SDs and correlations, then log scale / log alpha where the family has one -- evaluated
+by the engine's per-term likelihood (`inference._intervals_terms.TermsDeviance`: the blocked-Cholesky
+Gaussian marginal, or `engine._mixed.loglik_function`'s Laplace value).
+
+The terms' layout comes from the design alone (no fit needed): `design_terms` gives the model's
+`TermView`s with zero estimates.
+"""
+from types import SimpleNamespace
+
+import numpy as np
+
+from ._term_view import _one_factor_blocks, term_views
+
+
+def one_random_intercept(design) -> bool:
+    """True for one random intercept (one grouping factor, no exog_re): the model's closed-form (Gaussian)
+    and random-intercept Laplace / AGQ likelihood with the parameter vector (beta, sigma_u[, log scale])."""
+    return getattr(design, "terms", None) is None and design.Z is None
+
+
+def design_terms(model):
+    """A stand-in results object holding the model's terms (`TermView`s with zero estimates): what the
+    per-term likelihood and the names of its vector read."""
+    design = model.design
+    if design.terms is not None:
+        sizes = [(len(levels), len(z)) for levels, z in zip(design.terms.levels, design.terms.z_names)]
+    else:
+        sizes = [(len(model.group_labels), len(cols)) for cols in _one_factor_blocks(design)[0]]
+    record = SimpleNamespace(cov_re=[np.zeros((q, q)) for _, q in sizes],
+                             modes=[np.zeros((n, q)) for n, q in sizes], mode_sd=[np.zeros((n, q)) for n, q in sizes],
+                             singular=[False] * len(sizes))
+    shell = SimpleNamespace(_fit=record, model=model, group_name=model.group_name)
+    shell._terms = term_views(shell)
+    return shell
+
+
+def vector_names(model) -> list:
+    """Names of the vector: `res.params_vector`'s (beta, "<term> SD <z>", "<term> Cor <a>,<b>", log scale)."""
+    from .inference._intervals_terms import row_names
+
+    names = row_names(design_terms(model))
+    if not model.dist.has_dispersion:
+        return names
+    return names[:-1] + ["log alpha" if model.dist.name == "negativebinomial" else "log scale"]
+
+
+def negative_loglike(model):
+    """psi -> -log-likelihood (ML for Gaussian identity, else Laplace) at psi in `vector_names`' layout."""
+    from .inference._intervals_terms import TermsDeviance
+
+    return TermsDeviance(design_terms(model)).ml
