@@ -67,7 +67,8 @@ def engine_arguments(design):
         check_several_weights(design)
     freq = design.has_freq_weights
     prior = design.var_weights * design.freq_weights if freq or not np.all(design.var_weights == 1.0) else None
-    return dict(y=design.y, X=design.X, structure=design.terms.structure if several else one_term_structure(design),
+    return dict(y=design.y, X=design.X, structure=design.terms.structure if several else design.design_cache(
+                    "one_term_structure", lambda: one_term_structure(design)),
                 dist=design.dist, offset=design.offset, prior_weights=prior,
                 trials=design.trials if design.has_trials else None, prepared=None if several else design)
 

@@ -397,11 +397,13 @@ def check_finite_mle(dist, data):
     (Binomial); the in-memory models refuse it earlier (``_validation.check_finite_mle_response``)."""
     if dist.name not in ("poisson", "negativebinomial", "binomial"):
         return
-    y = data.y[np.asarray(data.m) > 0] if np.ndim(data.m) and np.size(data.m) == np.size(data.y) else data.y
+    y, m = data.y, np.asarray(data.m)
+    if m.ndim and m.size == y.size and not (m.strides == (0,) and m.flat[0] > 0):  # (a compact m > 0: all rows)
+        y = y[m > 0]
     for value, what in ((0.0, "0"), (1.0, "1")):
         if value == 1.0 and dist.name != "binomial":
             continue
-        if y.size and np.all(y == value):
+        if y.size and y.flat[0] == value and np.all(y == value):  # (the first row usually settles it)
             bound = "-inf" if value == 0.0 else "+inf"
             label = "negative binomial" if dist.name == "negativebinomial" else dist.name.capitalize()
             raise ValueError(f"the response is {what} in every row: the {label} likelihood increases "

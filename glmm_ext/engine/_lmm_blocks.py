@@ -96,10 +96,15 @@ def vector_stats(X, y, Z, starts):
     """VectorStats of rows sorted by group."""
     A = np.column_stack([X, y])
     ZtZ, ZtA = cross_products(Z, A, starts)
-    mean, var = A.mean(axis=0), A.var(axis=0)
+    AtA = A.T @ A
+    n = A.shape[0]
+    # the moments from A'A and one column sum (two more passes over A bought nothing): only a flag is read
+    # from them, and where the variance cancels against the squared mean the column counts as constant
+    mean = A.sum(axis=0) / n
+    var = np.diag(AtA) / n - mean * mean
     varying = var > 1e-12 * np.maximum(mean * mean, 1e-300)  # (a constant column, the intercept, does not count)
     precise = bool(np.any(mean[varying] ** 2 > var[varying]))
-    return VectorStats(A.T @ A, ZtZ, ZtA, A.shape[0], X.shape[1], precise)
+    return VectorStats(AtA, ZtZ, ZtA, n, X.shape[1], precise)
 
 
 def batched_cholesky(T):
@@ -351,6 +356,9 @@ def search_lambda(pattern, stats, reml=True, tol=1e-6, maxiter=100):
     bounds = pattern.bounds()
     starts = [pattern.start(s) for s in (0.3, 1.0, 3.0)]
     values = [dev(s) for s in starts]
+    quick = _newton_from_moments(pattern, stats, half, dev, min(values), tol, maxiter)
+    if quick is not None:
+        return _polished(quick, half, pattern, tol, count, "Newton from the moment estimates")
     best = None
     for k in np.argsort(values)[:2]:
         res = optimize.minimize(per_row, starts[k], jac=True, method="SLSQP", bounds=bounds,
@@ -374,6 +382,31 @@ def search_lambda(pattern, stats, reml=True, tol=1e-6, maxiter=100):
                 if other.f < res.f - 1e-9 * (1.0 + abs(res.f)) or (other.converged and not res.converged
                                                                     and other.f <= res.f + tol):
                     res, method = other, "SLSQP + Newton (second start: moment estimates)"
+    return _polished(res, half, pattern, tol, count, method)
+
+
+def _newton_from_moments(pattern, stats, half, dev, best_start, tol, maxiter):
+    """Newton steps from the moment estimates (`moment_start`, usually within a fraction of a log-likelihood
+    unit of the optimum) when they beat the starts c I: the Minimum when it converged to an interior
+    maximum, else None (the full search runs: bounds, several starts, the boundary checks)."""
+    first = moment_start(pattern, stats)
+    if first is None:
+        return None
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = dev(first)
+        if not (np.isfinite(value) and value <= best_start):
+            return None
+        res, _ = _finish(half, first, pattern, tol, maxiter)
+    if not (res.converged and np.isfinite(res.f) and 2.0 * res.f <= value):
+        return None
+    if np.any(np.abs(np.asarray(res.x)[pattern.is_diag]) < SINGULAR_TOL):
+        return None  # a boundary optimum: the bounded search and its second start judge it
+    return res
+
+
+def _polished(res, half, pattern, tol, count, method):
+    """LambdaSearch from the Newton stage's Minimum, after one more Newton step."""
     x, f = np.asarray(res.x, float), float(res.f)
     if res.converged and np.all(np.isfinite(res.hess)):  # one more Newton step: the optimum to rounding, as cheap
         try:                                              # as one evaluation (the search stops within tol of it)

@@ -56,7 +56,16 @@ class StandardizedGaussian:
 
 
 def standardize_gaussian(design):
-    """The Gaussian design centred (when there is an intercept) and scaled; ValueError for a constant response."""
+    """The Gaussian design centred (when there is an intercept) and scaled; ValueError for a constant response.
+
+    Built once per design (design-only arrays, read-only: every fit of the design shares them)."""
+    cache = getattr(design, "design_cache", None)
+    if cache is None:
+        return _standardize_gaussian(design)
+    return cache("standardized_gaussian", lambda: _standardize_gaussian(design))
+
+
+def _standardize_gaussian(design):
     o = design.order
     scaling = design.scaling
     y = design.y - design.offset
@@ -64,7 +73,9 @@ def standardize_gaussian(design):
     y_scale = float(np.std(y - y_center)) if scaling.intercept >= 0 else float(np.sqrt(np.mean(y * y)))
     if not y_scale > 0:
         raise ValueError(f"the response {design.endog_name!r} does not vary; there is nothing to fit")
-    return StandardizedGaussian(scaling.transform(design.X)[o], ((y - y_center) / y_scale)[o], y_center, y_scale)
+    X_s, y_s = scaling.transform(design.X)[o], ((y - y_center) / y_scale)[o]
+    X_s.flags.writeable = y_s.flags.writeable = False
+    return StandardizedGaussian(X_s, y_s, y_center, y_scale)
 
 
 def _predictors(prepared, beta, modes, Z=None):

@@ -283,8 +283,10 @@ def random_design(spec, data):
     keep = np.ones(len(data), dtype=bool)
     z_infos = _check_slope_dimensions(spec, data)
     for term, z_info in zip(spec.terms, z_infos):
+        Zt = _plain_z(term.expr, z_info, data)
         try:
-            (Zt,) = patsy.build_design_matrices([z_info], data, NA_action="drop", return_type="dataframe")
+            if Zt is None:
+                (Zt,) = patsy.build_design_matrices([z_info], data, NA_action="drop", return_type="dataframe")
         except patsy.PatsyError as exc:
             raise ValueError(f"random-effects term {term.text!r}: {exc}") from None
         if Zt.shape[1] == 0:
@@ -311,6 +313,28 @@ def random_design(spec, data):
     return used, RandomDesign(Z=Z, names=names, blocks=blocks, group=spec.group, design_infos=infos, keep=keep,
                               exprs=[t.expr for t in spec.terms], source=used[named].copy(),
                               dropped_index=[] if keep.all() else list(data.index[~keep]))
+
+
+def _plain_z(expr, z_info, data):
+    """The z columns of a plain numeric expression (``1 + x``: `_terms.plain_numeric_names`) from the columns
+    themselves, as patsy builds them (a column of ones for the intercept), when every value is finite; else
+    None (patsy builds it and drops rows with a missing value)."""
+    if _terms.plain_numeric_names(expr, data) is None:
+        return None
+    columns = {}
+    for name in z_info.column_names:
+        if name == "Intercept":
+            columns[name] = np.ones(len(data))
+        elif name in data.columns:
+            values = data[name].to_numpy(dtype=float)
+            if not np.all(np.isfinite(values)):
+                return None
+            columns[name] = values
+        else:
+            return None
+    Zt = pd.DataFrame(columns, index=data.index)
+    Zt.design_info = z_info  # (patsy's data frames carry it; read below)
+    return Zt
 
 
 def _check_slope_dimensions(spec, data):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ._levels import categorical_frame
 from ._safe import check_safe, formula_columns, formula_names, split_formula
 from .._validation import check_vector
 
@@ -402,7 +403,7 @@ def from_formula(formula, data, groups, offset=None, exposure=None, weights=None
                        freq_weights=freq_weights)
     try:
         (endog, exog), missing_mask, spec = handle_formula_data(
-            prepared.frame, None, formula, depth=eval_env_for_statsmodels(env),
+            categorical_frame(prepared.frame, formula), None, formula, depth=eval_env_for_statsmodels(env),
             missing="raise" if missing == "none" else missing)
     except (ValueError, TypeError):
         raise

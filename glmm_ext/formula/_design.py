@@ -178,8 +178,25 @@ class Design(GroupedModel):
     def engine_data(self, scale_response=False):
         """GLMMData on the scaled predictors, rows sorted by group (constant columns stored once).
 
-        With ``scale_response`` the response is y / c (c = `response_scale`), see `engine_data`.
+        With ``scale_response`` the response is y / c (c = `response_scale`), see `engine_data`.  Built once
+        per design and flag (it depends on the design's arrays only, and designs are never mutated: a new
+        response is a new design by `dataclasses.replace`); its arrays are read-only so that no caller can
+        change the cached copy.
         """
+        cache = self.__dict__.setdefault("_engine_data_cache", {})
+        key = bool(scale_response) and self.response_scale != 1.0
+        if key not in cache:
+            cache[key] = _frozen(self._build_engine_data(key))
+        return cache[key]
+
+    def design_cache(self, key, build):
+        """`build()` computed once per design and `key` (design-only arrays the engine derives per fit)."""
+        cache = self.__dict__.setdefault("_derived_cache", {})
+        if key not in cache:
+            cache[key] = build()
+        return cache[key]
+
+    def _build_engine_data(self, scale_response):
         def sort(values):  # rows already sorted by group (often) need no gather
             return values if self.presorted else values[self.order]
 
@@ -247,6 +264,18 @@ class FrequencyCorrection:
         value = np.sum(f * d.loglik(y, eta, v, phi, c) - d.loglik(y, eta, f * v, phi, c))
         slope = np.sum(f * d.dloglik_dlogphi(y, eta, v, phi, c) - d.dloglik_dlogphi(y, eta, f * v, phi, c))
         return float(value), float(slope)
+
+
+def _frozen(data):
+    """`data` with read-only views of its arrays (a cached GLMMData is shared by every fit; the design's
+    own arrays, which a presorted design passes through, stay as they are)."""
+    for name in ("y", "X", "offset", "m", "const", "aux"):
+        value = getattr(data, name)
+        if isinstance(value, np.ndarray) and value.flags.writeable:
+            view = value.view()
+            view.flags.writeable = False
+            setattr(data, name, view)
+    return data
 
 
 def _compact(values):

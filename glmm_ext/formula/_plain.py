@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ._data import SPEC_KEY
+from ._levels import formula_engine_is_patsy as _formula_engine_is_patsy
 
 _PLAIN_TOKEN = re.compile(r"\s*(?:([A-Za-z_][A-Za-z_0-9]*)|([01])(?![0-9A-Za-z_.])|([+-]))")
 #: rows on which the formula engine builds the specification of a plain formula (it does not depend on them)
@@ -31,14 +32,6 @@ def _plain_names(side):
             names.append(match.group(1))
         pos = match.end()
     return names
-
-
-def _formula_engine_is_patsy():
-    try:
-        from statsmodels.formula._manager import FormulaManager
-    except ImportError:  # pragma: no cover - statsmodels 0.14: patsy only
-        return True
-    return FormulaManager().engine == "patsy"
 
 
 def plain_design(formula, frame, eval_env, missing):

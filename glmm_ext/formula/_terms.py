@@ -169,9 +169,27 @@ def quick_q(expr, data):
     return max(q, 1)
 
 
+#: rows on which patsy builds the specification of a plain numeric z expression (it does not depend on them)
+_SPEC_ROWS = 8
+
+
+def plain_numeric_names(expr, data):
+    """The column names of a z expression made only of names, 0, 1, + and - (``1 + x``) when each is a
+    numeric (int or float) column of `data`, else None: its patsy specification depends on the types alone."""
+    from ._plain import _plain_names
+
+    names = _plain_names(expr)
+    if names is None or not all(isinstance(n, str) and n in data.columns and data[n].dtype.kind in "fi"
+                                for n in names):
+        return None
+    return names
+
+
 def _z_info(spec, data):
     """patsy DesignInfo of a term's z expression, from the data's column types (no matrix is built)."""
     env = patsy.EvalEnvironment([{"np": np}])
+    if len(data) > _SPEC_ROWS and plain_numeric_names(spec.expr, data) is not None:
+        data = data.iloc[:_SPEC_ROWS].copy()  # (patsy would read every row for nothing)
     try:
         desc = patsy.ModelDesc.from_formula(spec.expr)
         (info,) = patsy.design_matrix_builders([desc.rhs_termlist], lambda: iter([data]), env, NA_action="drop")

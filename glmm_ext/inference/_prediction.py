@@ -35,6 +35,23 @@ def _per_row(value, frame, index, what):
     return np.asarray(value)
 
 
+def _bool_as_fitted(model, frame):
+    """`frame` with its True/False columns as 0.0/1.0 where the model was fitted on them as numbers (the
+    fitting data's copy holds them so; the formula engine refuses a bool column for a numeric factor).
+    A new frame when anything changes: the caller's data are not modified."""
+    fitted = getattr(getattr(model, "data", None), "frame", None)
+    if fitted is None:
+        return frame
+    numeric = [c for c in frame.columns if c in fitted.columns and pd.api.types.is_bool_dtype(frame[c])
+               and pd.api.types.is_float_dtype(fitted[c])]
+    if not numeric:
+        return frame
+    out = frame.copy()
+    for c in numeric:
+        out[c] = frame[c].astype(float)
+    return out
+
+
 def new_data(results, exog=None, transform=True, groups=None, offset=None, exposure=None):
     """Resolve predict()'s arguments into a NewData (the formula is applied by statsmodels)."""
     model = results.model
@@ -44,6 +61,8 @@ def new_data(results, exog=None, transform=True, groups=None, offset=None, expos
     if isinstance(exog, dict):  # statsmodels' formula predict takes a dict of columns; groups= may name one
         exog = _dict_frame(exog)
     frame = exog if isinstance(exog, pd.DataFrame) else None
+    if frame is not None:
+        exog = _bool_as_fitted(model, frame)
     try:
         X, index = results._transform_predict_exog(exog, transform=transform)
         X = _kept_columns(model, X, transform)
