@@ -18,7 +18,7 @@ import numpy as np
 from scipy import linalg
 
 from ._glm import Rows
-from ._glmm import glm_start
+from ._glmm import FLAT_MODE_NOTE, flat_mode_message, glm_start
 from ._mixed_glmm import MixedGLMM, response_scale, scaling_matrix
 from ._mixed_lmm import fit_gaussian, minimize_bounded
 from ._optsummary import OptSummary
@@ -352,10 +352,25 @@ def _optimise(model, gamma0, scale0, nagq, maxiter, tol):
     model.nagq = 1
     res = minimize_bounded(model, x0, lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2,
                            fg=model.value_and_grad if model.has_beta_gradient else None)
+    if nagq == 1:
+        res = _flat_mode_note(model, res)
     if nagq > 1:
         model.nagq = nagq
         res = minimize_bounded(model, res.x, lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2)
     return {"x": res.x, "res": res, "stage0": res0}
+
+
+def _flat_mode_note(model, res):
+    """`res` with the random-intercept engine's reason (`flat_mode_message`) when the Laplace search stopped
+    unconverged next to a level whose mode is nearly flat (`MixedGLMM.laplace_state` refuses flat ones)."""
+    if res.converged:
+        return res
+    st = model.laplace_state(res.x)
+    if st is None:
+        return res
+    curv = model.level_curvatures(st, model.lams(model.unpack(res.x)[1]), FLAT_MODE_NOTE)
+    message = None if curv is None else flat_mode_message(curv, model.dist)
+    return res if message is None else replace(res, message=message)
 
 
 def _glmm_result(model, fit, A, c, X, offset, nagq):
