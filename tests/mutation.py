@@ -144,6 +144,11 @@ MUTANTS = [
      "    dof = stats.n - p if reml else stats.n\n    slope =", "    dof = stats.n\n    slope ="),
     ("a flat conditional mode is a Laplace point", "glmm_ext/engine/_laplace.py",
      "if np.any(H <= FLAT_MODE) or", "if np.any(H <= 0) or"),
+    ("a flat conditional mode is a point of the general engine", "glmm_ext/engine/_mixed_glmm.py",
+     "if curv is not None and np.min(curv) <= FLAT_MODE:", "if curv is not None and np.min(curv) <= 0.0:"),
+    ("the general engine's flatness bound counts the rows of negative curvature with the wrong sign",
+     "glmm_ext/engine/_mixed_glmm.py",
+     "if 1.0 + float(neg @ weight) > floor:", "if 1.0 - float(neg @ weight) > floor:"),
     ("general-engine modes take every finite Newton step (no step halving)", "glmm_ext/engine/_mixed_glmm.py",
      "                eta_t, l1_t, d_t, h_t = self._point(eta_fixed, lams, phi, u_t)\n"
      "                if np.isfinite(h_t) and (h_t >= h - 1e-12 * (1.0 + abs(h)) or (dec < 1e-10 and alpha == 1.0)):",

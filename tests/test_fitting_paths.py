@@ -255,3 +255,15 @@ def test_a_flat_conditional_mode_stops_the_fit_with_its_reason():
     assert not res.converged and "Laplace approximation breaks down" in res.optsummary.message
     assert np.isfinite(res.llf) and np.all(np.isfinite(res.params))
     assert np.isfinite(scaled.llf) and not scaled.converged  # a node left the support: BFGS from the start
+
+
+def test_a_flat_conditional_mode_stops_a_random_slope_fit_with_its_reason():
+    """The general engine (random slopes) refuses flat modes too (test_engine_modes.py): its search on the same
+    data stops at the edge where the last group's two modes meet and gives the random-intercept engine's reason."""
+    df = pd.DataFrame(GAMMA_IDENTITY_FLAT, columns=["y", "x", "g"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = glmm_ext.GLMM.from_formula("y ~ x + (x | g)", df, family=make_family("gamma", "identity")).fit(reml=False)
+    assert not res.converged and "Laplace approximation breaks down" in res.optsummary.message
+    assert "gamma with the identity link is not log-concave" in res.optsummary.message
+    assert np.isfinite(res.llf) and np.all(np.isfinite(res.params))

@@ -19,7 +19,7 @@ from scipy import linalg
 
 from ._boundary import ridge_probes
 from ._glm import Rows
-from ._glmm import glm_start
+from ._glmm import FLAT_MODE_NOTE, flat_mode_message, glm_start
 from ._mixed_glmm import MixedGLMM, response_scale, scaling_matrix
 from ._mixed_lmm import fit_gaussian, minimize_bounded
 from ._optsummary import OptSummary
@@ -356,11 +356,63 @@ def _optimise(model, gamma0, scale0, nagq, maxiter, tol):
     res = minimize_bounded(model, x0, lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2,
                            fg=model.value_and_grad if model.has_beta_gradient else None,
                            probes=ridge_probes(structure, p))
+    if nagq == 1:
+        res = _flat_mode_note(model, res)
     if nagq > 1:
         model.nagq = nagq
         res = minimize_bounded(model, res.x, lb, maxiter=maxiter, tol=min(tol, 1e-6) * 1e-2,
                                probes=ridge_probes(structure, p))
     return {"x": res.x, "res": res, "stage0": res0}
+
+
+#: relative step to the neighbours probed for an edge, and bisection steps towards it, by `_flat_mode_note`
+EDGE_PROBE_STEP = 1e-3
+EDGE_BISECTIONS = 30
+
+
+def _level_curvatures_at(model, x):
+    """Per-level curvatures of the conditional modes at x from the warm start (flat ones included: the
+    search's objective refuses them); None where there are no converged modes, inf where H >= I."""
+    beta, theta, phi = model.unpack(x)
+    if not (np.all(np.isfinite(x)) and 0.0 < phi < np.inf):
+        return None
+    lams = model.lams(theta)
+    st = model.modes(model.eta_fixed(beta), lams, phi, model.u_warm)
+    if st is None or not st.converged or not st.observed:
+        return None
+    curv = model.level_curvatures(st, lams, np.inf)
+    return np.array([np.inf]) if curv is None else curv
+
+
+def _flat_mode_note(model, res):
+    """`res` with the random-intercept engine's reason (`flat_mode_message`) when the Laplace search stopped
+    unconverged at the edge where a level's two modes meet: its curvature falls below FLAT_MODE_NOTE there.
+    The edge is found by bisection towards each neighbour (a relative EDGE_PROBE_STEP away) without modes."""
+    if res.converged:
+        return res
+    x = np.asarray(res.x, float)
+    model(x)  # the warm start at the end point's modes
+    best = _level_curvatures_at(model, x)
+    if best is None:
+        return res
+    for k in range(len(x)):
+        for sign in (1.0, -1.0):
+            far = x.copy()
+            far[k] += sign * EDGE_PROBE_STEP * max(1.0, abs(x[k]))
+            if far[k] < model.lower[k] or _level_curvatures_at(model, far) is not None:
+                continue
+            near = x
+            for _ in range(EDGE_BISECTIONS):
+                mid = 0.5 * (near + far)
+                curv = _level_curvatures_at(model, mid)
+                if curv is None:
+                    far = mid
+                    continue
+                near = mid
+                if np.min(curv) < np.min(best):
+                    best = curv
+    message = flat_mode_message(best, model.dist)
+    return res if message is None else replace(res, message=message)
 
 
 def _glmm_result(model, fit, A, c, X, offset, nagq):

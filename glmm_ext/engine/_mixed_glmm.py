@@ -21,7 +21,7 @@ import numpy as np
 from scipy import linalg
 
 from ._gausshermite import gauss_hermite
-from ._laplace import agq_log_integrals
+from ._laplace import FLAT_MODE, agq_log_integrals
 from ._dense_blocks import DenseFactor, DensePlan, use_dense
 from ._pls import Factor, Layout, crossprods
 from ._structure import ReStructure
@@ -268,8 +268,42 @@ class MixedGLMM:
         st = self.modes(self.eta_fixed(beta), lams, phi, u0)
         if st is None or not st.converged or not st.observed:
             return None
+        curv = self.level_curvatures(st, lams, FLAT_MODE)
+        if curv is not None and np.min(curv) <= FLAT_MODE:
+            return None  # a flat mode: outside the Laplace approximation (`_laplace.FLAT_MODE`), no point
         st.x = np.array(x, float)
         return st
+
+    def level_curvatures(self, st, lams, floor=FLAT_MODE):
+        """Each level's curvature at the modes, 1 / the largest eigenvalue of its q x q diagonal block of H^-1
+        (one term: the smallest eigenvalue of its block of H; one scalar term: the scalar engine's H_j); None
+        when H >= I (no negative observed curvature) or H's smallest eigenvalue is bounded above `floor`.
+
+        Only a density that is not log-concave in eta (d_i < 0) makes H < I.  The bound
+        lambda_min(H) >= 1 - sum_i max(-d_i, 0) |Lambda'z_i|^2 spares the inverse blocks where those rows weigh
+        little; otherwise the blocks cost about one more factorisation of the dense block."""
+        neg = np.minimum(st.d, 0.0)
+        if not np.any(neg < 0.0):
+            return None
+        lay = self.lay
+        weight = np.zeros(neg.shape)
+        for pos, lam in enumerate(lams):
+            zl = lay.Z[pos] @ lam
+            weight += np.einsum("ir,ir->i", zl, zl)
+        if 1.0 + float(neg @ weight) > floor:
+            return None
+        q = lay.q
+        if len(q) == 1 and q[0] == 1:
+            return st.factor.L11[:, 0, 0] ** 2
+        if len(q) == 1:
+            L = st.factor.L11
+            return np.linalg.eigvalsh(L @ np.swapaxes(L, 1, 2)).min(axis=1)
+        try:
+            blocks = st.factor.inverse_diag_blocks()
+        except (linalg.LinAlgError, np.linalg.LinAlgError):
+            return np.zeros(1)
+        with np.errstate(divide="ignore"):
+            return np.concatenate([1.0 / np.linalg.eigvalsh(B)[:, -1] for B in blocks])
 
     def _predicted_modes(self, prev, x):
         """The modes at x to first order from a converged state at prev.x (the implicit function theorem on
