@@ -14,6 +14,8 @@ import numpy as np
 from scipy import linalg
 from scipy.linalg import lapack
 
+from ._pls import leverages_from_inverse
+
 #: dense L_R1 when nR^2 n1 (the flops of L_R1 L_R1') and nR n1 (its entries) stay below these
 DENSE_FLOPS = 3e7
 DENSE_ENTRIES = 4e6
@@ -291,7 +293,6 @@ class DenseFactor:
         """(s, traces) as `_pls.Factor.row_leverages`: s_i = z_i'Lambda H^-1 Lambda'z_i per row, tr(H^-1 P_k) per
         term (engine order); scalar terms only."""
         lay = self.layout
-        n1 = lay.n1
         zl = [lay.Z[pos][:, 0] * float(lams[pos][0, 0]) for pos in range(len(lams))]
         j1 = lay.codes[0]
         d1 = self.L11[:, 0, 0]
@@ -300,17 +301,7 @@ class DenseFactor:
             return c * c, np.array([float(np.sum(1.0 / d1 ** 2))])
         Sinv, Y = self._sinv_and_y()
         bSb = np.einsum("rj,jr->j", self.LR1, Y)
-        s = c * c * (1.0 + bSb[j1])
-        rows = [(lay.offsets[pos] - n1) + lay.codes[pos] for pos in range(1, len(lams))]
-        for a, ra in enumerate(rows):
-            za = zl[a + 1]
-            s -= 2.0 * c * za * Y[j1, ra]
-            for b, rb in enumerate(rows):
-                s += za * zl[b + 1] * Sinv[ra, rb]
-        dS = np.diag(Sinv)
-        traces = [float(np.sum((1.0 + bSb) / d1 ** 2))]
-        traces += [float(np.sum(dS[lay.offsets[pos] - n1:lay.offsets[pos + 1] - n1])) for pos in range(1, len(lams))]
-        return s, np.array(traces)
+        return leverages_from_inverse(lay, zl, c, d1, Sinv, Y, bSb)
 
     def inverse_diag_blocks(self, chunk=None):
         """Per term (engine order): (n_levels, q, q) diagonal blocks of (Lambda'Z'WZ Lambda + I)^{-1}: the first

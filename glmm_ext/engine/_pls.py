@@ -380,7 +380,6 @@ class Factor:
         terms and b_j = L_R1's column j:  s_i = c_i^2 (1 + b_j'S^-1 b_j) + e_R'S^-1 e_R - 2 c_i e_R'S^-1 b_j,
         from S^-1 (dpotri) and Y = L_R1'S^-1 (nnz(L_R1) nR flops)."""
         lay = self.layout
-        n1 = lay.n1
         zl = [lay.Z[pos][:, 0] * float(lams[pos][0, 0]) for pos in range(len(lams))]
         j1 = lay.codes[0]
         d1 = self.L11[:, 0, 0]
@@ -394,17 +393,7 @@ class Factor:
         P = self.LR1.T.tocsr()
         Y = np.asarray(P @ Sinv)
         bSb = np.asarray(P.multiply(Y).sum(axis=1)).ravel()
-        s = c * c * (1.0 + bSb[j1])
-        rows = [(lay.offsets[pos] - n1) + lay.codes[pos] for pos in range(1, len(lams))]
-        for a, ra in enumerate(rows):
-            za = zl[a + 1]
-            s -= 2.0 * c * za * Y[j1, ra]
-            for b, rb in enumerate(rows):
-                s += za * zl[b + 1] * Sinv[ra, rb]
-        dS = np.diag(Sinv)
-        traces = [float(np.sum((1.0 + bSb) / d1 ** 2))]
-        traces += [float(np.sum(dS[lay.offsets[pos] - n1:lay.offsets[pos + 1] - n1])) for pos in range(1, len(lams))]
-        return s, np.array(traces)
+        return leverages_from_inverse(lay, zl, c, d1, Sinv, Y, bSb)
 
     def dense_inverse(self):
         """(Lambda'Z'WZ Lambda + I)^{-1} as a dense array (engine order), from the blocked factor (small models)."""
@@ -475,12 +464,7 @@ class Factor:
                 parts = (np.diagonal(Sinv).copy(), pairs.quad(scale_rest_blocks(Sinv, lay, self.thetas)))
             dS, q = parts
             bSb = self.t1 ** 2 * q
-            d1 = self.L11[:, 0, 0]
-            out = [((1.0 + bSb) / (d1 * d1))[:, None, None]]
-            for pos in range(1, len(lay.terms)):
-                lo, hi = lay.offsets[pos] - lay.n1, lay.offsets[pos + 1] - lay.n1
-                out.append(dS[lo:hi][:, None, None])
-            return out
+            return _scalar_inverse_blocks(lay, self.L11[:, 0, 0], bSb, dS)
         Linv, info = lapack.dtrtri(self.LRR, lower=1)
         if info != 0:
             raise linalg.LinAlgError("singular factor")
@@ -495,9 +479,32 @@ class Factor:
             stop = min(nl1, start + chunk)
             Y = np.asarray(P[start:stop] @ LinvT)  # rows b_j' L^-T
             bSb[start:stop] = np.einsum("ij,ij->i", Y, Y)
-        d1 = self.L11[:, 0, 0]
-        out = [((1.0 + bSb) / (d1 * d1))[:, None, None]]
-        for pos in range(1, len(lay.terms)):
-            lo, hi = lay.offsets[pos] - lay.n1, lay.offsets[pos + 1] - lay.n1
-            out.append(dS[lo:hi][:, None, None])
-        return out
+        return _scalar_inverse_blocks(lay, self.L11[:, 0, 0], bSb, dS)
+
+
+def _scalar_inverse_blocks(lay, d1, bSb, dS):
+    """Per term the (n_levels, 1, 1) diagonal of H^-1 for scalar terms: (1 + b_j'S^-1 b_j) / d_j^2 for the first
+    term's levels, diag(S^-1) for the others'."""
+    out = [((1.0 + bSb) / (d1 * d1))[:, None, None]]
+    for pos in range(1, len(lay.terms)):
+        lo, hi = lay.offsets[pos] - lay.n1, lay.offsets[pos + 1] - lay.n1
+        out.append(dS[lo:hi][:, None, None])
+    return out
+
+
+def leverages_from_inverse(lay, zl, c, d1, Sinv, Y, bSb):
+    """(s, traces) of `Factor.row_leverages` from S^-1, Y = L_R1'S^-1 and bSb_j = b_j'S^-1 b_j:
+    s_i = c_i^2 (1 + bSb_j) + e_R'S^-1 e_R - 2 c_i e_R'S^-1 b_j; tr(H^-1 P_1) = sum_j (1 + bSb_j) / d_j^2 and
+    tr(H^-1 P_k) = the trace of S^-1's block of term k."""
+    n1, j1 = lay.n1, lay.codes[0]
+    s = c * c * (1.0 + bSb[j1])
+    rows = [(lay.offsets[pos] - n1) + lay.codes[pos] for pos in range(1, len(zl))]
+    for a, ra in enumerate(rows):
+        za = zl[a + 1]
+        s -= 2.0 * c * za * Y[j1, ra]
+        for b, rb in enumerate(rows):
+            s += za * zl[b + 1] * Sinv[ra, rb]
+    dS = np.diag(Sinv)
+    traces = [float(np.sum((1.0 + bSb) / d1 ** 2))]
+    traces += [float(np.sum(dS[lay.offsets[pos] - n1:lay.offsets[pos + 1] - n1])) for pos in range(1, len(zl))]
+    return s, np.array(traces)
