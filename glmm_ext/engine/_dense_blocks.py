@@ -14,7 +14,7 @@ import numpy as np
 from scipy import linalg
 from scipy.linalg import lapack
 
-from ._pls import leverages_from_inverse
+from ._pls import inverse_from_blocks, leverages_from_inverse
 
 #: dense L_R1 when nR^2 n1 (the flops of L_R1 L_R1') and nR n1 (its entries) stay below these
 DENSE_FLOPS = 3e7
@@ -332,18 +332,7 @@ class DenseFactor:
 
     def dense_inverse(self):
         """(Lambda'Z'WZ Lambda + I)^{-1} as a dense array (engine order)."""
-        lay = self.layout
-        q1, n1, nR = lay.q[0], lay.n1, lay.nR
-        L = np.zeros((n1 + nR, n1 + nR))
-        idx = np.arange(n1).reshape(-1, q1)
-        L[idx[:, :, None], idx[:, None, :]] = self.L11
-        if nR:
-            L[n1:, :n1] = self.LR1
-            L[n1:, n1:] = self.LRR
-        inv, info = lapack.dpotri(L, lower=1)
-        if info != 0:
-            raise linalg.LinAlgError("singular factor")
-        return np.tril(inv) + np.tril(inv, -1).T
+        return inverse_from_blocks(self.layout, self.L11, self.LR1, self.LRR)
 
 
 # -------------------------------------------------------------------- row products without sparse matrices

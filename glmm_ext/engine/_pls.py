@@ -397,18 +397,7 @@ class Factor:
 
     def dense_inverse(self):
         """(Lambda'Z'WZ Lambda + I)^{-1} as a dense array (engine order), from the blocked factor (small models)."""
-        lay = self.layout
-        q1, n1, nR = lay.q[0], lay.n1, lay.nR
-        L = np.zeros((n1 + nR, n1 + nR))
-        idx = np.arange(n1).reshape(-1, q1)
-        L[idx[:, :, None], idx[:, None, :]] = self.L11
-        if nR:
-            L[n1:, :n1] = self.LR1.toarray()
-            L[n1:, n1:] = self.LRR
-        inv, info = lapack.dpotri(L, lower=1)
-        if info != 0:
-            raise linalg.LinAlgError("singular factor")
-        return np.tril(inv) + np.tril(inv, -1).T
+        return inverse_from_blocks(self.layout, self.L11, self.LR1.toarray() if self.layout.nR else None, self.LRR)
 
     def inverse_diag_blocks(self, chunk=2000):
         """Per term (engine order): (n_levels, q, q) diagonal blocks of (Lambda'Z'WZ Lambda + I)^{-1}.
@@ -508,3 +497,19 @@ def leverages_from_inverse(lay, zl, c, d1, Sinv, Y, bSb):
     traces = [float(np.sum((1.0 + bSb) / d1 ** 2))]
     traces += [float(np.sum(dS[lay.offsets[pos] - n1:lay.offsets[pos + 1] - n1])) for pos in range(1, len(zl))]
     return s, np.array(traces)
+
+
+def inverse_from_blocks(lay, L11, LR1, LRR):
+    """H^-1 (dense, engine order) from the blocks of its Cholesky factor: L11 (n_levels, q1, q1), the dense L_R1
+    and L_RR."""
+    q1, n1, nR = lay.q[0], lay.n1, lay.nR
+    L = np.zeros((n1 + nR, n1 + nR))
+    idx = np.arange(n1).reshape(-1, q1)
+    L[idx[:, :, None], idx[:, None, :]] = L11
+    if nR:
+        L[n1:, :n1] = LR1
+        L[n1:, n1:] = LRR
+    inv, info = lapack.dpotri(L, lower=1)
+    if info != 0:
+        raise linalg.LinAlgError("singular factor")
+    return np.tril(inv) + np.tril(inv, -1).T
