@@ -292,16 +292,11 @@ class DenseFactor:
     def row_leverages(self, lams):
         """(s, traces) as `_pls.Factor.row_leverages`: s_i = z_i'Lambda H^-1 Lambda'z_i per row, tr(H^-1 P_k) per
         term (engine order); scalar terms only."""
-        lay = self.layout
-        zl = [lay.Z[pos][:, 0] * float(lams[pos][0, 0]) for pos in range(len(lams))]
-        j1 = lay.codes[0]
-        d1 = self.L11[:, 0, 0]
-        c = zl[0] / d1[j1]
-        if not lay.nR:
-            return c * c, np.array([float(np.sum(1.0 / d1 ** 2))])
+        return leverages_from_inverse(self.layout, self.L11[:, 0, 0], lams, self._sinv_y_bsb)
+
+    def _sinv_y_bsb(self):
         Sinv, Y = self._sinv_and_y()
-        bSb = np.einsum("rj,jr->j", self.LR1, Y)
-        return leverages_from_inverse(lay, zl, c, d1, Sinv, Y, bSb)
+        return Sinv, Y, np.einsum("rj,jr->j", self.LR1, Y)
 
     def inverse_diag_blocks(self, chunk=None):
         """Per term (engine order): (n_levels, q, q) diagonal blocks of (Lambda'Z'WZ Lambda + I)^{-1}: the first

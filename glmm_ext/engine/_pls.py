@@ -379,21 +379,17 @@ class Factor:
         With c_i = lambda_1 z_1i / d_j (j the row's first-term level, d = L11), e_R the row's entries in the other
         terms and b_j = L_R1's column j:  s_i = c_i^2 (1 + b_j'S^-1 b_j) + e_R'S^-1 e_R - 2 c_i e_R'S^-1 b_j,
         from S^-1 (dpotri) and Y = L_R1'S^-1 (nnz(L_R1) nR flops)."""
-        lay = self.layout
-        zl = [lay.Z[pos][:, 0] * float(lams[pos][0, 0]) for pos in range(len(lams))]
-        j1 = lay.codes[0]
-        d1 = self.L11[:, 0, 0]
-        c = zl[0] / d1[j1]
-        if not lay.nR:
-            return c * c, np.array([float(np.sum(1.0 / d1 ** 2))])
+        return leverages_from_inverse(self.layout, self.L11[:, 0, 0], lams, self._sinv_y_bsb)
+
+    def _sinv_y_bsb(self):
+        """(S^-1, Y = L_R1'S^-1, b_j'S^-1 b_j) with S = L_RR L_RR'."""
         Sinv, info = lapack.dpotri(self.LRR, lower=1)
         if info != 0:
             raise linalg.LinAlgError("singular factor")
         Sinv = np.tril(Sinv) + np.tril(Sinv, -1).T
         P = self.LR1.T.tocsr()
         Y = np.asarray(P @ Sinv)
-        bSb = np.asarray(P.multiply(Y).sum(axis=1)).ravel()
-        return leverages_from_inverse(lay, zl, c, d1, Sinv, Y, bSb)
+        return Sinv, Y, np.asarray(P.multiply(Y).sum(axis=1)).ravel()
 
     def dense_inverse(self):
         """(Lambda'Z'WZ Lambda + I)^{-1} as a dense array (engine order), from the blocked factor (small models)."""
@@ -481,11 +477,17 @@ def _scalar_inverse_blocks(lay, d1, bSb, dS):
     return out
 
 
-def leverages_from_inverse(lay, zl, c, d1, Sinv, Y, bSb):
-    """(s, traces) of `Factor.row_leverages` from S^-1, Y = L_R1'S^-1 and bSb_j = b_j'S^-1 b_j:
-    s_i = c_i^2 (1 + bSb_j) + e_R'S^-1 e_R - 2 c_i e_R'S^-1 b_j; tr(H^-1 P_1) = sum_j (1 + bSb_j) / d_j^2 and
-    tr(H^-1 P_k) = the trace of S^-1's block of term k."""
+def leverages_from_inverse(lay, d1, lams, inverse_parts):
+    """(s, traces) of `Factor.row_leverages` (scalar terms) from d = diag(L11) and `inverse_parts()` = (S^-1,
+    Y = L_R1'S^-1, bSb_j = b_j'S^-1 b_j), called only when there are terms after the first: with
+    c_i = lambda_1 z_1i / d_j, s_i = c_i^2 (1 + bSb_j) + e_R'S^-1 e_R - 2 c_i e_R'S^-1 b_j;
+    tr(H^-1 P_1) = sum_j (1 + bSb_j) / d_j^2 and tr(H^-1 P_k) = the trace of S^-1's block of term k."""
     n1, j1 = lay.n1, lay.codes[0]
+    zl = [lay.Z[pos][:, 0] * float(lams[pos][0, 0]) for pos in range(len(lams))]
+    c = zl[0] / d1[j1]
+    if not lay.nR:
+        return c * c, np.array([float(np.sum(1.0 / d1 ** 2))])
+    Sinv, Y, bSb = inverse_parts()
     s = c * c * (1.0 + bSb[j1])
     rows = [(lay.offsets[pos] - n1) + lay.codes[pos] for pos in range(1, len(zl))]
     for a, ra in enumerate(rows):
