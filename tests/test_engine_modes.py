@@ -68,6 +68,14 @@ def test_a_flat_conditional_mode_is_outside_the_laplace_approximation():
 
 
 
+def _flat_mode_data():
+    """(model y ~ x + (1 | g), its scaled engine data, n, X) on the Gamma-identity flat-mode data."""
+    df = pd.DataFrame(GAMMA_IDENTITY_FLAT, columns=["y", "x", "g"])
+    model = glmm_ext.GLMM.from_formula("y ~ x", df, groups="g", family=make_family("gamma", "identity"))
+    data = model.design.engine_data(scale_response=True)
+    return model, data, data.y.size, np.asarray(data.X)
+
+
 def _scalar_and_slope_laplace(s):
     """(scalar Laplace value, the live random-slope Laplace value with Lambda = diag(s, 0)) on the Gamma-identity
     data whose scalar search met a flat mode: the general engine's objective (`engine._mixed_glmm.MixedGLMM`),
@@ -76,11 +84,7 @@ def _scalar_and_slope_laplace(s):
     from glmm_ext.engine._mixed_glmm import MixedGLMM
     from glmm_ext.engine._structure import ReStructure, ReTerm
 
-    df = pd.DataFrame(GAMMA_IDENTITY_FLAT, columns=["y", "x", "g"])
-    model = glmm_ext.GLMM.from_formula("y ~ x", df, groups="g", family=make_family("gamma", "identity"))
-    data = model.design.engine_data(scale_response=True)
-    n = data.y.size
-    X = np.asarray(data.X)
+    model, data, n, X = _flat_mode_data()
     codes = np.repeat(np.arange(len(data.starts)), data.counts).astype(np.int64)
     structure = ReStructure((ReTerm("g", codes, len(data.starts), np.column_stack([np.ones(n), X[:, 1]]),
                                     ("Intercept", "x"), False),))
@@ -116,11 +120,7 @@ def _crossed_gamma_identity():
     from glmm_ext.engine._mixed_glmm import MixedGLMM
     from glmm_ext.engine._structure import ReStructure, ReTerm
 
-    df = pd.DataFrame(GAMMA_IDENTITY_FLAT, columns=["y", "x", "g"])
-    model = glmm_ext.GLMM.from_formula("y ~ x", df, groups="g", family=make_family("gamma", "identity"))
-    data = model.design.engine_data(scale_response=True)
-    n = data.y.size
-    X = np.asarray(data.X)
+    model, data, n, X = _flat_mode_data()
     g = np.repeat(np.arange(len(data.starts)), data.counts).astype(np.int64)
     h = (np.arange(n) % 2).astype(np.int64)
     one = np.ones((n, 1))

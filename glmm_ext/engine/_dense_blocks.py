@@ -14,7 +14,7 @@ import numpy as np
 from scipy import linalg
 from scipy.linalg import lapack
 
-from ._pls import inverse_from_blocks, leverages_from_inverse
+from ._pls import inverse_from_blocks, leverages_from_inverse, rest_blocks_of
 
 #: dense L_R1 when nR^2 n1 (the flops of L_R1 L_R1') and nR n1 (its entries) stay below these
 DENSE_FLOPS = 3e7
@@ -318,12 +318,7 @@ class DenseFactor:
         else:
             LiT = np.swapaxes(Li1, 1, 2)
             out.append(LiT @ Li1 if G is None else LiT @ G @ Li1)
-        for pos in range(1, len(lay.terms)):
-            lo = lay.offsets[pos] - lay.n1
-            q, nl = lay.q[pos], lay.n_levels[pos]
-            idx = lo + np.arange(nl)[:, None] * q + np.arange(q)[None, :]
-            out.append(Sinv[idx[:, :, None], idx[:, None, :]])
-        return out
+        return out + (rest_blocks_of(lay, Sinv) if len(lay.terms) > 1 else [])
 
     def dense_inverse(self):
         """(Lambda'Z'WZ Lambda + I)^{-1} as a dense array (engine order)."""

@@ -428,12 +428,7 @@ class Factor:
         else:
             G = np.broadcast_to(np.eye(q1), (nl1, q1, q1))
         out.append(np.swapaxes(Li1, 1, 2) @ G @ Li1)
-        for pos in range(1, len(lay.terms)):
-            lo = lay.offsets[pos] - lay.n1
-            q, nl = lay.q[pos], lay.n_levels[pos]
-            idx = lo + np.arange(nl)[:, None] * q + np.arange(q)[None, :]
-            out.append(Sinv[idx[:, :, None], idx[:, None, :]])
-        return out
+        return out + (rest_blocks_of(lay, Sinv) if len(lay.terms) > 1 else [])
 
     def _inverse_diag_scalar(self, chunk):
         """`inverse_diag_blocks` for scalar terms from L_RR^{-1} alone (half dpotri's flops, no symmetrised copy):
@@ -515,3 +510,14 @@ def inverse_from_blocks(lay, L11, LR1, LRR):
     if info != 0:
         raise linalg.LinAlgError("singular factor")
     return np.tril(inv) + np.tril(inv, -1).T
+
+
+def rest_blocks_of(lay, Sinv):
+    """Per term after the first: its (n_levels, q, q) diagonal blocks of S^-1 (engine order)."""
+    out = []
+    for pos in range(1, len(lay.terms)):
+        lo = lay.offsets[pos] - lay.n1
+        q, nl = lay.q[pos], lay.n_levels[pos]
+        idx = lo + np.arange(nl)[:, None] * q + np.arange(q)[None, :]
+        out.append(Sinv[idx[:, :, None], idx[:, None, :]])
+    return out
