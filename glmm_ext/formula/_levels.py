@@ -14,6 +14,7 @@ a ``C`` that hands back the columns converted here as they are and is patsy's ``
 import ast
 import re
 
+import numpy as np
 import pandas as pd
 from patsy.builtins import C as _patsy_C
 
@@ -36,7 +37,8 @@ def formula_engine_is_patsy():
 
 
 def _string_values(series):
-    """The column's distinct values when every one is a str (no missing value), else None."""
+    """(the column's distinct values, each row's index into them) when every value is a str (no missing
+    value), else None.  One hashing pass, reused to code the Categorical."""
     if isinstance(series.dtype, pd.CategoricalDtype):
         return None
     if isinstance(series.dtype, pd.StringDtype):  # str or missing by construction
@@ -44,7 +46,8 @@ def _string_values(series):
             return None
     elif series.dtype != object or pd.api.types.infer_dtype(series, skipna=False) != "string":
         return None
-    return [str(v) for v in pd.unique(series)]
+    codes, uniques = pd.factorize(series)
+    return [str(v) for v in uniques], codes
 
 
 def _call_before(text, start):
@@ -122,12 +125,15 @@ def categorical_frame(frame, formula):
     for name in frame.columns:
         if not isinstance(name, str) or name not in rhs:
             continue
-        values = _string_values(frame[name])
-        if values is None:
+        found = _string_values(frame[name])
+        if found is None:
             continue
+        values, codes = found
         categories = _categories(rhs, name, values)
         if categories is not None:
-            converted[name] = pd.Categorical(frame[name], categories=categories)
+            position = {level: i for i, level in enumerate(categories)}
+            recode = np.array([position[v] for v in values], dtype=codes.dtype)
+            converted[name] = pd.Categorical.from_codes(recode[codes], categories=categories)
     if not converted:
         return frame
     out = frame.copy(deep=False)
