@@ -10,7 +10,7 @@ from .formula import _bars
 
 from .formula import _data, _plain
 from .formula._design import build_design
-from .formula._levels import categorical_frame
+from .formula._levels import categorical_env, categorical_frame
 from .engine._differences import central_gradient, second_differences
 from .engine._memory import fast_allocation
 from .engine._mixed import fit_mixed
@@ -253,8 +253,9 @@ class GLMM(sm_base.LikelihoodModel):
                                 _formula_mode=formula_mode, **kwargs)
             model = _plain.model_from_plain_formula(cls, formula, prepared.frame, drop_cols, model_kwargs)
             if model is None:  # not a plain formula: statsmodels' formula machinery evaluates it
-                model = super().from_formula(formula, categorical_frame(prepared.frame, formula), None, drop_cols,
-                                             **model_kwargs)
+                frame = categorical_frame(prepared.frame, formula)
+                model_kwargs["eval_env"] = _data.eval_env_for_statsmodels(categorical_env(env, frame))
+                model = super().from_formula(formula, frame, None, drop_cols, **model_kwargs)
                 model.data.frame = prepared.frame  # (words as words: the Categoricals only sped the evaluation)
         except (ValueError, TypeError):
             raise

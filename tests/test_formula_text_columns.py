@@ -119,3 +119,65 @@ def test_engine_data_built_once_and_read_only():
     with pytest.raises(ValueError):
         data.y[0] = 1.0
     assert [getattr(design, name).flags.writeable for name in ("y", "X", "offset")] == flags
+
+
+C_FORMULA = "y ~ C(colour) + C(size, levels=['S', 'M', 'L']) + C(colour):x + flag"
+
+
+def test_c_of_a_converted_column_is_coded_in_one_step(monkeypatch):
+    # patsy's value-by-value route tests each value for missingness; the C(col) terms must not take it
+    import patsy.missing
+
+    calls = []
+    original = patsy.missing.NAAction.is_categorical_NA
+    monkeypatch.setattr(patsy.missing.NAAction, "is_categorical_NA",
+                        lambda self, value: calls.append(value) or original(self, value))
+    df = _frame()
+    fast = glmm_ext.GLMM.from_formula(C_FORMULA, df, groups="g")
+    assert calls == []
+    plain = _plain_model(C_FORMULA, df, groups="g")
+    assert len(calls) > 0  # the words themselves do take it (the test can see the slow route)
+    assert fast.exog_names == plain.exog_names
+    np.testing.assert_array_equal(fast.exog, plain.exog)
+    assert fast.design_info.term_names == plain.design_info.term_names
+
+
+def test_c_terms_predict_wald_and_pickle_as_the_words():
+    df = _frame()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = glmm_ext.GLMM.from_formula(C_FORMULA, df, groups="g").fit()
+        plain = _plain_model(C_FORMULA, df, groups="g").fit()
+    assert np.isclose(fast.llf, plain.llf, rtol=0, atol=1e-10)
+    new = pd.DataFrame({"colour": ["green", "red", "ämber", "Blue"], "size": ["L", "S", "M", "S"],
+                        "flag": [True, False, True, False], "x": [0.1, -1.0, 2.0, 0.0]})
+    p = np.asarray(fast.predict(new))
+    np.testing.assert_allclose(p, np.asarray(plain.predict(new)), rtol=1e-12)
+    # the caller's own Categoricals, categories in another order: read by value, as patsy does
+    reordered = new.assign(colour=pd.Categorical(new["colour"], categories=["red", "ämber", "green", "Blue"]),
+                           size=pd.Categorical(new["size"], categories=["M", "L", "S"]))
+    np.testing.assert_allclose(np.asarray(fast.predict(reordered)), p, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(pickle.loads(pickle.dumps(fast)).predict(new)), p, rtol=1e-12)
+    wald_fast, wald_plain = fast.wald_test_terms(), plain.wald_test_terms()
+    assert list(wald_fast.table.index) == list(wald_plain.table.index)
+    np.testing.assert_allclose(wald_fast.table["statistic"], wald_plain.table["statistic"], rtol=1e-8)
+    unseen = new.assign(colour=["green", "purple", "red", "Blue"])
+    with pytest.raises(ValueError, match="purple") as fast_error:
+        fast.predict(unseen)
+    with pytest.raises(ValueError) as plain_error:
+        plain.predict(unseen)
+    assert str(fast_error.value) == str(plain_error.value)
+
+
+def test_a_callers_own_c_is_kept():
+    df = _frame().dropna()
+    seen = []
+
+    def C(values):  # noqa: N802 - the caller's own C, found in this namespace
+        seen.append(type(values))
+        return np.asarray(values == "red", dtype=float)
+
+    model = glmm_ext.GLMM.from_formula("y ~ C(colour) + x", df, groups="g")
+    assert seen and "C(colour)" in model.exog_names
+    np.testing.assert_array_equal(model.exog[:, model.exog_names.index("C(colour)")],
+                                  (df["colour"] == "red").to_numpy(float))

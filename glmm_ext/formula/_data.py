@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ._levels import categorical_frame
+from ._levels import categorical_env, categorical_frame
 from ._safe import check_safe, formula_columns, formula_names, split_formula
 from .._validation import check_vector
 
@@ -402,8 +402,9 @@ def from_formula(formula, data, groups, offset=None, exposure=None, weights=None
                        formula_mode=formula_mode, env_names=env.keys(), var_weights=var_weights,
                        freq_weights=freq_weights)
     try:
+        frame = categorical_frame(prepared.frame, formula)
         (endog, exog), missing_mask, spec = handle_formula_data(
-            categorical_frame(prepared.frame, formula), None, formula, depth=eval_env_for_statsmodels(env),
+            frame, None, formula, depth=eval_env_for_statsmodels(categorical_env(env, frame)),
             missing="raise" if missing == "none" else missing)
     except (ValueError, TypeError):
         raise

@@ -5,11 +5,22 @@ levels, once to code the rows); a pandas Categorical it codes in one step from i
 categories patsy would choose itself (the sorted distinct values, or the ``levels=`` given in ``C(...)``)
 the levels, column names and contrasts are the same, and so is the specification a prediction uses.
 The conversion is made on a shallow copy for the one evaluation; the model keeps the frame as it was.
+
+A term written ``C(col)`` would still be read value by value (patsy's ``C`` boxes the column and its coder
+only takes the one-step route for a bare Categorical), so `categorical_env` puts in the formula's namespace
+a ``C`` that hands back the columns converted here as they are and is patsy's ``C`` for anything else
+(words at predict time, a caller's own Categorical, a contrast): same levels, names and errors.
 """
 import ast
 import re
 
+import numpy as np
 import pandas as pd
+from patsy.builtins import C as _patsy_C
+
+# key of the converted frame's ``attrs`` naming the columns converted here (pandas copies a frame's attrs to
+# the Series of its columns, so the mark travels with the column and nothing else carries it)
+_MARK = "glmm_ext_categorical_columns"
 
 # what may stand on either side of a column name for it to be a plain factor of the formula
 _BEFORE = set("~+-*/:(")
@@ -26,7 +37,8 @@ def formula_engine_is_patsy():
 
 
 def _string_values(series):
-    """The column's distinct values when every one is a str (no missing value), else None."""
+    """(the column's distinct values, each row's index into them) when every value is a str (no missing
+    value), else None.  One hashing pass, reused to code the Categorical."""
     if isinstance(series.dtype, pd.CategoricalDtype):
         return None
     if isinstance(series.dtype, pd.StringDtype):  # str or missing by construction
@@ -34,7 +46,8 @@ def _string_values(series):
             return None
     elif series.dtype != object or pd.api.types.infer_dtype(series, skipna=False) != "string":
         return None
-    return [str(v) for v in pd.unique(series)]
+    codes, uniques = pd.factorize(series)
+    return [str(v) for v in uniques], codes
 
 
 def _call_before(text, start):
@@ -112,15 +125,37 @@ def categorical_frame(frame, formula):
     for name in frame.columns:
         if not isinstance(name, str) or name not in rhs:
             continue
-        values = _string_values(frame[name])
-        if values is None:
+        found = _string_values(frame[name])
+        if found is None:
             continue
+        values, codes = found
         categories = _categories(rhs, name, values)
         if categories is not None:
-            converted[name] = pd.Categorical(frame[name], categories=categories)
+            position = {level: i for i, level in enumerate(categories)}
+            recode = np.array([position[v] for v in values], dtype=codes.dtype)
+            converted[name] = pd.Categorical.from_codes(recode[codes], categories=categories)
     if not converted:
         return frame
     out = frame.copy(deep=False)
     for name, values in converted.items():
         out[name] = pd.Series(values, index=frame.index, name=name)
+    out.attrs = {**frame.attrs, _MARK: tuple(converted)}  # a new dict: the caller's attrs untouched
     return out
+
+
+def C(data, contrast=None, levels=None):
+    """patsy's ``C`` that passes a column converted by `categorical_frame` through unboxed (its categories
+    are the levels patsy would take), so patsy codes it in one step; otherwise ``patsy.C`` itself."""
+    if contrast is None and isinstance(data, pd.Series) and isinstance(data.dtype, pd.CategoricalDtype) \
+            and data.name in data.attrs.get(_MARK, ()) \
+            and (levels is None or list(levels) == list(data.cat.categories)):
+        return data
+    return _patsy_C(data, contrast, levels)
+
+
+def categorical_env(env, frame):
+    """The formula namespace `env` with the pass-through ``C`` when `frame` came converted from
+    `categorical_frame` and ``C`` in `env` is patsy's own (or absent), else `env` itself."""
+    if _MARK not in getattr(frame, "attrs", {}) or env.get("C", _patsy_C) is not _patsy_C:
+        return env
+    return {**env, "C": C}

@@ -281,6 +281,9 @@ def split_terms(spec, data, formula_mode="python", missing="drop"):
         check_dimensions(term, len(info.column_names), nl, len(kept))
     frames = []
     for term, info in zip(spec.terms, infos):
+        if info.column_names == ["Intercept"]:  # (1 | g): a column of ones, no value to read or drop
+            frames.append(pd.DataFrame({"Intercept": np.ones(len(data))}, index=data.index))
+            continue
         try:
             (Zt,) = patsy.build_design_matrices([info], data, NA_action="drop", return_type="dataframe")
         except patsy.PatsyError as exc:
