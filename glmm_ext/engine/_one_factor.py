@@ -242,9 +242,11 @@ def fit_vector_profile(structure, prepared, reml=True, maxiter=100, tol=1e-6, ca
     o = design.order
     std = standardize_gaussian(design)
     X_s, y_s, y_scale = std.X_s, std.y_s, std.y_scale
-    Z = factor_Z(structure)
+    # one term: its own Z (no copy; the block profile's sums read any layout), else the terms side by side
+    Z = structure.terms[0].Z if len(structure.terms) == 1 else factor_Z(structure)
     zs = z_scale(Z)
-    Z_s = Z[o] / zs
+    Z_s = np.take(Z, o, axis=0)
+    Z_s /= zs
     pattern = LambdaPattern(q, lambda_blocks(structure))
     if callback is not None:
         callback("start values", 0, np.nan)
