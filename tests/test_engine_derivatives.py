@@ -131,6 +131,35 @@ def test_profiled_deviance_gradient_matches_finite_differences():
                                                                                            reml)) / 2e-6
                        for e in np.eye(len(theta)) * 1e-6]
             assert np.allclose(grad, numeric, rtol=1e-6, atol=1e-4)
+    # q = 2 (the random-slope case, computed in closed form): correlated and diagonal blocks
+    stats = vector_stats(X, data["y"].to_numpy() / 3.0, X[:, :2], np.flatnonzero(np.diff(data["g"], prepend=-1)))
+    for pattern in (LambdaPattern(2, [[0, 1]]), LambdaPattern(2, [[0], [1]])):
+        theta = np.linspace(0.3, 0.8, pattern.size) * np.where(pattern.is_diag, 1.0, -1.0)
+        for reml in (True, False):
+            _, grad = vector_deviance(theta, pattern, stats, reml, need_grad=True)
+            numeric = [(vector_deviance(theta + e, pattern, stats, reml) - vector_deviance(theta - e, pattern, stats,
+                                                                                           reml)) / 2e-6
+                       for e in np.eye(len(theta)) * 1e-6]
+            assert np.allclose(grad, numeric, rtol=1e-6, atol=1e-4)
+
+
+def test_two_by_two_closed_forms_equal_lapack():
+    from glmm_ext.engine._lmm_blocks import batched_cholesky, batched_forward, lower_inverse_t, mul2
+
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(50, 2, 2))
+    T = A @ np.swapaxes(A, 1, 2) + 0.1 * np.eye(2)
+    L = batched_cholesky(T)
+    np.testing.assert_allclose(L, np.linalg.cholesky(T), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(lower_inverse_t(L), np.swapaxes(np.linalg.inv(L), 1, 2), rtol=1e-10, atol=1e-12)
+    C = rng.normal(size=(50, 2, 4))
+    np.testing.assert_allclose(batched_forward(L, np.swapaxes(C, 1, 2)),
+                               np.swapaxes(np.linalg.solve(L, C), 1, 2), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(mul2(A, T), A @ T, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(mul2(A[0], T), A[0] @ T, rtol=1e-12, atol=1e-14)
+    for bad in (np.diag([-1.0, 1.0]), np.array([[1.0, 2.0], [2.0, 1.0]])):  # each pivot's failure
+        with pytest.raises(np.linalg.LinAlgError):
+            batched_cholesky(np.concatenate([T, bad[None]]))
 
 
 @pytest.mark.parametrize("family,link", PAIRS)

@@ -209,6 +209,15 @@ def test_user_errors_are_clear():
     few = data[data.g < 2]
     with pytest.raises(ValueError, match="2 groups cannot identify"):
         GLMM.from_formula("y ~ x + (x | g)", few).fit()
+    # many rows (the groups are counted on the first rows first): two groups among 6,000 rows, a third only
+    # at the end (3 groups identify 2 x 2), text labels
+    rng = np.random.default_rng(5)
+    g = np.array(["a", "b"] * 3000, dtype=object)
+    big = pd.DataFrame({"y": rng.normal(size=6000), "x": rng.normal(size=6000), "g": g})
+    with pytest.raises(ValueError, match="2 groups cannot identify"):
+        GLMM.from_formula("y ~ x + (x | g)", big)
+    big.loc[5999, "g"] = "c"
+    assert GLMM.from_formula("y ~ x + (x | g)", big).n_groups == 3
 
 
 def test_singular_fit_flagged_and_warned():

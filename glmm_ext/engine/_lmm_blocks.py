@@ -66,15 +66,19 @@ class LambdaPattern:
 
 
 def cross_products(Z, A, starts):
-    """Per-group Z_j'Z_j (G, q, q) and Z_j'A_j (G, q, k) for rows sorted by group."""
+    """Per-group Z_j'Z_j (G, q, q) and Z_j'A_j (G, q, k) for rows sorted by group: one product column at a time
+    in a reused buffer (no (q, q + k, n) temporary to page in), the lower triangle of Z_j'Z_j mirrored."""
     n, q = Z.shape
     k = A.shape[1]
-    products = np.empty((q, q + k, n))  # one row per product z_a z_b, z_a a_c: contiguous segment sums
+    Zt, At = np.ascontiguousarray(Z.T), np.ascontiguousarray(A.T)  # contiguous rows for the products
+    ZtZ, ZtA = np.empty((len(starts), q, q)), np.empty((len(starts), q, k))
+    buf = np.empty(n)
     for a in range(q):
-        np.multiply(Z[:, a], Z.T, out=products[a, :q])
-        np.multiply(Z[:, a], A.T, out=products[a, q:])
-    sums = np.add.reduceat(products.reshape(-1, n), starts, axis=1).T.reshape(-1, q, q + k)
-    return np.ascontiguousarray(sums[:, :, :q]), np.ascontiguousarray(sums[:, :, q:])
+        for b in range(a + 1):
+            ZtZ[:, a, b] = ZtZ[:, b, a] = np.add.reduceat(np.multiply(Zt[a], Zt[b], out=buf), starts)
+        for c in range(k):
+            ZtA[:, a, c] = np.add.reduceat(np.multiply(Zt[a], At[c], out=buf), starts)
+    return ZtZ, ZtA
 
 
 @dataclass
@@ -100,7 +104,7 @@ def vector_stats(X, y, Z, starts):
     n = A.shape[0]
     # the moments from A'A and one column sum (two more passes over A bought nothing): only a flag is read
     # from them, and where the variance cancels against the squared mean the column counts as constant
-    mean = A.sum(axis=0) / n
+    mean = (np.ones(n) @ A) / n  # (a BLAS product: numpy's column sums of a C-ordered A cost ~5x more)
     var = np.diag(AtA) / n - mean * mean
     varying = var > 1e-12 * np.maximum(mean * mean, 1e-300)  # (a constant column, the intercept, does not count)
     precise = bool(np.any(mean[varying] ** 2 > var[varying]))
@@ -112,6 +116,17 @@ def batched_cholesky(T):
     once (q is small: q^3/6 vector operations beat a per-matrix LAPACK call).  LinAlgError if one is not PD."""
     G, q, _ = T.shape
     L = np.zeros_like(T)
+    if q == 2:  # the random-slope case in closed form (half the vector operations of the loop)
+        d0 = T[:, 0, 0]
+        if not np.all(d0 > 0):
+            raise np.linalg.LinAlgError("a matrix of the stack is not positive definite")
+        L[:, 0, 0] = l00 = np.sqrt(d0)
+        L[:, 1, 0] = l10 = T[:, 1, 0] / l00
+        d1 = T[:, 1, 1] - l10 * l10
+        if not np.all(d1 > 0):
+            raise np.linalg.LinAlgError("a matrix of the stack is not positive definite")
+        L[:, 1, 1] = np.sqrt(d1)
+        return L
     for j in range(q):
         d = T[:, j, j] - np.einsum("gm,gm->g", L[:, j, :j], L[:, j, :j]) if j else T[:, 0, 0]
         if not np.all(d > 0):
@@ -126,10 +141,38 @@ def batched_cholesky(T):
 def batched_forward(L, Ct):
     """B_g = L_g^{-1} C_g for a stack, given and returned transposed: Ct (G, k, q) -> B' (G, k, q)."""
     Bt = np.empty_like(Ct)
+    if L.shape[1] == 2:  # closed form for the random-slope case
+        np.divide(Ct[:, :, 0], L[:, 0, 0][:, None], out=Bt[:, :, 0])
+        Bt[:, :, 1] = (Ct[:, :, 1] - Bt[:, :, 0] * L[:, 1, 0][:, None]) / L[:, 1, 1][:, None]
+        return Bt
     for i in range(L.shape[1]):
         col = Ct[:, :, i] - np.einsum("gkm,gm->gk", Bt[:, :, :i], L[:, i, :i]) if i else Ct[:, :, 0]
         Bt[:, :, i] = col / L[:, i, i][:, None]
     return Bt
+
+
+def mul2(A, B):
+    """A_g B_g for stacks (or single matrices) of 2 x 2 matrices, elementwise: numpy's stacked matmul and einsum
+    cost ~10x more per 2 x 2 product."""
+    a00, a01, a10, a11 = A[..., 0, 0], A[..., 0, 1], A[..., 1, 0], A[..., 1, 1]
+    b00, b01, b10, b11 = B[..., 0, 0], B[..., 0, 1], B[..., 1, 0], B[..., 1, 1]
+    out = np.empty(np.broadcast_shapes(A.shape, B.shape))
+    out[..., 0, 0] = a00 * b00 + a01 * b10
+    out[..., 0, 1] = a00 * b01 + a01 * b11
+    out[..., 1, 0] = a10 * b00 + a11 * b10
+    out[..., 1, 1] = a10 * b01 + a11 * b11
+    return out
+
+
+def lower_inverse_t(L):
+    """L_g^{-T} for a stack of lower-triangular factors (closed form when q = 2)."""
+    if L.shape[1] != 2:
+        return batched_forward(L, np.broadcast_to(np.eye(L.shape[1]), L.shape))
+    out = np.zeros_like(L)
+    out[:, 0, 0] = 1.0 / L[:, 0, 0]
+    out[:, 1, 1] = 1.0 / L[:, 1, 1]
+    out[:, 0, 1] = -L[:, 1, 0] * out[:, 0, 0] * out[:, 1, 1]
+    return out
 
 
 def right_multiply(stack, lam):
@@ -197,21 +240,34 @@ def vector_deviance(theta, pattern, stats, reml=True, need_grad=False):
     Rx = R[:p, :p]
     beta = np.linalg.solve(Rx.T, R[p, :p])  # tiny p x p triangular system
     resid = Bt[:, p, :] - np.einsum("gkq,k->gq", Bt[:, :p, :], beta)  # c_j - R_ZX_j beta
-    Linv_t = batched_forward(L, np.broadcast_to(np.eye(q), L.shape))  # L_j^{-T}
-    u = np.einsum("gab,gb->ga", Linv_t, resid)
-    K = Linv_t @ _transposed(Linv_t)  # T_j^{-1}, symmetric
-    N = _transposed(right_multiply(K, lam.T))  # N_j = Lambda T_j^{-1} (one BLAS product; `lam @ K` broadcasts)
     S = stats.ZtZ
-    Ze = stats.ZtA[:, :, p] - np.einsum("gqk,k->gq", stats.ZtA[:, :, :p], beta) - np.einsum("gab,gb->ga", S,
-                                                                                              u @ lam.T)
+    Linv_t = lower_inverse_t(L)  # L_j^{-T}
+    if q == 2:  # the random-slope case: 2 x 2 products elementwise
+        u = np.stack([Linv_t[:, 0, 0] * resid[:, 0] + Linv_t[:, 0, 1] * resid[:, 1], Linv_t[:, 1, 1] * resid[:, 1]],
+                     axis=1)
+        K = mul2(Linv_t, np.swapaxes(Linv_t, 1, 2))  # T_j^{-1}, symmetric
+        N = mul2(lam, K)  # N_j = Lambda T_j^{-1}
+    else:
+        u = np.einsum("gab,gb->ga", Linv_t, resid)
+        K = Linv_t @ _transposed(Linv_t)
+        N = _transposed(right_multiply(K, lam.T))  # one BLAS product (`lam @ K` broadcasts)
+    Ze = stats.ZtA[:, :, p] - stats.ZtA[:, :, :p] @ beta - np.einsum("gab,gb->ga", S, u @ lam.T)
     grad = 2.0 * _stack_sum(S, N) - (2.0 * dof / r2) * (Ze.T @ u)
     if reml:
         # Q_j = C_j P C_j' = D_j D_j' with D_j = C_j Rx^{-T} (P = (Rx Rx')^{-1}): one triangular solve for all j
         C = stats.ZtA[:, :, :p]
         D = linalg.solve_triangular(Rx, C.reshape(-1, p).T, lower=True, check_finite=False).T.reshape(C.shape)
-        Q = D @ _transposed(D)
-        left = np.eye(q) - right_multiply(S, lam) @ _transposed(N)  # I - S_j Lambda N_j' (S_j symmetric)
-        grad -= 2.0 * _stack_sum(left @ Q, N)
+        if q == 2:
+            Q = np.empty_like(K)
+            Q[:, 0, 0] = np.einsum("gk,gk->g", D[:, 0], D[:, 0])
+            Q[:, 1, 1] = np.einsum("gk,gk->g", D[:, 1], D[:, 1])
+            Q[:, 0, 1] = Q[:, 1, 0] = np.einsum("gk,gk->g", D[:, 0], D[:, 1])
+            left = np.eye(2) - mul2(mul2(S, lam), np.swapaxes(N, 1, 2))  # I - S_j Lambda N_j' (S_j symmetric)
+            grad -= 2.0 * _stack_sum(mul2(left, Q), N)
+        else:
+            Q = D @ _transposed(D)
+            left = np.eye(q) - right_multiply(S, lam) @ _transposed(N)
+            grad -= 2.0 * _stack_sum(left @ Q, N)
     return dev, pattern.entries(grad)
 
 
@@ -273,17 +329,20 @@ def _canonical(theta, pattern):
 SADDLE_TOL = 1e-6
 
 
-def _finish(half, theta, pattern, tol, maxiter):
+def _finish(half, theta, pattern, tol, maxiter, central=True):
     """Newton steps on the half deviance (log-likelihood units) from theta, without bounds: Lambda Lambda' is
     unchanged by flipping a column's sign, so the bounds of the search only fix a sign.  Converged when the
     Newton decrement with the finite-difference Hessian of the analytic gradient is below tol and that
     Hessian has no clearly negative eigenvalue (a boundary point where the deviance rises into the interior
     is a saddle in these coordinates: left along its negative direction).  Returns (Minimum, decrement at
-    the start)."""
+    the start).  ``central=False``: forward differences from the gradient at hand (half the evaluations; for an
+    interior start, where a forward step cannot leave the support)."""
     f0, g0 = half(theta)
-    H0 = fd_hessian(half, theta)
+    H0 = fd_hessian(half, theta, grad=None if central else g0)
+    if not np.all(np.isfinite(H0)):
+        H0 = fd_hessian(half, theta)
     start_decrement, _ = newton_decrement(H0, g0)
-    res = minimize(half, theta, H0, maxiter, tol, quasi_newton=False)
+    res = minimize(half, theta, H0, maxiter, tol, central=central, quasi_newton=False)
     for _ in range(3):  # leave a saddle (an even direction at a zero diagonal entry, say)
         w, V = linalg.eigh(res.hess)
         if not (np.all(np.isfinite(w)) and w[0] < -SADDLE_TOL * max(1.0, abs(w[-1]))):
@@ -294,7 +353,7 @@ def _finish(half, theta, pattern, tol, maxiter):
         if not min(values) < res.f:
             break
         x = tries[int(np.argmin(values))]
-        res = minimize(half, x, fd_hessian(half, x), maxiter, tol)
+        res = minimize(half, x, fd_hessian(half, x), maxiter, tol, central=central)
     return res, start_decrement
 
 
@@ -394,10 +453,10 @@ def _newton_from_moments(pattern, stats, half, dev, best_start, tol, maxiter):
         return None
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        value = dev(first)
+        value = 2.0 * half(first)[0]  # with its gradient: the Newton stage's first evaluation
         if not (np.isfinite(value) and value <= best_start):
             return None
-        res, _ = _finish(half, first, pattern, tol, maxiter)
+        res, _ = _finish(half, first, pattern, tol, maxiter, central=False)
     if not (res.converged and np.isfinite(res.f) and 2.0 * res.f <= value):
         return None
     if np.any(np.abs(np.asarray(res.x)[pattern.is_diag]) < SINGULAR_TOL):
@@ -414,7 +473,7 @@ def _polished(res, half, pattern, tol, count, method):
         except np.linalg.LinAlgError:
             step = None
         if step is not None and np.all(np.isfinite(step)):
-            f_new, _ = half(x - step)
+            f_new, _ = half(x - step, need_grad=False)
             if f_new <= f:
                 x, f = x - step, f_new
     theta, value = _canonical(x, pattern), 2.0 * f
@@ -445,9 +504,10 @@ def fit_vector_lmm(X, y, Z, starts, pattern, reml=True, tol=1e-6, maxiter=100):
     cov_beta = sigma2 * inv_rx.T @ inv_rx
     B = np.swapaxes(B, 1, 2)  # (G, q, p+1)
     resid = B[:, :, p] - B[:, :, :p] @ beta  # (G, q)
-    u = np.linalg.solve(np.swapaxes(L, 1, 2), resid[:, :, None])[:, :, 0]
+    Linv_t = lower_inverse_t(L)  # L_j^{-T} (closed form for q = 2)
+    u = np.einsum("gab,gb->ga", Linv_t, resid)
     blups = u @ lam.T
-    Linv_lam = np.linalg.solve(L, np.broadcast_to(lam.T, L.shape))  # L_j^{-1} Lambda'
-    blup_cov = sigma2 * np.swapaxes(Linv_lam, 1, 2) @ Linv_lam
+    Linv_lam = right_multiply(Linv_t, lam.T)  # L_j^{-1} Lambda' (one BLAS product)
+    blup_cov = sigma2 * _transposed(Linv_lam) @ Linv_lam
     return VectorLMMFit(theta, lam, beta, cov_beta, sigma2, -0.5 * dev, blups, blup_cov, search.converged,
                         search.n_evaluations, search.message, search.decrement)

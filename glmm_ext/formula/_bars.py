@@ -282,8 +282,10 @@ def random_design(spec, data):
     frames, infos, blocks, names = [], [], [], []
     keep = np.ones(len(data), dtype=bool)
     z_infos = _check_slope_dimensions(spec, data)
+    checked = []  # frames whose values are known finite (`_plain_z` checks them)
     for term, z_info in zip(spec.terms, z_infos):
         Zt = _plain_z(term.expr, z_info, data)
+        checked.append(Zt is not None)
         try:
             if Zt is None:
                 (Zt,) = patsy.build_design_matrices([z_info], data, NA_action="drop", return_type="dataframe")
@@ -302,11 +304,11 @@ def random_design(spec, data):
         names.extend(str(c) for c in Zt.columns)
     if len(set(names)) != len(names):
         raise ValueError(f"random-effects terms repeat a column ({', '.join(names)}): each term may appear once")
-    bad_values = [np.asarray(f, float) for f in frames]
-    if not all(np.isfinite(v).all() for v in bad_values):
+    if not all(ok or np.isfinite(np.asarray(f, float)).all() for f, ok in zip(frames, checked)):
         raise ValueError("a random-effects column holds an infinite value")
     used = data if keep.all() else data.loc[keep]
-    Z = pd.concat([f if f.index.equals(used.index) else f.loc[used.index] for f in frames], axis=1)
+    parts = [f if f.index.equals(used.index) else f.loc[used.index] for f in frames]
+    Z = parts[0].copy(deep=False) if len(parts) == 1 else pd.concat(parts, axis=1)  # (one term: no copy)
     Z.columns = names
     named = [c for c in used.columns
              if any(re.search(rf"(?<![A-Za-z0-9_.]){re.escape(str(c))}(?![A-Za-z0-9_.])", t.expr) for t in spec.terms)]
@@ -337,17 +339,35 @@ def _plain_z(expr, z_info, data):
     return Zt
 
 
+#: rows whose distinct groups are counted first (`_few_groups`): the full count only when they show few
+_GROUP_SAMPLE = 4096
+
+
+def _few_groups(column, k):
+    """The number of distinct non-missing groups of `column` when it is at most k, else None (also for no
+    column).  The first rows decide in the usual case (more than k groups among them), without factorising
+    every row (~5 ms for 1e5 text labels; the design's levels are found once, later)."""
+    if column is None:
+        return None
+    if len(column) > _GROUP_SAMPLE and column.iloc[:_GROUP_SAMPLE].nunique() > k:
+        return None
+    n_groups = int(column.nunique())
+    return n_groups if n_groups <= k else None
+
+
 def _check_slope_dimensions(spec, data):
     """The terms' patsy designs (nothing built) after checking from their sizes alone that the groups can
     identify the covariance: a q x q covariance needs more than q groups (issue 23: a C(f) slope with
     thousands of levels is refused before a dense rows x levels design is made)."""
-    n_groups = int(data[spec.group].nunique()) if spec.group in data.columns else None
+    column = data[spec.group] if spec.group in data.columns else None
     bound = sum(_terms.quick_q(t.expr, data) for t in spec.terms)
+    n_groups = _few_groups(column, bound)
     if n_groups is not None and bound > 1 and n_groups <= bound:  # refused before patsy's contrasts are built
         raise ValueError(f"{n_groups} groups cannot identify a random-effects covariance of at least {bound} x "
                          f"{bound} ({' + '.join(t.expr for t in spec.terms)}); use fewer random terms or more groups")
     infos = [_terms._z_info(_terms.TermSpec(t.expr, (t.group,), t.correlated, t.text), data) for t in spec.terms]
     q = sum(len(info.column_names) for info in infos)
+    n_groups = _few_groups(column, q) if q > bound else n_groups
     if n_groups is not None and q > 1 and n_groups <= q:
         names = [c for info in infos for c in info.column_names]
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
