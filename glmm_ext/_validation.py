@@ -262,3 +262,25 @@ def check_rank(X, names):
         null = vt[-1]
         involved = [names[i] for i in np.flatnonzero(np.abs(null) > 1e-6 * np.abs(null).max())]
         raise ValueError(f"the predictors are perfectly collinear: {', '.join(involved)}; drop one of them")
+
+
+def statsmodels_fit_options(method, start_params, full_output, extra):
+    """Lines for optsummary.notes about statsmodels fit() options; ValueError for what cannot be honoured."""
+    notes = []
+    if method is not None:
+        notes.append(f"method={method!r} ignored: glmm_ext runs its own search, the exact REML/ML profile (Gaussian) "
+                     "or Newton steps on the Laplace/AGQ log-likelihood")
+    if start_params is not None:
+        notes.append("start_params ignored: start values come from a GLM fit without random effects")
+    if full_output is not None:
+        notes.append("full_output ignored: the optimiser's record is always kept (this optsummary)")
+    for key in ("fe_pen", "cov_pen", "free"):
+        if extra.pop(key, None) is not None:
+            raise ValueError(f"{key} is not supported: glmm_ext fits unpenalised models")
+    for key in ("niter_sa", "do_cg", "retall", "skip_hessian", "fargs", "gtol", "use_sqrt", "scale_fe",
+                "minim_opts", "fit_method", "verbose"):
+        if key in extra:
+            notes.append(f"{key}={extra.pop(key)!r} ignored (a statsmodels optimiser option)")
+    if extra:
+        raise TypeError(f"fit() got unexpected keyword arguments: {', '.join(extra)}")
+    return notes

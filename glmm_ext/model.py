@@ -17,7 +17,7 @@ from .engine._mixed import fit_mixed
 from ._likelihood import negative_loglike, one_random_intercept, vector_names
 from ._multiterm import check_several_weights, engine_arguments
 from ._progress import Progress
-from ._validation import check_family, check_fit_options, check_vector
+from ._validation import check_family, check_fit_options, check_vector, statsmodels_fit_options
 from .results import GLMMResults, GLMMResultsWrapper
 
 CONVERGENCE_ADVICE = ("Try: increase maxiter (100 -> 500); relax tol (1e-6 -> 1e-4); very few groups (2-3) make "
@@ -337,7 +337,7 @@ class GLMM(sm_base.LikelihoodModel):
         -------
         GLMMResultsWrapper
         """
-        notes = _statsmodels_fit_options(method, start_params, full_output, kwargs)
+        notes = statsmodels_fit_options(method, start_params, full_output, kwargs)
         if disp:
             progress = True
         if isinstance(reml, np.bool_):
@@ -571,28 +571,6 @@ def _refuse_dask_terms(formula, kwargs):
     if getattr(spec, "is_multi", False) or kwargs.get("vc_formula"):
         raise NotImplementedError("several random-effect terms (crossed or nested factors) are not supported on a "
                                   "Dask DataFrame; fit them in memory (data.compute()), or use one grouping factor")
-
-
-def _statsmodels_fit_options(method, start_params, full_output, extra):
-    """Lines for optsummary.notes about statsmodels fit() options; ValueError for what cannot be honoured."""
-    notes = []
-    if method is not None:
-        notes.append(f"method={method!r} ignored: glmm_ext runs its own search, the exact REML/ML profile (Gaussian) "
-                     "or Newton steps on the Laplace/AGQ log-likelihood")
-    if start_params is not None:
-        notes.append("start_params ignored: start values come from a GLM fit without random effects")
-    if full_output is not None:
-        notes.append("full_output ignored: the optimiser's record is always kept (this optsummary)")
-    for key in ("fe_pen", "cov_pen", "free"):
-        if extra.pop(key, None) is not None:
-            raise ValueError(f"{key} is not supported: glmm_ext fits unpenalised models")
-    for key in ("niter_sa", "do_cg", "retall", "skip_hessian", "fargs", "gtol", "use_sqrt", "scale_fe",
-                "minim_opts", "fit_method", "verbose"):
-        if key in extra:
-            notes.append(f"{key}={extra.pop(key)!r} ignored (a statsmodels optimiser option)")
-    if extra:
-        raise TypeError(f"fit() got unexpected keyword arguments: {', '.join(extra)}")
-    return notes
 
 
 def gaussian_ri_loglik(resid, starts, counts, var_re, scale):

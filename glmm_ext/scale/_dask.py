@@ -382,10 +382,11 @@ class DaskGLMM:
             The same attributes, tables and summary as an in-memory fit's results (see
             `glmm_ext.scale._dask_results`).
         """
-        from ..model import CONVERGENCE_ADVICE, SINGULAR_MESSAGE, _statsmodels_fit_options
+        from ..model import CONVERGENCE_ADVICE, SINGULAR_MESSAGE
+        from .._validation import statsmodels_fit_options
         from ._dask_results import DaskGLMMResults, DaskGLMMResultsWrapper
 
-        notes = _statsmodels_fit_options(method, start_params, full_output, kwargs)
+        notes = statsmodels_fit_options(method, start_params, full_output, kwargs)
         if isinstance(reml, np.bool_):
             reml = bool(reml)
         if not isinstance(reml, bool):
