@@ -148,16 +148,20 @@ def test_bse_re_by_term_is_the_delta_method_of_the_wald_se():
         np.testing.assert_allclose(series.iloc[0], 2 * np.exp(2 * omega[k]) * se[k], rtol=2e-3)
 
 
+def _slope_and_crossed_data(seed, n, n_g, n_h):
+    """y = 1 + 0.5 x + b_g0 + b_g1 x + u_h + e: a correlated slope term on g (n_g levels) crossed with h."""
+    rng = np.random.default_rng(seed)
+    g, h = rng.integers(0, n_g, n), rng.integers(0, n_h, n)
+    x = rng.normal(size=n)
+    b = rng.multivariate_normal([0, 0], [[1.0, 0.3], [0.3, 0.5]], size=n_g)
+    y = 1 + 0.5 * x + b[g, 0] + b[g, 1] * x + rng.normal(0, 0.6, n_h)[h] + rng.normal(size=n)
+    return pd.DataFrame({"y": y, "x": x, "g": g.astype(str), "h": h.astype(str)})
+
+
 def test_correlated_slope_term_rows_wald_and_profile():
     """y ~ x + (x|g) + (1|h): SD rows per column and a Cor row; every interval holds its estimate, the Cor
     interval inside [-1, 1]; Wald and profile close for a well-determined SD."""
-    rng = np.random.default_rng(3)
-    n = 400
-    g, h = rng.integers(0, 25, n), rng.integers(0, 15, n)
-    x = rng.normal(size=n)
-    b = rng.multivariate_normal([0, 0], [[1.0, 0.3], [0.3, 0.5]], size=25)
-    y = 1 + 0.5 * x + b[g, 0] + b[g, 1] * x + rng.normal(0, 0.6, 15)[h] + rng.normal(size=n)
-    df = pd.DataFrame({"y": y, "x": x, "g": g.astype(str), "h": h.astype(str)})
+    df = _slope_and_crossed_data(seed=3, n=400, n_g=25, n_h=15)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = glmm_ext.GLMM.from_formula("y ~ x + (x|g) + (1|h)", df).fit(reml=False)
@@ -228,13 +232,7 @@ def test_r2_poisson_lognormal_and_trigamma():
 def test_random_effects_cov_by_term_and_level_equals_dense_conditional_covariance():
     """Gaussian: Var(b | y) = (Z'Z / sigma^2 + Sigma_b^-1)^-1 (beta at its estimate, as lme4's condVar), its
     diagonal blocks per level; a slope term's blocks are 2 x 2."""
-    rng = np.random.default_rng(4)
-    n = 200
-    g, h = rng.integers(0, 12, n), rng.integers(0, 6, n)
-    x = rng.normal(size=n)
-    b = rng.multivariate_normal([0, 0], [[1.0, 0.3], [0.3, 0.5]], size=12)
-    y = 1 + 0.5 * x + b[g, 0] + b[g, 1] * x + rng.normal(0, 0.6, 6)[h] + rng.normal(size=n)
-    df = pd.DataFrame({"y": y, "x": x, "g": g.astype(str), "h": h.astype(str)})
+    df = _slope_and_crossed_data(seed=4, n=200, n_g=12, n_h=6)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = glmm_ext.GLMM.from_formula("y ~ x + (x|g) + (1|h)", df).fit()
@@ -260,13 +258,7 @@ def test_random_effects_cov_by_term_and_level_equals_dense_conditional_covarianc
 
 
 def test_icc_at_sums_every_terms_variance_at_x():
-    rng = np.random.default_rng(5)
-    n = 300
-    g, h = rng.integers(0, 15, n), rng.integers(0, 8, n)
-    x = rng.normal(size=n)
-    b = rng.multivariate_normal([0, 0], [[1.0, 0.3], [0.3, 0.5]], size=15)
-    y = 1 + 0.5 * x + b[g, 0] + b[g, 1] * x + rng.normal(0, 0.6, 8)[h] + rng.normal(size=n)
-    df = pd.DataFrame({"y": y, "x": x, "g": g.astype(str), "h": h.astype(str)})
+    df = _slope_and_crossed_data(seed=5, n=300, n_g=15, n_h=8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = glmm_ext.GLMM.from_formula("y ~ x + (x|g) + (1|h)", df).fit()
