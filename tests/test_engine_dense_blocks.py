@@ -10,7 +10,7 @@ import pytest
 from scipy import linalg
 
 from glmm_ext.engine import _dense_blocks as db
-from glmm_ext.engine._dense_blocks import DenseFactor, DensePlan, RowOps, chol_batched, inv_lower_batched
+from glmm_ext.engine._dense_blocks import DenseFactor, DensePlan, RowOps
 from glmm_ext.engine._families import Distribution, make_family
 from glmm_ext.engine._mixed_glmm import MixedGLMM
 from glmm_ext.engine._pls import Factor, Layout, crossprods
@@ -118,18 +118,6 @@ def test_row_products_equal_dense_z(name, sort_first):
     M = M + np.swapaxes(M, 1, 2)
     Z1 = Z[:, :nl * q].reshape(lay.n, nl, q)
     np.testing.assert_allclose(ops.quadratic_rows(M), np.einsum("ija,jab,ijb->i", Z1, M, Z1), rtol=1e-10, atol=1e-12)
-
-
-def test_batched_cholesky_and_triangular_inverse():
-    rng = np.random.default_rng(3)
-    A = rng.normal(size=(20, 4, 4))
-    M = A @ np.swapaxes(A, 1, 2) + 0.1 * np.eye(4)
-    L = chol_batched(M)
-    np.testing.assert_allclose(L, np.linalg.cholesky(M), rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(inv_lower_batched(L), np.linalg.inv(L), rtol=1e-10, atol=1e-12)
-    M[7] = -M[7]
-    with pytest.raises(linalg.LinAlgError):
-        chol_batched(M)
 
 
 def _poisson_problem(rng, n, spec, shuffle=True):

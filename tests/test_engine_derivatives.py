@@ -122,29 +122,24 @@ def test_profiled_deviance_gradient_matches_finite_differences():
 
     data = pd.read_csv(os.path.join(DATA, "slopes", "sim_q3.csv"))
     X = np.column_stack([np.ones(len(data)), data["x1"], data["x2"]])
-    stats = vector_stats(X, data["y"].to_numpy() / 3.0, X, np.flatnonzero(np.diff(data["g"], prepend=-1)))
-    for pattern in (LambdaPattern(3, [[0, 1, 2]]), LambdaPattern(3, [[0], [1, 2]])):
-        theta = np.linspace(0.2, 0.9, pattern.size) * np.where(pattern.is_diag, 1.0, -1.0)
-        for reml in (True, False):
-            _, grad = vector_deviance(theta, pattern, stats, reml, need_grad=True)
-            numeric = [(vector_deviance(theta + e, pattern, stats, reml) - vector_deviance(theta - e, pattern, stats,
-                                                                                           reml)) / 2e-6
-                       for e in np.eye(len(theta)) * 1e-6]
-            assert np.allclose(grad, numeric, rtol=1e-6, atol=1e-4)
-    # q = 2 (the random-slope case, computed in closed form): correlated and diagonal blocks
-    stats = vector_stats(X, data["y"].to_numpy() / 3.0, X[:, :2], np.flatnonzero(np.diff(data["g"], prepend=-1)))
-    for pattern in (LambdaPattern(2, [[0, 1]]), LambdaPattern(2, [[0], [1]])):
-        theta = np.linspace(0.3, 0.8, pattern.size) * np.where(pattern.is_diag, 1.0, -1.0)
-        for reml in (True, False):
-            _, grad = vector_deviance(theta, pattern, stats, reml, need_grad=True)
-            numeric = [(vector_deviance(theta + e, pattern, stats, reml) - vector_deviance(theta - e, pattern, stats,
-                                                                                           reml)) / 2e-6
-                       for e in np.eye(len(theta)) * 1e-6]
-            assert np.allclose(grad, numeric, rtol=1e-6, atol=1e-4)
+    starts = np.flatnonzero(np.diff(data["g"], prepend=-1))
+    # q = 3 (general code) and q = 2 (the random-slope case, computed in closed form): correlated and diagonal blocks
+    cases = [(X, (LambdaPattern(3, [[0, 1, 2]]), LambdaPattern(3, [[0], [1, 2]])), (0.2, 0.9)),
+             (X[:, :2], (LambdaPattern(2, [[0, 1]]), LambdaPattern(2, [[0], [1]])), (0.3, 0.8))]
+    for Z, patterns, (lo, hi) in cases:
+        stats = vector_stats(X, data["y"].to_numpy() / 3.0, Z, starts)
+        for pattern in patterns:
+            theta = np.linspace(lo, hi, pattern.size) * np.where(pattern.is_diag, 1.0, -1.0)
+            for reml in (True, False):
+                _, grad = vector_deviance(theta, pattern, stats, reml, need_grad=True)
+                numeric = [(vector_deviance(theta + e, pattern, stats, reml)
+                            - vector_deviance(theta - e, pattern, stats, reml)) / 2e-6
+                           for e in np.eye(len(theta)) * 1e-6]
+                assert np.allclose(grad, numeric, rtol=1e-6, atol=1e-4)
 
 
-def test_two_by_two_closed_forms_equal_lapack():
-    from glmm_ext.engine._lmm_blocks import batched_cholesky, batched_forward, lower_inverse_t, mul2
+def test_stack_factors_equal_lapack():
+    from glmm_ext.engine._stacks import batched_cholesky, batched_forward, lower_inverse_t, mul2
 
     rng = np.random.default_rng(3)
     A = rng.normal(size=(50, 2, 2))
@@ -160,6 +155,15 @@ def test_two_by_two_closed_forms_equal_lapack():
     for bad in (np.diag([-1.0, 1.0]), np.array([[1.0, 2.0], [2.0, 1.0]])):  # each pivot's failure
         with pytest.raises(np.linalg.LinAlgError):
             batched_cholesky(np.concatenate([T, bad[None]]))
+    # q = 4: the column loop (the dense-block factor's first term)
+    A = rng.normal(size=(20, 4, 4))
+    M = A @ np.swapaxes(A, 1, 2) + 0.1 * np.eye(4)
+    L = batched_cholesky(M)
+    np.testing.assert_allclose(L, np.linalg.cholesky(M), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(np.swapaxes(lower_inverse_t(L), 1, 2), np.linalg.inv(L), rtol=1e-10, atol=1e-12)
+    M[7] = -M[7]
+    with pytest.raises(np.linalg.LinAlgError):
+        batched_cholesky(M)
 
 
 @pytest.mark.parametrize("family,link", PAIRS)

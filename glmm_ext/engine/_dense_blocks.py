@@ -14,6 +14,7 @@ import numpy as np
 from scipy import linalg
 from scipy.linalg import lapack
 
+from ._stacks import batched_cholesky, lower_inverse_t
 from ._pls import inverse_from_blocks, leverages_from_inverse, rest_blocks_of
 
 #: dense L_R1 when nR^2 n1 (the flops of L_R1 L_R1') and nR n1 (its entries) stay below these
@@ -41,34 +42,6 @@ def use_dense(layout) -> bool:
     """True when the cross block is small enough to be dense (always for one term)."""
     nR, n1 = layout.nR, layout.n1
     return nR == 0 or (nR * nR * n1 <= DENSE_FLOPS and nR * n1 <= DENSE_ENTRIES)
-
-
-def chol_batched(M):
-    """Lower Cholesky factors of a stack (N, q, q) of symmetric matrices by a column loop over q (vectorised
-    over N); `linalg.LinAlgError` when one is not positive definite."""
-    q = M.shape[1]
-    L = np.zeros_like(M)
-    for j in range(q):
-        v = M[:, j, j] - np.einsum("nk,nk->n", L[:, j, :j], L[:, j, :j]) if j else M[:, j, j].copy()
-        if not np.all(v > 0):
-            raise linalg.LinAlgError("a diagonal block is not positive definite")
-        d = np.sqrt(v)
-        L[:, j, j] = d
-        for i in range(j + 1, q):
-            r = M[:, i, j] - (np.einsum("nk,nk->n", L[:, i, :j], L[:, j, :j]) if j else 0.0)
-            L[:, i, j] = r / d
-    return L
-
-
-def inv_lower_batched(L):
-    """Inverses of a stack (N, q, q) of lower-triangular matrices (forward substitution on the identity)."""
-    q = L.shape[1]
-    out = np.zeros_like(L)
-    for j in range(q):  # column j of L^-1
-        out[:, j, j] = 1.0 / L[:, j, j]
-        for i in range(j + 1, q):
-            out[:, i, j] = -np.einsum("nk,nk->n", L[:, i, j:i], out[:, j:i, j]) / L[:, i, i]
-    return out
 
 
 def _unless_ones(z):
@@ -183,9 +156,10 @@ class DenseFactor:
         else:
             M11 = lam1.T @ A11 @ lam1
             M11 += np.eye(q1)
-            self.L11 = chol_batched(M11)
-            self.L11inv = inv_lower_batched(self.L11)
-            T1 = lam1 @ np.swapaxes(self.L11inv, 1, 2)  # Lambda_1 L11_j^-T
+            self.L11 = batched_cholesky(M11)
+            L11inv_t = lower_inverse_t(self.L11)
+            self.L11inv = np.swapaxes(L11inv_t, 1, 2)
+            T1 = lam1 @ L11inv_t  # Lambda_1 L11_j^-T
             logdet = 2.0 * float(np.sum(np.log(np.diagonal(self.L11, axis1=1, axis2=2))))
         self.T1 = T1
         scalar = all(q == 1 for q in layout.q)
