@@ -92,6 +92,15 @@ def _bar_spans(rhs):
     return spans
 
 
+def fixed_part(rhs, spans):
+    """The right-hand side without its random-effects terms (the character spans `spans`) and the '+' joining
+    them, stripped ('' when nothing is left)."""
+    fixed = rhs
+    for a, b in reversed(spans):
+        fixed = fixed[:a] + "\0" + fixed[b:]
+    return re.sub(r"\s*\+\s*\0|\0\s*\+\s*|\0", "", fixed).strip()
+
+
 def _bare_bar(text):
     """True when `text` has a '|' outside every parenthesis."""
     depth = 0
@@ -133,10 +142,7 @@ def parse_formula(formula):
         return None  # a '|' inside a function call such as I(a | b) is patsy's
     terms = [_parse_term(rhs[a:b]) for a, b in spans]
     groups = list(dict.fromkeys(t.group for t in terms))
-    fixed = rhs
-    for a, b in reversed(spans):
-        fixed = fixed[:a] + "\0" + fixed[b:]
-    fixed = re.sub(r"\s*\+\s*\0|\0\s*\+\s*|\0", "", fixed).strip()
+    fixed = fixed_part(rhs, spans)
     if _bare_bar(fixed):
         raise ValueError(f"formula {formula!r}: a '|' outside a random-effects term")
     if _terms.is_multi(terms):  # several grouping factors, a/b or a:b: the multi-term structure

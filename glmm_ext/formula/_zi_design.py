@@ -13,7 +13,7 @@ import pandas as pd
 import patsy
 
 from ..engine._structure import ReStructure, ReTerm
-from ._bars import _bar_spans, _bare_bar
+from ._bars import _bar_spans, _bare_bar, fixed_part
 
 _GROUP = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*(\s*:\s*[A-Za-z_][A-Za-z0-9_.]*)*$")
 
@@ -53,10 +53,7 @@ def split_part(rhs, what):
             raise ValueError(f"{what}: the grouping factor of {rhs[a:b]!r} must be a column name or a:b "
                              f"(got {group!r}); nesting a/b is written (1|a) + (1|a:b)")
         bars.append(BarSpec(lhs, group, correlated, rhs[a:b]))
-    fixed = rhs
-    for a, b in reversed(spans):
-        fixed = fixed[:a] + "\0" + fixed[b:]
-    fixed = re.sub(r"\s*\+\s*\0|\0\s*\+\s*|\0", "", fixed).strip()
+    fixed = fixed_part(rhs, spans)
     if _bare_bar(fixed):
         raise ValueError(f"{what}: a '|' outside parentheses; write random effects as (1 + x | g)")
     absent = re.sub(r"\s+", "", fixed) in ("0", "-1") and not bars
