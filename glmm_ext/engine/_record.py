@@ -88,11 +88,6 @@ class MixedFit:
             o += q
         return out
 
-    @property
-    def mixed(self):
-        """The record itself (what `scale._many_multi` reads as ``res._fit.mixed``)."""
-        return self
-
 
 def one_factor_record(*, beta, cov_beta, cov_re, scale, llf, modes, mode_sd, converged, singular, method, opt,
                       n_params, group, z_names, cov_params, mode_cov=None, eta=None, eta_fixed=None,

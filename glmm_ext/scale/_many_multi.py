@@ -108,7 +108,7 @@ def _single_fit(job, name, y, options):
     model = GLMM.from_formula(f"{_quoted(name)} ~ {job.rhs}", frame, groups=job.groups, family=job.family,
                               exposure=job.exposure, offset=job.offset)
     res = model.fit(nagq=options["nagq"], reml=options["reml"], maxiter=options["maxiter"], tol=options["tol"])
-    return res._results._fit.mixed if hasattr(res, "_results") else res._fit.mixed
+    return res._results._fit if hasattr(res, "_results") else res._fit
 
 
 def fit_response(shared, name, y, options):
