@@ -507,8 +507,6 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         """
         from .report._display import make_summary
 
-        if self.is_multi:
-            from .report._multi import make_summary  # noqa: F811 - the per-term tables
         if isinstance(blup_rows, bool) or not isinstance(blup_rows, (int, np.integer)) or blup_rows < 0:
             raise ValueError(f"blup_rows must be a whole number >= 0 (got {blup_rows!r})")
         if xname_fe is not None and len(xname_fe) != len(self.model.exog_names):

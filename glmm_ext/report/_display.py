@@ -1,7 +1,12 @@
 """summary(): every table in a statsmodels summary2.Summary (HTML in a notebook) with a compact text form.
 
+One builder (`make_summary`) for every random-effects structure: a one-factor model is the one-term case
+(its grouping factor and group sizes in the header, its random intercept or slopes in one table), several
+terms give lme4's VarCorr rows per term, an ICC per term and the BLUPs per term.
+
 The text form fits in 100 columns for every family: each table is rendered at its own natural width,
-every ruled line has the width of the widest table, notes wrap at word boundaries at that width.
+split by columns where it is wider, every ruled line has the width of the widest table, notes wrap at
+word boundaries at that width.
 """
 import numbers
 import textwrap
@@ -63,24 +68,37 @@ def titled(df, title, headers=None, shorten=True):
 
 
 def model_info(res):
+    """The header: model, data and the fit's status.  One term: its grouping factor and group sizes; several
+    terms: each term's number of levels (in full: a header too wide for two columns is printed in one)."""
     model = res.model
-    counts = model.design.counts
-    return {
-        "Model:": ("GLMM (random intercept)" if not _slopes(res) else
-                   f"GLMM (random: {', '.join(res._terms[0].z_names)})"),
+    info = {
+        "Model:": _model_name(res),
         "Family:": FAMILY_NAMES.get(model.dist.name, model.dist.name),
         "Link:": model.dist.link_name,
         "Method:": res.method if res.method in ("REML", "ML", "Laplace") else
         (f"AGQ ({res.nagq} nodes)" if res.method == "AGQ" else res.method),
         "Dependent Variable:": _label(model.endog_name),
-        "Group variable:": _label(model.group_name),
-        "No. Observations:": fmt(res.nobs),
-        "Rows dropped:": fmt(res.n_dropped),
-        "No. Groups:": fmt(res.n_groups),
-        "Group size min/mean/max:": f"{counts.min()} / {counts.mean():.1f} / {counts.max()}",
-        "Converged:": "Yes" if res.converged else "No",
-        "Singular fit:": "Yes" if res.singular else "No",
     }
+    if res.is_multi:
+        info["Levels:"] = ", ".join(f"{t.key} {t.n_levels}" for t in res._terms)
+    else:
+        info["Group variable:"] = _label(model.group_name)
+    info.update({"No. Observations:": fmt(res.nobs), "Rows dropped:": fmt(res.n_dropped)})
+    if not res.is_multi:
+        counts = model.design.counts
+        info.update({"No. Groups:": fmt(res.n_groups),
+                     "Group size min/mean/max:": f"{counts.min()} / {counts.mean():.1f} / {counts.max()}"})
+    info["Converged:"] = "Yes" if res.converged else "No"
+    singular = [k for k, v in res.singular_terms.items() if v]
+    info["Singular fit:"] = ("No" if not singular else ", ".join(singular)) if res.is_multi else \
+        ("Yes" if res.singular else "No")
+    return info
+
+
+def _model_name(res):
+    if res.is_multi:
+        return f"GLMM ({len(res._terms)} random-effect terms)"
+    return f"GLMM (random: {', '.join(res._terms[0].z_names)})" if _slopes(res) else "GLMM (random intercept)"
 
 
 def _slopes(res):
@@ -89,33 +107,63 @@ def _slopes(res):
 
 
 def _effects(res):
+    if res.is_multi:
+        return "Random effects"
     return "Random effects (per term)" if _slopes(res) else "Random intercepts"
 
 
-def notes(res, alpha, from_cli=False):
+def _singular_note(res):
+    if res.is_multi:
+        singular = [k for k, v in res.singular_terms.items() if v]
+        return None if not singular else (
+            f"Singular fit: the covariance of {', '.join(singular)} is at its boundary (a variance at zero or a "
+            "correlation of +-1); interpret its variance components with caution.")
+    if not res.singular:
+        return None
+    if _slopes(res):
+        from .._results_terms import SINGULAR_NOTE
+
+        return SINGULAR_NOTE
+    return ("Singular fit: the random-intercept variance is at or near zero (the boundary); interpret the ICC and "
+            "variance components with caution, a GLM may be more appropriate.")
+
+
+def _fewest_levels(res):
+    """(number, what) of the term with the fewest levels: the groups of a one-term model."""
+    if not res.is_multi:
+        return res.n_groups, "groups"
+    term = min(res._terms, key=lambda t: t.n_levels)
+    return term.n_levels, f"levels of {term.key}"
+
+
+def notes(res):
+    """The notes printed after the tables: deleted rows, boundary and convergence warnings, what the standard
+    errors are, the ICC's and the intervals' caveats."""
     lines = []
     if res.n_dropped:
         reasons = ", ".join(f"{k} ({v})" for k, v in res.model.design.drop_reasons.items())
         lines.append(f"{res.n_dropped} rows dropped (listwise deletion: missing, non-numeric or infinite values"
                      + (f" in {reasons}" if reasons else "") + ").")
-    if res.singular and _slopes(res):
-        from .._results_terms import SINGULAR_NOTE
-
-        lines.append(SINGULAR_NOTE)
-    elif res.singular:
-        lines.append("Singular fit: the random-intercept variance is at or near zero (the boundary); interpret the "
-                     "ICC and variance components with caution, a GLM may be more appropriate.")
+    singular = _singular_note(res)
+    if singular:
+        lines.append(singular)
     if not res.converged:
         lines.append("The optimiser did not converge: " + res.optsummary.message)
-    if res.icc is None:
+    if res.icc_basis is None:
         from ._tables import ICC_UNDEFINED
 
         lines.append(f"ICC: {ICC_UNDEFINED}.")
-    if res.model.dist.name == "gaussian" and res.model.dist.link_name == "identity":
+    gaussian = res.model.dist.name == "gaussian" and res.model.dist.link_name == "identity"
+    kind = "BLUPs" if gaussian else "conditional modes"
+    if res.is_multi:  # the modes of every term jointly: their conditional SDs, fixed effects held
+        lines.append(f"{_effects(res)} are {kind}; Std. Error = conditional SD (fixed effects held at their "
+                     "estimates).")
+    elif gaussian:
         lines.append(f"{_effects(res)} are BLUPs; Std. Error = sqrt(conditional variance).")
     else:
         lines.append(f"{_effects(res)} are conditional modes; Std. Error = sqrt(inverse curvature of each group's "
                      "log integrand), a posterior-based SE.")
+    if not gaussian:
         source = "observed information (Hessian)" if res.cov_type == "hessian" else "PIRLS working weights"
         lines.append(f"Standard errors of fixed effects: {source}.")
     if res.se_note:
@@ -123,9 +171,9 @@ def notes(res, alpha, from_cli=False):
     if res.method == "REML":
         lines.append("REML AIC and BIC compare only models with the same fixed effects (refit with reml=False to "
                      "compare fixed effects).")
-    if res.n_groups < FEW_GROUPS:
-        lines.append(f"Confidence intervals: Wald, standard normal; with {res.n_groups} groups they can be too "
-                     "narrow.")
+    few, what = _fewest_levels(res)
+    if few < FEW_GROUPS:
+        lines.append(f"Confidence intervals: Wald, standard normal; with {few} {what} they can be too narrow.")
     else:
         lines.append("Confidence intervals: Wald, standard normal.")
     return lines
@@ -166,7 +214,9 @@ class GLMMSummary(summary2.Summary):
             if kind == "info":
                 rendered.append(("info", _info_lines(content)))
             elif kind == "table":
-                rendered += [("table", lines) for lines in _table_parts(content)]
+                table, moved = _wide_columns(content)
+                rendered += [("table", lines) for lines in _table_parts(table)]
+                rendered += [("text", line) for line in moved]
             else:
                 rendered.append(("text", content))
         width = max([len(line) for kind, lines in rendered if kind != "text" for line in lines] + [60])
@@ -191,6 +241,26 @@ class GLMMSummary(summary2.Summary):
 
     def __str__(self):
         return self.as_text()
+
+
+def _wide_columns(df, width=MAX_WIDTH):
+    """The table without the columns too wide to print beside its label column alone (long notes, which no
+    split by columns can fit), and those columns as text lines "rows: note" (a blank cell shares the note
+    above it, as the table reads)."""
+    label = df.columns[0]
+    wide = [c for c in df.columns[1:]
+            if max(len(line) for line in df[[label, c]].to_string(index=False).splitlines()) > width]
+    lines = []
+    for col in wide:
+        groups = []  # [row labels, note]
+        for row, note in zip(df[label], df[col]):
+            if note:
+                groups.append([[str(row)], note])
+            elif groups:
+                groups[-1][0].append(str(row))
+        if groups:
+            lines.append("; ".join(f"{', '.join(rows)}: {note}" for rows, note in groups) + ".")
+    return df.drop(columns=wide), lines
 
 
 def _table_parts(df, width=MAX_WIDTH):
@@ -259,36 +329,64 @@ def add_fixed_effects(smry, res, alpha, labels):
     smry.add_block("table", table)
 
 
-def make_summary(res, alpha=0.05, blup_rows=10, from_cli=False, labels=None):
-    labels = labels or {}
-    smry = summary_start(model_info(res), labels)
+def random_effects_block(res, labels):
+    """The Random Effects table: one random intercept, one term's VarCorr rows, or every term's (lme4's VarCorr
+    print) with the Residual row.  A user's xname_re renames a one-row-per-component table's first row."""
     random = res.random_effects_table()
-    if labels.get("xname_re"):
+    if labels.get("xname_re") and random.index.nlevels == 1:
         random = random.rename(index={random.index[0]: labels["xname_re"]})
-    smry.add_block("table", titled(random, "Random Effects", shorten=False))  # its labels are names, never cut
+    # a one-factor table's labels are names, never cut; several terms' keys (interactions) are cut at 30
+    return titled(random, "Random Effects", shorten=res.is_multi)
+
+
+def blup_parts(res):
+    """(title, table with a Group column, the unit its rows count, prefix of its "more" line) per term."""
+    table = res.blup_table()
+    if not res.is_multi:
+        return [("BLUP: group", table, "groups", "")]
+    parts = []
+    for term, part in table.groupby("Term", sort=False):
+        part = part.drop(columns=["Term"]).dropna(axis=1, how="all")  # the long table's other terms' columns
+        part.columns = [c.replace("Std. Error", "SE") for c in part.columns]
+        parts.append((f"BLUP: {_label(term)}", part, "levels", f"{term}: "))
+    return parts
+
+
+def make_summary(res, alpha=0.05, blup_rows=10, from_cli=False, labels=None):
+    """The summary of a fit of any random-effects structure: header, random effects, NB2 shape, ICC, latent
+    scale, fixed effects, model fit, BLUPs (per term), notes."""
     from ._tables import dispersion_table
 
+    labels = labels or {}
+    smry = summary_start(model_info(res), labels)
+    smry.add_block("table", random_effects_block(res, labels))
     shape = dispersion_table(res)
     if shape is not None:
         smry.add_block("table", titled(shape, "NB2 shape", shorten=False))
-    if res.icc is not None:
-        smry.add_block("table", titled(res.icc_table(), "ICC"))
+    icc = res.icc_table()
+    if not (icc["Value"].astype(str) == "N/A").all():
+        smry.add_block("table", titled(icc, "ICC"))
     latent = res.latent_variance_table()
     if latent is not None:
         smry.add_block("table", titled(latent, "Latent scale", {"Latent residual variance": "Residual variance",
                                                                  "Random-intercept variance": "Group variance"}))
     add_fixed_effects(smry, res, alpha, labels)
-    smry.add_block("table", titled(res.model_fit_table(), "Model Fit"))
-    blups = res.blup_table()
-    if blup_rows:
-        shown = blups.head(blup_rows).set_index("Group")
-        shown.index = shown.index.astype(str)
-        smry.add_block("table", titled(shown, "BLUP: group"))
-    if len(blups) > blup_rows:
-        where = "--blups FILE writes" if from_cli else "res.blup_table() has"
-        smry.add_block("text", f"... {len(blups) - blup_rows} more groups ({where} all {len(blups)}).")
-    elif from_cli:
-        smry.add_block("text", "--blups FILE writes every group's BLUP and standard error.")
-    for line in notes(res, alpha):
+    fit_table = res.model_fit_table()
+    if res.is_multi:  # the levels per term are in the header
+        fit_table = fit_table.drop(index=["Groups"])
+    smry.add_block("table", titled(fit_table, "Model Fit"))
+    where = "--blups FILE writes" if from_cli else "res.blup_table() has"
+    cut = False
+    for title, table, unit, prefix in blup_parts(res):
+        if blup_rows:
+            shown = table.head(blup_rows).set_index("Group")
+            shown.index = shown.index.astype(str)
+            smry.add_block("table", titled(shown, title))
+        if len(table) > blup_rows:
+            cut = True
+            smry.add_block("text", f"... {prefix}{len(table) - blup_rows} more {unit} ({where} all {len(table)}).")
+    if from_cli and not cut:
+        smry.add_block("text", f"--blups FILE writes every {unit[:-1]}'s BLUP and standard error.")
+    for line in notes(res):
         smry.add_block("text", line)
     return smry
