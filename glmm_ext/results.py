@@ -516,6 +516,11 @@ class GLMMResults(sm_base.LikelihoodModelResults):
                   "xname_re": None if xname_re is None else list(np.atleast_1d(xname_re))[0]}
         return make_summary(self, alpha=alpha, blup_rows=int(blup_rows), from_cli=from_cli, labels=labels)
 
+    def summary2(self, yname=None, xname=None, title=None, alpha=0.05, blup_rows=10):
+        """statsmodels' GLM name for the ``summary2.Summary`` that `summary` returns (the same tables, any
+        random-effects structure); ``xname`` names the fixed effects (``summary``'s ``xname_fe``)."""
+        return self.summary(alpha=alpha, blup_rows=blup_rows, title=title, yname=yname, xname_fe=xname)
+
     def save(self, fname, remove_data=False):
         """Pickle the results (statsmodels' ``save``).  Unsafe for untrusted files: unpickling runs code and a
         formula model re-evaluates its stored formula; load only files you wrote."""
