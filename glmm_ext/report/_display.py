@@ -89,10 +89,13 @@ def model_info(res):
         info.update({"No. Groups:": fmt(res.n_groups),
                      "Group size min/mean/max:": f"{counts.min()} / {counts.mean():.1f} / {counts.max()}"})
     info["Converged:"] = "Yes" if res.converged else "No"
-    singular = [k for k, v in res.singular_terms.items() if v]
-    info["Singular fit:"] = ("No" if not singular else ", ".join(singular)) if res.is_multi else \
-        ("Yes" if res.singular else "No")
+    info["Singular fit:"] = ", ".join(_singular_keys(res)) or ("Yes" if res.singular else "No")
     return info
+
+
+def _singular_keys(res):
+    """The singular terms of a several-term fit, named (a one-term fit's flag is ``res.singular``)."""
+    return [k for k, v in res.singular_terms.items() if v] if res.is_multi else []
 
 
 def _model_name(res):
@@ -113,12 +116,10 @@ def _effects(res):
 
 
 def _singular_note(res):
-    if res.is_multi:
-        singular = [k for k, v in res.singular_terms.items() if v]
-        return None if not singular else (
-            f"Singular fit: the covariance of {', '.join(singular)} is at its boundary (a variance at zero or a "
-            "correlation of +-1); interpret its variance components with caution.")
-    if not res.singular:
+    if _singular_keys(res):
+        return (f"Singular fit: the covariance of {', '.join(_singular_keys(res))} is at its boundary (a variance "
+                "at zero or a correlation of +-1); interpret its variance components with caution.")
+    if res.is_multi or not res.singular:
         return None
     if _slopes(res):
         from .._results_terms import SINGULAR_NOTE
