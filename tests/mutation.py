@@ -34,8 +34,8 @@ MUTANTS = [
      'df[f"exp(Upper {label})"] = np.exp(df[f"Upper {label}"])',
      'df[f"exp(Upper {label})"] = np.exp(df[f"Lower {label}"])'),
     ("BLUP SE from the expected (Fisher) curvature", "glmm_ext/engine/_glmm.py",
-     "blups=sigma * md.b, blup_sd=sigma / np.sqrt(md.H), converged=converged",
-     "blups=sigma * md.b, blup_sd=sigma / np.sqrt(1.0 + sigma * sigma * group_sums(dist.working_weights("
+     "modes=sigma * md.b, mode_sd=sigma / np.sqrt(md.H), converged=converged",
+     "modes=sigma * md.b, mode_sd=sigma / np.sqrt(1.0 + sigma * sigma * group_sums(dist.working_weights("
      "md.eta, data.m, phi), data.starts)), converged=converged"),
     ("n_dropped counts reasons, not rows (formula)", "glmm_ext/formula/_data.py",
      "groups=groups, offset=off, n_dropped=len(dropped),",

@@ -122,7 +122,7 @@ def _fit_one(design, name, y, options):
     if any(fit.singular):
         message += "; boundary (singular) fit"
     return dict(response=name, terms=terms, estimate=np.asarray(fit.beta, float),
-                std_err=np.sqrt(np.diag(fit.cov_beta)), var_re=float(fit.var_re), llf=float(fit.llf),
+                std_err=np.sqrt(np.diag(fit.cov_beta)), var_re=float(fit.cov_re[0][0, 0]), llf=float(fit.llf),
                 converged=bool(fit.converged), message=message)
 
 
