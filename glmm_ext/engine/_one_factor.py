@@ -125,8 +125,8 @@ def fit_scalar_profile(structure, prepared, reml=True, maxiter=100, tol=1e-6, ca
 
 
 def unscale_response(fit, c, link_name, family_name, n, R=None):
-    """The record of a fit to y / c (`Design.response_scale`) on the scaled predictors made the record for y
-    and X, in place: with `R`, beta = R gamma (and its covariances).
+    """The record of a fit to y / c (`Design.response_scale`) mapped to the record for y, in place; with `R`
+    also from the scaled predictors to X (beta = R gamma and its covariances).
 
     log link: beta, Lambda unchanged (log c sits in the offset); identity: beta, Lambda, modes times c;
     inverse: divided by c.  Gamma's dispersion is unchanged, Gaussian's times c^2; llf - n log c.  c is a
