@@ -59,6 +59,13 @@ def check_several_weights(design):
                          "var_weights (lme4's weights=) if that is the meaning, or repeat the rows")
 
 
+def design_structure(design):
+    """The design's random-effects structure: its several terms', or the one-term structure (built once)."""
+    if design.terms is not None:
+        return design.terms.structure
+    return design.design_cache("one_term_structure", lambda: one_term_structure(design))
+
+
 def engine_arguments(design):
     """The driver's data arguments for `design`: y, X, structure, dist, offset, prior weights, trials and
     (one-term designs) the design itself as the one-factor precomputations."""
@@ -67,10 +74,9 @@ def engine_arguments(design):
         check_several_weights(design)
     freq = design.has_freq_weights
     prior = design.var_weights * design.freq_weights if freq or not np.all(design.var_weights == 1.0) else None
-    return dict(y=design.y, X=design.X, structure=design.terms.structure if several else design.design_cache(
-                    "one_term_structure", lambda: one_term_structure(design)),
-                dist=design.dist, offset=design.offset, prior_weights=prior,
-                trials=design.trials if design.has_trials else None, prepared=None if several else design)
+    return dict(y=design.y, X=design.X, structure=design_structure(design), dist=design.dist, offset=design.offset,
+                prior_weights=prior, trials=design.trials if design.has_trials else None,
+                prepared=None if several else design)
 
 
 def fit_design(design, reml=True, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", callback=None):

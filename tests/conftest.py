@@ -178,6 +178,7 @@ SLOPE_CASES = {
     "sleep_reml": ("sleepstudy.csv", "Reaction ~ Days + (Days | Subject)", sm.families.Gaussian),
     "sim_binomial": ("slopes/sim_binomial.csv", "y ~ x + (x | g)", sm.families.Binomial),
     "sim_poisson": ("slopes/sim_poisson.csv", "y ~ x + (x | g)", sm.families.Poisson),
+    "sim_poisson_diag": ("slopes/sim_poisson.csv", "y ~ x + (x || g)", sm.families.Poisson),
     "binomial_singular": ("slopes/sim_binomial_singular.csv", "y ~ x + (x | g)", sm.families.Binomial),
     "sim_poisson_q3": ("slopes/sim_poisson_q3.csv", "y ~ x1 + x2 + (1 + x1 + x2 | g)", sm.families.Poisson),
     "sim_gamma": ("slopes/sim_gamma.csv", "y ~ x + (x | g)", lambda: sm.families.Gamma(sm.families.links.Log())),

@@ -34,8 +34,8 @@ MUTANTS = [
      'df[f"exp(Upper {label})"] = np.exp(df[f"Upper {label}"])',
      'df[f"exp(Upper {label})"] = np.exp(df[f"Lower {label}"])'),
     ("BLUP SE from the expected (Fisher) curvature", "glmm_ext/engine/_glmm.py",
-     "blups=sigma * md.b, blup_sd=sigma / np.sqrt(md.H), converged=converged",
-     "blups=sigma * md.b, blup_sd=sigma / np.sqrt(1.0 + sigma * sigma * group_sums(dist.working_weights("
+     "modes=sigma * md.b, mode_sd=sigma / np.sqrt(md.H), converged=converged",
+     "modes=sigma * md.b, mode_sd=sigma / np.sqrt(1.0 + sigma * sigma * group_sums(dist.working_weights("
      "md.eta, data.m, phi), data.starts)), converged=converged"),
     ("n_dropped counts reasons, not rows (formula)", "glmm_ext/formula/_data.py",
      "groups=groups, offset=off, n_dropped=len(dropped),",
@@ -79,8 +79,8 @@ MUTANTS = [
      "-2.0 * self.llf + 2.0 * self.k_params", "-2.0 * self.llf + self.k_params"),
     ("BIC with log(groups)", "glmm_ext/results.py",
      "self.k_params * np.log(self.nobs)", "self.k_params * np.log(self.n_groups)"),
-    ("k misses the dispersion", "glmm_ext/engine/_one_factor.py",
-     "n_params=design.X.shape[1] + 1 + int(design.dist.has_dispersion)", "n_params=design.X.shape[1] + 1"),
+    ("k misses the dispersion", "glmm_ext/engine/_record.py",
+     "n_params=len(beta) + 1 + int(dispersion)", "n_params=len(beta) + 1"),
     ("Gaussian k misses the residual variance", "glmm_ext/engine/_one_factor.py", "n_params=p + 2,", "n_params=p + 1,"),
     ("Rows dropped row shows the reasons", "glmm_ext/report/_tables.py",
      '("Rows dropped", res.n_dropped)', '("Rows dropped", sum(res.model.design.drop_reasons.values()))'),

@@ -61,7 +61,7 @@ def test_specialisations_reach_the_general_engines_maximum(formula, family, opti
     assert special.scale == pytest.approx(general.scale, rel=1e-3)
 
 
-def test_record_has_per_term_parts_and_one_factor_views():
+def test_record_has_per_term_parts():
     df = grouped()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -70,9 +70,11 @@ def test_record_has_per_term_parts_and_one_factor_views():
     G = df.g.nunique()
     assert [m.shape for m in record.modes] == [(G, 2)]
     assert record.mode_cov[0].shape == (G, 2, 2)
-    np.testing.assert_allclose(record.blups, res.blups)
+    np.testing.assert_allclose(record.modes[0], res.blups)
     np.testing.assert_allclose(record.cov_re[0], res.cov_re.to_numpy())
-    np.testing.assert_allclose(np.sqrt(np.diagonal(record.blup_cov, axis1=1, axis2=2)), record.blup_sd)
+    np.testing.assert_allclose(np.sqrt(np.diagonal(record.mode_cov[0], axis1=1, axis2=2)), record.mode_sd[0])
+    for view in ("var_re", "blups", "blup_sd", "blup_cov", "q_total"):  # no single-factor views: lists only
+        assert not hasattr(record, view)
     # the fitted linear predictor is X beta plus each row's z'b of its group
     design = res.model.design
     eta = design.X @ record.beta + np.einsum("nq,nq->n", design.Z, record.modes[0][design.codes])
@@ -89,5 +91,4 @@ def test_several_factors_run_on_the_general_engine_with_per_term_parts():
     record = res._fit
     assert res.is_multi and not record.one_factor
     assert record.groups == ["g", "h"] and [m.shape for m in record.modes] == [(30, 1), (5, 1)]
-    assert record.blups.size == 0  # no one-factor view of several factors
     assert record.opt.objective == pytest.approx(-res.llf)

@@ -241,6 +241,26 @@ def test_shifting_a_gaussian_response_moves_only_the_intercept(case, c):
     assert res.llf == pytest.approx(base.llf, abs=1e-6)
 
 
+@pytest.mark.parametrize("link, nagq", [("identity", 1), ("inverse", 1), ("identity", 0)])
+def test_gamma_response_in_other_units_maps_every_estimate(link, nagq):
+    """A Gamma response is fitted as y / c (c a power of 2 near its size), so y * 2^10 is the same fit and its
+    record maps back exactly: the identity link's beta, sigma_u, modes and their SDs times 2^10 (the inverse
+    link's divided), the dispersion unchanged, llf - n log 2^10."""
+    df = promise_data("gamma", link, seed=3, n_groups=12, size=6, sigma=0.4)
+    a = 2.0**10
+    base, res = (promise_fit(d, "gamma", link, nagq) for d in (df, df.assign(y=df.y * a)))
+    k = a if link == "identity" else 1.0 / a
+    assert base.converged and res.converged
+    np.testing.assert_allclose(res.params, base.params * k, rtol=1e-13)
+    np.testing.assert_allclose(res.bse, base.bse * k, rtol=1e-13)
+    np.testing.assert_allclose([res.var_re, res.scale, res.llf], [base.var_re * k * k, base.scale,
+                                                                  base.llf - len(df) * np.log(a)], rtol=1e-13)
+    np.testing.assert_allclose(res.blups, base.blups * k, rtol=1e-13, atol=1e-300)
+    np.testing.assert_allclose(res.blup_se, base.blup_se * k, rtol=1e-13)
+    np.testing.assert_allclose(res._fit.cov_params, base._fit.cov_params * k, rtol=1e-13)
+    np.testing.assert_allclose(res.fittedvalues, base.fittedvalues * a, rtol=1e-12)
+
+
 # ------------------------------------------------------------------ promises of every fit (nagq 0, 1, 5)
 RESCALABLE = {("gamma", "inverse"), ("gamma", "log"), ("gamma", "identity"), ("gaussian", "log"),
               ("gaussian", "identity")}

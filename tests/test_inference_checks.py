@@ -230,8 +230,11 @@ def test_singular_covariance_draws_have_the_closed_form_variance():
 # ------------------------------------------------------------------------------------------------ r2
 @pytest.mark.parametrize("name, ref, rel", [("sleep_reml", "r2", 1e-4), ("sim_binomial", "r2_tmb", 2e-4),
                                             ("sim_poisson", "r2_tmb", 2e-4), ("sim_poisson_q3", "r2_tmb", 1e-4),
-                                            ("sim_gamma", "r2_tmb", 1e-4), ("cbpp_slope", "r2_tmb", 1e-4)])
+                                            ("sim_gamma", "r2_tmb", 1e-4), ("cbpp_slope", "r2_tmb", 1e-4),
+                                            ("sim_poisson_diag", "r2_tmb", 1e-4)])
 def test_r2_of_slope_fits_matches_performance(slope_fits, name, ref, rel):
+    """Poisson's lambda is exp(beta_0) of the intercept-only model with the same random terms: a diagonal
+    (x || g) one for sim_poisson_diag, as performance's null model."""
     res, _ = slope_fits[name]
     expected = SLOPE_REF[name][ref]
     out = res.r2("delta" if name == "sim_gamma" else "lognormal")  # performance's choice for Gamma

@@ -151,7 +151,7 @@ def test_prediction_se_of_a_poisson_slope_term_uses_the_laplace_conditional_cova
 @pytest.mark.parametrize("formula", ["Reaction ~ Days + (Days | Subject)", "Reaction ~ Days + (Days || Subject)"])
 def test_term_view_reads_the_engines_per_term_lists_for_one_factor(formula):
     # the engine's one record (per-term lists, a one-factor model's blocks as its terms) gives the same view,
-    # and its conditional covariances from the blocked factor equal the one-factor engine's blup_cov
+    # and its conditional covariances from the blocked factor equal the one-factor engine's (its one term's)
     from types import SimpleNamespace
 
     from glmm_ext import _term_view
@@ -170,4 +170,5 @@ def test_term_view_reads_the_engines_per_term_lists_for_one_factor(formula):
     assert term.z_names == view.z_names and term.blocks == view.blocks and term.pairs == view.pairs
     assert np.array_equal(term.cov, view.cov) and np.array_equal(term.modes, view.modes)
     (covs,) = _term_view.conditional_covariances(other)
-    assert np.allclose(covs, np.asarray(res._fit.blup_cov), rtol=1e-5, atol=1e-10)
+    (expected,) = res._fit.mode_cov
+    assert np.allclose(covs, expected, rtol=1e-5, atol=1e-10)

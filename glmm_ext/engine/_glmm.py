@@ -24,32 +24,13 @@ from ._optsummary import OptSummary
 from ._nagq0 import fit_nagq0
 from ._pirls import inverse_or_nan, irls_start, pirls_information
 from ._profile import Screen, probe_sigma
+from ._record import MixedFit, scalar_record
 from ._separation import diverging_rows
 
 #: a dispersion below this (relative to the internally scaled response's variance) has collapsed
 DISPERSION_COLLAPSE = 1e-10
 #: |AGQ(9) - Laplace| log-likelihood beyond which Laplace is reported as poor for the data
 LAPLACE_GAP = 1.0
-
-
-@dataclass
-class EngineFit:
-    """A fit on the engine's parametrisation (scaled predictors)."""
-
-    beta: np.ndarray
-    cov_beta: np.ndarray
-    var_re: float
-    scale: float
-    llf: float
-    blups: np.ndarray
-    blup_sd: np.ndarray
-    converged: bool
-    singular: bool
-    opt: OptSummary
-    cov_beta_pirls: np.ndarray = None
-    se_note: str = ""
-    separated_rows: int = 0
-    notes: list = None  # warnings for the user (e.g. Laplace is poor for these data)
 
 
 #: rows of the GLM start fit at most (an evenly spaced subset beyond): start values need not be exact
@@ -240,8 +221,9 @@ def fixed_effects_cov(hess, keep, p, cov_pirls, cov_type="hessian"):
     return cov_pirls, ""
 
 
-def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", callback=None):
-    """Maximum-likelihood fit by the Laplace approximation (nagq = 1) or AGQ (nagq > 1).
+def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", callback=None) -> MixedFit:
+    """Maximum-likelihood fit by the Laplace approximation (nagq = 1) or AGQ (nagq > 1): the record
+    (`_record.scalar_record`) on the engine's parametrisation (scaled predictors, response of ``data``).
 
     After the local optimum, sigma_u is profiled over a coarse grid (and at 0, the GLM) and the
     search restarts from any better point (`_profile.probe_sigma`), so the fit ends on the highest
@@ -334,10 +316,10 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
     if pilot is not None:
         opt.notes.append(f"start and sigma_u probe screen from a pilot fit on {pilot.screen.n_subset} of "
                          f"{data.n_groups} groups")
-    return EngineFit(beta=theta[:p].copy(), cov_beta=cov_beta, var_re=sigma * sigma, scale=phi, llf=-f,
-                     blups=sigma * md.b, blup_sd=sigma / np.sqrt(md.H), converged=converged, singular=singular,
-                     opt=opt, cov_beta_pirls=cov_pirls, se_note=se_note, separated_rows=separated,
-                     notes=notes)
+    return scalar_record(beta=theta[:p].copy(), cov_beta=cov_beta, sigma=sigma, scale=phi, llf=-f,
+                         modes=sigma * md.b, mode_sd=sigma / np.sqrt(md.H), converged=converged, opt=opt,
+                         dispersion=dist.has_dispersion, cov_beta_pirls=cov_pirls, se_note=se_note,
+                         separated_rows=separated, notes=notes)
 
 
 def laplace_note(gap, used, n_groups):

@@ -78,6 +78,12 @@ def one_factor(structure) -> bool:
                for t in structure.terms[1:])
 
 
+def random_intercept(structure) -> bool:
+    """True for one scalar term whose z column is 1 (a random intercept: the scalar specialisations)."""
+    term = structure.terms[0]
+    return len(structure.terms) == 1 and term.q == 1 and bool(np.all(term.Z == 1.0))
+
+
 def fit_mixed(y, X, structure, dist, *, offset=None, prior_weights=None, trials=None, reml=True, nagq=1,
               maxiter=200, tol=1e-6, cov_type="hessian", callback=None, prepared=None) -> MixedFit:
     """Fit a mixed model with the random-effects structure `structure`: the one fit driver.
@@ -125,8 +131,7 @@ def _fit_one_factor(y, X, structure, dist, offset, prior_weights, trials, reml, 
     from . import _one_factor as one
 
     gaussian_identity = dist.name == "gaussian" and dist.link_name == "identity"
-    term = structure.terms[0]
-    if len(structure.terms) == 1 and term.q == 1 and np.all(term.Z == 1.0):  # a random intercept
+    if random_intercept(structure):
         if gaussian_identity:
             return one.fit_scalar_profile(structure, prepared, reml=reml, maxiter=maxiter, tol=tol, callback=callback)
         return one.fit_scalar_likelihood(structure, prepared, nagq=nagq, maxiter=maxiter, tol=tol, cov_type=cov_type,

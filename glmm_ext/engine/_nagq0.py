@@ -28,9 +28,9 @@ from scipy import linalg
 
 from ._kernels import in_group_blocks
 from ._laplace import evenly_spaced_groups, log_link_modes, matvec, subset_groups
-from ._lmm import SINGULAR_TOL
 from ._optsummary import OptSummary
-from ._pirls import _eta_scale, inverse_or_nan, irls_start
+from ._pirls import NAGQ0_SE_NOTE, _eta_scale, inverse_or_nan, irls_start
+from ._record import scalar_record
 from ._pirls import fit_nagq0 as scalar_fit
 from ._segments import group_sums, to_rows
 
@@ -335,11 +335,11 @@ def pilot_fit(dist, sub, maxiter, tol, t0):
     if found is not None:
         return found[0], found[2], found[4], floor
     pilot = scalar_fit(dist, sub, start[0], start[1], maxiter, tol, None, t0)
-    sigma = float(np.sqrt(pilot.var_re))
+    sigma = float(np.sqrt(pilot.cov_re[0][0, 0]))
     floor = MIN_PILOT_SIGMA * _eta_scale(dist, sub, pilot.beta)
     if not (pilot.converged and sigma > floor):
         return None
-    curvature = pilot_curvature(JointSystem(dist, sub), pilot.beta, pilot.blups / sigma, sigma)
+    curvature = pilot_curvature(JointSystem(dist, sub), pilot.beta, pilot.modes[0][:, 0] / sigma, sigma)
     if curvature is None or not curvature < 0:
         return None
     return pilot.beta, sigma, curvature, floor
@@ -361,8 +361,6 @@ def fit_nagq0(dist, data, start, maxiter, tol, callback, t0):
 def fast_fit(dist, data, maxiter, tol, callback, t0):
     """The nagq = 0 fit by `joint_search` from a pilot fit on PILOT_GROUPS groups; None when it does not
     apply here (pilot near sigma = 0, a failed step): the caller runs the scalar search."""
-    from ._glmm import EngineFit  # the record type lives with the main engine
-
     sub = subset_groups(data, evenly_spaced_groups(data.n_groups, PILOT_GROUPS))
     pilot = pilot_fit(dist, sub, maxiter, tol, t0)
     if pilot is None:
@@ -392,6 +390,6 @@ def fast_fit(dist, data, maxiter, tol, callback, t0):
                      n_iterations=passes, n_evaluations=passes, objective=-llf,
                      newton_decrement=at.decrement, converged=True, message="converged",
                      seconds=time.perf_counter() - t0)
-    return EngineFit(beta=gamma, cov_beta=cov, var_re=sigma * sigma, scale=1.0, llf=llf, blups=sigma * b,
-                     blup_sd=sigma / np.sqrt(at.H), converged=True, singular=sigma < SINGULAR_TOL, opt=opt,
-                     cov_beta_pirls=cov, se_note="nagq=0: standard errors from the PIRLS working weights")
+    return scalar_record(beta=gamma, cov_beta=cov, sigma=sigma, scale=1.0, llf=llf, modes=sigma * b,
+                         mode_sd=sigma / np.sqrt(at.H), converged=True, opt=opt, dispersion=dist.has_dispersion,
+                         cov_beta_pirls=cov, se_note=NAGQ0_SE_NOTE)

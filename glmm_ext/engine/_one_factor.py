@@ -124,23 +124,29 @@ def fit_scalar_profile(structure, prepared, reml=True, maxiter=100, tol=1e-6, ca
                              eta=eta, eta_fixed=eta_fixed)
 
 
-def unscale_response(fit, c, link_name, family_name, n):
-    """Estimates for y from those for y / c (`Design.response_scale`), in place.
+def unscale_response(fit, c, link_name, family_name, n, R=None):
+    """The record of a fit to y / c (`Design.response_scale`) mapped to the record for y, in place; with `R`
+    also from the scaled predictors to X (beta = R gamma and its covariances).
 
-    log link: beta, sigma_u unchanged (log c sits in the offset); identity: beta, sigma_u, modes times c;
-    inverse: divided by c.  Gamma's dispersion is unchanged, Gaussian's times c^2; llf - n log c.
+    log link: beta, Lambda unchanged (log c sits in the offset); identity: beta, Lambda, modes times c;
+    inverse: divided by c.  Gamma's dispersion is unchanged, Gaussian's times c^2; llf - n log c.  c is a
+    power of 2, so these products are exact.
     """
-    if c == 1.0:
-        return fit
-    k = {"log": 1.0, "identity": c, "inverse": 1.0 / c}[link_name]
-    fit.beta = fit.beta * k
-    fit.cov_beta = fit.cov_beta * k * k
-    fit.cov_beta_pirls = fit.cov_beta_pirls * k * k
-    fit.var_re = fit.var_re * k * k
-    fit.blups, fit.blup_sd = fit.blups * k, fit.blup_sd * k
-    if family_name == "gaussian":
-        fit.scale = fit.scale * c * c
-    fit.llf = fit.llf - n * np.log(c)
+    if c != 1.0:
+        k = {"log": 1.0, "identity": c, "inverse": 1.0 / c}[link_name]
+        fit.beta = fit.beta * k
+        fit.cov_beta = fit.cov_beta * k * k
+        fit.cov_beta_pirls = fit.cov_beta_pirls * k * k
+        fit.cov_re = [cov * k * k for cov in fit.cov_re]
+        fit.cov_params = fit.cov_params * abs(k)
+        fit.modes, fit.mode_sd = [b * k for b in fit.modes], [sd * k for sd in fit.mode_sd]
+        if family_name == "gaussian":
+            fit.scale = fit.scale * c * c
+        fit.llf = fit.llf - n * np.log(c)
+    if R is not None:
+        fit.beta = R @ fit.beta
+        fit.cov_beta = R @ fit.cov_beta @ R.T
+        fit.cov_beta_pirls = R @ fit.cov_beta_pirls @ R.T
     return fit
 
 
@@ -154,18 +160,12 @@ def fit_scalar_likelihood(structure, prepared, nagq=1, maxiter=100, tol=1e-6, co
     with np.errstate(all="ignore"):  # trial points outside the support are rejected, not reported
         fit = fit_glmm(design.dist, data, nagq=nagq, maxiter=maxiter, tol=tol, cov_type=cov_type,
                        callback=callback)
-    fit = unscale_response(fit, design.response_scale, design.dist.link_name, design.dist.name, design.n_obs)
-    R = design.scaling.matrix
-    beta = R @ fit.beta
-    eta, eta_fixed = _predictors(design, beta, fit.blups)
+    fit = unscale_response(fit, design.response_scale, design.dist.link_name, design.dist.name, design.n_obs,
+                           R=design.scaling.matrix)
+    fit.eta, fit.eta_fixed = _predictors(design, fit.beta, fit.modes[0][:, 0])
     term = structure.terms[0]
-    return one_factor_record(beta=beta, cov_beta=R @ fit.cov_beta @ R.T, cov_re=fit.var_re, scale=fit.scale,
-                             llf=fit.llf, modes=fit.blups, mode_sd=fit.blup_sd, converged=fit.converged,
-                             singular=fit.singular, method={0: "PIRLS (nagq=0)", 1: "Laplace"}.get(nagq, "AGQ"),
-                             opt=fit.opt, n_params=design.X.shape[1] + 1 + int(design.dist.has_dispersion),
-                             group=term.group, z_names=term.z_names, cov_params=np.sqrt(fit.var_re), eta=eta,
-                             eta_fixed=eta_fixed, cov_beta_pirls=R @ fit.cov_beta_pirls @ R.T, se_note=fit.se_note,
-                             separated_rows=fit.separated_rows, notes=fit.notes)
+    fit.groups, fit.z_names = [term.group], [list(term.z_names)]
+    return fit
 
 
 # ------------------------------------------------------------------ one factor with several z columns

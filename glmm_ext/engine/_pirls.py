@@ -20,8 +20,11 @@ from scipy import linalg, optimize
 from ._laplace import MarginalLikelihood, conditional_modes, evenly_spaced_groups, subset_groups
 from ._lmm import SINGULAR_TOL
 from ._optsummary import OptSummary
+from ._record import scalar_record
 from ._segments import group_sums, to_rows
 
+#: how a nagq = 0 fit's standard errors were obtained (its record's se_note)
+NAGQ0_SE_NOTE = "nagq=0: standard errors from the PIRLS working weights"
 #: groups of the subset on which nagq = 0 first locates sigma_u (Binomial, Poisson with many groups)
 SUBSET_GROUPS = 1000
 
@@ -187,8 +190,6 @@ def _parabola_step(fun, x0, h, lo, hi):
 
 def fit_nagq0(dist, data, gamma0, scale0, maxiter, tol, callback, t0):
     """nagq = 0: beta from PIRLS at each (sigma, phi); only the variance parameters are optimised."""
-    from ._glmm import EngineFit  # the record type lives with the main engine
-
     pirls = PenalisedFit(dist, data, gamma0, tol=1e-10 if dist.has_dispersion else 1e-7)
     counter = {"n": 0}
     ref = _eta_scale(dist, data, gamma0)
@@ -302,7 +303,6 @@ def fit_nagq0(dist, data, gamma0, scale0, maxiter, tol, callback, t0):
                      n_iterations=nit, n_evaluations=counter["n"], objective=-llf,
                      newton_decrement=np.nan, converged=converged, message=message,
                      seconds=time.perf_counter() - t0)
-    return EngineFit(beta=gamma, cov_beta=cov, var_re=sigma * sigma, scale=phi, llf=llf, blups=sigma * b,
-                     blup_sd=sigma / np.sqrt(np.maximum(H, 1e-300)), converged=converged,
-                     singular=sigma < SINGULAR_TOL, opt=opt, cov_beta_pirls=cov,
-                     se_note="nagq=0: standard errors from the PIRLS working weights")
+    return scalar_record(beta=gamma, cov_beta=cov, sigma=sigma, scale=phi, llf=llf, modes=sigma * b,
+                         mode_sd=sigma / np.sqrt(np.maximum(H, 1e-300)), converged=converged, opt=opt,
+                         dispersion=dist.has_dispersion, cov_beta_pirls=cov, se_note=NAGQ0_SE_NOTE)

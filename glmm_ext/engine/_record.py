@@ -1,14 +1,16 @@
 """The one fit record of every model (`MixedFit`): per-term parts, in data units and the user's term order.
 
 A one-factor model is the one-factor case of the record (its lists have one entry per term of the
-grouping factor: one per independent block of its z columns).  Results read the per-term lists
-(`glmm_ext._term_view`); the read-only properties at the end give a one-factor fit's single-factor
-arrays (``var_re``, ``blups``, ...) to the engine's own callers (``scale.fit_many``, the Dask layer).
+grouping factor: one per independent block of its z columns).  Every reader (results through
+`glmm_ext._term_view`, the scale layer, the engine's own pilot fits) reads the per-term lists.
+`one_factor_record` builds a one-term record from its single-factor parts and `scalar_record` the
+record of a one-scalar-term likelihood fit on the engine's parametrisation (scaled predictors).
 """
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._lmm import SINGULAR_TOL
 from ._optsummary import OptSummary
 
 
@@ -44,49 +46,11 @@ class MixedFit:
     mode_cov: list = None  # per term: (n_levels, q, q) conditional covariance of the modes, where computed
     groups: list = None  # per term: the grouping factor's name
     z_names: list = None  # per term: the names of its z columns
-    #: a one-factor model (a random intercept, or the slopes of one factor) fitted as such: its terms make
-    #: one (G, q) layout (``blups``, ``blup_cov``)
+    #: a one-factor model (a random intercept, or the slopes of one factor) fitted by its specialisations
+    #: (`_one_factor`); the model's singular-fit warning is worded from these two flags
     one_factor: bool = False
-    #: a one-factor model with z columns other than one intercept (random slopes): modes are (G, q) even for q = 1
+    #: a one-factor model with z columns other than one intercept (random slopes)
     vector: bool = False
-
-    # ------------------------------------------------------------------ the single-factor view
-    @property
-    def q_total(self) -> int:
-        return int(sum(np.shape(c)[0] for c in self.cov_re))
-
-    @property
-    def var_re(self) -> float:
-        """The first term's first variance (the random-intercept variance of a one-term model)."""
-        return float(np.atleast_2d(self.cov_re[0])[0, 0])
-
-    def _by_level(self, parts):
-        if not self.one_factor:
-            return np.zeros(0)
-        out = np.concatenate([np.asarray(p, float).reshape(len(p), -1) for p in parts], axis=1)
-        return out[:, 0] if out.shape[1] == 1 and not self.vector else out
-
-    @property
-    def blups(self) -> np.ndarray:
-        """One grouping factor: its conditional modes by level, (G,) for a random intercept else (G, q)."""
-        return self._by_level(self.modes)
-
-    @property
-    def blup_sd(self) -> np.ndarray:
-        return self._by_level(self.mode_sd)
-
-    @property
-    def blup_cov(self):
-        """One grouping factor: (G, q, q) conditional covariances of its modes (block diagonal over terms)."""
-        if not self.one_factor or self.mode_cov is None or any(c is None for c in self.mode_cov):
-            return None
-        G, Q = self.mode_cov[0].shape[0], self.q_total
-        out, o = np.zeros((G, Q, Q)), 0
-        for c in self.mode_cov:
-            q = c.shape[1]
-            out[:, o:o + q, o:o + q] = c
-            o += q
-        return out
 
 
 def one_factor_record(*, beta, cov_beta, cov_re, scale, llf, modes, mode_sd, converged, singular, method, opt,
@@ -106,3 +70,18 @@ def one_factor_record(*, beta, cov_beta, cov_re, scale, llf, modes, mode_sd, con
                     notes=list(notes or []), se_note=se_note, separated_rows=int(separated_rows),
                     cov_beta_pirls=cov_beta_pirls, mode_cov=None if mode_cov is None else [mode_cov],
                     groups=[group], z_names=[list(z_names)], one_factor=True)
+
+
+def scalar_record(*, beta, cov_beta, sigma, scale, llf, modes, mode_sd, converged, opt, dispersion, cov_beta_pirls,
+                  se_note="", separated_rows=0, notes=None) -> MixedFit:
+    """The record of a Laplace / AGQ / nagq=0 fit of one random intercept on the engine's parametrisation
+    (beta for the scaled predictors, the response y / c): sigma_u = `sigma`, modes sigma b and their SDs by
+    level, the method from ``opt.nagq``, k = p + 1 (+1 with a `dispersion`).  The caller names the group and
+    maps the estimates to the data's units (`_one_factor.unscale_response`)."""
+    var_re = sigma * sigma
+    return one_factor_record(beta=beta, cov_beta=cov_beta, cov_re=var_re, scale=scale, llf=llf, modes=modes,
+                             mode_sd=mode_sd, converged=converged, singular=sigma < SINGULAR_TOL,
+                             method={0: "PIRLS (nagq=0)", 1: "Laplace"}.get(opt.nagq, "AGQ"), opt=opt,
+                             n_params=len(beta) + 1 + int(dispersion), group=None, z_names=("Intercept",),
+                             cov_params=np.sqrt(var_re), cov_beta_pirls=cov_beta_pirls, se_note=se_note,
+                             separated_rows=separated_rows, notes=notes)

@@ -10,7 +10,8 @@ performance) and var_e the distribution-specific residual variance:
 var_e: Gaussian-identity sigma^2; Binomial pi^2/3 (logit), 1 (probit), pi^2/6 (cloglog); Poisson-log
 ln(1 + 1/lambda) (lognormal) or trigamma(lambda); NB2-log ln(1 + 1/lambda + alpha) (lognormal) or
 trigamma((1/lambda + alpha)^-1); lambda = exp(beta_0) of the intercept-only model with the same random
-part (intercept, or intercept and slopes) and offset, as R's performance::r2_nakagawa.  Gamma-log: ln(1 + phi) (lognormal),
+terms (intercepts, slopes, a diagonal or full covariance, several factors) and offset, as R's
+performance::r2_nakagawa.  Gamma-log: ln(1 + phi) (lognormal),
 trigamma(1/phi), or phi (delta method, performance's choice).  Any other pair: the delta method
 (observation-level), mean_i phi V(mu_i) g'(mu_i)^2 at the fixed-part means.
 Several random-effect terms: var_u sums the terms; a scalar term with one level per row (an
@@ -34,28 +35,24 @@ DISTRIBUTION_SPECIFIC = {("binomial", "logit"): (np.pi**2 / 3, "pi^2/3 (logistic
 
 
 def null_lambda(res):
-    """exp(beta_0) of the intercept-only model with the same random part, family and offset."""
+    """exp(beta_0) of the intercept-only model with the same random-effects structure, family and offset (as
+    performance's null model), fitted by the one fit driver (Laplace, the fit's maxiter and tol; no prior
+    weights)."""
     import warnings
+    from dataclasses import replace
 
-    from ..model import GLMM
+    from .._multiterm import fit_design
+    from ..formula._design import make_scaling
 
-    model = res.model
-    design = model.design
-    if getattr(res, "is_multi", False):  # the same terms, an intercept only
-        from ..engine._mixed import fit_mixed
-
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
-            null = fit_mixed(design.y, np.ones((design.nobs, 1)), design.terms.structure, design.dist,
-                             offset=design.offset, trials=design.trials if design.has_trials else None, nagq=1,
-                             maxiter=res.fit_options.get("maxiter", 100), tol=res.fit_options.get("tol", 1e-6))
-        return float(np.exp(null.beta[0]))
-    with warnings.catch_warnings():
+    design = res.model.design
+    ones = np.ones((design.nobs, 1))
+    null = replace(design, X=ones, scaling=make_scaling(ones), exog_names=["Intercept"], var_weights=None,
+                   freq_weights=None)  # a new design: none of the full model's cached arrays
+    options = {k: v for k, v in res.fit_options.items() if k in ("maxiter", "tol")}
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        exog_re = design.Z  # keep the random slopes (None: a random intercept), as performance's null model
-        null = GLMM(design.y, np.ones((design.nobs, 1)), model.groups, family=model.family,
-                    offset=design.offset, exog_re=exog_re).fit(**{k: v for k, v in res.fit_options.items() if k in ("maxiter", "tol")})
-    return float(np.exp(np.asarray(null.params, float)[0]))
+        fit = fit_design(null, nagq=1, **options)
+    return float(np.exp(fit.beta[0]))
 
 
 def latent_residual_variance(res, approximation="lognormal"):

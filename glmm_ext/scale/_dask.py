@@ -37,8 +37,8 @@ import pandas as pd
 from ..engine._families import Distribution
 from ..engine._glm import glm_start_from
 from ..engine._one_factor import unscale_response
-from ..engine._record import one_factor_record
-from ..engine._glmm import (LAPLACE_GAP, PILOT_ABOVE_GROUPS, SINGULAR_TOL, EngineFit, _initial_hessian,
+from ..engine._record import scalar_record
+from ..engine._glmm import (LAPLACE_GAP, PILOT_ABOVE_GROUPS, SINGULAR_TOL, _initial_hessian,
                             _minimize_laplace, _snap_to_boundary, _start_theta, exact_newton, fixed_effects_cov,
                             flat_mode_message, gap_from_subset, laplace_note)
 from ..engine._profile import GRID
@@ -478,18 +478,13 @@ class DaskGLMM:
             if abs(gap) > LAPLACE_GAP:
                 notes.append(laplace_note(gap, used, self.n_groups))
         blups, blup_sd = self._by_label([o["blups"] for o in final], [o["blup_sd"] for o in final])
-        fit = EngineFit(beta=theta[:p].copy(), cov_beta=cov, var_re=sigma * sigma, scale=phi, llf=-opt.objective,
-                        blups=blups, blup_sd=blup_sd, converged=opt.converged, singular=singular, opt=opt,
-                        cov_beta_pirls=cov_pirls, se_note=se_note, separated_rows=separated, notes=notes)
-        fit = unscale_response(fit, self._prepare()["response_scale"], dist.link_name, dist.name, self.design.n_obs)
-        R = self.design.scaling.matrix
-        return one_factor_record(
-            beta=R @ fit.beta, cov_beta=R @ fit.cov_beta @ R.T, cov_re=fit.var_re, scale=fit.scale, llf=fit.llf,
-            modes=fit.blups, mode_sd=fit.blup_sd, converged=fit.converged, singular=fit.singular,
-            method="Laplace" if opt.nagq == 1 else "AGQ", opt=fit.opt, n_params=p + 1 + int(dist.has_dispersion),
-            group=self.design.group_name, z_names=("Intercept",), cov_params=np.sqrt(fit.var_re),
-            cov_beta_pirls=R @ fit.cov_beta_pirls @ R.T, se_note=fit.se_note, separated_rows=fit.separated_rows,
-            notes=fit.notes)
+        fit = scalar_record(beta=theta[:p].copy(), cov_beta=cov, sigma=sigma, scale=phi, llf=-opt.objective,
+                            modes=blups, mode_sd=blup_sd, converged=opt.converged, opt=opt,
+                            dispersion=dist.has_dispersion, cov_beta_pirls=cov_pirls, se_note=se_note,
+                            separated_rows=separated, notes=notes)
+        fit.groups = [self.design.group_name]
+        return unscale_response(fit, self._prepare()["response_scale"], dist.link_name, dist.name,
+                                self.design.n_obs, R=self.design.scaling.matrix)
 
     def _by_label(self, *per_partition):
         """Per-partition values by group (each partition's label order) -> arrays in sorted label order."""

@@ -27,7 +27,8 @@ from scipy import stats
 from statsmodels.stats.multitest import fdrcorrection
 
 from ..engine import _kernels
-from .._multiterm import fit_design
+from .._multiterm import design_structure, fit_design
+from ..engine._mixed import random_intercept
 from ..engine._memory import fast_allocation, set_thresholds
 from .._progress import Progress
 from .._validation import check_family, check_fit_options, check_groups_and_size, check_rank, check_response
@@ -122,7 +123,7 @@ def _fit_one(design, name, y, options):
     if any(fit.singular):
         message += "; boundary (singular) fit"
     return dict(response=name, terms=terms, estimate=np.asarray(fit.beta, float),
-                std_err=np.sqrt(np.diag(fit.cov_beta)), var_re=float(fit.var_re), llf=float(fit.llf),
+                std_err=np.sqrt(np.diag(fit.cov_beta)), var_re=float(fit.cov_re[0][0, 0]), llf=float(fit.llf),
                 converged=bool(fit.converged), message=message)
 
 
@@ -312,7 +313,7 @@ def fit_many(data, responses, formula, groups=None, family=None, n_jobs=-1, clie
                             list(design.exog_names))
         design = prepare(design, single, reml=reml, nagq=nagq)
         Y = data.loc[design.design.index, responses].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
-    elif design.Z is not None:  # random slopes: each response's single fit on the whole data
+    elif not random_intercept(design_structure(design)):  # random slopes: each response's single fit
         design = SingleFits(frame.drop(columns=placeholder), rhs, groups, family, exposure, offset,
                             list(design.exog_names))
         Y = data[responses].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)

@@ -26,6 +26,7 @@ out <- list(
                       glm_loglik = num(logLik(glm(y ~ x, sbin, family = binomial)))),
   sim_poisson = list(r2_lme4 = r2_list(p_lme4), r2_tmb = r2_list(p_tmb), overdispersion = od_list(p_lme4), overdispersion_tmb = od_list(p_tmb),
                      glm_loglik = num(logLik(glm(y ~ x, spois, family = poisson)))),
+  sim_poisson_diag = list(r2_tmb = r2_list(glmmTMB(y ~ x + (x || g), spois, family = poisson))),
   sim_poisson_q3 = list(r2_tmb = r2_list(glmmTMB(y ~ x1 + x2 + (1 + x1 + x2 | g), spq3, family = poisson))),
   sim_gamma = list(r2_tmb = r2_list(glmmTMB(y ~ x + (x | g), sgam, family = Gamma(link = "log")))),
   cbpp_slope = list(r2_tmb = r2_list(cb_tmb), overdispersion_tmb = od_list(cb_tmb)),
