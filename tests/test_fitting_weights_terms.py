@@ -43,6 +43,14 @@ def fit(formula, d, family=None, fit_kw=None, **kw):
         return glmm_ext.GLMM.from_formula(formula, d, family=family, **kw).fit(**(fit_kw or {}))
 
 
+def conditional_values(res):
+    """Every level's conditional covariance of its modes (`random_effects_cov`), in a fixed order."""
+    covs = res.random_effects_cov
+    if all(isinstance(v, dict) for v in covs.values()):  # several terms: term -> level -> DataFrame
+        return np.concatenate([np.asarray(c, float).ravel() for term in covs.values() for c in term.values()])
+    return np.concatenate([np.asarray(c, float).ravel() for c in covs.values()])
+
+
 def cov_values(res):
     """Every random-effects covariance entry, in the terms' order."""
     cov = res.cov_re
@@ -50,7 +58,8 @@ def cov_values(res):
     return np.concatenate([np.asarray(c, float).ravel() for c in parts])
 
 
-FORMULAS = {"slopes": "{y} ~ x + (1 + x | g)", "crossed": "{y} ~ x + (1 | g) + (1 | a)"}
+FORMULAS = {"slopes": "{y} ~ x + (1 + x | g)", "crossed": "{y} ~ x + (1 | g) + (1 | a)",
+            "slopes-crossed": "{y} ~ x + (1 + x | g) + (1 | a)"}
 CASES = [("gaussian", None, True), ("gaussian", None, False), ("gaussian", "log", False),
          ("binomial", None, False), ("poisson", None, False), ("gamma", "log", False),
          ("negativebinomial", None, False)]
@@ -74,6 +83,7 @@ def test_freq_weights_equal_repeated_rows(structure, family, link, reml):
     np.testing.assert_allclose(cov_values(weighted), cov_values(repeated), rtol=1e-4, atol=1e-7)
     assert weighted.scale == pytest.approx(repeated.scale, rel=1e-5)
     assert weighted.bic == pytest.approx(repeated.bic, abs=1e-5)
+    np.testing.assert_allclose(conditional_values(weighted), conditional_values(repeated), rtol=2e-3, atol=1e-6)
 
 
 @pytest.mark.parametrize("structure", list(FORMULAS))

@@ -480,12 +480,11 @@ def _glmm_result(model, fit, A, c, X, offset, nagq, n_obs):
         cov_all = J @ cov_all @ J.T
     b = layout.lambda_times(lams, st.u)
     blocks = st.factor.inverse_diag_blocks()
-    sd_int = [np.sqrt(np.clip(np.diagonal(lam @ blocks[pos] @ lam.T, axis1=1, axis2=2), 0.0, None))
-              for pos, lam in enumerate(lams)]
     modes = [v * k for v in layout.to_user(b)]
-    mode_sd = [None] * len(lams)
-    for pos, kk in enumerate(layout.order):
-        mode_sd[kk] = sd_int[pos] * k
+    mode_sd, mode_cov = [None] * len(lams), [None] * len(lams)
+    for pos, kk in enumerate(layout.order):  # Var(b_j | y) = Lambda (H^-1)_jj Lambda', kept whole (condVar blocks)
+        mode_cov[kk] = (lams[pos] @ blocks[pos] @ lams[pos].T) * (k * k)
+        mode_sd[kk] = np.sqrt(np.clip(np.diagonal(mode_cov[kk], axis1=1, axis2=2), 0.0, None))
     cov_params = np.asarray(theta, float) * k
     eta_fixed = X @ beta + (0.0 if offset is None else offset)
     eta = eta_fixed + layout.times_Z(b * k)
@@ -495,7 +494,8 @@ def _glmm_result(model, fit, A, c, X, offset, nagq, n_obs):
     stage0 = fit["stage0"]
     n_iter = res.n_iterations + (stage0.n_iterations if stage0 is not None and stage0 is not res else 0)
     return MixedFit(beta=beta, cov_beta=cov_beta, cov_params=cov_params, cov_re=structure.covariances(cov_params),
-                    scale=float(scale), llf=float(llf), modes=modes, mode_sd=mode_sd, eta=eta, eta_fixed=eta_fixed,
+                    scale=float(scale), llf=float(llf), modes=modes, mode_sd=mode_sd, mode_cov=mode_cov, eta=eta,
+                    eta_fixed=eta_fixed,
                     converged=bool(converged), singular=structure.singular(cov_params), method=method,
                     message=message, n_iterations=int(n_iter), n_evaluations=int(model.n_calls),
                     n_params=p + nc + int(model.disp), cov_all=cov_all,
