@@ -39,24 +39,21 @@ def one_term_structure(design):
                              for b, corr in zip(blocks, correlated)))
 
 
-#: families whose likelihood counts a row with frequency weight f exactly as var_weights f (the row's log density
-#: times f, constants included)
-FREQ_AS_VAR = ("poisson", "negativebinomial")
-
-
 def check_several_weights(design):
-    """ValueError for frequency weights with several random-effect terms where they are not var_weights.
+    """ValueError for prior weights that do not fit the rows of a design (one per row, finite, positive): the
+    same conditions the engine checks, raised by the model before the structure of several terms is built (a
+    design made by `dataclasses.replace` elsewhere is checked again by the engine).
 
-    var_weights (lme4's ``weights=``) enter every structure's likelihood.  A row counted f times is the same
-    likelihood as var_weights f only where var_weights multiply the log density (Poisson, negative binomial);
-    for a Gaussian or Gamma the dispersion's degrees of freedom count sum(f) rows, and a Binomial's constant
-    differs, which the general engine does not implement.
-    """
-    if design.has_freq_weights and design.dist.name not in FREQ_AS_VAR:
-        raise ValueError(f"freq_weights are not implemented for {SEVERAL_TERMS} with the {design.dist.name} family: "
-                         "they equal var_weights only where var_weights multiply the log density (Poisson, negative "
-                         "binomial); here the dispersion's degrees of freedom or the Binomial constant differ. Use "
-                         "var_weights (lme4's weights=) if that is the meaning, or repeat the rows")
+    Every family takes var_weights (lme4's ``weights=``) and freq_weights (rows counted f times) on every
+    structure (`engine._weights`)."""
+    n = len(design.y)
+    for name in ("var_weights", "freq_weights"):
+        w = np.asarray(getattr(design, name), float)
+        if w.shape != (n,):
+            raise ValueError(f"{name} has {w.size} values for {n} rows")
+        if not np.all(np.isfinite(w) & (w > 0)):
+            raise ValueError(f"{name} must be finite and > 0 ({int(np.sum(~(np.isfinite(w) & (w > 0))))} rows are "
+                             "not); drop the rows that should carry no weight")
 
 
 def design_structure(design):
@@ -67,16 +64,13 @@ def design_structure(design):
 
 
 def engine_arguments(design):
-    """The driver's data arguments for `design`: y, X, structure, dist, offset, prior weights, trials and
+    """The driver's data arguments for `design`: y, X, structure, dist, offset, var and freq weights, trials and
     (one-term designs) the design itself as the one-factor precomputations."""
     several = design.terms is not None
-    if several:
-        check_several_weights(design)
-    freq = design.has_freq_weights
-    prior = design.var_weights * design.freq_weights if freq or not np.all(design.var_weights == 1.0) else None
     return dict(y=design.y, X=design.X, structure=design_structure(design), dist=design.dist, offset=design.offset,
-                prior_weights=prior, trials=design.trials if design.has_trials else None,
-                prepared=None if several else design)
+                prior_weights=design.var_weights if design.has_var_weights else None,
+                freq_weights=design.freq_weights if design.has_freq_weights else None,
+                trials=design.trials if design.has_trials else None, prepared=None if several else design)
 
 
 def fit_design(design, reml=True, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", callback=None):

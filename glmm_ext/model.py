@@ -115,9 +115,6 @@ class GLMM(sm_base.LikelihoodModel):
         if getattr(random, "is_multi", False):  # several random-effect terms (formula._terms.MultiDesign)
             self.design = _multi_design(self.design, random, clean)
         elif random is not None:
-            if getattr(clean, "prior_weights", None):
-                raise ValueError("var_weights and freq_weights are implemented for random-intercept models; "
-                                 "this model has random slopes")
             self.design = _bars.attach_random(self.design, random, clean)
         self.random_design = random
         self.dist = self.design.dist

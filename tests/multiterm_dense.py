@@ -193,8 +193,10 @@ def _per_term(terms, vec):
 
 
 def dense_fit(y, X, structure, dist, *, offset=None, prior_weights=None, trials=None, reml=True, nagq=1,
-              maxiter=100, tol=1e-6):
+              maxiter=100, tol=1e-6, freq_weights=None):
     """Slow dense maximum of the Gaussian REML/ML or Poisson/Binomial Laplace log-likelihood."""
+    if freq_weights is not None:
+        raise NotImplementedError("the dense stand-in takes no frequency weights")
     terms = list(structure.terms)
     n, p = X.shape
     off = np.zeros(n) if offset is None else np.asarray(offset, float)

@@ -168,11 +168,3 @@ def test_several_terms_gaussian_var_weights_against_the_dense_likelihood(reml):
     assert res.llf == pytest.approx(dense(va, vb, res.scale), abs=1e-6)
     for step in ((1.05, 1, 1), (0.95, 1, 1), (1, 1.05, 1), (1, 0.95, 1), (1, 1, 1.05), (1, 1, 0.95)):
         assert dense(va * step[0], vb * step[1], res.scale * step[2]) <= res.llf + 1e-8
-
-
-def test_several_terms_freq_weights_refused_where_they_are_not_var_weights():
-    d = crossed("gaussian")
-    f = np.full(len(d), 2.0)
-    with pytest.raises(ValueError, match="freq_weights are not implemented for several random-effect terms with "
-                                         "the gaussian family: they equal var_weights only"):
-        glmm_ext.GLMM.from_formula("y ~ x + (1|a) + (1|b)", d, freq_weights=f)

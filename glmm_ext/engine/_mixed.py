@@ -25,9 +25,10 @@ from ._mixed_lmm import fit_gaussian, minimize_bounded
 from ._optsummary import OptSummary
 from ._record import MixedFit
 from ._structure import ReStructure
+from ._weights import density_weights, gaussian_weights
 
 
-def _check_inputs(y, X, structure, offset, prior_weights, trials):
+def _check_inputs(y, X, structure, offset, prior_weights, trials, freq_weights=None):
     """Shapes and values of the inputs: ValueError before anything large is built."""
     y = np.asarray(y, float)
     X = np.asarray(X, float)
@@ -41,7 +42,8 @@ def _check_inputs(y, X, structure, offset, prior_weights, trials):
         raise ValueError("y and X must be finite (drop or impute missing values first)")
     n = y.shape[0]
     out = []
-    for name, v in (("offset", offset), ("prior_weights", prior_weights), ("trials", trials)):
+    for name, v in (("offset", offset), ("prior_weights", prior_weights), ("trials", trials),
+                    ("freq_weights", freq_weights)):
         if v is None:
             out.append(None)
             continue
@@ -51,7 +53,7 @@ def _check_inputs(y, X, structure, offset, prior_weights, trials):
         if not np.all(np.isfinite(v)):
             raise ValueError(f"{name} must be finite")
         if name != "offset" and not np.all(v > 0):
-            raise ValueError(f"{name} must be positive")
+            raise ValueError(f"{name} must be positive ({int(np.sum(~(v > 0)))} rows are not)")
         out.append(v)
     if np.linalg.matrix_rank(X) < X.shape[1]:
         raise ValueError("the fixed-effects design X is rank deficient: drop collinear columns")
@@ -85,7 +87,7 @@ def random_intercept(structure) -> bool:
 
 
 def fit_mixed(y, X, structure, dist, *, offset=None, prior_weights=None, trials=None, reml=True, nagq=1,
-              maxiter=200, tol=1e-6, cov_type="hessian", callback=None, prepared=None) -> MixedFit:
+              maxiter=200, tol=1e-6, cov_type="hessian", callback=None, prepared=None, freq_weights=None) -> MixedFit:
     """Fit a mixed model with the random-effects structure `structure`: the one fit driver.
 
     The path is chosen here from the structure: one grouping factor with `prepared` -> the one-factor
@@ -93,7 +95,7 @@ def fit_mixed(y, X, structure, dist, *, offset=None, prior_weights=None, trials=
 
     Parameters
     ----------
-    y, X, structure, dist, offset, prior_weights, trials, reml, nagq, maxiter, tol
+    y, X, structure, dist, offset, prior_weights, trials, reml, nagq, maxiter, tol, freq_weights
         As for `fit_general`.
     cov_type : {"hessian", "pirls"}
         Cov(beta) from the observed information, or from the PIRLS working weights (one factor only).
@@ -111,7 +113,7 @@ def fit_mixed(y, X, structure, dist, *, offset=None, prior_weights=None, trials=
     t0 = time.perf_counter()
     if prepared is not None and one_factor(structure):
         return _fit_one_factor(y, X, structure, dist, offset, prior_weights, trials, reml, nagq, maxiter, tol,
-                               cov_type, callback, prepared, t0)
+                               cov_type, callback, prepared, t0, freq_weights)
     if len(structure.terms) > 1:
         check_fit_options(structure, nagq)
         if cov_type != "hessian":
@@ -120,14 +122,16 @@ def fit_mixed(y, X, structure, dist, *, offset=None, prior_weights=None, trials=
         callback("start values", 0, np.nan)
     gaussian_identity = dist.name == "gaussian" and dist.link_name == "identity"
     fit = fit_general(y, X, structure, dist, offset=offset, prior_weights=prior_weights, trials=trials,
-                      reml=bool(reml and gaussian_identity), nagq=int(nagq), maxiter=int(maxiter), tol=float(tol))
+                      reml=bool(reml and gaussian_identity), nagq=int(nagq), maxiter=int(maxiter), tol=float(tol),
+                      freq_weights=freq_weights)
     return _finish_general(fit, structure, nagq, maxiter, tol, time.perf_counter() - t0)
 
 
 def _fit_one_factor(y, X, structure, dist, offset, prior_weights, trials, reml, nagq, maxiter, tol, cov_type,
-                    callback, prepared, t0):
+                    callback, prepared, t0, freq_weights=None):
     """The one-factor specialisations (`_one_factor`); a vector factor of a non-Gaussian pair on the general
-    engine, completed by `_one_factor.finish_vector_laplace`."""
+    engine, completed by `_one_factor.finish_vector_laplace`, and so a weighted Gaussian one (the block profile
+    has no prior weights), completed by `_one_factor_gaussian`."""
     from . import _one_factor as one
 
     gaussian_identity = dist.name == "gaussian" and dist.link_name == "identity"
@@ -136,22 +140,37 @@ def _fit_one_factor(y, X, structure, dist, offset, prior_weights, trials, reml, 
             return one.fit_scalar_profile(structure, prepared, reml=reml, maxiter=maxiter, tol=tol, callback=callback)
         return one.fit_scalar_likelihood(structure, prepared, nagq=nagq, maxiter=maxiter, tol=tol, cov_type=cov_type,
                                          callback=callback)
-    if gaussian_identity:
+    if gaussian_identity and prior_weights is None and freq_weights is None:
         return one.fit_vector_profile(structure, prepared, reml=reml, maxiter=maxiter, tol=tol, callback=callback)
+    if gaussian_identity:
+        one.check_q(structure, prepared)
+        if callback is not None:
+            callback("start values", 0, np.nan)
+        fit = fit_general(y, X, structure, dist, offset=offset, prior_weights=prior_weights, reml=reml,
+                          maxiter=maxiter, tol=tol, freq_weights=freq_weights)
+        return _one_factor_gaussian(_finish_general(fit, structure, 0, maxiter, tol, time.perf_counter() - t0),
+                                    structure)
     if nagq != 1:
         names = ", ".join(n for t in structure.terms for n in t.z_names)
         raise ValueError(f"nagq={nagq}: with a vector random effect ({names}) only the Laplace approximation (nagq=1) "
                          "is available; adaptive quadrature needs a scalar random effect (lme4's rule) and nagq=0 is "
                          "not implemented for random slopes")
-    if getattr(prepared, "has_freq_weights", False):
-        raise ValueError("freq_weights are implemented for random-intercept models; this model has random slopes")
     one.check_q(structure, prepared)
     if callback is not None:
         callback("start values", 0, np.nan)
     fit = fit_general(y, X, structure, dist, offset=offset, prior_weights=prior_weights, trials=trials, nagq=1,
-                      maxiter=maxiter, tol=tol)
+                      maxiter=maxiter, tol=tol, freq_weights=freq_weights)
     fit = _finish_general(fit, structure, 1, maxiter, tol, time.perf_counter() - t0)
     return one.finish_vector_laplace(fit, structure, prepared, cov_type, t0, maxiter, tol, callback)
+
+
+def _one_factor_gaussian(fit, structure):
+    """A weighted Gaussian fit of one factor's z columns on the general engine as the one-factor record (as the
+    block profile's: one (G, q) layout of the modes, their conditional covariances, one singular flag)."""
+    fit.singular = [bool(any(fit.singular))] * len(structure.terms)
+    fit.one_factor, fit.vector = True, True
+    fit.opt.method = f"{fit.method} profile on the any-structure engine (prior weights)"
+    return fit
 
 
 def _finish_general(fit, structure, nagq, maxiter, tol, seconds):
@@ -175,7 +194,7 @@ def _finish_general(fit, structure, nagq, maxiter, tol, seconds):
 
 
 def fit_general(y, X, structure, dist, *, offset=None, prior_weights=None, trials=None, reml=True, nagq=1,
-                maxiter=200, tol=1e-6) -> MixedFit:
+                maxiter=200, tol=1e-6, freq_weights=None) -> MixedFit:
     """Fit a mixed model with the random-effects structure `structure` on the general engine (PLS / Laplace).
 
     Parameters
@@ -194,6 +213,9 @@ def fit_general(y, X, structure, dist, *, offset=None, prior_weights=None, trial
         is raised to the power w_i (Binomial, Poisson, NB2).
     trials : ndarray (n,), optional
         Binomial number of trials per row (1 otherwise).
+    freq_weights : ndarray (n,), optional
+        statsmodels' ``freq_weights``: row i counts f_i times (its log density times f_i; an integer f gives
+        the fit of the data with the row repeated f times, `_weights`).
     reml : bool
         REML (Gaussian identity only; ignored otherwise).
     nagq : int
@@ -206,7 +228,8 @@ def fit_general(y, X, structure, dist, *, offset=None, prior_weights=None, trial
     MixedFit
     """
     t0 = time.perf_counter()
-    y, X, offset, prior_weights, trials = _check_inputs(y, X, structure, offset, prior_weights, trials)
+    y, X, offset, prior_weights, trials, freq_weights = _check_inputs(y, X, structure, offset, prior_weights, trials,
+                                                                      freq_weights)
     nagq = int(nagq)
     if nagq < 0:
         raise ValueError(f"nagq must be 0, 1 or a larger number of quadrature nodes, got {nagq}")
@@ -222,7 +245,8 @@ def fit_general(y, X, structure, dist, *, offset=None, prior_weights=None, trial
             raise ValueError("trials are for the Binomial family only")
         yy = y if offset is None else y - offset
         scaled, scales = _scaled_structure(structure)
-        prof, res = fit_gaussian(scaled, yy, X, prior_weights, reml=reml, maxiter=maxiter, tol=tol)
+        w, n_obs, log_w = gaussian_weights(prior_weights, freq_weights, n)
+        prof, res = fit_gaussian(scaled, yy, X, w, reml=reml, n_obs=n_obs, maxiter=maxiter, tol=tol, log_weights=log_w)
         fit = _gaussian_result(scaled, prof, res, y, X, offset, reml, time.perf_counter() - t0)
         return _to_data_units(fit, structure, scaled, scales)
     if nagq > 1:
@@ -231,7 +255,8 @@ def fit_general(y, X, structure, dist, *, offset=None, prior_weights=None, trial
             raise ValueError(f"nagq={nagq} (adaptive Gauss-Hermite quadrature) needs exactly one scalar random-"
                              "effects term (lme4's rule); use nagq=1 (Laplace) for this structure")
     scaled, scales = _scaled_structure(structure)
-    fit = fit_glmm_mixed(scaled, dist, y, X, offset, prior_weights, trials, nagq=nagq, maxiter=maxiter, tol=tol)
+    fit = fit_glmm_mixed(scaled, dist, y, X, offset, prior_weights, trials, nagq=nagq, maxiter=maxiter, tol=tol,
+                         freq_weights=freq_weights)
     fit = _to_data_units(fit, structure, scaled, scales)
     fit.seconds = time.perf_counter() - t0
     return fit
@@ -261,6 +286,8 @@ def _to_data_units(fit, structure, scaled, scales):
     fit.cov_re = [cov / np.outer(s, s) for cov, s in zip(fit.cov_re, scales)]
     fit.modes = [m / s for m, s in zip(fit.modes, scales)]
     fit.mode_sd = [m / s for m, s in zip(fit.mode_sd, scales)]
+    if fit.mode_cov is not None:
+        fit.mode_cov = [c / np.outer(s, s) for c, s in zip(fit.mode_cov, scales)]
     if fit.cov_all is not None:
         factors = np.concatenate([1.0 / s[t.theta_positions()[0]] for t, s in zip(structure.terms, scales)])
         p = len(fit.beta)
@@ -276,26 +303,25 @@ def _gaussian_result(structure, prof, res, y, X, offset, reml, seconds):
     layout = prof.layout
     b = layout.lambda_times(lams, u)
     blocks = fac.inverse_diag_blocks()
-    mode_sd_int = []
-    for pos, lam in enumerate(lams):  # Var(b_j | y) = sigma^2 Lambda (H^{-1})_jj Lambda'
-        V = sigma2 * (lam @ blocks[pos] @ lam.T)
-        mode_sd_int.append(np.sqrt(np.clip(np.diagonal(V, axis1=1, axis2=2), 0.0, None)))
+    mode_cov_int = [sigma2 * (lam @ blocks[pos] @ lam.T) for pos, lam in enumerate(lams)]  # Var(b_j | y)
     modes = layout.to_user(b)
-    mode_sd = [None] * len(lams)
+    mode_sd, mode_cov = [None] * len(lams), [None] * len(lams)
     for pos, k in enumerate(layout.order):
-        mode_sd[k] = mode_sd_int[pos]
+        mode_cov[k] = mode_cov_int[pos]
+        mode_sd[k] = np.sqrt(np.clip(np.diagonal(mode_cov[k], axis1=1, axis2=2), 0.0, None))
     eta_fixed = X @ beta + (0.0 if offset is None else offset)
     eta = eta_fixed + layout.times_Z(b)
     cov_params = np.asarray(res.x, float)
     return MixedFit(beta=beta, cov_beta=cov_beta, cov_params=cov_params,
                     cov_re=structure.covariances(cov_params, sigma2), scale=float(sigma2), llf=-0.5 * res.f,
-                    modes=modes, mode_sd=mode_sd, eta=eta, eta_fixed=eta_fixed, converged=res.converged,
-                    singular=structure.singular(cov_params), method="REML" if reml else "ML",
+                    modes=modes, mode_sd=mode_sd, mode_cov=mode_cov, eta=eta, eta_fixed=eta_fixed,
+                    converged=res.converged, singular=structure.singular(cov_params), method="REML" if reml else "ML",
                     message=res.message, n_iterations=res.n_iterations, n_evaluations=res.n_evaluations,
                     n_params=X.shape[1] + structure.n_cov_params + 1, seconds=seconds)
 
 
-def fit_glmm_mixed(structure, dist, y, X, offset, prior_weights, trials, nagq=1, maxiter=200, tol=1e-6):
+def fit_glmm_mixed(structure, dist, y, X, offset, prior_weights, trials, nagq=1, maxiter=200, tol=1e-6,
+                   freq_weights=None):
     """Laplace (nagq=1), AGQ (nagq>1) or nagq=0 fit of a non-(Gaussian identity) model: MixedFit."""
     n, p = X.shape
     c = response_scale(dist, y)
@@ -304,20 +330,16 @@ def fit_glmm_mixed(structure, dist, y, X, offset, prior_weights, trials, nagq=1,
         y = y / c
         link = dist.link_name
         off = off - np.log(c) if link == "log" else (off / c if link == "identity" else off * c)
-    m = np.ones(n)
-    if trials is not None:
-        m = m * trials
-    if prior_weights is not None:
-        m = m * prior_weights
-    const = dist.log_constant(y, m)
+    m, const, term = density_weights(dist, y, trials, prior_weights, freq_weights)
     A = scaling_matrix(X)
     Xs = X @ A
     aux = dist.row_aux(y)
-    model = MixedGLMM(structure, dist, y, Xs, off, m, const, aux)
+    model = MixedGLMM(structure, dist, y, Xs, off, m, const, aux, dispersion_term=term)
     with np.errstate(all="ignore"):
         gamma0, scale0 = glm_start(dist, Rows(y, Xs, off, m, const, aux))
         fit = _optimise(model, gamma0, scale0, nagq, maxiter, tol)
-    return _glmm_result(model, fit, A, c, X, offset, nagq)
+    n_obs = n if freq_weights is None else float(np.sum(freq_weights))  # y / c: one Jacobian per observation
+    return _glmm_result(model, fit, A, c, X, offset, nagq, n_obs)
 
 
 #: scalar terms: the Laplace search starts at the GLM directly (its gradient is analytic); False: nagq=0 first
@@ -420,7 +442,7 @@ def _flat_mode_note(model, res):
     return res if message is None else replace(res, message=message)
 
 
-def _glmm_result(model, fit, A, c, X, offset, nagq):
+def _glmm_result(model, fit, A, c, X, offset, nagq, n_obs):
     """MixedFit in data units from the engine's scaled fit."""
     structure, dist, layout = model.structure, model.dist, model.layout
     p, nc = model.p, model.nc
@@ -463,30 +485,30 @@ def _glmm_result(model, fit, A, c, X, offset, nagq):
         cov_all = J @ cov_all @ J.T
     b = layout.lambda_times(lams, st.u)
     blocks = st.factor.inverse_diag_blocks()
-    sd_int = [np.sqrt(np.clip(np.diagonal(lam @ blocks[pos] @ lam.T, axis1=1, axis2=2), 0.0, None))
-              for pos, lam in enumerate(lams)]
     modes = [v * k for v in layout.to_user(b)]
-    mode_sd = [None] * len(lams)
-    for pos, kk in enumerate(layout.order):
-        mode_sd[kk] = sd_int[pos] * k
+    mode_sd, mode_cov = [None] * len(lams), [None] * len(lams)
+    for pos, kk in enumerate(layout.order):  # Var(b_j | y) = Lambda (H^-1)_jj Lambda', kept whole (condVar blocks)
+        mode_cov[kk] = (lams[pos] @ blocks[pos] @ lams[pos].T) * (k * k)
+        mode_sd[kk] = np.sqrt(np.clip(np.diagonal(mode_cov[kk], axis1=1, axis2=2), 0.0, None))
     cov_params = np.asarray(theta, float) * k
-    n = X.shape[0]
     eta_fixed = X @ beta + (0.0 if offset is None else offset)
     eta = eta_fixed + layout.times_Z(b * k)
     scale = phi * (c * c if dist.name == "gaussian" else 1.0) if model.disp else 1.0
-    llf = llf - n * np.log(c)
+    llf = llf - n_obs * np.log(c)
     method = {0: "PIRLS (nagq=0)", 1: "Laplace"}.get(nagq, "AGQ")
     stage0 = fit["stage0"]
     n_iter = res.n_iterations + (stage0.n_iterations if stage0 is not None and stage0 is not res else 0)
     return MixedFit(beta=beta, cov_beta=cov_beta, cov_params=cov_params, cov_re=structure.covariances(cov_params),
-                    scale=float(scale), llf=float(llf), modes=modes, mode_sd=mode_sd, eta=eta, eta_fixed=eta_fixed,
+                    scale=float(scale), llf=float(llf), modes=modes, mode_sd=mode_sd, mode_cov=mode_cov, eta=eta,
+                    eta_fixed=eta_fixed,
                     converged=bool(converged), singular=structure.singular(cov_params), method=method,
                     message=message, n_iterations=int(n_iter), n_evaluations=int(model.n_calls),
                     n_params=p + nc + int(model.disp), cov_all=cov_all,
                     decrement=float(getattr(res, "decrement", np.nan)))
 
 
-def loglik_function(y, X, structure, dist, *, offset=None, prior_weights=None, trials=None, reml=True):
+def loglik_function(y, X, structure, dist, *, offset=None, prior_weights=None, trials=None, reml=True,
+                    freq_weights=None):
     """The engine's log-likelihood as a function, for profiles, likelihood-ratio tests at fixed parameters
     and independent checks.
 
@@ -495,13 +517,14 @@ def loglik_function(y, X, structure, dist, *, offset=None, prior_weights=None, t
     x = (beta, cov_params[, log dispersion]) in data units: the Laplace log-likelihood (`fit_mixed`'s llf at
     its estimates).  Inputs as for `fit_mixed`.
     """
-    y, X, offset, prior_weights, trials = _check_inputs(y, X, structure, offset, prior_weights, trials)
+    y, X, offset, prior_weights, trials, freq_weights = _check_inputs(y, X, structure, offset, prior_weights, trials,
+                                                                      freq_weights)
     n = len(y)
     if dist.name == "gaussian" and dist.link_name == "identity":
         from ._mixed_lmm import GaussianProfile
 
-        log_w = 0.0 if prior_weights is None else float(np.sum(np.log(prior_weights)))
-        prof = GaussianProfile(structure, y if offset is None else y - offset, X, prior_weights, reml,
+        w, n_obs, log_w = gaussian_weights(prior_weights, freq_weights, n)
+        prof = GaussianProfile(structure, y if offset is None else y - offset, X, w, reml, n_obs=n_obs,
                                log_weights=log_w)
 
         def gaussian(cov_params):
@@ -510,11 +533,9 @@ def loglik_function(y, X, structure, dist, *, offset=None, prior_weights=None, t
             return -0.5 * prof(params), beta, sigma2
 
         return gaussian
-    m = np.ones(n) if trials is None else np.array(trials, float)
-    if prior_weights is not None:
-        m = m * prior_weights
-    model = MixedGLMM(structure, dist, y, X, np.zeros(n) if offset is None else offset, m,
-                      dist.log_constant(y, m), dist.row_aux(y))
+    m, const, term = density_weights(dist, y, trials, prior_weights, freq_weights)
+    model = MixedGLMM(structure, dist, y, X, np.zeros(n) if offset is None else offset, m, const, dist.row_aux(y),
+                      dispersion_term=term)
 
     def laplace(x):
         with np.errstate(all="ignore"):

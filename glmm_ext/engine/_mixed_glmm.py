@@ -77,8 +77,10 @@ class _Lambdas(list):
 class MixedGLMM:
     """Laplace / AGQ / nagq=0 objectives of a GLMM on a `Layout`, with warm-started modes."""
 
-    def __init__(self, structure, dist, y, X, offset, m, const, aux=None):
+    def __init__(self, structure, dist, y, X, offset, m, const, aux=None, dispersion_term=None):
         self.structure, self.dist = structure, dist
+        # phi -> the eta-free part frequency weights add to a dispersion family's log-likelihood (`_weights`)
+        self.dispersion_term = dispersion_term
         n = structure.n_rows
         # one term: rows sorted by level inside (segment sums instead of scatters); results stay in the user's order
         perm = _level_order(structure)
@@ -332,7 +334,11 @@ class MixedGLMM:
         self._last_state = st
         if self.nagq > 1:
             return -self.agq_value(x, st)
-        return -(st.h - 0.5 * st.factor.logdet_Z)
+        return -(st.h - 0.5 * st.factor.logdet_Z + self.weights_term(x[-1]))
+
+    def weights_term(self, log_phi):
+        """The frequency weights' eta-free term at phi = exp(log_phi) (0 without one)."""
+        return 0.0 if self.dispersion_term is None else self.dispersion_term(float(np.exp(log_phi)))
 
     @property
     def has_beta_gradient(self):
@@ -460,7 +466,7 @@ class MixedGLMM:
             ll = np.where(np.isfinite(ll), ll, -np.inf)
             node_h[:, k] = np.bincount(codes, weights=ll, minlength=len(H)) - 0.5 * uk * uk
         logL, _ = agq_log_integrals(node_h, H, z, logw)
-        return float(np.sum(logL))
+        return float(np.sum(logL)) + self.weights_term(x[-1])
 
     # ------------------------------------------------------------------ nagq = 0
     def pirls_joint(self, theta, phi, beta0, u0, tol=1e-20, maxiter=200):
@@ -515,7 +521,7 @@ class MixedGLMM:
         if st is None or not st.converged:
             return np.inf
         self.u_warm, self.beta_warm = st.u, st.beta
-        return -(st.h - 0.5 * st.factor.logdet_Z)
+        return -(st.h - 0.5 * st.factor.logdet_Z + self.weights_term(v[-1]))
 
 
 def scaling_matrix(X):

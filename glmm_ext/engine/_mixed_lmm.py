@@ -376,10 +376,13 @@ class GaussianProfile:
         return beta, sigma2 * (LXinv.T @ LXinv), sigma2, u, fac, lams
 
 
-def fit_gaussian(structure, y, X, weights=None, reml=True, n_obs=None, maxiter=200, tol=1e-6):
-    """Profiled REML/ML fit: (profile, BoundedResult)."""
-    log_w = 0.0 if weights is None else float(np.sum(np.log(weights)))
-    prof = GaussianProfile(structure, y, X, weights, reml, n_obs, log_w)
+def fit_gaussian(structure, y, X, weights=None, reml=True, n_obs=None, maxiter=200, tol=1e-6, log_weights=None):
+    """Profiled REML/ML fit: (profile, BoundedResult).  ``n_obs`` (default: the rows) and ``log_weights`` (default:
+    sum log w) as `GaussianProfile` takes them: frequency weights count sum(f) observations and sum f log v
+    (`_weights.gaussian_weights`)."""
+    if log_weights is None:
+        log_weights = 0.0 if weights is None else float(np.sum(np.log(weights)))
+    prof = GaussianProfile(structure, y, X, weights, reml, n_obs, log_weights)
     return prof, search_profile(prof, structure, y, X, weights, maxiter, tol)
 
 
