@@ -175,7 +175,7 @@ def test_weighted_gaussian_slopes_modes_are_the_dense_conditional_means():
     np.testing.assert_allclose(np.asarray(res.blups).ravel(), b, atol=1e-6)
     np.testing.assert_allclose(np.asarray(res.blup_se).ravel(), sd, rtol=1e-6)
     record = res._fit
-    assert record.one_factor and record.vector and record.blup_cov.shape == (d["g"].nunique(), 2, 2)
+    assert record.one_factor and record.vector and record.mode_cov[0].shape == (d["g"].nunique(), 2, 2)
 
 
 @pytest.mark.parametrize("formula", ["y ~ x + (1 + x | g)", "y ~ x + (1 | g) + (1 | a)"])
