@@ -20,7 +20,8 @@ from scipy import linalg
 from ._boundary import ridge_probes
 from ._glm import Rows
 from ._glmm import FLAT_MODE_NOTE, flat_mode_message, glm_start
-from ._mixed_glmm import MixedGLMM, response_scale, scaling_matrix
+from ._centring import centred_structure, centring_maps
+from ._mixed_glmm import MixedGLMM, response_scale, scaling_matrix, uncentre_cov_all, uncentre_fit
 from ._mixed_lmm import fit_gaussian, minimize_bounded
 from ._optsummary import OptSummary
 from ._record import MixedFit
@@ -308,11 +309,17 @@ def fit_glmm_mixed(structure, dist, y, X, offset, prior_weights, trials, nagq=1,
     A = scaling_matrix(X)
     Xs = X @ A
     aux = dist.row_aux(y)
-    model = MixedGLMM(structure, dist, y, Xs, off, m, const, aux)
+    maps = centring_maps(structure)  # a slope far from zero: the search on centred columns (`_centring`)
+    search = MixedGLMM(structure if maps is None else centred_structure(structure, maps), dist, y, Xs, off, m, const,
+                       aux)
     with np.errstate(all="ignore"):
         gamma0, scale0 = glm_start(dist, Rows(y, Xs, off, m, const, aux))
-        fit = _optimise(model, gamma0, scale0, nagq, maxiter, tol)
-    return _glmm_result(model, fit, A, c, X, offset, nagq)
+        fit = _optimise(search, gamma0, scale0, nagq, maxiter, tol)
+    if maps is None:
+        return _glmm_result(search, fit, A, c, X, offset, nagq)
+    model = MixedGLMM(structure, dist, y, Xs, off, m, const, aux)
+    fit, T = uncentre_fit(model, search, maps, fit)
+    return uncentre_cov_all(_glmm_result(model, fit, A, c, X, offset, nagq), T)
 
 
 #: scalar terms: the Laplace search starts at the GLM directly (its gradient is analytic); False: nagq=0 first

@@ -547,3 +547,37 @@ def response_scale(dist, y):
     if not (np.isfinite(size) and size > 0):
         return 1.0
     return float(2.0 ** np.round(np.log2(size)))
+
+
+def uncentre_fit(model, search, maps, fit):
+    """`fit` of `search` (a MixedGLMM on centred z columns, `_centring`) as a fit of `model` (the same model on the
+    user's columns): beta and phi as they are, the covariance parameters mapped back; and the Jacobian T of that
+    map over all parameters (the search's Hessian stays: its beta block is the same in either parametrisation, and
+    `uncentre_cov_all` carries the rest)."""
+    from ._centring import jacobian, to_original
+
+    p, nc = search.p, search.nc
+    x = np.asarray(fit["x"], float)
+    theta_c = x[p:p + nc]
+    x_o = x.copy()
+    x_o[p:p + nc] = to_original(model.structure, maps, search.structure, theta_c)
+    T = np.eye(len(x))
+    T[p:p + nc, p:p + nc] = jacobian(model.structure, maps, search.structure, theta_c)
+    model.beta_warm = search.beta_warm
+    model.n_calls += search.n_calls
+    res = replace(fit["res"], x=x_o)
+    return {**fit, "x": x_o, "res": res}, T
+
+
+def uncentre_cov_all(result, T):
+    """The covariance of all parameters of a MixedFit from the centred search in the user's parametrisation,
+    T cov T' (a coordinate held at its bound, NaN in the search's, leaves NaN where it enters)."""
+    cov = result.cov_all
+    if cov is not None:
+        held = np.isnan(np.diag(cov))
+        out = T @ np.nan_to_num(cov) @ T.T
+        touched = np.abs(T[:, held]).sum(axis=1) > 0
+        out[touched, :] = np.nan
+        out[:, touched] = np.nan
+        result.cov_all = out
+    return result
