@@ -11,6 +11,14 @@ gopt <- glmerControl(optimizer = "bobyqa", optCtrl = list(maxfun = 1e5))
 num <- function(x) unname(as.numeric(x))
 named <- function(x) as.list(setNames(as.numeric(x), names(x)))
 specs <- fromJSON(file.path(dir, "specs.json"), simplifyVector = FALSE)
+public <- list(  # public data sets (the simulated ones come from tests/stress_multiterm.py --data)
+  insteval_sub = function() { d <- lme4::InstEval[1:4000, ]
+    data.frame(y = d$y, service = paste0("v", d$service), s = paste0("s", d$s), d = paste0("d", d$d),
+               dept = sprintf("p%02d", as.integer(as.character(d$dept)))) },
+  verbagg = function() { d <- lme4::VerbAgg
+    data.frame(r2 = as.integer(d$r2 == "Y"), Anger = d$Anger, Gender = as.character(d$Gender), btype = as.character(d$btype),
+               id = sprintf("i%03d", as.integer(as.character(d$id))), item = as.character(d$item)) })
+for (key in names(public)) { f <- file.path(dir, paste0(key, ".csv")); if (!file.exists(f)) write.csv(public[[key]](), f, row.names = FALSE) }
 covs_lme4 <- function(m) {
   vc <- VarCorr(m)
   lapply(names(vc), function(g) { v <- vc[[g]]; list(group = g, names = colnames(v), cov = unname(as.matrix(v))) })
@@ -55,6 +63,16 @@ for (name in names(specs)) {
                         singular = isSingular(mm), warnings = c(m$warnings, m$messages, mm@optinfo$conv$lme4$messages)),
             glmmTMB = tmb)
   if (s$family == "nbinom2") o$lme4$nb_theta <- getME(mm, "glmer.nb.theta")
+  if (!is.null(s$equiv)) {  # the same model with centred random-effect columns: lmer's exact, glmmTMB's Laplace optimum
+    fe <- as.formula(s$equiv)
+    e <- if (s$family == "gaussian") lmer(fe, d, REML = s$reml, control = lopt) else
+      glmmTMB(fe, d, family = list(poisson = poisson(), binomial = binomial(), nbinom2 = nbinom2)[[s$family]])
+    if (s$family != "gaussian" && is.na(logLik(e))) e <- glmer(fe, d, family = binomial(), control = gopt)
+    fx <- if (inherits(e, "glmmTMB")) fixef(e)$cond else fixef(e)
+    V <- as.matrix(if (inherits(e, "glmmTMB")) vcov(e)$cond else vcov(e))
+    o$equiv <- list(formula = s$equiv, by = class(e)[1], fixef = named(fx), loglik = num(logLik(e)),
+                    vcov = unname(V), vcov_names = colnames(V))
+  }
   cat(name, "lme4", o$lme4$loglik, "glmmTMB", if (is.null(tt)) tm$error else o$glmmTMB$loglik, "\n")
   out[[name]] <- o
 }
