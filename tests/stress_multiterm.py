@@ -296,6 +296,36 @@ def _far_slope(rng, family="poisson"):
     return pd.DataFrame({"y": y, "x": x, "a": _lv("a", a), "b": _lv("b", b)})
 
 
+def _rank2_slopes(rng, family="gaussian"):
+    """(x1 + x2 | a) whose 3 x 3 covariance has rank 2 (the x2 effect a multiple of the intercept), plus (1|b)."""
+    n, na, nb = 720, 30, 12
+    a, b = rng.integers(0, na, n), rng.integers(0, nb, n)
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    u0, u1 = rng.normal(0, 0.8, na), rng.normal(0, 0.4, na)
+    eta = 0.3 * x1 - 0.2 * x2 + u0[a] + u1[a] * x1 + 0.5 * u0[a] * x2 + rng.normal(0, 0.5, nb)[b]
+    if family == "gaussian":
+        y = 2 + eta + rng.normal(0, 0.6, n)
+    else:
+        y = rng.poisson(np.exp(0.5 + 0.6 * eta)).astype(float)
+    return pd.DataFrame({"y": y, "x1": x1, "x2": x2, "a": _lv("a", a), "b": _lv("b", b)})
+
+
+def _inner_slope(rng, family="gaussian"):
+    """Slopes at the inner level of a nesting: (1|a) + (x|a:b), 10 x 6 cells of 4-10 rows."""
+    rows = [(i, j) for i in range(10) for j in range(6) for _ in range(rng.integers(4, 11))]
+    a, b = (np.array(v) for v in zip(*rows))
+    x = rng.normal(size=a.size)
+    ub = rng.multivariate_normal([0, 0], [[0.4, 0.1], [0.1, 0.2]], (10, 6))
+    eta = 0.4 * x + rng.normal(0, 0.7, 10)[a] + ub[a, b, 0] + ub[a, b, 1] * x
+    if family == "gaussian":
+        y = 1 + eta + rng.normal(0, 0.5, a.size)
+        m = np.ones(a.size)
+    else:
+        m = rng.integers(2, 8, a.size).astype(float)
+        y = rng.binomial(m.astype(int), 1 / (1 + np.exp(-eta))).astype(float)
+    return pd.DataFrame({"y": y, "m": m, "x": x, "a": _lv("a", a), "b": _lv("b", b, 1)})
+
+
 DATASETS = {
     "unbal_crossed": _unbalanced_crossed,
     "nested3_gauss": lambda rng: _nested3(rng, "gaussian"),
@@ -325,6 +355,10 @@ DATASETS = {
     "large_counts": _large_counts,
     "far_pois": lambda rng: _far_slope(rng, "poisson"),
     "far_bern": lambda rng: _far_slope(rng, "binomial"),
+    "rank2_gauss": lambda rng: _rank2_slopes(rng, "gaussian"),
+    "rank2_pois": lambda rng: _rank2_slopes(rng, "poisson"),
+    "inner_gauss": lambda rng: _inner_slope(rng, "gaussian"),
+    "inner_binom": lambda rng: _inner_slope(rng, "binomial"),
 }
 # public data sets written by reference.R (lme4's InstEval: its first 4,000 rows; VerbAgg)
 PUBLIC = {"insteval_sub", "verbagg"}
@@ -436,6 +470,21 @@ _spec("insteval_sub_slope_ml", "insteval_sub", "y ~ C(service) + (1|s) + (1|d) +
 _spec("verbagg_slope_crossed", "verbagg", "r2 ~ Anger + C(Gender) + C(btype) + (1|id) + (Anger|item)",
       "r2 ~ Anger + Gender + btype + (1 | id) + (Anger | item)", "Anger + C(Gender) + C(btype)", "binomial",
       [T("id", ["id"]), T("item", ["item"], [ONE, "Anger"])], response="r2")
+
+Q3 = [T("a", ["a"], [ONE, "x1", "x2"]), T("b", ["b"])]
+INNER = [T("a", ["a"]), T("a:b", ["a", "b"], [ONE, "x"])]
+_spec("rank2_slopes_ml", "rank2_gauss", "y ~ x1 + x2 + (x1 + x2|a) + (1|b)", "y ~ x1 + x2 + (x1 + x2 | a) + (1 | b)",
+      "x1 + x2", "gaussian", Q3, reml=False)
+_spec("rank2_slopes_reml", "rank2_gauss", "y ~ x1 + x2 + (x1 + x2|a) + (1|b)",
+      "y ~ x1 + x2 + (x1 + x2 | a) + (1 | b)", "x1 + x2", "gaussian", Q3, reml=True)
+_spec("rank2_slopes_poisson", "rank2_pois", "y ~ x1 + x2 + (x1 + x2|a) + (1|b)",
+      "y ~ x1 + x2 + (x1 + x2 | a) + (1 | b)", "x1 + x2", "poisson", Q3)
+_spec("inner_slope_reml", "inner_gauss", "y ~ x + (1|a) + (x|a:b)", "y ~ x + (1 | a) + (x | a:b)", "x", "gaussian",
+      INNER, reml=True)
+_spec("inner_slope_binom_trials", "inner_binom", "y + I(m - y) ~ x + (1|a) + (x|a:b)",
+      "cbind(y, m - y) ~ x + (1 | a) + (x | a:b)", "x", "binomial", INNER, trials="m")
+_spec("nb2_slope_nested", "inner_binom", "y ~ x + (1|a) + (x|a:b)", "y ~ x + (1 | a) + (x | a:b)", "x", "nbinom2",
+      INNER)
 
 
 def write_data():

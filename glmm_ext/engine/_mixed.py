@@ -331,12 +331,11 @@ def _optimise(model, gamma0, scale0, nagq, maxiter, tol):
     joint search first tries the GLM start directly (analytic gradients make the nagq=0 stage unnecessary)."""
     structure = model.structure
     nc, p = model.nc, model.p
-    lb_theta = structure.lower_bounds()
     tail = [np.log(scale0)] if model.disp else []
     v0 = np.concatenate([structure.start_params(), tail])
-    lb_v = np.concatenate([lb_theta, [-np.inf] * len(tail)])
+    lb = np.asarray(model.lower, float).copy()  # (the NB2 alpha's floor included: `_mixed_glmm.NB_LOG_ALPHA_MIN`)
+    lb_v = lb[p:]
     model.beta_warm = np.asarray(gamma0, float)
-    lb = np.concatenate([[-np.inf] * p, lb_v])
     if nagq >= 1 and SKIP_STAGE0 and (all(t.q == 1 for t in structure.terms) or len(structure.terms) == 1):
         # scalar terms or one term: the Laplace search has analytic gradients and starts at the GLM (lme4's theta = 1);
         # should it fail, the nagq=0 stage below gives the start as for other structures

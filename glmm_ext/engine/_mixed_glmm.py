@@ -32,6 +32,10 @@ MODE_TOL = 1e-20
 MODE_MAXITER = 60
 #: random effects up to which the analytic beta gradient forms H^-1 densely
 DENSE_INVERSE_MAX = 2000
+#: log of the NB2 alpha's lower bound: data with no overdispersion have their supremum at alpha -> 0 (the Poisson
+#: limit), where log alpha would drift for ever; at alpha = 1e-8 the likelihood is the limit's to ~1e-6 (glmmTMB
+#: stops near there too), and the search holds log alpha at the bound with the other parameters free
+NB_LOG_ALPHA_MIN = float(np.log(1e-8))
 
 
 @dataclass
@@ -100,7 +104,8 @@ class MixedGLMM:
         self.n_calls = 0
         self.nagq = 1
         self._last_state = None
-        self.lower = np.concatenate([[-np.inf] * self.p, structure.lower_bounds(), [-np.inf] * int(self.disp)])
+        floor = NB_LOG_ALPHA_MIN if dist.name == "negativebinomial" else -np.inf
+        self.lower = np.concatenate([[-np.inf] * self.p, structure.lower_bounds(), [floor] * int(self.disp)])
         # few random effects after the first term (or one term): dense cross block, bincount / segment products
         self.plan = DensePlan(self.lay) if use_dense(self.lay) else None
         self.ops = self.plan.ops if self.plan is not None else None
