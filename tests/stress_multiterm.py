@@ -483,6 +483,10 @@ _spec("inner_slope_reml", "inner_gauss", "y ~ x + (1|a) + (x|a:b)", "y ~ x + (1 
       INNER, reml=True)
 _spec("inner_slope_binom_trials", "inner_binom", "y + I(m - y) ~ x + (1|a) + (x|a:b)",
       "cbind(y, m - y) ~ x + (1 | a) + (x | a:b)", "x", "binomial", INNER, trials="m")
+_spec("probit_trials_slope_crossed", "binom_trials_slope", "y + I(m - y) ~ x + (x|a) + (1|b)",
+      "cbind(y, m - y) ~ x + (x | a) + (1 | b)", "x", "binomial", AB_SLOPE, trials="m", link="probit")
+_spec("cloglog_inner_slope", "inner_binom", "y + I(m - y) ~ x + (1|a) + (x|a:b)",
+      "cbind(y, m - y) ~ x + (1 | a) + (x | a:b)", "x", "binomial", INNER, trials="m", link="cloglog")
 _spec("nb2_slope_nested", "inner_binom", "y ~ x + (1|a) + (x|a:b)", "y ~ x + (1 | a) + (x | a:b)", "x", "nbinom2",
       INNER)
 
@@ -493,7 +497,7 @@ def write_data():
         make(np.random.default_rng(1000 + i)).to_csv(os.path.join(DATA, name + ".csv"), index=False,
                                                      float_format="%.10g")
     specs = {k: {"data": v["data"] + ".csv", "formula": v["rformula"], "family": v["family"], "reml": v["reml"],
-                 "equiv": v["kw"].get("equiv")} for k, v in SPECS.items()}
+                 "equiv": v["kw"].get("equiv"), "link": v["kw"].get("link")} for k, v in SPECS.items()}
     # (insteval_sub.csv and verbagg.csv: reference.R writes them)
     with open(os.path.join(DATA, "specs.json"), "w") as fh:
         json.dump(specs, fh, indent=1)
@@ -509,6 +513,9 @@ def reference():
 
 
 def family_of(spec):
+    link = spec["kw"].get("link")
+    if link:
+        return sm.families.Binomial({"probit": sm.families.links.Probit, "cloglog": sm.families.links.CLogLog}[link]())
     return {"gaussian": sm.families.Gaussian, "poisson": sm.families.Poisson, "binomial": sm.families.Binomial,
             "nbinom2": sm.families.NegativeBinomial}[spec["family"]]()
 
@@ -545,7 +552,8 @@ def dense(name, beta_by_name, covs, scale):
     offset = data[spec["kw"]["offset"]].to_numpy(float) if "offset" in spec["kw"] else None
     trials = data[spec["kw"]["trials"]].to_numpy(float) if "trials" in spec["kw"] else None
     nb_theta = 1.0 / scale if spec["family"] == "nbinom2" else None
-    return dr.laplace_loglik(y, X.to_numpy(), beta, designs, covs, spec["family"], offset, trials, nb_theta)
+    return dr.laplace_loglik(y, X.to_numpy(), beta, designs, covs, spec["family"], offset, trials, nb_theta,
+                             spec["kw"].get("link"))
 
 
 def our_covs(name, res):

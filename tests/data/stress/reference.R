@@ -49,7 +49,7 @@ for (name in names(specs)) {
     m <- capture(glmer.nb(f, d, control = gopt))
     tm <- tryCatch(capture(glmmTMB(f, d, family = nbinom2)), error = function(e) list(error = conditionMessage(e)))
   } else {
-    fam <- list(poisson = poisson(), binomial = binomial())[[s$family]]
+    fam <- list(poisson = poisson(), binomial = binomial(link = if (is.null(s$link)) "logit" else s$link))[[s$family]]
     m <- capture(glmer(f, d, family = fam, control = gopt))
     tm <- tryCatch(capture(glmmTMB(f, d, family = fam)), error = function(e) list(error = conditionMessage(e)))
   }
