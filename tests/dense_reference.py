@@ -113,10 +113,19 @@ def _family(family, y, eta, trials, nb_theta, link=None, observed=True):
     if family == "nbinom2":
         th = nb_theta
         mu = np.exp(eta)
-        ll = np.sum(special.gammaln(y + th) - special.gammaln(th) - special.gammaln(y + 1)
-                    + th * (np.log(th) - np.logaddexp(np.log(th), eta)) + y * (eta - np.logaddexp(np.log(th), eta)))
+        ll = np.sum(_lgamma_ratio(y, th) - special.gammaln(y + 1)
+                    - th * np.log1p(mu / th) + y * (eta - np.logaddexp(np.log(th), eta)))
         return ll, th * (y - mu) / (mu + th), th * mu * (y + th) / (mu + th) ** 2
     raise ValueError(family)
+
+
+def _lgamma_ratio(y, th):
+    """log Gamma(y + th) - log Gamma(th) for counts y: for th > 1e4 (the Poisson limit, where the two gammaln values
+    cancel to ~1e-7 per row) as y log th + sum_{j<y} log1p(j / th), exact for integer y."""
+    if th <= 1e4:
+        return special.gammaln(y + th) - special.gammaln(th)
+    j = np.arange(int(np.max(y)) if len(y) else 0)
+    return y * np.log(th) + np.sum(np.where(j[None, :] < y[:, None], np.log1p(j[None, :] / th), 0.0), axis=1)
 
 
 def gaussian_modes(y, X, beta, designs, covs, sigma2, weights=None):

@@ -20,7 +20,8 @@ from scipy import linalg
 from ._boundary import ridge_probes
 from ._glm import Rows
 from ._glmm import FLAT_MODE_NOTE, flat_mode_message, glm_start
-from ._mixed_glmm import MixedGLMM, response_scale, scaling_matrix
+from ._centring import centred_structure, centring_maps
+from ._mixed_glmm import MixedGLMM, response_scale, scaling_matrix, uncentre_cov_all, uncentre_fit
 from ._mixed_lmm import fit_gaussian, minimize_bounded
 from ._optsummary import OptSummary
 from ._record import MixedFit
@@ -334,12 +335,18 @@ def fit_glmm_mixed(structure, dist, y, X, offset, prior_weights, trials, nagq=1,
     A = scaling_matrix(X)
     Xs = X @ A
     aux = dist.row_aux(y)
-    model = MixedGLMM(structure, dist, y, Xs, off, m, const, aux, dispersion_term=term)
+    maps = centring_maps(structure)  # a slope far from zero: the search on centred columns (`_centring`)
+    search = MixedGLMM(structure if maps is None else centred_structure(structure, maps), dist, y, Xs, off, m, const,
+                       aux, dispersion_term=term)
     with np.errstate(all="ignore"):
         gamma0, scale0 = glm_start(dist, Rows(y, Xs, off, m, const, aux))
-        fit = _optimise(model, gamma0, scale0, nagq, maxiter, tol)
+        fit = _optimise(search, gamma0, scale0, nagq, maxiter, tol)
     n_obs = n if freq_weights is None else float(np.sum(freq_weights))  # y / c: one Jacobian per observation
-    return _glmm_result(model, fit, A, c, X, offset, nagq, n_obs)
+    if maps is None:
+        return _glmm_result(search, fit, A, c, X, offset, nagq, n_obs)
+    model = MixedGLMM(structure, dist, y, Xs, off, m, const, aux, dispersion_term=term)
+    fit, T = uncentre_fit(model, search, maps, fit)
+    return uncentre_cov_all(_glmm_result(model, fit, A, c, X, offset, nagq, n_obs), T)
 
 
 #: scalar terms: the Laplace search starts at the GLM directly (its gradient is analytic); False: nagq=0 first
@@ -351,12 +358,11 @@ def _optimise(model, gamma0, scale0, nagq, maxiter, tol):
     joint search first tries the GLM start directly (analytic gradients make the nagq=0 stage unnecessary)."""
     structure = model.structure
     nc, p = model.nc, model.p
-    lb_theta = structure.lower_bounds()
     tail = [np.log(scale0)] if model.disp else []
     v0 = np.concatenate([structure.start_params(), tail])
-    lb_v = np.concatenate([lb_theta, [-np.inf] * len(tail)])
+    lb = np.asarray(model.lower, float).copy()  # (the NB2 alpha's floor included: `_mixed_glmm.NB_LOG_ALPHA_MIN`)
+    lb_v = lb[p:]
     model.beta_warm = np.asarray(gamma0, float)
-    lb = np.concatenate([[-np.inf] * p, lb_v])
     if nagq >= 1 and SKIP_STAGE0 and (all(t.q == 1 for t in structure.terms) or len(structure.terms) == 1):
         # scalar terms or one term: the Laplace search has analytic gradients and starts at the GLM (lme4's theta = 1);
         # should it fail, the nagq=0 stage below gives the start as for other structures

@@ -32,6 +32,10 @@ MODE_TOL = 1e-20
 MODE_MAXITER = 60
 #: random effects up to which the analytic beta gradient forms H^-1 densely
 DENSE_INVERSE_MAX = 2000
+#: log of the NB2 alpha's lower bound: data with no overdispersion have their supremum at alpha -> 0 (the Poisson
+#: limit), where log alpha would drift for ever; at alpha = 1e-8 the likelihood is the limit's to ~1e-6 (glmmTMB
+#: stops near there too), and the search holds log alpha at the bound with the other parameters free
+NB_LOG_ALPHA_MIN = float(np.log(1e-8))
 
 
 @dataclass
@@ -102,7 +106,8 @@ class MixedGLMM:
         self.n_calls = 0
         self.nagq = 1
         self._last_state = None
-        self.lower = np.concatenate([[-np.inf] * self.p, structure.lower_bounds(), [-np.inf] * int(self.disp)])
+        floor = NB_LOG_ALPHA_MIN if dist.name == "negativebinomial" else -np.inf
+        self.lower = np.concatenate([[-np.inf] * self.p, structure.lower_bounds(), [floor] * int(self.disp)])
         # few random effects after the first term (or one term): dense cross block, bincount / segment products
         self.plan = DensePlan(self.lay) if use_dense(self.lay) else None
         self.ops = self.plan.ops if self.plan is not None else None
@@ -553,3 +558,37 @@ def response_scale(dist, y):
     if not (np.isfinite(size) and size > 0):
         return 1.0
     return float(2.0 ** np.round(np.log2(size)))
+
+
+def uncentre_fit(model, search, maps, fit):
+    """`fit` of `search` (a MixedGLMM on centred z columns, `_centring`) as a fit of `model` (the same model on the
+    user's columns): beta and phi as they are, the covariance parameters mapped back; and the Jacobian T of that
+    map over all parameters (the search's Hessian stays: its beta block is the same in either parametrisation, and
+    `uncentre_cov_all` carries the rest)."""
+    from ._centring import jacobian, to_original
+
+    p, nc = search.p, search.nc
+    x = np.asarray(fit["x"], float)
+    theta_c = x[p:p + nc]
+    x_o = x.copy()
+    x_o[p:p + nc] = to_original(model.structure, maps, search.structure, theta_c)
+    T = np.eye(len(x))
+    T[p:p + nc, p:p + nc] = jacobian(model.structure, maps, search.structure, theta_c)
+    model.beta_warm = search.beta_warm
+    model.n_calls += search.n_calls
+    res = replace(fit["res"], x=x_o)
+    return {**fit, "x": x_o, "res": res}, T
+
+
+def uncentre_cov_all(result, T):
+    """The covariance of all parameters of a MixedFit from the centred search in the user's parametrisation,
+    T cov T' (a coordinate held at its bound, NaN in the search's, leaves NaN where it enters)."""
+    cov = result.cov_all
+    if cov is not None:
+        held = np.isnan(np.diag(cov))
+        out = T @ np.nan_to_num(cov) @ T.T
+        touched = np.abs(T[:, held]).sum(axis=1) > 0
+        out[touched, :] = np.nan
+        out[:, touched] = np.nan
+        result.cov_all = out
+    return result

@@ -18,6 +18,7 @@ from scipy import linalg, optimize
 from scipy.linalg import lapack
 
 from ._boundary import snap_to_bounds
+from ._centring import centred_structure, centring_maps, to_original
 from ._pls import Factor, Layout, crossprods
 from ._schur import attach_schur_pairs, scale_rest_blocks, schur_pair, schur_product
 
@@ -229,7 +230,7 @@ class GaussianProfile:
     blocked factorisation.
     """
 
-    def __init__(self, structure, y, X, weights=None, reml=True, n_obs=None, log_weights=0.0):
+    def __init__(self, structure, y, X, weights=None, reml=True, n_obs=None, log_weights=0.0, condition=False):
         self.structure = structure
         self.layout = Layout(structure)
         self.y, self.X = y, X
@@ -237,6 +238,16 @@ class GaussianProfile:
         self.n_obs = float(self.n if n_obs is None else n_obs)
         self.reml = reml
         w = np.ones(self.n) if weights is None else np.asarray(weights, float)
+        # condition: the cross-products of the OLS residual over its RMS, (y - X c) / s, in place of y: y = 1e6 +
+        # 1e3 e loses 6 digits of r^2 to cancellation in [X y]'[X y] otherwise; beta = c + s beta_t, sigma = s sigma_t
+        self.shift, self.yscale = np.zeros(self.p), 1.0
+        if condition:
+            sw = np.sqrt(w)
+            c = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0]
+            r = y - X @ c
+            s = float(np.sqrt(np.sum(w * r * r) / self.n))
+            if np.all(np.isfinite(c)) and np.isfinite(s) and s > 0.0:
+                self.shift, self.yscale, y = c, s, r / s
         self.cp = crossprods(self.layout, w, np.column_stack([X, y]))
         attach_schur_pairs(self.cp, self.layout)  # scalar terms: the Schur products without sparse x sparse
         self.log_weights = log_weights  # sum of log prior weights: the density's log sqrt(w) terms
@@ -270,7 +281,7 @@ class GaussianProfile:
         dev = fac.logdet_Z + dof * (1.0 + np.log(2.0 * np.pi * r2 / dof))
         if self.reml:
             dev += 2.0 * float(np.sum(np.log(np.diag(LFF)[:p])))
-        return dev - self.log_weights
+        return dev - self.log_weights + 2.0 * dof * np.log(self.yscale)
 
     def __call__(self, params):
         return self.deviance(params)
@@ -301,7 +312,7 @@ class GaussianProfile:
         n1, nR = lay.n1, lay.nR
         LFF = fac.LFF
         theta = np.array([float(lams[pos][0, 0]) for pos in range(len(lams))])  # engine order
-        beta, _, _, u, _, _ = self.solution(params, fac)
+        beta, _, _, u, _, _ = self._solution(params, fac)  # on the conditioned response, as the cross-products
         d1 = fac.L11[:, 0, 0]
 
         AR1T = cp.AR1.T
@@ -360,6 +371,12 @@ class GaussianProfile:
 
     def solution(self, params, fac=None):
         """(beta, cov_beta, sigma^2, u (internal), factor, lams) at the covariance parameters."""
+        beta, cov_beta, sigma2, u, fac, lams = self._solution(params, fac)
+        s = self.yscale
+        return self.shift + s * beta, s * s * cov_beta, s * s * sigma2, s * u, fac, lams
+
+    def _solution(self, params, fac=None):
+        """`solution` for the response of the cross-products (the conditioned one with ``condition``)."""
         fac, lams = self.factor(params) if fac is None else (fac, None)
         LFF, p = fac.LFF, self.p
         if LFF is None:
@@ -380,10 +397,22 @@ def fit_gaussian(structure, y, X, weights=None, reml=True, n_obs=None, maxiter=2
     """Profiled REML/ML fit: (profile, BoundedResult).  ``n_obs`` (default: the rows) and ``log_weights`` (default:
     sum log w) as `GaussianProfile` takes them: frequency weights count sum(f) observations and sum f log v
     (`_weights.gaussian_weights`)."""
-    if log_weights is None:
-        log_weights = 0.0 if weights is None else float(np.sum(np.log(weights)))
-    prof = GaussianProfile(structure, y, X, weights, reml, n_obs, log_weights)
-    return prof, search_profile(prof, structure, y, X, weights, maxiter, tol)
+    log_w = log_weights
+    if log_w is None:
+        log_w = 0.0 if weights is None else float(np.sum(np.log(weights)))
+    maps = centring_maps(structure)
+    if maps is None:
+        prof = GaussianProfile(structure, y, X, weights, reml, n_obs, log_w, condition=True)
+        return prof, search_profile(prof, structure, y, X, weights, maxiter, tol)
+    # a slope far from zero: the search on centred columns (`_centring`), its optimum mapped back
+    centred = centred_structure(structure, maps)
+    prof_c = GaussianProfile(centred, y, X, weights, reml, n_obs, log_w, condition=True)
+    res = search_profile(prof_c, centred, y, X, weights, maxiter, tol)
+    del prof_c
+    prof = GaussianProfile(structure, y, X, weights, reml, n_obs, log_w, condition=True)
+    res.x = to_original(structure, maps, centred, res.x)
+    res.f, res.hess, res.free = prof(res.x), None, res.x > structure.lower_bounds()
+    return prof, res
 
 
 def search_profile(prof, structure, y, X, weights=None, maxiter=200, tol=1e-6):
