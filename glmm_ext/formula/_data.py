@@ -28,6 +28,15 @@ except ImportError:  # pragma: no cover - statsmodels 0.14
 from statsmodels.base.data import PandasData
 
 
+def copy_on_write():
+    """True when pandas copies on write (always from pandas 3, an option before): a frame or Series built on
+    another's values is then never changed through it, so the copies made only to protect them can go."""
+    if int(pd.__version__.split(".")[0]) >= 3:
+        return True
+    mode = getattr(pd.options, "mode", None)
+    return getattr(mode, "copy_on_write", False) is True
+
+
 class FormulaPandasData(PandasData):
     """statsmodels' PandasData whose unpickling rebuilds the formula's specification with numpy as ``np``
     first (no stack-frame guessing), then as statsmodels does (for formulas using the caller's names)."""
