@@ -129,7 +129,7 @@ def model_from_plain_formula(cls, formula, frame, drop_cols, model_kwargs):
     if matrices is None:
         return None
     (endog, exog), missing_idx, spec = matrices
-    kwargs.update({"missing_idx": missing_idx, "formula": formula, SPEC_KEY: spec})
+    kwargs.update({"missing_idx": missing_idx, "formula": formula, SPEC_KEY: spec, "_finite": True})
     model = cls(endog, exog, **kwargs)
     model.formula = formula
     model.data.frame = frame
