@@ -166,3 +166,26 @@ def test_plain_specification_through_the_model(frame):
 def test_plain_specification_leaves_odd_formulas_to_the_engine(frame, formula):
     frame = frame.assign(Intercept=frame["x2"])
     assert _plain.plain_design(formula, frame, {"np": np}, "drop") is None
+
+
+@pytest.mark.parametrize("expr", ["1 + x1", "0 + x1", "x1", "x1 + k - 1", "k + x1 + 1", "-1 + x2 + x1"])
+def test_plain_random_effects_specification_is_patsys(frame, expr):
+    """A plain z expression's specification (made without reading the data) is the one patsy builds from them,
+    for float and int columns, and rebuilds the same z columns on new data."""
+    import patsy
+    from glmm_ext.formula import _terms
+
+    spec = _terms.TermSpec(expr, ("g",), True, f"({expr} | g)")
+    built = _terms._z_info(spec, frame)
+    ref = patsy.dmatrix(expr, frame, eval_env=patsy.EvalEnvironment([{"np": np}]), NA_action="drop").design_info
+    _same_specification(built, ref)
+    new = frame.sample(6, random_state=2)
+    np.testing.assert_array_equal(patsy.build_design_matrices([built], new)[0], patsy.build_design_matrices([ref], new)[0])
+    model = glmm_ext.GLMM.from_formula(f"y ~ x2 + ({expr} | g)", frame)
+    assert model.random_design.names == list(ref.column_names)
+
+
+@pytest.mark.parametrize("formula", ["y ~ 0", "y ~ -1", "y ~ 1 - 1"])
+def test_plain_formula_without_columns_is_refused_as_before(frame, formula):
+    with pytest.raises(ValueError):
+        glmm_ext.GLMM.from_formula(formula, frame, groups="g")

@@ -7,6 +7,7 @@ columns; every other formula goes through statsmodels as before.
 """
 import keyword
 import re
+from collections import OrderedDict
 
 import numpy as np
 import pandas as pd
@@ -15,8 +16,6 @@ from ._data import SPEC_KEY, copy_on_write
 from ._levels import formula_engine_is_patsy as _formula_engine_is_patsy
 
 _PLAIN_TOKEN = re.compile(r"\s*(?:([A-Za-z_][A-Za-z_0-9]*)|([01])(?![0-9A-Za-z_.])|([+-]))")
-#: rows on which the formula engine builds the specification of a plain formula (it does not depend on them)
-_SPEC_ROWS = 8
 
 
 def _plain_names(side):
@@ -46,13 +45,42 @@ def _patsy_environment(eval_env):
     return None
 
 
+def numeric_design_info(termlist, env, columns):
+    """patsy's DesignInfo of a term list made of the intercept and single numeric columns (their names in
+    `columns`), as ``patsy.design_matrix_builders`` makes it, without reading any data; None for any other term.
+
+    The caller has checked that each name is a numeric (int or float) column, which patsy would find by
+    evaluating it: a numerical factor of one column named by its code.  Each factor's state is memorised by
+    patsy itself (``EvalFactor.memorize_passes_needed`` in `env`); the terms take patsy's order, the intercept
+    first and the others as written (each single-factor term is its own group of numeric factors).
+    """
+    import patsy
+
+    factor_infos, codings = {}, {}
+    for term in termlist:
+        if not term.factors:
+            codings[term] = [patsy.SubtermInfo([], {}, 1)]
+            continue
+        factor = term.factors[0]
+        if len(term.factors) != 1 or not isinstance(factor, patsy.EvalFactor) or factor.code not in columns:
+            return None
+        state = {}
+        if factor.memorize_passes_needed(state, env) != 0:  # (a bare name needs no pass over the data)
+            return None
+        factor_infos[factor] = patsy.FactorInfo(factor, "numerical", state, num_columns=1, categories=None)
+        codings[term] = [patsy.SubtermInfo([factor], {}, 1)]
+    ordered = OrderedDict((term, codings[term]) for term in sorted(codings, key=lambda t: bool(t.factors)))
+    names = ["Intercept" if not term.factors else term.factors[0].name() for term in ordered]
+    return patsy.DesignInfo(names, factor_infos=factor_infos, term_codings=ordered)
+
+
 def plain_specification(formula, frame, eval_env):
     """(response name, patsy DesignInfo of the right-hand side, the frame's column or None for the intercept of
     each design column) for a plain formula, or None.
 
-    patsy's own builders make the specification (the same calls as ``patsy.dmatrices``: ``ModelDesc``, then
-    ``design_matrix_builders`` for the right-hand side) on the first rows of the named columns; no matrix is
-    built, nothing else is evaluated.  None when a term is not one numeric column or the intercept.
+    patsy parses the formula (``ModelDesc``, as ``patsy.dmatrices``) and `numeric_design_info` makes the
+    specification of its right-hand side; nothing is evaluated.  None when a term is not one float column or
+    the intercept.
     """
     import patsy
 
@@ -68,30 +96,19 @@ def plain_specification(formula, frame, eval_env):
         if name not in columns or frame[name].dtype != np.float64:
             return None
     env = _patsy_environment(eval_env)
-    if env is None or len(frame) <= _SPEC_ROWS or not _formula_engine_is_patsy():
+    if env is None or not _formula_engine_is_patsy():
         return None
-    head = pd.DataFrame({name: frame[name].to_numpy()[:_SPEC_ROWS] for name in dict.fromkeys(names)})
     try:
         desc = patsy.ModelDesc.from_formula(formula)
-        (info,) = patsy.design_matrix_builders([desc.rhs_termlist], lambda: iter([head]), env, NA_action="drop")
     except patsy.PatsyError:  # e.g. "y ~ x +": the formula engine reports it
         return None
     lhs_terms = desc.lhs_termlist
     if len(lhs_terms) != 1 or [f.code for f in lhs_terms[0].factors] != response:
         return None
-    sources = []
-    for term in info.terms:
-        if not term.factors:
-            sources.append(None)
-            continue
-        factor = term.factors[0]
-        factor_info = info.factor_infos[factor]
-        if len(term.factors) != 1 or factor.code not in names or factor_info.type != "numerical" \
-                or factor_info.num_columns != 1:
-            return None
-        sources.append(factor.code)
-    if list(info.column_names) != ["Intercept" if s is None else s for s in sources]:
+    info = numeric_design_info(desc.rhs_termlist, env, names)
+    if info is None:
         return None
+    sources = [None if not term.factors else term.factors[0].code for term in info.terms]
     return response[0], info, sources
 
 

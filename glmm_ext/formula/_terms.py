@@ -169,10 +169,6 @@ def quick_q(expr, data):
     return max(q, 1)
 
 
-#: rows on which patsy builds the specification of a plain numeric z expression (it does not depend on them)
-_SPEC_ROWS = 8
-
-
 def plain_numeric_names(expr, data):
     """The column names of a z expression made only of names, 0, 1, + and - (``1 + x``) when each is a
     numeric (int or float) column of `data`, else None: its patsy specification depends on the types alone."""
@@ -186,13 +182,17 @@ def plain_numeric_names(expr, data):
 
 
 def _z_info(spec, data):
-    """patsy DesignInfo of a term's z expression, from the data's column types (no matrix is built)."""
+    """patsy DesignInfo of a term's z expression, from the data's column types (no matrix is built; a plain
+    numeric expression such as ``1 + x`` reads no value at all: `_plain.numeric_design_info`)."""
+    from ._plain import numeric_design_info
+
     env = patsy.EvalEnvironment([{"np": np}])
-    if len(data) > _SPEC_ROWS and plain_numeric_names(spec.expr, data) is not None:
-        data = data.iloc[:_SPEC_ROWS].copy()  # (patsy would read every row for nothing)
     try:
         desc = patsy.ModelDesc.from_formula(spec.expr)
-        (info,) = patsy.design_matrix_builders([desc.rhs_termlist], lambda: iter([data]), env, NA_action="drop")
+        names = plain_numeric_names(spec.expr, data)
+        info = None if names is None else numeric_design_info(desc.rhs_termlist, env, names)
+        if info is None:
+            (info,) = patsy.design_matrix_builders([desc.rhs_termlist], lambda: iter([data]), env, NA_action="drop")
     except patsy.PatsyError as exc:
         raise ValueError(f"random-effects term {spec.text!r}: {exc}") from None
     if not info.column_names:
