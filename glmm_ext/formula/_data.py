@@ -372,8 +372,8 @@ def prepare(formula, data, groups, offset=None, exposure=None, weights=None, mis
         raise ValueError(f"formula_mode must be 'python' or 'safe' (got {formula_mode!r})")
     columns = _unique_columns(formula, data, [groups, offset, exposure, weights, var_weights, freq_weights])
     found = check_safe(formula, columns) if formula_mode == "safe" else formula_columns(formula, columns)
-    lhs_names = formula_names(split_formula(formula)[0] + " ~ 1")
-    if not found.response and not (formula_mode == "python" and set(lhs_names) & set(env_names)):
+    if not found.response and not (formula_mode == "python"
+                                   and set(formula_names(split_formula(formula)[0] + " ~ 1")) & set(env_names)):
         raise ValueError(f"the response of {formula!r} names no column of the data")
     both = [c for c in found.response if c in found.predictors]
     if both:
