@@ -104,12 +104,12 @@ class Prepared:
         ``finite=True`` says that the matrices are the frame's own columns (and ones), which `prepare`
         found finite: nothing is read again.
         """
-        keep = np.ones(len(self.frame), bool) if formula_missing is None else ~np.asarray(formula_missing, bool)
+        keep = None if formula_missing is None else ~np.asarray(formula_missing, bool)  # (None: every row)
         dropped, reasons = list(self.dropped_index), dict(self.drop_reasons)
-        if not keep.all():
+        if keep is not None and not keep.all():
             reasons["NaN from evaluating the formula"] = int((~keep).sum())
             dropped += list(self.frame.index[~keep])
-        infinite = np.zeros(len(endog), bool)
+        infinite = None  # (None: no infinite value)
         for table in () if finite else (endog, exog):
             values = np.asarray(table, dtype=float)
             if np.all(np.isfinite(np.sum(values, axis=0))):  # a finite sum: every value finite (cheap test first)
@@ -117,16 +117,20 @@ class Prepared:
             bad = ~np.isfinite(values)
             for j in np.flatnonzero(bad.any(axis=0)):
                 reasons[str(table.columns[j])] = int(bad[:, j].sum())
-            infinite |= bad.any(axis=1)
-        if infinite.any():
+            infinite = bad.any(axis=1) if infinite is None else infinite | bad.any(axis=1)
+        if infinite is not None and infinite.any():
             _refuse_missing(self.missing, infinite, reasons, endog.index)
             dropped += list(endog.index[infinite])
             if infinite.all():
                 _rows_kept(infinite, reasons)
-        if keep.all() and not infinite.any():  # nothing dropped here (the usual case): no copies
+        else:
+            infinite = None
+        if (keep is None or keep.all()) and infinite is None:  # nothing dropped here (the usual case): no copies
             groups = self.groups if self.groups.index.equals(endog.index) else self.groups.set_axis(endog.index)
             vectors = dict(self.vectors)
         else:
+            keep = np.ones(len(self.frame), bool) if keep is None else keep
+            infinite = np.zeros(len(endog), bool) if infinite is None else infinite
             rows = np.flatnonzero(keep)[~infinite]
             endog, exog = endog.iloc[~infinite], exog.iloc[~infinite]
             groups = self.groups.iloc[rows]
@@ -158,7 +162,7 @@ def constant_column(exog):
     for j in range(exog.shape[1]):
         values = exog.iloc[:, j].to_numpy()
         head = values[:_CONSTANT_PREFIX]
-        if np.any(head != head[0]) or not np.all(values == values[0]):
+        if np.any(head != head[0]) or values.min() != values.max():  # (the values are finite)
             continue
         if found is not None or values[0] == 0 or not np.isfinite(values[0]):
             return None
