@@ -2,8 +2,10 @@
 
 statsmodels' formula machinery evaluates a formula with patsy on every row; for a plain formula that costs
 more than the model's fit on 1e6 rows and gives only the columns themselves and a column of ones.  Here patsy
-builds the specification on a few rows (it does not depend on the values) and the matrices are the frame's
-columns; every other formula goes through statsmodels as before.
+parses the formula, the specification is made from patsy's classes as its builders make it (it depends on the
+column types only: nothing is evaluated) and the matrices are the frame's columns; every other formula goes
+through statsmodels as before.  `numeric_design_info` also makes the specification of a plain random-effects
+expression such as ``1 + x``.
 """
 import keyword
 import re
