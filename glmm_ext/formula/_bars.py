@@ -14,7 +14,7 @@ import pandas as pd
 import patsy
 
 from . import _terms
-from ._data import copy_on_write
+from ._data import _unique_columns, copy_on_write
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
@@ -193,6 +193,8 @@ def split_random_terms(formula, data, groups, re_formula, arrays, formula_mode="
     spec = parse_formula(formula)
     if spec is None:
         return formula, groups, data, None, arrays
+    if isinstance(data, pd.DataFrame) and data.columns.has_duplicates:  # a term naming a repeated column: refused
+        _unique_columns(formula, data, [groups])
     if getattr(spec, "is_multi", False):
         return _split_multi(spec, data, groups, arrays, formula_mode, missing)
     groups = resolve_groups(spec, groups)
