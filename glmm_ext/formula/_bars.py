@@ -377,12 +377,14 @@ def _check_slope_dimensions(spec, data):
     identify the covariance: a q x q covariance needs more than q groups (issue 23: a C(f) slope with
     thousands of levels is refused before a dense rows x levels design is made)."""
     column = data[spec.group] if spec.group in data.columns else None
-    bound = sum(_terms.quick_q(t.expr, data) for t in spec.terms)
+    descs = [_terms.parsed(t.expr) for t in spec.terms]  # (parsed once for both steps)
+    bound = sum(_terms.quick_q(t.expr, data, desc) for t, desc in zip(spec.terms, descs))
     n_groups = _few_groups(column, bound)
     if n_groups is not None and bound > 1 and n_groups <= bound:  # refused before patsy's contrasts are built
         raise ValueError(f"{n_groups} groups cannot identify a random-effects covariance of at least {bound} x "
                          f"{bound} ({' + '.join(t.expr for t in spec.terms)}); use fewer random terms or more groups")
-    infos = [_terms._z_info(_terms.TermSpec(t.expr, (t.group,), t.correlated, t.text), data) for t in spec.terms]
+    infos = [_terms._z_info(_terms.TermSpec(t.expr, (t.group,), t.correlated, t.text), data, desc)
+             for t, desc in zip(spec.terms, descs)]
     q = sum(len(info.column_names) for info in infos)
     n_groups = _few_groups(column, q) if q > bound else n_groups
     if n_groups is not None and q > 1 and n_groups <= q:
