@@ -189,3 +189,24 @@ def test_plain_random_effects_specification_is_patsys(frame, expr):
 def test_plain_formula_without_columns_is_refused_as_before(frame, formula):
     with pytest.raises(ValueError):
         glmm_ext.GLMM.from_formula(formula, frame, groups="g")
+
+
+@pytest.mark.parametrize("formula", ["y ~ x1 + x2", "y ~ x2 + (1 + x1 | g)"])
+def test_model_data_do_not_follow_later_changes_to_the_callers_frame(frame, formula):
+    """The model may share the data's values (copy-on-write) but a later write to the data never reaches it."""
+    data = frame.copy()
+    model = glmm_ext.GLMM.from_formula(formula, data, groups="g")
+    kept = (model.data.frame.copy(), model.exog.copy(), model.endog.copy())
+    z = model.random_design.Z.copy() if model.random_design is not None else None
+    data.loc[:, ["y", "x1", "x2"]] = 99.0
+    data["x1"] *= 2
+    pd.testing.assert_frame_equal(model.data.frame, kept[0])
+    assert np.array_equal(model.exog, kept[1]) and np.array_equal(model.endog, kept[2])
+    if z is not None:
+        pd.testing.assert_frame_equal(model.random_design.Z, z)
+        assert not np.any(model.random_design.source.to_numpy() == 99.0)
+    assert not np.any(model.design.X == 99.0)
+    other = frame.copy()
+    again = glmm_ext.GLMM.from_formula(formula, other, groups="g")
+    again.data.frame.loc[again.data.frame.index[0], "x1"] = -5.0  # and a write on the model's side never reaches the data
+    pd.testing.assert_frame_equal(other, frame)
