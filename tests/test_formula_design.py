@@ -180,7 +180,8 @@ def test_plain_random_effects_specification_is_patsys(frame, expr):
     ref = patsy.dmatrix(expr, frame, eval_env=patsy.EvalEnvironment([{"np": np}]), NA_action="drop").design_info
     _same_specification(built, ref)
     new = frame.sample(6, random_state=2)
-    np.testing.assert_array_equal(patsy.build_design_matrices([built], new)[0], patsy.build_design_matrices([ref], new)[0])
+    np.testing.assert_array_equal(patsy.build_design_matrices([built], new)[0],
+                                  patsy.build_design_matrices([ref], new)[0])
     model = glmm_ext.GLMM.from_formula(f"y ~ x2 + ({expr} | g)", frame)
     assert model.random_design.names == list(ref.column_names)
 
@@ -208,5 +209,5 @@ def test_model_data_do_not_follow_later_changes_to_the_callers_frame(frame, form
     assert not np.any(model.design.X == 99.0)
     other = frame.copy()
     again = glmm_ext.GLMM.from_formula(formula, other, groups="g")
-    again.data.frame.loc[again.data.frame.index[0], "x1"] = -5.0  # and a write on the model's side never reaches the data
+    again.data.frame.loc[again.data.frame.index[0], "x1"] = -5.0  # a write on the model's side never reaches the data
     pd.testing.assert_frame_equal(other, frame)
