@@ -95,6 +95,7 @@ class GLMM(sm_base.LikelihoodModel):
         prepared = kwargs.pop("_prepared", None)
         clean = kwargs.pop("_clean", None)  # a CleanData made elsewhere (e.g. formula._data.from_formula)
         formula_missing = kwargs.pop("missing_idx", None)
+        checked = kwargs.pop("_finite", False)  # a plain formula's matrices: prepare's columns, already checked
         spec = {k: kwargs.pop(k) for k in ("formula", "model_spec", "design_info") if k in kwargs}
         self.formula_mode = kwargs.pop("_formula_mode", None)
         random = kwargs.pop("_random", None)  # _bars.RandomDesign of a formula with random slopes
@@ -105,7 +106,7 @@ class GLMM(sm_base.LikelihoodModel):
         if unknown:
             raise TypeError(f"GLMM got unexpected keyword arguments: {', '.join(sorted(unknown))}")
         if prepared is not None:  # from_formula: statsmodels evaluated the formula on prepared.frame
-            clean = prepared.clean(endog, exog, formula_missing)
+            clean = prepared.clean(endog, exog, formula_missing, finite=checked)
         elif clean is None:
             clean = _data.from_arrays(endog, exog, groups, offset=offset, exposure=exposure, weights=weights,
                                          missing=missing, var_weights=var_weights, freq_weights=freq_weights)
@@ -119,7 +120,13 @@ class GLMM(sm_base.LikelihoodModel):
         self.random_design = random
         self.dist = self.design.dist
         endog_used = clean.endog.iloc[:, 0] if clean.endog.shape[1] == 1 else clean.endog
+        const = None if "hasconst" in kwargs else _data.constant_column(clean.exog)
+        if const is not None:  # statsmodels' own search skipped (a max and a min of every column): known here
+            kwargs["hasconst"] = False
         super().__init__(endog_used, clean.exog, missing="none", **spec, **kwargs)
+        if const is not None:
+            self.data.k_constant, self.data.const_idx, self.k_constant = 1, const, 1
+            self._init_keys.remove("hasconst")
         if "formula" in spec:  # statsmodels reads hasattr(model, "formula") as "made from a formula"
             self.formula = spec["formula"]
             if type(self.data) is _data.PandasData:

@@ -394,3 +394,34 @@ def test_loglike_score_hessian_for_every_structure(formula, family, reml):
         model.loglike(v.to_numpy()[:-1])
     with pytest.raises(ValueError, match="one random intercept"):
         model.loglike(res.params, var_re=1.0, scale=1.0)
+
+
+def _statsmodels_constant(endog, exog):
+    """statsmodels' own constant search on the same matrices (its data layer, hasconst not given)."""
+    from statsmodels.base.data import handle_data
+
+    data = handle_data(endog, exog, "none", None)
+    return data.k_constant, data.const_idx
+
+
+@pytest.mark.parametrize("case", ["intercept", "no_intercept", "array_middle", "constant_tail", "tail_and_ones"])
+def test_constant_column_is_statsmodels(case):
+    rng = np.random.default_rng(11)
+    n = 300
+    df = pd.DataFrame({"x": rng.normal(size=n), "z": rng.normal(size=n), "g": np.repeat(np.arange(30), 10)})
+    df["y"] = df["x"] + rng.normal(0, 0.5, 30)[df["g"]] + rng.normal(size=n)
+    if case in ("intercept", "no_intercept"):
+        model = glmm_ext.GLMM.from_formula("y ~ x + z" + (" - 1" if case == "no_intercept" else ""), df, groups="g")
+    else:
+        x = df["x"].to_numpy()
+        tail = np.r_[np.full(n - 1, 2.0), 2.5]  # constant over far more rows than the first ones looked at
+        extra = {"array_middle": np.ones(n), "constant_tail": tail, "tail_and_ones": tail}[case]
+        exog = np.column_stack([x, extra, df["z"]] + ([np.full(n, 3.0)] if case == "tail_and_ones" else []))
+        model = glmm_ext.GLMM(df["y"].to_numpy(), exog, groups=df["g"].to_numpy())
+    k, idx = _statsmodels_constant(model.data.orig_endog, model.data.orig_exog)
+    assert (model.k_constant, model.data.k_constant, model.data.const_idx) == (k, k, idx)
+    assert "hasconst" not in model._init_keys
+    assert {"intercept": (1, 0), "no_intercept": (0, None), "array_middle": (1, 1), "constant_tail": (0, None),
+            "tail_and_ones": (1, 3)}[case] == (k, idx)
+    given = glmm_ext.GLMM(model.data.orig_endog, model.data.orig_exog, groups=model.groups, hasconst=True)
+    assert given.k_constant == 1 and "hasconst" in given._init_keys  # the caller's option, as statsmodels takes it

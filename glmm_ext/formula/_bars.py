@@ -14,6 +14,7 @@ import pandas as pd
 import patsy
 
 from . import _terms
+from ._data import _unique_columns, copy_on_write
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
@@ -192,6 +193,8 @@ def split_random_terms(formula, data, groups, re_formula, arrays, formula_mode="
     spec = parse_formula(formula)
     if spec is None:
         return formula, groups, data, None, arrays
+    if isinstance(data, pd.DataFrame) and data.columns.has_duplicates:  # a term naming a repeated column: refused
+        _unique_columns(formula, data, [groups])
     if getattr(spec, "is_multi", False):
         return _split_multi(spec, data, groups, arrays, formula_mode, missing)
     groups = resolve_groups(spec, groups)
@@ -319,8 +322,14 @@ def random_design(spec, data):
     named = [c for c in used.columns
              if any(re.search(rf"(?<![A-Za-z0-9_.]){re.escape(str(c))}(?![A-Za-z0-9_.])", t.expr) for t in spec.terms)]
     return used, RandomDesign(Z=Z, names=names, blocks=blocks, group=spec.group, design_infos=infos, keep=keep,
-                              exprs=[t.expr for t in spec.terms], source=used[named].copy(),
+                              exprs=[t.expr for t in spec.terms], source=_columns(used, named),
                               dropped_index=[] if keep.all() else list(data.index[~keep]))
+
+
+def _columns(data, names):
+    """A frame of the columns `names` of `data` that no later change to `data` reaches (with copy-on-write
+    sharing their values, else a copy)."""
+    return pd.DataFrame({name: data[name] for name in names}, index=data.index, copy=not copy_on_write())
 
 
 def _plain_z(expr, z_info, data):
@@ -329,18 +338,19 @@ def _plain_z(expr, z_info, data):
     None (patsy builds it and drops rows with a missing value)."""
     if _terms.plain_numeric_names(expr, data) is None:
         return None
-    columns = {}
-    for name in z_info.column_names:
+    names = list(z_info.column_names)
+    Z = np.empty((len(data), len(names)), order="F")  # one block, filled in place (no frame of columns to stack)
+    for j, name in enumerate(names):
         if name == "Intercept":
-            columns[name] = np.ones(len(data))
+            Z[:, j] = 1.0
         elif name in data.columns:
             values = data[name].to_numpy(dtype=float)
-            if not np.all(np.isfinite(values)):
+            if not np.isfinite(np.sum(values)) and not np.all(np.isfinite(values)):  # (a finite sum: all finite)
                 return None
-            columns[name] = values
+            Z[:, j] = values
         else:
             return None
-    Zt = pd.DataFrame(columns, index=data.index)
+    Zt = pd.DataFrame(Z, index=data.index, columns=names, copy=False)
     Zt.design_info = z_info  # (patsy's data frames carry it; read below)
     return Zt
 
@@ -355,8 +365,9 @@ def _few_groups(column, k):
     every row (~5 ms for 1e5 text labels; the design's levels are found once, later)."""
     if column is None:
         return None
-    if len(column) > _GROUP_SAMPLE and column.iloc[:_GROUP_SAMPLE].nunique() > k:
-        return None
+    for rows in (_GROUP_SAMPLE // 16, _GROUP_SAMPLE):  # (a few rows usually show more than k groups already)
+        if len(column) > rows and column.iloc[:rows].nunique() > k:
+            return None
     n_groups = int(column.nunique())
     return n_groups if n_groups <= k else None
 
@@ -366,12 +377,14 @@ def _check_slope_dimensions(spec, data):
     identify the covariance: a q x q covariance needs more than q groups (issue 23: a C(f) slope with
     thousands of levels is refused before a dense rows x levels design is made)."""
     column = data[spec.group] if spec.group in data.columns else None
-    bound = sum(_terms.quick_q(t.expr, data) for t in spec.terms)
+    descs = [_terms.parsed(t.expr) for t in spec.terms]  # (parsed once for both steps)
+    bound = sum(_terms.quick_q(t.expr, data, desc) for t, desc in zip(spec.terms, descs))
     n_groups = _few_groups(column, bound)
     if n_groups is not None and bound > 1 and n_groups <= bound:  # refused before patsy's contrasts are built
         raise ValueError(f"{n_groups} groups cannot identify a random-effects covariance of at least {bound} x "
                          f"{bound} ({' + '.join(t.expr for t in spec.terms)}); use fewer random terms or more groups")
-    infos = [_terms._z_info(_terms.TermSpec(t.expr, (t.group,), t.correlated, t.text), data) for t in spec.terms]
+    infos = [_terms._z_info(_terms.TermSpec(t.expr, (t.group,), t.correlated, t.text), data, desc)
+             for t, desc in zip(spec.terms, descs)]
     q = sum(len(info.column_names) for info in infos)
     n_groups = _few_groups(column, q) if q > bound else n_groups
     if n_groups is not None and q > 1 and n_groups <= q:

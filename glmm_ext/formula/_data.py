@@ -28,6 +28,15 @@ except ImportError:  # pragma: no cover - statsmodels 0.14
 from statsmodels.base.data import PandasData
 
 
+def copy_on_write():
+    """True when pandas copies on write (always from pandas 3, an option before): a frame or Series built on
+    another's values is then never changed through it, so the copies made only to protect them can go."""
+    if int(pd.__version__.split(".")[0]) >= 3:
+        return True
+    mode = getattr(pd.options, "mode", None)
+    return getattr(mode, "copy_on_write", False) is True
+
+
 class FormulaPandasData(PandasData):
     """statsmodels' PandasData whose unpickling rebuilds the formula's specification with numpy as ``np``
     first (no stack-frame guessing), then as statsmodels does (for formulas using the caller's names)."""
@@ -86,42 +95,48 @@ class Prepared:
 
     missing: str = "drop"
 
-    def clean(self, endog, exog, formula_missing=None):
+    def clean(self, endog, exog, formula_missing=None, finite=False):
         """CleanData for the matrices the formula produced.
 
         `formula_missing` marks the rows the formula engine dropped in turn (a NaN produced by
         evaluating the formula, e.g. the log of a negative number, or in a variable taken from the
         caller's namespace); rows where the formula produced an infinite value are dropped here.
+        ``finite=True`` says that the matrices are the frame's own columns (and ones), which `prepare`
+        found finite: nothing is read again.
         """
-        keep = np.ones(len(self.frame), bool) if formula_missing is None else ~np.asarray(formula_missing, bool)
+        keep = None if formula_missing is None else ~np.asarray(formula_missing, bool)  # (None: every row)
         dropped, reasons = list(self.dropped_index), dict(self.drop_reasons)
-        if not keep.all():
+        if keep is not None and not keep.all():
             reasons["NaN from evaluating the formula"] = int((~keep).sum())
             dropped += list(self.frame.index[~keep])
-        infinite = np.zeros(len(endog), bool)
-        for table in (endog, exog):
+        infinite = None  # (None: no infinite value)
+        for table in () if finite else (endog, exog):
             values = np.asarray(table, dtype=float)
             if np.all(np.isfinite(np.sum(values, axis=0))):  # a finite sum: every value finite (cheap test first)
                 continue
             bad = ~np.isfinite(values)
             for j in np.flatnonzero(bad.any(axis=0)):
                 reasons[str(table.columns[j])] = int(bad[:, j].sum())
-            infinite |= bad.any(axis=1)
-        if infinite.any():
+            infinite = bad.any(axis=1) if infinite is None else infinite | bad.any(axis=1)
+        if infinite is not None and infinite.any():
             _refuse_missing(self.missing, infinite, reasons, endog.index)
             dropped += list(endog.index[infinite])
             if infinite.all():
                 _rows_kept(infinite, reasons)
-        if keep.all() and not infinite.any():  # nothing dropped here (the usual case): no copies
+        else:
+            infinite = None
+        if (keep is None or keep.all()) and infinite is None:  # nothing dropped here (the usual case): no copies
             groups = self.groups if self.groups.index.equals(endog.index) else self.groups.set_axis(endog.index)
             vectors = dict(self.vectors)
         else:
+            keep = np.ones(len(self.frame), bool) if keep is None else keep
+            infinite = np.zeros(len(endog), bool) if infinite is None else infinite
             rows = np.flatnonzero(keep)[~infinite]
             endog, exog = endog.iloc[~infinite], exog.iloc[~infinite]
             groups = self.groups.iloc[rows]
             groups.index = endog.index
             vectors = {k: v[rows] for k, v in self.vectors.items()}
-        off = np.zeros(len(groups)) + vectors.get("offset", 0.0)
+        off = np.array(vectors["offset"], dtype=float) if "offset" in vectors else np.zeros(len(groups))
         if "exposure" in vectors:
             off = off + np.log(vectors["exposure"])
         return CleanData(endog=endog, exog=exog, groups=groups, offset=off, n_dropped=len(dropped),
@@ -130,6 +145,31 @@ class Prepared:
 
 
 # --------------------------------------------------------------------------------- columns
+#: rows whose values show that a column varies before the whole column is compared (`constant_column`)
+_CONSTANT_PREFIX = 64
+
+
+def constant_column(exog):
+    """Where statsmodels' ``ModelData._handle_constant`` finds the constant, in the usual case and cheaply: the
+    position of the one constant, non-zero column of `exog` (a DataFrame of finite floats, as the model keeps)
+    when every other column varies, else None (statsmodels then searches itself: a maximum and a minimum of
+    every column, and a rank when no column is constant).  A column varying in its first rows is not read
+    further."""
+    if not isinstance(exog, pd.DataFrame) or exog.shape[1] == 0 or len(exog) < 2 \
+            or any(dtype != np.float64 for dtype in exog.dtypes):
+        return None
+    found = None
+    for j in range(exog.shape[1]):
+        values = exog.iloc[:, j].to_numpy()
+        head = values[:_CONSTANT_PREFIX]
+        if np.any(head != head[0]) or values.min() != values.max():  # (the values are finite)
+            continue
+        if found is not None or values[0] == 0 or not np.isfinite(values[0]):
+            return None
+        found = j
+    return found
+
+
 def _column_problem(series, name, role):
     """A message when a column's type cannot be a number the model uses, else None."""
     kind = series.dtype.kind
@@ -141,16 +181,25 @@ def _column_problem(series, name, role):
     return None
 
 
+def _not_finite(values):
+    """Mask of the rows of a float array that are not finite, or None when every one is (a finite sum says
+    so in one pass without a mask; an overflowing sum falls back to the mask)."""
+    if np.isfinite(np.sum(values)):
+        return None
+    bad = ~np.isfinite(values)
+    return bad if bad.any() else None
+
+
 def _numeric_view(series):
-    """(numeric values or None if the column is categorical, mask of bad rows)."""
+    """(numeric values or None if the column is categorical, mask of bad rows or None when there is none)."""
     if isinstance(series.dtype, pd.CategoricalDtype):
         return None, series.isna().to_numpy()
     if pd.api.types.is_bool_dtype(series):
         values = series.astype(float)
         return values, values.isna().to_numpy()
     if pd.api.types.is_numeric_dtype(series):
-        values = series.astype(float)
-        return values, ~np.isfinite(values.to_numpy())
+        values = series if series.dtype == np.float64 else series.astype(float)
+        return values, _not_finite(values.to_numpy())
     coerced = pd.to_numeric(series, errors="coerce")
     present = series.notna().to_numpy()
     n_numeric = int(coerced.notna().sum())
@@ -186,9 +235,9 @@ def clean_frame(data, response_cols, numeric_cols, categorical_cols, required_nu
                 columns[col] = series  # a column of words: patsy makes it categorical
             else:
                 columns[col] = values
-        if col_bad.any():
+        if col_bad is not None and col_bad.any():
             reasons[col] = int(col_bad.sum())
-        bad |= col_bad
+            bad |= col_bad
     if not as_frame:
         return columns, bad, reasons
     frame = pd.DataFrame(columns, index=data.index) if columns else pd.DataFrame(index=data.index)
@@ -327,8 +376,8 @@ def prepare(formula, data, groups, offset=None, exposure=None, weights=None, mis
         raise ValueError(f"formula_mode must be 'python' or 'safe' (got {formula_mode!r})")
     columns = _unique_columns(formula, data, [groups, offset, exposure, weights, var_weights, freq_weights])
     found = check_safe(formula, columns) if formula_mode == "safe" else formula_columns(formula, columns)
-    lhs_names = formula_names(split_formula(formula)[0] + " ~ 1")
-    if not found.response and not (formula_mode == "python" and set(lhs_names) & set(env_names)):
+    if not found.response and not (formula_mode == "python"
+                                   and set(formula_names(split_formula(formula)[0] + " ~ 1")) & set(env_names)):
         raise ValueError(f"the response of {formula!r} names no column of the data")
     both = [c for c in found.response if c in found.predictors]
     if both:
@@ -367,7 +416,8 @@ def prepare(formula, data, groups, offset=None, exposure=None, weights=None, mis
         used[col] = values.cat.remove_unused_categories() if col in cleaned and \
             isinstance(values.dtype, pd.CategoricalDtype) else values
     index = data.index if every_row else data.index[rows]
-    kept = pd.DataFrame(used, index=index, copy=True) if used else pd.DataFrame(index=index)
+    # (with copy-on-write the frame shares the data's values, which no write can change through it)
+    kept = pd.DataFrame(used, index=index, copy=not copy_on_write()) if used else pd.DataFrame(index=index)
     vectors = {what: cleaned[col].to_numpy(dtype=float)[rows] for what, col in extra.items()}
     vectors.update({what: values[rows] for what, values in arrays.items()})
     for what, values in vectors.items():

@@ -144,13 +144,20 @@ class MultiDesign:
         return combined_labels(data, self.terms[k].spec.factors)
 
 
-def quick_q(expr, data):
+def parsed(expr):
+    """patsy's ModelDesc of a z expression, or None when patsy cannot read it (`_z_info` then reports why)."""
+    try:
+        return patsy.ModelDesc.from_formula(expr)
+    except patsy.PatsyError:
+        return None
+
+
+def quick_q(expr, data, desc=None):
     """A lower bound on the number of z columns of `expr`, from the data's column types alone (patsy would
     build a levels x levels contrast matrix first): a categorical factor C(f) of L levels gives L - 1
-    columns (L without an intercept), a numeric one 1, an interaction at least 1."""
-    try:
-        desc = patsy.ModelDesc.from_formula(expr)
-    except patsy.PatsyError:
+    columns (L without an intercept), a numeric one 1, an interaction at least 1.  `desc`: `expr` parsed."""
+    desc = parsed(expr) if desc is None else desc
+    if desc is None:
         return 1
     q, intercept = 0, False
     for term in desc.rhs_termlist:
@@ -169,10 +176,6 @@ def quick_q(expr, data):
     return max(q, 1)
 
 
-#: rows on which patsy builds the specification of a plain numeric z expression (it does not depend on them)
-_SPEC_ROWS = 8
-
-
 def plain_numeric_names(expr, data):
     """The column names of a z expression made only of names, 0, 1, + and - (``1 + x``) when each is a
     numeric (int or float) column of `data`, else None: its patsy specification depends on the types alone."""
@@ -185,14 +188,19 @@ def plain_numeric_names(expr, data):
     return names
 
 
-def _z_info(spec, data):
-    """patsy DesignInfo of a term's z expression, from the data's column types (no matrix is built)."""
+def _z_info(spec, data, desc=None):
+    """patsy DesignInfo of a term's z expression, from the data's column types (no matrix is built; a plain
+    numeric expression such as ``1 + x`` reads no value at all: `_plain.numeric_design_info`).  `desc`: the
+    expression parsed (`parsed`), if it was."""
+    from ._plain import numeric_design_info
+
     env = patsy.EvalEnvironment([{"np": np}])
-    if len(data) > _SPEC_ROWS and plain_numeric_names(spec.expr, data) is not None:
-        data = data.iloc[:_SPEC_ROWS].copy()  # (patsy would read every row for nothing)
     try:
-        desc = patsy.ModelDesc.from_formula(spec.expr)
-        (info,) = patsy.design_matrix_builders([desc.rhs_termlist], lambda: iter([data]), env, NA_action="drop")
+        desc = patsy.ModelDesc.from_formula(spec.expr) if desc is None else desc
+        names = plain_numeric_names(spec.expr, data)
+        info = None if names is None else numeric_design_info(desc.rhs_termlist, env, names)
+        if info is None:
+            (info,) = patsy.design_matrix_builders([desc.rhs_termlist], lambda: iter([data]), env, NA_action="drop")
     except patsy.PatsyError as exc:
         raise ValueError(f"random-effects term {spec.text!r}: {exc}") from None
     if not info.column_names:
@@ -274,9 +282,10 @@ def split_terms(spec, data, formula_mode="python", missing="drop"):
             keep &= ~bad
     kept = data if keep.all() else data.loc[keep]
     n_levels = [_n_levels(combined_labels(kept, term.factors)) for term in spec.terms]  # once per term
-    for term, nl in zip(spec.terms, n_levels):  # from the dimensions (a lower bound on q), before patsy builds
-        check_dimensions(term, quick_q(term.expr, data), nl, len(kept))
-    infos = [_z_info(t, data) for t in spec.terms]
+    descs = [parsed(term.expr) for term in spec.terms]
+    for term, nl, desc in zip(spec.terms, n_levels, descs):  # from the dimensions (a lower bound on q) first
+        check_dimensions(term, quick_q(term.expr, data, desc), nl, len(kept))
+    infos = [_z_info(t, data, desc) for t, desc in zip(spec.terms, descs)]
     for term, info, nl in zip(spec.terms, infos, n_levels):  # the exact number of z columns
         check_dimensions(term, len(info.column_names), nl, len(kept))
     frames = []
