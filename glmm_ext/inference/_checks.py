@@ -88,21 +88,31 @@ def latent_residual_variance(res, approximation="lognormal"):
 def random_variances(res):
     """(var_random, var_observation_level): per term the mean of z_i' Sigma_k z_i over the rows (sigma_u^2 for a
     random intercept).  With several terms, a scalar term with one level per row (an observation-level random
-    effect, non-Gaussian families) goes to the second, as performance::r2_nakagawa puts it into the residual."""
-    nobs = res.model.design.nobs
+    effect, non-Gaussian families) goes to the second, as performance::r2_nakagawa puts it into the residual.
+    freq_weights f weight the mean over the rows (row i stands for f_i rows)."""
+    design = res.model.design
+    nobs = design.nobs
     var_u = var_olre = 0.0
     for k, t in enumerate(res._terms):
         if t.z_names == ("Intercept",):
             v = float(t.cov[0, 0])
         else:
             Z, _ = term_rows(res, k)
-            v = float(np.mean(np.einsum("nq,qr,nr->n", Z, t.cov, Z)))
+            v = float(np.average(np.einsum("nq,qr,nr->n", Z, t.cov, Z), weights=design.freq_weights))
         olre = per_term(res) and t.q == 1 and t.n_levels == nobs and res.model.dist.name != "gaussian"
         if olre:
             var_olre += v
         else:
             var_u += v
     return var_u, var_olre
+
+
+def fixed_variance(xb, freq_weights):
+    """Sample variance (n - 1) of X beta over the rows, row i counted f_i times (the duplicated rows' variance:
+    sum f (xb - mean)^2 / (sum f - 1))."""
+    f = np.asarray(freq_weights, float)
+    mean = np.sum(f * xb) / np.sum(f)
+    return float(np.sum(f * (xb - mean) ** 2) / (np.sum(f) - 1.0))
 
 
 def r2(res, approximation="lognormal"):
@@ -112,7 +122,7 @@ def r2(res, approximation="lognormal"):
     """
     res = unwrap(res)
     design = res.model.design
-    var_f = float(np.var(design.X @ np.asarray(res.params, float), ddof=1))
+    var_f = fixed_variance(design.X @ np.asarray(res.params, float), design.freq_weights)
     var_u, var_olre = random_variances(res)  # the sum over terms of their mean z' Sigma_k z (Johnson 2014)
     var_e, how = latent_residual_variance(res, approximation)
     if var_olre:  # an observation-level term is additive overdispersion: residual (Nakagawa et al. 2017)
@@ -128,15 +138,17 @@ def overdispersion(res):
 
     As performance::check_overdispersion for GLMMs (its chisq_statistic, residual_df, dispersion_ratio
     and p_value are ``chisq``, ``df``, ``ratio`` and ``pvalue`` here); for families without an estimated
-    dispersion (Binomial, Poisson; NB2 with its alpha).
+    dispersion (Binomial, Poisson; NB2 with its alpha).  The Pearson residuals carry the prior weights,
+    sqrt(v_i) (y - mu) / sqrt(V(mu)) (lme4's and glmmTMB's ``residuals(type = "pearson")`` with ``weights=``);
+    freq_weights count row i f_i times in chi2 and in n, as the fit with duplicated rows.
     """
     res = unwrap(res)
     dist = res.model.dist
     if dist.name in ("gaussian", "gamma"):
         raise ValueError(f"overdispersion checks apply to Binomial, Poisson and negative binomial fits; the "
                          f"{dist.name} family estimates its dispersion")
-    pearson = res.diagnostics()["pearson_residuals"].to_numpy()
-    chisq = float(np.sum(pearson**2))
+    pearson = res.diagnostics()["pearson_residuals"].to_numpy()  # var_weights (and trials) included
+    chisq = float(np.sum(res.model.design.freq_weights * pearson**2))  # row i stands for f_i rows, as nobs
     df = int(res.nobs - res.k_params)
     pvalue = float(stats.chi2.sf(chisq, df))
     return {"chisq": chisq, "df": df, "ratio": chisq / df, "pvalue": pvalue}

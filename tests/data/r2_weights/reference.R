@@ -37,6 +37,7 @@ summ <- function(m, overdisp = TRUE, null_unweighted = NULL) {
               loglik = num(logLik(m)), fixef = as.list(if (inherits(m, "glmmTMB")) fixef(m)$cond else fixef(m)))
   vc <- if (inherits(m, "glmmTMB")) VarCorr(m)$cond else VarCorr(m)
   out$re_var <- lapply(vc, function(s) num(s[1, 1]))
+  out$fitted <- num(fitted(m))  # conditional means (response scale; Binomial: the proportion)
   if (inherits(m, "glmmTMB") && family(m)$family == "nbinom2") out$theta <- num(sigma(m))
   if (inherits(m, "merMod") && family(m)$family == "gaussian" || inherits(m, "lmerMod")) out$sigma2 <- num(sigma(m)^2)
   nm <- suppressWarnings(null_model(m))
