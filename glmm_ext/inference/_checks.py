@@ -80,8 +80,9 @@ def latent_residual_variance(res, approximation="lognormal"):
         return float(special.polygamma(1, 1.0 / phi)), "trigamma(nu), nu = 1/phi"
     eta = res.model.predict(np.asarray(res.params, float), which="linear")
     mu = dist.mean(eta)
-    value = float(np.mean(phi * dist.variance(mu, phi) * dist.link.deriv(mu) ** 2 if dist.name != "negativebinomial"
-                          else dist.variance(mu, phi) * dist.link.deriv(mu) ** 2))
+    per_row = phi * dist.variance(mu, phi) * dist.link.deriv(mu) ** 2 if dist.name != "negativebinomial" \
+        else dist.variance(mu, phi) * dist.link.deriv(mu) ** 2
+    value = float(np.average(per_row, weights=res.model.design.freq_weights))  # row i counted f_i times
     return value, "delta method: mean of phi V(mu) g'(mu)^2"
 
 
