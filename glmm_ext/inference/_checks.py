@@ -10,13 +10,14 @@ performance) and var_e the distribution-specific residual variance:
 var_e: Gaussian-identity sigma^2; Binomial pi^2/3 (logit), 1 (probit), pi^2/6 (cloglog); Poisson-log
 ln(1 + 1/lambda) (lognormal) or trigamma(lambda); NB2-log ln(1 + 1/lambda + alpha) (lognormal) or
 trigamma((1/lambda + alpha)^-1); lambda = exp(beta_0) of the intercept-only model with the same random
-terms (intercepts, slopes, a diagonal or full covariance, several factors) and offset, as R's
+terms (intercepts, slopes, a diagonal or full covariance, several factors), offset and prior weights, as R's
 performance::r2_nakagawa.  Gamma-log: ln(1 + phi) (lognormal),
 trigamma(1/phi), or phi (delta method, performance's choice).  Any other pair: the delta method
 (observation-level), mean_i phi V(mu_i) g'(mu_i)^2 at the fixed-part means.
 Several random-effect terms: var_u sums the terms; a scalar term with one level per row (an
 observation-level random effect) is additive overdispersion, its variance added to var_e, and the null
-model for lambda keeps every term (as performance).
+model for lambda keeps every term (as performance).  freq_weights count row i f_i times in every mean and
+variance over the rows (the values of the data with duplicated rows).
 """
 from dataclasses import dataclass
 
