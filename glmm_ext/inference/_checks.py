@@ -10,13 +10,14 @@ performance) and var_e the distribution-specific residual variance:
 var_e: Gaussian-identity sigma^2; Binomial pi^2/3 (logit), 1 (probit), pi^2/6 (cloglog); Poisson-log
 ln(1 + 1/lambda) (lognormal) or trigamma(lambda); NB2-log ln(1 + 1/lambda + alpha) (lognormal) or
 trigamma((1/lambda + alpha)^-1); lambda = exp(beta_0) of the intercept-only model with the same random
-terms (intercepts, slopes, a diagonal or full covariance, several factors) and offset, as R's
+terms (intercepts, slopes, a diagonal or full covariance, several factors), offset and prior weights, as R's
 performance::r2_nakagawa.  Gamma-log: ln(1 + phi) (lognormal),
 trigamma(1/phi), or phi (delta method, performance's choice).  Any other pair: the delta method
 (observation-level), mean_i phi V(mu_i) g'(mu_i)^2 at the fixed-part means.
 Several random-effect terms: var_u sums the terms; a scalar term with one level per row (an
 observation-level random effect) is additive overdispersion, its variance added to var_e, and the null
-model for lambda keeps every term (as performance).
+model for lambda keeps every term (as performance).  freq_weights count row i f_i times in every mean and
+variance over the rows (the values of the data with duplicated rows).
 """
 from dataclasses import dataclass
 
@@ -35,9 +36,9 @@ DISTRIBUTION_SPECIFIC = {("binomial", "logit"): (np.pi**2 / 3, "pi^2/3 (logistic
 
 
 def null_lambda(res):
-    """exp(beta_0) of the intercept-only model with the same random-effects structure, family and offset (as
-    performance's null model), fitted by the one fit driver (Laplace, the fit's maxiter and tol; no prior
-    weights)."""
+    """exp(beta_0) of the intercept-only model with the same random-effects structure, family, offset and prior
+    weights (var_weights, freq_weights) as performance's null model (insight's ``update(model, y ~ (random
+    terms))`` keeps the call's ``weights=``), fitted by the one fit driver (Laplace, the fit's maxiter and tol)."""
     import warnings
     from dataclasses import replace
 
@@ -46,8 +47,9 @@ def null_lambda(res):
 
     design = res.model.design
     ones = np.ones((design.nobs, 1))
-    null = replace(design, X=ones, scaling=make_scaling(ones), exog_names=["Intercept"], var_weights=None,
-                   freq_weights=None)  # a new design: none of the full model's cached arrays
+    # a new design (none of the full model's cached arrays); the prior weights stay: with weights 1, 2, 3 on
+    # grouseticks dropping them moved lambda by 12% and the R² by 0.01 (tests/data/r2_weights)
+    null = replace(design, X=ones, scaling=make_scaling(ones), exog_names=["Intercept"])
     options = {k: v for k, v in res.fit_options.items() if k in ("maxiter", "tol")}
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
@@ -79,29 +81,40 @@ def latent_residual_variance(res, approximation="lognormal"):
         return float(special.polygamma(1, 1.0 / phi)), "trigamma(nu), nu = 1/phi"
     eta = res.model.predict(np.asarray(res.params, float), which="linear")
     mu = dist.mean(eta)
-    value = float(np.mean(phi * dist.variance(mu, phi) * dist.link.deriv(mu) ** 2 if dist.name != "negativebinomial"
-                          else dist.variance(mu, phi) * dist.link.deriv(mu) ** 2))
+    per_row = phi * dist.variance(mu, phi) * dist.link.deriv(mu) ** 2 if dist.name != "negativebinomial" \
+        else dist.variance(mu, phi) * dist.link.deriv(mu) ** 2
+    value = float(np.average(per_row, weights=res.model.design.freq_weights))  # row i counted f_i times
     return value, "delta method: mean of phi V(mu) g'(mu)^2"
 
 
 def random_variances(res):
     """(var_random, var_observation_level): per term the mean of z_i' Sigma_k z_i over the rows (sigma_u^2 for a
     random intercept).  With several terms, a scalar term with one level per row (an observation-level random
-    effect, non-Gaussian families) goes to the second, as performance::r2_nakagawa puts it into the residual."""
-    nobs = res.model.design.nobs
+    effect, non-Gaussian families) goes to the second, as performance::r2_nakagawa puts it into the residual.
+    freq_weights f weight the mean over the rows (row i stands for f_i rows)."""
+    design = res.model.design
+    nobs = design.nobs
     var_u = var_olre = 0.0
     for k, t in enumerate(res._terms):
         if t.z_names == ("Intercept",):
             v = float(t.cov[0, 0])
         else:
             Z, _ = term_rows(res, k)
-            v = float(np.mean(np.einsum("nq,qr,nr->n", Z, t.cov, Z)))
+            v = float(np.average(np.einsum("nq,qr,nr->n", Z, t.cov, Z), weights=design.freq_weights))
         olre = per_term(res) and t.q == 1 and t.n_levels == nobs and res.model.dist.name != "gaussian"
         if olre:
             var_olre += v
         else:
             var_u += v
     return var_u, var_olre
+
+
+def fixed_variance(xb, freq_weights):
+    """Sample variance (n - 1) of X beta over the rows, row i counted f_i times (the duplicated rows' variance:
+    sum f (xb - mean)^2 / (sum f - 1))."""
+    f = np.asarray(freq_weights, float)
+    mean = np.sum(f * xb) / np.sum(f)
+    return float(np.sum(f * (xb - mean) ** 2) / (np.sum(f) - 1.0))
 
 
 def r2(res, approximation="lognormal"):
@@ -111,7 +124,7 @@ def r2(res, approximation="lognormal"):
     """
     res = unwrap(res)
     design = res.model.design
-    var_f = float(np.var(design.X @ np.asarray(res.params, float), ddof=1))
+    var_f = fixed_variance(design.X @ np.asarray(res.params, float), design.freq_weights)
     var_u, var_olre = random_variances(res)  # the sum over terms of their mean z' Sigma_k z (Johnson 2014)
     var_e, how = latent_residual_variance(res, approximation)
     if var_olre:  # an observation-level term is additive overdispersion: residual (Nakagawa et al. 2017)
@@ -127,15 +140,17 @@ def overdispersion(res):
 
     As performance::check_overdispersion for GLMMs (its chisq_statistic, residual_df, dispersion_ratio
     and p_value are ``chisq``, ``df``, ``ratio`` and ``pvalue`` here); for families without an estimated
-    dispersion (Binomial, Poisson; NB2 with its alpha).
+    dispersion (Binomial, Poisson; NB2 with its alpha).  The Pearson residuals carry the prior weights,
+    sqrt(v_i) (y - mu) / sqrt(V(mu)) (lme4's and glmmTMB's ``residuals(type = "pearson")`` with ``weights=``);
+    freq_weights count row i f_i times in chi2 and in n, as the fit with duplicated rows.
     """
     res = unwrap(res)
     dist = res.model.dist
     if dist.name in ("gaussian", "gamma"):
         raise ValueError(f"overdispersion checks apply to Binomial, Poisson and negative binomial fits; the "
                          f"{dist.name} family estimates its dispersion")
-    pearson = res.diagnostics()["pearson_residuals"].to_numpy()
-    chisq = float(np.sum(pearson**2))
+    pearson = res.diagnostics()["pearson_residuals"].to_numpy()  # var_weights (and trials) included
+    chisq = float(np.sum(res.model.design.freq_weights * pearson**2))  # row i stands for f_i rows, as nobs
     df = int(res.nobs - res.k_params)
     pvalue = float(stats.chi2.sf(chisq, df))
     return {"chisq": chisq, "df": df, "ratio": chisq / df, "pvalue": pvalue}
