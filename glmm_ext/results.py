@@ -194,10 +194,11 @@ class GLMMResults(sm_base.LikelihoodModelResults):
 
     @cache_readonly
     def latent_lambda(self):
-        """Mean expected count exp(x'beta + offset + sigma_u^2 / 2) over the rows (Poisson log latent variance)."""
+        """Mean expected count exp(x'beta + offset + sigma_u^2 / 2) over the rows (Poisson log latent variance),
+        row i counted f_i times (its frequency weight), as the duplicated rows."""
         eta = self.model.predict(self.params, which="linear")
         var = _rt.row_variances(self)
-        return float(np.mean(np.exp(eta + 0.5 * var)))
+        return float(np.average(np.exp(eta + 0.5 * var), weights=self.model.design.freq_weights))
 
     def icc_at(self, x):
         """ICC(x) = Var_between(x) / (Var_between(x) + sigma_e^2), Var_between(x) = z(x)' Sigma z(x).

@@ -158,6 +158,8 @@ def test_freq_weights_checks_equal_the_duplicated_rows(name):
         oa, ob = weighted.overdispersion(), duplicated.overdispersion()
         assert oa["df"] == ob["df"] == len(data.index.repeat(data["f"])) - weighted.k_params
         assert oa["chisq"] == pytest.approx(ob["chisq"], rel=1e-5)
+    if name == "poisson":  # the latent-scale table's mean expected count
+        assert weighted.latent_lambda == pytest.approx(duplicated.latent_lambda, rel=1e-5)
 
 
 # ------------------------------------------------------------------------------------- quantile residuals

@@ -176,6 +176,8 @@ def test_offset_and_prior_weights(client):
                      freq_weights="f")
     assert res.nobs == ref.nobs == df["f"].sum()
     _assert_same_results(res, ref)
+    for name, value in ref.overdispersion().items():  # row i counted f_i times in chi2, as in df
+        assert res.overdispersion()[name] == pytest.approx(value, rel=1e-7), name
 
 
 def test_results_api(binary):

@@ -170,7 +170,8 @@ class DaskGLMMResults(GLMMResults):
     def latent_lambda(self):
         """Mean expected count exp(x'beta + offset + sigma_u^2 / 2) over the rows (one reduction, kept)."""
         if "_latent_lambda" not in self.__dict__:
-            self.__dict__["_latent_lambda"] = float(self._row_sums()["lambda"] / self.model.design.nobs)
+            sums = self._row_sums()
+            self.__dict__["_latent_lambda"] = float(sums["lambda"] / sums["count"])
         return self.__dict__["_latent_lambda"]
 
     def overdispersion(self):
@@ -204,7 +205,7 @@ class DaskGLMMResults(GLMMResults):
                         "its latent residual variance needs a refit of the null model or the fitted means",
                         "fit in memory, or compute the variances from diagnostics()")
         sums = self._row_sums()
-        n = self.model.design.nobs
+        n = sums["count"]  # sum f: row i counted f_i times, as the in-memory r2
         var_f = float((sums["xb2"] - sums["xb"] ** 2 / n) / (n - 1))
         var_u = float(self.var_re)
         var_e, how = latent_residual_variance(self, approximation)

@@ -375,11 +375,12 @@ def lmm_final(rows, scaling, y_center, y_scale, weighted, theta, beta, sigma2):
 
 # ---------------------------------------------------------------------------------- after the fit
 def row_sums(rows, beta, var_re):
-    """Sums over rows at the estimates: sum exp(eta + var_re / 2) (the Poisson latent lambda), sum x'beta and
-    sum (x'beta)^2 (its variance)."""
+    """Sums over rows at the estimates, row i counted f_i times (its frequency weight): sum exp(eta + var_re / 2)
+    (the Poisson latent lambda), sum x'beta and sum (x'beta)^2 (its variance), and the count sum f."""
     fixed = rows["X"] @ beta
-    return {"lambda": float(np.sum(np.exp(fixed + rows["offset"] + 0.5 * var_re))), "xb": float(np.sum(fixed)),
-            "xb2": float(np.sum(fixed * fixed))}
+    f = _ones(rows, "freq_weights")
+    return {"lambda": float(np.sum(f * np.exp(fixed + rows["offset"] + 0.5 * var_re))),
+            "xb": float(np.sum(f * fixed)), "xb2": float(np.sum(f * fixed * fixed)), "count": float(np.sum(f))}
 
 
 def diagnostics(rows, beta, blups, scale, dist):
@@ -405,7 +406,8 @@ def fitted(rows, beta, blups, dist, which="mean"):
 
 
 def pearson_chi2(rows, beta, blups, scale, dist):
-    """Sum of squared conditional Pearson residuals of the partition."""
+    """Sum of squared conditional Pearson residuals of the partition, row i counted f_i times (as nobs)."""
     if not rows["n"]:
         return 0.0
-    return float(np.sum(diagnostics(rows, beta, blups, scale, dist)["pearson_residuals"].to_numpy() ** 2))
+    pearson = diagnostics(rows, beta, blups, scale, dist)["pearson_residuals"].to_numpy()
+    return float(np.sum(_ones(rows, "freq_weights") * pearson**2))
