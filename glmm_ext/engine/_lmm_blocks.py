@@ -144,68 +144,112 @@ def _factors(lam, stats):
     return L, Bt, linalg.cholesky(M, lower=True, check_finite=False)
 
 
-def vector_deviance(theta, pattern, stats, reml=True, need_grad=False):
+def _bmm(A, B):
+    """A_g B_g for stacks (G, a, b) x (G, b, c) (or one matrix broadcast): elementwise when both are 2 x 2."""
+    if A.shape[-2:] == (2, 2) and B.shape[-2:] == (2, 2):
+        return mul2(A, B)
+    return np.matmul(A, B)
+
+
+def directions(pattern, lam):
+    """dPsi / dtheta_a for Psi = Lambda Lambda': E_a = e_r lambda_c' + lambda_c e_r' for the free entry (r, c)."""
+    E = np.zeros((pattern.size, pattern.q, pattern.q))
+    for a, (r, c) in enumerate(zip(pattern.rows, pattern.cols)):
+        E[a, r, :] += lam[:, c]
+        E[a, :, r] += lam[:, c]
+    return E
+
+
+def vector_deviance(theta, pattern, stats, reml=True, need_grad=False, need_hess=False):
     """-2 log-likelihood (REML or ML) profiled over beta and sigma^2, at Lambda's free entries theta.
 
-    With ``need_grad`` returns (deviance, gradient in theta).  With S_j = Z_j'Z_j, T_j = L_j L_j',
-    N_j = Lambda T_j^{-1}, u_j the conditional modes and Z_j'e_j = Z_j'(y_j - X_j beta) - S_j Lambda u_j,
-    the gradient in the full matrix Lambda is
+    With ``need_grad`` returns (deviance, gradient in theta), with ``need_hess`` (deviance, gradient, Hessian).
+    The deviance depends on Lambda through Psi = Lambda Lambda' only:  V = I + Z Psi Z' (relative to sigma^2),
 
-        sum_j 2 S_j N_j  -  k / r^2 * sum_j 2 (Z_j'e_j) u_j'  [- sum_j 2 (I - S_j Lambda N_j') Q_j N_j  (REML)]
+        f(Psi) = sum_j log|I + S_j Psi| + k log r^2 [+ log|M_X| (REML)],   M_X = X'V^{-1}X = R_X R_X',
 
-    with k = n (ML) or n - p (REML) and Q_j = C_j (X'V^{-1}X sigma^2)^{-1} C_j', C_j = Z_j'X_j: the
-    derivatives of log|T_j|, of the penalised residual sum of squares r^2 (envelope theorem) and of
-    log|X'V^{-1}X|.
+    with S_j = Z_j'Z_j, k = n (ML) or n - p (REML) and r^2 = min_beta (y - X beta)'V^{-1}(y - X beta).
+    Per group, G_j = Lambda T_j^{-1} Lambda' = Psi (I + S_j Psi)^{-1} (T_j = L_j L_j'), K_j = I - G_j S_j,
+    W_j = K_j'S_j = S_j - S_j G_j S_j (= (S_j^{-1} + Psi)^{-1}), the conditional residual's Z-products
+    e_j = K_j'Z_j'(y_j - X_j beta) and X~_j = K_j'Z_j'X_j, P_j = X~_j M_X^{-1} X~_j'.  From dG_j[E] = K_j E K_j'
+    (so dW_j[E] = -W_j E W_j), with tr(D dPsi) the first differential,
+
+        D = sum_j (W_j - k/r^2 e_j e_j' [- P_j]),        gradient_a = tr(D E_a) = 2 (D Lambda)_(r_a, c_a),
+
+    E_a = dPsi/dtheta_a = e_r lambda_c' + lambda_c e_r' for the free entry (r, c) of theta_a.  Differentiating again
+    (beta moves with Psi: d beta = -M_X^{-1} sum_j X~_j' dPsi e_j, which adds the h term; REML's log|M_X| adds the
+    P and A terms) gives the exact Hessian
+
+        H_ab = sum_j tr(Pi_j E_a W_j E_b) - k/r^4 g_a g_b - 2k/r^2 h_a'M_X^{-1}h_b [- tr(A_a A_b)]
+               + 2 [c_a = c_b] D_(r_a, r_b),
+        Pi_j = -W_j + 2k/r^2 e_j e_j' [+ 2 P_j],   g_a = -sum_j e_j'E_a e_j,   h_a = sum_j X~_j'E_a e_j,
+        A_a = R_X^{-1} (sum_j X~_j'E_a X~_j) R_X^{-T},
+
+    the last term from d^2 Psi / dtheta_a dtheta_b = E_a' E_b + E_b' E_a with the unit matrices E of (r, c).
+    Every group sum is one BLAS product over the stacked q x q (q x p) blocks: O(G q^2 (q + p)^2) in all.
     """
     lam = pattern.build(theta)
     try:
         L, Bt, R = _factors(lam, stats)
     except (np.linalg.LinAlgError, linalg.LinAlgError):
-        return (np.inf, np.full(len(theta), np.nan)) if need_grad else np.inf
+        bad = (np.inf, np.full(len(theta), np.nan), np.full((len(theta), len(theta)), np.nan))
+        return bad[: 2 + need_hess] if (need_grad or need_hess) else np.inf
     p, n = stats.p, stats.n
     r2 = R[p, p] ** 2
     if not r2 > 0:
-        return (np.inf, np.full(len(theta), np.nan)) if need_grad else np.inf
+        bad = (np.inf, np.full(len(theta), np.nan), np.full((len(theta), len(theta)), np.nan))
+        return bad[: 2 + need_hess] if (need_grad or need_hess) else np.inf
     logdet = 2.0 * np.sum(np.log(np.diagonal(L, axis1=1, axis2=2)))
     dof = n - p if reml else n
     dev = logdet + dof * (1.0 + LOG_2PI + np.log(r2 / dof))
     if reml:
         dev += 2.0 * np.sum(np.log(np.diag(R)[:p]))
-    if not need_grad:
+    if not (need_grad or need_hess):
         return dev
-    q = lam.shape[0]
+    G, q = stats.ZtZ.shape[:2]
     Rx = R[:p, :p]
     beta = np.linalg.solve(Rx.T, R[p, :p])  # tiny p x p triangular system
-    resid = Bt[:, p, :] - np.einsum("gkq,k->gq", Bt[:, :p, :], beta)  # c_j - R_ZX_j beta
-    S = stats.ZtZ
+    S, C = stats.ZtZ, stats.ZtA[:, :, :p]
     Linv_t = lower_inverse_t(L)  # L_j^{-T}
-    if q == 2:  # the random-slope case: 2 x 2 products elementwise
-        u = np.stack([Linv_t[:, 0, 0] * resid[:, 0] + Linv_t[:, 0, 1] * resid[:, 1], Linv_t[:, 1, 1] * resid[:, 1]],
-                     axis=1)
-        K = mul2(Linv_t, np.swapaxes(Linv_t, 1, 2))  # T_j^{-1}, symmetric
-        N = mul2(lam, K)  # N_j = Lambda T_j^{-1}
-    else:
-        u = np.einsum("gab,gb->ga", Linv_t, resid)
-        K = Linv_t @ _transposed(Linv_t)
-        N = _transposed(right_multiply(K, lam.T))  # one BLAS product (`lam @ K` broadcasts)
-    Ze = stats.ZtA[:, :, p] - stats.ZtA[:, :, :p] @ beta - np.einsum("gab,gb->ga", S, u @ lam.T)
-    grad = 2.0 * _stack_sum(S, N) - (2.0 * dof / r2) * (Ze.T @ u)
+    N = right_multiply(_bmm(Linv_t, np.swapaxes(Linv_t, 1, 2)), lam.T)  # (Lambda T_j^{-1})' = T_j^{-1} Lambda'
+    SN = _bmm(S, np.swapaxes(N, 1, 2))  # S_j Lambda T_j^{-1} = W_j Lambda (no cancellation)
+    SG = right_multiply(np.swapaxes(SN, 1, 2), lam.T)  # S_j Lambda T_j^{-1} Lambda' = S_j G_j
+    Ze = stats.ZtA[:, :, p] - C @ beta
+    e = Ze - np.einsum("gab,gb->ga", SG, Ze)  # e_j = K_j'Z_j'(y_j - X_j beta)
+    Xt = C - SG @ C  # X~_j
+    # Y_j = X~_j R_X^{-T}: one triangular solve for all j
+    Y = linalg.solve_triangular(Rx, Xt.reshape(-1, p).T, lower=True, check_finite=False).T.reshape(G, q, p)
+    ee = e.T @ e
+    DL = SN.sum(axis=0) - (dof / r2) * ee @ lam
     if reml:
-        # Q_j = C_j P C_j' = D_j D_j' with D_j = C_j Rx^{-T} (P = (Rx Rx')^{-1}): one triangular solve for all j
-        C = stats.ZtA[:, :, :p]
-        D = linalg.solve_triangular(Rx, C.reshape(-1, p).T, lower=True, check_finite=False).T.reshape(C.shape)
-        if q == 2:
-            Q = np.empty_like(K)
-            Q[:, 0, 0] = np.einsum("gk,gk->g", D[:, 0], D[:, 0])
-            Q[:, 1, 1] = np.einsum("gk,gk->g", D[:, 1], D[:, 1])
-            Q[:, 0, 1] = Q[:, 1, 0] = np.einsum("gk,gk->g", D[:, 0], D[:, 1])
-            left = np.eye(2) - mul2(mul2(S, lam), np.swapaxes(N, 1, 2))  # I - S_j Lambda N_j' (S_j symmetric)
-            grad -= 2.0 * _stack_sum(mul2(left, Q), N)
-        else:
-            Q = D @ _transposed(D)
-            left = np.eye(q) - right_multiply(S, lam) @ _transposed(N)
-            grad -= 2.0 * _stack_sum(left @ Q, N)
-    return dev, pattern.entries(grad)
+        P = Y @ _transposed(Y)
+        Psum = P.sum(axis=0)
+        DL -= Psum @ lam
+    grad = 2.0 * pattern.entries(DL)
+    if not need_hess:
+        return dev, grad
+    W = S - _bmm(SG, S)
+    Pi = (2.0 * dof / r2) * (e[:, :, None] * e[:, None, :]) - W
+    D = W.sum(axis=0) - (dof / r2) * ee
+    if reml:
+        Pi += 2.0 * P
+        D -= Psum
+    E = directions(pattern, lam)
+    Y4 = (Pi.reshape(G, q * q).T @ W.reshape(G, q * q)).reshape(q, q, q, q)
+    H = np.einsum("iklm,akl,bmi->ab", Y4, E, E)
+    g = -np.einsum("aim,im->a", E, ee)
+    H -= (dof / r2**2) * np.outer(g, g)
+    Hy = (Y.reshape(G, q * p).T @ e).reshape(q, p, q)  # sum_j Y_j[i, r] e_j[m]
+    h = np.einsum("aim,irm->ar", E, Hy)
+    H -= (2.0 * dof / r2) * h @ h.T
+    if reml:
+        Yf = Y.reshape(G, q * p)
+        Ty = (Yf.T @ Yf).reshape(q, p, q, p)
+        A = np.einsum("aim,irms->ars", E, Ty)
+        H -= np.einsum("ars,bsr->ab", A, A)
+    same = pattern.cols[:, None] == pattern.cols[None, :]
+    H += 2.0 * np.where(same, D[pattern.rows[:, None], pattern.rows[None, :]], 0.0)
+    return dev, grad, 0.5 * (H + H.T)
 
 
 @dataclass
