@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg, optimize
 
-from ._optimize import fd_hessian, minimize, newton_decrement
+from ._optimize import minimize, newton_decrement
 from ._stacks import batched_cholesky, batched_forward, lower_inverse_t, mul2
 from ._lmm import LOG_2PI, SINGULAR_TOL  # one singular-fit tolerance (lme4 isSingular) for Lambda and theta
 
@@ -310,20 +310,16 @@ def _canonical(theta, pattern):
 SADDLE_TOL = 1e-6
 
 
-def _finish(half, theta, pattern, tol, maxiter, central=True):
-    """Newton steps on the half deviance (log-likelihood units) from theta, without bounds: Lambda Lambda' is
-    unchanged by flipping a column's sign, so the bounds of the search only fix a sign.  Converged when the
-    Newton decrement with the finite-difference Hessian of the analytic gradient is below tol and that
-    Hessian has no clearly negative eigenvalue (a boundary point where the deviance rises into the interior
-    is a saddle in these coordinates: left along its negative direction).  Returns (Minimum, decrement at
-    the start).  ``central=False``: forward differences from the gradient at hand (half the evaluations; for an
-    interior start, where a forward step cannot leave the support)."""
-    f0, g0 = half(theta)
-    H0 = fd_hessian(half, theta, grad=None if central else g0)
-    if not np.all(np.isfinite(H0)):
-        H0 = fd_hessian(half, theta)
-    start_decrement, _ = newton_decrement(H0, g0)
-    res = minimize(half, theta, H0, maxiter, tol, central=central, quasi_newton=False)
+def _finish(half, hessian, theta, tol, maxiter):
+    """Newton steps with the exact Hessian (`vector_deviance`) on the half deviance (log-likelihood units) from
+    theta, without bounds: Lambda Lambda' is unchanged by flipping a column's sign, so the bounds of the search
+    only fix a sign.  Converged when the Newton decrement is below tol and the Hessian has no clearly negative
+    eigenvalue (a boundary point where the deviance rises into the interior is a saddle in these coordinates:
+    left along its negative direction).  Returns (Minimum, decrement at the start)."""
+    _, g0 = half(theta)
+    H0 = hessian(theta)
+    start_decrement = newton_decrement(H0, g0)[0] if np.all(np.isfinite(H0)) else np.inf
+    res = minimize(half, theta, None, maxiter, tol, hessian=hessian)
     for _ in range(3):  # leave a saddle (an even direction at a zero diagonal entry, say)
         w, V = linalg.eigh(res.hess)
         if not (np.all(np.isfinite(w)) and w[0] < -SADDLE_TOL * max(1.0, abs(w[-1]))):
@@ -334,7 +330,7 @@ def _finish(half, theta, pattern, tol, maxiter, central=True):
         if not min(values) < res.f:
             break
         x = tries[int(np.argmin(values))]
-        res = minimize(half, x, fd_hessian(half, x), maxiter, tol, central=central)
+        res = minimize(half, x, None, maxiter, tol, hessian=hessian)
     return res, start_decrement
 
 
@@ -367,36 +363,38 @@ def search_lambda(pattern, stats, reml=True, tol=1e-6, maxiter=100):
     starts from the moment estimates (`moment_start`) and the better point is kept.
     """
     count = {"n": 0}
-    known = {}  # theta -> (deviance, gradient): the Newton stage re-asks for points the search has evaluated
+    known = {}  # theta -> (deviance, gradient[, Hessian]): the Newton stage re-asks for points it has evaluated
 
     def dev(theta):
         count["n"] += 1
         return vector_deviance(theta, pattern, stats, reml)
 
-    def dev_grad(theta):
+    def evaluate(theta, hess):
         key = np.asarray(theta, float).tobytes()
-        if key not in known:
+        if key not in known or (hess and len(known[key]) < 3):
             count["n"] += 1
-            known[key] = vector_deviance(theta, pattern, stats, reml, need_grad=True)
-        d, g = known[key]
-        return d, g.copy()
+            known[key] = vector_deviance(theta, pattern, stats, reml, need_grad=True, need_hess=hess)
+        return known[key]
 
     def per_row(theta):
         # SLSQP's first quasi-Newton step is the gradient itself: per row it is a step of the size of Lambda, not
         # n times it (the full deviance's made it overshoot and back off for ~10 evaluations)
-        d, g = dev_grad(theta)
+        d, g = evaluate(theta, False)[:2]
         return d / stats.n, g / stats.n
 
-    def half(theta, need_grad=True):  # log-likelihood units, the scale of tol
+    def half(theta, need_grad=True):  # log-likelihood units, the scale of tol; the Newton stage's Hessian with it
         if not need_grad:
             return 0.5 * dev(theta), None
-        d, g = dev_grad(theta)
+        d, g = evaluate(theta, True)[:2]
         return 0.5 * d, 0.5 * g
+
+    def hessian(theta):
+        return 0.5 * evaluate(theta, True)[2]
 
     bounds = pattern.bounds()
     starts = [pattern.start(s) for s in (0.3, 1.0, 3.0)]
     values = [dev(s) for s in starts]
-    quick = _newton_from_moments(pattern, stats, half, dev, min(values), tol, maxiter)
+    quick = _newton_from_moments(pattern, stats, half, hessian, min(values), tol, maxiter)
     if quick is not None:
         return _polished(quick, half, pattern, tol, count, "Newton from the moment estimates")
     best = None
@@ -413,19 +411,19 @@ def search_lambda(pattern, stats, reml=True, tol=1e-6, maxiter=100):
         return LambdaSearch(theta, np.inf, False, count["n"], "SLSQP: " + str(best.message), np.inf)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res, start_decrement = _finish(half, theta, pattern, tol, maxiter)
+        res, start_decrement = _finish(half, hessian, theta, tol, maxiter)
         method = "SLSQP + Newton"
         if not (best.success and start_decrement < tol and res.converged):  # disagreement: a second start
             second = moment_start(pattern, stats)
             if second is not None and np.isfinite(dev(second)):
-                other, _ = _finish(half, second, pattern, tol, maxiter)
+                other, _ = _finish(half, hessian, second, tol, maxiter)
                 if other.f < res.f - 1e-9 * (1.0 + abs(res.f)) or (other.converged and not res.converged
                                                                     and other.f <= res.f + tol):
                     res, method = other, "SLSQP + Newton (second start: moment estimates)"
     return _polished(res, half, pattern, tol, count, method)
 
 
-def _newton_from_moments(pattern, stats, half, dev, best_start, tol, maxiter):
+def _newton_from_moments(pattern, stats, half, hessian, best_start, tol, maxiter):
     """Newton steps from the moment estimates (`moment_start`, usually within a fraction of a log-likelihood
     unit of the optimum) when they beat the starts c I: the Minimum when it converged to an interior
     maximum, else None (the full search runs: bounds, several starts, the boundary checks)."""
@@ -437,7 +435,7 @@ def _newton_from_moments(pattern, stats, half, dev, best_start, tol, maxiter):
         value = 2.0 * half(first)[0]  # with its gradient: the Newton stage's first evaluation
         if not (np.isfinite(value) and value <= best_start):
             return None
-        res, _ = _finish(half, first, pattern, tol, maxiter, central=False)
+        res, _ = _finish(half, hessian, first, tol, maxiter)
     if not (res.converged and np.isfinite(res.f) and 2.0 * res.f <= value):
         return None
     if np.any(np.abs(np.asarray(res.x)[pattern.is_diag]) < SINGULAR_TOL):
