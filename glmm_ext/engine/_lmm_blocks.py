@@ -106,10 +106,59 @@ def vector_stats(X, y, Z, starts):
     # the moments from A'A and one column sum (two more passes over A bought nothing): only a flag is read
     # from them, and where the variance cancels against the squared mean the column counts as constant
     mean = (np.ones(n) @ A) / n  # (a BLAS product: numpy's column sums of a C-ordered A cost ~5x more)
+    return VectorStats(AtA, ZtZ, ZtA, n, X.shape[1], _needs_precision(AtA, mean, n))
+
+
+def scaled_stats(X, x_center, x_scale, y, y_center, y_scale, Z, z_scale, codes, counts, intercept=-1):
+    """VectorStats of the standardised data X_s = (X - x_center) / x_scale, y_s = (y - y_center) / y_scale and
+    Z_s = Z / z_scale, rows in any order (``codes``: each row's group, ``counts``: rows per group).
+
+    One pass: the standardised columns are formed once and every per-group sum of products is one weighted
+    bincount over the rows in their own order (no sort, no gathered copy of the data).  A constant column of 1s
+    (X_s's ``intercept`` column, a random intercept's z) needs no product, and a sum two products share is
+    formed once.  The same sums as `vector_stats` of the sorted standardised rows, to rounding.
+    """
+    n, p = X.shape
+    q, G = Z.shape[1], len(counts)
+    At = np.empty((p + 1, n))  # A_s' = [X_s y_s]': one contiguous row per column
+    for j in range(p):
+        np.subtract(X[:, j], x_center[j], out=At[j])
+        At[j] /= x_scale[j]
+    np.subtract(y, y_center, out=At[p])
+    At[p] /= y_scale
+    Zt = np.empty((q, n))
+    for k in range(q):
+        np.divide(Z[:, k], z_scale[k], out=Zt[k])
+    a_ones = [j == intercept for j in range(p + 1)]
+    z_ones = [bool(np.all(Zt[k] == 1.0)) for k in range(q)]
+    sums = {}
+
+    def group_sum(left, right):  # a column: ("z", k) or ("a", j); sum_{i in g} left_i right_i by group
+        ones = (z_ones if left[0] == "z" else a_ones)[left[1]], (z_ones if right[0] == "z" else a_ones)[right[1]]
+        if ones[0] and ones[1]:
+            return counts
+        key = (right,) if ones[0] else (left,) if ones[1] else (left, right)
+        if key not in sums:
+            cols = [Zt[c[1]] if c[0] == "z" else At[c[1]] for c in key]
+            sums[key] = np.bincount(codes, weights=cols[0] if len(cols) == 1 else cols[0] * cols[1], minlength=G)
+        return sums[key]
+
+    ZtZ, ZtA = np.empty((G, q, q)), np.empty((G, q, p + 1))
+    for a in range(q):
+        for b in range(a + 1):
+            ZtZ[:, a, b] = ZtZ[:, b, a] = group_sum(("z", a), ("z", b))
+        for c in range(p + 1):
+            ZtA[:, a, c] = group_sum(("z", a), ("a", c))
+    AtA = At @ At.T
+    return VectorStats(AtA, ZtZ, ZtA, n, p, _needs_precision(AtA, At @ np.ones(n) / n, n))
+
+
+def _needs_precision(AtA, mean, n):
+    """`VectorStats.precise` from A'A and the column means (where the variance cancels against the squared mean
+    the column counts as constant: the intercept does not count)."""
     var = np.diag(AtA) / n - mean * mean
-    varying = var > 1e-12 * np.maximum(mean * mean, 1e-300)  # (a constant column, the intercept, does not count)
-    precise = bool(np.any(mean[varying] ** 2 > var[varying]))
-    return VectorStats(AtA, ZtZ, ZtA, n, X.shape[1], precise)
+    varying = var > 1e-12 * np.maximum(mean * mean, 1e-300)
+    return bool(np.any(mean[varying] ** 2 > var[varying]))
 
 
 def right_multiply(stack, lam):
@@ -463,12 +512,16 @@ def _polished(res, half, pattern, tol, count, method):
 
 
 def fit_vector_lmm(X, y, Z, starts, pattern, reml=True, tol=1e-6, maxiter=100):
+    """`fit_vector_stats` of rows sorted by group (``starts``: each group's first row)."""
+    return fit_vector_stats(vector_stats(X, y, Z, starts), pattern, reml, tol, maxiter)
+
+
+def fit_vector_stats(stats, pattern, reml=True, tol=1e-6, maxiter=100):
     """Profiled REML/ML fit: Lambda, beta, Cov(beta) = sigma^2 (R_X'R_X)^{-1}, BLUPs and their covariances.
 
     BLUPs: u_j = L_j^{-T} (c_j - R_ZX_j beta) with c_j, R_ZX_j the y and X columns of B_j; b_j = Lambda u_j,
     Var(b_j | y) = sigma^2 Lambda (L_j L_j')^{-1} Lambda' (beta treated as known, as lme4's condVar).
     """
-    stats = vector_stats(X, y, Z, starts)
     search = search_lambda(pattern, stats, reml, tol, maxiter)
     theta, dev = search.theta, search.deviance
     if not np.isfinite(dev):
