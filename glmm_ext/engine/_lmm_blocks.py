@@ -109,48 +109,67 @@ def vector_stats(X, y, Z, starts):
     return VectorStats(AtA, ZtZ, ZtA, n, X.shape[1], _needs_precision(AtA, mean, n))
 
 
+def _same_column(u, v):
+    """u == v everywhere (the first rows first: columns that differ usually show it there)."""
+    return bool(np.array_equal(u[:64], v[:64]) and np.array_equal(u, v))
+
+
 def scaled_stats(X, x_center, x_scale, y, y_center, y_scale, Z, z_scale, codes, counts, intercept=-1):
     """VectorStats of the standardised data X_s = (X - x_center) / x_scale, y_s = (y - y_center) / y_scale and
     Z_s = Z / z_scale, rows in any order (``codes``: each row's group, ``counts``: rows per group).
 
-    One pass: the standardised columns are formed once and every per-group sum of products is one weighted
-    bincount over the rows in their own order (no sort, no gathered copy of the data).  A constant column of 1s
-    (X_s's ``intercept`` column, a random intercept's z) needs no product, and a sum two products share is
-    formed once.  The same sums as `vector_stats` of the sorted standardised rows, to rounding.
+    One pass over the rows in their own order, no sort and no gathered copy: every column of A_s = [X_s y_s] and Z_s
+    is a combination of a few base columns (1, the non-constant columns of A_s, and the z columns that are not
+    columns of X: a random intercept is 1 / z_scale, the z column of a slope on an X column is
+    (x_scale x_s + x_center) / z_scale), so Z_j'Z_j and Z_j'A_j follow from the per-group sums of products of base
+    columns, each one weighted bincount (a sum with the column 1 needs no product, with 1 twice none at all).
+    The same sums as `vector_stats` of the sorted standardised rows, to rounding.
     """
     n, p = X.shape
     q, G = Z.shape[1], len(counts)
-    At = np.empty((p + 1, n))  # A_s' = [X_s y_s]': one contiguous row per column
-    for j in range(p):
-        np.subtract(X[:, j], x_center[j], out=At[j])
-        At[j] /= x_scale[j]
-    np.subtract(y, y_center, out=At[p])
-    At[p] /= y_scale
-    Zt = np.empty((q, n))
+    k0 = intercept
+    base = [None]  # base column 0 is 1 (not stored)
+    acoef = np.zeros((p + 1, p + 2 + q))
+    for j in range(p + 1):
+        if j == k0:
+            acoef[j, 0] = 1.0  # X_s's intercept column is exactly 1
+            continue
+        col = np.subtract(X[:, j], x_center[j]) if j < p else np.subtract(y, y_center)
+        col /= x_scale[j] if j < p else y_scale
+        acoef[j, len(base)] = 1.0
+        base.append(col)
+    zcoef = np.zeros((q, p + 2 + q))
     for k in range(q):
-        np.divide(Z[:, k], z_scale[k], out=Zt[k])
-    a_ones = [j == intercept for j in range(p + 1)]
-    z_ones = [bool(np.all(Zt[k] == 1.0)) for k in range(q)]
-    sums = {}
-
-    def group_sum(left, right):  # a column: ("z", k) or ("a", j); sum_{i in g} left_i right_i by group
-        ones = (z_ones if left[0] == "z" else a_ones)[left[1]], (z_ones if right[0] == "z" else a_ones)[right[1]]
-        if ones[0] and ones[1]:
-            return counts
-        key = (right,) if ones[0] else (left,) if ones[1] else (left, right)
-        if key not in sums:
-            cols = [Zt[c[1]] if c[0] == "z" else At[c[1]] for c in key]
-            sums[key] = np.bincount(codes, weights=cols[0] if len(cols) == 1 else cols[0] * cols[1], minlength=G)
-        return sums[key]
-
-    ZtZ, ZtA = np.empty((G, q, q)), np.empty((G, q, p + 1))
-    for a in range(q):
-        for b in range(a + 1):
-            ZtZ[:, a, b] = ZtZ[:, b, a] = group_sum(("z", a), ("z", b))
-        for c in range(p + 1):
-            ZtA[:, a, c] = group_sum(("z", a), ("a", c))
-    AtA = At @ At.T
-    return VectorStats(AtA, ZtZ, ZtA, n, p, _needs_precision(AtA, At @ np.ones(n) / n, n))
+        z = Z[:, k]
+        j = next((j for j in range(p) if _same_column(z, X[:, j])), -1)
+        if j >= 0:  # z = x_scale x_s + x_center (x_s = 1 for the intercept column)
+            zcoef[k] = (x_scale[j] * acoef[j] + x_center[j] * (np.arange(acoef.shape[1]) == 0)) / z_scale[k]
+        else:
+            zcoef[k, len(base)] = 1.0
+            base.append(z / z_scale[k])
+    nb = len(base)
+    acoef, zcoef = acoef[:, :nb], zcoef[:, :nb]
+    gram = np.zeros((G, nb, nb))  # per-group sums of products of base columns, the pairs the blocks use
+    pairs = {(min(i, j), max(i, j)) for a, b in [(zcoef, acoef), (zcoef, zcoef)]
+             for i in np.flatnonzero(np.any(a != 0, axis=0)) for j in np.flatnonzero(np.any(b != 0, axis=0))}
+    for i, j in sorted(pairs):
+        if i == 0:
+            sums = counts if j == 0 else np.bincount(codes, weights=base[j], minlength=G)
+        else:
+            sums = np.bincount(codes, weights=base[i] * base[j], minlength=G)
+        gram[:, i, j] = gram[:, j, i] = sums
+    flat = gram.reshape(G, nb * nb)
+    ZtZ = (flat @ np.einsum("ai,bj->ijab", zcoef, zcoef).reshape(nb * nb, q * q)).reshape(G, q, q)
+    ZtA = (flat @ np.einsum("ai,cj->ijac", zcoef, acoef).reshape(nb * nb, q * (p + 1))).reshape(G, q, p + 1)
+    # A_s'A_s and the column sums from the base columns' inner products (BLAS dot products)
+    inner = np.empty((nb, nb))
+    inner[0, 0] = n
+    for i in range(1, nb):
+        inner[0, i] = inner[i, 0] = gram[:, 0, i].sum() if (0, i) in pairs else base[i].sum()
+        for j in range(1, i + 1):
+            inner[i, j] = inner[j, i] = base[i] @ base[j]
+    AtA = acoef @ inner @ acoef.T
+    return VectorStats(AtA, ZtZ, ZtA, n, p, _needs_precision(AtA, acoef @ inner[:, 0] / n, n))
 
 
 def _needs_precision(AtA, mean, n):
@@ -256,44 +275,50 @@ def vector_deviance(theta, pattern, stats, reml=True, need_grad=False, need_hess
     if not (need_grad or need_hess):
         return dev
     G, q = stats.ZtZ.shape[:2]
-    Rx = R[:p, :p]
-    beta = np.linalg.solve(Rx.T, R[p, :p])  # tiny p x p triangular system
-    S, C = stats.ZtZ, stats.ZtA[:, :, :p]
+    S = stats.ZtZ
     Linv_t = lower_inverse_t(L)  # L_j^{-T}
-    N = right_multiply(_bmm(Linv_t, np.swapaxes(Linv_t, 1, 2)), lam.T)  # (Lambda T_j^{-1})' = T_j^{-1} Lambda'
-    SN = _bmm(S, np.swapaxes(N, 1, 2))  # S_j Lambda T_j^{-1} = W_j Lambda (no cancellation)
-    SG = right_multiply(np.swapaxes(SN, 1, 2), lam.T)  # S_j Lambda T_j^{-1} Lambda' = S_j G_j
-    Ze = stats.ZtA[:, :, p] - C @ beta
-    e = Ze - np.einsum("gab,gb->ga", SG, Ze)  # e_j = K_j'Z_j'(y_j - X_j beta)
-    Xt = C - SG @ C  # X~_j
-    # Y_j = X~_j R_X^{-T}: one triangular solve for all j
-    Y = linalg.solve_triangular(Rx, Xt.reshape(-1, p).T, lower=True, check_finite=False).T.reshape(G, q, p)
+    F = _bmm(S, _transposed(right_multiply(Linv_t, lam.T)))  # F_j = S_j Lambda L_j^{-T}
+    # K_j'Z_j'A_j = Z_j'A_j - S_j G_j Z_j'A_j = Z_j'A_j - F_j B_j (B_j = L_j^{-1} Lambda' Z_j'A_j, from _factors)
+    At = stats.ZtA.copy()
+    for b in range(q):
+        At -= F[:, :, b, None] * Bt[:, None, :, b]
+    # [Y_j e_j] = K_j'Z_j'A_j [[R_X^{-T}, -beta], [0, 1]] (Y_j = X~_j R_X^{-T}): one BLAS product for all j
+    Rx_inv = linalg.solve_triangular(R[:p, :p], np.eye(p), lower=True, check_finite=False)
+    beta = Rx_inv.T @ R[p, :p]  # R_X^{-T} c_beta
+    right = np.zeros((p + 1, p + 1))
+    right[:p, :p], right[:p, p], right[p, p] = Rx_inv.T, -beta, 1.0
+    Ye = (At.reshape(G * q, p + 1) @ right).reshape(G, q, p + 1)
+    e = Ye[:, :, p]  # e_j = K_j'Z_j'(y_j - X_j beta)
+    Yf = Ye[:, :, :p].reshape(G, q * p)  # Y_j row by row
+    Ty = (Yf.T @ Yf).reshape(q, p, q, p)  # sum_j Y_j[i, r] Y_j[m, s]
+    Psum = np.trace(Ty, axis1=1, axis2=3)  # sum_j Y_j Y_j' = sum_j P_j
     ee = e.T @ e
-    DL = SN.sum(axis=0) - (dof / r2) * ee @ lam
-    if reml:
-        P = Y @ _transposed(Y)
-        Psum = P.sum(axis=0)
-        DL -= Psum @ lam
+    # sum_j W_j Lambda = sum_j S_j Lambda T_j^{-1} = sum_j F_j L_j^{-1} (no cancellation), one BLAS product
+    DL = _stack_sum(F, _transposed(Linv_t)) - ((dof / r2) * ee + (Psum if reml else 0.0)) @ lam
     grad = 2.0 * pattern.entries(DL)
     if not need_hess:
         return dev, grad
-    W = S - _bmm(SG, S)
+    W = S - _bmm(F, _transposed(F))  # S_j - S_j G_j S_j
     Pi = (2.0 * dof / r2) * (e[:, :, None] * e[:, None, :]) - W
     D = W.sum(axis=0) - (dof / r2) * ee
     if reml:
-        Pi += 2.0 * P
+        Y = Yf.reshape(G, q, p)
+        for i in range(q):  # + 2 P_j, P_j = Y_j Y_j' (column by column: a stacked matmul of q x p blocks is ~5x slower)
+            for m in range(i + 1):
+                Pim = 2.0 * np.einsum("gr,gr->g", Y[:, i], Y[:, m])
+                Pi[:, i, m] += Pim
+                if m != i:
+                    Pi[:, m, i] += Pim
         D -= Psum
     E = directions(pattern, lam)
     Y4 = (Pi.reshape(G, q * q).T @ W.reshape(G, q * q)).reshape(q, q, q, q)
     H = np.einsum("iklm,akl,bmi->ab", Y4, E, E)
     g = -np.einsum("aim,im->a", E, ee)
     H -= (dof / r2**2) * np.outer(g, g)
-    Hy = (Y.reshape(G, q * p).T @ e).reshape(q, p, q)  # sum_j Y_j[i, r] e_j[m]
+    Hy = (Yf.T @ e).reshape(q, p, q)  # sum_j Y_j[i, r] e_j[m]
     h = np.einsum("aim,irm->ar", E, Hy)
     H -= (2.0 * dof / r2) * h @ h.T
     if reml:
-        Yf = Y.reshape(G, q * p)
-        Ty = (Yf.T @ Yf).reshape(q, p, q, p)
         A = np.einsum("aim,irms->ars", E, Ty)
         H -= np.einsum("ars,bsr->ab", A, A)
     same = pattern.cols[:, None] == pattern.cols[None, :]
@@ -329,17 +354,27 @@ def moment_start(pattern, stats):
     beta = np.linalg.lstsq(XtX, Xty, rcond=None)[0]
     rss = stats.AtA[p, p] - 2.0 * beta @ Xty + beta @ XtX @ beta
     Zr = stats.ZtA[:, :, p] - stats.ZtA[:, :, :p] @ beta  # Z_j'r_j, (G, q)
-    w = np.linalg.eigvalsh(stats.ZtZ)
-    ok = w[:, 0] > 1e-8 * np.maximum(w[:, -1], 1e-300)
-    if ok.sum() <= q:
-        return None
-    b = np.linalg.solve(stats.ZtZ[ok], Zr[ok][:, :, None])[:, :, 0]
+    if q == 2:  # closed forms (numpy's stacked eigvalsh, solve and inv cost ~10x more on 2 x 2 blocks)
+        a, c, d = stats.ZtZ[:, 0, 0], stats.ZtZ[:, 1, 0], stats.ZtZ[:, 1, 1]
+        det = a * d - c * c
+        top = 0.5 * (a + d) + np.sqrt(0.25 * (a - d) ** 2 + c * c)  # the larger eigenvalue
+        ok = det > 1e-8 * np.maximum(top, 1e-300) ** 2  # smaller / larger eigenvalue > 1e-8
+        if ok.sum() <= q:
+            return None
+        inv = np.stack([np.stack([d, -c], axis=1), np.stack([-c, a], axis=1)], axis=1)[ok] / det[ok, None, None]
+    else:
+        w = np.linalg.eigvalsh(stats.ZtZ)
+        ok = w[:, 0] > 1e-8 * np.maximum(w[:, -1], 1e-300)
+        if ok.sum() <= q:
+            return None
+        inv = np.linalg.inv(stats.ZtZ[ok])
+    b = np.einsum("gab,gb->ga", inv, Zr[ok])  # per-group least squares (Z_j'Z_j)^{-1} Z_j'r_j
     dof = stats.n - p - q * int(ok.sum())
     within = rss - np.sum(Zr[ok] * b)
     sigma2 = within / dof if dof > 0 and within > 0 else rss / stats.n
     if not sigma2 > 0:
         return None
-    sigma = (b.T @ b) / len(b) - sigma2 * np.mean(np.linalg.inv(stats.ZtZ[ok]), axis=0)
+    sigma = (b.T @ b) / len(b) - sigma2 * np.mean(inv, axis=0)
     same_block = np.zeros((q, q), bool)
     same_block[pattern.rows, pattern.cols] = True
     rel = np.where(same_block | same_block.T, sigma, 0.0) / sigma2
