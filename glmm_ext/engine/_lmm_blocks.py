@@ -394,15 +394,17 @@ def _canonical(theta, pattern):
 SADDLE_TOL = 1e-6
 
 
-def _finish(half, hessian, theta, tol, maxiter):
+def _finish(half, hessian, theta, tol, maxiter, judge_start=True):
     """Newton steps with the exact Hessian (`vector_deviance`) on the half deviance (log-likelihood units) from
     theta, without bounds: Lambda Lambda' is unchanged by flipping a column's sign, so the bounds of the search
     only fix a sign.  Converged when the Newton decrement is below tol and the Hessian has no clearly negative
     eigenvalue (a boundary point where the deviance rises into the interior is a saddle in these coordinates:
-    left along its negative direction).  Returns (Minimum, decrement at the start)."""
-    _, g0 = half(theta)
-    H0 = hessian(theta)
-    start_decrement = newton_decrement(H0, g0)[0] if np.all(np.isfinite(H0)) else np.inf
+    left along its negative direction).  Returns (Minimum, decrement at the start; nan without ``judge_start``)."""
+    start_decrement = np.nan
+    if judge_start:
+        _, g0 = half(theta)
+        H0 = hessian(theta)
+        start_decrement = newton_decrement(H0, g0)[0] if np.all(np.isfinite(H0)) else np.inf
     res = minimize(half, theta, None, maxiter, tol, hessian=hessian)
     for _ in range(3):  # leave a saddle (an even direction at a zero diagonal entry, say)
         w, V = linalg.eigh(res.hess)
@@ -519,7 +521,7 @@ def _newton_from_moments(pattern, stats, half, hessian, best_start, tol, maxiter
         value = 2.0 * half(first)[0]  # with its gradient: the Newton stage's first evaluation
         if not (np.isfinite(value) and value <= best_start):
             return None
-        res, _ = _finish(half, hessian, first, tol, maxiter)
+        res, _ = _finish(half, hessian, first, tol, maxiter, judge_start=False)
     if not (res.converged and np.isfinite(res.f) and 2.0 * res.f <= value):
         return None
     if np.any(np.abs(np.asarray(res.x)[pattern.is_diag]) < SINGULAR_TOL):
@@ -562,19 +564,17 @@ def fit_vector_stats(stats, pattern, reml=True, tol=1e-6, maxiter=100):
     if not np.isfinite(dev):
         raise ValueError("the REML/ML criterion is not finite anywhere (a perfect fit?)")
     lam = pattern.build(theta)
-    L, B, R = _factors(lam, stats)
+    L, Bt, R = _factors(lam, stats)
     p, n = stats.p, stats.n
     sigma2 = R[p, p] ** 2 / (n - p if reml else n)
-    Rx = R[:p, :p]
-    beta = linalg.solve_triangular(Rx.T, R[p, :p], lower=False)
-    inv_rx = linalg.solve_triangular(Rx, np.eye(p), lower=True)
+    inv_rx = linalg.solve_triangular(R[:p, :p], np.eye(p), lower=True, check_finite=False)
+    beta = inv_rx.T @ R[p, :p]
     cov_beta = sigma2 * inv_rx.T @ inv_rx
-    B = np.swapaxes(B, 1, 2)  # (G, q, p+1)
-    resid = B[:, :, p] - B[:, :, :p] @ beta  # (G, q)
+    resid = np.einsum("gkq,k->gq", Bt, np.append(-beta, 1.0))  # c_j - R_ZX_j beta, (G, q)
     Linv_t = lower_inverse_t(L)  # L_j^{-T} (closed form for q = 2)
     u = np.einsum("gab,gb->ga", Linv_t, resid)
     blups = u @ lam.T
     Linv_lam = right_multiply(Linv_t, lam.T)  # L_j^{-1} Lambda' (one BLAS product)
-    blup_cov = sigma2 * _transposed(Linv_lam) @ Linv_lam
+    blup_cov = sigma2 * _bmm(_transposed(Linv_lam), Linv_lam)
     return VectorLMMFit(theta, lam, beta, cov_beta, sigma2, -0.5 * dev, blups, blup_cov, search.converged,
                         search.n_evaluations, search.message, search.decrement)
