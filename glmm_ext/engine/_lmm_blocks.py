@@ -114,62 +114,75 @@ def _same_column(u, v):
     return bool(np.array_equal(u[:64], v[:64]) and np.array_equal(u, v))
 
 
-def scaled_stats(X, x_center, x_scale, y, y_center, y_scale, Z, z_scale, codes, counts, intercept=-1):
-    """VectorStats of the standardised data X_s = (X - x_center) / x_scale, y_s = (y - y_center) / y_scale and
-    Z_s = Z / z_scale, rows in any order (``codes``: each row's group, ``counts``: rows per group).
+def scaled_stats(X, x_center, x_scale, y, Z, z_scale, codes, counts, intercept=-1, response="the response"):
+    """(VectorStats, y_center, y_scale) of the standardised data X_s = (X - x_center) / x_scale,
+    y_s = (y - y_center) / y_scale and Z_s = Z / z_scale, rows in any order (``codes``: each row's group,
+    ``counts``: rows per group).  y is centred on its mean where X has an ``intercept`` column (else y_center = 0),
+    and y_scale is the root mean square of y - y_center; ValueError when it is 0 (nothing to fit).
 
     One pass over the rows in their own order, no sort and no gathered copy: every column of A_s = [X_s y_s] and Z_s
     is a combination of a few base columns (1, the non-constant columns of A_s, and the z columns that are not
     columns of X: a random intercept is 1 / z_scale, the z column of a slope on an X column is
     (x_scale x_s + x_center) / z_scale), so Z_j'Z_j and Z_j'A_j follow from the per-group sums of products of base
     columns, each one weighted bincount (a sum with the column 1 needs no product, with 1 twice none at all).
-    The same sums as `vector_stats` of the sorted standardised rows, to rounding.
+    The columns live in one buffer (a fresh process pays a page fault per page of every new array).  The same
+    sums as `vector_stats` of the sorted standardised rows, to rounding.
     """
     n, p = X.shape
     q, G = Z.shape[1], len(counts)
-    k0 = intercept
+    # which z columns are columns of X (compared before anything is built)
+    in_x = [next((j for j in range(p) if _same_column(Z[:, k], X[:, j])), -1) for k in range(q)]
+    n_base = 1 + (p + 1) - int(intercept >= 0) + sum(j < 0 for j in in_x)  # with 1 (not stored)
+    buf = np.empty((n_base, n))  # row 0: scratch for products; row i: base column i
+    y_center = float(np.mean(y)) if intercept >= 0 else 0.0
+    np.subtract(y, y_center, out=buf[n_base - 1])
+    y_scale = float(np.sqrt(buf[n_base - 1] @ buf[n_base - 1] / n))
+    if not y_scale > 0:
+        raise ValueError(f"the response {response!r} does not vary; there is nothing to fit")
     base = [None]  # base column 0 is 1 (not stored)
-    acoef = np.zeros((p + 1, p + 2 + q))
+    acoef = np.zeros((p + 1, n_base))
     for j in range(p + 1):
-        if j == k0:
+        if j == intercept:
             acoef[j, 0] = 1.0  # X_s's intercept column is exactly 1
             continue
-        col = np.subtract(X[:, j], x_center[j]) if j < p else np.subtract(y, y_center)
-        col /= x_scale[j] if j < p else y_scale
+        col = buf[len(base)]
+        if j < p:
+            np.subtract(X[:, j], x_center[j], out=col)
+            col /= x_scale[j]
+        else:
+            np.copyto(col, buf[n_base - 1])
+            col /= y_scale
         acoef[j, len(base)] = 1.0
         base.append(col)
-    zcoef = np.zeros((q, p + 2 + q))
-    for k in range(q):
-        z = Z[:, k]
-        j = next((j for j in range(p) if _same_column(z, X[:, j])), -1)
+    zcoef = np.zeros((q, n_base))
+    for k, j in enumerate(in_x):
         if j >= 0:  # z = x_scale x_s + x_center (x_s = 1 for the intercept column)
-            zcoef[k] = (x_scale[j] * acoef[j] + x_center[j] * (np.arange(acoef.shape[1]) == 0)) / z_scale[k]
+            zcoef[k] = (x_scale[j] * acoef[j] + x_center[j] * (np.arange(n_base) == 0)) / z_scale[k]
         else:
             zcoef[k, len(base)] = 1.0
-            base.append(z / z_scale[k])
-    nb = len(base)
-    acoef, zcoef = acoef[:, :nb], zcoef[:, :nb]
-    gram = np.zeros((G, nb, nb))  # per-group sums of products of base columns, the pairs the blocks use
+            base.append(np.divide(Z[:, k], z_scale[k], out=buf[len(base)]))
+    gram = np.zeros((G, n_base, n_base))  # per-group sums of products of base columns, the pairs the blocks use
     pairs = {(min(i, j), max(i, j)) for a, b in [(zcoef, acoef), (zcoef, zcoef)]
              for i in np.flatnonzero(np.any(a != 0, axis=0)) for j in np.flatnonzero(np.any(b != 0, axis=0))}
     for i, j in sorted(pairs):
         if i == 0:
             sums = counts if j == 0 else np.bincount(codes, weights=base[j], minlength=G)
         else:
-            sums = np.bincount(codes, weights=base[i] * base[j], minlength=G)
+            sums = np.bincount(codes, weights=np.multiply(base[i], base[j], out=buf[0]), minlength=G)
         gram[:, i, j] = gram[:, j, i] = sums
-    flat = gram.reshape(G, nb * nb)
-    ZtZ = (flat @ np.einsum("ai,bj->ijab", zcoef, zcoef).reshape(nb * nb, q * q)).reshape(G, q, q)
-    ZtA = (flat @ np.einsum("ai,cj->ijac", zcoef, acoef).reshape(nb * nb, q * (p + 1))).reshape(G, q, p + 1)
+    flat = gram.reshape(G, n_base * n_base)
+    ZtZ = (flat @ np.einsum("ai,bj->ijab", zcoef, zcoef).reshape(-1, q * q)).reshape(G, q, q)
+    ZtA = (flat @ np.einsum("ai,cj->ijac", zcoef, acoef).reshape(-1, q * (p + 1))).reshape(G, q, p + 1)
     # A_s'A_s and the column sums from the base columns' inner products (BLAS dot products)
-    inner = np.empty((nb, nb))
+    inner = np.empty((n_base, n_base))
     inner[0, 0] = n
-    for i in range(1, nb):
+    for i in range(1, n_base):
         inner[0, i] = inner[i, 0] = gram[:, 0, i].sum() if (0, i) in pairs else base[i].sum()
         for j in range(1, i + 1):
             inner[i, j] = inner[j, i] = base[i] @ base[j]
     AtA = acoef @ inner @ acoef.T
-    return VectorStats(AtA, ZtZ, ZtA, n, p, _needs_precision(AtA, acoef @ inner[:, 0] / n, n))
+    stats = VectorStats(AtA, ZtZ, ZtA, n, p, _needs_precision(AtA, acoef @ inner[:, 0] / n, n))
+    return stats, y_center, y_scale
 
 
 def _needs_precision(AtA, mean, n):

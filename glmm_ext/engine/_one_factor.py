@@ -240,16 +240,13 @@ def lambda_blocks(structure):
 
 def _vector_stats(design, Z, zs):
     """(StandardizedGaussian, `_lmm_blocks.VectorStats`) of the design scaled as `standardize_gaussian` scales it
-    (the same y_center, y_scale and X_s) and Z_s = Z / zs, in one pass over the rows in their own order: the block
-    profile reads only the per-group sums, so the sorted standardised copies (X_s, y_s: None here) are not built."""
+    (the same y_center, X_s; y_scale to rounding) and Z_s = Z / zs, in one pass over the rows in their own order
+    (`_lmm_blocks.scaled_stats`): the block profile reads only the per-group sums, so the sorted standardised
+    copies are not built (X_s, y_s: None here)."""
     scaling = design.scaling
-    y = design.y - design.offset
-    y_center = float(np.mean(y)) if scaling.intercept >= 0 else 0.0
-    y_scale = float(np.std(y - y_center)) if scaling.intercept >= 0 else float(np.sqrt(np.mean(y * y)))
-    if not y_scale > 0:
-        raise ValueError(f"the response {design.endog_name!r} does not vary; there is nothing to fit")
-    stats = scaled_stats(design.X, scaling.center, scaling.scale, y, y_center, y_scale, Z, zs, design.codes,
-                         design.counts.astype(float), scaling.intercept)
+    y = design.y - design.offset if design.offset.any() else design.y
+    stats, y_center, y_scale = scaled_stats(design.X, scaling.center, scaling.scale, y, Z, zs, design.codes,
+                                            design.counts.astype(float), scaling.intercept, design.endog_name)
     return StandardizedGaussian(None, None, y_center, y_scale), stats
 
 
