@@ -121,62 +121,75 @@ def scaled_stats(X, x_center, x_scale, y, Z, z_scale, codes, counts, intercept=-
     and y_scale is the root mean square of y - y_center; ValueError when it is 0 (nothing to fit).
 
     One pass over the rows in their own order, no sort and no gathered copy: every column of A_s = [X_s y_s] and Z_s
-    is a combination of a few base columns (1, the non-constant columns of A_s, and the z columns that are not
-    columns of X: a random intercept is 1 / z_scale, the z column of a slope on an X column is
-    (x_scale x_s + x_center) / z_scale), so Z_j'Z_j and Z_j'A_j follow from the per-group sums of products of base
-    columns, each one weighted bincount (a sum with the column 1 needs no product, with 1 twice none at all).
-    The columns live in one buffer (a fresh process pays a page fault per page of every new array).  The same
-    sums as `vector_stats` of the sorted standardised rows, to rounding.
+    is a linear combination of a few base columns (1; each column of X and y as it is, or centred and scaled where
+    its mean exceeds its SD, so that no sum below cancels by more than a factor ~4; the z columns that are not
+    columns of X), so Z_j'Z_j, Z_j'A_j and A'A follow from the per-group sums of products of base columns, each
+    one weighted bincount (a sum with the column 1 needs no product, with 1 twice none at all): a random
+    intercept and the slope on an X column cost no product of their own.  The same sums as `vector_stats` of
+    the sorted standardised rows, to rounding.
     """
     n, p = X.shape
     q, G = Z.shape[1], len(counts)
-    # which z columns are columns of X (compared before anything is built)
     in_x = [next((j for j in range(p) if _same_column(Z[:, k], X[:, j])), -1) for k in range(q)]
-    n_base = 1 + (p + 1) - int(intercept >= 0) + sum(j < 0 for j in in_x)  # with 1 (not stored)
-    buf = np.empty((n_base, n))  # row 0: scratch for products; row i: base column i
+    # y's centre and scale: from its raw moments where the mean does not dominate, else two passes
     y_center = float(np.mean(y)) if intercept >= 0 else 0.0
-    np.subtract(y, y_center, out=buf[n_base - 1])
-    y_scale = float(np.sqrt(buf[n_base - 1] @ buf[n_base - 1] / n))
+    m2 = float(y @ y) / n
+    y_dev = None
+    if y_center * y_center <= 0.5 * m2:
+        y_scale = float(np.sqrt(max(m2 - y_center * y_center, 0.0)))
+    else:
+        y_dev = y - y_center
+        y_scale = float(np.sqrt(y_dev @ y_dev / n))
     if not y_scale > 0:
         raise ValueError(f"the response {response!r} does not vary; there is nothing to fit")
+    center = np.append(np.asarray(x_center, float), y_center)
+    scale = np.append(np.asarray(x_scale, float), y_scale)
     base = [None]  # base column 0 is 1 (not stored)
-    acoef = np.zeros((p + 1, n_base))
+    n_max = 1 + (p + 1) + q
+    acoef = np.zeros((p + 1, n_max))  # A_s column j = sum_i acoef[j, i] base_i
+    where = {}  # X column -> (its base column, scale, centre of that base column)
     for j in range(p + 1):
         if j == intercept:
             acoef[j, 0] = 1.0  # X_s's intercept column is exactly 1
             continue
-        col = buf[len(base)]
-        if j < p:
-            np.subtract(X[:, j], x_center[j], out=col)
-            col /= x_scale[j]
-        else:
-            np.copyto(col, buf[n_base - 1])
-            col /= y_scale
-        acoef[j, len(base)] = 1.0
-        base.append(col)
-    zcoef = np.zeros((q, n_base))
+        col = X[:, j] if j < p else y
+        if abs(center[j]) <= scale[j]:  # raw column: x_s = x / s - c / s
+            acoef[j, len(base)], acoef[j, 0] = 1.0 / scale[j], -center[j] / scale[j]
+            where[j] = (len(base), 1.0, 0.0)
+            base.append(col)
+        else:  # a centred, scaled copy
+            acoef[j, len(base)] = 1.0
+            where[j] = (len(base), scale[j], center[j])
+            base.append((y_dev if j == p and y_dev is not None else col - center[j]) / scale[j])
+    zcoef = np.zeros((q, n_max))
     for k, j in enumerate(in_x):
-        if j >= 0:  # z = x_scale x_s + x_center (x_s = 1 for the intercept column)
-            zcoef[k] = (x_scale[j] * acoef[j] + x_center[j] * (np.arange(n_base) == 0)) / z_scale[k]
+        if j == intercept and j >= 0:
+            zcoef[k, 0] = x_scale[j] / z_scale[k]  # X_s's intercept column times its scale
+        elif j >= 0:  # z = x = a base column times its scale plus its centre
+            i, s, c = where[j]
+            zcoef[k, i], zcoef[k, 0] = s / z_scale[k], c / z_scale[k]
         else:
-            zcoef[k, len(base)] = 1.0
-            base.append(np.divide(Z[:, k], z_scale[k], out=buf[len(base)]))
-    gram = np.zeros((G, n_base, n_base))  # per-group sums of products of base columns, the pairs the blocks use
+            zcoef[k, len(base)] = 1.0 / z_scale[k]
+            base.append(np.ascontiguousarray(Z[:, k]))
+    nb = len(base)
+    acoef, zcoef = acoef[:, :nb], zcoef[:, :nb]
+    gram = np.zeros((G, nb, nb))  # per-group sums of products of base columns, the pairs the blocks use
     pairs = {(min(i, j), max(i, j)) for a, b in [(zcoef, acoef), (zcoef, zcoef)]
              for i in np.flatnonzero(np.any(a != 0, axis=0)) for j in np.flatnonzero(np.any(b != 0, axis=0))}
+    scratch = np.empty(n) if any(i > 0 for i, _ in pairs) else None
     for i, j in sorted(pairs):
         if i == 0:
             sums = counts if j == 0 else np.bincount(codes, weights=base[j], minlength=G)
         else:
-            sums = np.bincount(codes, weights=np.multiply(base[i], base[j], out=buf[0]), minlength=G)
+            sums = np.bincount(codes, weights=np.multiply(base[i], base[j], out=scratch), minlength=G)
         gram[:, i, j] = gram[:, j, i] = sums
-    flat = gram.reshape(G, n_base * n_base)
+    flat = gram.reshape(G, nb * nb)
     ZtZ = (flat @ np.einsum("ai,bj->ijab", zcoef, zcoef).reshape(-1, q * q)).reshape(G, q, q)
     ZtA = (flat @ np.einsum("ai,cj->ijac", zcoef, acoef).reshape(-1, q * (p + 1))).reshape(G, q, p + 1)
     # A_s'A_s and the column sums from the base columns' inner products (BLAS dot products)
-    inner = np.empty((n_base, n_base))
+    inner = np.empty((nb, nb))
     inner[0, 0] = n
-    for i in range(1, n_base):
+    for i in range(1, nb):
         inner[0, i] = inner[i, 0] = gram[:, 0, i].sum() if (0, i) in pairs else base[i].sum()
         for j in range(1, i + 1):
             inner[i, j] = inner[j, i] = base[i] @ base[j]
@@ -223,6 +236,39 @@ def _factors(lam, stats):
     else:
         M = stats.AtA - flat.T @ flat
     return L, Bt, linalg.cholesky(M, lower=True, check_finite=False)
+
+
+def _profiled(logdet, R, p, n, reml):
+    """The profiled deviance from log|V| = logdet and the Cholesky factor R of M (inf when r^2 = 0)."""
+    r2 = R[p, p] ** 2
+    if not r2 > 0:
+        return np.inf
+    dof = n - p if reml else n
+    dev = logdet + dof * (1.0 + LOG_2PI + np.log(r2 / dof))
+    if reml:
+        dev += 2.0 * np.sum(np.log(np.diag(R)[:p]))
+    return dev
+
+
+def identity_deviances(scales, stats, reml=True):
+    """`vector_deviance` at Lambda = c I for every c of `scales`, in one batch of stacked blocks (the search's
+    starts): T_j = c^2 S_j + I, B_j = c L_j^{-1} Z_j'A_j."""
+    c = np.asarray(scales, float)[:, None, None, None]
+    k, (G, q, a) = len(scales), stats.ZtA.shape
+    L = batched_cholesky((c * c * stats.ZtZ).reshape(k * G, q, q) + np.eye(q))
+    Bt = batched_forward(L, (c * np.swapaxes(stats.ZtA, 1, 2)).reshape(k * G, a, q))
+    flat = np.swapaxes(Bt.reshape(k, G, a, q), 2, 3).reshape(k, G * q, a)
+    if stats.precise:
+        flat = flat.astype(np.longdouble)
+    M = (stats.AtA - np.swapaxes(flat, 1, 2) @ flat).astype(float)
+    logdet = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).reshape(k, -1).sum(axis=1)
+    out = np.full(k, np.inf)
+    for i in range(k):
+        try:
+            out[i] = _profiled(logdet[i], linalg.cholesky(M[i], lower=True, check_finite=False), stats.p, stats.n, reml)
+        except (np.linalg.LinAlgError, linalg.LinAlgError):
+            pass
+    return out
 
 
 def _bmm(A, B):
@@ -277,16 +323,13 @@ def vector_deviance(theta, pattern, stats, reml=True, need_grad=False, need_hess
         return bad[: 2 + need_hess] if (need_grad or need_hess) else np.inf
     p, n = stats.p, stats.n
     r2 = R[p, p] ** 2
-    if not r2 > 0:
+    dev = _profiled(2.0 * np.sum(np.log(np.diagonal(L, axis1=1, axis2=2))), R, p, n, reml)
+    if not np.isfinite(dev):
         bad = (np.inf, np.full(len(theta), np.nan), np.full((len(theta), len(theta)), np.nan))
         return bad[: 2 + need_hess] if (need_grad or need_hess) else np.inf
-    logdet = 2.0 * np.sum(np.log(np.diagonal(L, axis1=1, axis2=2)))
-    dof = n - p if reml else n
-    dev = logdet + dof * (1.0 + LOG_2PI + np.log(r2 / dof))
-    if reml:
-        dev += 2.0 * np.sum(np.log(np.diag(R)[:p]))
     if not (need_grad or need_hess):
         return dev
+    dof = n - p if reml else n
     G, q = stats.ZtZ.shape[:2]
     S = stats.ZtZ
     Linv_t = lower_inverse_t(L)  # L_j^{-T}
@@ -491,8 +534,10 @@ def search_lambda(pattern, stats, reml=True, tol=1e-6, maxiter=100):
         return 0.5 * evaluate(theta, True)[2]
 
     bounds = pattern.bounds()
-    starts = [pattern.start(s) for s in (0.3, 1.0, 3.0)]
-    values = [dev(s) for s in starts]
+    scales = (0.3, 1.0, 3.0)
+    starts = [pattern.start(c) for c in scales]
+    values = list(identity_deviances(scales, stats, reml))  # Lambda = c I for every pattern
+    count["n"] += len(scales)
     quick = _newton_from_moments(pattern, stats, half, hessian, min(values), tol, maxiter)
     if quick is not None:
         return _polished(quick, half, pattern, tol, count, "Newton from the moment estimates")
