@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg, optimize
 
-from ._optimize import minimize, newton_decrement
+from ._optimize import MAX_NEWTON_STEP, Minimum, minimize, newton_decrement
 from ._stacks import batched_cholesky, batched_forward, lower_inverse_t, mul2
 from ._lmm import LOG_2PI, SINGULAR_TOL  # one singular-fit tolerance (lme4 isSingular) for Lambda and theta
 
@@ -567,6 +567,31 @@ def search_lambda(pattern, stats, reml=True, tol=1e-6, maxiter=100):
     return _polished(res, half, pattern, tol, count, method)
 
 
+def _plain_newton(half, hessian, x, tol, maxiter):
+    """Full Newton steps with the exact Hessian while it is positive definite and every step decreases the
+    deviance: the Minimum once the Newton decrement g'H^{-1}g / 2 is below tol, else None (then the guarded
+    `_finish`).  Where it returns, it agrees with `_optimize.minimize` (a positive definite Hessian is its own
+    positive definite stand-in) without its safeguards' overhead: the common case near the moment start."""
+    f, g = half(x)
+    for it in range(maxiter + 1):
+        H = hessian(x)
+        try:
+            step = linalg.cho_solve((np.linalg.cholesky(H), True), g, check_finite=False)
+        except (np.linalg.LinAlgError, linalg.LinAlgError, ValueError):
+            return None
+        decrement = 0.5 * float(g @ step)
+        if decrement < tol:
+            return Minimum(x, f, g, H, it, decrement, True, "converged")
+        if it == maxiter or np.max(np.abs(step)) > MAX_NEWTON_STEP:
+            return None
+        x_new = x - step
+        f_new, g_new = half(x_new)
+        if not (np.isfinite(f_new) and f_new <= f - 1e-4 * 2.0 * decrement):  # Armijo, as `_optimize`'s steps
+            return None
+        x, f, g = x_new, f_new, g_new
+    return None
+
+
 def _newton_from_moments(pattern, stats, half, hessian, best_start, tol, maxiter):
     """Newton steps from the moment estimates (`moment_start`, usually within a fraction of a log-likelihood
     unit of the optimum) when they beat the starts c I: the Minimum when it converged to an interior
@@ -579,7 +604,9 @@ def _newton_from_moments(pattern, stats, half, hessian, best_start, tol, maxiter
         value = 2.0 * half(first)[0]  # with its gradient: the Newton stage's first evaluation
         if not (np.isfinite(value) and value <= best_start):
             return None
-        res, _ = _finish(half, hessian, first, tol, maxiter, judge_start=False)
+        res = _plain_newton(half, hessian, first, tol, maxiter)
+        if res is None:  # not plain sailing: the guarded Newton stage (backtracking, saddles, the edge)
+            res, _ = _finish(half, hessian, first, tol, maxiter, judge_start=False)
     if not (res.converged and np.isfinite(res.f) and 2.0 * res.f <= value):
         return None
     if np.any(np.abs(np.asarray(res.x)[pattern.is_diag]) < SINGULAR_TOL):
