@@ -179,7 +179,7 @@ def test_one_pass_scaled_stats_equal_the_sorted_standardised_sums():
     """`scaled_stats` (rows in their own order, base columns, weighted bincounts) against `vector_stats` of the
     standardised rows sorted by group: uncentred columns (mean 50 SD 2, a response of mean 100), centred ones, an
     intercept or none, z columns that are columns of X, 1, or neither."""
-    from glmm_ext.engine._lmm_blocks import scaled_stats, vector_stats
+    from glmm_ext.engine._lmm_block_stats import scaled_stats, vector_stats
 
     rng = np.random.default_rng(5)
     n, G = 600, 30
@@ -208,8 +208,8 @@ def test_one_pass_scaled_stats_equal_the_sorted_standardised_sums():
                 assert stats.precise == ref.precise and (stats.n, stats.p) == (n, p)
     X = np.column_stack([np.ones(n), x2])
     with pytest.raises(ValueError, match="'yield' does not vary"):
-        scaled_stats(X, np.zeros(2), np.ones(2), np.full(n, 2.0), X, np.ones(2), codes, np.bincount(codes).astype(float),
-                     0, "yield")
+        scaled_stats(X, np.zeros(2), np.ones(2), np.full(n, 2.0), X, np.ones(2), codes,
+                     np.bincount(codes).astype(float), 0, "yield")
 
 
 def test_stack_factors_equal_lapack():

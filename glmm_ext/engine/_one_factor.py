@@ -20,7 +20,8 @@ import numpy as np
 
 from ._glmm import fit_glmm
 from ._lmm import SINGULAR_TOL, fit_lmm, lmm_stats
-from ._lmm_blocks import LambdaPattern, fit_vector_stats, scaled_stats
+from ._lmm_block_stats import scaled_stats
+from ._lmm_blocks import LambdaPattern, fit_vector_stats
 from ._optsummary import OptSummary
 from ._pirls import inverse_or_nan
 from ._record import MixedFit, one_factor_record
@@ -271,7 +272,7 @@ def fit_vector_profile(structure, prepared, reml=True, maxiter=100, tol=1e-6, ca
     back = y_scale / zs  # b = back * b_s
     cov_re = sigma2 * (fit.lam @ fit.lam.T) / np.outer(zs, zs)
     blup_cov = fit.blup_cov * np.outer(back, back)
-    opt = OptSummary(method=f"{'REML' if reml else 'ML'} profile over Lambda (SLSQP, then Newton steps)",
+    opt = OptSummary(method=f"{'REML' if reml else 'ML'} profile over Lambda (Newton steps, exact Hessian)",
                      nagq=0, maxiter=maxiter, tol=tol, initial=pattern.start(1.0), final=fit.theta,
                      n_iterations=fit.n_evaluations, n_evaluations=fit.n_evaluations, objective=-fit.llf,
                      newton_decrement=fit.decrement, converged=fit.converged, message=fit.message,
