@@ -176,7 +176,7 @@ def vector_deviance(theta, pattern, stats, reml=True, need_grad=False, need_hess
         Pi_j = -W_j + 2k/r^2 e_j e_j' [+ 2 P_j],   g_a = -sum_j e_j'E_a e_j,   h_a = sum_j X~_j'E_a e_j,
         A_a = R_X^{-1} (sum_j X~_j'E_a X~_j) R_X^{-T},
 
-    the last term from d^2 Psi / dtheta_a dtheta_b = E_a' E_b + E_b' E_a with the unit matrices E of (r, c).
+    the last term from d^2 Psi / dtheta_a dtheta_b = U_a U_b' + U_b U_a' (U_a the unit matrix of entry (r_a, c_a)).
     Every group sum is one BLAS product over the stacked q x q (q x p) blocks: O(G q^2 (q + p)^2) in all.
     """
     lam = pattern.build(theta)

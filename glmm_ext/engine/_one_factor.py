@@ -240,10 +240,10 @@ def lambda_blocks(structure):
 
 
 def _vector_stats(design, Z, zs):
-    """(StandardizedGaussian, `_lmm_blocks.VectorStats`) of the design scaled as `standardize_gaussian` scales it
-    (the same y_center, X_s; y_scale to rounding) and Z_s = Z / zs, in one pass over the rows in their own order
-    (`_lmm_blocks.scaled_stats`): the block profile reads only the per-group sums, so the sorted standardised
-    copies are not built (X_s, y_s: None here)."""
+    """(StandardizedGaussian, `_lmm_block_stats.VectorStats`) of the design scaled as `standardize_gaussian`
+    scales it (the same y_center, X_s; y_scale to rounding) and Z_s = Z / zs, in one pass over the rows in their
+    own order (`_lmm_block_stats.scaled_stats`): the block profile reads only the per-group sums, so the sorted
+    standardised copies are not built (X_s, y_s: None here)."""
     scaling = design.scaling
     y = design.y - design.offset if design.offset.any() else design.y
     stats, y_center, y_scale = scaled_stats(design.X, scaling.center, scaling.scale, y, Z, zs, design.codes,
