@@ -138,6 +138,80 @@ def test_profiled_deviance_gradient_matches_finite_differences():
                 assert np.allclose(grad, numeric, rtol=1e-6, atol=1e-4)
 
 
+def test_profiled_deviance_hessian_matches_second_differences():
+    """The closed-form Hessian of the profiled REML/ML deviance in Lambda's free entries against central second
+    differences of the deviance itself, for q = 3 (general code) and q = 2 (closed forms), correlated and diagonal
+    blocks, inside and on the boundary (a zero and a negative diagonal entry: the deviance depends on Lambda
+    Lambda' only, so it is smooth there)."""
+    from glmm_ext.engine._lmm_blocks import LambdaPattern, identity_deviances, vector_deviance, vector_stats
+
+    data = pd.read_csv(os.path.join(DATA, "slopes", "sim_q3.csv"))
+    X = np.column_stack([np.ones(len(data)), data["x1"], data["x2"]])
+    starts = np.flatnonzero(np.diff(data["g"], prepend=-1))
+    cases = [(X, (LambdaPattern(3, [[0, 1, 2]]), LambdaPattern(3, [[0], [1, 2]])), (0.2, 0.9)),
+             (X[:, :2], (LambdaPattern(2, [[0, 1]]), LambdaPattern(2, [[0], [1]])), (0.3, 0.8))]
+    h = 1e-4
+    for Z, patterns, (lo, hi) in cases:
+        stats = vector_stats(X, data["y"].to_numpy() / 3.0, Z, starts)
+        for pattern in patterns:
+            for reml in (True, False):  # the search's starts c I, in one batch
+                np.testing.assert_allclose(identity_deviances([0.3, 1.0, 3.0], stats, reml),
+                                           [vector_deviance(pattern.start(c), pattern, stats, reml)
+                                            for c in (0.3, 1.0, 3.0)], rtol=1e-13)
+            inside = np.linspace(lo, hi, pattern.size) * np.where(pattern.is_diag, 1.0, -1.0)
+            edge = inside.copy()
+            edge[np.flatnonzero(pattern.is_diag)[-1]] = 0.0  # a zero variance
+            flipped = inside * np.where(pattern.is_diag & (np.arange(pattern.size) == 0), -1.0, 1.0)
+            for theta in (inside, edge, flipped):
+                for reml in (True, False):
+                    f = lambda t: vector_deviance(t, pattern, stats, reml)  # noqa: E731
+                    value, grad, hess = vector_deviance(theta, pattern, stats, reml, need_hess=True)
+                    assert value == f(theta) and np.array_equal(grad, vector_deviance(theta, pattern, stats, reml,
+                                                                                     need_grad=True)[1])
+                    E = np.eye(len(theta)) * h
+                    numeric = np.array([[(f(theta + a + b) - f(theta + a - b) - f(theta - a + b) + f(theta - a - b))
+                                         / (4 * h * h) for b in E] for a in E])
+                    assert np.allclose(hess, hess.T, rtol=1e-12, atol=1e-9)
+                    assert np.allclose(hess, numeric, rtol=1e-5, atol=1e-5 * np.abs(hess).max())
+
+
+def test_one_pass_scaled_stats_equal_the_sorted_standardised_sums():
+    """`scaled_stats` (rows in their own order, base columns, weighted bincounts) against `vector_stats` of the
+    standardised rows sorted by group: uncentred columns (mean 50 SD 2, a response of mean 100), centred ones, an
+    intercept or none, z columns that are columns of X, 1, or neither."""
+    from glmm_ext.engine._lmm_block_stats import scaled_stats, vector_stats
+
+    rng = np.random.default_rng(5)
+    n, G = 600, 30
+    codes = rng.permutation(np.arange(n) % G)
+    x_big, x2, w = 50.0 + 2.0 * rng.normal(size=n), rng.normal(size=n), rng.uniform(size=n)
+    for y in (100.0 + 3.0 * rng.normal(size=n), rng.normal(size=n)):
+        for X, intercept in ((np.column_stack([np.ones(n), x_big, x2]), 0), (np.column_stack([x_big, x2]), -1)):
+            for Z in (np.column_stack([np.ones(n), x_big]), np.column_stack([np.ones(n), x2]), x2[:, None],
+                      np.column_stack([np.ones(n), w, x2])):
+                p = X.shape[1]
+                if intercept >= 0:
+                    center, scale = np.r_[0.0, X[:, 1:].mean(0)], np.r_[1.0, X[:, 1:].std(0)]
+                    y_c, y_s = y.mean(), y.std()
+                else:
+                    center, scale = np.zeros(p), np.sqrt(np.mean(X * X, axis=0))
+                    y_c, y_s = 0.0, np.sqrt(np.mean(y * y))
+                zs = np.sqrt(np.mean(Z * Z, axis=0))
+                stats, yc, ys = scaled_stats(np.asfortranarray(X), center, scale, y, Z, zs, codes,
+                                             np.bincount(codes).astype(float), intercept)
+                assert yc == pytest.approx(y_c, rel=1e-14, abs=1e-14) and ys == pytest.approx(y_s, rel=1e-12)
+                o = np.argsort(codes, kind="stable")
+                ref = vector_stats(((X - center) / scale)[o], ((y - y_c) / y_s)[o], (Z / zs)[o],
+                                   np.flatnonzero(np.diff(codes[o], prepend=-1)))
+                for got, want in ((stats.ZtZ, ref.ZtZ), (stats.ZtA, ref.ZtA), (stats.AtA, ref.AtA)):
+                    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-9)
+                assert stats.precise == ref.precise and (stats.n, stats.p) == (n, p)
+    X = np.column_stack([np.ones(n), x2])
+    with pytest.raises(ValueError, match="'yield' does not vary"):
+        scaled_stats(X, np.zeros(2), np.ones(2), np.full(n, 2.0), X, np.ones(2), codes,
+                     np.bincount(codes).astype(float), 0, "yield")
+
+
 def test_stack_factors_equal_lapack():
     from glmm_ext.engine._stacks import batched_cholesky, batched_forward, lower_inverse_t, mul2
 

@@ -14,11 +14,14 @@ profiled deviances are
     ML:   2 sum log|L_j| + n (1 + log(2 pi r^2 / n))
     REML: 2 sum log|L_j| + 2 log|R_X| + (n - p)(1 + log(2 pi r^2 / (n - p))).
 
-One O(n q (p + q)) pass builds Z_j'Z_j and Z_j'A_j; an evaluation then costs O(G q^2 p) with
-batched q x q Cholesky factors (no n x n matrix).  The free entries of Lambda are found by
-SLSQP (a bounded quasi-Newton method) with the diagonal bounded below by 0 (lme4's bobyqa
-constraint) from the best of three starts Lambda = c I (a boundary optimum is re-checked from the
-second best), then Powell when it stops early.
+One O(n q (p + q)) pass over the rows in their own order builds Z_j'Z_j, Z_j'A_j and A'A (`scaled_stats`:
+weighted bincounts, no sort); an evaluation then costs O(G q^2 p) with batched q x q Cholesky factors (no
+n x n matrix), with the gradient and the exact Hessian in Lambda's free entries (`vector_deviance`) from the
+same per-group blocks.  Newton steps with that Hessian from moment estimates of Lambda (`moment_start`) find
+an interior optimum in two or three evaluations; otherwise (a boundary optimum, a start worse than the
+identity starts) SLSQP (a bounded quasi-Newton method) with the diagonal bounded below by 0 (lme4's bobyqa
+constraint) searches from the best of three starts Lambda = c I (a boundary optimum is re-checked from the
+second best) and Newton steps with the exact Hessian judge and finish its point.
 """
 import warnings
 from dataclasses import dataclass
@@ -26,8 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg, optimize
 
-from ._optimize import fd_hessian, minimize, newton_decrement
+from ._optimize import MAX_NEWTON_STEP, Minimum, minimize, newton_decrement
 from ._stacks import batched_cholesky, batched_forward, lower_inverse_t, mul2
+from ._lmm_block_stats import vector_stats
 from ._lmm import LOG_2PI, SINGULAR_TOL  # one singular-fit tolerance (lme4 isSingular) for Lambda and theta
 
 
@@ -66,52 +70,6 @@ class LambdaPattern:
         return [(0.0, None) if d else (None, None) for d in self.is_diag]
 
 
-def cross_products(Z, A, starts):
-    """Per-group Z_j'Z_j (G, q, q) and Z_j'A_j (G, q, k) for rows sorted by group: one product column at a time
-    in a reused buffer (no (q, q + k, n) temporary to page in), the lower triangle of Z_j'Z_j mirrored."""
-    n, q = Z.shape
-    k = A.shape[1]
-    Zt, At = np.ascontiguousarray(Z.T), np.ascontiguousarray(A.T)  # contiguous rows for the products
-    ZtZ, ZtA = np.empty((len(starts), q, q)), np.empty((len(starts), q, k))
-    buf = np.empty(n)
-    for a in range(q):
-        for b in range(a + 1):
-            ZtZ[:, a, b] = ZtZ[:, b, a] = np.add.reduceat(np.multiply(Zt[a], Zt[b], out=buf), starts)
-        for c in range(k):
-            ZtA[:, a, c] = np.add.reduceat(np.multiply(Zt[a], At[c], out=buf), starts)
-    return ZtZ, ZtA
-
-
-@dataclass
-class VectorStats:
-    """Sufficient statistics of the Gaussian model: A'A for A = [X y] and the per-group cross-products."""
-
-    AtA: np.ndarray  # (p+1, p+1)
-    ZtZ: np.ndarray  # (G, q, q)
-    ZtA: np.ndarray  # (G, q, p+1)
-    n: int
-    p: int
-    #: form M = A'A - sum_j B_j'B_j in extended precision: columns of A whose mean exceeds their SD (data not
-    #: centred, as the intervals' deviance on the data's own scale) make it cancel to ~1e-13, whose noise finite
-    #: second differences magnify; the fit's centred, scaled data do not need it
-    precise: bool = False
-
-
-def vector_stats(X, y, Z, starts):
-    """VectorStats of rows sorted by group."""
-    A = np.column_stack([X, y])
-    ZtZ, ZtA = cross_products(Z, A, starts)
-    AtA = A.T @ A
-    n = A.shape[0]
-    # the moments from A'A and one column sum (two more passes over A bought nothing): only a flag is read
-    # from them, and where the variance cancels against the squared mean the column counts as constant
-    mean = (np.ones(n) @ A) / n  # (a BLAS product: numpy's column sums of a C-ordered A cost ~5x more)
-    var = np.diag(AtA) / n - mean * mean
-    varying = var > 1e-12 * np.maximum(mean * mean, 1e-300)  # (a constant column, the intercept, does not count)
-    precise = bool(np.any(mean[varying] ** 2 > var[varying]))
-    return VectorStats(AtA, ZtZ, ZtA, n, X.shape[1], precise)
-
-
 def right_multiply(stack, lam):
     """stack_g' Lambda for every g, with one BLAS product: (G, a, b) -> (G, b, q)."""
     G, a, b = stack.shape
@@ -144,68 +102,148 @@ def _factors(lam, stats):
     return L, Bt, linalg.cholesky(M, lower=True, check_finite=False)
 
 
-def vector_deviance(theta, pattern, stats, reml=True, need_grad=False):
+def _profiled(logdet, R, p, n, reml):
+    """The profiled deviance from log|V| = logdet and the Cholesky factor R of M (inf when r^2 = 0)."""
+    r2 = R[p, p] ** 2
+    if not r2 > 0:
+        return np.inf
+    dof = n - p if reml else n
+    dev = logdet + dof * (1.0 + LOG_2PI + np.log(r2 / dof))
+    if reml:
+        dev += 2.0 * np.sum(np.log(np.diag(R)[:p]))
+    return dev
+
+
+def identity_deviances(scales, stats, reml=True):
+    """`vector_deviance` at Lambda = c I for every c of `scales`, in one batch of stacked blocks (the search's
+    starts): T_j = c^2 S_j + I, B_j = c L_j^{-1} Z_j'A_j."""
+    c = np.asarray(scales, float)[:, None, None, None]
+    k, (G, q, a) = len(scales), stats.ZtA.shape
+    L = batched_cholesky((c * c * stats.ZtZ).reshape(k * G, q, q) + np.eye(q))
+    Bt = batched_forward(L, (c * np.swapaxes(stats.ZtA, 1, 2)).reshape(k * G, a, q))
+    flat = np.swapaxes(Bt.reshape(k, G, a, q), 2, 3).reshape(k, G * q, a)
+    if stats.precise:
+        flat = flat.astype(np.longdouble)
+    M = (stats.AtA - np.swapaxes(flat, 1, 2) @ flat).astype(float)
+    logdet = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).reshape(k, -1).sum(axis=1)
+    out = np.full(k, np.inf)
+    for i in range(k):
+        try:
+            out[i] = _profiled(logdet[i], linalg.cholesky(M[i], lower=True, check_finite=False), stats.p, stats.n, reml)
+        except (np.linalg.LinAlgError, linalg.LinAlgError):
+            pass
+    return out
+
+
+def _bmm(A, B):
+    """A_g B_g for stacks (G, a, b) x (G, b, c) (or one matrix broadcast): elementwise when both are 2 x 2."""
+    if A.shape[-2:] == (2, 2) and B.shape[-2:] == (2, 2):
+        return mul2(A, B)
+    return np.matmul(A, B)
+
+
+def directions(pattern, lam):
+    """dPsi / dtheta_a for Psi = Lambda Lambda': E_a = e_r lambda_c' + lambda_c e_r' for the free entry (r, c)."""
+    E = np.zeros((pattern.size, pattern.q, pattern.q))
+    for a, (r, c) in enumerate(zip(pattern.rows, pattern.cols)):
+        E[a, r, :] += lam[:, c]
+        E[a, :, r] += lam[:, c]
+    return E
+
+
+def vector_deviance(theta, pattern, stats, reml=True, need_grad=False, need_hess=False):
     """-2 log-likelihood (REML or ML) profiled over beta and sigma^2, at Lambda's free entries theta.
 
-    With ``need_grad`` returns (deviance, gradient in theta).  With S_j = Z_j'Z_j, T_j = L_j L_j',
-    N_j = Lambda T_j^{-1}, u_j the conditional modes and Z_j'e_j = Z_j'(y_j - X_j beta) - S_j Lambda u_j,
-    the gradient in the full matrix Lambda is
+    With ``need_grad`` returns (deviance, gradient in theta), with ``need_hess`` (deviance, gradient, Hessian).
+    The deviance depends on Lambda through Psi = Lambda Lambda' only:  V = I + Z Psi Z' (relative to sigma^2),
 
-        sum_j 2 S_j N_j  -  k / r^2 * sum_j 2 (Z_j'e_j) u_j'  [- sum_j 2 (I - S_j Lambda N_j') Q_j N_j  (REML)]
+        f(Psi) = sum_j log|I + S_j Psi| + k log r^2 [+ log|M_X| (REML)],   M_X = X'V^{-1}X = R_X R_X',
 
-    with k = n (ML) or n - p (REML) and Q_j = C_j (X'V^{-1}X sigma^2)^{-1} C_j', C_j = Z_j'X_j: the
-    derivatives of log|T_j|, of the penalised residual sum of squares r^2 (envelope theorem) and of
-    log|X'V^{-1}X|.
+    with S_j = Z_j'Z_j, k = n (ML) or n - p (REML) and r^2 = min_beta (y - X beta)'V^{-1}(y - X beta).
+    Per group, G_j = Lambda T_j^{-1} Lambda' = Psi (I + S_j Psi)^{-1} (T_j = L_j L_j'), K_j = I - G_j S_j,
+    W_j = K_j'S_j = S_j - S_j G_j S_j (= (S_j^{-1} + Psi)^{-1}), the conditional residual's Z-products
+    e_j = K_j'Z_j'(y_j - X_j beta) and X~_j = K_j'Z_j'X_j, P_j = X~_j M_X^{-1} X~_j'.  From dG_j[E] = K_j E K_j'
+    (so dW_j[E] = -W_j E W_j), with tr(D dPsi) the first differential,
+
+        D = sum_j (W_j - k/r^2 e_j e_j' [- P_j]),        gradient_a = tr(D E_a) = 2 (D Lambda)_(r_a, c_a),
+
+    E_a = dPsi/dtheta_a = e_r lambda_c' + lambda_c e_r' for the free entry (r, c) of theta_a.  Differentiating again
+    (beta moves with Psi: d beta = -M_X^{-1} sum_j X~_j' dPsi e_j, which adds the h term; REML's log|M_X| adds the
+    P and A terms) gives the exact Hessian
+
+        H_ab = sum_j tr(Pi_j E_a W_j E_b) - k/r^4 g_a g_b - 2k/r^2 h_a'M_X^{-1}h_b [- tr(A_a A_b)]
+               + 2 [c_a = c_b] D_(r_a, r_b),
+        Pi_j = -W_j + 2k/r^2 e_j e_j' [+ 2 P_j],   g_a = -sum_j e_j'E_a e_j,   h_a = sum_j X~_j'E_a e_j,
+        A_a = R_X^{-1} (sum_j X~_j'E_a X~_j) R_X^{-T},
+
+    the last term from d^2 Psi / dtheta_a dtheta_b = U_a U_b' + U_b U_a' (U_a the unit matrix of entry (r_a, c_a)).
+    Every group sum is one BLAS product over the stacked q x q (q x p) blocks: O(G q^2 (q + p)^2) in all.
     """
     lam = pattern.build(theta)
     try:
         L, Bt, R = _factors(lam, stats)
     except (np.linalg.LinAlgError, linalg.LinAlgError):
-        return (np.inf, np.full(len(theta), np.nan)) if need_grad else np.inf
+        bad = (np.inf, np.full(len(theta), np.nan), np.full((len(theta), len(theta)), np.nan))
+        return bad[: 2 + need_hess] if (need_grad or need_hess) else np.inf
     p, n = stats.p, stats.n
     r2 = R[p, p] ** 2
-    if not r2 > 0:
-        return (np.inf, np.full(len(theta), np.nan)) if need_grad else np.inf
-    logdet = 2.0 * np.sum(np.log(np.diagonal(L, axis1=1, axis2=2)))
-    dof = n - p if reml else n
-    dev = logdet + dof * (1.0 + LOG_2PI + np.log(r2 / dof))
-    if reml:
-        dev += 2.0 * np.sum(np.log(np.diag(R)[:p]))
-    if not need_grad:
+    dev = _profiled(2.0 * np.sum(np.log(np.diagonal(L, axis1=1, axis2=2))), R, p, n, reml)
+    if not np.isfinite(dev):
+        bad = (np.inf, np.full(len(theta), np.nan), np.full((len(theta), len(theta)), np.nan))
+        return bad[: 2 + need_hess] if (need_grad or need_hess) else np.inf
+    if not (need_grad or need_hess):
         return dev
-    q = lam.shape[0]
-    Rx = R[:p, :p]
-    beta = np.linalg.solve(Rx.T, R[p, :p])  # tiny p x p triangular system
-    resid = Bt[:, p, :] - np.einsum("gkq,k->gq", Bt[:, :p, :], beta)  # c_j - R_ZX_j beta
+    dof = n - p if reml else n
+    G, q = stats.ZtZ.shape[:2]
     S = stats.ZtZ
     Linv_t = lower_inverse_t(L)  # L_j^{-T}
-    if q == 2:  # the random-slope case: 2 x 2 products elementwise
-        u = np.stack([Linv_t[:, 0, 0] * resid[:, 0] + Linv_t[:, 0, 1] * resid[:, 1], Linv_t[:, 1, 1] * resid[:, 1]],
-                     axis=1)
-        K = mul2(Linv_t, np.swapaxes(Linv_t, 1, 2))  # T_j^{-1}, symmetric
-        N = mul2(lam, K)  # N_j = Lambda T_j^{-1}
-    else:
-        u = np.einsum("gab,gb->ga", Linv_t, resid)
-        K = Linv_t @ _transposed(Linv_t)
-        N = _transposed(right_multiply(K, lam.T))  # one BLAS product (`lam @ K` broadcasts)
-    Ze = stats.ZtA[:, :, p] - stats.ZtA[:, :, :p] @ beta - np.einsum("gab,gb->ga", S, u @ lam.T)
-    grad = 2.0 * _stack_sum(S, N) - (2.0 * dof / r2) * (Ze.T @ u)
+    F = _bmm(S, _transposed(right_multiply(Linv_t, lam.T)))  # F_j = S_j Lambda L_j^{-T}
+    # K_j'Z_j'A_j = Z_j'A_j - S_j G_j Z_j'A_j = Z_j'A_j - F_j B_j (B_j = L_j^{-1} Lambda' Z_j'A_j, from _factors)
+    At = stats.ZtA.copy()
+    for b in range(q):
+        At -= F[:, :, b, None] * Bt[:, None, :, b]
+    # [Y_j e_j] = K_j'Z_j'A_j [[R_X^{-T}, -beta], [0, 1]] (Y_j = X~_j R_X^{-T}): one BLAS product for all j
+    Rx_inv = linalg.solve_triangular(R[:p, :p], np.eye(p), lower=True, check_finite=False)
+    beta = Rx_inv.T @ R[p, :p]  # R_X^{-T} c_beta
+    right = np.zeros((p + 1, p + 1))
+    right[:p, :p], right[:p, p], right[p, p] = Rx_inv.T, -beta, 1.0
+    Ye = (At.reshape(G * q, p + 1) @ right).reshape(G, q, p + 1)
+    e = Ye[:, :, p]  # e_j = K_j'Z_j'(y_j - X_j beta)
+    Yf = Ye[:, :, :p].reshape(G, q * p)  # Y_j row by row
+    Ty = (Yf.T @ Yf).reshape(q, p, q, p)  # sum_j Y_j[i, r] Y_j[m, s]
+    Psum = np.trace(Ty, axis1=1, axis2=3)  # sum_j Y_j Y_j' = sum_j P_j
+    ee = e.T @ e
+    # sum_j W_j Lambda = sum_j S_j Lambda T_j^{-1} = sum_j F_j L_j^{-1} (no cancellation), one BLAS product
+    DL = _stack_sum(F, _transposed(Linv_t)) - ((dof / r2) * ee + (Psum if reml else 0.0)) @ lam
+    grad = 2.0 * pattern.entries(DL)
+    if not need_hess:
+        return dev, grad
+    W = S - _bmm(F, _transposed(F))  # S_j - S_j G_j S_j
+    Pi = (2.0 * dof / r2) * (e[:, :, None] * e[:, None, :]) - W
+    D = W.sum(axis=0) - (dof / r2) * ee
     if reml:
-        # Q_j = C_j P C_j' = D_j D_j' with D_j = C_j Rx^{-T} (P = (Rx Rx')^{-1}): one triangular solve for all j
-        C = stats.ZtA[:, :, :p]
-        D = linalg.solve_triangular(Rx, C.reshape(-1, p).T, lower=True, check_finite=False).T.reshape(C.shape)
-        if q == 2:
-            Q = np.empty_like(K)
-            Q[:, 0, 0] = np.einsum("gk,gk->g", D[:, 0], D[:, 0])
-            Q[:, 1, 1] = np.einsum("gk,gk->g", D[:, 1], D[:, 1])
-            Q[:, 0, 1] = Q[:, 1, 0] = np.einsum("gk,gk->g", D[:, 0], D[:, 1])
-            left = np.eye(2) - mul2(mul2(S, lam), np.swapaxes(N, 1, 2))  # I - S_j Lambda N_j' (S_j symmetric)
-            grad -= 2.0 * _stack_sum(mul2(left, Q), N)
-        else:
-            Q = D @ _transposed(D)
-            left = np.eye(q) - right_multiply(S, lam) @ _transposed(N)
-            grad -= 2.0 * _stack_sum(left @ Q, N)
-    return dev, pattern.entries(grad)
+        Y = Yf.reshape(G, q, p)
+        for i in range(q):  # + 2 P_j, P_j = Y_j Y_j' (column by column: a stacked matmul of q x p blocks is ~5x slower)
+            for m in range(i + 1):
+                Pim = 2.0 * np.einsum("gr,gr->g", Y[:, i], Y[:, m])
+                Pi[:, i, m] += Pim
+                if m != i:
+                    Pi[:, m, i] += Pim
+        D -= Psum
+    E = directions(pattern, lam)
+    Y4 = (Pi.reshape(G, q * q).T @ W.reshape(G, q * q)).reshape(q, q, q, q)
+    H = np.einsum("iklm,akl,bmi->ab", Y4, E, E)
+    g = -np.einsum("aim,im->a", E, ee)
+    H -= (dof / r2**2) * np.outer(g, g)
+    Hy = (Yf.T @ e).reshape(q, p, q)  # sum_j Y_j[i, r] e_j[m]
+    h = np.einsum("aim,irm->ar", E, Hy)
+    H -= (2.0 * dof / r2) * h @ h.T
+    if reml:
+        A = np.einsum("aim,irms->ars", E, Ty)
+        H -= np.einsum("ars,bsr->ab", A, A)
+    same = pattern.cols[:, None] == pattern.cols[None, :]
+    H += 2.0 * np.where(same, D[pattern.rows[:, None], pattern.rows[None, :]], 0.0)
+    return dev, grad, 0.5 * (H + H.T)
 
 
 @dataclass
@@ -236,17 +274,27 @@ def moment_start(pattern, stats):
     beta = np.linalg.lstsq(XtX, Xty, rcond=None)[0]
     rss = stats.AtA[p, p] - 2.0 * beta @ Xty + beta @ XtX @ beta
     Zr = stats.ZtA[:, :, p] - stats.ZtA[:, :, :p] @ beta  # Z_j'r_j, (G, q)
-    w = np.linalg.eigvalsh(stats.ZtZ)
-    ok = w[:, 0] > 1e-8 * np.maximum(w[:, -1], 1e-300)
-    if ok.sum() <= q:
-        return None
-    b = np.linalg.solve(stats.ZtZ[ok], Zr[ok][:, :, None])[:, :, 0]
+    if q == 2:  # closed forms (numpy's stacked eigvalsh, solve and inv cost ~10x more on 2 x 2 blocks)
+        a, c, d = stats.ZtZ[:, 0, 0], stats.ZtZ[:, 1, 0], stats.ZtZ[:, 1, 1]
+        det = a * d - c * c
+        top = 0.5 * (a + d) + np.sqrt(0.25 * (a - d) ** 2 + c * c)  # the larger eigenvalue
+        ok = det > 1e-8 * np.maximum(top, 1e-300) ** 2  # smaller / larger eigenvalue > 1e-8
+        if ok.sum() <= q:
+            return None
+        inv = np.stack([np.stack([d, -c], axis=1), np.stack([-c, a], axis=1)], axis=1)[ok] / det[ok, None, None]
+    else:
+        w = np.linalg.eigvalsh(stats.ZtZ)
+        ok = w[:, 0] > 1e-8 * np.maximum(w[:, -1], 1e-300)
+        if ok.sum() <= q:
+            return None
+        inv = np.linalg.inv(stats.ZtZ[ok])
+    b = np.einsum("gab,gb->ga", inv, Zr[ok])  # per-group least squares (Z_j'Z_j)^{-1} Z_j'r_j
     dof = stats.n - p - q * int(ok.sum())
     within = rss - np.sum(Zr[ok] * b)
     sigma2 = within / dof if dof > 0 and within > 0 else rss / stats.n
     if not sigma2 > 0:
         return None
-    sigma = (b.T @ b) / len(b) - sigma2 * np.mean(np.linalg.inv(stats.ZtZ[ok]), axis=0)
+    sigma = (b.T @ b) / len(b) - sigma2 * np.mean(inv, axis=0)
     same_block = np.zeros((q, q), bool)
     same_block[pattern.rows, pattern.cols] = True
     rel = np.where(same_block | same_block.T, sigma, 0.0) / sigma2
@@ -266,20 +314,18 @@ def _canonical(theta, pattern):
 SADDLE_TOL = 1e-6
 
 
-def _finish(half, theta, pattern, tol, maxiter, central=True):
-    """Newton steps on the half deviance (log-likelihood units) from theta, without bounds: Lambda Lambda' is
-    unchanged by flipping a column's sign, so the bounds of the search only fix a sign.  Converged when the
-    Newton decrement with the finite-difference Hessian of the analytic gradient is below tol and that
-    Hessian has no clearly negative eigenvalue (a boundary point where the deviance rises into the interior
-    is a saddle in these coordinates: left along its negative direction).  Returns (Minimum, decrement at
-    the start).  ``central=False``: forward differences from the gradient at hand (half the evaluations; for an
-    interior start, where a forward step cannot leave the support)."""
-    f0, g0 = half(theta)
-    H0 = fd_hessian(half, theta, grad=None if central else g0)
-    if not np.all(np.isfinite(H0)):
-        H0 = fd_hessian(half, theta)
-    start_decrement, _ = newton_decrement(H0, g0)
-    res = minimize(half, theta, H0, maxiter, tol, central=central, quasi_newton=False)
+def _finish(half, hessian, theta, tol, maxiter, judge_start=True):
+    """Newton steps with the exact Hessian (`vector_deviance`) on the half deviance (log-likelihood units) from
+    theta, without bounds: Lambda Lambda' is unchanged by flipping a column's sign, so the bounds of the search
+    only fix a sign.  Converged when the Newton decrement is below tol and the Hessian has no clearly negative
+    eigenvalue (a boundary point where the deviance rises into the interior is a saddle in these coordinates:
+    left along its negative direction).  Returns (Minimum, decrement at the start; nan without ``judge_start``)."""
+    start_decrement = np.nan
+    if judge_start:
+        _, g0 = half(theta)
+        H0 = hessian(theta)
+        start_decrement = newton_decrement(H0, g0)[0] if np.all(np.isfinite(H0)) else np.inf
+    res = minimize(half, theta, None, maxiter, tol, hessian=hessian)
     for _ in range(3):  # leave a saddle (an even direction at a zero diagonal entry, say)
         w, V = linalg.eigh(res.hess)
         if not (np.all(np.isfinite(w)) and w[0] < -SADDLE_TOL * max(1.0, abs(w[-1]))):
@@ -290,7 +336,7 @@ def _finish(half, theta, pattern, tol, maxiter, central=True):
         if not min(values) < res.f:
             break
         x = tries[int(np.argmin(values))]
-        res = minimize(half, x, fd_hessian(half, x), maxiter, tol, central=central)
+        res = minimize(half, x, None, maxiter, tol, hessian=hessian)
     return res, start_decrement
 
 
@@ -315,44 +361,49 @@ def optimize_lambda(pattern, stats, reml=True, tol=1e-6, maxiter=100):
 def search_lambda(pattern, stats, reml=True, tol=1e-6, maxiter=100):
     """Minimise the profiled deviance over Lambda's free entries (diagonal >= 0).
 
-    SLSQP (bounded, diagonal >= 0) from the best of three starts c I, then Newton steps with the Hessian of
-    the analytic gradient judge and finish the point: SLSQP's own success flag can be set tens of
+    Newton steps with the exact Hessian from the moment estimates when they reach an interior optimum
+    (`_newton_from_moments`); else SLSQP (bounded, diagonal >= 0) from the best of three starts c I, then
+    Newton steps with the exact Hessian judge and finish the point: SLSQP's own success flag can be set tens of
     log-likelihood units from the optimum (its quasi-Newton model jumps to the bound and back).  Converged
     means a Newton decrement below tol (log-likelihood units) where no Hessian eigenvalue is clearly negative.
     When SLSQP and that judgement disagree (SLSQP failed, or its point is not a maximum), a second search
     starts from the moment estimates (`moment_start`) and the better point is kept.
     """
     count = {"n": 0}
-    known = {}  # theta -> (deviance, gradient): the Newton stage re-asks for points the search has evaluated
+    known = {}  # theta -> (deviance, gradient[, Hessian]): the Newton stage re-asks for points it has evaluated
 
     def dev(theta):
         count["n"] += 1
         return vector_deviance(theta, pattern, stats, reml)
 
-    def dev_grad(theta):
+    def evaluate(theta, hess):
         key = np.asarray(theta, float).tobytes()
-        if key not in known:
+        if key not in known or (hess and len(known[key]) < 3):
             count["n"] += 1
-            known[key] = vector_deviance(theta, pattern, stats, reml, need_grad=True)
-        d, g = known[key]
-        return d, g.copy()
+            known[key] = vector_deviance(theta, pattern, stats, reml, need_grad=True, need_hess=hess)
+        return known[key]
 
     def per_row(theta):
         # SLSQP's first quasi-Newton step is the gradient itself: per row it is a step of the size of Lambda, not
         # n times it (the full deviance's made it overshoot and back off for ~10 evaluations)
-        d, g = dev_grad(theta)
+        d, g = evaluate(theta, False)[:2]
         return d / stats.n, g / stats.n
 
-    def half(theta, need_grad=True):  # log-likelihood units, the scale of tol
+    def half(theta, need_grad=True):  # log-likelihood units, the scale of tol; the Newton stage's Hessian with it
         if not need_grad:
             return 0.5 * dev(theta), None
-        d, g = dev_grad(theta)
+        d, g = evaluate(theta, True)[:2]
         return 0.5 * d, 0.5 * g
 
+    def hessian(theta):
+        return 0.5 * evaluate(theta, True)[2]
+
     bounds = pattern.bounds()
-    starts = [pattern.start(s) for s in (0.3, 1.0, 3.0)]
-    values = [dev(s) for s in starts]
-    quick = _newton_from_moments(pattern, stats, half, dev, min(values), tol, maxiter)
+    scales = (0.3, 1.0, 3.0)
+    starts = [pattern.start(c) for c in scales]
+    values = list(identity_deviances(scales, stats, reml))  # Lambda = c I for every pattern
+    count["n"] += len(scales)
+    quick = _newton_from_moments(pattern, stats, half, hessian, min(values), tol, maxiter)
     if quick is not None:
         return _polished(quick, half, pattern, tol, count, "Newton from the moment estimates")
     best = None
@@ -369,19 +420,44 @@ def search_lambda(pattern, stats, reml=True, tol=1e-6, maxiter=100):
         return LambdaSearch(theta, np.inf, False, count["n"], "SLSQP: " + str(best.message), np.inf)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res, start_decrement = _finish(half, theta, pattern, tol, maxiter)
+        res, start_decrement = _finish(half, hessian, theta, tol, maxiter)
         method = "SLSQP + Newton"
         if not (best.success and start_decrement < tol and res.converged):  # disagreement: a second start
             second = moment_start(pattern, stats)
             if second is not None and np.isfinite(dev(second)):
-                other, _ = _finish(half, second, pattern, tol, maxiter)
+                other, _ = _finish(half, hessian, second, tol, maxiter)
                 if other.f < res.f - 1e-9 * (1.0 + abs(res.f)) or (other.converged and not res.converged
                                                                     and other.f <= res.f + tol):
                     res, method = other, "SLSQP + Newton (second start: moment estimates)"
     return _polished(res, half, pattern, tol, count, method)
 
 
-def _newton_from_moments(pattern, stats, half, dev, best_start, tol, maxiter):
+def _plain_newton(half, hessian, x, tol, maxiter):
+    """Full Newton steps with the exact Hessian while it is positive definite and every step decreases the
+    deviance: the Minimum once the Newton decrement g'H^{-1}g / 2 is below tol, else None (then the guarded
+    `_finish`).  Where it returns, it agrees with `_optimize.minimize` (a positive definite Hessian is its own
+    positive definite stand-in) without its safeguards' overhead: the common case near the moment start."""
+    f, g = half(x)
+    for it in range(maxiter + 1):
+        H = hessian(x)
+        try:
+            step = linalg.cho_solve((np.linalg.cholesky(H), True), g, check_finite=False)
+        except (np.linalg.LinAlgError, linalg.LinAlgError, ValueError):
+            return None
+        decrement = 0.5 * float(g @ step)
+        if decrement < tol:
+            return Minimum(x, f, g, H, it, decrement, True, "converged")
+        if it == maxiter or np.max(np.abs(step)) > MAX_NEWTON_STEP:
+            return None
+        x_new = x - step
+        f_new, g_new = half(x_new)
+        if not (np.isfinite(f_new) and f_new <= f - 1e-4 * 2.0 * decrement):  # Armijo, as `_optimize`'s steps
+            return None
+        x, f, g = x_new, f_new, g_new
+    return None
+
+
+def _newton_from_moments(pattern, stats, half, hessian, best_start, tol, maxiter):
     """Newton steps from the moment estimates (`moment_start`, usually within a fraction of a log-likelihood
     unit of the optimum) when they beat the starts c I: the Minimum when it converged to an interior
     maximum, else None (the full search runs: bounds, several starts, the boundary checks)."""
@@ -393,7 +469,9 @@ def _newton_from_moments(pattern, stats, half, dev, best_start, tol, maxiter):
         value = 2.0 * half(first)[0]  # with its gradient: the Newton stage's first evaluation
         if not (np.isfinite(value) and value <= best_start):
             return None
-        res, _ = _finish(half, first, pattern, tol, maxiter, central=False)
+        res = _plain_newton(half, hessian, first, tol, maxiter)
+        if res is None:  # not plain sailing: the guarded Newton stage (backtracking, saddles, the edge)
+            res, _ = _finish(half, hessian, first, tol, maxiter, judge_start=False)
     if not (res.converged and np.isfinite(res.f) and 2.0 * res.f <= value):
         return None
     if np.any(np.abs(np.asarray(res.x)[pattern.is_diag]) < SINGULAR_TOL):
@@ -421,30 +499,32 @@ def _polished(res, half, pattern, tol, count, method):
 
 
 def fit_vector_lmm(X, y, Z, starts, pattern, reml=True, tol=1e-6, maxiter=100):
+    """`fit_vector_stats` of rows sorted by group (``starts``: each group's first row)."""
+    return fit_vector_stats(vector_stats(X, y, Z, starts), pattern, reml, tol, maxiter)
+
+
+def fit_vector_stats(stats, pattern, reml=True, tol=1e-6, maxiter=100):
     """Profiled REML/ML fit: Lambda, beta, Cov(beta) = sigma^2 (R_X'R_X)^{-1}, BLUPs and their covariances.
 
     BLUPs: u_j = L_j^{-T} (c_j - R_ZX_j beta) with c_j, R_ZX_j the y and X columns of B_j; b_j = Lambda u_j,
     Var(b_j | y) = sigma^2 Lambda (L_j L_j')^{-1} Lambda' (beta treated as known, as lme4's condVar).
     """
-    stats = vector_stats(X, y, Z, starts)
     search = search_lambda(pattern, stats, reml, tol, maxiter)
     theta, dev = search.theta, search.deviance
     if not np.isfinite(dev):
         raise ValueError("the REML/ML criterion is not finite anywhere (a perfect fit?)")
     lam = pattern.build(theta)
-    L, B, R = _factors(lam, stats)
+    L, Bt, R = _factors(lam, stats)
     p, n = stats.p, stats.n
     sigma2 = R[p, p] ** 2 / (n - p if reml else n)
-    Rx = R[:p, :p]
-    beta = linalg.solve_triangular(Rx.T, R[p, :p], lower=False)
-    inv_rx = linalg.solve_triangular(Rx, np.eye(p), lower=True)
+    inv_rx = linalg.solve_triangular(R[:p, :p], np.eye(p), lower=True, check_finite=False)
+    beta = inv_rx.T @ R[p, :p]
     cov_beta = sigma2 * inv_rx.T @ inv_rx
-    B = np.swapaxes(B, 1, 2)  # (G, q, p+1)
-    resid = B[:, :, p] - B[:, :, :p] @ beta  # (G, q)
+    resid = np.einsum("gkq,k->gq", Bt, np.append(-beta, 1.0))  # c_j - R_ZX_j beta, (G, q)
     Linv_t = lower_inverse_t(L)  # L_j^{-T} (closed form for q = 2)
     u = np.einsum("gab,gb->ga", Linv_t, resid)
     blups = u @ lam.T
     Linv_lam = right_multiply(Linv_t, lam.T)  # L_j^{-1} Lambda' (one BLAS product)
-    blup_cov = sigma2 * _transposed(Linv_lam) @ Linv_lam
+    blup_cov = sigma2 * _bmm(_transposed(Linv_lam), Linv_lam)
     return VectorLMMFit(theta, lam, beta, cov_beta, sigma2, -0.5 * dev, blups, blup_cov, search.converged,
                         search.n_evaluations, search.message, search.decrement)

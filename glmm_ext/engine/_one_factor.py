@@ -20,7 +20,8 @@ import numpy as np
 
 from ._glmm import fit_glmm
 from ._lmm import SINGULAR_TOL, fit_lmm, lmm_stats
-from ._lmm_blocks import LambdaPattern, fit_vector_lmm
+from ._lmm_block_stats import scaled_stats
+from ._lmm_blocks import LambdaPattern, fit_vector_stats
 from ._optsummary import OptSummary
 from ._pirls import inverse_or_nan
 from ._record import MixedFit, one_factor_record
@@ -238,23 +239,32 @@ def lambda_blocks(structure):
     return blocks
 
 
+def _vector_stats(design, Z, zs):
+    """(StandardizedGaussian, `_lmm_block_stats.VectorStats`) of the design scaled as `standardize_gaussian`
+    scales it (the same y_center, X_s; y_scale to rounding) and Z_s = Z / zs, in one pass over the rows in their
+    own order (`_lmm_block_stats.scaled_stats`): the block profile reads only the per-group sums, so the sorted
+    standardised copies are not built (X_s, y_s: None here)."""
+    scaling = design.scaling
+    y = design.y - design.offset if design.offset.any() else design.y
+    stats, y_center, y_scale = scaled_stats(design.X, scaling.center, scaling.scale, y, Z, zs, design.codes,
+                                            design.counts.astype(float), scaling.intercept, design.endog_name)
+    return StandardizedGaussian(None, None, y_center, y_scale), stats
+
+
 def fit_vector_profile(structure, prepared, reml=True, maxiter=100, tol=1e-6, callback=None) -> MixedFit:
     """Exact REML/ML for Gaussian + identity with the z columns of one factor (the block profile, `_lmm_blocks`)."""
     t0 = time.perf_counter()
     design = prepared
     q = check_q(structure, design)
-    o = design.order
-    std = standardize_gaussian(design)
-    X_s, y_s, y_scale = std.X_s, std.y_s, std.y_scale
     # one term: its own Z (no copy; the block profile's sums read any layout), else the terms side by side
     Z = structure.terms[0].Z if len(structure.terms) == 1 else factor_Z(structure)
     zs = z_scale(Z)
-    Z_s = np.take(Z, o, axis=0)
-    Z_s /= zs
+    std, stats = _vector_stats(design, Z, zs)
+    y_scale = std.y_scale
     pattern = LambdaPattern(q, lambda_blocks(structure))
     if callback is not None:
         callback("start values", 0, np.nan)
-    fit = fit_vector_lmm(X_s, y_s, Z_s, design.starts, pattern, reml=reml, tol=tol, maxiter=maxiter)
+    fit = fit_vector_stats(stats, pattern, reml=reml, tol=tol, maxiter=maxiter)
     if callback is not None:
         callback("REML" if reml else "ML", fit.n_evaluations, -fit.llf)
     beta, cov_beta, llf = std.back(design, fit.beta, fit.cov_beta, fit.llf, reml)
@@ -262,7 +272,7 @@ def fit_vector_profile(structure, prepared, reml=True, maxiter=100, tol=1e-6, ca
     back = y_scale / zs  # b = back * b_s
     cov_re = sigma2 * (fit.lam @ fit.lam.T) / np.outer(zs, zs)
     blup_cov = fit.blup_cov * np.outer(back, back)
-    opt = OptSummary(method=f"{'REML' if reml else 'ML'} profile over Lambda (SLSQP, then Newton steps)",
+    opt = OptSummary(method=f"{'REML' if reml else 'ML'} profile over Lambda (Newton steps, exact Hessian)",
                      nagq=0, maxiter=maxiter, tol=tol, initial=pattern.start(1.0), final=fit.theta,
                      n_iterations=fit.n_evaluations, n_evaluations=fit.n_evaluations, objective=-fit.llf,
                      newton_decrement=fit.decrement, converged=fit.converged, message=fit.message,
