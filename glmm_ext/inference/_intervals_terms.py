@@ -14,10 +14,13 @@ one-factor model's independent blocks are the engine's terms).  An SD of 0 is al
 beyond +-1 counts as +-1 and a correlation matrix that is not positive semidefinite gives f = inf.
 
 Objective f(psi) = -log-likelihood (ML):
-  Gaussian, exact: 2 f = log|Lambda'Z'WZ Lambda + I| + n log(2 pi sigma^2) + a'Ma / sigma^2, a = (-beta, 1),
-  M = L_FF L_FF' the Schur complement of [X y] in the blocked factor of `engine._pls` (a'Ma is the
-  penalised residual sum of squares at beta);
-  other families: the Laplace approximation (`engine._mixed.loglik_function`, data units).
+  Gaussian, exact: 2 f = log|Lambda'Z'WZ Lambda + I| + n log(2 pi sigma^2) + a'Ma / sigma^2 - sum f log v,
+  a = (-beta, 1), M = L_FF L_FF' the Schur complement of [X y] in the blocked factor of `engine._pls` (a'Ma is
+  the penalised residual sum of squares at beta), W = diag(v f) and n = sum f with var_weights v and
+  freq_weights f (`engine._weights.gaussian_weights`: the likelihood of each row repeated f times);
+  other families: the Laplace approximation (`engine._mixed.loglik_function`, data units, its var_weights and
+  freq_weights apart: `engine._weights.density_weights`).
+At the estimates of an ML fit f is -llf, weights included.
 The profile ends are `_intervals.profile_ends` (signed root zeta; SDs on the log scale, correlations
 within (-1, 1)); a Gaussian REML fit is profiled on its ML likelihood, as lme4's ``confint`` does.
 
