@@ -7,7 +7,9 @@ sparse Z', the sparsity plan of Z'Z) and the cross-products Z'Z, Z'X, X'X, which
 Per response only the y column of the cross-products (Z'y, X'y, y'y) is formed; the optimisation is
 the engine's own (`fit_gaussian`'s bounded search from lme4's start), so the estimates are those of the
 single fit.  Other families call the engine's `fit_mixed` on the shared structure (no formula or design
-work per response).  A response with missing values gets the single fit on its own rows.
+work per response).  A response with missing values gets the single fit on its own rows.  var_weights and
+freq_weights are the design's, shared by every response: the Gaussian cross-products are weighted once (the
+single fit's, `engine._weights.gaussian_weights`), other families pass them to `fit_mixed`.
 """
 import copy
 import warnings
