@@ -2,7 +2,8 @@
 terms): the ML (Gaussian identity) or Laplace log-likelihood over the vector ``res.params_vector`` holds --
 beta, per term its SDs and correlations, then log scale / log alpha where the family has one -- evaluated
 by the engine's per-term likelihood (`inference._intervals_terms.TermsDeviance`: the blocked-Cholesky
-Gaussian marginal, or `engine._mixed.loglik_function`'s Laplace value).
+Gaussian marginal, or `engine._mixed.loglik_function`'s Laplace value), with the model's var_weights and
+freq_weights by the engine's rules (`engine._weights`): at an ML fit's ``params_vector`` its value is the fit's llf.
 
 The terms' layout comes from the design alone (no fit needed): `design_terms` gives the model's
 `TermView`s with zero estimates.

@@ -105,3 +105,50 @@ def test_refusals_before_fitting():
         glmm_ext.fit_many(df, ["y0", "y1"], "~ x + (1|a) + (1|b)", nagq=5, n_jobs=1)
     with pytest.raises(ValueError, match="right-hand side only"):
         glmm_ext.fit_many(df, ["y0"], "y0 ~ x + (1|a) + (1|b)", n_jobs=1)
+
+
+def _weighted_single(df, name, rhs, family=None, reml=True, **weights):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return glmm_ext.GLMM.from_formula(f"{name} {rhs}", df, family=family, **weights).fit(reml=reml)
+
+
+@pytest.mark.parametrize("family,reml", [(None, True), (None, False), ("poisson", False)],
+                         ids=["gaussian-reml", "gaussian-ml", "poisson"])
+@pytest.mark.parametrize("rhs", ["~ x + (1|a) + (1|b)", "~ x + (1|a)", "~ x + (x|a)"])
+def test_shared_weights_equal_a_loop_of_weighted_single_fits(family, reml, rhs):
+    """var_weights (a column name) and freq_weights (an array) shared by every response: each response's row is
+    its single weighted fit to 1e-8 (a response with a missing value too, on its own rows)."""
+    df = crossed(n=200, n_resp=2, poisson=family == "poisson")
+    rng = np.random.default_rng(1)
+    df["v"] = rng.uniform(0.5, 2.0, len(df))
+    f = rng.integers(1, 4, len(df)).astype(float)
+    df.loc[df.index[3], "y1"] = np.nan
+    fam = sm.families.Poisson() if family == "poisson" else None
+    table = glmm_ext.fit_many(df, ["y0", "y1"], rhs, family=fam, n_jobs=1, reml=reml, var_weights="v",
+                              freq_weights=f)
+    unweighted = glmm_ext.fit_many(df, ["y0"], rhs, family=fam, n_jobs=1, reml=reml)
+    assert not np.allclose(table["estimate"].iloc[:2], unweighted["estimate"], rtol=1e-3)  # the weights are used
+    for name in ("y0", "y1"):
+        rows = table[table["response"] == name]
+        res = _weighted_single(df, name, rhs, fam, reml, var_weights="v", freq_weights=f)
+        assert rows["converged"].all()
+        np.testing.assert_allclose(rows["estimate"], res.params, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(rows["std_err"], res.bse, rtol=1e-8)
+        assert rows["llf"].iloc[0] == pytest.approx(res.llf, abs=1e-8)
+        if "+ (1|b)" in rhs:
+            for key, cov in res.cov_re.items():
+                np.testing.assert_allclose(rows[f"var_re[{key}]"], cov.iloc[0, 0], rtol=1e-8, atol=1e-12)
+
+
+def test_integer_freq_weights_equal_the_repeated_rows():
+    """Independent of the single fit: fit_many with integer freq_weights is fit_many on the repeated rows."""
+    df = crossed(n=160, n_resp=2)
+    f = np.random.default_rng(2).integers(1, 4, len(df))
+    rhs = "~ x + (1|a) + (1|b)"
+    weighted = glmm_ext.fit_many(df, ["y0", "y1"], rhs, n_jobs=1, freq_weights=f)
+    repeated = glmm_ext.fit_many(df.loc[df.index.repeat(f)].reset_index(drop=True), ["y0", "y1"], rhs, n_jobs=1)
+    # two searches of one likelihood (the repeated rows' on other cross-products) stop ~1e-7 apart
+    np.testing.assert_allclose(weighted["llf"], repeated["llf"], rtol=1e-10)
+    for col in ("estimate", "std_err", "var_re[a]", "var_re[b]"):
+        np.testing.assert_allclose(weighted[col], repeated[col], rtol=1e-5, err_msg=col)

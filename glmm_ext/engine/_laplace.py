@@ -38,7 +38,7 @@ class GLMMData:
     starts: np.ndarray
     counts: np.ndarray
     # phi -> (value, d value / d log phi): the eta-free part of the log-likelihood that frequency weights
-    # of a dispersion family add (see formula._design.FrequencyCorrection, whose rows(rows) gives a
+    # of a dispersion family add (`_weights.FrequencyTerm`, whose rows(rows) gives a
     # subset's); None without frequency weights
     dispersion_term: object = None
     aux: np.ndarray = None  # per-row data the kernel computes once from y (`Distribution.row_aux`), or None

@@ -343,7 +343,7 @@ class MixedGLMM:
 
     def weights_term(self, log_phi):
         """The frequency weights' eta-free term at phi = exp(log_phi) (0 without one)."""
-        return 0.0 if self.dispersion_term is None else self.dispersion_term(float(np.exp(log_phi)))
+        return 0.0 if self.dispersion_term is None else self.dispersion_term.value(float(np.exp(log_phi)))
 
     @property
     def has_beta_gradient(self):

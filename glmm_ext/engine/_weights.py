@@ -19,29 +19,49 @@ import numpy as np
 
 class FrequencyTerm:
     """D(phi) = sum_i [f_i log f(y_i; eta, phi / v_i) - log f(y_i; eta, phi / (f_i v_i))] for Gaussian (log
-    link) and Gamma rows: their eta-dependent part is linear in the weight, so D is the same at every eta and
-    is evaluated at a mean inside the support (mu = y, or |y| + 1)."""
+    link) and Gamma rows, and dD / d log phi.
+
+    Their eta-dependent part is linear in the weight, so D is the same at every eta: it is evaluated at a mean
+    inside the support (mu = y, or |y| + 1).  With it the engine's weight m = v f gives the frequency-weighted
+    log-likelihood exactly.  The one owner of this rule: the general engine (`density_weights`), the
+    one-factor `GLMMData` (``formula._design.engine_data``) and each Dask partition use it.
+    """
 
     def __init__(self, dist, y, base, freq, const):
         self.dist, self.y, self.base, self.freq, self.const = dist, y, base, freq, const
         self.eta = dist.link(y if dist.name == "gamma" else np.abs(y) + 1.0)
 
-    def __call__(self, phi):
+    def rows(self, rows):
+        """The term of the rows `rows` alone (a subset of the groups, as a pilot fit's)."""
+        def pick(values):  # a compact (broadcast) column stays compact
+            values = np.asarray(values)
+            return values if not values.ndim or not any(values.strides) else values[rows]
+
+        return FrequencyTerm(self.dist, self.y[rows], pick(self.base), self.freq[rows], pick(self.const))
+
+    def value(self, phi) -> float:
+        """D(phi) alone."""
         d, y, eta, v, f, c = self.dist, self.y, self.eta, self.base, self.freq, self.const
         with np.errstate(all="ignore"):
             return float(np.sum(f * d.loglik(y, eta, v, phi, c) - d.loglik(y, eta, f * v, phi, c)))
+
+    def __call__(self, phi):
+        """(D(phi), dD / d log phi)."""
+        d, y, eta, v, f, c = self.dist, self.y, self.eta, self.base, self.freq, self.const
+        slope = np.sum(f * d.dloglik_dlogphi(y, eta, v, phi, c) - d.dloglik_dlogphi(y, eta, f * v, phi, c))
+        return self.value(phi), float(slope)
 
 
 def density_weights(dist, y, trials=None, var_weights=None, freq_weights=None):
     """(m, const, dispersion_term) of the rows: the weight inside each density (trials v f), the data-only part
     of the weighted log density and, for a dispersion family with frequency weights, its `FrequencyTerm`
     (None otherwise)."""
-    n = len(y)
-    base = np.ones(n)
-    if trials is not None:
-        base = base * trials
-    if var_weights is not None:
-        base = base * var_weights
+    if trials is None and var_weights is None:
+        base = np.ones(len(y))
+    elif trials is None or var_weights is None:  # (no copy: large designs call this once per fit)
+        base = np.asarray(var_weights if trials is None else trials, float)
+    else:
+        base = np.asarray(trials, float) * np.asarray(var_weights, float)
     const = dist.log_constant(y, base)
     if freq_weights is None:
         return base, const, None

@@ -13,6 +13,7 @@ import pandas as pd
 from ..engine._families import Distribution
 from ..engine._laplace import GLMMData
 from ..engine._segments import group_starts
+from ..engine._weights import density_weights
 from .._validation import (check_finite_mle_response, check_groups_and_size, check_proportion, check_rank,
                            check_response, check_trials)
 
@@ -220,50 +221,16 @@ class Design(GroupedModel):
 def engine_data(dist, y, X, offset, prior, freq, counts, c=1.0):
     """GLMMData from rows sorted by group with X already scaled: the response fitted as y / c with the
     offset moved to that scale (log link offset - log c, identity offset / c, inverse offset * c), the
-    data-only part of log f, frequency weights folded in (`FrequencyCorrection` for a dispersion family),
+    data-only part of log f, frequency weights folded in (`engine._weights.density_weights`),
     and the kernel's per-row data from y.  Used by the in-memory design and by each Dask partition."""
     if c != 1.0:
         y = y / c
         link = dist.link_name
         offset = offset - np.log(c) if link == "log" else (offset / c if link == "identity" else offset * c)
-    const = dist.log_constant(y, prior)
-    term = None
-    m = prior
-    if freq is not None:  # a row counted f times: f log f(y | eta, phi / v)
-        if dist.has_dispersion and dist.name != "negativebinomial":
-            term = FrequencyCorrection(dist, y, prior, freq, const)
-        else:  # log f is linear in its weight: fold f into m and the constant
-            const = const * freq
-        m = prior * freq
+    # frequency weights folded in by the engine's rules (`engine._weights`, a `FrequencyTerm` for a dispersion family)
+    m, const, term = density_weights(dist, y, var_weights=prior, freq_weights=freq)
     return GLMMData(y=y, X=X, offset=_compact(offset), m=_compact(m), const=_compact(const),
                     starts=group_starts(counts), counts=counts, dispersion_term=term, aux=dist.row_aux(y))
-
-
-class FrequencyCorrection:
-    """D(phi) = sum_i [f_i log f(y_i; eta, phi / v_i) - log f(y_i; eta, phi / (f_i v_i))] and dD / d log phi.
-
-    Gaussian and Gamma densities depend on their weight beyond a factor, but their eta-dependent part
-    is linear in it, so D does not depend on eta: it is evaluated at mu = y once per phi.  With it the
-    engine's weight m = f v gives the frequency-weighted log-likelihood exactly.
-    """
-
-    def __init__(self, dist, y, prior, freq, const):
-        self.dist, self.y, self.prior, self.freq, self.const = dist, y, prior, freq, const
-        self.eta = dist.link(y if dist.name == "gamma" else np.abs(y) + 1.0)  # any mean in the support
-
-    def rows(self, rows):
-        """The correction of the rows `rows` alone (a subset of the groups, as a pilot fit's)."""
-        def pick(values):
-            values = np.asarray(values)
-            return values if not values.ndim or not any(values.strides) else values[rows]
-
-        return FrequencyCorrection(self.dist, self.y[rows], pick(self.prior), self.freq[rows], pick(self.const))
-
-    def __call__(self, phi):
-        d, y, eta, v, f, c = self.dist, self.y, self.eta, self.prior, self.freq, self.const
-        value = np.sum(f * d.loglik(y, eta, v, phi, c) - d.loglik(y, eta, f * v, phi, c))
-        slope = np.sum(f * d.dloglik_dlogphi(y, eta, v, phi, c) - d.dloglik_dlogphi(y, eta, f * v, phi, c))
-        return float(value), float(slope)
 
 
 def _frozen(data):

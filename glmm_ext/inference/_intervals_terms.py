@@ -14,10 +14,13 @@ one-factor model's independent blocks are the engine's terms).  An SD of 0 is al
 beyond +-1 counts as +-1 and a correlation matrix that is not positive semidefinite gives f = inf.
 
 Objective f(psi) = -log-likelihood (ML):
-  Gaussian, exact: 2 f = log|Lambda'Z'WZ Lambda + I| + n log(2 pi sigma^2) + a'Ma / sigma^2, a = (-beta, 1),
-  M = L_FF L_FF' the Schur complement of [X y] in the blocked factor of `engine._pls` (a'Ma is the
-  penalised residual sum of squares at beta);
-  other families: the Laplace approximation (`engine._mixed.loglik_function`, data units).
+  Gaussian, exact: 2 f = log|Lambda'Z'WZ Lambda + I| + n log(2 pi sigma^2) + a'Ma / sigma^2 - sum f log v,
+  a = (-beta, 1), M = L_FF L_FF' the Schur complement of [X y] in the blocked factor of `engine._pls` (a'Ma is
+  the penalised residual sum of squares at beta), W = diag(v f) and n = sum f with var_weights v and
+  freq_weights f (`engine._weights.gaussian_weights`: the likelihood of each row repeated f times);
+  other families: the Laplace approximation (`engine._mixed.loglik_function`, data units, its var_weights and
+  freq_weights apart: `engine._weights.density_weights`).
+At the estimates of an ML fit f is -llf, weights included.
 The profile ends are `_intervals.profile_ends` (signed root zeta; SDs on the log scale, correlations
 within (-1, 1)); a Gaussian REML fit is profiled on its ML likelihood, as lme4's ``confint`` does.
 
@@ -34,6 +37,7 @@ from ._comparison import is_reml, refit_ml, unwrap
 from ._intervals import Profile, _inverse, _pd_inverse, family_parameter, profile_ends
 from .._term_view import engine_structure, per_term
 from ..engine._differences import central_gradient, second_differences
+from ..engine._weights import gaussian_weights
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 SINGULAR_TOL = 1e-4
@@ -135,16 +139,11 @@ def fd_hessian_values(fun, x):
 
 
 def _weights(design):
-    """Prior weights for the engine's likelihood (None when all 1); frequency weights where they are the same
-    as var_weights (families without a dispersion: the density raised to the weight)."""
-    w = np.asarray(design.var_weights, float)
-    freq = np.asarray(design.freq_weights, float)
-    if not np.all(freq == 1.0):
-        if design.dist.has_dispersion:
-            raise NotImplementedError("Wald and profile intervals of the variance parameters with freq_weights for a "
-                                      "family with a dispersion are not implemented; use method='boot'")
-        w = w * freq
-    return None if np.all(w == 1.0) else w
+    """(var_weights, freq_weights) for the engine's likelihood, each None when all 1 (`engine._weights` owns the
+    rules: per-row weight trials v f, the constants and, for a dispersion family, the frequency term)."""
+    v = np.asarray(design.var_weights, float)
+    f = np.asarray(design.freq_weights, float)
+    return (None if np.all(v == 1.0) else v), (None if np.all(f == 1.0) else f)
 
 
 class TermsDeviance:
@@ -157,20 +156,22 @@ class TermsDeviance:
         self.structure, self.columns = engine_structure(res)
         self.terms = res._terms
         self.layout, self.n_omega = term_layout(res)
-        weights = _weights(design)
+        var_weights, freq_weights = _weights(design)
         self.dist = design.dist
         self.p = design.X.shape[1]
-        self.n = design.X.shape[0]
         self.gaussian = bool(design.gaussian_identity)
         self.has_phi = design.dist.has_dispersion
         offset = np.asarray(design.offset, float)
         if self.gaussian:
-            self.prof = GaussianProfile(self.structure, design.y - offset, design.X, weights, reml=False)
+            # rows weighted v f, sum(f) observations and the density's -1/2 sum f log v (`gaussian_weights`)
+            w, self.n, self.log_weights = gaussian_weights(var_weights, freq_weights, design.X.shape[0])
+            self.prof = GaussianProfile(self.structure, design.y - offset, design.X, w, reml=False)
             return
         from ..engine._mixed import loglik_function
 
         self.laplace = loglik_function(design.y, design.X, self.structure, design.dist, offset=offset,
-                                       prior_weights=weights, trials=design.trials if design.has_trials else None)
+                                       prior_weights=var_weights, freq_weights=freq_weights,
+                                       trials=design.trials if design.has_trials else None)
 
     def lambdas(self, omega, sigma=1.0):
         """Per engine term Lambda_k = D_k chol(C_k) / sigma; None where a correlation matrix is not semidefinite.
@@ -208,7 +209,7 @@ class TermsDeviance:
             logdet, LFF, s2 = parts
             a = np.concatenate([-psi[:p], [1.0]])
             prss = float(np.sum((LFF.T @ a) ** 2))
-            return 0.5 * (logdet + self.n * (LOG_2PI + np.log(s2)) + prss / s2)
+            return 0.5 * (logdet + self.n * (LOG_2PI + np.log(s2)) + prss / s2 - self.log_weights)
         lams = self.lambdas(omega)
         if lams is None:
             return np.inf
@@ -237,7 +238,7 @@ class TermsDeviance:
                                           assume_a="pos")
             a = np.concatenate([-beta, [1.0]])
             prss = float(a @ M @ a)
-        return 0.5 * (logdet + self.n * (LOG_2PI + np.log(s2)) + prss / s2), beta
+        return 0.5 * (logdet + self.n * (LOG_2PI + np.log(s2)) + prss / s2 - self.log_weights), beta
 
     def reml(self, omega_phi):
         """-REML log-likelihood at (omega, log phi), beta profiled out (Gaussian identity)."""
@@ -247,7 +248,8 @@ class TermsDeviance:
         logdet, LFF, s2 = parts
         p, n = self.p, self.n
         r2 = LFF[p, p] ** 2
-        return 0.5 * (logdet + 2.0 * np.sum(np.log(np.diag(LFF)[:p])) + (n - p) * (LOG_2PI + np.log(s2)) + r2 / s2)
+        return 0.5 * (logdet + 2.0 * np.sum(np.log(np.diag(LFF)[:p])) + (n - p) * (LOG_2PI + np.log(s2)) + r2 / s2
+                      - self.log_weights)
 
 
 class TermsProfile(Profile):

@@ -65,6 +65,8 @@ class SingleFits:
     exposure: object
     offset: object
     exog_names: list
+    var_weights: object = None  # column names or one value per row of `frame`, as GLMM.from_formula takes them
+    freq_weights: object = None
 
 
 def _quoted(name):
@@ -78,7 +80,8 @@ def _fit_single(job, name, y, options):
 
     frame = job.frame.assign(**{str(name): y})
     model = GLMM.from_formula(f"{_quoted(name)} ~ {job.rhs}", frame, groups=job.groups, family=job.family,
-                              exposure=job.exposure, offset=job.offset)
+                              exposure=job.exposure, offset=job.offset, var_weights=job.var_weights,
+                              freq_weights=job.freq_weights)
     res = model.fit(nagq=options["nagq"], reml=options["reml"], maxiter=options["maxiter"], tol=options["tol"],
                     cov_type=options["cov_type"])
     message = res.optsummary.message or ("converged" if res.converged else "not converged")
@@ -231,7 +234,8 @@ def split_formula(formula, responses):
 
 
 def fit_many(data, responses, formula, groups=None, family=None, n_jobs=-1, client=None, progress=False, nagq=1,
-             reml=True, maxiter=100, tol=1e-6, cov_type="hessian", exposure=None, offset=None):
+             reml=True, maxiter=100, tol=1e-6, cov_type="hessian", exposure=None, offset=None, var_weights=None,
+             freq_weights=None):
     """Fit one GLMM per response column, all with the same right-hand side.
 
     Parameters
@@ -260,6 +264,9 @@ def fit_many(data, responses, formula, groups=None, family=None, n_jobs=-1, clie
         As in `GLMM.fit`.
     exposure, offset : str or array_like, optional
         As in `GLMM.from_formula`.
+    var_weights, freq_weights : str or array_like, optional
+        Prior weights shared by every response (column names or one value per row of `data`), with
+        `GLMM.from_formula`'s meaning: each response's numbers are those of its single weighted fit.
 
     Returns
     -------
@@ -304,18 +311,19 @@ def fit_many(data, responses, formula, groups=None, family=None, n_jobs=-1, clie
     family = check_family(family)
     frame[placeholder] = np.arange(len(frame)) % 2 + (0.0 if family_name(family) == "binomial" else 1.0)
     model = GLMM.from_formula(f"{placeholder} ~ {rhs}", frame, groups=groups, family=family, exposure=exposure,
-                              offset=offset)
+                              offset=offset, var_weights=var_weights, freq_weights=freq_weights)
+    weights = dict(var_weights=var_weights, freq_weights=freq_weights)
     design = model.design
     if design.terms is not None:  # several random-effect terms: the structure and cross-products shared
         from ._many_multi import prepare
 
         single = SingleFits(frame.drop(columns=placeholder), rhs, groups, family, exposure, offset,
-                            list(design.exog_names))
+                            list(design.exog_names), **weights)
         design = prepare(design, single, reml=reml, nagq=nagq)
         Y = data.loc[design.design.index, responses].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     elif not random_intercept(design_structure(design)):  # random slopes: each response's single fit
         design = SingleFits(frame.drop(columns=placeholder), rhs, groups, family, exposure, offset,
-                            list(design.exog_names))
+                            list(design.exog_names), **weights)
         Y = data[responses].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     else:
         Y = data.loc[design.index, responses].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)

@@ -7,7 +7,9 @@ sparse Z', the sparsity plan of Z'Z) and the cross-products Z'Z, Z'X, X'X, which
 Per response only the y column of the cross-products (Z'y, X'y, y'y) is formed; the optimisation is
 the engine's own (`fit_gaussian`'s bounded search from lme4's start), so the estimates are those of the
 single fit.  Other families call the engine's `fit_mixed` on the shared structure (no formula or design
-work per response).  A response with missing values gets the single fit on its own rows.
+work per response).  A response with missing values gets the single fit on its own rows.  var_weights and
+freq_weights are the design's, shared by every response: the Gaussian cross-products are weighted once (the
+single fit's, `engine._weights.gaussian_weights`), other families pass them to `fit_mixed`.
 """
 import copy
 import warnings
@@ -31,22 +33,38 @@ class SharedTerms:
     def exog_names(self):
         return list(self.design.exog_names)
 
+    @property
+    def row_weights(self):
+        """The Gaussian profile's row weights v f (None when all 1)."""
+        w = np.asarray(self.design.var_weights, float) * np.asarray(self.design.freq_weights, float)
+        return None if np.all(w == 1.0) else w
+
 
 def prepare(design, single, reml=True, nagq=1):
     """SharedTerms of a Design with several terms (the engine's cross-products formed once, Gaussian)."""
     from .._term_view import keys_of
     from ..engine._mixed_lmm import GaussianProfile
 
+    from ..engine._weights import gaussian_weights
+
     structure = design.terms.structure
     check_fit_options(structure, nagq)
-    if not np.all(design.var_weights == 1.0) or design.has_freq_weights:
-        raise ValueError("var_weights and freq_weights are not implemented for several random-effect terms")
     keys = keys_of(design.terms.names)
     profile = None
     if design.gaussian_identity:
         structure.check_identifiable(design.nobs)
-        profile = GaussianProfile(structure, design.y - design.offset, design.X, None, bool(reml))
+        # the weights are the same for every response: the weighted cross-products, sum(f) observations and the
+        # density's sum f log v are shared (`engine._weights.gaussian_weights`, as the single fit's)
+        w, n_obs, log_w = gaussian_weights(*_weights(design), design.nobs)
+        profile = GaussianProfile(structure, design.y - design.offset, design.X, w, bool(reml), n_obs=n_obs,
+                                  log_weights=log_w)
     return SharedTerms(design=design, keys=keys, single=single, profile=profile)
+
+
+def _weights(design):
+    """(var_weights, freq_weights) of the design, each None when all 1 (the engine's arguments)."""
+    return (design.var_weights if design.has_var_weights else None,
+            design.freq_weights if design.has_freq_weights else None)
 
 
 def _profile_for(shared, yy):
@@ -56,11 +74,12 @@ def _profile_for(shared, yy):
     cp, p = base.cp, base.p
     lay = base.layout
     AF1, AFR, AFF = cp.AF1.copy(), cp.AFR.copy(), cp.AFF.copy()
-    AF1[p] = lay.Zt[0] @ yy
+    wy = yy if shared.row_weights is None else shared.row_weights * yy  # the cross-products are Z'Wy, X'Wy, y'Wy
+    AF1[p] = lay.Zt[0] @ wy
     if AFR.shape[1]:
-        AFR[p] = np.concatenate([lay.Zt[pos] @ yy for pos in range(1, len(lay.terms))])
-    AFF[p, :p] = AFF[:p, p] = base.X.T @ yy
-    AFF[p, p] = yy @ yy
+        AFR[p] = np.concatenate([lay.Zt[pos] @ wy for pos in range(1, len(lay.terms))])
+    AFF[p, :p] = AFF[:p, p] = base.X.T @ wy
+    AFF[p, p] = yy @ wy
     new = replace(cp, AF1=AF1, AFR=AFR, AFF=AFF)
     # Z'Z is the same for every response: the Schur products of its blocks (or their pair plan) are shared too
     new.__dict__["_schur_cache"] = cp.__dict__.setdefault("_schur_cache", [])
@@ -92,8 +111,8 @@ def _gaussian_fit(shared, y, options):
     structure = shared.design.terms.structure
     yy = y - shared.design.offset
     prof = _profile_for(shared, yy)
-    # the single fit's own search (no prior weights: they are refused for several terms)
-    res = search_profile(prof, structure, yy, prof.X, None, options["maxiter"], options["tol"])
+    # the single fit's own search (its start weighted as the single fit's)
+    res = search_profile(prof, structure, yy, prof.X, shared.row_weights, options["maxiter"], options["tol"])
     beta, cov_beta, sigma2, *_ = prof.solution(res.x)
     return ManyFit(beta=beta, cov_beta=cov_beta, cov_re=structure.covariances(res.x, sigma2), llf=-0.5 * res.f,
                    converged=bool(res.converged), singular=structure.singular(res.x), message=res.message)
@@ -106,7 +125,8 @@ def _single_fit(job, name, y, options):
 
     frame = job.frame.assign(**{str(name): y})
     model = GLMM.from_formula(f"{_quoted(name)} ~ {job.rhs}", frame, groups=job.groups, family=job.family,
-                              exposure=job.exposure, offset=job.offset)
+                              exposure=job.exposure, offset=job.offset, var_weights=job.var_weights,
+                              freq_weights=job.freq_weights)
     res = model.fit(nagq=options["nagq"], reml=options["reml"], maxiter=options["maxiter"], tol=options["tol"])
     return res._results._fit if hasattr(res, "_results") else res._fit
 
@@ -129,9 +149,11 @@ def fit_response(shared, name, y, options):
                 if shared.profile is not None:
                     fit = _gaussian_fit(shared, y, options)
                 else:
+                    var_weights, freq_weights = _weights(design)
                     fit = fit_mixed(y, design.X, design.terms.structure, design.dist, offset=design.offset,
-                                    trials=design.trials if design.has_trials else None, nagq=options["nagq"],
-                                    maxiter=options["maxiter"], tol=options["tol"])
+                                    trials=design.trials if design.has_trials else None, prior_weights=var_weights,
+                                    freq_weights=freq_weights, nagq=options["nagq"], maxiter=options["maxiter"],
+                                    tol=options["tol"])
     except Exception as exc:  # noqa: BLE001 - reported in the table, the other fits go on
         nan = np.full(len(terms), np.nan)
         return dict(response=name, terms=terms, estimate=nan, std_err=nan, var_re=np.nan, llf=np.nan,
