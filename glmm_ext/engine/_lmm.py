@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg, optimize
 
-from ._segments import group_sums, to_rows
+from ._segments import cross_products, group_sums, to_rows
 
 LOG_2PI = np.log(2.0 * np.pi)
 #: relative SD theta below which a fit is reported singular (lme4's isSingular tolerance)
@@ -34,13 +34,19 @@ class LMMStats:
     p: int
 
 
+#: a column's within-group sum of squares computed as Z'Z - S'diag(1/n)S is kept when it is at least this share
+#: of Z'Z (at most 2 bits lost to the subtraction); a column below it gets the exact two-pass deviations
+ONE_PASS_SHARE = 0.25
+
+
 def lmm_stats(X, y, starts, counts, weights=None, n_obs=None):
     """W = sum_j (Z_j - mean_j)'(Z_j - mean_j) and S_j = Z_j' 1 for Z = [X y], rows sorted by group.
 
     With row weights w (var_weights times freq_weights, V_j = sigma^2 (W_j^-1 + theta^2 1 1')) the same
     identity holds with weighted sums S_j = Z_j' w_j, weighted means and within products, and the
     weight totals sum_j w in place of n_j; ``n_obs`` (the sum of the frequency weights) replaces n.
-    X and y are used as given (not stacked into one n x (p+1) copy).
+    X and y are used as given (not stacked into one n x (p+1) copy).  Unweighted, W is read off Z'Z
+    where that loses nothing (`_within_unweighted`); weighted, from the within-group deviations.
     """
     X = np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -51,22 +57,62 @@ def lmm_stats(X, y, starts, counts, weights=None, n_obs=None):
         sums[:, :p] = group_sums(X, starts)
         sums[:, p] = group_sums(y, starts)
         totals = counts.astype(float)
-    else:
-        weights = np.asarray(weights, dtype=float)
-        sums[:, :p] = group_sums(X * weights[:, None], starts)
-        sums[:, p] = group_sums(y * weights, starts)
-        totals = group_sums(weights, starts)
+        within = _within_unweighted(X, y, sums, counts)
+        return LMMStats(within, sums, totals, n, p)
+    weights = np.asarray(weights, dtype=float)
+    sums[:, :p] = group_sums(X * weights[:, None], starts)
+    sums[:, p] = group_sums(y * weights, starts)
+    totals = group_sums(weights, starts)
     means = sums / totals[:, None]
     Xc = to_rows(means[:, :p], counts)  # then the within-group deviations, in place: no cancellation in W
     np.subtract(X, Xc, out=Xc)
     yc = to_rows(means[:, p], counts)
     np.subtract(y, yc, out=yc)
-    wXc, wyc = (Xc, yc) if weights is None else (Xc * weights[:, None], yc * weights)
+    wXc, wyc = Xc * weights[:, None], yc * weights
     within = np.empty((p + 1, p + 1))
     within[:p, :p] = wXc.T @ Xc
     within[:p, p] = within[p, :p] = wXc.T @ yc
     within[p, p] = wyc @ yc
-    return LMMStats(within, sums, totals, n if weights is None or n_obs is None else n_obs, p)
+    return LMMStats(within, sums, totals, n if n_obs is None else n_obs, p)
+
+
+def _within_unweighted(X, y, sums, counts):
+    """W = Z'Z - S' diag(1/n_j) S for Z = [X y] (no n-sized temporary), with exact fallbacks.
+
+    The subtraction loses the between-group share of each column's sum of squares: a column whose W_kk is
+    below ONE_PASS_SHARE of its Z'Z_kk (a predictor or response that varies mostly between groups) has
+    its row of W recomputed from its within-group deviations, as the two-pass formula does, so every
+    entry keeps the two-pass accuracy up to a factor 1 / ONE_PASS_SHARE (Cauchy-Schwarz bounds an
+    off-diagonal error by the diagonal ones).  A column equal to 1 on every row (the intercept of the
+    standardized design) has W's row exactly 0.
+    """
+    n, p = X.shape
+    gram = np.empty((p + 1, p + 1))
+    gram[:p, :p] = cross_products(X)
+    gram[:p, p] = gram[p, :p] = X.T @ y
+    gram[p, p] = y @ y
+    root = sums / np.sqrt(counts)[:, None]
+    within = gram - root.T @ root  # (a.T @ a: one symmetric product)
+    diag_z = np.diag(gram)
+    ones = (diag_z == n) & np.all(sums == counts[:, None], axis=0)  # sum z = n_j in each group, sum z^2 = n: z = 1
+    within[ones, :] = within[:, ones] = 0.0
+    redo = np.flatnonzero(~ones & ~(np.diag(within) >= ONE_PASS_SHARE * diag_z))
+    if redo.size:
+        means = sums[:, redo] / counts[:, None]
+        is_y = redo == p
+        D = np.empty((n, redo.size))
+        D[:, ~is_y] = X[:, redo[~is_y]]
+        if is_y.any():
+            D[:, is_y] = y[:, None]
+        D -= to_rows(means, counts)
+        cross = np.empty((redo.size, p + 1))
+        cross[:, :p] = D.T @ X  # deviations times raw columns = the within products (deviations sum to 0)
+        cross[:, p] = D.T @ y
+        cross[:, redo] = D.T @ D
+        cross[:, ones] = 0.0
+        within[redo, :] = cross
+        within[:, redo] = cross.T
+    return within
 
 
 def _factor(theta, stats):
