@@ -57,7 +57,7 @@ def lmm_stats(X, y, starts, counts, weights=None, n_obs=None):
         sums[:, :p] = group_sums(X, starts)
         sums[:, p] = group_sums(y, starts)
         totals = counts.astype(float)
-        within = _within_unweighted(X, y, sums, counts)
+        within = _within_unweighted(X, y, sums, starts, counts)
         return LMMStats(within, sums, totals, n, p)
     weights = np.asarray(weights, dtype=float)
     sums[:, :p] = group_sums(X * weights[:, None], starts)
@@ -76,7 +76,7 @@ def lmm_stats(X, y, starts, counts, weights=None, n_obs=None):
     return LMMStats(within, sums, totals, n if n_obs is None else n_obs, p)
 
 
-def _within_unweighted(X, y, sums, counts):
+def _within_unweighted(X, y, sums, starts, counts):
     """W = Z'Z - S' diag(1/n_j) S for Z = [X y] (no n-sized temporary), with exact fallbacks.
 
     The subtraction loses the between-group share of each column's sum of squares: a column whose W_kk is
@@ -105,9 +105,12 @@ def _within_unweighted(X, y, sums, counts):
         if is_y.any():
             D[:, is_y] = y[:, None]
         D -= to_rows(means, counts)
+        # deviations times the raw columns are the within products, as the deviations sum to 0 in each
+        # group; their rounded sums R_j (a mean of 1e8 is off by ~1e-8) are taken out: - sum_j R_j mean_j'
         cross = np.empty((redo.size, p + 1))
-        cross[:, :p] = D.T @ X  # deviations times raw columns = the within products (deviations sum to 0)
+        cross[:, :p] = D.T @ X
         cross[:, p] = D.T @ y
+        cross -= group_sums(D, starts).T @ (sums / counts[:, None])
         cross[:, redo] = D.T @ D
         cross[:, ones] = 0.0
         within[redo, :] = cross
