@@ -106,7 +106,17 @@ def scalar_profile_stats(design, weights, n_obs=None):
 
     def build():
         y_s, y_center, y_scale = _scaled_response(design)
-        stats = lmm_stats(design.scaling.transform(design.X), y_s, runs.starts, runs.counts)
+        scaling = design.scaling
+        if np.all(np.abs(scaling.center) <= scaling.scale):
+            # X_s = X R: the statistics of X mapped through R, no standardized copy of X.  W's intercept row is
+            # exactly 0, so W_s = R'WR is W / (s_j s_k) with no cancellation; the group sums lose at most a
+            # bit to the centring (S_j - n_j c) / s with |c| <= s (beyond that: the standardized copy)
+            raw = lmm_stats(design.X, y_s, runs.starts, runs.counts)
+            T = np.eye(raw.p + 1)
+            T[:-1, :-1] = scaling.matrix
+            stats = replace(raw, within=T.T @ raw.within @ T, sums=raw.sums @ T)
+        else:
+            stats = lmm_stats(scaling.transform(design.X), y_s, runs.starts, runs.counts)
         sums = np.empty_like(stats.sums)
         sums[runs.codes] = stats.sums  # run order -> code order
         totals = np.empty_like(stats.counts)
