@@ -11,12 +11,12 @@ theta >= 0 is found by a grid over log(theta) refined with bounded Brent, the bo
 checked on its own, then polished by secant steps on the deviance's analytic slope.  No
 approximation is involved.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import linalg, optimize
 
-from ._segments import cross_products, group_sums, to_rows
+from ._segments import cross_products, group_starts, group_sums, to_rows
 
 LOG_2PI = np.log(2.0 * np.pi)
 #: relative SD theta below which a fit is reported singular (lme4's isSingular tolerance)
@@ -32,6 +32,33 @@ class LMMStats:
     counts: np.ndarray  # (G,)
     n: int
     p: int
+    _by_size: tuple = field(default=None, init=False, repr=False, compare=False)
+
+    def by_size(self):
+        """(sizes u, groups of each size m, T_u = sum_{n_j = u} S_j S_j') or None: M(theta) depends on a group
+        only through its size, so with few distinct sizes an evaluation costs O(#sizes p^2), not O(G p^2).
+        None (evaluate group by group) when there are more than G / 8 sizes."""
+        if self._by_size is None:
+            u, inverse, m = np.unique(self.counts, return_inverse=True, return_counts=True)
+            if len(u) > len(self.counts) // 8:
+                self._by_size = ()
+            else:
+                S = self.sums[np.argsort(inverse, kind="stable")]
+                T = np.add.reduceat(S[:, :, None] * S[:, None, :], group_starts(m), axis=0)
+                self._by_size = (np.asarray(u, float), m.astype(float), T)
+        return self._by_size or None
+
+    def weighted_products(self, c):
+        """S' diag(c(n_j)) S for c a function of the group size (a ufunc expression of an array)."""
+        sizes = self.by_size()
+        if sizes is None:
+            return (self.sums * c(self.counts)[:, None]).T @ self.sums
+        return np.tensordot(c(sizes[0]), sizes[2], axes=1)
+
+    def size_sum(self, f):
+        """sum_j f(n_j)."""
+        sizes = self.by_size()
+        return float(np.sum(f(self.counts))) if sizes is None else float(sizes[1] @ f(sizes[0]))
 
 
 #: a column's within-group sum of squares computed as Z'Z - S'diag(1/n)S is kept when it is at least this share
@@ -120,10 +147,13 @@ def _within_unweighted(X, y, sums, starts, counts):
 
 def _factor(theta, stats):
     """Cholesky factor L of M(theta) = W + S' diag(c) S  (the [X y] block of sigma^2 V^{-1})."""
-    n_j = stats.counts
-    c = 1.0 / (n_j * (1.0 + n_j * theta * theta))
-    M = stats.within + (stats.sums * c[:, None]).T @ stats.sums
+    M = stats.within + stats.weighted_products(lambda n_j: 1.0 / (n_j * (1.0 + n_j * theta * theta)))
     return linalg.cholesky(M, lower=True, check_finite=False)
+
+
+def _log_det_v(theta, stats):
+    """sum_j log(1 + n_j theta^2)."""
+    return stats.size_sum(lambda n_j: np.log1p(n_j * theta * theta))
 
 
 def lmm_deviance(theta, stats, reml=True):
@@ -141,7 +171,7 @@ def lmm_deviance(theta, stats, reml=True):
     r2 = L[p, p] ** 2
     if not r2 > 1e-14 * n:  # rounding noise of an exact fit (the response is scaled to unit variance)
         return np.inf
-    logdet_v = np.sum(np.log1p(stats.counts * theta * theta))
+    logdet_v = _log_det_v(theta, stats)
     if reml:
         dof = n - p
         return logdet_v + 2.0 * np.sum(np.log(np.diag(L)[:p])) + dof * (1.0 + LOG_2PI + np.log(r2 / dof))
@@ -155,14 +185,14 @@ def lmm_deviance_slope(theta, stats, reml=True):
         sum_j 2 n_j theta / q_j + dof v'dMv / r^2  [+ tr(M_xx^-1 dM_xx) for REML],  dof = n - p (REML) or n.
     """
     L = _factor(theta, stats)
-    p, n_j = stats.p, stats.counts
-    q = 1.0 + n_j * theta * theta
-    dM = (stats.sums * (-2.0 * theta / (q * q))[:, None]).T @ stats.sums
+    p = stats.p
+    dM = stats.weighted_products(lambda n_j: -2.0 * theta / (1.0 + n_j * theta * theta) ** 2)
     Lx = L[:p, :p]
     beta = linalg.solve_triangular(Lx.T, L[p, :p], lower=False)
     v = np.append(-beta, 1.0)
     dof = stats.n - p if reml else stats.n
-    slope = np.sum(2.0 * n_j * theta / q) + dof * float(v @ dM @ v) / L[p, p] ** 2
+    slope = stats.size_sum(lambda n_j: 2.0 * n_j * theta / (1.0 + n_j * theta * theta))
+    slope += dof * float(v @ dM @ v) / L[p, p] ** 2
     if reml:
         inv_lx = linalg.solve_triangular(Lx, np.eye(p), lower=True)
         slope += float(np.sum((inv_lx.T @ inv_lx) * dM[:p, :p]))
@@ -201,7 +231,7 @@ def reml_loglik(stats, var_re, scale):
     theta = np.sqrt(var_re / scale)
     L = _factor(theta, stats)
     p, n = stats.p, stats.n
-    logdet_v = n * np.log(scale) + np.sum(np.log1p(stats.counts * theta * theta))
+    logdet_v = n * np.log(scale) + _log_det_v(theta, stats)
     logdet_x = 2.0 * np.sum(np.log(np.diag(L)[:p])) - p * np.log(scale)
     return -0.5 * (logdet_v + logdet_x + L[p, p] ** 2 / scale + (n - p) * LOG_2PI)
 

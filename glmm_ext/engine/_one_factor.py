@@ -129,10 +129,13 @@ def scalar_profile_stats(design, weights, n_obs=None):
 
 def _predictors(prepared, beta, modes, Z=None):
     """(eta, eta_fixed) in the data's row order from beta and the modes by level."""
-    eta_fixed = prepared.X @ beta + prepared.offset
+    eta_fixed = prepared.X @ beta
+    eta_fixed += prepared.offset  # (in place: n-sized temporaries cost page faults at 1e6 rows)
     b = np.asarray(modes, float)
     if b.ndim == 1:
-        return eta_fixed + b[prepared.codes], eta_fixed
+        eta = b[prepared.codes]
+        eta += eta_fixed
+        return eta, eta_fixed
     eta = eta_fixed.copy()
     for k, b_k in enumerate(b.T):  # column by column: ~5x faster than an einsum over the gathered (n, q) rows
         eta += Z[:, k] * b_k[prepared.codes]
