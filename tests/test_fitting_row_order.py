@@ -133,3 +133,27 @@ def test_weighted_profile_is_unchanged_by_the_row_order():
     dense = gaussian_loglik(df.y.to_numpy(), X, None, [(codes, np.ones((len(df), 1)))], [res.var_re], res.scale,
                             reml=True, weights=w)
     assert res.llf == pytest.approx(dense, abs=1e-7)
+
+
+@pytest.mark.parametrize("layout", ["sorted", "grouped", "shuffled", "one group"])
+def test_the_design_order_is_the_stable_sort_of_the_codes(layout):
+    """Rows that come grouped get their sort without a sort (from the runs): it must be numpy's stable sort,
+    and a design made from shuffled rows must not be taken for a grouped one."""
+    from glmm_ext.formula._design import group_order, group_runs
+
+    rng = np.random.default_rng(7)
+    n_groups = 1 if layout == "one group" else 500
+    codes = np.repeat(np.arange(n_groups), rng.integers(1, 9, n_groups))
+    if layout == "grouped":
+        codes = np.repeat(rng.permutation(n_groups), np.bincount(codes))
+    elif layout == "shuffled":
+        codes = rng.permutation(codes)
+    runs = group_runs(codes, n_groups)
+    assert (runs is None) == (layout == "shuffled")
+    assert np.array_equal(group_order(codes, n_groups, runs), np.argsort(codes, kind="stable"))
+    if n_groups < 2:
+        return
+    df = pd.DataFrame({"y": rng.normal(size=len(codes)) + codes % 5, "g": codes})
+    design = glmm_ext.GLMM.from_formula("y ~ 1", df, groups="g").design
+    assert np.array_equal(design.order, np.argsort(design.codes, kind="stable"))
+    assert design.presorted == (layout in ("sorted", "one group"))

@@ -345,9 +345,11 @@ def group_order(codes, n_groups, runs=None):
         first[runs.codes] = runs.starts
         counts = np.empty(len(runs.codes), dtype=np.intp)
         counts[runs.codes] = runs.counts
-        order = np.repeat(first - group_starts(counts), counts)  # row = sorted position + the run's shift
-        order += np.arange(n, dtype=np.intp)
-        return order
+        # steps of 1 within a group, a jump to the next group's first row at its sorted start: one n-sized array
+        order = np.ones(n, dtype=np.intp)
+        order[0] = first[0]
+        order[group_starts(counts)[1:]] = first[1:] - (first[:-1] + counts[:-1] - 1)
+        return np.cumsum(order, out=order)
     if n_groups <= np.iinfo(np.uint16).max + 1:
         return np.argsort(codes.astype(np.uint16), kind="stable").astype(np.intp, copy=False)
     return np.argsort(codes, kind="stable")
