@@ -6,7 +6,8 @@ With V_j = sigma^2 (I + theta^2 1 1'), the Woodbury identity gives, for any colu
     a' V^{-1} b * sigma^2 = W_ab + sum_j c_j S_aj S_bj,   c_j = 1 / (n_j (1 + n_j theta^2)),
 
 where W is the within-group cross-product of [X y] and S_j the group sums.  One O(n p^2) pass
-builds (W, S); every evaluation after that costs O(G p^2).  beta and sigma^2 are profiled out and
+builds (W, S); every evaluation after that costs O(G p^2), or O(#sizes p^2) with the groups of one
+size summed once (`LMMStats.by_size`).  beta and sigma^2 are profiled out and
 theta >= 0 is found by a grid over log(theta) refined with bounded Brent, the boundary theta = 0
 checked on its own, then polished by secant steps on the deviance's analytic slope.  No
 approximation is involved.
