@@ -66,6 +66,9 @@ def test_response_with_a_huge_mean_matches_the_dense_reml_likelihood():
     df = _grouped_frame(seed=5, n_groups=25)
     big = df.assign(y=df.y + 1e8, x1=df.x1 + 1e7)
     res, ref = _fit(big), _fit(df)
+    shuffled = _fit(big.iloc[np.random.default_rng(1).permutation(len(big))])  # the rows read in any order
+    assert shuffled.llf == pytest.approx(res.llf, abs=1e-8)
+    assert shuffled.var_re == pytest.approx(res.var_re, rel=1e-8)
     y, g = big.y.to_numpy(), big.g.to_numpy()
     X = np.column_stack([np.ones(len(big)), big.x1, big.x2])
     dense = -0.5 * dense_reml_deviance(y - 1e8, X - [0, 1e7, 0], g, res.var_re, res.scale)[0]
@@ -104,13 +107,17 @@ def test_within_cross_product_keeps_the_two_pass_accuracy():
     y = 1e8 + X[:, 1] + rng.normal(0, 20, len(counts))[g] + rng.normal(size=n)
     stats = lmm_stats(X, y, group_starts(counts), counts)
     exact = _reference_within(np.column_stack([X, y]), counts)
+    perm = np.random.default_rng(2).permutation(n)  # rows in any order, groups given by code
+    by_code = lmm_stats(X[perm], y[perm], None, counts, codes=g[perm])
+    assert np.allclose(by_code.sums, stats.sums, rtol=1e-13, atol=1e-6)  # (1e8-sized sums: ~1e-8 apart)
     assert np.all(stats.within[0] == 0.0) and np.all(stats.within[:, 0] == 0.0)
     Z = np.column_stack([X, y])
     size = np.sqrt(np.maximum(np.diag(exact), 1e-300))
     size[3] = np.sqrt(Z[:, 3] @ Z[:, 3])  # the group-level column
     size[0] = 1.0
-    err = np.abs(stats.within - exact) / np.outer(size, size)
-    assert err.max() < 1e-10
+    for found in (stats.within, by_code.within):
+        assert np.all(found[0] == 0.0) and np.all(found[:, 0] == 0.0)
+        assert (np.abs(found - exact) / np.outer(size, size)).max() < 1e-10
     assert np.allclose(stats.sums, np.add.reduceat(Z, group_starts(counts), axis=0), rtol=1e-14, atol=0)
 
 

@@ -67,7 +67,7 @@ class LMMStats:
 ONE_PASS_SHARE = 0.25
 
 
-def lmm_stats(X, y, starts, counts, weights=None, n_obs=None):
+def lmm_stats(X, y, starts, counts, weights=None, n_obs=None, codes=None):
     """W = sum_j (Z_j - mean_j)'(Z_j - mean_j) and S_j = Z_j' 1 for Z = [X y], rows sorted by group.
 
     With row weights w (var_weights times freq_weights, V_j = sigma^2 (W_j^-1 + theta^2 1 1')) the same
@@ -75,6 +75,7 @@ def lmm_stats(X, y, starts, counts, weights=None, n_obs=None):
     weight totals sum_j w in place of n_j; ``n_obs`` (the sum of the frequency weights) replaces n.
     X and y are used as given (not stacked into one n x (p+1) copy).  Unweighted, W is read off Z'Z
     where that loses nothing (`_within_unweighted`); weighted, from the within-group deviations.
+    Unweighted rows in any order: ``codes`` (each row's group) in place of ``starts``.
     """
     X = np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -82,11 +83,14 @@ def lmm_stats(X, y, starts, counts, weights=None, n_obs=None):
     counts = np.asarray(counts)
     sums = np.empty((len(counts), p + 1))
     if weights is None:
-        sums[:, :p] = group_sums(X, starts)
-        sums[:, p] = group_sums(y, starts)
+        segments = _Segments(starts, counts, codes)
+        sums[:, :p] = segments.sums(X)
+        sums[:, p] = segments.sums(y)
         totals = counts.astype(float)
-        within = _within_unweighted(X, y, sums, starts, counts)
+        within = _within_unweighted(X, y, sums, segments)
         return LMMStats(within, sums, totals, n, p)
+    if codes is not None:
+        raise ValueError("weighted statistics read rows sorted by group (starts), not codes")
     weights = np.asarray(weights, dtype=float)
     sums[:, :p] = group_sums(X * weights[:, None], starts)
     sums[:, p] = group_sums(y * weights, starts)
@@ -104,7 +108,25 @@ def lmm_stats(X, y, starts, counts, weights=None, n_obs=None):
     return LMMStats(within, sums, totals, n if n_obs is None else n_obs, p)
 
 
-def _within_unweighted(X, y, sums, starts, counts):
+class _Segments:
+    """Per-group sums and broadcasts over rows sorted by group (``starts``) or in any order (``codes``)."""
+
+    def __init__(self, starts, counts, codes=None):
+        self.starts, self.counts, self.codes = starts, np.asarray(counts), codes
+
+    def sums(self, values):
+        if self.codes is None:
+            return group_sums(values, self.starts)
+        G = len(self.counts)
+        if values.ndim == 1:
+            return np.bincount(self.codes, weights=values, minlength=G)
+        return np.column_stack([np.bincount(self.codes, weights=v, minlength=G) for v in values.T])
+
+    def to_rows(self, group_values):
+        return to_rows(group_values, self.counts) if self.codes is None else group_values[self.codes]
+
+
+def _within_unweighted(X, y, sums, segments):
     """W = Z'Z - S' diag(1/n_j) S for Z = [X y] (no n-sized temporary), with exact fallbacks.
 
     The subtraction loses the between-group share of each column's sum of squares: a column whose W_kk is
@@ -115,6 +137,7 @@ def _within_unweighted(X, y, sums, starts, counts):
     standardized design) has W's row exactly 0.
     """
     n, p = X.shape
+    counts = segments.counts
     gram = np.empty((p + 1, p + 1))
     gram[:p, :p] = cross_products(X)
     gram[:p, p] = gram[p, :p] = X.T @ y
@@ -132,13 +155,13 @@ def _within_unweighted(X, y, sums, starts, counts):
         D[:, ~is_y] = X[:, redo[~is_y]]
         if is_y.any():
             D[:, is_y] = y[:, None]
-        D -= to_rows(means, counts)
+        D -= segments.to_rows(means)
         # deviations times the raw columns are the within products, as the deviations sum to 0 in each
         # group; their rounded sums R_j (a mean of 1e8 is off by ~1e-8) are taken out: - sum_j R_j mean_j'
         cross = np.empty((redo.size, p + 1))
         cross[:, :p] = D.T @ X
         cross[:, p] = D.T @ y
-        cross -= group_sums(D, starts).T @ (sums / counts[:, None])
+        cross -= segments.sums(D).T @ (sums / counts[:, None])
         cross[:, redo] = D.T @ D
         cross[:, ones] = 0.0
         within[redo, :] = cross

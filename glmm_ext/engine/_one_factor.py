@@ -95,14 +95,24 @@ def _scaled_response(design):
 def scalar_profile_stats(design, weights, n_obs=None):
     """(`StandardizedGaussian` without its rows, `_lmm.LMMStats` by group code) for the scalar profile.
 
-    Rows that come grouped (one run of rows per group, `Design.row_runs`) and carry no weight are read in
-    their own order, the group sums put in code order afterwards: no sort or gather of the rows, and the
-    standardized copy is not kept (the design's cache keeps the O(G) statistics).  Otherwise the statistics
-    of the rows sorted by group (`standardize_gaussian`)."""
-    runs = getattr(design, "row_runs", None)
-    if weights is not None or runs is None:
+    Rows without weights are read in their own order: segment sums when they come grouped (one run of rows
+    per group, `Design.row_runs`), put in code order afterwards, else sums by code; no sort or gather of the
+    rows, and no standardized copy kept (the design's cache keeps the O(G) statistics).  Weighted rows:
+    the statistics of the rows sorted by group (`standardize_gaussian`)."""
+    if weights is not None or not hasattr(design, "codes"):
         std = standardize_gaussian(design)
         return std, lmm_stats(std.X_s, std.y_s, design.starts, design.counts, weights, n_obs)
+    runs = getattr(design, "row_runs", None)
+
+    def stats_of(X, y_s):
+        if runs is None:  # rows in any order: per-group sums by code (no sort or gather of the rows)
+            return lmm_stats(X, y_s, None, design.counts, codes=design.codes)
+        stats = lmm_stats(X, y_s, runs.starts, runs.counts)
+        sums = np.empty_like(stats.sums)
+        sums[runs.codes] = stats.sums  # run order -> code order
+        totals = np.empty_like(stats.counts)
+        totals[runs.codes] = stats.counts
+        return replace(stats, sums=sums, counts=totals)
 
     def build():
         y_s, y_center, y_scale = _scaled_response(design)
@@ -111,17 +121,13 @@ def scalar_profile_stats(design, weights, n_obs=None):
             # X_s = X R: the statistics of X mapped through R, no standardized copy of X.  W's intercept row is
             # exactly 0, so W_s = R'WR is W / (s_j s_k) with no cancellation; the group sums lose at most a
             # bit to the centring (S_j - n_j c) / s with |c| <= s (beyond that: the standardized copy)
-            raw = lmm_stats(design.X, y_s, runs.starts, runs.counts)
+            raw = stats_of(design.X, y_s)
             T = np.eye(raw.p + 1)
             T[:-1, :-1] = scaling.matrix
             stats = replace(raw, within=T.T @ raw.within @ T, sums=raw.sums @ T)
         else:
-            stats = lmm_stats(scaling.transform(design.X), y_s, runs.starts, runs.counts)
-        sums = np.empty_like(stats.sums)
-        sums[runs.codes] = stats.sums  # run order -> code order
-        totals = np.empty_like(stats.counts)
-        totals[runs.codes] = stats.counts
-        return StandardizedGaussian(None, None, y_center, y_scale), replace(stats, sums=sums, counts=totals)
+            stats = stats_of(scaling.transform(design.X), y_s)
+        return StandardizedGaussian(None, None, y_center, y_scale), stats
 
     cache = getattr(design, "design_cache", None)
     return build() if cache is None else cache("scalar_profile_stats", build)
