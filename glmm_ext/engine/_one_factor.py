@@ -14,7 +14,7 @@ They read the design-level precomputations (rows sorted by group, the X scaling,
 `prepared` object (the in-memory ``formula._design.Design``); estimates come back in the data's units.
 """
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -68,23 +68,81 @@ def standardize_gaussian(design):
 
 def _standardize_gaussian(design):
     o = design.order
+    r, y_center, y_scale = _scaled_response(design)
     scaling = design.scaling
-    y = design.y - design.offset
-    y_center = float(np.mean(y)) if scaling.intercept >= 0 else 0.0
-    y_scale = float(np.std(y - y_center)) if scaling.intercept >= 0 else float(np.sqrt(np.mean(y * y)))
-    if not y_scale > 0:
-        raise ValueError(f"the response {design.endog_name!r} does not vary; there is nothing to fit")
-    X_s, y_s = scaling.transform(design.X)[o], ((y - y_center) / y_scale)[o]
+    if design.presorted:  # (C order, as a gather makes it: the block profile's sums follow the memory layout)
+        X_s, y_s = np.subtract(design.X, scaling.center, order="C"), r
+    else:  # gathered first, then scaled in place: one n x p array
+        X_s, y_s = design.X[o], r[o]
+        X_s -= scaling.center
+    X_s /= scaling.scale
     X_s.flags.writeable = y_s.flags.writeable = False
     return StandardizedGaussian(X_s, y_s, y_center, y_scale)
 
 
+def _scaled_response(design):
+    """((y - offset - c) / s in the data's row order (one new array), c, s): c the mean of y - offset when
+    there is an intercept (else 0), s the root mean square of y - offset - c (its SD, else its RMS)."""
+    y = design.y - design.offset if np.any(design.offset) else design.y
+    y_center = float(np.mean(y)) if design.scaling.intercept >= 0 else 0.0
+    r = np.subtract(y, y_center, out=y if y is not design.y else None)
+    y_scale = float(np.sqrt((r @ r) / max(len(r), 1)))
+    if not y_scale > 0:
+        raise ValueError(f"the response {design.endog_name!r} does not vary; there is nothing to fit")
+    r /= y_scale
+    return r, y_center, y_scale
+
+
+def scalar_profile_stats(design, weights, n_obs=None):
+    """(`StandardizedGaussian` without its rows, `_lmm.LMMStats` by group code) for the scalar profile.
+
+    Rows without weights are read in their own order: segment sums when they come grouped (one run of rows
+    per group, `Design.row_runs`), put in code order afterwards, else sums by code; no sort or gather of the
+    rows, and no standardized copy kept (the design's cache keeps the O(G) statistics).  Weighted rows:
+    the statistics of the rows sorted by group (`standardize_gaussian`)."""
+    if weights is not None or not hasattr(design, "codes"):
+        std = standardize_gaussian(design)
+        return std, lmm_stats(std.X_s, std.y_s, design.starts, design.counts, weights, n_obs)
+    runs = getattr(design, "row_runs", None)
+
+    def stats_of(X, y_s):
+        if runs is None:  # rows in any order: per-group sums by code (no sort or gather of the rows)
+            return lmm_stats(X, y_s, None, design.counts, codes=design.codes)
+        stats = lmm_stats(X, y_s, runs.starts, runs.counts)
+        sums = np.empty_like(stats.sums)
+        sums[runs.codes] = stats.sums  # run order -> code order
+        totals = np.empty_like(stats.counts)
+        totals[runs.codes] = stats.counts
+        return replace(stats, sums=sums, counts=totals)
+
+    def build():
+        y_s, y_center, y_scale = _scaled_response(design)
+        scaling = design.scaling
+        if np.all(np.abs(scaling.center) <= scaling.scale):
+            # X_s = X R: the statistics of X mapped through R, no standardized copy of X.  W's intercept row is
+            # exactly 0, so W_s = R'WR is W / (s_j s_k) with no cancellation; the group sums lose at most a
+            # bit to the centring (S_j - n_j c) / s with |c| <= s (beyond that: the standardized copy)
+            raw = stats_of(design.X, y_s)
+            T = np.eye(raw.p + 1)
+            T[:-1, :-1] = scaling.matrix
+            stats = replace(raw, within=T.T @ raw.within @ T, sums=raw.sums @ T)
+        else:
+            stats = stats_of(scaling.transform(design.X), y_s)
+        return StandardizedGaussian(None, None, y_center, y_scale), stats
+
+    cache = getattr(design, "design_cache", None)
+    return build() if cache is None else cache("scalar_profile_stats", build)
+
+
 def _predictors(prepared, beta, modes, Z=None):
     """(eta, eta_fixed) in the data's row order from beta and the modes by level."""
-    eta_fixed = prepared.X @ beta + prepared.offset
+    eta_fixed = prepared.X @ beta
+    eta_fixed += prepared.offset  # (in place: n-sized temporaries cost page faults at 1e6 rows)
     b = np.asarray(modes, float)
     if b.ndim == 1:
-        return eta_fixed + b[prepared.codes], eta_fixed
+        eta = b[prepared.codes]
+        eta += eta_fixed
+        return eta, eta_fixed
     eta = eta_fixed.copy()
     for k, b_k in enumerate(b.T):  # column by column: ~5x faster than an einsum over the gathered (n, q) rows
         eta += Z[:, k] * b_k[prepared.codes]
@@ -96,12 +154,11 @@ def fit_scalar_profile(structure, prepared, reml=True, maxiter=100, tol=1e-6, ca
     intercept) and scaled (the Woodbury profile of `_lmm`)."""
     t0 = time.perf_counter()
     design = prepared
-    std = standardize_gaussian(design)
-    X_s, y_s, y_scale = std.X_s, std.y_s, std.y_scale
+    weights, n_obs = design.lmm_weights()
+    std, stats = scalar_profile_stats(design, weights, n_obs)
+    y_scale = std.y_scale
     if callback is not None:
         callback("start values", 0, np.nan)
-    weights, n_obs = design.lmm_weights()
-    stats = lmm_stats(X_s, y_s, design.starts, design.counts, weights, n_obs)
     fit = fit_lmm(stats, reml=reml, tol=tol, maxiter=maxiter)
     if callback is not None:
         callback("REML" if reml else "ML", fit.n_evaluations, -fit.llf)
