@@ -14,7 +14,7 @@ class NotAvailableError(AttributeError, NotImplementedError):
 
 
 def _refusal(name, why):
-    """A property raising `NotAvailableError` for statsmodels' `name`."""
+    """A property raising `NotAvailableError` for statsmodels' `name` (so ``hasattr`` is False)."""
 
     def getter(self):
         raise NotAvailableError(f"{name} is not available for {type(self).__name__}: {why}")
@@ -25,14 +25,8 @@ def _refusal(name, why):
 
 
 def _method_refusal(name, why):
-    """A method raising `NotAvailableError` when called (statsmodels' method `name`)."""
-
-    def method(self, *args, **kwargs):
-        raise NotAvailableError(f"{name}() is not available for {type(self).__name__}: {why}")
-
-    method.__name__ = name
-    method.__doc__ = f"Not available: {why}"
-    return method
+    """statsmodels' method `name`, refused on access (``hasattr`` is False; calling it raises the reason)."""
+    return _refusal(f"{name}()", why)
 
 
 DEVIANCE_WHY = ("a mixed model's 'deviance' is ambiguous (the conditional sum of unit deviances at the random "
@@ -220,6 +214,14 @@ class ZINames(CommonNames):
         """Number of fixed effects of the conditional (count) part (MixedLM's name)."""
         return len(self.fe_params)
 
+    def wald_test_terms(self, skip_single=False, extra_constraints=None, combine_terms=None, scalar=None):
+        return zi_wald_test_terms(self, skip_single, extra_constraints, combine_terms, scalar)
+
+
+
+    resid_anscombe = _refusal("resid_anscombe", "Anscombe residuals are not defined for a zero-inflated / hurdle "
+                              "response; use resid_response or quantile_residuals()")
+
 
 def wrapped_cov_params(wrapper, r_matrix=None, column=None, scale=None, cov_p=None, other=None):
     """statsmodels' cov_params with names: the full matrix as a DataFrame; for ``column`` the rows and
@@ -239,3 +241,38 @@ def wrapped_cov_params(wrapper, r_matrix=None, column=None, scale=None, cov_p=No
         out = np.atleast_2d(out)
         return out if out.shape != (len(chosen), len(chosen)) else pd.DataFrame(out, index=chosen, columns=chosen)
     return pd.DataFrame(out, index=names, columns=names)
+
+
+def zi_wald_test_terms(res, skip_single=False, extra_constraints=None, combine_terms=None, scalar=None):
+    """statsmodels' wald_test_terms for a zero-inflated / dispersion fit: one joint chi2 test per formula term
+    of each part (a factor's columns together; the zero part's terms prefixed ``zi_``, the dispersion's
+    ``disp_``); the random-effect SDs are left out (a Wald test of a variance at its boundary is not valid)."""
+    from statsmodels.stats.contrast import WaldTestResults
+
+    design = res.model.zdesign
+    sizes = list(res.model.prob.p)
+    identity = np.eye(len(res.params))
+    constraints = []
+    for k, prefix in enumerate(("", "zi_", "disp_")):
+        start = sum(sizes[:k])
+        info = design.design_infos[k]
+        if info is not None:
+            slices = info.term_name_slices.items()
+        else:  # a part without a formula: its intercept only
+            slices = [(name, slice(j, j + 1)) for j, name in enumerate(design.names[k])]
+        for name, cols in slices:
+            matrix = identity[start + cols.start:start + cols.stop]
+            if matrix.shape[0] and not (skip_single and matrix.shape[0] == 1):
+                constraints.append((prefix + name, matrix))
+    for cname in combine_terms or []:
+        rows = [m for name, m in constraints if cname in name]
+        if rows:
+            constraints.append((cname, np.vstack(rows)))
+    rows, index = [], []
+    for name, constraint in constraints + list(extra_constraints or []):
+        wt = res.wald_test(constraint, scalar=scalar)
+        rows.append([wt.statistic, wt.pvalue, int(wt.df_denom)])
+        index.append(name)
+    table = pd.DataFrame(rows, index=index, columns=["statistic", "pvalue", "df_constraint"])
+    return WaldTestResults(None, "chi2", None, table=table)
+ZINames.wald_test_terms.__doc__ = zi_wald_test_terms.__doc__

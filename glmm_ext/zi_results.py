@@ -54,8 +54,11 @@ class ZeroInflatedResults(ZINames, sm_base.LikelihoodModelResults):
         self.method = "Laplace"
         self.nobs = model.nobs
         self.k_params = int(fit.theta.size)
-        self.df_model = self.k_params
-        self.df_resid = self.nobs - self.k_params
+        # statsmodels' ZeroInflatedPoisson convention: the count part's regressors (less one), the zero part,
+        # the dispersion and the random-effect SDs counted as k_extra
+        self.df_model = model.k_fe - 1
+        self.df_resid = self.nobs - model.k_fe
+        self.k_extra = self.k_params - model.k_fe
         self.converged = bool(fit.converged)
         self.fit_options = {}
         self.n_dropped = model.zdesign.n_dropped
