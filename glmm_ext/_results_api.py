@@ -73,7 +73,8 @@ def _rows(res):
     """(y, prior weights) of the fitted rows; ValueError after remove_data()."""
     design = res.model.design
     if design.y is None:
-        raise ValueError("the per-row data were removed by remove_data(): residuals need the fitted rows")
+        raise ValueError("the per-row data were removed by remove_data(): mu and the residuals need the fitted "
+                         "rows; refit, or keep res.diagnostics() before remove_data()")
     return design.y, design.prior_weights
 
 
@@ -148,6 +149,7 @@ class GLMMNames(CommonNames):
     @property
     def mu(self):
         """Conditional fitted means (fixed effects + each row's random effects), response scale: ndarray."""
+        _rows(self)  # the fitted rows must be in memory (not after remove_data(), nor on a Dask cluster)
         return np.asarray(self.fittedvalues, float)
 
     def _row_series(self, values, name):
