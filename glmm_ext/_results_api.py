@@ -143,8 +143,29 @@ class CommonNames:
         return settings
 
 
+def _mixedlm_size(name, default):
+    """MixedLM's size `name` of a one-factor fit (set in GLMMResults.__init__); refused for several terms, where
+    MixedLM's encoding (one grouping factor plus variance components) is not the model's."""
+
+    def get(self):
+        if self.is_multi:
+            raise NotAvailableError(f"{name} is not available for a fit with several random-effect terms: MixedLM's "
+                                    "k_re, k_re2 and k_vc describe one grouping factor and its variance components; "
+                                    "see cov_re (a dict by term) and params_vector (every variance parameter)")
+        return self.__dict__.get(f"_{name}", default)
+
+    def set(self, value):
+        self.__dict__[f"_{name}"] = value
+
+    return property(get, set, doc=f"MixedLM's {name} (one grouping factor); refused with several terms.")
+
+
 class GLMMNames(CommonNames):
     """GLMResults' residuals on `GLMMResults`: statsmodels' formulas with the conditional means ``mu``."""
+
+    k_re = _mixedlm_size("k_re", 1)  # random effects per group (1: a random intercept)
+    k_re2 = _mixedlm_size("k_re2", 1)  # covariance parameters of one group's effects
+    k_vc = _mixedlm_size("k_vc", 0)  # variance components: none (vc_formula is not taken)
 
     @property
     def mu(self):

@@ -132,8 +132,6 @@ class GLMMResults(GLMMNames, sm_base.LikelihoodModelResults):
         """Number of fixed effects (MixedLM's name)."""
         return self.model.k_fe
 
-    k_re = k_re2 = 1  # one random intercept: one random effect, one covariance parameter (MixedLM's names)
-    k_vc = 0  # no variance components
 
     @cache_readonly
     def sigma_re(self):

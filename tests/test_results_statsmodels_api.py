@@ -174,6 +174,14 @@ def test_optimiser_record_and_fit_facts(fits, kind):
     assert isinstance(res.family, type(res.model.family))
     assert res.cov_type and res.k_constant == 1
     assert res.scale == (1.0 if kind != "gauss" else pytest.approx(float(res.vcomp["Variance"].iloc[-1])))
+    assert res.k_fe == 2
+    if kind == "one":  # MixedLM's sizes of one grouping factor with a random intercept
+        assert (res.k_re, res.k_re2, res.k_vc) == (1, 1, 0)
+    elif kind != "zi":  # MixedLM would encode crossed terms as variance components: no number claimed
+        for name in ("k_re", "k_re2", "k_vc"):
+            assert not hasattr(res, name)
+            with pytest.raises(NotAvailableError, match="several random-effect terms"):
+                getattr(res, name)
 
 
 # ------------------------------------------------------------------------------------------ fitted values
