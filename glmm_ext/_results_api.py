@@ -178,9 +178,10 @@ class GLMMNames(CommonNames):
 
     @property
     def resid_response(self):
-        """y - mu (GLM's name; equal to ``resid``)."""
+        """trials (y - mu) (GLM's formula: y - mu, equal to ``resid``, except for a Binomial response with trials,
+        where it counts successes rather than proportions)."""
         y, _ = _rows(self)
-        return self._row_series(y - self.mu, "resid_response")
+        return self._row_series(self.model.design.trials * (y - self.mu), "resid_response")
 
     @property
     def resid_pearson(self):
@@ -199,13 +200,18 @@ class GLMMNames(CommonNames):
     def resid_working(self):
         """(y - mu) g'(mu): the working residuals of the last IRLS step (GLM's formula)."""
         y, _ = _rows(self)
+        if self.model.design.has_trials and np.any(self.model.design.trials != 1):
+            raise NotAvailableError("resid_working is not available for a Binomial response with trials: "
+                                    "statsmodels' GLM multiplies it by the trials twice (its own code questions "
+                                    "this); use (y - mu) * g'(mu) from res.mu, or resid_pearson")
         mu = self.mu
         return self._row_series((y - mu) * self.model.dist.link.deriv(mu), "resid_working")
 
     @property
     def pearson_chi2(self):
-        """Sum of the squared conditional Pearson residuals (``overdispersion()['chisq']``)."""
-        return float(np.sum(self.resid_pearson.to_numpy() ** 2))
+        """Sum of the squared conditional Pearson residuals times the frequency weights (GLM's formula;
+        ``overdispersion()['chisq']`` without frequency weights)."""
+        return float(np.sum(self.model.design.freq_weights * self.resid_pearson.to_numpy() ** 2))
 
 
 ZI_PEARSON_WHY = ("the variance of a zero-inflated / hurdle response is not provided; use resid_response or "

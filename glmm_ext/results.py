@@ -515,7 +515,8 @@ class GLMMResults(GLMMNames, sm_base.LikelihoodModelResults):
         if xname_fe is not None and len(xname_fe) != len(self.model.exog_names):
             raise ValueError(f"xname_fe has {len(xname_fe)} names; the model has {len(self.model.exog_names)} "
                              "fixed effects")
-        labels = {"title": title, "yname": yname, "xname_fe": xname_fe, "float_format": check_float_format(float_format),
+        labels = {"title": title, "yname": yname, "xname_fe": xname_fe,
+                  "float_format": check_float_format(float_format),
                   "xname_re": None if xname_re is None else list(np.atleast_1d(xname_re))[0]}
         return make_summary(self, alpha=alpha, blup_rows=int(blup_rows), from_cli=from_cli, labels=labels)
 

@@ -221,6 +221,26 @@ def test_glm_residuals_at_the_conditional_means(fits, kind):
         assert res.overdispersion()["chisq"] == pytest.approx(res.pearson_chi2, rel=1e-12)
 
 
+def test_binomial_trials_residuals_are_statsmodels_glm_formulas_at_the_conditional_means():
+    """statsmodels' own GLMResults evaluated at the GLMM's conditional means (the random part as an offset)."""
+    from statsmodels.genmod.generalized_linear_model import GLMResults
+
+    cbpp = glmm_ext.datasets.load_cbpp()
+    formula = "incidence + I(size - incidence) ~ C(period)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = glmm_ext.GLMM.from_formula(formula + " + (1|herd)", cbpp, family=sm.families.Binomial()).fit()
+    b = np.array([res.random_effects[h].iloc[0] for h in cbpp["herd"]])
+    glm = sm.GLM.from_formula(formula, cbpp, family=sm.families.Binomial(), offset=b)
+    oracle = GLMResults(glm, res.params.to_numpy(), normalized_cov_params=np.eye(len(res.params)), scale=1.0)
+    np.testing.assert_allclose(res.mu, oracle.mu, rtol=1e-10)
+    for name in ("resid_response", "resid_pearson", "resid_deviance"):  # resid_response counts successes
+        np.testing.assert_allclose(getattr(res, name), getattr(oracle, name), rtol=1e-8, atol=1e-12, err_msg=name)
+    assert res.pearson_chi2 == pytest.approx(oracle.pearson_chi2, rel=1e-10)
+    with pytest.raises(NotAvailableError, match="trials twice"):
+        res.resid_working
+
+
 def test_zero_inflated_mean_and_residuals(fits):
     res = fits["zi"]
     mu = (1 - expit(res.params["zi_Intercept"])) * np.exp(_conditional_eta(res, "zi"))  # E[y] = (1 - p) mu

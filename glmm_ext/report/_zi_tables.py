@@ -161,7 +161,6 @@ def summary2(res, yname=None, xname=None, title=None, alpha=0.05, float_format="
 def summary(res, alpha=0.05):
     """statsmodels Summary: model facts, one coefficient table per part, random effects, warnings."""
     model = res.model
-    d = model.zdesign
     smry = Summary()
     zp = {"none": "none", "zi": "zero inflation", "hurdle": "hurdle (zero-truncated counts)"}[res.zero_part]
     left = [("Family:", FAMILY_TEXT[res.family_name]), ("Zero part:", zp), ("Formula:", str(model.formula)[:60]),
