@@ -246,6 +246,17 @@ class ZINames(CommonNames):
     def wald_test_terms(self, skip_single=False, extra_constraints=None, combine_terms=None, scalar=None):
         return zi_wald_test_terms(self, skip_single, extra_constraints, combine_terms, scalar)
 
+    def t_test_pairwise(self, term_name, method="hs", alpha=0.05, factor_labels=None):
+        """statsmodels' t_test_pairwise for a factor of the conditional (count) part: every pair of its levels,
+        with the multiple-testing correction `method`."""
+        info = self.model.zdesign.design_infos[0]
+        terms = [] if info is None else list(info.term_names)
+        if term_name not in terms:
+            raise ValueError(f"term_name {term_name!r} is not a term of the conditional part ({', '.join(terms)}); "
+                             "pairwise comparisons cover the conditional part's factors")
+        self.model.data.model_spec = info  # statsmodels reads the term's columns there; they come first in params
+        return super().t_test_pairwise(term_name, method=method, alpha=alpha, factor_labels=factor_labels)
+
 
 
     resid_anscombe = _refusal("resid_anscombe", "Anscombe residuals are not defined for a zero-inflated / hurdle "

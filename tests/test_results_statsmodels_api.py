@@ -373,6 +373,15 @@ def test_zero_inflated_wald_test_terms_joins_a_factors_columns():
     assert table.loc["f", "statistic"] == pytest.approx(beta @ np.linalg.solve(C, beta), rel=1e-10)
     assert table.loc["f", "df_constraint"] == 2
     assert table.loc["zi_x", "statistic"] == pytest.approx((res.params["zi_x"] / res.bse["zi_x"]) ** 2, rel=1e-10)
+    pairs = res.t_test_pairwise("f", method="bonferroni").result_frame
+    cov = res.cov_params().loc[cols, cols].to_numpy()
+    diff = beta[1] - beta[0]  # c - b
+    se = np.sqrt(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    assert pairs.loc["c-b", "coef"] == pytest.approx(diff, rel=1e-10)
+    assert pairs.loc["c-b", "std err"] == pytest.approx(se, rel=1e-10)
+    assert pairs.loc["c-b", "pvalue-bonferroni"] == pytest.approx(min(1.0, 3 * 2 * stats.norm.sf(abs(diff / se))))
+    with pytest.raises(ValueError, match="not a term of the conditional part"):
+        res.t_test_pairwise("zi_x")
 
 
 # ------------------------------------------------------------------------------------------ summaries
@@ -473,3 +482,18 @@ def test_zero_inflated_save_is_refused_before_a_file_is_written(tmp_path):
     res.remove_data()
     np.testing.assert_allclose(res.predict(NEW), expected, rtol=1e-12)
     assert "Conditional model" in str(res.summary2())
+
+
+def test_t_test_pairwise_of_a_factor_with_crossed_terms():
+    df = DF.assign(f=np.array(list("abc"))[np.arange(N) % 3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = glmm_ext.GLMM.from_formula("yp ~ x + f + (1|a) + (1|b)", df, family=sm.families.Poisson()).fit()
+    pairs = res.t_test_pairwise("f").result_frame
+    cov = res.cov_params().loc[["f[T.b]", "f[T.c]"], ["f[T.b]", "f[T.c]"]].to_numpy()
+    assert pairs.loc["b-a", "coef"] == pytest.approx(res.params["f[T.b]"], rel=1e-12)
+    assert pairs.loc["c-b", "coef"] == pytest.approx(res.params["f[T.c]"] - res.params["f[T.b]"], rel=1e-10)
+    assert pairs.loc["c-b", "std err"] == pytest.approx(np.sqrt(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]), rel=1e-10)
+    table = res.wald_test_terms(scalar=True).table
+    beta = res.params[["f[T.b]", "f[T.c]"]].to_numpy()
+    assert table.loc["f", "statistic"] == pytest.approx(beta @ np.linalg.solve(cov, beta), rel=1e-10)
