@@ -295,6 +295,7 @@ class ZeroInflatedResults(ZINames, sm_base.LikelihoodModelResults):
         """
         if which not in WHICH:
             raise ValueError(f"which must be one of {WHICH} (got {which!r})")
+        exog = pd.DataFrame(exog) if isinstance(exog, dict) else exog  # statsmodels' formula predict takes a dict
         eta = self._new_etas(exog, re)
         if exog is not None and offset is not None:
             eta[:, 0] += np.asarray(offset, float).reshape(-1)
@@ -309,6 +310,7 @@ class ZeroInflatedResults(ZINames, sm_base.LikelihoodModelResults):
         for "mean".  Returns a DataFrame: predicted, se, ci_lower, ci_upper."""
         if which not in WHICH:
             raise ValueError(f"which must be one of {WHICH} (got {which!r})")
+        exog = pd.DataFrame(exog) if isinstance(exog, dict) else exog  # statsmodels' formula predict takes a dict
         eta = self._new_etas(exog, re)
         if exog is not None and offset is not None:
             eta[:, 0] += np.asarray(offset, float).reshape(-1)

@@ -314,6 +314,9 @@ def test_zero_inflated_predict_and_get_prediction_summary_frame(fits):
     np.testing.assert_allclose(pred["ci_upper"], eta + stats.norm.isf(0.025) * se, rtol=1e-8)  # built at 0.05
     mean = res.get_prediction(NEW).summary_frame()
     np.testing.assert_allclose(mean["predicted"], res.predict(NEW), rtol=1e-10)
+    as_dict = {c: NEW[c].tolist() for c in ("x", "a")}  # statsmodels' formula predict takes a dict too
+    np.testing.assert_allclose(res.predict(as_dict), res.predict(NEW), rtol=1e-12)
+    np.testing.assert_allclose(res.get_prediction(as_dict).summary_frame()["se"], mean["se"], rtol=1e-12)
 
 
 # ------------------------------------------------------------------------------------------ hypothesis tests
