@@ -116,6 +116,7 @@ class CommonNames:
     resid_anscombe_unscaled = _refusal("resid_anscombe_unscaled", ANSCOMBE_WHY)
     profile_re = _method_refusal("profile_re", "use res.conf_int(method='profile') (likelihood-ratio intervals "
                                  "of every variance parameter)")
+    bootstrap = _method_refusal("bootstrap", "use res.conf_int(method='boot') (parametric bootstrap intervals)")
 
     @property
     def mle_retvals(self):
@@ -259,6 +260,10 @@ class ZINames(CommonNames):
 
 
 
+    bootstrap = _method_refusal("bootstrap", "no bootstrap is provided for a zero-inflated / hurdle fit; "
+                                "res.simulate(nsim) draws responses to refit")
+    profile_re = _method_refusal("profile_re", "no profile intervals are provided for a zero-inflated / hurdle fit; "
+                                 "use conf_int() (Wald)")
     resid_anscombe = _refusal("resid_anscombe", "Anscombe residuals are not defined for a zero-inflated / hurdle "
                               "response; use resid_response or quantile_residuals()")
 

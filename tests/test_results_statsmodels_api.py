@@ -438,7 +438,7 @@ def test_zero_inflated_summary2(fits):
 # ------------------------------------------------------------------------------------------ refusals
 REFUSED = ["deviance", "null_deviance", "llnull", "bic_deviance", "pseudo_rsquared()", "llf_scaled()",
            "get_influence()", "get_hat_matrix_diag()", "resid_anscombe", "score_test()", "plot_added_variable()",
-           "get_margeff()", "profile_re()"]
+           "get_margeff()", "profile_re()", "bootstrap()"]
 
 
 @pytest.mark.parametrize("kind", STRUCTURES)
