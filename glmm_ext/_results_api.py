@@ -215,19 +215,50 @@ class GLMMNames(CommonNames):
         return float(np.sum(self.model.design.freq_weights * self.resid_pearson.to_numpy() ** 2))
 
 
-ZI_PEARSON_WHY = ("the variance of a zero-inflated / hurdle response is not provided; use resid_response or "
-                  "quantile_residuals()")
+def zi_response_variance(res):
+    """Var[y] per fitted row of a count model, the zero part included (random effects at their modes):
+    (1 - p)(V + p mu^2) with zero inflation; E[y^2] - E[y]^2, E[y^2] = (1 - p)(V + mu^2) / (1 - f(0)), for a
+    hurdle; V = Var of the count distribution (Poisson mu, NB2 mu + mu^2/theta, NB1 mu(1 + phi))."""
+    from scipy.special import expit
+
+    from .engine._zi_density import _scipy_cond, cond_mean
+
+    if res.family_name not in ("poisson", "nb2", "nb1"):
+        raise NotAvailableError(f"resid_pearson is not available for the {res.family_name} family with a dispersion "
+                                "model: statsmodels' GLM does not divide by the dispersion, glmmTMB does; use "
+                                "resid_response or quantile_residuals()")
+    eta = res._fit.eta
+    mu = cond_mean(res.family_name, eta[:, 0])
+    dist = _scipy_cond(res.family_name, mu, eta[:, 2])
+    V = dist.var()
+    if res.zero_part == "none":
+        return V
+    p = expit(eta[:, 1])
+    if res.zero_part == "zi":
+        return (1.0 - p) * (V + p * mu * mu)
+    kept = 1.0 - dist.pmf(0)  # the count part is zero-truncated
+    mean = (1.0 - p) * mu / kept
+    return (1.0 - p) * (V + mu * mu) / kept - mean * mean
 
 
 class ZINames(CommonNames):
     """GLMResults' names on `ZeroInflatedResults` (``mu`` = E[y], the zero part included)."""
 
     cov_type = "hessian"  # inverse of the observed information (central differences of the exact gradient)
-    resid_pearson = _refusal("resid_pearson", ZI_PEARSON_WHY)
-    pearson_chi2 = _refusal("pearson_chi2", ZI_PEARSON_WHY)
     resid_deviance = _refusal("resid_deviance", "no unit deviance is defined for a zero-inflated / hurdle "
-                              "mixture; use resid_response or quantile_residuals()")
+                              "mixture; use resid_pearson, resid_response or quantile_residuals()")
     resid_working = _refusal("resid_working", "the model is not fitted by IRLS: there is no working response")
+
+    @property
+    def resid_pearson(self):
+        """(y - E[y]) / sqrt(Var[y]) with the zero part's mean and variance (statsmodels' ZeroInflatedPoisson
+        and glmmTMB's definition); count families only."""
+        return (self.resid / np.sqrt(zi_response_variance(self))).rename("resid_pearson")
+
+    @property
+    def pearson_chi2(self):
+        """Sum of the squared Pearson residuals."""
+        return float(np.sum(self.resid_pearson.to_numpy() ** 2))
 
     @property
     def mu(self):
@@ -265,7 +296,7 @@ class ZINames(CommonNames):
     profile_re = _method_refusal("profile_re", "no profile intervals are provided for a zero-inflated / hurdle fit; "
                                  "use conf_int() (Wald)")
     resid_anscombe = _refusal("resid_anscombe", "Anscombe residuals are not defined for a zero-inflated / hurdle "
-                              "response; use resid_response or quantile_residuals()")
+                              "response; use resid_pearson, resid_response or quantile_residuals()")
 
 
 def wrapped_cov_params(wrapper, r_matrix=None, column=None, scale=None, cov_p=None, other=None):

@@ -41,9 +41,9 @@ class ZeroInflatedResults(ZINames, sm_base.LikelihoodModelResults):
     converged, singular : bool
     zi_boundary : list of str
         Why the zero part is on its boundary (a probability at 0 or 1); empty when it is not.
-    mu, resid_response
-        E[y] per fitted row and y - E[y]; statsmodels names with no number for a zero-inflated / hurdle
-        model (resid_pearson, deviance, ...) raise an error saying why.  Not picklable (``save``): see
+    mu, resid_response, resid_pearson
+        E[y] per fitted row, y - E[y] and (y - E[y]) / sqrt(Var[y]); statsmodels names with no number for a
+        zero-inflated / hurdle model (resid_deviance, deviance, ...) raise an error saying why.  Not picklable (``save``): see
         `save`.
     """
 

@@ -241,16 +241,47 @@ def test_binomial_trials_residuals_are_statsmodels_glm_formulas_at_the_condition
         res.resid_working
 
 
+def _brute_moments(pmf):
+    """E[y] and Var[y] per row by summing a (rows x 0..K) probability table."""
+    k = np.arange(pmf.shape[1])
+    assert np.allclose(pmf.sum(axis=1), 1.0, atol=1e-10)
+    mean = pmf @ k
+    return mean, pmf @ (k * k) - mean * mean
+
+
 def test_zero_inflated_mean_and_residuals(fits):
     res = fits["zi"]
-    mu = (1 - expit(res.params["zi_Intercept"])) * np.exp(_conditional_eta(res, "zi"))  # E[y] = (1 - p) mu
-    np.testing.assert_allclose(res.mu, mu, rtol=1e-8)
-    np.testing.assert_allclose(res.predict(), mu, rtol=1e-8)
-    np.testing.assert_allclose(res.resid_response, _y("zi") - mu, rtol=1e-7, atol=1e-10)
-    for name in ("resid_pearson", "pearson_chi2", "resid_deviance", "resid_working", "resid_anscombe"):
+    p, mu_c = expit(res.params["zi_Intercept"]), np.exp(_conditional_eta(res, "zi"))
+    pmf = (1 - p) * stats.poisson.pmf(np.arange(80)[None, :], mu_c[:, None])
+    pmf[:, 0] += p  # structural zeros
+    mean, var = _brute_moments(pmf)
+    np.testing.assert_allclose(res.mu, mean, rtol=1e-8)  # E[y] = (1 - p) mu
+    np.testing.assert_allclose(res.predict(), mean, rtol=1e-8)
+    np.testing.assert_allclose(res.resid_response, _y("zi") - mean, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(res.resid_pearson, (_y("zi") - mean) / np.sqrt(var), rtol=1e-7, atol=1e-10)
+    assert res.pearson_chi2 == pytest.approx(np.sum((_y("zi") - mean) ** 2 / var), rel=1e-8)
+    for name in ("resid_deviance", "resid_working", "resid_anscombe"):
         assert not hasattr(res, name)
         with pytest.raises(NotAvailableError, match=f"{name} is not available .*(zero-inflated|IRLS)"):
             getattr(res, name)
+
+
+def test_hurdle_pearson_residuals_use_the_truncated_moments():
+    from glmm_ext.families import TruncatedNegativeBinomial
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = glmm_ext.GLMM.from_formula("z ~ x + (1|a)", DF, family=TruncatedNegativeBinomial(),
+                                         zi_formula="~1").fit()
+    p = expit(res.params["zi_Intercept"])  # P(y = 0)
+    mu = np.exp(_conditional_eta(res, "zi"))
+    theta = np.exp(res.params["disp_Intercept"])  # NB2: Var = mu + mu^2 / theta
+    counts = stats.nbinom.pmf(np.arange(150)[None, :], theta, theta / (theta + mu[:, None]))
+    pmf = (1 - p) * counts / (1 - counts[:, :1])
+    pmf[:, 0] = p
+    mean, var = _brute_moments(pmf)
+    np.testing.assert_allclose(res.mu, mean, rtol=1e-8)
+    np.testing.assert_allclose(res.resid_pearson, (_y("zi") - mean) / np.sqrt(var), rtol=1e-6, atol=1e-10)
 
 
 # ------------------------------------------------------------------------------------------ prediction
