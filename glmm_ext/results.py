@@ -132,7 +132,6 @@ class GLMMResults(GLMMNames, sm_base.LikelihoodModelResults):
         """Number of fixed effects (MixedLM's name)."""
         return self.model.k_fe
 
-
     @cache_readonly
     def sigma_re(self):
         """Random-intercept standard deviation sigma_u."""

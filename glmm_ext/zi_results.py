@@ -43,8 +43,8 @@ class ZeroInflatedResults(ZINames, sm_base.LikelihoodModelResults):
         Why the zero part is on its boundary (a probability at 0 or 1); empty when it is not.
     mu, resid_response, resid_pearson
         E[y] per fitted row, y - E[y] and (y - E[y]) / sqrt(Var[y]); statsmodels names with no number for a
-        zero-inflated / hurdle model (resid_deviance, deviance, ...) raise an error saying why.  Not picklable (``save``): see
-        `save`.
+        zero-inflated / hurdle model (resid_deviance, deviance, ...) raise an error saying why.  Not
+        picklable: see `save`.
     """
 
     def __init__(self, model, fit):
