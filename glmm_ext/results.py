@@ -6,12 +6,13 @@ from statsmodels.base import wrapper as sm_wrap
 from functools import cached_property as cache_readonly
 
 from . import _results_terms as _rt
+from ._results_api import GLMMNames, wrapped_cov_params
 from ._term_view import per_term, term_views
 from .report import _tables
 from ._validation import check_alpha
 
 
-class GLMMResults(sm_base.LikelihoodModelResults):
+class GLMMResults(GLMMNames, sm_base.LikelihoodModelResults):
     """A fitted GLMM of any random-effects structure: a random intercept or a vector of random effects
     (random slopes) per group, or several terms (crossed and nested factors).
 
@@ -33,6 +34,9 @@ class GLMMResults(sm_base.LikelihoodModelResults):
         k = p + 2 (Gaussian identity) or p + 1 (+1 with a dispersion).
     random_effects : dict
         Group label -> Series (``"Group"``): the BLUPs / conditional modes.
+    mu, resid_response, resid_pearson, resid_deviance, resid_working, pearson_chi2
+        GLMResults' formulas at the conditional means (see `glmm_ext._results_api`); GLM names with no
+        mixed-model number (deviance, llnull, get_influence, ...) raise an error saying why.
     converged, singular : bool
     optsummary : OptSummary
         The optimiser's settings, iterations and return status.
@@ -127,9 +131,6 @@ class GLMMResults(sm_base.LikelihoodModelResults):
     def k_fe(self):
         """Number of fixed effects (MixedLM's name)."""
         return self.model.k_fe
-
-    k_re = k_re2 = 1  # one random intercept: one random effect, one covariance parameter (MixedLM's names)
-    k_vc = 0  # no variance components
 
     @cache_readonly
     def sigma_re(self):
@@ -499,14 +500,15 @@ class GLMMResults(sm_base.LikelihoodModelResults):
             self.__dict__.pop(name, None)
 
     def summary(self, alpha=0.05, blup_rows=10, from_cli=False, title=None, yname=None, xname_fe=None,
-                xname_re=None):
+                xname_re=None, float_format=None):
         """statsmodels ``summary2.Summary`` holding every table; prints as text, renders as HTML in a notebook.
 
         ``blup_rows`` caps the BLUP table (default 10; ``blup_table()`` has every group).  MixedLM's
         ``title``, ``yname`` (response), ``xname_fe`` (fixed-effect names) and ``xname_re`` (the
-        random-intercept row's name) relabel the tables.
+        random-intercept row's name) relabel the tables.  ``float_format`` (e.g. ``"%.2f"``) formats every
+        non-integer number of the tables; None: four decimals, scientific outside [1e-3, 1e6).
         """
-        from .report._display import make_summary
+        from .report._display import check_float_format, make_summary
 
         if isinstance(blup_rows, bool) or not isinstance(blup_rows, (int, np.integer)) or blup_rows < 0:
             raise ValueError(f"blup_rows must be a whole number >= 0 (got {blup_rows!r})")
@@ -514,13 +516,18 @@ class GLMMResults(sm_base.LikelihoodModelResults):
             raise ValueError(f"xname_fe has {len(xname_fe)} names; the model has {len(self.model.exog_names)} "
                              "fixed effects")
         labels = {"title": title, "yname": yname, "xname_fe": xname_fe,
+                  "float_format": check_float_format(float_format),
                   "xname_re": None if xname_re is None else list(np.atleast_1d(xname_re))[0]}
         return make_summary(self, alpha=alpha, blup_rows=int(blup_rows), from_cli=from_cli, labels=labels)
 
-    def summary2(self, yname=None, xname=None, title=None, alpha=0.05, blup_rows=10):
-        """statsmodels' GLM name for the ``summary2.Summary`` that `summary` returns (the same tables, any
-        random-effects structure); ``xname`` names the fixed effects (``summary``'s ``xname_fe``)."""
-        return self.summary(alpha=alpha, blup_rows=blup_rows, title=title, yname=yname, xname_fe=xname)
+    def summary2(self, yname=None, xname=None, title=None, alpha=0.05, float_format=None, blup_rows=10):
+        """statsmodels' GLM / MixedLM ``summary2``: the ``summary2.Summary`` that `summary` returns (the same
+        tables, any random-effects structure).  ``xname`` names the fixed effects (``summary``'s
+        ``xname_fe``); ``float_format`` formats every non-integer number of the tables (statsmodels'
+        default is "%.4f"; None here keeps `summary`'s format, which switches to scientific notation for
+        tiny variances rather than print 0.0000)."""
+        return self.summary(alpha=alpha, blup_rows=blup_rows, title=title, yname=yname, xname_fe=xname,
+                            float_format=float_format)
 
     def save(self, fname, remove_data=False):
         """Pickle the results (statsmodels' ``save``).  Unsafe for untrusted files: unpickling runs code and a
@@ -548,7 +555,7 @@ class GLMMResultsWrapper(sm_wrap.ResultsWrapper):
     _wrap_attrs = sm_wrap.union_dicts(sm_base.LikelihoodResultsWrapper._wrap_attrs, _attrs)
     _methods = {}
     _wrap_methods = {k: v for k, v in sm_wrap.union_dicts(sm_base.LikelihoodResultsWrapper._wrap_methods,
-                                                           _methods).items() if k != "conf_int"}
+                                                           _methods).items() if k not in ("conf_int", "cov_params")}
 
     def save(self, fname, remove_data=False):
         """Pickle the results (statsmodels' ``save``); ``sm.load_pickle(fname)`` reads them back.
@@ -562,6 +569,8 @@ class GLMMResultsWrapper(sm_wrap.ResultsWrapper):
         """See GLMMResults.conf_int: statsmodels-shaped for method=None, else a lower/upper DataFrame."""
         out = self._results.conf_int(alpha, method=method, **kwargs)
         return self._results.model.data.wrap_output(out, how="columns") if method is None else out
+
+    cov_params = wrapped_cov_params
 
     def _repr_html_(self):
         return self._results._repr_html_()

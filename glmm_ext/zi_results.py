@@ -9,6 +9,7 @@ from scipy.special import expit
 from statsmodels.base import model as sm_base
 from statsmodels.base import wrapper as sm_wrap
 
+from ._results_api import ZINames, wrapped_cov_params
 from .engine._laplace_multi import linear_predictors
 from .engine._zi_density import cond_mean, response_cdf, response_mean, simulate_rows
 from .report import _zi_tables
@@ -16,7 +17,7 @@ from .report import _zi_tables
 WHICH = ("mean", "conditional", "zprob", "linear", "zlinear", "disp")
 
 
-class ZeroInflatedResults(sm_base.LikelihoodModelResults):
+class ZeroInflatedResults(ZINames, sm_base.LikelihoodModelResults):
     """A fitted zero-inflated / hurdle / dispersion GLMM.
 
     Attributes
@@ -40,6 +41,10 @@ class ZeroInflatedResults(sm_base.LikelihoodModelResults):
     converged, singular : bool
     zi_boundary : list of str
         Why the zero part is on its boundary (a probability at 0 or 1); empty when it is not.
+    mu, resid_response, resid_pearson
+        E[y] per fitted row, y - E[y] and (y - E[y]) / sqrt(Var[y]); statsmodels names with no number for a
+        zero-inflated / hurdle model (resid_deviance, deviance, ...) raise an error saying why.  Not
+        picklable: see `save`.
     """
 
     def __init__(self, model, fit):
@@ -49,8 +54,11 @@ class ZeroInflatedResults(sm_base.LikelihoodModelResults):
         self.method = "Laplace"
         self.nobs = model.nobs
         self.k_params = int(fit.theta.size)
-        self.df_model = self.k_params
-        self.df_resid = self.nobs - self.k_params
+        # statsmodels' ZeroInflatedPoisson convention: the count part's regressors (less one), the zero part,
+        # the dispersion and the random-effect SDs counted as k_extra
+        self.df_model = model.k_fe - 1
+        self.df_resid = self.nobs - model.k_fe
+        self.k_extra = self.k_params - model.k_fe
         self.converged = bool(fit.converged)
         self.fit_options = {}
         self.n_dropped = model.zdesign.n_dropped
@@ -204,6 +212,23 @@ class ZeroInflatedResults(sm_base.LikelihoodModelResults):
     def summary(self, alpha=0.05):
         return _zi_tables.summary(self, alpha)
 
+    def summary2(self, yname=None, xname=None, title=None, alpha=0.05, float_format="%.4f"):
+        """statsmodels' ``summary2``: a ``summary2.Summary`` with the model facts, one coefficient table per part
+        (conditional, zero, dispersion), the random effects and the notes.  ``xname``: new names for every
+        row of ``params`` (in its order); ``float_format`` formats the tables' numbers."""
+        return _zi_tables.summary2(self, yname=yname, xname=xname, title=title, alpha=alpha,
+                                   float_format=float_format)
+
+    def save(self, fname, remove_data=False):
+        """Not supported: raises NotImplementedError (see `__getstate__`), before any file is written."""
+        self.__getstate__()
+
+    def __getstate__(self):
+        raise NotImplementedError("a zero-inflated / hurdle / dispersion fit cannot be pickled (save, "
+                                  "pickle.dumps, copy.deepcopy): its model keeps patsy's design information, "
+                                  "which patsy cannot pickle; keep the data and formulas and refit, or store "
+                                  "res.params, res.cov_params() and str(res.summary())")
+
     def _repr_html_(self):
         return self.summary().as_html()
 
@@ -270,6 +295,7 @@ class ZeroInflatedResults(sm_base.LikelihoodModelResults):
         """
         if which not in WHICH:
             raise ValueError(f"which must be one of {WHICH} (got {which!r})")
+        exog = pd.DataFrame(exog) if isinstance(exog, dict) else exog  # statsmodels' formula predict takes a dict
         eta = self._new_etas(exog, re)
         if exog is not None and offset is not None:
             eta[:, 0] += np.asarray(offset, float).reshape(-1)
@@ -284,6 +310,7 @@ class ZeroInflatedResults(sm_base.LikelihoodModelResults):
         for "mean".  Returns a DataFrame: predicted, se, ci_lower, ci_upper."""
         if which not in WHICH:
             raise ValueError(f"which must be one of {WHICH} (got {which!r})")
+        exog = pd.DataFrame(exog) if isinstance(exog, dict) else exog  # statsmodels' formula predict takes a dict
         eta = self._new_etas(exog, re)
         if exog is not None and offset is not None:
             eta[:, 0] += np.asarray(offset, float).reshape(-1)
@@ -331,7 +358,9 @@ class ZeroInflatedResults(sm_base.LikelihoodModelResults):
             se = np.sqrt(np.einsum("ij,jk,ik->i", J, cov, J))
             lo, hi = pred - z * se, pred + z * se
         index = d.index if exog is None else exog.index
-        return pd.DataFrame({"predicted": pred, "se": se, "ci_lower": lo, "ci_upper": hi}, index=index)
+        frame = ZIPredictionFrame({"predicted": pred, "se": se, "ci_lower": lo, "ci_upper": hi}, index=index)
+        frame.request = (self, exog, which, re, offset)
+        return frame
 
     @property
     def fittedvalues(self):
@@ -386,15 +415,42 @@ class ZeroInflatedResults(sm_base.LikelihoodModelResults):
         return response_cdf(self.family_name, self.zero_part, y, eta[:, 0], eta[:, 1], eta[:, 2])
 
 
+class ZIPredictionFrame(pd.DataFrame):
+    """`ZeroInflatedResults.get_prediction`'s DataFrame (predicted, se, ci_lower, ci_upper) with statsmodels'
+    prediction-results methods: ``summary_frame(alpha)`` and ``conf_int(alpha)`` (the discrete count models'
+    column names)."""
+
+    _metadata = ["request"]
+
+    @property
+    def _constructor(self):
+        return pd.DataFrame  # a slice or a computed frame is a plain DataFrame
+
+    def summary_frame(self, alpha=0.05):
+        """predicted, se, ci_lower, ci_upper at level 1 - alpha (a plain DataFrame)."""
+        res, exog, which, re, offset = self.request
+        return pd.DataFrame(res.get_prediction(exog, which=which, re=re, alpha=alpha, offset=offset))
+
+    def conf_int(self, alpha=0.05):
+        """(n, 2) ndarray of the interval at level 1 - alpha."""
+        return self.summary_frame(alpha)[["ci_lower", "ci_upper"]].to_numpy()
+
+
 class ZeroInflatedResultsWrapper(sm_base.LikelihoodResultsWrapper):
     _attrs = dict(sm_base.LikelihoodResultsWrapper._wrap_attrs)
     _wrap_attrs = _attrs
-    _methods = dict(sm_base.LikelihoodResultsWrapper._wrap_methods)
+    _methods = {k: v for k, v in sm_base.LikelihoodResultsWrapper._wrap_methods.items() if k != "cov_params"}
     _wrap_methods = _methods
+    cov_params = wrapped_cov_params
 
-    def conf_int(self, alpha=0.05, cols=None):
-        ci = self._results.conf_int(alpha=alpha, cols=cols)
+    def conf_int(self, alpha=0.05):
+        """Wald intervals params +- z bse of every parameter (statsmodels' shape: columns 0 and 1)."""
+        ci = self._results.conf_int(alpha=alpha)
         return pd.DataFrame(ci, index=self._results.model.param_names, columns=[0, 1])
+
+    def save(self, fname, remove_data=False):
+        """Not supported: raises NotImplementedError naming the reason, before any file is written."""
+        return self._results.save(fname, remove_data)
 
     def _repr_html_(self):
         return self._results._repr_html_()

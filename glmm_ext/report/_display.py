@@ -24,8 +24,23 @@ FAMILY_NAMES = {"gaussian": "Gaussian", "binomial": "Binomial", "poisson": "Pois
                 "negativebinomial": "NegativeBinomial"}
 
 
-def fmt(value):
-    """A number as the tables show it: 4 decimals in the ordinary range, scientific outside it."""
+def check_float_format(float_format):
+    """None, or a printf-style format of one number (statsmodels' ``float_format``, e.g. "%.4f")."""
+    if float_format is None:
+        return None
+    try:
+        if not isinstance(float_format, str):
+            raise TypeError
+        float_format % 1.5
+    except (TypeError, ValueError):
+        raise ValueError(f"float_format must be a printf-style format of one number such as '%.4f' "
+                         f"(got {float_format!r})") from None
+    return float_format
+
+
+def fmt(value, float_format=None):
+    """A number as the tables show it: 4 decimals in the ordinary range, scientific outside it; with
+    `float_format` (e.g. "%.2f") every non-integer number in that format."""
     if value is None or isinstance(value, str):
         return "" if value is None else value
     if isinstance(value, (bool, np.bool_)):
@@ -35,15 +50,17 @@ def fmt(value):
     value = float(value)
     if not np.isfinite(value):
         return str(value)
+    if float_format is not None:
+        return float_format % value
     if value == 0 or 1e-3 <= abs(value) < 1e6:
         return f"{value:.4f}"
     return f"{value:.4e}"
 
 
-def fmt_pvalue(value):
-    """As statsmodels prints p-values: four decimals (0.0000 for anything below 5e-5)."""
+def fmt_pvalue(value, float_format=None):
+    """As statsmodels prints p-values: four decimals (0.0000 for anything below 5e-5), or `float_format`."""
     value = float(value)
-    return "" if not np.isfinite(value) else f"{value:.4f}"
+    return "" if not np.isfinite(value) else (float_format or "%.4f") % value
 
 
 def _label(text):
@@ -51,8 +68,9 @@ def _label(text):
     return text if len(text) <= LABEL_WIDTH else text[: LABEL_WIDTH - 3] + "..."
 
 
-def titled(df, title, headers=None, shorten=True):
-    """The table with its index as a first column headed by `title`, every cell formatted as text.
+def titled(df, title, headers=None, shorten=True, float_format=None):
+    """The table with its index as a first column headed by `title`, every cell formatted as text (numbers
+    with `float_format` when given).
 
     With `shorten`, first-column labels beyond 30 characters are cut (group labels); variable names
     are never cut.
@@ -60,7 +78,8 @@ def titled(df, title, headers=None, shorten=True):
     out = df.reset_index()
     out = out.rename(columns={out.columns[0]: title})
     for col in out.columns[1:]:
-        out[col] = [fmt_pvalue(v) for v in out[col]] if col == "P>|z|" else [fmt(v) for v in out[col]]
+        out[col] = [fmt_pvalue(v, float_format) for v in out[col]] if col == "P>|z|" \
+            else [fmt(v, float_format) for v in out[col]]
     out[title] = [_label(v) if shorten else str(v) for v in out[title]]
     if headers:
         out = out.rename(columns=headers)
@@ -324,7 +343,7 @@ def add_fixed_effects(smry, res, alpha, labels):
     if labels.get("xname_fe") is not None:
         fixed.index = pd.Index([str(v) for v in labels["xname_fe"]], name=fixed.index.name)
     headers = _exp_headers(res, alpha)
-    table = titled(fixed, "Fixed Effects", headers, shorten=False)
+    table = titled(fixed, "Fixed Effects", headers, shorten=False, float_format=labels.get("float_format"))
     if headers:  # a text form too wide is split before these, never between them (`_table_parts`)
         table.attrs["together"] = [c for c in table.columns if c in headers.values()]
     smry.add_block("table", table)
@@ -337,7 +356,7 @@ def random_effects_block(res, labels):
     if labels.get("xname_re") and random.index.nlevels == 1:
         random = random.rename(index={random.index[0]: labels["xname_re"]})
     # a one-factor table's labels are names, never cut; several terms' keys (interactions) are cut at 30
-    return titled(random, "Random Effects", shorten=res.is_multi)
+    return titled(random, "Random Effects", shorten=res.is_multi, float_format=labels.get("float_format"))
 
 
 def blup_parts(res):
@@ -359,30 +378,32 @@ def make_summary(res, alpha=0.05, blup_rows=10, from_cli=False, labels=None):
     from ._tables import dispersion_table
 
     labels = labels or {}
+    ff = labels.get("float_format")
     smry = summary_start(model_info(res), labels)
     smry.add_block("table", random_effects_block(res, labels))
     shape = dispersion_table(res)
     if shape is not None:
-        smry.add_block("table", titled(shape, "NB2 shape", shorten=False))
+        smry.add_block("table", titled(shape, "NB2 shape", shorten=False, float_format=ff))
     icc = res.icc_table()
     if not (icc["Value"].astype(str) == "N/A").all():
-        smry.add_block("table", titled(icc, "ICC"))
+        smry.add_block("table", titled(icc, "ICC", float_format=ff))
     latent = res.latent_variance_table()
     if latent is not None:
         smry.add_block("table", titled(latent, "Latent scale", {"Latent residual variance": "Residual variance",
-                                                                 "Random-intercept variance": "Group variance"}))
+                                                                 "Random-intercept variance": "Group variance"},
+                                        float_format=ff))
     add_fixed_effects(smry, res, alpha, labels)
     fit_table = res.model_fit_table()
     if res.is_multi:  # the levels per term are in the header
         fit_table = fit_table.drop(index=["Groups"])
-    smry.add_block("table", titled(fit_table, "Model Fit"))
+    smry.add_block("table", titled(fit_table, "Model Fit", float_format=ff))
     where = "--blups FILE writes" if from_cli else "res.blup_table() has"
     cut = False
     for title, table, unit, prefix in blup_parts(res):
         if blup_rows:
             shown = table.head(blup_rows).set_index("Group")
             shown.index = shown.index.astype(str)
-            smry.add_block("table", titled(shown, title))
+            smry.add_block("table", titled(shown, title, float_format=ff))
         if len(table) > blup_rows:
             cut = True
             smry.add_block("text", f"... {prefix}{len(table) - blup_rows} more {unit} ({where} all {len(table)}).")

@@ -91,10 +91,76 @@ def _simple(table, title, cols):
     return SimpleTable(data, headers=headers, stubs=stubs, title=title)
 
 
+def _part_title(res, k):
+    return PART_TITLE[k] + {0: " (log link)" if res.family_name != "gaussian" else " (identity link)",
+                            1: " (logit link: P(structural zero))" if res.zero_part == "zi"
+                            else " (logit link: P(y = 0))", 2: f" ({DISP_TEXT.get(res.family_name, '')})"}[k]
+
+
+def _notes(res):
+    notes = [f"ICC: N/A for this family. Conditional-part exp(estimate) = rate ratio (IRR), zero-part exp = "
+             f"odds ratio (OR). {res.nobs} rows" + (f", {res.n_dropped} dropped (missing values)." if res.n_dropped
+                                                    else ".")]
+    for why in res.zi_boundary:
+        notes.append("WARNING boundary fit of the zero part: " + why)
+    if res.singular:
+        notes.append("WARNING boundary (singular) fit: a random-effects variance at or near zero.")
+    if not res.converged:
+        notes.append(f"WARNING not converged: {res._fit.message}")
+    if not np.all(np.isfinite(np.diag(np.asarray(res.cov_params())))):
+        notes.append("WARNING the Hessian is not positive definite: some standard errors are NaN.")
+    return notes
+
+
+def summary2(res, yname=None, xname=None, title=None, alpha=0.05, float_format="%.4f"):
+    """statsmodels' summary2.Summary: model facts, one coefficient table per part (statsmodels' column names,
+    the part in the first header), the random effects, the notes; `float_format` formats every number."""
+    from statsmodels.iolib import summary2 as sm_summary2
+
+    from ._display import check_float_format, fmt
+
+    ff = check_float_format(float_format) or "%.4f"
+    p = list(res.model.prob.p)
+    if xname is not None and len(xname) != sum(p):
+        raise ValueError(f"xname has {len(xname)} names; the coefficient tables have {sum(p)} rows (the "
+                         "conditional, zero and dispersion fixed effects, in the order of params)")
+    model = res.model
+    zp = {"none": "none", "zi": "zero inflation", "hurdle": "hurdle (zero-truncated counts)"}[res.zero_part]
+    info = {"Model:": "GLMM (zero part / dispersion)", "Family:": FAMILY_TEXT[res.family_name], "Zero part:": zp,
+            "Dependent Variable:": str(yname or model.zdesign.endog_name), "No. Observations:": str(res.nobs),
+            "Method:": res.llf_label, "Converged:": "Yes" if res.converged else "No",
+            "Log-Likelihood:": ff % res.llf, "AIC:": ff % res.aic, "BIC:": ff % res.bic}
+    smry = sm_summary2.Summary()
+    smry.add_title(title or "Results: Generalized linear mixed model (zero part / dispersion)")
+    smry.add_dict(info, ncols=2)
+    lo, hi = f"[{alpha / 2:g}", f"{1 - alpha / 2:g}]"
+    start = 0
+    for k in range(3):
+        if p[k] == 0:
+            continue
+        t = coef_table(res, k, alpha)
+        names = list(t.index) if xname is None else [str(v) for v in xname[start:start + p[k]]]
+        start += p[k]
+        table = pd.DataFrame({"Coef.": t["estimate"].to_numpy(), "Std.Err.": t["std_err"].to_numpy(),
+                              "z": t["z"].to_numpy(), "P>|z|": t["pvalue"].to_numpy(), lo: t.iloc[:, 4].to_numpy(),
+                              hi: t.iloc[:, 5].to_numpy()})
+        # formatted here: statsmodels' summary2 applies the first table's float_format to every table
+        table = pd.DataFrame({c: [fmt(v, ff) for v in table[c]] for c in table.columns})
+        table.insert(0, _part_title(res, k), names)
+        smry.add_df(table, index=False)
+    re = re_table(res)
+    if len(re):
+        for col in ("variance", "sd"):
+            re[col] = [fmt(v, ff) for v in re[col]]
+        smry.add_df(re.rename(columns={"part": "Random effects: part"}), index=False)
+    for note in _notes(res):
+        smry.add_text(note)
+    return smry
+
+
 def summary(res, alpha=0.05):
     """statsmodels Summary: model facts, one coefficient table per part, random effects, warnings."""
     model = res.model
-    d = model.zdesign
     smry = Summary()
     zp = {"none": "none", "zi": "zero inflation", "hurdle": "hurdle (zero-truncated counts)"}[res.zero_part]
     left = [("Family:", FAMILY_TEXT[res.family_name]), ("Zero part:", zp), ("Formula:", str(model.formula)[:60]),
@@ -110,9 +176,7 @@ def summary(res, alpha=0.05):
         lab = f"{100 * (1 - alpha):g}%"
         cols = ["estimate", "std_err", "z", "pvalue", f"ci_lower {lab}", f"ci_upper {lab}"]
         extra = [c for c in t.columns if c not in cols][:1]
-        title = PART_TITLE[k] + {0: " (log link)" if res.family_name != "gaussian" else " (identity link)",
-                                 1: " (logit link: P(structural zero))" if res.zero_part == "zi"
-                                 else " (logit link: P(y = 0))", 2: f" ({DISP_TEXT.get(res.family_name, '')})"}[k]
+        title = _part_title(res, k)
         tcopy = t.rename(columns={f"ci_lower {lab}": "ci_lower", f"ci_upper {lab}": "ci_upper"})
         smry.tables.append(_simple(tcopy, title, ["estimate", "std_err", "z", "pvalue", "ci_lower", "ci_upper"]
                                    + extra))
@@ -122,17 +186,7 @@ def summary(res, alpha=0.05):
                 for r in re.itertuples()]
         smry.tables.append(SimpleTable(data, headers=["part", "group", "name", "variance", "sd", "corr"],
                                        title="Random effects"))
-    notes = [f"ICC: N/A for this family. Conditional-part exp(estimate) = rate ratio (IRR), zero-part exp = "
-             f"odds ratio (OR). {res.nobs} rows" + (f", {res.n_dropped} dropped (missing values)." if res.n_dropped
-                                                    else ".")]
-    for why in res.zi_boundary:
-        notes.append("WARNING boundary fit of the zero part: " + why)
-    if res.singular:
-        notes.append("WARNING boundary (singular) fit: a random-effects variance at or near zero.")
-    if not res.converged:
-        notes.append(f"WARNING not converged: {res._fit.message}")
-    if not np.all(np.isfinite(np.diag(np.asarray(res.cov_params())))):
-        notes.append("WARNING the Hessian is not positive definite: some standard errors are NaN.")
+    notes = _notes(res)
     smry.add_extra_txt([_wrap(n) for n in notes])
     return smry
 
