@@ -14,6 +14,7 @@ from .formula._levels import categorical_env, categorical_frame
 from .engine._differences import central_gradient, second_differences
 from .engine._memory import fast_allocation
 from .engine._mixed import fit_mixed
+from .engine._one_factor import reml_loglik_function
 from ._likelihood import negative_loglike, one_random_intercept, vector_names
 from ._multiterm import check_several_weights, engine_arguments
 from ._progress import Progress
@@ -415,15 +416,12 @@ class GLMM(sm_base.LikelihoodModel):
         design = self.design
         nagq = self._fit_options.get("nagq", 1) if nagq is None else nagq
         if design.gaussian_identity:
-            if design.lmm_weights()[0] is not None:
-                raise ValueError("loglike of a Gaussian identity model with var_weights/freq_weights is not "
-                                 "available; the fit's llf includes the weights")
-            from .engine._lmm import lmm_stats, reml_loglik
-
+            if reml:
+                return reml_loglik_function(design)(var_re, scale)
+            if design.lmm_weights()[0] is not None:  # the per-term likelihood takes the weights' rules
+                return -float(negative_loglike(self)(np.concatenate([beta, [np.sqrt(var_re)], [np.log(scale)]])))
             o = design.order
             y = (design.y - design.offset)[o]
-            if reml:
-                return reml_loglik(lmm_stats(design.X[o], y, design.starts, design.counts), var_re, scale)
             return gaussian_ri_loglik(y - design.X[o] @ beta, design.starts, design.counts, var_re, scale)
         value, _ = self._engine_objective(nagq)(self._engine_theta(beta, var_re, scale), need_grad=False)
         return -value

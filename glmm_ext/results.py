@@ -444,14 +444,13 @@ class GLMMResults(GLMMNames, sm_base.LikelihoodModelResults):
         model, p = self.model, self.model.k_fe
         theta = self.params_vector.to_numpy()[p:]
         if self.method == "REML":
-            from .engine._lmm import lmm_stats, reml_loglik
             from .engine._differences import second_differences
+            from .engine._one_factor import reml_loglik_function
 
-            d = model.design
-            stats = lmm_stats(d.X[d.order], (d.y - d.offset)[d.order], d.starts, d.counts, *d.lmm_weights())
+            criterion = reml_loglik_function(model.design)
 
             def reml(t):
-                return reml_loglik(stats, t[0] ** 2, np.exp(t[1]))
+                return criterion(t[0] ** 2, np.exp(t[1]))
 
             H, block = second_differences(reml, theta, 1e-4 * np.maximum(1.0, np.abs(theta))), slice(None)
         else:

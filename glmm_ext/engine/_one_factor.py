@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ._glmm import fit_glmm
-from ._lmm import SINGULAR_TOL, fit_lmm, lmm_stats
+from ._lmm import SINGULAR_TOL, fit_lmm, lmm_stats, reml_loglik
 from ._lmm_block_stats import scaled_stats
 from ._lmm_blocks import LambdaPattern, fit_vector_stats
 from ._optsummary import OptSummary
@@ -132,6 +132,19 @@ def scalar_profile_stats(design, weights, n_obs=None):
 
     cache = getattr(design, "design_cache", None)
     return build() if cache is None else cache("scalar_profile_stats", build)
+
+
+def reml_loglik_function(design):
+    """(var_re, scale) -> REML log-likelihood of a one-term Gaussian random-intercept design in the data's units
+    (beta at its GLS value, prior weights by the profile's rules), evaluated on the profile's standardized
+    statistics -- so that a response far from 0 keeps its digits -- and mapped back as `StandardizedGaussian.back`
+    maps the fit's: at the estimates it is the fit's llf."""
+    weights, n_obs = design.lmm_weights()
+    std, stats = scalar_profile_stats(design, weights, n_obs)
+    s2 = std.y_scale ** 2
+    n = design.nobs if n_obs is None else n_obs
+    const = -0.5 * (n - design.X.shape[1]) * np.log(s2) + design.scaling.log_abs_det + 0.5 * design.log_var_weights
+    return lambda var_re, scale: reml_loglik(stats, var_re / s2, scale / s2) + const
 
 
 def _predictors(prepared, beta, modes, Z=None):

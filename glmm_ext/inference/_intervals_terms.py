@@ -165,7 +165,11 @@ class TermsDeviance:
         if self.gaussian:
             # rows weighted v f, sum(f) observations and the density's -1/2 sum f log v (`gaussian_weights`)
             w, self.n, self.log_weights = gaussian_weights(var_weights, freq_weights, design.X.shape[0])
-            self.prof = GaussianProfile(self.structure, design.y - offset, design.X, w, reml=False)
+            # the likelihood of (y, beta) is that of (y - X c, beta - c): on the OLS residual the [X y] cross-products
+            # keep their digits for a response far from 0 (e.g. around 1e8)
+            y = design.y - offset
+            self.shift = np.linalg.lstsq(design.X, y, rcond=None)[0]
+            self.prof = GaussianProfile(self.structure, y - design.X @ self.shift, design.X, w, reml=False)
             return
         from ..engine._mixed import loglik_function
 
@@ -207,7 +211,7 @@ class TermsDeviance:
             if parts is None:
                 return np.inf
             logdet, LFF, s2 = parts
-            a = np.concatenate([-psi[:p], [1.0]])
+            a = np.concatenate([self.shift - psi[:p], [1.0]])
             prss = float(np.sum((LFF.T @ a) ** 2))
             return 0.5 * (logdet + self.n * (LOG_2PI + np.log(s2)) + prss / s2 - self.log_weights)
         lams = self.lambdas(omega)
@@ -230,15 +234,15 @@ class TermsDeviance:
             prss = LFF[p, p] ** 2
         else:
             M = LFF @ LFF.T  # a'Ma with a = (-beta, 1): minimise over beta_{-j} at beta_j = psi[j]
+            held = psi[fixed] - self.shift[fixed]  # (the profile's beta is beta - shift)
             rest = [k for k in range(p) if k != fixed]
             beta = np.empty(p)
-            beta[fixed] = psi[fixed]
+            beta[fixed] = held
             if rest:
-                beta[rest] = linalg.solve(M[np.ix_(rest, rest)], M[rest, p] - M[rest, fixed] * psi[fixed],
-                                          assume_a="pos")
+                beta[rest] = linalg.solve(M[np.ix_(rest, rest)], M[rest, p] - M[rest, fixed] * held, assume_a="pos")
             a = np.concatenate([-beta, [1.0]])
             prss = float(a @ M @ a)
-        return 0.5 * (logdet + self.n * (LOG_2PI + np.log(s2)) + prss / s2 - self.log_weights), beta
+        return 0.5 * (logdet + self.n * (LOG_2PI + np.log(s2)) + prss / s2 - self.log_weights), beta + self.shift
 
     def reml(self, omega_phi):
         """-REML log-likelihood at (omega, log phi), beta profiled out (Gaussian identity)."""
