@@ -90,20 +90,7 @@ specs <- list(
   M("epil_crossed", "epil", "y ~ trt * lbase + lage + V4 + (1 | subjectF) + (1 | periodF)", "poisson")
 )
 
-covs_lme4 <- function(m) {
-  vc <- VarCorr(m)
-  lapply(names(vc), function(g) { v <- vc[[g]]; list(group = g, names = colnames(v), cov = unname(as.matrix(v))) })
-}
-covs_tmb <- function(t) {
-  vc <- VarCorr(t)$cond
-  lapply(names(vc), function(g) { v <- vc[[g]]; list(group = g, names = colnames(v), cov = unname(matrix(as.numeric(v), nrow(v)))) })
-}
-capture <- function(expr) {
-  w <- character(0); msg <- character(0)
-  v <- withCallingHandlers(expr, warning = function(x) { w <<- c(w, conditionMessage(x)); invokeRestart("muffleWarning") },
-                           message = function(x) { msg <<- c(msg, conditionMessage(x)); invokeRestart("muffleMessage") })
-  list(value = v, warnings = w, messages = msg)
-}
+source("tests/data/reference_helpers.R")  # covs_lme4, covs_tmb, capture
 out <- list()
 for (s in specs) {
   d <- load_data(s$data); f <- as.formula(s$formula)

@@ -19,20 +19,7 @@ public <- list(  # public data sets (the simulated ones come from tests/stress_m
     data.frame(r2 = as.integer(d$r2 == "Y"), Anger = d$Anger, Gender = as.character(d$Gender), btype = as.character(d$btype),
                id = sprintf("i%03d", as.integer(as.character(d$id))), item = as.character(d$item)) })
 for (key in names(public)) { f <- file.path(dir, paste0(key, ".csv")); if (!file.exists(f)) write.csv(public[[key]](), f, row.names = FALSE) }
-covs_lme4 <- function(m) {
-  vc <- VarCorr(m)
-  lapply(names(vc), function(g) { v <- vc[[g]]; list(group = g, names = colnames(v), cov = unname(as.matrix(v))) })
-}
-covs_tmb <- function(t) {
-  vc <- VarCorr(t)$cond
-  lapply(names(vc), function(g) { v <- vc[[g]]; list(group = g, names = colnames(v), cov = unname(matrix(as.numeric(v), nrow(v)))) })
-}
-capture <- function(expr) {
-  w <- character(0); msg <- character(0)
-  v <- withCallingHandlers(expr, warning = function(x) { w <<- c(w, conditionMessage(x)); invokeRestart("muffleWarning") },
-                           message = function(x) { msg <<- c(msg, conditionMessage(x)); invokeRestart("muffleMessage") })
-  list(value = v, warnings = w, messages = msg)
-}
+source("tests/data/reference_helpers.R")  # covs_lme4, covs_tmb, capture
 out <- list()
 old <- file.path(dir, "reference.json")
 if (length(args) && file.exists(old)) out <- fromJSON(old, simplifyVector = FALSE)$models
