@@ -101,7 +101,7 @@ class Design(GroupedModel):
     codes: np.ndarray  # group code of each row
     group_labels: np.ndarray  # label of each code
     counts: np.ndarray  # rows per group, by code
-    order: np.ndarray  # stable sort of rows by group code
+    order: np.ndarray  # stable sort of rows by group code (None: made on first use, `__getattr__`)
     dist: Distribution
     scaling: Scaling
     exog_names: list
