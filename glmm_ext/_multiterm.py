@@ -34,9 +34,16 @@ def one_term_structure(design):
     else:
         correlated = [True] * len(blocks)
     return ReStructure(tuple(ReTerm(group=design.group_name, codes=codes, n_levels=design.n_groups,
-                                    Z=np.ascontiguousarray(design.Z[:, b], dtype=float),
+                                    Z=_block_columns(design.Z, b),
                                     z_names=tuple(names[c] for c in b), correlated=corr)
                              for b, corr in zip(blocks, correlated)))
+
+
+def _block_columns(Z, block):
+    """Z's columns `block` as a float array: Z itself (no n-sized copy) when they are all its columns in order."""
+    if list(block) == list(range(Z.shape[1])) and Z.dtype == np.float64:
+        return Z
+    return np.ascontiguousarray(Z[:, block], dtype=float)
 
 
 def check_several_weights(design):

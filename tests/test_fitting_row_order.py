@@ -164,3 +164,33 @@ def test_the_design_order_is_the_stable_sort_of_the_codes(layout):
     design = glmm_ext.GLMM.from_formula("y ~ 1", df, groups="g").design
     assert np.array_equal(design.order, np.argsort(design.codes, kind="stable"))
     assert design.presorted == (layout in ("sorted", "one group"))
+
+
+@pytest.mark.parametrize("dtype", ["string[pyarrow]", "string[python]"])
+def test_text_groups_give_the_codes_and_fit_of_plain_strings(dtype):
+    """Groups read as text (pandas' CSV reader gives Arrow strings) are coded from Arrow's dictionary encoding:
+    the labels must come sorted as pandas sorts them (code points: "Z" < "a" < "ä"), the codes the same as for
+    plain Python strings, and a random-slope fit on shuffled rows identical; its sort of the rows by group,
+    made only when read (the slope profile needs none), is the stable sort of the codes, and stays so for a
+    design that no longer holds it."""
+    pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(11)
+    labels = np.array(["g10", "g2", "Z", "a", "ä", "é", "b"] + [f"k{i}" for i in range(33)])
+    g = rng.permutation(np.repeat(labels, rng.integers(4, 12, len(labels))))
+    x = rng.normal(size=len(g))
+    effect = dict(zip(labels, rng.normal(size=(len(labels), 2))))
+    y = 1.0 + 0.5 * x + np.array([effect[k][0] + effect[k][1] * x_i for k, x_i in zip(g, x)]) + rng.normal(size=len(g))
+    plain = pd.DataFrame({"y": y, "x": x, "g": g.astype(object)})
+    text = plain.assign(g=plain.g.astype(dtype))
+    models = [glmm_ext.GLMM.from_formula("y ~ x + (1 + x|g)", d) for d in (plain, text)]
+    assert list(models[1].group_labels) == sorted(labels)
+    assert list(models[0].group_labels) == list(models[1].group_labels)
+    assert np.array_equal(models[0].design.codes, models[1].design.codes)
+    fits = [m.fit() for m in models]
+    assert np.array_equal(fits[0].params, fits[1].params) and fits[0].llf == fits[1].llf
+    design = models[1].design
+    assert "order" not in vars(design)  # not made by the fit
+    assert np.array_equal(design.order, np.argsort(design.codes, kind="stable"))
+    from dataclasses import replace
+    fresh = glmm_ext.GLMM.from_formula("y ~ x + (1 + x|g)", text).design
+    assert np.array_equal(replace(fresh, y=fresh.y * 2).order, design.order)

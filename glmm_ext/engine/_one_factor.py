@@ -157,8 +157,10 @@ def _predictors(prepared, beta, modes, Z=None):
         eta += eta_fixed
         return eta, eta_fixed
     eta = eta_fixed.copy()
+    term = np.empty_like(eta)  # one buffer for every column's term (n-sized temporaries cost page faults)
     for k, b_k in enumerate(b.T):  # column by column: ~5x faster than an einsum over the gathered (n, q) rows
-        eta += Z[:, k] * b_k[prepared.codes]
+        np.take(b_k, prepared.codes, out=term, mode="clip")  # (unbuffered; the codes are valid)
+        eta += np.multiply(Z[:, k], term, out=term)
     return eta, eta_fixed
 
 

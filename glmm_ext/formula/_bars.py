@@ -7,7 +7,7 @@ interaction ``(1 | a:b)`` are ValueErrors.  ``(1 + x | g)`` gives one correlated
 several terms on the same factor give independent blocks (a block-diagonal covariance).
 """
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -413,9 +413,9 @@ def attach_random(design, random, clean):
     reasons = dict(design.drop_reasons)
     if n_extra:
         reasons["random-effects terms"] = n_extra
-    return replace(design, Z=Z, re_names=list(random.names), re_blocks=[list(b) for b in random.blocks],
-                   n_dropped=design.n_dropped + n_extra, dropped_index=list(random.dropped_index)
-                   + list(design.dropped_index), drop_reasons=reasons)
+    return design.same_rows(Z=Z, re_names=list(random.names), re_blocks=[list(b) for b in random.blocks],
+                            n_dropped=design.n_dropped + n_extra, dropped_index=list(random.dropped_index)
+                            + list(design.dropped_index), drop_reasons=reasons)
 
 
 def from_re_formula(re_formula, group):

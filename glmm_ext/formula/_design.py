@@ -4,7 +4,7 @@ Predictors are centred and scaled internally (X_s = (X - c) / s column-wise, the
 kept) so that a predictor on a 1e6 scale or shifted by 1e7 gives the same fit; estimates go back
 through beta = R gamma.  Rows are sorted by group once, so every per-group sum is a segment sum.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -101,7 +101,7 @@ class Design(GroupedModel):
     codes: np.ndarray  # group code of each row
     group_labels: np.ndarray  # label of each code
     counts: np.ndarray  # rows per group, by code
-    order: np.ndarray  # stable sort of rows by group code
+    order: np.ndarray  # stable sort of rows by group code (None: made on first use, `__getattr__`)
     dist: Distribution
     scaling: Scaling
     exog_names: list
@@ -125,6 +125,23 @@ class Design(GroupedModel):
         for name in ("var_weights", "freq_weights"):
             if getattr(self, name) is None:
                 setattr(self, name, np.ones(len(self.y)))
+        if self.order is None:  # made on first use (`__getattr__`): the block profile never sorts the rows
+            del self.__dict__["order"]
+
+    def __getattr__(self, name):
+        # only for attributes not set: ``order`` left to be made (the stable sort of the rows by group code)
+        if name == "order" and "codes" in self.__dict__ and "counts" in self.__dict__:
+            order = self.__dict__["order"] = group_order(self.codes, len(self.counts), self.row_runs)
+            return order
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def same_rows(self, **changes):
+        """`dataclasses.replace` for changes that keep the rows and their group codes: the sort by group stays
+        unmade until it is used, and the row runs found are carried over."""
+        new = replace(self, order=self.__dict__.get("order"), **changes)
+        if "row_runs" in self.__dict__:
+            new.__dict__["row_runs"] = self.__dict__["row_runs"]
+        return new
 
     @property
     def nobs(self):
@@ -269,11 +286,31 @@ def _compact(values):
 def _group_codes(groups):
     """(codes, labels) with labels sorted when they can be, so relabelling only permutes groups."""
     values = groups if isinstance(groups, pd.Series) else pd.Series(groups)  # (the index plays no part)
+    found = _arrow_text_codes(values)
+    if found is not None:
+        return found
     try:
         codes, labels = pd.factorize(values, sort=True)
     except TypeError:  # labels of mixed types
         codes, labels = pd.factorize(values.astype(str), sort=True)
     return codes.astype(np.intp, copy=False), np.asarray(labels)
+
+
+def _arrow_text_codes(values):
+    """`_group_codes` of text labels held by Arrow (``str`` read by pandas' CSV reader) from Arrow's own
+    dictionary encoding, its few labels sorted after (~1 ms less than pandas' sorted factorize on 1e5 rows);
+    None for other labels, or missing ones."""
+    if not (isinstance(values.dtype, pd.StringDtype) and str(values.dtype.storage).startswith("pyarrow")):
+        return None
+    chunks = values.array.__arrow_array__()  # (the array's own Arrow data, no copy)
+    if len(values) == 0 or chunks.null_count:
+        return None
+    encoded = chunks.dictionary_encode().combine_chunks()
+    labels = encoded.dictionary.to_numpy(zero_copy_only=False)
+    order = np.argsort(labels, kind="stable")  # (Python's order of str: code points, as pandas sorts text)
+    rank = np.empty(len(order), np.intp)
+    rank[order] = np.arange(len(order))
+    return rank[encoded.indices.to_numpy(zero_copy_only=False)], labels[order]
 
 
 @dataclass
@@ -388,7 +425,7 @@ def build_design(clean, family):
     check_rank(X, names, gram=cross_products(X))  # (X'X by column dot products: ~2.5x faster on 1e6 x 3)
     runs = group_runs(codes, len(counts))
     design = Design(y=y, trials=trials, X=X, offset=np.asarray(clean.offset, float), codes=codes,
-                    group_labels=group_labels, counts=counts, order=group_order(codes, len(counts), runs),
+                    group_labels=group_labels, counts=counts, order=None,
                     dist=dist, scaling=make_scaling(X), exog_names=names, endog_name=name,
                     var_weights=prior.get("var_weights"), freq_weights=prior.get("freq_weights"),
                     group_name=str(clean.groups.name), index=clean.endog.index, n_dropped=clean.n_dropped,
