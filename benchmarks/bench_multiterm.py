@@ -255,7 +255,7 @@ def cases(quick):
         {"name": "gauss_1e6", "label": f"Gaussian REML y ~ x1 + x2 + (1|g), {1_000_000 // s:,} rows / "
          f"{10_000 // s:,} groups", "make": lambda: sim_intercept(1_000_000 // s, 10_000 // s),
          "cats": ["g"], "family": "gaussian", "reml": True, "py_formula": "y ~ x1 + x2 + (1|g)",
-         "r_formula": "y ~ x1 + x2 + (1|g)", "pkgs": ("glmm_ext", "glmm", "mixedlm"), "repeats": 2},
+         "r_formula": "y ~ x1 + x2 + (1|g)", "pkgs": ("glmm_ext", "glmm", "mixedlm"), "repeats": 5},
         {"name": "slope_1e5", "label": f"Gaussian REML y ~ x + x2 + (1 + x|g), {100_000 // s:,} rows / "
          f"{1_000 // s:,} groups", "make": lambda: sim_slope(100_000 // s, 1_000 // s), "cats": ["g"],
          "family": "gaussian", "reml": True, "py_formula": "y ~ x + x2 + (1 + x|g)",
