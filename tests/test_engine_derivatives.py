@@ -118,7 +118,8 @@ def test_laplace_gradient_matches_finite_differences():
 
 
 def test_profiled_deviance_gradient_matches_finite_differences():
-    from glmm_ext.engine._lmm_blocks import LambdaPattern, vector_deviance, vector_stats
+    from glmm_ext.engine._lmm_block_stats import vector_stats
+    from glmm_ext.engine._lmm_blocks import LambdaPattern, vector_deviance
 
     data = pd.read_csv(os.path.join(DATA, "slopes", "sim_q3.csv"))
     X = np.column_stack([np.ones(len(data)), data["x1"], data["x2"]])
@@ -143,7 +144,8 @@ def test_profiled_deviance_hessian_matches_second_differences():
     differences of the deviance itself, for q = 3 (general code) and q = 2 (closed forms), correlated and diagonal
     blocks, inside and on the boundary (a zero and a negative diagonal entry: the deviance depends on Lambda
     Lambda' only, so it is smooth there)."""
-    from glmm_ext.engine._lmm_blocks import LambdaPattern, identity_deviances, vector_deviance, vector_stats
+    from glmm_ext.engine._lmm_block_stats import vector_stats
+    from glmm_ext.engine._lmm_blocks import LambdaPattern, identity_deviances, vector_deviance
 
     data = pd.read_csv(os.path.join(DATA, "slopes", "sim_q3.csv"))
     X = np.column_stack([np.ones(len(data)), data["x1"], data["x2"]])

@@ -31,7 +31,6 @@ from scipy import linalg, optimize
 
 from ._optimize import MAX_NEWTON_STEP, Minimum, minimize, newton_decrement
 from ._stacks import batched_cholesky, batched_forward, lower_inverse_t, mul2
-from ._lmm_block_stats import vector_stats
 from ._lmm import LOG_2PI, SINGULAR_TOL  # one singular-fit tolerance (lme4 isSingular) for Lambda and theta
 
 
@@ -248,7 +247,7 @@ def vector_deviance(theta, pattern, stats, reml=True, need_grad=False, need_hess
 
 @dataclass
 class VectorLMMFit:
-    """The profiled optimum on the scale of the data given to `fit_vector_lmm`."""
+    """The profiled optimum on the scale of the data given to `fit_vector_stats`."""
 
     theta: np.ndarray
     lam: np.ndarray
@@ -496,11 +495,6 @@ def _polished(res, half, pattern, tol, count, method):
     message = method + ": " + ("converged" if converged else
                                f"not converged (Newton decrement {res.decrement:.3g} > {tol:g}; {res.message})")
     return LambdaSearch(theta, value, converged, count["n"], message, float(res.decrement))
-
-
-def fit_vector_lmm(X, y, Z, starts, pattern, reml=True, tol=1e-6, maxiter=100):
-    """`fit_vector_stats` of rows sorted by group (``starts``: each group's first row)."""
-    return fit_vector_stats(vector_stats(X, y, Z, starts), pattern, reml, tol, maxiter)
 
 
 def fit_vector_stats(stats, pattern, reml=True, tol=1e-6, maxiter=100):
