@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import linalg, optimize
 
-from ._segments import cross_products, group_starts, group_sums, to_rows
+from ._segments import gram, group_starts, group_sums, to_rows
 
 LOG_2PI = np.log(2.0 * np.pi)
 #: relative SD theta below which a fit is reported singular (lme4's isSingular tolerance)
@@ -138,13 +138,13 @@ def _within_unweighted(X, y, sums, segments):
     """
     n, p = X.shape
     counts = segments.counts
-    gram = np.empty((p + 1, p + 1))
-    gram[:p, :p] = cross_products(X)
-    gram[:p, p] = gram[p, :p] = X.T @ y
-    gram[p, p] = y @ y
+    zz = np.empty((p + 1, p + 1))
+    zz[:p, :p] = gram(X)
+    zz[:p, p] = zz[p, :p] = X.T @ y
+    zz[p, p] = y @ y
     root = sums / np.sqrt(counts)[:, None]
-    within = gram - root.T @ root  # (a.T @ a: one symmetric product)
-    diag_z = np.diag(gram)
+    within = zz - root.T @ root  # (a.T @ a: one symmetric product)
+    diag_z = np.diag(zz)
     ones = (diag_z == n) & np.all(sums == counts[:, None], axis=0)  # sum z = n_j in each group, sum z^2 = n: z = 1
     within[ones, :] = within[:, ones] = 0.0
     redo = np.flatnonzero(~ones & ~(np.diag(within) >= ONE_PASS_SHARE * diag_z))

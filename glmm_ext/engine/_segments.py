@@ -1,7 +1,7 @@
 """Per-group segment operations on rows sorted by group: the random-intercept structure in O(n)."""
 import numpy as np
 
-#: column counts up to which X'X of a column-major X is read by column dot products (below, `cross_products`)
+#: column counts up to which X'X of a column-major X is read by column dot products (below, `gram`)
 _DOT_COLUMNS = 8
 
 
@@ -20,7 +20,7 @@ def group_starts(counts):
     return np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.intp)
 
 
-def cross_products(X):
+def gram(X):
     """X'X.  A column-major X with a few columns by dot products of its contiguous columns: BLAS's
     symmetric product of a tall, narrow matrix is ~2.5x slower on 1e6 x 3."""
     X = np.asarray(X, dtype=float)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..engine._families import Distribution
 from ..engine._laplace import GLMMData
-from ..engine._segments import cross_products, group_starts
+from ..engine._segments import group_starts
 from ..engine._weights import density_weights
 from .._validation import (check_finite_mle_response, check_groups_and_size, check_proportion, check_rank,
                            check_response, check_trials)
@@ -422,7 +422,7 @@ def build_design(clean, family):
     n_params = X.shape[1] + (2 if dist.name == "gaussian" and dist.link_name == "identity" else
                              1 + int(dist.has_dispersion))
     check_groups_and_size(len(y), n_params, counts, dist.name, dist.link_name, str(clean.groups.name))
-    check_rank(X, names, gram=cross_products(X))  # (X'X by column dot products: ~2.5x faster on 1e6 x 3)
+    check_rank(X, names)
     runs = group_runs(codes, len(counts))
     design = Design(y=y, trials=trials, X=X, offset=np.asarray(clean.offset, float), codes=codes,
                     group_labels=group_labels, counts=counts, order=None,
