@@ -165,11 +165,10 @@ class TermsDeviance:
         if self.gaussian:
             # rows weighted v f, sum(f) observations and the density's -1/2 sum f log v (`gaussian_weights`)
             w, self.n, self.log_weights = gaussian_weights(var_weights, freq_weights, design.X.shape[0])
-            # the likelihood of (y, beta) is that of (y - X c, beta - c): on the OLS residual the [X y] cross-products
-            # keep their digits for a response far from 0 (e.g. around 1e8)
-            y = design.y - offset
-            self.shift = np.linalg.lstsq(design.X, y, rcond=None)[0]
-            self.prof = GaussianProfile(self.structure, y - design.X @ self.shift, design.X, w, reml=False)
+            # the profile's cross-products of the conditioned response (y - X c) / s (`GaussianProfile`'s
+            # ``condition``: a response far from 0, e.g. around 1e8, keeps its digits); beta = c + s beta_t
+            self.prof = GaussianProfile(self.structure, design.y - offset, design.X, w, reml=False, condition=True)
+            self.shift, self.yscale = self.prof.shift, self.prof.yscale
             return
         from ..engine._mixed import loglik_function
 
@@ -211,7 +210,7 @@ class TermsDeviance:
             if parts is None:
                 return np.inf
             logdet, LFF, s2 = parts
-            a = np.concatenate([self.shift - psi[:p], [1.0]])
+            a = np.concatenate([self.shift - psi[:p], [self.yscale]])  # (c - beta, s): the factor's units
             prss = float(np.sum((LFF.T @ a) ** 2))
             return 0.5 * (logdet + self.n * (LOG_2PI + np.log(s2)) + prss / s2 - self.log_weights)
         lams = self.lambdas(omega)
@@ -229,12 +228,13 @@ class TermsDeviance:
         if parts is None:
             return np.inf, None
         logdet, LFF, s2 = parts
+        c, ys = self.shift, self.yscale  # the factor's units: beta_t = (beta - c) / s, its residuals over s
         if fixed is None:
             beta = linalg.solve_triangular(LFF[:p, :p], LFF[p, :p], lower=True, trans="T")
             prss = LFF[p, p] ** 2
         else:
             M = LFF @ LFF.T  # a'Ma with a = (-beta, 1): minimise over beta_{-j} at beta_j = psi[j]
-            held = psi[fixed] - self.shift[fixed]  # (the profile's beta is beta - shift)
+            held = (psi[fixed] - c[fixed]) / ys
             rest = [k for k in range(p) if k != fixed]
             beta = np.empty(p)
             beta[fixed] = held
@@ -242,7 +242,8 @@ class TermsDeviance:
                 beta[rest] = linalg.solve(M[np.ix_(rest, rest)], M[rest, p] - M[rest, fixed] * held, assume_a="pos")
             a = np.concatenate([-beta, [1.0]])
             prss = float(a @ M @ a)
-        return 0.5 * (logdet + self.n * (LOG_2PI + np.log(s2)) + prss / s2 - self.log_weights), beta + self.shift
+        prss *= ys * ys
+        return 0.5 * (logdet + self.n * (LOG_2PI + np.log(s2)) + prss / s2 - self.log_weights), c + ys * beta
 
     def reml(self, omega_phi):
         """-REML log-likelihood at (omega, log phi), beta profiled out (Gaussian identity)."""
@@ -251,7 +252,7 @@ class TermsDeviance:
             return np.inf
         logdet, LFF, s2 = parts
         p, n = self.p, self.n
-        r2 = LFF[p, p] ** 2
+        r2 = (self.yscale * LFF[p, p]) ** 2
         return 0.5 * (logdet + 2.0 * np.sum(np.log(np.diag(LFF)[:p])) + (n - p) * (LOG_2PI + np.log(s2)) + r2 / s2
                       - self.log_weights)
 
