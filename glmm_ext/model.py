@@ -418,7 +418,7 @@ class GLMM(sm_base.LikelihoodModel):
         if design.gaussian_identity:
             if reml:
                 return reml_loglik_function(design)(var_re, scale)
-            if design.lmm_weights()[0] is not None:  # the per-term likelihood takes the weights' rules
+            if self._per_term_ml:  # prior weights: the per-term likelihood takes the weights' rules
                 return -float(negative_loglike(self)(np.concatenate([beta, [np.sqrt(var_re)], [np.log(scale)]])))
             o = design.order
             y = (design.y - design.offset)[o]
@@ -456,10 +456,15 @@ class GLMM(sm_base.LikelihoodModel):
 
     def _loglike_function(self):
         """`loglike` on the vector; one evaluator for all the differences of a model other than one intercept."""
-        if one_random_intercept(self.design):
+        if one_random_intercept(self.design) and not self._per_term_ml:
             return self.loglike
-        minus = negative_loglike(self)
+        minus = negative_loglike(self)  # (built once for all the differences)
         return lambda x: -minus(x)
+
+    @property
+    def _per_term_ml(self):
+        """A weighted Gaussian random intercept: its ML likelihood is the per-term one (`negative_loglike`)."""
+        return self.design.gaussian_identity and self.design.lmm_weights()[0] is not None
 
     def _vector(self, params):
         params = np.asarray(params, float).reshape(-1)
