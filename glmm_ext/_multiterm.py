@@ -74,9 +74,9 @@ def engine_arguments(design):
     """The driver's data arguments for `design`: y, X, structure, dist, offset, var and freq weights, trials and
     (one-term designs) the design itself as the one-factor precomputations."""
     several = design.terms is not None
+    var_weights, freq_weights = design.engine_weights()
     return dict(y=design.y, X=design.X, structure=design_structure(design), dist=design.dist, offset=design.offset,
-                prior_weights=design.var_weights if design.has_var_weights else None,
-                freq_weights=design.freq_weights if design.has_freq_weights else None,
+                prior_weights=var_weights, freq_weights=freq_weights,
                 trials=design.trials if design.has_trials else None, prepared=None if several else design)
 
 

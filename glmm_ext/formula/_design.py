@@ -165,6 +165,12 @@ class Design(GroupedModel):
         """Per-row weight inside each density: Binomial trials times var_weights."""
         return self.trials * self.var_weights
 
+    def engine_weights(self):
+        """(var_weights, freq_weights) as the engine takes them: each None when all 1 (`engine._weights` owns
+        their rules)."""
+        return (self.var_weights if self.has_var_weights else None,
+                self.freq_weights if self.has_freq_weights else None)
+
     def lmm_weights(self):
         """(row weights sorted by group or None, observations) for the Gaussian identity profile."""
         if not (self.has_trials or self.has_var_weights or self.has_freq_weights):

@@ -138,14 +138,6 @@ def fd_hessian_values(fun, x):
     return second_differences(fun, x, 1e-3 * np.maximum(np.abs(x), 0.1))
 
 
-def _weights(design):
-    """(var_weights, freq_weights) for the engine's likelihood, each None when all 1 (`engine._weights` owns the
-    rules: per-row weight trials v f, the constants and, for a dispersion family, the frequency term)."""
-    v = np.asarray(design.var_weights, float)
-    f = np.asarray(design.freq_weights, float)
-    return (None if np.all(v == 1.0) else v), (None if np.all(f == 1.0) else f)
-
-
 class TermsDeviance:
     """-log-likelihood (ML) over psi and, for the Gaussian identity model, the -REML criterion over omega."""
 
@@ -156,7 +148,7 @@ class TermsDeviance:
         self.structure, self.columns = engine_structure(res)
         self.terms = res._terms
         self.layout, self.n_omega = term_layout(res)
-        var_weights, freq_weights = _weights(design)
+        var_weights, freq_weights = design.engine_weights()
         self.dist = design.dist
         self.p = design.X.shape[1]
         self.gaussian = bool(design.gaussian_identity)

@@ -28,16 +28,11 @@ class SharedTerms:
     keys: list  # term keys ("a", "b:a", "g.1")
     single: object  # _many.SingleFits for responses with missing values
     profile: object = None  # GaussianProfile on the placeholder response (Gaussian identity only)
+    row_weights: object = None  # the Gaussian profile's row weights v f (None without weights)
 
     @property
     def exog_names(self):
         return list(self.design.exog_names)
-
-    @property
-    def row_weights(self):
-        """The Gaussian profile's row weights v f (None when all 1)."""
-        w = np.asarray(self.design.var_weights, float) * np.asarray(self.design.freq_weights, float)
-        return None if np.all(w == 1.0) else w
 
 
 def prepare(design, single, reml=True, nagq=1):
@@ -50,21 +45,15 @@ def prepare(design, single, reml=True, nagq=1):
     structure = design.terms.structure
     check_fit_options(structure, nagq)
     keys = keys_of(design.terms.names)
-    profile = None
+    profile = w = None
     if design.gaussian_identity:
         structure.check_identifiable(design.nobs)
         # the weights are the same for every response: the weighted cross-products, sum(f) observations and the
         # density's sum f log v are shared (`engine._weights.gaussian_weights`, as the single fit's)
-        w, n_obs, log_w = gaussian_weights(*_weights(design), design.nobs)
+        w, n_obs, log_w = gaussian_weights(*design.engine_weights(), design.nobs)
         profile = GaussianProfile(structure, design.y - design.offset, design.X, w, bool(reml), n_obs=n_obs,
                                   log_weights=log_w)
-    return SharedTerms(design=design, keys=keys, single=single, profile=profile)
-
-
-def _weights(design):
-    """(var_weights, freq_weights) of the design, each None when all 1 (the engine's arguments)."""
-    return (design.var_weights if design.has_var_weights else None,
-            design.freq_weights if design.has_freq_weights else None)
+    return SharedTerms(design=design, keys=keys, single=single, profile=profile, row_weights=w)
 
 
 def _profile_for(shared, yy):
@@ -149,7 +138,7 @@ def fit_response(shared, name, y, options):
                 if shared.profile is not None:
                     fit = _gaussian_fit(shared, y, options)
                 else:
-                    var_weights, freq_weights = _weights(design)
+                    var_weights, freq_weights = design.engine_weights()
                     fit = fit_mixed(y, design.X, design.terms.structure, design.dist, offset=design.offset,
                                     trials=design.trials if design.has_trials else None, prior_weights=var_weights,
                                     freq_weights=freq_weights, nagq=options["nagq"], maxiter=options["maxiter"],
