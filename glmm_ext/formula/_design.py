@@ -245,7 +245,7 @@ class Design(GroupedModel):
     def presorted(self):
         """True when the rows are already sorted by group (``order`` is the identity)."""
         runs = self.row_runs
-        return runs is not None and bool(np.all(runs.codes == np.arange(len(runs.codes))))
+        return runs is not None and runs.in_code_order
 
     @cached_property
     def row_runs(self):
@@ -328,6 +328,11 @@ class GroupRuns:
     starts: np.ndarray
     counts: np.ndarray
 
+    @property
+    def in_code_order(self) -> bool:
+        """The runs come in group-code order: the rows are sorted by group."""
+        return bool(np.all(self.codes == np.arange(len(self.codes))))
+
 
 def group_runs(codes, n_groups):
     """`GroupRuns` when every group's rows are contiguous (rows that come grouped: as many runs of equal codes
@@ -349,7 +354,7 @@ def group_order(codes, n_groups, runs=None):
     (O(n); the comparison sort of 64-bit codes is ~7x slower on 1e6 shuffled rows), the same permutation."""
     n = len(codes)
     if runs is not None:
-        if np.all(runs.codes == np.arange(len(runs.codes))):
+        if runs.in_code_order:
             return np.arange(n, dtype=np.intp)
         first = np.empty(len(runs.codes), dtype=np.intp)
         first[runs.codes] = runs.starts
