@@ -104,7 +104,6 @@ def _row_value(m):
 _VARIANCE_DERIV2 = {"gaussian": 0.0, "binomial": -2.0, "poisson": 0.0, "gamma": 2.0}
 
 
-
 #: NB2 k = 1/alpha above which log Gamma(y + k) - log Gamma(k) and psi(y + k) - psi(k) come from their large-k
 #: expansions: as alpha -> 0 (data without overdispersion: the Poisson limit) the separate values cancel, the
 #: likelihood losing ~1e-7 per row at k = 1e8 and the alpha gradient (O(1/k^2) per row) every digit
