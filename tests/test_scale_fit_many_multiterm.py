@@ -152,3 +152,15 @@ def test_integer_freq_weights_equal_the_repeated_rows():
     np.testing.assert_allclose(weighted["llf"], repeated["llf"], rtol=1e-10)
     for col in ("estimate", "std_err", "var_re[a]", "var_re[b]"):
         np.testing.assert_allclose(weighted[col], repeated[col], rtol=1e-5, err_msg=col)
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_responses_far_from_zero_equal_single_fits(reml):
+    """Responses around 1e7 (the single fit conditions its response on the OLS residual: so does each
+    response of the shared cross-products)."""
+    df = crossed()
+    names = ["y0", "y1"]
+    for name in names:
+        df[name] = df[name] + 1e7
+    table = glmm_ext.fit_many(df, names, "~ x + (1|a) + (1|b)", n_jobs=1, reml=reml)
+    check_equal(table, df, names, "~ x + (1|a) + (1|b)", reml=reml)

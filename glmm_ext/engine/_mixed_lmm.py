@@ -242,12 +242,7 @@ class GaussianProfile:
         # 1e3 e loses 6 digits of r^2 to cancellation in [X y]'[X y] otherwise; beta = c + s beta_t, sigma = s sigma_t
         self.shift, self.yscale = np.zeros(self.p), 1.0
         if condition:
-            sw = np.sqrt(w)
-            c = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0]
-            r = y - X @ c
-            s = float(np.sqrt(np.sum(w * r * r) / self.n))
-            if np.all(np.isfinite(c)) and np.isfinite(s) and s > 0.0:
-                self.shift, self.yscale, y = c, s, r / s
+            self.shift, self.yscale, y = conditioned_response(y, X, w)
         self.cp = crossprods(self.layout, w, np.column_stack([X, y]))
         attach_schur_pairs(self.cp, self.layout)  # scalar terms: the Schur products without sparse x sparse
         self.log_weights = log_weights  # sum of log prior weights: the density's log sqrt(w) terms
@@ -391,6 +386,18 @@ class GaussianProfile:
         sigma2 = LFF[p, p] ** 2 / dof
         LXinv = linalg.solve_triangular(LX, np.eye(p), lower=True)
         return beta, sigma2 * (LXinv.T @ LXinv), sigma2, u, fac, lams
+
+
+def conditioned_response(y, X, w):
+    """(c, s, (y - X c) / s): c the weighted OLS coefficients, s the residual's weighted RMS -- the response of
+    `GaussianProfile`'s ``condition`` (beta = c + s beta_t, sigma = s sigma_t); (0, 1, y) where they fail."""
+    sw = np.sqrt(w)
+    c = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0]
+    r = y - X @ c
+    s = float(np.sqrt(np.sum(w * r * r) / len(y)))
+    if np.all(np.isfinite(c)) and np.isfinite(s) and s > 0.0:
+        return c, s, r / s
+    return np.zeros(X.shape[1]), 1.0, y
 
 
 def fit_gaussian(structure, y, X, weights=None, reml=True, n_obs=None, maxiter=200, tol=1e-6, log_weights=None):

@@ -52,29 +52,34 @@ def prepare(design, single, reml=True, nagq=1):
         # density's sum f log v are shared (`engine._weights.gaussian_weights`, as the single fit's)
         w, n_obs, log_w = gaussian_weights(*design.engine_weights(), design.nobs)
         profile = GaussianProfile(structure, design.y - design.offset, design.X, w, bool(reml), n_obs=n_obs,
-                                  log_weights=log_w)
+                                  log_weights=log_w, condition=True)
     return SharedTerms(design=design, keys=keys, single=single, profile=profile, row_weights=w)
 
 
 def _profile_for(shared, yy):
-    """The shared GaussianProfile with the response column of the cross-products swapped for yy's."""
+    """The shared GaussianProfile with the response column of the cross-products swapped for yy's (conditioned
+    as the single fit's profile conditions its response: `_mixed_lmm.conditioned_response`)."""
+    from ..engine._mixed_lmm import conditioned_response
+
     base = shared.profile
     prof = copy.copy(base)
     cp, p = base.cp, base.p
     lay = base.layout
     AF1, AFR, AFF = cp.AF1.copy(), cp.AFR.copy(), cp.AFF.copy()
-    wy = yy if shared.row_weights is None else shared.row_weights * yy  # the cross-products are Z'Wy, X'Wy, y'Wy
+    w = shared.row_weights
+    shift, yscale, yt = conditioned_response(yy, base.X, np.ones(len(yy)) if w is None else w)
+    wy = yt if w is None else w * yt  # the cross-products are Z'Wy, X'Wy, y'Wy
     AF1[p] = lay.Zt[0] @ wy
     if AFR.shape[1]:
         AFR[p] = np.concatenate([lay.Zt[pos] @ wy for pos in range(1, len(lay.terms))])
     AFF[p, :p] = AFF[:p, p] = base.X.T @ wy
-    AFF[p, p] = yy @ wy
+    AFF[p, p] = yt @ wy
     new = replace(cp, AF1=AF1, AFR=AFR, AFF=AFF)
     # Z'Z is the same for every response: the Schur products of its blocks (or their pair plan) are shared too
     new.__dict__["_schur_cache"] = cp.__dict__.setdefault("_schur_cache", [])
     if cp.__dict__.get("_pairs") is not None:
         new.__dict__["_pairs"] = cp.__dict__["_pairs"]
-    prof.cp, prof.y, prof.n_calls = new, yy, 0
+    prof.cp, prof.y, prof.n_calls, prof.shift, prof.yscale = new, yy, 0, shift, yscale
     prof.__dict__.pop("_last", None)  # the kept factor belongs to the other response's cross-products
     return prof
 
