@@ -43,9 +43,10 @@ class RandomSpec:
 
 @dataclass
 class RandomDesign:
-    """Z (rows of the data it is defined on), its column names and the independent blocks of columns."""
+    """Z (the rows `index` of the data it is defined on), its column names and the independent blocks of columns."""
 
-    Z: pd.DataFrame
+    Z: np.ndarray  # (rows, columns), float
+    index: pd.Index  # the data's labels of Z's rows
     names: list
     blocks: list  # lists of column indices; the covariance is block diagonal, each block unstructured
     group: str
@@ -288,41 +289,39 @@ def random_design(spec, data):
     """(data restricted to rows where every random-effects column is defined, RandomDesign)."""
     if not data.index.is_unique:
         raise ValueError("random slopes need a DataFrame with a unique index (use data.reset_index(drop=True))")
-    frames, infos, blocks, names = [], [], [], []
+    parts, infos, blocks, names = [], [], [], []
     keep = np.ones(len(data), dtype=bool)
     z_infos = _check_slope_dimensions(spec, data)
-    checked = []  # frames whose values are known finite (`_plain_z` checks them)
     for term, z_info in zip(spec.terms, z_infos):
-        Zt = _plain_z(term.expr, z_info, data)
-        checked.append(Zt is not None)
-        try:
-            if Zt is None:
-                (Zt,) = patsy.build_design_matrices([z_info], data, NA_action="drop", return_type="dataframe")
-        except patsy.PatsyError as exc:
-            raise ValueError(f"random-effects term {term.text!r}: {exc}") from None
-        if Zt.shape[1] == 0:
+        Zk, index = _plain_z(term.expr, z_info, data), data.index
+        if Zk is None:
+            try:
+                (frame,) = patsy.build_design_matrices([z_info], data, NA_action="drop", return_type="dataframe")
+            except patsy.PatsyError as exc:
+                raise ValueError(f"random-effects term {term.text!r}: {exc}") from None
+            Zk, index = frame.to_numpy(dtype=float), frame.index
+            if not np.isfinite(Zk).all():
+                raise ValueError("a random-effects column holds an infinite value")
+        if Zk.shape[1] == 0:
             raise ValueError(f"random-effects term {term.text!r} has no column")
-        if len(Zt) < len(data):  # rows dropped by patsy for a missing value
+        if len(index) < len(data):  # rows dropped by patsy for a missing value
             kept = np.zeros(len(data), dtype=bool)
-            kept[data.index.get_indexer(Zt.index)] = True
+            kept[data.index.get_indexer(index)] = True
             keep &= kept
-        frames.append(Zt)
-        infos.append(Zt.design_info)
-        cols = list(range(len(names), len(names) + Zt.shape[1]))
+        parts.append((Zk, index))
+        infos.append(z_info)
+        cols = list(range(len(names), len(names) + Zk.shape[1]))
         blocks.extend([cols] if term.correlated else [[c] for c in cols])
-        names.extend(str(c) for c in Zt.columns)
+        names.extend(str(c) for c in z_info.column_names)
     if len(set(names)) != len(names):
         raise ValueError(f"random-effects terms repeat a column ({', '.join(names)}): each term may appear once")
-    if not all(ok or np.isfinite(np.asarray(f, float)).all() for f, ok in zip(frames, checked)):
-        raise ValueError("a random-effects column holds an infinite value")
     used = data if keep.all() else data.loc[keep]
-    parts = [f if f.index.equals(used.index) else f.loc[used.index] for f in frames]
-    Z = parts[0].copy(deep=False) if len(parts) == 1 else pd.concat(parts, axis=1)  # (one term: no copy)
-    Z.columns = names
+    parts = [Zk if len(index) == len(used) else Zk[index.get_indexer(used.index)] for Zk, index in parts]
+    Z = parts[0] if len(parts) == 1 else np.column_stack(parts)  # (one term: no copy)
     named = [c for c in used.columns
              if any(re.search(rf"(?<![A-Za-z0-9_.]){re.escape(str(c))}(?![A-Za-z0-9_.])", t.expr) for t in spec.terms)]
-    return used, RandomDesign(Z=Z, names=names, blocks=blocks, group=spec.group, design_infos=infos, keep=keep,
-                              exprs=[t.expr for t in spec.terms], source=_columns(used, named),
+    return used, RandomDesign(Z=Z, index=used.index, names=names, blocks=blocks, group=spec.group, design_infos=infos,
+                              keep=keep, exprs=[t.expr for t in spec.terms], source=_columns(used, named),
                               dropped_index=[] if keep.all() else list(data.index[~keep]))
 
 
@@ -333,9 +332,9 @@ def _columns(data, names):
 
 
 def _plain_z(expr, z_info, data):
-    """The z columns of a plain numeric expression (``1 + x``: `_terms.plain_numeric_names`) from the columns
-    themselves, as patsy builds them (a column of ones for the intercept), when every value is finite; else
-    None (patsy builds it and drops rows with a missing value)."""
+    """The z columns (an array, the data's rows) of a plain numeric expression (``1 + x``:
+    `_terms.plain_numeric_names`) from the columns themselves, as patsy builds them (a column of ones for the
+    intercept), when every value is finite; else None (patsy builds it and drops rows with a missing value)."""
     if _terms.plain_numeric_names(expr, data) is None:
         return None
     names = list(z_info.column_names)
@@ -350,9 +349,7 @@ def _plain_z(expr, z_info, data):
             Z[:, j] = values
         else:
             return None
-    Zt = pd.DataFrame(Z, index=data.index, columns=names, copy=False)
-    Zt.design_info = z_info  # (patsy's data frames carry it; read below)
-    return Zt
+    return Z
 
 
 #: rows whose distinct groups are counted first (`_few_groups`): the full count only when they show few
@@ -408,7 +405,7 @@ def align(value, random):
 def attach_random(design, random, clean):
     """The Design with Z (data row order) and the rows dropped for a missing random-effects value."""
     rows = clean.endog.index
-    Z = (random.Z if random.Z.index.equals(rows) else random.Z.loc[rows]).to_numpy(dtype=float)
+    Z = random.Z if rows is random.index or rows.equals(random.index) else random.Z[random.index.get_indexer(rows)]
     n_extra = len(random.dropped_index)
     reasons = dict(design.drop_reasons)
     if n_extra:
@@ -436,7 +433,7 @@ def from_exog_re(exog_re, endog):
         values = values.reshape(-1, 1) if values.ndim == 1 else values
         names = None
     try:
-        values = np.asarray(values, dtype=float)
+        values = np.array(values, dtype=float)  # (a copy: the model never shares the caller's array)
     except (TypeError, ValueError):
         raise ValueError("exog_re must be numeric") from None
     if values.ndim != 2 or values.shape[0] != n:
@@ -445,6 +442,5 @@ def from_exog_re(exog_re, endog):
         raise ValueError("exog_re holds a missing or infinite value; drop those rows first")
     if names is None:
         names = ["Intercept" if np.all(values[:, k] == 1.0) else f"z{k}" for k in range(values.shape[1])]
-    Z = pd.DataFrame(values, index=index, columns=names)
-    return RandomDesign(Z=Z, names=names, blocks=[list(range(len(names)))], group="groups", design_infos=[],
+    return RandomDesign(Z=values, index=index, names=names, blocks=[list(range(len(names)))], group="groups", design_infos=[],
                         keep=np.ones(n, dtype=bool))

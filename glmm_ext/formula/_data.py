@@ -28,6 +28,12 @@ except ImportError:  # pragma: no cover - statsmodels 0.14
 from statsmodels.base.data import PandasData
 
 
+def filled(n, value):
+    """n copies of `value` as a read-only view of one number: the rows' offset, trials or weights when the
+    data give none (no n-sized array to fill and page in; a write to it raises)."""
+    return np.broadcast_to(np.float64(value), (n,))
+
+
 def copy_on_write():
     """True when pandas copies on write (always from pandas 3, an option before): a frame or Series built on
     another's values is then never changed through it, so the copies made only to protect them can go."""
@@ -136,7 +142,7 @@ class Prepared:
             groups = self.groups.iloc[rows]
             groups.index = endog.index
             vectors = {k: v[rows] for k, v in self.vectors.items()}
-        off = np.array(vectors["offset"], dtype=float) if "offset" in vectors else np.zeros(len(groups))
+        off = np.array(vectors["offset"], dtype=float) if "offset" in vectors else filled(len(groups), 0.0)
         if "exposure" in vectors:
             off = off + np.log(vectors["exposure"])
         return CleanData(endog=endog, exog=exog, groups=groups, offset=off, n_dropped=len(dropped),

@@ -14,6 +14,7 @@ from ..engine._families import Distribution
 from ..engine._laplace import GLMMData
 from ..engine._segments import group_starts
 from ..engine._weights import density_weights
+from ._data import filled
 from .._validation import (check_finite_mle_response, check_groups_and_size, check_proportion, check_rank,
                            check_response, check_trials)
 
@@ -124,7 +125,7 @@ class Design(GroupedModel):
     def __post_init__(self):
         for name in ("var_weights", "freq_weights"):
             if getattr(self, name) is None:
-                setattr(self, name, np.ones(len(self.y)))
+                setattr(self, name, filled(len(self.y), 1.0))
         if self.order is None:  # made on first use (`__getattr__`): the block profile never sorts the rows
             del self.__dict__["order"]
 
@@ -414,7 +415,7 @@ def build_design(clean, family):
         has_trials = True
     else:
         y = endog.iloc[:, 0].to_numpy(dtype=float)
-        trials = np.ones_like(y)
+        trials = filled(len(y), 1.0)
         name = str(endog.columns[0])
         _proportion_with_var_weights(dist, y, clean, name)
         check_response(dist.name, y, None, name, labels)
