@@ -505,10 +505,12 @@ def test_save_load_and_remove_data(kind, tmp_path):
             getattr(res, name)
 
 
-ZI_SPECS = {"zip one term": ("z ~ x + (1|a)", "Poisson", {"zi_formula": "~ x"}),
-            "zinb several terms": ("z ~ x + C(b) + (1|a) + (0 + x|b)", "NegativeBinomial",
+ZI_SPECS = {"zip one term": ("z ~ x + (1|a)", sm.families.Poisson, {"zi_formula": "~ x"}),
+            "zinb several terms": ("z ~ x + C(b) + (1|a) + (0 + x|b)", sm.families.NegativeBinomial,
                                    {"zi_formula": "~ center(x) + (1|a)", "disp_formula": "~ x"}),
-            "zip safe mode": ("z ~ np.log(x + 5) + (1|a)", "Poisson", {"zi_formula": "~ C(b)", "formula_mode": "safe"})}
+            "hurdle nb": ("z ~ x + (1|a)", glmm_ext.families.TruncatedNegativeBinomial, {"zi_formula": "~ x + (1|b)"}),
+            "zip safe mode": ("z ~ np.log(x + 5) + (1|a)", sm.families.Poisson,
+                              {"zi_formula": "~ C(b)", "formula_mode": "safe"})}
 ZI_NEW = NEW.assign(a=["unseen"] + list(NEW["a"][1:]))  # a level not in the fit: its random effect is 0
 
 
@@ -516,7 +518,7 @@ def _zi_fit(spec):
     formula, family, kwargs = ZI_SPECS[spec]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return glmm_ext.GLMM.from_formula(formula, DF, family=getattr(sm.families, family)(), **kwargs).fit()
+        return glmm_ext.GLMM.from_formula(formula, DF, family=family(), **kwargs).fit()
 
 
 def _assert_same_zi(back, res):
