@@ -43,8 +43,8 @@ class ZeroInflatedResults(ZINames, sm_base.LikelihoodModelResults):
         Why the zero part is on its boundary (a probability at 0 or 1); empty when it is not.
     mu, resid_response, resid_pearson
         E[y] per fitted row, y - E[y] and (y - E[y]) / sqrt(Var[y]); statsmodels names with no number for a
-        zero-inflated / hurdle model (resid_deviance, deviance, ...) raise an error saying why.  Not
-        picklable: see `save`.
+        zero-inflated / hurdle model (resid_deviance, deviance, ...) raise an error saying why.  The results
+        pickle (``save``, ``pickle.dumps``): see `ZeroInflatedResultsWrapper.save`.
     """
 
     def __init__(self, model, fit):
@@ -218,16 +218,6 @@ class ZeroInflatedResults(ZINames, sm_base.LikelihoodModelResults):
         row of ``params`` (in its order); ``float_format`` formats the tables' numbers."""
         return _zi_tables.summary2(self, yname=yname, xname=xname, title=title, alpha=alpha,
                                    float_format=float_format)
-
-    def save(self, fname, remove_data=False):
-        """Not supported: raises NotImplementedError (see `__getstate__`), before any file is written."""
-        self.__getstate__()
-
-    def __getstate__(self):
-        raise NotImplementedError("a zero-inflated / hurdle / dispersion fit cannot be pickled (save, "
-                                  "pickle.dumps, copy.deepcopy): its model keeps patsy's design information, "
-                                  "which patsy cannot pickle; keep the data and formulas and refit, or store "
-                                  "res.params, res.cov_params() and str(res.summary())")
 
     def _repr_html_(self):
         return self.summary().as_html()
@@ -449,8 +439,16 @@ class ZeroInflatedResultsWrapper(sm_base.LikelihoodResultsWrapper):
         return pd.DataFrame(ci, index=self._results.model.param_names, columns=[0, 1])
 
     def save(self, fname, remove_data=False):
-        """Not supported: raises NotImplementedError naming the reason, before any file is written."""
-        return self._results.save(fname, remove_data)
+        """Pickle the results (statsmodels' ``save``); ``sm.load_pickle(fname)`` reads them back.
+
+        The pickle keeps the formulas' text and the rows of the columns they name: patsy's designs (which
+        patsy cannot pickle) are rebuilt from them on loading, so ``predict`` on new data gives the fit's
+        columns, levels and transforms.  Only load files you wrote: unpickling runs code, and loading
+        re-evaluates the stored formulas (patsy runs their Python, with numpy as ``np`` the only other name;
+        a ``formula_mode="safe"`` fit checks them with the safe grammar again first).  Never
+        ``load_pickle`` a file from an untrusted source.
+        """
+        return super().save(fname, remove_data=remove_data)
 
     def _repr_html_(self):
         return self._results._repr_html_()

@@ -5,6 +5,7 @@ Every name either returns statsmodels' number, recomputed here independently (Wa
 a finite-difference or dense-matrix covariance, criteria with k counted by hand, contrasts and quadratic forms by
 hand, residuals from the random effects and statsmodels' family formulas), or raises an error whose message says
 why (`NotAvailableError`, an AttributeError so that ``hasattr`` is False)."""
+import copy
 import os
 import pickle
 import warnings
@@ -504,18 +505,81 @@ def test_save_load_and_remove_data(kind, tmp_path):
             getattr(res, name)
 
 
-def test_zero_inflated_save_is_refused_before_a_file_is_written(tmp_path):
-    res = _fit("zi")
+ZI_SPECS = {"zip one term": ("z ~ x + (1|a)", sm.families.Poisson, {"zi_formula": "~ x"}),
+            "zinb several terms": ("z ~ x + C(b) + (1|a) + (0 + x|b)", sm.families.NegativeBinomial,
+                                   {"zi_formula": "~ center(x) + (1|a)", "disp_formula": "~ x"}),
+            "hurdle nb": ("z ~ x + (1|a)", glmm_ext.families.TruncatedNegativeBinomial, {"zi_formula": "~ x + (1|b)"}),
+            "zip safe mode": ("z ~ np.log(x + 5) + (1|a)", sm.families.Poisson,
+                              {"zi_formula": "~ C(b)", "formula_mode": "safe"})}
+ZI_NEW = NEW.assign(a=["unseen"] + list(NEW["a"][1:]))  # a level not in the fit: its random effect is 0
+
+
+def _zi_fit(spec):
+    formula, family, kwargs = ZI_SPECS[spec]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return glmm_ext.GLMM.from_formula(formula, DF, family=family(), **kwargs).fit()
+
+
+def _assert_same_zi(back, res):
+    """Every number a loaded zero-inflated fit reports equals the original's, bit for bit."""
+    pd.testing.assert_series_equal(back.params, res.params, check_exact=True)
+    pd.testing.assert_series_equal(back.bse, res.bse, check_exact=True)
+    assert back.llf == res.llf and str(back.summary()) == str(res.summary())
+    for which in ("mean", "conditional", "zprob", "linear", "zlinear", "disp"):
+        for re in (True, False):
+            pd.testing.assert_series_equal(back.predict(ZI_NEW, which=which, re=re),
+                                           res.predict(ZI_NEW, which=which, re=re), check_exact=True)
+    pd.testing.assert_frame_equal(pd.DataFrame(back.get_prediction(ZI_NEW)), pd.DataFrame(res.get_prediction(ZI_NEW)),
+                                  check_exact=True)
+    assert list(back.random_effects) == list(res.random_effects)
+    for key, table in res.random_effects.items():
+        pd.testing.assert_frame_equal(back.random_effects[key], table, check_exact=True)
+
+
+@pytest.mark.parametrize("spec", list(ZI_SPECS))
+def test_zero_inflated_pickle_save_load_and_remove_data(spec, tmp_path):
+    res = _zi_fit(spec)
+    again = pickle.loads(pickle.dumps(res))
+    assert again.model.zdesign.design_infos[1] is not res.model.zdesign.design_infos[1]  # rebuilt on loading
+    _assert_same_zi(again, res)
+    _assert_same_zi(copy.deepcopy(res), res)
     path = os.path.join(tmp_path, "zi.pkl")
-    with pytest.raises(NotImplementedError, match="cannot be pickled.*patsy"):
-        res.save(path)
-    assert not os.path.exists(path)
-    with pytest.raises(NotImplementedError, match="cannot be pickled"):
-        pickle.dumps(res)
-    expected = res.predict(NEW)
+    res.save(path)
+    _assert_same_zi(sm.load_pickle(path), res)
+    pickle.loads(pickle.dumps(again)).save(path, remove_data=True)
+    _assert_same_zi(sm.load_pickle(path), again)
     res.remove_data()
-    np.testing.assert_allclose(res.predict(NEW), expected, rtol=1e-12)
-    assert "Conditional model" in str(res.summary2())
+    _assert_same_zi(res, again)
+    _assert_same_zi(pickle.loads(pickle.dumps(res)), again)
+
+
+def test_zero_inflated_pickle_keeps_the_fits_levels_and_transforms():
+    res = pickle.loads(pickle.dumps(_zi_fit("zinb several terms")))
+    new = ZI_NEW.assign(b="b3")  # one level of C(b) and six x values: their own mean is not the fit's
+    b, g = res.fe_params, res.zi_params
+    x = new["x"].to_numpy()
+    np.testing.assert_allclose(res.predict(new, which="zlinear", re=False),
+                               g["Intercept"] + g["center(x)"] * (x - DF["x"].mean()), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(res.predict(new, which="linear", re=False),
+                               b["Intercept"] + b["C(b)[T.b3]"] + b["x"] * x, rtol=1e-12)
+    np.testing.assert_allclose(res.predict(new, which="disp"),
+                               np.exp(res.disp_params["Intercept"] + res.disp_params["x"] * x), rtol=1e-12)
+
+
+def test_zero_inflated_safe_mode_pickle_checks_its_formulas_again_on_loading(tmp_path):
+    res = _zi_fit("zip safe mode")
+    sentinel = tmp_path / "pwned"
+    design = res.model.zdesign
+    design.texts = (design.texts[0], f"C(b) + np.savetxt('{sentinel}', x)", None)  # as if the file were edited
+    blob = pickle.dumps(res)
+    with pytest.raises(ValueError, match="does not accept the attribute 'np.savetxt'"):
+        pickle.loads(blob)
+    assert not sentinel.exists()
+    design.formula_mode = "python"  # without the check, loading runs the payload (then patsy fails on its None)
+    with pytest.raises(ValueError):
+        pickle.loads(pickle.dumps(res))
+    assert sentinel.exists()
 
 
 def test_t_test_pairwise_of_a_factor_with_crossed_terms():

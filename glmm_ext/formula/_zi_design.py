@@ -14,6 +14,7 @@ import patsy
 
 from ..engine._structure import ReStructure, ReTerm
 from ._bars import _bar_spans, _bare_bar, fixed_part
+from ._safe import check_safe, formula_columns
 
 _GROUP = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*(\s*:\s*[A-Za-z_][A-Za-z0-9_.]*)*$")
 
@@ -92,6 +93,49 @@ class ZIDesign:
     n_dropped: int
     zero_part: str
     notes: list = field(default_factory=list)
+    texts: tuple = (None, None, None)  # per part, the fixed right-hand side patsy evaluated (None: no such part)
+    source: pd.DataFrame = None  # the columns the formulas name, rows used: rebuilds the patsy designs on loading
+    formula_mode: str = "python"
+
+    def __getstate__(self):  # patsy's DesignInfo cannot be pickled: a pickle keeps formula texts and data only
+        state = dict(self.__dict__)
+        state["design_infos"], state["re_infos"] = None, None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.design_infos, self.re_infos = design_infos(self.texts, self.bars, self.source, self.formula_mode)
+
+
+def formula_env():
+    """Where a formula finds names that are not columns: numpy as ``np`` only (at fit and on loading a pickle)."""
+    return patsy.EvalEnvironment([{"np": np}])
+
+
+def _pieces(texts, bars):
+    return [t for t in texts if t is not None] + [b.expr for part in bars for b in part]
+
+
+def formula_source(used, texts, bars):
+    """The columns of `used` that the formula texts name (what a pickle keeps to rebuild the patsy designs)."""
+    names = []
+    for text in _pieces(texts, bars):
+        names += formula_columns(f"~ {text}", list(used.columns)).predictors
+    return used[list(dict.fromkeys(names))]
+
+
+def design_infos(texts, bars, source, formula_mode="python"):
+    """(patsy DesignInfo per part, per part the list of its bar terms' z DesignInfos) rebuilt from the formula
+    texts on `source`, the rows `build` evaluated them on (so categorical levels and stateful transforms such
+    as center(x) are those of the fit).  In safe mode the texts are checked again before patsy reads them."""
+    if formula_mode == "safe":
+        for text in _pieces(texts, bars):
+            check_safe(f"~ {text}", list(source.columns))
+
+    def info(text):
+        return patsy.incr_dbuilder(text, lambda: iter([source]), eval_env=formula_env(), NA_action="raise")
+
+    return tuple(None if t is None else info(t) for t in texts), tuple([info(b.expr) for b in part] for part in bars)
 
 
 def _group_codes(data, group):
@@ -146,17 +190,23 @@ def build(formula, data, zi_formula, disp_formula, zero_part, has_dispersion, of
         raise ValueError("disp_formula needs a family with a dispersion (NegativeBinomial, NegativeBinomial1, "
                          "Gaussian, Gamma); Poisson has none")
     # rows: those where every part is defined
+    env = formula_env()
     frame = data
     keep = np.ones(len(frame), dtype=bool)
+
+    def rows_of(text):  # the rows where patsy can evaluate `text`
+        return patsy.dmatrix(text, frame, NA_action="drop", return_type="dataframe", eval_env=env).index
+
     try:
-        y_df, _ = patsy.dmatrices(f"{lhs} ~ {cond.fixed}", frame, NA_action="drop", return_type="dataframe")
+        y_df, _ = patsy.dmatrices(f"{lhs} ~ {cond.fixed}", frame, NA_action="drop", return_type="dataframe",
+                                  eval_env=env)
         pieces = [y_df.index]
         for part in (zi, disp):
             if part is not None:
-                pieces.append(patsy.dmatrix(part.fixed, frame, NA_action="drop", return_type="dataframe").index)
+                pieces.append(rows_of(part.fixed))
         for part in (cond, zi):
             for bar in (part.bars if part is not None else []):
-                pieces.append(patsy.dmatrix(bar.expr, frame, NA_action="drop", return_type="dataframe").index)
+                pieces.append(rows_of(bar.expr))
                 for col in _bar_columns(bar, frame):
                     if col not in frame.columns:
                         raise ValueError(f"grouping factor {col!r} of {bar.text!r} is not a column of the data")
@@ -179,7 +229,7 @@ def build(formula, data, zi_formula, disp_formula, zero_part, has_dispersion, of
         raise ValueError("no rows left after removing those with missing values")
     used = frame.iloc[pos[keep]]
     off = off[keep]
-    y_df, Xc = patsy.dmatrices(f"{lhs} ~ {cond.fixed}", used, NA_action="raise", return_type="dataframe")
+    y_df, Xc = patsy.dmatrices(f"{lhs} ~ {cond.fixed}", used, NA_action="raise", return_type="dataframe", eval_env=env)
     if y_df.shape[1] != 1:
         raise ValueError(f"the response of {formula!r} must be one column")
     n = len(used)
@@ -190,7 +240,7 @@ def build(formula, data, zi_formula, disp_formula, zero_part, has_dispersion, of
             names.append([])
             infos.append(None)
         else:
-            M = patsy.dmatrix(part.fixed, used, NA_action="raise", return_type="dataframe")
+            M = patsy.dmatrix(part.fixed, used, NA_action="raise", return_type="dataframe", eval_env=env)
             Xs.append(np.asarray(M, float))
             names.append(list(M.columns))
             infos.append(M.design_info)
@@ -201,7 +251,7 @@ def build(formula, data, zi_formula, disp_formula, zero_part, has_dispersion, of
     for part in (cond, zi):
         terms, levs, zinfos = [], [], []
         for bar in (part.bars if part is not None else []):
-            Z = patsy.dmatrix(bar.expr, used, NA_action="raise", return_type="dataframe")
+            Z = patsy.dmatrix(bar.expr, used, NA_action="raise", return_type="dataframe", eval_env=env)
             if Z.shape[1] == 0:
                 raise ValueError(f"random-effects term {bar.text!r} has no column")
             codes, lev = _group_codes(used, bar.group)
@@ -217,12 +267,14 @@ def build(formula, data, zi_formula, disp_formula, zero_part, has_dispersion, of
             structures.append(None)
         levels.append(levs)
         re_infos.append(zinfos)
+    texts = (cond.fixed, *(None if part is None else part.fixed for part in (zi, disp)))
+    bars = (cond.bars, zi.bars if zi is not None else [])
     if zero_part == "hurdle" and zi is None:
         off_z = np.full(n, -np.inf)  # a zero-truncated model without a zero part: pz = 0
     else:
         off_z = np.zeros(n)
     return ZIDesign(y=np.asarray(y_df, float)[:, 0], X=tuple(Xs), offsets=(off, off_z, np.zeros(n)),
                     structures=tuple(structures), names=tuple(names), design_infos=tuple(infos),
-                    bars=(cond.bars, zi.bars if zi is not None else []), re_levels=tuple(levels),
-                    re_infos=tuple(re_infos), index=used.index, endog_name=str(y_df.columns[0]),
-                    n_dropped=n_dropped, zero_part=zero_part)
+                    bars=bars, re_levels=tuple(levels), re_infos=tuple(re_infos), index=used.index,
+                    endog_name=str(y_df.columns[0]), n_dropped=n_dropped, zero_part=zero_part, texts=texts,
+                    source=formula_source(used, texts, bars), formula_mode=formula_mode)
