@@ -37,6 +37,23 @@ def design_terms(model):
     return shell
 
 
+def dispersion_argument(dist, scale, alpha):
+    """The engine's dispersion from `GLMM.loglike`'s ``scale`` / ``alpha``: NB2 takes alpha (its scale is 1, as
+    statsmodels' NB GLM: a scale other than 1 is refused rather than read as alpha); the others take scale."""
+    if dist.name == "negativebinomial":
+        if scale is not None and scale != 1.0:
+            raise ValueError(f"the negative binomial's scale is 1 (as statsmodels' NB GLM; got scale={scale!r}): "
+                             "give its dispersion as alpha=")
+        if alpha is None or not np.isfinite(alpha) or alpha <= 0:
+            raise ValueError(f"loglike needs alpha > 0 for the negative binomial (results.alpha; got {alpha!r})")
+        return float(alpha)
+    if alpha is not None:
+        raise ValueError(f"alpha is the negative binomial's dispersion; the {dist.name} family has none")
+    if scale is None and dist.has_dispersion:
+        raise ValueError("loglike needs scale for Gaussian and Gamma families")
+    return scale
+
+
 def vector_names(model) -> list:
     """Names of the vector: `res.params_vector`'s (beta, "<term> SD <z>", "<term> Cor <a>,<b>", log scale)."""
     from .inference._intervals_terms import row_names

@@ -189,13 +189,13 @@ class GLMMNames(CommonNames):
         """(y - mu) sqrt(prior weight) / sqrt(V(mu)) at the conditional means (GLM's formula: the dispersion
         is not divided out; NB2: V = mu + alpha mu^2)."""
         y, m = _rows(self)
-        return self._row_series(self.model.dist.pearson_residuals(y, self.mu, m, self.scale), "resid_pearson")
+        return self._row_series(self.model.dist.pearson_residuals(y, self.mu, m, self._phi), "resid_pearson")
 
     @property
     def resid_deviance(self):
         """Signed square roots of the unit deviances at the conditional means (GLM's formula)."""
         y, m = _rows(self)
-        return self._row_series(self.model.dist.deviance_residuals(y, self.mu, m, self.scale), "resid_deviance")
+        return self._row_series(self.model.dist.deviance_residuals(y, self.mu, m, self._phi), "resid_deviance")
 
     @property
     def resid_working(self):

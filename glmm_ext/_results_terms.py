@@ -312,6 +312,6 @@ def diagnostics_table(res):
     mu = model.dist.mean(model.predict(res.params, which="linear") + u)
     y, m = design.y, design.prior_weights
     return pd.DataFrame({"fitted_values": mu,
-                         "deviance_residuals": model.dist.deviance_residuals(y, mu, m, res.scale),
-                         "pearson_residuals": model.dist.pearson_residuals(y, mu, m, res.scale),
+                         "deviance_residuals": model.dist.deviance_residuals(y, mu, m, res._phi),
+                         "pearson_residuals": model.dist.pearson_residuals(y, mu, m, res._phi),
                          "random_effects" if per_term(res) else "group_random_effect": u}, index=design.index)

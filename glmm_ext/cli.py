@@ -78,7 +78,8 @@ def results_dict(res, alpha):
         "zvalues": dict(zip(names, map(float, res.tvalues))), "pvalues": dict(zip(names, map(float, res.pvalues))),
         "conf_level": round(100 * (1 - alpha), 4),
         "conf_int": {k: [float(ci.loc[k].iloc[0]), float(ci.loc[k].iloc[1])] for k in ci.index},
-        "var_re": res.var_re, "scale": float(res.scale), "llf": res.llf, "llf_label": res.llf_label,
+        "var_re": res.var_re, "scale": float(res.scale), "alpha": res.alpha, "theta": res.theta,  # NB2; else None
+        "llf": res.llf, "llf_label": res.llf_label,
         "aic": res.aic, "bic": res.bic, "nobs": res.nobs, "n_groups": res.n_groups, "n_dropped": res.n_dropped,
         "drop_reasons": {str(k): int(v) for k, v in res.model.design.drop_reasons.items()},
         "converged": res.converged, "singular": res.singular, "icc": res.icc, "deff": res.deff,

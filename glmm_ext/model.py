@@ -15,7 +15,7 @@ from .engine._differences import central_gradient, second_differences
 from .engine._memory import fast_allocation
 from .engine._mixed import fit_mixed
 from .engine._one_factor import reml_loglik_function
-from ._likelihood import negative_loglike, one_random_intercept, vector_names
+from ._likelihood import dispersion_argument, negative_loglike, one_random_intercept, vector_names
 from ._multiterm import check_several_weights, engine_arguments
 from ._progress import Progress
 from ._validation import check_family, check_fit_options, check_vector, statsmodels_fit_options
@@ -387,32 +387,34 @@ class GLMM(sm_base.LikelihoodModel):
             return names
         return names + ["log alpha" if self.dist.name == "negativebinomial" else "log scale"]  # NB2: the slot holds alpha
 
-    def loglike(self, params, var_re=None, scale=None, reml=False, nagq=None):
+    def loglike(self, params, var_re=None, scale=None, reml=False, nagq=None, alpha=None):
         """Marginal log-likelihood.
 
         ``loglike(vector)`` takes the model's parameter vector ``(beta, sigma_u, log scale)``: the
         fixed effects, the random-intercept SD (the likelihood is even in it) and, for families with
-        a dispersion (Gaussian, Gamma, Gaussian-log), the log of the residual variance / dispersion;
-        ``param_names`` names it, ``results.params_vector`` holds the estimate.  The value is the
-        exact ML log-likelihood for Gaussian + identity and the Laplace / AGQ one otherwise, with
-        the fit's ``nagq`` (1 before a fit).  ``loglike(beta, var_re, scale)`` gives the same with
-        the variance given directly; ``reml=True`` returns the REML log-likelihood at ``var_re`` and
-        ``scale`` (beta at its GLS value).
+        a dispersion (Gaussian, Gamma, Gaussian-log), the log of the residual variance / dispersion
+        (negative binomial: log alpha); ``param_names`` names it, ``results.params_vector`` holds the
+        estimate.  The value is the exact ML log-likelihood for Gaussian + identity and the Laplace /
+        AGQ one otherwise, with the fit's ``nagq`` (1 before a fit).  ``loglike(beta, var_re, scale)``
+        gives the same with the variance given directly (negative binomial: ``loglike(beta, var_re,
+        alpha=alpha)``; its scale is 1, as statsmodels' NB GLM); ``reml=True`` returns the REML
+        log-likelihood at ``var_re`` and ``scale`` (beta at its GLS value).
 
         Other models (slopes, several terms): ``loglike(vector)``, the layout of ``res.params_vector``.
         """
         if not one_random_intercept(self.design):
-            if var_re is not None or reml or nagq not in (None, 1):
-                raise ValueError("loglike(beta, var_re, scale), reml and nagq are for one random intercept; this "
-                                 "model takes loglike(vector) (param_names): the ML or Laplace log-likelihood")
+            if var_re is not None or reml or nagq not in (None, 1) or alpha is not None or scale is not None:
+                raise ValueError("loglike(beta, var_re, scale), alpha, reml and nagq are for one random intercept; "
+                                 "this model takes loglike(vector) (param_names): the ML or Laplace log-likelihood")
             return -float(negative_loglike(self)(self._vector(params)))
         params = np.asarray(params, float)
         if var_re is None:
+            if alpha is not None or scale is not None:  # never silently dropped
+                raise ValueError("loglike(vector) holds the dispersion (param_names); scale / alpha go with var_re")
             beta, var_re, scale = self._split(params)
         else:
             beta = params
-            if scale is None and self.dist.has_dispersion:
-                raise ValueError("loglike needs scale for Gaussian and Gamma families")
+            scale = dispersion_argument(self.dist, scale, alpha)
         design = self.design
         nagq = self._fit_options.get("nagq", 1) if nagq is None else nagq
         if design.gaussian_identity:

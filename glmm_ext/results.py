@@ -28,7 +28,8 @@ class GLMMResults(GLMMNames, sm_base.LikelihoodModelResults):
     cov_re : DataFrame
         1 x 1 random-intercept variance sigma_u^2; with random slopes the q x q covariance, named by term.
     scale : float
-        Residual variance sigma_e^2 (Gaussian), the dispersion phi (Gamma, Gaussian-log), 1 otherwise.
+        Residual variance sigma_e^2 (Gaussian), the dispersion phi (Gamma, Gaussian-log), 1 otherwise: 1 for
+        the negative binomial too, as statsmodels' NB GLM (its alpha is `alpha`, theta = 1/alpha `theta`).
     llf, aic, bic : float
         Log-likelihood (REML, ML, Laplace or AGQ, see ``llf_label``) and information criteria with
         k = p + 2 (Gaussian identity) or p + 1 (+1 with a dispersion).
@@ -44,7 +45,9 @@ class GLMMResults(GLMMNames, sm_base.LikelihoodModelResults):
 
     def __init__(self, model, fit, cov_type="hessian"):
         self._fit = fit
-        super().__init__(model, fit.beta, normalized_cov_params=fit.cov_beta / fit.scale, scale=fit.scale)
+        # statsmodels' NB GLM keeps alpha in its family and reports scale = 1: NB2's alpha is `alpha`, not scale
+        scale = 1.0 if model.dist.name == "negativebinomial" else float(fit.scale)
+        super().__init__(model, fit.beta, normalized_cov_params=fit.cov_beta / scale, scale=scale)
         self.use_t = False
         self.cov_type = cov_type if fit.method not in ("REML", "ML") else "exact (X'V^-1X)^-1"
         self.method = fit.method
@@ -250,7 +253,13 @@ class GLMMResults(GLMMNames, sm_base.LikelihoodModelResults):
     @property
     def alpha(self):
         """Negative binomial (NB2) alpha of Var = mu + alpha mu^2 (estimated); None for other families."""
-        return float(self.scale) if self.model.dist.name == "negativebinomial" else None
+        return self._phi if self.model.dist.name == "negativebinomial" else None
+
+    @property
+    def _phi(self):
+        """The dispersion as the engine's `Distribution` takes it (its ``phi``): `scale`, or NB2's `alpha`
+        (whose `scale` is 1, as statsmodels').  What the family's density, residuals and draws read."""
+        return float(self._fit.scale)
 
     @property
     def theta(self):
@@ -423,7 +432,7 @@ class GLMMResults(GLMMNames, sm_base.LikelihoodModelResults):
                 else row_names(self)
         if self.model.dist.has_dispersion:
             if self._scalar_intercept:
-                values.append(np.log(self.scale))
+                values.append(np.log(self._phi))
             else:
                 names = names + ["log alpha" if self.model.dist.name == "negativebinomial" else "log scale"]
         return pd.Series(values, index=names, name="params_vector")

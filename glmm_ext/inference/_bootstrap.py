@@ -60,7 +60,7 @@ def warm_start(res):
     nagq = max(1, int(res.fit_options.get("nagq", 1) or 1))
     objective = MarginalLikelihood(design.dist, design.engine_data(), nagq=nagq)
     theta = np.concatenate([np.linalg.solve(design.scaling.matrix, np.asarray(res.params, float)),
-                            [np.sqrt(res.var_re)], [np.log(res.scale)] if design.dist.has_dispersion else []])
+                            [np.sqrt(res.var_re)], [np.log(res._phi)] if design.dist.has_dispersion else []])
     theta[design.X.shape[1]] = max(theta[design.X.shape[1]], 0.05)  # d/ds = 0 at s = 0: BFGS could not leave it
     with np.errstate(all="ignore"):
         return theta, _pd_inverse(fd_hessian(lambda t: objective(t), theta))

@@ -67,7 +67,7 @@ def latent_residual_variance(res, approximation="lognormal"):
         return float(res.scale), "residual variance sigma^2"
     if key in DISTRIBUTION_SPECIFIC:
         return DISTRIBUTION_SPECIFIC[key]
-    phi = float(res.scale)
+    phi = res._phi
     if key in (("poisson", "log"), ("negativebinomial", "log")) and approximation != "delta":
         lam = null_lambda(res)
         extra = phi if dist.name == "negativebinomial" else 0.0

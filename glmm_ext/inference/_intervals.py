@@ -69,7 +69,7 @@ class Profile:
         self.R_inv = np.linalg.inv(design.scaling.matrix)
         self.p = design.X.shape[1]
         psi = np.concatenate([np.asarray(res.params, float), [np.sqrt(res.var_re)],
-                              [np.log(res.scale)] if design.dist.has_dispersion else []])
+                              [np.log(res._phi)] if design.dist.has_dispersion else []])
         self.n_fits = 0
         self.hessian = fd_hessian(self, psi)
         self.psi_hat, self.f_hat = self._minimize(psi, np.arange(len(psi)))

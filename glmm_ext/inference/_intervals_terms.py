@@ -97,7 +97,7 @@ def psi_hat(res):
     """psi at the fit: beta, per term SDs and correlations (0 where an SD is 0), log phi."""
     values = list(np.asarray(res.params, float)) + covariance_estimates(res._terms, [t.cov for t in res._terms])
     if res.model.dist.has_dispersion:
-        values.append(np.log(res.scale))
+        values.append(np.log(res._phi))
     return np.array(values, float)
 
 

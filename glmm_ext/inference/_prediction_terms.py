@@ -185,7 +185,7 @@ def _loadings(res):
     term = res._terms[0]
     Z, codes = term_rows(res, 0)
     eta = design.X @ np.asarray(res.params, float) + design.offset + np.einsum("nq,nq->n", Z, term.modes[codes])
-    w = design.dist.working_weights(eta, design.prior_weights * design.freq_weights, res.scale)
+    w = design.dist.working_weights(eta, design.prior_weights * design.freq_weights, res._phi)
     o = design.order
     if term.q == 1 and term.z_names == ("Intercept",):  # sigma_u^2 sum w x / (1 + sigma_u^2 sum w)
         var = float(term.cov[0, 0])

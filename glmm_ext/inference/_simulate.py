@@ -101,7 +101,7 @@ def simulator(res):
         Z, codes = term_rows(res, k)
         terms.append((np.asarray(codes), np.asarray(Z, float), np.asarray(t.modes, float), covariance_factor(t.cov)))
     return Simulator(family=design.dist.name, link_inverse=design.dist.link.inverse,
-                     eta_fixed=model.predict(np.asarray(res.params, float), which="linear"), phi=float(res.scale),
+                     eta_fixed=model.predict(np.asarray(res.params, float), which="linear"), phi=res._phi,
                      trials=np.asarray(design.trials, float), var_weights=np.asarray(design.var_weights, float),
                      terms=terms)
 

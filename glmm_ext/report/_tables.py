@@ -35,7 +35,7 @@ def dispersion_table(res):
     """The negative binomial (NB2) shape: alpha of Var = mu + alpha mu^2 and theta = 1/alpha; None otherwise."""
     if res.model.dist.name != "negativebinomial":
         return None
-    return pd.DataFrame({"Value": [res.scale, 1.0 / res.scale],
+    return pd.DataFrame({"Value": [res.alpha, res.theta],
                          "Meaning": ["NB2: Var = mu + alpha mu^2", "1/alpha (glmmTMB's sigma, glmer.nb's theta)"]},
                         index=pd.Index(["alpha", "theta"], name="Parameter"))
 
@@ -65,7 +65,7 @@ def latent_variance_table(res):
         rows.append(("lognormal approximation", np.log1p(1.0 / lam), f"ln(1 + 1/lambda), lambda = {lam:.5g}"))
         rows.append(("trigamma", float(special.polygamma(1, lam)), "trigamma(lambda)"))
     elif key == ("negativebinomial", "log"):
-        lam, alpha = res.latent_lambda, res.scale
+        lam, alpha = res.latent_lambda, res.alpha
         rows.append(("lognormal approximation", np.log1p(1.0 / lam + alpha),
                      f"ln(1 + 1/lambda + 1/theta), lambda = {lam:.5g}"))  # theta: the NB2 table
         rows.append(("trigamma", float(special.polygamma(1, 1.0 / (1.0 / lam + alpha))),

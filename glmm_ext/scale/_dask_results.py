@@ -72,7 +72,7 @@ class DaskGLMMResults(GLMMResults):
         caller computes it (``.compute()``, ``.to_parquet(...)``)."""
         meta = pd.DataFrame({c: pd.Series(dtype=float) for c in DIAGNOSTICS}, index=self._index_meta())
         params = np.asarray(self.params, float)
-        return self._lazy(_diagnostics, meta, params, self.scale, self.model.dist)
+        return self._lazy(_diagnostics, meta, params, self._phi, self.model.dist)
 
     def _fitted(self, which, name):
         meta = pd.Series(dtype=float, name=name, index=self._index_meta())
@@ -183,7 +183,7 @@ class DaskGLMMResults(GLMMResults):
         arrays, blups = self._parts()
         client = self.model.client
         params = np.asarray(self.params, float)
-        chisq = float(sum(client.gather([client.submit(rows_.pearson_chi2, part, params, b, self.scale, dist,
+        chisq = float(sum(client.gather([client.submit(rows_.pearson_chi2, part, params, b, self._phi, dist,
                                                        pure=False) for part, b in zip(arrays, blups)])))
         df = int(self.nobs - self.k_params)
         pvalue = float(stats.chi2.sf(chisq, df))
