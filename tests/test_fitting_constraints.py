@@ -229,7 +229,7 @@ def test_small_nb2_uncorrelated_slopes_converge_at_the_dense_laplace_value(seed)
     assert res.converged and res.optsummary.newton_decrement < 1e-6
     X = np.column_stack([np.ones(len(df)), df.x]).reshape(10, 6, 2)
     Z = X.copy()
-    laplace = GroupLaplace(X, Z, df.y.to_numpy(float).reshape(10, 6), "negativebinomial", alpha=res.scale)
+    laplace = GroupLaplace(X, Z, df.y.to_numpy(float).reshape(10, 6), "negativebinomial", alpha=res.alpha)
     assert laplace(res.fe_params.to_numpy(), sqrt_factor(res.cov_re.to_numpy())) == pytest.approx(res.llf, abs=1e-6)
     # and the dense Laplace has no higher point nearby (a maximum, not just a consistent value)
     beta, sd = res.fe_params.to_numpy(), np.sqrt(np.diag(res.cov_re.to_numpy()))
@@ -238,7 +238,7 @@ def test_small_nb2_uncorrelated_slopes_converge_at_the_dense_laplace_value(seed)
         laplace.alpha = np.exp(t[4])
         return laplace(t[:2], np.diag(np.abs(t[2:4])))
 
-    t0 = np.r_[beta, sd, np.log(res.scale)]
+    t0 = np.r_[beta, sd, np.log(res.alpha)]
     for j in range(5):
         for h in (1e-3, -1e-3):
             if j in (2, 3) and sd[j - 2] < 1e-3:

@@ -40,7 +40,7 @@ def test_nb_log_density_is_scipys_nbinom():
         mu = np.exp(np.asarray(model.exog) @ beta)
         n = 1.0 / alpha  # scipy: nbinom(n, p) with p = n / (n + mu)
         expected = stats.nbinom.logpmf(y, n, n / (n + mu)).sum()
-        assert model.loglike(np.array(beta), var_re=0.0, scale=alpha) == pytest.approx(expected, rel=1e-12)
+        assert model.loglike(np.array(beta), var_re=0.0, alpha=alpha) == pytest.approx(expected, rel=1e-12)
 
 
 def test_nb_fit_matches_glmmtmb_nbinom2(nb_fit):

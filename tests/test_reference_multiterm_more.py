@@ -240,7 +240,7 @@ def dense_modes(name, res):
         b, sd = dr.gaussian_modes(y, X.to_numpy(), beta, designs, covs, res.scale, weights)
     else:
         offset = data[kwargs["offset"]].to_numpy(float) if "offset" in kwargs else None
-        nb_theta = 1.0 / res.scale if case["family"] == "nbinom2" else None
+        nb_theta = 1.0 / res.alpha if case["family"] == "nbinom2" else None
         _, b, sd = dr.laplace_loglik(y, X.to_numpy(), beta, designs, covs, case["family"], offset, trials, nb_theta,
                                      case.get("link"), modes=True)
     out, o = {}, 0
@@ -266,6 +266,11 @@ def r_covs(name, anchor):
         assert parts, (name, anchor, t["r"])
         out.append(block_diag(*parts))
     return out
+
+
+def our_dispersion(res):
+    """sigma^2 (Gaussian), NB2's alpha (`res.alpha`: its `res.scale` is 1, as statsmodels' NB GLM), else 1."""
+    return res.alpha if res.alpha is not None else res.scale
 
 
 def r_scale(name, anchor):
@@ -316,7 +321,7 @@ def test_dense_evaluator_reproduces_the_anchors_own_loglik(name):
 def test_llf_equals_the_dense_value_at_its_own_estimates(name):
     data, res, _ = fit(name)
     beta = {r_name(k): v for k, v in res.params.items()}
-    assert dense(name, beta, our_covs(name, res), res.scale) == pytest.approx(res.llf, abs=1e-6)
+    assert dense(name, beta, our_covs(name, res), our_dispersion(res)) == pytest.approx(res.llf, abs=1e-6)
 
 
 @pytest.mark.parametrize("name", cases("best", [n for n in NAMES if n not in NAGQ0]))
@@ -350,8 +355,9 @@ def test_variance_components(name):
         assert np.allclose(ours, theirs, atol=tol), (t["key"], ours, theirs)
     if REF[name]["family"] == "gaussian":  # (weights: lme4's sigma^2 is the unit-weight residual variance)
         assert res.scale == pytest.approx(r_scale(name, best), rel=2e-3)
-    elif REF[name]["family"] == "nbinom2":
-        assert res.scale == pytest.approx(r_scale(name, best), rel=1e-2)
+    elif REF[name]["family"] == "nbinom2":  # glmmTMB's sigma / glmer.nb's theta = 1/alpha; scale 1 as statsmodels'
+        assert res.alpha == pytest.approx(r_scale(name, best), rel=1e-2)
+        assert res.theta == pytest.approx(1.0 / r_scale(name, best), rel=1e-2) and res.scale == 1.0
 
 
 @pytest.mark.parametrize("name", cases("user"))

@@ -106,14 +106,15 @@ def test_negative_binomial_shape_and_undefined_icc():
     res = _fit("y ~ x + (1 | site) + (1 | batch)", _data(seed=8, family="nb"), sm.families.NegativeBinomial)
     text = res.summary().as_text()
     shape = {r[0]: float(r[1]) for r in _rows(text, "NB2 shape")}
-    assert shape == pytest.approx({"alpha": res.scale, "theta": 1 / res.scale}, abs=PRINTED)
-    assert res.theta == pytest.approx(1 / res.scale, rel=1e-12)
+    assert shape == pytest.approx({"alpha": res.alpha, "theta": 1 / res.alpha}, abs=PRINTED)
+    assert res.theta == pytest.approx(1 / res.alpha, rel=1e-12)
+    assert res.scale == 1.0  # statsmodels' NB GLM: alpha lives in the family, not in scale
     assert "Family: NegativeBinomial" in " ".join(text.split())  # statsmodels' class name, as for one term
     assert "ICC (site)" not in text and "ICC: no theoretically grounded residual variance" in text
     assert [r[0] for r in _rows(text, "Random Effects")] == ["site", "batch"]  # no Residual row for NB2
     lam = res.latent_lambda
     latent = next(r for r in _rows(text, "Latent scale") if r[:2] == ["lognormal", "approximation"])
-    assert float(latent[2]) == pytest.approx(np.log1p(1 / lam + res.scale), abs=PRINTED)
+    assert float(latent[2]) == pytest.approx(np.log1p(1 / lam + res.alpha), abs=PRINTED)
 
 
 def test_singular_term_flagged_in_header_and_notes():
