@@ -248,6 +248,12 @@ class GLMMResults(GLMMNames, sm_base.LikelihoodModelResults):
             return _bootstrap.bootstrap_intervals(self, alpha, nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress)
         raise ValueError(f"method must be None, 'wald', 'profile' or 'boot' (got {method!r})")
 
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self.model.dist.name == "negativebinomial" and self.scale != 1.0:  # pickled when scale held alpha
+            self.normalized_cov_params = self.normalized_cov_params * self.scale  # cov_params() unchanged
+            self.scale = 1.0
+
     # ------------------------------------------------------------------ analysis around the fit
     # (comparison, simulation and checks live in _comparison, _simulate, _checks)
     @property
