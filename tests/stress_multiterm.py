@@ -645,7 +645,7 @@ def check(name, ref):
     res, messages = fit(name)
     seconds = time.perf_counter() - t0
     ours = {r_name(k): v for k, v in res.params.items()}
-    own = dense(name, ours, our_covs(name, res), res.scale)
+    own = dense(name, ours, our_covs(name, res), res.alpha if res.alpha is not None else res.scale)  # NB2: alpha
     values = anchors(name, ref)
     best = max(values.values())
     se_ref = se_reference(name, ref, values)

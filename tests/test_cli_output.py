@@ -38,6 +38,7 @@ def test_cli_output_checks_and_spreadsheet_labels(csv_file):
     assert {"g", "y", "fitted_values"} <= set(diag.columns) and diag["g"].iloc[0] == "'=HYPERLINK0"
     result = json.loads((csv_file / "r.json").read_text())
     assert set(result["pvalues"]) == {"Intercept", "x1"} and len(result["blup_se"]) == 12
+    assert result["alpha"] is None and result["theta"] is None  # the negative binomial's only
     assert "--blups" in out.stdout  # the footer points CLI users at the full BLUP table
 
 
@@ -93,3 +94,18 @@ def test_every_csv_the_cli_writes_escapes_every_prefix(tmp_path, formula):
 def test_spreadsheet_safe_leaves_numbers_and_other_text_alone():
     assert spreadsheet_safe([-1.5, 3, "a=b", " x", "", None]) == [-1.5, 3, "a=b", " x", "", None]
     assert spreadsheet_safe(list(INJECTION_PREFIXES)) == [f"'{p}" for p in INJECTION_PREFIXES]
+
+
+def test_json_of_a_negative_binomial_fit_keeps_scale_one_and_alpha_apart(tmp_path):
+    """--json: "scale" is 1 as statsmodels' NB GLM (and as res.scale); alpha and theta = 1/alpha under their names,
+    the values the API gives and the summary prints."""
+    df = glmm_ext.simulate("negativebinomial", n_groups=20, group_size=10, scale=0.5, seed=3)
+    df.to_csv(tmp_path / "nb.csv", index=False)
+    out = run_cli(["nb.csv", "--formula", "y ~ x1", "--groups", "g", "--family", "negativebinomial",
+                   "--json", "r.json"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    res = glmm_ext.GLMM.from_formula("y ~ x1", df, groups="g", family=glmm_ext.make_family("negativebinomial")).fit()
+    assert result["scale"] == 1.0 and result["llf"] == pytest.approx(res.llf, rel=1e-10)
+    assert result["alpha"] == pytest.approx(res.alpha, rel=1e-10) and result["theta"] == pytest.approx(res.theta)
+    assert f"{res.alpha:.4f}" in out.stdout

@@ -96,7 +96,8 @@ def test_binomial_laplace(binary):
     assert "C(c)[T.z]" in res.params.index
 
 
-@pytest.mark.parametrize("case", ["poisson exposure", "gamma agq", "successes + failures", "proportion weights"])
+@pytest.mark.parametrize("case", ["poisson exposure", "gamma agq", "successes + failures", "proportion weights",
+                                  "negative binomial"])
 def test_families_equal_the_in_memory_fit(client, case):
     if case == "poisson exposure":
         df = glmm_ext.simulate("poisson", "log", n_groups=30, group_size=12, sigma_u=0.5, offset=True, seed=5)
@@ -106,6 +107,11 @@ def test_families_equal_the_in_memory_fit(client, case):
         df.loc[9, "x2"] = np.inf
         ref, res = _both(df, "y ~ x1 + x2", glmm_ext.make_family("poisson"), exposure="t")
         assert res.n_dropped == 3 and res.model.design.drop_reasons == ref.model.design.drop_reasons
+    elif case == "negative binomial":  # scale 1 as statsmodels' NB GLM; alpha the estimate, as in memory
+        df = glmm_ext.simulate("negativebinomial", n_groups=30, group_size=12, sigma_u=0.5, scale=0.5, seed=7)
+        ref, res = _both(df, "y ~ x1 + x2", glmm_ext.make_family("negativebinomial"))
+        assert res.scale == ref.scale == 1.0 and res.alpha == pytest.approx(ref.alpha, rel=1e-7)
+        assert res.overdispersion()["chisq"] == pytest.approx(ref.overdispersion()["chisq"], rel=1e-7)
     elif case == "gamma agq":
         df = glmm_ext.simulate("gamma", "log", n_groups=30, group_size=12, sigma_u=0.6, scale=0.5, seed=4)
         ref, res = _both(df, "y ~ x1 + x2", glmm_ext.make_family("gamma", "log"), fit={"nagq": 3})
