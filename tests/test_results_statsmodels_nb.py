@@ -92,8 +92,9 @@ def test_loglike_with_alpha_equals_llf_and_refuses_alpha_as_scale(structure):
     assert model.loglike(beta, res.var_re, alpha=2 * res.alpha) < res.llf - 1e-3
     with pytest.raises(ValueError, match="give its dispersion as alpha="):
         model.loglike(beta, res.var_re, scale=res.alpha)  # the old spelling is refused, not silently read
-    with pytest.raises(ValueError, match="alpha > 0"):
-        model.loglike(beta, res.var_re)
+    for bad in (None, 0.0, -0.5, np.inf, np.nan, True, "0.5", [0.5, 0.6]):
+        with pytest.raises(ValueError, match="alpha > 0"):
+            model.loglike(beta, res.var_re, alpha=bad)
     with pytest.raises(ValueError, match="scale / alpha go with var_re"):
         model.loglike(res.params_vector.to_numpy(), alpha=res.alpha)
 
