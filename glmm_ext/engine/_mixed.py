@@ -235,7 +235,10 @@ def fit_general(y, X, structure, dist, *, offset=None, prior_weights=None, trial
     if nagq < 0:
         raise ValueError(f"nagq must be 0, 1 or a larger number of quadrature nodes, got {nagq}")
     n, p = X.shape
-    structure.check_identifiable(n)
+    # a Binomial row of m trials (a row of frequency weight f) is m (f) observations of the random effects
+    n_obs = n if trials is None and freq_weights is None else \
+        int(round(np.sum((1.0 if trials is None else trials) * (1.0 if freq_weights is None else freq_weights))))
+    structure.check_identifiable(n_obs)
     gaussian_identity = dist.name == "gaussian" and dist.link_name == "identity"
     if gaussian_identity:
         for term in structure.terms:  # lme4's check: a residual and a level per observation are not identified
