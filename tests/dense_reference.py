@@ -1,4 +1,4 @@
-"""Independent dense log-likelihoods for the reference tests of tests/test_reference_multiterm_more.py.
+"""Independent dense log-likelihoods for the reference tests (tests/test_reference_multiterm_more.py, _r2.py).
 
 Everything is built from the data frame and a plain term specification (grouping columns, z columns), never
 from glmm_ext's design objects, so a wrong design, a wrong constant or a wrong Laplace term inside glmm_ext
@@ -7,9 +7,10 @@ cannot cancel out:
 * `gaussian_loglik`: log N(y; X beta, Z Sigma Z' + sigma^2 I) with the n x n covariance built densely; with
   ``reml=True`` lme4's restricted log-likelihood (the ML value at the GLS beta, - 1/2 log|X' V^-1 X|
   + p/2 log(2 pi)).
-* `laplace_loglik`: the Laplace log-likelihood of a Poisson, Binomial (with trials) or NB2 GLMM, the joint
-  mode found by damped Newton on the dense system in u (b = Lambda u, any square root of each term's
-  covariance: the Laplace value does not depend on which) and the observed curvature, as glmmTMB computes it.
+* `laplace_loglik`: the Laplace log-likelihood of a Poisson, Binomial (with trials), NB2 or Gamma (log link)
+  GLMM, the joint mode found by damped Newton on the dense system in u (b = Lambda u, any square root of each
+  term's covariance: the Laplace value does not depend on which) and the observed curvature, as glmmTMB
+  computes it.
 
 Small data only (n up to a few thousand, a few hundred random effects).
 """
@@ -116,6 +117,10 @@ def _family(family, y, eta, trials, nb_theta, link=None, observed=True):
         ll = np.sum(_lgamma_ratio(y, th) - special.gammaln(y + 1)
                     - th * np.log1p(mu / th) + y * (eta - np.logaddexp(np.log(th), eta)))
         return ll, th * (y - mu) / (mu + th), th * mu * (y + th) / (mu + th) ** 2
+    if family == "gamma":  # log link; nb_theta holds the shape k = 1 / phi
+        k, mu = nb_theta, np.exp(eta)
+        ll = np.sum(k * np.log(k) - special.gammaln(k) + (k - 1) * np.log(y) - k * y / mu - k * eta)
+        return ll, k * (y / mu - 1), (k * y / mu if observed else np.full_like(y, k))
     raise ValueError(family)
 
 
@@ -151,7 +156,8 @@ def _to_b(designs, covs, u, cov_u):
 
 def laplace_loglik(y, X, beta, designs, covs, family, offset=None, trials=None, nb_theta=None, link=None,
                    modes=False):
-    """Laplace log-likelihood; ``y`` the successes for the Binomial (with ``trials``); with ``modes`` also
+    """Laplace log-likelihood; ``y`` the successes for the Binomial (with ``trials``); ``nb_theta`` NB2's theta or
+    the Gamma shape 1 / phi; with ``modes`` also
     (b, conditional SD from the inverse Hessian of the joint log density, b = Lambda u)."""
     n = len(y)
     eta0 = X @ beta + (np.zeros(n) if offset is None else offset)
@@ -180,3 +186,34 @@ def laplace_loglik(y, X, beta, designs, covs, family, offset=None, trials=None, 
     H = (ZL * w[:, None]).T @ ZL + np.eye(len(u))
     llf = float(value - 0.5 * np.linalg.slogdet(H)[1])
     return (llf, *_to_b(designs, covs, u, np.linalg.inv(H))) if modes else llf
+
+
+def agq_loglik(y, X, beta, codes, var, family, nodes, offset=None, trials=None, link=None, observed=True):
+    """Adaptive Gauss-Hermite log-likelihood of one random intercept (variance ``var``): per group the integral
+    over u ~ N(0, 1) of prod f(y | x beta + sd u), on ``nodes`` points centred at the group's mode and scaled by
+    its curvature (observed, or expected if not ``observed``), each group's mode by Newton in one dimension."""
+    eta0 = X @ beta + (np.zeros(len(y)) if offset is None else offset)
+    trials = np.ones(len(y)) if trials is None else trials
+    sd = np.sqrt(var)
+    z, w = np.polynomial.hermite.hermgauss(nodes)
+    total = 0.0
+    for j in range(codes.max() + 1):
+        rows = codes == j
+        yj, ej, mj = y[rows], eta0[rows], trials[rows]
+
+        def h(u):
+            return _family(family, yj, ej + sd * u, mj, None, link)[0] - 0.5 * u * u
+
+        u = 0.0
+        for _ in range(100):
+            _, g, c = _family(family, yj, ej + sd * u, mj, None, link, observed=False)
+            step = (sd * g.sum() - u) / (sd * sd * c.sum() + 1.0)
+            u += step
+            if abs(step) < 1e-12:
+                break
+        c = _family(family, yj, ej + sd * u, mj, None, link, observed=observed)[2]
+        s = 1.0 / np.sqrt(sd * sd * c.sum() + 1.0)
+        logs = np.array([h(u + np.sqrt(2.0) * s * zk) for zk in z]) + z * z + np.log(w)
+        top = logs.max()
+        total += np.log(s / np.sqrt(np.pi)) + top + np.log(np.exp(logs - top).sum())
+    return float(total)

@@ -30,7 +30,8 @@ raw <- list(
   co2 = data.frame(uptake = co2$uptake, conc = co2$conc, lconc = log(co2$conc), Plant = chr(co2$Plant), Type = chr(co2$Type),
                    Treatment = chr(co2$Treatment)),
   loblolly = data.frame(height = Loblolly$height, age = Loblolly$age, Seed = int(Loblolly$Seed)),
-  orange = data.frame(big = Orange$circumference + 1e4, agesec = Orange$age * 86400, Tree = int(Orange$Tree)),
+  orange = data.frame(big = Orange$circumference + 1e4, agesec = Orange$age * 86400, Tree = int(Orange$Tree),
+                      circ = Orange$circumference, age = Orange$age),
   airquality = data.frame(Ozone = aq$Ozone, SolarR = aq$Solar.R, Temp = aq$Temp, Wind = aq$Wind, Month = aq$Month),
   petrol = data.frame(Y = MASS::petrol$Y, SG = MASS::petrol$SG, VP = MASS::petrol$VP, V10 = MASS::petrol$V10,
                       EP = MASS::petrol$EP, No = chr(MASS::petrol$No)),
@@ -76,6 +77,8 @@ specs <- list(
   M("loblolly_diag_reml", "loblolly", "height ~ age + I(age^2) + (age || SeedF)", "gaussian", TRUE),
   M("orange_far_ml", "orange", "big ~ agesec + (1 | TreeF)", "gaussian", FALSE),
   M("orange_far_slope_reml", "orange", "big ~ agesec + (agesec || TreeF)", "gaussian", TRUE),
+  # lme4 and glmmTMB fail on the far-scale slope model: the same model in days and mm (REML llf + log 86400)
+  M("orange_days_slope_reml", "orange", "circ ~ age + (age || TreeF)", "gaussian", TRUE),
   M("airquality_na_reml", "airquality", "Ozone ~ SolarR + Temp + Wind + (1 | MonthF)", "gaussian", TRUE),
   M("petrol_ml", "petrol", "Y ~ SG + VP + V10 + EP + (1 | No)", "gaussian", FALSE),
   M("chick_gamma_crossed", "chick", "weight ~ Time + DietF + (1 | ChickF) + (1 | TimeF)", "gamma"),
@@ -86,6 +89,8 @@ specs <- list(
   M("ucb_trials_probit", "ucb", "cbind(Admitted, Rejected) ~ Gender + (1 | Dept)", "binomial", link = "probit"),
   M("contraception_slope", "contraception", "use ~ age + I(age^2) + urban + livch + (urban | districtF)", "binomial"),
   M("contraception_nagq0", "contraception", "use ~ age + I(age^2) + urban + livch + (1 | districtF)", "binomial", nagq = 0),
+  M("contraception_agq9", "contraception", "use ~ age + I(age^2) + urban + livch + (1 | districtF)", "binomial", nagq = 9),
+  M("ucb_trials_probit_agq7", "ucb", "cbind(Admitted, Rejected) ~ Gender + (1 | Dept)", "binomial", nagq = 7, link = "probit"),
   M("wine_crossed", "wine", "high ~ temp + contact + (1 | judgeF) + (1 | bottleF)", "binomial"),
   M("wine_crossed_cloglog", "wine", "high ~ temp + contact + (1 | judgeF) + (1 | bottleF)", "binomial", link = "cloglog"),
   M("toenail_crossed", "toenail", "y ~ treatment * time + (1 | patientIDF) + (1 | visitF)", "binomial"),
@@ -96,6 +101,7 @@ specs <- list(
   M("warpbreaks_nb2", "warpbreaks", "breaks ~ wool + (1 | tension)", "nbinom2"),
   M("insects_olre", "insects", "count ~ spray + (1 | obsF)", "poisson"),
   M("insects_olre_nagq0", "insects", "count ~ spray + (1 | obsF)", "poisson", nagq = 0),
+  M("insects_olre_agq5", "insects", "count ~ spray + (1 | obsF)", "poisson", nagq = 5),
   M("arabidopsis_nb2", "arabidopsis", "fruits ~ nutrientF + amd + rackF + status + (1 | reg) + (1 | popu) + (1 | genF)", "nbinom2"),
   M("arabidopsis_olre_nagq0", "arabidopsis", "fruits ~ nutrientF + amd + rackF + status + (1 | popu) + (1 | genF) + (1 | obsF)", "poisson", nagq = 0)
 )
