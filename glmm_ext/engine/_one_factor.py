@@ -26,7 +26,6 @@ from ._optsummary import OptSummary
 from ._pirls import inverse_or_nan
 from ._record import MixedFit, one_factor_record
 from ._segments import group_sums
-from ._separation import diverging_rows
 from .._validation import check_response_varies
 
 
@@ -386,16 +385,7 @@ def finish_vector_laplace(fit, structure, prepared, cov_type, t0, maxiter, tol, 
     for b, lam_k in zip(factor_blocks(structure), structure.unpack(fit.cov_params)):
         lam[np.ix_(b, b)] = lam_k
     converged, message = bool(fit.converged), fit.message or ("converged" if fit.converged else "not converged")
-    separated = 0
-    # rows fitted at 0 / 1 are only a symptom (large random effects give them too): separation is a direction of
-    # the fixed effects raising the likelihood without bound, as for one random intercept (`_separation`)
-    if dist.separated_rows(design.y, fit.eta):
-        separated = diverging_rows(dist, design.X, design.y, None)
-    if separated:
-        converged = False
-        message = (f"complete or quasi-complete separation: {separated} rows are fitted with probability 0 or 1 "
-                   "and a direction of the fixed effects pushes them further, so some estimates diverge "
-                   "(no finite maximum)")
+    separated = fit.separated_rows  # (`fit_general`'s check, `_separation.separated_fit_rows`)
     if callback is not None:
         callback("standard errors", fit.n_iterations, -fit.llf)
     o = design.order
