@@ -79,13 +79,15 @@ def gaussian_loglik(y, X, beta, designs, covs, sigma2, reml=False, weights=None)
 
 
 def _binomial_link(link, eta):
-    """(log p, log(1 - p), dp/deta, d2p/deta2) for a probit or cloglog link."""
+    """(log p, log(1 - p), p'/p, p'/(1 - p), p''/p') for a probit or cloglog link, the ratios from logs (no 0 / 0
+    where p or 1 - p underflows)."""
     if link == "probit":
-        d = np.exp(-0.5 * eta ** 2) / np.sqrt(2 * np.pi)
-        return special.log_ndtr(eta), special.log_ndtr(-eta), d, -eta * d
+        lp, lq = special.log_ndtr(eta), special.log_ndtr(-eta)
+        ld = -0.5 * eta ** 2 - 0.5 * np.log(2 * np.pi)
+        return lp, lq, np.exp(ld - lp), np.exp(ld - lq), -eta
     e = np.exp(eta)  # cloglog: p = 1 - exp(-e^eta)
-    d = e * np.exp(-e)
-    return np.log(-np.expm1(-e)), -e, d, d * (1 - e)
+    lp = np.log(-np.expm1(-e))
+    return lp, -e, np.exp(eta - e - lp), e, 1 - e
 
 
 def _family(family, y, eta, trials, nb_theta, link=None, observed=True):
@@ -93,15 +95,13 @@ def _family(family, y, eta, trials, nb_theta, link=None, observed=True):
     ``observed``: the Newton steps of a non-canonical link)."""
     if family == "binomial" and link in ("probit", "cloglog"):
         m = trials
-        lp, lq, d1, d2 = _binomial_link(link, eta)
-        p, q = np.exp(lp), np.exp(lq)
+        lp, lq, r1, r0, d21 = _binomial_link(link, eta)
         ll = np.sum(special.gammaln(m + 1) - special.gammaln(y + 1) - special.gammaln(m - y + 1)
-                    + y * lp + (m - y) * lq)
-        a = y / p - (m - y) / q
-        expected = m * d1 ** 2 / (p * q)
+                    + np.where(y > 0, y * lp, 0.0) + np.where(m > y, (m - y) * lq, 0.0))
+        score = y * r1 - (m - y) * r0  # (y / p - (m - y) / q) p'
         if not observed:
-            return ll, a * d1, expected
-        return ll, a * d1, (y / p ** 2 + (m - y) / q ** 2) * d1 ** 2 - a * d2
+            return ll, score, m * r1 * r0  # m p'^2 / (p q)
+        return ll, score, y * r1 ** 2 + (m - y) * r0 ** 2 - score * d21
     if family == "poisson":
         mu = np.exp(eta)
         return np.sum(y * eta - mu - special.gammaln(y + 1)), y - mu, mu
@@ -204,11 +204,14 @@ def agq_loglik(y, X, beta, codes, var, family, nodes, offset=None, trials=None, 
         def h(u):
             return _family(family, yj, ej + sd * u, mj, None, link)[0] - 0.5 * u * u
 
-        u = 0.0
-        for _ in range(100):
+        u, value = 0.0, h(0.0)
+        for _ in range(200):
             _, g, c = _family(family, yj, ej + sd * u, mj, None, link, observed=False)
             step = (sd * g.sum() - u) / (sd * sd * c.sum() + 1.0)
+            while h(u + step) < value - 1e-13 * max(1.0, abs(value)) and abs(step) > 1e-14:
+                step /= 2  # damped: a full step can overshoot into the flat tail of a group of 0s
             u += step
+            value = h(u)
             if abs(step) < 1e-12:
                 break
         c = _family(family, yj, ej + sd * u, mj, None, link, observed=observed)[2]

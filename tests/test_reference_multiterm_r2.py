@@ -3,20 +3,23 @@ fits stored by tests/data/multiterm_r2/reference.R (reference.json and the CSVs)
 likelihood computed here (tests/dense_reference.py).
 
 Gaussian (REML and ML): Rail, ergoStool (one term; crossed), Assay's split plot (three terms, one singular by
-ML), Gun (1|Physique/Team), ChickWeight (Time|Chick), CO2 (lconc|Plant) and (1|Plant) + (1|conc), Loblolly
-(age||Seed), Orange on a far scale (y ~ 1e4, x ~ 1e8: lme4 and glmmTMB both fail on the slope model, judged by
-the same model in days), airquality with missing values, petrol.  Gamma (log): ChickWeight crossed and
-(Time||Chick), airquality.  Binomial: UCBAdmissions with trials (logit, probit, (Gender|Dept): 12 random effects
-for 12 rows of 4,526 trials; probit with 7 quadrature nodes), Contraception (urban|district), nAGQ = 0 and 9, wine
-crossed (logit, cloglog), toenail crossed.  Poisson / NB2: Insurance with an offset (NB2 at the Poisson limit),
-warpbreaks nested and observation-level, InsectSprays observation-level (Laplace, nAGQ = 0 and 5), Arabidopsis
-with three terms.
+ML), Gun (1|Physique/Team), ChickWeight (Time|Chick), with (1|Time) too, CO2 (lconc|Plant), with (1|conc) too, and
+(1|Plant) + (1|conc), Loblolly (age||Seed) and (age|Seed), Orange (age|Tree) and on a far scale (y ~ 1e4,
+x ~ 1e8: lme4 and glmmTMB both fail on the slope model, judged by the same model in days), airquality with missing
+values, petrol.  Gamma (log): ChickWeight crossed, (Time||Chick) and (Time|Chick), airquality (1|Month) and
+(Temp|Month).  Binomial: UCBAdmissions with trials (logit, probit, (Gender|Dept): 12 random effects for 12 rows
+of 4,526 trials; probit with 7 quadrature nodes), Contraception (urban|district), (1|district/urban), nAGQ = 0
+and 9, wine crossed (logit, cloglog; three terms), toenail crossed, (time|patient) (steep but not separated),
+probit (Laplace poor) and 9 nodes (logit, probit).  Poisson / NB2: Insurance with an offset (three terms; NB2 at
+the Poisson limit), warpbreaks nested (Poisson, NB2) and observation-level, InsectSprays observation-level
+(Laplace, nAGQ = 0 and 5), Arabidopsis with three terms and with (amd|popu).
 
 For each model: llf equal to the dense value at glmm_ext's own estimates and to model.loglike; at least the best
 known optimum (the dense value at lme4's and glmmTMB's estimates, adaptive quadrature's per group: glmer's PIRLS
 logLik, glmer.nb's expected curvature, lme4's Gamma dispersion and its nAGQ > 1 logLik without the saturated
-model's do not enter) minus 1e-4; fixed effects, SEs (2%) and variance components
-of the better reference; converged, summary() prints, singular terms flagged as lme4 flags them.
+model's do not enter) minus 1e-4; fixed effects, SEs (2%) and variance components of a reference at the same
+optimum (BEYOND: where glmm_ext's is higher, by how much and why); converged, summary() prints, singular terms
+flagged as lme4 flags them.
 """
 import json
 import math
@@ -70,6 +73,8 @@ WINE = [T("judge", ["judge"], r="judgeF"), T("bottle", ["bottle"], r="bottleF")]
 INSURANCE = [T("District", ["District"], r="DistrictF"), T("Group", ["Group"], r="Group")]
 ARA_X = "C(nutrientF) + C(amd) + C(rackF) + C(status)"
 OFFSET = {"offset": "lHolders"}
+TOENAIL = ("y ~ C(treatment) * time + (1|patientID)", "C(treatment) * time",
+           [T(None, ["patientID"], r="patientIDF")], {})
 
 # name: (formula, fixed part for patsy, terms, from_formula keywords)
 CASES = {
@@ -132,6 +137,36 @@ CASES = {
     "arabidopsis_olre_nagq0": (f"fruits ~ {ARA_X} + (1|popu) + (1|gen) + (1|obs)", ARA_X,
                                [T("popu", ["popu"], r="popu"), T("gen", ["gen"], r="genF"),
                                 T("obs", ["obs"], r="obsF")], {}),
+    "co2_slope_crossed_reml": ("uptake ~ C(Type) * C(Treatment) + lconc + (lconc|Plant) + (1|conc)",
+                               "C(Type) * C(Treatment) + lconc",
+                               [T("Plant", ["Plant"], [ONE, "lconc"], r="Plant"), T("conc", ["conc"], r="conc")], {}),
+    "chick_slope_crossed_ml": ("weight ~ Time * C(DietF) + (Time|Chick) + (1|TimeF)", "Time * C(DietF)",
+                               [T("Chick", ["Chick"], [ONE, "Time"], r="ChickF"), CHICK_CROSSED[1]], {}),
+    "loblolly_corr_ml": ("height ~ age + I(age**2) + (age|Seed)", "age + I(age**2)",
+                         [T(None, ["Seed"], [ONE, "age"], r="SeedF")], {}),
+    "orange_days_corr_reml": ("circ ~ age + (age|Tree)", "age", [T(None, ["Tree"], [ONE, "age"], r="TreeF")], {}),
+    "chick_gamma_slope": (f"weight ~ {CHICK_X} + (Time|Chick)", CHICK_X,
+                          [T(None, ["Chick"], [ONE, "Time"], r="ChickF")], {}),
+    "airquality_gamma_slope": (f"Ozone ~ {AQ} + (Temp|Month)", AQ, [T(None, ["Month"], [ONE, "Temp"], r="MonthF")],
+                               {}),
+    "contraception_nested": (f"use ~ {CONTRA} + (1|district/urban)", CONTRA,
+                             [T("district", ["district"], r="districtF"),
+                              T("urban:district", ["district", "urban"], r="urban:districtF")], {}),
+    "wine_three": ("high ~ C(temp) + C(contact) + (1|judge) + (1|bottle) + (1|judge:temp)", "C(temp) + C(contact)",
+                   WINE + [T("judge:temp", ["judge", "temp"], r="judgeF:temp")], {}),
+    "toenail_slope": ("y ~ C(treatment) * time + (time|patientID)", "C(treatment) * time",
+                      [T(None, ["patientID"], [ONE, "time"], r="patientIDF")], {}),
+    "toenail_probit": TOENAIL,
+    "toenail_agq9": TOENAIL,
+    "toenail_probit_agq9": TOENAIL,
+    "insurance_three": ("Claims ~ C(Age) + (1|District) + (1|Group) + (1|District:Group)", "C(Age)",
+                        INSURANCE + [T("District:Group", ["District", "Group"], r="DistrictF:Group")], OFFSET),
+    "warpbreaks_nb2_nested": ("breaks ~ C(wool) + (1|tension/wool)", "C(wool)",
+                              [T("tension", ["tension"], r="tension"),
+                               T("wool:tension", ["tension", "wool"], r="wool:tension")], {}),
+    "arabidopsis_nb2_slope": (f"fruits ~ {ARA_X} + (C(amd)|popu) + (1|gen)", ARA_X,
+                              [T("popu", ["popu"], [ONE, ("level", "amd", "unclipped")], r="popu"),
+                               T("gen", ["gen"], r="genF")], {}),
 }
 # lme4 and glmmTMB both fail on it (reference.json keeps their errors): judged by orange_days_slope_reml
 FAR_SLOPE = ("big ~ agesec + (agesec||Tree)", "agesec", [T(None, ["Tree"], [ONE, "agesec"])], {})
@@ -142,6 +177,12 @@ AGQ = [n for n in NAMES if REF[n]["nagq"] > 1]
 # adaptive quadrature one
 NOT_COMPARABLE = {(n, "glmmTMB") for n in NAGQ0 + AGQ}
 _FITS, _ANCHORS = {}, {}
+# 1-3 s each (toenail's 1,908 rows in the dense Laplace and quadrature, Arabidopsis' slope): python -m pytest -m slow
+SLOW = {"toenail_slope", "toenail_probit", "toenail_agq9", "toenail_probit_agq9", "arabidopsis_nb2_slope"}
+
+
+def cases(names):
+    return [pytest.param(n, marks=[pytest.mark.slow] if n in SLOW else [], id=n) for n in names]
 
 
 def load(name):
@@ -184,7 +225,7 @@ def rows_used(name, data):
     return data.dropna(subset=cols).reset_index(drop=True)
 
 
-def dense(name, beta_by_r, covs, scale, spec=None):
+def dense(name, beta_by_r, covs, scale, spec=None, observed=True):
     """Dense log-likelihood at (beta by R name, a covariance per term, sigma^2 / NB2's 1/theta / Gamma's phi)."""
     formula, fixed, terms, kwargs = CASES[name] if spec is None else spec
     case = REF[name]
@@ -204,7 +245,7 @@ def dense(name, beta_by_r, covs, scale, spec=None):
     if case["nagq"] > 1:
         codes, _ = dr.term_design(data, terms[0]["group"], terms[0]["z"])
         return dr.agq_loglik(y, X.to_numpy(), beta, codes, float(np.squeeze(covs[0])), case["family"], case["nagq"],
-                             offset, trials, case.get("link"))
+                             offset, trials, case.get("link"), observed)
     shape = 1.0 / scale if case["family"] in ("nbinom2", "gamma") else None
     return dr.laplace_loglik(y, X.to_numpy(), beta, designs, covs, case["family"], offset, trials, shape,
                              case.get("link"))
@@ -259,6 +300,24 @@ def best_anchor(name):
     return max(values, key=values.get), values
 
 
+# glmm_ext's optimum is higher than every anchor's by at least this (so estimates are not compared): why
+BEYOND = {
+    "chick_gamma_slope": (5.0, "glmmTMB stops at an intercept variance of 6e-19 without a positive-definite "
+                               "Hessian; lme4's Gamma dispersion is not the ML one"),
+    "toenail_probit": (0.04, "the Laplace surface rises to an intercept variance of 20 (Laplace poor there: "
+                             "glmm_ext warns), where glmmTMB stops at 4.4 (10 lower); lme4's Laplace takes the "
+                             "expected curvature, another function, its optimum 0.05 lower on the observed one"),
+    "toenail_probit_agq9": (1e-3, "lme4 centres the 9 nodes with the expected curvature, glmm_ext and the "
+                                  "dense rule with the observed one: two quadrature rules, two optima"),
+}
+
+
+def same_optimum(name, res):
+    """The anchors at glmm_ext's optimum (dense value within 1e-4 of its llf); the best one first."""
+    _, values = best_anchor(name)
+    return sorted((a for a, v in values.items() if v >= res.llf - 1e-4), key=lambda a: -values[a])
+
+
 def our_covs(res, terms):
     cov_re = res.cov_re
     return [np.atleast_2d(np.asarray(cov_re if t["key"] is None else cov_re[t["key"]], float)) for t in terms]
@@ -268,17 +327,21 @@ def our_covs(res, terms):
 GLMMTMB_SE_INEXACT = {"airquality_gamma_na"}
 
 
-def se_reference(name):
+def se_reference(name, anchors_here):
     """glmmTMB's full-Hessian SEs for a Laplace GLMM (lme4's use expected curvature for glmer.nb, Gamma and
-    non-canonical links); lme4's for an LMM and for nAGQ = 0."""
+    non-canonical links); lme4's for an LMM (glmmTMB's REML ones treat beta as random: a wider quantity) and for
+    nAGQ != 1.  None where there are none (not at the optimum, no positive-definite Hessian, NaN)."""
     case = REF[name]
     if case["family"] == "gaussian" or name in NAGQ0 + AGQ:
-        return case["lme4"]["se"]
-    ok = case["glmmTMB"].get("pdHess") and name not in GLMMTMB_SE_INEXACT
-    return case["glmmTMB"]["se"] if ok else None
+        ml_tmb = "glmmTMB" in anchors_here and not case["reml"]
+        se = case["lme4"]["se"] if "lme4" in anchors_here else (case["glmmTMB"]["se"] if ml_tmb else None)
+    else:
+        ok = "glmmTMB" in anchors_here and case["glmmTMB"].get("pdHess") and name not in GLMMTMB_SE_INEXACT
+        se = case["glmmTMB"]["se"] if ok else None
+    return se if se and all(isinstance(v, float) for v in se.values()) else None
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", cases(NAMES))
 def test_dense_evaluator_reproduces_the_anchors_own_loglik(name):
     """The term specifications here are right: at lme4's estimates the dense value is lmer's logLik (exact for an
     LMM), at glmmTMB's it is glmmTMB's (the exact Laplace of a GLMM)."""
@@ -289,12 +352,15 @@ def test_dense_evaluator_reproduces_the_anchors_own_loglik(name):
     if name in NAGQ0:  # lme4's nAGQ = 0 logLik: its PIRLS Laplace value at its estimates
         assert anchor_value(name, "lme4") == pytest.approx(case["lme4"]["loglik"], abs=1e-3)
     elif name in AGQ:  # lme4's nAGQ > 1 logLik leaves out the saturated model's (0 for 0/1 rows)
-        assert anchor_value(name, "lme4") == pytest.approx(case["lme4"]["loglik"] + saturated(name), abs=1e-6)
+        probit = case["link"] == "probit"  # lme4's nodes: centred with the expected curvature
+        value = dense(name, case["lme4"]["fixef"], r_covs(name, "lme4"), 1.0, observed=not probit)
+        # toenail: lme4's value is 2.3e-3 above the 9-node sum at its own estimates (glmm_ext's equals the sum)
+        assert value == pytest.approx(case["lme4"]["loglik"] + saturated(name), abs=3e-3 if "toenail" in name else 1e-6)
     else:
         assert anchor_value(name, anchor) == pytest.approx(case[anchor]["loglik"], abs=2e-6)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", cases(NAMES))
 def test_llf_equals_the_dense_value_and_loglike_at_its_own_estimates(name):
     model, res, _ = fit(name)
     terms = CASES[name][2]
@@ -313,7 +379,7 @@ def test_llf_equals_the_dense_value_and_loglike_at_its_own_estimates(name):
         assert model.loglike(res.params_vector) == pytest.approx(ml, abs=1e-6)
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n not in NAGQ0])
+@pytest.mark.parametrize("name", cases([n for n in NAMES if n not in NAGQ0]))
 def test_llf_reaches_the_best_known_optimum(name):
     _, res, _ = fit(name)
     _, values = best_anchor(name)
@@ -321,32 +387,47 @@ def test_llf_reaches_the_best_known_optimum(name):
     assert res.llf >= max(values.values()) - 1e-4, values
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", cases([n for n in NAMES if n in BEYOND]))
+def test_optimum_beyond_the_references(name):
+    _, res, _ = fit(name)
+    _, values = best_anchor(name)
+    assert res.converged and res.llf > max(values.values()) + BEYOND[name][0], values
+
+
+COMPARED = [n for n in NAMES if n not in BEYOND]
+
+
+@pytest.mark.parametrize("name", cases(COMPARED))
 def test_fixed_effects_and_standard_errors(name):
-    """Estimates of the better anchor (nAGQ = 0: lme4's) within 2% of an SE; SEs within 2%."""
+    """Estimates of an anchor at the same optimum (nAGQ = 0: lme4's) within 2% of an SE; SEs within 2%."""
     _, res, _ = fit(name)
     case = REF[name]
-    best, _ = best_anchor(name)
-    se_ref = se_reference(name)
-    se_est = case[best]["se"]
-    assert len(res.params) == len(case[best]["fixef"])
+    here = same_optimum(name, res) if name not in NAGQ0 else ["lme4"]
+    assert here, "no reference at glmm_ext's optimum"
+    se_ref = se_reference(name, here)
+    assert len(res.params) == len(case[here[0]]["fixef"])
     for py, value in res.params.items():
         r = r_name(py)
-        assert value == pytest.approx(case[best]["fixef"][r], abs=0.02 * se_est[r]), py
+        assert any(value == pytest.approx(case[a]["fixef"][r], abs=0.02 * res.bse[py]) for a in here), py
         if se_ref is not None:
             assert res.bse[py] == pytest.approx(se_ref[r], rel=0.02), py
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", cases(COMPARED))
 def test_variance_components_and_scale(name):
+    """Each term's covariance that of an anchor at the same optimum (a flat singular ridge: of either)."""
     _, res, _ = fit(name)
-    best, _ = best_anchor(name)
     terms = CASES[name][2]
-    for t, ours, theirs in zip(terms, our_covs(res, terms), r_covs(name, best)):
-        tol = 5e-3 * max(np.max(np.abs(np.diag(theirs))), 1e-8) + 1e-6
-        assert np.allclose(ours, theirs, atol=tol), (t["key"], ours, theirs)
-    if REF[name]["family"] in ("gaussian", "gamma", "nbinom2") and name != "insurance_nb2_offset":
-        assert res.scale == pytest.approx(r_scale(name, best), rel=1e-2)
+    here = same_optimum(name, res) if name not in NAGQ0 else ["lme4"]
+
+    def close(a):
+        for ours, theirs in zip(our_covs(res, terms), r_covs(name, a)):
+            if not np.allclose(ours, theirs, atol=5e-3 * max(np.max(np.abs(np.diag(theirs))), 1e-8) + 1e-6):
+                return False
+        scaled = REF[name]["family"] in ("gaussian", "gamma", "nbinom2") and name != "insurance_nb2_offset"
+        return not scaled or res.scale == pytest.approx(r_scale(name, a), rel=1e-2)
+
+    assert any(close(a) for a in here), (our_covs(res, terms), [r_covs(name, a) for a in here])
 
 
 def test_negative_binomial_at_the_poisson_limit():
@@ -396,7 +477,7 @@ def test_binomial_trials_identify_a_slope_with_as_many_random_effects_as_rows():
     assert np.allclose(np.asarray(bern.cov_re, float), np.asarray(res.cov_re, float), atol=1e-4)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", cases(NAMES))
 def test_what_the_user_sees(name):
     """summary() prints every fixed effect and term; converged without a warning; a singular fit (as lme4's
     isSingular) warned about and flagged."""
@@ -429,26 +510,28 @@ def _hessian(f, x, h):
 def test_glmmtmb_se_is_a_coarse_difference_where_it_differs():
     """airquality's Gamma fit: glmm_ext's SEs are the exact inverse Hessian of the Laplace likelihood (the dense
     one's, by fine differences), 2-3% from glmmTMB's, which TMB's sdreport takes from optimHess: differences of the
-    gradient with steps 1e-3, coarse for SolarR's coefficient (an SE of 5.5e-4): that recipe on the dense
-    likelihood gives glmmTMB's numbers."""
+    gradient with steps 1e-3, coarse for SolarR's coefficient (an SE of 5.5e-4): that recipe on model.loglike
+    gives glmmTMB's numbers."""
     name = "airquality_gamma_na"
-    _, res, _ = fit(name)
+    model, res, _ = fit(name)
     names = list(res.params.index)
-    ref = REF[name]["glmmTMB"]["se"]
+    ref = [REF[name]["glmmTMB"]["se"][r_name(c)] for c in names]
 
-    def loglik(v):  # (beta, log SD, log phi), glmmTMB's parameters
+    def dense_tmb(v):  # (beta, log SD, log phi), glmmTMB's parameters
         return dense(name, dict(zip(map(r_name, names), v[:-2])), [[[math.exp(2 * v[-2])]]], math.exp(v[-1]))
+
+    def ours_tmb(v):
+        return model.loglike(np.r_[v[:-2], math.exp(v[-2]), v[-1]])
 
     x = np.r_[res.params.to_numpy(), 0.5 * math.log(float(np.squeeze(res.cov_re))), math.log(res.scale)]
     h = 0.01 * np.r_[res.bse.to_numpy(), 1.0, 0.1]
-    exact = np.sqrt(np.diag(np.linalg.inv(-_hessian(loglik, x, h))))[:len(names)]
+    exact = np.sqrt(np.diag(np.linalg.inv(-_hessian(dense_tmb, x, h))))[:len(names)]
     assert np.allclose(res.bse.to_numpy(), exact, rtol=1e-3)
-    assert not np.allclose(res.bse.to_numpy(), [ref[r_name(c)] for c in names], rtol=0.02)
+    assert not np.allclose(res.bse.to_numpy(), ref, rtol=0.02)
 
-    def grad(v):
-        g = 1e-3 * h
-        return np.array([(loglik(v + e) - loglik(v - e)) / (2 * e[i]) for i, e in enumerate(np.diag(g))])
+    def grad(v):  # fine central differences standing for TMB's exact gradient
+        return np.array([(ours_tmb(v + e) - ours_tmb(v - e)) / (2 * e[i]) for i, e in enumerate(np.diag(1e-3 * h))])
 
     H = np.column_stack([(grad(x + e) - grad(x - e)) / 2e-3 for e in np.eye(len(x)) * 1e-3])
     coarse = np.sqrt(np.diag(np.linalg.inv(-(H + H.T) / 2)))[:len(names)]
-    assert np.allclose(coarse, [ref[r_name(c)] for c in names], rtol=2e-3)
+    assert np.allclose(coarse, ref, rtol=2e-3)

@@ -103,7 +103,23 @@ specs <- list(
   M("insects_olre_nagq0", "insects", "count ~ spray + (1 | obsF)", "poisson", nagq = 0),
   M("insects_olre_agq5", "insects", "count ~ spray + (1 | obsF)", "poisson", nagq = 5),
   M("arabidopsis_nb2", "arabidopsis", "fruits ~ nutrientF + amd + rackF + status + (1 | reg) + (1 | popu) + (1 | genF)", "nbinom2"),
-  M("arabidopsis_olre_nagq0", "arabidopsis", "fruits ~ nutrientF + amd + rackF + status + (1 | popu) + (1 | genF) + (1 | obsF)", "poisson", nagq = 0)
+  M("arabidopsis_olre_nagq0", "arabidopsis", "fruits ~ nutrientF + amd + rackF + status + (1 | popu) + (1 | genF) + (1 | obsF)", "poisson", nagq = 0),
+  # slopes with crossed / nested terms, three terms, toenail's steep fits (Laplace poor under probit) and quadrature
+  M("co2_slope_crossed_reml", "co2", "uptake ~ Type * Treatment + lconc + (lconc | Plant) + (1 | conc)", "gaussian", TRUE),
+  M("chick_slope_crossed_ml", "chick", "weight ~ Time * DietF + (Time | ChickF) + (1 | TimeF)", "gaussian", FALSE),
+  M("loblolly_corr_ml", "loblolly", "height ~ age + I(age^2) + (age | SeedF)", "gaussian", FALSE),
+  M("orange_days_corr_reml", "orange", "circ ~ age + (age | TreeF)", "gaussian", TRUE),
+  M("chick_gamma_slope", "chick", "weight ~ Time + DietF + (Time | ChickF)", "gamma"),
+  M("airquality_gamma_slope", "airquality", "Ozone ~ SolarR + Temp + Wind + (Temp | MonthF)", "gamma"),
+  M("contraception_nested", "contraception", "use ~ age + I(age^2) + urban + livch + (1 | districtF/urban)", "binomial"),
+  M("wine_three", "wine", "high ~ temp + contact + (1 | judgeF) + (1 | bottleF) + (1 | judgeF:temp)", "binomial"),
+  M("toenail_slope", "toenail", "y ~ treatment * time + (time | patientIDF)", "binomial"),
+  M("toenail_probit", "toenail", "y ~ treatment * time + (1 | patientIDF)", "binomial", link = "probit"),
+  M("toenail_agq9", "toenail", "y ~ treatment * time + (1 | patientIDF)", "binomial", nagq = 9),
+  M("toenail_probit_agq9", "toenail", "y ~ treatment * time + (1 | patientIDF)", "binomial", nagq = 9, link = "probit"),
+  M("insurance_three", "insurance", "Claims ~ Age + offset(lHolders) + (1 | DistrictF) + (1 | Group) + (1 | DistrictF:Group)", "poisson"),
+  M("warpbreaks_nb2_nested", "warpbreaks", "breaks ~ wool + (1 | tension/wool)", "nbinom2"),
+  M("arabidopsis_nb2_slope", "arabidopsis", "fruits ~ nutrientF + amd + rackF + status + (amd | popu) + (1 | genF)", "nbinom2")
 )
 
 source("tests/data/reference_helpers.R")  # covs_lme4, covs_tmb, capture
