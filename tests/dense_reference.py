@@ -1,4 +1,4 @@
-"""Independent dense log-likelihoods for the reference tests of tests/test_reference_multiterm_more.py.
+"""Independent dense log-likelihoods for the reference tests (tests/test_reference_multiterm_more.py, _r2.py).
 
 Everything is built from the data frame and a plain term specification (grouping columns, z columns), never
 from glmm_ext's design objects, so a wrong design, a wrong constant or a wrong Laplace term inside glmm_ext
@@ -7,9 +7,10 @@ cannot cancel out:
 * `gaussian_loglik`: log N(y; X beta, Z Sigma Z' + sigma^2 I) with the n x n covariance built densely; with
   ``reml=True`` lme4's restricted log-likelihood (the ML value at the GLS beta, - 1/2 log|X' V^-1 X|
   + p/2 log(2 pi)).
-* `laplace_loglik`: the Laplace log-likelihood of a Poisson, Binomial (with trials) or NB2 GLMM, the joint
-  mode found by damped Newton on the dense system in u (b = Lambda u, any square root of each term's
-  covariance: the Laplace value does not depend on which) and the observed curvature, as glmmTMB computes it.
+* `laplace_loglik`: the Laplace log-likelihood of a Poisson, Binomial (with trials), NB2 or Gamma (log link)
+  GLMM, the joint mode found by damped Newton on the dense system in u (b = Lambda u, any square root of each
+  term's covariance: the Laplace value does not depend on which) and the observed curvature, as glmmTMB
+  computes it.
 
 Small data only (n up to a few thousand, a few hundred random effects).
 """
@@ -78,13 +79,15 @@ def gaussian_loglik(y, X, beta, designs, covs, sigma2, reml=False, weights=None)
 
 
 def _binomial_link(link, eta):
-    """(log p, log(1 - p), dp/deta, d2p/deta2) for a probit or cloglog link."""
+    """(log p, log(1 - p), p'/p, p'/(1 - p), p''/p') for a probit or cloglog link, the ratios from logs (no 0 / 0
+    where p or 1 - p underflows)."""
     if link == "probit":
-        d = np.exp(-0.5 * eta ** 2) / np.sqrt(2 * np.pi)
-        return special.log_ndtr(eta), special.log_ndtr(-eta), d, -eta * d
+        lp, lq = special.log_ndtr(eta), special.log_ndtr(-eta)
+        ld = -0.5 * eta ** 2 - 0.5 * np.log(2 * np.pi)
+        return lp, lq, np.exp(ld - lp), np.exp(ld - lq), -eta
     e = np.exp(eta)  # cloglog: p = 1 - exp(-e^eta)
-    d = e * np.exp(-e)
-    return np.log(-np.expm1(-e)), -e, d, d * (1 - e)
+    lp = np.log(-np.expm1(-e))
+    return lp, -e, np.exp(eta - e - lp), e, 1 - e
 
 
 def _family(family, y, eta, trials, nb_theta, link=None, observed=True):
@@ -92,15 +95,13 @@ def _family(family, y, eta, trials, nb_theta, link=None, observed=True):
     ``observed``: the Newton steps of a non-canonical link)."""
     if family == "binomial" and link in ("probit", "cloglog"):
         m = trials
-        lp, lq, d1, d2 = _binomial_link(link, eta)
-        p, q = np.exp(lp), np.exp(lq)
+        lp, lq, r1, r0, d21 = _binomial_link(link, eta)
         ll = np.sum(special.gammaln(m + 1) - special.gammaln(y + 1) - special.gammaln(m - y + 1)
-                    + y * lp + (m - y) * lq)
-        a = y / p - (m - y) / q
-        expected = m * d1 ** 2 / (p * q)
+                    + np.where(y > 0, y * lp, 0.0) + np.where(m > y, (m - y) * lq, 0.0))
+        score = y * r1 - (m - y) * r0  # (y / p - (m - y) / q) p'
         if not observed:
-            return ll, a * d1, expected
-        return ll, a * d1, (y / p ** 2 + (m - y) / q ** 2) * d1 ** 2 - a * d2
+            return ll, score, m * r1 * r0  # m p'^2 / (p q)
+        return ll, score, y * r1 ** 2 + (m - y) * r0 ** 2 - score * d21
     if family == "poisson":
         mu = np.exp(eta)
         return np.sum(y * eta - mu - special.gammaln(y + 1)), y - mu, mu
@@ -116,6 +117,10 @@ def _family(family, y, eta, trials, nb_theta, link=None, observed=True):
         ll = np.sum(_lgamma_ratio(y, th) - special.gammaln(y + 1)
                     - th * np.log1p(mu / th) + y * (eta - np.logaddexp(np.log(th), eta)))
         return ll, th * (y - mu) / (mu + th), th * mu * (y + th) / (mu + th) ** 2
+    if family == "gamma":  # log link; nb_theta holds the shape k = 1 / phi
+        k, mu = nb_theta, np.exp(eta)
+        ll = np.sum(k * np.log(k) - special.gammaln(k) + (k - 1) * np.log(y) - k * y / mu - k * eta)
+        return ll, k * (y / mu - 1), (k * y / mu if observed else np.full_like(y, k))
     raise ValueError(family)
 
 
@@ -151,7 +156,8 @@ def _to_b(designs, covs, u, cov_u):
 
 def laplace_loglik(y, X, beta, designs, covs, family, offset=None, trials=None, nb_theta=None, link=None,
                    modes=False):
-    """Laplace log-likelihood; ``y`` the successes for the Binomial (with ``trials``); with ``modes`` also
+    """Laplace log-likelihood; ``y`` the successes for the Binomial (with ``trials``); ``nb_theta`` NB2's theta or
+    the Gamma shape 1 / phi; with ``modes`` also
     (b, conditional SD from the inverse Hessian of the joint log density, b = Lambda u)."""
     n = len(y)
     eta0 = X @ beta + (np.zeros(n) if offset is None else offset)
@@ -180,3 +186,37 @@ def laplace_loglik(y, X, beta, designs, covs, family, offset=None, trials=None, 
     H = (ZL * w[:, None]).T @ ZL + np.eye(len(u))
     llf = float(value - 0.5 * np.linalg.slogdet(H)[1])
     return (llf, *_to_b(designs, covs, u, np.linalg.inv(H))) if modes else llf
+
+
+def agq_loglik(y, X, beta, codes, var, family, nodes, offset=None, trials=None, link=None, observed=True):
+    """Adaptive Gauss-Hermite log-likelihood of one random intercept (variance ``var``): per group the integral
+    over u ~ N(0, 1) of prod f(y | x beta + sd u), on ``nodes`` points centred at the group's mode and scaled by
+    its curvature (observed, or expected if not ``observed``), each group's mode by Newton in one dimension."""
+    eta0 = X @ beta + (np.zeros(len(y)) if offset is None else offset)
+    trials = np.ones(len(y)) if trials is None else trials
+    sd = np.sqrt(var)
+    z, w = np.polynomial.hermite.hermgauss(nodes)
+    total = 0.0
+    for j in range(codes.max() + 1):
+        rows = codes == j
+        yj, ej, mj = y[rows], eta0[rows], trials[rows]
+
+        def h(u):
+            return _family(family, yj, ej + sd * u, mj, None, link)[0] - 0.5 * u * u
+
+        u, value = 0.0, h(0.0)
+        for _ in range(200):
+            _, g, c = _family(family, yj, ej + sd * u, mj, None, link, observed=False)
+            step = (sd * g.sum() - u) / (sd * sd * c.sum() + 1.0)
+            while h(u + step) < value - 1e-13 * max(1.0, abs(value)) and abs(step) > 1e-14:
+                step /= 2  # damped: a full step can overshoot into the flat tail of a group of 0s
+            u += step
+            value = h(u)
+            if abs(step) < 1e-12:
+                break
+        c = _family(family, yj, ej + sd * u, mj, None, link, observed=observed)[2]
+        s = 1.0 / np.sqrt(sd * sd * c.sum() + 1.0)
+        logs = np.array([h(u + np.sqrt(2.0) * s * zk) for zk in z]) + z * z + np.log(w)
+        top = logs.max()
+        total += np.log(s / np.sqrt(np.pi)) + top + np.log(np.exp(logs - top).sum())
+    return float(total)

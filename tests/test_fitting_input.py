@@ -119,6 +119,24 @@ def test_weights_are_binomial_trials():
     assert np.allclose(a.params, b.params)
 
 
+def test_binomial_trials_count_as_observations_of_the_random_effects():
+    """(x | g) with as many random effects as rows: refused for 0/1 rows, fitted for rows of 40 trials (lme4's
+    UCBAdmissions (Gender | Dept)), and the same fit as those trials written out as 0/1 rows."""
+    rng = np.random.default_rng(5)
+    g, x = np.repeat(np.arange(8), 2), np.tile([0.0, 1.0], 8)
+    b = rng.normal(size=(8, 2)) * [0.8, 0.5]
+    s = rng.binomial(40, 1 / (1 + np.exp(-(-0.3 + 0.5 * x + b[g, 0] + b[g, 1] * x))))
+    rows = pd.DataFrame({"s": s, "f": 40 - s, "x": x, "g": g})
+    with pytest.raises(ValueError, match="16 random effects for 16 observations"):
+        model("y ~ x + (x | g)", data=rows.assign(y=(s > 20).astype(float)), family=B).fit()
+    res = model("s + f ~ x + (x | g)", data=rows, family=B).fit()
+    long = pd.concat([rows.loc[rows.index.repeat(rows["s"])].assign(y=1.0),
+                      rows.loc[rows.index.repeat(rows["f"])].assign(y=0.0)], ignore_index=True)
+    bern = model("y ~ x + (x | g)", data=long, family=B).fit()
+    assert np.allclose(bern.params, res.params, atol=1e-4)
+    assert np.allclose(np.asarray(bern.cov_re, float), np.asarray(res.cov_re, float), atol=1e-4)
+
+
 @pytest.mark.parametrize("family,link", [("binomial", "logit"), ("gaussian", "identity"), ("gamma", "log")])
 def test_inputs_are_never_modified(family, link):
     df = glmm_ext.simulate(family, link, n_groups=12, group_size=6, scale=0.3, seed=2)

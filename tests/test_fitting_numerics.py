@@ -3,6 +3,7 @@
 Finite-difference Hessians of model.loglike, closed-form response rescaling, statsmodels' GLM
 (the sigma_u = 0 point), a derivative-free search, and fixed-effects GLMs for huge counts.
 """
+import os
 import warnings
 
 import numpy as np
@@ -248,6 +249,32 @@ def test_steep_but_finite_probit_is_not_separation():
     # independent: a GLM with the same fixed part has finite estimates close to the GLMM's scale-free ratios
     glm = sm.GLM.from_formula("passed ~ hours + ses", data, family=sm.families.Binomial(link=L.Probit())).fit()
     assert np.all(np.isfinite(glm.params)) and np.all(np.abs(glm.params) < 50)
+
+
+def test_steep_but_finite_random_slopes_are_not_separation():
+    """toenail's (time | patient): intercept variance ~550, so 405 rows are fitted within 1e-6 of 0 / 1, yet the
+    optimum is finite (glmmTMB's, with a positive-definite Hessian; no direction of the fixed effects separates
+    the rows: the LP says so).  A slope term, or two crossed terms, over data that x separates is separation
+    (warned, not converged: the two-term fit was called converged with x's estimate at 840)."""
+    path = os.path.join(os.path.dirname(__file__), "data", "multiterm_r2", "toenail.csv")
+    model = GLMM.from_formula("y ~ C(treatment) * time + (time | patientID)", pd.read_csv(path),
+                              family=sm.families.Binomial())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PerfectSeparationWarning)
+        res = model.fit()
+    assert res.converged
+    assert res.llf == pytest.approx(-491.315284767115, abs=1e-5)  # glmmTMB 1.1.5's logLik
+    assert np.sum(np.minimum(res.fittedvalues, 1 - res.fittedvalues) < 1e-6) > 100  # the old false alarm's trigger
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=200)
+    df = pd.DataFrame({"y": (x > 0).astype(float), "x": x, "g": np.repeat(np.arange(20), 10)})
+    df["h"] = np.tile(np.arange(10), 20)
+    for formula in ("y ~ x + (x | g)", "y ~ x + (1 | g) + (1 | h)"):
+        with warnings.catch_warnings(record=True) as caught:  # (a singular-fit warning comes too)
+            warnings.simplefilter("always")
+            sep = GLMM.from_formula(formula, df, family=sm.families.Binomial()).fit()
+        assert any(issubclass(w.category, PerfectSeparationWarning) for w in caught), formula
+        assert not sep.converged and sep.params["x"] > 100, formula
 
 
 @pytest.mark.parametrize("level", [1e7, 1e9])

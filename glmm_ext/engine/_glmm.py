@@ -25,7 +25,7 @@ from ._nagq0 import fit_nagq0
 from ._pirls import inverse_or_nan, irls_start, pirls_information
 from ._profile import Screen, probe_sigma
 from ._record import MixedFit, scalar_record
-from ._separation import diverging_rows
+from ._separation import separated_fit_rows, separation_message
 
 #: a dispersion below this (relative to the internally scaled response's variance) has collapsed
 DISPERSION_COLLAPSE = 1e-10
@@ -280,14 +280,9 @@ def fit_glmm(dist, data, nagq=1, maxiter=100, tol=1e-6, cov_type="hessian", call
         raise FloatingPointError("no conditional modes at the optimum")
     p = objective.p
     _, sigma, phi = objective.unpack(theta)
-    separated = 0
-    if dist.name == "binomial" and dist.separated_rows(data.y, md.eta):
-        separated = diverging_rows(dist, data.X, data.y, data.m)
+    separated = separated_fit_rows(dist, data.X, data.y, md.eta)
     if separated:
-        converged = False
-        message = (f"complete or quasi-complete separation: {separated} rows are fitted with probability 0 or 1 "
-                   "and a direction of the fixed effects pushes them further, so some estimates diverge "
-                   "(no finite maximum)")
+        converged, message = False, separation_message(separated)
     if not converged and nagq == 1:
         message = flat_mode_message(md.H, dist) or message
     singular = sigma < SINGULAR_TOL

@@ -25,6 +25,7 @@ from ._mixed_glmm import MixedGLMM, response_scale, scaling_matrix, uncentre_cov
 from ._mixed_lmm import fit_gaussian, minimize_bounded
 from ._optsummary import OptSummary
 from ._record import MixedFit
+from ._separation import separated_fit_rows, separation_message
 from ._structure import ReStructure
 from ._weights import density_weights, gaussian_weights
 
@@ -235,7 +236,10 @@ def fit_general(y, X, structure, dist, *, offset=None, prior_weights=None, trial
     if nagq < 0:
         raise ValueError(f"nagq must be 0, 1 or a larger number of quadrature nodes, got {nagq}")
     n, p = X.shape
-    structure.check_identifiable(n)
+    # a Binomial row of m trials (a row of frequency weight f) is m (f) observations of the random effects
+    n_obs = n if trials is None and freq_weights is None else \
+        int(round(np.sum((1.0 if trials is None else trials) * (1.0 if freq_weights is None else freq_weights))))
+    structure.check_identifiable(n_obs)
     gaussian_identity = dist.name == "gaussian" and dist.link_name == "identity"
     if gaussian_identity:
         for term in structure.terms:  # lme4's check: a residual and a level per observation are not identified
@@ -259,6 +263,9 @@ def fit_general(y, X, structure, dist, *, offset=None, prior_weights=None, trial
     fit = fit_glmm_mixed(scaled, dist, y, X, offset, prior_weights, trials, nagq=nagq, maxiter=maxiter, tol=tol,
                          freq_weights=freq_weights)
     fit = _to_data_units(fit, structure, scaled, scales)
+    fit.separated_rows = separated_fit_rows(dist, X, y, fit.eta)
+    if fit.separated_rows:
+        fit.converged, fit.message = False, separation_message(fit.separated_rows)
     fit.seconds = time.perf_counter() - t0
     return fit
 

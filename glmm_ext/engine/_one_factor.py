@@ -385,11 +385,7 @@ def finish_vector_laplace(fit, structure, prepared, cov_type, t0, maxiter, tol, 
     for b, lam_k in zip(factor_blocks(structure), structure.unpack(fit.cov_params)):
         lam[np.ix_(b, b)] = lam_k
     converged, message = bool(fit.converged), fit.message or ("converged" if fit.converged else "not converged")
-    separated = dist.separated_rows(design.y, fit.eta)
-    if separated:
-        converged = False
-        message = (f"complete or quasi-complete separation: {separated} rows are fitted with probability 0 or 1, "
-                   "so some estimates diverge (no finite maximum)")
+    separated = fit.separated_rows  # (`fit_general`'s check, `_separation.separated_fit_rows`)
     if callback is not None:
         callback("standard errors", fit.n_iterations, -fit.llf)
     o = design.order

@@ -41,3 +41,17 @@ def diverging_rows(dist, X, y, m):
         return 0
     push = A @ res.x
     return int(np.sum(push > 1e-9 * max(1.0, np.abs(push).max())))
+
+
+def separation_message(rows: int) -> str:
+    """The optimiser's message for separated data."""
+    return (f"complete or quasi-complete separation: {rows} rows are fitted with probability 0 or 1 and a direction "
+            "of the fixed effects pushes them further, so some estimates diverge (no finite maximum)")
+
+
+def separated_fit_rows(dist, X, y, eta) -> int:
+    """Rows of a Binomial fit pushed to 0 or 1 along a separating direction (0: none).  Rows fitted within 1e-6 of
+    their 0/1 response are only the trigger for the linear program: large random effects give them too."""
+    if not dist.separated_rows(y, eta):
+        return 0
+    return diverging_rows(dist, X, y, None)

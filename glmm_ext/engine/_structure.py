@@ -197,7 +197,7 @@ class ReStructure:
 
     def check_identifiable(self, n_obs):
         """ValueError when the random effects cannot be estimated: a term with one level, or more random
-        effects in one term than observations."""
+        effects in one term than observations (``n_obs``: Bernoulli trials for a Binomial with trials)."""
         for term in self.terms:
             if term.n_levels < 2:
                 raise ValueError(f"random-effects term for {term.group!r} has {term.n_levels} level: a variance "
