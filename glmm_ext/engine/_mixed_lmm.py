@@ -20,6 +20,7 @@ from scipy.linalg import lapack
 from ._boundary import snap_to_bounds
 from ._centring import centred_structure, centring_maps, to_original
 from ._pls import Factor, Layout, crossprods
+from ._profile_gradient import profile_gradient
 from ._schur import attach_schur_pairs, scale_rest_blocks, schur_pair, schur_product
 
 
@@ -281,19 +282,23 @@ class GaussianProfile:
     def __call__(self, params):
         return self.deviance(params)
 
-    @property
-    def has_gradient(self):
-        """True when `value_and_grad` is analytic: every term scalar (Lambda = diag(theta_k))."""
-        return all(q == 1 for q in self.layout.q)
+    #: `value_and_grad` is analytic for every structure
+    has_gradient = True
 
     def value_and_grad(self, params):
-        """(deviance, its gradient in theta) for scalar terms.  With P_k the projection on term k, H = Lambda'AL + I,
+        """(deviance, its gradient in theta).  Any vector term: `_profile_gradient.profile_gradient` (exact at a
+        singular Lambda too).  Scalar terms, on the Schur pairs' fast path: with P_k the projection on term k,
+        H = Lambda'AL + I,
         r the weighted residual at the PLS solution and V = W^-1 + Z Lambda Lambda' Z':
 
             d log|H| / d theta_k      = (2 / theta_k) (n_k - tr(H^-1 P_k)),
             d r^2 / d theta_k         = -2 theta_k |Z_k'W r|^2                (envelope: u = Lambda'Z'W r),
-            d log|X'V^-1X| / d theta_k = -2 theta_k |Z_k'V^-1 X L_X^-T|_F^2    (REML).
+            d log|X'V^-1X| / d theta_k = -2 theta_k |Z_k'V^-1 X L_X^-T|_F^2    (REML),
+
+        the first read as its limit 0 at theta_k = 0 (the deviance is even in a scalar theta_k).
         """
+        if not all(q == 1 for q in self.layout.q):
+            return profile_gradient(self, params)
         pairs = self.cp.__dict__.get("_pairs")
         if self.layout.nR and pairs is None:  # the factor's Schur product and the gradient's trace product in one pass
             lam1 = float(self.layout.lambdas(self.structure.unpack(params))[0][0, 0])
