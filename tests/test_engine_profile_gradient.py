@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import multiterm_dense as md
+from glmm_ext.engine import _schur
 from glmm_ext.engine._mixed_lmm import GaussianProfile, fit_gaussian, minimize_bounded, search_profile
 from glmm_ext.engine._structure import ReStructure, ReTerm
 
@@ -164,3 +165,25 @@ def test_fit_gaussian_with_centred_slopes_is_stationary_in_the_original_paramete
     f, g = prof.value_and_grad(res.x)
     assert f == pytest.approx(res.f, abs=1e-9)
     assert np.max(np.abs(g[res.x > S.lower_bounds()])) < 1e-3
+
+
+@pytest.mark.parametrize("name", ["scalar first + crossed q=2", "three terms"])
+@pytest.mark.parametrize("reml", [True, False])
+def test_scalar_first_term_pair_path_equals_the_general_blocks(monkeypatch, name, reml):
+    """A scalar first term with the cross block's pair plan (`_schur.SchurPairs`): the same gradient as the general
+    blocks of H^-1 Lambda'A (the plan refused), at a regular and at a singular point."""
+    y, X, S = design(STRUCTURES[name])
+    w = np.linspace(0.4, 2.5, len(y))
+    prof = GaussianProfile(S, y, X, w, reml, condition=True)
+    assert "_pairs" in prof.cp.__dict__
+    monkeypatch.setattr(_schur, "MAX_SCHUR_PAIRS", 0)
+    general = GaussianProfile(S, y, X, w, reml, condition=True)
+    assert "_pairs" not in general.cp.__dict__
+    x = _point(S, seed=5)
+    singular = x.copy()
+    singular[S._slices()[1].stop - 1] = 0.0  # the second term's last variance
+    for point in (x, singular):
+        f, g = prof.value_and_grad(point)
+        f2, g2 = general.value_and_grad(point)
+        assert f == pytest.approx(f2, rel=1e-12)
+        np.testing.assert_allclose(g, g2, rtol=1e-9, atol=1e-9 * np.max(np.abs(g2)))

@@ -25,12 +25,61 @@ block of level j and Bt = C blockdiag(Lambda_1 H_j^-1) = L_R1 blockdiag(L11_j^-1
 
 so only S^-1 (as the conditional variances use it) and products with the sparse cross block are needed: one
 D'S^-1 by chunks of levels (nnz(D) nR flops), one sparse Bt P' (the factor's own L_R1 L_R1' pattern).
+
+A scalar first term (q_1 = 1, the common crossed design: a vector term among the smaller factors) with the cross
+block's pair plan (`_schur.SchurPairs`) needs neither product: with t = lambda_1, a_j = A_jj, d_j^2 = 1 + t^2 a_j
+and c_j = A_R1's column j, Bt_j = t Lambda_R'c_j / d_j^2 and D_j = -Lambda_R'c_j / d_j^2, so
+
+    M_1 = sum_j t a_j / d_j^2 - t sum_j c_j'(Lambda_R S^-1 Lambda_R')c_j / d_j^4   (one gather of the pairs),
+    E   = Lambda_R'G,  G = A_RR - A_R1 diag(t^2 / d^2) A_R1'                     (the factor's Schur product).
 """
 import numpy as np
 from scipy import linalg
 from scipy.linalg import lapack
 
 from ._pls import _block_diag_sparse
+
+
+def _sinv(fac):
+    """S^-1 = (L_RR L_RR')^-1, both triangles."""
+    Sinv, info = lapack.dpotri(fac.LRR, lower=1)
+    if info != 0:
+        raise linalg.LinAlgError("singular factor")
+    Sinv = np.tril(Sinv)
+    Sinv += np.tril(Sinv, -1).T
+    return Sinv
+
+
+def _rest_blocks(lay, SE):
+    """Per term after the first: sum over its levels j of the q x q diagonal blocks of S^-1 E, given as
+    SE = (S^-1, E') or (S^-1 Lambda_R', G) (both read only on the blocks' rows and columns)."""
+    left, right = SE
+    out = []
+    for pos in range(1, len(lay.terms)):
+        lo, hi = lay.offsets[pos] - lay.n1, lay.offsets[pos + 1] - lay.n1
+        q, nl = lay.q[pos], lay.n_levels[pos]
+        # sum_j (left right')_jj [a, b] = sum_j sum_l left[jq + a, l] right[jq + b, l]
+        out.append(np.einsum("jal,jbl->ab", left[lo:hi].reshape(nl, q, -1), right[lo:hi].reshape(nl, q, -1)))
+    return out
+
+
+def _logdet_blocks_pairs(fac, cp, lams, pairs):
+    """`logdet_blocks` for a scalar first term from the pair plan of A_R1 (module docstring)."""
+    lay = fac.layout
+    t, a = float(lams[0][0, 0]), cp.A11[:, 0, 0]
+    d2 = fac.L11[:, 0, 0] ** 2
+    Sinv = _sinv(fac)
+    LamR = fac.LamR
+    SL = np.asarray(LamR @ Sinv).T  # S^-1 Lambda_R' (S^-1 symmetric)
+    LSL = np.asfortranarray(np.asarray(LamR @ SL))  # Lambda_R S^-1 Lambda_R'
+    del Sinv
+    M1 = t * float(np.sum(a / d2)) - t * float(np.sum(pairs.quad(LSL) / (d2 * d2)))
+    del LSL
+    G = pairs.product(t * t / d2)  # the lower triangle of A_R1 diag(t^2 / d^2) A_R1'
+    G += np.tril(G, -1).T
+    np.subtract(cp.ARR, G, out=G)
+    # (S^-1 Lambda_R' G)_jj: G symmetric, so its rows stand for its columns
+    return [np.array([[M1]])] + _rest_blocks(lay, (SL, G))
 
 
 def _a_times(cp, lay, v):
@@ -52,10 +101,10 @@ def logdet_blocks(fac, cp, lams, chunk=2000):
     M1 = np.einsum("jba,jbc->ac", Li, Li @ LA)  # sum_j H_j^-1 Lambda_1'A_j, H_j^-1 = L^-T L^-1
     if not nR:
         return [M1]
-    Sinv, info = lapack.dpotri(fac.LRR, lower=1)
-    if info != 0:
-        raise linalg.LinAlgError("singular factor")
-    Sinv = np.tril(Sinv) + np.tril(Sinv, -1).T
+    pairs = cp.__dict__.get("_pairs")
+    if pairs is not None and q1 == 1:
+        return _logdet_blocks_pairs(fac, cp, lams, pairs)
+    Sinv = _sinv(fac)
     Bt = (fac.LR1 @ _block_diag_sparse(Li)).tocsr()
     LamRT = fac.LamR.T.tocsr()
     C = (LamRT @ cp.AR1).tocsr()
@@ -73,13 +122,7 @@ def logdet_blocks(fac, cp, lams, chunk=2000):
                 M1[a, b] += float(Ba.multiply(Y[idx + b] if q1 > 1 else Y).sum())
     P = (cp.AR1 @ _block_diag_sparse(np.broadcast_to(lams[0], (nl1, q1, q1)))).tocsr()
     E = np.asarray(LamRT @ cp.ARR) - (Bt @ P.T).toarray()
-    out = [M1]
-    for pos in range(1, len(lay.terms)):
-        lo, hi = lay.offsets[pos] - lay.n1, lay.offsets[pos + 1] - lay.n1
-        q, nl = lay.q[pos], lay.n_levels[pos]
-        # sum_j (S^-1 E)_jj [a, b] = sum_j sum_l S^-1[jq + a, l] E[l, jq + b]
-        out.append(np.einsum("jal,jbl->ab", Sinv[lo:hi].reshape(nl, q, nR), E[:, lo:hi].T.reshape(nl, q, nR)))
-    return out
+    return [M1] + _rest_blocks(lay, (Sinv, E.T))
 
 
 def profile_gradient(prof, params):
