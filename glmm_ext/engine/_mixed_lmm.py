@@ -552,8 +552,9 @@ MIN_MOMENT_START = 0.05
 
 
 def moment_start(structure, y, X, weights=None):
-    """Start for the covariance parameters: lme4's identity factors, with each scalar term's theta replaced by a
-    moment estimate sqrt(sigma_k^2 / sigma^2) (halves the optimiser's evaluations on crossed designs).
+    """Start for the covariance parameters: each scalar term's theta a moment estimate sqrt(sigma_k^2 / sigma^2), each
+    vector term's Lambda_k diagonal, column by column as a scalar term's (halves the optimiser's evaluations on
+    crossed designs; InstEval's ``(service|dept)`` 58 -> 25).
 
     For term k alone on the OLS residual r, level j's weighted least-squares coefficient b_j (a_j = sum w z^2) has
     E sum_j a_j b_j^2 = sigma_k^2 (sum a - sum a^2 / sum a) + n_levels sigma_w^2 (the ANOVA estimator, unbalanced
@@ -568,21 +569,23 @@ def moment_start(structure, y, X, weights=None):
         r = y - X @ beta
         n, p = X.shape
         total = float(np.sum(w * r * r)) / max(n - p, 1)
-        sig, pos_of = [], []
+        sig, var, pos_of = [], [], []
         pos = 0
         for t in structure.terms:
-            if t.q == 1:
-                z = np.asarray(t.Z, float)[:, 0]
+            rows, cols = t.theta_positions()
+            for c in range(t.q):  # a vector term: each z column alone, on Lambda_k's diagonal (off-diagonal 0)
+                z = np.asarray(t.Z, float)[:, c]
                 a = np.bincount(t.codes, weights=w * z * z, minlength=t.n_levels)
                 b = np.bincount(t.codes, weights=w * z * r, minlength=t.n_levels) / np.where(a > 0, a, 1.0)
                 within = float(np.sum(w * (r - z * b[t.codes]) ** 2)) / max(n - t.n_levels, 1)
                 denom = float(np.sum(a) - np.sum(a * a) / np.sum(a))
                 sig.append(max((float(np.sum(a * b * b)) - t.n_levels * within) / denom, 0.0))
-                pos_of.append(pos)
+                var.append(sig[-1] * float(np.sum(a) / np.sum(w)))  # its share of the OLS variance: mean w z^2
+                pos_of.append(pos + int(np.flatnonzero((rows == c) & (cols == c))[0]))
             pos += t.n_theta
         if not sig:
             return start
-        resid = max(total - sum(sig), 0.1 * total)
+        resid = max(total - sum(var), 0.1 * total)
         theta = np.sqrt(np.array(sig) / resid)
     if not (np.all(np.isfinite(theta)) and resid > 0):
         return start
