@@ -20,6 +20,7 @@ from scipy.linalg import lapack
 from ._boundary import snap_to_bounds
 from ._centring import centred_structure, centring_maps, to_original
 from ._pls import Factor, Layout, crossprods
+from ._polish import _newton_polish
 from ._profile_gradient import profile_gradient
 from ._schur import attach_schur_pairs, scale_rest_blocks, schur_pair, schur_product
 
@@ -58,48 +59,8 @@ class Counted:
         return f
 
 
-def _fd_grad_hess(fun, x, f0, lb, step):
-    """Central-difference gradient and Hessian of `fun` at x (one-sided at a lower bound)."""
-    k = len(x)
-    h = step * np.maximum(1.0, np.abs(x))
-    up = np.array([fun(x + h[i] * np.eye(k)[i]) for i in range(k)])
-    at_bound = x - h < lb
-    down = np.array([np.nan if at_bound[i] else fun(x - h[i] * np.eye(k)[i]) for i in range(k)])
-    g = np.where(at_bound, (up - f0) / h, (up - down) / (2.0 * h))
-    H = np.empty((k, k))
-    up2 = np.array([fun(x + 2.0 * h[i] * np.eye(k)[i]) if at_bound[i] else np.nan for i in range(k)])
-    for i in range(k):
-        H[i, i] = ((up2[i] - 2.0 * up[i] + f0) / h[i] ** 2 if at_bound[i]
-                   else (up[i] - 2.0 * f0 + down[i]) / h[i] ** 2)
-    for i in range(k):
-        for j in range(i + 1, k):
-            e_i, e_j = h[i] * np.eye(k)[i], h[j] * np.eye(k)[j]
-            fpp = fun(x + e_i + e_j)
-            if at_bound[i] or at_bound[j]:  # forward: (f(++) - f(+0) - f(0+) + f) / h_i h_j
-                H[i, j] = (fpp - up[i] - up[j] + f0) / (h[i] * h[j])
-            else:
-                fmm = fun(x - e_i - e_j)
-                fpm, fmp = fun(x + e_i - e_j), fun(x - e_i + e_j)
-                H[i, j] = (fpp - fpm - fmp + fmm) / (4.0 * h[i] * h[j])
-            H[j, i] = H[i, j]
-    return g, H
-
-
-def _grad_hess(fg, x, lb, step):
-    """Gradient at x and the Hessian from forward differences of the analytic gradient."""
-    k = len(x)
-    f0, g0 = fg(x)
-    h = step * np.maximum(1.0, np.abs(x))
-    H = np.empty((k, k))
-    for j in range(k):  # forward differences: the Hessian only scales the convergence test and Newton's step
-        e = np.zeros(k)
-        e[j] = h[j]
-        H[:, j] = (fg(x + e)[1] - g0) / h[j]
-    return g0, 0.5 * (H + H.T)
-
-
 def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True, fd_step=None, rough=False,
-                     fg=None, probes=None):
+                     fg=None, probes=None, quasi_polish=False):
     """Minimise `fun` subject to x >= lb: L-BFGS-B on finite differences, then a check that the end is
     a minimum: central-difference gradient and Hessian over the free coordinates, Newton steps while
     the scaled gradient g'H^{-1}g / 2 exceeds `tol`, and at each coordinate held at its bound a probe
@@ -107,6 +68,7 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
     ``fg(x) -> (f, gradient)``, when given, replaces the finite differences (L-BFGS-B's gradient, and the
     polish's Hessian from differences of the gradient).  ``probes(x) -> list of points``, when given, adds
     structural probes at each end (`_boundary.ridge_probes`: a zero diagonal of Lambda_k, where moving it alone finds nothing).
+    ``quasi_polish``: the polish's later Hessians BFGS updates (`_polish._newton_polish`); ``hess`` is then no exact one.
     """
     obj = Counted(fun)
     fgc = None
@@ -173,7 +135,7 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
         if better is not None:
             x = better
             continue
-        x, f, H, free, decrement, ok = _newton_polish(obj, x, f, lb, tol, step, fgc)
+        x, f, H, free, decrement, ok = _newton_polish(obj, x, f, lb, tol, step, fgc, quasi=quasi_polish)
         if ok:
             return BoundedResult(x, f, H, free, True, "converged: scaled gradient below tolerance", iters, obj.n,
                                  decrement)
@@ -185,42 +147,6 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
                     x = xt
                     break
     return BoundedResult(x, f, H, x > lb, False, message, iters, obj.n, decrement)
-
-
-def _newton_polish(obj, x, f, lb, tol, step, fgc=None, max_steps=8):
-    """Newton steps with finite-difference derivatives on the free coordinates; (x, f, H, free, dec, ok)."""
-    decrement = np.inf
-    H = None
-    for _ in range(max_steps):
-        g, H = _fd_grad_hess(obj, x, f, lb, step) if fgc is None else _grad_hess(fgc, x, lb, step)
-        at_bound = x <= lb
-        free = ~(at_bound & (g >= 0))  # held: at its bound and pushed against it
-        if not np.all(np.isfinite(g[free])) or not np.all(np.isfinite(H[np.ix_(free, free)])):
-            return x, f, H, free, np.inf, False
-        if not free.any():
-            return x, f, H, free, 0.0, True
-        Hf = H[np.ix_(free, free)]
-        try:
-            c = linalg.cho_factor(Hf)
-            d = linalg.cho_solve(c, g[free])
-        except linalg.LinAlgError:
-            return x, f, H, free, np.inf, False  # not a minimum: the caller restarts
-        decrement = 0.5 * float(g[free] @ d)
-        if decrement < tol:
-            return x, f, H, free, decrement, True
-        direction = np.zeros_like(x)
-        direction[free] = -d
-        alpha, accepted = 1.0, False
-        for _ in range(30):
-            xt = np.maximum(x + alpha * direction, lb)
-            ft = obj(xt)
-            if ft < f:
-                x, f, accepted = xt, ft, True
-                break
-            alpha *= 0.5
-        if not accepted:  # no decrease along Newton's direction: at rounding level
-            return x, f, H, free, decrement, decrement < 1e3 * tol
-    return x, f, H, free, decrement, decrement < tol
 
 
 # ----------------------------------------------------------------------------- Gaussian profile
@@ -437,7 +363,7 @@ def search_profile(prof, structure, y, X, weights=None, maxiter=200, tol=1e-6):
     if fg is None:
         return minimize_bounded(prof, x0, lb, maxiter=maxiter, tol=tol)
     if np.any(x0 <= MIN_MOMENT_START):  # a moment estimate at 0: likely a singular fit, L-BFGS-B's bounds suit it
-        return minimize_bounded(prof, x0, lb, maxiter=maxiter, tol=tol, fg=fg, rough=True)
+        return minimize_bounded(prof, x0, lb, maxiter=maxiter, tol=tol, fg=fg, rough=True, quasi_polish=True)
     if np.all(lb == 0.0):
         # scalar terms, searched in log theta: the deviance's curvature in a small theta changes fast on the theta
         # scale (it is even in theta), so Newton from the start's Hessian there takes about half the steps
@@ -461,7 +387,7 @@ def search_profile(prof, structure, y, X, weights=None, maxiter=200, tol=1e-6):
     if res.converged:
         return res
     fallback = minimize_bounded(prof, res.x if np.isfinite(res.f) else x0, lb, maxiter=maxiter, tol=tol, fg=fg,
-                                rough=True)
+                                rough=True, quasi_polish=True)
     fallback.n_evaluations += res.n_evaluations
     fallback.n_iterations += res.n_iterations
     return fallback
