@@ -509,8 +509,6 @@ def moment_start(structure, y, X, weights=None):
                 var.append(sig[-1] * float(np.sum(a) / np.sum(w)))  # its share of the OLS variance: mean w z^2
                 pos_of.append(pos + int(np.flatnonzero((rows == c) & (cols == c))[0]))
             pos += t.n_theta
-        if not sig:
-            return start
         resid = max(total - sum(var), 0.1 * total)
         theta = np.sqrt(np.array(sig) / resid)
     if not (np.all(np.isfinite(theta)) and resid > 0):
