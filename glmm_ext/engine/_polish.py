@@ -55,9 +55,9 @@ def _newton_polish(obj, x, f, lb, tol, step, fgc=None, max_steps=8, quasi=False)
         if quasi and fgc is not None and prev is not None:
             g = fgc(x)[1]
             s, yv = x - prev[0], g - prev[1]
-            sy = float(s @ yv)
-            if np.all(np.isfinite(g)) and sy > 1e-12 * float(np.linalg.norm(s) * np.linalg.norm(yv)):
-                Hs = H @ s
+            sy, Hs = float(s @ yv), H @ s
+            if (np.all(np.isfinite(g)) and sy > 1e-12 * float(np.linalg.norm(s) * np.linalg.norm(yv))
+                    and float(s @ Hs) > 0.0):
                 H = H + np.outer(yv, yv) / sy - np.outer(Hs, Hs) / float(s @ Hs)
             else:  # no curvature information in the step: the differences afresh
                 g = None
