@@ -7,6 +7,7 @@ usage:  python benchmarks/bench_multiterm.py [--quick] [--repeats K] [--rows a,b
 
 Rows (the same data for every package of a row, written once to a temporary CSV):
 - InstEval (lme4's, 73,421 rows; benchmarks/data/insteval.csv.gz) y ~ service + (1|s) + (1|d) + (1|dept), ML;
+  and with a correlated (service|dept) in place of (1|dept), ML;
 - VerbAgg (tests/data/multiterm/verbagg.csv, 7,584 rows, 316 x 24 levels), crossed Binomial, Laplace;
 - one-term Gaussian REML y ~ x1 + x2 + (1|g), 1e6 rows / 1e4 groups (simulated);
 - Gaussian REML y ~ x + x2 + (1 + x|g), 1e5 rows / 1e3 groups (simulated);
@@ -247,6 +248,11 @@ def cases(quick):
          "py_formula": "y ~ C(service) + (1|s) + (1|d) + (1|dept)",
          "r_formula": "y ~ service + (1|s) + (1|d) + (1|dept)", "pkgs": PACKAGES + ("glmm_ext_mt",),
          "once": ("glmm_ext_mt",)},
+        {"name": "insteval_slope_ml", "label": "InstEval ML, y ~ service + (1|s) + (1|d) + (service|dept)",
+         "make": load_insteval, "cats": ["service", "s", "d", "dept"], "family": "gaussian", "reml": False,
+         "py_formula": "y ~ C(service) + (1|s) + (1|d) + (C(service)|dept)",
+         "r_formula": "y ~ service + (1|s) + (1|d) + (service|dept)", "pkgs": PACKAGES, "repeats": 2,
+         "once": ("lme4", "mixedlm")},  # lme4: ~85 s a fit here (262 deviance evaluations)
         {"name": "verbagg", "label": "VerbAgg Binomial, r2 ~ btype + situ + mode + Gender + Anger + (1|id) + "
          "(1|item)", "make": load_verbagg, "cats": ["btype", "situ", "mode", "Gender", "id", "item"],
          "family": "binomial", "reml": False, "py_formula": verbagg_py,

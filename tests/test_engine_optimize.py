@@ -87,3 +87,34 @@ def test_newton_stage_stops_at_maxiter():
 
 def test_backtrack_finds_no_finite_point():
     assert _optimize._backtrack(lambda x: (np.inf, x), np.zeros(1), 0.0, np.ones(1), -np.ones(1)) is None
+
+
+def test_bounded_search_polish_with_bfgs_updates_reaches_the_same_minimum(monkeypatch):
+    """`minimize_bounded`'s polish with ``quasi_polish`` (later Hessians BFGS updates of the first) ends where the
+    differenced polish ends, at the minimum of a smooth non-quadratic function with one variable held at its bound
+    (the free gradient 0), with fewer Hessians by differences."""
+    from glmm_ext.engine import _polish
+    from glmm_ext.engine._mixed_lmm import minimize_bounded
+
+    A = np.array([[3.0, 1.0, 0.5], [1.0, 2.0, 0.3], [0.5, 0.3, 1.5]])
+    c = np.array([1.0, -2.0, 0.5])  # the unconstrained minimum has x[1] < 0
+
+    def fg(x):
+        d = x - c
+        return 0.5 * d @ A @ d + np.sum(np.exp(d) - d), A @ d + np.exp(d) - 1.0
+
+    hessians = []
+    differenced = _polish._grad_hess
+    monkeypatch.setattr(_polish, "_grad_hess", lambda *a: hessians.append(1) or differenced(*a))
+    lb = np.array([-np.inf, 0.0, -np.inf])
+    out = {}
+    for quasi in (False, True):
+        hessians.clear()
+        res = minimize_bounded(lambda x: fg(x)[0], np.array([4.0, 3.0, 5.0]), lb, tol=1e-14, fg=fg, rough=True,
+                               quasi_polish=quasi)
+        assert res.converged and res.x[1] == 0.0
+        g = fg(res.x)[1]
+        assert abs(g[0]) < 1e-8 and abs(g[2]) < 1e-8 and g[1] > 0.0
+        out[quasi] = (res.x, len(hessians))
+    np.testing.assert_allclose(out[True][0], out[False][0], atol=1e-9)
+    assert out[True][1] < out[False][1]

@@ -20,6 +20,8 @@ from scipy.linalg import lapack
 from ._boundary import snap_to_bounds
 from ._centring import centred_structure, centring_maps, to_original
 from ._pls import Factor, Layout, crossprods
+from ._polish import _newton_polish
+from ._profile_gradient import profile_gradient
 from ._schur import attach_schur_pairs, scale_rest_blocks, schur_pair, schur_product
 
 
@@ -57,48 +59,8 @@ class Counted:
         return f
 
 
-def _fd_grad_hess(fun, x, f0, lb, step):
-    """Central-difference gradient and Hessian of `fun` at x (one-sided at a lower bound)."""
-    k = len(x)
-    h = step * np.maximum(1.0, np.abs(x))
-    up = np.array([fun(x + h[i] * np.eye(k)[i]) for i in range(k)])
-    at_bound = x - h < lb
-    down = np.array([np.nan if at_bound[i] else fun(x - h[i] * np.eye(k)[i]) for i in range(k)])
-    g = np.where(at_bound, (up - f0) / h, (up - down) / (2.0 * h))
-    H = np.empty((k, k))
-    up2 = np.array([fun(x + 2.0 * h[i] * np.eye(k)[i]) if at_bound[i] else np.nan for i in range(k)])
-    for i in range(k):
-        H[i, i] = ((up2[i] - 2.0 * up[i] + f0) / h[i] ** 2 if at_bound[i]
-                   else (up[i] - 2.0 * f0 + down[i]) / h[i] ** 2)
-    for i in range(k):
-        for j in range(i + 1, k):
-            e_i, e_j = h[i] * np.eye(k)[i], h[j] * np.eye(k)[j]
-            fpp = fun(x + e_i + e_j)
-            if at_bound[i] or at_bound[j]:  # forward: (f(++) - f(+0) - f(0+) + f) / h_i h_j
-                H[i, j] = (fpp - up[i] - up[j] + f0) / (h[i] * h[j])
-            else:
-                fmm = fun(x - e_i - e_j)
-                fpm, fmp = fun(x + e_i - e_j), fun(x - e_i + e_j)
-                H[i, j] = (fpp - fpm - fmp + fmm) / (4.0 * h[i] * h[j])
-            H[j, i] = H[i, j]
-    return g, H
-
-
-def _grad_hess(fg, x, lb, step):
-    """Gradient at x and the Hessian from forward differences of the analytic gradient."""
-    k = len(x)
-    f0, g0 = fg(x)
-    h = step * np.maximum(1.0, np.abs(x))
-    H = np.empty((k, k))
-    for j in range(k):  # forward differences: the Hessian only scales the convergence test and Newton's step
-        e = np.zeros(k)
-        e[j] = h[j]
-        H[:, j] = (fg(x + e)[1] - g0) / h[j]
-    return g0, 0.5 * (H + H.T)
-
-
 def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True, fd_step=None, rough=False,
-                     fg=None, probes=None):
+                     fg=None, probes=None, quasi_polish=False):
     """Minimise `fun` subject to x >= lb: L-BFGS-B on finite differences, then a check that the end is
     a minimum: central-difference gradient and Hessian over the free coordinates, Newton steps while
     the scaled gradient g'H^{-1}g / 2 exceeds `tol`, and at each coordinate held at its bound a probe
@@ -106,6 +68,7 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
     ``fg(x) -> (f, gradient)``, when given, replaces the finite differences (L-BFGS-B's gradient, and the
     polish's Hessian from differences of the gradient).  ``probes(x) -> list of points``, when given, adds
     structural probes at each end (`_boundary.ridge_probes`: a zero diagonal of Lambda_k, where moving it alone finds nothing).
+    ``quasi_polish``: the polish's later Hessians BFGS updates (`_polish._newton_polish`); ``hess`` is then no exact one.
     """
     obj = Counted(fun)
     fgc = None
@@ -172,7 +135,7 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
         if better is not None:
             x = better
             continue
-        x, f, H, free, decrement, ok = _newton_polish(obj, x, f, lb, tol, step, fgc)
+        x, f, H, free, decrement, ok = _newton_polish(obj, x, f, lb, tol, step, fgc, quasi=quasi_polish)
         if ok:
             return BoundedResult(x, f, H, free, True, "converged: scaled gradient below tolerance", iters, obj.n,
                                  decrement)
@@ -184,42 +147,6 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
                     x = xt
                     break
     return BoundedResult(x, f, H, x > lb, False, message, iters, obj.n, decrement)
-
-
-def _newton_polish(obj, x, f, lb, tol, step, fgc=None, max_steps=8):
-    """Newton steps with finite-difference derivatives on the free coordinates; (x, f, H, free, dec, ok)."""
-    decrement = np.inf
-    H = None
-    for _ in range(max_steps):
-        g, H = _fd_grad_hess(obj, x, f, lb, step) if fgc is None else _grad_hess(fgc, x, lb, step)
-        at_bound = x <= lb
-        free = ~(at_bound & (g >= 0))  # held: at its bound and pushed against it
-        if not np.all(np.isfinite(g[free])) or not np.all(np.isfinite(H[np.ix_(free, free)])):
-            return x, f, H, free, np.inf, False
-        if not free.any():
-            return x, f, H, free, 0.0, True
-        Hf = H[np.ix_(free, free)]
-        try:
-            c = linalg.cho_factor(Hf)
-            d = linalg.cho_solve(c, g[free])
-        except linalg.LinAlgError:
-            return x, f, H, free, np.inf, False  # not a minimum: the caller restarts
-        decrement = 0.5 * float(g[free] @ d)
-        if decrement < tol:
-            return x, f, H, free, decrement, True
-        direction = np.zeros_like(x)
-        direction[free] = -d
-        alpha, accepted = 1.0, False
-        for _ in range(30):
-            xt = np.maximum(x + alpha * direction, lb)
-            ft = obj(xt)
-            if ft < f:
-                x, f, accepted = xt, ft, True
-                break
-            alpha *= 0.5
-        if not accepted:  # no decrease along Newton's direction: at rounding level
-            return x, f, H, free, decrement, decrement < 1e3 * tol
-    return x, f, H, free, decrement, decrement < tol
 
 
 # ----------------------------------------------------------------------------- Gaussian profile
@@ -281,19 +208,23 @@ class GaussianProfile:
     def __call__(self, params):
         return self.deviance(params)
 
-    @property
-    def has_gradient(self):
-        """True when `value_and_grad` is analytic: every term scalar (Lambda = diag(theta_k))."""
-        return all(q == 1 for q in self.layout.q)
+    #: `value_and_grad` is analytic for every structure
+    has_gradient = True
 
     def value_and_grad(self, params):
-        """(deviance, its gradient in theta) for scalar terms.  With P_k the projection on term k, H = Lambda'AL + I,
+        """(deviance, its gradient in theta).  Any vector term: `_profile_gradient.profile_gradient` (exact at a
+        singular Lambda too).  Scalar terms, on the Schur pairs' fast path: with P_k the projection on term k,
+        H = Lambda'AL + I,
         r the weighted residual at the PLS solution and V = W^-1 + Z Lambda Lambda' Z':
 
             d log|H| / d theta_k      = (2 / theta_k) (n_k - tr(H^-1 P_k)),
             d r^2 / d theta_k         = -2 theta_k |Z_k'W r|^2                (envelope: u = Lambda'Z'W r),
-            d log|X'V^-1X| / d theta_k = -2 theta_k |Z_k'V^-1 X L_X^-T|_F^2    (REML).
+            d log|X'V^-1X| / d theta_k = -2 theta_k |Z_k'V^-1 X L_X^-T|_F^2    (REML),
+
+        the first read as its limit 0 at theta_k = 0 (the deviance is even in a scalar theta_k).
         """
+        if not all(q == 1 for q in self.layout.q):
+            return profile_gradient(self, params)
         pairs = self.cp.__dict__.get("_pairs")
         if self.layout.nR and pairs is None:  # the factor's Schur product and the gradient's trace product in one pass
             lam1 = float(self.layout.lambdas(self.structure.unpack(params))[0][0, 0])
@@ -432,7 +363,7 @@ def search_profile(prof, structure, y, X, weights=None, maxiter=200, tol=1e-6):
     if fg is None:
         return minimize_bounded(prof, x0, lb, maxiter=maxiter, tol=tol)
     if np.any(x0 <= MIN_MOMENT_START):  # a moment estimate at 0: likely a singular fit, L-BFGS-B's bounds suit it
-        return minimize_bounded(prof, x0, lb, maxiter=maxiter, tol=tol, fg=fg, rough=True)
+        return minimize_bounded(prof, x0, lb, maxiter=maxiter, tol=tol, fg=fg, rough=True, quasi_polish=True)
     if np.all(lb == 0.0):
         # scalar terms, searched in log theta: the deviance's curvature in a small theta changes fast on the theta
         # scale (it is even in theta), so Newton from the start's Hessian there takes about half the steps
@@ -456,7 +387,7 @@ def search_profile(prof, structure, y, X, weights=None, maxiter=200, tol=1e-6):
     if res.converged:
         return res
     fallback = minimize_bounded(prof, res.x if np.isfinite(res.f) else x0, lb, maxiter=maxiter, tol=tol, fg=fg,
-                                rough=True)
+                                rough=True, quasi_polish=True)
     fallback.n_evaluations += res.n_evaluations
     fallback.n_iterations += res.n_iterations
     return fallback
@@ -547,8 +478,9 @@ MIN_MOMENT_START = 0.05
 
 
 def moment_start(structure, y, X, weights=None):
-    """Start for the covariance parameters: lme4's identity factors, with each scalar term's theta replaced by a
-    moment estimate sqrt(sigma_k^2 / sigma^2) (halves the optimiser's evaluations on crossed designs).
+    """Start for the covariance parameters: each scalar term's theta a moment estimate sqrt(sigma_k^2 / sigma^2), each
+    vector term's Lambda_k diagonal, column by column as a scalar term's (halves the optimiser's evaluations on
+    crossed designs; InstEval's ``(service|dept)`` 58 -> 25).
 
     For term k alone on the OLS residual r, level j's weighted least-squares coefficient b_j (a_j = sum w z^2) has
     E sum_j a_j b_j^2 = sigma_k^2 (sum a - sum a^2 / sum a) + n_levels sigma_w^2 (the ANOVA estimator, unbalanced
@@ -563,21 +495,21 @@ def moment_start(structure, y, X, weights=None):
         r = y - X @ beta
         n, p = X.shape
         total = float(np.sum(w * r * r)) / max(n - p, 1)
-        sig, pos_of = [], []
+        sig, var, pos_of = [], [], []
         pos = 0
         for t in structure.terms:
-            if t.q == 1:
-                z = np.asarray(t.Z, float)[:, 0]
+            rows, cols = t.theta_positions()
+            for c in range(t.q):  # a vector term: each z column alone, on Lambda_k's diagonal (off-diagonal 0)
+                z = np.asarray(t.Z, float)[:, c]
                 a = np.bincount(t.codes, weights=w * z * z, minlength=t.n_levels)
                 b = np.bincount(t.codes, weights=w * z * r, minlength=t.n_levels) / np.where(a > 0, a, 1.0)
                 within = float(np.sum(w * (r - z * b[t.codes]) ** 2)) / max(n - t.n_levels, 1)
                 denom = float(np.sum(a) - np.sum(a * a) / np.sum(a))
                 sig.append(max((float(np.sum(a * b * b)) - t.n_levels * within) / denom, 0.0))
-                pos_of.append(pos)
+                var.append(sig[-1] * float(np.sum(a) / np.sum(w)))  # its share of the OLS variance: mean w z^2
+                pos_of.append(pos + int(np.flatnonzero((rows == c) & (cols == c))[0]))
             pos += t.n_theta
-        if not sig:
-            return start
-        resid = max(total - sum(sig), 0.1 * total)
+        resid = max(total - sum(var), 0.1 * total)
         theta = np.sqrt(np.array(sig) / resid)
     if not (np.all(np.isfinite(theta)) and resid > 0):
         return start

@@ -274,6 +274,17 @@ class Factor:
                 S = cp.ARR - schur_product(cp, float(lam1[0, 0]), t1)
                 S *= lamR[:, None]
                 S *= lamR[None, :]
+        elif nR and q1 == 1 and cp.__dict__.get("_pairs") is not None:
+            # a scalar first term, vector terms after it: S = I + Lam_R'(A_RR - K)Lam_R, K = A_R1 diag(t1^2) A_R1' from
+            # the pair plan (a sparse matrix-vector product, not scipy's sparse x sparse)
+            t1 = T1[:, 0, 0]
+            self.LR1 = (self.LamR.T @ cp.AR1._with_data(cp.AR1.data * t1[cp.AR1.indices], copy=False)).tocsr()
+            S = cp.__dict__["_pairs"].product(t1 * t1)
+            S += S.T  # the lower triangle to both (numpy buffers the overlap), the diagonal twice
+            S[np.diag_indices(nR)] *= 0.5
+            np.subtract(cp.ARR, S, out=S)
+            S = np.asarray(self.LamR.T @ S.T)  # S.T: the same symmetric matrix, C-ordered for scipy (no copy)
+            S = np.asarray(self.LamR.T @ S.T).T
         elif nR:
             self.LR1 = (self.LamR.T @ cp.AR1 @ T1s).tocsr()
             S = np.asarray(self.LamR.T @ cp.ARR)

@@ -102,9 +102,10 @@ class SchurPairs:
 
 
 def attach_schur_pairs(cp, layout):
-    """Give a fixed cross-product set of scalar terms its `SchurPairs` (when within MAX_SCHUR_PAIRS); the Factor,
-    the Gaussian gradient and the conditional variances then use them.  Returns the pairs or None."""
-    if not layout.nR or not all(q == 1 for q in layout.q):
+    """Give a fixed cross-product set with a scalar first term its `SchurPairs` (when within MAX_SCHUR_PAIRS): the
+    Factor and the conditional variances use them when every term is scalar, the Gaussian gradient whenever the
+    first is (`_profile_gradient`).  Returns the pairs or None."""
+    if not layout.nR or layout.q[0] != 1:
         return None
     pairs = cp.__dict__.get("_pairs")
     if pairs is None and SchurPairs.count(cp.AR1) <= MAX_SCHUR_PAIRS:
