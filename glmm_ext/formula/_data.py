@@ -34,6 +34,16 @@ def filled(n, value):
     return np.broadcast_to(np.float64(value), (n,))
 
 
+def is_filled(values):
+    """`values` is one number seen n times (a `filled` view, or any 0-stride row array)."""
+    return isinstance(values, np.ndarray) and values.ndim == 1 and values.strides == (0,)
+
+
+def differs(values, value):
+    """Some entry of `values` is not `value` (a `filled` view: its one number, not n comparisons)."""
+    return bool(np.any((values[:1] if is_filled(values) else values) != value))
+
+
 def copy_on_write():
     """True when pandas copies on write (always from pandas 3, an option before): a frame or Series built on
     another's values is then never changed through it, so the copies made only to protect them can go."""
@@ -164,9 +174,9 @@ def constant_column(exog):
     if not isinstance(exog, pd.DataFrame) or exog.shape[1] == 0 or len(exog) < 2 \
             or any(dtype != np.float64 for dtype in exog.dtypes):
         return None
-    found = None
+    found, matrix = None, exog.to_numpy()  # (float columns in one block: a view)
     for j in range(exog.shape[1]):
-        values = exog.iloc[:, j].to_numpy()
+        values = matrix[:, j]
         head = values[:_CONSTANT_PREFIX]
         if np.any(head != head[0]) or values.min() != values.max():  # (the values are finite)
             continue
