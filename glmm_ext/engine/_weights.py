@@ -17,6 +17,16 @@ is m = trials v f.  What is not linear:
 import numpy as np
 
 
+def is_filled(values):
+    """`values` is one number seen n times (a `filled` view, or any 0-stride row array)."""
+    return isinstance(values, np.ndarray) and values.ndim == 1 and values.strides == (0,)
+
+
+def differs(values, value):
+    """Some entry of `values` is not `value` (a `filled` view: its one number, not n comparisons)."""
+    return bool(np.any((values[:1] if is_filled(values) else values) != value))
+
+
 def take_rows(values, rows):
     """values[rows] for a per-row column; a column of one repeated value (a 0-stride view) stays one, of the
     new length; a scalar stays a scalar."""

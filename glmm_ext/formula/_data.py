@@ -34,16 +34,6 @@ def filled(n, value):
     return np.broadcast_to(np.float64(value), (n,))
 
 
-def is_filled(values):
-    """`values` is one number seen n times (a `filled` view, or any 0-stride row array)."""
-    return isinstance(values, np.ndarray) and values.ndim == 1 and values.strides == (0,)
-
-
-def differs(values, value):
-    """Some entry of `values` is not `value` (a `filled` view: its one number, not n comparisons)."""
-    return bool(np.any((values[:1] if is_filled(values) else values) != value))
-
-
 def copy_on_write():
     """True when pandas copies on write (always from pandas 3, an option before): a frame or Series built on
     another's values is then never changed through it, so the copies made only to protect them can go."""

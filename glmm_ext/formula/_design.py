@@ -13,9 +13,9 @@ import pandas as pd
 from ..engine._families import Distribution
 from ..engine._laplace import GLMMData
 from ..engine._segments import group_starts
-from ..engine._weights import density_weights
+from ..engine._weights import density_weights, differs, is_filled
 from ._codes import counted_group_codes, group_order, group_runs
-from ._data import differs, filled, is_filled
+from ._data import filled
 from .._validation import (check_finite_mle_response, check_groups_and_size, check_proportion, check_rank,
                            check_response, check_trials)
 
