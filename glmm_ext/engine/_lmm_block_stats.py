@@ -118,10 +118,16 @@ def scaled_stats(X, x_center, x_scale, y, Z, z_scale, codes, counts, intercept=-
     z_used = np.flatnonzero(np.any(zcoef != 0, axis=0)).tolist()
     used = set(z_used).union(np.flatnonzero(np.any(acoef != 0, axis=0)).tolist())
     pairs = {(min(i, j), max(i, j)) for i in z_used for j in used}
-    scratch = np.empty(n) if any(i > 0 for i, _ in pairs) else None
+    scratch = np.empty(n) if any(j > 0 for _, j in pairs) else None
     for i, j in sorted(pairs):
-        if i == 0:
-            sums = counts if j == 0 else np.bincount(codes, weights=base[j], minlength=G)
+        if i == 0 and j == 0:
+            sums = counts
+        elif i == 0:
+            weights = base[j]
+            if not weights.flags.writeable:  # (bincount would copy read-only weights, pandas' columns, to new memory)
+                np.copyto(scratch, weights)
+                weights = scratch
+            sums = np.bincount(codes, weights=weights, minlength=G)
         else:
             sums = np.bincount(codes, weights=np.multiply(base[i], base[j], out=scratch), minlength=G)
         gram[:, i, j] = gram[:, j, i] = sums

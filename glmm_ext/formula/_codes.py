@@ -82,7 +82,7 @@ def _integer_text_codes(chunks):
     low, high = int(ints.min()), int(ints.max())
     by_table = high - low <= len(ints) + _TABLE_SPAN
     if by_table:
-        shifted = ints - low if low else ints
+        shifted = ints - low  # (writable: bincount and take copy a read-only index array, as Arrow's is)
         counts = np.bincount(shifted)
         present = np.flatnonzero(counts)
         values, counts = present + low, counts[present]
