@@ -50,7 +50,11 @@ def vector_stats(X, y, Z, starts):
 
 
 def _same_column(u, v):
-    """u == v everywhere (the first rows first: columns that differ usually show it there)."""
+    """u == v everywhere: the same memory (a z column that is a view of X's), or equal values (the first rows
+    first: columns that differ usually show it there)."""
+    if u.shape == v.shape and u.strides == v.strides and \
+            u.__array_interface__["data"][0] == v.__array_interface__["data"][0]:
+        return True
     return bool(np.array_equal(u[:64], v[:64]) and np.array_equal(u, v))
 
 

@@ -101,7 +101,7 @@ def _integer_text_codes(chunks):
     if by_table:
         table = np.zeros(high - low + 1, np.intp)
         table[present] = rank
-        return table.take(shifted), labels[order], counts[order]
+        return np.take(table, shifted, out=shifted, mode="clip"), labels[order], counts[order]  # (in place)
     return rank.take(inverse.reshape(-1)), labels[order], counts[order]
 
 
