@@ -352,7 +352,7 @@ class GLMM(sm_base.LikelihoodModel):
         maxiter, tol, nagq = check_fit_options(maxiter, tol, nagq, cov_type)
         self._fit_options = {"reml": reml, "maxiter": maxiter, "tol": tol, "nagq": nagq, "cov_type": cov_type}
         monitor = Progress(enabled=progress, callback=callback, maxiter=maxiter)
-        with monitor, fast_allocation():
+        with monitor, fast_allocation(rows=self.design.nobs):
             fit = fit_mixed(**engine_arguments(self.design), reml=reml, nagq=nagq, maxiter=maxiter, tol=tol,
                             cov_type=cov_type, callback=monitor)
             monitor("done", fit.opt.n_iterations, -fit.llf)

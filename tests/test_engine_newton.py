@@ -227,7 +227,7 @@ def test_boundary_fit_reports_exactly_zero():
 
 
 def test_allocator_settings_are_set_once_and_the_memory_released(monkeypatch):
-    """glibc only: the thresholds are set on the first fit; every outermost fit ends with malloc_trim."""
+    """glibc only: the thresholds are set on the first fit; every outermost fit on many rows ends with malloc_trim."""
     from glmm_ext.engine import _memory
 
     if _memory._glibc() is None:
@@ -255,6 +255,13 @@ def test_allocator_settings_are_set_once_and_the_memory_released(monkeypatch):
     calls.clear()
     monkeypatch.setattr(_memory, "ENABLED", True)
     with _memory.fast_allocation():  # already set: only the trim
+        pass
+    assert calls == [("trim", 0)]
+    calls.clear()
+    with _memory.fast_allocation(rows=_memory.TRIM_ROWS - 1):  # a small fit keeps its freed memory for the next
+        pass
+    assert calls == []
+    with _memory.fast_allocation(rows=_memory.TRIM_ROWS):
         pass
     assert calls == [("trim", 0)]
     calls.clear()

@@ -146,7 +146,7 @@ def test_weighted_profile_is_unchanged_by_the_row_order():
 def test_the_design_order_is_the_stable_sort_of_the_codes(layout):
     """Rows that come grouped get their sort without a sort (from the runs): it must be numpy's stable sort,
     and a design made from shuffled rows must not be taken for a grouped one."""
-    from glmm_ext.formula._design import group_order, group_runs
+    from glmm_ext.formula._codes import group_order, group_runs
 
     rng = np.random.default_rng(7)
     n_groups = 1 if layout == "one group" else 500
@@ -194,3 +194,37 @@ def test_text_groups_give_the_codes_and_fit_of_plain_strings(dtype):
     from dataclasses import replace
     fresh = glmm_ext.GLMM.from_formula("y ~ x + (1 + x|g)", text).design
     assert np.array_equal(replace(fresh, y=fresh.y * 2).order, design.order)
+
+
+@pytest.mark.parametrize("labels", [
+    [str(v) for v in range(-12, 40)],  # integers written canonically: coded from their values
+    ["7", "07", "007", "0x7", "-0", "0", "10", "9"] + [str(v) for v in range(20, 60)],  # other spellings: distinct
+    ["+7", "7", "8"] + [str(v) for v in range(20, 60)],  # not integers to Arrow's cast: the dictionary
+    [str(v) for v in range(10**15, 10**15 + 9 * 10**13, 10**12)] + ["-3"],  # a wide span: numpy's unique
+    ["99999999999999999999", "1", "2"] + [str(v) for v in range(30, 70)],  # beyond int64: the dictionary
+])
+def test_integer_text_groups_give_the_codes_of_plain_strings(labels):
+    """Ids read as text ("101") are coded from their integer values when every label writes its integer the
+    canonical way; labels that write one integer in several ways ("7", "07") stay distinct groups.  Codes,
+    sorted labels (as text: "10" < "9") and rows per group equal pandas' sorted factorize of plain strings,
+    whatever the Arrow chunks, and so does the fit."""
+    pytest.importorskip("pyarrow")
+    from glmm_ext.formula._codes import counted_group_codes
+
+    rng = np.random.default_rng(5)
+    g = rng.permutation(np.repeat(np.array(labels, dtype=object), rng.integers(3, 8, len(labels))))
+    text = pd.Series(g, dtype="string[pyarrow]")
+    chunked = pd.concat([text.iloc[:40], text.iloc[40:]], ignore_index=True)
+    expected_codes, expected_labels = pd.factorize(pd.Series(g, dtype=object), sort=True)
+    for series in (text, chunked, text.iloc[3:]):
+        codes, found, counts = counted_group_codes(series)
+        want_codes, want_labels = pd.factorize(pd.Series(list(series), dtype=object), sort=True)
+        assert codes.dtype == np.intp and np.array_equal(codes, want_codes)
+        assert list(found) == list(want_labels)
+        assert np.array_equal(counts, np.bincount(want_codes, minlength=len(want_labels)))
+    x = rng.normal(size=len(g))
+    y = 0.5 * x + rng.normal(size=len(labels))[expected_codes] + rng.normal(size=len(g))
+    plain = pd.DataFrame({"y": y, "x": x, "g": g})
+    fits = [glmm_ext.GLMM.from_formula("y ~ x + (1|g)", d).fit() for d in (plain, plain.assign(g=text))]
+    assert list(fits[1].model.group_labels) == list(expected_labels)
+    assert np.array_equal(fits[0].params, fits[1].params) and fits[0].llf == fits[1].llf

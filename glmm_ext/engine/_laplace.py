@@ -24,6 +24,7 @@ from scipy import special
 from ._gausshermite import gauss_hermite
 from ._laplace_hessian import laplace_hessian
 from ._segments import group_starts, group_sums, to_rows
+from ._weights import take_rows
 
 
 @dataclass
@@ -52,14 +53,11 @@ def subset_groups(data, keep):
     """GLMMData with only the groups `keep` (sorted codes): for cheap estimates on large data."""
     rows = np.concatenate([np.arange(data.starts[j], data.starts[j] + data.counts[j]) for j in keep])
 
-    def pick(values):  # a compact (broadcast) column stays compact
-        values = np.asarray(values)
-        return np.broadcast_to(values.flat[0], rows.shape) if values.strides == (0,) else values[rows]
-
     counts = data.counts[keep]
     term = data.dispersion_term
-    return GLMMData(y=data.y[rows], X=data.X[rows], offset=pick(data.offset), m=pick(data.m),
-                    const=pick(data.const), starts=group_starts(counts), counts=counts,
+    return GLMMData(y=data.y[rows], X=data.X[rows], offset=take_rows(data.offset, rows),
+                    m=take_rows(data.m, rows), const=take_rows(data.const, rows), starts=group_starts(counts),
+                    counts=counts,
                     dispersion_term=None if term is None else term.rows(rows),
                     aux=None if data.aux is None else data.aux[rows])
 

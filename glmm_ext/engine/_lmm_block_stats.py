@@ -50,7 +50,11 @@ def vector_stats(X, y, Z, starts):
 
 
 def _same_column(u, v):
-    """u == v everywhere (the first rows first: columns that differ usually show it there)."""
+    """u == v everywhere: the same memory (a z column that is a view of X's), or equal values (the first rows
+    first: columns that differ usually show it there)."""
+    if u.shape == v.shape and u.strides == v.strides and \
+            u.__array_interface__["data"][0] == v.__array_interface__["data"][0]:
+        return True
     return bool(np.array_equal(u[:64], v[:64]) and np.array_equal(u, v))
 
 
@@ -73,7 +77,8 @@ def scaled_stats(X, x_center, x_scale, y, Z, z_scale, codes, counts, intercept=-
     in_x = [next((j for j in range(p) if _same_column(Z[:, k], X[:, j])), -1) for k in range(q)]
     # y's centre and scale: from its raw moments where the mean does not dominate, else two passes
     y_center = float(np.mean(y)) if intercept >= 0 else 0.0
-    m2 = float(y @ y) / n
+    yy = float(y @ y)
+    m2 = yy / n
     y_dev = None
     if y_center * y_center <= 0.5 * m2:
         y_scale = float(np.sqrt(max(m2 - y_center * y_center, 0.0)))
@@ -114,12 +119,19 @@ def scaled_stats(X, x_center, x_scale, y, Z, z_scale, codes, counts, intercept=-
     nb = len(base)
     acoef, zcoef = acoef[:, :nb], zcoef[:, :nb]
     gram = np.zeros((G, nb, nb))  # per-group sums of products of base columns, the pairs the blocks use
-    pairs = {(min(i, j), max(i, j)) for a, b in [(zcoef, acoef), (zcoef, zcoef)]
-             for i in np.flatnonzero(np.any(a != 0, axis=0)) for j in np.flatnonzero(np.any(b != 0, axis=0))}
-    scratch = np.empty(n) if any(i > 0 for i, _ in pairs) else None
+    z_used = np.flatnonzero(np.any(zcoef != 0, axis=0)).tolist()
+    used = set(z_used).union(np.flatnonzero(np.any(acoef != 0, axis=0)).tolist())
+    pairs = {(min(i, j), max(i, j)) for i in z_used for j in used}
+    scratch = np.empty(n) if any(j > 0 for _, j in pairs) else None
     for i, j in sorted(pairs):
-        if i == 0:
-            sums = counts if j == 0 else np.bincount(codes, weights=base[j], minlength=G)
+        if i == 0 and j == 0:
+            sums = counts
+        elif i == 0:
+            weights = base[j]
+            if not weights.flags.writeable:  # (bincount would copy read-only weights, pandas' columns, to new memory)
+                np.copyto(scratch, weights)
+                weights = scratch
+            sums = np.bincount(codes, weights=weights, minlength=G)
         else:
             sums = np.bincount(codes, weights=np.multiply(base[i], base[j], out=scratch), minlength=G)
         gram[:, i, j] = gram[:, j, i] = sums
@@ -129,10 +141,14 @@ def scaled_stats(X, x_center, x_scale, y, Z, z_scale, codes, counts, intercept=-
     # A_s'A_s and the column sums from the base columns' inner products (BLAS dot products)
     inner = np.empty((nb, nb))
     inner[0, 0] = n
-    for i in range(1, nb):
-        inner[0, i] = inner[i, 0] = gram[:, 0, i].sum() if (0, i) in pairs else base[i].sum()
-        for j in range(1, i + 1):
-            inner[i, j] = inner[j, i] = base[i] @ base[j]
+    for i in range(1, nb):  # sums over rows: of the group sums where made, else one pass
+        for j in range(i + 1):
+            if (j, i) in pairs:
+                inner[i, j] = inner[j, i] = gram[:, j, i].sum()
+            elif j == 0:
+                inner[i, 0] = inner[0, i] = base[i].sum()
+            else:
+                inner[i, j] = inner[j, i] = yy if base[i] is y and base[j] is y else base[i] @ base[j]
     AtA = acoef @ inner @ acoef.T
     stats = VectorStats(AtA, ZtZ, ZtA, n, p, _needs_precision(AtA, acoef @ inner[:, 0] / n, n))
     return stats, y_center, y_scale

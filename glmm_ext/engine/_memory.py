@@ -6,8 +6,10 @@ mapped blocks are freed) with a fresh mapping, and gives the top of its heap bac
 above its trim threshold, so many of those temporaries cost page faults: up to the time of the
 arithmetic itself at 1e5 rows (measured: 190 ms against 70 ms for one 25-node AGQ gradient).
 `fast_allocation` sets the two thresholds, once per process, to the values glibc's own adjustment
-moves towards (32 MiB for mmap, 64 MiB for trim), and after the fit gives the freed memory back to the
-system (``malloc_trim``), so the process does not keep its peak.  Where the C library is not glibc,
+moves towards (32 MiB for mmap, 64 MiB for trim), and after a fit on many rows gives the freed memory
+back to the system (``malloc_trim``), so the process does not keep its peak.  After a smaller fit the
+freed temporaries (a few tens of MiB at most) stay for the next one: the trim (~0.6 ms after a fit
+on 1e5 rows) and the page faults of the next fit would cost more than the fit itself gains.  Where the C library is not glibc,
 or ``ENABLED`` is False, it does nothing.
 """
 import ctypes
@@ -22,6 +24,8 @@ ENABLED = True
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 32 << 20
 TRIM_THRESHOLD = 64 << 20
+#: fits on at least this many rows (a column of 2 MiB) give their freed memory back
+TRIM_ROWS = 1 << 18
 
 _STATE = {"libc": None, "set": False, "depth": 0}
 _LOCK = threading.Lock()
@@ -56,9 +60,10 @@ def set_thresholds():
 
 
 @contextmanager
-def fast_allocation():
-    """Within: the raised thresholds (`set_thresholds`); at the end of the outermost one: ``malloc_trim(0)``."""
-    active = set_thresholds()
+def fast_allocation(rows=None):
+    """Within: the raised thresholds (`set_thresholds`); at the end of the outermost one: ``malloc_trim(0)``,
+    unless it was given fewer than `TRIM_ROWS` ``rows``."""
+    active = set_thresholds() and (rows is None or rows >= TRIM_ROWS)
     _STATE["depth"] += 1
     try:
         yield

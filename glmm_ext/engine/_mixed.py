@@ -317,12 +317,10 @@ def _gaussian_result(structure, prof, res, y, X, offset, reml, seconds):
     for pos, k in enumerate(layout.order):
         mode_cov[k] = mode_cov_int[pos]
         mode_sd[k] = np.sqrt(np.clip(np.diagonal(mode_cov[k], axis1=1, axis2=2), 0.0, None))
-    eta_fixed = X @ beta + (0.0 if offset is None else offset)
-    eta = eta_fixed + layout.times_Z(b)
     cov_params = np.asarray(res.x, float)
     return MixedFit(beta=beta, cov_beta=cov_beta, cov_params=cov_params,
                     cov_re=structure.covariances(cov_params, sigma2), scale=float(sigma2), llf=-0.5 * res.f,
-                    modes=modes, mode_sd=mode_sd, mode_cov=mode_cov, eta=eta, eta_fixed=eta_fixed,
+                    modes=modes, mode_sd=mode_sd, mode_cov=mode_cov, eta=None, eta_fixed=None,
                     converged=res.converged, singular=structure.singular(cov_params), method="REML" if reml else "ML",
                     message=res.message, n_iterations=res.n_iterations, n_evaluations=res.n_evaluations,
                     n_params=X.shape[1] + structure.n_cov_params + 1, seconds=seconds)

@@ -26,8 +26,10 @@ class MixedFit:
     llf: float  # REML/ML (Gaussian identity) or Laplace / AGQ log-likelihood, every constant included
     modes: list  # per term: (n_levels, q) conditional modes / BLUPs b, data units
     mode_sd: list  # per term: (n_levels, q) conditional SDs
-    eta: np.ndarray  # (n,) linear predictor incl. offset and every random effect (None where not kept: Dask)
-    eta_fixed: np.ndarray  # (n,) X beta + offset (None where not kept)
+    #: (n,) linear predictor incl. offset and every random effect; None where nothing reads it (Gaussian identity
+    #: fits: the results recompute their fitted values from beta and the modes) or it is not kept (Dask)
+    eta: np.ndarray
+    eta_fixed: np.ndarray  # (n,) X beta + offset (None as eta)
     converged: bool
     singular: list  # per term
     method: str  # "REML", "ML", "Laplace", "AGQ", "PIRLS (nagq=0)"

@@ -17,6 +17,25 @@ is m = trials v f.  What is not linear:
 import numpy as np
 
 
+def is_filled(values):
+    """`values` is one number seen n times (a `filled` view, or any 0-stride row array)."""
+    return isinstance(values, np.ndarray) and values.ndim == 1 and values.strides == (0,)
+
+
+def differs(values, value):
+    """Some entry of `values` is not `value` (a `filled` view: its one number, not n comparisons)."""
+    return bool(np.any((values[:1] if is_filled(values) else values) != value))
+
+
+def take_rows(values, rows):
+    """values[rows] for a per-row column; a column of one repeated value (a 0-stride view) stays one, of the
+    new length; a scalar stays a scalar."""
+    values = np.asarray(values)
+    if not values.ndim:
+        return values
+    return np.broadcast_to(values.flat[0], np.shape(rows)) if not any(values.strides) else values[rows]
+
+
 class FrequencyTerm:
     """D(phi) = sum_i [f_i log f(y_i; eta, phi / v_i) - log f(y_i; eta, phi / (f_i v_i))] for Gaussian (log
     link) and Gamma rows, and dD / d log phi.
@@ -33,11 +52,8 @@ class FrequencyTerm:
 
     def rows(self, rows):
         """The term of the rows `rows` alone (a subset of the groups, as a pilot fit's)."""
-        def pick(values):  # a compact (broadcast) column stays compact
-            values = np.asarray(values)
-            return values if not values.ndim or not any(values.strides) else values[rows]
-
-        return FrequencyTerm(self.dist, self.y[rows], pick(self.base), self.freq[rows], pick(self.const))
+        return FrequencyTerm(self.dist, self.y[rows], take_rows(self.base, rows), self.freq[rows],
+                             take_rows(self.const, rows))
 
     def value(self, phi) -> float:
         """D(phi) alone."""

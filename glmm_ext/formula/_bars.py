@@ -55,6 +55,10 @@ class RandomDesign:
     dropped_index: list = field(default_factory=list)
     exprs: list = field(default_factory=list)  # the terms' patsy expressions
     source: pd.DataFrame = None  # the columns they use (rows used): rebuilds the patsy designs after unpickling
+    #: Z's columns when every term is a plain numeric expression (`_plain_sources`: a column name, None for the
+    #: intercept) and Z is not built yet (Z None): `attach_random` takes them from the fixed design's X when it
+    #: holds them (a view, no copy), else from `source`
+    plain: list = None
 
     def __getstate__(self):  # patsy's DesignInfo cannot be pickled: it is rebuilt from exprs and source
         state = dict(self.__dict__)
@@ -292,8 +296,11 @@ def random_design(spec, data):
     parts, infos, blocks, names = [], [], [], []
     keep = np.ones(len(data), dtype=bool)
     z_infos = _check_slope_dimensions(spec, data)
-    for term, z_info in zip(spec.terms, z_infos):
-        Zk, index = _plain_z(term.expr, z_info, data), data.index
+    plain = [_plain_sources(term.expr, z_info, data) for term, z_info in zip(spec.terms, z_infos)]
+    deferred = all(sources is not None for sources in plain)  # (Z is made when the fixed design is there)
+    for term, z_info, sources in zip(spec.terms, z_infos, plain):
+        Zk, index = (np.empty((0, len(sources))) if deferred else _plain_z(sources, data)
+                     if sources is not None else None), data.index
         if Zk is None:
             try:
                 (frame,) = patsy.build_design_matrices([z_info], data, NA_action="drop", return_type="dataframe")
@@ -316,13 +323,27 @@ def random_design(spec, data):
     if len(set(names)) != len(names):
         raise ValueError(f"random-effects terms repeat a column ({', '.join(names)}): each term may appear once")
     used = data if keep.all() else data.loc[keep]
-    parts = [Zk if len(index) == len(used) else Zk[index.get_indexer(used.index)] for Zk, index in parts]
-    Z = parts[0] if len(parts) == 1 else np.column_stack(parts)  # (one term: no copy)
-    named = [c for c in used.columns
-             if any(re.search(rf"(?<![A-Za-z0-9_.]){re.escape(str(c))}(?![A-Za-z0-9_.])", t.expr) for t in spec.terms)]
+    if deferred:
+        Z = None
+    else:
+        parts = [Zk if len(index) == len(used) else Zk[index.get_indexer(used.index)] for Zk, index in parts]
+        Z = parts[0] if len(parts) == 1 else np.column_stack(parts)  # (one term: no copy)
+    named = _named_columns(used.columns, [t.expr for t in spec.terms])
     return used, RandomDesign(Z=Z, index=used.index, names=names, blocks=blocks, group=spec.group, design_infos=infos,
                               keep=keep, exprs=[t.expr for t in spec.terms], source=_columns(used, named),
-                              dropped_index=[] if keep.all() else list(data.index[~keep]))
+                              dropped_index=[] if keep.all() else list(data.index[~keep]),
+                              plain=[c for sources in plain for c in sources] if deferred else None)
+
+
+_WORD = re.compile(r"[A-Za-z0-9_.]+")
+
+
+def _named_columns(columns, exprs):
+    """The columns an expression names: as a whole word (a name's characters on neither side)."""
+    words = {w for expr in exprs for w in _WORD.findall(expr)}
+    return [c for c in columns if (str(c) in words if _WORD.fullmatch(str(c)) else
+                                   any(re.search(rf"(?<![A-Za-z0-9_.]){re.escape(str(c))}(?![A-Za-z0-9_.])", e)
+                                       for e in exprs))]
 
 
 def _columns(data, names):
@@ -331,25 +352,47 @@ def _columns(data, names):
     return pd.DataFrame({name: data[name] for name in names}, index=data.index, copy=not copy_on_write())
 
 
-def _plain_z(expr, z_info, data):
-    """The z columns (an array, the data's rows) of a plain numeric expression (``1 + x``:
-    `_terms.plain_numeric_names`) from the columns themselves, as patsy builds them (a column of ones for the
-    intercept), when every value is finite; else None (patsy builds it and drops rows with a missing value)."""
+def _plain_sources(expr, z_info, data):
+    """The data columns of a plain numeric expression's z columns (``1 + x``: `_terms.plain_numeric_names`), None
+    for the intercept, when every value is finite; else None (patsy builds the columns and drops rows with a
+    missing value)."""
     if _terms.plain_numeric_names(expr, data) is None:
         return None
-    names = list(z_info.column_names)
-    Z = np.empty((len(data), len(names)), order="F")  # one block, filled in place (no frame of columns to stack)
-    for j, name in enumerate(names):
+    sources = []
+    for name in z_info.column_names:
         if name == "Intercept":
-            Z[:, j] = 1.0
+            sources.append(None)
         elif name in data.columns:
             values = data[name].to_numpy(dtype=float)
             if not np.isfinite(np.sum(values)) and not np.all(np.isfinite(values)):  # (a finite sum: all finite)
                 return None
-            Z[:, j] = values
+            sources.append(name)
         else:
             return None
+    return sources
+
+
+def _plain_z(sources, data):
+    """The z columns of `_plain_sources` as patsy builds them (a column of ones for the intercept), in one
+    column-major block, the data's rows."""
+    Z = np.empty((len(data), len(sources)), order="F")
+    for j, name in enumerate(sources):
+        Z[:, j] = 1.0 if name is None else data[name].to_numpy(dtype=float)
     return Z
+
+
+def _plain_view(sources, X, exog_names):
+    """Z as a view of the fixed design's X when X holds the plain z columns `sources` as columns evenly spaced
+    in order (``1 + x`` in ``y ~ x + x2``: X's first two columns), else None.  A design column named as a numeric
+    data column is that column (patsy names a transformed one otherwise), and "Intercept" is the ones."""
+    names = ["Intercept" if name is None else name for name in sources]
+    where = [exog_names.index(name) if name in exog_names else -1 for name in names]
+    if min(where) < 0:
+        return None
+    step = where[1] - where[0] if len(where) > 1 else 1
+    if step < 1 or where != list(range(where[0], where[0] + step * len(where), step)):
+        return None
+    return X[:, where[0]:where[-1] + 1:step]
 
 
 #: rows whose distinct groups are counted first (`_few_groups`): the full count only when they show few
@@ -405,6 +448,12 @@ def align(value, random):
 def attach_random(design, random, clean):
     """The Design with Z (data row order) and the rows dropped for a missing random-effects value."""
     rows = clean.endog.index
+    if random.Z is None:  # plain z columns: X's own columns where it holds them (its rows are `rows`)
+        Z = _plain_view(random.plain, design.X, list(design.exog_names))
+        if Z is None:
+            source = random.source if rows.equals(random.source.index) else random.source.loc[rows]
+            Z = _plain_z(random.plain, source)
+        random.Z, random.index = Z, rows
     Z = random.Z if rows is random.index or rows.equals(random.index) else random.Z[random.index.get_indexer(rows)]
     n_extra = len(random.dropped_index)
     reasons = dict(design.drop_reasons)

@@ -164,9 +164,9 @@ def constant_column(exog):
     if not isinstance(exog, pd.DataFrame) or exog.shape[1] == 0 or len(exog) < 2 \
             or any(dtype != np.float64 for dtype in exog.dtypes):
         return None
-    found = None
+    found, matrix = None, exog.to_numpy()  # (float columns in one block: a view)
     for j in range(exog.shape[1]):
-        values = exog.iloc[:, j].to_numpy()
+        values = matrix[:, j]
         head = values[:_CONSTANT_PREFIX]
         if np.any(head != head[0]) or values.min() != values.max():  # (the values are finite)
             continue

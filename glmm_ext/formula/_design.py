@@ -13,7 +13,8 @@ import pandas as pd
 from ..engine._families import Distribution
 from ..engine._laplace import GLMMData
 from ..engine._segments import group_starts
-from ..engine._weights import density_weights
+from ..engine._weights import density_weights, differs, is_filled
+from ._codes import counted_group_codes, group_order, group_runs
 from ._data import filled
 from .._validation import (check_finite_mle_response, check_groups_and_size, check_proportion, check_rank,
                            check_response, check_trials)
@@ -155,15 +156,17 @@ class Design(GroupedModel):
 
     @cached_property
     def has_freq_weights(self):
-        return bool(np.any(self.freq_weights != 1.0))
+        return differs(self.freq_weights, 1.0)
 
     @cached_property
     def has_var_weights(self):
-        return bool(np.any(self.var_weights != 1.0))
+        return differs(self.var_weights, 1.0)
 
     @property
     def prior_weights(self):
         """Per-row weight inside each density: Binomial trials times var_weights."""
+        if is_filled(self.trials) and is_filled(self.var_weights):
+            return filled(len(self.trials), self.trials[0] * self.var_weights[0])
         return self.trials * self.var_weights
 
     def engine_weights(self):
@@ -290,87 +293,6 @@ def _compact(values):
     return values
 
 
-def _group_codes(groups):
-    """(codes, labels) with labels sorted when they can be, so relabelling only permutes groups."""
-    values = groups if isinstance(groups, pd.Series) else pd.Series(groups)  # (the index plays no part)
-    found = _arrow_text_codes(values)
-    if found is not None:
-        return found
-    try:
-        codes, labels = pd.factorize(values, sort=True)
-    except TypeError:  # labels of mixed types
-        codes, labels = pd.factorize(values.astype(str), sort=True)
-    return codes.astype(np.intp, copy=False), np.asarray(labels)
-
-
-def _arrow_text_codes(values):
-    """`_group_codes` of text labels held by Arrow (``str`` read by pandas' CSV reader) from Arrow's own
-    dictionary encoding, its few labels sorted after (~1 ms less than pandas' sorted factorize on 1e5 rows);
-    None for other labels, or missing ones."""
-    if not (isinstance(values.dtype, pd.StringDtype) and str(values.dtype.storage).startswith("pyarrow")):
-        return None
-    chunks = values.array.__arrow_array__()  # (the array's own Arrow data, no copy)
-    if len(values) == 0 or chunks.null_count:
-        return None
-    encoded = chunks.dictionary_encode().combine_chunks()
-    labels = encoded.dictionary.to_numpy(zero_copy_only=False)
-    order = np.argsort(labels, kind="stable")  # (Python's order of str: code points, as pandas sorts text)
-    rank = np.empty(len(order), np.intp)
-    rank[order] = np.arange(len(order))
-    return rank[encoded.indices.to_numpy(zero_copy_only=False)], labels[order]
-
-
-@dataclass
-class GroupRuns:
-    """The runs of equal group codes in row order, one per group: run k holds rows
-    starts[k] .. starts[k] + counts[k] - 1, all of group codes[k]."""
-
-    codes: np.ndarray
-    starts: np.ndarray
-    counts: np.ndarray
-
-    @property
-    def in_code_order(self) -> bool:
-        """The runs come in group-code order: the rows are sorted by group."""
-        return bool(np.all(self.codes == np.arange(len(self.codes))))
-
-
-def group_runs(codes, n_groups):
-    """`GroupRuns` when every group's rows are contiguous (rows that come grouped: as many runs of equal codes
-    as groups), else None.  One O(n) pass."""
-    n = len(codes)
-    if n == 0 or n_groups == 0:
-        return None
-    change = np.flatnonzero(codes[1:] != codes[:-1])
-    if len(change) + 1 != n_groups:  # (every code occurs: n_groups runs means one run per group)
-        return None
-    starts = np.concatenate(([0], change + 1)).astype(np.intp, copy=False)
-    counts = np.diff(np.append(starts, n))
-    return GroupRuns(np.asarray(codes[starts], dtype=np.intp), starts, counts)
-
-
-def group_order(codes, n_groups, runs=None):
-    """The stable sort of the rows by group code.  Rows in one run per group (`group_runs`): built from the
-    runs in O(n), the identity when they are sorted; else numpy's radix sort on 16-bit codes where they fit
-    (O(n); the comparison sort of 64-bit codes is ~7x slower on 1e6 shuffled rows), the same permutation."""
-    n = len(codes)
-    if runs is not None:
-        if runs.in_code_order:
-            return np.arange(n, dtype=np.intp)
-        first = np.empty(len(runs.codes), dtype=np.intp)
-        first[runs.codes] = runs.starts
-        counts = np.empty(len(runs.codes), dtype=np.intp)
-        counts[runs.codes] = runs.counts
-        # steps of 1 within a group, a jump to the next group's first row at its sorted start: one n-sized array
-        order = np.ones(n, dtype=np.intp)
-        order[0] = first[0]
-        order[group_starts(counts)[1:]] = first[1:] - (first[:-1] + counts[:-1] - 1)
-        return np.cumsum(order, out=order)
-    if n_groups <= np.iinfo(np.uint16).max + 1:
-        return np.argsort(codes.astype(np.uint16), kind="stable").astype(np.intp, copy=False)
-    return np.argsort(codes, kind="stable")
-
-
 def _proportion_with_var_weights(dist, y, clean, name):
     """A Binomial proportion with var_weights (statsmodels GLM's way to give trials): point to weights=."""
     prior = getattr(clean, "prior_weights", None) or {}
@@ -429,8 +351,7 @@ def build_design(clean, family):
         dist = Distribution(family, kernels=False)  # their fused kernels take no prior weight: the generic path
     X = clean.exog.to_numpy(dtype=float)
     names = [str(c) for c in clean.exog.columns]
-    codes, group_labels = _group_codes(clean.groups)
-    counts = np.bincount(codes, minlength=len(group_labels))
+    codes, group_labels, counts = counted_group_codes(clean.groups)
     n_params = X.shape[1] + (2 if dist.name == "gaussian" and dist.link_name == "identity" else
                              1 + int(dist.has_dispersion))
     check_groups_and_size(len(y), n_params, counts, dist.name, dist.link_name, str(clean.groups.name))

@@ -20,7 +20,7 @@ from ..engine._memory import set_thresholds
 from ..engine._pirls import pirls_information
 from ..engine._segments import group_starts
 from ..formula import _data
-from ..formula._design import _group_codes
+from ..formula._codes import group_codes
 from ..formula._design import engine_data as make_engine_data
 from .._validation import check_proportion, check_response, check_trials
 
@@ -153,7 +153,7 @@ def design_partition(part, spec):
     clean = prepared.clean(endog, exog, dropped)
     summary = {"n_dropped": clean.n_dropped, "reasons": clean.drop_reasons}
     y, trials, name = _response(clean, spec.family)
-    codes, labels = _group_codes(clean.groups)
+    codes, labels = group_codes(clean.groups)
     order = np.argsort(codes, kind="stable")
     prior = clean.prior_weights
     sort = (lambda v: None if v is None else np.asarray(v, float)[order])

@@ -13,7 +13,8 @@ import pandas as pd
 from ..engine._families import Distribution
 from ..engine._glmm import check_finite_mle
 from ..formula import _data
-from ..formula._design import GroupedModel, Scaling, _group_codes
+from ..formula._codes import group_codes
+from ..formula._design import GroupedModel, Scaling
 from .._validation import check_groups_and_size, check_response_varies
 from . import _dask_rows as rows_
 
@@ -129,7 +130,7 @@ def _groups_and_names(model, info):
                              "another; code the predictors as numbers")
     labels = pd.concat([pd.Series(part["labels"]) for part in info], ignore_index=True)  # keeps their type
     counts = np.concatenate([part["counts"] for part in info])
-    codes, sorted_labels = _group_codes(labels)
+    codes, sorted_labels = group_codes(labels)
     if len(sorted_labels) != len(labels):
         raise ValueError(f"a group of {model.group_name!r} is split across partitions (its labels are not hashed "
                          "alike, e.g. 1 and '1'); give the column one type")
