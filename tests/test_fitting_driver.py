@@ -75,10 +75,12 @@ def test_record_has_per_term_parts():
     np.testing.assert_allclose(np.sqrt(np.diagonal(record.mode_cov[0], axis1=1, axis2=2)), record.mode_sd[0])
     for view in ("var_re", "blups", "blup_sd", "blup_cov", "q_total"):  # no single-factor views: lists only
         assert not hasattr(record, view)
-    # the fitted linear predictor is X beta plus each row's z'b of its group
+    # the fitted linear predictor is X beta plus each row's z'b of its group (the results make it: a Gaussian
+    # record keeps no n-sized eta)
     design = res.model.design
     eta = design.X @ record.beta + np.einsum("nq,nq->n", design.Z, record.modes[0][design.codes])
-    np.testing.assert_allclose(record.eta, eta, atol=1e-10)
+    assert record.eta is None and record.eta_fixed is None
+    np.testing.assert_allclose(res.fittedvalues.to_numpy(), eta, atol=1e-10)
     assert record.groups == ["g"] and record.z_names == [list(design.re_names)]
 
 
