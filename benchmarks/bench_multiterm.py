@@ -280,16 +280,17 @@ def cases(quick):
     ]
 
 
-def _fmt(r, key, spec):
-    return spec.format(r[key]) if r and key in r else "-"
+def _s(seconds):
+    """Seconds with two decimals, or three significant digits below a second (a 20 ms fit is not "0.02")."""
+    return f"{seconds:.2f}" if not seconds < 1 else f"{seconds:.3g}"
 
 
 def _before_after(base, own, glmm):
     """'before X s, after Y s, after/before r; ratio to glmm a -> b' for a --baseline row."""
     if "error" in base or "error" in own:
         return f"before {base.get('error', '')} / after {own.get('error', '')}"
-    text = (f"before (glmm_ext at {BASELINE['root']}) {base['seconds']:.2f} s ({base.get('fit_seconds', np.nan):.2f}),"
-            f" after {own['seconds']:.2f} s ({own.get('fit_seconds', np.nan):.2f}), after / before "
+    text = (f"before (glmm_ext at {BASELINE['root']}) {_s(base['seconds'])} s ({_s(base.get('fit_seconds', np.nan))}),"
+            f" after {_s(own['seconds'])} s ({_s(own.get('fit_seconds', np.nan))}), after / before "
             f"{own['seconds'] / base['seconds']:.2f}; dLL after - before {own['loglik'] - base['loglik']:+.1e}")
     if glmm and "error" not in glmm:
         text += (f"; ratio to glmm {base['seconds'] / glmm['seconds']:.2f} (before) -> "
@@ -327,8 +328,8 @@ def render(results, notes, repeats):
                 extra.append(f"nagq=0 row failed: {lap} / {pq}")
             continue
         own = best.get("glmm_ext") or {}
-        cells = [case["label"], own.get("error") or (_fmt(own, "seconds", "{:.2f}") + (
-            f" ({own['fit_seconds']:.2f})" if "fit_seconds" in own else ""))]
+        cells = [case["label"], own.get("error") or (_s(own["seconds"]) + (
+            f" ({_s(own['fit_seconds'])})" if "fit_seconds" in own else ""))]
         for pkg in ("glmm", "mixedlm", "lme4"):
             r = best.get(pkg)
             if r is None:
@@ -336,11 +337,11 @@ def render(results, notes, repeats):
             elif "error" in r:
                 cells += [r["error"], "-", "-"]
             elif "error" in own:
-                cells += [f"{r['seconds']:.2f}", "-", "-"]
+                cells += [_s(r["seconds"]), "-", "-"]
             else:
                 d = own["loglik"] - r["loglik"]
                 flag = " (!)" if d < -1e-4 else ""
-                cells += [f"{r['seconds']:.2f}", f"{own['seconds'] / r['seconds']:.2f}", f"{d:+.1e}{flag}"]
+                cells += [_s(r["seconds"]), f"{own['seconds'] / r['seconds']:.2f}", f"{d:+.1e}{flag}"]
         lines.append("| " + " | ".join(cells) + " |")
         base = best.get("glmm_ext_base")
         if base:

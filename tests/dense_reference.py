@@ -14,6 +14,8 @@ cannot cancel out:
 
 Small data only (n up to a few thousand, a few hundred random effects).
 """
+import re
+
 import numpy as np
 import pandas as pd
 from scipy import special
@@ -220,3 +222,11 @@ def agq_loglik(y, X, beta, codes, var, family, nodes, offset=None, trials=None, 
         top = logs.max()
         total += np.log(s / np.sqrt(np.pi)) + top + np.log(np.exp(logs - top).sum())
     return float(total)
+
+
+def r_name(py):
+    """patsy's column name -> R's treatment-contrast name: C(x)[T.lev] -> xlev (a:b interactions alike),
+    I(x ** 2) -> I(x^2), Intercept -> (Intercept)."""
+    if py == "Intercept":
+        return "(Intercept)"
+    return re.sub(r"I\((\w+) \*\* (\d)\)", r"I(\1^\2)", re.sub(r"C\((\w+)\)\[T\.([^\]]+)\]", r"\1\2", py))

@@ -18,7 +18,6 @@ view: converged, summary() prints, a singular term named in the warning and flag
 """
 import json
 import os
-import re
 import warnings
 
 import numpy as np
@@ -31,6 +30,7 @@ from scipy.linalg import block_diag
 import glmm_ext
 
 import dense_reference as dr
+from dense_reference import r_name
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "multiterm_more")
 with open(os.path.join(DATA, "reference.json")) as fh:
@@ -190,13 +190,6 @@ def fit(name):
             res = model.fit(reml=bool(case["reml"])) if case["family"] == "gaussian" else model.fit(nagq=case["nagq"])
         _FITS[name] = (data, res, [str(w.message) for w in caught])
     return _FITS[name]
-
-
-def r_name(py):
-    """patsy's column name -> R's treatment-contrast name: C(x)[T.lev] -> xlev, Intercept -> (Intercept)."""
-    if py == "Intercept":
-        return "(Intercept)"
-    return re.sub(r"I\((\w+) \*\* (\d)\)", r"I(\1^\2)", re.sub(r"C\((\w+)\)\[T\.([^\]]+)\]", r"\1\2", py))
 
 
 def response(name, data):

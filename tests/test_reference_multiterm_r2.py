@@ -38,6 +38,7 @@ from scipy.linalg import block_diag
 import glmm_ext
 
 import dense_reference as dr
+from dense_reference import r_name
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "multiterm_r2")
 with open(os.path.join(DATA, "reference.json")) as fh:
@@ -209,13 +210,6 @@ def fit(name):
         formula, _, _, kwargs = CASES[name]
         _FITS[name] = fit_formula(name, formula, kwargs)
     return _FITS[name]
-
-
-def r_name(py):
-    """patsy's column name -> R's: C(x)[T.lev] -> xlev, I(x ** 2) -> I(x^2), Intercept -> (Intercept)."""
-    if py == "Intercept":
-        return "(Intercept)"
-    return re.sub(r"I\((\w+) \*\* (\d)\)", r"I(\1^\2)", re.sub(r"C\((\w+)\)\[T\.([^\]]+)\]", r"\1\2", py))
 
 
 def rows_used(name, data):
