@@ -38,19 +38,30 @@ def load_schools(seed=20240601):
 
 
 def simulate(family="gaussian", link=None, n_groups=50, group_size=20, beta=(0.5, 0.8, -0.4), sigma_u=0.6,
-             scale=1.0, trials=None, offset=False, seed=0):
+             scale=1.0, trials=None, offset=False, seed=0, alpha=None):
     """Random-intercept data g(mu) = beta0 + beta1 x1 + beta2 x2 (+ log exposure) + u_g for any family/link.
 
     Parameters
     ----------
     family, link : str
-        e.g. ``("binomial", "probit")``; ``scale`` is the residual variance (Gaussian), the Gamma
-        dispersion or the negative binomial alpha (Var = mu + alpha mu^2).  ``group_size`` is an int or an array of sizes; ``trials`` gives Binomial
+        e.g. ``("binomial", "probit")``; ``scale`` is the residual variance (Gaussian) or the Gamma
+        dispersion.  ``group_size`` is an int or an array of sizes; ``trials`` gives Binomial
         successes/failures columns; ``offset=True`` adds a ``logexp`` column used as offset.
+    alpha : float, optional
+        The negative binomial's alpha (Var = mu + alpha mu^2), what a fit reports as ``res.alpha``; without it
+        ``scale`` is read as alpha, as in earlier versions.
     Returns
     -------
-    DataFrame with y (or successes, failures), x1, x2, g[, logexp]; ``attrs["truth"]`` holds the truth.
+    DataFrame with y (or successes, failures), x1, x2, g[, logexp]; ``attrs["truth"]`` holds the truth
+    (``"alpha"`` too for the negative binomial).
     """
+    if alpha is not None:
+        if str(family).lower() != "negativebinomial":
+            raise ValueError(f"alpha is the negative binomial's dispersion; the {family} family takes scale=")
+        if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.number)) or \
+                not (np.isfinite(alpha) and alpha > 0):
+            raise ValueError(f"alpha must be a finite positive number (got {alpha!r})")
+        scale = float(alpha)
     fam = make_family(family, link)
     rng = np.random.default_rng(seed)
     sizes = np.full(n_groups, group_size) if np.ndim(group_size) == 0 else np.asarray(group_size)
@@ -86,6 +97,8 @@ def simulate(family="gaussian", link=None, n_groups=50, group_size=20, beta=(0.5
         df.insert(0, "y", y)
     df.attrs["truth"] = {"beta": tuple(beta), "var_re": sigma_u**2, "scale": scale,
                          "family": name, "link": link or ALLOWED_LINKS[name][0]}
+    if name == "negativebinomial":
+        df.attrs["truth"]["alpha"] = scale
     return df
 
 

@@ -99,8 +99,22 @@ def test_cloglog_binomial_matches_glmmtmb():
     assert res.icc == pytest.approx(res.var_re / (res.var_re + np.pi**2 / 6))
 
 
+def test_simulate_takes_the_negative_binomial_alpha_by_its_name():
+    """simulate(alpha=) is NB2's alpha (what res.alpha reports); scale= stays its older spelling."""
+    named = glmm_ext.simulate("negativebinomial", n_groups=30, group_size=10, alpha=0.7, seed=4)
+    old = glmm_ext.simulate("negativebinomial", n_groups=30, group_size=10, scale=0.7, seed=4)
+    pd.testing.assert_frame_equal(named, old)
+    assert named.attrs["truth"]["alpha"] == 0.7
+    assert named["y"].var() > named["y"].mean()  # overdispersed
+    with pytest.raises(ValueError, match="negative binomial"):
+        glmm_ext.simulate("poisson", alpha=0.7)
+    for bad in (0.0, -1.0, np.inf, np.nan, True, "0.5"):
+        with pytest.raises(ValueError, match="alpha must be a finite positive number"):
+            glmm_ext.simulate("negativebinomial", alpha=bad)
+
+
 def test_nb_recovers_the_simulated_truth():
-    d = glmm_ext.simulate("negativebinomial", n_groups=200, group_size=20, scale=0.5, sigma_u=0.5, seed=3)
+    d = glmm_ext.simulate("negativebinomial", n_groups=200, group_size=20, alpha=0.5, sigma_u=0.5, seed=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = glmm_ext.glmm("y ~ x1 + x2", d, groups="g", family=glmm_ext.make_family("negativebinomial")).fit()
