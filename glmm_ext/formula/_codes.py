@@ -13,6 +13,8 @@ from ..engine._segments import group_starts
 
 #: the largest span of integer labels (beyond the number of rows) coded through a table indexed by value
 _TABLE_SPAN = 1 << 16
+#: the smallest integer whose hexadecimal text ("0xf4240") is not longer than its decimal one ("1000000")
+_HEX_SHORTEST = 10**6
 
 
 def group_codes(groups):
@@ -65,9 +67,10 @@ def _integer_text_codes(chunks):
     (``"17"``, ``"-3"``: no ``+``, no leading zero, no space), from the integer values (a table indexed by value
     when they span few values, else numpy's unique); None otherwise.
 
-    A label that writes its integer any other way is longer than the canonical text, so the labels are all
-    canonical exactly when their total length (Arrow's offsets: O(1) a chunk) equals the canonical texts' total
-    over the distinct values; then two labels are equal exactly when their values are.
+    A label that writes its integer any other decimal way is longer than the canonical text (hexadecimal, which
+    Arrow's cast reads too, is refused first where it could be as short), so the labels are all canonical exactly
+    when their total length (Arrow's offsets: O(1) a chunk) equals the canonical texts' total over the distinct
+    values; then two labels are equal exactly when their values are.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -80,6 +83,10 @@ def _integer_text_codes(chunks):
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # (not integers, or beyond int64)
         return None
     low, high = int(ints.min()), int(ints.max())
+    # Arrow's cast also reads hexadecimal ("0xf4240"), which from 10^6 on can be as short as the decimal text
+    # ("1000000") or shorter: the length test below holds for decimal spellings only, so no label may hold an x
+    if high >= _HEX_SHORTEST and pc.any(pc.match_substring(chunks, "x", ignore_case=True)).as_py():
+        return None
     by_table = high - low <= len(ints) + _TABLE_SPAN
     if by_table:
         shifted = ints - low  # (writable: bincount and take copy a read-only index array, as Arrow's is)
