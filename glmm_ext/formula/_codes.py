@@ -83,10 +83,6 @@ def _integer_text_codes(chunks):
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # (not integers, or beyond int64)
         return None
     low, high = int(ints.min()), int(ints.max())
-    # Arrow's cast also reads hexadecimal ("0xf4240"), which from 10^6 on can be as short as the decimal text
-    # ("1000000") or shorter: the length test below holds for decimal spellings only, so no label may hold an x
-    if high >= _HEX_SHORTEST and pc.any(pc.match_substring(chunks, "x", ignore_case=True)).as_py():
-        return None
     by_table = high - low <= len(ints) + _TABLE_SPAN
     if by_table:
         shifted = ints - low  # (writable: bincount and take copy a read-only index array, as Arrow's is)
@@ -99,7 +95,12 @@ def _integer_text_codes(chunks):
     text_length = 0  # (bytes: a canonical label is ASCII)
     for chunk in chunks.chunks:
         offsets = np.frombuffer(chunk.buffers()[1], np.int64 if large else np.int32)
-        text_length += int(offsets[chunk.offset + len(chunk)] - offsets[chunk.offset])
+        start, stop = int(offsets[chunk.offset]), int(offsets[chunk.offset + len(chunk)])
+        text_length += stop - start
+        # Arrow's cast also reads hexadecimal ("0xf4240"), which from 10^6 on can be as short as the decimal text
+        # ("1000000") or shorter: the length test holds for decimal spellings only, so no label may hold an x
+        if high >= _HEX_SHORTEST and _holds_x(chunk.buffers()[2], start, stop):
+            return None
     if text_length != int(counts @ np.array([len(s) for s in labels])):
         return None
     order = np.argsort(labels, kind="stable")  # (text order: "10" before "9")
@@ -110,6 +111,13 @@ def _integer_text_codes(chunks):
         table[present] = rank
         return np.take(table, shifted, out=shifted, mode="clip"), labels[order], counts[order]  # (in place)
     return rank.take(inverse.reshape(-1)), labels[order], counts[order]
+
+
+def _holds_x(data, start, stop):
+    """Bytes start..stop of an Arrow data buffer hold an "x" or "X" (memchr over one copy: ~1 ms for 1e6 ids,
+    where Arrow's case-blind substring match takes ~40)."""
+    raw = np.frombuffer(data, np.uint8, count=stop - start, offset=start).tobytes()
+    return raw.find(b"x") >= 0 or raw.find(b"X") >= 0
 
 
 @dataclass
