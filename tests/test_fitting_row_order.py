@@ -249,3 +249,10 @@ def test_hexadecimal_text_groups_stay_their_own_labels(labels):
     model = glmm_ext.GLMM.from_formula("y ~ x + (1|g)", df)
     assert list(model.group_labels) == list(want_labels)
     assert np.array_equal(model.design.codes, want_codes)
+    from glmm_ext.formula._codes import counted_group_codes
+
+    text = df.g
+    for series in (pd.concat([text.iloc[:7], text.iloc[7:]], ignore_index=True), text.iloc[3:]):  # chunks, offsets
+        codes, found, _ = counted_group_codes(series)
+        expected_codes, expected_labels = pd.factorize(pd.Series(list(series), dtype=object), sort=True)
+        assert list(found) == list(expected_labels) and np.array_equal(codes, expected_codes)
