@@ -228,3 +228,31 @@ def test_integer_text_groups_give_the_codes_of_plain_strings(labels):
     fits = [glmm_ext.GLMM.from_formula("y ~ x + (1|g)", d).fit() for d in (plain, plain.assign(g=text))]
     assert list(fits[1].model.group_labels) == list(expected_labels)
     assert np.array_equal(fits[0].params, fits[1].params) and fits[0].llf == fits[1].llf
+
+
+@pytest.mark.parametrize("labels", [
+    ["0xf4240", "1000000"] + [str(v) for v in range(20, 60)],  # hexadecimal as long as the decimal: one value
+    ["0x1000000000000000", "05", "5"] + [str(v) for v in range(20, 60)],  # a shorter hex makes up for "05"
+    ["0x3b9aca00", "0x3b9aca01", "0x3b9aca02", "0x3b9aca03"],  # hex ids alone, each as long as its decimal
+])
+def test_hexadecimal_text_groups_stay_their_own_labels(labels):
+    """Arrow's cast reads "0x..." as an integer too, and a hexadecimal label can be as short as (or shorter than)
+    the decimal text of its value: such labels must keep their own spelling and stay apart from the decimal
+    label of the same value, as pandas' factorize of the plain strings has them."""
+    pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(7)
+    g = rng.permutation(np.repeat(np.array(labels, dtype=object), 6))
+    x = rng.normal(size=len(g))
+    want_codes, want_labels = pd.factorize(pd.Series(g, dtype=object), sort=True)
+    y = 0.5 * x + rng.normal(size=len(want_labels))[want_codes] + rng.normal(size=len(g))
+    df = pd.DataFrame({"y": y, "x": x, "g": pd.Series(g, dtype="string[pyarrow]")})
+    model = glmm_ext.GLMM.from_formula("y ~ x + (1|g)", df)
+    assert list(model.group_labels) == list(want_labels)
+    assert np.array_equal(model.design.codes, want_codes)
+    from glmm_ext.formula._codes import counted_group_codes
+
+    text = df.g
+    for series in (pd.concat([text.iloc[:7], text.iloc[7:]], ignore_index=True), text.iloc[3:]):  # chunks, offsets
+        codes, found, _ = counted_group_codes(series)
+        expected_codes, expected_labels = pd.factorize(pd.Series(list(series), dtype=object), sort=True)
+        assert list(found) == list(expected_labels) and np.array_equal(codes, expected_codes)

@@ -155,12 +155,6 @@ def _predictors(prepared, beta, modes):
     eta = np.asarray(modes, float)[prepared.codes]
     eta += eta_fixed
     return eta, eta_fixed
-    eta = eta_fixed.copy()
-    term = np.empty_like(eta)  # one buffer for every column's term (n-sized temporaries cost page faults)
-    for k, b_k in enumerate(b.T):  # column by column: ~5x faster than an einsum over the gathered (n, q) rows
-        np.take(b_k, prepared.codes, out=term, mode="clip")  # (unbuffered; the codes are valid)
-        eta += np.multiply(Z[:, k], term, out=term)
-    return eta, eta_fixed
 
 
 def fit_scalar_profile(structure, prepared, reml=True, maxiter=100, tol=1e-6, callback=None) -> MixedFit:

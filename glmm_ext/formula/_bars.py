@@ -381,12 +381,12 @@ def _plain_z(sources, data):
     return Z
 
 
-def _plain_view(sources, X, exog_names):
+def _plain_view(sources, X, exog_names, ones=-1):
     """Z as a view of the fixed design's X when X holds the plain z columns `sources` as columns evenly spaced
     in order (``1 + x`` in ``y ~ x + x2``: X's first two columns), else None.  A design column named as a numeric
-    data column is that column (patsy names a transformed one otherwise), and "Intercept" is the ones."""
-    names = ["Intercept" if name is None else name for name in sources]
-    where = [exog_names.index(name) if name in exog_names else -1 for name in names]
+    data column is that column (patsy names a transformed one otherwise); the intercept is X's column `ones` (its
+    column of ones, -1: none), not whatever is named "Intercept" (a data column of that name in ``0 + Intercept``)."""
+    where = [ones if name is None else exog_names.index(name) if name in exog_names else -1 for name in sources]
     if min(where) < 0:
         return None
     step = where[1] - where[0] if len(where) > 1 else 1
@@ -449,7 +449,9 @@ def attach_random(design, random, clean):
     """The Design with Z (data row order) and the rows dropped for a missing random-effects value."""
     rows = clean.endog.index
     if random.Z is None:  # plain z columns: X's own columns where it holds them (its rows are `rows`)
-        Z = _plain_view(random.plain, design.X, list(design.exog_names))
+        k0 = design.scaling.intercept  # (the constant column, of ones where its scale, the constant, is 1)
+        ones = k0 if k0 >= 0 and design.scaling.scale[k0] == 1.0 else -1
+        Z = _plain_view(random.plain, design.X, list(design.exog_names), ones)
         if Z is None:
             source = random.source if rows.equals(random.source.index) else random.source.loc[rows]
             Z = _plain_z(random.plain, source)

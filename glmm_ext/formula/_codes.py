@@ -13,6 +13,8 @@ from ..engine._segments import group_starts
 
 #: the largest span of integer labels (beyond the number of rows) coded through a table indexed by value
 _TABLE_SPAN = 1 << 16
+#: the smallest integer whose hexadecimal text ("0xf4240") is not longer than its decimal one ("1000000")
+_HEX_SHORTEST = 10**6
 
 
 def group_codes(groups):
@@ -65,9 +67,10 @@ def _integer_text_codes(chunks):
     (``"17"``, ``"-3"``: no ``+``, no leading zero, no space), from the integer values (a table indexed by value
     when they span few values, else numpy's unique); None otherwise.
 
-    A label that writes its integer any other way is longer than the canonical text, so the labels are all
-    canonical exactly when their total length (Arrow's offsets: O(1) a chunk) equals the canonical texts' total
-    over the distinct values; then two labels are equal exactly when their values are.
+    A label that writes its integer any other decimal way is longer than the canonical text (hexadecimal, which
+    Arrow's cast reads too, is refused first where it could be as short), so the labels are all canonical exactly
+    when their total length (Arrow's offsets: O(1) a chunk) equals the canonical texts' total over the distinct
+    values; then two labels are equal exactly when their values are.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -92,7 +95,12 @@ def _integer_text_codes(chunks):
     text_length = 0  # (bytes: a canonical label is ASCII)
     for chunk in chunks.chunks:
         offsets = np.frombuffer(chunk.buffers()[1], np.int64 if large else np.int32)
-        text_length += int(offsets[chunk.offset + len(chunk)] - offsets[chunk.offset])
+        start, stop = int(offsets[chunk.offset]), int(offsets[chunk.offset + len(chunk)])
+        text_length += stop - start
+        # Arrow's cast also reads hexadecimal ("0xf4240"), which from 10^6 on can be as short as the decimal text
+        # ("1000000") or shorter: the length test holds for decimal spellings only, so no label may hold an x
+        if high >= _HEX_SHORTEST and _holds_x(chunk.buffers()[2], start, stop):
+            return None
     if text_length != int(counts @ np.array([len(s) for s in labels])):
         return None
     order = np.argsort(labels, kind="stable")  # (text order: "10" before "9")
@@ -103,6 +111,13 @@ def _integer_text_codes(chunks):
         table[present] = rank
         return np.take(table, shifted, out=shifted, mode="clip"), labels[order], counts[order]  # (in place)
     return rank.take(inverse.reshape(-1)), labels[order], counts[order]
+
+
+def _holds_x(data, start, stop):
+    """Bytes start..stop of an Arrow data buffer hold an "x" or "X" (memchr over one copy: ~1 ms for 1e6 ids,
+    where Arrow's case-blind substring match takes ~40)."""
+    raw = np.frombuffer(data, np.uint8, count=stop - start, offset=start).tobytes()
+    return raw.find(b"x") >= 0 or raw.find(b"X") >= 0
 
 
 @dataclass
