@@ -4,6 +4,7 @@ same model whose z columns are copies the fixed design does not hold (built from
 design, its pickle and its predictions must not depend on which way Z was made.
 """
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -105,6 +106,18 @@ def test_a_column_named_intercept_is_not_the_ones(frame):
     _same_fit(shared.fit(), renamed.fit())
 
 
+@pytest.mark.parametrize("fixed", ["y ~ x", "y ~ 0 + x"])
+def test_a_data_column_named_intercept_in_a_random_term_is_that_column(frame, fixed):
+    """``(0 + Intercept | g)`` with a data column called Intercept is a slope on that column (patsy evaluates the
+    name), not the ones: neither the plain z columns nor the view of X may take it by its name."""
+    rng = np.random.default_rng(9)
+    df = frame.assign(Intercept=rng.normal(2.0, 1.0, len(frame)))
+    named = glmm_ext.GLMM.from_formula(f"{fixed} + (0 + Intercept | g)", df)
+    other = glmm_ext.GLMM.from_formula(f"{fixed} + (0 + w | g)", df.assign(w=df["Intercept"]))
+    np.testing.assert_array_equal(named.design.Z[:, 0], df["Intercept"].to_numpy())
+    _same_fit(named.fit(), other.fit())
+
+
 def test_pickled_model_with_shared_columns_predicts_the_same(frame):
     model = glmm_ext.GLMM.from_formula("y ~ x + x2 + (1 + x | g)", frame)
     res = model.fit()
@@ -114,3 +127,25 @@ def test_pickled_model_with_shared_columns_predicts_the_same(frame):
     new = frame.iloc[10:40]
     np.testing.assert_allclose(back.predict(new), res.predict(new), rtol=1e-13)
     _same_fit(back.model.fit(), res)
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (1 + x | g)", "y ~ 1 + (x || g)", "y ~ x + (1 + x | g) + (1 | h)"])
+@pytest.mark.parametrize("dtype", ["Int64", "Float64"])
+def test_a_nullable_column_with_a_missing_value_in_a_random_term_drops_its_row(formula, dtype):
+    """pandas' nullable columns (pd.NA for a missing value) in a random-effects term: the row is dropped and
+    reported, the fit equal to the float column with NaN (it was a TypeError from deep inside patsy), the
+    caller's column untouched."""
+    rng = np.random.default_rng(2)
+    n = 240
+    df = pd.DataFrame({"y": rng.normal(size=n), "x": pd.array(rng.integers(0, 5, n), dtype=dtype),
+                       "g": rng.integers(0, 20, n), "h": rng.integers(0, 8, n)})
+    df.loc[[3, 50], "x"] = pd.NA
+    before = df.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = glmm_ext.GLMM.from_formula(formula, df).fit()
+        ref = glmm_ext.GLMM.from_formula(formula, df.assign(x=df["x"].astype(float))).fit()
+    assert res.nobs == n - 2 and res.model.design.n_dropped == 2
+    assert res.llf == ref.llf
+    np.testing.assert_array_equal(res.params, ref.params)
+    pd.testing.assert_frame_equal(df, before)

@@ -198,6 +198,7 @@ def split_random_terms(formula, data, groups, re_formula, arrays, formula_mode="
     spec = parse_formula(formula)
     if spec is None:
         return formula, groups, data, None, arrays
+    data = _nullable_as_float(data, formula)
     if isinstance(data, pd.DataFrame) and data.columns.has_duplicates:  # a term naming a repeated column: refused
         _unique_columns(formula, data, [groups])
     if getattr(spec, "is_multi", False):
@@ -338,6 +339,18 @@ def random_design(spec, data):
 _WORD = re.compile(r"[A-Za-z0-9_.]+")
 
 
+def _nullable_as_float(data, formula):
+    """`data` with the formula's nullable numeric columns (pandas' Int64, Float64: pd.NA for a missing value) as
+    float columns with NaN, as the fixed part reads them, so that a random-effects term sees a missing value
+    (patsy cannot tell pd.NA's truth: a TypeError deep inside it); the caller's frame is not changed."""
+    if not isinstance(data, pd.DataFrame):
+        return data
+    nullable = [c for c, dtype in data.dtypes.items() if isinstance(c, str) and dtype.kind in "iuf"
+                and isinstance(dtype, pd.api.extensions.ExtensionDtype) and not isinstance(dtype, pd.CategoricalDtype)]
+    named = _named_columns(nullable, [formula]) if nullable else []
+    return data.assign(**{c: data[c].astype(float) for c in named}) if named else data
+
+
 def _named_columns(columns, exprs):
     """The columns an expression names: as a whole word (a name's characters on neither side)."""
     words = {w for expr in exprs for w in _WORD.findall(expr)}
@@ -356,11 +369,12 @@ def _plain_sources(expr, z_info, data):
     """The data columns of a plain numeric expression's z columns (``1 + x``: `_terms.plain_numeric_names`), None
     for the intercept, when every value is finite; else None (patsy builds the columns and drops rows with a
     missing value)."""
-    if _terms.plain_numeric_names(expr, data) is None:
+    if _terms.plain_numeric_names(expr, data) is None or len(z_info.terms) != len(z_info.column_names):
         return None
     sources = []
-    for name in z_info.column_names:
-        if name == "Intercept":
+    for term in z_info.terms:  # (by term, not column name: a data column may be called "Intercept")
+        name = term.factors[0].code if len(term.factors) == 1 else None
+        if not term.factors:
             sources.append(None)
         elif name in data.columns:
             values = data[name].to_numpy(dtype=float)
@@ -386,7 +400,8 @@ def _plain_view(sources, X, exog_names, ones=-1):
     in order (``1 + x`` in ``y ~ x + x2``: X's first two columns), else None.  A design column named as a numeric
     data column is that column (patsy names a transformed one otherwise); the intercept is X's column `ones` (its
     column of ones, -1: none), not whatever is named "Intercept" (a data column of that name in ``0 + Intercept``)."""
-    where = [ones if name is None else exog_names.index(name) if name in exog_names else -1 for name in sources]
+    where = [ones if name is None else exog_names.index(name) if name in exog_names and name != "Intercept" else -1
+             for name in sources]  # (X's "Intercept" is its ones, never a data column of that name)
     if min(where) < 0:
         return None
     step = where[1] - where[0] if len(where) > 1 else 1
