@@ -279,10 +279,7 @@ class Factor:
             # the pair plan (a sparse matrix-vector product, not scipy's sparse x sparse)
             t1 = T1[:, 0, 0]
             self.LR1 = (self.LamR.T @ cp.AR1._with_data(cp.AR1.data * t1[cp.AR1.indices], copy=False)).tocsr()
-            S = cp.__dict__["_pairs"].product(t1 * t1)
-            S += S.T  # the lower triangle to both (numpy buffers the overlap), the diagonal twice
-            S[np.diag_indices(nR)] *= 0.5
-            np.subtract(cp.ARR, S, out=S)
+            S = cp.__dict__["_pairs"].rest_minus(cp.ARR, t1 * t1)
             S = np.asarray(self.LamR.T @ S.T)  # S.T: the same symmetric matrix, C-ordered for scipy (no copy)
             S = np.asarray(self.LamR.T @ S.T).T
         elif nR:

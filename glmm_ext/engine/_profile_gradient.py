@@ -75,10 +75,7 @@ def _logdet_blocks_pairs(fac, cp, lams, pairs):
     del Sinv
     M1 = t * float(np.sum(a / d2)) - t * float(np.sum(pairs.quad(LSL) / (d2 * d2)))
     del LSL
-    G = pairs.product(t * t / d2)  # the lower triangle of A_R1 diag(t^2 / d^2) A_R1'
-    G += G.T
-    G[np.diag_indices(len(G))] *= 0.5
-    np.subtract(cp.ARR, G, out=G)
+    G = pairs.rest_minus(cp.ARR, t * t / d2)  # A_RR - A_R1 diag(t^2 / d^2) A_R1'
     # (S^-1 Lambda_R' G)_jj: G symmetric, so its rows stand for its columns
     return [np.array([[M1]])] + _rest_blocks(lay, (SL, G.T))  # G.T: C-ordered rows
 

@@ -95,6 +95,13 @@ class SchurPairs:
         """AR1 diag(t) AR1' as a Fortran-ordered (nR, nR) array, the lower triangle only (the upper is 0)."""
         return (self.QTT @ t).reshape(self.nR, self.nR, order="F")
 
+    def rest_minus(self, ARR, t):
+        """ARR - AR1 diag(t) AR1' (dense, both triangles, Fortran-ordered) for a symmetric ARR."""
+        G = self.product(t)
+        G += G.T  # the lower triangle to both (numpy buffers the overlap), the diagonal twice
+        G[np.diag_indices(self.nR)] *= 0.5
+        return np.subtract(ARR, G, out=G)
+
     def quad(self, M):
         """q_j = a_j' M a_j for every column j of AR1, from the lower triangle of a symmetric Fortran-ordered M (the
         off-diagonal pairs stand for both triangles: twice, less the diagonal's once)."""
