@@ -8,12 +8,12 @@ freq_weights by the engine's rules (`engine._weights`): at an ML fit's ``params_
 The terms' layout comes from the design alone (no fit needed): `design_terms` gives the model's
 `TermView`s with zero estimates.
 """
-import numbers
 from types import SimpleNamespace
 
 import numpy as np
 
 from ._term_view import _one_factor_blocks, term_views
+from ._validation import is_positive_number
 
 
 def one_random_intercept(design) -> bool:
@@ -45,10 +45,9 @@ def dispersion_argument(dist, scale, alpha):
         if scale is not None and scale != 1.0:
             raise ValueError(f"the negative binomial's scale is 1 (as statsmodels' NB GLM; got scale={scale!r}): "
                              "give its dispersion as alpha=")
-        value = float(alpha) if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool) else np.nan
-        if not np.isfinite(value) or value <= 0:  # None, text, arrays too: this message, not float()'s
+        if not is_positive_number(alpha):  # None, text, arrays too: this message, not float()'s
             raise ValueError(f"loglike needs alpha > 0 for the negative binomial (results.alpha; got {alpha!r})")
-        return value
+        return float(alpha)
     if alpha is not None:
         raise ValueError(f"alpha is the negative binomial's dispersion; the {dist.name} family has none")
     if scale is None and dist.has_dispersion:

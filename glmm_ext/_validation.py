@@ -74,10 +74,15 @@ def check_link_name(family, link):
 
 
 # --------------------------------------------------------------------------------- fit options
+def is_positive_number(value) -> bool:
+    """A finite real number above 0: not a bool, text, an array or NaN."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and bool(np.isfinite(value)) and value > 0
+
+
 def check_fit_options(maxiter, tol, nagq, cov_type="hessian"):
     if isinstance(maxiter, bool) or not isinstance(maxiter, numbers.Integral) or maxiter < 1:
         raise ValueError(f"maxiter must be a whole number >= 1 (got {maxiter!r})")
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not np.isfinite(tol) or tol <= 0:
+    if not is_positive_number(tol):
         raise ValueError(f"tol must be a positive number (got {tol!r})")
     lo, hi = NAGQ_RANGE
     if isinstance(nagq, bool) or not isinstance(nagq, numbers.Integral) or not lo <= nagq <= hi:

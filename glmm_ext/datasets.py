@@ -10,6 +10,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
+from ._validation import is_positive_number
 from .engine._families import ALLOWED_LINKS, make_family
 
 #: the true parameters of ``load_schools()``
@@ -58,8 +59,7 @@ def simulate(family="gaussian", link=None, n_groups=50, group_size=20, beta=(0.5
     if alpha is not None:
         if str(family).lower() != "negativebinomial":
             raise ValueError(f"alpha is the negative binomial's dispersion; the {family} family takes scale=")
-        if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.number)) or \
-                not (np.isfinite(alpha) and alpha > 0):
+        if not is_positive_number(alpha):
             raise ValueError(f"alpha must be a finite positive number (got {alpha!r})")
         scale = float(alpha)
     fam = make_family(family, link)

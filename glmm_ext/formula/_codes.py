@@ -56,8 +56,7 @@ def _arrow_text_codes(values):
     text = chunks.chunk(0) if chunks.num_chunks == 1 else chunks.combine_chunks()  # (one dictionary to build)
     encoded = text.dictionary_encode()
     order = pc.array_sort_indices(encoded.dictionary).to_numpy()  # (UTF-8 byte order = code point order = str's)
-    rank = np.empty(len(order), np.intp)
-    rank[order] = np.arange(len(order))
+    rank = _rank(order)
     labels = encoded.dictionary.to_numpy(zero_copy_only=False)[order]
     return rank.take(encoded.indices.to_numpy(zero_copy_only=False)), labels, None
 
@@ -104,13 +103,19 @@ def _integer_text_codes(chunks):
     if text_length != int(counts @ np.array([len(s) for s in labels])):
         return None
     order = np.argsort(labels, kind="stable")  # (text order: "10" before "9")
-    rank = np.empty(len(order), np.intp)
-    rank[order] = np.arange(len(order))
+    rank = _rank(order)
     if by_table:
         table = np.zeros(high - low + 1, np.intp)
         table[present] = rank
         return np.take(table, shifted, out=shifted, mode="clip"), labels[order], counts[order]  # (in place)
     return rank.take(inverse.reshape(-1)), labels[order], counts[order]
+
+
+def _rank(order):
+    """Each label's position in the sorted labels, from the sort `order` (its inverse permutation)."""
+    rank = np.empty(len(order), np.intp)
+    rank[order] = np.arange(len(order))
+    return rank
 
 
 def _holds_x(data, start, stop):
