@@ -9,8 +9,8 @@ arithmetic itself at 1e5 rows (measured: 190 ms against 70 ms for one 25-node AG
 moves towards (32 MiB for mmap, 64 MiB for trim), and after a fit on many rows gives the freed memory
 back to the system (``malloc_trim``), so the process does not keep its peak.  After a smaller fit the
 freed temporaries (a few tens of MiB at most) stay for the next one: the trim (~0.6 ms after a fit
-on 1e5 rows) and the page faults of the next fit would cost more than the fit itself gains.  Where the C library is not glibc,
-or ``ENABLED`` is False, it does nothing.
+on 1e5 rows) and the page faults of the next fit would cost more than the fit itself gains.  Where
+the C library is not glibc, or ``ENABLED`` is False, it does nothing.
 """
 import ctypes
 import ctypes.util

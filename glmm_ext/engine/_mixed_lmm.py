@@ -68,7 +68,8 @@ def minimize_bounded(fun, x0, lb, maxiter=200, tol=1e-6, step=1e-4, polish=True,
     ``fg(x) -> (f, gradient)``, when given, replaces the finite differences (L-BFGS-B's gradient, and the
     polish's Hessian from differences of the gradient).  ``probes(x) -> list of points``, when given, adds
     structural probes at each end (`_boundary.ridge_probes`: a zero diagonal of Lambda_k, where moving it alone finds nothing).
-    ``quasi_polish``: the polish's later Hessians BFGS updates (`_polish._newton_polish`); ``hess`` is then no exact one.
+    ``quasi_polish``: the polish's later Hessians BFGS updates (`_polish._newton_polish`); ``hess`` is then no
+    exact one.
     """
     obj = Counted(fun)
     fgc = None

@@ -33,7 +33,7 @@ def take_rows(values, rows):
     values = np.asarray(values)
     if not values.ndim:
         return values
-    return np.broadcast_to(values.flat[0], np.shape(rows)) if not any(values.strides) else values[rows]
+    return np.broadcast_to(values[0], np.shape(rows)) if is_filled(values) else values[rows]
 
 
 class FrequencyTerm:

@@ -300,17 +300,17 @@ def random_design(spec, data):
     plain = [_plain_sources(term.expr, z_info, data) for term, z_info in zip(spec.terms, z_infos)]
     deferred = all(sources is not None for sources in plain)  # (Z is made when the fixed design is there)
     for term, z_info, sources in zip(spec.terms, z_infos, plain):
-        Zk, index = (np.empty((0, len(sources))) if deferred else _plain_z(sources, data)
-                     if sources is not None else None), data.index
-        if Zk is None:
+        if sources is not None:  # the columns themselves (all finite); deferred: made with the fixed design
+            Zk, index, width = None if deferred else _plain_z(sources, data), data.index, len(sources)
+        else:
             try:
                 (frame,) = patsy.build_design_matrices([z_info], data, NA_action="drop", return_type="dataframe")
             except patsy.PatsyError as exc:
                 raise ValueError(f"random-effects term {term.text!r}: {exc}") from None
-            Zk, index = frame.to_numpy(dtype=float), frame.index
+            Zk, index, width = frame.to_numpy(dtype=float), frame.index, frame.shape[1]
             if not np.isfinite(Zk).all():
                 raise ValueError("a random-effects column holds an infinite value")
-        if Zk.shape[1] == 0:
+        if width == 0:
             raise ValueError(f"random-effects term {term.text!r} has no column")
         if len(index) < len(data):  # rows dropped by patsy for a missing value
             kept = np.zeros(len(data), dtype=bool)
@@ -318,7 +318,7 @@ def random_design(spec, data):
             keep &= kept
         parts.append((Zk, index))
         infos.append(z_info)
-        cols = list(range(len(names), len(names) + Zk.shape[1]))
+        cols = list(range(len(names), len(names) + width))
         blocks.extend([cols] if term.correlated else [[c] for c in cols])
         names.extend(str(c) for c in z_info.column_names)
     if len(set(names)) != len(names):
@@ -508,5 +508,5 @@ def from_exog_re(exog_re, endog):
         raise ValueError("exog_re holds a missing or infinite value; drop those rows first")
     if names is None:
         names = ["Intercept" if np.all(values[:, k] == 1.0) else f"z{k}" for k in range(values.shape[1])]
-    return RandomDesign(Z=values, index=index, names=names, blocks=[list(range(len(names)))], group="groups", design_infos=[],
-                        keep=np.ones(n, dtype=bool))
+    return RandomDesign(Z=values, index=index, names=names, blocks=[list(range(len(names)))], group="groups",
+                        design_infos=[], keep=np.ones(n, dtype=bool))
